@@ -1,0 +1,173 @@
+"""The energy meters installed by default, combined so that each scope has one value and source.
+
+Scopes are ``system``, ``cpu`` and ``gpu``; each fills ``<scope>_power`` (joules, the seed's
+field) and ``<scope>_energy_source``, ``<scope>_energy_scope``, ``<scope>_energy_short_task``.
+Several meters may speak to one scope (Prometheus and RAPL both to ``cpu``): :class:`EnergyMeter`
+asks them in priority order and, per scope, keeps the fields of the first one with a value.
+Prometheus comes first, so its value for a scope wins over the local meter's; where its query
+fails (or before the finish, when it is not queried) the local meter's value is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from tasktrace._settings import BUILTIN_METERS, Settings
+from tasktrace.meters._base import Meter, MeterReading, WarnOnce
+from tasktrace.meters.nvml import NvmlMeter
+from tasktrace.meters.prometheus import PrometheusMeter
+from tasktrace.meters.rapl import RaplMeter
+
+__all__ = ["ENERGY_SCOPES", "EnergyMeter", "default_energy_meters", "scope_fields"]
+
+_log = logging.getLogger(__name__)
+_warn = WarnOnce(_log)
+
+ENERGY_SCOPES = ("system", "cpu", "gpu")
+"""Scopes of the seed's energy fields (``system_power``, ``cpu_power``, ``gpu_power``)."""
+
+
+def scope_fields(scope: str) -> tuple[str, str, str, str]:
+    """Return the task fields of one scope: energy (J), source, scope, short-task flag."""
+    return (
+        f"{scope}_power",
+        f"{scope}_energy_source",
+        f"{scope}_energy_scope",
+        f"{scope}_energy_short_task",
+    )
+
+
+class EnergyMeter:
+    """Several energy meters read as one, per-scope first-with-a-value (priority order).
+
+    For each scope, the first meter (in the order given) whose reading has a non-``None``
+    ``<scope>_power`` provides all four fields of that scope; if none has a value, the first
+    meter that speaks to the scope provides them (energy ``None``). Other fields (such as
+    ``dram_energy_j``) take the first non-``None`` value. A child meter that raises is treated
+    as having no value and warned about once. Thread-safe if the children are.
+    """
+
+    name = "energy"
+
+    def __init__(self, meters: Sequence[Meter]) -> None:
+        """Combine ``meters``, highest priority first."""
+        self.meters = list(meters)
+        self._active: list[Meter] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> list[Meter]:
+        """The children that are available (checked once)."""
+        with self._lock:
+            if self._active is None:
+                self._active = [m for m in self.meters if _available(m)]
+            return self._active
+
+    def available(self) -> bool:
+        """Return whether any child meter is available."""
+        return bool(self.active)
+
+    def start(self) -> tuple[object, ...]:
+        """Start every available child; return their snapshots in order."""
+        snapshots = []
+        for meter in self.active:
+            try:
+                snapshots.append(meter.start())
+            except Exception:  # noqa: BLE001, PERF203 - a broken meter must not break the task
+                _warn(f"start:{meter.name}", "tasktrace: meter %s failed to start", meter.name)
+                snapshots.append(None)
+        return tuple(snapshots)
+
+    def read(self, snapshot: object, elapsed_s: float, *, final: bool) -> MeterReading:
+        """Read every child and merge per scope (see the class docstring).
+
+        Args:
+            snapshot: What :meth:`start` returned.
+            elapsed_s: Seconds since the task started.
+            final: Whether the task is finishing (Prometheus is queried only then).
+
+        Returns:
+            The merged fields.
+        """
+        snapshots = snapshot if isinstance(snapshot, tuple) else ()
+        readings: list[MeterReading] = []
+        for meter, snap in zip(self.active, snapshots, strict=False):
+            try:
+                readings.append(meter.read(snap, elapsed_s, final=final))
+            except Exception:  # noqa: BLE001, PERF203 - see start()
+                _warn(f"read:{meter.name}", "tasktrace: meter %s failed to read", meter.name)
+        return merge_readings(readings)
+
+
+def merge_readings(readings: Sequence[MeterReading]) -> dict[str, object]:
+    """Merge readings given highest priority first (the rule of :class:`EnergyMeter`)."""
+    out: dict[str, object] = {}
+    grouped: set[str] = set()
+    for scope in ENERGY_SCOPES:
+        fields = scope_fields(scope)
+        grouped.update(fields)
+        speaking = [r for r in readings if fields[0] in r]
+        if not speaking:
+            continue
+        winner = next((r for r in speaking if r[fields[0]] is not None), speaking[0])
+        out.update({f: winner[f] for f in fields if f in winner})
+    for reading in readings:
+        for key, value in reading.items():
+            if key not in grouped and out.get(key) is None:
+                out[key] = value
+    return out
+
+
+def _available(meter: Meter) -> bool:
+    try:
+        return bool(meter.available())
+    except Exception:  # noqa: BLE001 - Meter.available must not raise; treat as unavailable
+        _warn(f"available:{meter.name}", "tasktrace: meter %s failed its check", meter.name)
+        return False
+
+
+def default_energy_meters(settings: Settings) -> list[Meter]:
+    """Build the built-in energy meters that ``settings`` selects and this machine supports.
+
+    Prometheus (where ``[prometheus] url`` is set and the current machine has ``power_queries``),
+    then RAPL (``settings.energy.rapl_root``), then NVML, combined in one :class:`EnergyMeter` so
+    that a Prometheus value for a scope wins over the local meter's.
+
+    Args:
+        settings: The process's settings; ``settings.meters`` (``None``: all) selects among
+            ``"prometheus"``, ``"rapl"`` and ``"nvml"``.
+
+    Returns:
+        ``[EnergyMeter]`` if any selected meter is available, else ``[]``. Checking
+        availability reads sysfs and initialises NVML (once).
+    """
+    selected = set(BUILTIN_METERS if settings.meters is None else settings.meters)
+    meters: list[Meter] = []
+    if "prometheus" in selected:
+        machine = settings.current_machine
+        queries = machine.power_queries if machine is not None else {}
+        if queries and settings.prometheus.url is None:
+            _log.debug("tasktrace: power_queries for %s but no [prometheus] url", settings.machine)
+        meters.append(
+            PrometheusMeter(
+                settings.prometheus.url,
+                queries,
+                settings.machine,
+                timeout_s=settings.prometheus.timeout_s,
+                retry_after_s=settings.prometheus.retry_after_s,
+                scrape_interval_s=settings.prometheus.scrape_interval_s,
+            )
+        )
+    if "rapl" in selected:
+        meters.append(
+            RaplMeter(
+                settings.energy.rapl_root,
+                poll_interval_s=settings.energy.counter_poll_interval_s,
+            )
+        )
+    if "nvml" in selected:
+        meters.append(NvmlMeter(sample_interval_s=settings.energy.sample_interval_s))
+    combined = EnergyMeter(meters)
+    return [combined] if combined.available() else []

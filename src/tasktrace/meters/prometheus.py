@@ -1,0 +1,218 @@
+"""Energy from Prometheus queries, as LensKit configures them (``[machines.NAME] power_queries``).
+
+Source of the numbers: an instant query to ``<url>/api/v1/query`` for each configured scope
+(``system``, ``cpu``, ``gpu``), evaluated once, at the task's finish (before its span ends). Each
+query is a Python format string; ``{elapsed}`` becomes the task's duration in whole milliseconds
+(at least 1) and ``{machine}`` the machine label, so a query such as
+``sum(increase(node_energy_joules_total{{instance="{machine}"}}[{elapsed}ms]))`` gives the joules
+spent over the task. A vector result is summed; a scalar is used as is.
+
+The value is whatever the query measures (usually machine- or package-wide), not this process's
+share. Resolution is the scrape interval of the series: a task shorter than it is flagged.
+
+Failure never reaches the task: an unreachable, failing or slow server (beyond ``timeout_s``) gives
+``None`` and one warning per server, then stays quiet, and no query is sent for
+``retry_after_s``; a query that returns an error or no series gives ``None`` and one warning per
+query.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tasktrace.meters._base import MeterReading, WarnOnce
+
+__all__ = ["SCOPE_FIELDS", "PrometheusMeter", "PrometheusQueryError", "query_prometheus"]
+
+_log = logging.getLogger(__name__)
+_warn = WarnOnce(_log)
+
+SCOPE_FIELDS = {"system": "system_power", "cpu": "cpu_power", "gpu": "gpu_power"}
+"""``power_queries`` key → :class:`tasktrace.Task` energy field (joules)."""
+
+
+class PrometheusQueryError(Exception):
+    """Prometheus answered, but the query failed or gave no usable number."""
+
+
+def query_prometheus(url: str, query: str, timeout_s: float) -> float:
+    """Run one instant query and return its value.
+
+    Args:
+        url: Base URL of the server, e.g. ``http://127.0.0.1:9090``.
+        query: PromQL, already formatted.
+        timeout_s: Timeout of each socket operation (connect, each read), in seconds.
+
+    Returns:
+        The scalar, or the sum of the vector's samples.
+
+    Raises:
+        PrometheusQueryError: The server answered with an error, an empty vector, a non-finite
+            value or an unexpected shape.
+        OSError: The server could not be reached or was too slow (``TimeoutError``,
+            ``urllib.error.URLError``), or answered with an HTTP error without a Prometheus body.
+    """
+    endpoint = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    request = urllib.request.Request(endpoint, headers={"Accept": "application/json"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            body = json.load(response)
+    except urllib.error.HTTPError as e:  # 4xx/5xx; Prometheus puts its error in the body
+        try:
+            body = json.load(e)
+        except ValueError:
+            raise e from None
+        finally:
+            e.close()
+    if not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error", body) if isinstance(body, dict) else body
+        raise PrometheusQueryError(f"query failed: {error}")
+    return _value(body.get("data", {}))
+
+
+def _value(data: Mapping[str, Any]) -> float:
+    kind = data.get("resultType")
+    result = data.get("result")
+    try:
+        if kind == "scalar":
+            values = [float(result[1])]  # type: ignore[index]
+        elif kind == "vector":
+            values = [float(sample["value"][1]) for sample in result]  # type: ignore[union-attr]
+        else:
+            raise PrometheusQueryError(f"unexpected result type {kind!r}")
+    except (TypeError, KeyError, IndexError, ValueError) as e:
+        raise PrometheusQueryError(f"unexpected result {result!r}") from e
+    if not values:
+        raise PrometheusQueryError("query returned no series (is the metric scraped?)")
+    total = math.fsum(values)
+    if not math.isfinite(total):
+        raise PrometheusQueryError(f"query returned {total}")
+    return total
+
+
+class PrometheusMeter:
+    """Energy per scope from the configured Prometheus queries, read at the task's finish only.
+
+    Reports, for each scope with a query, ``<scope>_power`` (joules), ``<scope>_energy_source``
+    (``"prometheus"``), ``<scope>_energy_scope`` (``"query"``: whatever the query measures) and
+    ``<scope>_energy_short_task``. Running refreshes (``final=False``) report nothing, so a
+    local meter's value shows until the finish. Thread-safe.
+    """
+
+    name = "prometheus"
+
+    def __init__(
+        self,
+        url: str | None,
+        queries: Mapping[str, str],
+        machine: str | None,
+        *,
+        timeout_s: float = 2.0,
+        retry_after_s: float = 60.0,
+        scrape_interval_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Create a meter.
+
+        Args:
+            url: Base URL of the Prometheus server (``None``: unavailable).
+            queries: Scope (``system``, ``cpu``, ``gpu``) → PromQL format string with
+                ``{elapsed}`` (ms) and ``{machine}``; other scopes are ignored.
+            machine: Label substituted for ``{machine}``.
+            timeout_s: Timeout of each socket operation of a query, in seconds.
+            retry_after_s: After a server failure, seconds without queries.
+            scrape_interval_s: Scrape interval of the queried series, in seconds (resolution).
+            clock: Monotonic clock in seconds (a parameter for tests).
+        """
+        self.url = url
+        self.machine = machine
+        self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
+        self.scrape_interval_s = scrape_interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down_until = -math.inf
+        self.queries = {k: v for k, v in queries.items() if k in SCOPE_FIELDS}
+        for scope in queries.keys() - SCOPE_FIELDS.keys():
+            _log.debug("tasktrace: power query scope %r ignored (not in %s)", scope, SCOPE_FIELDS)
+
+    def available(self) -> bool:
+        """Return whether a URL and at least one query are configured (no network access)."""
+        return bool(self.url and self.queries)
+
+    def start(self) -> None:
+        """Take no snapshot: the queries cover the task's duration by themselves."""
+        return
+
+    def read(self, snapshot: object, elapsed_s: float, *, final: bool) -> MeterReading:
+        """At the finish, run each scope's query over the last ``elapsed_s`` seconds.
+
+        Args:
+            snapshot: Unused (``None``).
+            elapsed_s: The task's duration in seconds; ``{elapsed}`` is it in milliseconds.
+            final: Queries run only when ``True``; otherwise nothing is reported.
+
+        Returns:
+            The fields above for each configured scope; ``<scope>_power`` is ``None`` where the
+            query failed (warned once).
+        """
+        del snapshot
+        if not final or not self.available():
+            return {}
+        assert self.url is not None  # available()
+        elapsed_ms = max(1, round(elapsed_s * 1000))
+        short = elapsed_s < self.scrape_interval_s
+        out: dict[str, object] = {}
+        for scope, template in self.queries.items():
+            value = self._query(scope, template, elapsed_ms)
+            out[SCOPE_FIELDS[scope]] = value
+            out[f"{scope}_energy_source"] = "prometheus" if value is not None else None
+            out[f"{scope}_energy_scope"] = "query" if value is not None else None
+            out[f"{scope}_energy_short_task"] = short
+        return out
+
+    def _query(self, scope: str, template: str, elapsed_ms: int) -> float | None:
+        assert self.url is not None
+        with self._lock:
+            if self._clock() < self._down_until:
+                return None
+        try:
+            query = template.format(elapsed=elapsed_ms, machine=self.machine)
+        except (KeyError, IndexError, ValueError) as e:
+            _warn(
+                f"prometheus-format:{scope}",
+                "tasktrace: power query %r for %s is not a valid format string (%r); "
+                "only {elapsed} and {machine} are available",
+                template,
+                scope,
+                e,
+            )
+            return None
+        try:
+            return query_prometheus(self.url, query, self.timeout_s)
+        except PrometheusQueryError as e:
+            _warn(f"prometheus-query:{scope}:{template}", "tasktrace: %s: %s", query, e)
+        except OSError as e:  # unreachable, refused, timed out, HTTP error
+            with self._lock:
+                self._down_until = self._clock() + self.retry_after_s
+            if not _warn(
+                f"prometheus-server:{self.url}",
+                "tasktrace: Prometheus at %s failed (%s); energy from it is None "
+                "(not retried for %gs; further failures are not reported)",
+                self.url,
+                e,
+                self.retry_after_s,
+            ):
+                _log.debug("tasktrace: Prometheus at %s failed again (%s)", self.url, e)
+        except ValueError as e:  # not JSON
+            _warn(f"prometheus-body:{self.url}", "tasktrace: Prometheus answer is not JSON (%s)", e)
+        return None

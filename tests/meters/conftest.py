@@ -1,0 +1,57 @@
+"""Fixtures for the energy meters: fixture sysfs trees, a fake ``pynvml``, private pollers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasktrace.meters import _poller, energy, nvml, prometheus, rapl
+from tasktrace.meters._poller import Poller
+
+from .energy_helpers import FakeGpu, RaplTree, make_fake_pynvml
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warnings() -> Iterator[None]:
+    """Forget which warnings the meter modules have already given."""
+    warners = [rapl._warn, nvml._warn, prometheus._warn, energy._warn, _poller._warn]
+    for warner in warners:
+        warner.reset()
+    yield
+    for warner in warners:
+        warner.reset()
+
+
+@pytest.fixture
+def poller() -> Iterator[Poller]:
+    """Give the test a private poller, closed (thread stopped) afterwards."""
+    p = Poller()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def rapl_tree(tmp_path: Path) -> RaplTree:
+    """Give the test an empty fake powercap tree."""
+    return RaplTree(tmp_path / "powercap")
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch: pytest.MonkeyPatch) -> list[FakeGpu]:
+    """Three fake GPUs installed as ``pynvml``, NVML order differing from PCI bus order.
+
+    PCI order (CUDA's order under ``CUDA_DEVICE_ORDER=PCI_BUS_ID``) is: gpus[1], gpus[2], gpus[0].
+    """
+    gpus = [
+        FakeGpu("GPU-cccc3333-0000-0000-0000-000000000000", "00000000:C1:00.0"),
+        FakeGpu("GPU-aaaa1111-0000-0000-0000-000000000000", "00000000:01:00.0"),
+        FakeGpu("GPU-bbbb2222-0000-0000-0000-000000000000", "00000000:41:00.0"),
+    ]
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake_pynvml(gpus))
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    return gpus
