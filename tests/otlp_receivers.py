@@ -16,7 +16,8 @@ Both bind ``127.0.0.1`` on an ephemeral port, decode requests with the official
 - ``mode="black_hole"``: accept the connection and the request, never answer
   until the receiver is stopped (or, for gRPC, until the client gives up).
 
-Use them as context managers or through the pytest fixtures
+Import them with ``from tests.otlp_receivers import ...`` (or ``from .otlp_receivers``
+inside tests/). Use them as context managers or through the pytest fixtures
 :func:`otlp_http_receiver` / :func:`otlp_grpc_receiver`::
 
     with OtlpHttpReceiver() as receiver:

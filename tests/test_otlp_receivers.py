@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otlp_receivers import (
+from .otlp_receivers import (
     OtlpGrpcReceiver,
     OtlpHttpReceiver,
     SpanRecord,
