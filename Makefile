@@ -1,0 +1,36 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Each creates the virtual environment in .venv (with python3 >= 3.10) and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test docs benchmarks clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[examples]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.demo-installed
+
+## Run the demo workload under tasktrace, write runs/demo-task.json and print its task tree.
+demo: $(VENV)/.demo-installed
+	$(BIN)/python examples/train_digits.py --file runs/demo-task.json
+	$(BIN)/tasktrace show runs/demo-task.json
+
+## Run the whole test suite and build the docs with warnings as errors.
+test: $(VENV)/.dev-installed
+	bash .ci/install-services.sh
+	$(BIN)/python -m pytest
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+benchmarks: $(VENV)/.dev-installed
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) docs/_build runs

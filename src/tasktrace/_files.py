@@ -1,0 +1,148 @@
+"""Task files: atomic replacement, and the refresh thread that re-saves running tasks.
+
+A task file is always written whole to a temporary file in the same folder and moved over the
+old one with :func:`os.replace`, so a reader (or a crash, even ``SIGKILL``) sees either the old
+or the new file, never half of one. A failed write (disk full, read-only folder) warns once per
+file, leaves the previous file intact and never raises into the user's task; the next write that
+succeeds catches up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tasktrace.meters._base import WarnOnce
+
+__all__ = ["RefreshMonitor", "check_folder", "save_atomic"]
+
+_log = logging.getLogger(__name__)
+_warn = WarnOnce(_log)
+_umask: int | None = None
+
+
+def _file_mode() -> int:
+    """``0o666`` less the process umask (read once from /proc, else by a set-and-restore)."""
+    global _umask  # noqa: PLW0603 - the umask is read once per process
+    if _umask is None:
+        try:
+            with open("/proc/self/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Umask:"):
+                        _umask = int(line.split()[1], 8)
+                        break
+        except (OSError, ValueError):
+            pass
+        if _umask is None:  # not Linux: os.umask is the only way (briefly sets it)
+            _umask = os.umask(0o022)
+            os.umask(_umask)
+    return 0o666 & ~_umask
+
+
+def check_folder(path: Path) -> None:
+    """Raise if ``path``'s folder does not exist, before any work runs.
+
+    Raises:
+        FileNotFoundError: The folder is missing (the message names the task file).
+        NotADirectoryError: The parent path exists but is not a folder.
+    """
+    folder = path.parent
+    if not folder.exists():
+        raise FileNotFoundError(f"task file {str(path)!r}: folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"task file {str(path)!r}: {str(folder)!r} is not a folder")
+
+
+def save_atomic(path: Path, data: bytes) -> bool:
+    """Replace ``path`` with ``data`` atomically; return whether it was written.
+
+    The temporary file is created by :func:`tempfile.mkstemp` (unpredictable name, ``O_EXCL``)
+    in the same folder, given the mode ``0o666 & ~umask`` and moved into place with
+    :func:`os.replace`. Errors are logged once per path and swallowed.
+    """
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        _warn(
+            f"save:{path}",
+            "tasktrace: cannot write task file %s (%s); the previous file is kept and later "
+            "refreshes will retry",
+            path,
+            e,
+        )
+        return False
+    return True
+
+
+class RefreshMonitor:
+    """A daemon thread that calls ``refresh()`` on registered objects every interval.
+
+    Started lazily by the first :meth:`add`. Thread-safe. Errors in a refresh are logged once
+    per object type and never stop the thread.
+
+    Args:
+        interval_s: Seconds between refresh rounds (read when the thread starts a round).
+    """
+
+    def __init__(self, interval_s: Callable[[], float]) -> None:
+        """Create a stopped monitor; ``interval_s`` returns the current interval in seconds."""
+        self._interval_s = interval_s
+        self._items: dict[int, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._pid = os.getpid()
+
+    def add(self, key: int, refresh: Callable[[], None]) -> None:
+        """Call ``refresh`` every interval until :meth:`remove` is called with ``key``."""
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's items are not ours
+                self._items.clear()
+                self._thread = None
+                self._pid = os.getpid()
+            self._items[key] = refresh
+            self._wake.set()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tasktrace-refresh", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, key: int) -> None:
+        """Stop refreshing ``key`` (no error if it is not registered)."""
+        with self._lock:
+            self._items.pop(key, None)
+
+    def refresh_all(self) -> None:
+        """Run one refresh round now, in the calling thread."""
+        with self._lock:
+            items = list(self._items.values())
+        for refresh in items:
+            try:
+                refresh()
+            except Exception as e:  # noqa: BLE001 - the refresh thread must survive anything
+                _warn(f"refresh:{type(e).__name__}", "tasktrace: task refresh failed: %r", e)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while True:
+            # add() wakes the thread so that a changed interval takes effect at once.
+            self._wake.wait(self._interval_s())
+            self._wake.clear()
+            if time.monotonic() - last >= self._interval_s():
+                self.refresh_all()
+                last = time.monotonic()

@@ -1,0 +1,617 @@
+"""The Task model and façade: LensKit's ``Task`` API, where each task is an OpenTelemetry span.
+
+A :class:`Task` is a pydantic model (the seed's fields, loadable from LensKit task files) and,
+while it runs, an OpenTelemetry span: :meth:`Task.start` starts the span as a child of the
+explicit ``parent``, else of the current task or span, and makes it current; :meth:`Task.finish`
+reads the meters, writes the measurements as span attributes, sets the span status and ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any, ClassVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+)
+
+from tasktrace import _attributes as attr
+from tasktrace._files import RefreshMonitor, check_folder, save_atomic
+from tasktrace._processor import tree
+from tasktrace._settings import get_settings
+from tasktrace._setup import get_tracer
+from tasktrace.meters import active_meters
+from tasktrace.meters._base import WarnOnce
+from tasktrace.meters.gpu import cuda_marks
+from tasktrace.meters.process import Scope, rss_marks, self_usage
+
+__all__ = ["Task", "TaskStatus"]
+
+_log = logging.getLogger(__name__)
+_warn = WarnOnce(_log)
+_TASK_KEY = otel_context.create_key("tasktrace.task")
+_HOSTNAME = socket.gethostname()
+_ATTRIBUTE_BUDGET = 96  # extra-data attributes kept on a span; the SDK keeps 128 in all
+_monitor = RefreshMonitor(lambda: get_settings().refresh_interval_s)
+
+
+def _hostname() -> str:
+    return _HOSTNAME
+
+
+def _machine() -> str | None:
+    return get_settings().machine
+
+
+def _dict_extract_values(data: object) -> Any:
+    """Accept subtasks as a list or as LensKit's older ``{id: task}`` dict."""
+    if isinstance(data, dict):
+        return list(data.values())
+    return data
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def _is_false(value: object) -> bool:
+    return value is False
+
+
+class TaskStatus(str, Enum):
+    """Statuses of a task record (the seed's values)."""
+
+    PENDING = "pending"
+    """Created, not started."""
+    RUNNING = "running"
+    """Started, not finished."""
+    FINISHED = "finished"
+    """Finished normally."""
+    FAILED = "failed"
+    """Finished by an exception."""
+    CANCELLED = "cancelled"
+    """Finished by :class:`KeyboardInterrupt` (or explicitly cancelled)."""
+
+
+class _Runtime:
+    """Per-task state that is not part of the model (slots: cheap to create)."""
+
+    __slots__ = (
+        "cpu0",
+        "ctx",
+        "file",
+        "gpu_scope",
+        "lock",
+        "monitor",
+        "parent",
+        "perf0",
+        "reset_hwm",
+        "rss_scope",
+        "snapshots",
+        "span",
+        "span_context",
+        "token",
+    )
+
+    def __init__(self) -> None:
+        self.file: Path | None = None
+        self.monitor = True
+        self.reset_hwm: bool | None = None
+        self.parent: Task | None = None
+        self.span: trace.Span | None = None
+        self.span_context: trace.SpanContext | None = None
+        self.ctx: otel_context.Context | None = None
+        self.token: object = None
+        self.perf0 = 0.0
+        self.cpu0 = 0.0
+        self.rss_scope: Scope | None = None
+        self.gpu_scope: Scope | None = None
+        self.snapshots: list[tuple[Any, object]] = []
+        self.lock = threading.RLock()
+
+
+class Task(BaseModel):
+    """A task for logging and resource measurement, recorded as an OpenTelemetry span.
+
+    A task may be *top-level* (no parent) or a *subtask*. By default a new task's parent is the
+    active task of the current thread or asyncio task (the OpenTelemetry context); the span's
+    parent is the current span, so tasks nest inside spans that are not tasks and join a trace
+    propagated from elsewhere. Tasks are not active until started; use the task as a context
+    manager (the recommended way) or call :meth:`start` and :meth:`finish`.
+
+    Args:
+        label: Human-readable task label; also the span name.
+        file: A file to save the task to at start, at each refresh while it runs, and at finish
+            (written by atomic replacement). Its folder must exist when the task starts.
+        parent: The parent task, as a :class:`Task` or its ``task_id``. If unspecified, the
+            currently-active task.
+        reset_hwm: Whether to reset the process's RSS (and CUDA) high-water marks at start, so
+            that ``peak_memory`` is this task's own peak. Only effective on Linux. If
+            unspecified, resets when the task has no parent.
+        **data: Extra data kept in the model, the task file and the span (``tags=["train"]``,
+            ``epoch=3``); must be JSON-serialisable.
+
+    Raises:
+        TypeError: A value in ``data`` cannot be serialised (the message names the key), or
+            ``parent`` is neither a Task nor a UUID.
+
+    Thread-safety: a task may be started in one thread and finished in another; its
+    measurements are updated under a per-task lock. The active task is per thread and per
+    asyncio task.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True)
+
+    task_id: uuid.UUID = Field(default_factory=uuid.uuid4, frozen=True)
+    """The task ID (random UUID4; LensKit files keep theirs)."""
+    parent_id: uuid.UUID | None = None
+    """The parent task's ID, or ``None`` for a top-level task."""
+    subprocess: bool = False
+    """Whether this task ran in a subprocess of its parent. Subprocess task CPU times are *not*
+    included in the parent task's ``cpu_time``; :meth:`total_cpu` adds them."""
+    label: str
+    """Human-readable task label (the span name)."""
+    hostname: str = Field(default_factory=_hostname)
+    """The host name on which the task ran (``socket.gethostname()``)."""
+    machine: str | None = Field(default_factory=_machine)
+    """Project-meaningful machine label from the ``machine`` setting (see :doc:`/configuration`)."""
+    status: TaskStatus = TaskStatus.PENDING
+    """The task's current status."""
+    start_time: float | None = None
+    """Task start time, UNIX seconds (``time.time_ns()`` / 1e9; equals the span start)."""
+    finish_time: float | None = None
+    """Task completion time, UNIX seconds (equals the span end)."""
+    duration: float | None = None
+    """Task duration in seconds, measured with :func:`time.perf_counter`, so it may disagree
+    slightly with ``finish_time - start_time``. While running: the duration so far."""
+    cpu_time: float | None = None
+    """CPU seconds (user + system, all threads) this process used during the task, from
+    ``getrusage(RUSAGE_SELF)``. Excludes child processes."""
+    peak_memory: int | None = None
+    """Peak RSS in bytes during the task: the kernel's high-water mark (``ru_maxrss`` /
+    ``VmHWM``). The task's own peak on Linux when the mark was reset at its start
+    (``reset_hwm``), else the peak since the last reset; elsewhere the process's lifetime peak.
+    A parent's peak is at least each child's."""
+    peak_gpu_memory: int | None = None
+    """Peak PyTorch CUDA memory allocated, in bytes (``torch.cuda.max_memory_allocated`` on the
+    current device), only when the program itself uses torch with CUDA; else ``None``."""
+    system_power: float | None = Field(
+        default=None, validation_alias=AliasChoices("system_power", "chassis_power")
+    )
+    """Estimated total system energy over the task, in joules (despite the seed's name)."""
+    cpu_power: float | None = None
+    """Estimated CPU energy over the task, in joules (despite the seed's name)."""
+    gpu_power: float | None = None
+    """Estimated GPU energy over the task, in joules (despite the seed's name)."""
+    subtasks: Annotated[list[SerializeAsAny[Task]], BeforeValidator(_dict_extract_values)] = (
+        Field(default_factory=list)
+    )
+    """This task's subtasks (tasks and, by default, non-task spans run inside it)."""
+
+    # tasktrace fields: left out of files while unset, so LensKit files round-trip unchanged.
+    trace_id: str | None = Field(default=None, exclude_if=_is_none)
+    """The OpenTelemetry trace id (32 hex digits), to join the file with a trace backend."""
+    span_id: str | None = Field(default=None, exclude_if=_is_none)
+    """The OpenTelemetry span id (16 hex digits) of this task's span."""
+    children_cpu_time_s: float | None = Field(default=None, exclude_if=_is_none)
+    """CPU seconds of child processes reaped during the task (``getrusage(RUSAGE_CHILDREN)``),
+    set by ``tasktrace run`` for the command it runs; included in :meth:`total_cpu`."""
+    children_peak_rss_bytes: int | None = Field(default=None, exclude_if=_is_none)
+    """Largest peak RSS in bytes among reaped child processes (``RUSAGE_CHILDREN``
+    ``ru_maxrss``), set by ``tasktrace run``."""
+    foreign_span: bool = Field(default=False, exclude_if=_is_false)
+    """``True`` for a tree node built from a span that is not a Task (a user's own span)."""
+    # --- energy fields (issue 4) ---
+
+    _rt: _Runtime | None = PrivateAttr(default=None)
+    _data_attrs: dict[str, Any] | None = PrivateAttr(default=None)
+
+    _seed_args: ClassVar[frozenset[str]] = frozenset({"file", "parent", "reset_hwm"})
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        file: os.PathLike[str] | str | None = None,
+        parent: Task | uuid.UUID | None = None,
+        reset_hwm: bool | None = None,
+        **data: Any,
+    ) -> None:
+        """Create a pending task (see the class docstring for the arguments)."""
+        if parent is not None and not isinstance(parent, Task | uuid.UUID):
+            raise TypeError(
+                f"parent must be a Task or a UUID, not {type(parent).__name__}: {parent!r}"
+            )
+        if isinstance(parent, Task):
+            data["parent_id"] = parent.task_id
+        elif isinstance(parent, uuid.UUID):
+            data["parent_id"] = parent
+        super().__init__(label=label, **data)
+        extra = self.__pydantic_extra__
+        if extra:
+            self._data_attrs = attr.data_to_attributes(extra)  # raises TypeError naming the key
+        rt = self._rt = _Runtime()
+        rt.reset_hwm = reset_hwm
+        rt.parent = parent if isinstance(parent, Task) else None
+        if file is not None:
+            rt.file = Path(file)
+
+    def _runtime(self) -> _Runtime:
+        rt = self._rt
+        if rt is None:  # built by model_validate / model_construct: no __init__ ran
+            rt = self._rt = _Runtime()
+        return rt
+
+    # ----- the active task ---------------------------------------------------------------------
+
+    @staticmethod
+    def current() -> Task | None:
+        """Return the active task of this thread / asyncio task, or ``None``."""
+        return otel_context.get_value(_TASK_KEY)  # type: ignore[return-value]
+
+    @staticmethod
+    def root() -> Task | None:
+        """Return the root of the active task's tree in this process, or ``None``."""
+        task = Task.current()
+        while task is not None:
+            parent = task._rt.parent if task._rt is not None else None
+            if parent is None:
+                return task
+            task = parent
+        return None
+
+    # ----- measurements ------------------------------------------------------------------------
+
+    def total_cpu(self) -> float | None:
+        """Return total CPU seconds: ``cpu_time`` + reaped children + subprocess subtasks.
+
+        Returns ``None`` when ``cpu_time`` is unknown. Subprocess subtasks (``subprocess=True``)
+        are added recursively; in-process subtasks are already inside ``cpu_time``.
+        """
+        total = self.cpu_time
+        if total is None:
+            return None
+        if self.children_cpu_time_s is not None:
+            total += self.children_cpu_time_s
+        for task in self.subtasks:
+            if task.subprocess:
+                child = task.total_cpu()
+                if child is not None:
+                    total += child
+        return total
+
+    @property
+    def friendly_duration(self) -> str | None:
+        """The duration in human units (``"850ms"``, ``"12.35s"``, ``"3m07.20s"``,
+        ``"2h05m03s"``), or ``None`` if unknown."""
+        from tasktrace._format import friendly_duration  # noqa: PLC0415 - rarely used
+
+        return None if self.duration is None else friendly_duration(self.duration)
+
+    def update_resources(self) -> dict[str, Any]:
+        """Update the running task's measurements so far; return them.
+
+        Reads ``perf_counter``, ``getrusage``, the high-water marks and the registered meters
+        (as a refresh, ``final=False``). Called by :meth:`update` with the task's lock held.
+
+        Returns:
+            Field name → value of what was measured (``duration``, ``cpu_time``,
+            ``peak_memory``, ``peak_gpu_memory`` and meter fields); empty if not running.
+        """
+        rt = self._runtime()
+        if self.status is not TaskStatus.RUNNING or rt.rss_scope is None:
+            return {}
+        values = self._measure(rt, final=False)
+        self._apply(values)
+        return values
+
+    def _measure(self, rt: _Runtime, *, final: bool) -> dict[str, Any]:
+        perf = time.perf_counter()
+        cpu, maxrss = self_usage()
+        elapsed = perf - rt.perf0
+        values: dict[str, Any] = {
+            "duration": elapsed,
+            "cpu_time": cpu - rt.cpu0,
+        }
+        if rt.rss_scope is not None:
+            mark = maxrss if rss_marks.use_rusage else None
+            values["peak_memory"] = rss_marks.peak(rt.rss_scope, mark, close=final)
+        if rt.gpu_scope is not None:
+            values["peak_gpu_memory"] = cuda_marks.peak(rt.gpu_scope, close=final)
+        for meter, snapshot in rt.snapshots:
+            try:
+                values.update(meter.read(snapshot, elapsed, final=final))
+            except Exception as e:  # noqa: BLE001 - a meter must never break the task
+                _warn(f"meter:{meter.name}", "tasktrace: meter %r failed: %r", meter.name, e)
+        return values
+
+    def _apply(self, values: dict[str, Any]) -> None:
+        d = self.__dict__
+        for key, value in values.items():
+            if key in d:
+                d[key] = value
+            else:
+                setattr(self, key, value)
+
+    def update(self) -> None:
+        """Update the task's resource measurements and save the file (if one is set)."""
+        rt = self._runtime()
+        with rt.lock:
+            self.update_resources()
+            self._save(rt)
+
+    def monitor_refresh(self) -> None:
+        """Refresh called by the refresh thread every ``refresh_interval_s`` (see :meth:`update`)."""
+        self.update()
+
+    # ----- the tree ----------------------------------------------------------------------------
+
+    def add_subtask(self, task: Task) -> None:
+        """Add or update a subtask (matched by ``task_id``); sets its ``parent_id`` if unset."""
+        with tree.lock:
+            if task.parent_id is None:
+                task.parent_id = self.task_id
+            for i, existing in enumerate(self.subtasks):
+                if existing.task_id == task.task_id:
+                    self.subtasks[i] = task
+                    return
+            self.subtasks.append(task)
+
+    def _attach(self, task: Task) -> None:
+        # Called by the processor with the tree lock held: a new child, no search needed.
+        self.subtasks.append(task)
+        child_rt = task._runtime()
+        if child_rt.parent is None:
+            child_rt.parent = self
+
+    # ----- files -------------------------------------------------------------------------------
+
+    def save_to_file(self, path: os.PathLike[str] | str, monitor: bool = True) -> None:
+        """Save this task to ``path`` now, and re-save it while it runs and when it finishes.
+
+        Args:
+            path: The task file (JSON, :meth:`model_dump_json`), replaced atomically.
+            monitor: Re-save at every refresh interval while the task runs.
+
+        Raises:
+            FileNotFoundError: The file's folder does not exist.
+        """
+        rt = self._runtime()
+        path = Path(path)
+        check_folder(path)
+        rt.file = path
+        rt.monitor = monitor
+        self._save(rt)
+        if monitor and self.status is TaskStatus.RUNNING:
+            _monitor.add(id(self), self.monitor_refresh)
+
+    def _save(self, rt: _Runtime) -> None:
+        if rt.file is None:
+            return
+        with tree.lock:
+            data = self.model_dump_json().encode()
+        save_atomic(rt.file, data + b"\n")
+
+    # ----- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the task: start its span, make it current, take the starting measurements.
+
+        Raises:
+            RuntimeError: The task was already started.
+            FileNotFoundError: The task file's folder does not exist (before any work runs).
+        """
+        rt = self._runtime()
+        if self.status is not TaskStatus.PENDING:
+            raise RuntimeError(f"task {self.label!r} was already started ({self.status.value})")
+        if rt.file is not None:
+            check_folder(rt.file)
+
+        parent, parent_ctx = self._resolve_parent(rt)
+        if parent is not None:
+            self.parent_id = parent.task_id
+        reset = rt.reset_hwm if rt.reset_hwm is not None else self.parent_id is None
+
+        start_attrs = attr.fields_to_attributes(self.__dict__)
+        start_attrs[attr.TASK_ID] = str(self.task_id)
+        if self._data_attrs:
+            start_attrs.update(self._limited_data_attrs())
+        start_ns = time.time_ns()
+        span = get_tracer().start_span(
+            self.label, context=parent_ctx, attributes=start_attrs, start_time=start_ns
+        )
+        sctx = span.get_span_context()
+        rt.span = span
+        rt.span_context = sctx
+        if sctx.is_valid:
+            self.trace_id = format(sctx.trace_id, "032x")
+            self.span_id = format(sctx.span_id, "016x")
+        ctx = otel_context.set_value(_TASK_KEY, self, trace.set_span_in_context(span))
+        rt.ctx = ctx
+        rt.token = otel_context.attach(ctx)
+
+        self.start_time = start_ns / 1e9
+        self.status = TaskStatus.RUNNING
+        rt.rss_scope = rss_marks.open(reset=reset)
+        rt.gpu_scope = cuda_marks.open_if_used(reset=reset)
+        rt.snapshots = self._start_meters()
+        rt.perf0 = time.perf_counter()
+        rt.cpu0 = self_usage()[0]
+
+        tree.task_started(self, parent, sctx.span_id)
+        if rt.file is not None:
+            self._save(rt)
+            if rt.monitor:
+                _monitor.add(id(self), self.monitor_refresh)
+
+    def _resolve_parent(self, rt: _Runtime) -> tuple[Task | None, otel_context.Context | None]:
+        """Return (parent tree node, context for the span) by the rules in the class docstring."""
+        parent = rt.parent
+        if parent is None and self.parent_id is not None:
+            parent = tree.running_task(self.parent_id)  # parent given as a UUID
+            rt.parent = parent
+        if parent is not None:
+            pctx = parent._runtime().span_context
+            if pctx is not None:
+                return parent, trace.set_span_in_context(NonRecordingSpan(pctx))
+            return parent, None
+        if self.parent_id is not None:
+            return None, None  # a parent elsewhere (another process): keep its id
+        current = Task.current()
+        span_ctx = trace.get_current_span().get_span_context()
+        node = tree.node_for_span(span_ctx.span_id) if span_ctx.is_valid else None
+        if node is None:
+            node = current
+        rt.parent = current
+        return node, None
+
+    def _limited_data_attrs(self) -> dict[str, Any]:
+        attrs = self._data_attrs or {}
+        if len(attrs) <= _ATTRIBUTE_BUDGET:
+            return attrs
+        _warn(
+            "attribute-budget",
+            "tasktrace: task %r has %d extra data items; only the first %d are written as span "
+            "attributes (all are kept in the task file)",
+            self.label,
+            len(attrs),
+            _ATTRIBUTE_BUDGET,
+        )
+        return dict(list(attrs.items())[:_ATTRIBUTE_BUDGET])
+
+    def _final_data_attrs(self) -> dict[str, Any]:
+        """Data attributes at finish: the user may have set more (``t.loss = 0.3``)."""
+        try:
+            self._data_attrs = attr.data_to_attributes(self.__pydantic_extra__ or {})
+        except TypeError as e:
+            _warn(f"data:{e}", "tasktrace: %s; left out of the span", e)
+            return {}
+        return self._limited_data_attrs()
+
+    @staticmethod
+    def _start_meters() -> list[tuple[Any, object]]:
+        snapshots = []
+        for meter in active_meters():
+            try:
+                snapshots.append((meter, meter.start()))
+            except Exception as e:  # noqa: BLE001 - a meter must never break the task
+                _warn(f"meter:{meter.name}", "tasktrace: meter %r failed: %r", meter.name, e)
+        return snapshots
+
+    def finish(self, status: TaskStatus = TaskStatus.FINISHED) -> None:
+        """Finish the task: measure, write span attributes and status, end the span, save.
+
+        Args:
+            status: The final status (``FINISHED``, ``FAILED`` or ``CANCELLED``).
+
+        Finishing a task that is not running logs a warning and does nothing.
+        """
+        self._finish(TaskStatus(status), None)
+
+    def _finish(self, status: TaskStatus, exc: BaseException | None) -> None:
+        rt = self._runtime()
+        with rt.lock:
+            if self.status is not TaskStatus.RUNNING or rt.span is None:
+                _warn(f"finish:{id(self)}", "tasktrace: task %r is not running", self.label)
+                return
+            values = self._measure(rt, final=True)
+            end_ns = time.time_ns()
+            self._apply(values)
+            self.finish_time = end_ns / 1e9
+            self.status = status
+            span = rt.span
+            try:
+                span.set_attributes(attr.fields_to_attributes(values))
+                span.set_attribute(attr.STATUS, status.value)
+                if self.__pydantic_extra__:
+                    span.set_attributes(self._final_data_attrs())
+                if exc is not None:
+                    span.record_exception(exc, timestamp=end_ns)
+                if status is TaskStatus.FAILED:
+                    span.set_status(Status(StatusCode.ERROR, _describe(exc)))
+                elif status is TaskStatus.FINISHED:
+                    span.set_status(Status(StatusCode.OK))
+                span.end(end_time=end_ns)
+            finally:
+                self._detach(rt)
+                rt.span = None
+                rt.snapshots = []
+                rt.rss_scope = rt.gpu_scope = None
+                tree.task_finished(self, rt.span_context.span_id if rt.span_context else 0)
+                if rt.file is not None:
+                    _monitor.remove(id(self))
+                    self._save(rt)
+
+    @staticmethod
+    def _detach(rt: _Runtime) -> None:
+        token, rt.token = rt.token, None
+        if token is None:
+            return
+        if otel_context.get_current() is rt.ctx:
+            otel_context.detach(token)  # type: ignore[arg-type]
+            return
+        # Finished from another context (a generator or coroutine resumed elsewhere, another
+        # thread) or with a newer context on top: reset only if the token belongs here.
+        reset = getattr(getattr(token, "var", None), "reset", None)
+        if reset is not None:
+            try:
+                reset(token)
+            except (ValueError, RuntimeError):
+                pass  # created in another Context: leave that Context alone
+
+    # ----- context manager and protocols -------------------------------------------------------
+
+    def __enter__(self) -> Task:
+        """Start the task and return it."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Finish as FINISHED, FAILED (an exception) or CANCELLED (``KeyboardInterrupt``).
+
+        The exception, if any, is recorded as a span event and propagates unchanged.
+        """
+        if exc_type is None:
+            status = TaskStatus.FINISHED
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = TaskStatus.CANCELLED
+        else:
+            status = TaskStatus.FAILED
+        self._finish(status, exc_value)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as the task's data (``Task.model_validate`` of :meth:`model_dump`)."""
+        return (self.__class__.model_validate, (self.model_dump(),))
+
+    def __str__(self) -> str:
+        """``<Task ID: label>``, as LensKit prints it."""
+        return f"<Task {self.task_id}: {self.label}>"
+
+
+def _describe(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

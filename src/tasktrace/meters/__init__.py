@@ -1,0 +1,74 @@
+"""Meters: sources of measurements, registered once per process.
+
+The built-in process meters (CPU time, RSS, CUDA peak memory) are read directly by the task
+façade; every other meter implements :class:`Meter` and is registered here. The façade reads
+only the meters that said they are :meth:`~Meter.available`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from tasktrace.meters._base import Meter, MeterReading, WarnOnce
+
+__all__ = ["Meter", "MeterReading", "WarnOnce", "active_meters", "register_meter", "reset_meters"]
+
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_meters: tuple[Meter, ...] | None = None
+
+
+def _default_meters() -> list[Meter]:
+    # energy meters (issue 4) install here
+    return []
+
+
+def active_meters() -> tuple[Meter, ...]:
+    """Return the registered, available meters (built from settings on first use; thread-safe)."""
+    global _meters  # noqa: PLW0603 - one registry per process
+    meters = _meters
+    if meters is None:
+        with _lock:
+            if _meters is None:
+                _meters = tuple(m for m in _default_meters() if _is_available(m))
+            meters = _meters
+    return meters
+
+
+def _is_available(meter: Meter) -> bool:
+    try:
+        return bool(meter.available())
+    except Exception as e:  # noqa: BLE001 - a broken meter must not break tasks
+        _log.warning("tasktrace: meter %r failed its availability check (%s)", meter.name, e)
+        return False
+
+
+def register_meter(meter: Meter) -> bool:
+    """Add ``meter`` to every task started from now on, if it is available.
+
+    Args:
+        meter: An object implementing :class:`Meter`.
+
+    Returns:
+        Whether the meter was added (``False`` when it reports itself unavailable).
+
+    Raises:
+        TypeError: ``meter`` does not implement the :class:`Meter` protocol.
+    """
+    if not isinstance(meter, Meter):
+        raise TypeError(f"meter {meter!r} does not implement tasktrace.meters.Meter")
+    if not _is_available(meter):
+        return False
+    current = active_meters()
+    global _meters  # noqa: PLW0603 - see active_meters
+    with _lock:
+        _meters = (*current, meter)
+    return True
+
+
+def reset_meters(meters: list[Meter] | None = None) -> None:
+    """Replace the registered meters (``None``: rebuild the defaults from settings on next use)."""
+    global _meters  # noqa: PLW0603 - see active_meters
+    with _lock:
+        _meters = None if meters is None else tuple(m for m in meters if _is_available(m))

@@ -1,0 +1,189 @@
+"""Process meters: CPU time and the RSS high-water mark, with a stack of nested scopes.
+
+Sources:
+
+- CPU time: ``getrusage(RUSAGE_SELF)``, ``ru_utime + ru_stime`` in seconds (all threads of this
+  process; waited-for children are in ``RUSAGE_CHILDREN``, read by :func:`children_usage`).
+- Peak memory: the kernel's RSS high-water mark. On Linux that is ``VmHWM`` of
+  ``/proc/self/status``, which ``getrusage``'s ``ru_maxrss`` (KiB) reports too; a task that
+  resets it writes ``5`` to ``/proc/self/clear_refs``. On macOS and other Unixes ``ru_maxrss`` is
+  the peak since the process started and cannot be reset (bytes on macOS, KiB elsewhere).
+
+The high-water mark is process-wide, so nested or concurrent tasks share it. :class:`HighWaterMarks`
+keeps every open scope: before a reset, the current mark is folded into every open scope, so a
+child's reset never loses its parent's peak (the parent's peak is the max of its own and its
+children's).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import threading
+from collections.abc import Callable
+
+from tasktrace.meters._base import WarnOnce
+
+__all__ = ["HighWaterMarks", "Scope", "children_usage", "rss_marks", "self_usage"]
+
+_log = logging.getLogger(__name__)
+_warn = WarnOnce(_log)
+
+_LINUX = sys.platform.startswith("linux")
+MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB else
+_CLEAR_REFS = "/proc/self/clear_refs"
+_STATUS = "/proc/self/status"
+_SELF = resource.RUSAGE_SELF
+_CHILDREN = resource.RUSAGE_CHILDREN
+_getrusage = resource.getrusage
+
+
+def self_usage() -> tuple[float, int]:
+    """Return ``(cpu_s, maxrss_bytes)`` of this process from one ``getrusage(RUSAGE_SELF)``.
+
+    ``cpu_s`` is user + system CPU seconds of every thread; ``maxrss_bytes`` the RSS high-water
+    mark in bytes (since the last reset on Linux).
+    """
+    ru = _getrusage(_SELF)
+    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss * MAXRSS_UNIT
+
+
+def children_usage() -> tuple[float, int]:
+    """Return ``(cpu_s, maxrss_bytes)`` of reaped children from ``getrusage(RUSAGE_CHILDREN)``.
+
+    Counts only child processes that have exited *and been waited for*; ``maxrss_bytes`` is the
+    largest peak RSS among them (over the whole life of this process).
+    """
+    ru = _getrusage(_CHILDREN)
+    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss * MAXRSS_UNIT
+
+
+def _status_hwm_bytes() -> int | None:
+    try:
+        with open(_STATUS, "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class Scope:
+    """One open measurement of a high-water mark (one task's view).
+
+    Attributes:
+        folded: Largest mark seen at resets made while this scope was open (bytes or the
+            meter's unit); the scope's peak is ``max(folded, mark at close)``.
+    """
+
+    __slots__ = ("folded",)
+
+    def __init__(self) -> None:
+        """Create an empty scope."""
+        self.folded = 0
+
+
+class HighWaterMarks:
+    """A resettable process-wide high-water mark shared by nested and concurrent scopes.
+
+    Thread-safe: every method takes one internal lock.
+
+    Args:
+        read: Returns the current mark (``None`` when it cannot be read).
+        reset: Resets the mark to the current level; returns ``False`` when it cannot.
+        name: Used in warnings.
+    """
+
+    def __init__(
+        self, read: Callable[[], int | None], reset: Callable[[], bool], name: str
+    ) -> None:
+        """Create the tracker (see the class docstring for the arguments)."""
+        self._read = read
+        self._reset = reset
+        self._name = name
+        self._open: set[Scope] = set()
+        self._lock = threading.Lock()
+
+    def open(self, *, reset: bool) -> Scope:
+        """Open a scope, first resetting the mark if ``reset`` (folding it into open scopes)."""
+        scope = Scope()
+        with self._lock:
+            if reset and self._open:
+                mark = self._read()
+                if mark is not None:
+                    for other in self._open:
+                        if mark > other.folded:
+                            other.folded = mark
+            if reset:
+                self._reset()
+            self._open.add(scope)
+        return scope
+
+    def peak(self, scope: Scope, mark: int | None = None, *, close: bool = False) -> int | None:
+        """Return the scope's peak so far: ``max(scope.folded, current mark)``.
+
+        Args:
+            scope: A scope from :meth:`open`.
+            mark: The current mark if the caller already read it (saves a read).
+            close: Also close the scope.
+
+        Returns:
+            The peak, or ``None`` when the mark cannot be read.
+        """
+        if mark is None:
+            mark = self._read()
+        if close:
+            with self._lock:
+                self._open.discard(scope)
+        if mark is None:
+            return None
+        return max(mark, scope.folded)
+
+
+def _clear_refs() -> bool:
+    if not _LINUX:
+        return False
+    try:
+        with open(_CLEAR_REFS, "w") as f:
+            f.write("5")
+    except OSError as e:
+        _warn(
+            "clear_refs",
+            "tasktrace: cannot reset the RSS high-water mark (%s: %s); peak_memory is the "
+            "process peak since the last successful reset",
+            _CLEAR_REFS,
+            e,
+        )
+        return False
+    return True
+
+
+def _rusage_hwm() -> int | None:
+    return _getrusage(_SELF).ru_maxrss * MAXRSS_UNIT
+
+
+class _RssMarks(HighWaterMarks):
+    """RSS marks: ``getrusage`` on the hot path, checked once against ``VmHWM`` after a reset."""
+
+    def __init__(self) -> None:
+        super().__init__(_rusage_hwm, self._checked_reset, "RSS")
+        self.use_rusage = True
+        self._checked = not _LINUX
+
+    def _checked_reset(self) -> bool:
+        ok = _clear_refs()
+        if ok and not self._checked:
+            # ru_maxrss is max(pre-exec peak, VmHWM): if a big pre-exec peak hides the reset,
+            # read VmHWM from /proc instead from now on.
+            self._checked = True
+            status = _status_hwm_bytes()
+            if status is not None and _rusage_hwm() > status * 1.5 + (1 << 20):
+                self.use_rusage = False
+                self._read = _status_hwm_bytes
+        return ok
+
+
+rss_marks = _RssMarks()
+"""The process's RSS high-water-mark tracker (shared by every task)."""

@@ -1,0 +1,49 @@
+"""Shared fixtures: one in-memory tracer provider for the whole session, errors re-raised."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasktrace._processor import tree
+from tasktrace._settings import reset_settings
+from tasktrace.testing import install_test_provider, task_spans
+
+from .otlp_receivers import otlp_grpc_receiver, otlp_http_receiver
+
+__all__ = ["otlp_grpc_receiver", "otlp_http_receiver", "task_spans"]
+
+# The checkout sits beside shared/ (in development and in CI alike).
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lenskit-2025.8"
+
+install_test_provider()
+tree.raise_errors = True
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Each test starts from default settings, in an empty working folder."""
+    for key in list(os.environ):
+        if key.startswith("TASKTRACE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    reset_settings()
+    yield
+    reset_settings()
+
+
+@pytest.fixture
+def lenskit_fixtures() -> list[Path]:
+    """The LensKit 2025.8 task files in shared/fixtures."""
+    files = sorted(FIXTURES.glob("*.json"))
+    assert files, f"no LensKit fixtures found in {FIXTURES}"
+    return files
+
+
+def load_json(path: Path) -> object:
+    """Parse a JSON file."""
+    return json.loads(path.read_text())

@@ -1,0 +1,120 @@
+"""The command line, called through ``main(argv)``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasktrace import Task, TaskStatus
+from tasktrace.cli import child_environment, main
+
+from .conftest import FIXTURES
+
+
+def test_run_records_command_cpu_and_exit_code(tmp_path: Path) -> None:
+    """`run` returns the command's status and records its CPU time in its own field."""
+    out = tmp_path / "run.json"
+    code = main(["run", "--quiet", "--file", str(out), "--", "sh", "-c",
+                 "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exit 3"])
+    assert code == 3
+    task = Task.model_validate_json(out.read_text())
+    assert task.status is TaskStatus.FAILED
+    assert task.exit_code == 3
+    assert task.children_cpu_time_s is not None
+    assert task.children_cpu_time_s > 0.05
+    assert task.cpu_time is not None
+    assert task.cpu_time < task.children_cpu_time_s
+    assert task.total_cpu() == pytest.approx(task.cpu_time + task.children_cpu_time_s)
+
+
+def test_run_passes_traceparent_and_nests_python_child(tmp_path: Path) -> None:
+    """A command gets TRACEPARENT with the run task's trace id and span id."""
+    out = tmp_path / "run.json"
+    env_dump = tmp_path / "env.txt"
+    code = main(["run", "-q", "-f", str(out), "--", sys.executable, "-c",
+                 f"import os; open({str(env_dump)!r}, 'w').write(os.environ['TRACEPARENT'])"])
+    assert code == 0
+    task = Task.model_validate_json(out.read_text())
+    version, trace_id, span_id, flags = env_dump.read_text().split("-")
+    assert (version, trace_id, span_id) == ("00", task.trace_id, task.span_id)
+    assert int(flags, 16) & 1 == 1  # sampled
+
+
+def test_run_command_not_found() -> None:
+    """A command that cannot start exits 127 with a one-line error."""
+    assert main(["run", "-q", "--", "/nonexistent/command"]) == 127
+
+
+def test_run_records_child_peak_rss(tmp_path: Path) -> None:
+    """The command's own peak RSS (from wait4) is recorded when larger than ours."""
+    out = tmp_path / "run.json"
+    code = main(["run", "-q", "-f", str(out), "--", sys.executable, "-c",
+                 "x = bytearray(b'1') * 400_000_000"])
+    assert code == 0
+    task = Task.model_validate_json(out.read_text())
+    assert task.children_peak_rss_bytes is not None
+    assert task.children_peak_rss_bytes >= 400_000_000
+
+
+def test_child_environment_does_not_touch_os_environ() -> None:
+    """child_environment injects TRACEPARENT into a copy; os.environ stays unchanged."""
+    import os
+
+    before = dict(os.environ)
+    with Task("t") as t:
+        env = child_environment()
+    assert env["TRACEPARENT"].split("-")[2] == t.span_id
+    assert dict(os.environ) == before
+
+
+def test_show_prints_tree(capsys: pytest.CaptureFixture[str]) -> None:
+    """`show` prints every task with status and human units."""
+    assert main(["show", str(FIXTURES / "nested.json")]) == 0
+    out = capsys.readouterr().out
+    for label in ("experiment", "load data", "epoch 2", "measuring epoch 1"):
+        assert label in out
+    assert "684ms" in out
+    assert "352.9 MiB" in out
+
+
+def test_show_depth_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    """`show --depth 1` hides grandchildren and says how many."""
+    assert main(["show", "--depth", "1", str(FIXTURES / "nested.json")]) == 0
+    out = capsys.readouterr().out
+    assert "training epoch 0" not in out
+    assert "… 2 subtasks" in out
+
+
+@pytest.mark.parametrize("content", ["", "{", "not json", '{"label": 5}'])
+def test_show_bad_file_exits_2(
+    tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad task file gives exit status 2 and one line naming the file, no traceback."""
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    assert main(["show", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(bad) in err
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1
+
+
+def test_show_control_characters_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Control characters in a label cannot reach the terminal raw."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"label": "evil\x1b[2Jlabel", "status": "finished"}))
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[2J" not in out
+    assert "evil\\x1b[2Jlabel" in out
+
+
+def test_help() -> None:
+    """Every command has --help."""
+    for argv in (["--help"], ["run", "--help"], ["show", "--help"]):
+        assert main(argv) == 0

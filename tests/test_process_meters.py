@@ -1,0 +1,112 @@
+"""Process meters: CPU time, and peak RSS with nested high-water-mark resets."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from tasktrace import Task
+from tasktrace.meters.process import HighWaterMarks, rss_marks
+
+MB = 1024 * 1024
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the RSS high-water mark resets only on Linux"
+)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _touch(n_bytes: int) -> bytearray:
+    """Allocate and write ``n_bytes`` so that every page is resident."""
+    return bytearray(b"\x01") * n_bytes
+
+
+@linux_only
+def test_sibling_peak_is_its_own_and_parent_keeps_child_peak() -> None:
+    """A 300 MB child, then a 50 MB sibling with reset_hwm: each peak is its own, parent ≥ both."""
+    with Task("parent") as parent:
+        with Task("big", reset_hwm=True) as big:
+            block = _touch(300 * MB)
+            del block
+        baseline = _rss_bytes()
+        with Task("small", reset_hwm=True) as small:
+            block = _touch(50 * MB)
+            del block
+    assert big.peak_memory is not None
+    assert small.peak_memory is not None
+    assert parent.peak_memory is not None
+    expected = baseline + 50 * MB
+    assert abs(small.peak_memory - expected) <= 0.10 * expected, (small.peak_memory, expected)
+    assert big.peak_memory >= baseline + 300 * MB * 0.95
+    assert parent.peak_memory >= big.peak_memory
+
+
+@linux_only
+def test_top_level_task_resets_by_default() -> None:
+    """A task without a parent resets the mark: an earlier peak does not leak into it."""
+    block = _touch(200 * MB)
+    del block
+    with Task("after") as t:
+        pass
+    assert t.peak_memory is not None
+    assert t.peak_memory < _rss_bytes() + 100 * MB
+
+
+def test_subtask_does_not_reset_by_default() -> None:
+    """A subtask does not reset the mark unless asked: its parent's earlier peak shows in it."""
+    with Task("parent"):
+        block = _touch(120 * MB)
+        del block
+        with Task("child") as child:
+            pass
+    assert child.peak_memory is not None
+    assert child.peak_memory >= 120 * MB
+
+
+def test_cpu_time_counts_busy_work_not_sleep() -> None:
+    """cpu_time counts a busy loop and not a sleep; duration counts both."""
+    with Task("busy") as busy:
+        end = time.perf_counter() + 0.2
+        while time.perf_counter() < end:
+            pass
+    with Task("sleepy") as sleepy:
+        time.sleep(0.2)
+    assert busy.cpu_time is not None
+    assert sleepy.cpu_time is not None
+    assert busy.cpu_time > 0.15
+    assert sleepy.cpu_time < 0.05
+    assert sleepy.duration is not None
+    assert sleepy.duration >= 0.2
+
+
+def test_high_water_marks_fold_into_open_scopes() -> None:
+    """A reset folds the current mark into every open scope first (the stack discipline)."""
+    mark = {"value": 100}
+    marks = HighWaterMarks(lambda: mark["value"], lambda: mark.update(value=10) or True, "test")
+    outer = marks.open(reset=True)
+    mark["value"] = 500
+    inner = marks.open(reset=True)  # folds 500 into outer, resets to 10
+    mark["value"] = 200
+    assert marks.peak(inner, close=True) == 200
+    assert marks.peak(outer, close=True) == 500
+
+
+def test_unreadable_mark_gives_none() -> None:
+    """A mark that cannot be read gives None, never 0."""
+    marks = HighWaterMarks(lambda: None, lambda: False, "test")
+    scope = marks.open(reset=True)
+    assert marks.peak(scope, close=True) is None
+
+
+def test_rss_marks_use_rusage_consistently() -> None:
+    """The fast getrusage path agrees with /proc's VmHWM on this machine after a reset."""
+    with Task("check", reset_hwm=True):
+        pass
+    if sys.platform.startswith("linux"):
+        assert rss_marks.use_rusage

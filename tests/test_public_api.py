@@ -1,0 +1,46 @@
+"""The public surface: a complete, sorted ``__all__``, docstrings, no torch import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import tasktrace
+
+
+def test_all_is_sorted_and_complete() -> None:
+    """``__all__`` is sorted and names every public attribute of the package."""
+    assert list(tasktrace.__all__) == sorted(tasktrace.__all__)
+    public = {n for n in vars(tasktrace) if not n.startswith("_")} - {"annotations"}
+    assert public <= set(tasktrace.__all__) | {"meters", "testing", "cli"}
+    for name in tasktrace.__all__:
+        assert hasattr(tasktrace, name), name
+
+
+def test_public_objects_have_docstrings() -> None:
+    """Every public class and method has a docstring."""
+    for name in tasktrace.__all__:
+        obj = getattr(tasktrace, name)
+        if isinstance(obj, str):
+            continue
+        assert obj.__doc__, name
+        for attr_name, member in vars(obj).items():
+            if attr_name.startswith("_") or not callable(member):
+                continue
+            assert member.__doc__, f"{name}.{attr_name}"
+
+
+def test_importing_and_running_a_task_never_imports_torch() -> None:
+    """``import tasktrace`` and a task with a file never import torch (even if installed)."""
+    code = (
+        "import sys, tempfile, os\n"
+        "import tasktrace\n"
+        "d = tempfile.mkdtemp()\n"
+        "with tasktrace.Task('x', file=os.path.join(d, 't.json')):\n"
+        "    pass\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
