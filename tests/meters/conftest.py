@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,13 @@ import pytest
 from tasktrace.meters import _poller, energy, nvml, prometheus, rapl
 from tasktrace.meters._poller import Poller
 
-from .energy_helpers import FakeGpu, RaplTree, make_fake_pynvml
+from .energy_helpers import (
+    FakeGpu,
+    JoulesExporter,
+    PrometheusServer,
+    RaplTree,
+    make_fake_pynvml,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -55,3 +62,32 @@ def fake_gpus(monkeypatch: pytest.MonkeyPatch) -> list[FakeGpu]:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     return gpus
+
+
+PROMETHEUS_JOB = "testbox"
+PROMETHEUS_SCRAPE_S = 0.25
+EXPORTER_RATE_W = 40.0
+
+
+@pytest.fixture(scope="session")
+def prometheus_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[PrometheusServer, JoulesExporter]]:
+    """Start a real Prometheus scraping a joules counter rising at ``EXPORTER_RATE_W``."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus binary not found; install it with .ci/install-prometheus.sh")
+    exporter = JoulesExporter(EXPORTER_RATE_W)
+    server = PrometheusServer(
+        binary,
+        tmp_path_factory.mktemp("prometheus"),
+        exporter.target,
+        PROMETHEUS_JOB,
+        PROMETHEUS_SCRAPE_S,
+    )
+    try:
+        server.wait_for_samples(exporter.metric, 4, timeout_s=30)
+        yield server, exporter
+    finally:
+        server.close()
+        exporter.close()
