@@ -65,6 +65,26 @@ CHILDREN_CPU_TIME_S: Final = "tasktrace.task.children_cpu_time_s"
 """CPU seconds of child processes reaped during the task (``getrusage(RUSAGE_CHILDREN)``)."""
 CHILDREN_PEAK_RSS_BYTES: Final = "tasktrace.task.children_peak_rss_bytes"
 """Largest peak RSS in bytes among reaped child processes (``RUSAGE_CHILDREN`` ``ru_maxrss``)."""
+SYSTEM_ENERGY_SOURCE: Final = "tasktrace.task.system_energy_source"
+"""Source of ``system_power``: ``"prometheus"``."""
+SYSTEM_ENERGY_SCOPE: Final = "tasktrace.task.system_energy_scope"
+"""What ``system_power`` covers: ``"query"`` (whatever the power query measures)."""
+SYSTEM_ENERGY_SHORT_TASK: Final = "tasktrace.task.system_energy_short_task"
+"""``True`` when the task was shorter than the resolution of ``system_power``'s source."""
+CPU_ENERGY_SOURCE: Final = "tasktrace.task.cpu_energy_source"
+"""Source of ``cpu_power``: ``"rapl"`` or ``"prometheus"``."""
+CPU_ENERGY_SCOPE: Final = "tasktrace.task.cpu_energy_scope"
+"""What ``cpu_power`` covers: ``"package"``, ``"platform"`` (RAPL psys) or ``"query"``."""
+CPU_ENERGY_SHORT_TASK: Final = "tasktrace.task.cpu_energy_short_task"
+"""``True`` when the task was shorter than the update period of ``cpu_power``'s counter."""
+GPU_ENERGY_SOURCE: Final = "tasktrace.task.gpu_energy_source"
+"""Source of ``gpu_power``: ``"nvml-counter"``, ``"nvml-sampled"`` or ``"prometheus"``."""
+GPU_ENERGY_SCOPE: Final = "tasktrace.task.gpu_energy_scope"
+"""What ``gpu_power`` covers: ``"device"`` (the visible GPUs) or ``"query"``."""
+GPU_ENERGY_SHORT_TASK: Final = "tasktrace.task.gpu_energy_short_task"
+"""``True`` when the task was shorter than the update period of ``gpu_power``'s source."""
+DRAM_ENERGY_J: Final = "tasktrace.task.dram_energy_j"
+"""DRAM energy over the task in joules, from RAPL ``dram`` zones."""
 FOREIGN_SPAN: Final = "tasktrace.task.foreign_span"
 """Only in files: marks a tree node built from a non-task span (not written to spans)."""
 
@@ -89,6 +109,16 @@ FIELD_ATTRIBUTES: Final[dict[str, str]] = {
     "children_cpu_time_s": CHILDREN_CPU_TIME_S,
     "children_peak_rss_bytes": CHILDREN_PEAK_RSS_BYTES,
     # --- energy fields (issue 4) ---
+    "system_energy_source": SYSTEM_ENERGY_SOURCE,
+    "system_energy_scope": SYSTEM_ENERGY_SCOPE,
+    "system_energy_short_task": SYSTEM_ENERGY_SHORT_TASK,
+    "cpu_energy_source": CPU_ENERGY_SOURCE,
+    "cpu_energy_scope": CPU_ENERGY_SCOPE,
+    "cpu_energy_short_task": CPU_ENERGY_SHORT_TASK,
+    "gpu_energy_source": GPU_ENERGY_SOURCE,
+    "gpu_energy_scope": GPU_ENERGY_SCOPE,
+    "gpu_energy_short_task": GPU_ENERGY_SHORT_TASK,
+    "dram_energy_j": DRAM_ENERGY_J,
 }
 """Task field name → span attribute key, for every field written as an attribute.
 

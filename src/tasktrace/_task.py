@@ -219,6 +219,30 @@ class Task(BaseModel):
     foreign_span: bool = Field(default=False, exclude_if=_is_false)
     """``True`` for a tree node built from a span that is not a Task (a user's own span)."""
     # --- energy fields (issue 4) ---
+    system_energy_source: str | None = Field(default=None, exclude_if=_is_none)
+    """Where ``system_power`` came from: ``"prometheus"`` (the machine's ``system`` power query)."""
+    system_energy_scope: str | None = Field(default=None, exclude_if=_is_none)
+    """What ``system_power`` covers: ``"query"`` (whatever the query measures; not per process)."""
+    system_energy_short_task: bool | None = Field(default=None, exclude_if=_is_none)
+    """``True`` when the task was shorter than the resolution of ``system_power``'s source."""
+    cpu_energy_source: str | None = Field(default=None, exclude_if=_is_none)
+    """Where ``cpu_power`` came from: ``"rapl"`` (powercap ``energy_uj``) or ``"prometheus"``."""
+    cpu_energy_scope: str | None = Field(default=None, exclude_if=_is_none)
+    """What ``cpu_power`` covers: ``"package"`` (all CPU packages of the machine, every
+    process), ``"platform"`` (RAPL ``psys``) or ``"query"`` (Prometheus)."""
+    cpu_energy_short_task: bool | None = Field(default=None, exclude_if=_is_none)
+    """``True`` when the task was shorter than the update period of ``cpu_power``'s counter."""
+    gpu_energy_source: str | None = Field(default=None, exclude_if=_is_none)
+    """Where ``gpu_power`` came from: ``"nvml-counter"`` (total-energy counter),
+    ``"nvml-sampled"`` (integrated power samples) or ``"prometheus"``."""
+    gpu_energy_scope: str | None = Field(default=None, exclude_if=_is_none)
+    """What ``gpu_power`` covers: ``"device"`` (the visible GPUs, every process on them) or
+    ``"query"`` (Prometheus)."""
+    gpu_energy_short_task: bool | None = Field(default=None, exclude_if=_is_none)
+    """``True`` when the task was shorter than the update period of ``gpu_power``'s source."""
+    dram_energy_j: float | None = Field(default=None, exclude_if=_is_none)
+    """DRAM energy over the task in joules, from RAPL ``dram`` zones (machine-wide; not part of
+    ``cpu_power``)."""
 
     _rt: _Runtime | None = PrivateAttr(default=None)
     _data_attrs: dict[str, Any] | None = PrivateAttr(default=None)

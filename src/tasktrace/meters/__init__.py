@@ -21,7 +21,11 @@ _meters: tuple[Meter, ...] | None = None
 
 def _default_meters() -> list[Meter]:
     # energy meters (issue 4) install here
-    return []
+    # Imported here, not at module level: reading sysfs/NVML is only wanted once a task starts.
+    from tasktrace._settings import get_settings  # noqa: PLC0415
+    from tasktrace.meters.energy import default_energy_meters  # noqa: PLC0415
+
+    return default_energy_meters(get_settings())
 
 
 def active_meters() -> tuple[Meter, ...]:
