@@ -85,6 +85,8 @@ GPU_ENERGY_SHORT_TASK: Final = "tasktrace.task.gpu_energy_short_task"
 """``True`` when the task was shorter than the update period of ``gpu_power``'s source."""
 DRAM_ENERGY_J: Final = "tasktrace.task.dram_energy_j"
 """DRAM energy over the task in joules, from RAPL ``dram`` zones."""
+PENDING_SPAN_ID: Final = "tasktrace.pending.span_id"
+"""Only on a pending snapshot span: the id (16 hex digits) of the running span it describes."""
 FOREIGN_SPAN: Final = "tasktrace.task.foreign_span"
 """Only in files: marks a tree node built from a non-task span (not written to spans)."""
 

@@ -4,7 +4,7 @@ A task file is always written whole to a temporary file in the same folder and m
 old one with :func:`os.replace`, so a reader (or a crash, even ``SIGKILL``) sees either the old
 or the new file, never half of one. A failed write (disk full, read-only folder) warns once per
 file, leaves the previous file intact and never raises into the user's task; the next write that
-succeeds catches up.
+succeeds catches up (and logs that it did), so a later failure warns again.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ __all__ = ["RefreshMonitor", "check_folder", "save_atomic"]
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
 _umask: int | None = None
+_failing: set[str] = set()  # paths whose last write failed (warned once until one succeeds)
+_failing_lock = threading.Lock()
 
 
 def _file_mode() -> int:
-    """``0o666`` less the process umask (read once from /proc, else by a set-and-restore)."""
+    """``0o666`` less the process umask and never world-writable (umask read once)."""
     global _umask  # noqa: PLW0603 - the umask is read once per process
     if _umask is None:
         try:
@@ -42,7 +44,7 @@ def _file_mode() -> int:
         if _umask is None:  # not Linux: os.umask is the only way (briefly sets it)
             _umask = os.umask(0o022)
             os.umask(_umask)
-    return 0o666 & ~_umask
+    return 0o666 & ~_umask & ~0o002
 
 
 def check_folder(path: Path) -> None:
@@ -62,9 +64,11 @@ def check_folder(path: Path) -> None:
 def save_atomic(path: Path, data: bytes) -> bool:
     """Replace ``path`` with ``data`` atomically; return whether it was written.
 
-    The temporary file is created by :func:`tempfile.mkstemp` (unpredictable name, ``O_EXCL``)
-    in the same folder, given the mode ``0o666 & ~umask`` and moved into place with
-    :func:`os.replace`. Errors are logged once per path and swallowed.
+    The temporary file is created by :func:`tempfile.mkstemp` (unpredictable name, ``O_EXCL``,
+    mode ``0o600``) in the same folder, given the mode ``0o666 & ~umask`` less world-write and
+    moved into place with :func:`os.replace` (a symlink at ``path`` is replaced, never followed).
+    A failure is logged once, with the previous file left intact; the first success after it
+    logs that the file is written again, and a later failure warns again.
     """
     tmp: str | None = None
     try:
@@ -77,14 +81,23 @@ def save_atomic(path: Path, data: bytes) -> bool:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        _warn(
-            f"save:{path}",
-            "tasktrace: cannot write task file %s (%s); the previous file is kept and later "
-            "refreshes will retry",
-            path,
-            e,
-        )
+        with _failing_lock:
+            first = str(path) not in _failing
+            _failing.add(str(path))
+        if first:
+            _log.warning(
+                "tasktrace: cannot write task file %s (%s); the previous file is kept and later "
+                "refreshes will retry",
+                path,
+                e,
+            )
         return False
+    if _failing:
+        with _failing_lock:
+            recovered = str(path) in _failing
+            _failing.discard(str(path))
+        if recovered:
+            _log.info("tasktrace: task file %s is written again", path)
     return True
 
 

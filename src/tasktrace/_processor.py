@@ -26,7 +26,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
-from tasktrace._attributes import TASK_ID, attributes_to_fields
+from tasktrace._attributes import PENDING_SPAN_ID, TASK_ID, attributes_to_fields
 from tasktrace._settings import get_settings
 from tasktrace.meters._base import WarnOnce
 
@@ -93,7 +93,7 @@ class TaskTreeProcessor(SpanProcessor):
         """Add a non-task span whose parent is a tree node as a subtask node (RUNNING)."""
         try:
             attrs = span.attributes
-            if (attrs and TASK_ID in attrs) or span.parent is None:
+            if (attrs and (TASK_ID in attrs or PENDING_SPAN_ID in attrs)) or span.parent is None:
                 return
             parent = self._nodes.get(span.parent.span_id)
             if parent is None or not get_settings().include_spans:

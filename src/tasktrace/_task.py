@@ -33,10 +33,12 @@ from pydantic import (
 )
 
 from tasktrace import _attributes as attr
+from tasktrace import _watch
 from tasktrace._files import RefreshMonitor, check_folder, save_atomic
 from tasktrace._processor import tree
 from tasktrace._settings import get_settings
 from tasktrace._setup import get_tracer
+from tasktrace._signals import install_sigterm_handler
 from tasktrace.meters import active_meters
 from tasktrace.meters._base import WarnOnce
 from tasktrace.meters.gpu import cuda_marks
@@ -379,11 +381,17 @@ class Task(BaseModel):
         rt = self._runtime()
         with rt.lock:
             self.update_resources()
+            if rt.file is not None:
+                _update_running_subtasks(self)  # the file shows their measurements so far too
             self._save(rt)
 
     def monitor_refresh(self) -> None:
         """Refresh called by the refresh thread every ``refresh_interval_s`` (see :meth:`update`)."""
-        self.update()
+        rt = self._runtime()
+        with rt.lock:
+            self.update()
+            if self.status is TaskStatus.RUNNING and _watch.active():
+                _watch.refreshed(self, get_tracer(), rt.span_context, root=rt.parent is None)
 
     # ----- the tree ----------------------------------------------------------------------------
 
@@ -458,9 +466,14 @@ class Task(BaseModel):
         if self._data_attrs:
             start_attrs.update(self._limited_data_attrs())
         start_ns = time.time_ns()
-        span = get_tracer().start_span(
-            self.label, context=parent_ctx, attributes=start_attrs, start_time=start_ns
-        )
+        install_sigterm_handler()
+        try:
+            span = get_tracer().start_span(
+                self.label, context=parent_ctx, attributes=start_attrs, start_time=start_ns
+            )
+        except Exception as e:  # noqa: BLE001 - another span processor raised: measure anyway
+            _warn("span-start", "tasktrace: starting the span of %r failed: %r", self.label, e)
+            span = trace.INVALID_SPAN
         sctx = span.get_span_context()
         rt.span = span
         rt.span_context = sctx
@@ -484,6 +497,9 @@ class Task(BaseModel):
             self._save(rt)
             if rt.monitor:
                 _monitor.add(id(self), self.monitor_refresh)
+        if _watch.active():  # pending spans, task metrics, live panel: off by default
+            _watch.started(self, get_tracer(), sctx, root=rt.parent is None)
+            _monitor.add(id(self), self.monitor_refresh)
 
     def _resolve_parent(self, rt: _Runtime) -> tuple[Task | None, otel_context.Context | None]:
         """Return (parent tree node, context for the span) by the rules in the class docstring."""
@@ -573,6 +589,8 @@ class Task(BaseModel):
                 elif status is TaskStatus.FINISHED:
                     span.set_status(Status(StatusCode.OK))
                 span.end(end_time=end_ns)
+            except Exception as e:  # noqa: BLE001 - another span processor raised in on_end
+                _warn("span-end", "tasktrace: ending the span of %r failed: %r", self.label, e)
             finally:
                 self._detach(rt)
                 rt.span = None
@@ -582,6 +600,9 @@ class Task(BaseModel):
                 if rt.file is not None:
                     _monitor.remove(id(self))
                     self._save(rt)
+                if _watch.active():
+                    _monitor.remove(id(self))
+                    _watch.finished(self, root=rt.parent is None)
 
     @staticmethod
     def _detach(rt: _Runtime) -> None:
@@ -632,6 +653,21 @@ class Task(BaseModel):
     def __str__(self) -> str:
         """``<Task ID: label>``, as LensKit prints it."""
         return f"<Task {self.task_id}: {self.label}>"
+
+
+def _update_running_subtasks(task: Task) -> None:
+    """Refresh the measurements of ``task``'s running descendants measured in this process."""
+    with tree.lock:
+        stack = list(task.subtasks)
+    while stack:
+        sub = stack.pop()
+        private = sub.__pydantic_private__
+        rt = private.get("_rt") if private is not None else None
+        if rt is not None and rt.rss_scope is not None:
+            with rt.lock:
+                sub.update_resources()
+        with tree.lock:
+            stack.extend(sub.subtasks)
 
 
 def _describe(exc: BaseException | None) -> str | None:

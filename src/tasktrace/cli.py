@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from tasktrace._format import friendly_bytes, friendly_duration, friendly_joules
+from tasktrace._redact import redact_argv
 from tasktrace._task import Task, TaskStatus
 from tasktrace.meters.process import MAXRSS_UNIT
 
@@ -159,8 +160,15 @@ def cli() -> None:
     help="Write the task tree to this JSON file (refreshed while running).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the task tree at the end.")
+@click.option(
+    "--record-argv",
+    is_flag=True,
+    help="Record the command line as the task's argv (secret-looking values redacted).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(label: str | None, file: Path | None, quiet: bool, command: Sequence[str]) -> None:
+def run(
+    label: str | None, file: Path | None, quiet: bool, record_argv: bool, command: Sequence[str]
+) -> None:
     """Run COMMAND as a task and exit with its status.
 
     The command gets TRACEPARENT in its environment, so a Python program using tasktrace joins
@@ -169,10 +177,16 @@ def run(label: str | None, file: Path | None, quiet: bool, command: Sequence[str
     unset when it is no larger than tasktrace's own, since a child's peak includes the memory
     it inherited before exec).
 
+    The command line is recorded (as argv) only with --record-argv, and then with the values of
+    secret-looking options (--password, --token, --api-key, ...) and KEY=VALUE secrets replaced
+    by ***; the default label is the command line with the same redaction.
+
     Example: tasktrace run --file run.json -- python train.py --epochs 3
     """
     argv = list(command)
-    task = Task(label or " ".join(argv)[:200])
+    task = Task(label or " ".join(redact_argv(argv))[:200])
+    if record_argv:
+        task.argv = redact_argv(argv)
     if file is not None:
         task.save_to_file(file)
     code = 0

@@ -1,0 +1,80 @@
+"""Redaction of secrets in a command line, before it is recorded in a task (``tasktrace run``).
+
+A value is replaced by :data:`REDACTED` when it belongs to an option or assignment whose name
+looks secret (:data:`SECRET_WORDS`, matched in the name with ``-`` and ``_`` ignored):
+
+- ``--password hunter2`` and ``--password=hunter2`` → ``--password ***`` / ``--password=***``;
+- ``-p``-style short options are left alone (their meaning is the program's own);
+- ``API_KEY=abc`` and ``--env AWS_SECRET_ACCESS_KEY=abc`` → ``API_KEY=***``;
+- a URL with a password (``https://user:pw@host``) → ``https://user:***@host``.
+
+Redaction is a best effort over names: a secret passed under an innocent name (``--x hunter2``)
+cannot be recognised, which is why ``tasktrace run`` records the argv only when asked
+(``--record-argv``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+__all__ = ["REDACTED", "SECRET_WORDS", "is_secret_name", "redact_argv"]
+
+REDACTED = "***"
+"""What a secret value is replaced with."""
+
+SECRET_WORDS = (
+    "apikey",
+    "authorization",
+    "credential",
+    "passphrase",
+    "passwd",
+    "password",
+    "privatekey",
+    "pwd",
+    "secret",
+    "token",
+)
+"""Substrings of an option or variable name (lower case, ``-``/``_`` removed) that mark it secret."""
+
+_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-]*)=(.*)$", re.DOTALL)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/:@\s]*:)[^/@\s]+(?P<at>@)")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an option or variable name looks like it holds a secret (``--api-key``, ``TOKEN``)."""
+    key = name.lstrip("-").lower().replace("-", "").replace("_", "")
+    return any(word in key for word in SECRET_WORDS)
+
+
+def _redact_word(word: str) -> str:
+    word = _URL_PASSWORD.sub(rf"\g<head>{REDACTED}\g<at>", word)
+    match = _ASSIGNMENT.match(word.removeprefix("--"))
+    if match is not None and is_secret_name(match.group(1)):
+        prefix = "--" if word.startswith("--") else ""
+        return f"{prefix}{match.group(1)}={REDACTED}"
+    return word
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """Return a copy of ``argv`` with secret values replaced by :data:`REDACTED`.
+
+    Args:
+        argv: A command line, program first.
+
+    Returns:
+        The same number of words; rules in the module docstring.
+    """
+    out: list[str] = []
+    hide_next = False
+    for word in argv:
+        if hide_next:
+            hide_next = False
+            out.append(REDACTED)
+            continue
+        if word.startswith("--") and "=" not in word and is_secret_name(word):
+            hide_next = True
+            out.append(word)
+            continue
+        out.append(_redact_word(word))
+    return out
