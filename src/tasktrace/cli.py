@@ -1,25 +1,30 @@
-"""The ``tasktrace`` command line: ``run`` a command as a task, ``show`` a task file.
+"""The ``tasktrace`` command line: ``run`` a command as a task, ``show`` a task file,
+``export`` it to OTLP JSON lines or a Chrome trace, ``replay`` it to an OTLP endpoint.
 
 Each subcommand is one function; :func:`main` takes ``argv`` so tests call it directly.
 Exit status: the command's own status for ``run`` (``128 + N`` when killed by signal ``N``,
-127 when it cannot be started); 0 for ``show``; 2 for bad input (a one-line message, no
+127 when it cannot be started); 0 for ``show`` and ``export``; 3 when ``replay``'s endpoint
+refuses the spans; 2 for bad input (a one-line message, no
 traceback).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import click
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from rich.tree import Tree
 
 from tasktrace._format import friendly_bytes, friendly_duration, friendly_joules
@@ -36,6 +41,7 @@ _STATUS_STYLE = {
     TaskStatus.RUNNING: "cyan",
     TaskStatus.PENDING: "dim",
 }
+_T = TypeVar("_T")
 
 
 def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -132,8 +138,13 @@ def _child_peak_rss(usage: resource.struct_rusage) -> int | None:
 
 
 def _load(path: Path) -> Task:
+    from tasktrace.formats.replay import is_otlp_json, load_task  # noqa: PLC0415 - rare path
+
     try:
-        return Task.model_validate_json(path.read_bytes())
+        data = path.read_bytes()
+        if is_otlp_json(data):
+            return _read_input(path, lambda p: load_task(p, data))
+        return Task.model_validate_json(data)
     except OSError as e:
         raise click.ClickException(f"{path}: cannot read task file: {e.strerror or e}") from None
     except ValidationError as e:
@@ -220,10 +231,138 @@ def run(
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--depth", "-d", type=click.IntRange(min=0), help="Show at most this many levels.")
-def show(file: Path, depth: int | None) -> None:
-    """Print the task tree in FILE with human units."""
+@click.option("--filter", "-F", "text", help="Only tasks whose label contains TEXT or tagged TEXT.")
+@click.option("--collapse", "-c", is_flag=True, help="One line per run of repeated siblings.")
+@click.option("--totals", "-t", is_flag=True, help="Add totals per label pattern.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the tree, or the totals).")
+def show(
+    file: Path, depth: int | None, text: str | None, collapse: bool, totals: bool, as_json: bool
+) -> None:
+    """Print the task tree in FILE (a task file or OTLP JSON lines) with human units."""
+    from tasktrace import _show  # noqa: PLC0415 - only for show
+
     task = _load(file)
-    Console().print(render_tree(task, depth))
+    if text is not None:
+        filtered = _show.filter_tree(task, text)
+        if filtered is None:
+            raise click.ClickException(f"{file}: no task matches {text!r}")
+        task = filtered
+    if as_json:
+        if totals:
+            click.echo(json.dumps(_show.label_totals(task), indent=1))
+        else:
+            click.echo(_depth_limited(task, depth).model_dump_json(indent=1))
+        return
+    console = Console()
+    if collapse:
+        console.print(_show.render_collapsed(task, _label, depth))
+    else:
+        console.print(render_tree(task, depth))
+    if totals:
+        console.print(_totals_table(_show.label_totals(task)))
+
+
+def _depth_limited(task: Task, depth: int | None) -> Task:
+    if depth is None:
+        return task
+    if depth == 0:
+        return task.model_copy(update={"subtasks": []})
+    subtasks = [_depth_limited(t, depth - 1) for t in task.subtasks]
+    return task.model_copy(update={"subtasks": subtasks})
+
+
+def _totals_table(rows: list[dict[str, object]]) -> Table:
+    table = Table("label", "tasks", "total time", "total CPU", "max RSS", "failed")
+    for row in rows:
+        dur, cpu, rss = row["total_duration_s"], row["total_cpu_time_s"], row["max_peak_memory_bytes"]
+        table.add_row(
+            escape(_printable(str(row["pattern"]))),
+            str(row["tasks"]),
+            friendly_duration(dur) if isinstance(dur, float) else "",
+            friendly_duration(cpu) if isinstance(cpu, float) else "",
+            friendly_bytes(rss) if isinstance(rss, int) else "",
+            str(row["failed"]),
+        )
+    return table
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format", "-f", "fmt", type=click.Choice(["otlp-json", "chrome", "task"]), required=True,
+    help="otlp-json: OTLP JSON lines; chrome: trace-event JSON (Perfetto); task: a task file.",
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+    help="The file to write (replaced atomically).",
+)
+def export(file: Path, fmt: str, output: Path) -> None:
+    """Convert FILE (a task file or OTLP JSON lines) to another format.
+
+    Example: tasktrace export run.json --format chrome -o run.trace.json
+    """
+    from tasktrace._files import save_atomic  # noqa: PLC0415 - only for export
+    from tasktrace.formats.chrome_trace import task_to_chrome_trace  # noqa: PLC0415
+    from tasktrace.formats.otlp_json import encode_lines  # noqa: PLC0415
+    from tasktrace.formats.replay import load_spans  # noqa: PLC0415
+
+    if fmt == "otlp-json":
+        data = _read_input(file, load_spans)
+        out = b"".join(encode_lines(data))
+    elif fmt == "chrome":
+        task = _load(file)
+        try:
+            out = json.dumps(task_to_chrome_trace(task), separators=(",", ":")).encode()
+        except ValueError as e:
+            raise click.ClickException(f"{file}: {e}") from None
+    else:
+        out = _load(file).model_dump_json().encode() + b"\n"
+    if not output.parent.is_dir():
+        raise click.ClickException(f"{output}: folder {str(output.parent)!r} does not exist")
+    if not save_atomic(output, out):
+        raise click.ClickException(f"{output}: cannot write the output file")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--endpoint", "-e",
+    help="OTLP endpoint base URL, e.g. http://127.0.0.1:4318 (default: OTEL_EXPORTER_OTLP_*).",
+)
+def replay(path: Path, endpoint: str | None) -> None:
+    """Send PATH (a task file or OTLP JSON lines) to an OTLP endpoint as the original spans.
+
+    Trace and span ids, parent links, timestamps, attributes, resource and status are kept;
+    task files without ids get ids derived from their task ids (the same on every replay).
+    Exit status 3 when the endpoint does not accept the spans.
+    """
+    from tasktrace.formats.replay import ReplayError, load_spans  # noqa: PLC0415
+    from tasktrace.formats.replay import replay as send  # noqa: PLC0415
+
+    spans = _read_input(path, load_spans)
+    try:
+        count = send(spans, endpoint)
+    except (ReplayError, ImportError) as e:
+        error = click.ClickException(f"{path}: {e}")
+        error.exit_code = 3
+        raise error from None
+    click.echo(f"{path}: sent {count} spans", err=True)
+
+
+def _read_input(path: Path, reader: Callable[[Path], _T]) -> _T:
+    """Call ``reader(path)``; turn unreadable or invalid input into a one-line error."""
+    try:
+        return reader(path)
+    except OSError as e:
+        raise click.ClickException(f"{path}: cannot read file: {e.strerror or e}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "file"
+        raise click.ClickException(
+            f"{path}: not a valid task file: {where}: {first['msg']} ({e.error_count()} errors)"
+        ) from None
+    except (ValueError, TypeError, ImportError) as e:
+        raise click.ClickException(f"{path}: {e}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

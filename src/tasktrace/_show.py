@@ -1,0 +1,201 @@
+"""Views of large task trees for ``tasktrace show``: filter, collapse repeated siblings, totals.
+
+All functions work on loaded :class:`~tasktrace.Task` trees without modifying them (filtered
+trees are shallow copies) and walk them iteratively, so a 100,000-task tree costs no recursion.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.markup import escape
+from rich.tree import Tree
+
+from tasktrace._format import friendly_duration
+from tasktrace._task import Task, TaskStatus
+
+__all__ = [
+    "COLLAPSE_MIN_RUN",
+    "SiblingRun",
+    "collapse_siblings",
+    "filter_tree",
+    "label_pattern",
+    "label_totals",
+    "render_collapsed",
+]
+
+COLLAPSE_MIN_RUN = 3
+"""Fewest consecutive siblings with the same label pattern that are collapsed into one line."""
+
+_DIGITS = re.compile(r"\d+")
+
+
+def label_pattern(label: str) -> str:
+    """A label with every run of digits replaced by ``#`` (``"epoch 12"`` → ``"epoch #"``)."""
+    return _DIGITS.sub("#", label)
+
+
+def _matches(task: Task, needle: str) -> bool:
+    if needle in task.label.lower():
+        return True
+    tags = (task.__pydantic_extra__ or {}).get("tags")
+    return isinstance(tags, list | tuple) and any(str(t).lower() == needle for t in tags)
+
+
+def filter_tree(task: Task, text: str) -> Task | None:
+    """Keep tasks whose label contains ``text`` or whose ``tags`` include it (case-insensitive).
+
+    A matching task keeps its whole subtree; ancestors of matches are kept (with only the
+    branches that lead to matches) so the tree still reads from the root.
+
+    Returns:
+        A filtered shallow copy of the tree, or ``None`` when nothing matches.
+    """
+    needle = text.lower()
+    # post-order walk without recursion: kept[id(node)] = filtered copy or None
+    kept: dict[int, Task | None] = {}
+    stack: list[tuple[Task, bool]] = [(task, False)]
+    while stack:
+        node, done = stack.pop()
+        if _matches(node, needle):
+            kept[id(node)] = node
+            continue
+        if not done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in node.subtasks)
+            continue
+        children = [kept[id(c)] for c in node.subtasks if kept.get(id(c)) is not None]
+        kept[id(node)] = node.model_copy(update={"subtasks": children}) if children else None
+    return kept[id(task)]
+
+
+@dataclass
+class SiblingRun:
+    """Consecutive siblings whose labels share a pattern, shown as one line.
+
+    Attributes:
+        tasks: The siblings, in order (at least :data:`COLLAPSE_MIN_RUN`).
+    """
+
+    tasks: list[Task] = field(default_factory=list)
+
+    @property
+    def total_duration_s(self) -> float:
+        """Sum of the known durations, in seconds."""
+        return sum(t.duration for t in self.tasks if t.duration is not None)
+
+    def title(self) -> str:
+        """``"epoch 1…50: 50 tasks, total 3m12.00s"`` (plus failed/other status counts)."""
+        first, last = self.tasks[0].label, self.tasks[-1].label
+        a, b = _DIGITS.split(first), _DIGITS.split(last)
+        na, nb = _DIGITS.findall(first), _DIGITS.findall(last)
+        diff = [i for i, (x, y) in enumerate(zip(na, nb, strict=True)) if x != y]
+        if first == last:
+            name = first
+        elif a == b and len(diff) == 1:
+            i = diff[0]
+            name = "".join(
+                part + (f"{na[k]}…{nb[k]}" if k == i else na[k]) if k < len(na) else part
+                for k, part in enumerate(a)
+            )
+        else:
+            name = f"{first} … {last}"
+        text = f"{name}: {len(self.tasks)} tasks, total {friendly_duration(self.total_duration_s)}"
+        counts: dict[str, int] = {}
+        for t in self.tasks:
+            if t.status is not TaskStatus.FINISHED:
+                counts[t.status.value] = counts.get(t.status.value, 0) + 1
+        if counts:
+            text += " (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
+        return text
+
+
+def collapse_siblings(
+    tasks: list[Task], min_run: int = COLLAPSE_MIN_RUN
+) -> list[Task | SiblingRun]:
+    """Group runs of ``min_run`` or more consecutive tasks with equal :func:`label_pattern`."""
+    out: list[Task | SiblingRun] = []
+    i = 0
+    while i < len(tasks):
+        pattern = label_pattern(tasks[i].label)
+        j = i + 1
+        while j < len(tasks) and label_pattern(tasks[j].label) == pattern:
+            j += 1
+        if j - i >= min_run:
+            out.append(SiblingRun(tasks[i:j]))
+        else:
+            out.extend(tasks[i:j])
+        i = j
+    return out
+
+
+def render_collapsed(
+    task: Task, label: Callable[[Task], str], max_depth: int | None = None
+) -> Tree:
+    """Like ``render_tree``, with runs of repeated siblings shown as one :class:`SiblingRun` line.
+
+    Args:
+        task: The root.
+        label: Renders one task as rich markup (the CLI's label).
+        max_depth: Levels shown below the root (``None``: all).
+    """
+    root = Tree(label(task))
+    stack = [(task, root, 0)]
+    while stack:
+        node, branch, depth = stack.pop()
+        if max_depth is not None and depth >= max_depth:
+            if node.subtasks:
+                branch.add(f"[dim]… {len(node.subtasks)} subtasks[/]")
+            continue
+        pending = []
+        for item in collapse_siblings(node.subtasks):
+            if isinstance(item, SiblingRun):
+                branch.add(f"[bold]{escape(item.title())}[/]")
+            else:
+                pending.append((item, branch.add(label(item))))
+        stack.extend((child, sub, depth + 1) for child, sub in reversed(pending))
+    return root
+
+
+def _walk(task: Task) -> Iterator[Task]:
+    stack = [task]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.subtasks))
+
+
+def label_totals(task: Task) -> list[dict[str, Any]]:
+    """Totals per label pattern over the whole tree, in order of first appearance.
+
+    Returns:
+        One dict per pattern: ``pattern``, ``tasks`` (count), ``total_duration_s``,
+        ``total_cpu_time_s`` (sums of known values; ``None`` when none is known),
+        ``max_peak_memory_bytes`` and ``failed`` (count).
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for node in _walk(task):
+        pattern = label_pattern(node.label)
+        row = rows.get(pattern)
+        if row is None:
+            row = rows[pattern] = {
+                "pattern": pattern,
+                "tasks": 0,
+                "total_duration_s": None,
+                "total_cpu_time_s": None,
+                "max_peak_memory_bytes": None,
+                "failed": 0,
+            }
+        row["tasks"] += 1
+        if node.duration is not None:
+            row["total_duration_s"] = (row["total_duration_s"] or 0.0) + node.duration
+        if node.cpu_time is not None:
+            row["total_cpu_time_s"] = (row["total_cpu_time_s"] or 0.0) + node.cpu_time
+        if node.peak_memory is not None:
+            row["max_peak_memory_bytes"] = max(row["max_peak_memory_bytes"] or 0, node.peak_memory)
+        if node.status is TaskStatus.FAILED:
+            row["failed"] += 1
+    return list(rows.values())

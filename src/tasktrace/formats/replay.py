@@ -1,0 +1,160 @@
+"""Load saved traces (task files or OTLP JSON lines), convert them, and replay them over OTLP.
+
+A *task file* is one task tree as JSON (tasktrace's or LensKit's). An *OTLP JSON-lines file* is
+what :class:`~tasktrace.formats.otlp_json.OtlpJsonFileSpanExporter` (or any OTel file exporter)
+writes. :func:`load_spans` and :func:`load_task` read either kind, telling them apart by the
+first line (``{"resourceSpans": ...`` is OTLP JSON).
+
+Replaying sends the spans with the OTel project's OTLP exporter (HTTP/protobuf, or gRPC when
+``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL=grpc``), unchanged: original trace and span ids, parent
+links, start/end timestamps, attributes, resource, scope and status. The standard
+``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers, timeout, certificates) apply unless an
+endpoint is given.
+
+Thread-safety: the functions share no state; one exporter is created per :func:`replay` call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from opentelemetry.sdk.resources import HOST_NAME, SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from tasktrace._attributes import MACHINE
+from tasktrace._task import Task
+from tasktrace.formats._convert import spans_to_task, task_to_spans
+from tasktrace.formats.otlp_json import read_spans
+
+__all__ = ["ReplayError", "is_otlp_json", "load_spans", "load_task", "replay", "task_resource"]
+
+REPLAY_BATCH_SPANS: Final = 512
+"""Spans per OTLP export request when replaying."""
+
+
+class ReplayError(RuntimeError):
+    """The OTLP exporter reported a failed export (the message names the endpoint)."""
+
+
+def is_otlp_json(data: bytes) -> bool:
+    """Whether ``data`` (a file's contents) is OTLP JSON lines rather than a task file."""
+    first = data.lstrip().split(b"\n", 1)[0]
+    try:
+        parsed = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and "resourceSpans" in parsed
+
+
+def task_resource(task: Task) -> Resource:
+    """The resource of spans made from a task file.
+
+    ``service.name`` is ``OTEL_SERVICE_NAME`` or ``"tasktrace"``; ``host.name`` and
+    ``tasktrace.machine`` are the root task's; ``OTEL_RESOURCE_ATTRIBUTES`` and the SDK's
+    ``telemetry.sdk.*`` attributes are added by :meth:`Resource.create`.
+    """
+    attrs: dict[str, str] = {
+        SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME") or "tasktrace",
+        HOST_NAME: task.hostname,
+    }
+    if task.machine:
+        attrs[MACHINE] = task.machine
+    return Resource.create(attrs)
+
+
+def load_task(path: Path, data: bytes | None = None) -> Task:
+    """Load a task tree from a task file or an OTLP JSON-lines file.
+
+    Args:
+        path: The file.
+        data: Its contents, if already read.
+
+    Raises:
+        OSError: The file cannot be read.
+        pydantic.ValidationError: A task file that is not valid.
+        tasktrace.formats.otlp_json.OtlpJsonFormatError: A bad OTLP JSON line (names the line).
+        ValueError: An OTLP JSON file without spans.
+    """
+    data = path.read_bytes() if data is None else data
+    if is_otlp_json(data):
+        return spans_to_task(read_spans(data.splitlines(), str(path)), root_label=path.name)
+    return Task.model_validate_json(data)
+
+
+def load_spans(path: Path, data: bytes | None = None) -> list[ReadableSpan]:
+    """Load spans from an OTLP JSON-lines file, or convert a task file's tree to spans.
+
+    Raises:
+        The errors of :func:`load_task`.
+    """
+    data = path.read_bytes() if data is None else data
+    if is_otlp_json(data):
+        return read_spans(data.splitlines(), str(path))
+    task = Task.model_validate_json(data)
+    return task_to_spans(task, task_resource(task))
+
+
+def otlp_exporter(endpoint: str | None = None) -> SpanExporter:
+    """The OTel OTLP span exporter for the configured protocol.
+
+    Args:
+        endpoint: Base URL of the collector (``http://host:4318``; ``/v1/traces`` is added for
+            HTTP unless present), or ``None`` to use the ``OTEL_EXPORTER_OTLP_*`` variables.
+
+    Raises:
+        ImportError: gRPC was asked for but ``tasktrace[grpc]`` is not installed.
+    """
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+                OTLPSpanExporter as GrpcExporter,
+            )
+        except ImportError:
+            raise ImportError("OTLP/gRPC needs: pip install 'tasktrace[grpc]'") from None
+        return GrpcExporter(endpoint=endpoint)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    if endpoint is not None and not endpoint.rstrip("/").endswith("/v1/traces"):
+        endpoint = endpoint.rstrip("/") + "/v1/traces"
+    return HttpExporter(endpoint=endpoint)
+
+
+def replay(
+    spans: Sequence[ReadableSpan],
+    endpoint: str | None = None,
+    exporter: SpanExporter | None = None,
+) -> int:
+    """Send ``spans`` unchanged in batches of :data:`REPLAY_BATCH_SPANS`; return the count.
+
+    Args:
+        spans: Spans from :func:`load_spans`.
+        endpoint: See :func:`otlp_exporter`; ignored when ``exporter`` is given.
+        exporter: Export with this exporter instead (it is not shut down).
+
+    Raises:
+        ReplayError: An export failed (after the exporter's own retries).
+    """
+    own = exporter is None
+    exp = otlp_exporter(endpoint) if exporter is None else exporter
+    try:
+        for i in range(0, len(spans), REPLAY_BATCH_SPANS):
+            result = exp.export(spans[i : i + REPLAY_BATCH_SPANS])
+            if result is not SpanExportResult.SUCCESS:
+                where = endpoint or "the OTEL_EXPORTER_OTLP_* endpoint"
+                raise ReplayError(f"export of spans {i}… to {where} failed")
+    finally:
+        if own:
+            exp.shutdown()
+    return len(spans)
