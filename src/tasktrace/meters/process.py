@@ -18,6 +18,7 @@ children's).
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 import threading
@@ -142,22 +143,38 @@ class HighWaterMarks:
         return max(mark, scope.folded)
 
 
-def _clear_refs() -> bool:
-    if not _LINUX:
-        return False
-    try:
-        with open(_CLEAR_REFS, "w") as f:
-            f.write("5")
-    except OSError as e:
-        _warn(
-            "clear_refs",
-            "tasktrace: cannot reset the RSS high-water mark (%s: %s); peak_memory is the "
-            "process peak since the last successful reset",
-            _CLEAR_REFS,
-            e,
-        )
-        return False
-    return True
+class _ClearRefs:
+    """Writes ``5`` to ``/proc/self/clear_refs`` through one descriptor kept open per process.
+
+    ``/proc/self`` is resolved when the file is opened, so the descriptor is reopened after a
+    fork (the child would otherwise reset its parent's mark).
+    """
+
+    def __init__(self) -> None:
+        self._fd = -1
+        self._pid = -1
+
+    def __call__(self) -> bool:
+        if not _LINUX:
+            return False
+        try:
+            if self._pid != os.getpid():
+                self._fd = os.open(_CLEAR_REFS, os.O_WRONLY | os.O_CLOEXEC)
+                self._pid = os.getpid()
+            os.write(self._fd, b"5")
+        except OSError as e:
+            _warn(
+                "clear_refs",
+                "tasktrace: cannot reset the RSS high-water mark (%s: %s); peak_memory is the "
+                "process peak since the last successful reset",
+                _CLEAR_REFS,
+                e,
+            )
+            return False
+        return True
+
+
+_clear_refs = _ClearRefs()
 
 
 def _rusage_hwm() -> int | None:
