@@ -7,9 +7,10 @@ JSON in LensKit's task-file format.
 
 from __future__ import annotations
 
+from tasktrace._config import configure
 from tasktrace._task import Task, TaskStatus
 
 __version__ = "0.1.0"
 """The package version."""
 
-__all__ = ["Task", "TaskStatus", "__version__"]
+__all__ = ["Task", "TaskStatus", "__version__", "configure"]

@@ -107,6 +107,8 @@ class Settings(BaseModel):
     """Seconds between refreshes of running tasks' files (the seed's monitor refresh)."""
     include_spans: bool = True
     """Whether non-task spans that run inside a task appear as subtasks in the tree."""
+    exit_timeout_s: float = Field(default=5.0, ge=0)
+    """Seconds the interpreter's exit waits, in total, for the last spans to be exported."""
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     """Prometheus server used for energy queries."""
     machines: dict[str, MachineSettings] = Field(default_factory=dict)

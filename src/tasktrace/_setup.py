@@ -1,28 +1,39 @@
-"""Find or create the tracer provider, and build exporters from the standard ``OTEL_*`` variables.
+"""Find or create the tracer provider tasks use, and own the life of tasktrace's exporters.
 
-Provider ownership:
+Provider ownership, checked at every task start (one identity comparison):
 
-- If a real tracer provider is already installed globally (by the user, by
-  ``opentelemetry-instrument``, by Logfire), tasktrace adds its
-  :class:`~tasktrace._processor.TaskTreeProcessor` to it (when it has ``add_span_processor``)
-  and never replaces it or adds exporters to it.
-- Otherwise tasktrace creates an SDK :class:`~opentelemetry.sdk.trace.TracerProvider` with a
-  resource (``service.name`` from ``OTEL_SERVICE_NAME`` or the script name, ``host.name``,
-  ``process.pid``, ``tasktrace.machine``, ``OTEL_RESOURCE_ATTRIBUTES``), adds the exporters named
-  by ``OTEL_TRACES_EXPORTER``, and installs it globally only while the global is still the
-  default proxy. Set-up is lazy (the first task start), so a provider the user installs before
-  their first task always wins and no "Overriding of current TracerProvider" warning is logged.
+- If a real tracer provider is installed globally (by the user, by ``opentelemetry-instrument``,
+  by Logfire), tasks go through it: tasktrace adds its
+  :class:`~tasktrace._processor.TaskTreeProcessor` (when the provider has
+  ``add_span_processor``) and never replaces it. It adds an exporter of its own only when code
+  asked for one with :func:`tasktrace.configure` (``exporters=`` or ``endpoint=``); the
+  ``OTEL_*`` variables are that other set-up's to read.
+- Otherwise tasktrace uses a private SDK :class:`~opentelemetry.sdk.trace.TracerProvider`
+  with a resource (``service.name``, ``host.name``, ``process.pid``, ``tasktrace.machine``,
+  ``telemetry.sdk.*``, ``OTEL_RESOURCE_ATTRIBUTES``) and the exporters named by
+  :func:`tasktrace.configure` or the ``OTEL_*`` variables. It is **not** installed globally,
+  so a provider that the user or a library installs later (before or after the first task)
+  never triggers OpenTelemetry's "Overriding of current TracerProvider" warning; tasks started
+  after that go through the new provider. Spans of the user's own tracers are therefore
+  non-recording until some provider is installed globally (they still carry the trace
+  context, so tasks inside them stay in the same trace).
 
-With nothing configured, no exporter is created and no connection is attempted.
+With nothing configured, no exporter is created and no connection is attempted. Exporters run
+on batch-processor threads; at interpreter exit they are flushed within ``exit_timeout_s``
+(:func:`tasktrace.configure`, ``TASKTRACE_EXIT_TIMEOUT_S``; default 5 s), see
+:mod:`tasktrace._export`.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,183 +46,205 @@ from opentelemetry.sdk.resources import (
     Resource,
 )
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from tasktrace._attributes import MACHINE
+from tasktrace._config import OTEL_SERVICE_NAME, ExportConfig, build_exporters, current_config
+from tasktrace._export import ExportPipeline
 from tasktrace._processor import tree
 from tasktrace._settings import get_settings
 
-__all__ = ["get_tracer", "reset_tracing", "tracer_provider"]
+__all__ = [
+    "build_resource",
+    "exit_timeout_s",
+    "get_tracer",
+    "owns_provider",
+    "reset_tracing",
+    "shutdown_export",
+    "tracer_provider",
+]
 
 _log = logging.getLogger(__name__)
-_lock = threading.Lock()
-_tracer: trace.Tracer | None = None
-_provider: Any = None
-_owned = False
-_with_processor: set[int] = set()
-
-OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
-OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
-OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
-OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
 
 
-def _service_name() -> str:
-    name = os.environ.get(OTEL_SERVICE_NAME)
+@dataclass(frozen=True)
+class _Tracing:
+    source: object
+    """The global provider seen at set-up (the API's proxy when tasktrace owns the provider)."""
+    provider: Any
+    tracer: trace.Tracer
+    owned: bool
+
+
+_lock = threading.RLock()
+_state: _Tracing | None = None
+_owned_provider: TracerProvider | None = None
+_pipelines: list[ExportPipeline] = []
+_with_processor: list[Any] = []  # providers holding the tree processor (strong refs: ids stay unique)
+_exported_to: list[Any] = []  # foreign providers given the configured exporters
+_exit_registered = False
+
+
+def _service_name(config: ExportConfig) -> str:
+    name = config.service_name or os.environ.get(OTEL_SERVICE_NAME)
     if name:
         return name
     script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     return script if script and script not in {"-c", "-m"} else "tasktrace"
 
 
-def build_resource() -> Resource:
-    """The resource of a tasktrace-owned provider (``OTEL_RESOURCE_ATTRIBUTES`` merged in)."""
+def build_resource(config: ExportConfig | None = None) -> Resource:
+    """The resource of a tasktrace-owned provider.
+
+    Attributes, later sources winning: ``telemetry.sdk.*`` (the SDK), ``host.name``
+    (``socket.gethostname()``), ``process.pid`` (``os.getpid()``), ``tasktrace.machine`` (the
+    ``machine`` setting, when set), ``OTEL_RESOURCE_ATTRIBUTES``, ``resource_attributes`` of
+    :func:`tasktrace.configure`; ``service.name`` is the ``service_name`` argument, else
+    ``OTEL_SERVICE_NAME``, else the script's file name, else ``"tasktrace"``.
+    """
+    config = config or current_config()
     attrs: dict[str, Any] = {
-        SERVICE_NAME: _service_name(),
         HOST_NAME: socket.gethostname(),
         PROCESS_PID: os.getpid(),
     }
     machine = get_settings().machine
     if machine:
         attrs[MACHINE] = machine
-    # Resource.create adds telemetry.sdk.* and OTEL_RESOURCE_ATTRIBUTES; ours win on conflicts
-    # except service.name, where OTEL_SERVICE_NAME already won above.
-    env = OTELResourceDetector().detect()
-    return Resource.create(attrs).merge(Resource({k: v for k, v in env.attributes.items()}))
+    env = dict(OTELResourceDetector().detect().attributes)
+    env.pop(SERVICE_NAME, None)
+    attrs.update(env)
+    attrs.update(config.resource_attributes)
+    attrs[SERVICE_NAME] = _service_name(config)
+    return Resource.create(attrs)
 
 
-def _exporter_names() -> list[str]:
-    raw = os.environ.get(OTEL_TRACES_EXPORTER, "").strip()
-    if not raw:
-        endpoint = os.environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or os.environ.get(
-            OTEL_EXPORTER_OTLP_ENDPOINT
-        )
-        return ["otlp"] if endpoint else []
-    return [n.strip().lower() for n in raw.split(",") if n.strip() and n.strip() != "none"]
+def exit_timeout_s() -> float:
+    """Seconds the exit may wait for exports: ``configure`` > ``TASKTRACE_EXIT_TIMEOUT_S`` > 5."""
+    configured = current_config().exit_timeout_s
+    return configured if configured is not None else get_settings().exit_timeout_s
 
 
-def _otlp_exporter() -> SpanExporter | None:
-    protocol = (
-        os.environ.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL)
-        or os.environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
-        or "http/protobuf"
-    ).strip()
-    if protocol == "grpc":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-                OTLPSpanExporter as GrpcExporter,
-            )
-        except ImportError:
-            _log.warning(
-                "tasktrace: OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the gRPC exporter: "
-                "pip install 'tasktrace[grpc]'; no OTLP export"
-            )
-            return None
-        return GrpcExporter()
-    if protocol != "http/protobuf":
-        _log.warning(
-            "tasktrace: invalid OTEL_EXPORTER_OTLP_PROTOCOL=%r (expected http/protobuf or grpc); "
-            "using http/protobuf",
-            protocol,
-        )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-        OTLPSpanExporter as HttpExporter,
-    )
-
-    return HttpExporter()
-
-
-def _entry_point_exporter(name: str) -> SpanExporter | None:
-    from importlib.metadata import entry_points  # noqa: PLC0415 - only for rare names
-
-    for ep in entry_points(group="opentelemetry_traces_exporter"):
-        if ep.name == name:
-            return ep.load()()  # type: ignore[no-any-return]
-    _log.warning("tasktrace: unknown OTEL_TRACES_EXPORTER name %r; ignored", name)
-    return None
-
-
-def build_exporters() -> list[SpanExporter]:
-    """Create the span exporters named by ``OTEL_TRACES_EXPORTER`` (see the module docstring).
-
-    ``otlp`` uses the OTel project's OTLP exporter for ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL``
-    (which itself reads the endpoint, headers, timeout and certificate variables); ``console``
-    the SDK's console exporter; other names are looked up in the
-    ``opentelemetry_traces_exporter`` entry-point group, as the SDK does. Unset, the list is
-    empty unless an OTLP endpoint variable is set.
-    """
-    exporters: list[SpanExporter] = []
-    for name in _exporter_names():
-        try:
-            if name == "otlp":
-                exporter = _otlp_exporter()
-            elif name == "console":
-                from opentelemetry.sdk.trace.export import ConsoleSpanExporter  # noqa: PLC0415
-
-                exporter = ConsoleSpanExporter()
-            else:
-                exporter = _entry_point_exporter(name)
-        except Exception as e:  # noqa: BLE001 - a bad exporter must not break tasks
-            _log.warning("tasktrace: cannot create the %r span exporter (%s); ignored", name, e)
-            exporter = None
-        if exporter is not None:
-            exporters.append(exporter)
-    return exporters
+def _new_pipeline(config: ExportConfig) -> ExportPipeline | None:
+    global _exit_registered  # noqa: PLW0603 - one exit handler per process
+    exporters = build_exporters(config)
+    if not exporters:
+        return None
+    pipeline = ExportPipeline(exporters)
+    _pipelines.append(pipeline)
+    if not _exit_registered:
+        atexit.register(shutdown_export)
+        _exit_registered = True
+    return pipeline
 
 
 def _create_provider() -> TracerProvider:
-    provider = TracerProvider(resource=build_resource())
-    for exporter in build_exporters():
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    config = current_config()
+    # shutdown_on_exit=False: the SDK's own exit hook waits up to 30 s; ours is bounded.
+    provider = TracerProvider(resource=build_resource(config), shutdown_on_exit=False)
+    pipeline = _new_pipeline(config)
+    if pipeline is not None:
+        for processor in pipeline.processors:
+            provider.add_span_processor(processor)
     return provider
 
 
-def _install() -> trace.Tracer:
-    global _provider, _owned  # noqa: PLW0603 - one tracing set-up per process
-    provider: Any = trace.get_tracer_provider()
-    if isinstance(provider, trace.ProxyTracerProvider):
-        provider = _create_provider()
-        trace.set_tracer_provider(provider)
-        _owned = True
-        provider = trace.get_tracer_provider()  # another thread may have won the race
+def _install(source: Any) -> _Tracing:
+    global _owned_provider  # noqa: PLW0603 - one tracing set-up per process
+    owned = type(source) is trace.ProxyTracerProvider  # nothing installed globally
+    if owned:
+        if _owned_provider is None:
+            _owned_provider = _create_provider()
+        provider: Any = _owned_provider
+    else:
+        provider = source
     add = getattr(provider, "add_span_processor", None)
-    if add is not None and id(provider) not in _with_processor:
-        add(tree)
-        _with_processor.add(id(provider))
-    _provider = provider
+    if add is not None:
+        if not any(p is provider for p in _with_processor):
+            add(tree)
+            _with_processor.append(provider)
+        config = current_config()
+        if not owned and config.asked_for_export and not any(p is provider for p in _exported_to):
+            _exported_to.append(provider)
+            pipeline = _new_pipeline(config)
+            for processor in pipeline.processors if pipeline is not None else ():
+                add(processor)
     from tasktrace import __version__  # noqa: PLC0415 - import cycle
 
-    return provider.get_tracer("tasktrace", __version__)  # type: ignore[no-any-return]
+    tracer = provider.get_tracer("tasktrace", __version__)
+    return _Tracing(source=source, provider=provider, tracer=tracer, owned=owned)
 
 
 def get_tracer() -> trace.Tracer:
-    """Return tasktrace's tracer, setting tracing up on first use (thread-safe)."""
-    global _tracer  # noqa: PLW0603 - see _install
-    tracer = _tracer
-    if tracer is None:
-        with _lock:
-            if _tracer is None:
-                _tracer = _install()
-            tracer = _tracer
-    return tracer
+    """Return the tracer for the next task, setting tracing up when the global provider changed.
+
+    Thread-safe; after set-up, one call to ``trace.get_tracer_provider()`` and one identity
+    comparison.
+    """
+    global _state  # noqa: PLW0603 - see _install
+    source = trace.get_tracer_provider()
+    state = _state
+    if state is not None and state.source is source:
+        return state.tracer
+    with _lock:
+        state = _state
+        if state is None or state.source is not source:
+            state = _state = _install(source)
+        return state.tracer
+
+
+def reconfigure() -> None:
+    """Apply a new :func:`tasktrace.configure`: later tasks get new exporters and resource.
+
+    The previous pipelines start flushing and shutting down on a daemon thread now; the exit
+    handler waits for them within the exit bound.
+    """
+    global _state, _owned_provider  # noqa: PLW0603 - see _install
+    with _lock:
+        for pipeline in _pipelines:
+            pipeline.begin_shutdown(exit_timeout_s())
+        _state = None
+        _owned_provider = None
+        _exported_to.clear()
+
+
+def shutdown_export(timeout_s: float | None = None) -> bool:
+    """Flush and shut down every tasktrace exporter within ``timeout_s`` seconds in total.
+
+    Registered with :mod:`atexit` when the first exporter is created. Past the bound it
+    returns and leaves the export threads (daemons) behind; a single warning then says how
+    many spans were not exported and where they were going.
+
+    Args:
+        timeout_s: The bound in seconds (``None``: :func:`exit_timeout_s`).
+
+    Returns:
+        Whether every span was exported.
+    """
+    bound = exit_timeout_s() if timeout_s is None else timeout_s
+    deadline = time.monotonic() + bound
+    with _lock:
+        pipelines = list(_pipelines)
+    for pipeline in pipelines:
+        pipeline.begin_shutdown(bound)
+    ok = True
+    for pipeline in pipelines:
+        ok = pipeline.shutdown(max(0.0, deadline - time.monotonic())) and ok
+    return ok
 
 
 def tracer_provider() -> Any:
-    """Return the tracer provider tasktrace uses (``None`` before the first task)."""
-    return _provider
+    """Return the tracer provider tasks use now (``None`` before the first task)."""
+    state = _state
+    return state.provider if state is not None else None
 
 
 def owns_provider() -> bool:
-    """Whether tasktrace created and installed the global tracer provider."""
-    return _owned
+    """Whether tasks currently go through tasktrace's own (private) tracer provider."""
+    state = _state
+    return state.owned if state is not None else False
 
 
 def reset_tracing() -> None:
     """Forget the cached tracer so the next task looks for the provider again (for tests)."""
-    global _tracer, _provider, _owned  # noqa: PLW0603 - see _install
+    global _state  # noqa: PLW0603 - see _install
     with _lock:
-        _tracer = None
-        _provider = None
-        _owned = False
+        _state = None

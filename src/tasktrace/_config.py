@@ -1,0 +1,270 @@
+"""``tasktrace.configure(...)``: export settings in code, over the standard ``OTEL_*`` variables.
+
+Precedence, highest first: an argument to :func:`configure`, the environment variable, the
+default. The OTLP exporters themselves read ``OTEL_EXPORTER_OTLP_HEADERS``,
+``OTEL_EXPORTER_OTLP_TIMEOUT``, ``OTEL_EXPORTER_OTLP_CERTIFICATE`` and the per-signal
+``OTEL_EXPORTER_OTLP_TRACES_*`` forms, so an argument left ``None`` falls back to exactly what
+the OTel SDK would use.
+
+Exporters are built only when something asks for them; with nothing configured, none is built
+and no connection is ever attempted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from tasktrace._export import GuardedSpanExporter
+
+__all__ = ["ExportConfig", "build_exporters", "configure", "current_config"]
+
+_log = logging.getLogger(__name__)
+
+OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
+OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
+OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
+
+Protocol = Literal["http/protobuf", "grpc"]
+_PROTOCOLS: tuple[str, ...] = ("http/protobuf", "grpc")
+
+
+@dataclass
+class ExportConfig:
+    """What :func:`configure` was given (``None``: fall back to the environment, then default).
+
+    See :func:`configure` for the meaning of each field.
+    """
+
+    service_name: str | None = None
+    exporters: Sequence[str | SpanExporter] | None = None
+    endpoint: str | None = None
+    protocol: Protocol | None = None
+    headers: Mapping[str, str] | None = None
+    timeout_s: float | None = None
+    resource_attributes: Mapping[str, Any] = field(default_factory=dict)
+    exit_timeout_s: float | None = None
+
+    @property
+    def asked_for_export(self) -> bool:
+        """Whether code explicitly asked for exporters (added even to a foreign provider)."""
+        return self.exporters is not None or self.endpoint is not None
+
+
+_lock = threading.Lock()
+_config = ExportConfig()
+
+
+def current_config() -> ExportConfig:
+    """The configuration of the last :func:`configure` call (defaults before any)."""
+    return _config
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    exporters: Sequence[str | SpanExporter] | None = None,
+    endpoint: str | None = None,
+    protocol: Protocol | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
+    resource_attributes: Mapping[str, Any] | None = None,
+    exit_timeout_s: float | None = None,
+) -> None:
+    """Configure where tasktrace sends its spans; every argument overrides its variable.
+
+    Call it before the first task, or again at any time: tasks started afterwards use the new
+    settings (the previous exporters are flushed and shut down within ``exit_timeout_s``).
+
+    Args:
+        service_name: ``service.name`` of the resource (else ``OTEL_SERVICE_NAME``, else the
+            script's name). Only used when tasktrace creates the tracer provider.
+        exporters: Exporter names (``"otlp"``, ``"console"``, ``"none"``, or an
+            ``opentelemetry_traces_exporter`` entry-point name) or SDK ``SpanExporter``
+            instances (else ``OTEL_TRACES_EXPORTER``; else ``["otlp"]`` when an endpoint is
+            set; else none).
+        endpoint: OTLP endpoint URL, e.g. ``http://127.0.0.1:4318`` (else
+            ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``). For
+            OTLP/HTTP a base URL gets ``/v1/traces`` appended, as the variable does.
+        protocol: ``"http/protobuf"`` or ``"grpc"`` (else ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``
+            / ``OTEL_EXPORTER_OTLP_PROTOCOL``, else ``http/protobuf``). gRPC needs
+            ``pip install 'tasktrace[grpc]'``.
+        headers: Request headers / gRPC metadata, e.g. an ``authorization`` token (else
+            ``OTEL_EXPORTER_OTLP_HEADERS``). Never logged or written to spans.
+        timeout_s: Timeout of each export request including retries, in seconds (else
+            ``OTEL_EXPORTER_OTLP_TIMEOUT``, else 10).
+        resource_attributes: Extra resource attributes, over ``OTEL_RESOURCE_ATTRIBUTES``.
+        exit_timeout_s: Seconds the interpreter's exit may wait for the last spans to be
+            exported (else ``TASKTRACE_EXIT_TIMEOUT_S``, else 5).
+
+    Exporters given here (``exporters`` or ``endpoint``) are added even when another tracer
+    provider (yours, Logfire's, ``opentelemetry-instrument``'s) is installed; exporters from the
+    environment alone are added only to a provider tasktrace creates, since the other set-up
+    reads the same variables.
+
+    Raises:
+        ValueError: ``protocol`` is not one of the two above, or a timeout is negative.
+
+    Thread-safety: may be called from any thread; tasks running meanwhile finish with the
+    settings they started with.
+    """
+    global _config  # noqa: PLW0603 - one configuration per process
+    if protocol is not None and protocol not in _PROTOCOLS:
+        raise ValueError(f"protocol must be one of {_PROTOCOLS}, not {protocol!r}")
+    for name, value in (("timeout_s", timeout_s), ("exit_timeout_s", exit_timeout_s)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be >= 0, not {value!r}")
+    from tasktrace import _setup  # noqa: PLC0415 - _setup imports this module
+
+    with _lock:
+        _config = ExportConfig(
+            service_name=service_name,
+            exporters=list(exporters) if exporters is not None else None,
+            endpoint=endpoint,
+            protocol=protocol,
+            headers=dict(headers) if headers is not None else None,
+            timeout_s=timeout_s,
+            resource_attributes=dict(resource_attributes or {}),
+            exit_timeout_s=exit_timeout_s,
+        )
+        _setup.reconfigure()
+
+
+def sdk_disabled() -> bool:
+    """Whether ``OTEL_SDK_DISABLED`` is ``true`` (case-insensitive), as the SDK reads it."""
+    return os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true"
+
+
+def _exporter_names(config: ExportConfig) -> list[str | SpanExporter]:
+    if config.exporters is not None:
+        chosen: list[str | SpanExporter] = list(config.exporters)
+    else:
+        raw = os.environ.get(OTEL_TRACES_EXPORTER, "").strip()
+        if raw:
+            chosen = [n.strip() for n in raw.split(",") if n.strip()]
+        else:
+            chosen = ["otlp"] if _endpoint_setting(config) else []
+    return [n.lower() if isinstance(n, str) else n for n in chosen if n != "none"]
+
+
+def _endpoint_setting(config: ExportConfig) -> str | None:
+    return (
+        config.endpoint
+        or os.environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+        or os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT)
+    )
+
+
+def _protocol(config: ExportConfig) -> str:
+    protocol = (
+        config.protocol
+        or os.environ.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL)
+        or os.environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
+        or "http/protobuf"
+    ).strip()
+    if protocol not in _PROTOCOLS:
+        _log.warning(
+            "tasktrace: invalid OTEL_EXPORTER_OTLP_PROTOCOL=%r (expected http/protobuf or "
+            "grpc); using http/protobuf",
+            protocol,
+        )
+        return "http/protobuf"
+    return protocol
+
+
+def _http_endpoint(config: ExportConfig) -> tuple[str | None, str]:
+    """(endpoint argument for the HTTP exporter, where spans go) by the OTel rules."""
+    if config.endpoint:
+        url = config.endpoint.rstrip("/") + "/v1/traces"
+        return url, url
+    traces = os.environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+    if traces:
+        return None, traces
+    base = os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT, "http://localhost:4318")
+    return None, base.rstrip("/") + "/v1/traces"
+
+
+def _otlp_exporter(config: ExportConfig) -> GuardedSpanExporter | None:
+    if _protocol(config) == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+                OTLPSpanExporter as GrpcExporter,
+            )
+        except ImportError:
+            _log.warning(
+                "tasktrace: the grpc OTLP protocol needs the gRPC exporter: "
+                "pip install 'tasktrace[grpc]'; no OTLP export"
+            )
+            return None
+        where = _endpoint_setting(config) or "http://localhost:4317"
+        grpc = GrpcExporter(
+            endpoint=config.endpoint,
+            headers=dict(config.headers) if config.headers is not None else None,
+            timeout=config.timeout_s,
+        )
+        return GuardedSpanExporter(grpc, where)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    endpoint, where = _http_endpoint(config)
+    http = HttpExporter(
+        endpoint=endpoint,
+        headers=dict(config.headers) if config.headers is not None else None,
+        timeout=config.timeout_s,
+    )
+    return GuardedSpanExporter(http, where)
+
+
+def _named_exporter(name: str) -> SpanExporter | None:
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter  # noqa: PLC0415
+
+        return ConsoleSpanExporter()
+    from importlib.metadata import entry_points  # noqa: PLC0415 - only for rare names
+
+    for ep in entry_points(group="opentelemetry_traces_exporter"):
+        if ep.name == name:
+            return ep.load()()  # type: ignore[no-any-return]
+    _log.warning("tasktrace: unknown OTEL_TRACES_EXPORTER name %r; ignored", name)
+    return None
+
+
+def build_exporters(config: ExportConfig) -> list[GuardedSpanExporter]:
+    """Create the guarded span exporters ``config`` and the environment ask for.
+
+    Returns:
+        One :class:`~tasktrace._export.GuardedSpanExporter` per exporter; empty when nothing
+        is configured or ``OTEL_SDK_DISABLED=true`` (then no exporter object is even built).
+        An exporter that cannot be created is left out with a warning.
+    """
+    if sdk_disabled():
+        return []
+    exporters: list[GuardedSpanExporter] = []
+    for item in _exporter_names(config):
+        try:
+            if isinstance(item, SpanExporter):
+                guarded: GuardedSpanExporter | None = GuardedSpanExporter(
+                    item, type(item).__name__
+                )
+            elif item == "otlp":
+                guarded = _otlp_exporter(config)
+            else:
+                named = _named_exporter(item)
+                guarded = GuardedSpanExporter(named, item) if named is not None else None
+        except Exception as e:  # noqa: BLE001 - a bad exporter must not break tasks
+            _log.warning("tasktrace: cannot create the %r span exporter (%s); ignored", item, e)
+            guarded = None
+        if guarded is not None:
+            exporters.append(guarded)
+    return exporters

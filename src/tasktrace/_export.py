@@ -1,0 +1,267 @@
+"""Span export that never disturbs the user's program: warn once, count drops, bounded exit.
+
+The OTel SDK's own OTLP exporters log every failed attempt and every retry (with backoff, up
+to their timeout), and the SDK shuts its providers down at exit with a 30 s bound. tasktrace's
+exports go through two thin layers instead:
+
+- :class:`GuardedSpanExporter` wraps any SDK :class:`~opentelemetry.sdk.trace.export.SpanExporter`.
+  It never raises, silences the OTel exporters' per-attempt log records *while it is the one
+  exporting* (a :class:`logging.Filter` keyed on a thread-local flag, so the user's own
+  exporters still log), keeps the last such message as the failure reason, counts exported and
+  dropped spans, and logs **one** warning per process naming the endpoint (without credentials)
+  the first time a batch is dropped.
+- :class:`ExportPipeline` owns the :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor`
+  of each guarded exporter. Export runs on the batch processor's thread, so a slow, refusing or
+  black-holed endpoint adds nothing to a task's own overhead. :meth:`ExportPipeline.shutdown`
+  flushes and shuts down within a deadline on a helper thread; past the deadline it gives up
+  (the threads are daemons), and the one warning says how many spans were not exported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from tasktrace.meters._base import WarnOnce
+
+__all__ = ["ExportPipeline", "GuardedSpanExporter", "redact_endpoint"]
+
+_log = logging.getLogger(__name__)
+_warn = WarnOnce(_log)
+_EXPORT_FAILED = "export-failed"
+
+SDK_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.sdk._shared_internal",
+)
+"""Loggers of the OTel exporters (and batch processor) whose records are silenced while a
+:class:`GuardedSpanExporter` exports on the current thread."""
+
+_exporting = threading.local()
+
+
+class _QuietWhileGuarded(logging.Filter):
+    """Drop records logged on a thread inside a guarded export; keep the first warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_exporting, "active", False):
+            if record.levelno >= logging.WARNING and not getattr(_exporting, "message", None):
+                _exporting.message = record.getMessage()[:300]
+            return False
+        return True
+
+
+_filter = _QuietWhileGuarded()
+_filter_lock = threading.Lock()
+_filter_installed = False
+
+
+def _install_filter() -> None:
+    global _filter_installed  # noqa: PLW0603 - the filter is installed once per process
+    with _filter_lock:
+        if not _filter_installed:
+            for name in SDK_EXPORTER_LOGGERS:
+                logging.getLogger(name).addFilter(_filter)
+            _filter_installed = True
+
+
+def redact_endpoint(endpoint: str) -> str:
+    """Return ``endpoint`` without user name, password, query or fragment (safe to log)."""
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:
+        return "<invalid endpoint>"
+    if not parts.scheme or not parts.netloc:
+        return endpoint.split("?", 1)[0].rsplit("@", 1)[-1]
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class GuardedSpanExporter(SpanExporter):
+    """A span exporter wrapper that never raises and reports failure once per process.
+
+    Args:
+        inner: The exporter doing the work (the OTel project's OTLP exporter, usually).
+        where: Where the spans go, for the warning (an endpoint URL; credentials are removed).
+
+    Attributes:
+        exported_spans: Spans the inner exporter accepted (count).
+        dropped_spans: Spans in batches that failed or raised (count).
+
+    Thread-safety: ``export`` is called by one batch-processor thread; the counters are
+    updated under a lock and may be read from any thread.
+    """
+
+    def __init__(self, inner: SpanExporter, where: str) -> None:
+        """Wrap ``inner`` (see the class docstring)."""
+        _install_filter()
+        self.inner = inner
+        """The wrapped exporter."""
+        self.where = redact_endpoint(where)
+        """The destination named in the warning (no credentials)."""
+        self.exported_spans = 0
+        self.dropped_spans = 0
+        self.last_error: str | None = None
+        """The last failure reason (the OTel exporter's own message, or the exception)."""
+        self._lock = threading.Lock()
+        self._shut_down = False
+
+    def _call(self, method: str, *args: Any) -> Any:
+        _exporting.active = True
+        _exporting.message = None
+        try:
+            return getattr(self.inner, method)(*args)
+        finally:
+            _exporting.active = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export ``spans`` with the inner exporter; never raises.
+
+        Returns:
+            The inner result; ``FAILURE`` if it raised.
+        """
+        try:
+            result = self._call("export", spans)
+        except Exception as e:  # noqa: BLE001 - export must never break the program
+            result = SpanExportResult.FAILURE
+            _exporting.message = f"{type(e).__name__}: {e}"
+        with self._lock:
+            if result is SpanExportResult.SUCCESS:
+                self.exported_spans += len(spans)
+                return result
+            self.dropped_spans += len(spans)
+            self.last_error = _exporting.message or "the exporter reported failure"
+        self.report(f"{len(spans)} spans dropped")
+        return result
+
+    def report(self, what: str) -> None:
+        """Log the one export warning of this process (if not logged yet), naming ``what``."""
+        _warn(
+            _EXPORT_FAILED,
+            "tasktrace: span export to %s failed (%s); %s. Task files are complete; "
+            "further export failures are not reported",
+            self.where,
+            self.last_error or "no answer",
+            what,
+        )
+
+    def shutdown(self) -> None:
+        """Shut the inner exporter down (stops its retries); idempotent, never raises."""
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+        try:
+            self._call("shutdown")
+        except Exception as e:  # noqa: BLE001 - shutdown must never break the program
+            _log.debug("tasktrace: exporter shutdown failed: %r", e)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the inner exporter; never raises."""
+        try:
+            return bool(self._call("force_flush", timeout_millis))
+        except Exception:  # noqa: BLE001 - flush must never break the program
+            return False
+
+
+class _CountingBatchProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor that counts the spans it was given (``next()`` is atomic)."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        super().__init__(exporter)
+        self._ended = itertools.count()
+        self.ended_spans = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended_spans = next(self._ended) + 1
+        super().on_end(span)
+
+
+class ExportPipeline:
+    """The batch processors of tasktrace's guarded exporters, with a bounded shutdown.
+
+    Args:
+        exporters: Guarded exporters; each gets its own batch processor.
+
+    Attributes:
+        processors: One :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor` per
+            exporter, to add to a tracer provider.
+
+    Thread-safety: :meth:`shutdown` may be called from any thread, more than once.
+    """
+
+    def __init__(self, exporters: Sequence[GuardedSpanExporter]) -> None:
+        """Create one batch processor per exporter."""
+        self.exporters = list(exporters)
+        """The guarded exporters."""
+        self.processors: list[BatchSpanProcessor] = [
+            _CountingBatchProcessor(e) for e in self.exporters
+        ]
+        self._done = threading.Event()
+        self._started = False
+        self._lock = threading.Lock()
+
+    def _shutdown_all(self, timeout_s: float) -> None:
+        # BatchSpanProcessor.shutdown() has no timeout: stop the exporters' retries ourselves
+        # when the budget is spent, so that a failure is still reported with its reason.
+        stop_retries = threading.Timer(timeout_s, self._stop_exporters)
+        stop_retries.daemon = True
+        stop_retries.start()
+        try:
+            for processor in self.processors:
+                processor.shutdown()
+        finally:
+            stop_retries.cancel()
+            self._done.set()
+
+    def _stop_exporters(self) -> None:
+        for exporter in self.exporters:
+            exporter.shutdown()
+
+    def begin_shutdown(self, timeout_s: float) -> None:
+        """Start exporting what is queued and shutting down, on a daemon thread; return now.
+
+        Args:
+            timeout_s: The bound in seconds; the batch processors get 80 % of it, so that the
+                exporter's own shutdown (which stops its retries) still runs before it.
+        """
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(
+            target=self._shutdown_all,
+            args=(max(0.0, timeout_s * 0.8),),
+            name="tasktrace-export-shutdown",
+            daemon=True,
+        ).start()
+
+    def shutdown(self, timeout_s: float) -> bool:
+        """Export what is queued and shut down, waiting at most ``timeout_s`` seconds.
+
+        Past the deadline the flush continues on a daemon thread and is abandoned at exit;
+        if any span was not exported, the one export warning says how many.
+
+        Returns:
+            Whether every span given to the pipeline was exported.
+        """
+        self.begin_shutdown(timeout_s)
+        finished = self._done.wait(timeout_s)
+        ok = True
+        for exporter, processor in zip(self.exporters, self.processors, strict=True):
+            ended = getattr(processor, "ended_spans", 0)
+            unsent = ended - exporter.exported_spans
+            if unsent > 0:
+                ok = False
+                state = "" if finished else f", export unfinished after {timeout_s:.3g} s at exit"
+                exporter.report(f"{unsent} of {ended} spans not exported{state}")
+        return ok

@@ -1,0 +1,91 @@
+"""Run small tasktrace scripts in fresh interpreters with a controlled environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+EXPORT_WARNING = "tasktrace: span export to"
+"""The start of the one warning tasktrace logs when span export fails."""
+
+SDK_FAILURE_LINES = ("Transient error", "Failed to export", "Exporter already shutdown")
+"""Messages of the OTel exporters' own per-attempt logging, which tasktrace must silence."""
+
+NESTED_WORKLOAD = """
+import sys, time
+from tasktrace import Task
+print("start", time.time(), flush=True)
+with Task("experiment", file=sys.argv[1], tags=["exp", "otlp"]):
+    with Task("load data"):
+        sum(range(20000))
+    for epoch in range(2):
+        with Task(f"epoch {epoch}", tags=["train"], epoch=epoch):
+            sum(range(10000))
+    try:
+        with Task("evaluate"):
+            raise ValueError("boom")
+    except ValueError:
+        pass
+print("end", time.time(), flush=True)
+"""
+"""A script writing a 5-task tree (one failed task) to the file named by its first argument."""
+
+
+@dataclass
+class ScriptRun:
+    """The outcome of :func:`run_script`."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    pid: int
+    exit_s: float | None
+    """Seconds from the script's ``end`` line to the process's exit (None: no such line)."""
+
+    def export_warnings(self) -> list[str]:
+        """Lines of stderr that are tasktrace's export warning."""
+        return [line for line in self.stderr.splitlines() if EXPORT_WARNING in line]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The current environment without OTEL_* / TASKTRACE_* variables, plus ``extra``."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))
+    }
+    env.update(extra)
+    return env
+
+
+def run_script(
+    code: str, folder: Path, env: dict[str, str], *args: str, timeout_s: float = 60.0
+) -> ScriptRun:
+    """Write ``code`` to ``folder/script.py``, run it with ``args`` and ``env``; wait for exit.
+
+    If the script prints a line ``end <time.time()>``, :attr:`ScriptRun.exit_s` is the time
+    from that moment to the end of the process.
+    """
+    script = folder / "script.py"
+    script.write_text(textwrap.dedent(code))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        env=env,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout, stderr = proc.communicate(timeout=timeout_s)
+    exited = time.time()
+    end = [line.split()[1] for line in stdout.splitlines() if line.startswith("end ")]
+    return ScriptRun(
+        returncode=proc.returncode,
+        stdout=stdout,
+        stderr=stderr,
+        pid=proc.pid,
+        exit_s=exited - float(end[-1]) if end else None,
+    )
