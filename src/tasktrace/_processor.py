@@ -87,6 +87,22 @@ class TaskTreeProcessor(SpanProcessor):
         """Return the running tree node (task or span) of a span id, if any."""
         return self._nodes.get(span_id)
 
+    def running_tasks(self) -> list[Task]:
+        """Return a snapshot of the tasks running in this process (any thread)."""
+        with self.lock:
+            return list(self._tasks.values())
+
+    def forget_running(self) -> list[Task]:
+        """After ``os.fork``, in the child: drop the parent's running nodes and return its tasks.
+
+        The lock is replaced too: another thread of the parent may have held it at the fork.
+        """
+        self.lock = threading.RLock()
+        tasks = list(self._tasks.values())
+        self._tasks = {}
+        self._nodes = {}
+        return tasks
+
     # ----- the SpanProcessor interface, for spans that are not tasks ---------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:

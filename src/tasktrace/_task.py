@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from tasktrace import _attributes as attr
+from tasktrace import _subprocess
 from tasktrace import _watch
 from tasktrace._files import RefreshMonitor, check_folder, save_atomic
 from tasktrace._processor import tree
@@ -104,11 +105,13 @@ class _Runtime:
         "monitor",
         "parent",
         "perf0",
+        "remote",
         "reset_hwm",
         "rss_scope",
         "snapshots",
         "span",
         "span_context",
+        "spool_file",
         "token",
     )
 
@@ -126,6 +129,8 @@ class _Runtime:
         self.rss_scope: Scope | None = None
         self.gpu_scope: Scope | None = None
         self.snapshots: list[tuple[Any, object]] = []
+        self.remote = False  # a stand-in for a task of another process (pickled or forked)
+        self.spool_file: Path | None = None  # this subprocess root's record in the spool
         self.lock = threading.RLock()
 
 
@@ -214,7 +219,8 @@ class Task(BaseModel):
     """The OpenTelemetry span id (16 hex digits) of this task's span."""
     children_cpu_time_s: float | None = Field(default=None, exclude_if=_is_none)
     """CPU seconds of child processes reaped during the task (``getrusage(RUSAGE_CHILDREN)``),
-    set by ``tasktrace run`` for the command it runs; included in :meth:`total_cpu`."""
+    set by ``tasktrace run`` for the command it runs, less the CPU its subprocess subtasks
+    report (so no CPU is counted twice); included in :meth:`total_cpu`."""
     children_peak_rss_bytes: int | None = Field(default=None, exclude_if=_is_none)
     """Largest peak RSS in bytes among reaped child processes (``RUSAGE_CHILDREN``
     ``ru_maxrss``), set by ``tasktrace run``."""
@@ -435,11 +441,14 @@ class Task(BaseModel):
             _monitor.add(id(self), self.monitor_refresh)
 
     def _save(self, rt: _Runtime) -> None:
-        if rt.file is None:
+        if rt.file is None and rt.spool_file is None:
             return
+        _subprocess.collect()  # children's records in other processes join the tree first
         with tree.lock:
-            data = self.model_dump_json().encode()
-        save_atomic(rt.file, data + b"\n")
+            data = self.model_dump_json().encode() + b"\n"
+        for path in (rt.file, rt.spool_file):
+            if path is not None:
+                save_atomic(path, data)
 
     # ----- life cycle --------------------------------------------------------------------------
 
@@ -457,6 +466,7 @@ class Task(BaseModel):
             check_folder(rt.file)
 
         parent, parent_ctx = self._resolve_parent(rt)
+        parent_ctx = _subprocess.join_parent_process(self, rt, parent, parent_ctx)
         if parent is not None:
             self.parent_id = parent.task_id
         reset = rt.reset_hwm if rt.reset_hwm is not None else self.parent_id is None
@@ -493,7 +503,7 @@ class Task(BaseModel):
         rt.cpu0 = self_usage()[0]
 
         tree.task_started(self, parent, sctx.span_id)
-        if rt.file is not None:
+        if rt.file is not None or rt.spool_file is not None:
             self._save(rt)
             if rt.monitor:
                 _monitor.add(id(self), self.monitor_refresh)
@@ -568,6 +578,9 @@ class Task(BaseModel):
     def _finish(self, status: TaskStatus, exc: BaseException | None) -> None:
         rt = self._runtime()
         with rt.lock:
+            if rt.remote:  # another process's task (inherited by fork): only leave its context
+                self._detach(rt)
+                return
             if self.status is not TaskStatus.RUNNING or rt.span is None:
                 _warn(f"finish:{id(self)}", "tasktrace: task %r is not running", self.label)
                 return
@@ -597,9 +610,13 @@ class Task(BaseModel):
                 rt.snapshots = []
                 rt.rss_scope = rt.gpu_scope = None
                 tree.task_finished(self, rt.span_context.span_id if rt.span_context else 0)
-                if rt.file is not None:
+                if _subprocess.is_exported(self):
+                    _subprocess.collect(self)
+                if rt.file is not None or rt.spool_file is not None:
                     _monitor.remove(id(self))
                     self._save(rt)
+                if rt.spool_file is not None:
+                    _subprocess.flush_spans()  # the child may end by os._exit
                 if _watch.active():
                     _monitor.remove(id(self))
                     _watch.finished(self, root=rt.parent is None)
@@ -647,8 +664,14 @@ class Task(BaseModel):
         self._finish(status, exc_value)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle as the task's data (``Task.model_validate`` of :meth:`model_dump`)."""
-        return (self.__class__.model_validate, (self.model_dump(),))
+        """Pickle as the task's data; a running task as a parent for another process.
+
+        A task that is not running pickles as its data (``Task.model_validate`` of
+        :meth:`model_dump`). A running task pickles without its subtasks but with its trace
+        context and the spool folder, so that ``Task("work", parent=task)`` in the process that
+        unpickles it is a subprocess subtask in the same trace (see :doc:`/parallel`).
+        """
+        return _subprocess.reduce_task(self)
 
     def __str__(self) -> str:
         """``<Task ID: label>``, as LensKit prints it."""

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import click
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from tasktrace import _subprocess
 from tasktrace._format import friendly_bytes, friendly_duration, friendly_joules
 from tasktrace._redact import redact_argv
 from tasktrace._task import Task, TaskStatus
@@ -45,17 +45,16 @@ _T = TypeVar("_T")
 
 
 def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Return a copy of ``base`` (default ``os.environ``) carrying the current trace context.
+    """Return a copy of ``base`` (default ``os.environ``) that lets a child process join.
 
-    Follows OpenTelemetry's environment-variable carrier: the W3C ``traceparent`` and
-    ``tracestate`` headers as ``TRACEPARENT`` / ``TRACESTATE``. ``os.environ`` is not modified.
+    The same as :func:`tasktrace.child_environment`: ``TRACEPARENT`` / ``TRACESTATE``
+    (OpenTelemetry's environment-variable carrier) and, under a task, ``TASKTRACE_PARENT_TASK_ID``
+    and ``TASKTRACE_SPOOL``. ``os.environ`` is not modified.
+
+    Raises:
+        OSError: The spool folder cannot be created.
     """
-    env = dict(os.environ if base is None else base)
-    carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
-    for key, value in carrier.items():
-        env[key.upper()] = value
-    return env
+    return _subprocess.child_environment(base)
 
 
 def _label(task: Task) -> str:
@@ -206,7 +205,8 @@ def run(
     try:
         code, usage = _run_command(argv)
         if usage is not None:
-            task.children_cpu_time_s = usage.ru_utime + usage.ru_stime
+            reaped_s = usage.ru_utime + usage.ru_stime
+            task.children_cpu_time_s = _subprocess.unreported_cpu_s(task, reaped_s)
             task.children_peak_rss_bytes = _child_peak_rss(usage)
     except OSError as e:
         task.error = f"cannot start {argv[0]!r}: {e.strerror or e}"
