@@ -24,7 +24,7 @@ from .otlp_receivers import OtlpHttpReceiver
 @pytest.fixture
 def use_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TracerProvider]]:
     """Route tasks to a provider of the test's own (with the task-tree processor), pending on."""
-    reset_settings(Settings(pending_spans=True))
+    reset_settings(Settings(pending_spans=True, refresh_interval_s=3600))  # rounds: by hand
     made: list[TracerProvider] = []
 
     def install(*processors: SpanProcessor) -> TracerProvider:
@@ -56,7 +56,8 @@ def test_snapshots_at_start_and_each_refresh_then_real_span(
         for _ in range(2):
             task_module._monitor.refresh_all()  # one round of the refresh thread
         otlp_http_receiver.wait_for(3)
-    spans = otlp_http_receiver.wait_for(4)
+    otlp_http_receiver.wait_for(4)
+    spans = [s for s in otlp_http_receiver.spans() if s.trace_id == task.trace_id]
     assert len(spans) == 4
     *snapshots, real = spans
     assert real.span_id == task.span_id
