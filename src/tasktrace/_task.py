@@ -275,18 +275,35 @@ class Task(BaseModel):
             data["parent_id"] = parent.task_id
         elif isinstance(parent, uuid.UUID):
             data["parent_id"] = parent
-        super().__init__(label=label, **data)
-        extra = self.__pydantic_extra__
-        if extra:
-            self._data_attrs = attr.data_to_attributes(extra)  # raises TypeError naming the key
-        rt = self._rt = _Runtime()
+        if data or type(label) is not str or type(self) is not Task:
+            super().__init__(label=label, **data)
+            extra = self.__pydantic_extra__
+            if extra:
+                self._data_attrs = attr.data_to_attributes(extra)  # TypeError naming the key
+        else:
+            # The common case, Task("label"): every other field takes its default, so build
+            # the instance as model_construct does, without the validator (~3 µs a task).
+            fields = dict(_DEFAULTS)
+            fields["task_id"] = uuid.uuid4()
+            fields["label"] = label
+            fields["machine"] = get_settings().machine
+            fields["subtasks"] = []
+            object.__setattr__(self, "__dict__", fields)
+            object.__setattr__(self, "__pydantic_fields_set__", {"label"})
+            object.__setattr__(self, "__pydantic_extra__", {})
+            object.__setattr__(self, "__pydantic_private__", {"_rt": None, "_data_attrs": None})
+        rt = _Runtime()
+        self.__pydantic_private__["_rt"] = rt  # type: ignore[index]
         rt.reset_hwm = reset_hwm
         rt.parent = parent if isinstance(parent, Task) else None
         if file is not None:
             rt.file = Path(file)
 
     def _runtime(self) -> _Runtime:
-        rt = self._rt
+        # Read the private dict directly: pydantic's __getattr__ for private attributes costs
+        # about a microsecond, and this runs several times per task.
+        private = self.__pydantic_private__
+        rt = private.get("_rt") if private is not None else None
         if rt is None:  # built by model_validate / model_construct: no __init__ ran
             rt = self._rt = _Runtime()
         return rt
@@ -377,7 +394,7 @@ class Task(BaseModel):
     def _apply(self, values: dict[str, Any]) -> None:
         d = self.__dict__
         for key, value in values.items():
-            if key in d:
+            if key in d:  # a declared field: meters give the right types, skip validation
                 d[key] = value
             else:
                 setattr(self, key, value)
@@ -467,35 +484,41 @@ class Task(BaseModel):
 
         parent, parent_ctx = self._resolve_parent(rt)
         parent_ctx = _subprocess.join_parent_process(self, rt, parent, parent_ctx)
+        d = self.__dict__  # plain writes below: these fields are ours, validation is not needed
         if parent is not None:
-            self.parent_id = parent.task_id
-        reset = rt.reset_hwm if rt.reset_hwm is not None else self.parent_id is None
+            d["parent_id"] = parent.task_id
+        reset = rt.reset_hwm if rt.reset_hwm is not None else d["parent_id"] is None
 
-        start_attrs = attr.fields_to_attributes(self.__dict__)
-        start_attrs[attr.TASK_ID] = str(self.task_id)
-        if self._data_attrs:
+        # Identity at start (the processor tells tasks from other spans by TASK_ID); host name
+        # and machine label are resource attributes; measurements come at finish.
+        start_attrs: dict[str, Any] = {attr.TASK_ID: str(d["task_id"])}
+        if d["parent_id"] is not None:
+            start_attrs[attr.PARENT_ID] = str(d["parent_id"])
+        if d["subprocess"]:
+            start_attrs[attr.SUBPROCESS] = True
+        if self.__pydantic_extra__:
             start_attrs.update(self._limited_data_attrs())
         start_ns = time.time_ns()
         install_sigterm_handler()
         try:
             span = get_tracer().start_span(
-                self.label, context=parent_ctx, attributes=start_attrs, start_time=start_ns
+                d["label"], context=parent_ctx, attributes=start_attrs, start_time=start_ns
             )
         except Exception as e:  # noqa: BLE001 - another span processor raised: measure anyway
-            _warn("span-start", "tasktrace: starting the span of %r failed: %r", self.label, e)
+            _warn("span-start", "tasktrace: starting the span of %r failed: %r", d["label"], e)
             span = trace.INVALID_SPAN
         sctx = span.get_span_context()
         rt.span = span
         rt.span_context = sctx
         if sctx.is_valid:
-            self.trace_id = format(sctx.trace_id, "032x")
-            self.span_id = format(sctx.span_id, "016x")
+            d["trace_id"] = format(sctx.trace_id, "032x")
+            d["span_id"] = format(sctx.span_id, "016x")
         ctx = otel_context.set_value(_TASK_KEY, self, trace.set_span_in_context(span))
         rt.ctx = ctx
         rt.token = otel_context.attach(ctx)
 
-        self.start_time = start_ns / 1e9
-        self.status = TaskStatus.RUNNING
+        d["start_time"] = start_ns / 1e9
+        d["status"] = TaskStatus.RUNNING
         rt.rss_scope = rss_marks.open(reset=reset)
         rt.gpu_scope = cuda_marks.open_if_used(reset=reset)
         rt.snapshots = self._start_meters()
@@ -587,14 +610,16 @@ class Task(BaseModel):
             values = self._measure(rt, final=True)
             end_ns = time.time_ns()
             self._apply(values)
-            self.finish_time = end_ns / 1e9
-            self.status = status
+            d = self.__dict__
+            d["finish_time"] = end_ns / 1e9
+            d["status"] = status
             span = rt.span
             try:
-                span.set_attributes(attr.fields_to_attributes(values))
-                span.set_attribute(attr.STATUS, status.value)
+                final_attrs = attr.fields_to_attributes(values)
+                final_attrs[attr.STATUS] = status.value
                 if self.__pydantic_extra__:
-                    span.set_attributes(self._final_data_attrs())
+                    final_attrs.update(self._final_data_attrs())
+                span.set_attributes(final_attrs)
                 if exc is not None:
                     span.record_exception(exc, timestamp=end_ns)
                 if status is TaskStatus.FAILED:
@@ -676,6 +701,13 @@ class Task(BaseModel):
     def __str__(self) -> str:
         """``<Task ID: label>``, as LensKit prints it."""
         return f"<Task {self.task_id}: {self.label}>"
+
+
+_DEFAULTS: dict[str, Any] = {  # every field in declaration order; factories filled per task
+    name: None if field.default_factory is not None or field.is_required() else field.default
+    for name, field in Task.model_fields.items()
+}
+_DEFAULTS["hostname"] = _HOSTNAME
 
 
 def _update_running_subtasks(task: Task) -> None:
