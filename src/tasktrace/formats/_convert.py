@@ -6,7 +6,8 @@ One task becomes one :class:`~opentelemetry.sdk.trace.ReadableSpan`, with the at
 
 - ``start_time`` / ``finish_time`` (UNIX seconds, float) → the span's start/end timestamps in
   integer nanoseconds, rounded exactly (:class:`fractions.Fraction`), so they come back as the
-  same float for every timestamp after 1970-04-08 (``2**23`` s; below it a float resolves finer
+  same float (integer nanoseconds divided exactly: ``int / int`` is correctly rounded) for
+  every timestamp after 1970-04-08 (``2**23`` s; below it a float resolves finer
   than a nanosecond);
 - the span status: ``finished`` → ``OK``, ``failed`` → ``ERROR`` (with the ``error`` extra as
   its description, when present), anything else ``UNSET``;
@@ -164,8 +165,8 @@ def _node_data(span: ReadableSpan, parent: dict[str, Any] | None) -> dict[str, A
         foreign = bool(attributes.get(attr.FOREIGN_SPAN, False))
     data.update({k: _plain(v) for k, v in fields.items()})
     data["label"] = span.name
-    data["start_time"] = span.start_time / 1e9 if span.start_time else None
-    data["finish_time"] = span.end_time / 1e9 if span.end_time else None
+    data["start_time"] = span.start_time / 1_000_000_000 if span.start_time else None
+    data["finish_time"] = span.end_time / 1_000_000_000 if span.end_time else None
     task_id = uuid.UUID(str(data["task_id"]))
     data["task_id"] = task_id
     data.setdefault("hostname", "")

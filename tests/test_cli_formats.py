@@ -1,0 +1,108 @@
+"""`tasktrace show` options, `export` and `replay`, called through ``main(argv)``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasktrace import Task
+from tasktrace.cli import main
+
+from .conftest import FIXTURES
+from .otlp_receivers import OtlpHttpReceiver
+
+
+def _epochs_file(tmp_path: Path, n: int = 50) -> Path:
+    base = 1_700_000_000.0
+    subtasks = [
+        {
+            "label": f"epoch {i}",
+            "status": "finished",
+            "start_time": base + i,
+            "finish_time": base + i + 1,
+            "duration": 1.0,
+            "tags": ["train"] if i == 7 else [],
+        }
+        for i in range(1, n + 1)
+    ]
+    root = {
+        "label": "fit",
+        "status": "finished",
+        "start_time": base,
+        "duration": 60.0,
+        "subtasks": [{"label": "load", "status": "finished", "duration": 2.0}, *subtasks],
+    }
+    path = tmp_path / "fit.json"
+    path.write_text(Task.model_validate(root).model_dump_json())
+    return path
+
+
+def test_show_collapse_prints_one_line_per_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--collapse turns 50 numbered siblings into "epoch 1…50: 50 tasks, total …"."""
+    assert main(["show", "--collapse", str(_epochs_file(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1…50: 50 tasks, total 50.00s" in out
+    assert "epoch 7 " not in out
+    assert "load" in out
+
+
+def test_show_filter_by_tag_keeps_ancestors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--filter TAG keeps the tagged task and its ancestors only; --json prints a task file."""
+    assert main(["show", "--filter", "train", "--json", str(_epochs_file(tmp_path))]) == 0
+    task = Task.model_validate_json(capsys.readouterr().out)
+    assert task.label == "fit"
+    assert [t.label for t in task.subtasks] == ["epoch 7"]
+
+
+def test_show_totals_json_sums_per_label_pattern(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--totals --json gives one row per label pattern with counts and summed durations."""
+    assert main(["show", "--totals", "--json", str(_epochs_file(tmp_path))]) == 0
+    rows = {r["pattern"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["epoch #"]["tasks"] == 50
+    assert rows["epoch #"]["total_duration_s"] == pytest.approx(50.0)
+
+
+def test_export_otlp_json_then_show_and_export_task_round_trip(tmp_path: Path) -> None:
+    """export -f otlp-json then -f task gives back the LensKit file's tree."""
+    lines, back = tmp_path / "n.jsonl", tmp_path / "n.json"
+    assert main(["export", str(FIXTURES / "nested.json"), "-f", "otlp-json", "-o", str(lines)]) == 0
+    assert main(["export", str(lines), "-f", "task", "-o", str(back)]) == 0
+    original = Task.model_validate_json((FIXTURES / "nested.json").read_bytes())
+    assert Task.model_validate_json(back.read_bytes()).model_dump() == original.model_dump()
+
+
+def test_export_chrome_writes_trace_events(tmp_path: Path) -> None:
+    """export -f chrome writes a traceEvents document with one X event per task."""
+    out = tmp_path / "t.json"
+    assert (
+        main(["export", str(FIXTURES / "nested.json"), "--format", "chrome", "-o", str(out)]) == 0
+    )
+    events = json.loads(out.read_text())["traceEvents"]
+    assert sum(e["ph"] == "X" for e in events) == 11
+
+
+def test_export_bad_input_exits_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken OTLP JSON line is reported in one line naming the file and line; exit 2."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"resourceSpans": []}\n{"resourceSpans": 3}\n')
+    assert main(["export", str(bad), "-f", "chrome", "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err
+    assert "line 2" in err
+
+
+def test_replay_command_sends_every_task(otlp_http_receiver: OtlpHttpReceiver) -> None:
+    """`replay FILE --endpoint URL` sends one span per task of the file."""
+    assert main(["replay", str(FIXTURES / "nested.json"), "-e", otlp_http_receiver.endpoint]) == 0
+    spans = otlp_http_receiver.wait_for(11, timeout_s=10)
+    assert {s.name for s in spans} >= {"experiment", "load data"}
