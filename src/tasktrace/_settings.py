@@ -128,9 +128,6 @@ class Settings(BaseModel):
     """Record OpenTelemetry task metrics: ``True`` on, ``False`` off, ``None`` (default) when
     ``OTEL_METRICS_EXPORTER`` / ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set or a global
     meter provider exists (see the guide "Watching long runs")."""
-    live_dir: Path | None = None
-    """Folder where top-level tasks write their running tree for ``tasktrace run``'s live panel
-    (set by ``tasktrace run`` in its command's environment; ``None``: off)."""
 
     @field_validator("meters", mode="before")
     @classmethod

@@ -28,6 +28,7 @@ from rich.tree import Tree
 
 from tasktrace import _subprocess
 from tasktrace._format import friendly_bytes, friendly_duration, friendly_joules
+from tasktrace._live import LivePanel
 from tasktrace._redact import redact_argv
 from tasktrace._task import Task, TaskStatus
 from tasktrace.meters.process import MAXRSS_UNIT
@@ -103,13 +104,19 @@ def render_tree(task: Task, max_depth: int | None = None) -> Tree:
     return root
 
 
-def _run_command(argv: list[str]) -> tuple[int, resource.struct_rusage | None]:
+def _run_command(
+    argv: list[str], live: LivePanel | None = None
+) -> tuple[int, resource.struct_rusage | None]:
     """Run ``argv``; return its exit status and its own ``wait4`` resource usage.
 
     ``os.wait4`` gives the usage of this child (and of the descendants it waited for) alone,
-    unlike ``RUSAGE_CHILDREN``, which sums every child this process ever reaped.
+    unlike ``RUSAGE_CHILDREN``, which sums every child this process ever reaped. With ``live``,
+    the live panel is started on the command's process.
     """
-    proc = subprocess.Popen(argv, env=child_environment())  # noqa: S603 - the user's command
+    env = child_environment() if live is None else live.child_environment(child_environment())
+    proc = subprocess.Popen(argv, env=env)  # noqa: S603 - the user's command
+    if live is not None:
+        live.start(proc.pid)
     while True:
         try:
             _, wait_status, usage = os.wait4(proc.pid, 0)
@@ -202,8 +209,9 @@ def run(
     code = 0
     status = TaskStatus.FINISHED
     task.start()
+    live = LivePanel.for_run(task, quiet=quiet)  # only on a terminal
     try:
-        code, usage = _run_command(argv)
+        code, usage = _run_command(argv, live)
         if usage is not None:
             reaped_s = usage.ru_utime + usage.ru_stime
             task.children_cpu_time_s = _subprocess.unreported_cpu_s(task, reaped_s)
@@ -215,6 +223,8 @@ def run(
         status = TaskStatus.CANCELLED
         code = 130
     finally:
+        if live is not None:
+            live.stop()
         task.exit_code = code
         if code != 0 and status is TaskStatus.FINISHED:
             status = TaskStatus.FAILED

@@ -1,0 +1,91 @@
+"""The live panel of ``tasktrace run``, driven in a real pseudo-terminal and through a pipe."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
+import textwrap
+import time
+from pathlib import Path
+
+CHILD = textwrap.dedent("""
+    import time
+    from tasktrace import Task
+    with Task("outer-step"):
+        with Task("inner-step"):
+            block = bytearray(60_000_000)
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end:
+                sum(range(10_000))
+""")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+    env.update(TERM="xterm-256color", COLUMNS="140", LINES="40")
+    env.pop("NO_COLOR", None)
+    env.pop("FORCE_COLOR", None)
+    return env
+
+
+def _run_in_pty(argv: list[str], cwd: Path, timeout_s: float = 30.0) -> str:
+    """Run ``argv`` with a pty as stdin/stdout/stderr; return everything it wrote (decoded)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=_env(),
+                            close_fds=True)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the other side closed
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        proc.wait(timeout=10)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_panel_in_a_terminal_shows_figures_and_running_tasks(tmp_path: Path) -> None:
+    """On a terminal, run shows elapsed, CPU, RSS, peak RSS and the child's running task tree."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    out = _run_in_pty(
+        [sys.executable, "-m", "tasktrace.cli", "run", "--", sys.executable, str(script)], tmp_path
+    )
+    assert "tasktrace run:" in out
+    for figure in ("elapsed", "CPU", "RSS", "peak RSS"):
+        assert figure in out, figure
+    assert "inner-step" in out  # from the child's spool record, while it ran
+    assert "running" in out
+
+
+def test_piped_output_has_no_panel(tmp_path: Path) -> None:
+    """With stderr piped, run prints only the final tree: no panel, no cursor control codes."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.replace("3.0", "1.5"))
+    run = subprocess.run(
+        [sys.executable, "-m", "tasktrace.cli", "run", "--", sys.executable, str(script)],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert run.stdout == ""
+    assert "tasktrace run:" not in run.stderr
+    assert "elapsed" not in run.stderr
+    assert "\x1b[" not in run.stderr  # no cursor movement or colour
+    assert "finished" in run.stderr  # the final tree is still printed
