@@ -114,10 +114,11 @@ class Settings(BaseModel):
     machines: dict[str, MachineSettings] = Field(default_factory=dict)
     """Per-machine settings keyed by machine label."""
     meters: Annotated[list[str] | None, NoDecode] = None
-    """Built-in meters to use, by name (``None``: every meter that is available).
+    """Built-in energy meters to use, by name (``None``: every one that is available).
 
     In the environment, a comma-separated list: ``TASKTRACE_METERS=rapl,prometheus``; an empty
-    value turns every selectable meter off. Energy meters are listed in :data:`BUILTIN_METERS`.
+    value turns them all off. The names are in :data:`BUILTIN_METERS`; the process meters (CPU
+    time, RSS, CUDA memory) are always read.
     """
     energy: EnergySettings = Field(default_factory=EnergySettings)
     """Options of the local energy meters."""

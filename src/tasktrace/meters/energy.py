@@ -20,7 +20,13 @@ from tasktrace.meters.nvml import NvmlMeter
 from tasktrace.meters.prometheus import PrometheusMeter
 from tasktrace.meters.rapl import RaplMeter
 
-__all__ = ["ENERGY_SCOPES", "EnergyMeter", "default_energy_meters", "scope_fields"]
+__all__ = [
+    "ENERGY_SCOPES",
+    "EnergyMeter",
+    "default_energy_meters",
+    "merge_readings",
+    "scope_fields",
+]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
@@ -60,6 +66,9 @@ class EnergyMeter:
     @property
     def active(self) -> list[Meter]:
         """The children that are available (checked once)."""
+        active = self._active
+        if active is not None:  # the hot path: checked once, then read without the lock
+            return active
         with self._lock:
             if self._active is None:
                 self._active = [m for m in self.meters if _available(m)]
