@@ -47,16 +47,22 @@ class ScriptRun:
     exit_s: float | None
     """Seconds from the script's ``end`` line to the process's exit (None: no such line)."""
 
+    def sdk_failure_lines(self) -> list[str]:
+        """Lines of stderr from the OTel exporters' own failure logging (not tasktrace's)."""
+        return [
+            line
+            for line in self.stderr.splitlines()
+            if EXPORT_WARNING not in line and any(m in line for m in SDK_FAILURE_LINES)
+        ]
+
     def export_warnings(self) -> list[str]:
         """Lines of stderr that are tasktrace's export warning."""
         return [line for line in self.stderr.splitlines() if EXPORT_WARNING in line]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The current environment without OTEL_* / TASKTRACE_* variables, plus ``extra``."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))
-    }
+    """Return the current environment without OTEL_* / TASKTRACE_* variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
     env.update(extra)
     return env
 

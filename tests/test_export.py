@@ -12,7 +12,6 @@ from tasktrace import Task
 
 from .export_helpers import (
     NESTED_WORKLOAD,
-    SDK_FAILURE_LINES,
     clean_env,
     run_script,
 )
@@ -86,13 +85,17 @@ def test_nothing_configured_builds_no_exporter_and_connects_nowhere(tmp_path: Pa
     code = """
     import sys
     connects = []
-    sys.addaudithook(lambda event, args: connects.append(args) if event == "socket.connect" else None)
+    def hook(event, args):
+        if event == "socket.connect":
+            connects.append(args)
+    sys.addaudithook(hook)
     from tasktrace import Task
     from tasktrace import _setup
     with Task("quiet", file="t.json"):
         with Task("inner"):
             pass
-    print("connects", len(connects), "pipelines", len(_setup._pipelines), "owned", _setup.owns_provider())
+    owned = _setup.owns_provider()
+    print("connects", len(connects), "pipelines", len(_setup._pipelines), "owned", owned)
     """
     run = run_script(code, tmp_path, clean_env())
     assert run.returncode == 0, run.stderr

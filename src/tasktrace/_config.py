@@ -66,7 +66,7 @@ _config = ExportConfig()
 
 
 def current_config() -> ExportConfig:
-    """The configuration of the last :func:`configure` call (defaults before any)."""
+    """Return the configuration of the last :func:`configure` call (defaults before any)."""
     return _config
 
 
@@ -117,6 +117,7 @@ def configure(
 
     Thread-safety: may be called from any thread; tasks running meanwhile finish with the
     settings they started with.
+
     """
     global _config  # noqa: PLW0603 - one configuration per process
     if protocol is not None and protocol not in _PROTOCOLS:
@@ -247,6 +248,7 @@ def build_exporters(config: ExportConfig) -> list[GuardedSpanExporter]:
         One :class:`~tasktrace._export.GuardedSpanExporter` per exporter; empty when nothing
         is configured or ``OTEL_SDK_DISABLED=true`` (then no exporter object is even built).
         An exporter that cannot be created is left out with a warning.
+
     """
     if sdk_disabled():
         return []
@@ -254,9 +256,7 @@ def build_exporters(config: ExportConfig) -> list[GuardedSpanExporter]:
     for item in _exporter_names(config):
         try:
             if isinstance(item, SpanExporter):
-                guarded: GuardedSpanExporter | None = GuardedSpanExporter(
-                    item, type(item).__name__
-                )
+                guarded: GuardedSpanExporter | None = GuardedSpanExporter(item, type(item).__name__)
             elif item == "otlp":
                 guarded = _otlp_exporter(config)
             else:

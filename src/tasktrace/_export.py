@@ -99,6 +99,7 @@ class GuardedSpanExporter(SpanExporter):
 
     Thread-safety: ``export`` is called by one batch-processor thread; the counters are
     updated under a lock and may be read from any thread.
+
     """
 
     def __init__(self, inner: SpanExporter, where: str) -> None:
@@ -128,6 +129,7 @@ class GuardedSpanExporter(SpanExporter):
 
         Returns:
             The inner result; ``FAILURE`` if it raised.
+
         """
         try:
             result = self._call("export", spans)
@@ -197,6 +199,7 @@ class ExportPipeline:
             exporter, to add to a tracer provider.
 
     Thread-safety: :meth:`shutdown` may be called from any thread, more than once.
+
     """
 
     def __init__(self, exporters: Sequence[GuardedSpanExporter]) -> None:
@@ -233,6 +236,7 @@ class ExportPipeline:
         Args:
             timeout_s: The bound in seconds; the batch processors get 80 % of it, so that the
                 exporter's own shutdown (which stops its retries) still runs before it.
+
         """
         with self._lock:
             if self._started:
@@ -253,6 +257,7 @@ class ExportPipeline:
 
         Returns:
             Whether every span given to the pipeline was exported.
+
         """
         self.begin_shutdown(timeout_s)
         finished = self._done.wait(timeout_s)

@@ -79,7 +79,8 @@ _lock = threading.RLock()
 _state: _Tracing | None = None
 _owned_provider: TracerProvider | None = None
 _pipelines: list[ExportPipeline] = []
-_with_processor: list[Any] = []  # providers holding the tree processor (strong refs: ids stay unique)
+# Providers holding the tree processor (strong references, so identities stay unique).
+_with_processor: list[Any] = []
 _exported_to: list[Any] = []  # foreign providers given the configured exporters
 _exit_registered = False
 
@@ -93,7 +94,7 @@ def _service_name(config: ExportConfig) -> str:
 
 
 def build_resource(config: ExportConfig | None = None) -> Resource:
-    """The resource of a tasktrace-owned provider.
+    """Return the resource of a tasktrace-owned provider.
 
     Attributes, later sources winning: ``telemetry.sdk.*`` (the SDK), ``host.name``
     (``socket.gethostname()``), ``process.pid`` (``os.getpid()``), ``tasktrace.machine`` (the
@@ -218,6 +219,7 @@ def shutdown_export(timeout_s: float | None = None) -> bool:
 
     Returns:
         Whether every span was exported.
+
     """
     bound = exit_timeout_s() if timeout_s is None else timeout_s
     deadline = time.monotonic() + bound

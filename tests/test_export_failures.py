@@ -1,0 +1,119 @@
+"""Export failures: endpoint down, refusing or black-holed; bounded exit, one warning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .export_helpers import NESTED_WORKLOAD, clean_env, run_script
+from .otlp_receivers import OtlpGrpcReceiver, OtlpHttpReceiver, closed_loopback_endpoint
+
+EXIT_BOUND_S = 2.0
+SLACK_S = 1.5  # interpreter teardown after the exit handler, on a loaded 2-core machine
+
+
+def _assert_file_complete(path: Path) -> None:
+    data = json.loads(path.read_text())
+    statuses = [data["status"]] + [t["status"] for t in data["subtasks"]]
+    assert statuses == ["finished", "finished", "finished", "finished", "failed"]
+    assert all(t["duration"] is not None for t in data["subtasks"])
+
+
+@pytest.mark.parametrize("backend", ["closed port", "refuse 503", "black hole"])
+def test_broken_http_endpoint_exits_within_bound_with_one_warning(
+    backend: str, tmp_path: Path
+) -> None:
+    """A down, refusing or silent OTLP/HTTP endpoint: exit within the bound, one warning."""
+    receiver = None
+    if backend == "closed port":
+        endpoint = closed_loopback_endpoint()
+    else:
+        receiver = OtlpHttpReceiver(mode="refuse" if backend == "refuse 503" else "black_hole")
+        endpoint = receiver.endpoint
+    try:
+        env = clean_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+            TASKTRACE_EXIT_TIMEOUT_S=str(EXIT_BOUND_S),
+        )
+        run = run_script(NESTED_WORKLOAD, tmp_path, env, str(tmp_path / "task.json"))
+    finally:
+        if receiver is not None:
+            receiver.stop()
+    assert run.returncode == 0, run.stderr
+    assert run.exit_s is not None
+    assert run.exit_s < EXIT_BOUND_S + SLACK_S
+    warnings = run.export_warnings()
+    assert len(warnings) == 1, run.stderr
+    assert f"{endpoint}/v1/traces" in warnings[0]
+    assert run.sdk_failure_lines() == []
+    _assert_file_complete(tmp_path / "task.json")
+    if receiver is not None:
+        assert receiver.attempts >= 1
+
+
+def test_black_holed_grpc_endpoint_exits_within_the_default_bound(tmp_path: Path) -> None:
+    """A silent OTLP/gRPC endpoint with default settings: exit within 5 s, one warning."""
+    with OtlpGrpcReceiver(mode="black_hole") as receiver:
+        env = clean_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="grpc"
+        )
+        run = run_script(NESTED_WORKLOAD, tmp_path, env, str(tmp_path / "task.json"))
+    assert run.returncode == 0, run.stderr
+    assert run.exit_s is not None
+    assert run.exit_s < 5.0 + SLACK_S
+    assert len(run.export_warnings()) == 1, run.stderr
+    assert run.sdk_failure_lines() == []
+    _assert_file_complete(tmp_path / "task.json")
+
+
+def test_configure_exit_timeout_overrides_the_variable(tmp_path: Path) -> None:
+    """configure(exit_timeout_s=0.5) beats TASKTRACE_EXIT_TIMEOUT_S=30 against a black hole."""
+    with OtlpHttpReceiver(mode="black_hole") as receiver:
+        code = f"""
+        import time, tasktrace
+        tasktrace.configure(endpoint={receiver.endpoint!r}, exit_timeout_s=0.5)
+        with tasktrace.Task("x"):
+            pass
+        print("end", time.time(), flush=True)
+        """
+        env = clean_env(TASKTRACE_EXIT_TIMEOUT_S="30")
+        run = run_script(code, tmp_path, env)
+    assert run.returncode == 0, run.stderr
+    assert run.exit_s is not None
+    assert run.exit_s < 0.5 + SLACK_S
+    assert len(run.export_warnings()) == 1, run.stderr
+    assert "1 of 1 spans not exported" in run.export_warnings()[0]
+
+
+def test_task_overhead_does_not_change_when_the_endpoint_is_black_holed(tmp_path: Path) -> None:
+    """Per-task time with a silent endpoint stays that of no export (export is off-thread)."""
+    with OtlpHttpReceiver(mode="black_hole") as receiver:
+        code = f"""
+        import time, tasktrace
+        from tasktrace import Task
+
+        def best_batch_s():
+            best = float("inf")
+            for _ in range(8):
+                t0 = time.perf_counter()
+                for _ in range(50):
+                    with Task("t"):
+                        pass
+                best = min(best, time.perf_counter() - t0)
+            return best
+
+        tasktrace.configure(exporters=[])
+        best_batch_s()  # warm up
+        quiet = best_batch_s()
+        tasktrace.configure(endpoint={receiver.endpoint!r}, exit_timeout_s=0.5)
+        down = best_batch_s()
+        print("per_task_us", quiet / 50 * 1e6, down / 50 * 1e6)
+        """
+        run = run_script(code, tmp_path, clean_env())
+    assert run.returncode == 0, run.stderr
+    line = next(x for x in run.stdout.splitlines() if x.startswith("per_task_us"))
+    quiet_us, down_us = map(float, line.split()[1:])
+    print(f"per task: {quiet_us:.1f} us without export, {down_us:.1f} us black-holed")
+    assert down_us < 1.5 * quiet_us + 20.0
