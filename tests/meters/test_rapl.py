@@ -199,3 +199,17 @@ def test_task_shorter_than_the_counter_update_is_flagged(
     long = meter.read(snap, rapl.RAPL_UPDATE_PERIOD_S * 2, final=True)
     assert short["cpu_energy_short_task"] is True
     assert long["cpu_energy_short_task"] is False
+
+
+def test_meters_on_one_zone_share_its_wrap_tracking(rapl_tree: RaplTree, poller: Poller) -> None:
+    """A meter built after another (settings reloaded) still sees the wraps the poller counts."""
+    range_uj = 1_000_000_000
+    rapl_tree.zone("intel-rapl:0", "package-0", 0, range_uj)
+    first = RaplMeter(rapl_tree.root, poller=poller, poll_interval_s=3600)
+    first.start()
+    second = RaplMeter(rapl_tree.root, poller=poller, poll_interval_s=3600)
+    assert second.available()
+    steps = [range_uj * 3 // 5] * 5
+    energy_j, wraps = _wrap_task(rapl_tree, second, steps, poller.poll_now)
+    assert wraps == 3
+    assert energy_j == pytest.approx(sum(steps) / 1e6)

@@ -225,9 +225,8 @@ class WrappingCounter:
             return self._offset + raw
 
     def attach(self, poller: Poller, interval_s: float) -> None:
-        """Have ``poller`` read this counter every ``interval_s`` seconds."""
-        if not poller.registered(self.key):
-            poller.register(self.key, self.value, interval_s)
+        """Have ``poller`` read this counter every ``interval_s`` seconds (replacing ``key``)."""
+        poller.register(self.key, self.value, interval_s)
 
 
 class SampledEnergy:
@@ -272,6 +271,5 @@ class SampledEnergy:
             return self._energy_j
 
     def attach(self, poller: Poller, interval_s: float) -> None:
-        """Have ``poller`` sample the power every ``interval_s`` seconds."""
-        if not poller.registered(self.key):
-            poller.register(self.key, self.value, interval_s)
+        """Have ``poller`` sample the power every ``interval_s`` seconds (replacing ``key``)."""
+        poller.register(self.key, self.value, interval_s)

@@ -241,8 +241,8 @@ class NvmlMeter:
             return reason
         try:
             handles = visible_gpus(nvml, self._environ.get("CUDA_VISIBLE_DEVICES"))
-            for index, handle in enumerate(handles):
-                self._sources.append(self._source(nvml, handle, index))
+            for handle in handles:
+                self._sources.append(self._source(nvml, handle))
         except NvmlUnavailableError as e:
             _warn(f"nvml-unavailable:{e}", "tasktrace: gpu_power not measured: %s", e)
             return str(e)
@@ -252,7 +252,7 @@ class NvmlMeter:
         self.source = "nvml-sampled" if self._sampled else "nvml-counter"
         return None
 
-    def _source(self, nvml: Any, handle: Any, index: int) -> _CounterEnergy | SampledEnergy:
+    def _source(self, nvml: Any, handle: Any) -> _CounterEnergy | SampledEnergy:
         counter = _CounterEnergy(nvml, handle)
         try:
             counter.value()
@@ -263,7 +263,7 @@ class NvmlMeter:
             return counter
         sampled = SampledEnergy(
             lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1e3,
-            key=f"nvml-power:{index}",
+            key=f"nvml-power:{_text(nvml.nvmlDeviceGetUUID(handle))}",
             clock=self._clock,
         )
         self._sampled.append(sampled)

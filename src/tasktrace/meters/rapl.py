@@ -170,6 +170,26 @@ def select_zones(zones: list[RaplZone]) -> tuple[list[RaplZone], str | None, lis
     return [], None, dram
 
 
+_counters: dict[str, WrappingCounter] = {}
+_counters_lock = threading.Lock()
+
+
+def _shared_counter(zone: RaplZone) -> WrappingCounter:
+    """Return the process's one extended counter for ``zone`` (created, and read, on first use).
+
+    Every :class:`RaplMeter` on the same zone shares it, so wraps seen by the poller for one
+    meter count for all. Raises OSError (``PermissionError``) or ValueError on the first read.
+    """
+    path = zone.path / "energy_uj"
+    key = str(path)
+    with _counters_lock:
+        counter = _counters.get(key)
+        if counter is None or counter.range != zone.max_energy_range_uj:
+            counter = WrappingCounter(lambda: _read_uj(path), zone.max_energy_range_uj, key)
+            _counters[key] = counter
+        return counter
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     cpu_uj: tuple[int, ...]
@@ -250,8 +270,7 @@ class RaplMeter:
         self._cpu, self._dram, self.cpu_scope = cpu, dram, scope
 
     def _counter(self, zone: RaplZone) -> WrappingCounter:
-        path = zone.path / "energy_uj"
-        return WrappingCounter(lambda: _read_uj(path), zone.max_energy_range_uj, str(path))
+        return _shared_counter(zone)
 
     def _interval_s(self, counter: WrappingCounter) -> float:
         wrap_s = counter.range / 1e6 / MAX_POWER_W
