@@ -71,6 +71,7 @@ def test_separate_process_configured_by_otel_variables_exports_the_task_tree(
         OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
         OTEL_SERVICE_NAME="e2e-workload",
         OTEL_RESOURCE_ATTRIBUTES="deployment.environment=ci",
+        OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer env-token",
         TASKTRACE_MACHINE="test-box",
     )
     run = run_script(NESTED_WORKLOAD, tmp_path, env, str(tmp_path / "task.json"))
@@ -78,6 +79,8 @@ def test_separate_process_configured_by_otel_variables_exports_the_task_tree(
     assert run.export_warnings() == []
     spans = receiver.wait_for(5, timeout_s=5.0)
     _assert_spans_equal_tree(spans, tmp_path / "task.json", run.pid)
+    assert receiver.request_headers()[0]["authorization"] == "Bearer env-token"
+    assert "env-token" not in (tmp_path / "task.json").read_text() + run.stderr
 
 
 def test_nothing_configured_builds_no_exporter_and_connects_nowhere(tmp_path: Path) -> None:
@@ -154,3 +157,35 @@ def test_unrepresentable_values_never_break_the_export_batch(
     assert json.loads(attrs["tasktrace.data_json.mixed"]) == [1, "a"]
     assert attrs["tasktrace.data_json.later"] == str(-(2**64))
     assert spans["child"].attributes["tasktrace.data.small"] == 3
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"OTEL_SDK_DISABLED": "true"}, "connects 0 pipelines 0"),
+        ({"OTEL_TRACES_EXPORTER": "none"}, "connects 0 pipelines 0"),
+        ({"OTEL_TRACES_EXPORTER": "console"}, "connects 0 pipelines 1"),
+    ],
+)
+def test_standard_variables_turn_export_off_or_to_the_console(
+    variables: dict[str, str], expected: str, tmp_path: Path
+) -> None:
+    """OTEL_SDK_DISABLED / OTEL_TRACES_EXPORTER=none send nothing; console prints the spans."""
+    code = """
+    import sys
+    connects = []
+    def hook(event, args):
+        if event == "socket.connect":
+            connects.append(args)
+    sys.addaudithook(hook)
+    from tasktrace import Task, _setup
+    with Task("quiet", file="t.json"):
+        pass
+    print("connects", len(connects), "pipelines", len(_setup._pipelines), flush=True)
+    """
+    env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=closed_loopback_endpoint(), **variables)
+    run = run_script(code, tmp_path, env)
+    assert run.returncode == 0, run.stderr
+    assert expected in run.stdout
+    assert ('"name": "quiet"' in run.stdout) == (variables.get("OTEL_TRACES_EXPORTER") == "console")
+    assert json.loads((tmp_path / "t.json").read_text())["status"] == "finished"
