@@ -25,14 +25,7 @@ from .conftest import FIXTURES
         ('{"label": "x", "status": "exploded"}', "status"),
         ('{"label": "x", "peak_memory": 1.5}', "peak_memory"),
         ('{"label": "x", "subtasks": [{"label": "y", "cpu_time": []}]}', "subtasks.0.cpu_time"),
-        pytest.param(
-            '{"status": "finished"}',
-            "label",
-            marks=pytest.mark.xfail(
-                raises=TypeError,
-                reason="a file without 'label' raises TypeError from Task.__init__ (open bug)",
-            ),
-        ),
+        ('{"status": "finished"}', "label"),
     ],
 )
 def test_wrong_types_raise_validation_error_naming_the_field(content: str, field: str) -> None:
@@ -70,10 +63,7 @@ def test_truncated_task_file_raises_and_show_exits_2(
     "kind",
     [
         "missing",
-        pytest.param(
-            "folder",
-            marks=pytest.mark.xfail(reason="click's dir_okay=False prints a 4-line usage error"),
-        ),
+        "folder",
         "wrong type",
     ],
 )

@@ -299,6 +299,10 @@ class Task(BaseModel):
         if file is not None:
             rt.file = Path(file)
 
+    # Validation (model_validate, nested subtasks, JSON files) must not call __init__: its
+    # signature is the seed's, for people; pydantic treats a "base" __init__ as plain fields.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
     def _runtime(self) -> _Runtime:
         # Read the private dict directly: pydantic's __getattr__ for private attributes costs
         # about a microsecond, and this runs several times per task.
@@ -541,7 +545,7 @@ class Task(BaseModel):
             parent = tree.running_task(self.parent_id)  # parent given as a UUID
             rt.parent = parent
         if parent is not None:
-            pctx = parent._runtime().span_context
+            pctx = parent._span_context()
             if pctx is not None:
                 return parent, trace.set_span_in_context(NonRecordingSpan(pctx))
             return parent, None
@@ -554,6 +558,20 @@ class Task(BaseModel):
             node = current
         rt.parent = current
         return node, None
+
+    def _span_context(self) -> trace.SpanContext | None:
+        """This task's span context, rebuilt from its hex ids once its runtime state is gone."""
+        private = self.__pydantic_private__
+        rt = private.get("_rt") if private is not None else None
+        if rt is not None and rt.span_context is not None:
+            return rt.span_context
+        d = self.__dict__
+        if d.get("trace_id") and d.get("span_id"):
+            return trace.SpanContext(
+                int(d["trace_id"], 16), int(d["span_id"], 16), is_remote=False,
+                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+            )
+        return None
 
     def _limited_data_attrs(self) -> dict[str, Any]:
         attrs = self._data_attrs or {}
@@ -631,7 +649,7 @@ class Task(BaseModel):
                 _warn("span-end", "tasktrace: ending the span of %r failed: %r", self.label, e)
             finally:
                 self._detach(rt)
-                rt.span = None
+                rt.span = rt.ctx = None  # the context holds the span: let both go
                 rt.snapshots = []
                 rt.rss_scope = rt.gpu_scope = None
                 tree.task_finished(self, rt.span_context.span_id if rt.span_context else 0)
@@ -645,6 +663,10 @@ class Task(BaseModel):
                 if _watch.active():
                     _monitor.remove(id(self))
                     _watch.finished(self, root=rt.parent is None)
+                if rt.file is None and rt.spool_file is None and not rt.remote:
+                    # Nothing left to do for a finished task: drop its runtime state, so that
+                    # a tree of 100,000 finished tasks holds only the model data.
+                    self.__pydantic_private__["_rt"] = None  # type: ignore[index]
 
     @staticmethod
     def _detach(rt: _Runtime) -> None:

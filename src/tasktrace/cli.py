@@ -239,7 +239,7 @@ def run(
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))  # errors: one line, from _load
 @click.option("--depth", "-d", type=click.IntRange(min=0), help="Show at most this many levels.")
 @click.option("--filter", "-F", "text", help="Only tasks whose label contains TEXT or tagged TEXT.")
 @click.option("--collapse", "-c", is_flag=True, help="One line per run of repeated siblings.")
