@@ -110,8 +110,13 @@ def _service_listeners(service: dict[str, Any]) -> dict[int, str]:
         config = _load(path)
         if _is_collector_config(config):
             listeners.update(_collector_listeners(config))
-        else:
+        elif "server" in config or "distributor" in config:
             listeners.update(_tempo_listeners(config))
+    for argument in service.get("command", []):  # Prometheus: --web.listen-address=HOST:PORT
+        match = re.fullmatch(r"--web\.listen-address=(.+)", str(argument))
+        if match:
+            host, port = _split_host_port(match.group(1))
+            listeners[port] = host
     return listeners
 
 
@@ -258,11 +263,11 @@ def test_cross_container_endpoints_reach_a_listener() -> None:
         for key, value in (service.get("environment") or {}).items():
             if key.endswith("_ENDPOINT"):
                 targets.append((name, value))
-    datasources = _load(CONFIG_DIR / "grafana/provisioning/datasources/tempo.yaml")
-    targets += [("grafana", source["url"]) for source in datasources["datasources"]]
+    for path in sorted((CONFIG_DIR / "grafana/provisioning/datasources").glob("*.yaml")):
+        targets += [("grafana", source["url"]) for source in _load(path)["datasources"]]
     assert targets
     for client, target in targets:
-        host, port = _split_host_port(_expand(target).split("://")[-1])
+        host, port = _split_host_port(_expand(target).split("://")[-1].split("/")[0])
         assert host in services, f"{client} -> {target}: no such compose service"
         listeners = _service_listeners(services[host])
         assert listeners.get(port) in ANY_HOSTS, f"{client} -> {target}: not listening"
@@ -292,7 +297,7 @@ def test_compose_images_are_pinned() -> None:
     for name, service in _compose()["services"].items():
         image = service["image"]
         tag = image.rpartition(":")[2] if ":" in image else ""
-        assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{name}: {image}"
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image}"  # prom/ uses v3.5.0
 
 
 # --------------------------------------------------------------------------- exposure
