@@ -218,12 +218,14 @@ class NvmlMeter:
 
     def available(self) -> bool:
         """Import and initialise NVML and find the visible GPUs; never raises."""
+        if self._checked:  # the hot path (every task start): no lock once checked
+            return bool(self._sources)
         with self._lock:
             if not self._checked:
-                self._checked = True
                 self.reason = self._setup()
                 if self.reason is not None:
                     self._sources, self._sampled = [], []
+                self._checked = True
             return bool(self._sources)
 
     def _setup(self) -> str | None:
@@ -277,6 +279,8 @@ class NvmlMeter:
         """
         if not self.available():
             return None
+        if self._attached:
+            return self._values()
         with self._lock:
             attach = not self._attached
             self._attached = True

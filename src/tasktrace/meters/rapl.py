@@ -24,6 +24,7 @@ that uses this meter.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -95,8 +96,15 @@ class RaplZone:
 
 
 def _read_uj(path: Path) -> int:
-    """Read an integer counter file (µJ). Raises OSError or ValueError."""
-    return int(path.read_text().strip())
+    """Read an integer counter file (µJ). Raises OSError or ValueError.
+
+    Raw ``os.read`` rather than ``Path.read_text``: this runs at every task start and finish.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return int(os.read(fd, 64))
+    finally:
+        os.close(fd)
 
 
 def find_zones(root: Path = DEFAULT_ROOT) -> list[RaplZone]:
@@ -241,10 +249,12 @@ class RaplMeter:
 
         Logs one warning (with the fix) on permission denied; never raises.
         """
+        if self._checked:  # the hot path (every task start): no lock once checked
+            return bool(self._cpu or self._dram)
         with self._lock:
             if not self._checked:
-                self._checked = True
                 self._setup()
+                self._checked = True
             return bool(self._cpu or self._dram)
 
     def _setup(self) -> None:
@@ -277,6 +287,8 @@ class RaplMeter:
         return max(0.001, min(self._poll_interval_s, wrap_s / 4))
 
     def _attach(self) -> None:
+        if self._attached:
+            return
         with self._lock:
             if self._attached:
                 return
