@@ -3,17 +3,13 @@
 Traces give one span per task; metrics aggregate task costs across many runs (a Grafana panel
 of "duration of `train` by machine, last 30 days"). When metrics are on, tasktrace records:
 
-=================================== ========= =========== =========================================
-Instrument                          Kind      Unit        Attributes (besides the common ones)
-=================================== ========= =========== =========================================
-``tasktrace.task.duration``         histogram ``s``       ``tasktrace.task.status``
-``process.cpu.time``                counter   ``s``       ``tasktrace.task.status``, ``cpu.mode``
-                                                          (``user`` / ``system``)
-``hw.energy``                       counter   ``J``       ``tasktrace.task.status``, ``hw.type``
-                                                          (``cpu``, ``gpu``, ``enclosure``: system)
-``tasktrace.task.running.memory.rss`` gauge   ``By``      (observable; running tasks only)
-``tasktrace.task.running.cpu.time`` gauge     ``s``       (observable; running tasks only)
-=================================== ========= =========== =========================================
+- ``tasktrace.task.duration``: histogram, ``s``, with ``tasktrace.task.status``;
+- ``process.cpu.time``: counter, ``s``, with ``tasktrace.task.status`` and ``cpu.mode``
+  (``user`` / ``system``);
+- ``hw.energy``: counter, ``J``, with ``tasktrace.task.status`` and ``hw.type`` (``cpu``,
+  ``gpu``, ``enclosure`` for the whole system);
+- ``tasktrace.task.running.memory.rss``: observable gauge, ``By`` (running tasks only);
+- ``tasktrace.task.running.cpu.time``: observable gauge, ``s`` (running tasks only).
 
 Common attributes: ``tasktrace.task.label`` (the task label) and ``tasktrace.machine`` (when the
 ``machine`` setting is set). The service (``service.name``), host and process are resource
@@ -214,9 +210,7 @@ class TaskMetrics:
         del options
         with self._lock:
             states = list(self._running.values())
-        return [
-            Observation(s.cpu_time_s, s.attributes) for s in states if s.cpu_time_s is not None
-        ]
+        return [Observation(s.cpu_time_s, s.attributes) for s in states if s.cpu_time_s is not None]
 
 
 # ----- provider resolution -----------------------------------------------------------------------
