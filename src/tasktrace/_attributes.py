@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from enum import Enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -189,15 +190,25 @@ def fields_to_attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
         Attribute key → value (UUIDs and enums as strings).
     """
     attrs: dict[str, Any] = {}
-    for name, key in FIELD_ATTRIBUTES.items():
+    keys = FIELD_ATTRIBUTES
+    # A whole task's fields come out in the table's order; a few measured values (the finish
+    # path) are looked up one by one instead of scanning the whole table.
+    names = fields if len(fields) < len(keys) // 2 else keys
+    for name in names:
         value = fields.get(name)
         if value is None:
             continue
-        if isinstance(value, uuid.UUID):
-            value = str(value)
-        elif hasattr(value, "value"):  # TaskStatus
-            value = value.value
-        attrs[key] = value
+        key = keys.get(name)
+        if key is None:
+            continue
+        if type(value) is float or type(value) is int or type(value) is str:
+            attrs[key] = value
+        elif isinstance(value, uuid.UUID):
+            attrs[key] = str(value)
+        elif isinstance(value, Enum):  # TaskStatus
+            attrs[key] = value.value
+        else:
+            attrs[key] = value
     return attrs
 
 
