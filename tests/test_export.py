@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace import Task
+from tasktrace import Task, configure
 
 from .export_helpers import (
     NESTED_WORKLOAD,
@@ -189,3 +189,12 @@ def test_standard_variables_turn_export_off_or_to_the_console(
     assert expected in run.stdout
     assert ('"name": "quiet"' in run.stdout) == (variables.get("OTEL_TRACES_EXPORTER") == "console")
     assert json.loads((tmp_path / "t.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"protocol": "udp"}, {"timeout_s": -1.0}, {"exit_timeout_s": -0.5}]
+)
+def test_configure_rejects_invalid_arguments(kwargs: dict[str, object]) -> None:
+    """configure() raises ValueError naming a bad protocol or a negative timeout."""
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        configure(**kwargs)  # type: ignore[arg-type]
