@@ -155,7 +155,8 @@ def _exporter_names(config: ExportConfig) -> list[str | SpanExporter]:
             chosen = [n.strip() for n in raw.split(",") if n.strip()]
         else:
             chosen = ["otlp"] if _endpoint_setting(config) else []
-    return [n.lower() if isinstance(n, str) else n for n in chosen if n != "none"]
+    lowered = [n.lower() if isinstance(n, str) else n for n in chosen]
+    return [n for n in lowered if not (isinstance(n, str) and n == "none")]
 
 
 def _endpoint_setting(config: ExportConfig) -> str | None:

@@ -19,7 +19,6 @@ exports go through two thin layers instead:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections.abc import Sequence
@@ -176,15 +175,16 @@ class GuardedSpanExporter(SpanExporter):
 
 
 class _CountingBatchProcessor(BatchSpanProcessor):
-    """A BatchSpanProcessor that counts the spans it was given (``next()`` is atomic)."""
+    """A BatchSpanProcessor that counts the spans it was given."""
 
     def __init__(self, exporter: SpanExporter) -> None:
         super().__init__(exporter)
-        self._ended = itertools.count()
+        self._count_lock = threading.Lock()
         self.ended_spans = 0
 
     def on_end(self, span: ReadableSpan) -> None:
-        self.ended_spans = next(self._ended) + 1
+        with self._count_lock:
+            self.ended_spans += 1
         super().on_end(span)
 
 
@@ -198,69 +198,56 @@ class ExportPipeline:
         processors: One :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor` per
             exporter, to add to a tracer provider.
 
-    Thread-safety: :meth:`shutdown` may be called from any thread, more than once.
+    The shutdown runs on a daemon thread started with the pipeline (idle until needed):
+    Python 3.12 refuses to start threads from :mod:`atexit` handlers.
+
+    Thread-safety: :meth:`begin_shutdown` and :meth:`shutdown` may be called from any thread,
+    more than once.
 
     """
 
     def __init__(self, exporters: Sequence[GuardedSpanExporter]) -> None:
-        """Create one batch processor per exporter."""
+        """Create one batch processor per exporter and the idle shutdown thread."""
         self.exporters = list(exporters)
         """The guarded exporters."""
         self.processors: list[BatchSpanProcessor] = [
             _CountingBatchProcessor(e) for e in self.exporters
         ]
+        self._go = threading.Event()
         self._done = threading.Event()
-        self._started = False
-        self._lock = threading.Lock()
+        threading.Thread(
+            target=self._shutdown_all, name="tasktrace-export-shutdown", daemon=True
+        ).start()
 
-    def _shutdown_all(self, timeout_s: float) -> None:
-        # BatchSpanProcessor.shutdown() has no timeout: stop the exporters' retries ourselves
-        # when the budget is spent, so that a failure is still reported with its reason.
-        stop_retries = threading.Timer(timeout_s, self._stop_exporters)
-        stop_retries.daemon = True
-        stop_retries.start()
+    def _shutdown_all(self) -> None:
+        self._go.wait()
         try:
             for processor in self.processors:
-                processor.shutdown()
+                processor.shutdown()  # exports what is queued, then shuts the exporter down
         finally:
-            stop_retries.cancel()
             self._done.set()
 
-    def _stop_exporters(self) -> None:
-        for exporter in self.exporters:
-            exporter.shutdown()
-
-    def begin_shutdown(self, timeout_s: float) -> None:
-        """Start exporting what is queued and shutting down, on a daemon thread; return now.
-
-        Args:
-            timeout_s: The bound in seconds; the batch processors get 80 % of it, so that the
-                exporter's own shutdown (which stops its retries) still runs before it.
-
-        """
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-        threading.Thread(
-            target=self._shutdown_all,
-            args=(max(0.0, timeout_s * 0.8),),
-            name="tasktrace-export-shutdown",
-            daemon=True,
-        ).start()
+    def begin_shutdown(self) -> None:
+        """Start exporting what is queued and shutting down, in the background; return now."""
+        self._go.set()
 
     def shutdown(self, timeout_s: float) -> bool:
         """Export what is queued and shut down, waiting at most ``timeout_s`` seconds.
 
-        Past the deadline the flush continues on a daemon thread and is abandoned at exit;
-        if any span was not exported, the one export warning says how many.
+        After 80 % of the bound, the exporters are shut down to stop their retries (so that a
+        failure is still reported with its reason); past the bound the flush is abandoned on
+        its daemon thread. If any span was not exported, the one export warning says how many.
 
         Returns:
             Whether every span given to the pipeline was exported.
 
         """
-        self.begin_shutdown(timeout_s)
-        finished = self._done.wait(timeout_s)
+        self._go.set()
+        finished = self._done.wait(timeout_s * 0.8)
+        if not finished:
+            for exporter in self.exporters:
+                exporter.shutdown()
+            finished = self._done.wait(timeout_s * 0.2)
         ok = True
         for exporter, processor in zip(self.exporters, self.processors, strict=True):
             ended = getattr(processor, "ended_spans", 0)

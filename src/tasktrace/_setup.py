@@ -201,7 +201,7 @@ def reconfigure() -> None:
     global _state, _owned_provider  # noqa: PLW0603 - see _install
     with _lock:
         for pipeline in _pipelines:
-            pipeline.begin_shutdown(exit_timeout_s())
+            pipeline.begin_shutdown()
         _state = None
         _owned_provider = None
         _exported_to.clear()
@@ -226,7 +226,7 @@ def shutdown_export(timeout_s: float | None = None) -> bool:
     with _lock:
         pipelines = list(_pipelines)
     for pipeline in pipelines:
-        pipeline.begin_shutdown(bound)
+        pipeline.begin_shutdown()
     ok = True
     for pipeline in pipelines:
         ok = pipeline.shutdown(max(0.0, deadline - time.monotonic())) and ok
