@@ -117,3 +117,27 @@ def test_task_overhead_does_not_change_when_the_endpoint_is_black_holed(tmp_path
     quiet_us, down_us = map(float, line.split()[1:])
     print(f"per task: {quiet_us:.1f} us without export, {down_us:.1f} us black-holed")
     assert down_us < 1.5 * quiet_us + 20.0
+
+
+def test_force_flush_of_the_provider_honours_its_timeout_when_black_holed(tmp_path: Path) -> None:
+    """tracer_provider().force_flush(300) returns within ~0.3 s, not the exporter's 10 s."""
+    with OtlpHttpReceiver(mode="black_hole") as receiver:
+        code = """
+        import time
+        from tasktrace import Task
+        from tasktrace._setup import tracer_provider
+        with Task("x"):
+            pass
+        t0 = time.perf_counter()
+        ok = tracer_provider().force_flush(300)
+        print("flush", ok, time.perf_counter() - t0, flush=True)
+        """
+        env = clean_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, TASKTRACE_EXIT_TIMEOUT_S="0.3"
+        )
+        run = run_script(code, tmp_path, env)
+    assert run.returncode == 0, run.stderr
+    _, ok, elapsed_s = next(x for x in run.stdout.splitlines() if x.startswith("flush")).split()
+    assert ok == "False"
+    assert float(elapsed_s) < 1.0
+    assert len(run.export_warnings()) == 1

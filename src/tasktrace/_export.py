@@ -187,6 +187,28 @@ class _CountingBatchProcessor(BatchSpanProcessor):
             self.ended_spans += 1
         super().on_end(span)
 
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        """Export what is queued, waiting at most ``timeout_millis`` (default 30 000) ms.
+
+        The SDK's own ``force_flush`` ignores its timeout and blocks for as long as the
+        exporter does (retries included); here it runs on a daemon thread and is waited for
+        within the bound. Returns whether it finished in time (``False`` during interpreter
+        shutdown, where Python 3.12 cannot start the thread).
+        """
+        done = threading.Event()
+
+        def flush() -> None:
+            try:
+                BatchSpanProcessor.force_flush(self, timeout_millis)
+            finally:
+                done.set()
+
+        try:
+            threading.Thread(target=flush, name="tasktrace-export-flush", daemon=True).start()
+        except RuntimeError:  # can't create new thread at interpreter shutdown
+            return False
+        return done.wait((timeout_millis if timeout_millis is not None else 30000) / 1000)
+
 
 class ExportPipeline:
     """The batch processors of tasktrace's guarded exporters, with a bounded shutdown.
