@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -48,6 +49,31 @@ def test_show_collapse_prints_one_line_per_run(
     assert "epoch 1…50: 50 tasks, total 50.00s" in out
     assert "epoch 7 " not in out
     assert "load" in out
+
+
+def test_show_collapses_a_large_tree_by_default_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Over 1,000 tasks, plain `show` collapses repeated siblings with a note; --all prints all."""
+    path = _epochs_file(tmp_path, n=1000)  # 1,002 tasks with the root and "load"
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1…1000: 1000 tasks" in out
+    assert "epoch 7 " not in out
+    assert "(1,002 tasks: repeated siblings collapsed; --all to print every task)" in out
+    assert "\x1b" not in out  # not a terminal: plain text
+    assert gc.isenabled()  # the collector, paused while loading, is back on
+    assert main(["show", "--all", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"epoch {i} " in out for i in range(1, 1001))
+    assert "collapsed" not in out
+    assert main(["show", "--depth", "0", str(path)]) == 0  # one task in view: not collapsed
+    assert "collapsed" not in capsys.readouterr().out
+
+
+def test_show_all_and_collapse_together_exit_2(tmp_path: Path) -> None:
+    """--all and --collapse contradict each other: a usage error, exit status 2."""
+    assert main(["show", "--all", "--collapse", str(_epochs_file(tmp_path))]) == 2
 
 
 def test_show_filter_by_tag_keeps_ancestors(
