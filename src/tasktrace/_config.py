@@ -22,6 +22,7 @@ from typing import Any, Literal
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from tasktrace._export import GuardedSpanExporter
+from tasktrace._settings import get_settings
 
 __all__ = ["ExportConfig", "build_exporters", "configure", "current_config"]
 
@@ -155,6 +156,8 @@ def _exporter_names(config: ExportConfig) -> list[str | SpanExporter]:
             chosen = [n.strip() for n in raw.split(",") if n.strip()]
         else:
             chosen = ["otlp"] if _endpoint_setting(config) else []
+        if get_settings().otlp_json_dir is not None and "tasktrace_otlp_json" not in chosen:
+            chosen.append("tasktrace_otlp_json")  # the otlp_json_dir setting asks for files
     lowered = [n.lower() if isinstance(n, str) else n for n in chosen]
     return [n for n in lowered if not (isinstance(n, str) and n == "none")]
 

@@ -20,6 +20,7 @@ exports go through two thin layers instead:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from tasktrace._settings import get_settings
 from tasktrace.meters._base import WarnOnce
 
 __all__ = ["ExportPipeline", "GuardedSpanExporter", "redact_endpoint"]
@@ -174,11 +176,20 @@ class GuardedSpanExporter(SpanExporter):
             return False
 
 
+DEFAULT_MAX_QUEUE_SIZE = 16384
+"""Span queue of tasktrace's batch processors unless ``OTEL_BSP_MAX_QUEUE_SIZE`` is set.
+
+The SDK's default (2048) drops spans from a tight loop of short tasks faster than one export
+thread sends them; 16,384 queued spans hold a few tens of MB at most.
+"""
+
+
 class _CountingBatchProcessor(BatchSpanProcessor):
     """A BatchSpanProcessor that counts the spans it was given."""
 
     def __init__(self, exporter: SpanExporter) -> None:
-        super().__init__(exporter)
+        queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else DEFAULT_MAX_QUEUE_SIZE
+        super().__init__(exporter, max_queue_size=queue)
         self._count_lock = threading.Lock()
         self.ended_spans = 0
 
@@ -232,6 +243,11 @@ class ExportPipeline:
         """Create one batch processor per exporter and the idle shutdown thread."""
         self.exporters = list(exporters)
         """The guarded exporters."""
+        if get_settings().pending_spans:  # drop snapshots whose real span is in the batch
+            from tasktrace._pending import PendingSpanFilter  # noqa: PLC0415 - opt-in feature
+
+            for exporter in self.exporters:
+                exporter.inner = PendingSpanFilter(exporter.inner)
         self.processors: list[BatchSpanProcessor] = [
             _CountingBatchProcessor(e) for e in self.exporters
         ]

@@ -125,6 +125,10 @@ class Settings(BaseModel):
     pending_spans: bool = False
     """Export a zero-duration snapshot span of each running task at its start and at each
     refresh, so trace backends show running tasks (see the guide "Watching long runs")."""
+    otlp_json_dir: Path | None = None
+    """Write spans as OTLP JSON lines (one new file per run) into this folder, for offline
+    clusters (see the guide "Offline clusters"); ``None``: no files. The exporter is also
+    selectable as ``OTEL_TRACES_EXPORTER=tasktrace_otlp_json``."""
     metrics: bool | None = None
     """Record OpenTelemetry task metrics: ``True`` on, ``False`` off, ``None`` (default) when
     ``OTEL_METRICS_EXPORTER`` / ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set or a global
@@ -226,7 +230,7 @@ def load_settings(**overrides: Any) -> Settings:
     for _ in range(20):  # each round drops at least one bad value
         try:
             return Settings.model_validate(data)
-        except ValidationError as e:
+        except ValidationError as e:  # noqa: PERF203 - a retry loop, once per bad value
             for err in e.errors():
                 loc = tuple(err["loc"])
                 _log.warning(
