@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# Install the system services the tests start themselves (on loopback), where missing.
+# Install the services the tests start themselves (on loopback only), where missing.
+# Today: Debian's prometheus package, for the energy tests against a real Prometheus server.
+# In CI (CI=true) a failed install fails the run; elsewhere the tests that need the server are
+# skipped, each saying why.
 set -euo pipefail
-if [ -x .ci/install-prometheus.sh ] || [ -f .ci/install-prometheus.sh ]; then
-  bash .ci/install-prometheus.sh
+if ! bash .ci/install-prometheus.sh; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "install-services: Prometheus is required in CI" >&2
+    exit 1
+  fi
+  echo "install-services: Prometheus could not be installed; its tests will be skipped" >&2
 fi

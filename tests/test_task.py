@@ -378,3 +378,43 @@ def test_threads_have_their_own_current_task() -> None:
         th.start()
         th.join()
     assert seen == [None]
+
+
+def test_failed_task_records_its_error() -> None:
+    """A failed task keeps the exception's type and message in the model and the file."""
+    with pytest.raises(ValueError), Task("bad") as t:
+        raise ValueError("no rows")
+    assert t.error == "ValueError: no rows"
+    assert json.loads(t.model_dump_json())["error"] == "ValueError: no rows"
+    with Task("good") as ok:
+        pass
+    assert "error" not in json.loads(ok.model_dump_json())
+
+
+def test_unencodable_label_never_breaks_the_task_file(tmp_path: Path) -> None:
+    """A label with a lone surrogate (a non-UTF-8 file name) is written escaped, not raised."""
+    path = tmp_path / "t.json"
+    with Task("root", file=path), Task("file \udcff.csv"):
+        pass
+    loaded = Task.model_validate_json(path.read_text())
+    assert loaded.status is TaskStatus.FINISHED
+    assert loaded.subtasks[0].label == "file \\udcff.csv"
+
+
+def test_deep_tree_is_written_and_read_back(tmp_path: Path) -> None:
+    """A tree 150 levels deep (beyond pydantic's JSON depth limits) is saved and shown."""
+    from contextlib import ExitStack
+
+    from tasktrace.cli import main
+
+    path = tmp_path / "deep.json"
+    with Task("root", file=path), ExitStack() as stack:
+        for i in range(150):
+            stack.enter_context(Task(f"level {i}"))
+    data = json.loads(path.read_text())
+    depth = 0
+    while data["subtasks"]:
+        data = data["subtasks"][0]
+        depth += 1
+    assert depth == 150
+    assert main(["show", "--depth", "2", str(path)]) == 0

@@ -88,6 +88,8 @@ DRAM_ENERGY_J: Final = "tasktrace.task.dram_energy_j"
 """DRAM energy over the task in joules, from RAPL ``dram`` zones."""
 PENDING_SPAN_ID: Final = "tasktrace.pending.span_id"
 """Only on a pending snapshot span: the id (16 hex digits) of the running span it describes."""
+ERROR: Final = "tasktrace.task.error"
+"""Why the task failed or was cancelled (``"ValueError: bad value"``), when it did."""
 FOREIGN_SPAN: Final = "tasktrace.task.foreign_span"
 """Only in files: marks a tree node built from a non-task span (not written to spans)."""
 
@@ -111,6 +113,7 @@ FIELD_ATTRIBUTES: Final[dict[str, str]] = {
     "gpu_power": GPU_ENERGY_J,
     "children_cpu_time_s": CHILDREN_CPU_TIME_S,
     "children_peak_rss_bytes": CHILDREN_PEAK_RSS_BYTES,
+    "error": ERROR,
     # --- energy fields (issue 4) ---
     "system_energy_source": SYSTEM_ENERGY_SOURCE,
     "system_energy_scope": SYSTEM_ENERGY_SCOPE,

@@ -281,6 +281,7 @@ def collect(finished: Task | None = None) -> None:
 
     if not _exported or _spool is None:
         return
+    touched: dict[int, Task] = {}
     with _lock:
         try:
             entries = list(os.scandir(_spool))
@@ -303,8 +304,16 @@ def collect(finished: Task | None = None) -> None:
                 continue  # a grandchild, or another tree's: its own parent merges it
             _seen[name] = stamp
             parent.add_subtask(record)
+            touched[id(parent)] = parent
+        with tree.lock:  # records arrive in directory order: show children in start order
+            for parent in touched.values():
+                parent.subtasks.sort(key=_start_key)
         if finished is not None:
             _exported.pop(finished.task_id, None)
+
+
+def _start_key(task: Task) -> float:
+    return task.start_time if task.start_time is not None else float("inf")
 
 
 def is_exported(task: Task) -> bool:

@@ -8,8 +8,10 @@ reads the meters, writes the measurements as span attributes, sets the span stat
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -31,10 +33,10 @@ from pydantic import (
     PrivateAttr,
     SerializeAsAny,
 )
+from pydantic_core import PydanticSerializationError
 
 from tasktrace import _attributes as attr
-from tasktrace import _subprocess
-from tasktrace import _watch
+from tasktrace import _subprocess, _watch
 from tasktrace._files import RefreshMonitor, check_folder, save_atomic
 from tasktrace._processor import tree
 from tasktrace._settings import get_settings
@@ -226,6 +228,9 @@ class Task(BaseModel):
     ``ru_maxrss``), set by ``tasktrace run``."""
     foreign_span: bool = Field(default=False, exclude_if=_is_false)
     """``True`` for a tree node built from a span that is not a Task (a user's own span)."""
+    error: str | None = Field(default=None, exclude_if=_is_none)
+    """Why the task failed or was cancelled: the exception's type and message
+    (``"ValueError: bad value"``), as in the span's status description; ``None`` otherwise."""
     # --- energy fields (issue 4) ---
     system_energy_source: str | None = Field(default=None, exclude_if=_is_none)
     """Where ``system_power`` came from: ``"prometheus"`` (the machine's ``system`` power query)."""
@@ -407,9 +412,11 @@ class Task(BaseModel):
         """Update the task's resource measurements and save the file (if one is set)."""
         rt = self._runtime()
         with rt.lock:
-            self.update_resources()
             if rt.file is not None:
+                # Subtasks first, then this task: a parent's figures so far are never below
+                # its children's in the file.
                 _update_running_subtasks(self)  # the file shows their measurements so far too
+            self.update_resources()
             self._save(rt)
 
     def monitor_refresh(self) -> None:
@@ -466,7 +473,9 @@ class Task(BaseModel):
             return
         _subprocess.collect()  # children's records in other processes join the tree first
         with tree.lock:
-            data = self.model_dump_json().encode() + b"\n"
+            data = dump_json(self)
+        if data is None:
+            return
         for path in (rt.file, rt.spool_file):
             if path is not None:
                 save_atomic(path, data)
@@ -631,10 +640,14 @@ class Task(BaseModel):
             d = self.__dict__
             d["finish_time"] = end_ns / 1e9
             d["status"] = status
+            if exc is not None and d["error"] is None:
+                d["error"] = _describe(exc)
             span = rt.span
             try:
                 final_attrs = attr.fields_to_attributes(values)
                 final_attrs[attr.STATUS] = status.value
+                if d["error"] is not None:
+                    final_attrs[attr.ERROR] = d["error"]
                 if self.__pydantic_extra__:
                     final_attrs.update(self._final_data_attrs())
                 span.set_attributes(final_attrs)
@@ -745,6 +758,39 @@ def _update_running_subtasks(task: Task) -> None:
                 sub.update_resources()
         with tree.lock:
             stack.extend(sub.subtasks)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def dump_json(task: Task) -> bytes | None:
+    """Serialise ``task``'s tree as one line of task-file JSON (UTF-8, ending in a newline).
+
+    Pydantic's serialiser is used when it can; a tree it refuses (lone surrogates in a label,
+    from a file name that is not UTF-8; nesting beyond its depth limit) is converted node by
+    node and encoded by :mod:`json`, each lone surrogate written as the text ``\\udXXX``.
+    Returns ``None``, with one warning, when even that fails. Never raises.
+    """
+    try:
+        return task.model_dump_json().encode() + b"\n"
+    except (PydanticSerializationError, ValueError, RecursionError):
+        pass
+    try:
+        root: dict[str, Any] = task.model_dump(mode="json", exclude={"subtasks"})
+        stack = [(task, root)]
+        while stack:
+            node, out = stack.pop()
+            out["subtasks"] = children = []
+            for child in node.subtasks:
+                item = child.model_dump(mode="json", exclude={"subtasks"})
+                children.append(item)
+                stack.append((child, item))
+        text = json.dumps(root, ensure_ascii=False, separators=(",", ":"))
+    except (ValueError, TypeError, RecursionError) as e:
+        _warn("dump", "tasktrace: cannot serialise task %r for its file (%s)", task.label, e)
+        return None
+    text = _SURROGATE.sub(lambda m: f"\\\\u{ord(m.group()):04x}", text)
+    return text.encode() + b"\n"
 
 
 def _describe(exc: BaseException | None) -> str | None:

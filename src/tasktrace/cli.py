@@ -10,12 +10,15 @@ traceback).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -62,6 +65,9 @@ def _label(task: Task) -> str:
     parts = [f"[bold]{escape(_printable(task.label))}[/]"]
     style = _STATUS_STYLE.get(task.status, "")
     parts.append(f"[{style}]{task.status.value}[/]")
+    if task.error is not None:
+        error = _printable(task.error)
+        parts.append(f"[{style}]({escape(error if len(error) <= 80 else error[:79] + '…')})[/]")
     if task.duration is not None:
         parts.append(friendly_duration(task.duration))
     if task.cpu_time is not None:
@@ -97,7 +103,8 @@ def render_tree(task: Task, max_depth: int | None = None) -> Tree:
         node, branch, depth = stack.pop()
         if max_depth is not None and depth >= max_depth:
             if node.subtasks:
-                branch.add(f"[dim]… {len(node.subtasks)} subtasks[/]")
+                count = len(node.subtasks)
+                branch.add(f"[dim]… {count} subtask{'' if count == 1 else 's'}[/]")
             continue
         children = [(child, branch.add(_label(child))) for child in node.subtasks]
         stack.extend((child, sub, depth + 1) for child, sub in reversed(children))
@@ -117,18 +124,56 @@ def _run_command(
     proc = subprocess.Popen(argv, env=env)  # noqa: S603 - the user's command
     if live is not None:
         live.start(proc.pid)
-    while True:
-        try:
-            _, wait_status, usage = os.wait4(proc.pid, 0)
-            break
-        except KeyboardInterrupt:
-            continue  # the child got SIGINT too; wait for it to exit, then report
-        except ChildProcessError:
-            proc.wait()
-            return proc.returncode, None
+    with _forward_signals(proc.pid) as received:
+        while True:
+            try:
+                _, wait_status, usage = os.wait4(proc.pid, 0)
+                break
+            except KeyboardInterrupt:
+                continue  # the child got SIGINT too; wait for it to exit, then report
+            except ChildProcessError:
+                proc.wait()
+                return proc.returncode, None
     proc.returncode = os.waitstatus_to_exitcode(wait_status)
     code = proc.returncode
+    if received:  # stopped from outside (a job manager's SIGTERM): we report 128 + signal
+        raise _Stopped(received[0])
     return (code if code >= 0 else 128 - code), usage
+
+
+class _Stopped(Exception):
+    """``tasktrace run`` received a signal it forwarded to the command, which then exited."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _forward_signals(pid: int) -> Iterator[list[int]]:
+    """Pass SIGTERM and SIGHUP sent to ``tasktrace run`` on to the command while it runs.
+
+    A job manager (``docker stop``, Slurm, systemd) signals the process it started; forwarding
+    lets the command stop cleanly and ``run`` still records it, as CANCELLED. SIGINT is left
+    alone: a terminal's Ctrl-C already reaches the whole process group. Main thread only.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def forward(signum: int, frame: object) -> None:
+        del frame
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _child_peak_rss(usage: resource.struct_rusage) -> int | None:
@@ -143,6 +188,18 @@ def _child_peak_rss(usage: resource.struct_rusage) -> int | None:
     return child if child > own else None
 
 
+def _validate(data: bytes) -> Task:
+    """Validate a task file; trees nested beyond the JSON parser's depth limit (about 100
+    levels) are parsed by :mod:`json` and validated from Python objects instead."""
+    try:
+        return Task.model_validate_json(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        if first["type"] != "json_invalid" or "recursion" not in first["msg"]:
+            raise
+    return Task.model_validate(json.loads(data))
+
+
 def _load(path: Path) -> Task:
     try:
         data = path.read_bytes()
@@ -153,9 +210,11 @@ def _load(path: Path) -> Task:
 
             if is_otlp_json(data):
                 return _read_input(path, lambda p: load_task(p, data))
-        return Task.model_validate_json(data)
+        return _validate(data)
     except OSError as e:
         raise click.ClickException(f"{path}: cannot read task file: {e.strerror or e}") from None
+    except RecursionError:
+        raise click.ClickException(f"{path}: task tree nested too deeply to read") from None
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "file"
@@ -208,7 +267,10 @@ def run(
     if record_argv:
         task.argv = redact_argv(argv)
     if file is not None:
-        task.save_to_file(file)
+        try:
+            task.save_to_file(file)
+        except OSError as e:  # a missing folder: say so in one line, before the command runs
+            raise click.ClickException(str(e)) from None
     code = 0
     status = TaskStatus.FINISHED
     task.start()
@@ -225,6 +287,10 @@ def run(
     except KeyboardInterrupt:
         status = TaskStatus.CANCELLED
         code = 130
+    except _Stopped as e:
+        status = TaskStatus.CANCELLED
+        task.error = f"stopped by {signal.Signals(e.signum).name}"
+        code = 128 + e.signum
     finally:
         if live is not None:
             live.stop()
