@@ -26,6 +26,7 @@ demo: $(VENV)/.demo-installed
 ## Run the whole test suite and build the docs with warnings as errors.
 test: $(VENV)/.dev-installed
 	bash .ci/install-services.sh
+	$(BIN)/python -m ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 

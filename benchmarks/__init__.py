@@ -1,0 +1,1 @@
+"""Benchmarks of tasktrace: ``python -m benchmarks`` runs them (see :mod:`benchmarks.__main__`)."""

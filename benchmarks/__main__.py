@@ -21,7 +21,7 @@ BENCHMARKS = ("overhead", "import", "scale", "burst", "accuracy")
 
 
 def machine() -> str:
-    """A one-line description of this machine."""
+    """Describe this machine in one line."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

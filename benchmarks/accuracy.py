@@ -39,7 +39,8 @@ def run(quick: bool = False) -> list[Row]:
     p1 = time.perf_counter()
     t1 = os.times()
     cpu_ref = (t1.user - t0.user) + (t1.system - t0.system)
-    assert busy.cpu_time is not None and busy.duration is not None
+    assert busy.cpu_time is not None
+    assert busy.duration is not None
     rows = [
         Row("accuracy", "CPU time vs os.times()", busy.cpu_time, "s", cpu_ref,
             "within 5%", abs(busy.cpu_time / cpu_ref - 1) <= 0.05),

@@ -126,7 +126,7 @@ def run(quick: bool = False) -> list[Row]:
     try:
         from tests.otlp_receivers import OtlpHttpReceiver
     except ImportError:
-        OtlpHttpReceiver = None  # noqa: N806
+        OtlpHttpReceiver = None
     if OtlpHttpReceiver is not None:
         with OtlpHttpReceiver() as receiver:
             remote = run_json("overhead", ["--child", "--n", str(n), "--rounds", str(rounds),

@@ -38,7 +38,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
 
 @pytest.fixture
 def lenskit_fixtures() -> list[Path]:
-    """The LensKit 2025.8 task files in shared/fixtures."""
+    """Return the LensKit 2025.8 task files in shared/fixtures."""
     files = sorted(FIXTURES.glob("*.json"))
     assert files, f"no LensKit fixtures found in {FIXTURES}"
     return files

@@ -97,7 +97,7 @@ def test_show_totals_json_sums_per_label_pattern(
 
 
 def test_export_otlp_json_then_show_and_export_task_round_trip(tmp_path: Path) -> None:
-    """export -f otlp-json then -f task gives back the LensKit file's tree."""
+    """Export -f otlp-json then -f task gives back the LensKit file's tree."""
     lines, back = tmp_path / "n.jsonl", tmp_path / "n.json"
     assert main(["export", str(FIXTURES / "nested.json"), "-f", "otlp-json", "-o", str(lines)]) == 0
     assert main(["export", str(lines), "-f", "task", "-o", str(back)]) == 0
@@ -106,7 +106,7 @@ def test_export_otlp_json_then_show_and_export_task_round_trip(tmp_path: Path) -
 
 
 def test_export_chrome_writes_trace_events(tmp_path: Path) -> None:
-    """export -f chrome writes a traceEvents document with one X event per task."""
+    """Export -f chrome writes a traceEvents document with one X event per task."""
     out = tmp_path / "t.json"
     assert (
         main(["export", str(FIXTURES / "nested.json"), "--format", "chrome", "-o", str(out)]) == 0

@@ -40,7 +40,9 @@ def test_otlp_json_dir_setting_writes_spans_to_a_file(tmp_path: Path) -> None:
     names = []
     for line in path.read_text().splitlines():
         request = json_format.Parse(line, ExportTraceServiceRequest())
-        names += [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        names += [
+            s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans
+        ]
     assert sorted(names) == ["child", "root"]
 
 

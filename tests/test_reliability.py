@@ -15,8 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tasktrace import Task, TaskStatus
-from tasktrace import _files, _task
+from tasktrace import Task, TaskStatus, _task
 from tasktrace.meters import process, register_meter, reset_meters
 
 # ----- a small real filesystem: disk full and read-only -------------------------------------
@@ -59,7 +58,7 @@ def _file_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_disk_full_mid_run_warns_once_keeps_file_and_catches_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Disk full: one warning, the previous file intact, the task goes on, a later write catches up."""
+    """Disk full: one warning, the old file intact, the task goes on, a later write catches up."""
     with _small_tmpfs(tmp_path / "small") as small:
         path = small / "run.json"
         with caplog.at_level(logging.WARNING), Task("job", file=path) as task:

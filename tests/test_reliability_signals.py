@@ -80,7 +80,7 @@ def _wait(condition: Callable[[], bool], proc: subprocess.Popen[bytes], what: st
 
 
 def _refreshed_inner(path: Path) -> bool:
-    """The file exists and shows the inner task with a refreshed duration."""
+    """Tell whether the file exists and shows the inner task with a refreshed duration."""
     try:
         task = Task.model_validate_json(path.read_bytes())
     except (OSError, ValueError):

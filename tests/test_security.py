@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace import Task
-from tasktrace import _files
+from tasktrace import Task, _files
 from tasktrace._redact import REDACTED, redact_argv
 from tasktrace.cli import main
 
@@ -96,10 +95,22 @@ def test_run_records_argv_only_when_asked(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["prog", "--password", "pw", "--epochs", "3"], ["prog", "--password", "***", "--epochs", "3"]),
-        (["prog", "--api-key=abc", "--token-file", "t"], ["prog", "--api-key=***", "--token-file", "***"]),
-        (["prog", "--client_secret", "x", "-p", "8"], ["prog", "--client_secret", "***", "-p", "8"]),
-        (["env", "AWS_SECRET_ACCESS_KEY=x", "HOME=/h"], ["env", "AWS_SECRET_ACCESS_KEY=***", "HOME=/h"]),
+        (
+            ["prog", "--password", "pw", "--epochs", "3"],
+            ["prog", "--password", "***", "--epochs", "3"],
+        ),
+        (
+            ["prog", "--api-key=abc", "--token-file", "t"],
+            ["prog", "--api-key=***", "--token-file", "***"],
+        ),
+        (
+            ["prog", "--client_secret", "x", "-p", "8"],
+            ["prog", "--client_secret", "***", "-p", "8"],
+        ),
+        (
+            ["env", "AWS_SECRET_ACCESS_KEY=x", "HOME=/h"],
+            ["env", "AWS_SECRET_ACCESS_KEY=***", "HOME=/h"],
+        ),
         (["--env", "--GITHUB_TOKEN=x"], ["--env", "--GITHUB_TOKEN=***"]),
         (["curl", "https://u:pw@host/p"], ["curl", "https://u:***@host/p"]),
         (["prog", "--author", "me", "input.csv"], ["prog", "--author", "me", "input.csv"]),

@@ -67,9 +67,8 @@ def test_chassis_power_alias() -> None:
 def test_nested_tasks_form_one_trace(task_spans: InMemorySpanExporter) -> None:
     """Nested tasks are one trace whose parent links equal the task tree."""
     with Task("root") as root:
-        with Task("a") as a:
-            with Task("a1") as a1:
-                pass
+        with Task("a") as a, Task("a1") as a1:
+            pass
         with Task("b") as b:
             pass
     spans = _by_name(task_spans.get_finished_spans())
@@ -114,7 +113,7 @@ def test_span_attributes_equal_task_fields(task_spans: InMemorySpanExporter) -> 
 def test_failed_task_status_and_exception_event(task_spans: InMemorySpanExporter) -> None:
     """An exception gives FAILED, an ERROR span with an exception event, and propagates as is."""
     err = ValueError("bad value")
-    with pytest.raises(ValueError, match="bad value") as info, Task("outer") as outer:
+    with pytest.raises(ValueError, match="bad value") as info, Task("outer") as outer:  # noqa: PT012 - raised through the tree
         with Task("inner ok"):
             pass
         with Task("inner bad"):
@@ -201,11 +200,10 @@ def test_data_set_during_task_reaches_span(task_spans: InMemorySpanExporter) -> 
 def test_user_span_inside_task(task_spans: InMemorySpanExporter) -> None:
     """A user's own OTel span inside a task appears in the task tree and in the trace."""
     tracer = trace.get_tracer("user-code")
-    with Task("outer") as outer:
-        with tracer.start_as_current_span("my span") as s:
-            s.set_attribute("rows", 10)
-            with Task("inside span") as inner:
-                pass
+    with Task("outer") as outer, tracer.start_as_current_span("my span") as s:
+        s.set_attribute("rows", 10)
+        with Task("inside span") as inner:
+            pass
     spans = _by_name(task_spans.get_finished_spans())
     assert spans["my span"].parent.span_id == spans["outer"].context.span_id
     assert spans["inside span"].parent.span_id == spans["my span"].context.span_id
@@ -223,9 +221,8 @@ def test_user_spans_can_be_left_out() -> None:
     """With include_spans off, non-task spans are not in the tree; tasks inside them still are."""
     reset_settings(Settings(include_spans=False))
     tracer = trace.get_tracer("user-code")
-    with Task("outer") as outer:
-        with tracer.start_as_current_span("hidden"), Task("inner"):
-            pass
+    with Task("outer") as outer, tracer.start_as_current_span("hidden"), Task("inner"):
+        pass
     assert [s.label for s in outer.subtasks] == ["inner"]
 
 
@@ -237,9 +234,8 @@ def test_unsampled_trace_still_builds_tree(task_spans: InMemorySpanExporter) -> 
     token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(remote)))
     try:
         with Task("root") as root:
-            with Task("a"):
-                with Task("a1"):
-                    pass
+            with Task("a"), Task("a1"):
+                pass
             with Task("b"):
                 pass
     finally:
@@ -382,7 +378,7 @@ def test_threads_have_their_own_current_task() -> None:
 
 def test_failed_task_records_its_error() -> None:
     """A failed task keeps the exception's type and message in the model and the file."""
-    with pytest.raises(ValueError), Task("bad") as t:
+    with pytest.raises(ValueError, match="no rows"), Task("bad") as t:
         raise ValueError("no rows")
     assert t.error == "ValueError: no rows"
     assert json.loads(t.model_dump_json())["error"] == "ValueError: no rows"

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from enum import Enum
 from collections.abc import Mapping, Sequence
+from enum import Enum
 from typing import Any, Final
 
 __all__ = [

@@ -147,7 +147,7 @@ class RefreshMonitor:
         for refresh in items:
             try:
                 refresh()
-            except Exception as e:  # noqa: BLE001 - the refresh thread must survive anything
+            except Exception as e:  # noqa: BLE001, PERF203 - the refresh thread must survive anything
                 _warn(f"refresh:{type(e).__name__}", "tasktrace: task refresh failed: %r", e)
 
     def _run(self) -> None:

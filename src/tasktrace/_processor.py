@@ -12,7 +12,8 @@ id and attaches every child to its parent:
   through :meth:`on_start` / :meth:`on_end`; one whose parent is a node of the tree becomes a
   subtask node (``foreign_span=True``), unless the ``include_spans`` setting is off.
 
-Task files are written from this tree (:mod:`tasktrace._files`). The processor is thread-safe (one lock around the tree's structure) and never raises into user code.
+Task files are written from this tree (:mod:`tasktrace._files`). The processor is thread-safe
+(one lock around the tree's structure) and never raises into user code.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _LOW64 = (1 << 64) - 1
 
 
 def span_task_id(trace_id: int, span_id: int) -> uuid.UUID:
-    """The deterministic task id of a non-task span: low 64 bits of the trace id + span id."""
+    """Return the deterministic task id of a non-task span: low 64 bits of trace id + span id."""
     return uuid.UUID(int=((trace_id & _LOW64) << 64) | span_id)
 
 
@@ -70,7 +71,7 @@ class TaskTreeProcessor(SpanProcessor):
                 self._nodes[span_id] = task
             self._tasks[task.task_id] = task
             if parent is not None:
-                parent._attach(task)  # noqa: SLF001 - the processor owns the tree's links
+                parent._attach(task)  # the processor owns the tree's links
 
     def task_finished(self, task: Task, span_id: int) -> None:
         """Forget a finished task's running node (the task stays in its parent's subtasks)."""
@@ -131,8 +132,8 @@ class TaskTreeProcessor(SpanProcessor):
             )
             with self.lock:
                 self._nodes[ctx.span_id] = node
-                parent._attach(node)  # noqa: SLF001 - the processor owns the tree's links
-        except Exception as e:
+                parent._attach(node)  # the processor owns the tree's links
+        except Exception as e:  # noqa: BLE001 - the processor never raises into user code
             self._error("on_start", e)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -147,7 +148,7 @@ class TaskTreeProcessor(SpanProcessor):
             with self.lock:
                 self._nodes.pop(ctx.span_id, None)
             _complete_from_span(node, span)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the processor never raises into user code
             self._error("on_end", e)
 
     def shutdown(self) -> None:

@@ -35,14 +35,14 @@ SECRET_WORDS = (
     "secret",
     "token",
 )
-"""Substrings of an option or variable name (lower case, ``-``/``_`` removed) that mark it secret."""
+"""Substrings of an option or variable name (lower case, ``-``/``_`` removed) marking it secret."""
 
 _ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-]*)=(.*)$", re.DOTALL)
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/:@\s]*:)[^/@\s]+(?P<at>@)")
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether an option or variable name looks like it holds a secret (``--api-key``, ``TOKEN``)."""
+    """Whether an option or variable name seems to hold a secret (``--api-key``, ``TOKEN``)."""
     key = name.lstrip("-").lower().replace("-", "").replace("_", "")
     return any(word in key for word in SECRET_WORDS)
 

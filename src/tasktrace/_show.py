@@ -43,7 +43,7 @@ _DIGITS = re.compile(r"\d+")
 
 
 def label_pattern(label: str) -> str:
-    """A label with every run of digits replaced by ``#`` (``"epoch 12"`` → ``"epoch #"``)."""
+    """Replace every run of digits in a label by ``#`` (``"epoch 12"`` → ``"epoch #"``)."""
     return _DIGITS.sub("#", label)
 
 

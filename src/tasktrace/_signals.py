@@ -71,9 +71,9 @@ def install_sigterm_handler() -> bool:
 
 
 def _running_tasks() -> list[Task]:
-    """Running tasks of this process, innermost (latest started) first."""
+    """List the running tasks of this process, innermost (latest started) first."""
     with tree.lock:
-        tasks = list(tree._tasks.values())  # noqa: SLF001 - the processor's registry
+        tasks = list(tree._tasks.values())  # the processor's registry
     return sorted(tasks, key=lambda t: t.start_time or 0.0, reverse=True)
 
 
@@ -94,7 +94,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         for task in _running_tasks():
             try:
                 task.update()
-            except Exception as e:  # noqa: BLE001 - the program's own handler must still run
+            except Exception as e:  # noqa: BLE001, PERF203 - the program's own handler must still run
                 _log.warning("tasktrace: cannot save task %r on SIGTERM (%r)", task.label, e)
         _flush()
         previous(signum, frame)
@@ -103,7 +103,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     for task in _running_tasks():
         try:
             task.finish(TaskStatus.CANCELLED)
-        except Exception as e:  # noqa: BLE001 - finish the others, then exit
+        except Exception as e:  # noqa: BLE001, PERF203 - finish the others, then exit
             _log.warning("tasktrace: cannot finish task %r on SIGTERM (%r)", task.label, e)
     _flush()
     os.kill(os.getpid(), signal.SIGTERM)

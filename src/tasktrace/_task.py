@@ -8,6 +8,7 @@ reads the meters, writes the measurements as span attributes, sets the span stat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -357,8 +358,10 @@ class Task(BaseModel):
 
     @property
     def friendly_duration(self) -> str | None:
-        """The duration in human units (``"850ms"``, ``"12.35s"``, ``"3m07.20s"``,
-        ``"2h05m03s"``), or ``None`` if unknown."""
+        """The duration in human units, or ``None`` if unknown.
+
+        For example ``"850ms"``, ``"12.35s"``, ``"3m07.20s"`` or ``"2h05m03s"``.
+        """
         from tasktrace._format import friendly_duration  # noqa: PLC0415 - rarely used
 
         return None if self.duration is None else friendly_duration(self.duration)
@@ -396,7 +399,7 @@ class Task(BaseModel):
         for meter, snapshot in rt.snapshots:
             try:
                 values.update(meter.read(snapshot, elapsed, final=final))
-            except Exception as e:  # noqa: BLE001 - a meter must never break the task
+            except Exception as e:  # noqa: BLE001, PERF203 - a meter must never break the task
                 _warn(f"meter:{meter.name}", "tasktrace: meter %r failed: %r", meter.name, e)
         return values
 
@@ -420,7 +423,7 @@ class Task(BaseModel):
             self._save(rt)
 
     def monitor_refresh(self) -> None:
-        """Refresh called by the refresh thread every ``refresh_interval_s`` (see :meth:`update`)."""
+        """Refresh, run by the refresh thread every ``refresh_interval_s`` (see :meth:`update`)."""
         rt = self._runtime()
         with rt.lock:
             self.update()
@@ -569,7 +572,7 @@ class Task(BaseModel):
         return node, None
 
     def _span_context(self) -> trace.SpanContext | None:
-        """This task's span context, rebuilt from its hex ids once its runtime state is gone."""
+        """Return the span context, rebuilt from its hex ids once the runtime state is gone."""
         private = self.__pydantic_private__
         rt = private.get("_rt") if private is not None else None
         if rt is not None and rt.span_context is not None:
@@ -597,7 +600,7 @@ class Task(BaseModel):
         return dict(list(attrs.items())[:_ATTRIBUTE_BUDGET])
 
     def _final_data_attrs(self) -> dict[str, Any]:
-        """Data attributes at finish: the user may have set more (``t.loss = 0.3``)."""
+        """Compute the data attributes at finish: the user may have set more (``t.loss = 0.3``)."""
         try:
             self._data_attrs = attr.data_to_attributes(self.__pydantic_extra__ or {})
         except TypeError as e:
@@ -611,7 +614,7 @@ class Task(BaseModel):
         for meter in active_meters():
             try:
                 snapshots.append((meter, meter.start()))
-            except Exception as e:  # noqa: BLE001 - a meter must never break the task
+            except Exception as e:  # noqa: BLE001, PERF203 - a meter must never break the task
                 _warn(f"meter:{meter.name}", "tasktrace: meter %r failed: %r", meter.name, e)
         return snapshots
 
@@ -625,7 +628,7 @@ class Task(BaseModel):
         """
         self._finish(TaskStatus(status), None)
 
-    def _finish(self, status: TaskStatus, exc: BaseException | None) -> None:
+    def _finish(self, status: TaskStatus, exc: BaseException | None) -> None:  # noqa: PLR0912, PLR0915 - one locked sequence
         rt = self._runtime()
         with rt.lock:
             if rt.remote:  # another process's task (inherited by fork): only leave its context
@@ -693,10 +696,9 @@ class Task(BaseModel):
         # thread) or with a newer context on top: reset only if the token belongs here.
         reset = getattr(getattr(token, "var", None), "reset", None)
         if reset is not None:
-            try:
+            # ValueError/RuntimeError: created in another Context; leave that Context alone
+            with contextlib.suppress(ValueError, RuntimeError):
                 reset(token)
-            except (ValueError, RuntimeError):
-                pass  # created in another Context: leave that Context alone
 
     # ----- context manager and protocols -------------------------------------------------------
 
@@ -764,11 +766,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def dump_json(task: Task) -> bytes | None:
-    """Serialise ``task``'s tree as one line of task-file JSON (UTF-8, ending in a newline).
+    r"""Serialise ``task``'s tree as one line of task-file JSON (UTF-8, ending in a newline).
 
     Pydantic's serialiser is used when it can; a tree it refuses (lone surrogates in a label,
     from a file name that is not UTF-8; nesting beyond its depth limit) is converted node by
-    node and encoded by :mod:`json`, each lone surrogate written as the text ``\\udXXX``.
+    node and encoded by :mod:`json`, each lone surrogate written as the text ``\udXXX``.
     Returns ``None``, with one warning, when even that fails. Never raises.
     """
     try:

@@ -1,5 +1,7 @@
-"""The ``tasktrace`` command line: ``run`` a command as a task, ``show`` a task file,
-``export`` it to OTLP JSON lines or a Chrome trace, ``replay`` it to an OTLP endpoint.
+"""The ``tasktrace`` command line.
+
+``run`` a command as a task, ``show`` a task file, ``export`` it to OTLP JSON lines or a Chrome
+trace, ``replay`` it to an OTLP endpoint.
 
 Each subcommand is one function; :func:`main` takes ``argv`` so tests call it directly.
 Exit status: the command's own status for ``run`` (``128 + N`` when killed by signal ``N``,
@@ -177,7 +179,7 @@ def _forward_signals(pid: int) -> Iterator[list[int]]:
 
 
 def _child_peak_rss(usage: resource.struct_rusage) -> int | None:
-    """The command's peak RSS in bytes, or ``None`` when it cannot be told from ours.
+    """Return the command's peak RSS in bytes, or ``None`` when it cannot be told from ours.
 
     A child's ``ru_maxrss`` includes the memory it had *before* ``exec`` (a copy of this
     process, or this very process after ``vfork``), so a value at most this process's own
@@ -189,8 +191,11 @@ def _child_peak_rss(usage: resource.struct_rusage) -> int | None:
 
 
 def _validate(data: bytes) -> Task:
-    """Validate a task file; trees nested beyond the JSON parser's depth limit (about 100
-    levels) are parsed by :mod:`json` and validated from Python objects instead."""
+    """Validate a task file.
+
+    Trees nested beyond the JSON parser's depth limit (about 100 levels) are parsed by
+    :mod:`json` and validated from Python objects instead.
+    """
     try:
         return Task.model_validate_json(data)
     except ValidationError as e:
@@ -376,7 +381,8 @@ def _depth_limited(task: Task, depth: int | None) -> Task:
 def _totals_table(rows: list[dict[str, object]]) -> Table:
     table = Table("label", "tasks", "total time", "total CPU", "max RSS", "failed")
     for row in rows:
-        dur, cpu, rss = row["total_duration_s"], row["total_cpu_time_s"], row["max_peak_memory_bytes"]
+        dur, cpu = row["total_duration_s"], row["total_cpu_time_s"]
+        rss = row["max_peak_memory_bytes"]
         table.add_row(
             escape(_printable(str(row["pattern"]))),
             str(row["tasks"]),

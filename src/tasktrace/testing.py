@@ -46,7 +46,7 @@ def install_test_provider() -> InMemorySpanExporter:
         if _exporter is not None:
             return _exporter
         if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-            raise RuntimeError(
+            raise RuntimeError(  # noqa: TRY004 - a state error (documented), not a bad argument
                 "a tracer provider is already installed; call install_test_provider() before "
                 "the first task starts"
             )

@@ -64,12 +64,12 @@ def seconds_to_ns(seconds: float) -> int:
 
 
 def derived_trace_id(root_task_id: uuid.UUID) -> int:
-    """The trace id (128-bit int) of a task tree without one: its root task's UUID."""
+    """Return the trace id (128-bit int) of a task tree without one: its root task's UUID."""
     return root_task_id.int or 1
 
 
 def derived_span_id(task_id: uuid.UUID) -> int:
-    """The span id (64-bit int) of a task without one: BLAKE2b-64 of its UUID's bytes."""
+    """Return the span id (64-bit int) of a task without one: BLAKE2b-64 of its UUID's bytes."""
     value = int.from_bytes(hashlib.blake2b(task_id.bytes, digest_size=8).digest(), "big")
     return value or 1
 
@@ -137,7 +137,7 @@ def _plain(value: Any) -> Any:
 
 def _node_data(span: ReadableSpan, parent: dict[str, Any] | None) -> dict[str, Any]:
     ctx = span.get_span_context()
-    assert ctx is not None  # noqa: S101 - every span read from a file has a context
+    assert ctx is not None  # every span read from a file has a context
     attributes: Mapping[str, Any] = span.attributes or {}
     fields = attr.attributes_to_fields(attributes)
     data: dict[str, Any] = dict.fromkeys(_NULLABLE_FIELDS)
@@ -238,11 +238,11 @@ def spans_to_task(spans: Iterable[ReadableSpan], root_label: str = "trace") -> T
 
 def _key(span: ReadableSpan) -> tuple[int, int]:
     ctx = span.context
-    assert ctx is not None  # noqa: S101 - filtered in spans_to_task
+    assert ctx is not None  # filtered in spans_to_task
     return (ctx.trace_id, ctx.span_id)
 
 
 def _parent_key(span: ReadableSpan) -> tuple[int, int] | None:
     ctx = span.context
-    assert ctx is not None  # noqa: S101 - filtered in spans_to_task
+    assert ctx is not None  # filtered in spans_to_task
     return None if span.parent is None else (ctx.trace_id, span.parent.span_id)

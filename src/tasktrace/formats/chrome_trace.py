@@ -80,7 +80,7 @@ def _args(task: Task) -> dict[str, Any]:
     return args
 
 
-def task_to_chrome_trace(task: Task) -> dict[str, Any]:
+def task_to_chrome_trace(task: Task) -> dict[str, Any]:  # noqa: PLR0915 - one pass over the tree
     """Convert a task tree to a Chrome trace-event document (see the module docstring).
 
     Args:
@@ -126,7 +126,7 @@ def task_to_chrome_trace(task: Task) -> dict[str, Any]:
     stack: list[tuple[Task, int, int, dict[str, float]]] = [(task, root_pid, root_tid, {})]
     while stack:
         node, pid, tid, outer = stack.pop()
-        assert node.start_time is not None  # noqa: S101 - filtered below
+        assert node.start_time is not None  # filtered below
         start = us(node.start_time)
         dur_s = _duration_s(node)
         if dur_s is not None:
@@ -168,7 +168,7 @@ def task_to_chrome_trace(task: Task) -> dict[str, Any]:
         )
         placed: list[tuple[Task, int, int, dict[str, float]]] = []
         for child in children:
-            assert child.start_time is not None  # noqa: S101 - filtered above
+            assert child.start_time is not None  # filtered above
             child_dur = _duration_s(child) or 0.0
             if child.subprocess:
                 child_pid, child_tid = next(pids), next(tids)

@@ -85,7 +85,7 @@ def _line(spans: Sequence[ReadableSpan]) -> bytes:
 def encode_lines(
     spans: Sequence[ReadableSpan], max_line_bytes: int = MAX_LINE_BYTES
 ) -> Iterator[bytes]:
-    """Encode spans as OTLP JSON lines (each ends with ``\\n``), splitting oversized batches.
+    r"""Encode spans as OTLP JSON lines (each ends with ``\n``), splitting oversized batches.
 
     Args:
         spans: The spans, in the order they should appear.
@@ -118,7 +118,7 @@ def encode_lines(
 
 
 def default_folder() -> Path:
-    """The folder for new OTLP JSON files: the ``otlp_json_dir`` setting, else ``.``."""
+    """Return the folder for new OTLP JSON files: the ``otlp_json_dir`` setting, else ``.``."""
     from tasktrace._settings import get_settings  # noqa: PLC0415 - settings load lazily
 
     folder = getattr(get_settings(), "otlp_json_dir", None) or os.environ.get(OTLP_JSON_DIR_ENV)
@@ -195,7 +195,7 @@ class OtlpJsonFileSpanExporter(SpanExporter):
 
 
 def _value(v: Any) -> Any:
-    """A parsed ``AnyValue`` (``opentelemetry.proto_json``) as a Python attribute value."""
+    """Convert a parsed ``AnyValue`` (``opentelemetry.proto_json``) to a Python attribute value."""
     if v is None:
         return None
     for name in ("string_value", "bool_value", "int_value", "double_value", "bytes_value"):

@@ -52,7 +52,7 @@ def is_otlp_json(data: bytes) -> bool:
 
 
 def task_resource(task: Task) -> Resource:
-    """The resource of spans made from a task file.
+    """Build the resource of spans made from a task file.
 
     ``service.name`` is ``OTEL_SERVICE_NAME`` or ``"tasktrace"``; ``host.name`` and
     ``tasktrace.machine`` are the root task's; ``OTEL_RESOURCE_ATTRIBUTES`` and the SDK's
@@ -100,7 +100,7 @@ def load_spans(path: Path, data: bytes | None = None) -> list[ReadableSpan]:
 
 
 def otlp_exporter(endpoint: str | None = None) -> SpanExporter:
-    """The OTel OTLP span exporter for the configured protocol.
+    """Create the OTel OTLP span exporter for the configured protocol.
 
     Args:
         endpoint: Base URL of the collector (``http://host:4318``; ``/v1/traces`` is added for

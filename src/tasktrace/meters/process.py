@@ -115,8 +115,7 @@ class HighWaterMarks:
                 mark = self._read()
                 if mark is not None:
                     for other in self._open:
-                        if mark > other.folded:
-                            other.folded = mark
+                        other.folded = max(other.folded, mark)
             if reset:
                 self._reset()
             self._open.add(scope)
