@@ -109,11 +109,16 @@ class TaskTreeProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Add a non-task span whose parent is a tree node as a subtask node (RUNNING)."""
         try:
-            attrs = span.attributes
-            if (attrs and (TASK_ID in attrs or PENDING_SPAN_ID in attrs)) or span.parent is None:
+            span_parent = span.parent
+            if span_parent is None:  # cheapest test first: a root span is never a subtask
                 return
-            parent = self._nodes.get(span.parent.span_id)
-            if parent is None or not get_settings().include_spans:
+            parent = self._nodes.get(span_parent.span_id)
+            if parent is None:
+                return
+            attrs = span.attributes
+            if attrs and (TASK_ID in attrs or PENDING_SPAN_ID in attrs):
+                return  # tasks arrive through task_started; snapshots never join the tree
+            if not get_settings().include_spans:
                 return
             from tasktrace._task import Task, TaskStatus  # noqa: PLC0415 - import cycle
 

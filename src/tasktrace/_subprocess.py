@@ -204,6 +204,24 @@ def _remote_task(
 # ----- the child side --------------------------------------------------------------------------
 
 
+_ENV_NAMES = ("TRACEPARENT", "TRACESTATE", PARENT_TASK_ENV, SPOOL_ENV)
+_env_values: tuple[str | None, ...] | None = None
+
+
+def _environment() -> tuple[str | None, ...]:
+    """``TRACEPARENT``, ``TRACESTATE``, the parent task id and the spool from the environment.
+
+    Read once per process (the environment a process was started with is what carries its
+    parent): every top-level task start needs them, and ``os.environ`` lookups cost about a
+    microsecond each.
+    """
+    global _env_values  # noqa: PLW0603 - a per-process cache
+    values = _env_values
+    if values is None:
+        values = _env_values = tuple(os.environ.get(name) for name in _ENV_NAMES)
+    return values
+
+
 def join_parent_process(
     task: Task, rt: _Runtime, parent: Task | None, parent_ctx: otel_context.Context | None
 ) -> otel_context.Context | None:
@@ -226,16 +244,14 @@ def join_parent_process(
         return parent_ctx
     if trace.get_current_span().get_span_context().is_valid:
         return None
-    traceparent = os.environ.get("TRACEPARENT")
+    traceparent, state, parent_id, spool = _environment()
     ctx = None
     if traceparent:
         carrier = {"traceparent": traceparent}
-        state = os.environ.get("TRACESTATE")
         if state:
             carrier["tracestate"] = state
         ctx = _propagator.extract(carrier)
-    parent_id = os.environ.get(PARENT_TASK_ENV)
-    if parent_id and os.environ.get(SPOOL_ENV):
+    if parent_id and spool:
         try:
             task.parent_id = uuid.UUID(parent_id)
         except ValueError:

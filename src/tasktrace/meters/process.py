@@ -89,7 +89,8 @@ class Scope:
 class HighWaterMarks:
     """A resettable process-wide high-water mark shared by nested and concurrent scopes.
 
-    Thread-safe: every method takes one internal lock.
+    Thread-safe: resets are serialised by one internal lock; opening and closing a scope are
+    single set operations (atomic under the GIL), so the common path takes no lock.
 
     Args:
         read: Returns the current mark (``None`` when it cannot be read).
@@ -110,15 +111,15 @@ class HighWaterMarks:
     def open(self, *, reset: bool) -> Scope:
         """Open a scope, first resetting the mark if ``reset`` (folding it into open scopes)."""
         scope = Scope()
-        with self._lock:
-            if reset and self._open:
-                mark = self._read()
-                if mark is not None:
-                    for other in self._open:
-                        other.folded = max(other.folded, mark)
-            if reset:
+        if reset:
+            with self._lock:  # one reset at a time, and the fold sees every open scope
+                if self._open:
+                    mark = self._read()
+                    if mark is not None:
+                        for other in list(self._open):  # copied under the GIL: add/discard
+                            other.folded = max(other.folded, mark)  # need no lock
                 self._reset()
-            self._open.add(scope)
+        self._open.add(scope)
         return scope
 
     def peak(self, scope: Scope, mark: int | None = None, *, close: bool = False) -> int | None:
@@ -135,8 +136,7 @@ class HighWaterMarks:
         if mark is None:
             mark = self._read()
         if close:
-            with self._lock:
-                self._open.discard(scope)
+            self._open.discard(scope)  # atomic; a concurrent fold works on a copy
         if mark is None:
             return None
         return max(mark, scope.folded)
@@ -151,15 +151,18 @@ class _ClearRefs:
 
     def __init__(self) -> None:
         self._fd = -1
-        self._pid = -1
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._fd = -1  # the child's /proc/self is another file: open it on first use
 
     def __call__(self) -> bool:
         if not _LINUX:
             return False
         try:
-            if self._pid != os.getpid():
+            if self._fd < 0:
                 self._fd = os.open(_CLEAR_REFS, os.O_WRONLY | os.O_CLOEXEC)
-                self._pid = os.getpid()
             os.write(self._fd, b"5")
         except OSError as e:
             _warn(
