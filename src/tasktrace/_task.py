@@ -55,6 +55,8 @@ _warn = WarnOnce(_log)
 _TASK_KEY = otel_context.create_key("tasktrace.task")
 _HOSTNAME = socket.gethostname()
 _ATTRIBUTE_BUDGET = 96  # extra-data attributes kept on a span; the SDK keeps 128 in all
+REFRESH_COST_FACTOR = 20
+"""A task file is refreshed at most once per this many times the last refresh's duration."""
 _monitor = RefreshMonitor(lambda: get_settings().refresh_interval_s)
 
 
@@ -106,6 +108,7 @@ class _Runtime:
         "gpu_scope",
         "lock",
         "monitor",
+        "next_refresh",
         "parent",
         "perf0",
         "remote",
@@ -135,6 +138,7 @@ class _Runtime:
         self.remote = False  # a stand-in for a task of another process (pickled or forked)
         self.spool_file: Path | None = None  # this subprocess root's record in the spool
         self.lock = threading.RLock()
+        self.next_refresh = 0.0  # time.monotonic() before which the refresh thread skips us
 
 
 class Task(BaseModel):
@@ -313,9 +317,12 @@ class Task(BaseModel):
         # Read the private dict directly: pydantic's __getattr__ for private attributes costs
         # about a microsecond, and this runs several times per task.
         private = self.__pydantic_private__
-        rt = private.get("_rt") if private is not None else None
+        if private is None or private is _RELEASED:  # no state yet, or let go at finish
+            private = {"_rt": None, "_data_attrs": None}
+            object.__setattr__(self, "__pydantic_private__", private)
+        rt = private.get("_rt")
         if rt is None:  # built by model_validate / model_construct: no __init__ ran
-            rt = self._rt = _Runtime()
+            rt = private["_rt"] = _Runtime()
         return rt
 
     # ----- the active task ---------------------------------------------------------------------
@@ -423,10 +430,21 @@ class Task(BaseModel):
             self._save(rt)
 
     def monitor_refresh(self) -> None:
-        """Refresh, run by the refresh thread every ``refresh_interval_s`` (see :meth:`update`)."""
+        """Refresh, run by the refresh thread every ``refresh_interval_s`` (see :meth:`update`).
+
+        A refresh re-writes the whole tree, so its cost grows with the tree: after one that
+        took ``c`` seconds, the next waits at least ``REFRESH_COST_FACTOR × c`` seconds, which
+        keeps refreshes under 1/20 of the run's wall time however large the tree grows (and
+        the run linear in the number of tasks).
+        """
         rt = self._runtime()
         with rt.lock:
-            self.update()
+            started = time.monotonic()
+            if started >= rt.next_refresh:
+                self.update()
+                rt.next_refresh = started + REFRESH_COST_FACTOR * (time.monotonic() - started)
+            else:
+                self.update_resources()  # cheap: the figures so far, without re-writing
             if self.status is TaskStatus.RUNNING and _watch.active():
                 _watch.refreshed(self, get_tracer(), rt.span_context, root=rt.parent is None)
 
@@ -682,7 +700,7 @@ class Task(BaseModel):
                 if rt.file is None and rt.spool_file is None and not rt.remote:
                     # Nothing left to do for a finished task: drop its runtime state, so that
                     # a tree of 100,000 finished tasks holds only the model data.
-                    self.__pydantic_private__["_rt"] = None  # type: ignore[index]
+                    object.__setattr__(self, "__pydantic_private__", _RELEASED)
 
     @staticmethod
     def _detach(rt: _Runtime) -> None:
@@ -739,6 +757,10 @@ class Task(BaseModel):
         """``<Task ID: label>``, as LensKit prints it."""
         return f"<Task {self.task_id}: {self.label}>"
 
+
+_RELEASED: dict[str, Any] = {"_rt": None, "_data_attrs": None}
+"""The private state of every finished task that let its own go: shared, and only read
+(``_runtime`` gives a task a fresh dict before anything is written)."""
 
 _DEFAULTS: dict[str, Any] = {  # every field in declaration order; factories filled per task
     name: None if field.default_factory is not None or field.is_required() else field.default
