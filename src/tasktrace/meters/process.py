@@ -146,34 +146,60 @@ class _ClearRefs:
     """Writes ``5`` to ``/proc/self/clear_refs`` through one descriptor kept open per process.
 
     ``/proc/self`` is resolved when the file is opened, so the descriptor is reopened after a
-    fork (the child would otherwise reset its parent's mark).
+    fork (the child would otherwise reset its parent's mark). The write goes through libc's
+    ``write`` called with the GIL held (a ``ctypes.PyDLL`` function), where that is available:
+    :func:`os.write` releases the GIL, and an exporting batch-processor thread would take it
+    for the rest of its batch on every top-level task. The call itself takes well under a
+    microsecond.
     """
 
     def __init__(self) -> None:
         self._fd = -1
+        self._write: Callable[[int, bytes, int], int] | None = None
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
         self._fd = -1  # the child's /proc/self is another file: open it on first use
 
+    def _open(self) -> None:
+        self._fd = os.open(_CLEAR_REFS, os.O_WRONLY | os.O_CLOEXEC)
+        if self._write is None:
+            try:
+                import ctypes  # noqa: PLC0415 - only where resets happen
+
+                libc_write = ctypes.PyDLL(None).write
+                libc_write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+                libc_write.restype = ctypes.c_ssize_t
+                self._write = libc_write
+            except (ImportError, OSError, AttributeError):
+                self._write = os.write  # type: ignore[assignment]
+
+    def _write_5(self) -> bool:
+        if self._fd < 0:
+            self._open()
+        write = self._write
+        if write is None or write is os.write:
+            return os.write(self._fd, b"5") == 1
+        return write(self._fd, b"5", 1) == 1
+
     def __call__(self) -> bool:
         if not _LINUX:
             return False
         try:
-            if self._fd < 0:
-                self._fd = os.open(_CLEAR_REFS, os.O_WRONLY | os.O_CLOEXEC)
-            os.write(self._fd, b"5")
+            if self._write_5():
+                return True
+            error: OSError = OSError(f"short write to {_CLEAR_REFS}")
         except OSError as e:
-            _warn(
-                "clear_refs",
-                "tasktrace: cannot reset the RSS high-water mark (%s: %s); peak_memory is the "
-                "process peak since the last successful reset",
-                _CLEAR_REFS,
-                e,
-            )
-            return False
-        return True
+            error = e
+        _warn(
+            "clear_refs",
+            "tasktrace: cannot reset the RSS high-water mark (%s: %s); peak_memory is the "
+            "process peak since the last successful reset",
+            _CLEAR_REFS,
+            error,
+        )
+        return False
 
 
 _clear_refs = _ClearRefs()
