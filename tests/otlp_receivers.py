@@ -450,8 +450,10 @@ class _OtlpHttpServer(http.server.ThreadingHTTPServer):
     # Handler threads are joined by server_close() (block_on_close stays True).
     daemon_threads = True
 
-    def __init__(self, recorder: _Recorder, refuse_status: int) -> None:
-        super().__init__((LOOPBACK, 0), _OtlpHttpHandler)
+    allow_reuse_address = True  # a restarted receiver can take its predecessor's port
+
+    def __init__(self, recorder: _Recorder, refuse_status: int, port: int = 0) -> None:
+        super().__init__((LOOPBACK, port), _OtlpHttpHandler)
         self.recorder = recorder
         self.refuse_status = refuse_status
 
@@ -466,6 +468,8 @@ class OtlpHttpReceiver(_Recorder):
         require_headers: headers (e.g. ``{"authorization": "Bearer t"}``) an
             accepted request must carry; otherwise the answer is 401 and nothing
             is stored.
+        port: The port to bind (0: an ephemeral one); a stopped receiver's port can be
+            bound again, to stand for a collector restarting.
 
     The server starts in the constructor and serves until :meth:`stop`.
 
@@ -477,10 +481,11 @@ class OtlpHttpReceiver(_Recorder):
         *,
         refuse_status: int = 503,
         require_headers: Mapping[str, str] | None = None,
+        port: int = 0,
     ) -> None:
-        """Bind 127.0.0.1 on an ephemeral port and start serving in a thread."""
+        """Bind 127.0.0.1 (on ``port``, or an ephemeral one) and start serving in a thread."""
         super().__init__(mode, require_headers)
-        self._server = _OtlpHttpServer(self, refuse_status)
+        self._server = _OtlpHttpServer(self, refuse_status, port)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
