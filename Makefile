@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test docs benchmarks clean
+.PHONY: demo test test-phoenix docs benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,14 @@ test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
+## A separate job: the end-to-end test against Arize Phoenix (a ~850 MB side environment).
+test-phoenix: $(VENV)/.dev-installed
+	test -x .venv-phoenix/bin/phoenix || ($(PYTHON) -m venv .venv-phoenix && \
+		.venv-phoenix/bin/python -m pip install --quiet arize-phoenix)
+	$(BIN)/python -m pytest -m phoenix
+
 benchmarks: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) docs/_build runs
+	rm -rf $(VENV) .venv-phoenix docs/_build runs
