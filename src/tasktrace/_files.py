@@ -102,19 +102,21 @@ def save_atomic(path: Path, data: bytes) -> bool:
 
 
 class RefreshMonitor:
-    """A daemon thread that calls ``refresh()`` on registered objects every interval.
+    """A daemon thread that calls each registered ``refresh()`` every interval.
 
-    Started lazily by the first :meth:`add`. Thread-safe. Errors in a refresh are logged once
-    per object type and never stop the thread.
+    Each object is first refreshed one interval after it was added (its file was just written),
+    then every interval. Started lazily by the first :meth:`add`. Thread-safe. Errors in a
+    refresh are logged once per error type and never stop the thread.
 
     Args:
-        interval_s: Seconds between refresh rounds (read when the thread starts a round).
+        interval_s: Returns the current interval in seconds (read at every scheduling step, so
+            a changed setting takes effect at the next :meth:`add` or refresh).
     """
 
     def __init__(self, interval_s: Callable[[], float]) -> None:
         """Create a stopped monitor; ``interval_s`` returns the current interval in seconds."""
         self._interval_s = interval_s
-        self._items: dict[int, Callable[[], None]] = {}
+        self._items: dict[int, tuple[Callable[[], None], float]] = {}  # key → (refresh, due)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
@@ -127,8 +129,8 @@ class RefreshMonitor:
                 self._items.clear()
                 self._thread = None
                 self._pid = os.getpid()
-            self._items[key] = refresh
-            self._wake.set()
+            self._items[key] = (refresh, time.monotonic() + self._interval_s())
+            self._wake.set()  # the thread recomputes its wait
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="tasktrace-refresh", daemon=True
@@ -141,9 +143,13 @@ class RefreshMonitor:
             self._items.pop(key, None)
 
     def refresh_all(self) -> None:
-        """Run one refresh round now, in the calling thread."""
+        """Run one refresh round of every registered object now, in the calling thread."""
         with self._lock:
-            items = list(self._items.values())
+            items = [refresh for refresh, _ in self._items.values()]
+        self._call(items)
+
+    @staticmethod
+    def _call(items: list[Callable[[], None]]) -> None:
         for refresh in items:
             try:
                 refresh()
@@ -151,11 +157,18 @@ class RefreshMonitor:
                 _warn(f"refresh:{type(e).__name__}", "tasktrace: task refresh failed: %r", e)
 
     def _run(self) -> None:
-        last = time.monotonic()
         while True:
-            # add() wakes the thread so that a changed interval takes effect at once.
-            self._wake.wait(self._interval_s())
+            now = time.monotonic()
+            interval = self._interval_s()
+            due: list[Callable[[], None]] = []
+            with self._lock:
+                next_due = now + interval
+                for key, (refresh, when) in list(self._items.items()):
+                    if when <= now:
+                        due.append(refresh)
+                        self._items[key] = (refresh, now + interval)
+                    else:
+                        next_due = min(next_due, when)
+            self._call(due)
+            self._wake.wait(max(0.0, next_due - time.monotonic()))
             self._wake.clear()
-            if time.monotonic() - last >= self._interval_s():
-                self.refresh_all()
-                last = time.monotonic()
