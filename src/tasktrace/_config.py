@@ -142,6 +142,60 @@ def configure(
         _setup.reconfigure()
 
 
+_checked_environment = False
+
+
+def _kv_list_ok(raw: str) -> bool:
+    """Whether ``raw`` is W3C-baggage-like ``key=value`` pairs separated by commas."""
+    return all("=" in item and item.split("=", 1)[0].strip() for item in raw.split(",") if item)
+
+
+def check_environment() -> None:
+    """Warn once per process about invalid standard ``OTEL_*`` values, naming each variable.
+
+    The OpenTelemetry SDK and exporters read these themselves; a bad value makes them fall back
+    (or fail) with messages that do not say which variable was wrong. Values are never echoed
+    for the header and resource variables, which may hold secrets.
+    """
+    global _checked_environment  # noqa: PLW0603 - once per process
+    if _checked_environment:
+        return
+    _checked_environment = True
+    env = os.environ
+    raw = env.get(OTEL_SDK_DISABLED)
+    if raw is not None and raw.strip().lower() not in {"true", "false", ""}:
+        _log.warning(
+            "tasktrace: invalid %s=%r (expected true or false); using false", OTEL_SDK_DISABLED, raw
+        )
+    for name in ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"):
+        raw = env.get(name)
+        if raw is None:
+            continue
+        try:
+            ok = float(raw) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            _log.warning(
+                "tasktrace: invalid %s=%r (expected a non-negative number of seconds); the "
+                "exporter's default (10 s) applies",
+                name,
+                raw,
+            )
+    for name in (
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_RESOURCE_ATTRIBUTES",
+    ):
+        raw = env.get(name)
+        if raw is not None and raw.strip() and not _kv_list_ok(raw):
+            _log.warning(
+                "tasktrace: invalid %s (expected key=value pairs separated by commas); "
+                "entries without a key are ignored",
+                name,
+            )
+
+
 def sdk_disabled() -> bool:
     """Whether ``OTEL_SDK_DISABLED`` is ``true`` (case-insensitive), as the SDK reads it."""
     return os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true"
@@ -254,6 +308,7 @@ def build_exporters(config: ExportConfig) -> list[GuardedSpanExporter]:
         An exporter that cannot be created is left out with a warning.
 
     """
+    check_environment()
     if sdk_disabled():
         return []
     exporters: list[GuardedSpanExporter] = []

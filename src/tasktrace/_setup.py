@@ -48,7 +48,13 @@ from opentelemetry.sdk.resources import (
 from opentelemetry.sdk.trace import TracerProvider
 
 from tasktrace._attributes import MACHINE
-from tasktrace._config import OTEL_SERVICE_NAME, ExportConfig, build_exporters, current_config
+from tasktrace._config import (
+    OTEL_SERVICE_NAME,
+    ExportConfig,
+    build_exporters,
+    check_environment,
+    current_config,
+)
 from tasktrace._export import ExportPipeline
 from tasktrace._processor import tree
 from tasktrace._settings import get_settings
@@ -138,6 +144,7 @@ def _new_pipeline(config: ExportConfig) -> ExportPipeline | None:
 
 
 def _create_provider() -> TracerProvider:
+    check_environment()  # name any bad OTEL_* variable before the SDK's own messages
     config = current_config()
     # shutdown_on_exit=False: the SDK's own exit hook waits up to 30 s; ours is bounded.
     provider = TracerProvider(resource=build_resource(config), shutdown_on_exit=False)
