@@ -132,3 +132,32 @@ def test_replay_command_sends_every_task(otlp_http_receiver: OtlpHttpReceiver) -
     assert main(["replay", str(FIXTURES / "nested.json"), "-e", otlp_http_receiver.endpoint]) == 0
     spans = otlp_http_receiver.wait_for(11, timeout_s=10)
     assert {s.name for s in spans} >= {"experiment", "load data"}
+
+
+def test_replay_without_endpoint_or_with_a_bad_one_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No endpoint, a port out of range or a non-URL: exit 2, one line naming the problem."""
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    path = FIXTURES / "nested.json"
+    for argv, expected in (
+        ([], "no OTLP endpoint"),
+        (["-e", "http://127.0.0.1:99999"], "Port out of range"),
+        (["-e", "notaurl"], "expected http(s)://host:port"),
+    ):
+        assert main(["replay", str(path), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err
+        assert len(err.splitlines()) == 1
+
+
+def test_replay_to_a_closed_port_says_why_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """A refused connection: exit 3, one line with the reason and how many spans were sent."""
+    from .otlp_receivers import closed_loopback_endpoint
+
+    assert main(["replay", str(FIXTURES / "failed.json"), "-e", closed_loopback_endpoint()]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "Connection refused" in err
+    assert "0 of 2 spans were sent" in err

@@ -435,7 +435,8 @@ def export(file: Path, fmt: str, output: Path) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--endpoint", "-e",
-    help="OTLP endpoint base URL, e.g. http://127.0.0.1:4318 (default: OTEL_EXPORTER_OTLP_*).",
+    help="OTLP endpoint base URL, e.g. http://127.0.0.1:4318 (default: "
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; one is required).",
 )
 def replay(path: Path, endpoint: str | None) -> None:
     """Send PATH (a task file or OTLP JSON lines) to an OTLP endpoint as the original spans.
@@ -450,6 +451,8 @@ def replay(path: Path, endpoint: str | None) -> None:
     spans = _read_input(path, load_spans)
     try:
         count = send(spans, endpoint)
+    except ValueError as e:  # no endpoint, or not a URL: a usage error (exit 2)
+        raise click.ClickException(f"{path}: {e}") from None
     except (ReplayError, ImportError) as e:
         error = click.ClickException(f"{path}: {e}")
         error.exit_code = 3

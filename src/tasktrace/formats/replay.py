@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from opentelemetry.sdk.resources import HOST_NAME, SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tasktrace._attributes import MACHINE
+from tasktrace._export import GuardedSpanExporter, redact_endpoint
 from tasktrace._task import Task
 from tasktrace.formats._convert import spans_to_task, task_to_spans
 from tasktrace.formats.otlp_json import read_spans
@@ -131,6 +134,47 @@ def otlp_exporter(endpoint: str | None = None) -> SpanExporter:
     return HttpExporter(endpoint=endpoint)
 
 
+class _ReplayExporter(GuardedSpanExporter):
+    """The guarded exporter, silent: a failed replay is the command's error, not a warning."""
+
+    def report(self, what: str) -> None:
+        """Say nothing: :func:`replay` raises with the reason instead."""
+        del what
+
+
+def _endpoint(endpoint: str | None) -> str:
+    """Return the endpoint to send to, checked; ``ValueError`` names what is wrong."""
+    if endpoint is None:
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        if not endpoint:
+            raise ValueError(
+                "no OTLP endpoint: pass --endpoint URL (e.g. http://127.0.0.1:4318) or set "
+                "OTEL_EXPORTER_OTLP_ENDPOINT"
+            )
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port  # raises ValueError for a port out of range
+    except ValueError as e:
+        raise ValueError(f"invalid OTLP endpoint {redact_endpoint(endpoint)!r}: {e}") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(
+            f"invalid OTLP endpoint {redact_endpoint(endpoint)!r}: expected "
+            "http(s)://host:port"
+        )
+    del port
+    return endpoint
+
+
+def _short(reason: str | None) -> str:
+    """Return the gist of an exporter's failure (``[Errno 111] Connection refused``)."""
+    if not reason:
+        return "the exporter reported failure"
+    errno = re.search(r"\[Errno -?\d+\] [^\"')(]+", reason)
+    return errno.group(0).strip() if errno else reason[:160]
+
+
 def replay(
     spans: Sequence[ReadableSpan],
     endpoint: str | None = None,
@@ -140,20 +184,31 @@ def replay(
 
     Args:
         spans: Spans from :func:`load_spans`.
-        endpoint: See :func:`otlp_exporter`; ignored when ``exporter`` is given.
+        endpoint: See :func:`otlp_exporter`; ``None``: ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT``.
+            Ignored when ``exporter`` is given.
         exporter: Export with this exporter instead (it is not shut down).
 
     Raises:
-        ReplayError: An export failed (after the exporter's own retries).
+        ValueError: No endpoint is configured, or it is not an ``http(s)://host:port`` URL.
+        ReplayError: An export failed (after the exporter's own retries); the message gives
+            the exporter's reason and how many spans were sent before.
     """
     own = exporter is None
-    exp = otlp_exporter(endpoint) if exporter is None else exporter
+    if exporter is None:
+        where = _endpoint(endpoint)
+        exp: SpanExporter = _ReplayExporter(otlp_exporter(where if endpoint else None), where)
+    else:
+        where = type(exporter).__name__
+        exp = exporter
     try:
         for i in range(0, len(spans), REPLAY_BATCH_SPANS):
             result = exp.export(spans[i : i + REPLAY_BATCH_SPANS])
             if result is not SpanExportResult.SUCCESS:
-                where = endpoint or "the OTEL_EXPORTER_OTLP_* endpoint"
-                raise ReplayError(f"export of spans {i}… to {where} failed")
+                reason = _short(getattr(exp, "last_error", None))
+                raise ReplayError(
+                    f"export to {redact_endpoint(where)} failed ({reason}); "
+                    f"{i} of {len(spans)} spans were sent"
+                )
     finally:
         if own:
             exp.shutdown()
