@@ -66,3 +66,22 @@ def test_pending_snapshots_in_the_real_spans_batch_are_dropped(
     snapshots = [s for s in spans if "tasktrace.pending.span_id" in s.attributes]
     assert real == ["child", "root"]
     assert bool(snapshots) is snapshots_expected
+
+
+def test_seeded_programs_get_new_trace_ids_every_run(tmp_path: Path) -> None:
+    """random.seed(42) in the program: two runs still get different trace and span ids."""
+    code = (
+        "import random\nrandom.seed(42)\nfrom tasktrace import Task\n"
+        "with Task('x') as t:\n    pass\nprint(t.trace_id, t.span_id, t.task_id)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
+            text=True, timeout=60, check=True,
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert all(len(ids) == 3 for ids in runs)
+    for first, second in zip(*runs, strict=True):
+        assert first != second

@@ -47,6 +47,11 @@ _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
+def random_bits(n: int) -> int:
+    """Return ``n`` random bits from tasktrace's private generator (see :func:`_new_task_id`)."""
+    return _getrandbits(n)
+
+
 def _new_task_id() -> uuid.UUID:
     """Return a random (version 4) UUID from the ``random`` module, not ``os.urandom``.
 

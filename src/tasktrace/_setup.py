@@ -46,6 +46,7 @@ from opentelemetry.sdk.resources import (
     Resource,
 )
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from tasktrace._attributes import MACHINE
 from tasktrace._config import (
@@ -56,6 +57,7 @@ from tasktrace._config import (
     current_config,
 )
 from tasktrace._export import ExportPipeline
+from tasktrace._model import random_bits
 from tasktrace._processor import tree
 from tasktrace._settings import get_settings
 
@@ -143,11 +145,41 @@ def _new_pipeline(config: ExportConfig) -> ExportPipeline | None:
     return pipeline
 
 
+class PrivateIdGenerator(RandomIdGenerator):
+    """Trace and span ids from tasktrace's private random generator.
+
+    The SDK's :class:`~opentelemetry.sdk.trace.id_generator.RandomIdGenerator` draws from the
+    ``random`` module's global generator, so a program that calls ``random.seed(42)`` (most
+    experiments do) repeats its trace and span ids on every run, and a trace backend merges the
+    runs. This one draws from a generator seeded from ``os.urandom`` (and reseeded in forked
+    children) that ``random.seed`` does not touch; ids are still fully random
+    (``is_trace_id_random``).
+    """
+
+    def generate_span_id(self) -> int:
+        """Return a random, valid 64-bit span id."""
+        span_id = random_bits(64)
+        while span_id == trace.INVALID_SPAN_ID:
+            span_id = random_bits(64)
+        return span_id
+
+    def generate_trace_id(self) -> int:
+        """Return a random, valid 128-bit trace id."""
+        trace_id = random_bits(128)
+        while trace_id == trace.INVALID_TRACE_ID:
+            trace_id = random_bits(128)
+        return trace_id
+
+
 def _create_provider() -> TracerProvider:
     check_environment()  # name any bad OTEL_* variable before the SDK's own messages
     config = current_config()
     # shutdown_on_exit=False: the SDK's own exit hook waits up to 30 s; ours is bounded.
-    provider = TracerProvider(resource=build_resource(config), shutdown_on_exit=False)
+    provider = TracerProvider(
+        resource=build_resource(config),
+        shutdown_on_exit=False,
+        id_generator=PrivateIdGenerator(),
+    )
     pipeline = _new_pipeline(config)
     if pipeline is not None:
         for processor in pipeline.processors:
