@@ -141,3 +141,15 @@ def test_force_flush_of_the_provider_honours_its_timeout_when_black_holed(tmp_pa
     assert ok == "False"
     assert float(elapsed_s) < 1.0
     assert len(run.export_warnings()) == 1
+
+
+def test_nothing_listening_does_not_hold_up_the_exit(tmp_path: Path) -> None:
+    """A closed port under the default 5 s bound: exit at once (no retries), one warning why."""
+    env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=closed_loopback_endpoint())
+    run = run_script(NESTED_WORKLOAD, tmp_path, env, str(tmp_path / "task.json"))
+    assert run.returncode == 0, run.stderr
+    assert run.exit_s is not None
+    assert run.exit_s < 2.0  # the SDK's own retries would take about 4 s of the 5 s bound
+    (warning,) = run.export_warnings()
+    assert "Connection refused" in warning
+    _assert_file_complete(tmp_path / "task.json")

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -50,13 +52,22 @@ SDK_EXPORTER_LOGGERS = (
 _exporting = threading.local()
 
 
+_REFUSED = ("Connection refused", "ECONNREFUSED", "StatusCode.UNAVAILABLE")
+_refused = threading.Event()
+"""Set when a guarded export was refused outright (nothing listens at the endpoint)."""
+
+
 class _QuietWhileGuarded(logging.Filter):
     """Drop records logged on a thread inside a guarded export; keep the first warning."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(_exporting, "active", False):
-            if record.levelno >= logging.WARNING and not getattr(_exporting, "message", None):
-                _exporting.message = record.getMessage()[:300]
+            if record.levelno >= logging.WARNING:
+                message = record.getMessage()
+                if any(mark in message for mark in _REFUSED):
+                    _refused.set()
+                if not getattr(_exporting, "message", None):
+                    _exporting.message = message[:300]
             return False
         return True
 
@@ -73,6 +84,18 @@ def _install_filter() -> None:
             for name in SDK_EXPORTER_LOGGERS:
                 logging.getLogger(name).addFilter(_filter)
             _filter_installed = True
+
+
+def short_reason(message: str | None) -> str:
+    """Return the gist of an exporter's failure message (``[Errno 111] Connection refused``).
+
+    The OTel exporters' messages embed whole exception chains; the errno part, when there is
+    one, says what happened. Otherwise the first 160 characters.
+    """
+    if not message:
+        return "the exporter reported failure"
+    errno = re.search(r"\[Errno -?\d+\] [^\"')(]+", message)
+    return errno.group(0).strip() if errno else message[:160]
 
 
 def redact_endpoint(endpoint: str) -> str:
@@ -142,7 +165,7 @@ class GuardedSpanExporter(SpanExporter):
                 self.exported_spans += len(spans)
                 return result
             self.dropped_spans += len(spans)
-            self.last_error = _exporting.message or "the exporter reported failure"
+            self.last_error = short_reason(_exporting.message)
         self.report(f"{len(spans)} spans dropped")
         return result
 
@@ -272,16 +295,27 @@ class ExportPipeline:
     def shutdown(self, timeout_s: float) -> bool:
         """Export what is queued and shut down, waiting at most ``timeout_s`` seconds.
 
-        After 80 % of the bound, the exporters are shut down to stop their retries (so that a
-        failure is still reported with its reason); past the bound the flush is abandoned on
-        its daemon thread. If any span was not exported, the one export warning says how many.
+        After 80 % of the bound, or as soon as an export was refused outright (nothing listens
+        at the endpoint, so retrying cannot help an exiting process), the exporters are shut
+        down to stop their retries (so that a failure is still reported with its reason); past
+        the bound the flush is abandoned on its daemon thread. If any span was not exported,
+        the one export warning says how many.
 
         Returns:
             Whether every span given to the pipeline was exported.
 
         """
+        _refused.clear()  # only a refusal during this flush counts: the collector may be back
         self._go.set()
-        finished = self._done.wait(timeout_s * 0.8)
+        deadline = time.monotonic() + timeout_s * 0.8
+        finished = False
+        while not finished:
+            # Nothing listening (connection refused): the exporter's retries, seconds long,
+            # cannot succeed before a process exits; stop them at once.
+            left = deadline - time.monotonic()
+            if left <= 0 or _refused.is_set():
+                break
+            finished = self._done.wait(min(left, 0.05))
         if not finished:
             for exporter in self.exporters:
                 exporter.shutdown()

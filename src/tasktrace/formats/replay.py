@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -29,7 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tasktrace._attributes import MACHINE
-from tasktrace._export import GuardedSpanExporter, redact_endpoint
+from tasktrace._export import GuardedSpanExporter, redact_endpoint, short_reason
 from tasktrace._task import Task
 from tasktrace.formats._convert import spans_to_task, task_to_spans
 from tasktrace.formats.otlp_json import read_spans
@@ -167,14 +166,6 @@ def _endpoint(endpoint: str | None) -> str:
     return endpoint
 
 
-def _short(reason: str | None) -> str:
-    """Return the gist of an exporter's failure (``[Errno 111] Connection refused``)."""
-    if not reason:
-        return "the exporter reported failure"
-    errno = re.search(r"\[Errno -?\d+\] [^\"')(]+", reason)
-    return errno.group(0).strip() if errno else reason[:160]
-
-
 def replay(
     spans: Sequence[ReadableSpan],
     endpoint: str | None = None,
@@ -204,7 +195,7 @@ def replay(
         for i in range(0, len(spans), REPLAY_BATCH_SPANS):
             result = exp.export(spans[i : i + REPLAY_BATCH_SPANS])
             if result is not SpanExportResult.SUCCESS:
-                reason = _short(getattr(exp, "last_error", None))
+                reason = short_reason(getattr(exp, "last_error", None))
                 raise ReplayError(
                     f"export to {redact_endpoint(where)} failed ({reason}); "
                     f"{i} of {len(spans)} spans were sent"
