@@ -57,6 +57,16 @@ _refused = threading.Event()
 """Set when a guarded export was refused outright (nothing listens at the endpoint)."""
 
 
+def export_refused() -> bool:
+    """Whether a guarded export was refused outright since :func:`clear_refused`."""
+    return _refused.is_set()
+
+
+def clear_refused() -> None:
+    """Forget earlier refusals (before a flush, where only new ones count)."""
+    _refused.clear()
+
+
 class _QuietWhileGuarded(logging.Filter):
     """Drop records logged on a thread inside a guarded export; keep the first warning."""
 
@@ -305,7 +315,7 @@ class ExportPipeline:
             Whether every span given to the pipeline was exported.
 
         """
-        _refused.clear()  # only a refusal during this flush counts: the collector may be back
+        clear_refused()  # only a refusal during this flush counts: the collector may be back
         self._go.set()
         deadline = time.monotonic() + timeout_s * 0.8
         finished = False
@@ -313,7 +323,7 @@ class ExportPipeline:
             # Nothing listening (connection refused): the exporter's retries, seconds long,
             # cannot succeed before a process exits; stop them at once.
             left = deadline - time.monotonic()
-            if left <= 0 or _refused.is_set():
+            if left <= 0 or export_refused():
                 break
             finished = self._done.wait(min(left, 0.05))
         if not finished:

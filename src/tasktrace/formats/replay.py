@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -28,7 +29,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tasktrace._attributes import MACHINE
-from tasktrace._export import GuardedSpanExporter, redact_endpoint, short_reason
+from tasktrace._export import (
+    GuardedSpanExporter,
+    clear_refused,
+    export_refused,
+    redact_endpoint,
+    short_reason,
+)
 from tasktrace._task import Task
 from tasktrace.formats._convert import spans_to_task, task_to_spans
 from tasktrace.formats.otlp_json import read_spans
@@ -166,6 +173,27 @@ def _endpoint(endpoint: str | None) -> str:
     return endpoint
 
 
+def _export_failing_fast(exp: SpanExporter, batch: Sequence[ReadableSpan]) -> SpanExportResult:
+    """Export ``batch``; stop the exporter's retries as soon as a connection is refused.
+
+    The OTel exporters retry a refused connection for up to their timeout (about 7 s here);
+    with nothing listening, that only delays the error.
+    """
+    results: list[SpanExportResult] = []
+    clear_refused()
+    worker = threading.Thread(
+        target=lambda: results.append(exp.export(batch)), name="tasktrace-replay", daemon=True
+    )
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+        if export_refused() and worker.is_alive():
+            exp.shutdown()  # the exporter abandons its retries and returns FAILURE
+            worker.join(5.0)
+            break
+    return results[0] if results else SpanExportResult.FAILURE
+
+
 def replay(
     spans: Sequence[ReadableSpan],
     endpoint: str | None = None,
@@ -193,7 +221,8 @@ def replay(
         exp = exporter
     try:
         for i in range(0, len(spans), REPLAY_BATCH_SPANS):
-            result = exp.export(spans[i : i + REPLAY_BATCH_SPANS])
+            batch = spans[i : i + REPLAY_BATCH_SPANS]
+            result = _export_failing_fast(exp, batch) if own else exp.export(batch)
             if result is not SpanExportResult.SUCCESS:
                 reason = short_reason(getattr(exp, "last_error", None))
                 raise ReplayError(
