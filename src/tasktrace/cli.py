@@ -206,26 +206,20 @@ def _validate(data: bytes) -> Task:
 
 
 def _load(path: Path) -> Task:
-    try:
-        data = path.read_bytes()
+    """Load a task file or an OTLP JSON-lines file; bad input is a one-line error (exit 2)."""
+
+    def read(p: Path) -> Task:
+        data = p.read_bytes()
         # is_otlp_json parses the first line, i.e. all of a one-line task file (0.5 s for 36 MB):
         # look for the key first (a substring search, ~10 ms).
         if b"resourceSpans" in data:
             from tasktrace.formats.replay import is_otlp_json, load_task  # noqa: PLC0415 - rare
 
             if is_otlp_json(data):
-                return _read_input(path, lambda p: load_task(p, data))
+                return load_task(p, data)
         return _validate(data)
-    except OSError as e:
-        raise click.ClickException(f"{path}: cannot read task file: {e.strerror or e}") from None
-    except RecursionError:
-        raise click.ClickException(f"{path}: task tree nested too deeply to read") from None
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        raise click.ClickException(
-            f"{path}: not a valid task file: {where}: {first['msg']} ({e.error_count()} errors)"
-        ) from None
+
+    return _read_input(path, read)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -466,6 +460,8 @@ def _read_input(path: Path, reader: Callable[[Path], _T]) -> _T:
         return reader(path)
     except OSError as e:
         raise click.ClickException(f"{path}: cannot read file: {e.strerror or e}") from None
+    except RecursionError:
+        raise click.ClickException(f"{path}: task tree nested too deeply to read") from None
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "file"
