@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Literal
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from tasktrace._export import GuardedSpanExporter
+from tasktrace._forksafe import renew_after_fork
 from tasktrace._settings import get_settings
 
 __all__ = ["ExportConfig", "build_exporters", "configure", "current_config"]
@@ -63,6 +65,7 @@ class ExportConfig:
 
 
 _lock = threading.Lock()
+renew_after_fork(sys.modules[__name__], '_lock')
 _config = ExportConfig()
 
 

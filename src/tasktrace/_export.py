@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from tasktrace._forksafe import renew_after_fork
 from tasktrace._settings import get_settings
 from tasktrace.meters._base import WarnOnce
 
@@ -84,6 +86,7 @@ class _QuietWhileGuarded(logging.Filter):
 
 _filter = _QuietWhileGuarded()
 _filter_lock = threading.Lock()
+renew_after_fork(sys.modules[__name__], '_filter_lock')
 _filter_installed = False
 
 
@@ -148,6 +151,7 @@ class GuardedSpanExporter(SpanExporter):
         self.last_error: str | None = None
         """The last failure reason (the OTel exporter's own message, or the exception)."""
         self._lock = threading.Lock()
+        renew_after_fork(self, '_lock')
         self._shut_down = False
 
     def _call(self, method: str, *args: Any) -> Any:
@@ -224,6 +228,7 @@ class _CountingBatchProcessor(BatchSpanProcessor):
         queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else DEFAULT_MAX_QUEUE_SIZE
         super().__init__(exporter, max_queue_size=queue)
         self._count_lock = threading.Lock()
+        renew_after_fork(self, '_count_lock')
         self.ended_spans = 0
 
     def on_end(self, span: ReadableSpan) -> None:

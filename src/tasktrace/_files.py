@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tasktrace._forksafe import renew_after_fork
 from tasktrace.meters._base import WarnOnce
 
 __all__ = ["RefreshMonitor", "check_folder", "save_atomic"]
@@ -27,6 +29,7 @@ _warn = WarnOnce(_log)
 _umask: int | None = None
 _failing: set[str] = set()  # paths whose last write failed (warned once until one succeeds)
 _failing_lock = threading.Lock()
+renew_after_fork(sys.modules[__name__], '_failing_lock')
 
 
 def _file_mode() -> int:
@@ -118,6 +121,7 @@ class RefreshMonitor:
         self._interval_s = interval_s
         self._items: dict[int, tuple[Callable[[], None], float]] = {}  # key → (refresh, due)
         self._lock = threading.Lock()
+        renew_after_fork(self, '_lock')
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._pid = os.getpid()

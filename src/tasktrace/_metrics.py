@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from tasktrace import _attributes as attr
+from tasktrace._forksafe import renew_after_fork
 from tasktrace._settings import get_settings
 
 if TYPE_CHECKING:
@@ -155,6 +157,7 @@ class TaskMetrics:
         )
         self._running: dict[int, _Running] = {}
         self._lock = threading.Lock()
+        renew_after_fork(self, '_lock')
         self._process: Any = None
 
     def started(self, task: Task) -> None:
@@ -218,6 +221,7 @@ class TaskMetrics:
 _UNSET: Final = object()
 _state: Any = _UNSET
 _state_lock = threading.Lock()
+renew_after_fork(sys.modules[__name__], '_state_lock')
 
 
 def _env_configured() -> bool:

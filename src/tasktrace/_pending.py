@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import NonRecordingSpan
 
 from tasktrace import _attributes as attr
+from tasktrace._forksafe import renew_after_fork
 from tasktrace.meters._base import WarnOnce
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class PendingSpanFilter(SpanExporter):
         self._memory = memory
         self._done: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+        renew_after_fork(self, '_lock')
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export ``spans`` less the redundant snapshots (see the class docstring)."""

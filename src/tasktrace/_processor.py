@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
 from tasktrace._attributes import PENDING_SPAN_ID, TASK_ID, attributes_to_fields
+from tasktrace._forksafe import renew_after_fork
 from tasktrace._settings import get_settings
 from tasktrace.meters._base import WarnOnce
 
@@ -56,6 +57,7 @@ class TaskTreeProcessor(SpanProcessor):
     def __init__(self) -> None:
         """Create an empty tree."""
         self.lock = threading.RLock()
+        renew_after_fork(self, 'lock')
         """Guards the tree's structure; hold it to serialise a consistent snapshot."""
         self._nodes: dict[int, Task] = {}
         self._tasks: dict[uuid.UUID, Task] = {}
@@ -99,6 +101,7 @@ class TaskTreeProcessor(SpanProcessor):
         The lock is replaced too: another thread of the parent may have held it at the fork.
         """
         self.lock = threading.RLock()
+        renew_after_fork(self, 'lock')
         tasks = list(self._tasks.values())
         self._tasks = {}
         self._nodes = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,8 @@ from pydantic_settings import (
     SettingsError,
     TomlConfigSettingsSource,
 )
+
+from tasktrace._forksafe import renew_after_fork
 
 __all__ = [
     "BUILTIN_METERS",
@@ -245,6 +248,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 _settings: Settings | None = None
 _settings_lock = threading.Lock()
+renew_after_fork(sys.modules[__name__], '_settings_lock')
 
 
 def get_settings() -> Settings:

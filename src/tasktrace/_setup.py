@@ -57,6 +57,7 @@ from tasktrace._config import (
     current_config,
 )
 from tasktrace._export import ExportPipeline
+from tasktrace._forksafe import renew_after_fork
 from tasktrace._model import random_bits
 from tasktrace._processor import tree
 from tasktrace._settings import get_settings
@@ -84,6 +85,7 @@ class _Tracing:
 
 
 _lock = threading.RLock()
+renew_after_fork(sys.modules[__name__], '_lock')
 _state: _Tracing | None = None
 _owned_provider: TracerProvider | None = None
 _pipelines: list[ExportPipeline] = []

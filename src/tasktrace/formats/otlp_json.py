@@ -39,6 +39,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from tasktrace._forksafe import renew_after_fork
+
 __all__ = [
     "MAX_LINE_BYTES",
     "OtlpJsonFileSpanExporter",
@@ -155,6 +157,7 @@ class OtlpJsonFileSpanExporter(SpanExporter):
         """The file this exporter writes."""
         self._max_line_bytes = max_line_bytes
         self._lock = threading.Lock()
+        renew_after_fork(self, '_lock')
         self._stream: IO[bytes] | None = None
         self._shutdown = False
 

@@ -8,14 +8,17 @@ only the meters that said they are :meth:`~Meter.available`.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
+from tasktrace._forksafe import renew_after_fork
 from tasktrace.meters._base import Meter, MeterReading, WarnOnce
 
 __all__ = ["Meter", "MeterReading", "WarnOnce", "active_meters", "register_meter", "reset_meters"]
 
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
+renew_after_fork(sys.modules[__name__], '_lock')
 _meters: tuple[Meter, ...] | None = None
 
 

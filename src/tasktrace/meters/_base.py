@@ -16,6 +16,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from tasktrace._forksafe import renew_after_fork
+
 __all__ = ["Meter", "MeterReading", "WarnOnce"]
 
 MeterReading = Mapping[str, Any]
@@ -77,6 +79,7 @@ class WarnOnce:
         self._logger = logger
         self._seen: set[str] = set()
         self._lock = threading.Lock()
+        renew_after_fork(self, '_lock')
 
     def __call__(self, key: str, message: str, *args: object) -> bool:
         """Warn with ``message % args`` unless ``key`` already warned; return whether it warned."""

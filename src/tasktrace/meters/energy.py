@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from tasktrace._forksafe import renew_after_fork
 from tasktrace._settings import BUILTIN_METERS, Settings
 from tasktrace.meters._base import Meter, MeterReading, WarnOnce
 from tasktrace.meters.nvml import NvmlMeter
@@ -62,6 +63,7 @@ class EnergyMeter:
         self.meters = list(meters)
         self._active: list[Meter] | None = None
         self._lock = threading.Lock()
+        renew_after_fork(self, '_lock')
 
     @property
     def active(self) -> list[Meter]:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tasktrace._forksafe import renew_after_fork
 from tasktrace.meters._base import MeterReading, WarnOnce
 from tasktrace.meters._poller import Poller, SampledEnergy, get_poller
 
@@ -207,6 +208,7 @@ class NvmlMeter:
         self._environ = environ if environ is not None else os.environ
         self._clock = clock
         self._lock = threading.Lock()
+        renew_after_fork(self, '_lock')
         self._checked = False
         self._sources: list[_CounterEnergy | SampledEnergy] = []
         self._sampled: list[SampledEnergy] = []

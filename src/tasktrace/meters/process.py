@@ -24,6 +24,7 @@ import sys
 import threading
 from collections.abc import Callable
 
+from tasktrace._forksafe import renew_after_fork
 from tasktrace.meters._base import WarnOnce
 
 __all__ = ["HighWaterMarks", "Scope", "children_usage", "rss_marks", "self_usage"]
@@ -107,6 +108,7 @@ class HighWaterMarks:
         self._name = name
         self._open: set[Scope] = set()
         self._lock = threading.Lock()
+        renew_after_fork(self, '_lock')
 
     def open(self, *, reset: bool) -> Scope:
         """Open a scope, first resetting the mark if ``reset`` (folding it into open scopes)."""

@@ -26,10 +26,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasktrace._forksafe import renew_after_fork
 from tasktrace.meters._base import MeterReading, WarnOnce
 from tasktrace.meters._poller import Poller, WrappingCounter, get_poller
 
@@ -180,6 +182,7 @@ def select_zones(zones: list[RaplZone]) -> tuple[list[RaplZone], str | None, lis
 
 _counters: dict[str, WrappingCounter] = {}
 _counters_lock = threading.Lock()
+renew_after_fork(sys.modules[__name__], '_counters_lock')
 
 
 def _shared_counter(zone: RaplZone) -> WrappingCounter:
@@ -237,6 +240,7 @@ class RaplMeter:
         self._poller = poller
         self._poll_interval_s = poll_interval_s
         self._lock = threading.Lock()
+        renew_after_fork(self, '_lock')
         self._checked = False
         self._cpu: list[WrappingCounter] = []
         self._dram: list[WrappingCounter] = []
