@@ -442,3 +442,26 @@ def test_forked_child_draws_its_own_task_ids(tmp_path: Path) -> None:
             os._exit(0)
     os.waitpid(pid, 0)
     assert out.read_text() != str(Task("parent").task_id)
+
+
+def test_numpy_values_are_stored_as_numbers(tmp_path: Path) -> None:
+    """NumPy scalars and arrays (what train() returns) become numbers in the file and span."""
+    np = pytest.importorskip("numpy", reason="numpy comes with the examples extra")
+    path = tmp_path / "t.json"
+    with Task("root", file=path), Task("epoch", lr=np.float64(0.01)) as epoch:
+        epoch.loss = np.float32(0.5)
+        epoch.confusion = np.array([[1, 0], [0, 1]])
+    data = json.loads(path.read_text())
+    assert data["status"] == "finished"
+    child = data["subtasks"][0]
+    assert (child["lr"], child["loss"], child["confusion"]) == (0.01, 0.5, [[1, 0], [0, 1]])
+
+
+def test_unstorable_data_set_during_a_task_is_refused_at_once() -> None:
+    """Setting extra data JSON cannot hold raises TypeError naming the key; the task goes on."""
+    with Task("t") as t:
+        with pytest.raises(TypeError, match="'handle'"):
+            t.handle = object()
+        t.ok = 1
+    assert t.status is TaskStatus.FINISHED
+    assert t.model_dump()["ok"] == 1

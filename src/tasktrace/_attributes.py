@@ -32,6 +32,7 @@ __all__ = [
     "attributes_to_fields",
     "data_to_attributes",
     "fields_to_attributes",
+    "normalise_data",
 ]
 
 NAMESPACE: Final = "tasktrace."
@@ -152,6 +153,36 @@ def _array_ok(value: Sequence[object]) -> bool:
     return all(
         isinstance(v, float) or (type(v) is int and _scalar_ok(v)) for v in value
     ) and len({type(v) for v in value}) == 1
+
+
+def normalise_data(key: str, value: Any) -> Any:
+    """Return extra task data ``value`` as plain JSON-compatible Python data.
+
+    NumPy and PyTorch scalars and arrays (what ``train()`` usually returns) become Python
+    numbers and lists through their ``tolist()`` (or ``item()``); anything else must already be
+    JSON-serialisable.
+
+    Raises:
+        TypeError: The value cannot be stored (the message names the key and the type).
+    """
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    for method in ("tolist", "item"):
+        convert = getattr(value, method, None)
+        if callable(convert) and not isinstance(value, list | tuple | dict):
+            try:
+                value = convert()
+            except (TypeError, ValueError, RuntimeError):
+                continue
+            break
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"task data {key!r} cannot be stored: {type(value).__name__} is not "
+            f"JSON-serialisable ({e})"
+        ) from None
+    return value
 
 
 def data_to_attributes(data: Mapping[str, Any]) -> dict[str, Any]:

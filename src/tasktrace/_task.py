@@ -156,7 +156,9 @@ class Task(TaskRecord):
             super().__init__(label=label, **data)
             extra = self.__pydantic_extra__
             if extra:
-                self._data_attrs = attr.data_to_attributes(extra)  # TypeError naming the key
+                for key, value in extra.items():  # numpy / torch scalars become numbers
+                    extra[key] = attr.normalise_data(key, value)  # TypeError naming the key
+                self._data_attrs = attr.data_to_attributes(extra)
         else:
             # The common case, Task("label"): every other field takes its default, so build
             # the instance as model_construct does, without the validator (~3 µs a task).
@@ -179,6 +181,17 @@ class Task(TaskRecord):
     # Validation (model_validate, nested subtasks, JSON files) must not call __init__: its
     # signature is the seed's, for people; pydantic treats a "base" __init__ as plain fields.
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Set a field, or extra data (``t.loss = 0.3``) checked like the constructor's.
+
+        Raises:
+            TypeError: Extra data that cannot be stored (names the key); NumPy and PyTorch
+                scalars and arrays are converted to Python numbers and lists first.
+        """
+        if name[0] != "_" and name not in type(self).model_fields:
+            value = attr.normalise_data(name, value)
+        super().__setattr__(name, value)
 
     def _runtime(self) -> _Runtime:
         # Read the private dict directly: pydantic's __getattr__ for private attributes costs
