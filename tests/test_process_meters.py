@@ -111,3 +111,23 @@ def test_rss_marks_use_rusage_consistently() -> None:
         pass
     if sys.platform.startswith("linux"):
         assert rss_marks.use_rusage
+
+
+@linux_only
+def test_spawned_worker_reports_its_own_peak_not_its_parents() -> None:
+    """A spawn worker of a big parent: its task's peak is its own, not the parent's peak."""
+    import multiprocessing
+
+    big = _touch(400 * MB)  # resident while the worker starts: its ru_maxrss would include it
+    with Task("root") as root, multiprocessing.get_context("spawn").Pool(1) as pool:
+        del big
+        peak = pool.apply(_worker_peak, (root,))
+    assert peak is not None
+    assert peak < 300 * MB, peak
+
+
+def _worker_peak(parent: Task) -> int | None:
+    with Task("job", parent=parent) as job:
+        block = _touch(20 * MB)
+        del block
+    return job.peak_memory

@@ -218,17 +218,30 @@ class _RssMarks(HighWaterMarks):
         super().__init__(_rusage_hwm, self._checked_reset, "RSS")
         self.use_rusage = True
         self._checked = not _LINUX
+        self._checked_after_reset = not _LINUX
+
+    def open(self, *, reset: bool) -> Scope:
+        """Open a scope (see :meth:`HighWaterMarks.open`), checking the fast path once first."""
+        if not self._checked:
+            self._check()
+        return super().open(reset=reset)
+
+    def _check(self) -> None:
+        # ru_maxrss is max(the peak before exec, VmHWM). A process started by fork + exec from
+        # a bigger one (multiprocessing's spawn, a subprocess of a large program) would report
+        # its parent's peak: then read VmHWM from /proc from now on.
+        self._checked = True
+        status = _status_hwm_bytes()
+        if status is not None and _rusage_hwm() > status + (1 << 20):
+            self.use_rusage = False
+            self._read = _status_hwm_bytes
 
     def _checked_reset(self) -> bool:
         ok = _clear_refs()
-        if ok and not self._checked:
-            # ru_maxrss is max(pre-exec peak, VmHWM): if a big pre-exec peak hides the reset,
-            # read VmHWM from /proc instead from now on.
-            self._checked = True
-            status = _status_hwm_bytes()
-            if status is not None and _rusage_hwm() > status * 1.5 + (1 << 20):
-                self.use_rusage = False
-                self._read = _status_hwm_bytes
+        if ok and not self._checked_after_reset:
+            # The first reset may unmask a pre-exec peak the first check could not see.
+            self._checked_after_reset = True
+            self._check()
         return ok
 
 
