@@ -465,3 +465,13 @@ def test_unstorable_data_set_during_a_task_is_refused_at_once() -> None:
         t.ok = 1
     assert t.status is TaskStatus.FINISHED
     assert t.model_dump()["ok"] == 1
+
+
+def test_first_task_times_exclude_the_tracing_set_up() -> None:
+    """start_time is taken after tracing is set up: finish - start agrees with duration."""
+    with Task("t") as t:
+        pass
+    assert t.start_time is not None
+    assert t.finish_time is not None
+    assert t.duration is not None
+    assert t.finish_time - t.start_time < t.duration + 0.005

@@ -169,7 +169,11 @@ def _node_data(span: ReadableSpan, parent: dict[str, Any] | None) -> dict[str, A
     data["finish_time"] = span.end_time / 1_000_000_000 if span.end_time else None
     task_id = uuid.UUID(str(data["task_id"]))
     data["task_id"] = task_id
-    data.setdefault("hostname", "")
+    if not data.get("hostname"):  # live spans carry host.name (and the machine) on the resource
+        resource = span.resource.attributes if span.resource is not None else {}
+        data["hostname"] = str(resource.get(attr.HOST_NAME, "") or "")
+        if data.get("machine") is None and resource.get(attr.MACHINE):
+            data["machine"] = str(resource[attr.MACHINE])
     if foreign:
         data["foreign_span"] = True
     root_trace = parent["_root_trace"] if parent is not None else derived_trace_id(task_id)
@@ -195,7 +199,12 @@ def spans_to_task(spans: Iterable[ReadableSpan], root_label: str = "trace") -> T
         ValueError: No spans were given.
         pydantic.ValidationError: An attribute holds a value that is not valid for its field.
     """
-    span_list: Sequence[ReadableSpan] = [s for s in spans if s.context is not None]
+    span_list: Sequence[ReadableSpan] = [
+        s
+        for s in spans
+        if s.context is not None  # pending snapshots stand for their real span: never nodes
+        and attr.PENDING_SPAN_ID not in (s.attributes or {})
+    ]
     if not span_list:
         raise ValueError("no spans to build a task tree from")
     by_id = {_key(s): s for s in span_list}
