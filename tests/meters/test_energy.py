@@ -266,3 +266,17 @@ def test_task_with_prometheus_down_finishes_with_local_values(
     assert [t.cpu_power for t in tasks] == [pytest.approx(3.0), pytest.approx(3.0)]
     assert [t.cpu_energy_source for t in tasks] == ["rapl", "rapl"]
     assert len([r for r in caplog.records if "Prometheus" in r.getMessage()]) == 1
+
+
+def test_meters_asked_for_by_name_warn_when_unknown_or_unavailable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asking for rapl and foo where neither can measure: one warning for each, no meter."""
+    from tasktrace._settings import EnergySettings
+
+    settings = Settings(meters=["rapl", "foo"], energy=EnergySettings(rapl_root=tmp_path))
+    with caplog.at_level(logging.WARNING):
+        assert default_energy_meters(settings) == []
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("unknown meter 'foo'" in m for m in messages) == 1, messages
+    assert sum("meter 'rapl' was asked for" in m for m in messages) == 1, messages

@@ -155,6 +155,13 @@ def default_energy_meters(settings: Settings) -> list[Meter]:
         availability reads sysfs and initialises NVML (once).
     """
     selected = set(BUILTIN_METERS if settings.meters is None else settings.meters)
+    unknown = sorted(selected - set(BUILTIN_METERS))
+    if unknown:
+        _log.warning(
+            "tasktrace: unknown meter %s in the meters setting (TASKTRACE_METERS); known: %s",
+            ", ".join(repr(n) for n in unknown),
+            ", ".join(BUILTIN_METERS),
+        )
     meters: list[Meter] = []
     if "prometheus" in selected:
         machine = settings.current_machine
@@ -180,5 +187,20 @@ def default_energy_meters(settings: Settings) -> list[Meter]:
         )
     if "nvml" in selected:
         meters.append(NvmlMeter(sample_interval_s=settings.energy.sample_interval_s))
+    if settings.meters is not None:  # asked for by name: say which cannot measure here
+        for meter in meters:
+            if not _available(meter):
+                _log.warning(
+                    "tasktrace: meter %r was asked for (meters setting) but cannot measure on "
+                    "this machine; its values stay None (debug logging says why)",
+                    meter.name,
+                )
     combined = EnergyMeter(meters)
     return [combined] if combined.available() else []
+
+
+def _available(meter: Meter) -> bool:
+    try:
+        return bool(meter.available())
+    except Exception:  # noqa: BLE001 - a broken meter is an unavailable one
+        return False
