@@ -89,3 +89,33 @@ def test_piped_output_has_no_panel(tmp_path: Path) -> None:
     assert "elapsed" not in run.stderr
     assert "\x1b[" not in run.stderr  # no cursor movement or colour
     assert "finished" in run.stderr  # the final tree is still printed
+
+
+PRINTING_CHILD = textwrap.dedent("""
+    import time
+    from tasktrace import Task
+    with Task("train"):
+        for epoch in range(4):
+            with Task(f"epoch {epoch}"):
+                time.sleep(0.4)
+            print(f"epoch {epoch}: loss {1 / (epoch + 1):.3f}", flush=True)
+""")
+
+
+def test_command_output_stays_on_screen_above_the_panel(tmp_path: Path) -> None:
+    """The command's own lines survive the panel's redraws (a terminal emulator's final screen)."""
+    import pyte
+
+    script = tmp_path / "child.py"
+    script.write_text(PRINTING_CHILD)
+    out = _run_in_pty(
+        [sys.executable, "-m", "tasktrace.cli", "run", "-l", "training", "--",
+         sys.executable, str(script)],
+        tmp_path,
+    )
+    screen = pyte.Screen(140, 40)
+    pyte.Stream(screen).feed(out.replace("\n", "\r\n") if "\r\n" not in out else out)
+    text = "\n".join(screen.display)
+    for epoch in range(4):
+        assert f"epoch {epoch}: loss" in text, text
+    assert "training" in text  # the task tree printed at the end

@@ -21,7 +21,13 @@ disappears when the command ends (the final tree is printed as before).
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import fcntl
 import os
+import pty
+import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -74,16 +80,60 @@ class LivePanel:
         self._live: Live | None = None
         self._lock = threading.Lock()
         self._spool: Path | None = None
+        self._output_fd: int | None = None
+        self._relay_thread: threading.Thread | None = None
 
     @classmethod
     def for_run(cls, task: Task, *, quiet: bool) -> LivePanel | None:
-        """Return a panel for ``task``, or ``None`` when quiet or stderr is not a terminal."""
-        if quiet:
+        """Return a panel for ``task``, or ``None`` when quiet or not both outputs are terminals.
+
+        The command's output is relayed above the panel (see :meth:`open_output`), so standard
+        output must be the terminal too: output redirected to a file stays the command's own.
+        """
+        if quiet or not sys.stdout.isatty():
             return None
         console = Console(stderr=True)
         if not console.is_terminal or console.is_dumb_terminal:
             return None
         return cls(task, console)
+
+    def open_output(self) -> int:
+        """Return the terminal end of a new pseudo-terminal for the command's output.
+
+        The command writes to a terminal (so it keeps its colours and line buffering) of our
+        terminal's size; a thread relays each line above the panel (``Live.console.print``), so
+        the panel's redraws never erase the command's output.
+        """
+        master, slave = pty.openpty()
+        with contextlib.suppress(OSError):
+            size = fcntl.ioctl(sys.stdout.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
+        self._output_fd = master
+        return slave
+
+    def _relay(self, fd: int) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        pending = ""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the command and its children closed the terminal
+                chunk = b""
+            if not chunk:
+                break
+            pending += decoder.decode(chunk)
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                self._print(line.rstrip("\r"))
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            self._print(pending.rstrip("\r"))
+        os.close(fd)
+
+    def _print(self, line: str) -> None:
+        live = self._live
+        console = live.console if live is not None else self.console
+        console.print(Text.from_ansi(line), soft_wrap=True, highlight=False, markup=False)
 
     @staticmethod
     def child_environment(env: dict[str, str]) -> dict[str, str]:
@@ -111,9 +161,21 @@ class LivePanel:
             redirect_stderr=False,
         )
         self._live.start()
+        if self._output_fd is not None:
+            self._relay_thread = threading.Thread(
+                target=self._relay, args=(self._output_fd,), name="tasktrace-relay", daemon=True
+            )
+            self._relay_thread.start()
 
     def stop(self) -> None:
-        """Stop drawing and remove the panel from the terminal."""
+        """Print the rest of the command's output, stop drawing and remove the panel."""
+        if self._relay_thread is not None:
+            self._relay_thread.join(5.0)  # ends at end of output (the command has exited)
+            self._relay_thread = None
+        elif self._output_fd is not None:  # the command never started
+            with contextlib.suppress(OSError):
+                os.close(self._output_fd)
+        self._output_fd = None
         if self._live is not None:
             self._live.stop()
             self._live = None

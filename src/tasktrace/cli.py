@@ -123,8 +123,14 @@ def _run_command(
     the live panel is started on the command's process.
     """
     env = child_environment() if live is None else live.child_environment(child_environment())
-    proc = subprocess.Popen(argv, env=env)  # noqa: S603 - the user's command
-    if live is not None:
+    if live is None:
+        proc = subprocess.Popen(argv, env=env)  # noqa: S603 - the user's command
+    else:  # its output goes through a pseudo-terminal, relayed above the panel
+        output = live.open_output()
+        try:
+            proc = subprocess.Popen(argv, env=env, stdout=output, stderr=output)  # noqa: S603
+        finally:
+            os.close(output)
         live.start(proc.pid)
     with _forward_signals(proc.pid) as received:
         while True:
