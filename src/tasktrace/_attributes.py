@@ -178,11 +178,15 @@ def normalise_data(key: str, value: Any) -> Any:
     try:
         json.dumps(value)
     except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"task data {key!r} cannot be stored: {type(value).__name__} is not "
-            f"JSON-serialisable ({e})"
-        ) from None
+        raise _unstorable(key, value, e) from None
     return value
+
+
+def _unstorable(key: str, value: object, error: Exception) -> TypeError:
+    return TypeError(
+        f"task data {key!r} cannot be stored: {type(value).__name__} is not "
+        f"JSON-serialisable ({error})"
+    )
 
 
 def data_to_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,10 +211,7 @@ def data_to_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
             try:
                 attrs[DATA_JSON_PREFIX + key] = json.dumps(value, separators=(",", ":"))
             except (TypeError, ValueError) as e:
-                raise TypeError(
-                    f"task data {key!r} cannot be stored: {type(value).__name__} is not "
-                    f"JSON-serialisable ({e})"
-                ) from None
+                raise _unstorable(key, value, e) from None
     return attrs
 
 
