@@ -314,8 +314,15 @@ def run(
 
 @cli.command()
 @click.argument("file", type=click.Path(path_type=Path))  # errors: one line, from _load
-@click.option("--depth", "-d", type=click.IntRange(min=0), help="Show at most this many levels.")
-@click.option("--filter", "-F", "text", help="Only tasks whose label contains TEXT or tagged TEXT.")
+@click.option(
+    "--depth", "-d", type=click.IntRange(min=0),
+    help="Show at most this many levels below the root (0: the root alone).",
+)
+@click.option(
+    "--filter", "-F", "text",
+    help="Only tasks whose label contains TEXT or tagged TEXT (with their ancestors and "
+    "their own subtasks).",
+)
 @click.option("--collapse", "-c", is_flag=True, help="One line per run of repeated siblings.")
 @click.option("--totals", "-t", is_flag=True, help="Add totals per label pattern.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the tree, or the totals).")
