@@ -151,16 +151,32 @@ def render_collapsed(
         label: Renders one task as rich markup (the CLI's label).
         max_depth: Levels shown below the root (``None``: all).
     """
+    return build_tree(task, label, max_depth, collapse=True)
+
+
+def build_tree(
+    task: Task, label: Callable[[Task], str], max_depth: int | None = None, *, collapse: bool
+) -> Tree:
+    """Build a :class:`rich.tree.Tree` of ``task`` and its subtasks (iteratively: any depth).
+
+    Args:
+        task: The root.
+        label: Renders one task as rich markup (the CLI's label).
+        max_depth: Levels shown below the root (``None``: all); deeper subtasks are counted.
+        collapse: Show runs of repeated siblings as one :class:`SiblingRun` line.
+    """
     root = Tree(label(task))
     stack = [(task, root, 0)]
     while stack:
         node, branch, depth = stack.pop()
         if max_depth is not None and depth >= max_depth:
             if node.subtasks:
-                branch.add(f"[dim]… {len(node.subtasks)} subtasks[/]")
+                count = len(node.subtasks)
+                branch.add(f"[dim]… {count} subtask{'' if count == 1 else 's'}[/]")
             continue
         pending = []
-        for item in collapse_siblings(node.subtasks):
+        items = collapse_siblings(node.subtasks) if collapse else node.subtasks
+        for item in items:
             if isinstance(item, SiblingRun):
                 branch.add(f"[bold]{escape(item.title())}[/]")
             else:

@@ -99,18 +99,9 @@ def _printable(text: str) -> str:
 
 def render_tree(task: Task, max_depth: int | None = None) -> Tree:
     """Build a :class:`rich.tree.Tree` of ``task`` and its subtasks, ``max_depth`` levels deep."""
-    root = Tree(_label(task))
-    stack = [(task, root, 0)]
-    while stack:
-        node, branch, depth = stack.pop()
-        if max_depth is not None and depth >= max_depth:
-            if node.subtasks:
-                count = len(node.subtasks)
-                branch.add(f"[dim]… {count} subtask{'' if count == 1 else 's'}[/]")
-            continue
-        children = [(child, branch.add(_label(child))) for child in node.subtasks]
-        stack.extend((child, sub, depth + 1) for child, sub in reversed(children))
-    return root
+    from tasktrace import _show  # noqa: PLC0415 - only when a tree is printed
+
+    return _show.build_tree(task, _label, max_depth, collapse=False)
 
 
 def _run_command(
