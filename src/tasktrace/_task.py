@@ -27,7 +27,7 @@ from pydantic import (
 
 from tasktrace import _attributes as attr
 from tasktrace import _subprocess, _watch
-from tasktrace._files import RefreshMonitor, check_folder, save_atomic
+from tasktrace._files import RefreshMonitor, check_folder, check_replaceable, save_atomic
 from tasktrace._model import (
     _DEFAULTS,
     TaskRecord,
@@ -54,6 +54,7 @@ _ATTRIBUTE_BUDGET = 96  # extra-data attributes kept on a span; the SDK keeps 12
 REFRESH_COST_FACTOR = 20
 """A task file is refreshed at most once per this many times the last refresh's duration."""
 _monitor = RefreshMonitor(lambda: get_settings().refresh_interval_s)
+_FORCE_HINT = "remove it, or call task.save_to_file(path, force=True) to replace it"
 
 
 class _Runtime:
@@ -63,6 +64,7 @@ class _Runtime:
         "cpu0",
         "ctx",
         "file",
+        "file_checked",
         "gpu_scope",
         "lock",
         "monitor",
@@ -81,6 +83,7 @@ class _Runtime:
 
     def __init__(self) -> None:
         self.file: Path | None = None
+        self.file_checked = False  # check_replaceable passed (or was overridden) for file
         self.monitor = True
         self.reset_hwm: bool | None = None
         self.parent: Task | None = None
@@ -111,7 +114,10 @@ class Task(TaskRecord):
     Args:
         label: Human-readable task label; also the span name.
         file: A file to save the task to at start, at each refresh while it runs, and at finish
-            (written by atomic replacement). Its folder must exist when the task starts.
+            (written by atomic replacement). Its folder must exist when the task starts, and an
+            existing file there must be tasktrace output (a task file, OTLP JSON lines, a
+            tasktrace Chrome trace) or empty: anything else is never replaced (use
+            :meth:`save_to_file` with ``force=True`` to replace it).
         parent: The parent task, as a :class:`Task` or its ``task_id``. If unspecified, the
             currently-active task.
         reset_hwm: Whether to reset the process's RSS (and CUDA) high-water marks at start, so
@@ -123,6 +129,9 @@ class Task(TaskRecord):
     Raises:
         TypeError: A value in ``data`` cannot be serialised (the message names the key), or
             ``parent`` is neither a Task nor a UUID.
+
+    :meth:`start` raises :class:`FileExistsError` when ``file`` holds something that is not
+    tasktrace output (see ``file``).
 
     Thread-safety: a task may be started in one thread and finished in another; its
     measurements are updated under a per-task lock. The active task is per thread and per
@@ -322,20 +331,30 @@ class Task(TaskRecord):
 
     # ----- files -------------------------------------------------------------------------------
 
-    def save_to_file(self, path: os.PathLike[str] | str, monitor: bool = True) -> None:
+    def save_to_file(
+        self, path: os.PathLike[str] | str, monitor: bool = True, *, force: bool = False
+    ) -> None:
         """Save this task to ``path`` now, and re-save it while it runs and when it finishes.
 
         Args:
             path: The task file (JSON, :meth:`model_dump_json`), replaced atomically.
             monitor: Re-save at every refresh interval while the task runs.
+            force: Replace ``path`` even when it holds something that is not tasktrace output
+                (keyword only; LensKit's ``save_to_file`` has no such argument).
 
         Raises:
             FileNotFoundError: The file's folder does not exist.
+            FileExistsError: ``path`` exists and is not empty, a task file, OTLP JSON lines or
+                a tasktrace Chrome trace (the message says what it holds), and ``force`` is
+                false; or ``path`` is a folder or a special file (a device, FIFO or socket),
+                whatever ``force``. Nothing is written then.
         """
         rt = self._runtime()
         path = Path(path)
         check_folder(path)
+        check_replaceable(path, force=force, override=_FORCE_HINT)
         rt.file = path
+        rt.file_checked = True
         rt.monitor = monitor
         self._save(rt)
         if monitor and self.status is TaskStatus.RUNNING:
@@ -361,12 +380,17 @@ class Task(TaskRecord):
         Raises:
             RuntimeError: The task was already started.
             FileNotFoundError: The task file's folder does not exist (before any work runs).
+            FileExistsError: The task file exists and is not tasktrace output (see the class
+                docstring), before any work runs.
         """
         rt = self._runtime()
         if self.status is not TaskStatus.PENDING:
             raise RuntimeError(f"task {self.label!r} was already started ({self.status.value})")
         if rt.file is not None:
             check_folder(rt.file)
+            if not rt.file_checked:
+                check_replaceable(rt.file, override=_FORCE_HINT)
+                rt.file_checked = True
 
         parent, parent_ctx = self._resolve_parent(rt)
         parent_ctx = _subprocess.join_parent_process(self, rt, parent, parent_ctx)

@@ -7,7 +7,8 @@ Each subcommand is one function; :func:`main` takes ``argv`` so tests call it di
 Exit status: the command's own status for ``run`` (``128 + N`` when killed by signal ``N``,
 127 when it cannot be started); 0 for ``show`` and ``export``; 3 when ``replay``'s endpoint
 refuses the spans; 2 for bad input (a one-line message, no
-traceback).
+traceback), including an output file that is not tasktrace's own (see
+:func:`tasktrace._files.check_replaceable`; ``--force`` replaces it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from tasktrace import _subprocess
+from tasktrace._files import check_replaceable, save_atomic
 from tasktrace._format import friendly_bytes, friendly_duration, friendly_joules
 from tasktrace._live import LivePanel
 from tasktrace._redact import redact_argv
@@ -48,6 +50,10 @@ _STATUS_STYLE = {
     TaskStatus.PENDING: "dim",
 }
 _T = TypeVar("_T")
+_FORCE_HINT = "pass --force to replace it"
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+"""Signals that ask a command to stop (Ctrl-C, a job manager, a closed terminal): a command
+that ends by one of them is CANCELLED, not FAILED."""
 
 
 def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -67,6 +73,9 @@ def _label(task: Task) -> str:
     parts = [f"[bold]{escape(_printable(task.label))}[/]"]
     style = _STATUS_STYLE.get(task.status, "")
     parts.append(f"[{style}]{task.status.value}[/]")
+    exit_code = (task.__pydantic_extra__ or {}).get("exit_code")
+    if type(exit_code) is int and exit_code != 0:  # a command's exit status (`run` records it)
+        parts.append(f"[{style}]exit {exit_code}[/]")
     if task.error is not None:
         error = _printable(task.error)
         parts.append(f"[{style}]({escape(error if len(error) <= 80 else error[:79] + '…')})[/]")
@@ -107,7 +116,11 @@ def render_tree(task: Task, max_depth: int | None = None) -> Tree:
 def _run_command(
     argv: list[str], live: LivePanel | None = None
 ) -> tuple[int, resource.struct_rusage | None]:
-    """Run ``argv``; return its exit status and its own ``wait4`` resource usage.
+    """Run ``argv``; return its return code and its own ``wait4`` resource usage.
+
+    The return code is :class:`subprocess.Popen`'s: the exit status, or ``-N`` when the command
+    was killed by signal ``N``. A Ctrl-C (``SIGINT`` to the process group) reaches the command
+    too; this process waits for the command to end, which decides the outcome.
 
     ``os.wait4`` gives the usage of this child (and of the descendants it waited for) alone,
     unlike ``RUSAGE_CHILDREN``, which sums every child this process ever reaped. With ``live``,
@@ -134,10 +147,35 @@ def _run_command(
                 proc.wait()
                 return proc.returncode, None
     proc.returncode = os.waitstatus_to_exitcode(wait_status)
-    code = proc.returncode
     if received:  # stopped from outside (a job manager's SIGTERM): we report 128 + signal
         raise _Stopped(received[0])
-    return (code if code >= 0 else 128 - code), usage
+    return proc.returncode, usage
+
+
+def _outcome(returncode: int) -> tuple[TaskStatus, int, str | None]:
+    """Return the status, exit status and error to record for a command's ``returncode``.
+
+    The command is CANCELLED when it was stopped on request: killed by one of
+    :data:`_STOP_SIGNALS` (SIGINT, SIGTERM, SIGHUP), or exiting with ``128 + N`` for one of them
+    (130 after handling Ctrl-C itself, as shells and many programs do). Any other non-zero
+    status is FAILED, including death by any other signal (a crash by SIGSEGV or SIGABRT,
+    SIGKILL from the out-of-memory killer). ``returncode`` is Popen's (``-N``: killed by ``N``);
+    the exit status is ``128 + N`` then, as a shell reports it.
+    """
+    if returncode == 0:
+        return TaskStatus.FINISHED, 0, None
+    signum = -returncode if returncode < 0 else returncode - 128
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:  # not a signal number (a plain exit status), or one without a name
+        name = f"signal {signum}"
+    if returncode < 0:
+        stopped = signum in _STOP_SIGNALS
+        error = f"stopped by {name}" if stopped else f"killed by {name}"
+        return (TaskStatus.CANCELLED if stopped else TaskStatus.FAILED), 128 + signum, error
+    if signum in _STOP_SIGNALS:
+        return TaskStatus.CANCELLED, returncode, f"stopped by {name} (exit status {returncode})"
+    return TaskStatus.FAILED, returncode, None
 
 
 class _Stopped(Exception):
@@ -225,14 +263,21 @@ def cli() -> None:
     """Measure work as tasks (time, CPU, memory, GPU, energy) and publish them as traces."""
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+# allow_interspersed_args=False: tasktrace's options end at the first argument that is not one
+# of them (the command); everything from there on is the command's, untouched, as with `time`.
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--label", "-l", help="Task label (default: the command line).")
 @click.option(
     "--file",
     "-f",
     "file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the task tree to this JSON file (refreshed while running).",
+    help="Write the task tree to this JSON file (refreshed while running). An existing file "
+    "is replaced only when it is empty or tasktrace output (a task file, OTLP JSON lines, a "
+    "tasktrace Chrome trace).",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace the --file even when it is not tasktrace output."
 )
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the task tree at the end.")
 @click.option(
@@ -241,10 +286,25 @@ def cli() -> None:
     help="Record the command line as the task's argv (secret-looking values redacted).",
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(
-    label: str | None, file: Path | None, quiet: bool, record_argv: bool, command: Sequence[str]
+def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
+    label: str | None,
+    file: Path | None,
+    force: bool,
+    quiet: bool,
+    record_argv: bool,
+    command: Sequence[str],
 ) -> None:
     """Run COMMAND as a task and exit with its status.
+
+    tasktrace's options come first: everything from the first argument that is not one of
+    them (the command) on is passed to the command untouched, options included. A leading --
+    is allowed and dropped.
+
+    The run is finished when the command exits 0; cancelled when it was stopped on request:
+    killed by SIGINT (Ctrl-C), SIGTERM or SIGHUP, or exiting with 128 + one of them (130 after
+    handling Ctrl-C itself), or when tasktrace run itself got SIGTERM or SIGHUP (passed on to
+    the command); failed otherwise, including a crash by any other signal (SIGSEGV, SIGKILL).
+    The exit status is recorded as exit_code and shown by tasktrace show when non-zero.
 
     The command gets TRACEPARENT in its environment, so a Python program using tasktrace joins
     this task's trace. CPU time and peak RSS of the command (reaped child processes) are
@@ -256,7 +316,7 @@ def run(
     secret-looking options (--password, --token, --api-key, ...) and KEY=VALUE secrets replaced
     by ***; the default label is the command line with the same redaction.
 
-    Example: tasktrace run --file run.json -- python train.py --epochs 3
+    Example: tasktrace run --file run.json python train.py --epochs 3
     """
     argv = list(command)
     task = Task(label or " ".join(redact_argv(argv))[:200])
@@ -264,15 +324,17 @@ def run(
         task.argv = redact_argv(argv)
     if file is not None:
         try:
-            task.save_to_file(file)
-        except OSError as e:  # a missing folder: say so in one line, before the command runs
+            check_replaceable(file, force=force, override=_FORCE_HINT)  # with the CLI's hint
+            task.save_to_file(file, force=True)  # checked just above
+        except OSError as e:  # a missing folder, a user's file: one line, before the command
             raise click.ClickException(str(e)) from None
     code = 0
     status = TaskStatus.FINISHED
     task.start()
     live = LivePanel.for_run(task, quiet=quiet)  # only on a terminal
     try:
-        code, usage = _run_command(argv, live)
+        returncode, usage = _run_command(argv, live)
+        status, code, task.error = _outcome(returncode)
         if usage is not None:
             reaped_s = usage.ru_utime + usage.ru_stime
             task.children_cpu_time_s = _subprocess.unreported_cpu_s(task, reaped_s)
@@ -280,8 +342,9 @@ def run(
     except OSError as e:
         task.error = f"cannot start {argv[0]!r}: {e.strerror or e}"
         code = 127
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C before the command started or after it ended
         status = TaskStatus.CANCELLED
+        task.error = "stopped by SIGINT"
         code = 130
     except _Stopped as e:
         status = TaskStatus.CANCELLED
@@ -291,7 +354,7 @@ def run(
         if live is not None:
             live.stop()
         task.exit_code = code
-        if code != 0 and status is TaskStatus.FINISHED:
+        if code != 0 and status is TaskStatus.FINISHED:  # 127: the command did not start
             status = TaskStatus.FAILED
         task.finish(status)
     if not quiet:
@@ -400,17 +463,27 @@ def _totals_table(rows: list[dict[str, object]]) -> Table:
 )
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-    help="The file to write (replaced atomically).",
+    help="The file to write (replaced atomically). An existing file is replaced only when it "
+    "is empty or tasktrace output (a task file, OTLP JSON lines, a tasktrace Chrome trace).",
 )
-def export(file: Path, fmt: str, output: Path) -> None:
+@click.option(
+    "--force", is_flag=True, help="Replace the output even when it is not tasktrace output."
+)
+def export(file: Path, fmt: str, output: Path, force: bool) -> None:
     """Convert FILE (a task file or OTLP JSON lines) to another format.
 
     Example: tasktrace export run.json --format chrome -o run.trace.json
     """
-    from tasktrace._files import save_atomic  # noqa: PLC0415 - only for export
     from tasktrace.formats.chrome_trace import task_to_chrome_trace  # noqa: PLC0415
     from tasktrace.formats.otlp_json import encode_lines  # noqa: PLC0415
     from tasktrace.formats.replay import load_spans  # noqa: PLC0415
+
+    if not output.parent.is_dir():
+        raise click.ClickException(f"{output}: folder {str(output.parent)!r} does not exist")
+    try:  # before the conversion: a refused output costs no work
+        check_replaceable(output, force=force, override=_FORCE_HINT)
+    except OSError as e:
+        raise click.ClickException(str(e)) from None
 
     if fmt == "otlp-json":
         data = _read_input(file, load_spans)
@@ -423,8 +496,6 @@ def export(file: Path, fmt: str, output: Path) -> None:
             raise click.ClickException(f"{file}: {e}") from None
     else:
         out = _load(file).model_dump_json().encode() + b"\n"
-    if not output.parent.is_dir():
-        raise click.ClickException(f"{output}: folder {str(output.parent)!r} does not exist")
     if not save_atomic(output, out):
         raise click.ClickException(f"{output}: cannot write the output file")
 
