@@ -100,7 +100,7 @@ def torch_is_memory_source(torch_at_start: bool) -> bool:
     return torch_at_start and cuda_torch() is not None
 
 
-_DRIVER_NODES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+_DRIVER_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
 """Files present where an NVIDIA (or AMD ROCm, or WSL) GPU driver is loaded, on Linux."""
 
 
