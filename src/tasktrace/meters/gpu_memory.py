@@ -97,6 +97,8 @@ class ProcessGpuMemory:
         device's value, and the total, are then ``None``)."""
         self.latest: tuple[int | None, ...] = (None,) * (len(self.devices) + 1)
         """The last sample: bytes per device, then the total (``None``: none of ours seen)."""
+        self._known: dict[int, bool] = {}  # whether each PID of the last sample is ours
+        self._me = -1
 
     def check(self) -> bool:
         """Take a first sample; return whether any device's processes can be listed."""
@@ -112,6 +114,8 @@ class ProcessGpuMemory:
         """
         with self._lock:
             me = os.getpid()
+            if me != self._me:  # first sample, or a forked child: nothing known holds
+                self._me, self._known = me, {}
             known: dict[int, bool] = {}
             values: list[int | None] = []
             total: int | None = None
@@ -126,6 +130,9 @@ class ProcessGpuMemory:
                 if used is not None:
                     total = used if total is None else total + used
             values.append(None if unknown else total)
+            # Keep the answers for the PIDs still listed: walking parents is the costly part,
+            # and a PID reused by another GPU process within one interval is not worth it.
+            self._known = known
             sample = tuple(values)
             self.latest = sample
             for scope in list(self._open):  # copied under the GIL: add/discard need no lock
@@ -160,7 +167,8 @@ class ProcessGpuMemory:
                 pid = int(process.pid)
                 ours = known.get(pid)
                 if ours is None:
-                    ours = known[pid] = _is_ours(pid, me)
+                    ours = self._known.get(pid)
+                    known[pid] = ours = _is_ours(pid, me) if ours is None else ours
                 if not ours:
                     continue
                 if process.usedGpuMemory is None:
