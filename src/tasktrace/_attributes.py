@@ -56,7 +56,8 @@ CPU_TIME_S: Final = "tasktrace.task.cpu_time_s"
 PEAK_MEMORY_BYTES: Final = "tasktrace.task.peak_memory_bytes"
 """Peak resident set size (RSS high-water mark) in bytes over the task."""
 PEAK_GPU_MEMORY_BYTES: Final = "tasktrace.task.peak_gpu_memory_bytes"
-"""Peak PyTorch CUDA memory allocated, in bytes (``torch.cuda.max_memory_allocated``)."""
+"""Peak GPU memory in bytes: torch's ``max_memory_allocated``, or NVML's sampled process memory
+(:data:`PEAK_GPU_MEMORY_SOURCE` says which)."""
 SYSTEM_ENERGY_J: Final = "tasktrace.task.system_energy_j"
 """Whole-system energy over the task in joules (the seed's ``system_power``)."""
 CPU_ENERGY_J: Final = "tasktrace.task.cpu_energy_j"
@@ -87,6 +88,8 @@ GPU_ENERGY_SHORT_TASK: Final = "tasktrace.task.gpu_energy_short_task"
 """``True`` when the task was shorter than the update period of ``gpu_power``'s source."""
 DRAM_ENERGY_J: Final = "tasktrace.task.dram_energy_j"
 """DRAM energy over the task in joules, from RAPL ``dram`` zones."""
+PEAK_GPU_MEMORY_SOURCE: Final = "tasktrace.task.peak_gpu_memory_source"
+"""Source of ``peak_gpu_memory``: ``"torch"`` or ``"nvml-sampled"``."""
 PENDING_SPAN_ID: Final = "tasktrace.pending.span_id"
 """Only on a pending snapshot span: the id (16 hex digits) of the running span it describes."""
 ERROR: Final = "tasktrace.task.error"
@@ -126,6 +129,8 @@ FIELD_ATTRIBUTES: Final[dict[str, str]] = {
     "gpu_energy_scope": GPU_ENERGY_SCOPE,
     "gpu_energy_short_task": GPU_ENERGY_SHORT_TASK,
     "dram_energy_j": DRAM_ENERGY_J,
+    # --- GPU memory source (issue 17) ---
+    "peak_gpu_memory_source": PEAK_GPU_MEMORY_SOURCE,
 }
 """Task field name → span attribute key, for every field written as an attribute.
 

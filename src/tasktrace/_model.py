@@ -150,8 +150,11 @@ class TaskRecord(BaseModel):
     (``reset_hwm``), else the peak since the last reset; elsewhere the process's lifetime peak.
     A parent's peak is at least each child's."""
     peak_gpu_memory: int | None = None
-    """Peak PyTorch CUDA memory allocated, in bytes (``torch.cuda.max_memory_allocated`` on the
-    current device), only when the program itself uses torch with CUDA; else ``None``."""
+    """Peak GPU memory in bytes. Where the program uses torch with CUDA: torch's exact
+    high-water mark (``torch.cuda.max_memory_allocated`` on the current device). Otherwise,
+    where NVML can measure: the largest sampled GPU memory used by this process and its children
+    (``nvmlDeviceGetComputeRunningProcesses``, summed over the visible GPUs). Else ``None``;
+    ``peak_gpu_memory_source`` says which."""
     system_power: float | None = Field(
         default=None, validation_alias=AliasChoices("system_power", "chassis_power")
     )
@@ -205,6 +208,11 @@ class TaskRecord(BaseModel):
     dram_energy_j: float | None = Field(default=None, exclude_if=_is_none)
     """DRAM energy over the task in joules, from RAPL ``dram`` zones (machine-wide; not part of
     ``cpu_power``)."""
+    # --- GPU memory source (issue 17) ---
+    peak_gpu_memory_source: str | None = Field(default=None, exclude_if=_is_none)
+    """Where ``peak_gpu_memory`` came from: ``"torch"`` (``torch.cuda.max_memory_allocated``,
+    exact) or ``"nvml-sampled"`` (this process's and its children's used GPU memory, sampled by
+    NVML every ``energy.sample_interval_s``; includes the CUDA context and cached blocks)."""
 
 
     def total_cpu(self) -> float | None:

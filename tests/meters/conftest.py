@@ -9,8 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace.meters import _poller, energy, nvml, prometheus, rapl
-from tasktrace.meters._poller import Poller
+from tasktrace.meters import (
+    _base,
+    _poller,
+    energy,
+    gpu,
+    gpu_memory,
+    nvml,
+    nvml_devices,
+    prometheus,
+    rapl,
+    reset_meters,
+)
+from tasktrace.meters._poller import Poller, get_poller
 
 from .energy_helpers import (
     FakeGpu,
@@ -24,7 +35,17 @@ from .energy_helpers import (
 @pytest.fixture(autouse=True)
 def _fresh_warnings() -> Iterator[None]:
     """Forget which warnings the meter modules have already given."""
-    warners = [rapl._warn, nvml._warn, prometheus._warn, energy._warn, _poller._warn]
+    warners = [
+        rapl._warn,
+        nvml._warn,
+        nvml_devices._warn,
+        gpu_memory._warn,
+        gpu._warn,
+        prometheus._warn,
+        energy._warn,
+        _poller._warn,
+        _base._warn_unavailable,
+    ]
     for warner in warners:
         warner.reset()
     yield
@@ -38,6 +59,15 @@ def poller() -> Iterator[Poller]:
     p = Poller()
     yield p
     p.close()
+
+
+@pytest.fixture
+def install_energy() -> Iterator[None]:
+    """Rebuild the process's meters from the settings the test installs; restore afterwards."""
+    reset_meters()
+    yield
+    reset_meters()
+    get_poller().close()  # the fixture trees' counters go away with tmp_path
 
 
 @pytest.fixture

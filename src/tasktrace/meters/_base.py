@@ -18,7 +18,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from tasktrace._forksafe import renew_after_fork
 
-__all__ = ["Meter", "MeterReading", "WarnOnce"]
+__all__ = ["Meter", "MeterReading", "WarnOnce", "meter_available"]
+
+_log = logging.getLogger("tasktrace.meters")
 
 MeterReading = Mapping[str, Any]
 """Values a meter reports, keyed by :class:`tasktrace.Task` field name.
@@ -94,3 +96,58 @@ class WarnOnce:
         """Forget which keys have warned (for tests)."""
         with self._lock:
             self._seen.clear()
+
+
+_warn_unavailable = WarnOnce(_log)
+
+
+def meter_available(meter: Meter, *, asked: bool = False) -> bool:
+    """Check whether ``meter`` can measure here, warning at most once per meter name.
+
+    The one place that says why a meter is left out, so that each meter gets at most one
+    warning per process, however often the meters are rebuilt (settings reloaded):
+
+    * ``available()`` raising (it must not): a warning naming the meter and the error;
+    * ``available()`` false and the meter asked for by name (``TASKTRACE_METERS``): a warning
+      with the meter's ``reason`` attribute, if it has one;
+    * false and not asked for: a warning only where the meter's ``reason_is_notable`` attribute
+      is true (RAPL present but unreadable, say), else a debug message (no GPU, no RAPL).
+
+    Args:
+        meter: The meter to check.
+        asked: Whether the user named this meter in the meters setting.
+
+    Returns:
+        Whether the meter is available. Never raises.
+    """
+    name = getattr(meter, "name", type(meter).__name__)
+    try:
+        if meter.available():
+            return True
+    except Exception as e:  # noqa: BLE001 - a broken meter is an unavailable one, said once
+        _warn_unavailable(
+            f"unavailable:{name}",
+            "tasktrace: meter %r failed its availability check (%r); its values stay None",
+            name,
+            e,
+        )
+        return False
+    reason = getattr(meter, "reason", None) or "it gave no reason"
+    if asked:
+        _warn_unavailable(
+            f"unavailable:{name}",
+            "tasktrace: meter %r was asked for (meters setting, TASKTRACE_METERS) but cannot "
+            "measure on this machine: %s; its values stay None",
+            name,
+            reason,
+        )
+    elif getattr(meter, "reason_is_notable", False):
+        _warn_unavailable(
+            f"unavailable:{name}",
+            "tasktrace: meter %r cannot measure on this machine: %s; its values stay None",
+            name,
+            reason,
+        )
+    else:
+        _log.debug("tasktrace: meter %r cannot measure here: %s", name, reason)
+    return False

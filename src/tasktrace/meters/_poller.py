@@ -3,8 +3,9 @@
 Two kinds of energy source need reading more often than at task boundaries:
 
 * counters that wrap (RAPL's ``energy_uj`` wraps at ``max_energy_range_uj``): reading them at
-  least once per wrap period lets :class:`WrappingCounter` count every wrap, so a task that spans
-  several wraps is still exact;
+  least once per wrap period lets :class:`ExtendedCounter` count every wrap, so a task that spans
+  several wraps is still exact, and tell a wrap from a glitch or reset (:func:`plausible_wrap`);
+  NVML's energy counter is read too, so that a reset between a task's start and end is seen;
 * power that is only available as an instantaneous reading (NVML on GPUs without the total
   energy counter): :class:`SampledEnergy` integrates it over time.
 
@@ -23,9 +24,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tasktrace._forksafe import renew_after_fork
 from tasktrace.meters._base import WarnOnce
 
-__all__ = ["Poller", "SampledEnergy", "WrappingCounter", "get_poller"]
+__all__ = ["ExtendedCounter", "Poller", "SampledEnergy", "get_poller", "plausible_wrap"]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
@@ -181,48 +183,126 @@ def get_poller() -> Poller:
     return _poller
 
 
-class WrappingCounter:
-    """Extend a hardware counter that wraps at a known range into a monotonic value.
+def plausible_wrap(
+    last: int, raw: int, range_: int, elapsed_s: float, max_rate_per_s: float
+) -> bool:
+    """Return whether a counter that went from ``last`` down to ``raw`` plausibly wrapped once.
 
-    Each :meth:`value` call reads the raw counter; a raw value lower than the previous one means
-    the counter wrapped once, and ``range`` is added to the offset. The extension is exact as
-    long as the counter is read at least once per wrap period, which the shared :class:`Poller`
-    guarantees once :meth:`attach` has been called. Thread-safe.
+    A wrap means the counter climbed from ``last`` to ``range_`` and on from 0 to ``raw``: it
+    counted ``range_ - last + raw`` units in ``elapsed_s`` seconds. That is plausible only if it
+    is at most ``max_rate_per_s * elapsed_s`` (a generous maximum power, in counter units per
+    second). Any other step back is a glitch or a reset, not a wrap: a RAPL ``energy_uj`` that
+    steps back by 1 mJ mid-range would otherwise count as a whole range (262,143 J).
+
+    Args:
+        last: Previous raw reading (counter units, for example µJ).
+        raw: Current raw reading, lower than ``last``.
+        range_: Value at which the counter wraps to 0 (RAPL's ``max_energy_range_uj``).
+        elapsed_s: Seconds between the two readings (monotonic clock).
+        max_rate_per_s: Largest plausible rate of the counter, in units per second.
+
+    Returns:
+        ``True`` for a plausible single wrap, ``False`` for a glitch or reset.
+    """
+    if not 0 <= raw < last <= range_:
+        return False
+    return range_ - last + raw <= max_rate_per_s * max(elapsed_s, 0.0)
+
+
+class ExtendedCounter:
+    """A hardware energy counter made monotonic: wraps are counted, glitches are detected.
+
+    Each reading compares the raw counter with the previous one. A step back that a wrap can
+    explain (:func:`plausible_wrap`: the counter could have reached ``range`` since the last
+    reading at ``max_power_w``) adds ``range`` to the offset; any other step back (a firmware
+    glitch, a counter reset) is a *glitch*: :attr:`glitches` grows by one, the extended value
+    carries on from where it was, and one warning is logged (per counter). A task whose start
+    and end readings have different :attr:`glitches` counts cannot know its energy: its value
+    is ``None``. Counting wraps is exact as long as the counter is read at least once per wrap
+    period, which the shared :class:`Poller` guarantees once :meth:`attach` has been called.
+    Thread-safe.
     """
 
-    def __init__(self, read_raw: Callable[[], int], range_: int, key: str) -> None:
+    def __init__(
+        self,
+        read_raw: Callable[[], int],
+        range_: int,
+        key: str,
+        *,
+        units_per_j: float,
+        max_power_w: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Create a counter.
 
         Args:
-            read_raw: Reads the current raw counter value (for RAPL: ``energy_uj``, µJ).
-            range_: Value at which the counter wraps to 0 (for RAPL: ``max_energy_range_uj``).
+            read_raw: Reads the current raw counter value (RAPL: ``energy_uj``, µJ; NVML:
+                ``nvmlDeviceGetTotalEnergyConsumption``, mJ).
+            range_: Value at which the counter wraps to 0 (RAPL: ``max_energy_range_uj``;
+                NVML's 64-bit counter: ``2**64``, so a step back is never a wrap).
             key: Name of the poller channel (the counter's file path, for example).
+            units_per_j: Counter units per joule (1e6 for µJ, 1e3 for mJ).
+            max_power_w: A generous upper bound of the power the counter measures, in watts.
+            clock: Monotonic clock in seconds (a parameter for tests).
 
         Raises:
-            OSError: The first read of ``read_raw`` failed.
+            Exception: Whatever the first ``read_raw`` call raises (``OSError``, an NVML error).
         """
         self._read_raw = read_raw
         self.range = range_
         self.key = key
+        self.units_per_j = units_per_j
+        self.max_power_w = max_power_w
+        self._clock = clock
         self._lock = threading.Lock()
+        renew_after_fork(self, "_lock")
         self._last = read_raw()
+        self._last_s = clock()
         self._offset = 0
         self.wraps = 0
-        """Number of wraps seen so far."""
+        """Number of wraps counted so far."""
+        self.glitches = 0
+        """Number of steps back that no wrap explains (glitches, resets) seen so far."""
 
-    def value(self) -> int:
-        """Read the counter and return ``wraps * range + raw`` (same unit as the raw counter).
+    def reading(self) -> tuple[int, int]:
+        """Read the counter; return ``(glitches, extended value)`` taken together.
+
+        The extended value is in the raw counter's unit; differences between two readings with
+        the same ``glitches`` are exact energy.
 
         Raises:
-            OSError: Reading the raw counter failed.
+            Exception: Reading the raw counter failed (``OSError``, an NVML error).
         """
         with self._lock:
             raw = self._read_raw()
-            if raw < self._last:
-                self._offset += self.range
-                self.wraps += 1
-            self._last = raw
-            return self._offset + raw
+            now_s = self._clock()
+            last, elapsed_s = self._last, now_s - self._last_s
+            if raw < last:
+                rate = self.max_power_w * self.units_per_j
+                if plausible_wrap(last, raw, self.range, elapsed_s, rate):
+                    self._offset += self.range
+                    self.wraps += 1
+                else:
+                    self._offset += last - raw  # carry on from the last extended value
+                    self.glitches += 1
+                    _warn(
+                        f"glitch:{self.key}",
+                        "tasktrace: energy counter %s stepped back from %d to %d in %.3f s, "
+                        "which no wrap at %d explains (it would take more than %g W); energy "
+                        "of the tasks spanning it is None",
+                        self.key,
+                        last,
+                        raw,
+                        elapsed_s,
+                        self.range,
+                        self.max_power_w,
+                    )
+            self._last, self._last_s = raw, now_s
+            return self.glitches, self._offset + raw
+
+    def value(self) -> int:
+        """Read the counter and return the extended value only (see :meth:`reading`)."""
+        return self.reading()[1]
 
     def attach(self, poller: Poller, interval_s: float) -> None:
         """Have ``poller`` read this counter every ``interval_s`` seconds (replacing ``key``)."""

@@ -151,6 +151,15 @@ class PrometheusMeter:
         """Return whether a URL and at least one query are configured (no network access)."""
         return bool(self.url and self.queries)
 
+    @property
+    def reason(self) -> str | None:
+        """Why the meter is unavailable (no URL, or no power queries), else ``None``."""
+        if not self.url:
+            return "no Prometheus URL is set ([prometheus] url, TASKTRACE_PROMETHEUS__URL)"
+        if not self.queries:
+            return f"machine {self.machine!r} has no power_queries ([machines.NAME])"
+        return None
+
     def start(self) -> None:
         """Take no snapshot: the queries cover the task's duration by themselves."""
         return
