@@ -36,6 +36,7 @@ from tasktrace._model import (
     bind_task_class,
     dump_json,
 )
+from tasktrace._outcome import Outcome, outcome_of
 from tasktrace._processor import tree
 from tasktrace._settings import get_settings
 from tasktrace._setup import get_tracer
@@ -124,9 +125,26 @@ class Task(TaskRecord):
         TypeError: A value in ``data`` cannot be serialised (the message names the key), or
             ``parent`` is neither a Task nor a UUID.
 
+    Used as a context manager, a task's status follows what ended its block (span status in
+    brackets; the error text goes to ``error`` and the span's status description):
+
+    - nothing, or ``sys.exit(0)`` / ``sys.exit()`` / ``sys.exit(None)``: ``finished`` (OK);
+    - ``sys.exit(n)`` with any other code: ``failed`` (ERROR, ``"SystemExit: n"``);
+    - ``KeyboardInterrupt``, ``asyncio.CancelledError`` (``task.cancel()``, a ``wait_for``
+      timeout, a ``TaskGroup`` aborting), ``concurrent.futures.CancelledError`` and
+      ``GeneratorExit`` (a generator holding the task closed before its end):
+      ``cancelled`` (UNSET);
+    - any other exception: ``failed`` (ERROR, ``"ValueError: ..."``).
+
+    A ``SystemExit`` also records the exit status as the ``exit_code`` extra data (0 for
+    ``None``, 1 for a message), as ``tasktrace run`` does. Unless the task finished, the
+    exception is recorded as a span event; it always propagates unchanged.
+
     Thread-safety: a task may be started in one thread and finished in another; its
     measurements are updated under a per-task lock. The active task is per thread and per
-    asyncio task.
+    asyncio task; a task that finished elsewhere (a generator closed by another thread or
+    asyncio task, or by the garbage collector) is never the active task: :meth:`current` and
+    the parent of a new task (and of its span) skip to the innermost task still running.
     """
 
     _rt: _Runtime | None = PrivateAttr(default=None)
@@ -497,9 +515,9 @@ class Task(TaskRecord):
 
         Finishing a task that is not running logs a warning and does nothing.
         """
-        self._finish(TaskStatus(status), None)
+        self._finish(Outcome(TaskStatus(status), None), None)
 
-    def _finish(self, status: TaskStatus, exc: BaseException | None) -> None:  # noqa: PLR0912, PLR0915 - one locked sequence
+    def _finish(self, outcome: Outcome, exc: BaseException | None) -> None:  # noqa: PLR0912, PLR0915 - one locked sequence
         rt = self._runtime()
         with rt.lock:
             if rt.remote:  # another process's task (inherited by fork): only leave its context
@@ -513,9 +531,11 @@ class Task(TaskRecord):
             self._apply(values)
             d = self.__dict__
             d["finish_time"] = end_ns / 1e9
-            d["status"] = status
-            if exc is not None and d["error"] is None:
-                d["error"] = _describe(exc)
+            status = d["status"] = outcome.status
+            if outcome.error is not None and d["error"] is None:
+                d["error"] = outcome.error
+            if outcome.exit_code is not None:
+                self.exit_code = outcome.exit_code  # as `tasktrace run` records a command's
             span = rt.span
             try:
                 final_attrs = attr.fields_to_attributes(values)
@@ -525,10 +545,10 @@ class Task(TaskRecord):
                 if self.__pydantic_extra__:
                     final_attrs.update(self._final_data_attrs())
                 span.set_attributes(final_attrs)
-                if exc is not None:
+                if exc is not None and status is not TaskStatus.FINISHED:
                     span.record_exception(exc, timestamp=end_ns)
                 if status is TaskStatus.FAILED:
-                    span.set_status(Status(StatusCode.ERROR, _describe(exc)))
+                    span.set_status(Status(StatusCode.ERROR, outcome.error))
                 elif status is TaskStatus.FINISHED:
                     span.set_status(Status(StatusCode.OK))
                 span.end(end_time=end_ns)
@@ -584,17 +604,13 @@ class Task(TaskRecord):
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Finish as FINISHED, FAILED (an exception) or CANCELLED (``KeyboardInterrupt``).
+        """Finish with the status the exception (if any) calls for; see the class docstring.
 
-        The exception, if any, is recorded as a span event and propagates unchanged.
+        The exception propagates unchanged; unless the task finished (``sys.exit(0)``), it is
+        recorded as a span event.
         """
-        if exc_type is None:
-            status = TaskStatus.FINISHED
-        elif issubclass(exc_type, KeyboardInterrupt):
-            status = TaskStatus.CANCELLED
-        else:
-            status = TaskStatus.FAILED
-        self._finish(status, exc_value)
+        del exc_type, traceback
+        self._finish(outcome_of(exc_value), exc_value)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickle as the task's data; a running task as a parent for another process.
@@ -632,9 +648,3 @@ def _update_running_subtasks(task: Task) -> None:
         with tree.lock:
             stack.extend(sub.subtasks)
 
-
-def _describe(exc: BaseException | None) -> str | None:
-    if exc is None:
-        return None
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
