@@ -27,6 +27,7 @@ from pydantic import (
 
 from tasktrace import _attributes as attr
 from tasktrace import _subprocess, _watch
+from tasktrace._context import TASK_KEY, is_on_top, live_context, task_context
 from tasktrace._files import RefreshMonitor, check_folder, save_atomic
 from tasktrace._model import (
     _DEFAULTS,
@@ -50,7 +51,6 @@ __all__ = ["Task", "TaskStatus"]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
-_TASK_KEY = otel_context.create_key("tasktrace.task")
 _ATTRIBUTE_BUDGET = 96  # extra-data attributes kept on a span; the SDK keeps 128 in all
 REFRESH_COST_FACTOR = 20
 """A task file is refreshed at most once per this many times the last refresh's duration."""
@@ -227,8 +227,15 @@ class Task(TaskRecord):
 
     @staticmethod
     def current() -> Task | None:
-        """Return the active task of this thread / asyncio task, or ``None``."""
-        return otel_context.get_value(_TASK_KEY)  # type: ignore[return-value]
+        """Return the active task of this thread / asyncio task, or ``None``.
+
+        A task that finished elsewhere (see the class docstring) is never returned: the
+        innermost task of this context still running is.
+        """
+        task: Task | None = otel_context.get_value(TASK_KEY)  # type: ignore[assignment]
+        if task is None or task.status is TaskStatus.RUNNING:
+            return task
+        return live_context(otel_context.get_current())[0]
 
     @staticmethod
     def root() -> Task | None:
@@ -418,7 +425,7 @@ class Task(TaskRecord):
         if sctx.is_valid:
             d["trace_id"] = format(sctx.trace_id, "032x")
             d["span_id"] = format(sctx.span_id, "016x")
-        ctx = otel_context.set_value(_TASK_KEY, self, trace.set_span_in_context(span))
+        ctx = task_context(self, span)
         rt.ctx = ctx
         rt.token = otel_context.attach(ctx)
 
@@ -452,13 +459,17 @@ class Task(TaskRecord):
             return parent, None
         if self.parent_id is not None:
             return None, None  # a parent elsewhere (another process): keep its id
-        current = Task.current()
-        span_ctx = trace.get_current_span().get_span_context()
+        current: Task | None = otel_context.get_value(TASK_KEY)  # type: ignore[assignment]
+        span_parent = None
+        if current is not None and current.status is not TaskStatus.RUNNING:
+            # a task that finished elsewhere (a generator closed by another thread): skip it
+            current, span_parent = live_context(otel_context.get_current())
+        span_ctx = trace.get_current_span(span_parent).get_span_context()
         node = tree.node_for_span(span_ctx.span_id) if span_ctx.is_valid else None
         if node is None:
             node = current
         rt.parent = current
-        return node, None
+        return node, span_parent
 
     def _span_context(self) -> trace.SpanContext | None:
         """Return the span context, rebuilt from its hex ids once the runtime state is gone."""
@@ -578,18 +589,20 @@ class Task(TaskRecord):
     @staticmethod
     def _detach(rt: _Runtime) -> None:
         token, rt.token = rt.token, None
-        if token is None:
+        if token is None or not is_on_top(rt.ctx):  # type: ignore[arg-type]
+            # A running task's or a user's span's context is above ours, or we finish in
+            # another thread or asyncio task: leave it. This task is skipped as stale where
+            # it is found (see _context.live_context).
             return
-        if otel_context.get_current() is rt.ctx:
+        reset = getattr(getattr(token, "var", None), "reset", None)
+        if reset is None:  # a context runtime other than OpenTelemetry's contextvars one
             otel_context.detach(token)  # type: ignore[arg-type]
             return
-        # Finished from another context (a generator or coroutine resumed elsewhere, another
-        # thread) or with a newer context on top: reset only if the token belongs here.
-        reset = getattr(getattr(token, "var", None), "reset", None)
-        if reset is not None:
-            # ValueError/RuntimeError: created in another Context; leave that Context alone
-            with contextlib.suppress(ValueError, RuntimeError):
-                reset(token)
+        # Our context is current here, but this may be a copy of the Context that attached it
+        # (an asyncio task or thread started while the task ran: ValueError): then leave it.
+        # OpenTelemetry's detach would log "Failed to detach context" at ERROR for that.
+        with contextlib.suppress(ValueError, RuntimeError):
+            reset(token)
 
     # ----- context manager and protocols -------------------------------------------------------
 
