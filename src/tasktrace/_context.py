@@ -39,6 +39,8 @@ TASK_KEY = otel_context.create_key("tasktrace.task")
 """Context key of the active task (a :class:`~tasktrace.Task`)."""
 OUTER_KEY = otel_context.create_key("tasktrace.outer")
 """Context key of the context that was current when the active task started."""
+RUNNING = TaskStatus.RUNNING
+"""``TaskStatus.RUNNING``, read once (an enum member lookup costs more than a global's)."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -134,7 +136,7 @@ def live_context(
     """
     task: Task | None = otel_context.get_value(TASK_KEY, ctx)  # type: ignore[assignment]
     span_ctx = None
-    while task is not None and task.status is not TaskStatus.RUNNING:
+    while task is not None and task.status is not RUNNING:
         if span_ctx is None and trace.get_current_span(ctx).is_recording():
             span_ctx = ctx
         outer = otel_context.get_value(OUTER_KEY, ctx)
@@ -154,7 +156,7 @@ def is_on_top(mine: otel_context.Context) -> bool:
         if not isinstance(ctx, otel_context.Context):
             return False
         task = ctx.get(TASK_KEY)
-        if task is None or task.status is TaskStatus.RUNNING:
+        if task is None or task.status is RUNNING:
             return False
         ctx = ctx.get(OUTER_KEY)
     return True

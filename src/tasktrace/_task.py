@@ -27,7 +27,7 @@ from pydantic import (
 
 from tasktrace import _attributes as attr
 from tasktrace import _subprocess, _watch
-from tasktrace._context import TASK_KEY, is_on_top, live_context, task_context
+from tasktrace._context import RUNNING, TASK_KEY, is_on_top, live_context, task_context
 from tasktrace._files import RefreshMonitor, check_folder, save_atomic
 from tasktrace._model import (
     _DEFAULTS,
@@ -233,7 +233,7 @@ class Task(TaskRecord):
         innermost task of this context still running is.
         """
         task: Task | None = otel_context.get_value(TASK_KEY)  # type: ignore[assignment]
-        if task is None or task.status is TaskStatus.RUNNING:
+        if task is None or task.status is RUNNING:
             return task
         return live_context(otel_context.get_current())[0]
 
@@ -461,7 +461,7 @@ class Task(TaskRecord):
             return None, None  # a parent elsewhere (another process): keep its id
         current: Task | None = otel_context.get_value(TASK_KEY)  # type: ignore[assignment]
         span_parent = None
-        if current is not None and current.status is not TaskStatus.RUNNING:
+        if current is not None and current.status is not RUNNING:
             # a task that finished elsewhere (a generator closed by another thread): skip it
             current, span_parent = live_context(otel_context.get_current())
         span_ctx = trace.get_current_span(span_parent).get_span_context()
