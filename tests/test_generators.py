@@ -6,10 +6,12 @@ import asyncio
 import gc
 import logging
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
@@ -230,3 +232,25 @@ def test_user_span_after_a_generator_closed_elsewhere(task_spans: InMemorySpanEx
     assert inside.parent_id == root.task_id  # the task tree skips the finished task
     assert finished["inside mine"].parent is not None
     assert finished["inside mine"].parent.span_id == finished["mine"].context.span_id
+
+
+def test_generators_closed_elsewhere_in_a_loop_leave_no_chain_of_contexts() -> None:
+    """Stale contexts never pile up: after 50 generators closed elsewhere, at most one is kept."""
+    contexts: list[weakref.ref[otel_context.Context]] = []
+
+    def stream() -> Iterator[int]:
+        with Task("stream"):
+            contexts.append(weakref.ref(otel_context.get_current()))
+            yield 1
+
+    with Task("root") as root:
+        for _ in range(50):
+            gen = stream()
+            next(gen)
+            _in_thread(gen.close)
+            del gen
+            with Task("process") as process:
+                pass
+            assert process.parent_id == root.task_id
+        gc.collect()
+        assert len([ref for ref in contexts if ref() is not None]) <= 1

@@ -116,11 +116,19 @@ class ContextThread(threading.Thread):
 
 
 def task_context(task: Task, span: trace.Span) -> otel_context.Context:
-    """Return the current context with ``task`` and its ``span`` active (to attach at start)."""
-    outer = otel_context.get_current()
+    """Return the current context with ``task`` and its ``span`` active (to attach at start).
+
+    The context to go back to, should ``task`` be found stale, is the current one past any
+    finished task (so that stale contexts never form a chain).
+    """
+    current = otel_context.get_current()
+    outer = current
+    found = current.get(TASK_KEY)
+    if found is not None and found.status is not RUNNING:  # type: ignore[attr-defined]
+        outer = live_context(current)[1]
     # One copy for both keys (set_value twice would copy the context twice more).
     return otel_context.Context(
-        {**trace.set_span_in_context(span, outer), TASK_KEY: task, OUTER_KEY: outer}
+        {**trace.set_span_in_context(span, current), TASK_KEY: task, OUTER_KEY: outer}
     )
 
 
