@@ -660,4 +660,3 @@ def _update_running_subtasks(task: Task) -> None:
                 sub.update_resources()
         with tree.lock:
             stack.extend(sub.subtasks)
-
