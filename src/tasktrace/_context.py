@@ -6,6 +6,15 @@ The active task is per thread and per asyncio task: it lives in the OpenTelemetr
 context, so work submitted to a thread must carry its submitter's context; these helpers do,
 each call running in its own copy (one :class:`contextvars.Context` cannot be entered by two
 threads at once).
+
+It also holds the rules for the active task itself. A task's context records the context that
+was current when the task started. A generator runs in its consumer's context, so while it is
+suspended inside ``with Task(...)`` its consumer's context holds the generator's task; if the
+generator is then closed elsewhere (another thread or asyncio task, the garbage collector),
+that task finishes without leaving the consumer's context. tasktrace therefore treats a
+finished task found in a context as stale and skips it, back to the context current when it
+started (:func:`live_context`), and ends a task's context only where it is still on top
+(:func:`is_on_top`).
 """
 
 from __future__ import annotations
@@ -14,9 +23,24 @@ import contextvars
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from tasktrace._model import TaskStatus
+
+if TYPE_CHECKING:
+    from tasktrace._task import Task
 
 __all__ = ["ContextThread", "ContextThreadPoolExecutor", "with_current_context"]
+
+TASK_KEY = otel_context.create_key("tasktrace.task")
+"""Context key of the active task (a :class:`~tasktrace.Task`)."""
+OUTER_KEY = otel_context.create_key("tasktrace.outer")
+"""Context key of the context that was current when the active task started."""
+RUNNING = TaskStatus.RUNNING
+"""``TaskStatus.RUNNING``, read once (an enum member lookup costs more than a global's)."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -86,3 +110,61 @@ class ContextThread(threading.Thread):
     def run(self) -> None:
         """Run the thread's work (``target`` or an overriding ``run``) in the captured context."""
         self._tasktrace_context.run(super().run)
+
+
+# ----- the active task ---------------------------------------------------------------------------
+
+
+def task_context(task: Task, span: trace.Span) -> otel_context.Context:
+    """Return the current context with ``task`` and its ``span`` active (to attach at start).
+
+    The context to go back to, should ``task`` be found stale, is the current one past any
+    finished task (so that stale contexts never form a chain).
+    """
+    current = otel_context.get_current()
+    outer = current
+    found = current.get(TASK_KEY)
+    if found is not None and found.status is not RUNNING:  # type: ignore[attr-defined]
+        outer = live_context(current)[1]
+    # One copy for both keys (set_value twice would copy the context twice more).
+    return otel_context.Context(
+        {**trace.set_span_in_context(span, current), TASK_KEY: task, OUTER_KEY: outer}
+    )
+
+
+def live_context(
+    ctx: otel_context.Context,
+) -> tuple[Task | None, otel_context.Context]:
+    """Return the running task of ``ctx`` and the context for a new span started there.
+
+    A task found in ``ctx`` that has finished (elsewhere: see the module docstring) is skipped,
+    for the context that was current when it started, until a running task or none is found;
+    its ended span is skipped with it. A span still recording on top of a finished task (a
+    user's span, started after that task finished elsewhere) stays the parent of new spans.
+    """
+    task: Task | None = otel_context.get_value(TASK_KEY, ctx)  # type: ignore[assignment]
+    span_ctx = None
+    while task is not None and task.status is not RUNNING:
+        if span_ctx is None and trace.get_current_span(ctx).is_recording():
+            span_ctx = ctx
+        outer = otel_context.get_value(OUTER_KEY, ctx)
+        ctx = outer if isinstance(outer, otel_context.Context) else otel_context.Context()
+        task = otel_context.get_value(TASK_KEY, ctx)  # type: ignore[assignment]
+    return task, (ctx if span_ctx is None else span_ctx)
+
+
+def is_on_top(mine: otel_context.Context) -> bool:
+    """Whether ``mine`` is the current context, or under contexts of finished tasks only.
+
+    A finishing task resets the context to what it was before the task only then: never
+    while a running task's or a user's span's context is above it.
+    """
+    ctx: object = otel_context.get_current()
+    while ctx is not mine:
+        if not isinstance(ctx, otel_context.Context):
+            return False
+        task = ctx.get(TASK_KEY)
+        if task is None or task.status is RUNNING:
+            return False
+        ctx = ctx.get(OUTER_KEY)
+    return True

@@ -99,7 +99,8 @@ class TaskStatus(str, Enum):
     FAILED = "failed"
     """Finished by an exception."""
     CANCELLED = "cancelled"
-    """Finished by :class:`KeyboardInterrupt` (or explicitly cancelled)."""
+    """Stopped from outside: ``KeyboardInterrupt``, a cancelled asyncio task or future, a
+    generator closed early (``GeneratorExit``), ``SIGTERM``, or explicitly cancelled."""
 
 
 _Subtasks = Annotated[

@@ -50,6 +50,7 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import ValidationError
 
+from tasktrace._context import live_context
 from tasktrace._processor import tree
 from tasktrace.meters._base import WarnOnce
 
@@ -159,7 +160,7 @@ def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     for key in ("TRACEPARENT", "TRACESTATE", PARENT_TASK_ENV):
         env.pop(key, None)
     carrier: dict[str, str] = {}
-    _propagator.inject(carrier)
+    _propagator.inject(carrier, context=live_context(otel_context.get_current())[1])
     for key, value in carrier.items():
         env[key.upper()] = value
     task = Task.current()
@@ -228,7 +229,8 @@ def join_parent_process(
     """At start: make ``task`` a subprocess root when its parent is in another process.
 
     The parent is another process's when ``parent`` is a stand-in (unpickled, or inherited
-    through ``fork``), or when there is no parent task, no current span and the environment
+    through ``fork``), or when there is no parent task, no span in ``parent_ctx`` (``None``:
+    the current context) and the environment
     carries ``TRACEPARENT`` (the span's parent) and :data:`PARENT_TASK_ENV` (the task's parent).
 
     Returns:
@@ -240,10 +242,10 @@ def join_parent_process(
         if prt.remote:
             _make_root(task, rt)
         return parent_ctx
-    if task.parent_id is not None or parent_ctx is not None:
+    if task.parent_id is not None:
         return parent_ctx
-    if trace.get_current_span().get_span_context().is_valid:
-        return None
+    if trace.get_current_span(parent_ctx).get_span_context().is_valid:
+        return parent_ctx
     traceparent, state, parent_id, spool = _environment()
     ctx = None
     if traceparent:
@@ -258,7 +260,7 @@ def join_parent_process(
             _warn("parent-env", "tasktrace: invalid %s=%r; ignored", PARENT_TASK_ENV, parent_id)
         else:
             _make_root(task, rt)
-    return ctx
+    return ctx if ctx is not None else parent_ctx
 
 
 def _make_root(task: Task, rt: _Runtime) -> None:

@@ -27,6 +27,7 @@ from pydantic import (
 
 from tasktrace import _attributes as attr
 from tasktrace import _subprocess, _watch
+from tasktrace._context import RUNNING, TASK_KEY, is_on_top, live_context, task_context
 from tasktrace._files import RefreshMonitor, check_folder, check_replaceable, save_atomic
 from tasktrace._model import (
     _DEFAULTS,
@@ -36,6 +37,7 @@ from tasktrace._model import (
     bind_task_class,
     dump_json,
 )
+from tasktrace._outcome import Outcome, outcome_of
 from tasktrace._processor import tree
 from tasktrace._settings import get_settings
 from tasktrace._setup import get_tracer
@@ -49,7 +51,6 @@ __all__ = ["Task", "TaskStatus"]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
-_TASK_KEY = otel_context.create_key("tasktrace.task")
 _ATTRIBUTE_BUDGET = 96  # extra-data attributes kept on a span; the SDK keeps 128 in all
 REFRESH_COST_FACTOR = 20
 """A task file is refreshed at most once per this many times the last refresh's duration."""
@@ -133,9 +134,26 @@ class Task(TaskRecord):
     :meth:`start` raises :class:`FileExistsError` when ``file`` holds something that is not
     tasktrace output (see ``file``).
 
+    Used as a context manager, a task's status follows what ended its block (span status in
+    brackets; the error text goes to ``error`` and the span's status description):
+
+    - nothing, or ``sys.exit(0)`` / ``sys.exit()`` / ``sys.exit(None)``: ``finished`` (OK);
+    - ``sys.exit(n)`` with any other code: ``failed`` (ERROR, ``"SystemExit: n"``);
+    - ``KeyboardInterrupt``, ``asyncio.CancelledError`` (``task.cancel()``, a ``wait_for``
+      timeout, a ``TaskGroup`` aborting), ``concurrent.futures.CancelledError`` and
+      ``GeneratorExit`` (a generator holding the task closed before its end):
+      ``cancelled`` (UNSET);
+    - any other exception: ``failed`` (ERROR, ``"ValueError: ..."``).
+
+    A ``SystemExit`` also records the exit status as the ``exit_code`` extra data (0 for
+    ``None``, 1 for a message), as ``tasktrace run`` does. Unless the task finished, the
+    exception is recorded as a span event; it always propagates unchanged.
+
     Thread-safety: a task may be started in one thread and finished in another; its
     measurements are updated under a per-task lock. The active task is per thread and per
-    asyncio task.
+    asyncio task; a task that finished elsewhere (a generator closed by another thread or
+    asyncio task, or by the garbage collector) is never the active task: :meth:`current` and
+    the parent of a new task (and of its span) skip to the innermost task still running.
     """
 
     _rt: _Runtime | None = PrivateAttr(default=None)
@@ -218,8 +236,15 @@ class Task(TaskRecord):
 
     @staticmethod
     def current() -> Task | None:
-        """Return the active task of this thread / asyncio task, or ``None``."""
-        return otel_context.get_value(_TASK_KEY)  # type: ignore[return-value]
+        """Return the active task of this thread / asyncio task, or ``None``.
+
+        A task that finished elsewhere (see the class docstring) is never returned: the
+        innermost task of this context still running is.
+        """
+        task: Task | None = otel_context.get_value(TASK_KEY)  # type: ignore[assignment]
+        if task is None or task.status is RUNNING:
+            return task
+        return live_context(otel_context.get_current())[0]
 
     @staticmethod
     def root() -> Task | None:
@@ -424,7 +449,7 @@ class Task(TaskRecord):
         if sctx.is_valid:
             d["trace_id"] = format(sctx.trace_id, "032x")
             d["span_id"] = format(sctx.span_id, "016x")
-        ctx = otel_context.set_value(_TASK_KEY, self, trace.set_span_in_context(span))
+        ctx = task_context(self, span)
         rt.ctx = ctx
         rt.token = otel_context.attach(ctx)
 
@@ -458,13 +483,17 @@ class Task(TaskRecord):
             return parent, None
         if self.parent_id is not None:
             return None, None  # a parent elsewhere (another process): keep its id
-        current = Task.current()
-        span_ctx = trace.get_current_span().get_span_context()
+        current: Task | None = otel_context.get_value(TASK_KEY)  # type: ignore[assignment]
+        span_parent = None
+        if current is not None and current.status is not RUNNING:
+            # a task that finished elsewhere (a generator closed by another thread): skip it
+            current, span_parent = live_context(otel_context.get_current())
+        span_ctx = trace.get_current_span(span_parent).get_span_context()
         node = tree.node_for_span(span_ctx.span_id) if span_ctx.is_valid else None
         if node is None:
             node = current
         rt.parent = current
-        return node, None
+        return node, span_parent
 
     def _span_context(self) -> trace.SpanContext | None:
         """Return the span context, rebuilt from its hex ids once the runtime state is gone."""
@@ -521,9 +550,9 @@ class Task(TaskRecord):
 
         Finishing a task that is not running logs a warning and does nothing.
         """
-        self._finish(TaskStatus(status), None)
+        self._finish(Outcome(TaskStatus(status), None), None)
 
-    def _finish(self, status: TaskStatus, exc: BaseException | None) -> None:  # noqa: PLR0912, PLR0915 - one locked sequence
+    def _finish(self, outcome: Outcome, exc: BaseException | None) -> None:  # noqa: PLR0912, PLR0915 - one locked sequence
         rt = self._runtime()
         with rt.lock:
             if rt.remote:  # another process's task (inherited by fork): only leave its context
@@ -537,9 +566,11 @@ class Task(TaskRecord):
             self._apply(values)
             d = self.__dict__
             d["finish_time"] = end_ns / 1e9
-            d["status"] = status
-            if exc is not None and d["error"] is None:
-                d["error"] = _describe(exc)
+            status = d["status"] = outcome.status
+            if outcome.error is not None and d["error"] is None:
+                d["error"] = outcome.error
+            if outcome.exit_code is not None:
+                self.exit_code = outcome.exit_code  # as `tasktrace run` records a command's
             span = rt.span
             try:
                 final_attrs = attr.fields_to_attributes(values)
@@ -549,10 +580,10 @@ class Task(TaskRecord):
                 if self.__pydantic_extra__:
                     final_attrs.update(self._final_data_attrs())
                 span.set_attributes(final_attrs)
-                if exc is not None:
+                if exc is not None and status is not TaskStatus.FINISHED:
                     span.record_exception(exc, timestamp=end_ns)
                 if status is TaskStatus.FAILED:
-                    span.set_status(Status(StatusCode.ERROR, _describe(exc)))
+                    span.set_status(Status(StatusCode.ERROR, outcome.error))
                 elif status is TaskStatus.FINISHED:
                     span.set_status(Status(StatusCode.OK))
                 span.end(end_time=end_ns)
@@ -582,18 +613,20 @@ class Task(TaskRecord):
     @staticmethod
     def _detach(rt: _Runtime) -> None:
         token, rt.token = rt.token, None
-        if token is None:
+        if token is None or not is_on_top(rt.ctx):  # type: ignore[arg-type]
+            # A running task's or a user's span's context is above ours, or we finish in
+            # another thread or asyncio task: leave it. This task is skipped as stale where
+            # it is found (see _context.live_context).
             return
-        if otel_context.get_current() is rt.ctx:
+        reset = getattr(getattr(token, "var", None), "reset", None)
+        if reset is None:  # a context runtime other than OpenTelemetry's contextvars one
             otel_context.detach(token)  # type: ignore[arg-type]
             return
-        # Finished from another context (a generator or coroutine resumed elsewhere, another
-        # thread) or with a newer context on top: reset only if the token belongs here.
-        reset = getattr(getattr(token, "var", None), "reset", None)
-        if reset is not None:
-            # ValueError/RuntimeError: created in another Context; leave that Context alone
-            with contextlib.suppress(ValueError, RuntimeError):
-                reset(token)
+        # Our context is current here, but this may be a copy of the Context that attached it
+        # (an asyncio task or thread started while the task ran: ValueError): then leave it.
+        # OpenTelemetry's detach would log "Failed to detach context" at ERROR for that.
+        with contextlib.suppress(ValueError, RuntimeError):
+            reset(token)
 
     # ----- context manager and protocols -------------------------------------------------------
 
@@ -608,17 +641,13 @@ class Task(TaskRecord):
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Finish as FINISHED, FAILED (an exception) or CANCELLED (``KeyboardInterrupt``).
+        """Finish with the status the exception (if any) calls for; see the class docstring.
 
-        The exception, if any, is recorded as a span event and propagates unchanged.
+        The exception propagates unchanged; unless the task finished (``sys.exit(0)``), it is
+        recorded as a span event.
         """
-        if exc_type is None:
-            status = TaskStatus.FINISHED
-        elif issubclass(exc_type, KeyboardInterrupt):
-            status = TaskStatus.CANCELLED
-        else:
-            status = TaskStatus.FAILED
-        self._finish(status, exc_value)
+        del exc_type, traceback
+        self._finish(outcome_of(exc_value), exc_value)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickle as the task's data; a running task as a parent for another process.
@@ -655,10 +684,3 @@ def _update_running_subtasks(task: Task) -> None:
                 sub.update_resources()
         with tree.lock:
             stack.extend(sub.subtasks)
-
-
-def _describe(exc: BaseException | None) -> str | None:
-    if exc is None:
-        return None
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -36,6 +36,7 @@ from tasktrace import _subprocess
 from tasktrace._files import check_replaceable, save_atomic
 from tasktrace._format import friendly_bytes, friendly_duration, friendly_joules
 from tasktrace._live import LivePanel
+from tasktrace._outcome import exit_status
 from tasktrace._redact import redact_argv
 from tasktrace._task import Task, TaskStatus
 from tasktrace.meters.process import MAXRSS_UNIT
@@ -558,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         return 130
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return exit_status(e)
     return 0
 
 
