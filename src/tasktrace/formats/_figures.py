@@ -179,6 +179,7 @@ def table_figure(
     headers: Sequence[str],
     cells: Sequence[Sequence[str]],
     sort_keys: dict[str, Sequence[Any]],
+    row_height_px: int = 26,
 ) -> go.Figure:
     """Build a table with a "sort by" menu: one entry per key in ``sort_keys``.
 
@@ -188,6 +189,8 @@ def table_figure(
         cells: The columns of display text (each as long as the others).
         sort_keys: Menu label → one key per row; rows are sorted by it, largest first (text
             keys: alphabetically), rows without a key (``None``) last.
+        row_height_px: The height a row is given in the figure's height (more where narrow
+            columns wrap text); the table scrolls beyond 800 px.
     """
     count = len(cells[0]) if cells else 0
 
@@ -221,7 +224,7 @@ def table_figure(
         title={"text": title},
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 1, "xanchor": "right",
                       "y": 1.0, "yanchor": "bottom", "pad": {"b": 10}}] if buttons else [],
-        height=min(800, 160 + 44 * count),
+        height=min(800, 130 + row_height_px * count),
         margin={"t": 80, "l": 10, "r": 10, "b": 10},
     )
     return figure

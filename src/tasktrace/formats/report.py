@@ -111,7 +111,8 @@ def _facts(run: Run, rows: list[dict[str, Any]], nodes: int, carbon: CarbonInten
             missing.append(f"{measure.title}: {MISSING_REASONS[column]}")
     items.append(("measured", html.escape(", ".join(measured)) or "nothing"))
     if missing:
-        items.append(("not measured", "<br>".join(html.escape(m) for m in missing)))
+        reasons = "<br>".join(html.escape(m) for m in missing)
+        items.append(("not measured", f'<span class="note">{reasons}</span>'))
     body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
     return f'<dl class="facts">{body}</dl>'
 
@@ -124,7 +125,9 @@ def _friendly(measure: Measure, value: float | None) -> str:
     return "" if value is None else measure.friendly(value)
 
 
-def _label_table(groups: list[dict[str, Any]], measures: Sequence[Measure]) -> Any:
+def _label_table(
+    groups: list[dict[str, Any]], measures: Sequence[Measure], narrow: bool
+) -> Any:
     headers = ["label", "tasks", "failed"]
     cells: list[list[str]] = [
         [html.escape(g["label_pattern"]) for g in groups],
@@ -144,7 +147,8 @@ def _label_table(groups: list[dict[str, Any]], measures: Sequence[Measure]) -> A
         keys[f"{m.aggregate} {m.title}"] = [g[total] for g in groups]
     keys["tasks"] = [g["tasks"] for g in groups]
     keys["label"] = [g["label_pattern"] for g in groups]
-    return table_figure("Per label (numbers in labels as #)", headers, cells, keys)
+    return table_figure("Per label (numbers in labels as #)", headers, cells, keys,
+                        row_height_px=48 if narrow else 26)
 
 
 def _comparison_table(
@@ -196,7 +200,7 @@ def build_report(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> 
             f"{_facts(run, rows, len(nodes), carbon)}"
             f"{_div(icicle_figure(nodes, hover), f'icicle-{k}')}"
             f"{_div(timeline_figure(nodes, hover), f'timeline-{k}')}"
-            f"{_div(_label_table(run_groups, measures), f'labels-{k}')}</section>"
+            f"{_div(_label_table(run_groups, measures, len(runs) > 1), f'labels-{k}')}</section>"
         )
     comparison = ""
     if len(runs) > 1:
