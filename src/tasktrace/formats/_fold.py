@@ -58,6 +58,7 @@ class FoldNode:
         values: Measures by column (``duration_s``, …): sums over the tasks, the largest value
             for peaks; ``None`` where none was measured.
         known: By column, how many of the tasks have a value (the divisor of a mean).
+        statuses: How many of its tasks have each status (``"finished"``, ``"failed"``, …).
         start_s: Earliest start, UNIX seconds (``None`` if unknown).
         finish_s: Latest finish, UNIX seconds (``None`` if unknown).
     """
@@ -71,16 +72,12 @@ class FoldNode:
     known: dict[str, int]
     start_s: float | None
     finish_s: float | None
+    statuses: Counter[str]
 
     @property
     def folded(self) -> bool:
         """Whether this node stands for more than one task."""
         return len(self.tasks) > 1
-
-    @property
-    def statuses(self) -> Counter[str]:
-        """How many of its tasks have each status."""
-        return Counter(t.status.value for t in self.tasks)
 
 
 def utc_text(unix_s: float) -> str:
@@ -132,8 +129,9 @@ def fold_tree(
         tasks, parent, depth, lane = stack.pop()
         index = len(nodes)
         title = tasks[0].label if len(tasks) == 1 else SiblingRun(tasks).name()
+        statuses = Counter(t.status.value for t in tasks)
         nodes.append(FoldNode(tasks, title, parent, depth, lane, *_aggregate(tasks, carbon),
-                              *_span(tasks)))
+                              *_span(tasks), statuses))
         if len(tasks) == 1:
             items = collapse_siblings(tasks[0].subtasks) if fold else tasks[0].subtasks
             groups = [item.tasks if isinstance(item, SiblingRun) else [item] for item in items]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tasktrace._show import paused_gc
 from tasktrace.formats._extras import missing_extra
 from tasktrace.formats.measures import CarbonIntensity
 from tasktrace.formats.rows import load_runs, task_rows
@@ -74,8 +75,9 @@ def read_tasks(
         ValueError: ``names`` does not fit ``paths``, or the intensity is negative.
     """
     carbon = CarbonIntensity.from_settings(carbon_intensity_g_per_kwh)
-    runs = load_runs(_paths(paths), names)
-    return frame(task_rows(runs, carbon).rows)
+    with paused_gc():  # a large tree: millions of objects, none in cycles (see paused_gc)
+        runs = load_runs(_paths(paths), names)
+        return frame(task_rows(runs, carbon).rows)
 
 
 def encode_table(table: pd.DataFrame, suffix: str) -> bytes:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tasktrace._format import friendly_ratio
+from tasktrace._show import paused_gc
 from tasktrace.formats._extras import missing_extra
 from tasktrace.formats._figures import icicle_figure, table_figure, timeline_figure
 from tasktrace.formats._fold import fold_tree, hover_text, utc_text
@@ -253,6 +254,8 @@ def report(
     check_output(target, overwrite)
     carbon = CarbonIntensity.from_settings(carbon_intensity_g_per_kwh)
     files = [Path(paths)] if isinstance(paths, str | os.PathLike) else [Path(p) for p in paths]
-    runs = load_runs(files, names)
-    write_output(target, build_report(runs, carbon).encode())
+    with paused_gc():  # a large tree: millions of objects, none in cycles (see paused_gc)
+        runs = load_runs(files, names)
+        page = build_report(runs, carbon)
+    write_output(target, page.encode())
     return target
