@@ -202,7 +202,7 @@ def test_table_prints_and_writes_latex(
     for name, duration in zip(("demo-5-epochs", "demo-3-epochs"), durations, strict=True):
         line = next(line for line in text.splitlines() if name in line)
         assert friendly_duration(duration) in line  # --by run: the root alone, counted once
-        assert "│ 1 " in line
+        assert re.search(r"│\s+1\s+│", line)  # one task: the root
     out = tmp_path / "x.tex"
     assert main(["table", *files, "--by", "label_pattern", "-o", str(out)]) == 0
     tex = out.read_text()
@@ -337,3 +337,16 @@ def test_a_task_displays_as_its_tree_in_notebooks() -> None:
     assert "finished" in done_html
     assert friendly_duration(root.duration) in done_html
     assert done_html.startswith("<pre")
+
+
+def test_hostile_labels_are_escaped_in_the_report(tmp_path: Path) -> None:
+    """A label holding HTML is shown as text in the report, never as markup."""
+    label = "<img src=x onerror=alert(1)>"
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"label": "run", "status": "finished", "duration": 2.0,
+                               "subtasks": [{"label": label, "status": "failed",
+                                             "duration": 1.0, "error": "<b>boom</b>"}]}))
+    page = tasktrace.report(run, tmp_path / "r.html").read_text()
+    assert label not in page
+    assert "<b>boom</b>" not in page
+    assert _in_page(page, label)

@@ -196,7 +196,8 @@ def _cost_table(groups: list[dict[str, Any]], by: Sequence[str], measures: Seque
     """Render the groups as a rich table; measures no task has are left out."""
     measures = [m for m in measures
                 if any(g[f"{m.column}_{m.aggregate}"] is not None for g in groups)]
-    table = Table(*by, "tasks", title="Cost per " + ", ".join(by))
+    table = Table(*by, title="Cost per " + ", ".join(by))
+    table.add_column("tasks", justify="right")
     for m in measures:
         table.add_column(f"{m.aggregate} {m.title}", justify="right")
         table.add_column(f"mean {m.title}", justify="right")
