@@ -34,10 +34,18 @@ def _tasks(path: Path) -> list[dict[str, Any]]:
     return list(_walk(json.loads(path.read_text())))
 
 
+def _as_plotly_json(text: str) -> str:
+    """``text`` inside a string of plotly's figure JSON (``<``, ``>``, ``/`` as ``\\uXXXX``)."""
+    encoded = json.dumps(text)[1:-1]
+    for char in "<>/":
+        encoded = encoded.replace(char, f"\\u{ord(char):04x}")
+    return encoded
+
+
 def _in_page(page: str, text: str) -> bool:
-    """Whether ``text`` is in the page, as the figure JSON or the HTML writes it."""
+    """Whether ``text`` is in the page, HTML-escaped, as the figure JSON or the HTML holds it."""
     escaped = html.escape(text)
-    return json.dumps(escaped)[1:-1] in page or escaped in page
+    return _as_plotly_json(escaped) in page or escaped in page
 
 
 def test_report_holds_every_label_and_the_measures(
@@ -347,6 +355,8 @@ def test_hostile_labels_are_escaped_in_the_report(tmp_path: Path) -> None:
                                "subtasks": [{"label": label, "status": "failed",
                                              "duration": 1.0, "error": "<b>boom</b>"}]}))
     page = tasktrace.report(run, tmp_path / "r.html").read_text()
-    assert label not in page
-    assert "<b>boom</b>" not in page
+    for markup in (label, "<b>boom</b>"):
+        assert markup not in page  # in the HTML
+        assert _as_plotly_json(markup) not in page  # in the figures' JSON
     assert _in_page(page, label)
+    assert _in_page(page, "status: failed (<b>boom</b>)")
