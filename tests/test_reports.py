@@ -35,7 +35,7 @@ def _tasks(path: Path) -> list[dict[str, Any]]:
 
 
 def _as_plotly_json(text: str) -> str:
-    """``text`` inside a string of plotly's figure JSON (``<``, ``>``, ``/`` as ``\\uXXXX``)."""
+    r"""``text`` inside a string of plotly's figure JSON (``<``, ``>``, ``/`` as ``\uXXXX``)."""
     encoded = json.dumps(text)[1:-1]
     for char in "<>/":
         encoded = encoded.replace(char, f"\\u{ord(char):04x}")
