@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-phoenix docs benchmarks clean
+.PHONY: demo test test-phoenix test-browser docs benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ test-phoenix: $(VENV)/.dev-installed
 	test -x .venv-phoenix/bin/phoenix || ($(PYTHON) -m venv .venv-phoenix && \
 		.venv-phoenix/bin/python -m pip install --quiet arize-phoenix)
 	$(BIN)/python -m pytest -m phoenix
+
+## A separate job: the browser test of the HTML report in headless Chromium (Debian's package,
+## installed with apt-get where missing); it also refreshes docs/_static/report-demo.png.
+test-browser: $(VENV)/.dev-installed
+	sh .ci/install-chromium.sh
+	$(BIN)/python -m pytest -m browser
 
 benchmarks: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks

@@ -1,8 +1,14 @@
-"""Human units for terminal output: durations, bytes, joules."""
+"""Human units for terminal output: durations, bytes, joules, grams."""
 
 from __future__ import annotations
 
-__all__ = ["friendly_bytes", "friendly_duration", "friendly_joules"]
+__all__ = [
+    "friendly_bytes",
+    "friendly_duration",
+    "friendly_grams",
+    "friendly_joules",
+    "friendly_ratio",
+]
 
 
 def friendly_duration(seconds: float) -> str:
@@ -36,3 +42,19 @@ def friendly_joules(joules: float) -> str:
     if joules < 1e6:
         return f"{joules / 1000:.1f} kJ"
     return f"{joules / 1e6:.2f} MJ"
+
+
+def friendly_grams(grams: float) -> str:
+    """Format a mass in grams (``"850 mg"``, ``"400 g"``, ``"12.3 kg"``, ``"1.20 t"``)."""
+    if grams < 1:
+        return f"{grams * 1000:.3g} mg"
+    if grams < 1000:
+        return f"{grams:.3g} g"
+    if grams < 1e6:
+        return f"{grams / 1000:.3g} kg"
+    return f"{grams / 1e6:.3g} t"
+
+
+def friendly_ratio(ratio: float) -> str:
+    """Format a ratio (``"0.059×"``, ``"1.002×"``, ``"12.5×"``)."""
+    return f"{ratio:.3f}×" if ratio < 10 else f"{ratio:,.1f}×"

@@ -90,6 +90,12 @@ class MachineSettings(BaseModel):
     Each may use ``{elapsed}`` (the task's duration in milliseconds) and ``{machine}``; the
     result is energy in joules over the task.
     """
+    carbon_intensity_g_per_kwh: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Carbon intensity of this machine's electricity, in grams of CO₂-equivalent per kWh.
+
+    Used by ``show``, ``report``, ``compare`` and ``table`` to add emissions computed from
+    measured energy (1 kWh = 3.6 MJ); ``None``: no emissions are shown for this machine.
+    """
 
 
 BUILTIN_METERS = ("nvml", "prometheus", "rapl")

@@ -1,4 +1,6 @@
-"""Views of large task trees for ``tasktrace show``: filter, collapse repeated siblings, totals.
+"""Views of task trees for ``tasktrace show`` and notebooks.
+
+One line per task, filter, collapse repeated siblings, totals.
 
 All functions work on loaded :class:`~tasktrace.Task` trees without modifying them (filtered
 trees are shallow copies) and walk them iteratively, so a 100,000-task tree costs no recursion.
@@ -6,18 +8,23 @@ trees are shallow copies) and walk them iteratively, so a 100,000-task tree cost
 
 from __future__ import annotations
 
+import functools
 import gc
+import io
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
-from tasktrace._format import friendly_duration
-from tasktrace._task import Task, TaskStatus
+from tasktrace._format import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
+from tasktrace._model import TaskRecord as Task  # the record: every view reads fields only
+from tasktrace._model import TaskStatus
+from tasktrace.formats.measures import CarbonIntensity, emissions_g, total_energy_j
 
 __all__ = [
     "AUTO_COLLAPSE_TASKS",
@@ -29,7 +36,10 @@ __all__ = [
     "label_pattern",
     "label_totals",
     "paused_gc",
+    "printable",
     "render_collapsed",
+    "task_line",
+    "tree_html",
 ]
 
 COLLAPSE_MIN_RUN = 3
@@ -40,6 +50,59 @@ AUTO_COLLAPSE_TASKS = 1000
 (rich renders about 10,000 tree lines a second; a 100,000-task tree would take 10 s or more)."""
 
 _DIGITS = re.compile(r"\d+")
+_STATUS_STYLE = {
+    TaskStatus.FINISHED: "green",
+    TaskStatus.FAILED: "bold red",
+    TaskStatus.CANCELLED: "yellow",
+    TaskStatus.RUNNING: "cyan",
+    TaskStatus.PENDING: "dim",
+}
+
+
+def printable(text: str) -> str:
+    """Replace control characters so a label cannot move the cursor or clear the screen."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def task_line(task: Task, carbon: CarbonIntensity | None = None) -> str:
+    """One task as a line of rich markup: label, status, error and measures in human units.
+
+    With ``carbon`` knowing the task's intensity (g CO₂e per kWh) and energy measured, the
+    emissions are added (``CO₂e 400 g``); see :mod:`tasktrace.formats.measures`.
+    """
+    parts = [f"[bold]{escape(printable(task.label))}[/]"]
+    style = _STATUS_STYLE.get(task.status, "")
+    parts.append(f"[{style}]{task.status.value}[/]")
+    exit_code = (task.__pydantic_extra__ or {}).get("exit_code")
+    if type(exit_code) is int and exit_code != 0:  # a command's exit status (`run` records it)
+        parts.append(f"[{style}]exit {exit_code}[/]")
+    if task.error is not None:
+        error = printable(task.error)
+        parts.append(f"[{style}]({escape(error if len(error) <= 80 else error[:79] + '…')})[/]")
+    if task.duration is not None:
+        parts.append(friendly_duration(task.duration))
+    if task.cpu_time is not None:
+        parts.append(f"CPU {friendly_duration(task.cpu_time)}")
+    if task.children_cpu_time_s is not None:
+        parts.append(f"children CPU {friendly_duration(task.children_cpu_time_s)}")
+    if task.peak_memory is not None:
+        parts.append(f"RSS {friendly_bytes(task.peak_memory)}")
+    if task.children_peak_rss_bytes is not None:
+        parts.append(f"children RSS {friendly_bytes(task.children_peak_rss_bytes)}")
+    if task.peak_gpu_memory is not None:
+        parts.append(f"GPU {friendly_bytes(task.peak_gpu_memory)}")
+    for name, value in (
+        ("CPU", task.cpu_power),
+        ("GPU", task.gpu_power),
+        ("system", task.system_power),
+    ):
+        if value is not None:
+            parts.append(f"{name} {friendly_joules(value)}")
+    if carbon:
+        grams = emissions_g(total_energy_j(task), carbon.for_task(task))
+        if grams is not None:
+            parts.append(f"CO₂e {friendly_grams(grams)}")
+    return "  ".join(parts)
 
 
 def label_pattern(label: str) -> str:
@@ -96,8 +159,8 @@ class SiblingRun:
         """Sum of the known durations, in seconds."""
         return sum(t.duration for t in self.tasks if t.duration is not None)
 
-    def title(self) -> str:
-        """``"epoch 1…50: 50 tasks, total 3m12.00s"`` (plus failed/other status counts)."""
+    def name(self) -> str:
+        """Return the labels in one: ``"epoch 1…50"`` (the one number that varies as a range)."""
         first, last = self.tasks[0].label, self.tasks[-1].label
         a, b = _DIGITS.split(first), _DIGITS.split(last)
         na, nb = _DIGITS.findall(first), _DIGITS.findall(last)
@@ -112,6 +175,11 @@ class SiblingRun:
             )
         else:
             name = f"{first} … {last}"
+        return name
+
+    def title(self) -> str:
+        """``"epoch 1…50: 50 tasks, total 3m12.00s"`` (plus failed/other status counts)."""
+        name = self.name()
         text = f"{name}: {len(self.tasks)} tasks, total {friendly_duration(self.total_duration_s)}"
         counts: dict[str, int] = {}
         for t in self.tasks:
@@ -253,3 +321,21 @@ def label_totals(task: Task) -> list[dict[str, Any]]:
         if node.status is TaskStatus.FAILED:
             row["failed"] += 1
     return list(rows.values())
+
+
+def tree_html(task: Task) -> str:
+    """Render the task tree as HTML with human units (inline styles), for ``_repr_html_``.
+
+    The same lines as ``tasktrace show`` (emissions where the settings give the machine's
+    carbon intensity); a tree of more than :data:`AUTO_COLLAPSE_TASKS` tasks has its repeated
+    siblings collapsed. Rendered by rich's HTML export.
+    """
+    label = functools.partial(task_line, carbon=CarbonIntensity.from_settings())
+    tree = build_tree(task, label, collapse=count_tasks(task) > AUTO_COLLAPSE_TASKS)
+    console = Console(record=True, file=io.StringIO(), width=120, force_terminal=True,
+                      force_jupyter=False, color_system="truecolor")
+    console.print(tree)
+    return console.export_html(
+        inline_styles=True,
+        code_format='<pre style="font-family: monospace; line-height: 1.3">{code}</pre>',
+    )

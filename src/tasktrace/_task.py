@@ -663,6 +663,16 @@ class Task(TaskRecord):
         """``<Task ID: label>``, as LensKit prints it."""
         return f"<Task {self.task_id}: {self.label}>"
 
+    def _repr_html_(self) -> str:
+        """Return the task tree with human units as HTML: how Jupyter displays a task.
+
+        Finished or running (a running task shows the measurements of its last refresh or
+        :meth:`update`); repeated siblings of a tree over 1,000 tasks are collapsed.
+        """
+        from tasktrace import _show  # noqa: PLC0415 - rich's tree rendering, only for notebooks
+
+        return _show.tree_html(self)
+
 
 _RELEASED: dict[str, Any] = {"_rt": None, "_data_attrs": None}
 """The private state of every finished task that let its own go: shared, and only read

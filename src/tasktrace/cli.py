@@ -1,7 +1,8 @@
 """The ``tasktrace`` command line.
 
 ``run`` a command as a task, ``show`` a task file, ``export`` it to OTLP JSON lines or a Chrome
-trace, ``replay`` it to an OTLP endpoint.
+trace, ``replay`` it to an OTLP endpoint; ``report``, ``compare`` and ``table`` (in
+:mod:`tasktrace._cli_reports`) show where the cost went.
 
 Each subcommand is one function; :func:`main` takes ``argv`` so tests call it directly.
 Exit status: the command's own status for ``run`` (``128 + N`` when killed by signal ``N``,
@@ -14,6 +15,7 @@ traceback), including an output file that is not tasktrace's own (see
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -32,24 +34,19 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from tasktrace import _subprocess
+from tasktrace import _cli_reports, _show, _subprocess
 from tasktrace._files import check_replaceable, save_atomic
-from tasktrace._format import friendly_bytes, friendly_duration, friendly_joules
+from tasktrace._format import friendly_bytes, friendly_duration
 from tasktrace._live import LivePanel
 from tasktrace._outcome import exit_status
 from tasktrace._redact import redact_argv
 from tasktrace._task import Task, TaskStatus
+from tasktrace.formats.measures import CarbonIntensity
+from tasktrace.formats.rows import describe_input_error, load_task_file
 from tasktrace.meters.process import MAXRSS_UNIT
 
 __all__ = ["child_environment", "main", "render_tree"]
 
-_STATUS_STYLE = {
-    TaskStatus.FINISHED: "green",
-    TaskStatus.FAILED: "bold red",
-    TaskStatus.CANCELLED: "yellow",
-    TaskStatus.RUNNING: "cyan",
-    TaskStatus.PENDING: "dim",
-}
 _T = TypeVar("_T")
 _FORCE_HINT = "pass --force to replace it"
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
@@ -70,48 +67,16 @@ def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return _subprocess.child_environment(base)
 
 
-def _label(task: Task) -> str:
-    parts = [f"[bold]{escape(_printable(task.label))}[/]"]
-    style = _STATUS_STYLE.get(task.status, "")
-    parts.append(f"[{style}]{task.status.value}[/]")
-    exit_code = (task.__pydantic_extra__ or {}).get("exit_code")
-    if type(exit_code) is int and exit_code != 0:  # a command's exit status (`run` records it)
-        parts.append(f"[{style}]exit {exit_code}[/]")
-    if task.error is not None:
-        error = _printable(task.error)
-        parts.append(f"[{style}]({escape(error if len(error) <= 80 else error[:79] + '…')})[/]")
-    if task.duration is not None:
-        parts.append(friendly_duration(task.duration))
-    if task.cpu_time is not None:
-        parts.append(f"CPU {friendly_duration(task.cpu_time)}")
-    if task.children_cpu_time_s is not None:
-        parts.append(f"children CPU {friendly_duration(task.children_cpu_time_s)}")
-    if task.peak_memory is not None:
-        parts.append(f"RSS {friendly_bytes(task.peak_memory)}")
-    if task.children_peak_rss_bytes is not None:
-        parts.append(f"children RSS {friendly_bytes(task.children_peak_rss_bytes)}")
-    if task.peak_gpu_memory is not None:
-        parts.append(f"GPU {friendly_bytes(task.peak_gpu_memory)}")
-    for name, value in (
-        ("CPU", task.cpu_power),
-        ("GPU", task.gpu_power),
-        ("system", task.system_power),
-    ):
-        if value is not None:
-            parts.append(f"{name} {friendly_joules(value)}")
-    return "  ".join(parts)
+def render_tree(
+    task: Task, max_depth: int | None = None, carbon: CarbonIntensity | None = None
+) -> Tree:
+    """Build a :class:`rich.tree.Tree` of ``task`` and its subtasks, ``max_depth`` levels deep.
 
-
-def _printable(text: str) -> str:
-    """Replace control characters so a label cannot move the cursor or clear the screen."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
-def render_tree(task: Task, max_depth: int | None = None) -> Tree:
-    """Build a :class:`rich.tree.Tree` of ``task`` and its subtasks, ``max_depth`` levels deep."""
-    from tasktrace import _show  # noqa: PLC0415 - only when a tree is printed
-
-    return _show.build_tree(task, _label, max_depth, collapse=False)
+    With ``carbon`` (see :class:`tasktrace.formats.measures.CarbonIntensity`), each task with
+    measured energy and a known intensity also shows its emissions in g CO₂e.
+    """
+    return _show.build_tree(task, functools.partial(_show.task_line, carbon=carbon), max_depth,
+                            collapse=False)
 
 
 def _run_command(
@@ -226,42 +191,18 @@ def _child_peak_rss(usage: resource.struct_rusage) -> int | None:
     return child if child > own else None
 
 
-def _validate(data: bytes) -> Task:
-    """Validate a task file.
-
-    Trees nested beyond the JSON parser's depth limit (about 100 levels) are parsed by
-    :mod:`json` and validated from Python objects instead.
-    """
-    try:
-        return Task.model_validate_json(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        if first["type"] != "json_invalid" or "recursion" not in first["msg"]:
-            raise
-    return Task.model_validate(json.loads(data))
-
-
 def _load(path: Path) -> Task:
     """Load a task file or an OTLP JSON-lines file; bad input is a one-line error (exit 2)."""
-
-    def read(p: Path) -> Task:
-        data = p.read_bytes()
-        # is_otlp_json parses the first line, i.e. all of a one-line task file (0.5 s for 36 MB):
-        # look for the key first (a substring search, ~10 ms).
-        if b"resourceSpans" in data:
-            from tasktrace.formats.replay import is_otlp_json, load_task  # noqa: PLC0415 - rare
-
-            if is_otlp_json(data):
-                return load_task(p, data)
-        return _validate(data)
-
-    return _read_input(path, read)
+    return _read_input(path, load_task_file)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tasktrace")
 def cli() -> None:
     """Measure work as tasks (time, CPU, memory, GPU, energy) and publish them as traces."""
+
+
+_cli_reports.register(cli)  # report, compare, table
 
 
 # allow_interspersed_args=False: tasktrace's options end at the first argument that is not one
@@ -385,6 +326,7 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     "--all", "-a", "show_all", is_flag=True,
     help="Print every task: do not collapse repeated siblings of a large tree.",
 )
+@_cli_reports.carbon_intensity_option
 def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
     file: Path,
     depth: int | None,
@@ -393,6 +335,7 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
     totals: bool,
     as_json: bool,
     show_all: bool,
+    carbon_intensity: float | None,
 ) -> None:
     """Print the task tree in FILE (a task file or OTLP JSON lines) with human units.
 
@@ -400,8 +343,6 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
     with --collapse, and a note saying so; --all prints every task (slow: about 10,000 lines a
     second).
     """
-    from tasktrace import _show  # noqa: PLC0415 - only for show
-
     if show_all and collapse:
         raise click.UsageError("--all and --collapse cannot be used together")
     with _show.paused_gc():
@@ -419,10 +360,12 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
             return
         console = Console()
         size = 0 if collapse or show_all else _show.count_tasks(task, depth)
+        carbon = CarbonIntensity.from_settings(carbon_intensity)
         if collapse or size > _show.AUTO_COLLAPSE_TASKS:
-            console.print(_show.render_collapsed(task, _label, depth))
+            label = functools.partial(_show.task_line, carbon=carbon)
+            console.print(_show.render_collapsed(task, label, depth))
         else:
-            console.print(render_tree(task, depth))
+            console.print(render_tree(task, depth, carbon))
         if size > _show.AUTO_COLLAPSE_TASKS:
             console.print(
                 f"[dim]({size:,} tasks: repeated siblings collapsed; --all to print every task)[/]"
@@ -446,7 +389,7 @@ def _totals_table(rows: list[dict[str, object]]) -> Table:
         dur, cpu = row["total_duration_s"], row["total_cpu_time_s"]
         rss = row["max_peak_memory_bytes"]
         table.add_row(
-            escape(_printable(str(row["pattern"]))),
+            escape(_show.printable(str(row["pattern"]))),
             str(row["tasks"]),
             friendly_duration(dur) if isinstance(dur, float) else "",
             friendly_duration(cpu) if isinstance(cpu, float) else "",
@@ -534,18 +477,8 @@ def _read_input(path: Path, reader: Callable[[Path], _T]) -> _T:
     """Call ``reader(path)``; turn unreadable or invalid input into a one-line error."""
     try:
         return reader(path)
-    except OSError as e:
-        raise click.ClickException(f"{path}: cannot read file: {e.strerror or e}") from None
-    except RecursionError:
-        raise click.ClickException(f"{path}: task tree nested too deeply to read") from None
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        raise click.ClickException(
-            f"{path}: not a valid task file: {where}: {first['msg']} ({e.error_count()} errors)"
-        ) from None
-    except (ValueError, TypeError, ImportError) as e:
-        raise click.ClickException(f"{path}: {e}") from None
+    except (OSError, RecursionError, ValidationError, ValueError, TypeError, ImportError) as e:
+        raise click.ClickException(describe_input_error(path, e)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
