@@ -26,6 +26,7 @@ from typing import Any, Final
 
 __all__ = [
     "DATA_JSON_PREFIX",
+    "DATA_OMITTED",
     "DATA_PREFIX",
     "FIELD_ATTRIBUTES",
     "TASK_ID",
@@ -98,6 +99,9 @@ DATA_PREFIX: Final = "tasktrace.data."
 """Prefix of the user's extra task data that maps to a plain attribute value."""
 DATA_JSON_PREFIX: Final = "tasktrace.data_json."
 """Prefix of the user's extra task data that is stored as a JSON string."""
+DATA_OMITTED: Final = "tasktrace.data_omitted"
+"""Keys of the task's extra data left off the span, over the span's size budget (string array;
+see :mod:`tasktrace._data_budget`). Their full values are in the task file."""
 
 FIELD_ATTRIBUTES: Final[dict[str, str]] = {
     "parent_id": PARENT_ID,
