@@ -10,8 +10,17 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
 
 from tasktrace import Task
+from tasktrace._request_size import encoded_size_bytes, size_bound_bytes
 from tasktrace.cli import main
 
 from .export_helpers import clean_env, run_script
@@ -182,3 +191,83 @@ def test_replay_sends_the_others_and_names_a_span_too_large(
     assert "4 of 5 spans were sent" in err
     spans = otlp_http_receiver.wait_for(4, timeout_s=10)
     assert sorted(s.name for s in spans) == ["run", "t0", "t1", "t2"]
+
+
+def test_extra_data_over_the_span_budget_is_named_on_the_span(
+    task_spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """Within 64 KiB each but 300 kB in all: the fifth value is left off and named; file whole.
+
+    Past 96 items, the others are left off and named too.
+    """
+    path = tmp_path / "t.json"
+    values = {key: key * 60_000 for key in "abcde"}
+    with Task("wide", file=path, **values):
+        pass
+    with Task("many", **{f"k{i}": i for i in range(100)}):
+        pass
+    wide, many = task_spans.get_finished_spans()
+    assert wide.attributes is not None
+    assert many.attributes is not None
+    assert list(wide.attributes["tasktrace.data_omitted"]) == ["e"]
+    assert [k for k in wide.attributes if k.startswith("tasktrace.data.")] == [
+        f"tasktrace.data.{key}" for key in "abcd"
+    ]
+    assert Task.model_validate_json(path.read_text()).model_extra == values
+    assert list(many.attributes["tasktrace.data_omitted"]) == ["k96", "k97", "k98", "k99"]
+    assert many.attributes["tasktrace.data.k95"] == 95
+
+
+_text = st.text(max_size=40)
+_scalar = st.one_of(
+    _text, st.booleans(), st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False), st.binary(max_size=20),
+)
+_attr_value = st.one_of(
+    _scalar, st.lists(st.text(max_size=10), max_size=6),
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=6), st.lists(st.floats(), max_size=6),
+)
+_attrs = st.dictionaries(_text, _attr_value, max_size=6)
+_ids = st.integers(1, 2**64 - 1)
+
+
+@st.composite
+def _spans(draw: st.DrawFn) -> list[ReadableSpan]:
+    resources = [Resource(draw(_attrs)) for _ in range(draw(st.integers(1, 2)))]
+    scope = InstrumentationScope(draw(_text), draw(_text), draw(_text), draw(_attrs))
+    spans = []
+    for _ in range(draw(st.integers(1, 4))):
+        state = TraceState([("k", draw(st.from_regex(r"[a-z0-9]{0,20}", fullmatch=True)))])
+        context = SpanContext(draw(_ids) << 64 | 1, draw(_ids), False, TraceFlags(1), state)
+        parent = SpanContext(context.trace_id, draw(_ids), True) if draw(st.booleans()) else None
+        events = [
+            Event(draw(_text), draw(_attrs), draw(_ids)) for _ in range(draw(st.integers(0, 2)))
+        ]
+        links = [
+            Link(SpanContext(draw(_ids), draw(_ids), False, trace_state=state), draw(_attrs))
+            for _ in range(draw(st.integers(0, 2)))
+        ]
+        spans.append(
+            ReadableSpan(
+                name=draw(_text), context=context, parent=parent,
+                resource=draw(st.sampled_from(resources)), attributes=draw(_attrs),
+                events=events, links=links, kind=SpanKind.INTERNAL,
+                status=Status(StatusCode.ERROR, draw(_text)), start_time=draw(_ids),
+                end_time=draw(_ids), instrumentation_scope=scope,
+            )
+        )
+    return spans
+
+
+@settings(max_examples=200, deadline=None)
+@given(spans=_spans())
+def test_size_bound_is_never_below_the_encoded_size(spans: list[ReadableSpan]) -> None:
+    """The cheap bound that spares a batch its measuring is never below the encoder's size.
+
+    A span the encoder cannot encode (a lone surrogate) gets no bound, so it is measured.
+    """
+    bound = size_bound_bytes(spans)
+    assert bound is not None
+    assert bound >= encoded_size_bytes(spans)
+    broken = ReadableSpan(name="bad \udc80 label", context=spans[0].get_span_context())
+    assert size_bound_bytes([*spans, broken]) is None
