@@ -12,6 +12,10 @@ The mapping rules for the user's extra task data (``Task("x", tags=["a"], epoch=
 - anything else that JSON can encode (dicts, mixed lists, big ints, ``None``) becomes a JSON
   string under ``tasktrace.data_json.<key>`` and is decoded back on the way in.
 
+On a running task's span these attributes stay within a size budget
+(:mod:`tasktrace._data_budget`); a value over it is left off the span and its key listed in
+:data:`DATA_OMITTED` (the task file keeps every value).
+
 Non-task spans keep their own attribute names; on the way in, attributes outside the
 ``tasktrace.`` namespace become extra data of the node under their own (dotted) names.
 """
