@@ -308,3 +308,27 @@ def test_sdk_resource_parser_elsewhere_shows_no_item() -> None:
     assert done.returncode == 0, done.stderr
     assert RESOURCE_SECRET not in done.stderr
     assert "Invalid key value resource attribute pair <not shown" in done.stderr
+
+
+def test_grpc_exporter_never_falls_back_to_the_raw_headers_variable(
+    otlp_grpc_receiver: OtlpGrpcReceiver, tmp_path: Path
+) -> None:
+    """Every header item invalid: gRPC gets no metadata, not the raw variable parsed by the SDK.
+
+    The SDK's gRPC exporter parses the variable itself when ``headers`` is empty
+    (``headers or environ.get(...)``); its parser would accept this item and send a value with
+    a line break, which gRPC refuses, losing the spans.
+    """
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_grpc_receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_HEADERS": f"x-token=a%0A{HEADER_SECRET}",
+    }
+    done = _run_python(DEBUG_WORKLOAD, env, str(tmp_path / "job.json"))
+    assert done.returncode == 0, done.stderr
+    assert HEADER_SECRET not in done.stderr
+    (warning,) = _tasktrace_lines(done.stderr)
+    assert "invalid OTEL_EXPORTER_OTLP_HEADERS: item 1 of 1" in warning
+    (span,) = otlp_grpc_receiver.wait_for(1, timeout_s=10)
+    assert span.name == "job"
+    assert "x-token" not in otlp_grpc_receiver.request_headers()[0]

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
@@ -267,7 +268,7 @@ class _CountingBatchProcessor(BatchSpanProcessor):
     """A BatchSpanProcessor that counts the spans it was given."""
 
     def __init__(self, exporter: SpanExporter) -> None:
-        queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else DEFAULT_MAX_QUEUE_SIZE
+        queue = None if os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE) else DEFAULT_MAX_QUEUE_SIZE
         super().__init__(exporter, max_queue_size=queue)
         self._count_lock = threading.Lock()
         renew_after_fork(self, '_count_lock')
