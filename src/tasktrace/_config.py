@@ -2,7 +2,7 @@
 
 Precedence, highest first: an argument to :func:`configure`, the environment variable, the
 default. tasktrace parses the endpoint, protocol, headers and timeout variables itself (the
-per-signal ``OTEL_EXPORTER_OTLP_TRACES_*`` forms first; see :mod:`tasktrace._otel_env`) and
+per-signal ``OTEL_EXPORTER_OTLP_TRACES_*`` forms first; see :mod:`tasktrace._otlp`) and
 hands the OTLP exporter the parsed values, so that a malformed variable is reported once,
 without its value; the exporters still read ``OTEL_EXPORTER_OTLP_CERTIFICATE`` and the other
 TLS and compression variables themselves.
@@ -29,10 +29,10 @@ from opentelemetry.sdk.environment_variables import (
 )
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from tasktrace import _otel_env
+from tasktrace import _otel_env  # first: hides secrets from the SDK's parsers (see it)
 from tasktrace._export import GuardedSpanExporter
 from tasktrace._forksafe import renew_after_fork
-from tasktrace._otlp import new_otlp_exporter
+from tasktrace._otlp import PROTOCOLS, new_otlp_exporter, otlp_settings
 from tasktrace._request_size import MAX_REQUEST_BYTES
 from tasktrace._settings import get_settings
 
@@ -41,7 +41,7 @@ __all__ = ["ExportConfig", "build_exporters", "configure", "current_config"]
 _log = logging.getLogger(__name__)
 
 Protocol = Literal["http/protobuf", "grpc"]
-_PROTOCOLS: tuple[str, ...] = _otel_env.PROTOCOLS
+_PROTOCOLS: tuple[str, ...] = PROTOCOLS
 
 
 @dataclass
@@ -171,7 +171,7 @@ def check_environment() -> None:
         _log.warning(
             "tasktrace: invalid %s=%r (expected true or false); using false", OTEL_SDK_DISABLED, raw
         )
-    _otel_env.otlp_settings("traces")  # protocol, timeout, headers
+    otlp_settings("traces")  # protocol, timeout, headers
     _otel_env.resource_attributes()
     _otel_env.traces_sampler()
 
@@ -205,7 +205,7 @@ def _endpoint_setting(config: ExportConfig) -> str | None:
 
 
 def _otlp_exporter(config: ExportConfig) -> GuardedSpanExporter | None:
-    settings = _otel_env.otlp_settings(
+    settings = otlp_settings(
         "traces",
         endpoint=config.endpoint,
         protocol=config.protocol,

@@ -36,7 +36,7 @@ When metrics are on (:func:`enabled`):
   for each exporter named by ``OTEL_METRICS_EXPORTER`` (default ``otlp``: the OTel project's
   OTLP exporter, ``http/protobuf`` or ``grpc`` by ``OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL``,
   its endpoint, headers and timeout parsed by tasktrace from the
-  ``OTEL_EXPORTER_OTLP_(METRICS_)*`` variables, see :mod:`tasktrace._otel_env`; ``console``),
+  ``OTEL_EXPORTER_OTLP_(METRICS_)*`` variables, see :mod:`tasktrace._otlp`; ``console``),
   and installs it globally while the global is still the default proxy.
 """
 
@@ -58,8 +58,7 @@ from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_METRICS_E
 
 from tasktrace import _attributes as attr
 from tasktrace._forksafe import renew_after_fork
-from tasktrace._otel_env import otlp_settings
-from tasktrace._otlp import new_otlp_exporter
+from tasktrace._otlp import new_otlp_exporter, otlp_settings
 from tasktrace._settings import get_settings
 
 if TYPE_CHECKING:

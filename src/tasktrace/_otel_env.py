@@ -3,17 +3,17 @@
 Left to themselves, the OpenTelemetry SDK and its exporters read these variables whenever an
 argument is not given, and log an item they cannot parse *verbatim*
 (``Header format invalid! ... Authorization: Bearer tok-123``), so a token in a mistyped
-variable ends up on stderr. tasktrace parses every variable it uses here, warns **once per
-process per variable** with a line naming the variable and what is used instead (never the
-value of a header or resource variable), and hands the SDK the parsed values:
+variable ends up on stderr. tasktrace parses every variable it uses, warns **once per process
+per variable** with a line naming the variable and what is used instead (never the value of a
+header or resource variable), and hands the SDK the parsed values:
 
-- :func:`otlp_settings`: protocol, endpoint, headers and timeout of one OTLP exporter, for
-  traces or metrics (the per-signal variable over the generic one); the one parsed-environment
-  function behind every exporter tasktrace builds (:mod:`tasktrace._otlp`).
+- :func:`otlp_headers`: ``OTEL_EXPORTER_OTLP_(TRACES_|METRICS_)HEADERS``, used by
+  :func:`tasktrace._otlp.otlp_settings`, the one parsed-environment function behind every OTLP
+  exporter tasktrace builds (spans, metrics, replay), with the endpoint, protocol and timeout.
 - :func:`resource_attributes` and :func:`service_name`: ``OTEL_RESOURCE_ATTRIBUTES`` and
-  ``OTEL_SERVICE_NAME``; :func:`environment_resource` builds a resource from them without
-  :meth:`Resource.create <opentelemetry.sdk.resources.Resource.create>` (which would parse the
-  variable again and log bad items).
+  ``OTEL_SERVICE_NAME``; :func:`tasktrace._resource.environment_resource` builds a resource
+  from them without :meth:`Resource.create <opentelemetry.sdk.resources.Resource.create>`
+  (which would parse the variable again and log bad items).
 - :func:`traces_sampler`: ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``.
 
 Where the SDK parses these variables anyway — its headers parser inside the OTLP/HTTP
@@ -45,56 +45,29 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import unquote
 
 from opentelemetry.sdk.environment_variables import (
-    OTEL_EXPERIMENTAL_RESOURCE_DETECTORS,
-    OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_HEADERS,
-    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
     OTEL_EXPORTER_OTLP_METRICS_HEADERS,
-    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
-    OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
-    OTEL_EXPORTER_OTLP_PROTOCOL,
-    OTEL_EXPORTER_OTLP_TIMEOUT,
-    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     OTEL_EXPORTER_OTLP_TRACES_HEADERS,
-    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
-    OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
     OTEL_RESOURCE_ATTRIBUTES,
     OTEL_SERVICE_NAME,
     OTEL_TRACES_SAMPLER,
     OTEL_TRACES_SAMPLER_ARG,
 )
-from opentelemetry.sdk.resources import (
-    SERVICE_NAME,
-    TELEMETRY_SDK_LANGUAGE,
-    TELEMETRY_SDK_NAME,
-    TELEMETRY_SDK_VERSION,
-    Resource,
-    get_aggregated_resources,
-)
+from opentelemetry.sdk.resources import SERVICE_NAME
 from opentelemetry.sdk.trace import sampling
-from opentelemetry.sdk.version import __version__ as sdk_version
 
 from tasktrace.meters._base import WarnOnce
 
-try:  # SDK >= 1.37 adds service.instance.id in Resource.create; older ones do not
-    from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
-except ImportError:  # pragma: no cover - depends on the installed SDK
-    ServiceInstanceIdResourceDetector = None  # type: ignore[assignment,misc]
-
 __all__ = [
-    "DEFAULT_PROTOCOL",
     "DEFAULT_SAMPLER",
-    "DEFAULT_TIMEOUT_S",
-    "OtlpSettings",
+    "SDK_PARSER_LOGGERS",
     "Signal",
-    "environment_resource",
+    "environ_value",
     "otlp_headers",
-    "otlp_settings",
     "parse_headers",
     "parse_resource_attributes",
     "resource_attributes",
@@ -109,35 +82,11 @@ _warn = WarnOnce(_log)
 Signal = Literal["traces", "metrics"]
 """The OTLP signal an exporter sends: its per-signal variables and its HTTP path."""
 
-DEFAULT_PROTOCOL: Final = "http/protobuf"
-"""OTLP protocol when none is configured."""
-PROTOCOLS: Final = ("http/protobuf", "grpc")
-"""The OTLP protocols tasktrace's exporters speak."""
-DEFAULT_TIMEOUT_S: Final = 10.0
-"""Timeout of one export request, retries included, in seconds, when none is configured."""
 DEFAULT_SAMPLER: Final = "parentbased_always_on"
 """``OTEL_TRACES_SAMPLER`` when unset or invalid (the SDK's default)."""
-_DEFAULT_ENDPOINTS: Final = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
-
-_VARIABLES: Final[dict[Signal, dict[str, str]]] = {
-    "traces": {
-        "endpoint": OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
-        "headers": OTEL_EXPORTER_OTLP_TRACES_HEADERS,
-        "protocol": OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
-        "timeout": OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
-    },
-    "metrics": {
-        "endpoint": OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
-        "headers": OTEL_EXPORTER_OTLP_METRICS_HEADERS,
-        "protocol": OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
-        "timeout": OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
-    },
-}
-_GENERIC: Final = {
-    "endpoint": OTEL_EXPORTER_OTLP_ENDPOINT,
-    "headers": OTEL_EXPORTER_OTLP_HEADERS,
-    "protocol": OTEL_EXPORTER_OTLP_PROTOCOL,
-    "timeout": OTEL_EXPORTER_OTLP_TIMEOUT,
+_HEADERS_VARIABLES: Final[dict[Signal, str]] = {
+    "traces": OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+    "metrics": OTEL_EXPORTER_OTLP_METRICS_HEADERS,
 }
 
 # W3C Baggage / RFC 7230: a key is a token; a value is baggage-octets (printable ASCII but
@@ -188,7 +137,7 @@ def sdk_parsing_quiet() -> Iterator[None]:
         _quiet.active = False
 
 
-def _environ(name: str) -> str | None:
+def environ_value(name: str) -> str | None:
     """Return variable ``name``, ``None`` when unset or blank (as the SDK treats blank)."""
     raw = os.environ.get(name)
     return raw if raw is not None and raw.strip() else None
@@ -230,11 +179,11 @@ def otlp_headers(signal: Signal) -> dict[str, str]:
     An invalid item is left out with one warning naming the variable and the item's position,
     never its text.
     """
-    name = _VARIABLES[signal]["headers"]
-    raw = _environ(name)
+    name = _HEADERS_VARIABLES[signal]
+    raw = environ_value(name)
     if raw is None:
         name = OTEL_EXPORTER_OTLP_HEADERS
-        raw = _environ(name)
+        raw = environ_value(name)
     if raw is None:
         return {}
     headers, bad, count = parse_headers(raw)
@@ -286,7 +235,7 @@ def parse_resource_attributes(raw: str) -> tuple[dict[str, str] | None, int, int
 
 def resource_attributes() -> dict[str, str]:
     """Return ``OTEL_RESOURCE_ATTRIBUTES`` parsed; empty (with one warning) when invalid."""
-    raw = _environ(OTEL_RESOURCE_ATTRIBUTES)
+    raw = environ_value(OTEL_RESOURCE_ATTRIBUTES)
     if raw is None:
         return {}
     attributes, bad, count = parse_resource_attributes(raw)
@@ -319,66 +268,12 @@ def service_name(configured: str | None, attributes: Mapping[str, Any], default:
     for candidate in (
         configured,
         attributes.get(SERVICE_NAME),
-        _environ(OTEL_SERVICE_NAME),
+        environ_value(OTEL_SERVICE_NAME),
         resource_attributes().get(SERVICE_NAME),
     ):
         if isinstance(candidate, str) and candidate:
             return candidate
     return default
-
-
-def _detected_resource() -> Resource:
-    """``telemetry.sdk.*`` and what the SDK's resource detectors find, but the ``otel`` one.
-
-    :meth:`Resource.create` would run the ``otel`` detector, which parses
-    ``OTEL_RESOURCE_ATTRIBUTES`` itself and logs bad items verbatim; tasktrace parses that
-    variable itself. The other detectors run as the SDK runs them: ``service.instance.id``
-    (SDKs that have it), and those named by ``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS``.
-    """
-    resource = Resource(
-        {
-            TELEMETRY_SDK_LANGUAGE: "python",
-            TELEMETRY_SDK_NAME: "opentelemetry",
-            TELEMETRY_SDK_VERSION: sdk_version,
-        }
-    )
-    names = [
-        n.strip()
-        for n in os.environ.get(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS, "").split(",")
-        if n.strip() and n.strip() != "otel"
-    ]
-    if ServiceInstanceIdResourceDetector is not None and "service_instance" not in names:
-        resource = resource.merge(ServiceInstanceIdResourceDetector().detect())
-    if not names:
-        return resource
-    from importlib.metadata import entry_points  # noqa: PLC0415 - only when detectors are named
-
-    detectors = []
-    for ep in entry_points(group="opentelemetry_resource_detector"):
-        if ep.name != "otel" and (ep.name in names or "*" in names):
-            try:
-                detectors.append(ep.load()())
-            except Exception as e:  # noqa: BLE001 - a bad detector must not break tasks
-                _warn(f"detector:{ep.name}", "tasktrace: resource detector %r failed: %r",
-                      ep.name, e)
-    return get_aggregated_resources(detectors, initial_resource=resource)
-
-
-def environment_resource(
-    under: Mapping[str, Any], over: Mapping[str, Any], name: str
-) -> Resource:
-    """Build a resource: detected < ``under`` < ``OTEL_RESOURCE_ATTRIBUTES`` < ``over`` < name.
-
-    Args:
-        under: Attributes the environment may override (``host.name`` of this host).
-        over: Attributes that override the environment (``configure(resource_attributes=)``).
-        name: The ``service.name`` (see :func:`service_name`).
-
-    Returns:
-        The resource, with ``telemetry.sdk.*`` (see :func:`_detected_resource`).
-    """
-    attributes: dict[str, Any] = {**under, **resource_attributes(), **over, SERVICE_NAME: name}
-    return _detected_resource().merge(Resource(attributes))
 
 
 # ----- sampler ----------------------------------------------------------------------------------
@@ -399,7 +294,7 @@ def traces_sampler() -> sampling.Sampler:
     An unknown sampler name falls back to ``parentbased_always_on``, and a ratio that is not a
     number between 0 and 1 to 1.0, each with one warning naming the variable and the default.
     """
-    raw = _environ(OTEL_TRACES_SAMPLER)
+    raw = environ_value(OTEL_TRACES_SAMPLER)
     name = raw.strip().lower() if raw is not None else DEFAULT_SAMPLER
     if name not in _SAMPLERS:
         _warn(
@@ -412,7 +307,7 @@ def traces_sampler() -> sampling.Sampler:
         )
         name = DEFAULT_SAMPLER
     rate = 1.0
-    arg = _environ(OTEL_TRACES_SAMPLER_ARG)
+    arg = environ_value(OTEL_TRACES_SAMPLER_ARG)
     if name.endswith("traceidratio") and arg is not None:
         try:
             rate = float(arg)
@@ -430,116 +325,3 @@ def traces_sampler() -> sampling.Sampler:
     return _SAMPLERS[name](rate)
 
 
-# ----- OTLP exporter settings -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OtlpSettings:
-    """Everything an OTLP exporter of one signal needs, parsed (see :func:`otlp_settings`).
-
-    Attributes:
-        signal: ``"traces"`` or ``"metrics"``.
-        protocol: ``"http/protobuf"`` or ``"grpc"``.
-        endpoint: Where requests go: the full URL for HTTP (``.../v1/traces``), the
-            ``http(s)://host:port`` URL for gRPC.
-        headers: Header name (lower case) → value; secret, never to be logged.
-        timeout_s: Timeout of one export, retries included, in seconds.
-    """
-
-    signal: Signal
-    protocol: str
-    endpoint: str
-    headers: dict[str, str]
-    timeout_s: float
-
-
-def _protocol(signal: Signal, configured: str | None) -> str:
-    if configured is not None:
-        return configured
-    for name in (_VARIABLES[signal]["protocol"], OTEL_EXPORTER_OTLP_PROTOCOL):
-        raw = _environ(name)
-        if raw is None:
-            continue
-        if raw.strip() in PROTOCOLS:
-            return raw.strip()
-        _warn(
-            f"env:{name}",
-            "tasktrace: invalid %s=%r (expected http/protobuf or grpc); using %s",
-            name,
-            raw,
-            DEFAULT_PROTOCOL,
-        )
-        return DEFAULT_PROTOCOL
-    return DEFAULT_PROTOCOL
-
-
-def _timeout_s(signal: Signal, configured: float | None) -> float:
-    if configured is not None:
-        return configured
-    for name in (_VARIABLES[signal]["timeout"], OTEL_EXPORTER_OTLP_TIMEOUT):
-        raw = _environ(name)
-        if raw is None:
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if value >= 0 and math.isfinite(value):
-            return value
-        _warn(
-            f"env:{name}",
-            "tasktrace: invalid %s=%r (expected a non-negative number of seconds); the "
-            "exporter's default (%g s) applies",
-            name,
-            raw,
-            DEFAULT_TIMEOUT_S,
-        )
-        return DEFAULT_TIMEOUT_S
-    return DEFAULT_TIMEOUT_S
-
-
-def _endpoint(signal: Signal, protocol: str, configured: str | None) -> str:
-    path = f"/v1/{signal}"
-    if configured is None:
-        specific = _environ(_VARIABLES[signal]["endpoint"])
-        if specific is not None:
-            return specific.strip()  # a per-signal URL is used as is
-        configured = _environ(OTEL_EXPORTER_OTLP_ENDPOINT) or _DEFAULT_ENDPOINTS[protocol]
-    configured = configured.strip()
-    if protocol == "grpc" or configured.rstrip("/").endswith(path):
-        return configured
-    return configured.rstrip("/") + path
-
-
-def otlp_settings(
-    signal: Signal,
-    *,
-    endpoint: str | None = None,
-    protocol: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    timeout_s: float | None = None,
-) -> OtlpSettings:
-    """Resolve one OTLP exporter's settings: each argument over its variables, over defaults.
-
-    Args:
-        signal: ``"traces"`` or ``"metrics"``; its per-signal variables
-            (``OTEL_EXPORTER_OTLP_TRACES_*``) come before the generic ones.
-        endpoint: Base URL (``http://host:4318``; for HTTP ``/v1/<signal>`` is appended unless
-            present), else the per-signal endpoint variable (used as is), else the generic one
-            (a base URL), else ``localhost`` on the protocol's default port.
-        protocol: ``"http/protobuf"`` or ``"grpc"``, else the variables, else http/protobuf.
-        headers: Headers added over those of the variables (same name: the argument wins).
-        timeout_s: Seconds, else the variables, else 10.
-
-    Returns:
-        The settings; every invalid variable met was warned about once (see the module
-        docstring).
-    """
-    chosen = _protocol(signal, protocol)
-    return OtlpSettings(
-        signal=signal,
-        protocol=chosen,
-        endpoint=_endpoint(signal, chosen, endpoint),
-        headers={**otlp_headers(signal), **{k.lower(): v for k, v in (headers or {}).items()}},
-        timeout_s=_timeout_s(signal, timeout_s),
-    )

@@ -55,6 +55,7 @@ from tasktrace._export import ExportPipeline
 from tasktrace._forksafe import renew_after_fork
 from tasktrace._model import random_bits
 from tasktrace._processor import tree
+from tasktrace._resource import environment_resource
 from tasktrace._settings import get_settings
 
 __all__ = [
@@ -116,7 +117,7 @@ def build_resource(config: ExportConfig | None = None) -> Resource:
     if machine:
         attrs[MACHINE] = machine
     name = _otel_env.service_name(config.service_name, config.resource_attributes, _script_name())
-    return _otel_env.environment_resource(attrs, config.resource_attributes, name)
+    return environment_resource(attrs, config.resource_attributes, name)
 
 
 def exit_timeout_s() -> float:

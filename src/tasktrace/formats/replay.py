@@ -9,7 +9,7 @@ Replaying sends the spans with the OTel project's OTLP exporter (HTTP/protobuf, 
 ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL=grpc``), unchanged: original trace and span ids, parent
 links, start/end timestamps, attributes, resource, scope and status. The standard
 ``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers, timeout, certificates) apply unless an
-endpoint is given; tasktrace parses them as for a live run (:mod:`tasktrace._otel_env`), and
+endpoint is given; tasktrace parses them as for a live run (:mod:`tasktrace._otlp`), and
 splits the spans into requests of at most
 :data:`~tasktrace._request_size.MAX_REQUEST_BYTES`.
 
@@ -38,8 +38,9 @@ from tasktrace import _otel_env
 from tasktrace._attributes import MACHINE
 from tasktrace._export import GuardedSpanExporter, clear_refused, export_refused
 from tasktrace._export_failure import redact_endpoint, short_reason
-from tasktrace._otlp import new_otlp_exporter
+from tasktrace._otlp import new_otlp_exporter, otlp_settings
 from tasktrace._request_size import MAX_REQUEST_BYTES
+from tasktrace._resource import environment_resource
 from tasktrace._task import Task
 from tasktrace.formats._convert import spans_to_task, task_to_spans
 from tasktrace.formats.otlp_json import read_spans
@@ -76,7 +77,7 @@ def task_resource(task: Task) -> Resource:
     if task.machine:
         attrs[MACHINE] = task.machine
     name = _otel_env.service_name(None, {}, "tasktrace")
-    return _otel_env.environment_resource({}, attrs, name)
+    return environment_resource({}, attrs, name)
 
 
 def load_task(path: Path, data: bytes | None = None) -> Task:
@@ -126,7 +127,7 @@ def otlp_exporter(endpoint: str | None = None) -> GuardedSpanExporter:
     Raises:
         ImportError: gRPC was asked for but ``tasktrace[grpc]`` is not installed.
     """
-    settings = _otel_env.otlp_settings("traces", endpoint=endpoint)
+    settings = otlp_settings("traces", endpoint=endpoint)
     return _ReplayExporter(
         new_otlp_exporter(settings),
         settings.endpoint,
