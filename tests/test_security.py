@@ -332,3 +332,24 @@ def test_grpc_exporter_never_falls_back_to_the_raw_headers_variable(
     (span,) = otlp_grpc_receiver.wait_for(1, timeout_s=10)
     assert span.name == "job"
     assert "x-token" not in otlp_grpc_receiver.request_headers()[0]
+
+
+def test_http_export_failure_caused_by_a_header_never_quotes_it(
+    otlp_http_receiver: OtlpHttpReceiver, tmp_path: Path
+) -> None:
+    """A header value no request can carry fails the export; the warning shows no part of it.
+
+    tasktrace leaves the item (a line break once decoded) out; the OTLP/HTTP exporter's own
+    parser still adds it, and the HTTP library refuses the request quoting the value.
+    """
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_http_receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_HEADERS": f"x-token=a%0A{HEADER_SECRET}",
+    }
+    done = _run_python(DEBUG_WORKLOAD, env, str(tmp_path / "job.json"))
+    assert done.returncode == 0, done.stderr
+    assert HEADER_SECRET not in done.stderr
+    ours = _tasktrace_lines(done.stderr)
+    assert "invalid OTEL_EXPORTER_OTLP_HEADERS: item 1 of 1" in ours[0]
+    assert "span export to" in ours[1]
+    assert "***" in ours[1]

@@ -221,7 +221,7 @@ def _otlp_exporter(config: ExportConfig) -> GuardedSpanExporter | None:
         exporter,
         settings.endpoint,
         max_request_bytes=MAX_REQUEST_BYTES,
-        secrets=settings.headers.values(),
+        secrets=settings.secrets,
     )
 
 

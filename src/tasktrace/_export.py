@@ -35,7 +35,7 @@ from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from tasktrace._export_failure import describe_failure, redact_endpoint
+from tasktrace._export_failure import describe_failure, endpoint_secrets, redact_endpoint
 from tasktrace._forksafe import renew_after_fork
 from tasktrace._request_size import Oversized, split_by_request_size
 from tasktrace._settings import get_settings
@@ -122,7 +122,8 @@ class GuardedSpanExporter(SpanExporter):
             larger is dropped and named in the warning. ``None``: send batches whole (for
             exporters that do not speak OTLP).
         secrets: Values never to appear in a warning (the request headers): a failure message
-            quoting one has it replaced by ``***``.
+            quoting one has it replaced by ``***``, as are the password and query of
+            ``where``.
 
     Attributes:
         exported_spans: Spans the inner exporter accepted (count).
@@ -154,6 +155,7 @@ class GuardedSpanExporter(SpanExporter):
         self.dropped_spans = 0
         self.last_error: str | None = None
         """The last failure reason (from the OTel exporter's own messages, or the exception)."""
+        secrets = [*secrets, *endpoint_secrets(where)]
         words = {w for s in secrets for w in (s, *s.split()) if len(w) >= 4}
         self._secrets = sorted(words, key=len, reverse=True)
         self._lock = threading.Lock()

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["describe_failure", "redact_endpoint", "short_reason"]
+__all__ = ["describe_failure", "endpoint_secrets", "redact_endpoint", "short_reason"]
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^\"')(]+")
 _HTTP_STATUS = re.compile(r"code: (\d{3}), reason: ([^\n]*)")
@@ -79,3 +79,11 @@ def redact_endpoint(endpoint: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def endpoint_secrets(endpoint: str) -> list[str]:
+    """Return the parts of ``endpoint`` that :func:`redact_endpoint` removes: password, query."""
+    try:
+        parts = urlsplit(endpoint)
+        password = parts.password
+    except ValueError:
+        return [endpoint]
+    return [text for text in (password, parts.query, parts.fragment) if text]

@@ -67,6 +67,7 @@ __all__ = [
     "SDK_PARSER_LOGGERS",
     "Signal",
     "environ_value",
+    "headers_variable_texts",
     "otlp_headers",
     "parse_headers",
     "parse_resource_attributes",
@@ -173,31 +174,54 @@ def parse_headers(raw: str) -> tuple[dict[str, str], list[int], int]:
     return headers, bad, len(items)
 
 
+def _headers_variable(signal: Signal) -> tuple[str, str | None]:
+    """Return (name, value) of the headers variable ``signal`` uses: per-signal, else generic."""
+    name = _HEADERS_VARIABLES[signal]
+    raw = environ_value(name)
+    if raw is None:
+        name = OTEL_EXPORTER_OTLP_HEADERS
+        raw = environ_value(name)
+    return name, raw
+
+
 def otlp_headers(signal: Signal) -> dict[str, str]:
     """Return the parsed headers of ``signal``'s OTLP exporter (per-signal variable first).
 
     An invalid item is left out with one warning naming the variable and the item's position,
     never its text.
     """
-    name = _HEADERS_VARIABLES[signal]
-    raw = environ_value(name)
-    if raw is None:
-        name = OTEL_EXPORTER_OTLP_HEADERS
-        raw = environ_value(name)
+    name, raw = _headers_variable(signal)
     if raw is None:
         return {}
     headers, bad, count = parse_headers(raw)
     if bad:
         _warn(
             f"env:{name}",
-            "tasktrace: invalid %s: item %s of %d is not key=value with a percent-encoded "
-            "value (values are not shown); %s",
+            "tasktrace: invalid %s: item %s of %d is not a valid header (key=value, the value "
+            "percent-encoded, without control characters; values are not shown); tasktrace "
+            "leaves %s",
             name,
             ", ".join(map(str, bad)),
             count,
-            "that header is not sent" if len(bad) == 1 else "those headers are not sent",
+            "that header out" if len(bad) == 1 else "those headers out",
         )
     return headers
+
+
+def headers_variable_texts(signal: Signal) -> list[str]:
+    """Return every item's value of ``signal``'s headers variable, as written and decoded.
+
+    Valid or not: for scrubbing from failure messages. The OTLP/HTTP exporter parses the
+    variable itself too, and its liberal parser accepts an item whose decoded value holds a
+    control character, which tasktrace leaves out; the HTTP library then refuses the request,
+    quoting the value.
+    """
+    _, raw = _headers_variable(signal)
+    texts: list[str] = []
+    for item in (raw or "").split(","):
+        value = item.partition("=")[2] or item
+        texts.extend(t for t in {value.strip(), unquote(value.strip())} if t)
+    return texts
 
 
 # ----- resource ---------------------------------------------------------------------------------

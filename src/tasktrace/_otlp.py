@@ -42,7 +42,13 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
 )
 
-from tasktrace._otel_env import Signal, environ_value, otlp_headers, sdk_parsing_quiet
+from tasktrace._otel_env import (
+    Signal,
+    environ_value,
+    headers_variable_texts,
+    otlp_headers,
+    sdk_parsing_quiet,
+)
 from tasktrace.meters._base import WarnOnce
 
 __all__ = [
@@ -94,6 +100,9 @@ class OtlpSettings:
             ``http(s)://host:port`` URL for gRPC.
         headers: Header name (lower case) → value; secret, never to be logged.
         timeout_s: Timeout of one export, retries included, in seconds.
+        secrets: Texts never to be logged: the header values, and every item value of the
+            headers variable, valid or not (see
+            :func:`~tasktrace._otel_env.headers_variable_texts`).
     """
 
     signal: Signal
@@ -101,6 +110,7 @@ class OtlpSettings:
     endpoint: str
     headers: dict[str, str]
     timeout_s: float
+    secrets: tuple[str, ...] = ()
 
 
 def _protocol(signal: Signal, configured: str | None) -> str:
@@ -186,12 +196,14 @@ def otlp_settings(
         docstring).
     """
     chosen = _protocol(signal, protocol)
+    merged = {**otlp_headers(signal), **{k.lower(): v for k, v in (headers or {}).items()}}
     return OtlpSettings(
         signal=signal,
         protocol=chosen,
         endpoint=_endpoint(signal, chosen, endpoint),
-        headers={**otlp_headers(signal), **{k.lower(): v for k, v in (headers or {}).items()}},
+        headers=merged,
         timeout_s=_timeout_s(signal, timeout_s),
+        secrets=(*merged.values(), *headers_variable_texts(signal)),
     )
 
 

@@ -132,7 +132,7 @@ def otlp_exporter(endpoint: str | None = None) -> GuardedSpanExporter:
         new_otlp_exporter(settings),
         settings.endpoint,
         max_request_bytes=MAX_REQUEST_BYTES,
-        secrets=settings.headers.values(),
+        secrets=settings.secrets,
     )
 
 
