@@ -12,6 +12,10 @@ The mapping rules for the user's extra task data (``Task("x", tags=["a"], epoch=
 - anything else that JSON can encode (dicts, mixed lists, big ints, ``None``) becomes a JSON
   string under ``tasktrace.data_json.<key>`` and is decoded back on the way in.
 
+On a running task's span these attributes stay within a size budget
+(:mod:`tasktrace._data_budget`); a value over it is left off the span and its key listed in
+:data:`DATA_OMITTED` (the task file keeps every value).
+
 Non-task spans keep their own attribute names; on the way in, attributes outside the
 ``tasktrace.`` namespace become extra data of the node under their own (dotted) names.
 """
@@ -26,6 +30,7 @@ from typing import Any, Final
 
 __all__ = [
     "DATA_JSON_PREFIX",
+    "DATA_OMITTED",
     "DATA_PREFIX",
     "FIELD_ATTRIBUTES",
     "TASK_ID",
@@ -101,6 +106,9 @@ DATA_PREFIX: Final = "tasktrace.data."
 """Prefix of the user's extra task data that maps to a plain attribute value."""
 DATA_JSON_PREFIX: Final = "tasktrace.data_json."
 """Prefix of the user's extra task data that is stored as a JSON string."""
+DATA_OMITTED: Final = "tasktrace.data_omitted"
+"""Keys of the task's extra data left off the span, over the span's size budget (string array;
+see :mod:`tasktrace._data_budget`). Their full values are in the task file."""
 
 FIELD_ATTRIBUTES: Final[dict[str, str]] = {
     "parent_id": PARENT_ID,

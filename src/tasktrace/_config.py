@@ -1,10 +1,11 @@
 """``tasktrace.configure(...)``: export settings in code, over the standard ``OTEL_*`` variables.
 
 Precedence, highest first: an argument to :func:`configure`, the environment variable, the
-default. The OTLP exporters themselves read ``OTEL_EXPORTER_OTLP_HEADERS``,
-``OTEL_EXPORTER_OTLP_TIMEOUT``, ``OTEL_EXPORTER_OTLP_CERTIFICATE`` and the per-signal
-``OTEL_EXPORTER_OTLP_TRACES_*`` forms, so an argument left ``None`` falls back to exactly what
-the OTel SDK would use.
+default. tasktrace parses the endpoint, protocol, headers and timeout variables itself (the
+per-signal ``OTEL_EXPORTER_OTLP_TRACES_*`` forms first; see :mod:`tasktrace._otlp`) and
+hands the OTLP exporter the parsed values, so that a malformed variable is reported once,
+without its value; the exporters still read ``OTEL_EXPORTER_OTLP_CERTIFICATE`` and the other
+TLS and compression variables themselves.
 
 Exporters are built only when something asks for them; with nothing configured, none is built
 and no connection is ever attempted.
@@ -20,26 +21,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_SDK_DISABLED,
+)
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from tasktrace import _otel_env  # first: hides secrets from the SDK's parsers (see it)
 from tasktrace._export import GuardedSpanExporter
 from tasktrace._forksafe import renew_after_fork
+from tasktrace._otlp import PROTOCOLS, new_otlp_exporter, otlp_settings
+from tasktrace._request_size import MAX_REQUEST_BYTES
 from tasktrace._settings import get_settings
 
 __all__ = ["ExportConfig", "build_exporters", "configure", "current_config"]
 
 _log = logging.getLogger(__name__)
 
-OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
-OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
-OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
-OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
-OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
-
 Protocol = Literal["http/protobuf", "grpc"]
-_PROTOCOLS: tuple[str, ...] = ("http/protobuf", "grpc")
+_PROTOCOLS: tuple[str, ...] = PROTOCOLS
 
 
 @dataclass
@@ -91,20 +93,24 @@ def configure(
     settings (the previous exporters are flushed and shut down within ``exit_timeout_s``).
 
     Args:
-        service_name: ``service.name`` of the resource (else ``OTEL_SERVICE_NAME``, else the
-            script's name). Only used when tasktrace creates the tracer provider.
+        service_name: ``service.name`` of the resource, above every other source (then
+            ``service.name`` in ``resource_attributes``, ``OTEL_SERVICE_NAME``, ``service.name``
+            in ``OTEL_RESOURCE_ATTRIBUTES``, the script's name). Only used when tasktrace
+            creates the tracer provider.
         exporters: Exporter names (``"otlp"``, ``"console"``, ``"none"``, or an
             ``opentelemetry_traces_exporter`` entry-point name) or SDK ``SpanExporter``
             instances (else ``OTEL_TRACES_EXPORTER``; else ``["otlp"]`` when an endpoint is
             set; else none).
         endpoint: OTLP endpoint URL, e.g. ``http://127.0.0.1:4318`` (else
             ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``). For
-            OTLP/HTTP a base URL gets ``/v1/traces`` appended, as the variable does.
+            OTLP/HTTP a base URL gets ``/v1/traces`` appended (unless it ends so already), as
+            the variable does.
         protocol: ``"http/protobuf"`` or ``"grpc"`` (else ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``
             / ``OTEL_EXPORTER_OTLP_PROTOCOL``, else ``http/protobuf``). gRPC needs
             ``pip install 'tasktrace[grpc]'``.
-        headers: Request headers / gRPC metadata, e.g. an ``authorization`` token (else
-            ``OTEL_EXPORTER_OTLP_HEADERS``). Never logged or written to spans.
+        headers: Request headers / gRPC metadata, e.g. an ``authorization`` token, added over
+            those of ``OTEL_EXPORTER_OTLP_TRACES_HEADERS`` / ``OTEL_EXPORTER_OTLP_HEADERS``
+            (same name: the argument wins). Never logged or written to spans.
         timeout_s: Timeout of each export request including retries, in seconds (else
             ``OTEL_EXPORTER_OTLP_TIMEOUT``, else 10).
         resource_attributes: Extra resource attributes, over ``OTEL_RESOURCE_ATTRIBUTES``.
@@ -148,55 +154,26 @@ def configure(
 _checked_environment = False
 
 
-def _kv_list_ok(raw: str) -> bool:
-    """Whether ``raw`` is W3C-baggage-like ``key=value`` pairs separated by commas."""
-    return all("=" in item and item.split("=", 1)[0].strip() for item in raw.split(",") if item)
-
-
 def check_environment() -> None:
     """Warn once per process about invalid standard ``OTEL_*`` values, naming each variable.
 
-    The OpenTelemetry SDK and exporters read these themselves; a bad value makes them fall back
-    (or fail) with messages that do not say which variable was wrong. Values are never echoed
-    for the header and resource variables, which may hold secrets.
+    Parses every variable a tasktrace-owned provider and its span exporter use
+    (:mod:`tasktrace._otel_env` warns about each invalid one once, saying what is used
+    instead); values are never echoed for the header and resource variables, which may hold
+    secrets.
     """
     global _checked_environment  # noqa: PLW0603 - once per process
     if _checked_environment:
         return
     _checked_environment = True
-    env = os.environ
-    raw = env.get(OTEL_SDK_DISABLED)
+    raw = os.environ.get(OTEL_SDK_DISABLED)
     if raw is not None and raw.strip().lower() not in {"true", "false", ""}:
         _log.warning(
             "tasktrace: invalid %s=%r (expected true or false); using false", OTEL_SDK_DISABLED, raw
         )
-    for name in ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"):
-        raw = env.get(name)
-        if raw is None:
-            continue
-        try:
-            ok = float(raw) >= 0
-        except ValueError:
-            ok = False
-        if not ok:
-            _log.warning(
-                "tasktrace: invalid %s=%r (expected a non-negative number of seconds); the "
-                "exporter's default (10 s) applies",
-                name,
-                raw,
-            )
-    for name in (
-        "OTEL_EXPORTER_OTLP_HEADERS",
-        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        "OTEL_RESOURCE_ATTRIBUTES",
-    ):
-        raw = env.get(name)
-        if raw is not None and raw.strip() and not _kv_list_ok(raw):
-            _log.warning(
-                "tasktrace: invalid %s (expected key=value pairs separated by commas); "
-                "entries without a key are ignored",
-                name,
-            )
+    otlp_settings("traces")  # protocol, timeout, headers
+    _otel_env.resource_attributes()
+    _otel_env.traces_sampler()
 
 
 def sdk_disabled() -> bool:
@@ -227,65 +204,25 @@ def _endpoint_setting(config: ExportConfig) -> str | None:
     )
 
 
-def _protocol(config: ExportConfig) -> str:
-    protocol = (
-        config.protocol
-        or os.environ.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL)
-        or os.environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
-        or "http/protobuf"
-    ).strip()
-    if protocol not in _PROTOCOLS:
-        _log.warning(
-            "tasktrace: invalid OTEL_EXPORTER_OTLP_PROTOCOL=%r (expected http/protobuf or "
-            "grpc); using http/protobuf",
-            protocol,
-        )
-        return "http/protobuf"
-    return protocol
-
-
-def _http_endpoint(config: ExportConfig) -> tuple[str | None, str]:
-    """(endpoint argument for the HTTP exporter, where spans go) by the OTel rules."""
-    if config.endpoint:
-        url = config.endpoint.rstrip("/") + "/v1/traces"
-        return url, url
-    traces = os.environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
-    if traces:
-        return None, traces
-    base = os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT, "http://localhost:4318")
-    return None, base.rstrip("/") + "/v1/traces"
-
-
 def _otlp_exporter(config: ExportConfig) -> GuardedSpanExporter | None:
-    if _protocol(config) == "grpc":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-                OTLPSpanExporter as GrpcExporter,
-            )
-        except ImportError:
-            _log.warning(
-                "tasktrace: the grpc OTLP protocol needs the gRPC exporter: "
-                "pip install 'tasktrace[grpc]'; no OTLP export"
-            )
-            return None
-        where = _endpoint_setting(config) or "http://localhost:4317"
-        grpc = GrpcExporter(
-            endpoint=config.endpoint,
-            headers=dict(config.headers) if config.headers is not None else None,
-            timeout=config.timeout_s,
-        )
-        return GuardedSpanExporter(grpc, where)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-        OTLPSpanExporter as HttpExporter,
+    settings = otlp_settings(
+        "traces",
+        endpoint=config.endpoint,
+        protocol=config.protocol,
+        headers=config.headers,
+        timeout_s=config.timeout_s,
     )
-
-    endpoint, where = _http_endpoint(config)
-    http = HttpExporter(
-        endpoint=endpoint,
-        headers=dict(config.headers) if config.headers is not None else None,
-        timeout=config.timeout_s,
+    try:
+        exporter = new_otlp_exporter(settings)
+    except ImportError as e:
+        _log.warning("tasktrace: %s; no OTLP export", e)
+        return None
+    return GuardedSpanExporter(
+        exporter,
+        settings.endpoint,
+        max_request_bytes=MAX_REQUEST_BYTES,
+        secrets=settings.secrets,
     )
-    return GuardedSpanExporter(http, where)
 
 
 def _named_exporter(name: str) -> SpanExporter | None:

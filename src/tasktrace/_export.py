@@ -7,9 +7,12 @@ exports go through two thin layers instead:
 - :class:`GuardedSpanExporter` wraps any SDK :class:`~opentelemetry.sdk.trace.export.SpanExporter`.
   It never raises, silences the OTel exporters' per-attempt log records *while it is the one
   exporting* (a :class:`logging.Filter` keyed on a thread-local flag, so the user's own
-  exporters still log), keeps the last such message as the failure reason, counts exported and
-  dropped spans, and logs **one** warning per process naming the endpoint (without credentials)
-  the first time a batch is dropped.
+  exporters still log), keeps those messages to say why an export failed
+  (:func:`describe_failure`: ``[Errno 111] Connection refused``, ``HTTP 413 ...``, ``gRPC
+  RESOURCE_EXHAUSTED: ...``), counts exported and dropped spans, and logs **one** warning per
+  process naming the endpoint (without credentials) the first time spans are dropped. Given a
+  ``max_request_bytes``, it splits each batch into requests under that size
+  (:mod:`tasktrace._request_size`), so one large span costs at most itself, never its batch.
 - :class:`ExportPipeline` owns the :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor`
   of each guarded exporter. Export runs on the batch processor's thread, so a slow, refusing or
   black-holed endpoint adds nothing to a task's own overhead. :meth:`ExportPipeline.shutdown`
@@ -21,22 +24,24 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from tasktrace._export_failure import describe_failure, endpoint_secrets, redact_endpoint
 from tasktrace._forksafe import renew_after_fork
+from tasktrace._request_size import Oversized, split_by_request_size
 from tasktrace._settings import get_settings
 from tasktrace.meters._base import WarnOnce
 
-__all__ = ["ExportPipeline", "GuardedSpanExporter", "redact_endpoint"]
+__all__ = ["ExportPipeline", "GuardedSpanExporter"]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
@@ -46,6 +51,7 @@ SDK_EXPORTER_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.common.http",
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.common._internal",
     "opentelemetry.sdk._shared_internal",
 )
 """Loggers of the OTel exporters (and batch processor) whose records are silenced while a
@@ -69,8 +75,12 @@ def clear_refused() -> None:
     _refused.clear()
 
 
+_MAX_MESSAGES = 16
+"""Messages kept per guarded export (the first ones and the last one)."""
+
+
 class _QuietWhileGuarded(logging.Filter):
-    """Drop records logged on a thread inside a guarded export; keep the first warning."""
+    """Drop records logged on a thread inside a guarded export; keep their messages."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(_exporting, "active", False):
@@ -78,8 +88,10 @@ class _QuietWhileGuarded(logging.Filter):
                 message = record.getMessage()
                 if any(mark in message for mark in _REFUSED):
                     _refused.set()
-                if not getattr(_exporting, "message", None):
-                    _exporting.message = message[:300]
+                messages: list[str] = _exporting.messages
+                if len(messages) >= _MAX_MESSAGES:
+                    messages.pop()  # keep the first ones, and the latest as the last one
+                messages.append(message[:1000])
             return False
         return True
 
@@ -99,89 +111,122 @@ def _install_filter() -> None:
             _filter_installed = True
 
 
-def short_reason(message: str | None) -> str:
-    """Return the gist of an exporter's failure message (``[Errno 111] Connection refused``).
-
-    The OTel exporters' messages embed whole exception chains; the errno part, when there is
-    one, says what happened. Otherwise the first 160 characters.
-    """
-    if not message:
-        return "the exporter reported failure"
-    errno = re.search(r"\[Errno -?\d+\] [^\"')(]+", message)
-    return errno.group(0).strip() if errno else message[:160]
-
-
-def redact_endpoint(endpoint: str) -> str:
-    """Return ``endpoint`` without user name, password, query or fragment (safe to log)."""
-    try:
-        parts = urlsplit(endpoint)
-    except ValueError:
-        return "<invalid endpoint>"
-    if not parts.scheme or not parts.netloc:
-        return endpoint.split("?", 1)[0].rsplit("@", 1)[-1]
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 class GuardedSpanExporter(SpanExporter):
     """A span exporter wrapper that never raises and reports failure once per process.
 
     Args:
         inner: The exporter doing the work (the OTel project's OTLP exporter, usually).
         where: Where the spans go, for the warning (an endpoint URL; credentials are removed).
+        max_request_bytes: Split each batch into requests of at most this many bytes of
+            encoded OTLP protobuf (see :mod:`tasktrace._request_size`); a span that alone is
+            larger is dropped and named in the warning. ``None``: send batches whole (for
+            exporters that do not speak OTLP).
+        secrets: Values never to appear in a warning (the request headers): a failure message
+            quoting one has it replaced by ``***``, as are the password and query of
+            ``where``.
 
     Attributes:
         exported_spans: Spans the inner exporter accepted (count).
-        dropped_spans: Spans in batches that failed or raised (count).
+        dropped_spans: Spans in requests that failed or raised, and spans too large to send
+            (count).
 
     Thread-safety: ``export`` is called by one batch-processor thread; the counters are
     updated under a lock and may be read from any thread.
 
     """
 
-    def __init__(self, inner: SpanExporter, where: str) -> None:
+    def __init__(
+        self,
+        inner: SpanExporter,
+        where: str,
+        *,
+        max_request_bytes: int | None = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
         """Wrap ``inner`` (see the class docstring)."""
         _install_filter()
         self.inner = inner
         """The wrapped exporter."""
         self.where = redact_endpoint(where)
         """The destination named in the warning (no credentials)."""
+        self.max_request_bytes = max_request_bytes
+        """The request size limit in bytes, or ``None`` (see the class docstring)."""
         self.exported_spans = 0
         self.dropped_spans = 0
         self.last_error: str | None = None
-        """The last failure reason (the OTel exporter's own message, or the exception)."""
+        """The last failure reason (from the OTel exporter's own messages, or the exception)."""
+        secrets = [*secrets, *endpoint_secrets(where)]
+        words = {w for s in secrets for w in (s, *s.split()) if len(w) >= 4}
+        self._secrets = sorted(words, key=len, reverse=True)
         self._lock = threading.Lock()
         renew_after_fork(self, '_lock')
         self._shut_down = False
 
-    def _call(self, method: str, *args: Any) -> Any:
+    @contextmanager
+    def _guarded(self) -> Iterator[list[str]]:
+        """Silence the OTel exporters' records on this thread; yield their messages."""
         _exporting.active = True
-        _exporting.message = None
+        _exporting.messages = []
         try:
-            return getattr(self.inner, method)(*args)
+            yield _exporting.messages
         finally:
             _exporting.active = False
 
+    def _call(self, method: str, *args: Any) -> Any:
+        with self._guarded():
+            return getattr(self.inner, method)(*args)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export ``spans`` with the inner exporter; never raises.
+        """Export ``spans`` with the inner exporter, in requests under the size limit.
+
+        Never raises. The other requests of a batch are still sent when one fails.
 
         Returns:
-            The inner result; ``FAILURE`` if it raised.
+            ``SUCCESS`` when every span was accepted, else ``FAILURE``.
 
         """
-        try:
-            result = self._call("export", spans)
-        except Exception as e:  # noqa: BLE001 - export must never break the program
-            result = SpanExportResult.FAILURE
-            _exporting.message = f"{type(e).__name__}: {e}"
+        sent = 0
+        reasons: list[str] = []
+        with self._guarded() as messages:
+            if self.max_request_bytes is None:
+                parts: list[Sequence[ReadableSpan]] = [spans]
+                oversized: list[Oversized] = []
+            else:
+                parts, oversized = split_by_request_size(spans, self.max_request_bytes)
+            reasons.extend(self._oversized_reason(item) for item in oversized[:1])
+            for part in parts:
+                messages.clear()
+                try:
+                    result = self.inner.export(part)
+                except Exception as e:  # noqa: BLE001 - export must never break the program
+                    result = SpanExportResult.FAILURE
+                    messages.append(f"{type(e).__name__}: {e}")
+                if result is SpanExportResult.SUCCESS:
+                    sent += len(part)
+                else:
+                    reasons.append(describe_failure(messages, self.max_request_bytes))
+        dropped = len(spans) - sent
         with self._lock:
-            if result is SpanExportResult.SUCCESS:
-                self.exported_spans += len(spans)
-                return result
-            self.dropped_spans += len(spans)
-            self.last_error = short_reason(_exporting.message)
-        self.report(f"{len(spans)} spans dropped")
-        return result
+            self.exported_spans += sent
+            if not dropped:
+                return SpanExportResult.SUCCESS
+            self.dropped_spans += dropped
+            self.last_error = self._scrub("; ".join(dict.fromkeys(reasons)))
+        self.report(f"{dropped} of {len(spans)} spans dropped")
+        return SpanExportResult.FAILURE
+
+    def _oversized_reason(self, item: Oversized) -> str:
+        if item.size_bytes is None:
+            return f"span {item.span.name!r} cannot be encoded ({type(item.error).__name__})"
+        return (
+            f"span {item.span.name!r} is {item.size_bytes:,} bytes encoded, over the "
+            f"{self.max_request_bytes:,}-byte request limit"
+        )
 
     def report(self, what: str) -> None:
         """Log the one export warning of this process (if not logged yet), naming ``what``."""
@@ -225,7 +270,7 @@ class _CountingBatchProcessor(BatchSpanProcessor):
     """A BatchSpanProcessor that counts the spans it was given."""
 
     def __init__(self, exporter: SpanExporter) -> None:
-        queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else DEFAULT_MAX_QUEUE_SIZE
+        queue = None if os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE) else DEFAULT_MAX_QUEUE_SIZE
         super().__init__(exporter, max_queue_size=queue)
         self._count_lock = threading.Lock()
         renew_after_fork(self, '_count_lock')

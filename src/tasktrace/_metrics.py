@@ -34,8 +34,10 @@ When metrics are on (:func:`enabled`):
 - Otherwise tasktrace creates an SDK ``MeterProvider`` with the traces' resource and a
   ``PeriodicExportingMetricReader`` (interval ``OTEL_METRIC_EXPORT_INTERVAL``, 60 s by default)
   for each exporter named by ``OTEL_METRICS_EXPORTER`` (default ``otlp``: the OTel project's
-  OTLP exporter, ``http/protobuf`` or ``grpc`` by ``OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL``;
-  ``console``), and installs it globally while the global is still the default proxy.
+  OTLP exporter, ``http/protobuf`` or ``grpc`` by ``OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL``,
+  its endpoint, headers and timeout parsed by tasktrace from the
+  ``OTEL_EXPORTER_OTLP_(METRICS_)*`` variables, see :mod:`tasktrace._otlp`; ``console``),
+  and installs it globally while the global is still the default proxy.
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import metrics
+from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
 
 from tasktrace import _attributes as attr
 from tasktrace._forksafe import renew_after_fork
+from tasktrace._otlp import new_otlp_exporter, otlp_settings
 from tasktrace._settings import get_settings
 
 if TYPE_CHECKING:
@@ -94,11 +99,6 @@ HW_TYPE: Final = "hw.type"
 """Metric attribute (semantic convention): ``cpu``, ``gpu`` or ``enclosure`` (whole system)."""
 
 _ENERGY_FIELDS: Final = (("cpu_power", "cpu"), ("gpu_power", "gpu"), ("system_power", "enclosure"))
-
-OTEL_METRICS_EXPORTER: Final = "OTEL_METRICS_EXPORTER"
-OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
-OTEL_EXPORTER_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
-OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
 
 
 @dataclass
@@ -260,24 +260,7 @@ def _metric_exporters() -> list[Any]:
 
 
 def _otlp_metric_exporter() -> Any:
-    protocol = (
-        os.environ.get(OTEL_EXPORTER_OTLP_METRICS_PROTOCOL)
-        or os.environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
-        or "http/protobuf"
-    ).strip()
-    if protocol == "grpc":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415
-                OTLPMetricExporter as GrpcExporter,
-            )
-        except ImportError:
-            raise RuntimeError("gRPC export needs: pip install 'tasktrace[grpc]'") from None
-        return GrpcExporter()
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
-        OTLPMetricExporter as HttpExporter,
-    )
-
-    return HttpExporter()
+    return new_otlp_exporter(otlp_settings("metrics"))
 
 
 def _resolve() -> TaskMetrics | None:

@@ -10,7 +10,8 @@ Provider ownership, checked at every task start (one identity comparison):
   ``OTEL_*`` variables are that other set-up's to read.
 - Otherwise tasktrace uses a private SDK :class:`~opentelemetry.sdk.trace.TracerProvider`
   with a resource (``service.name``, ``host.name``, ``process.pid``, ``tasktrace.machine``,
-  ``telemetry.sdk.*``, ``OTEL_RESOURCE_ATTRIBUTES``) and the exporters named by
+  ``telemetry.sdk.*``, ``OTEL_RESOURCE_ATTRIBUTES``), the sampler of ``OTEL_TRACES_SAMPLER``
+  (both parsed by tasktrace, see :mod:`tasktrace._otel_env`) and the exporters named by
   :func:`tasktrace.configure` or the ``OTEL_*`` variables. It is **not** installed globally,
   so a provider that the user or a library installs later (before or after the first task)
   never triggers OpenTelemetry's "Overriding of current TracerProvider" warning; tasks started
@@ -38,19 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import (
-    HOST_NAME,
-    PROCESS_PID,
-    SERVICE_NAME,
-    OTELResourceDetector,
-    Resource,
-)
+from opentelemetry.sdk.resources import HOST_NAME, PROCESS_PID, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
+from tasktrace import _otel_env
 from tasktrace._attributes import MACHINE
 from tasktrace._config import (
-    OTEL_SERVICE_NAME,
     ExportConfig,
     build_exporters,
     check_environment,
@@ -60,6 +55,7 @@ from tasktrace._export import ExportPipeline
 from tasktrace._forksafe import renew_after_fork
 from tasktrace._model import random_bits
 from tasktrace._processor import tree
+from tasktrace._resource import environment_resource
 from tasktrace._settings import get_settings
 
 __all__ = [
@@ -95,10 +91,7 @@ _exported_to: list[Any] = []  # foreign providers given the configured exporters
 _exit_registered = False
 
 
-def _service_name(config: ExportConfig) -> str:
-    name = config.service_name or os.environ.get(OTEL_SERVICE_NAME)
-    if name:
-        return name
+def _script_name() -> str:
     script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     return script if script and script not in {"-c", "-m"} else "tasktrace"
 
@@ -106,11 +99,14 @@ def _service_name(config: ExportConfig) -> str:
 def build_resource(config: ExportConfig | None = None) -> Resource:
     """Return the resource of a tasktrace-owned provider.
 
-    Attributes, later sources winning: ``telemetry.sdk.*`` (the SDK), ``host.name``
+    Attributes, later sources winning: ``telemetry.sdk.*`` (the SDK) and what the SDK's
+    resource detectors other than ``otel`` find (``service.instance.id``), ``host.name``
     (``socket.gethostname()``), ``process.pid`` (``os.getpid()``), ``tasktrace.machine`` (the
-    ``machine`` setting, when set), ``OTEL_RESOURCE_ATTRIBUTES``, ``resource_attributes`` of
-    :func:`tasktrace.configure`; ``service.name`` is the ``service_name`` argument, else
-    ``OTEL_SERVICE_NAME``, else the script's file name, else ``"tasktrace"``.
+    ``machine`` setting, when set), ``OTEL_RESOURCE_ATTRIBUTES`` (parsed by tasktrace),
+    ``resource_attributes`` of :func:`tasktrace.configure`. ``service.name`` is the
+    ``service_name`` argument, else ``service.name`` of ``resource_attributes``, else
+    ``OTEL_SERVICE_NAME``, else ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``, else the
+    script's file name, else ``"tasktrace"``.
     """
     config = config or current_config()
     attrs: dict[str, Any] = {
@@ -120,12 +116,8 @@ def build_resource(config: ExportConfig | None = None) -> Resource:
     machine = get_settings().machine
     if machine:
         attrs[MACHINE] = machine
-    env = dict(OTELResourceDetector().detect().attributes)
-    env.pop(SERVICE_NAME, None)
-    attrs.update(env)
-    attrs.update(config.resource_attributes)
-    attrs[SERVICE_NAME] = _service_name(config)
-    return Resource.create(attrs)
+    name = _otel_env.service_name(config.service_name, config.resource_attributes, _script_name())
+    return environment_resource(attrs, config.resource_attributes, name)
 
 
 def exit_timeout_s() -> float:
@@ -181,6 +173,7 @@ def _create_provider() -> TracerProvider:
         resource=build_resource(config),
         shutdown_on_exit=False,
         id_generator=PrivateIdGenerator(),
+        sampler=_otel_env.traces_sampler(),  # parsed here: the SDK's own parse logs no variable
     )
     pipeline = _new_pipeline(config)
     if pipeline is not None:

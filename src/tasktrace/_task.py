@@ -28,6 +28,7 @@ from pydantic import (
 from tasktrace import _attributes as attr
 from tasktrace import _subprocess, _watch
 from tasktrace._context import RUNNING, TASK_KEY, is_on_top, live_context, task_context
+from tasktrace._data_budget import bounded_data_attributes
 from tasktrace._files import RefreshMonitor, check_folder, check_replaceable, save_atomic
 from tasktrace._model import (
     _DEFAULTS,
@@ -51,7 +52,6 @@ __all__ = ["Task", "TaskStatus"]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
-_ATTRIBUTE_BUDGET = 96  # extra-data attributes kept on a span; the SDK keeps 128 in all
 REFRESH_COST_FACTOR = 20
 """A task file is refreshed at most once per this many times the last refresh's duration."""
 _monitor = RefreshMonitor(lambda: get_settings().refresh_interval_s)
@@ -510,18 +510,8 @@ class Task(TaskRecord):
         return None
 
     def _limited_data_attrs(self) -> dict[str, Any]:
-        attrs = self._data_attrs or {}
-        if len(attrs) <= _ATTRIBUTE_BUDGET:
-            return attrs
-        _warn(
-            "attribute-budget",
-            "tasktrace: task %r has %d extra data items; only the first %d are written as span "
-            "attributes (all are kept in the task file)",
-            self.label,
-            len(attrs),
-            _ATTRIBUTE_BUDGET,
-        )
-        return dict(list(attrs.items())[:_ATTRIBUTE_BUDGET])
+        """Return the data attributes within the span's budget (see :mod:`_data_budget`)."""
+        return bounded_data_attributes(self.label, self._data_attrs or {})
 
     def _final_data_attrs(self) -> dict[str, Any]:
         """Compute the data attributes at finish: the user may have set more (``t.loss = 0.3``)."""
