@@ -64,7 +64,10 @@ def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
         path = folder / f"demo-{epochs}-epochs.json"
         subprocess.run(
             [sys.executable, str(DEMO), "--file", str(path), "--epochs", str(epochs)],
-            check=True, capture_output=True, cwd=folder, env=clean_env(),
+            check=True,
+            capture_output=True,
+            cwd=folder,
+            env=clean_env(),
         )
         runs[epochs] = path
     return runs

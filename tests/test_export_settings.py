@@ -26,8 +26,13 @@ def _run(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-c", _WORKLOAD], env=full, cwd=cwd, capture_output=True, text=True,
-        timeout=60, check=True,
+        [sys.executable, "-c", _WORKLOAD],
+        env=full,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
 
 
@@ -77,8 +82,13 @@ def test_seeded_programs_get_new_trace_ids_every_run(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
     runs = [
         subprocess.run(
-            [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
-            text=True, timeout=60, check=True,
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         ).stdout.split()
         for _ in range(2)
     ]

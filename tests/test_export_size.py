@@ -220,12 +220,17 @@ def test_extra_data_over_the_span_budget_is_named_on_the_span(
 
 _text = st.text(max_size=40)
 _scalar = st.one_of(
-    _text, st.booleans(), st.integers(-(2**63), 2**63 - 1),
-    st.floats(allow_nan=False), st.binary(max_size=20),
+    _text,
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False),
+    st.binary(max_size=20),
 )
 _attr_value = st.one_of(
-    _scalar, st.lists(st.text(max_size=10), max_size=6),
-    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=6), st.lists(st.floats(), max_size=6),
+    _scalar,
+    st.lists(st.text(max_size=10), max_size=6),
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=6),
+    st.lists(st.floats(), max_size=6),
 )
 _attrs = st.dictionaries(_text, _attr_value, max_size=6)
 _ids = st.integers(1, 2**64 - 1)
@@ -249,11 +254,18 @@ def _spans(draw: st.DrawFn) -> list[ReadableSpan]:
         ]
         spans.append(
             ReadableSpan(
-                name=draw(_text), context=context, parent=parent,
-                resource=draw(st.sampled_from(resources)), attributes=draw(_attrs),
-                events=events, links=links, kind=SpanKind.INTERNAL,
-                status=Status(StatusCode.ERROR, draw(_text)), start_time=draw(_ids),
-                end_time=draw(_ids), instrumentation_scope=scope,
+                name=draw(_text),
+                context=context,
+                parent=parent,
+                resource=draw(st.sampled_from(resources)),
+                attributes=draw(_attrs),
+                events=events,
+                links=links,
+                kind=SpanKind.INTERNAL,
+                status=Status(StatusCode.ERROR, draw(_text)),
+                start_time=draw(_ids),
+                end_time=draw(_ids),
+                instrumentation_scope=scope,
             )
         )
     return spans

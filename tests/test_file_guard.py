@@ -64,8 +64,14 @@ _NESTED = (FIXTURES / "nested.json").read_bytes()  # 4.8 kB: more than the bytes
 
 @pytest.mark.parametrize(
     "content",
-    [b'{"name": "settings", "lr": 0.1}\n', b"[1, 2, 3]\n", b"\x00\x01binary\xff",
-     b'{"resourceSpans": 3, "other": true}\n', b"a,b\n1,2\n" * 2000, _NESTED[:-10]],
+    [
+        b'{"name": "settings", "lr": 0.1}\n',
+        b"[1, 2, 3]\n",
+        b"\x00\x01binary\xff",
+        b'{"resourceSpans": 3, "other": true}\n',
+        b"a,b\n1,2\n" * 2000,
+        _NESTED[:-10],
+    ],
     ids=["json-object", "json-array", "binary", "not-otlp", "large-csv", "cut-task-file"],
 )
 def test_python_task_file_refuses_what_is_not_a_task_file(tmp_path: Path, content: bytes) -> None:

@@ -70,8 +70,11 @@ def test_finished_task_records_duration_cpu_and_energy(
         task.cpu_power = 12.5  # as an energy meter would set it, in joules
     assert meter_provider.force_flush(10_000)
     points = _points(otlp_http_receiver.metrics_requests())
-    common = {"tasktrace.task.label": "train", "tasktrace.machine": "box-1",
-              "tasktrace.task.status": "finished"}
+    common = {
+        "tasktrace.task.label": "train",
+        "tasktrace.machine": "box-1",
+        "tasktrace.task.status": "finished",
+    }
     by_name = {}
     for name, unit, kind, attrs, value, res in points:
         by_name.setdefault(name, []).append((unit, kind, attrs, value))
@@ -132,18 +135,25 @@ _CHILD = textwrap.dedent("""
 def _child(mode: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
     return subprocess.run(
-        [sys.executable, "-c", _CHILD, mode], env={**base, **env},
-        capture_output=True, text=True, timeout=60, check=True,
+        [sys.executable, "-c", _CHILD, mode],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
 
 
 def test_otel_metrics_environment_configures_export(otlp_http_receiver: OtlpHttpReceiver) -> None:
     """OTEL_METRICS_EXPORTER=otlp + endpoint: a program's tasks reach the receiver at exit."""
-    _child("env", {
-        "OTEL_METRICS_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{otlp_http_receiver.endpoint}/v1/metrics",
-        "OTEL_SERVICE_NAME": "from-env",
-    })
+    _child(
+        "env",
+        {
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{otlp_http_receiver.endpoint}/v1/metrics",
+            "OTEL_SERVICE_NAME": "from-env",
+        },
+    )
     points = _points(otlp_http_receiver.metrics_requests())
     assert {"tasktrace.task.duration", "process.cpu.time"} <= {p[0] for p in points}
     assert {p[5]["service.name"] for p in points} == {"from-env"}

@@ -101,4 +101,3 @@ def test_pending_spans_are_off_by_default(task_spans: InMemorySpanExporter) -> N
         task.monitor_refresh()
     spans = task_spans.get_finished_spans()
     assert [s.name for s in spans] == ["plain"]
-

@@ -142,7 +142,11 @@ def test_invalid_environment_values_warn_and_never_break_import() -> None:
         "print(t.status.value, s.refresh_interval_s, s.include_spans, s.prometheus.timeout_s)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -154,8 +154,21 @@ def test_read_tasks_gives_one_row_per_task_with_si_columns(demo_runs: dict[int, 
     assert isinstance(frame, pd.DataFrame)
     assert len(frame) == sum(len(_tasks(p)) for p in files)
     assert list(frame["run"].unique()) == ["demo-5-epochs", "nested", "failed"]
-    for column in ("path", "depth", "parent_id", "label", "status", "duration_s", "cpu_time_s",
-                   "peak_memory_bytes", "energy_j", "start_time_s", "tags", "epoch", "accuracy"):
+    for column in (
+        "path",
+        "depth",
+        "parent_id",
+        "label",
+        "status",
+        "duration_s",
+        "cpu_time_s",
+        "peak_memory_bytes",
+        "energy_j",
+        "start_time_s",
+        "tags",
+        "epoch",
+        "accuracy",
+    ):
         assert column in frame.columns, column
     assert "emissions_g" not in frame.columns  # no carbon intensity set
     root = json.loads(demo_runs[5].read_text())
@@ -189,8 +202,13 @@ def test_table_output_round_trips_through_pandas(
     table = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
     expected = _label_totals(files)
     assert sorted(table["label"]) == sorted(expected)
-    assert {"tasks", "duration_s_total", "duration_s_mean", "cpu_time_s_total",
-            "energy_j_total"} <= set(table.columns)
+    assert {
+        "tasks",
+        "duration_s_total",
+        "duration_s_mean",
+        "cpu_time_s_total",
+        "energy_j_total",
+    } <= set(table.columns)
     for row in table.itertuples():
         count, total = expected[row.label]
         assert row.tasks == count
@@ -234,8 +252,12 @@ def test_carbon_intensity_400_turns_3_6_megajoules_into_400_grams(
     assert main(["show", str(run), "--carbon-intensity", "400"]) == 0
     assert "CO₂e 400 g" in capsys.readouterr().out
     out = tmp_path / "t.csv"
-    assert main(["table", str(run), "--measure", "energy", "--carbon-intensity", "400",
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            ["table", str(run), "--measure", "energy", "--carbon-intensity", "400", "-o", str(out)]
+        )
+        == 0
+    )
     assert pd.read_csv(out)["emissions_g_total"].item() == pytest.approx(400.0)
     assert main(["compare", str(run), str(run), "--json", "--carbon-intensity", "400"]) == 0
     compared = json.loads(capsys.readouterr().out)["matched"][0]["measures"]
@@ -270,8 +292,9 @@ def test_total_energy_counts_nothing_twice(tmp_path: Path) -> None:
     files = [
         _energy_file(tmp_path / "a.json", system_power=500.0, cpu_power=200.0, gpu_power=100.0),
         _energy_file(tmp_path / "b.json", cpu_power=200.0, gpu_power=100.0, dram_energy_j=10.0),
-        _energy_file(tmp_path / "c.json", cpu_power=200.0, cpu_energy_scope="platform",
-                     dram_energy_j=10.0),
+        _energy_file(
+            tmp_path / "c.json", cpu_power=200.0, cpu_energy_scope="platform", dram_energy_j=10.0
+        ),
         _energy_file(tmp_path / "d.json"),
     ]
     energy = tasktrace.read_tasks(files)["energy_j"].tolist()
@@ -281,13 +304,20 @@ def test_total_energy_counts_nothing_twice(tmp_path: Path) -> None:
 
 def test_large_trees_are_folded_in_the_report(tmp_path: Path) -> None:
     """A 3,000-step run: repeated siblings become one node with a count and summed measures."""
-    steps = [{"label": f"step {i}", "status": "finished", "duration": 0.5,
-              "subtasks": [{"label": f"load batch {i}", "status": "finished", "duration": 0.1}]}
-             for i in range(1500)]
+    steps = [
+        {
+            "label": f"step {i}",
+            "status": "finished",
+            "duration": 0.5,
+            "subtasks": [{"label": f"load batch {i}", "status": "finished", "duration": 0.1}],
+        }
+        for i in range(1500)
+    ]
     steps[7]["status"] = "failed"
     run = tmp_path / "big.json"
-    run.write_text(json.dumps({"label": "train", "status": "finished", "duration": 900.0,
-                               "subtasks": steps}))
+    run.write_text(
+        json.dumps({"label": "train", "status": "finished", "duration": 900.0, "subtasks": steps})
+    )
     out = tmp_path / "big.html"
     tasktrace.report(run, out)
     page = out.read_text()
@@ -315,18 +345,22 @@ def test_a_missing_extra_is_named_in_the_error(blocked: str, call: str, extra: s
         "except ImportError as e:\n"
         "    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert f"needs {blocked}, which is not installed: pip install '{extra}'" in out
 
 
 def test_cli_report_without_plotly_names_the_extra(tmp_path: Path) -> None:
     """``tasktrace report`` without plotly exits 2 with one line naming the extra."""
-    code = ("import sys; sys.modules['plotly'] = None\n"
-            "from tasktrace.cli import main\n"
-            f"sys.exit(main(['report', {str(FIXTURES / 'nested.json')!r}, '-o', 'r.html']))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path, check=False)
+    code = (
+        "import sys; sys.modules['plotly'] = None\n"
+        "from tasktrace.cli import main\n"
+        f"sys.exit(main(['report', {str(FIXTURES / 'nested.json')!r}, '-o', 'r.html']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
     assert done.returncode == 2
     assert "pip install 'tasktrace[report]'" in done.stderr
     assert not (tmp_path / "r.html").exists()
@@ -351,9 +385,18 @@ def test_hostile_labels_are_escaped_in_the_report(tmp_path: Path) -> None:
     """A label holding HTML is shown as text in the report, never as markup."""
     label = "<img src=x onerror=alert(1)>"
     run = tmp_path / "run.json"
-    run.write_text(json.dumps({"label": "run", "status": "finished", "duration": 2.0,
-                               "subtasks": [{"label": label, "status": "failed",
-                                             "duration": 1.0, "error": "<b>boom</b>"}]}))
+    run.write_text(
+        json.dumps(
+            {
+                "label": "run",
+                "status": "finished",
+                "duration": 2.0,
+                "subtasks": [
+                    {"label": label, "status": "failed", "duration": 1.0, "error": "<b>boom</b>"}
+                ],
+            }
+        )
+    )
     page = tasktrace.report(run, tmp_path / "r.html").read_text()
     for markup in (label, "<b>boom</b>"):
         assert markup not in page  # in the HTML

@@ -186,15 +186,20 @@ def _run_python(
     full = {k: v for k, v in os.environ.items() if not k.startswith(("TASKTRACE_", "OTEL_"))}
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-c", code, *args], env=full, capture_output=True, text=True,
-        timeout=timeout_s, check=False,
+        [sys.executable, "-c", code, *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
 
 
 def _tasktrace_lines(stderr: str) -> list[str]:
     """Return the tasktrace warnings in ``stderr`` (debug lines left out)."""
     return [
-        line for line in stderr.splitlines()
+        line
+        for line in stderr.splitlines()
         if "tasktrace: " in line and not line.startswith(("DEBUG:", "INFO:"))
     ]
 
@@ -286,8 +291,10 @@ def test_replay_gets_parsed_headers_and_echoes_nothing(
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_http_receiver.endpoint,
         **MALFORMED,
     }
-    code = "import logging, sys\nlogging.basicConfig(level=logging.DEBUG)\n" \
+    code = (
+        "import logging, sys\nlogging.basicConfig(level=logging.DEBUG)\n"
         "from tasktrace.cli import main\nsys.exit(main(['replay', sys.argv[1]]))\n"
+    )
     done = _run_python(code, env, str(path))
     assert done.returncode == 0, done.stderr
     for secret in (HEADER_SECRET, RESOURCE_SECRET):

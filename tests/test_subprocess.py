@@ -204,9 +204,7 @@ def test_sigkilled_child_leaves_its_last_record(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     out = tmp_path / "parent.json"
     with Task("parent", file=out) as root:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(ready)], env=child_environment()
-        )
+        proc = subprocess.Popen([sys.executable, str(script), str(ready)], env=child_environment())
         deadline = time.monotonic() + 30
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -228,9 +226,21 @@ def test_unsampled_traceparent_still_yields_complete_tree(tmp_path: Path) -> Non
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     env = dict(os.environ, TRACEPARENT=f"00-{trace_id}-00f067aa0ba902b7-00")
     subprocess.run(
-        [sys.executable, "-m", "tasktrace.cli", "run", "-q", "-f", str(out), "--",
-         sys.executable, str(script)],
-        env=env, check=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "tasktrace.cli",
+            "run",
+            "-q",
+            "-f",
+            str(out),
+            "--",
+            sys.executable,
+            str(script),
+        ],
+        env=env,
+        check=True,
+        timeout=60,
     )
     run = Task.model_validate_json(out.read_text())
     assert run.trace_id == trace_id

@@ -104,9 +104,10 @@ def test_span_attributes_equal_task_fields(task_spans: InMemorySpanExporter) -> 
     assert fields["tags"] == ["train", "x"]
     assert fields["config"] == {"lr": 0.1}
     assert fields["duration"] == t.duration
-    assert span.start_time == round(t.start_time * 1e9) or abs(
-        span.start_time - t.start_time * 1e9
-    ) < 1e3
+    assert (
+        span.start_time == round(t.start_time * 1e9)
+        or abs(span.start_time - t.start_time * 1e9) < 1e3
+    )
     assert span.status.status_code is StatusCode.OK
 
 
@@ -228,9 +229,7 @@ def test_user_spans_can_be_left_out() -> None:
 
 def test_unsampled_trace_still_builds_tree(task_spans: InMemorySpanExporter) -> None:
     """Under an unsampled remote parent no span is exported, but the task tree is complete."""
-    remote = SpanContext(
-        trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=TraceFlags(0)
-    )
+    remote = SpanContext(trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=TraceFlags(0))
     token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(remote)))
     try:
         with Task("root") as root:
@@ -265,8 +264,9 @@ def test_task_file_written_at_start_and_finish(tmp_path: Path) -> None:
 def test_missing_folder_fails_before_work(tmp_path: Path) -> None:
     """A task file in a missing folder is a clear error at start, before the body runs."""
     ran = False
-    with pytest.raises(FileNotFoundError, match="does not exist"), Task(
-        "x", file=tmp_path / "nope" / "t.json"
+    with (
+        pytest.raises(FileNotFoundError, match="does not exist"),
+        Task("x", file=tmp_path / "nope" / "t.json"),
     ):
         ran = True
     assert not ran

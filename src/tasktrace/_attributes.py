@@ -163,9 +163,10 @@ def _array_ok(value: Sequence[object]) -> bool:
         return False  # an empty array has no type; keep it exact as JSON
     if all(isinstance(v, str) for v in value) or all(isinstance(v, bool) for v in value):
         return True
-    return all(
-        isinstance(v, float) or (type(v) is int and _scalar_ok(v)) for v in value
-    ) and len({type(v) for v in value}) == 1
+    return (
+        all(isinstance(v, float) or (type(v) is int and _scalar_ok(v)) for v in value)
+        and len({type(v) for v in value}) == 1
+    )
 
 
 def normalise_data(key: str, value: Any) -> Any:

@@ -28,12 +28,18 @@ from tasktrace.formats.rows import Run, TaskFileError, group_rows, load_runs, ta
 __all__ = ["carbon_intensity_option", "register"]
 
 carbon_intensity_option = click.option(
-    "--carbon-intensity", "carbon_intensity", type=click.FloatRange(min=0), metavar="G_PER_KWH",
+    "--carbon-intensity",
+    "carbon_intensity",
+    type=click.FloatRange(min=0),
+    metavar="G_PER_KWH",
     help="Carbon intensity of the electricity in g CO₂e per kWh, for every task (default: each "
     "task's machine's carbon_intensity_g_per_kwh setting); adds emissions from measured energy.",
 )
 _names_option = click.option(
-    "--name", "-n", "names", multiple=True,
+    "--name",
+    "-n",
+    "names",
+    multiple=True,
     help="A name for each run, in the order of the files (default: the file names).",
 )
 _force_option = click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
@@ -97,8 +103,11 @@ def _write(path: Path, data: bytes) -> None:
 @_force_option
 @_paused_gc
 def report(
-    files: tuple[Path, ...], output: Path, names: tuple[str, ...],
-    carbon_intensity: float | None, force: bool,
+    files: tuple[Path, ...],
+    output: Path,
+    names: tuple[str, ...],
+    carbon_intensity: float | None,
+    force: bool,
 ) -> None:
     """Write one self-contained HTML report of FILES (task files or OTLP JSON lines).
 
@@ -132,8 +141,15 @@ _MEASURE_BY_COLUMN = {m.column: m for m in MEASURES.values()}
 
 def _comparison_table(result: Comparison) -> Table:
     a, b = result.names
-    table = Table("task", "measure", escape(a), escape(b), "difference", "ratio",
-                  title=f"{escape(b)} compared with {escape(a)}")
+    table = Table(
+        "task",
+        "measure",
+        escape(a),
+        escape(b),
+        "difference",
+        "ratio",
+        title=f"{escape(b)} compared with {escape(a)}",
+    )
     for task in result.matched:
         name = printable(task.labels[-1])
         if task.occurrence:
@@ -164,7 +180,10 @@ def _comparison_table(result: Comparison) -> Table:
 @carbon_intensity_option
 @_paused_gc
 def compare(
-    first: Path, second: Path, as_json: bool, names: tuple[str, ...],
+    first: Path,
+    second: Path,
+    as_json: bool,
+    names: tuple[str, ...],
     carbon_intensity: float | None,
 ) -> None:
     """Compare two runs task by task.
@@ -194,8 +213,9 @@ def compare(
 
 def _cost_table(groups: list[dict[str, Any]], by: Sequence[str], measures: Sequence[Any]) -> Table:
     """Render the groups as a rich table; measures no task has are left out."""
-    measures = [m for m in measures
-                if any(g[f"{m.column}_{m.aggregate}"] is not None for g in groups)]
+    measures = [
+        m for m in measures if any(g[f"{m.column}_{m.aggregate}"] is not None for g in groups)
+    ]
     table = Table(*by, title="Cost per " + ", ".join(by))
     table.add_column("tasks", justify="right")
     for m in measures:
@@ -215,16 +235,25 @@ def _cost_table(groups: list[dict[str, Any]], by: Sequence[str], measures: Seque
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=_FILES)
 @click.option(
-    "--by", "-b", default="label", show_default=True,
+    "--by",
+    "-b",
+    default="label",
+    show_default=True,
     help="Columns to group by, comma-separated: label, label_pattern, run, path, depth, or a "
     "key of the tasks' extra data (dataset, model, ...).",
 )
 @click.option(
-    "--measure", "-m", "measure_text", default="duration,cpu_time,peak_memory,energy",
-    show_default=True, help=f"Measures, comma-separated: {', '.join(MEASURES)}.",
+    "--measure",
+    "-m",
+    "measure_text",
+    default="duration,cpu_time,peak_memory,energy",
+    show_default=True,
+    help=f"Measures, comma-separated: {', '.join(MEASURES)}.",
 )
 @click.option(
-    "--output", "-o", type=_FILES,
+    "--output",
+    "-o",
+    type=_FILES,
     help="Write the table (numbers in SI units) as .csv, .parquet or .tex instead of printing "
     "it; needs the pandas extra: pip install 'tasktrace[pandas]'.",
 )
@@ -233,8 +262,13 @@ def _cost_table(groups: list[dict[str, Any]], by: Sequence[str], measures: Seque
 @_force_option
 @_paused_gc
 def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
-    files: tuple[Path, ...], by: str, measure_text: str, output: Path | None,
-    names: tuple[str, ...], carbon_intensity: float | None, force: bool,
+    files: tuple[Path, ...],
+    by: str,
+    measure_text: str,
+    output: Path | None,
+    names: tuple[str, ...],
+    carbon_intensity: float | None,
+    force: bool,
 ) -> None:
     """Print the cost of FILES' tasks per group (default: per label), across runs.
 
@@ -251,8 +285,10 @@ def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
         raise click.UsageError(f"--measure: {e}") from None
     names_given = [m.name for m in measures]
     if "emissions" in names_given and not carbon:
-        raise click.UsageError("--measure emissions needs a carbon intensity "
-                               "(--carbon-intensity or the machine's setting)")
+        raise click.UsageError(
+            "--measure emissions needs a carbon intensity "
+            "(--carbon-intensity or the machine's setting)"
+        )
     if carbon and "energy" in names_given and "emissions" not in names_given:
         measures.append(MEASURES["emissions"])
     columns = [c.strip() for c in by.split(",") if c.strip()]

@@ -67,7 +67,7 @@ class ExportConfig:
 
 
 _lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], '_lock')
+renew_after_fork(sys.modules[__name__], "_lock")
 _config = ExportConfig()
 
 

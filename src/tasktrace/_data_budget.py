@@ -115,21 +115,30 @@ def bounded_data_attributes(label: str, attributes: Mapping[str, Any]) -> dict[s
                 "data-count-budget",
                 "tasktrace: task %r has %d extra data items; only the first %d are written as "
                 "span attributes (all are kept in the task file; the others are named in %s)",
-                label, len(attributes), DATA_MAX_ATTRIBUTES, DATA_OMITTED,
+                label,
+                len(attributes),
+                DATA_MAX_ATTRIBUTES,
+                DATA_OMITTED,
             )
             continue
         size = attribute_size_bytes(value, DATA_ATTRIBUTE_MAX_BYTES)
         if size > DATA_ATTRIBUTE_MAX_BYTES:
             omitted.append(key)
             _warn_once_sized(
-                "data-attribute-budget", label, key, value,
+                "data-attribute-budget",
+                label,
+                key,
+                value,
                 f"over the {DATA_ATTRIBUTE_MAX_BYTES:,}-byte budget of one span attribute",
             )
             continue
         if total + size > DATA_SPAN_MAX_BYTES:
             omitted.append(key)
             _warn_once_sized(
-                "data-span-budget", label, key, value,
+                "data-span-budget",
+                label,
+                key,
+                value,
                 f"which would bring the span's extra data over its {DATA_SPAN_MAX_BYTES:,}-byte "
                 "budget",
             )
@@ -150,5 +159,9 @@ def _warn_once_sized(kind: str, label: str, key: str, value: Any, why: str) -> N
         "tasktrace: task %r: extra data %r is %s bytes as a span attribute, %s; it is left off "
         "the span (named in %s) and kept in full in the task file. Further omissions are not "
         "reported",
-        label, key, f"{attribute_size_bytes(value):,}", why, DATA_OMITTED,
+        label,
+        key,
+        f"{attribute_size_bytes(value):,}",
+        why,
+        DATA_OMITTED,
     )

@@ -98,7 +98,7 @@ class _QuietWhileGuarded(logging.Filter):
 
 _filter = _QuietWhileGuarded()
 _filter_lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], '_filter_lock')
+renew_after_fork(sys.modules[__name__], "_filter_lock")
 _filter_installed = False
 
 
@@ -159,7 +159,7 @@ class GuardedSpanExporter(SpanExporter):
         words = {w for s in secrets for w in (s, *s.split()) if len(w) >= 4}
         self._secrets = sorted(words, key=len, reverse=True)
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
         self._shut_down = False
 
     @contextmanager
@@ -273,7 +273,7 @@ class _CountingBatchProcessor(BatchSpanProcessor):
         queue = None if os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE) else DEFAULT_MAX_QUEUE_SIZE
         super().__init__(exporter, max_queue_size=queue)
         self._count_lock = threading.Lock()
-        renew_after_fork(self, '_count_lock')
+        renew_after_fork(self, "_count_lock")
         self.ended_spans = 0
 
     def on_end(self, span: ReadableSpan) -> None:

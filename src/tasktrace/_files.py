@@ -39,7 +39,7 @@ _warn = WarnOnce(_log)
 _umask: int | None = None
 _failing: set[str] = set()  # paths whose last write failed (warned once until one succeeds)
 _failing_lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], '_failing_lock')
+renew_after_fork(sys.modules[__name__], "_failing_lock")
 
 
 def _file_mode() -> int:
@@ -262,7 +262,7 @@ class RefreshMonitor:
         self._interval_s = interval_s
         self._items: dict[int, tuple[Callable[[], None], float]] = {}  # key → (refresh, due)
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._pid = os.getpid()

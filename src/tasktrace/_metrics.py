@@ -157,7 +157,7 @@ class TaskMetrics:
         )
         self._running: dict[int, _Running] = {}
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
         self._process: Any = None
 
     def started(self, task: Task) -> None:
@@ -221,7 +221,7 @@ class TaskMetrics:
 _UNSET: Final = object()
 _state: Any = _UNSET
 _state_lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], '_state_lock')
+renew_after_fork(sys.modules[__name__], "_state_lock")
 
 
 def _env_configured() -> bool:

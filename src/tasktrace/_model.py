@@ -103,9 +103,7 @@ class TaskStatus(str, Enum):
     generator closed early (``GeneratorExit``), ``SIGTERM``, or explicitly cancelled."""
 
 
-_Subtasks = Annotated[
-    list[SerializeAsAny["Task"]], BeforeValidator(_dict_extract_values)
-]
+_Subtasks = Annotated[list[SerializeAsAny["Task"]], BeforeValidator(_dict_extract_values)]
 """Subtasks: :class:`tasktrace.Task` objects (resolved when ``Task`` is defined), accepted as a
 list or as LensKit's older ``{id: task}`` dict."""
 
@@ -215,7 +213,6 @@ class TaskRecord(BaseModel):
     exact) or ``"nvml-sampled"`` (this process's and its children's used GPU memory, sampled by
     NVML every ``energy.sample_interval_s``; includes the CUDA context and cached blocks)."""
 
-
     def total_cpu(self) -> float | None:
         """Return total CPU seconds: ``cpu_time`` + reaped children + subprocess subtasks.
 
@@ -278,14 +275,11 @@ def dump_json(task: TaskRecord) -> bytes | None:
     return text.encode() + b"\n"
 
 
-
 _DEFAULTS: dict[str, Any] = {  # every field in declaration order; factories filled per task
     name: None if field.default_factory is not None or field.is_required() else field.default
     for name, field in TaskRecord.model_fields.items()
 }
 _DEFAULTS["hostname"] = _HOSTNAME
-
-
 
 
 def bind_task_class(task_cls: type[TaskRecord]) -> None:

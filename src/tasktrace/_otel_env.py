@@ -340,12 +340,9 @@ def traces_sampler() -> sampling.Sampler:
         if not 0.0 <= rate <= 1.0:  # NaN fails too
             _warn(
                 f"env:{OTEL_TRACES_SAMPLER_ARG}",
-                "tasktrace: invalid %s=%r (expected a sampling probability from 0 to 1); "
-                "using 1.0",
+                "tasktrace: invalid %s=%r (expected a sampling probability from 0 to 1); using 1.0",
                 OTEL_TRACES_SAMPLER_ARG,
                 arg,
             )
             rate = 1.0
     return _SAMPLERS[name](rate)
-
-

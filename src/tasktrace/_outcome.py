@@ -22,8 +22,12 @@ from tasktrace._model import TaskStatus
 
 __all__ = ["Outcome", "describe", "exit_status", "outcome_of"]
 
-_CANCELLING = (KeyboardInterrupt, asyncio.CancelledError, concurrent.futures.CancelledError,
-               GeneratorExit)
+_CANCELLING = (
+    KeyboardInterrupt,
+    asyncio.CancelledError,
+    concurrent.futures.CancelledError,
+    GeneratorExit,
+)
 """Exceptions that stop a task from outside rather than report that its work failed."""
 
 

@@ -106,7 +106,7 @@ class PendingSpanFilter(SpanExporter):
         self._memory = memory
         self._done: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export ``spans`` less the redundant snapshots (see the class docstring)."""

@@ -57,7 +57,7 @@ class TaskTreeProcessor(SpanProcessor):
     def __init__(self) -> None:
         """Create an empty tree."""
         self.lock = threading.RLock()
-        renew_after_fork(self, 'lock')
+        renew_after_fork(self, "lock")
         """Guards the tree's structure; hold it to serialise a consistent snapshot."""
         self._nodes: dict[int, Task] = {}
         self._tasks: dict[uuid.UUID, Task] = {}
@@ -101,7 +101,7 @@ class TaskTreeProcessor(SpanProcessor):
         The lock is replaced too: another thread of the parent may have held it at the fork.
         """
         self.lock = threading.RLock()
-        renew_after_fork(self, 'lock')
+        renew_after_fork(self, "lock")
         tasks = list(self._tasks.values())
         self._tasks = {}
         self._nodes = {}

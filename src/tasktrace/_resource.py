@@ -70,14 +70,13 @@ def _detected_resource() -> Resource:
             try:
                 detectors.append(ep.load()())
             except Exception as e:  # noqa: BLE001 - a bad detector must not break tasks
-                _warn(f"detector:{ep.name}", "tasktrace: resource detector %r failed: %r",
-                      ep.name, e)
+                _warn(
+                    f"detector:{ep.name}", "tasktrace: resource detector %r failed: %r", ep.name, e
+                )
     return get_aggregated_resources(detectors, initial_resource=resource)
 
 
-def environment_resource(
-    under: Mapping[str, Any], over: Mapping[str, Any], name: str
-) -> Resource:
+def environment_resource(under: Mapping[str, Any], over: Mapping[str, Any], name: str) -> Resource:
     """Build a resource: detected < ``under`` < ``OTEL_RESOURCE_ATTRIBUTES`` < ``over`` < name.
 
     Args:

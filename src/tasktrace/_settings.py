@@ -254,7 +254,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 _settings: Settings | None = None
 _settings_lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], '_settings_lock')
+renew_after_fork(sys.modules[__name__], "_settings_lock")
 
 
 def get_settings() -> Settings:

@@ -81,7 +81,7 @@ class _Tracing:
 
 
 _lock = threading.RLock()
-renew_after_fork(sys.modules[__name__], '_lock')
+renew_after_fork(sys.modules[__name__], "_lock")
 _state: _Tracing | None = None
 _owned_provider: TracerProvider | None = None
 _pipelines: list[ExportPipeline] = []

@@ -332,8 +332,14 @@ def tree_html(task: Task) -> str:
     """
     label = functools.partial(task_line, carbon=CarbonIntensity.from_settings())
     tree = build_tree(task, label, collapse=count_tasks(task) > AUTO_COLLAPSE_TASKS)
-    console = Console(record=True, file=io.StringIO(), width=120, force_terminal=True,
-                      force_jupyter=False, color_system="truecolor")
+    console = Console(
+        record=True,
+        file=io.StringIO(),
+        width=120,
+        force_terminal=True,
+        force_jupyter=False,
+        color_system="truecolor",
+    )
     console.print(tree)
     return console.export_html(
         inline_styles=True,

@@ -504,7 +504,9 @@ class Task(TaskRecord):
         d = self.__dict__
         if d.get("trace_id") and d.get("span_id"):
             return trace.SpanContext(
-                int(d["trace_id"], 16), int(d["span_id"], 16), is_remote=False,
+                int(d["trace_id"], 16),
+                int(d["span_id"], 16),
+                is_remote=False,
                 trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
             )
         return None

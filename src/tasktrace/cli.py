@@ -75,8 +75,9 @@ def render_tree(
     With ``carbon`` (see :class:`tasktrace.formats.measures.CarbonIntensity`), each task with
     measured energy and a known intensity also shows its emissions in g CO₂e.
     """
-    return _show.build_tree(task, functools.partial(_show.task_line, carbon=carbon), max_depth,
-                            collapse=False)
+    return _show.build_tree(
+        task, functools.partial(_show.task_line, carbon=carbon), max_depth, collapse=False
+    )
 
 
 def _run_command(
@@ -311,11 +312,15 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
 @cli.command()
 @click.argument("file", type=click.Path(path_type=Path))  # errors: one line, from _load
 @click.option(
-    "--depth", "-d", type=click.IntRange(min=0),
+    "--depth",
+    "-d",
+    type=click.IntRange(min=0),
     help="Show at most this many levels below the root (0: the root alone).",
 )
 @click.option(
-    "--filter", "-F", "text",
+    "--filter",
+    "-F",
+    "text",
     help="Only tasks whose label contains TEXT or tagged TEXT (with their ancestors and "
     "their own subtasks).",
 )
@@ -323,7 +328,10 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
 @click.option("--totals", "-t", is_flag=True, help="Add totals per label pattern.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the tree, or the totals).")
 @click.option(
-    "--all", "-a", "show_all", is_flag=True,
+    "--all",
+    "-a",
+    "show_all",
+    is_flag=True,
     help="Print every task: do not collapse repeated siblings of a large tree.",
 )
 @_cli_reports.carbon_intensity_option
@@ -402,11 +410,18 @@ def _totals_table(rows: list[dict[str, object]]) -> Table:
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--format", "-f", "fmt", type=click.Choice(["otlp-json", "chrome", "task"]), required=True,
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["otlp-json", "chrome", "task"]),
+    required=True,
     help="otlp-json: OTLP JSON lines; chrome: trace-event JSON (Perfetto); task: a task file.",
 )
 @click.option(
-    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
     help="The file to write (replaced atomically). An existing file is replaced only when it "
     "is empty or tasktrace output (a task file, OTLP JSON lines, a tasktrace Chrome trace).",
 )
@@ -447,7 +462,8 @@ def export(file: Path, fmt: str, output: Path, force: bool) -> None:
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--endpoint", "-e",
+    "--endpoint",
+    "-e",
     help="OTLP endpoint base URL, e.g. http://127.0.0.1:4318 (default: "
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; one is required).",
 )
@@ -484,8 +500,11 @@ def _read_input(path: Path, reader: Callable[[Path], _T]) -> _T:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="tasktrace",
-                 standalone_mode=False)
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="tasktrace",
+            standalone_mode=False,
+        )
     except click.ClickException as e:
         e.show()
         return 2 if e.exit_code == 1 else e.exit_code

@@ -28,8 +28,14 @@ __all__ = [
 ]
 
 ICICLE_MEASURES = (
-    "duration", "cpu_time", "peak_memory", "energy", "cpu_energy", "gpu_energy",
-    "system_energy", "emissions",
+    "duration",
+    "cpu_time",
+    "peak_memory",
+    "energy",
+    "cpu_energy",
+    "gpu_energy",
+    "system_energy",
+    "emissions",
 )
 """Measures the icicle can be sized by (those measured in the run are offered)."""
 
@@ -117,8 +123,18 @@ def icicle_figure(nodes: Sequence[FoldNode], hover: Sequence[str]) -> go.Figure 
     ]
     figure.update_layout(
         title={"text": f"Tasks sized by {first.title}"},
-        updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons,
-                      "x": 0, "xanchor": "left", "y": 1.0, "yanchor": "bottom", "pad": {"b": 30}}],
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "right",
+                "buttons": buttons,
+                "x": 0,
+                "xanchor": "left",
+                "y": 1.0,
+                "yanchor": "bottom",
+                "pad": {"b": 30},
+            }
+        ],
         margin={"t": 90, "l": 10, "r": 10, "b": 10},
         height=max(360, 60 * (1 + max(n.depth for n in nodes)) + 120),
     )
@@ -148,12 +164,19 @@ def timeline_figure(nodes: Sequence[FoldNode], hover: Sequence[str]) -> go.Figur
                 name=lane,
                 y=rows,
                 base=[(nodes[i].start_s or t0) - t0 for i in rows],
-                x=[max(0.0, (nodes[i].finish_s or nodes[i].start_s or t0)
-                       - (nodes[i].start_s or t0)) for i in rows],
+                x=[
+                    max(
+                        0.0,
+                        (nodes[i].finish_s or nodes[i].start_s or t0) - (nodes[i].start_s or t0),
+                    )
+                    for i in rows
+                ],
                 customdata=[hover[i] for i in rows],
                 hovertemplate="%{customdata}<extra></extra>",
-                marker={"color": _LANE_COLOURS[k % len(_LANE_COLOURS)],
-                        "line": {"color": outline, "width": 3}},
+                marker={
+                    "color": _LANE_COLOURS[k % len(_LANE_COLOURS)],
+                    "line": {"color": outline, "width": 3},
+                },
                 showlegend=len(lanes) > 1 or lane != MAIN_LANE,
             )
         )
@@ -209,21 +232,38 @@ def table_figure(
 
     figure = go.Figure(
         go.Table(
-            header={"values": [f"<b>{html.escape(h)}</b>" for h in headers],
-                    "align": "left", "fill": {"color": "#dde6f0"}},
+            header={
+                "values": [f"<b>{html.escape(h)}</b>" for h in headers],
+                "align": "left",
+                "fill": {"color": "#dde6f0"},
+            },
             cells={"values": columns(first), "align": ["left"] + ["right"] * (len(headers) - 1)},
             columnwidth=[3] + [1] * (len(headers) - 1),  # labels get room; numbers are short
         )
     )
     buttons = [
-        {"label": f"sort by {label}", "method": "restyle",
-         "args": [{"cells.values": [columns(rows)]}]}
+        {
+            "label": f"sort by {label}",
+            "method": "restyle",
+            "args": [{"cells.values": [columns(rows)]}],
+        }
         for label, rows in orders.items()
     ]
     figure.update_layout(
         title={"text": title},
-        updatemenus=[{"buttons": buttons, "direction": "down", "x": 1, "xanchor": "right",
-                      "y": 1.0, "yanchor": "bottom", "pad": {"b": 10}}] if buttons else [],
+        updatemenus=[
+            {
+                "buttons": buttons,
+                "direction": "down",
+                "x": 1,
+                "xanchor": "right",
+                "y": 1.0,
+                "yanchor": "bottom",
+                "pad": {"b": 10},
+            }
+        ]
+        if buttons
+        else [],
         height=min(800, 130 + row_height_px * count),
         margin={"t": 80, "l": 10, "r": 10, "b": 10},
     )

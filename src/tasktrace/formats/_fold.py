@@ -130,8 +130,18 @@ def fold_tree(
         index = len(nodes)
         title = tasks[0].label if len(tasks) == 1 else SiblingRun(tasks).name()
         statuses = Counter(t.status.value for t in tasks)
-        nodes.append(FoldNode(tasks, title, parent, depth, lane, *_aggregate(tasks, carbon),
-                              *_span(tasks), statuses))
+        nodes.append(
+            FoldNode(
+                tasks,
+                title,
+                parent,
+                depth,
+                lane,
+                *_aggregate(tasks, carbon),
+                *_span(tasks),
+                statuses,
+            )
+        )
         if len(tasks) == 1:
             items = collapse_siblings(tasks[0].subtasks) if fold else tasks[0].subtasks
             groups = [item.tasks if isinstance(item, SiblingRun) else [item] for item in items]

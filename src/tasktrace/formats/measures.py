@@ -76,8 +76,9 @@ MEASURES: dict[str, Measure] = {
         Measure("duration", "duration_s", "duration", False, friendly_duration),
         Measure("cpu_time", "cpu_time_s", "CPU time", False, friendly_duration),
         Measure("peak_memory", "peak_memory_bytes", "peak RSS", True, _friendly_bytes),
-        Measure("peak_gpu_memory", "peak_gpu_memory_bytes", "peak GPU memory", True,
-                _friendly_bytes),
+        Measure(
+            "peak_gpu_memory", "peak_gpu_memory_bytes", "peak GPU memory", True, _friendly_bytes
+        ),
         Measure("energy", "energy_j", "energy", False, friendly_joules),
         Measure("cpu_energy", "cpu_energy_j", "CPU energy", False, friendly_joules),
         Measure("gpu_energy", "gpu_energy_j", "GPU energy", False, friendly_joules),
@@ -101,9 +102,7 @@ def parse_measures(text: str) -> list[Measure]:
         raise ValueError("no measure given")
     unknown = [n for n in names if n not in MEASURES]
     if unknown:
-        raise ValueError(
-            f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}"
-        )
+        raise ValueError(f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}")
     return [MEASURES[n] for n in dict.fromkeys(names)]
 
 

@@ -157,7 +157,7 @@ class OtlpJsonFileSpanExporter(SpanExporter):
         """The file this exporter writes."""
         self._max_line_bytes = max_line_bytes
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
         self._stream: IO[bytes] | None = None
         self._shutdown = False
 

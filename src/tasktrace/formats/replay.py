@@ -162,8 +162,7 @@ def _endpoint(endpoint: str | None) -> str:
         raise ValueError(f"invalid OTLP endpoint {redact_endpoint(endpoint)!r}: {e}") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError(
-            f"invalid OTLP endpoint {redact_endpoint(endpoint)!r}: expected "
-            "http(s)://host:port"
+            f"invalid OTLP endpoint {redact_endpoint(endpoint)!r}: expected http(s)://host:port"
         )
     del port
     return endpoint

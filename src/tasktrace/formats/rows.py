@@ -108,8 +108,9 @@ def describe_input_error(path: Path, error: BaseException) -> str:
     if isinstance(error, ValidationError):
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "file"
-        return (f"{path}: not a valid task file: {where}: {first['msg']} "
-                f"({error.error_count()} errors)")
+        return (
+            f"{path}: not a valid task file: {where}: {first['msg']} ({error.error_count()} errors)"
+        )
     return f"{path}: {error}"
 
 

@@ -19,7 +19,7 @@ from tasktrace.meters._base import Meter, MeterReading, WarnOnce, meter_availabl
 __all__ = ["Meter", "MeterReading", "WarnOnce", "active_meters", "register_meter", "reset_meters"]
 
 _lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], '_lock')
+renew_after_fork(sys.modules[__name__], "_lock")
 _meters: tuple[Meter, ...] | None = None
 
 

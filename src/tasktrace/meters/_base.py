@@ -81,7 +81,7 @@ class WarnOnce:
         self._logger = logger
         self._seen: set[str] = set()
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
 
     def __call__(self, key: str, message: str, *args: object) -> bool:
         """Warn with ``message % args`` unless ``key`` already warned; return whether it warned."""

@@ -63,7 +63,7 @@ class EnergyMeter:
         self.meters = list(meters)
         self._active: list[Meter] | None = None
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
 
     @property
     def active(self) -> list[Meter]:

@@ -137,9 +137,7 @@ class ProcessGpuMemory:
             self.latest = sample
             for scope in list(self._open):  # copied under the GIL: add/discard need no lock
                 peaks = scope.peaks
-                scope.peaks = (
-                    sample if peaks is None else tuple(map(_max, peaks, sample))
-                )
+                scope.peaks = sample if peaks is None else tuple(map(_max, peaks, sample))
             return sample
 
     def _device_bytes(

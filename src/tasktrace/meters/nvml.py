@@ -268,8 +268,8 @@ class NvmlMeter:
         per_gpu = self._energy_deltas(snapshot)
         if any(source is not None for source in self._energy):
             energy_j = None if None in per_gpu else sum(per_gpu)  # type: ignore[arg-type]
-            period_s = self.sample_interval_s if self.source == "nvml-sampled" else (
-                NVML_COUNTER_PERIOD_S
+            period_s = (
+                self.sample_interval_s if self.source == "nvml-sampled" else (NVML_COUNTER_PERIOD_S)
             )
             scope = MIG_SCOPE if any(d.mig for d in self.devices) else "device"
             out["gpu_power"] = energy_j

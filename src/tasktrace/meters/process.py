@@ -108,7 +108,7 @@ class HighWaterMarks:
         self._name = name
         self._open: set[Scope] = set()
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
 
     def open(self, *, reset: bool) -> Scope:
         """Open a scope, first resetting the mark if ``reset`` (folding it into open scopes)."""

@@ -141,7 +141,7 @@ class PrometheusMeter:
         self.scrape_interval_s = scrape_interval_s
         self._clock = clock
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
         self._down_until = -math.inf
         self.queries = {k: v for k, v in queries.items() if k in SCOPE_FIELDS}
         for scope in queries.keys() - SCOPE_FIELDS.keys():

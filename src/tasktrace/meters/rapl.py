@@ -190,7 +190,7 @@ def select_zones(zones: list[RaplZone]) -> tuple[list[RaplZone], str | None, lis
 
 _counters: dict[str, ExtendedCounter] = {}
 _counters_lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], '_counters_lock')
+renew_after_fork(sys.modules[__name__], "_counters_lock")
 
 
 def _shared_counter(zone: RaplZone, clock: Callable[[], float]) -> ExtendedCounter:
@@ -222,9 +222,7 @@ class _Snapshot:
     dram_uj: tuple[tuple[int, int], ...]
 
 
-def _delta_j(
-    before: tuple[tuple[int, int], ...], counters: list[ExtendedCounter]
-) -> float | None:
+def _delta_j(before: tuple[tuple[int, int], ...], counters: list[ExtendedCounter]) -> float | None:
     """Energy since ``before`` in joules; ``None`` if a counter glitched in between.
 
     Raises OSError or ValueError where a counter cannot be read.
@@ -273,7 +271,7 @@ class RaplMeter:
         self._poll_interval_s = poll_interval_s
         self._clock = clock
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
         self._checked = False
         self._cpu: list[ExtendedCounter] = []
         self._dram: list[ExtendedCounter] = []
