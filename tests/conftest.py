@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tasktrace._processor import tree
-from tasktrace._settings import reset_settings
+from tasktrace.core.settings import reset_settings
 from tasktrace.testing import install_test_provider, task_spans
 
 from .export_helpers import clean_env

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace import _attributes as attr
 from tasktrace import _metrics
+from tasktrace.core import attributes as attr
 
 yaml = pytest.importorskip("yaml")
 

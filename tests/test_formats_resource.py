@@ -6,7 +6,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from tasktrace import _attributes as attr
+from tasktrace.core import attributes as attr
 from tasktrace.formats import spans_to_task
 
 _TRACE = 0x1234

@@ -18,7 +18,7 @@ from opentelemetry.sdk.resources import Resource
 
 from tasktrace import Task
 from tasktrace._metrics import reset_metrics
-from tasktrace._settings import Settings, reset_settings
+from tasktrace.core.settings import Settings, reset_settings
 
 from .otlp_receivers import OtlpHttpReceiver, decode_attributes
 

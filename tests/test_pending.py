@@ -15,7 +15,7 @@ from tasktrace import Task
 from tasktrace import _task as task_module
 from tasktrace._pending import PENDING_SPAN_ID, PendingSpanFilter
 from tasktrace._processor import tree
-from tasktrace._settings import Settings, reset_settings
+from tasktrace.core.settings import Settings, reset_settings
 from tasktrace.testing import InMemorySpanExporter
 
 from .otlp_receivers import OtlpHttpReceiver

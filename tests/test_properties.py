@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasktrace import Task, TaskStatus
-from tasktrace._attributes import (
+from tasktrace.core.attributes import (
     attributes_to_fields,
     data_to_attributes,
     fields_to_attributes,

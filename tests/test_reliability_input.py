@@ -136,7 +136,7 @@ def test_invalid_environment_values_warn_and_never_break_import() -> None:
     code = (
         "import tasktrace\n"
         "from tasktrace import Task\n"
-        "from tasktrace._settings import get_settings\n"
+        "from tasktrace.core.settings import get_settings\n"
         "with Task('x') as t: pass\n"
         "s = get_settings()\n"
         "print(t.status.value, s.refresh_interval_s, s.include_spans, s.prometheus.timeout_s)\n"

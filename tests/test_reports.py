@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import tasktrace
-from tasktrace._format import friendly_bytes, friendly_duration
 from tasktrace.cli import main
+from tasktrace.core.units import friendly_bytes, friendly_duration
 
 from .conftest import FIXTURES
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tasktrace import Task, _files
-from tasktrace._redact import REDACTED, redact_argv
 from tasktrace.cli import main
+from tasktrace.core.redact import REDACTED, redact_argv
 
 from .otlp_receivers import OtlpGrpcReceiver, OtlpHttpReceiver
 

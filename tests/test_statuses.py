@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from tasktrace import Task, TaskStatus
-from tasktrace import _attributes as attr
 from tasktrace.cli import main
+from tasktrace.core import attributes as attr
 from tasktrace.testing import InMemorySpanExporter
 
 

@@ -15,8 +15,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
 
 from tasktrace import Task, TaskStatus
-from tasktrace import _attributes as attr
-from tasktrace._settings import Settings, reset_settings
+from tasktrace.core import attributes as attr
+from tasktrace.core.settings import Settings, reset_settings
 from tasktrace.testing import InMemorySpanExporter
 
 from .conftest import load_json

@@ -14,9 +14,9 @@ import importlib as _importlib
 import typing as _typing
 
 from tasktrace._config import configure
-from tasktrace._context import ContextThread, ContextThreadPoolExecutor, with_current_context
 from tasktrace._subprocess import child_environment
 from tasktrace._task import Task, TaskStatus
+from tasktrace.core.context import ContextThread, ContextThreadPoolExecutor, with_current_context
 
 __version__ = "0.1.0"
 """The package version."""

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tasktrace._format import friendly_ratio
 from tasktrace._show import paused_gc, printable
+from tasktrace.core.units import friendly_ratio
 from tasktrace.formats._output import check_output, write_output
 from tasktrace.formats.compare import Comparison, compare_runs
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, parse_measures

@@ -31,10 +31,10 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from tasktrace import _otel_env  # first: hides secrets from the SDK's parsers (see it)
 from tasktrace._export import GuardedSpanExporter
-from tasktrace._forksafe import renew_after_fork
 from tasktrace._otlp import PROTOCOLS, new_otlp_exporter, otlp_settings
 from tasktrace._request_size import MAX_REQUEST_BYTES
-from tasktrace._settings import get_settings
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.settings import get_settings
 
 __all__ = ["ExportConfig", "build_exporters", "configure", "current_config"]
 

@@ -36,10 +36,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from tasktrace._export_failure import describe_failure, endpoint_secrets, redact_endpoint
-from tasktrace._forksafe import renew_after_fork
 from tasktrace._request_size import Oversized, split_by_request_size
-from tasktrace._settings import get_settings
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.settings import get_settings
+from tasktrace.core.warn import WarnOnce
 
 __all__ = ["ExportPipeline", "GuardedSpanExporter"]
 

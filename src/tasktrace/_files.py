@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pydantic_core
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
 
 __all__ = ["HEAD_BYTES", "RefreshMonitor", "check_folder", "check_replaceable", "save_atomic"]
 

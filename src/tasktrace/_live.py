@@ -40,8 +40,8 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from tasktrace._format import friendly_bytes, friendly_duration, friendly_joules
-from tasktrace._settings import ENV_PREFIX
+from tasktrace.core.settings import ENV_PREFIX
+from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_joules
 
 if TYPE_CHECKING:
     from tasktrace._task import Task

@@ -56,10 +56,10 @@ from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
 
-from tasktrace import _attributes as attr
-from tasktrace._forksafe import renew_after_fork
 from tasktrace._otlp import new_otlp_exporter, otlp_settings
-from tasktrace._settings import get_settings
+from tasktrace.core import attributes as attr
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.settings import get_settings
 
 if TYPE_CHECKING:
     from tasktrace._task import Task

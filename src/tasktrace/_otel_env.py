@@ -60,7 +60,7 @@ from opentelemetry.sdk.environment_variables import (
 from opentelemetry.sdk.resources import SERVICE_NAME
 from opentelemetry.sdk.trace import sampling
 
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.warn import WarnOnce
 
 __all__ = [
     "DEFAULT_SAMPLER",

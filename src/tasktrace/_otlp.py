@@ -49,7 +49,7 @@ from tasktrace._otel_env import (
     otlp_headers,
     sdk_parsing_quiet,
 )
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.warn import WarnOnce
 
 __all__ = [
     "DEFAULT_PROTOCOL",

@@ -9,8 +9,8 @@ starts and at each refresh while it runs, a *snapshot* span:
 - start time = end time = the moment of the snapshot (zero duration);
 - the attribute :data:`PENDING_SPAN_ID` naming the real span's id (16 hex digits) and the
   measurements so far (the attributes a finished task carries, from
-  :func:`~tasktrace._attributes.fields_to_attributes`, with ``tasktrace.task.status =
-  "running"``), but not the task id (:data:`~tasktrace._attributes.TASK_ID`), so that tools
+  :func:`~tasktrace.core.attributes.fields_to_attributes`, with ``tasktrace.task.status =
+  "running"``), but not the task id (:data:`~tasktrace.core.attributes.TASK_ID`), so that tools
   rebuilding tasks from spans never see a snapshot as a second copy of the task.
 
 The task-tree processor ignores snapshots, so task files never contain them.
@@ -32,9 +32,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import NonRecordingSpan
 
-from tasktrace import _attributes as attr
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core import attributes as attr
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
 
 if TYPE_CHECKING:
     from tasktrace._task import Task

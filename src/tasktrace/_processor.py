@@ -27,10 +27,11 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
-from tasktrace._attributes import PENDING_SPAN_ID, TASK_ID, attributes_to_fields
-from tasktrace._forksafe import renew_after_fork
-from tasktrace._settings import get_settings
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.attributes import PENDING_SPAN_ID, TASK_ID, attributes_to_fields
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.ids import span_task_id
+from tasktrace.core.settings import get_settings
+from tasktrace.core.warn import WarnOnce
 
 if TYPE_CHECKING:
     from tasktrace._task import Task
@@ -39,12 +40,6 @@ __all__ = ["TaskTreeProcessor", "tree"]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
-_LOW64 = (1 << 64) - 1
-
-
-def span_task_id(trace_id: int, span_id: int) -> uuid.UUID:
-    """Return the deterministic task id of a non-task span: low 64 bits of trace id + span id."""
-    return uuid.UUID(int=((trace_id & _LOW64) << 64) | span_id)
 
 
 class TaskTreeProcessor(SpanProcessor):

@@ -26,7 +26,7 @@ from opentelemetry.sdk.resources import (
 from opentelemetry.sdk.version import __version__ as sdk_version
 
 from tasktrace._otel_env import resource_attributes
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.warn import WarnOnce
 
 try:  # SDK >= 1.37 adds service.instance.id in Resource.create; older ones do not
     from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector

@@ -44,7 +44,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from tasktrace import _otel_env
-from tasktrace._attributes import MACHINE
 from tasktrace._config import (
     ExportConfig,
     build_exporters,
@@ -52,11 +51,12 @@ from tasktrace._config import (
     current_config,
 )
 from tasktrace._export import ExportPipeline
-from tasktrace._forksafe import renew_after_fork
-from tasktrace._model import random_bits
 from tasktrace._processor import tree
 from tasktrace._resource import environment_resource
-from tasktrace._settings import get_settings
+from tasktrace.core.attributes import MACHINE
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.ids import random_bits
+from tasktrace.core.settings import get_settings
 
 __all__ = [
     "build_resource",

@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
-from tasktrace._format import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
-from tasktrace._model import TaskRecord as Task  # the record: every view reads fields only
-from tasktrace._model import TaskStatus
+from tasktrace.core.record import TaskRecord as Task  # the record: every view reads fields only
+from tasktrace.core.record import TaskStatus
+from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
 from tasktrace.formats.measures import CarbonIntensity, emissions_g, total_energy_j
 
 __all__ = [

@@ -50,9 +50,9 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import ValidationError
 
-from tasktrace._context import live_context
 from tasktrace._processor import tree
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.context import live_context
+from tasktrace.core.warn import WarnOnce
 
 if TYPE_CHECKING:
     from tasktrace._task import Task, _Runtime

@@ -25,26 +25,26 @@ from pydantic import (
     PrivateAttr,
 )
 
-from tasktrace import _attributes as attr
 from tasktrace import _subprocess, _watch
-from tasktrace._context import RUNNING, TASK_KEY, is_on_top, live_context, task_context
-from tasktrace._data_budget import bounded_data_attributes
 from tasktrace._files import RefreshMonitor, check_folder, check_replaceable, save_atomic
-from tasktrace._model import (
-    _DEFAULTS,
+from tasktrace._processor import tree
+from tasktrace._setup import get_tracer
+from tasktrace._signals import install_sigterm_handler
+from tasktrace.core import attributes as attr
+from tasktrace.core.budget import bounded_data_attributes
+from tasktrace.core.context import RUNNING, TASK_KEY, is_on_top, live_context, task_context
+from tasktrace.core.ids import new_task_id
+from tasktrace.core.record import (
+    FIELD_DEFAULTS,
     TaskRecord,
     TaskStatus,
-    _new_task_id,
     bind_task_class,
     dump_json,
 )
-from tasktrace._outcome import Outcome, outcome_of
-from tasktrace._processor import tree
-from tasktrace._settings import get_settings
-from tasktrace._setup import get_tracer
-from tasktrace._signals import install_sigterm_handler
+from tasktrace.core.settings import get_settings
+from tasktrace.core.status import Outcome, outcome_of
+from tasktrace.core.warn import WarnOnce
 from tasktrace.meters import active_meters
-from tasktrace.meters._base import WarnOnce
 from tasktrace.meters.gpu import cuda_marks
 from tasktrace.meters.process import Scope, rss_marks, self_usage
 
@@ -189,8 +189,8 @@ class Task(TaskRecord):
         else:
             # The common case, Task("label"): every other field takes its default, so build
             # the instance as model_construct does, without the validator (~3 µs a task).
-            fields = dict(_DEFAULTS)
-            fields["task_id"] = _new_task_id()
+            fields = dict(FIELD_DEFAULTS)
+            fields["task_id"] = new_task_id()
             fields["label"] = label
             fields["machine"] = get_settings().machine
             fields["subtasks"] = []

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from opentelemetry import trace
 
 from tasktrace import _metrics, _pending
-from tasktrace._settings import get_settings
+from tasktrace.core.settings import get_settings
 
 if TYPE_CHECKING:
     from tasktrace._task import Task

@@ -36,11 +36,11 @@ from rich.tree import Tree
 
 from tasktrace import _cli_reports, _show, _subprocess
 from tasktrace._files import check_replaceable, save_atomic
-from tasktrace._format import friendly_bytes, friendly_duration
 from tasktrace._live import LivePanel
-from tasktrace._outcome import exit_status
-from tasktrace._redact import redact_argv
 from tasktrace._task import Task, TaskStatus
+from tasktrace.core.redact import redact_argv
+from tasktrace.core.status import exit_status
+from tasktrace.core.units import friendly_bytes, friendly_duration
 from tasktrace.formats.measures import CarbonIntensity
 from tasktrace.formats.rows import describe_input_error, load_task_file
 from tasktrace.meters.process import MAXRSS_UNIT

@@ -1,8 +1,8 @@
 """Task trees ⇄ OpenTelemetry spans, for saved task files (replay, OTLP JSON, the inverse).
 
 One task becomes one :class:`~opentelemetry.sdk.trace.ReadableSpan`, with the attributes of
-:func:`tasktrace._attributes.fields_to_attributes` and
-:func:`~tasktrace._attributes.data_to_attributes` (the same mapping a live task uses), plus:
+:func:`tasktrace.core.attributes.fields_to_attributes` and
+:func:`~tasktrace.core.attributes.data_to_attributes` (the same mapping a live task uses), plus:
 
 - ``start_time`` / ``finish_time`` (UNIX seconds, float) → the span's start/end timestamps in
   integer nanoseconds, rounded exactly (:class:`fractions.Fraction`), so they come back as the
@@ -40,9 +40,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from tasktrace import _attributes as attr
-from tasktrace._processor import span_task_id
 from tasktrace._task import Task, TaskStatus
+from tasktrace.core import attributes as attr
+from tasktrace.core.ids import span_task_id
 
 __all__ = [
     "derived_span_id",

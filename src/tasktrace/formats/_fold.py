@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from tasktrace._format import friendly_duration
 from tasktrace._show import (
     AUTO_COLLAPSE_TASKS,
     SiblingRun,
@@ -26,6 +25,7 @@ from tasktrace._show import (
     label_pattern,
 )
 from tasktrace._task import Task
+from tasktrace.core.units import friendly_duration
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, measure_values
 
 __all__ = ["MAIN_LANE", "FoldNode", "fold_tree", "hover_text", "utc_text"]

@@ -18,9 +18,9 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from tasktrace._format import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
-from tasktrace._model import TaskRecord
-from tasktrace._settings import Settings, get_settings
+from tasktrace.core.record import TaskRecord
+from tasktrace.core.settings import Settings, get_settings
+from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
 
 __all__ = [
     "JOULES_PER_KWH",

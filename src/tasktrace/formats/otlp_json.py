@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from tasktrace._forksafe import renew_after_fork
+from tasktrace.core.forksafe import renew_after_fork
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -121,7 +121,7 @@ def encode_lines(
 
 def default_folder() -> Path:
     """Return the folder for new OTLP JSON files: the ``otlp_json_dir`` setting, else ``.``."""
-    from tasktrace._settings import get_settings  # noqa: PLC0415 - settings load lazily
+    from tasktrace.core.settings import get_settings  # noqa: PLC0415 - settings load lazily
 
     folder = getattr(get_settings(), "otlp_json_dir", None) or os.environ.get(OTLP_JSON_DIR_ENV)
     return Path(folder) if folder else Path()

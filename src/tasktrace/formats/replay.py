@@ -35,13 +35,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tasktrace import _otel_env
-from tasktrace._attributes import MACHINE
 from tasktrace._export import GuardedSpanExporter, clear_refused, export_refused
 from tasktrace._export_failure import redact_endpoint, short_reason
 from tasktrace._otlp import new_otlp_exporter, otlp_settings
 from tasktrace._request_size import MAX_REQUEST_BYTES
 from tasktrace._resource import environment_resource
 from tasktrace._task import Task
+from tasktrace.core.attributes import MACHINE
 from tasktrace.formats._convert import spans_to_task, task_to_spans
 from tasktrace.formats.otlp_json import read_spans
 

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasktrace._format import friendly_ratio
 from tasktrace._show import paused_gc
+from tasktrace.core.units import friendly_ratio
 from tasktrace.formats._extras import missing_extra
 from tasktrace.formats._figures import icicle_figure, table_figure, timeline_figure
 from tasktrace.formats._fold import fold_tree, hover_text, utc_text

@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasktrace._model import TaskRecord, TaskStatus
 from tasktrace._show import label_pattern
 from tasktrace._task import Task
+from tasktrace.core.record import TaskRecord, TaskStatus
 from tasktrace.formats.measures import CarbonIntensity, Measure, measure_values
 
 __all__ = [

@@ -13,8 +13,9 @@ from __future__ import annotations
 import sys
 import threading
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import Meter, MeterReading, WarnOnce, meter_available
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
+from tasktrace.meters.base import Meter, MeterReading, meter_available
 
 __all__ = ["Meter", "MeterReading", "WarnOnce", "active_meters", "register_meter", "reset_meters"]
 
@@ -26,7 +27,7 @@ _meters: tuple[Meter, ...] | None = None
 def _default_meters() -> list[Meter]:
     # The energy meters (NVML's process memory with them), then the source of torch's GPU peak.
     # Imported here, not at module level: reading sysfs/NVML is only wanted once a task starts.
-    from tasktrace._settings import get_settings  # noqa: PLC0415
+    from tasktrace.core.settings import get_settings  # noqa: PLC0415
     from tasktrace.meters.energy import default_energy_meters  # noqa: PLC0415
     from tasktrace.meters.gpu import TorchGpuMemoryMeter  # noqa: PLC0415
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import psutil
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
 from tasktrace.meters.nvml_devices import GpuDevice
 
 __all__ = ["MemoryScope", "ProcessGpuMemory"]

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.warn import WarnOnce
 
 __all__ = ["GpuDevice", "NvmlUnavailableError", "visible_devices"]
 

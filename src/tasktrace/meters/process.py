@@ -24,8 +24,8 @@ import sys
 import threading
 from collections.abc import Callable
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
 
 __all__ = ["HighWaterMarks", "Scope", "children_usage", "rss_marks", "self_usage"]
 

@@ -29,8 +29,9 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import MeterReading, WarnOnce
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
+from tasktrace.meters.base import MeterReading
 
 __all__ = ["SCOPE_FIELDS", "PrometheusMeter", "PrometheusQueryError", "query_prometheus"]
 

@@ -16,7 +16,7 @@ is counted twice:
 
 The numbers are package-wide: every process on the machine contributes, not just this one.
 
-Each zone's counter is extended by a :class:`~tasktrace.meters._poller.ExtendedCounter` that the
+Each zone's counter is extended by a :class:`~tasktrace.meters.poller.ExtendedCounter` that the
 shared poller reads often enough to see every wrap; the poller thread starts with the first task
 that uses this meter. A step back that no wrap explains (more than :data:`MAX_POWER_W` would be
 needed since the last reading) is a glitch or reset: the tasks spanning it get ``None``.
@@ -34,9 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import MeterReading, WarnOnce
-from tasktrace.meters._poller import ExtendedCounter, Poller, get_poller
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
+from tasktrace.meters.base import MeterReading
+from tasktrace.meters.poller import ExtendedCounter, Poller, get_poller
 
 __all__ = ["RAPL_UPDATE_PERIOD_S", "RaplMeter", "RaplZone", "find_zones", "select_zones"]
 

@@ -23,15 +23,13 @@ import contextvars
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from tasktrace._model import TaskStatus
-
-if TYPE_CHECKING:
-    from tasktrace._task import Task
+from tasktrace.core.record import TaskRecord
+from tasktrace.core.status import RUNNING
 
 __all__ = ["ContextThread", "ContextThreadPoolExecutor", "with_current_context"]
 
@@ -39,8 +37,6 @@ TASK_KEY = otel_context.create_key("tasktrace.task")
 """Context key of the active task (a :class:`~tasktrace.Task`)."""
 OUTER_KEY = otel_context.create_key("tasktrace.outer")
 """Context key of the context that was current when the active task started."""
-RUNNING = TaskStatus.RUNNING
-"""``TaskStatus.RUNNING``, read once (an enum member lookup costs more than a global's)."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -115,7 +111,7 @@ class ContextThread(threading.Thread):
 # ----- the active task ---------------------------------------------------------------------------
 
 
-def task_context(task: Task, span: trace.Span) -> otel_context.Context:
+def task_context(task: TaskRecord, span: trace.Span) -> otel_context.Context:
     """Return the current context with ``task`` and its ``span`` active (to attach at start).
 
     The context to go back to, should ``task`` be found stale, is the current one past any
@@ -134,7 +130,7 @@ def task_context(task: Task, span: trace.Span) -> otel_context.Context:
 
 def live_context(
     ctx: otel_context.Context,
-) -> tuple[Task | None, otel_context.Context]:
+) -> tuple[TaskRecord | None, otel_context.Context]:
     """Return the running task of ``ctx`` and the context for a new span started there.
 
     A task found in ``ctx`` that has finished (elsewhere: see the module docstring) is skipped,
@@ -142,7 +138,7 @@ def live_context(
     its ended span is skipped with it. A span still recording on top of a finished task (a
     user's span, started after that task finished elsewhere) stays the parent of new spans.
     """
-    task: Task | None = otel_context.get_value(TASK_KEY, ctx)  # type: ignore[assignment]
+    task: TaskRecord | None = otel_context.get_value(TASK_KEY, ctx)  # type: ignore[assignment]
     span_ctx = None
     while task is not None and task.status is not RUNNING:
         if span_ctx is None and trace.get_current_span(ctx).is_recording():

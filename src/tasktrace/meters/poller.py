@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
 
 __all__ = ["ExtendedCounter", "Poller", "SampledEnergy", "get_poller", "plausible_wrap"]
 

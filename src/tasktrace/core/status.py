@@ -1,4 +1,4 @@
-"""How the exception that ends a task maps to its status: one table, used by every path.
+"""Task statuses, and how the exception that ends a task maps to its status (one table).
 
 - none, or ``SystemExit`` with code ``0`` or ``None``: ``finished`` (span status OK);
 - ``SystemExit`` with any other code: ``failed`` (ERROR), error ``"SystemExit: 3"``;
@@ -16,11 +16,30 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import NamedTuple
+from enum import Enum
+from typing import Final, NamedTuple
 
-from tasktrace._model import TaskStatus
+__all__ = ["FINISHED", "RUNNING", "Outcome", "TaskStatus", "describe", "exit_status", "outcome_of"]
 
-__all__ = ["Outcome", "describe", "exit_status", "outcome_of"]
+
+class TaskStatus(str, Enum):
+    """Statuses of a task record (the seed's values)."""
+
+    PENDING = "pending"
+    """Created, not started."""
+    RUNNING = "running"
+    """Started, not finished."""
+    FINISHED = "finished"
+    """Finished normally."""
+    FAILED = "failed"
+    """Finished by an exception."""
+    CANCELLED = "cancelled"
+    """Stopped from outside: ``KeyboardInterrupt``, a cancelled asyncio task or future, a
+    generator closed early (``GeneratorExit``), ``SIGTERM``, or explicitly cancelled."""
+
+
+RUNNING: Final = TaskStatus.RUNNING
+"""``TaskStatus.RUNNING``, read once (an enum member lookup costs more than a global's)."""
 
 _CANCELLING = (
     KeyboardInterrupt,

@@ -28,7 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from tasktrace._forksafe import renew_after_fork
+from tasktrace.core.forksafe import renew_after_fork
 
 __all__ = [
     "BUILTIN_METERS",

@@ -13,7 +13,7 @@ The mapping rules for the user's extra task data (``Task("x", tags=["a"], epoch=
   string under ``tasktrace.data_json.<key>`` and is decoded back on the way in.
 
 On a running task's span these attributes stay within a size budget
-(:mod:`tasktrace._data_budget`); a value over it is left off the span and its key listed in
+(:mod:`tasktrace.core.budget`); a value over it is left off the span and its key listed in
 :data:`DATA_OMITTED` (the task file keeps every value).
 
 Non-task spans keep their own attribute names; on the way in, attributes outside the
@@ -108,7 +108,7 @@ DATA_JSON_PREFIX: Final = "tasktrace.data_json."
 """Prefix of the user's extra task data that is stored as a JSON string."""
 DATA_OMITTED: Final = "tasktrace.data_omitted"
 """Keys of the task's extra data left off the span, over the span's size budget (string array;
-see :mod:`tasktrace._data_budget`). Their full values are in the task file."""
+see :mod:`tasktrace.core.budget`). Their full values are in the task file."""
 
 FIELD_ATTRIBUTES: Final[dict[str, str]] = {
     "parent_id": PARENT_ID,

@@ -6,19 +6,18 @@ nothing of spans or files: the task façade calls :meth:`Meter.start` when the t
 values into the task's fields. The façade turns those into span attributes.
 
 Meters never raise into user code: a meter that cannot measure returns ``None`` for its values,
-never 0, and warns once (see :class:`WarnOnce`).
+never 0, and warns once (see :class:`~tasktrace.core.warn.WarnOnce`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from tasktrace._forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
 
-__all__ = ["Meter", "MeterReading", "WarnOnce", "meter_available"]
+__all__ = ["Meter", "MeterReading", "meter_available"]
 
 _log = logging.getLogger("tasktrace.meters")
 
@@ -71,31 +70,6 @@ class Meter(Protocol):
             Field name → value. Values that cannot be measured are ``None``.
         """
         ...
-
-
-class WarnOnce:
-    """Log a warning the first time for each key, then stay quiet (thread-safe)."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        """Create a warner logging to ``logger``."""
-        self._logger = logger
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
-        renew_after_fork(self, "_lock")
-
-    def __call__(self, key: str, message: str, *args: object) -> bool:
-        """Warn with ``message % args`` unless ``key`` already warned; return whether it warned."""
-        with self._lock:
-            if key in self._seen:
-                return False
-            self._seen.add(key)
-        self._logger.warning(message, *args)
-        return True
-
-    def reset(self) -> None:
-        """Forget which keys have warned (for tests)."""
-        with self._lock:
-            self._seen.clear()
 
 
 _warn_unavailable = WarnOnce(_log)

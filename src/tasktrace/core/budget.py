@@ -2,7 +2,7 @@
 
 A task's extra data (``Task("fit", scores=[...])``) goes whole into the task file, and onto the
 span as ``tasktrace.data.*`` / ``tasktrace.data_json.*`` attributes
-(:func:`~tasktrace._attributes.data_to_attributes`) within a budget:
+(:func:`~tasktrace.core.attributes.data_to_attributes`) within a budget:
 
 - at most :data:`DATA_ATTRIBUTE_MAX_BYTES` (64 KiB) per attribute;
 - at most :data:`DATA_SPAN_MAX_BYTES` (256 KiB) for all of a task's extra data, taken in the
@@ -16,7 +16,7 @@ that, so one span's extra data stays well under a request (see
 :mod:`tasktrace._request_size`).
 
 An attribute over the budget is left off the span, its key is listed in the span's
-:data:`~tasktrace._attributes.DATA_OMITTED` attribute (``tasktrace.data_omitted``), and one
+:data:`~tasktrace.core.attributes.DATA_OMITTED` attribute (``tasktrace.data_omitted``), and one
 warning per process names the task, the key and the size. The task file keeps the full value.
 """
 
@@ -27,8 +27,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
-from tasktrace._attributes import DATA_JSON_PREFIX, DATA_OMITTED, DATA_PREFIX
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.attributes import DATA_JSON_PREFIX, DATA_OMITTED, DATA_PREFIX
+from tasktrace.core.warn import WarnOnce
 
 __all__ = [
     "DATA_ATTRIBUTE_MAX_BYTES",
@@ -95,10 +95,10 @@ def bounded_data_attributes(label: str, attributes: Mapping[str, Any]) -> dict[s
 
     Args:
         label: The task's label (named in the warning).
-        attributes: From :func:`~tasktrace._attributes.data_to_attributes`, in data order.
+        attributes: From :func:`~tasktrace.core.attributes.data_to_attributes`, in data order.
 
     Returns:
-        The attributes within the budget, plus :data:`~tasktrace._attributes.DATA_OMITTED`
+        The attributes within the budget, plus :data:`~tasktrace.core.attributes.DATA_OMITTED`
         listing the data keys left off (absent when none is). Warns once per process per kind
         of budget (count, attribute size, span total), naming the task, the key and the size.
 

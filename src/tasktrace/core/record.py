@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import random
 import re
-import socket
 import uuid
-from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
@@ -27,47 +23,23 @@ from pydantic import (
 )
 from pydantic_core import PydanticSerializationError
 
-from tasktrace._settings import get_settings
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.ids import HOSTNAME, new_task_id
+from tasktrace.core.settings import get_settings
+from tasktrace.core.status import TaskStatus
+from tasktrace.core.units import friendly_duration
+from tasktrace.core.warn import WarnOnce
 
-if TYPE_CHECKING:
-    from tasktrace._task import Task
-
-__all__ = ["TaskRecord", "TaskStatus", "bind_task_class", "dump_json"]
+__all__ = [
+    "FIELD_DEFAULTS",
+    "TaskRecord",
+    "TaskStatus",
+    "bind_task_class",
+    "dump_json",
+    "node_class",
+]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
-_HOSTNAME = socket.gethostname()
-
-_rng = random.Random()  # noqa: S311 - ids need uniqueness, not secrecy (see _new_task_id)
-_getrandbits = _rng.getrandbits
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_rng.seed)  # a forked child draws its own ids
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-def random_bits(n: int) -> int:
-    """Return ``n`` random bits from tasktrace's private generator (see :func:`_new_task_id`)."""
-    return _getrandbits(n)
-
-
-def _new_task_id() -> uuid.UUID:
-    """Return a random (version 4) UUID from the ``random`` module, not ``os.urandom``.
-
-    ``uuid.uuid4()`` reads ``os.urandom``, a system call that releases the GIL on every task:
-    an exporting batch-processor thread then takes it, and the task waits (measured: +14 µs a
-    task). Task ids need uniqueness, not secrecy: a private :class:`random.Random`, seeded from
-    ``os.urandom`` at import and again in every forked child, and untouched by a program's own
-    ``random.seed(...)`` (a seeded experiment would otherwise repeat its task ids every run).
-    """
-    return uuid.UUID(int=(_getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
-
-
-def _hostname() -> str:
-    return _HOSTNAME
-
-
 def _machine() -> str | None:
     return get_settings().machine
 
@@ -87,22 +59,6 @@ def _is_false(value: object) -> bool:
     return value is False
 
 
-class TaskStatus(str, Enum):
-    """Statuses of a task record (the seed's values)."""
-
-    PENDING = "pending"
-    """Created, not started."""
-    RUNNING = "running"
-    """Started, not finished."""
-    FINISHED = "finished"
-    """Finished normally."""
-    FAILED = "failed"
-    """Finished by an exception."""
-    CANCELLED = "cancelled"
-    """Stopped from outside: ``KeyboardInterrupt``, a cancelled asyncio task or future, a
-    generator closed early (``GeneratorExit``), ``SIGTERM``, or explicitly cancelled."""
-
-
 _Subtasks = Annotated[list[SerializeAsAny["Task"]], BeforeValidator(_dict_extract_values)]
 """Subtasks: :class:`tasktrace.Task` objects (resolved when ``Task`` is defined), accepted as a
 list or as LensKit's older ``{id: task}`` dict."""
@@ -118,7 +74,7 @@ class TaskRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True)
 
-    task_id: uuid.UUID = Field(default_factory=_new_task_id, frozen=True)
+    task_id: uuid.UUID = Field(default_factory=new_task_id, frozen=True)
     """The task ID (random UUID4; LensKit files keep theirs)."""
     parent_id: uuid.UUID | None = None
     """The parent task's ID, or ``None`` for a top-level task."""
@@ -127,7 +83,7 @@ class TaskRecord(BaseModel):
     included in the parent task's ``cpu_time``; :meth:`total_cpu` adds them."""
     label: str
     """Human-readable task label (the span name)."""
-    hostname: str = Field(default_factory=_hostname)
+    hostname: str = Field(default_factory=lambda: HOSTNAME)
     """The host name on which the task ran (``socket.gethostname()``)."""
     machine: str | None = Field(default_factory=_machine)
     """Project-meaningful machine label from the ``machine`` setting (see :doc:`/configuration`)."""
@@ -237,8 +193,6 @@ class TaskRecord(BaseModel):
 
         For example ``"850ms"``, ``"12.35s"``, ``"3m07.20s"`` or ``"2h05m03s"``.
         """
-        from tasktrace._format import friendly_duration  # noqa: PLC0415 - rarely used
-
         return None if self.duration is None else friendly_duration(self.duration)
 
 
@@ -275,17 +229,33 @@ def dump_json(task: TaskRecord) -> bytes | None:
     return text.encode() + b"\n"
 
 
-_DEFAULTS: dict[str, Any] = {  # every field in declaration order; factories filled per task
+if TYPE_CHECKING:  # for type checkers, subtasks are records; at run time, the bound class
+    Task = TaskRecord
+
+FIELD_DEFAULTS: dict[str, Any] = {  # every field in declaration order; factories filled per task
     name: None if field.default_factory is not None or field.is_required() else field.default
     for name, field in TaskRecord.model_fields.items()
 }
-_DEFAULTS["hostname"] = _HOSTNAME
+FIELD_DEFAULTS["hostname"] = HOSTNAME
+"""Every field's default in declaration order (``None`` where a factory makes it per task)."""
+
+_node_class: type[TaskRecord] = TaskRecord
 
 
 def bind_task_class(task_cls: type[TaskRecord]) -> None:
-    """Resolve ``subtasks``' forward reference to :class:`tasktrace.Task` once it is defined.
+    """Make ``task_cls`` (:class:`tasktrace.Task`) the class of tree nodes and subtasks.
 
-    Called once by :mod:`tasktrace._task` right after the class: the annotation is evaluated
-    in this module's namespace, where ``Task`` itself cannot be imported (an import cycle).
+    Called once by the façade right after the class is defined. Resolves ``subtasks``'
+    forward reference to it (the annotation is evaluated in this module's namespace: the
+    record sits below the façade and never imports it), and makes it what :func:`node_class`
+    returns, so that the lower layers (the tree processor's nodes for non-task spans, records
+    merged from other processes) build façade objects without importing the façade.
     """
+    global _node_class  # noqa: PLW0603 - bound once, at the façade's import
     task_cls.model_rebuild(_types_namespace={**globals(), "Task": task_cls})
+    _node_class = task_cls
+
+
+def node_class() -> type[TaskRecord]:
+    """Return the class of tree nodes: :class:`tasktrace.Task` once bound (see above)."""
+    return _node_class
