@@ -30,7 +30,7 @@ def _rss_bytes() -> int:
 def _child(epochs: int, per_epoch: int) -> dict[str, object]:
     os.environ["TASKTRACE_REFRESH_INTERVAL_S"] = "1"
     from tasktrace import Task
-    from tasktrace._files import check_replaceable
+    from tasktrace.tree.files import check_replaceable
 
     folder = Path(tempfile.mkdtemp())
     path = folder / "scale.json"

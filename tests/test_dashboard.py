@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace import _metrics
 from tasktrace.core import attributes as attr
+from tasktrace.export import metrics as _metrics
 
 yaml = pytest.importorskip("yaml")
 

@@ -93,12 +93,12 @@ def test_nothing_configured_builds_no_exporter_and_connects_nowhere(tmp_path: Pa
             connects.append(args)
     sys.addaudithook(hook)
     from tasktrace import Task
-    from tasktrace import _setup
+    from tasktrace.export import provider as _setup
     with Task("quiet", file="t.json"):
         with Task("inner"):
             pass
     owned = _setup.owns_provider()
-    print("connects", len(connects), "pipelines", len(_setup._pipelines), "owned", owned)
+    print("connects", len(connects), "pipelines", len(_setup.pipelines()), "owned", owned)
     """
     run = run_script(code, tmp_path, clean_env())
     assert run.returncode == 0, run.stderr
@@ -178,10 +178,11 @@ def test_standard_variables_turn_export_off_or_to_the_console(
         if event == "socket.connect":
             connects.append(args)
     sys.addaudithook(hook)
-    from tasktrace import Task, _setup
+    from tasktrace import Task
+    from tasktrace.export import provider as _setup
     with Task("quiet", file="t.json"):
         pass
-    print("connects", len(connects), "pipelines", len(_setup._pipelines), flush=True)
+    print("connects", len(connects), "pipelines", len(_setup.pipelines()), flush=True)
     """
     env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=closed_loopback_endpoint(), **variables)
     run = run_script(code, tmp_path, env)

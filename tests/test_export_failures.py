@@ -125,7 +125,7 @@ def test_force_flush_of_the_provider_honours_its_timeout_when_black_holed(tmp_pa
         code = """
         import time
         from tasktrace import Task
-        from tasktrace._setup import tracer_provider
+        from tasktrace.export.provider import tracer_provider
         with Task("x"):
             pass
         t0 = time.perf_counter()

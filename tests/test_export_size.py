@@ -20,8 +20,8 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.span import TraceState
 
 from tasktrace import Task
-from tasktrace._request_size import encoded_size_bytes, size_bound_bytes
 from tasktrace.cli import main
+from tasktrace.export.request_size import encoded_size_bytes, size_bound_bytes
 
 from .export_helpers import clean_env, run_script
 from .otlp_receivers import OtlpGrpcReceiver, OtlpHttpReceiver
@@ -177,14 +177,19 @@ def test_a_request_refused_as_too_large_is_reported_as_such(
 def test_replay_sends_the_others_and_names_a_span_too_large(
     otlp_http_receiver: OtlpHttpReceiver, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Replaying a task file with a 5 MB task: the others arrive; exit 3 names the span."""
+    """Replaying a task file with a 5 MB task: the others arrive; exit 3 names the span.
+
+    The task is big by its error (a 5 MB exception message, on the span twice: the error
+    attribute and the status description); extra data that large would be left off the span
+    by the span's data budget, on replay as live.
+    """
     path = tmp_path / "run.json"
     with Task("run", file=path):
         for i in range(3):
             with Task(f"t{i}"):
                 pass
-        with Task("big", blob="x" * 5_000_000):
-            pass
+        with pytest.raises(ValueError, match="x"), Task("big"):
+            raise ValueError("x" * 5_000_000)
     assert main(["replay", str(path), "-e", otlp_http_receiver.endpoint]) == 3
     err = capsys.readouterr().err
     assert "span 'big' is " in err

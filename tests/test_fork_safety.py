@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tasktrace import Task, TaskStatus
-from tasktrace._task import _monitor
 from tasktrace.meters.process import rss_marks
+from tasktrace.tree.processor import tree
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
@@ -25,7 +25,7 @@ def test_fork_while_locks_are_held_does_not_hang_the_child(tmp_path: Path) -> No
     release = threading.Event()
 
     def hold() -> None:
-        with _monitor._lock, rss_marks._lock:  # as the refresh thread and a reset might
+        with tree.monitor._lock, rss_marks._lock:  # as the refresh thread and a reset might
             held.set()
             release.wait(10)
 

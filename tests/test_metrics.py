@@ -17,8 +17,8 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from tasktrace import Task
-from tasktrace._metrics import reset_metrics
 from tasktrace.core.settings import Settings, reset_settings
+from tasktrace.export.metrics import reset_metrics
 
 from .otlp_receivers import OtlpHttpReceiver, decode_attributes
 

@@ -12,11 +12,11 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 from tasktrace import Task
-from tasktrace import _task as task_module
-from tasktrace._pending import PENDING_SPAN_ID, PendingSpanFilter
-from tasktrace._processor import tree
 from tasktrace.core.settings import Settings, reset_settings
+from tasktrace.export.pending import PENDING_SPAN_ID, PendingSpanFilter
+from tasktrace.task import facade, runtime
 from tasktrace.testing import InMemorySpanExporter
+from tasktrace.tree.processor import tree
 
 from .otlp_receivers import OtlpHttpReceiver
 
@@ -32,7 +32,8 @@ def use_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TracerProvide
         provider.add_span_processor(tree)
         for processor in processors:
             provider.add_span_processor(processor)
-        monkeypatch.setattr(task_module, "get_tracer", lambda: provider.get_tracer("tasktrace"))
+        for module in (facade, runtime):  # the two places the façade gets its tracer
+            monkeypatch.setattr(module, "get_tracer", lambda: provider.get_tracer("tasktrace"))
         made.append(provider)
         return provider
 
@@ -54,7 +55,7 @@ def test_snapshots_at_start_and_each_refresh_then_real_span(
     with Task("long", file=path) as task:
         otlp_http_receiver.wait_for(1)
         for _ in range(2):
-            task_module._monitor.refresh_all()  # one round of the refresh thread
+            tree.monitor.refresh_all()  # one round of the refresh thread
         otlp_http_receiver.wait_for(3)
     otlp_http_receiver.wait_for(4)
     spans = [s for s in otlp_http_receiver.spans() if s.trace_id == task.trace_id]

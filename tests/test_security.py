@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace import Task, _files
+from tasktrace import Task
 from tasktrace.cli import main
 from tasktrace.core.redact import REDACTED, redact_argv
+from tasktrace.tree import files as _files
 
 from .otlp_receivers import OtlpGrpcReceiver, OtlpHttpReceiver
 

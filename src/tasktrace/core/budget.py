@@ -13,7 +13,7 @@ An attribute's size is: for a string, its length in UTF-8 bytes (for data stored
 JSON text's); for a number or boolean, 8 bytes; for an array, its length written as compact
 JSON in UTF-8 bytes. On the wire (OTLP protobuf) an attribute takes at most about 2.5 times
 that, so one span's extra data stays well under a request (see
-:mod:`tasktrace._request_size`).
+:mod:`tasktrace.export.request_size`).
 
 An attribute over the budget is left off the span, its key is listed in the span's
 :data:`~tasktrace.core.attributes.DATA_OMITTED` attribute (``tasktrace.data_omitted``), and one

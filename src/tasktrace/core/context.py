@@ -19,6 +19,7 @@ started (:func:`live_context`), and ends a task's context only where it is still
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -31,7 +32,17 @@ from opentelemetry import trace
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.status import RUNNING
 
-__all__ = ["ContextThread", "ContextThreadPoolExecutor", "with_current_context"]
+__all__ = [
+    "OUTER_KEY",
+    "TASK_KEY",
+    "ContextThread",
+    "ContextThreadPoolExecutor",
+    "detach",
+    "is_on_top",
+    "live_context",
+    "task_context",
+    "with_current_context",
+]
 
 TASK_KEY = otel_context.create_key("tasktrace.task")
 """Context key of the active task (a :class:`~tasktrace.Task`)."""
@@ -164,3 +175,24 @@ def is_on_top(mine: otel_context.Context) -> bool:
             return False
         ctx = ctx.get(OUTER_KEY)
     return True
+
+
+def detach(token: object, mine: otel_context.Context | None) -> None:
+    """Leave the context ``mine`` that a finishing task attached with ``token``, where it may.
+
+    Only when ``mine`` is on top (:func:`is_on_top`): a running task's or a user's span's
+    context above it, or finishing in another thread or asyncio task, leaves the current
+    context alone (the task is then skipped as stale where it is found, see
+    :func:`live_context`).
+    """
+    if token is None or mine is None or not is_on_top(mine):
+        return
+    reset = getattr(getattr(token, "var", None), "reset", None)
+    if reset is None:  # a context runtime other than OpenTelemetry's contextvars one
+        otel_context.detach(token)  # type: ignore[arg-type]
+        return
+    # Our context is current here, but this may be a copy of the Context that attached it
+    # (an asyncio task or thread started while the task ran: ValueError): then leave it.
+    # OpenTelemetry's detach would log "Failed to detach context" at ERROR for that.
+    with contextlib.suppress(ValueError, RuntimeError):
+        reset(token)

@@ -40,6 +40,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
+
+
 def _machine() -> str | None:
     return get_settings().machine
 

@@ -4,8 +4,8 @@ Per run, side by side: the run's facts (host, machine, start, status, exit code,
 were taken, and what a missing one needs), an icicle of the task tree sized by a measure chosen
 in the page, a timeline, and a per-label table (count, totals, means), sortable. With several
 runs, a comparison table per label: each run's total, and the difference and ratio to the first.
-Trees over :data:`tasktrace._show.AUTO_COLLAPSE_TASKS` tasks are drawn with repeated siblings
-folded (see :mod:`tasktrace.formats._fold`).
+Trees over :data:`tasktrace.core.views.AUTO_COLLAPSE_TASKS` tasks are drawn with repeated siblings
+folded (see :mod:`tasktrace.formats.fold`).
 
 Needs the ``report`` extra (plotly); ``import tasktrace`` never imports this module:
 :func:`tasktrace.report` loads it on first use. The page needs no network and no server.
@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasktrace._show import paused_gc
 from tasktrace.core.units import friendly_ratio
-from tasktrace.formats._extras import missing_extra
-from tasktrace.formats._figures import icicle_figure, table_figure, timeline_figure
-from tasktrace.formats._fold import fold_tree, hover_text, utc_text
-from tasktrace.formats._output import check_output, write_output
+from tasktrace.core.views import paused_gc
+from tasktrace.formats.extras import missing_extra
+from tasktrace.formats.figures import icicle_figure, table_figure, timeline_figure
+from tasktrace.formats.fold import fold_tree, hover_text, utc_text
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, Measure
+from tasktrace.formats.output import check_output, write_output
 from tasktrace.formats.rows import Run, group_rows, load_runs, task_rows
 
 try:

@@ -23,10 +23,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasktrace._show import label_pattern
-from tasktrace._task import Task
 from tasktrace.core.record import TaskRecord, TaskStatus
+from tasktrace.core.views import label_pattern
 from tasktrace.formats.measures import CarbonIntensity, Measure, measure_values
+from tasktrace.formats.replay import is_otlp_json, load_task
+from tasktrace.task import Task
 
 __all__ = [
     "PATH_SEPARATOR",
@@ -91,11 +92,8 @@ def load_task_file(path: Path) -> Task:
     data = path.read_bytes()
     # is_otlp_json parses the first line, i.e. all of a one-line task file (0.5 s for 36 MB):
     # look for the key first (a substring search, ~10 ms).
-    if b"resourceSpans" in data:
-        from tasktrace.formats.replay import is_otlp_json, load_task  # noqa: PLC0415 - rare
-
-        if is_otlp_json(data):
-            return load_task(path, data)
+    if b"resourceSpans" in data and is_otlp_json(data):
+        return load_task(path, data)
     return _validate(data)
 
 
