@@ -6,7 +6,17 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 
+from tasktrace import Task, TaskStatus
+from tasktrace.core.spans import (
+    finish_attributes,
+    host_attributes,
+    span_attributes,
+    span_fields,
+    span_status,
+    start_attributes,
+)
 from tasktrace.formats.otlp_json import read_spans
 from tasktrace.formats.replay import load_spans
 
@@ -111,3 +121,58 @@ def test_live_spans_equal_the_spans_converted_from_the_task_file(tmp_path: Path)
     child = next(s for s in live if s.name == "child")
     assert child.attributes is not None
     assert child.attributes["tasktrace.task.subprocess"]
+
+
+def _task(**fields: Any) -> Task:
+    return Task.model_validate({"label": "t", "hostname": "h", **fields})
+
+
+def test_span_status_follows_the_task_status_and_its_error() -> None:
+    """FINISHED is OK, FAILED is ERROR with the task's error, anything else is UNSET."""
+    assert span_status(TaskStatus.FINISHED, None).status_code is StatusCode.OK
+    failed = span_status(TaskStatus.FAILED, "ValueError: x")
+    assert (failed.status_code, failed.description) == (StatusCode.ERROR, "ValueError: x")
+    for status in (TaskStatus.CANCELLED, TaskStatus.RUNNING, TaskStatus.PENDING):
+        assert span_status(status, "KeyboardInterrupt").status_code is StatusCode.UNSET
+
+
+def test_identity_at_start_host_on_the_resource_the_rest_at_finish() -> None:
+    """Start: id, parent, subprocess (only when true), data; finish: the set fields; no host."""
+    parent = _task()
+    child = _task(parent_id=str(parent.task_id), subprocess=True, duration=1.5, epoch=3)
+    start = start_attributes(child)
+    assert start == {
+        "tasktrace.task.id": str(child.task_id),
+        "tasktrace.task.parent_id": str(parent.task_id),
+        "tasktrace.task.subprocess": True,
+        "tasktrace.data.epoch": 3,
+    }
+    assert "tasktrace.task.subprocess" not in start_attributes(parent)
+    finish = finish_attributes(child)
+    assert finish == {
+        "tasktrace.task.status": "pending",
+        "tasktrace.task.duration_s": 1.5,
+        "tasktrace.data.epoch": 3,
+    }
+    assert span_attributes(child) == {**start, **finish}
+    assert host_attributes("node1", "rig") == {"host.name": "node1", "tasktrace.machine": "rig"}
+    assert host_attributes("node1", None) == {"host.name": "node1"}
+
+
+def test_a_span_without_a_status_attribute_gets_one_from_its_span_status() -> None:
+    """ERROR is failed (its description the error); ended is finished; else running."""
+    context = SpanContext(1, 2, is_remote=False, trace_flags=TraceFlags(1))
+    failed = ReadableSpan(
+        name="s",
+        context=context,
+        status=Status(StatusCode.ERROR, "HTTP 503"),
+        start_time=1_000_000_000,
+        end_time=3_500_000_000,
+    )
+    assert span_fields(failed) == {
+        "status": "failed",
+        "error": "HTTP 503",
+        "finish_time": 3.5,
+        "duration": 2.5,
+    }
+    assert span_fields(ReadableSpan(name="s", context=context))["status"] == "running"

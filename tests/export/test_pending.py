@@ -18,7 +18,8 @@ from tasktrace.task import facade, runtime
 from tasktrace.testing import InMemorySpanExporter
 from tasktrace.tree.processor import tree
 
-from .otlp_receivers import OtlpHttpReceiver
+from ..export_helpers import run_workload
+from ..otlp_receivers import OtlpHttpReceiver
 
 
 @pytest.fixture
@@ -102,3 +103,25 @@ def test_pending_spans_are_off_by_default(task_spans: InMemorySpanExporter) -> N
         task.monitor_refresh()
     spans = task_spans.get_finished_spans()
     assert [s.name for s in spans] == ["plain"]
+
+
+@pytest.mark.parametrize(("delay_ms", "snapshots_expected"), [("60000", False), ("20", True)])
+def test_pending_snapshots_in_the_real_spans_batch_are_dropped(
+    tmp_path: Path, delay_ms: str, snapshots_expected: bool
+) -> None:
+    """Snapshots batched with their real span are dropped; ones sent earlier arrive."""
+    with OtlpHttpReceiver() as receiver:
+        run_workload(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": delay_ms,  # 60 s: one batch, sent at exit
+                "TASKTRACE_PENDING_SPANS": "true",
+                "TASKTRACE_REFRESH_INTERVAL_S": "0.1",
+            },
+            tmp_path,
+        )
+        spans = receiver.wait_for(2, timeout_s=10)
+    real = sorted(s.name for s in spans if "tasktrace.pending.span_id" not in s.attributes)
+    snapshots = [s for s in spans if "tasktrace.pending.span_id" in s.attributes]
+    assert real == ["child", "root"]
+    assert bool(snapshots) is snapshots_expected

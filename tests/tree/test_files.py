@@ -13,7 +13,7 @@ import pytest
 from tasktrace import Task, TaskStatus
 from tasktrace.cli import main
 
-from .conftest import FIXTURES
+from ..conftest import FIXTURES
 
 _CSV = b"a,b\n1,2\n"
 

@@ -20,7 +20,7 @@ from tasktrace import Task
 from tasktrace.core.settings import Settings, reset_settings
 from tasktrace.export.metrics import reset_metrics
 
-from .otlp_receivers import OtlpHttpReceiver, decode_attributes
+from ..otlp_receivers import OtlpHttpReceiver, decode_attributes
 
 
 def _points(

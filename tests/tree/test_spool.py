@@ -18,8 +18,8 @@ import pytest
 from tasktrace import Task, TaskStatus, child_environment
 from tasktrace.cli import main
 
-from . import parallel_workers as workers
-from .otlp_receivers import OtlpHttpReceiver
+from .. import parallel_workers as workers
+from ..otlp_receivers import OtlpHttpReceiver
 
 
 def _all_cpu_s() -> float:
