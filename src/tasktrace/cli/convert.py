@@ -20,6 +20,12 @@ from tasktrace.tree.files import check_replaceable, save_atomic
 __all__ = ["export", "replay"]
 
 
+class _Refused(click.ClickException):
+    """The endpoint did not accept the replayed spans (exit status 3)."""
+
+    exit_code = 3
+
+
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -89,7 +95,5 @@ def replay(path: Path, endpoint: str | None) -> None:
     except ValueError as e:  # no endpoint, or not a URL: a usage error (exit 2)
         raise click.ClickException(f"{path}: {e}") from None
     except (ReplayError, ImportError) as e:
-        error = click.ClickException(f"{path}: {e}")
-        error.exit_code = 3
-        raise error from None
+        raise _Refused(f"{path}: {e}") from None
     click.echo(f"{path}: sent {count} spans", err=True)

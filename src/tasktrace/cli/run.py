@@ -32,6 +32,13 @@ from tasktrace.tree.spool import unreported_cpu_s
 
 __all__ = ["run"]
 
+
+class _NotStarted(click.ClickException):
+    """The command could not be started (exit status 127, as a shell's)."""
+
+    exit_code = 127
+
+
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 """Signals that ask a command to stop (Ctrl-C, a job manager, a closed terminal): a command
 that ends by one of them is CANCELLED, not FAILED."""
@@ -246,7 +253,5 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     if not quiet:
         Console(stderr=True).print(render_tree(task))
     if code == 127:
-        error = click.ClickException(str(task.error))
-        error.exit_code = 127
-        raise error
+        raise _NotStarted(str(task.error))
     sys.exit(code)

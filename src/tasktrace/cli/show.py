@@ -16,8 +16,8 @@ from tasktrace.cli.render import render_tree
 from tasktrace.cli.reports import carbon_intensity_option
 from tasktrace.core import views
 from tasktrace.core.carbon import CarbonIntensity
+from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
 from tasktrace.core.units import friendly_bytes, friendly_duration
-from tasktrace.task import Task
 
 __all__ = ["show"]
 
@@ -67,7 +67,7 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
     if show_all and collapse:
         raise click.UsageError("--all and --collapse cannot be used together")
     with views.paused_gc():
-        task = load(file)
+        task: Task = load(file)
         if text is not None:
             filtered = views.filter_tree(task, text)
             if filtered is None:

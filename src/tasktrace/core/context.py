@@ -83,9 +83,7 @@ class ContextThreadPoolExecutor(ThreadPoolExecutor):
     its parent. Thread-safety: as the base class.
     """
 
-    def submit(  # type: ignore[override]
-        self, fn: Callable[..., _R], /, *args: Any, **kwargs: Any
-    ) -> Future[_R]:
+    def submit(self, fn: Callable[..., _R], /, *args: Any, **kwargs: Any) -> Future[_R]:
         """Schedule ``fn(*args, **kwargs)`` in a copy of the current context; return its future."""
         return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
@@ -170,7 +168,7 @@ def is_on_top(mine: otel_context.Context) -> bool:
     while ctx is not mine:
         if not isinstance(ctx, otel_context.Context):
             return False
-        task = ctx.get(TASK_KEY)
+        task: TaskRecord | None = ctx.get(TASK_KEY)  # type: ignore[assignment]
         if task is None or task.status is RUNNING:
             return False
         ctx = ctx.get(OUTER_KEY)

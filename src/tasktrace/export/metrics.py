@@ -277,6 +277,11 @@ def _set(value: TaskMetrics | None) -> None:
     _state = value
 
 
+def _forget() -> None:
+    global _state  # noqa: PLW0603 - see _set
+    _state = _UNSET
+
+
 def enabled() -> bool:
     """Whether task metrics are recorded (cheap after the first call)."""
     return task_metrics() is not None
@@ -288,4 +293,7 @@ def reset_metrics(provider: Any = None) -> None:
     For tests and for programs that set a meter provider up after their first task.
     """
     with _state_lock:
-        _set(_UNSET if provider is None else TaskMetrics(provider))
+        if provider is None:
+            _forget()
+        else:
+            _set(TaskMetrics(provider))

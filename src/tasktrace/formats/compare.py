@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, Measure, measure_values
 from tasktrace.formats.rows import Run
-from tasktrace.task import Task
 
 __all__ = ["COMPARED", "Comparison", "MatchedTask", "UnmatchedTask", "compare_runs"]
 

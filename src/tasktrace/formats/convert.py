@@ -42,6 +42,7 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from tasktrace.core import attributes as attr
 from tasktrace.core.ids import span_task_id
+from tasktrace.core.record import TaskRecord
 from tasktrace.core.spans import (
     host_attributes,
     resource_fields,
@@ -102,7 +103,7 @@ def task_to_spans(task: Task, resource: Resource | None = None) -> list[Readable
     resources: dict[tuple[str, str | None], Resource] = {}
     root_trace = int(task.trace_id, 16) if task.trace_id else derived_trace_id(task.task_id)
     spans: list[ReadableSpan] = []
-    stack: list[tuple[Task, SpanContext | None, int]] = [(task, None, root_trace)]
+    stack: list[tuple[TaskRecord, SpanContext | None, int]] = [(task, None, root_trace)]
     while stack:
         node, parent, inherited_trace = stack.pop()
         trace_id = int(node.trace_id, 16) if node.trace_id else inherited_trace

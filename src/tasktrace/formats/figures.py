@@ -7,7 +7,7 @@ Needs plotly (the ``report`` extra); importing this module without it raises
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tasktrace.formats.extras import missing_extra
@@ -201,7 +201,7 @@ def table_figure(
     title: str,
     headers: Sequence[str],
     cells: Sequence[Sequence[str]],
-    sort_keys: dict[str, Sequence[Any]],
+    sort_keys: Mapping[str, Sequence[Any]],
     row_height_px: int = 26,
 ) -> go.Figure:
     """Build a table with a "sort by" menu: one entry per key in ``sort_keys``.

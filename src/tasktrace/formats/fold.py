@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
 from tasktrace.core.units import friendly_duration
 from tasktrace.core.views import (
     AUTO_COLLAPSE_TASKS,
@@ -26,7 +27,6 @@ from tasktrace.core.views import (
     label_pattern,
 )
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, measure_values
-from tasktrace.task import Task
 
 __all__ = ["MAIN_LANE", "FoldNode", "fold_tree", "hover_text", "utc_text"]
 
@@ -93,7 +93,7 @@ def _aggregate(
     out: dict[str, float | None] = {}
     counts: dict[str, int] = {}
     for column in per_task[0]:
-        known = [v[column] for v in per_task if v[column] is not None]
+        known = [value for v in per_task if (value := v[column]) is not None]
         out[column] = (max(known) if column in _PEAKS else sum(known)) if known else None
         counts[column] = len(known)
     return out, counts

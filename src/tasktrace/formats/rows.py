@@ -164,9 +164,9 @@ def load_runs(paths: Sequence[Path], names: Sequence[str] | None = None) -> list
     return runs
 
 
-def walk(task: Task) -> Iterator[tuple[Task, tuple[str, ...], int | None]]:
+def walk(task: TaskRecord) -> Iterator[tuple[TaskRecord, tuple[str, ...], int | None]]:
     """Yield ``(task, labels from the root, index of the parent in this walk)`` in pre-order."""
-    stack: list[tuple[Task, tuple[str, ...], int | None]] = [(task, (task.label,), None)]
+    stack: list[tuple[TaskRecord, tuple[str, ...], int | None]] = [(task, (task.label,), None)]
     index = 0
     while stack:
         node, labels, parent = stack.pop()

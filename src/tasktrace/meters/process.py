@@ -207,8 +207,8 @@ class _ClearRefs:
 _clear_refs = _ClearRefs()
 
 
-def _rusage_hwm() -> int | None:
-    return _getrusage(_SELF).ru_maxrss * MAXRSS_UNIT
+def _rusage_hwm() -> int:
+    return int(_getrusage(_SELF).ru_maxrss * MAXRSS_UNIT)
 
 
 class _RssMarks(HighWaterMarks):
