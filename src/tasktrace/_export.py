@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from tasktrace._forksafe import renew_after_fork
 from tasktrace._settings import get_settings
+from tasktrace._status_hint import refusal_hint
 from tasktrace.meters._base import WarnOnce
 
 __all__ = ["ExportPipeline", "GuardedSpanExporter", "redact_endpoint"]
@@ -184,14 +185,20 @@ class GuardedSpanExporter(SpanExporter):
         return result
 
     def report(self, what: str) -> None:
-        """Log the one export warning of this process (if not logged yet), naming ``what``."""
+        """Log the one export warning of this process (if not logged yet), naming ``what``.
+
+        For a backend's 4xx answer the warning also says what to check
+        (:func:`tasktrace._status_hint.refusal_hint`: headers, endpoint path; never a value).
+        """
+        hint = refusal_hint(self.last_error)
         _warn(
             _EXPORT_FAILED,
-            "tasktrace: span export to %s failed (%s); %s. Task files are complete; "
+            "tasktrace: span export to %s failed (%s); %s.%s Task files are complete; "
             "further export failures are not reported",
             self.where,
             self.last_error or "no answer",
             what,
+            f" {hint}." if hint else "",
         )
 
     def shutdown(self) -> None:
