@@ -15,8 +15,9 @@
 #     records the unit as disabled (Debian keeps that state on later upgrades) and creates no
 #     link; where systemctl is missing, deb-systemd-helper would create the links itself, so
 #     the unit file is left out as well;
-#   - while the install runs, policy-rc.d (if the machine has none) answers 101, "do not
-#     start", to invoke-rc.d and deb-systemd-invoke: no start for (3) or anything else.
+#   - deb-systemd-invoke does not start a disabled unit (3); and while the install runs,
+#     policy-rc.d (if the machine has none) answers 101, "do not start", to invoke-rc.d and
+#     deb-systemd-invoke.
 set -eu
 if [ "${TASKTRACE_SKIP_SERVICES:-}" = 1 ] || command -v prometheus >/dev/null 2>&1; then
     exit 0

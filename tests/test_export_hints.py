@@ -72,7 +72,7 @@ def test_http_404_warning_names_the_endpoint_path(tmp_path: Path) -> None:
 
 
 def test_grpc_unauthenticated_warning_names_the_authorization_headers(tmp_path: Path) -> None:
-    """gRPC UNAUTHENTICATED (the gRPC 401): the warning points at the headers too."""
+    """An OTLP/gRPC UNAUTHENTICATED answer (the gRPC 401): the warning names the headers."""
     with OtlpGrpcReceiver(mode="refuse", refuse_code=grpc.StatusCode.UNAUTHENTICATED) as receiver:
         stderr = _warning(
             tmp_path,
