@@ -33,6 +33,7 @@ from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.failure import describe_failure, endpoint_secrets, redact_endpoint
 from tasktrace.export.request_size import Oversized, split_by_request_size
+from tasktrace.export.status_hint import refusal_hint
 
 __all__ = ["GuardedSpanExporter", "clear_refused", "export_refused"]
 
@@ -222,14 +223,21 @@ class GuardedSpanExporter(SpanExporter):
         )
 
     def report(self, what: str) -> None:
-        """Log the one export warning of this process (if not logged yet), naming ``what``."""
+        """Log the one export warning of this process (if not logged yet), naming ``what``.
+
+        For a backend's 4xx answer the warning also says what to check
+        (:func:`tasktrace.export.status_hint.refusal_hint`: headers, endpoint path; never a
+        value).
+        """
+        hint = refusal_hint(self.last_error)
         _warn(
             _EXPORT_FAILED,
-            "tasktrace: span export to %s failed (%s); %s. Task files are complete; "
+            "tasktrace: span export to %s failed (%s); %s.%s Task files are complete; "
             "further export failures are not reported",
             self.where,
             self.last_error or "no answer",
             what,
+            f" {hint}." if hint else "",
         )
 
     def shutdown(self) -> None:
