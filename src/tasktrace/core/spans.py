@@ -58,8 +58,9 @@ _RESOURCE_FIELDS: Final = frozenset({"hostname", "machine"})
 _FINISH_KEYS: Final = tuple(
     (name, key)
     for name, key in attr.FIELD_ATTRIBUTES.items()
-    if name not in _START_FIELDS and name not in _RESOURCE_FIELDS
+    if name not in _START_FIELDS and name not in _RESOURCE_FIELDS and name != "status"
 )
+_STATUS: Final = attr.STATUS
 _OK: Final = Status(StatusCode.OK)
 _UNSET: Final = Status(StatusCode.UNSET)
 
@@ -104,16 +105,11 @@ def finish_attributes(task: TaskRecord, *, data: bool = True) -> dict[str, Any]:
         TypeError: Extra data that cannot be encoded (the message names the key).
     """
     d = task.__dict__
-    attrs: dict[str, Any] = {}
-    for name, key in _FINISH_KEYS:
-        value = d.get(name)
-        if value is None:
-            continue
-        if type(value) is float or type(value) is int or type(value) is str:
-            attrs[key] = value
-        elif isinstance(value, TaskStatus):
-            attrs[key] = value.value
-        else:
+    status = d["status"]
+    attrs: dict[str, Any] = {_STATUS: status.value if type(status) is TaskStatus else status}
+    for name, key in _FINISH_KEYS:  # each holds a number, a string or a boolean, or None
+        value = d[name]
+        if value is not None:
             attrs[key] = value
     extra = task.__pydantic_extra__
     if data and extra:
