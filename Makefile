@@ -23,10 +23,12 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/python examples/train_digits.py --file runs/demo-task.json
 	$(BIN)/tasktrace show runs/demo-task.json
 
-## Run the whole test suite and build the docs with warnings as errors.
+## Run the whole test suite (lint, format, types, tests) and build the docs with warnings as errors.
 test: $(VENV)/.dev-installed
 	bash .ci/install-services.sh
 	$(BIN)/python -m ruff check src tests benchmarks examples
+	$(BIN)/python -m ruff format --check src tests benchmarks examples docs/conf.py
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 

@@ -26,13 +26,8 @@ from typing import Any
 import pytest
 
 from tasktrace import Task
-from tasktrace._attributes import (
-    HOST_NAME,
-    SUBPROCESS,
-    TASK_ID,
-    data_to_attributes,
-    fields_to_attributes,
-)
+from tasktrace.core.attributes import HOST_NAME
+from tasktrace.core.spans import span_attributes
 
 from .export_helpers import NESTED_WORKLOAD, clean_env, run_script
 from .otlp_receivers import closed_loopback_endpoint
@@ -115,18 +110,15 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
 def _expected_spans(root: Task) -> dict[str, tuple[str, str | None, str, dict[str, Any]]]:
     """span_id → (name, parent span_id, status, attributes) of every task of a task file.
 
-    The attributes are the task's measurements, status, ids and data as tasktrace maps them
-    (``fields_to_attributes``, ``data_to_attributes``), JSON-normalised as MLflow returns them.
-    ``host.name`` (in the resource of live spans) and the subprocess flag are checked apart.
+    The attributes are the task's measurements, status, ids and data by tasktrace's one task →
+    span mapping (:func:`tasktrace.core.spans.span_attributes`), JSON-normalised as MLflow
+    returns them. ``host.name`` (in the resource of spans) is checked apart.
     """
     expected = {}
     stack: list[tuple[Task, Task | None]] = [(root, None)]
     while stack:
         task, parent = stack.pop()
-        attrs = fields_to_attributes(vars(task)) | data_to_attributes(task.model_extra or {})
-        attrs[TASK_ID] = str(task.task_id)
-        attrs.pop(HOST_NAME, None)
-        attrs.pop(SUBPROCESS, None)
+        attrs = span_attributes(task)
         status = "ERROR" if task.status.value == "failed" else "OK"
         expected[task.span_id] = (
             task.label,
@@ -138,9 +130,7 @@ def _expected_spans(root: Task) -> dict[str, tuple[str, str | None, str, dict[st
     return expected
 
 
-def _assert_trace_in_mlflow(
-    server: MlflowServer, experiment_id: str, root: Task
-) -> dict[str, Any]:
+def _assert_trace_in_mlflow(server: MlflowServer, experiment_id: str, root: Task) -> dict[str, Any]:
     """Check the experiment holds exactly the task file's trace: each span, parent, attribute."""
     expected = _expected_spans(root)
     traces = server.traces(experiment_id, len(expected))
