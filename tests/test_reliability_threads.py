@@ -51,7 +51,9 @@ def _hammer(root_file: Path, stop: threading.Event) -> Task:
         def work(n: int) -> None:
             go.wait()
             for i in range(TASKS_PER_WORKER):
-                own = root_file.with_name(f"{root_file.stem}-w{n}-{i}.json") if i % 25 == 0 else None
+                own = (
+                    root_file.with_name(f"{root_file.stem}-w{n}-{i}.json") if i % 25 == 0 else None
+                )
                 with Task(f"w{n}", parent=root, file=own) as mid, Task("leaf", parent=mid):
                     sum(range(50))
 
