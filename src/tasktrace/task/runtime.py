@@ -280,8 +280,11 @@ def refresh_task(task: TaskRecord) -> None:
     A refresh re-writes the whole tree, so its cost grows with the tree: after one that
     took ``c`` seconds, the next waits at least ``REFRESH_COST_FACTOR × c`` seconds, which
     keeps refreshes under 1/20 of the run's wall time however large the tree grows (and
-    the run linear in the number of tasks).
+    the run linear in the number of tasks). A task that is no longer running is not refreshed
+    (the refresh thread may call this just after the task finished and wrote its file).
     """
+    if task.status is not RUNNING:
+        return
     rt = runtime(task)
     started = time.monotonic()
     if started >= rt.next_refresh:

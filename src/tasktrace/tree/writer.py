@@ -193,7 +193,7 @@ class TaskFileWriter:
                 data = dump_json(task)
             if data is not None:
                 for path in paths:
-                    save_atomic(path, data)
+                    save_atomic(path, data, b"\n")  # one line, newline-terminated
         return True
 
     def started(self, task: TaskRecord) -> None:
