@@ -1,0 +1,57 @@
+"""Worker functions for the engine tests: plain user code using Task (importable by workers)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+from sklearn.linear_model import LogisticRegression
+
+from tasktrace import Task
+
+
+def busy_cpu(seconds: float) -> None:
+    """Spin on the CPU for about ``seconds`` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    x = 0
+    while time.thread_time() < end:
+        x += 1
+
+
+def fold(i: int, cpu_s: float = 0.3) -> dict[str, float | int]:
+    """Run a unit of user work in a Task; return this process's CPU seconds spent on it (psutil).
+
+    The CPU is read with psutil (``/proc/<pid>/stat``) around the task, independently of
+    tasktrace's own ``getrusage``, so tests can compare the two.
+    """
+    proc = psutil.Process()
+    before = proc.cpu_times()
+    with Task(f"fold {i}", fold=i):
+        busy_cpu(cpu_s)
+    after = proc.cpu_times()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    return {"pid": os.getpid(), "cpu_s": cpu, "thread_cpu_s": cpu_s}
+
+
+def failing_fold(i: int) -> int:
+    """Run a task that fails for odd ``i`` (ValueError), after a little work."""
+    with Task(f"fold {i}"):
+        busy_cpu(0.01)
+        if i % 2:
+            raise ValueError(f"fold {i} is odd")
+    return i
+
+
+def plain(i: int) -> int:
+    """Work without any Task (the integration must not change it)."""
+    return i * i
+
+
+class TracedLogisticRegression(LogisticRegression):
+    """scikit-learn's logistic regression whose ``fit`` is a Task (the user's one change)."""
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit inside ``Task("fit")``."""
+        with Task("fit", n_samples=len(y)):
+            return super().fit(X, y, sample_weight=sample_weight)
