@@ -28,6 +28,7 @@ import os
 import socket
 import threading
 import uuid
+import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
@@ -37,9 +38,11 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import PrivateAttr, ValidationError
 
+from tasktrace._config import current_config
 from tasktrace._model import TaskStatus, dump_json
 from tasktrace._processor import tree
-from tasktrace._subprocess import flush_spans
+from tasktrace._setup import build_resource
+from tasktrace._subprocess import PARENT_TASK_ENV, SPOOL_ENV, flush_spans
 from tasktrace._task import _TASK_KEY, Task  # core item 3: putting a parent into the context
 from tasktrace.meters._base import WarnOnce
 
@@ -51,6 +54,7 @@ __all__ = [
     "deliver",
     "remote_scope",
     "snapshot",
+    "worker_environment",
 ]
 
 _log = logging.getLogger(__name__)
@@ -434,3 +438,64 @@ def forget_parents_for_tests() -> None:
     with _lock:
         _parents.clear()
         _owners.clear()
+
+
+# ----- core item 8: the export set-up a worker needs ---------------------------------------------
+
+ENVIRONMENT_PREFIXES: Final = ("OTEL_", "TASKTRACE_")
+"""Variables of the driver's environment that a worker gets (:func:`worker_environment`)."""
+_PROCESS_BOUND: Final = ("TRACEPARENT", "TRACESTATE", PARENT_TASK_ENV, SPOOL_ENV)
+
+
+def worker_environment() -> dict[str, str]:
+    """Return the driver's effective export set-up as environment variables for workers.
+
+    The ``OTEL_*`` and ``TASKTRACE_*`` variables of this process (less those naming this
+    process's own parent: ``TASKTRACE_PARENT_TASK_ID``, ``TASKTRACE_SPOOL``), overlaid with the
+    :func:`tasktrace.configure` arguments written as the per-signal ``OTEL_EXPORTER_OTLP_TRACES_*``
+    variables (which win over the general ones, as ``configure`` wins over the environment),
+    and ``OTEL_SERVICE_NAME`` set to this process's service name so that the whole run shows
+    as one service. Headers (secrets) travel only as ``OTEL_EXPORTER_OTLP_TRACES_HEADERS``;
+    exporter *instances* given to ``configure`` cannot travel and are left out with a warning.
+
+    Returns:
+        Variable name → value; apply it to the worker's ``os.environ``, then ``configure()``.
+    """
+    env = {k: v for k, v in os.environ.items() if k.startswith(ENVIRONMENT_PREFIXES)}
+    for name in _PROCESS_BOUND:
+        env.pop(name, None)
+    config = current_config()
+    env["OTEL_SERVICE_NAME"] = str(build_resource(config).attributes.get("service.name"))
+    protocol = config.protocol
+    if protocol is not None:
+        env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = protocol
+    if config.endpoint is not None:
+        grpc = (protocol or env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")) == "grpc"
+        base = config.endpoint.rstrip("/")
+        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = base if grpc else f"{base}/v1/traces"
+    if config.headers is not None:
+        env["OTEL_EXPORTER_OTLP_TRACES_HEADERS"] = _kv_list(config.headers)
+    if config.timeout_s is not None:
+        env["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"] = repr(config.timeout_s)
+    if config.exit_timeout_s is not None:
+        env["TASKTRACE_EXIT_TIMEOUT_S"] = repr(config.exit_timeout_s)
+    if config.resource_attributes:
+        extra = _kv_list({k: str(v) for k, v in config.resource_attributes.items()})
+        old = env.get("OTEL_RESOURCE_ATTRIBUTES")
+        env["OTEL_RESOURCE_ATTRIBUTES"] = f"{old},{extra}" if old else extra
+    if config.exporters is not None:
+        names = [e for e in config.exporters if isinstance(e, str)]
+        if len(names) < len(config.exporters):
+            _warn(
+                "worker-exporters",
+                "tasktrace: exporter objects given to configure() cannot be sent to engine "
+                "workers; workers use only the named exporters %s",
+                names,
+            )
+        env["OTEL_TRACES_EXPORTER"] = ",".join(names) or "none"
+    return env
+
+
+def _kv_list(items: Mapping[str, str]) -> str:
+    quote = urllib.parse.quote
+    return ",".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in items.items())

@@ -55,3 +55,16 @@ class TracedLogisticRegression(LogisticRegression):
         """Fit inside ``Task("fit")``."""
         with Task("fit", n_samples=len(y)):
             return super().fit(X, y, sample_weight=sample_weight)
+
+
+def square_in_task(i: int) -> int:
+    """Square ``i`` inside ``Task(f"square {i}")`` (a Dask / Ray task body)."""
+    with Task(f"square {i}", item=i):
+        busy_cpu(0.02)
+        return i * i
+
+
+def add_in_task(a: int, b: int) -> int:
+    """Add two numbers inside ``Task("add")`` (a node of a ``dask.delayed`` graph)."""
+    with Task("add"):
+        return a + b

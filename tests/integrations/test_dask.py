@@ -1,0 +1,132 @@
+"""Dask distributed: tasks on two worker processes join the submitting task's tree and trace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip(
+    "distributed", reason="the Dask integration needs dask[distributed] installed"
+)
+
+import dask  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+from tasktrace import Task, TaskStatus  # noqa: E402
+from tasktrace.integrations.dask import setup  # noqa: E402
+
+from ..otlp_receivers import OtlpHttpReceiver  # noqa: E402
+from . import engine_workers as work  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    """One LocalCluster of two single-threaded worker processes for the module, set up."""
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        setup(c)
+        yield c
+
+
+def test_map_and_delayed_tasks_join_the_tree(client: Client, tmp_path: Path) -> None:
+    """client.map and dask.delayed(...).compute(): worker tasks under the driver's, one trace."""
+    out = tmp_path / "driver.json"
+    with Task("driver", file=out) as driver:
+        squares = client.gather(client.map(work.square_in_task, range(4)))
+        total = dask.delayed(work.add_in_task)(
+            dask.delayed(work.square_in_task)(5), dask.delayed(work.square_in_task)(6)
+        ).compute()
+    assert squares == [0, 1, 4, 9]
+    assert total == 61
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (driver, saved):
+        labels = sorted(t.label for t in tree.subtasks)
+        assert labels == ["add"] + [f"square {i}" for i in (0, 1, 2, 3, 5, 6)]
+        for sub in tree.subtasks:
+            assert sub.parent_id == tree.task_id
+            assert sub.trace_id == tree.trace_id
+            assert sub.subprocess
+            assert sub.status is TaskStatus.FINISHED
+        workers = {t.model_extra["dask_worker"] for t in tree.subtasks}
+        assert workers <= set(client.scheduler_info()["workers"])
+        assert len(workers) == 2  # both worker processes ran tasks
+        worker_cpu_s = sum(t.cpu_time or 0.0 for t in tree.subtasks)
+        assert tree.total_cpu() == pytest.approx((tree.cpu_time or 0.0) + worker_cpu_s)
+
+
+def test_failing_worker_task_is_failed_in_the_driver_tree(client: Client) -> None:
+    """A task raising in a worker is `failed` with its error; the future re-raises it."""
+    with Task("driver") as driver:
+        future = client.submit(work.failing_fold, 1)
+        with pytest.raises(ValueError, match="fold 1 is odd"):
+            future.result()
+    (failed,) = driver.subtasks
+    assert failed.status is TaskStatus.FAILED
+    assert failed.error == "ValueError: fold 1 is odd"
+
+
+def test_no_running_task_behaves_as_without_tasktrace(client: Client) -> None:
+    """Submitting with no task running: results as usual, no annotation, nothing delivered."""
+    assert client.gather(client.map(work.plain, range(5))) == [0, 1, 4, 9, 16]
+    assert Task.current() is None
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    from distributed import Client, LocalCluster
+    import tasktrace
+    from tasktrace import Task
+    from tasktrace.integrations.dask import setup
+    from tests.integrations.engine_workers import square_in_task
+
+    def main():
+        tasktrace.configure(endpoint=sys.argv[1], headers={"authorization": "Bearer s3cret"})
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        client = setup(Client(cluster))
+        with Task("driver", file="driver.json"):
+            client.gather(client.map(square_in_task, range(4)))
+        client.close()
+        cluster.close()
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def test_workers_export_with_the_drivers_configure_settings(tmp_path: Path) -> None:
+    """configure(endpoint, headers) in the driver reaches the workers: one trace, no secret out."""
+    with OtlpHttpReceiver(require_headers={"authorization": "Bearer s3cret"}) as receiver:
+        script = tmp_path / "driver.py"
+        script.write_text(DRIVER)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        subprocess.run(
+            [sys.executable, str(script), receiver.endpoint],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            timeout=120,
+        )
+        spans = receiver.wait_for(5, timeout_s=30)
+    (root,) = [s for s in spans if s.name == "driver"]
+    squares = [s for s in spans if s.name.startswith("square ")]
+    assert len(squares) == 4
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    assert {s.parent_span_id for s in squares} == {root.span_id}
+    text = (tmp_path / "driver.json").read_text()
+    assert "s3cret" not in text
+    assert all("s3cret" not in repr(s.attributes) for s in spans)
