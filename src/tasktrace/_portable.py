@@ -27,8 +27,8 @@ import logging
 import os
 import socket
 import threading
-import uuid
 import urllib.parse
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
