@@ -52,6 +52,8 @@ __all__ = [
     "RemoteScope",
     "capture",
     "deliver",
+    "pull_records",
+    "register_record_source",
     "remote_scope",
     "snapshot",
     "worker_environment",
@@ -98,15 +100,19 @@ class Carrier:
         return self.origin_pid == os.getpid() and self.origin_host == _HOST
 
     def to_headers(self) -> dict[str, str]:
-        """Return the carrier as text (for OpenTelemetry propagation and task annotations)."""
+        """Return the carrier as text (for OpenTelemetry propagation and task annotations).
+
+        Every key starts with :data:`HEADER_PREFIX`, so the carrier travels beside the W3C
+        ``traceparent`` of the same propagation without replacing it.
+        """
         headers = {
             f"{HEADER_PREFIX}parent": str(self.parent_task_id),
             f"{HEADER_PREFIX}origin": f"{self.origin_pid}@{self.origin_host}",
         }
         if self.traceparent:
-            headers["traceparent"] = self.traceparent
+            headers[f"{HEADER_PREFIX}traceparent"] = self.traceparent
         if self.tracestate:
-            headers["tracestate"] = self.tracestate
+            headers[f"{HEADER_PREFIX}tracestate"] = self.tracestate
         return headers
 
     @classmethod
@@ -129,8 +135,8 @@ class Carrier:
             raise ValueError(f"{HEADER_PREFIX}origin: expected 'pid@host', got {origin!r}")
         return cls(
             parent_task_id=parent_id,
-            traceparent=headers.get("traceparent"),
-            tracestate=headers.get("tracestate"),
+            traceparent=headers.get(f"{HEADER_PREFIX}traceparent"),
+            tracestate=headers.get(f"{HEADER_PREFIX}tracestate"),
             origin_host=host,
             origin_pid=int(pid),
         )
@@ -195,6 +201,7 @@ def _remember(task: Task) -> None:
             owner = node
             break
         node = rt.parent
+    object.__setattr__(task, "__class__", _pulling_class(type(task)))
     with _lock:
         owner_ref = weakref.ref(owner) if owner is not None else None
         _parents[task.task_id] = _Parent(weakref.ref(task, _forget(task.task_id)), owner_ref)
@@ -228,6 +235,27 @@ class _CarrierParent(Task):
             scope._root_started(task)
 
 
+_hooked: dict[type[Task], type[Task]] = {}
+
+
+def _finish_hooked(cls: type[Task]) -> type[Task]:
+    """Return a subclass of ``cls`` whose finish tells the root's scope (core item 3)."""
+    hooked = _hooked.get(cls)
+    if hooked is None:
+
+        def _finish(self: Task, status: TaskStatus, exc: BaseException | None) -> None:
+            rt = self._rt
+            parent = rt.parent if rt is not None else None
+            private = parent.__pydantic_private__ if parent is not None else None
+            scope = private.get("_scope") if private else None
+            cls._finish(self, status, exc)
+            if scope is not None:
+                scope._root_finished(self)
+
+        hooked = _hooked[cls] = type(cls.__name__, (cls,), {"_finish": _finish})
+    return hooked
+
+
 class RemoteScope:
     """The worker side of a carrier: the roots started under it and their outbox.
 
@@ -235,14 +263,35 @@ class RemoteScope:
     thread while tasks run.
     """
 
-    def __init__(self, carrier: Carrier, data: Mapping[str, Any] | None) -> None:
-        """Create the scope's stand-in parent (see :func:`remote_scope`)."""
+    def __init__(
+        self,
+        carrier: Carrier,
+        data: Mapping[str, Any] | None = None,
+        *,
+        on_started: Callable[[bytes], None] | None = None,
+        on_finished: Callable[[bytes], None] | None = None,
+    ) -> None:
+        """Create the scope's stand-in parent.
+
+        Args:
+            carrier: From :func:`capture` in the submitting process.
+            data: Extra data (JSON values) set on every root task at its start.
+            on_started: Called with a root's record (running) right after it started, in the
+                starting thread, before the user's code runs on.
+            on_finished: Called with a root's record (subtasks included) when it finished, in
+                the finishing thread; the record is then no longer in :meth:`take`. The tracer
+                provider is flushed afterwards (the worker may be killed next).
+
+        Without callbacks, records wait for :meth:`take` (the caller ships them).
+        """
         self.carrier = carrier
         """The carrier this scope runs under."""
         self.data = dict(data or {})
         """Extra data set on every root task at its start."""
         self.roots_started = 0
         """How many root tasks started in this scope."""
+        self.on_started = on_started
+        self.on_finished = on_finished
         self._parent = _CarrierParent.model_construct(
             task_id=carrier.parent_task_id,
             label="(carrier)",
@@ -255,11 +304,29 @@ class RemoteScope:
         rt.span_context = carrier.span_context()
 
     def _root_started(self, task: Task) -> None:
-        rt = task._runtime()
+        rt = task._runtime()  # core item 3: the root's runtime state
         rt.spool_file = None  # records go to the outbox, never to a spool folder
         self.roots_started += 1
         for key, value in self.data.items():
             setattr(task, key, value)
+        if self.on_finished is not None:  # core item 3: a hook at the root's finish
+            object.__setattr__(task, "__class__", _finish_hooked(type(task)))
+        if self.on_started is not None:
+            record = dump_json(task)
+            if record is not None:
+                self.on_started(record)
+
+    def _root_finished(self, task: Task) -> None:
+        with tree.lock:
+            subtasks = self._parent.subtasks
+            for i, sub in enumerate(subtasks):
+                if sub is task:
+                    del subtasks[i]
+                    break
+            record = dump_json(task)
+        if record is not None and self.on_finished is not None:
+            self.on_finished(record)
+        flush_spans()
 
     def take(self, *, running: bool = False) -> list[bytes]:
         """Return the JSON records of the roots that finished since the last call.
@@ -284,18 +351,26 @@ class RemoteScope:
             self._parent.subtasks[:] = keep
         return out
 
-    def context(self) -> otel_context.Context:
-        """Return the OpenTelemetry context that makes the carrier's task current."""
-        ctx = otel_context.set_value(_TASK_KEY, self._parent)
+    def context(self, base: otel_context.Context | None = None) -> otel_context.Context:
+        """Return ``base`` (default: the current context) with the carrier's task current.
+
+        The carrier's span becomes the current span unless ``base`` already has a valid one
+        (a span propagated beside the carrier, e.g. a Ray producer span, stays the parent).
+        """
+        ctx = otel_context.set_value(_TASK_KEY, self._parent, base)
         sctx = self._parent._runtime().span_context
-        if sctx is not None:
+        if sctx is not None and not trace.get_current_span(ctx).get_span_context().is_valid:
             ctx = trace.set_span_in_context(trace.NonRecordingSpan(sctx), ctx)
         return ctx
 
 
 @contextlib.contextmanager
 def remote_scope(
-    carrier: Carrier, *, data: Mapping[str, Any] | None = None
+    carrier: Carrier,
+    *,
+    data: Mapping[str, Any] | None = None,
+    on_started: Callable[[bytes], None] | None = None,
+    on_finished: Callable[[bytes], None] | None = None,
 ) -> Iterator[RemoteScope | None]:
     """Run the block with ``carrier``'s task as the parent of tasks started in it.
 
@@ -308,6 +383,8 @@ def remote_scope(
     Args:
         carrier: From :func:`capture` in the submitting process.
         data: Extra data (JSON values) set on every root task at its start, e.g. the node.
+        on_started: See :class:`RemoteScope`.
+        on_finished: See :class:`RemoteScope`.
 
     The tracer provider is flushed at the end of the block when a root task ran, since engine
     workers may be killed without running exit handlers.
@@ -318,7 +395,7 @@ def remote_scope(
             with _current(task):
                 yield None
             return
-    scope = RemoteScope(carrier, data)
+    scope = RemoteScope(carrier, data, on_started=on_started, on_finished=on_finished)
     token = otel_context.attach(scope.context())
     try:
         yield scope
@@ -418,6 +495,69 @@ def _find_parent(parent_id: uuid.UUID | None) -> tuple[Task | None, Task | None]
     if known is None:
         return running, None
     return (running or known.task()), (known.owner() if known.owner is not None else None)
+
+
+_sources: list[Callable[[], Iterable[bytes | str | Task]]] = []
+
+
+def register_record_source(pull: Callable[[], Iterable[bytes | str | Task]]) -> Callable[[], None]:
+    """Have ``pull`` called for records when a carrier parent finishes (core item 6).
+
+    The records ``pull`` returns are delivered (:func:`deliver`) just before the carrier parent
+    finishes, so they are in its task file from the start. ``pull`` must not raise; an
+    exception is logged once and its records are lost for that call.
+
+    Returns:
+        A function that unregisters ``pull``.
+    """
+    with _lock:
+        _sources.append(pull)
+
+    def unregister() -> None:
+        with _lock, contextlib.suppress(ValueError):
+            _sources.remove(pull)
+
+    return unregister
+
+
+def pull_records() -> DeliveryReport:
+    """Call every registered record source now and deliver what they return."""
+    with _lock:
+        sources = list(_sources)
+    report = DeliveryReport()
+    for pull in sources:
+        try:
+            records = list(pull())
+        except Exception as e:  # noqa: BLE001 - a source must not break the user's task
+            _warn(f"pull:{pull!r}", "tasktrace: pulling remote task records failed: %r", e)
+            continue
+        if records:
+            got = deliver(records)
+            for field in dataclasses.fields(DeliveryReport):
+                name = field.name
+                setattr(report, name, getattr(report, name) + getattr(got, name))
+    return report
+
+
+_pulling: dict[type[Task], type[Task]] = {}
+
+
+def _pulling_class(cls: type[Task]) -> type[Task]:
+    """Return a subclass of ``cls`` that pulls the record sources before finishing (item 6)."""
+    if getattr(cls, "_pulls_records", False):
+        return cls
+    pulling = _pulling.get(cls)
+    if pulling is None:
+
+        def _finish(self: Task, status: TaskStatus, exc: BaseException | None) -> None:
+            if _sources:
+                pull_records()
+            cls._finish(self, status, exc)
+
+        pulling = _pulling[cls] = type(
+            cls.__name__, (cls,), {"_finish": _finish, "_pulls_records": True}
+        )
+    return pulling
 
 
 def _start_key(task: Task) -> float:

@@ -68,3 +68,32 @@ def add_in_task(a: int, b: int) -> int:
     """Add two numbers inside ``Task("add")`` (a node of a ``dask.delayed`` graph)."""
     with Task("add"):
         return a + b
+
+
+def die_once(marker: str) -> int:
+    """Run ``Task("fragile")``: the first call ends its process (``os._exit``), later ones return.
+
+    ``marker`` is a file whose existence says the first attempt happened (the test's two Ray
+    nodes run on one machine, so both see it).
+    """
+    with Task("fragile"):
+        busy_cpu(0.05)
+        if not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            os._exit(1)
+        return os.getpid()
+
+
+class Accumulator:
+    """A plain class for a Ray actor: each ``add`` runs in a Task."""
+
+    def __init__(self) -> None:
+        """Start at zero."""
+        self.total = 0
+
+    def add(self, n: int) -> int:
+        """Add ``n`` inside ``Task(f"add {n}")``; return the total."""
+        with Task(f"add {n}", n=n):
+            self.total += n
+            return self.total
