@@ -77,6 +77,24 @@ def test_failing_worker_task_is_failed_in_the_driver_tree(client: Client) -> Non
     assert failed.error == "ValueError: fold 1 is odd"
 
 
+def test_key_rerun_after_a_lost_worker_keeps_the_lost_attempt(
+    client: Client, tmp_path: Path
+) -> None:
+    """A worker dying mid-task (os._exit): Dask re-runs the key; attempt 1 failed, 2 finished."""
+    with Task("driver") as driver:
+        survivor = client.submit(work.die_once, str(tmp_path / "marker")).result()
+    fragile = sorted(driver.subtasks, key=lambda t: t.model_extra["attempt"])
+    assert [(t.model_extra["attempt"], t.status) for t in fragile] == [
+        (1, TaskStatus.FAILED),
+        (2, TaskStatus.FINISHED),
+    ]
+    first, second = fragile
+    assert "Dask worker lost" in (first.error or "")
+    assert first.model_extra["dask_key"] == second.model_extra["dask_key"]
+    assert first.model_extra["dask_worker"] != second.model_extra["dask_worker"]
+    assert survivor != int((tmp_path / "marker").read_text())
+
+
 def test_no_running_task_behaves_as_without_tasktrace(client: Client) -> None:
     """Submitting with no task running: results as usual, no annotation, nothing delivered."""
     assert client.gather(client.map(work.plain, range(5))) == [0, 1, 4, 9, 16]

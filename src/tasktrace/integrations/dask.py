@@ -24,8 +24,13 @@ How it works:
   ``subscribe_topic`` handler, which delivers them to the driver's tree. Events and the task's
   result travel on the same worker → scheduler → client streams, in that order.
 
-Limits (phase 1 prototype): ``async def`` task functions are not wrapped; a worker killed
-mid-task sends nothing for that attempt (see the design notes on retries).
+- **Re-runs.** Each root task's record is also sent when it starts; when Dask runs a key again
+  after its worker was lost, the records of the key from the two workers are numbered as
+  attempts and the lost attempt's still-running record becomes ``failed``.
+
+Limits (phase 1 prototype): ``async def`` task functions are not wrapped; the start record is
+sent on the worker's batched stream, so a worker killed within milliseconds of a root task's
+start may leave no trace of that attempt.
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ from dask._task_spec import Task as DaskTask
 from distributed import Client, WorkerPlugin, get_worker
 from distributed.utils import iscoroutinefunction
 
-from tasktrace import configure
+from tasktrace import Task, configure
 from tasktrace._portable import Carrier, capture, deliver, remote_scope, worker_environment
+from tasktrace.integrations._attempts import Attempts
 from tasktrace.meters._base import WarnOnce
 
 __all__ = ["ANNOTATION", "PLUGIN_NAME", "TOPIC", "CarriedFunction", "TaskTracePlugin", "setup"]
@@ -81,7 +87,11 @@ class CarriedFunction:
         """Call the function in a remote scope; send the finished tasks' records home."""
         worker = get_worker()
         data = {"dask_key": self.key, "dask_worker": worker.address}
-        with remote_scope(self.carrier, data=data) as scope:
+
+        def started(record: bytes) -> None:  # a killed attempt leaves this running record
+            worker.log_event(TOPIC, {"records": [record.decode()]})
+
+        with remote_scope(self.carrier, data=data, on_started=started) as scope:
             try:
                 return self.__wrapped__(*args, **kwargs)
             finally:
@@ -139,9 +149,13 @@ class TaskTracePlugin(WorkerPlugin):
             spec.func = CarriedFunction(spec.func, carrier, str(key))
 
 
+_attempts = Attempts("dask_key", "dask_worker", "Dask")
+
+
 def _handle_event(event: tuple[float, Mapping[str, Any]]) -> None:
     _, msg = event
-    deliver([r.encode() for r in msg.get("records", ())])
+    records = [Task.model_validate_json(r) for r in msg.get("records", ())]
+    deliver(_attempts.sort_out(records))
 
 
 def _annotating(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -53,7 +53,7 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 
-from tasktrace import Task, TaskStatus
+from tasktrace import Task
 from tasktrace._portable import (
     HEADER_PREFIX,
     Carrier,
@@ -61,6 +61,7 @@ from tasktrace._portable import (
     capture,
     register_record_source,
 )
+from tasktrace.integrations._attempts import Attempts
 from tasktrace.meters._base import WarnOnce
 
 __all__ = [
@@ -145,51 +146,13 @@ class _Mailbox:
             raw = ray.get(self._handle.drain.remote())
         finally:
             _internal.reset(token)
-        return _attempts.sort_out(raw)
+        return _attempts.sort_out(Task.model_validate_json(r) for r in raw)
 
 
 _mailbox = _Mailbox()
 
 
-class _Attempts:
-    """Tells attempts of one Ray task apart by the worker that ran them (driver side)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._workers: dict[str, list[str]] = {}  # ray task id -> workers, in order seen
-        self._records: dict[str, list[Task]] = {}  # ray task id -> delivered roots
-
-    def sort_out(self, raw: Iterable[str]) -> list[Task]:
-        records = [Task.model_validate_json(r) for r in raw]
-        records.sort(key=lambda t: t.start_time or 0.0)
-        changed: dict[Any, Task] = {}
-        with self._lock:
-            for record in records:
-                extra = record.model_extra or {}
-                task_id, worker = extra.get("ray_task_id"), extra.get("ray_worker_id")
-                changed[record.task_id] = record
-                if not task_id or not worker:
-                    continue
-                workers = self._workers.setdefault(task_id, [])
-                if worker not in workers:
-                    workers.append(worker)
-                known = self._records.setdefault(task_id, [])
-                known[:] = [t for t in known if t.task_id != record.task_id] + [record]
-                if len(workers) > 1:
-                    for task in known:
-                        attempt = workers.index((task.model_extra or {})["ray_worker_id"]) + 1
-                        task.attempt = attempt
-                        if attempt < len(workers) and task.status is TaskStatus.RUNNING:
-                            task.status = TaskStatus.FAILED
-                            task.error = (
-                                f"ray worker lost: attempt {attempt} of Ray task {task_id} "
-                                f"was retried as attempt {len(workers)}"
-                            )
-                        changed[task.task_id] = task
-        return list(changed.values())
-
-
-_attempts = _Attempts()
+_attempts = Attempts("ray_task_id", "ray_worker_id", "Ray")
 
 
 def _worker_data() -> dict[str, Any]:
