@@ -133,7 +133,7 @@ def test_killed_worker_attempt_is_a_failed_sibling_of_the_retry(ray_run: RayRun)
         (2, TaskStatus.FINISHED),
     ]
     first, second = fragile
-    assert "ray worker lost" in (first.error or "")
+    assert "Ray worker lost" in (first.error or "")
     assert first.model_extra["ray_task_id"] == second.model_extra["ray_task_id"]
     assert first.model_extra["ray_worker_id"] != second.model_extra["ray_worker_id"]
 
