@@ -43,25 +43,34 @@ def client() -> Iterator[Client]:
 def test_map_and_delayed_tasks_join_the_tree(client: Client, tmp_path: Path) -> None:
     """client.map and dask.delayed(...).compute(): worker tasks under the driver's, one trace."""
     out = tmp_path / "driver.json"
+    addresses = sorted(client.scheduler_info()["workers"])
     with Task("driver", file=out) as driver:
         squares = client.gather(client.map(work.square_in_task, range(4)))
+        pinned = client.gather(  # one task on each worker process, whatever the scheduler does
+            [
+                client.submit(work.square_in_task, 10 + i, workers=[a])
+                for i, a in enumerate(addresses)
+            ]
+        )
         total = dask.delayed(work.add_in_task)(
             dask.delayed(work.square_in_task)(5), dask.delayed(work.square_in_task)(6)
         ).compute()
     assert squares == [0, 1, 4, 9]
+    assert pinned == [100, 121]
     assert total == 61
     saved = Task.model_validate_json(out.read_text())
     for tree in (driver, saved):
         labels = sorted(t.label for t in tree.subtasks)
-        assert labels == ["add"] + [f"square {i}" for i in (0, 1, 2, 3, 5, 6)]
+        assert labels == ["add"] + [f"square {i}" for i in (0, 1, 10, 11, 2, 3, 5, 6)]
         for sub in tree.subtasks:
             assert sub.parent_id == tree.task_id
             assert sub.trace_id == tree.trace_id
             assert sub.subprocess
             assert sub.status is TaskStatus.FINISHED
         workers = {t.model_extra["dask_worker"] for t in tree.subtasks}
-        assert workers <= set(client.scheduler_info()["workers"])
-        assert len(workers) == 2  # both worker processes ran tasks
+        assert workers == set(addresses)  # each record names the worker process that ran it
+        by_label = {t.label: t.model_extra["dask_worker"] for t in tree.subtasks}
+        assert [by_label["square 10"], by_label["square 11"]] == addresses
         worker_cpu_s = sum(t.cpu_time or 0.0 for t in tree.subtasks)
         assert tree.total_cpu() == pytest.approx((tree.cpu_time or 0.0) + worker_cpu_s)
 

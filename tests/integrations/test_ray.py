@@ -42,7 +42,7 @@ DRIVER = textwrap.dedent(
     ray.init(address=cluster.address)
     cluster.wait_for_nodes()
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-    square = ray.remote(num_cpus=1)(work.square_in_task)
+    square = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(work.square_in_task)
     Accumulator = ray.remote(num_cpus=0)(work.Accumulator)
     die_once = ray.remote(num_cpus=1, max_retries=1)(work.die_once)
     with Task("driver", file="driver.json"):
