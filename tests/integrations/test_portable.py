@@ -1,0 +1,83 @@
+"""Carriers and delivery (the core functions the engine integrations use), in one process."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tasktrace import Task, TaskStatus
+from tasktrace._portable import Carrier, capture, deliver
+
+
+def _remote_record(parent: Task, label: str) -> bytes:
+    """Build a finished record as a worker in another process would send it."""
+    record = Task.model_construct(
+        label=label,
+        parent_id=parent.task_id,
+        subprocess=True,
+        status=TaskStatus.FINISHED,
+        start_time=(parent.start_time or 0.0) + 0.001,
+        cpu_time=0.25,
+        subtasks=[],
+    )
+    return record.model_dump_json().encode()
+
+
+def test_carrier_round_trips_through_its_text_form() -> None:
+    """capture() inside a task gives a carrier whose headers rebuild it, all keys prefixed."""
+    with Task("submitter") as task:
+        carrier = capture()
+    assert carrier is not None
+    assert carrier.parent_task_id == task.task_id
+    assert carrier.traceparent is not None
+    assert task.span_id is not None
+    assert task.span_id in carrier.traceparent
+    headers = carrier.to_headers()
+    assert all(k.startswith("tasktrace-") for k in headers)
+    assert Carrier.from_headers(headers) == carrier
+    assert carrier.here
+    assert capture() is None  # no task running
+
+
+def test_bad_carrier_headers_are_refused_naming_the_key() -> None:
+    """A malformed parent id or origin is a ValueError naming the header; none is None."""
+    assert Carrier.from_headers({}) is None
+    with pytest.raises(ValueError, match="tasktrace-parent: not a task id"):
+        Carrier.from_headers({"tasktrace-parent": "nope", "tasktrace-origin": "1@h"})
+    with pytest.raises(ValueError, match="tasktrace-origin: expected 'pid@host'"):
+        Carrier.from_headers({"tasktrace-parent": str(uuid.uuid4()), "tasktrace-origin": "h"})
+
+
+def test_record_for_a_running_parent_is_attached_and_saved(tmp_path: Path) -> None:
+    """A delivered record joins the running parent and is in its file at finish, CPU once."""
+    out = tmp_path / "tree.json"
+    with Task("driver", file=out) as driver:
+        capture()
+        report = deliver([_remote_record(driver, "remote")])
+    assert (report.attached, report.late) == (1, 0)
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (driver, saved):
+        (remote,) = tree.subtasks
+        assert remote.label == "remote"
+        assert tree.total_cpu() == pytest.approx((tree.cpu_time or 0.0) + 0.25)
+
+
+def test_late_record_is_attached_and_the_file_rewritten(tmp_path: Path) -> None:
+    """A record arriving after its parent finished joins it; the root's file is rewritten."""
+    out = tmp_path / "tree.json"
+    with Task("root", file=out), Task("stage") as stage:
+        capture()
+    assert Task.model_validate_json(out.read_text()).subtasks[0].subtasks == []
+    report = deliver([_remote_record(stage, "late")])
+    assert (report.attached, report.late) == (0, 1)
+    saved = Task.model_validate_json(out.read_text())
+    assert [t.label for t in saved.subtasks[0].subtasks] == ["late"]
+
+
+def test_unknown_parent_and_bad_json_are_counted_not_raised() -> None:
+    """A record for a parent unknown here, and bad JSON, are dropped (counted), never raised."""
+    stranger = Task("elsewhere")
+    report = deliver([_remote_record(stranger, "orphan"), b"{not json"])
+    assert (report.attached, report.late, report.orphaned, report.invalid) == (0, 0, 1, 1)
