@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tasktrace._processor import tree
-from tasktrace._settings import reset_settings
+from tasktrace.core.settings import reset_settings
+from tasktrace.core.warn import set_raise_errors
 from tasktrace.testing import install_test_provider, task_spans
 
+from .export_helpers import clean_env
 from .otlp_receivers import otlp_grpc_receiver, otlp_http_receiver
 
 __all__ = ["otlp_grpc_receiver", "otlp_http_receiver", "task_spans"]
@@ -21,7 +24,7 @@ __all__ = ["otlp_grpc_receiver", "otlp_http_receiver", "task_spans"]
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lenskit-2025.8"
 
 install_test_provider()
-tree.raise_errors = True
+set_raise_errors(True)  # internal errors fail the test that hit them
 
 
 @pytest.fixture(autouse=True)
@@ -47,3 +50,24 @@ def lenskit_fixtures() -> list[Path]:
 def load_json(path: Path) -> object:
     """Parse a JSON file."""
     return json.loads(path.read_text())
+
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "train_digits.py"
+
+
+@pytest.fixture(scope="session")
+def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Task files of the demo (``examples/train_digits.py``) run with 5 and with 3 epochs."""
+    folder = tmp_path_factory.mktemp("demo")
+    runs = {}
+    for epochs in (5, 3):
+        path = folder / f"demo-{epochs}-epochs.json"
+        subprocess.run(
+            [sys.executable, str(DEMO), "--file", str(path), "--epochs", str(epochs)],
+            check=True,
+            capture_output=True,
+            cwd=folder,
+            env=clean_env(),
+        )
+        runs[epochs] = path
+    return runs

@@ -16,6 +16,10 @@ Both bind ``127.0.0.1`` on an ephemeral port, decode requests with the official
 - ``mode="black_hole"``: accept the connection and the request, never answer
   until the receiver is stopped (or, for gRPC, until the client gives up).
 
+Both refuse a request over a size limit, as real collectors do: the gRPC server keeps
+gRPC's default 4 MiB message limit (``RESOURCE_EXHAUSTED``; ``max_message_bytes`` changes
+it), and the HTTP server answers ``413`` above ``max_body_bytes`` when given.
+
 Import them with ``from tests.otlp_receivers import ...`` (or ``from .otlp_receivers``
 inside tests/). Use them as context managers or through the pytest fixtures
 :func:`otlp_http_receiver` / :func:`otlp_grpc_receiver`::
@@ -238,6 +242,7 @@ class _Recorder:
         self._trace_requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self._metrics_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self._headers: list[dict[str, str]] = []
+        self._sizes: list[int] = []
         self._attempts = 0
         self._stopping = threading.Event()
 
@@ -268,6 +273,7 @@ class _Recorder:
         with self._changed:
             if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
                 self._trace_requests.append(request)
+                self._sizes.append(request.ByteSize())
             else:
                 self._metrics_requests.append(request)
             self._changed.notify_all()
@@ -290,6 +296,11 @@ class _Recorder:
         """Headers (HTTP, lower-case names) or metadata (gRPC) of every attempt, in order."""
         with self._changed:
             return [dict(h) for h in self._headers]
+
+    def trace_request_bytes(self) -> list[int]:
+        """Return the encoded size in bytes of each accepted trace request, in arrival order."""
+        with self._changed:
+            return list(self._sizes)
 
     def trace_requests(self) -> list[trace_service_pb2.ExportTraceServiceRequest]:
         """Return the accepted ``ExportTraceServiceRequest`` messages, in arrival order."""
@@ -360,6 +371,7 @@ class _Recorder:
             self._trace_requests.clear()
             self._metrics_requests.clear()
             self._headers.clear()
+            self._sizes.clear()
             self._attempts = 0
 
 
@@ -402,19 +414,11 @@ class _OtlpHttpHandler(http.server.BaseHTTPRequestHandler):
             recorder._hold()
             self.close_connection = True
             return
-        if recorder.mode == "refuse":
-            self._answer(self.server.refuse_status, b"", "text/plain")
+        status = self._rejection(recorder, headers, body)
+        if status is not None:
+            self._answer(status, b"", "text/plain")
             return
-        if not recorder._authorized(headers):
-            self._answer(401, b"", "text/plain")
-            return
-        messages = _HTTP_PATHS.get(self.path.split("?", 1)[0])
-        if messages is None:
-            self._answer(404, b"", "text/plain")
-            return
-        if headers.get("content-type", "").split(";")[0].strip() != _PROTOBUF:
-            self._answer(415, b"", "text/plain")
-            return
+        messages = _HTTP_PATHS[self.path.split("?", 1)[0]]
         request_type, response_type = messages
         try:
             request = request_type.FromString(_decompress(body, headers))
@@ -423,6 +427,25 @@ class _OtlpHttpHandler(http.server.BaseHTTPRequestHandler):
             return
         recorder._store(request)
         self._answer(200, response_type().SerializeToString(), _PROTOBUF)
+
+    def _rejection(
+        self, recorder: _Recorder, headers: Mapping[str, str], body: bytes
+    ) -> int | None:
+        """Return the error status to answer, or ``None`` to decode the request."""
+        limit = self.server.max_body_bytes
+        if recorder.mode == "refuse":
+            status: int | None = self.server.refuse_status
+        elif limit is not None and len(body) > limit:
+            status = 413
+        elif not recorder._authorized(headers):
+            status = 401
+        elif self.path.split("?", 1)[0] not in _HTTP_PATHS:
+            status = 404
+        elif headers.get("content-type", "").split(";")[0].strip() != _PROTOBUF:
+            status = 415
+        else:
+            status = None
+        return status
 
     def _answer(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -452,10 +475,17 @@ class _OtlpHttpServer(http.server.ThreadingHTTPServer):
 
     allow_reuse_address = True  # a restarted receiver can take its predecessor's port
 
-    def __init__(self, recorder: _Recorder, refuse_status: int, port: int = 0) -> None:
+    def __init__(
+        self,
+        recorder: _Recorder,
+        refuse_status: int,
+        port: int = 0,
+        max_body_bytes: int | None = None,
+    ) -> None:
         super().__init__((LOOPBACK, port), _OtlpHttpHandler)
         self.recorder = recorder
         self.refuse_status = refuse_status
+        self.max_body_bytes = max_body_bytes
 
 
 class OtlpHttpReceiver(_Recorder):
@@ -470,6 +500,8 @@ class OtlpHttpReceiver(_Recorder):
             is stored.
         port: The port to bind (0: an ephemeral one); a stopped receiver's port can be
             bound again, to stand for a collector restarting.
+        max_body_bytes: Answer ``413 Request Entity Too Large`` (and store nothing) for a
+            request body over this many bytes; ``None``: no limit.
 
     The server starts in the constructor and serves until :meth:`stop`.
 
@@ -482,10 +514,11 @@ class OtlpHttpReceiver(_Recorder):
         refuse_status: int = 503,
         require_headers: Mapping[str, str] | None = None,
         port: int = 0,
+        max_body_bytes: int | None = None,
     ) -> None:
         """Bind 127.0.0.1 (on ``port``, or an ephemeral one) and start serving in a thread."""
         super().__init__(mode, require_headers)
-        self._server = _OtlpHttpServer(self, refuse_status, port)
+        self._server = _OtlpHttpServer(self, refuse_status, port, max_body_bytes)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -583,6 +616,8 @@ class OtlpGrpcReceiver(_Recorder):
         require_headers: metadata an accepted request must carry; otherwise the
             answer is ``UNAUTHENTICATED`` and nothing is stored.
         max_workers: server threads, i.e. how many requests can be held at once.
+        max_message_bytes: the server's limit on a received message, in bytes; over it the
+            answer is ``RESOURCE_EXHAUSTED``. ``None``: gRPC's default, 4 MiB.
 
     The server starts in the constructor and serves until :meth:`stop`.
 
@@ -595,6 +630,7 @@ class OtlpGrpcReceiver(_Recorder):
         refuse_code: grpc.StatusCode | None = None,
         require_headers: Mapping[str, str] | None = None,
         max_workers: int = 8,
+        max_message_bytes: int | None = None,
     ) -> None:
         """Bind 127.0.0.1 on an ephemeral port and start the gRPC server."""
         import grpc
@@ -610,7 +646,12 @@ class OtlpGrpcReceiver(_Recorder):
         self._executor = futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="otlp-grpc-receiver"
         )
-        self._server = grpc.server(self._executor)
+        options = (
+            [("grpc.max_receive_message_length", max_message_bytes)]
+            if max_message_bytes is not None
+            else []
+        )
+        self._server = grpc.server(self._executor, options=options)
         trace_servicer, metrics_servicer = _grpc_servicers(self)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(trace_servicer, self._server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(

@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tasktrace import Task, TaskStatus
+from tasktrace.cli import main
 
 _CHILD = """
 import signal, sys, time
@@ -31,9 +34,21 @@ def test_sigterm_to_run_reaches_the_command_and_cancels_the_run(tmp_path: Path) 
     script.write_text(_CHILD)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tasktrace.cli", "run", "-q", "-f", str(out), "--",
-         sys.executable, str(script), str(ready)],
-        env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "tasktrace.cli",
+            "run",
+            "-q",
+            "-f",
+            str(out),
+            "--",
+            sys.executable,
+            str(script),
+            str(ready),
+        ],
+        env=env,
+        cwd=tmp_path,
     )
     deadline = time.monotonic() + 30
     while not ready.exists() and time.monotonic() < deadline:
@@ -56,11 +71,120 @@ def test_run_with_file_in_missing_folder_is_one_line_error(tmp_path: Path) -> No
     """`run --file` into a missing folder exits 2 with one line and never runs the command."""
     marker = tmp_path / "ran"
     proc = subprocess.run(
-        [sys.executable, "-m", "tasktrace.cli", "run", "-q", "-f", str(tmp_path / "no" / "x.json"),
-         "--", "touch", str(marker)],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "tasktrace.cli",
+            "run",
+            "-q",
+            "-f",
+            str(tmp_path / "no" / "x.json"),
+            "--",
+            "touch",
+            str(marker),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "does not exist" in proc.stderr
     assert not marker.exists()
+
+
+_CTRL_C_CHILD = """
+import sys, time
+from tasktrace import Task
+with Task("inner"):
+    with Task("step"):
+        open(sys.argv[1], "w").close()
+        time.sleep(30)
+"""
+
+
+def test_ctrl_c_to_the_process_group_cancels_the_run_and_exits_130(tmp_path: Path) -> None:
+    """SIGINT to the whole group (a terminal's Ctrl-C): root and the command's tasks cancelled."""
+    out = tmp_path / "run.json"
+    ready = tmp_path / "ready"
+    script = tmp_path / "child.py"
+    script.write_text(_CTRL_C_CHILD)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tasktrace.cli",
+            "run",
+            "-l",
+            "train",
+            "-f",
+            str(out),
+            sys.executable,
+            str(script),
+            str(ready),
+        ],
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), "the command never started"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    task = Task.model_validate_json(out.read_text())
+    assert task.status is TaskStatus.CANCELLED
+    assert task.exit_code == 130
+    assert task.error == "stopped by SIGINT"
+    (inner,) = task.subtasks
+    (step,) = inner.subtasks
+    assert (inner.status, step.status) == (TaskStatus.CANCELLED, TaskStatus.CANCELLED)
+    # the tree printed at the end (after the command's own KeyboardInterrupt traceback)
+    (root_line,) = [line for line in stderr.splitlines() if line.startswith("train  ")]
+    assert "cancelled  exit 130  (stopped by SIGINT)" in root_line
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "status", "error"),
+    [
+        ("exit 130", 130, TaskStatus.CANCELLED, "stopped by SIGINT (exit status 130)"),
+        ("exit 143", 143, TaskStatus.CANCELLED, "stopped by SIGTERM (exit status 143)"),
+        ("kill -TERM $$", 143, TaskStatus.CANCELLED, "stopped by SIGTERM"),
+        ("kill -HUP $$", 129, TaskStatus.CANCELLED, "stopped by SIGHUP"),
+        ("kill -SEGV $$", 128 + signal.SIGSEGV, TaskStatus.FAILED, "killed by SIGSEGV"),
+        ("kill -KILL $$", 137, TaskStatus.FAILED, "killed by SIGKILL"),
+        ("exit 3", 3, TaskStatus.FAILED, None),
+    ],
+    ids=["exit-130", "exit-143", "sigterm", "sighup", "sigsegv", "sigkill", "exit-3"],
+)
+def test_a_command_stopped_by_a_stop_signal_is_cancelled_a_crash_failed(
+    tmp_path: Path, command: str, code: int, status: TaskStatus, error: str | None
+) -> None:
+    """Killed by SIGINT/SIGTERM/SIGHUP or exit 130: cancelled; SIGSEGV, SIGKILL, exit 3: failed."""
+    out = tmp_path / "run.json"
+    assert main(["run", "-q", "-f", str(out), "sh", "-c", command]) == code
+    task = Task.model_validate_json(out.read_text())
+    assert (task.status, task.exit_code, task.error) == (status, code, error)
+
+
+def test_show_prints_a_non_zero_exit_code_on_the_tree_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`show` prints `exit N` for a task whose command exited non-zero, nothing for 0."""
+    failed, ok = tmp_path / "failed.json", tmp_path / "ok.json"
+    assert main(["run", "-q", "-f", str(failed), "-l", "job", "sh", "-c", "exit 3"]) == 3
+    assert main(["run", "-q", "-f", str(ok), "-l", "job", "true"]) == 0
+    capsys.readouterr()
+    assert main(["show", str(failed)]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "failed" in line
+    assert "exit 3" in line
+    assert main(["show", str(ok)]) == 0
+    assert "exit" not in capsys.readouterr().out

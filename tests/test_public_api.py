@@ -49,3 +49,31 @@ def test_importing_and_running_a_task_never_imports_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+def test_import_and_cli_start_never_import_pandas_or_plotly() -> None:
+    """``import tasktrace`` and the CLI's start import neither pandas nor plotly (extras)."""
+    code = (
+        "import sys\n"
+        "import tasktrace, tasktrace.cli\n"
+        "print(sorted(m for m in ('pandas', 'plotly', 'pyarrow') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_read_tasks_and_report_are_loaded_on_first_use() -> None:
+    """``tasktrace.read_tasks`` / ``tasktrace.report`` import their extras only when used."""
+    code = (
+        "import sys, tasktrace\n"
+        "tasktrace.report\n"
+        "print('plotly' in sys.modules, 'pandas' in sys.modules)\n"
+        "tasktrace.read_tasks\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["True", "False", "True"]

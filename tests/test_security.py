@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace import Task, _files
-from tasktrace._redact import REDACTED, redact_argv
+from tasktrace import Task
 from tasktrace.cli import main
+from tasktrace.core.redact import REDACTED
+from tasktrace.tree import files as _files
 
-from .otlp_receivers import OtlpHttpReceiver
+from .otlp_receivers import OtlpGrpcReceiver, OtlpHttpReceiver
 
 TOKEN = "S3CRET-otlp-token-7f1d"
 ENV_SECRET = "S3CRET-env-value-a93c"
@@ -92,35 +93,6 @@ def test_run_records_argv_only_when_asked(tmp_path: Path) -> None:
     assert ARG_SECRET not in out.read_text()
 
 
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (
-            ["prog", "--password", "pw", "--epochs", "3"],
-            ["prog", "--password", "***", "--epochs", "3"],
-        ),
-        (
-            ["prog", "--api-key=abc", "--token-file", "t"],
-            ["prog", "--api-key=***", "--token-file", "***"],
-        ),
-        (
-            ["prog", "--client_secret", "x", "-p", "8"],
-            ["prog", "--client_secret", "***", "-p", "8"],
-        ),
-        (
-            ["env", "AWS_SECRET_ACCESS_KEY=x", "HOME=/h"],
-            ["env", "AWS_SECRET_ACCESS_KEY=***", "HOME=/h"],
-        ),
-        (["--env", "--GITHUB_TOKEN=x"], ["--env", "--GITHUB_TOKEN=***"]),
-        (["curl", "https://u:pw@host/p"], ["curl", "https://u:***@host/p"]),
-        (["prog", "--author", "me", "input.csv"], ["prog", "--author", "me", "input.csv"]),
-    ],
-)
-def test_redact_argv(argv: list[str], expected: list[str]) -> None:
-    """Values of secret-looking options, KEY=VALUE secrets and URL passwords are redacted."""
-    assert redact_argv(argv) == expected
-
-
 @pytest.fixture
 def umask_of() -> Iterator[object]:
     """Run with a given umask (tasktrace reads it once per process: forget it around the test)."""
@@ -160,3 +132,203 @@ def test_atomic_write_never_follows_planted_symlinks(tmp_path: Path) -> None:
     assert victim.read_text() == "precious"
     assert not path.is_symlink()
     assert Task.model_validate_json(path.read_text()).label == "x"
+
+
+# ----- secrets in the OTEL_* variables never reach stderr or a log ------------------------------
+
+HEADER_SECRET = "tok-123-S3CRET"
+RESOURCE_SECRET = "abc123-S3CRET"
+MALFORMED = {
+    # a colon where "=" belongs: the SDK used to print the whole item, token and all
+    "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization: Bearer {HEADER_SECRET},x-team=ml%2Fnlp%20lab",
+    "OTEL_RESOURCE_ATTRIBUTES": f"team=ml,api_key {RESOURCE_SECRET}",
+}
+DEBUG_WORKLOAD = """
+import logging, sys
+logging.basicConfig(level=logging.DEBUG)
+from tasktrace import Task
+with Task("job", file=sys.argv[1]):
+    pass
+"""
+
+
+def _run_python(
+    code: str, env: dict[str, str], *args: str, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("TASKTRACE_", "OTEL_"))}
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def _tasktrace_lines(stderr: str) -> list[str]:
+    """Return the tasktrace warnings in ``stderr`` (debug lines left out)."""
+    return [
+        line
+        for line in stderr.splitlines()
+        if "tasktrace: " in line and not line.startswith(("DEBUG:", "INFO:"))
+    ]
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_malformed_header_and_resource_variables_are_never_echoed(
+    protocol: str, tmp_path: Path
+) -> None:
+    """Bad items of the header and resource variables: one tasktrace line each, no value shown.
+
+    The whole stderr of a real run (debug logging on) never holds the secrets; the valid
+    header, percent-decoded, reaches a real OTLP receiver and the malformed one does not; the
+    resource variable is ignored whole, as the OTel specification says.
+    """
+    receiver_class = OtlpGrpcReceiver if protocol == "grpc" else OtlpHttpReceiver
+    with receiver_class() as receiver:
+        env = {
+            **MALFORMED,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        }
+        done = _run_python(DEBUG_WORKLOAD, env, str(tmp_path / "job.json"))
+        spans = receiver.wait_for(1, timeout_s=10)
+        headers = receiver.request_headers()
+    assert done.returncode == 0, done.stderr
+    assert "DEBUG" in done.stderr  # the SDK's and urllib3's debug records were all shown
+    for secret in (HEADER_SECRET, RESOURCE_SECRET, "Bearer"):
+        assert secret not in done.stderr
+    ours = _tasktrace_lines(done.stderr)
+    assert len([x for x in ours if "invalid OTEL_EXPORTER_OTLP_HEADERS" in x]) == 1, ours
+    assert len([x for x in ours if "invalid OTEL_RESOURCE_ATTRIBUTES" in x]) == 1, ours
+    assert "Header format invalid" not in done.stderr  # the SDK never parsed it in our build
+    assert headers[0]["x-team"] == "ml/nlp lab"
+    assert all("authorization" not in h for h in headers)
+    assert "team" not in spans[0].resource_attributes
+
+
+def test_per_signal_headers_win_and_are_percent_decoded(tmp_path: Path) -> None:
+    """OTEL_EXPORTER_OTLP_TRACES_HEADERS replaces the generic variable; values are decoded."""
+    with OtlpHttpReceiver(require_headers={"authorization": "Bearer good one"}) as receiver:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20bad,x-generic=1",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "Authorization=Bearer%20good%20one",
+        }
+        done = _run_python(DEBUG_WORKLOAD, env, str(tmp_path / "job.json"))
+        receiver.wait_for(1, timeout_s=10)  # stored only with the right header (else 401)
+        headers = receiver.request_headers()
+    assert done.returncode == 0, done.stderr
+    assert _tasktrace_lines(done.stderr) == []
+    assert "x-generic" not in headers[0]
+
+
+METRICS_WORKLOAD = """
+import logging
+logging.basicConfig(level=logging.DEBUG)
+from tasktrace import Task
+with Task("job"):
+    pass
+"""
+
+
+def test_metric_exporter_gets_parsed_headers_and_echoes_nothing(
+    otlp_http_receiver: OtlpHttpReceiver,
+) -> None:
+    """The metrics exporter: per-signal headers parsed by tasktrace; a bad item never echoed."""
+    env = {
+        "TASKTRACE_METRICS": "true",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{otlp_http_receiver.endpoint}/v1/metrics",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS": f"Authorization: Bearer {HEADER_SECRET},x-m=1%2B1",
+    }
+    done = _run_python(METRICS_WORKLOAD, env)
+    assert done.returncode == 0, done.stderr
+    assert HEADER_SECRET not in done.stderr
+    ours = _tasktrace_lines(done.stderr)
+    assert [x for x in ours if "invalid OTEL_EXPORTER_OTLP_METRICS_HEADERS" in x], ours
+    assert otlp_http_receiver.metrics_requests()  # flushed by the meter provider at exit
+    assert otlp_http_receiver.request_headers()[0]["x-m"] == "1+1"
+
+
+def test_replay_gets_parsed_headers_and_echoes_nothing(
+    otlp_http_receiver: OtlpHttpReceiver, tmp_path: Path
+) -> None:
+    """`tasktrace replay` with a malformed headers variable: sent, the secret never shown."""
+    path = tmp_path / "job.json"
+    with Task("job", file=path):
+        pass
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_http_receiver.endpoint,
+        **MALFORMED,
+    }
+    code = (
+        "import logging, sys\nlogging.basicConfig(level=logging.DEBUG)\n"
+        "from tasktrace.cli import main\nsys.exit(main(['replay', sys.argv[1]]))\n"
+    )
+    done = _run_python(code, env, str(path))
+    assert done.returncode == 0, done.stderr
+    for secret in (HEADER_SECRET, RESOURCE_SECRET):
+        assert secret not in done.stderr
+    (span,) = otlp_http_receiver.wait_for(1, timeout_s=10)
+    assert span.name == "job"
+    assert otlp_http_receiver.request_headers()[0]["x-team"] == "ml/nlp lab"
+
+
+def test_sdk_resource_parser_elsewhere_shows_no_item() -> None:
+    """Resource.create run by other code (the user's, a library's): the bad item is not shown."""
+    code = (
+        "import logging\nlogging.basicConfig()\nimport tasktrace\n"
+        "from opentelemetry.sdk.resources import Resource\n"
+        "print(Resource.create({}).attributes.get('team'))\n"
+    )
+    done = _run_python(code, {"OTEL_RESOURCE_ATTRIBUTES": MALFORMED["OTEL_RESOURCE_ATTRIBUTES"]})
+    assert done.returncode == 0, done.stderr
+    assert RESOURCE_SECRET not in done.stderr
+    assert "Invalid key value resource attribute pair <not shown" in done.stderr
+
+
+def test_grpc_exporter_never_falls_back_to_the_raw_headers_variable(
+    otlp_grpc_receiver: OtlpGrpcReceiver, tmp_path: Path
+) -> None:
+    """Every header item invalid: gRPC gets no metadata, not the raw variable parsed by the SDK.
+
+    The SDK's gRPC exporter parses the variable itself when ``headers`` is empty
+    (``headers or environ.get(...)``); its parser would accept this item and send a value with
+    a line break, which gRPC refuses, losing the spans.
+    """
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_grpc_receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_HEADERS": f"x-token=a%0A{HEADER_SECRET}",
+    }
+    done = _run_python(DEBUG_WORKLOAD, env, str(tmp_path / "job.json"))
+    assert done.returncode == 0, done.stderr
+    assert HEADER_SECRET not in done.stderr
+    (warning,) = _tasktrace_lines(done.stderr)
+    assert "invalid OTEL_EXPORTER_OTLP_HEADERS: item 1 of 1" in warning
+    (span,) = otlp_grpc_receiver.wait_for(1, timeout_s=10)
+    assert span.name == "job"
+    assert "x-token" not in otlp_grpc_receiver.request_headers()[0]
+
+
+def test_http_export_failure_caused_by_a_header_never_quotes_it(
+    otlp_http_receiver: OtlpHttpReceiver, tmp_path: Path
+) -> None:
+    """A header value no request can carry fails the export; the warning shows no part of it.
+
+    tasktrace leaves the item (a line break once decoded) out; the OTLP/HTTP exporter's own
+    parser still adds it, and the HTTP library refuses the request quoting the value.
+    """
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_http_receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_HEADERS": f"x-token=a%0A{HEADER_SECRET}",
+    }
+    done = _run_python(DEBUG_WORKLOAD, env, str(tmp_path / "job.json"))
+    assert done.returncode == 0, done.stderr
+    assert HEADER_SECRET not in done.stderr
+    ours = _tasktrace_lines(done.stderr)
+    assert "invalid OTEL_EXPORTER_OTLP_HEADERS: item 1 of 1" in ours[0]
+    assert "span export to" in ours[1]
+    assert "***" in ours[1]

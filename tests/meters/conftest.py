@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace.meters import _poller, energy, nvml, prometheus, rapl
-from tasktrace.meters._poller import Poller
+from tasktrace.core.warn import reset_warnings
+from tasktrace.meters import (
+    reset_meters,
+)
+from tasktrace.meters.poller import Poller, get_poller
 
 from .energy_helpers import (
     FakeGpu,
@@ -23,13 +26,10 @@ from .energy_helpers import (
 
 @pytest.fixture(autouse=True)
 def _fresh_warnings() -> Iterator[None]:
-    """Forget which warnings the meter modules have already given."""
-    warners = [rapl._warn, nvml._warn, prometheus._warn, energy._warn, _poller._warn]
-    for warner in warners:
-        warner.reset()
+    """Forget which warnings tasktrace (the meter modules among others) has already given."""
+    reset_warnings()
     yield
-    for warner in warners:
-        warner.reset()
+    reset_warnings()
 
 
 @pytest.fixture
@@ -38,6 +38,15 @@ def poller() -> Iterator[Poller]:
     p = Poller()
     yield p
     p.close()
+
+
+@pytest.fixture
+def install_energy() -> Iterator[None]:
+    """Rebuild the process's meters from the settings the test installs; restore afterwards."""
+    reset_meters()
+    yield
+    reset_meters()
+    get_poller().close()  # the fixture trees' counters go away with tmp_path
 
 
 @pytest.fixture

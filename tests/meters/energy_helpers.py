@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import socket
@@ -14,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pynvml as real_pynvml  # the real bindings: their error classes, constants and structs
 
 
 class RaplTree:
@@ -67,69 +70,159 @@ class RaplTree:
 
 
 @dataclass
+class FakeProcess:
+    """One compute process on a fake device, as ``nvmlDeviceGetComputeRunningProcesses`` lists."""
+
+    pid: int
+    used_bytes: int | None
+    """``usedGpuMemory``; ``None`` where NVML cannot give it (``NVML_VALUE_NOT_AVAILABLE``)."""
+
+
+@dataclass(eq=False)
 class FakeGpu:
-    """One GPU as the fake NVML sees it."""
+    """One GPU (or MIG instance) as the fake NVML sees it; the object is its handle."""
 
     uuid: str
-    bus_id: str
+    bus_id: str = ""
     energy_mj: int | None = 1_000_000
-    """Total-energy counter; ``None``: not supported (pre-Volta)."""
-    power_mw: int = 100_000
+    """Total-energy counter in mJ; ``None``: not supported (pre-Volta, or a MIG instance)."""
+    power_mw: int | None = 100_000
+    """Power in mW; ``None``: not supported."""
+    name: str = "NVIDIA H200"
     mig: bool = False
+    """MIG mode enabled (``nvmlDeviceGetMigMode`` current value)."""
+    instances: list[FakeGpu | None] = field(default_factory=list)
+    """MIG slots of a GPU in MIG mode (``None``: an empty slot, NVML_ERROR_NOT_FOUND)."""
+    processes: list[FakeProcess] = field(default_factory=list)
+    unsupported: set[str] = field(default_factory=set)
+    """NVML function names that raise ``NVMLError_NotSupported`` for this device."""
+    parent: FakeGpu | None = None
     reads: list[str] = field(default_factory=list)
 
 
-class FakeNvmlError(Exception):
-    """Stands in for ``pynvml.NVMLError`` (an error code in ``value``)."""
-
-    def __init__(self, value: int) -> None:
-        """Create an error with NVML return code ``value``."""
-        super().__init__(f"NVML error {value}")
-        self.value = value
-
-
-NOT_SUPPORTED = 3
-DRIVER_NOT_LOADED = 9
+def mig_instance(parent: FakeGpu, uuid: str, name: str = "NVIDIA H200 MIG 1g.18gb") -> FakeGpu:
+    """Add a MIG instance to ``parent`` (put in MIG mode) and return its handle."""
+    instance = FakeGpu(uuid, name=name, energy_mj=None, power_mw=None, parent=parent)
+    instance.unsupported |= {"nvmlDeviceGetMigMode"}
+    parent.mig = True
+    parent.instances.append(instance)
+    return instance
 
 
-def make_fake_pynvml(gpus: list[FakeGpu], *, init_error: int | None = None) -> types.ModuleType:
+NOT_SUPPORTED = real_pynvml.NVML_ERROR_NOT_SUPPORTED
+DRIVER_NOT_LOADED = real_pynvml.NVML_ERROR_DRIVER_NOT_LOADED
+MAX_MIG_DEVICES = 7
+
+
+def make_fake_pynvml(  # noqa: PLR0915 - one function per NVML call it stands in for
+    gpus: list[FakeGpu], *, init_error: int | None = None
+) -> types.ModuleType:
     """Build a module with the part of ``pynvml``'s API the NVML meter uses.
 
-    Devices are enumerated in the order given (NVML's order), which tests make differ from PCI
-    bus order.
+    It follows nvidia-ml-py's documented return types: NVML's own error classes
+    (``NVMLError(value)`` makes ``NVMLError_NotSupported`` and so on), ints for energy (mJ) and
+    power (mW), ``[current, pending]`` for the MIG mode, a ``c_uint`` from
+    ``nvmlDeviceIsMigDeviceHandle``, ``c_nvmlMemory_t`` from ``nvmlDeviceGetMemoryInfo`` and
+    ``nvmlFriendlyObject`` process entries (``usedGpuMemory`` ``None`` when not available). Any
+    call named in a device's ``unsupported`` raises ``NVMLError_NotSupported``. Devices are
+    enumerated in the order given (NVML's order), which tests make differ from PCI bus order.
     """
     fake = types.ModuleType("pynvml")
 
+    def check(handle: FakeGpu, call: str) -> None:
+        handle.reads.append(call)
+        if call in handle.unsupported:
+            raise real_pynvml.NVMLError(NOT_SUPPORTED)
+
     def nvml_init() -> None:
         if init_error is not None:
-            raise FakeNvmlError(init_error)
+            raise real_pynvml.NVMLError(init_error)
 
     def energy(handle: FakeGpu) -> int:
-        handle.reads.append("energy")
+        check(handle, "nvmlDeviceGetTotalEnergyConsumption")
         if handle.energy_mj is None:
-            raise FakeNvmlError(NOT_SUPPORTED)
-        return handle.energy_mj
+            raise real_pynvml.NVMLError(NOT_SUPPORTED)
+        return int(handle.energy_mj)
 
     def power(handle: FakeGpu) -> int:
-        handle.reads.append("power")
-        return handle.power_mw
+        check(handle, "nvmlDeviceGetPowerUsage")
+        if handle.power_mw is None:
+            raise real_pynvml.NVMLError(NOT_SUPPORTED)
+        return int(handle.power_mw)
 
     def mig_mode(handle: FakeGpu) -> list[int]:
-        return [1 if handle.mig else 0, 0]
+        check(handle, "nvmlDeviceGetMigMode")
+        return [int(handle.mig), int(handle.mig)]
 
-    fake.NVMLError = FakeNvmlError  # type: ignore[attr-defined]
-    fake.NVML_ERROR_NOT_SUPPORTED = NOT_SUPPORTED  # type: ignore[attr-defined]
-    fake.NVML_DEVICE_MIG_ENABLE = 1  # type: ignore[attr-defined]
+    def is_mig_handle(handle: FakeGpu) -> ctypes.c_uint:
+        check(handle, "nvmlDeviceIsMigDeviceHandle")
+        return ctypes.c_uint(int(handle.parent is not None))
+
+    def max_mig(handle: FakeGpu) -> int:
+        check(handle, "nvmlDeviceGetMaxMigDeviceCount")
+        return MAX_MIG_DEVICES
+
+    def mig_by_index(handle: FakeGpu, index: int) -> FakeGpu:
+        check(handle, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if not handle.mig:
+            raise real_pynvml.NVMLError(real_pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        instance = handle.instances[index] if index < len(handle.instances) else None
+        if instance is None:
+            raise real_pynvml.NVMLError(real_pynvml.NVML_ERROR_NOT_FOUND)
+        return instance
+
+    def parent_of(handle: FakeGpu) -> FakeGpu:
+        check(handle, "nvmlDeviceGetDeviceHandleFromMigDeviceHandle")
+        if handle.parent is None:
+            raise real_pynvml.NVMLError(real_pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return handle.parent
+
+    def memory_info(handle: FakeGpu) -> real_pynvml.c_nvmlMemory_t:
+        check(handle, "nvmlDeviceGetMemoryInfo")
+        used = sum(p.used_bytes or 0 for p in handle.processes)
+        total = 18 << 30 if handle.parent is not None else 141 << 30
+        return real_pynvml.c_nvmlMemory_t(total, total - used, used)
+
+    def processes(handle: FakeGpu) -> list[real_pynvml.nvmlFriendlyObject]:
+        check(handle, "nvmlDeviceGetComputeRunningProcesses")
+        if handle.mig and handle.parent is None:  # listed per MIG instance, not on the GPU
+            return []
+        return [
+            real_pynvml.nvmlFriendlyObject(
+                {
+                    "pid": p.pid,
+                    "usedGpuMemory": p.used_bytes,
+                    "gpuInstanceId": 0xFFFFFFFF,
+                    "computeInstanceId": 0xFFFFFFFF,
+                }
+            )
+            for p in handle.processes
+        ]
+
+    def pci_info(handle: FakeGpu) -> real_pynvml.nvmlPciInfo_t:
+        check(handle, "nvmlDeviceGetPciInfo")
+        info = real_pynvml.nvmlPciInfo_t()
+        info.busId = handle.bus_id.encode()
+        return info
+
+    for name in dir(real_pynvml):  # the error classes and the constants, as NVML defines them
+        if name.startswith(("NVMLError", "NVML_")):
+            setattr(fake, name, getattr(real_pynvml, name))
     fake.nvmlInit = nvml_init  # type: ignore[attr-defined]
     fake.nvmlDeviceGetCount = lambda: len(gpus)  # type: ignore[attr-defined]
     fake.nvmlDeviceGetHandleByIndex = lambda i: gpus[i]  # type: ignore[attr-defined]
     fake.nvmlDeviceGetUUID = lambda h: h.uuid  # type: ignore[attr-defined]
-    fake.nvmlDeviceGetPciInfo = lambda h: types.SimpleNamespace(  # type: ignore[attr-defined]
-        busId=h.bus_id.encode()
-    )
+    fake.nvmlDeviceGetName = lambda h: h.name  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetPciInfo = pci_info  # type: ignore[attr-defined]
     fake.nvmlDeviceGetTotalEnergyConsumption = energy  # type: ignore[attr-defined]
     fake.nvmlDeviceGetPowerUsage = power  # type: ignore[attr-defined]
     fake.nvmlDeviceGetMigMode = mig_mode  # type: ignore[attr-defined]
+    fake.nvmlDeviceIsMigDeviceHandle = is_mig_handle  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetMaxMigDeviceCount = max_mig  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetMigDeviceHandleByIndex = mig_by_index  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetDeviceHandleFromMigDeviceHandle = parent_of  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetMemoryInfo = memory_info  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetComputeRunningProcesses = processes  # type: ignore[attr-defined]
     return fake
 
 

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tasktrace import Task
-from tasktrace import _attributes as attr
-from tasktrace._settings import Settings, get_settings, load_settings, reset_settings
-from tasktrace.meters import active_meters, reset_meters
-from tasktrace.meters._base import MeterReading
-from tasktrace.meters._poller import get_poller
+from tasktrace.core import attributes as attr
+from tasktrace.core.settings import Settings, get_settings, load_settings, reset_settings
+from tasktrace.meters import active_meters, rapl, reset_meters
+from tasktrace.meters.base import MeterReading
 from tasktrace.meters.energy import EnergyMeter, default_energy_meters, merge_readings
 from tasktrace.meters.prometheus import PrometheusMeter
 from tasktrace.meters.rapl import RaplMeter
 
 from .conftest import EXPORTER_RATE_W, PROMETHEUS_JOB, PROMETHEUS_SCRAPE_S
-from .energy_helpers import JoulesExporter, PrometheusServer, RaplTree, free_port
+from .energy_helpers import (
+    JoulesExporter,
+    PrometheusServer,
+    RaplTree,
+    free_port,
+    make_fake_pynvml,
+)
 
 LENSKIT_TOML = """\
 # A LensKit project's lenskit.toml, as LensKit documents it.
@@ -58,15 +63,6 @@ class _Fixed:
 
     def read(self, snapshot: object, elapsed_s: float, *, final: bool) -> MeterReading:
         return self.reading
-
-
-@pytest.fixture
-def install_energy() -> Iterator[None]:
-    """Rebuild the process's meters from the settings the test installs; restore afterwards."""
-    reset_meters()
-    yield
-    reset_meters()
-    get_poller().close()  # the fixture trees' counters go away with tmp_path
 
 
 def _rapl_settings(tree: RaplTree, **kwargs: object) -> Settings:
@@ -272,7 +268,7 @@ def test_meters_asked_for_by_name_warn_when_unknown_or_unavailable(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Asking for rapl and foo where neither can measure: one warning for each, no meter."""
-    from tasktrace._settings import EnergySettings
+    from tasktrace.core.settings import EnergySettings
 
     settings = Settings(meters=["rapl", "foo"], energy=EnergySettings(rapl_root=tmp_path))
     with caplog.at_level(logging.WARNING):
@@ -280,3 +276,71 @@ def test_meters_asked_for_by_name_warn_when_unknown_or_unavailable(
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sum("unknown meter 'foo'" in m for m in messages) == 1, messages
     assert sum("meter 'rapl' was asked for" in m for m in messages) == 1, messages
+
+
+def _warnings_naming(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and text in r.getMessage()
+    ]
+
+
+@pytest.mark.usefixtures("install_energy")
+def test_meters_asked_for_warn_once_however_often_they_are_rebuilt(
+    rapl_tree: RaplTree, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TASKTRACE_METERS=rapl,nvml,foo where none can measure: one warning each, with the why."""
+    rapl_tree.zone("intel-rapl:0", "package-0")
+    real_read = rapl._read_uj
+
+    def denied(path: Path) -> int:
+        if path.name == "energy_uj":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read(path)
+
+    monkeypatch.setattr(rapl, "_read_uj", denied)
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # nvidia-ml-py not installed
+    monkeypatch.setenv("TASKTRACE_METERS", "rapl,nvml,foo")
+    monkeypatch.setenv("TASKTRACE_ENERGY__RAPL_ROOT", str(rapl_tree.root))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            reset_settings()  # settings reloaded (a new run in the same process, a test suite)
+            reset_meters()
+            with Task("work") as task:
+                pass
+            assert task.cpu_power is None
+            assert task.gpu_power is None
+    rapl_warnings = _warnings_naming(caplog, "'rapl'")
+    assert len(rapl_warnings) == 1, rapl_warnings
+    assert "chmod" in rapl_warnings[0]  # the one warning says why and how to fix it
+    nvml_warnings = _warnings_naming(caplog, "'nvml'")
+    assert len(nvml_warnings) == 1, nvml_warnings
+    assert "tasktrace[nvml]" in nvml_warnings[0]
+    assert len(_warnings_naming(caplog, "'foo'")) == 1
+    assert len(caplog.records) == 3, [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.usefixtures("install_energy")
+def test_meter_whose_availability_check_raises_warns_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broken pynvml (raising from its calls) is warned about once, not silently dropped."""
+    broken = make_fake_pynvml([])
+
+    def count() -> int:
+        raise RuntimeError("libnvidia-ml.so: bad ELF header")
+
+    broken.nvmlDeviceGetCount = count  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", broken)
+    monkeypatch.setenv("TASKTRACE_ENERGY__RAPL_ROOT", str(tmp_path / "no-rapl"))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            reset_settings()
+            reset_meters()
+            with Task("work") as task:
+                pass
+            assert task.gpu_power is None
+    warnings = _warnings_naming(caplog, "'nvml'")
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    assert "bad ELF header" in warnings[0]

@@ -8,17 +8,61 @@ import threading
 
 import pytest
 
-from tasktrace.meters._poller import Poller, SampledEnergy, WrappingCounter
+from tasktrace.meters.poller import ExtendedCounter, Poller, SampledEnergy, plausible_wrap
 
 
-def test_wrapping_counter_adds_one_range_per_wrap() -> None:
-    """A raw value lower than the previous one counts as one wrap of ``range``."""
+def test_extended_counter_adds_one_range_per_plausible_wrap() -> None:
+    """A step back that the elapsed time explains counts as one wrap of ``range``."""
     raws = iter([90, 10, 50, 5])
-    counter = WrappingCounter(lambda: next(raws), 100, "c")
-    assert counter.value() == 110
+    now = [0.0]
+    counter = ExtendedCounter(
+        lambda: next(raws), 100, "c", units_per_j=1.0, max_power_w=100.0, clock=lambda: now[0]
+    )
+    now[0] = 1.0  # 20 units in 1 s at most 100 W: a wrap
+    assert counter.reading() == (0, 110)
+    now[0] = 2.0
     assert counter.value() == 150
+    now[0] = 3.0
     assert counter.value() == 205
     assert counter.wraps == 2
+    assert counter.glitches == 0
+
+
+def test_extended_counter_step_back_no_wrap_explains_is_a_glitch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A step back that would need more than the maximum power is a glitch, warned once."""
+    raws = iter([500, 499, 600, 590])
+    now = [0.0]
+    counter = ExtendedCounter(
+        lambda: next(raws), 1000, "c", units_per_j=1.0, max_power_w=10.0, clock=lambda: now[0]
+    )
+    with caplog.at_level(logging.WARNING):
+        now[0] = 1.0  # a wrap would be 999 units in 1 s: more than 10 W
+        assert counter.reading() == (1, 500)  # carries on from the last value
+        now[0] = 2.0
+        assert counter.reading() == (1, 601)
+        now[0] = 3.0
+        assert counter.reading() == (2, 601)
+    assert counter.wraps == 0
+    assert len([r for r in caplog.records if "stepped back" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("last", "raw", "elapsed_s", "rate", "wrap"),
+    [
+        (990, 10, 1.0, 100.0, True),  # 20 units in 1 s, at most 100 a second
+        (990, 10, 0.1, 100.0, False),  # 20 units in 0.1 s would be 200 a second
+        (500, 499, 1.0, 100.0, False),  # 999 units in 1 s: a glitch
+        (500, 499, 10.0, 100.0, True),  # 999 units in 10 s: a wrap is possible
+        (1200, 10, 1.0, 100.0, False),  # above the range: not this counter's wrap
+    ],
+)
+def test_plausible_wrap_judges_by_elapsed_time_and_rate(
+    last: int, raw: int, elapsed_s: float, rate: float, wrap: bool
+) -> None:
+    """A wrap is plausible only if the units it implies fit in the time at the maximum rate."""
+    assert plausible_wrap(last, raw, 1000, elapsed_s, rate) is wrap
 
 
 def test_poller_starts_no_thread_until_a_channel_registers(poller: Poller) -> None:

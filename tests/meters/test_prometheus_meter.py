@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tasktrace.core.settings import Settings
+from tasktrace.meters.energy import default_energy_meters
 from tasktrace.meters.prometheus import PrometheusMeter
 
 from .conftest import EXPORTER_RATE_W, PROMETHEUS_JOB, PROMETHEUS_SCRAPE_S
@@ -174,3 +176,14 @@ def test_short_task_flag_uses_the_scrape_interval() -> None:
     meter = _system_meter("http://127.0.0.1:9", "x[{duration}]", scrape_interval_s=15.0)
     assert meter.read(None, 14.0, final=True)["system_energy_short_task"] is True
     assert meter.read(None, 16.0, final=True)["system_energy_short_task"] is False
+
+
+def test_prometheus_asked_for_without_a_url_says_why_once(caplog: pytest.LogCaptureFixture) -> None:
+    """TASKTRACE_METERS=prometheus with no URL: one warning that names the missing setting."""
+    settings = Settings(meters=["prometheus"])
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert default_energy_meters(settings) == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1, messages
+    assert "no Prometheus URL" in messages[0]

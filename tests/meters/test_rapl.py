@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace.meters import rapl
-from tasktrace.meters._poller import Poller
+from tasktrace import Task
+from tasktrace.core.settings import Settings, reset_settings
+from tasktrace.meters import rapl, reset_meters
+from tasktrace.meters.poller import Poller, get_poller
 from tasktrace.meters.rapl import RaplMeter, find_zones, select_zones
 
 from .energy_helpers import RaplTree
@@ -62,10 +64,23 @@ def test_nested_layout_and_mmio_duplicates_are_not_counted_twice(rapl_tree: Rapl
     assert scope == "package"
 
 
-def _wrap_task(tree: RaplTree, meter: RaplMeter, steps: list[int], between) -> tuple[float, int]:
+class _Clock:
+    """A monotonic clock the test moves: counter readings are judged by the time between them."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def _wrap_task(
+    tree: RaplTree, meter: RaplMeter, clock: _Clock, steps: list[int], between
+) -> tuple[float, int]:
     snap = meter.start()
     wraps = 0
     for step in steps:
+        clock.now_s += 1.0  # first the time, then the energy: 1 s allows 1 kJ at MAX_POWER_W
         wraps += tree.advance("intel-rapl:0", step)
         between()
     reading = meter.read(snap, 10.0, final=True)
@@ -79,10 +94,11 @@ def test_counter_wrapping_during_a_task_is_exact(
     """A counter that wraps once or three times during a task still gives the exact energy."""
     range_uj = 1_000_000_000
     rapl_tree.zone("intel-rapl:0", "package-0", range_uj - 1_000, range_uj)
-    meter = RaplMeter(rapl_tree.root, poller=poller, poll_interval_s=3600)
+    clock = _Clock()
+    meter = RaplMeter(rapl_tree.root, poller=poller, poll_interval_s=3600, clock=clock)
     assert meter.available()
     steps = [range_uj // 2 + 17 * i for i in range(n_steps)]
-    energy_j, wraps = _wrap_task(rapl_tree, meter, steps, poller.poll_now)
+    energy_j, wraps = _wrap_task(rapl_tree, meter, clock, steps, poller.poll_now)
     assert wraps == {2: 1, 6: 3}[n_steps]
     assert energy_j == pytest.approx(sum(steps) / 1e6)
 
@@ -93,7 +109,8 @@ def test_poller_thread_tracks_wraps_between_task_boundaries(
     """With the real daemon thread (no explicit polls), three wraps in one task are all counted."""
     range_uj = 1_000_000_000
     rapl_tree.zone("intel-rapl:0", "package-0", 0, range_uj)
-    meter = RaplMeter(rapl_tree.root, poller=poller, poll_interval_s=0.005)
+    clock = _Clock()
+    meter = RaplMeter(rapl_tree.root, poller=poller, poll_interval_s=0.005, clock=clock)
     assert meter.available()
     assert not poller.running  # lazily started by the first task
     steps = [range_uj * 3 // 5] * 5  # 3 wraps over 5 steps of 0.6 range
@@ -101,7 +118,7 @@ def test_poller_thread_tracks_wraps_between_task_boundaries(
     def let_the_thread_poll() -> None:
         assert poller.wait_ticks(2, timeout_s=5)
 
-    energy_j, wraps = _wrap_task(rapl_tree, meter, steps, let_the_thread_poll)
+    energy_j, wraps = _wrap_task(rapl_tree, meter, clock, steps, let_the_thread_poll)
     assert poller.running
     assert wraps == 3
     assert energy_j == pytest.approx(sum(steps) / 1e6)
@@ -131,13 +148,13 @@ def test_psys_alone_is_used_with_platform_scope(rapl_tree: RaplTree, poller: Pol
     assert reading["cpu_energy_scope"] == "platform"
 
 
+@pytest.mark.usefixtures("install_energy")
 def test_permission_denied_gives_none_and_exactly_one_warning_with_the_fix(
     rapl_tree: RaplTree,
-    poller: Poller,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Root-only energy_uj: the meter is unavailable, values None, one warning naming the fix."""
+    """Root-only energy_uj: cpu_power None, one warning naming the fix, even if meters rebuild."""
     _two_packages_with_dram(rapl_tree)
     real_read = rapl._read_uj
 
@@ -149,17 +166,18 @@ def test_permission_denied_gives_none_and_exactly_one_warning_with_the_fix(
     monkeypatch.setattr(rapl, "_read_uj", denied)
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
-            meter = RaplMeter(rapl_tree.root, poller=poller, poll_interval_s=3600)
-            assert not meter.available()
-            snap = meter.start()
-            assert snap is None
-            assert meter.read(snap, 1.0, final=True).get("cpu_power") is None
+            reset_settings(Settings.model_validate({"energy": {"rapl_root": rapl_tree.root}}))
+            reset_meters()  # settings reloaded: the meters are built again
+            with Task("work") as task:
+                pass
+            assert task.cpu_power is None
+            assert task.dram_energy_j is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
+    assert len(warnings) == 1, warnings
     assert "permission denied" in warnings[0]
     assert "chmod" in warnings[0]
     assert "udev" in warnings[0]
-    assert not poller.running
+    assert not get_poller().registered(str(rapl_tree.paths["intel-rapl:0"] / "energy_uj"))
 
 
 def test_counter_unreadable_after_start_gives_none_once(
@@ -205,11 +223,12 @@ def test_meters_on_one_zone_share_its_wrap_tracking(rapl_tree: RaplTree, poller:
     """A meter built after another (settings reloaded) still sees the wraps the poller counts."""
     range_uj = 1_000_000_000
     rapl_tree.zone("intel-rapl:0", "package-0", 0, range_uj)
-    first = RaplMeter(rapl_tree.root, poller=poller, poll_interval_s=3600)
+    clock = _Clock()
+    first = RaplMeter(rapl_tree.root, poller=poller, poll_interval_s=3600, clock=clock)
     first.start()
     second = RaplMeter(rapl_tree.root, poller=poller, poll_interval_s=3600)
     assert second.available()
     steps = [range_uj * 3 // 5] * 5
-    energy_j, wraps = _wrap_task(rapl_tree, second, steps, poller.poll_now)
+    energy_j, wraps = _wrap_task(rapl_tree, second, clock, steps, poller.poll_now)
     assert wraps == 3
     assert energy_j == pytest.approx(sum(steps) / 1e6)

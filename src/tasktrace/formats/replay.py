@@ -9,7 +9,9 @@ Replaying sends the spans with the OTel project's OTLP exporter (HTTP/protobuf, 
 ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL=grpc``), unchanged: original trace and span ids, parent
 links, start/end timestamps, attributes, resource, scope and status. The standard
 ``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers, timeout, certificates) apply unless an
-endpoint is given.
+endpoint is given; tasktrace parses them as for a live run (:mod:`tasktrace.export.otlp`), and
+splits the spans into requests of at most
+:data:`~tasktrace.export.request_size.MAX_REQUEST_BYTES`.
 
 Thread-safety: the functions share no state; one exporter is created per :func:`replay` call.
 """
@@ -24,21 +26,25 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from opentelemetry.sdk.resources import HOST_NAME, SERVICE_NAME, Resource
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+)
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tasktrace._attributes import MACHINE
-from tasktrace._export import (
-    GuardedSpanExporter,
-    clear_refused,
-    export_refused,
-    redact_endpoint,
-    short_reason,
-)
-from tasktrace._task import Task
-from tasktrace.formats._convert import spans_to_task, task_to_spans
+from tasktrace.core.spans import host_attributes
+from tasktrace.export import environment
+from tasktrace.export.exporters import new_otlp_exporter
+from tasktrace.export.failure import redact_endpoint, short_reason
+from tasktrace.export.guarded import GuardedSpanExporter, clear_refused, export_refused
+from tasktrace.export.otlp import otlp_settings
+from tasktrace.export.request_size import MAX_REQUEST_BYTES
+from tasktrace.export.resource import environment_resource
+from tasktrace.formats.convert import spans_to_task, task_to_spans
 from tasktrace.formats.otlp_json import read_spans
+from tasktrace.task import Task
 
 __all__ = ["ReplayError", "is_otlp_json", "load_spans", "load_task", "replay", "task_resource"]
 
@@ -63,17 +69,14 @@ def is_otlp_json(data: bytes) -> bool:
 def task_resource(task: Task) -> Resource:
     """Build the resource of spans made from a task file.
 
-    ``service.name`` is ``OTEL_SERVICE_NAME`` or ``"tasktrace"``; ``host.name`` and
-    ``tasktrace.machine`` are the root task's; ``OTEL_RESOURCE_ATTRIBUTES`` and the SDK's
-    ``telemetry.sdk.*`` attributes are added by :meth:`Resource.create`.
+    ``host.name`` and ``tasktrace.machine`` are the root task's (each span's resource has its
+    own task's: :func:`~tasktrace.formats.convert.task_to_spans`), over
+    ``OTEL_RESOURCE_ATTRIBUTES`` (parsed by tasktrace); ``service.name`` is
+    ``OTEL_SERVICE_NAME``, else ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``, else
+    ``"tasktrace"``; the SDK's ``telemetry.sdk.*`` attributes are added.
     """
-    attrs: dict[str, str] = {
-        SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME") or "tasktrace",
-        HOST_NAME: task.hostname,
-    }
-    if task.machine:
-        attrs[MACHINE] = task.machine
-    return Resource.create(attrs)
+    name = environment.service_name(None, {}, "tasktrace")
+    return environment_resource({}, host_attributes(task.hostname, task.machine), name)
 
 
 def load_task(path: Path, data: bytes | None = None) -> Task:
@@ -108,36 +111,28 @@ def load_spans(path: Path, data: bytes | None = None) -> list[ReadableSpan]:
     return task_to_spans(task, task_resource(task))
 
 
-def otlp_exporter(endpoint: str | None = None) -> SpanExporter:
-    """Create the OTel OTLP span exporter for the configured protocol.
+def otlp_exporter(endpoint: str | None = None) -> GuardedSpanExporter:
+    """Create the OTel OTLP span exporter for the configured protocol, guarded and splitting.
 
     Args:
         endpoint: Base URL of the collector (``http://host:4318``; ``/v1/traces`` is added for
             HTTP unless present), or ``None`` to use the ``OTEL_EXPORTER_OTLP_*`` variables.
 
+    Returns:
+        A :class:`~tasktrace.export.guarded.GuardedSpanExporter` that sends requests of at most
+        :data:`~tasktrace.export.request_size.MAX_REQUEST_BYTES` and does not warn (a failed replay
+        is the command's error).
+
     Raises:
         ImportError: gRPC was asked for but ``tasktrace[grpc]`` is not installed.
     """
-    protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
-    if protocol == "grpc":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-                OTLPSpanExporter as GrpcExporter,
-            )
-        except ImportError:
-            raise ImportError("OTLP/gRPC needs: pip install 'tasktrace[grpc]'") from None
-        return GrpcExporter(endpoint=endpoint)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-        OTLPSpanExporter as HttpExporter,
+    settings = otlp_settings("traces", endpoint=endpoint)
+    return _ReplayExporter(
+        new_otlp_exporter(settings),
+        settings.endpoint,
+        max_request_bytes=MAX_REQUEST_BYTES,
+        secrets=settings.secrets,
     )
-
-    if endpoint is not None and not endpoint.rstrip("/").endswith("/v1/traces"):
-        endpoint = endpoint.rstrip("/") + "/v1/traces"
-    return HttpExporter(endpoint=endpoint)
 
 
 class _ReplayExporter(GuardedSpanExporter):
@@ -151,8 +146,8 @@ class _ReplayExporter(GuardedSpanExporter):
 def _endpoint(endpoint: str | None) -> str:
     """Return the endpoint to send to, checked; ``ValueError`` names what is wrong."""
     if endpoint is None:
-        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        endpoint = os.environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or os.environ.get(
+            OTEL_EXPORTER_OTLP_ENDPOINT
         )
         if not endpoint:
             raise ValueError(
@@ -166,8 +161,7 @@ def _endpoint(endpoint: str | None) -> str:
         raise ValueError(f"invalid OTLP endpoint {redact_endpoint(endpoint)!r}: {e}") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError(
-            f"invalid OTLP endpoint {redact_endpoint(endpoint)!r}: expected "
-            "http(s)://host:port"
+            f"invalid OTLP endpoint {redact_endpoint(endpoint)!r}: expected http(s)://host:port"
         )
     del port
     return endpoint
@@ -201,6 +195,10 @@ def replay(
 ) -> int:
     """Send ``spans`` unchanged in batches of :data:`REPLAY_BATCH_SPANS`; return the count.
 
+    With tasktrace's own exporter, each batch goes in requests of at most
+    :data:`~tasktrace.export.request_size.MAX_REQUEST_BYTES`; a span that alone is larger is not
+    sent, and the others still are.
+
     Args:
         spans: Spans from :func:`load_spans`.
         endpoint: See :func:`otlp_exporter`; ``None``: ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT``.
@@ -209,13 +207,14 @@ def replay(
 
     Raises:
         ValueError: No endpoint is configured, or it is not an ``http(s)://host:port`` URL.
-        ReplayError: An export failed (after the exporter's own retries); the message gives
-            the exporter's reason and how many spans were sent before.
+        ReplayError: An export failed (after the exporter's own retries), or a span was too
+            large to send; the message gives the reason and how many spans were sent.
     """
     own = exporter is None
     if exporter is None:
-        where = _endpoint(endpoint)
-        exp: SpanExporter = _ReplayExporter(otlp_exporter(where if endpoint else None), where)
+        checked = _endpoint(endpoint)
+        exp: SpanExporter = otlp_exporter(checked if endpoint else None)
+        where = exp.where if isinstance(exp, GuardedSpanExporter) else checked
     else:
         where = type(exporter).__name__
         exp = exporter
@@ -224,10 +223,11 @@ def replay(
             batch = spans[i : i + REPLAY_BATCH_SPANS]
             result = _export_failing_fast(exp, batch) if own else exp.export(batch)
             if result is not SpanExportResult.SUCCESS:
-                reason = short_reason(getattr(exp, "last_error", None))
+                reason = getattr(exp, "last_error", None) or short_reason(None)
+                sent = exp.exported_spans if isinstance(exp, GuardedSpanExporter) else i
                 raise ReplayError(
                     f"export to {redact_endpoint(where)} failed ({reason}); "
-                    f"{i} of {len(spans)} spans were sent"
+                    f"{sent} of {len(spans)} spans were sent"
                 )
     finally:
         if own:

@@ -14,9 +14,10 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace._settings import BUILTIN_METERS, Settings
-from tasktrace.meters._base import Meter, MeterReading, WarnOnce
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.settings import BUILTIN_METERS, Settings
+from tasktrace.core.warn import WarnOnce
+from tasktrace.meters.base import Meter, MeterReading, meter_available
 from tasktrace.meters.nvml import NvmlMeter
 from tasktrace.meters.prometheus import PrometheusMeter
 from tasktrace.meters.rapl import RaplMeter
@@ -63,7 +64,7 @@ class EnergyMeter:
         self.meters = list(meters)
         self._active: list[Meter] | None = None
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
 
     @property
     def active(self) -> list[Meter]:
@@ -73,7 +74,7 @@ class EnergyMeter:
             return active
         with self._lock:
             if self._active is None:
-                self._active = [m for m in self.meters if _available(m)]
+                self._active = [m for m in self.meters if meter_available(m)]
             return self._active
 
     def available(self) -> bool:
@@ -131,14 +132,6 @@ def merge_readings(readings: Sequence[MeterReading]) -> dict[str, object]:
     return out
 
 
-def _available(meter: Meter) -> bool:
-    try:
-        return bool(meter.available())
-    except Exception:  # noqa: BLE001 - Meter.available must not raise; treat as unavailable
-        _warn(f"available:{meter.name}", "tasktrace: meter %s failed its check", meter.name)
-        return False
-
-
 def default_energy_meters(settings: Settings) -> list[Meter]:
     """Build the built-in energy meters that ``settings`` selects and this machine supports.
 
@@ -155,11 +148,11 @@ def default_energy_meters(settings: Settings) -> list[Meter]:
         availability reads sysfs and initialises NVML (once).
     """
     selected = set(BUILTIN_METERS if settings.meters is None else settings.meters)
-    unknown = sorted(selected - set(BUILTIN_METERS))
-    if unknown:
-        _log.warning(
-            "tasktrace: unknown meter %s in the meters setting (TASKTRACE_METERS); known: %s",
-            ", ".join(repr(n) for n in unknown),
+    for unknown in sorted(selected - set(BUILTIN_METERS)):
+        _warn(
+            f"unknown:{unknown}",
+            "tasktrace: unknown meter %r in the meters setting (TASKTRACE_METERS); known: %s",
+            unknown,
             ", ".join(BUILTIN_METERS),
         )
     meters: list[Meter] = []
@@ -186,21 +179,14 @@ def default_energy_meters(settings: Settings) -> list[Meter]:
             )
         )
     if "nvml" in selected:
-        meters.append(NvmlMeter(sample_interval_s=settings.energy.sample_interval_s))
-    if settings.meters is not None:  # asked for by name: say which cannot measure here
+        meters.append(
+            NvmlMeter(
+                sample_interval_s=settings.energy.sample_interval_s,
+                counter_poll_interval_s=settings.energy.counter_poll_interval_s,
+            )
+        )
+    if settings.meters is not None:  # asked for by name: say (once) which cannot measure here
         for meter in meters:
-            if not _available(meter):
-                _log.warning(
-                    "tasktrace: meter %r was asked for (meters setting) but cannot measure on "
-                    "this machine; its values stay None (debug logging says why)",
-                    meter.name,
-                )
+            meter_available(meter, asked=True)
     combined = EnergyMeter(meters)
     return [combined] if combined.available() else []
-
-
-def _available(meter: Meter) -> bool:
-    try:
-        return bool(meter.available())
-    except Exception:  # noqa: BLE001 - a broken meter is an unavailable one
-        return False

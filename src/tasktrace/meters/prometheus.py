@@ -29,8 +29,9 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import MeterReading, WarnOnce
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
+from tasktrace.meters.base import MeterReading
 
 __all__ = ["SCOPE_FIELDS", "PrometheusMeter", "PrometheusQueryError", "query_prometheus"]
 
@@ -141,7 +142,7 @@ class PrometheusMeter:
         self.scrape_interval_s = scrape_interval_s
         self._clock = clock
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
         self._down_until = -math.inf
         self.queries = {k: v for k, v in queries.items() if k in SCOPE_FIELDS}
         for scope in queries.keys() - SCOPE_FIELDS.keys():
@@ -150,6 +151,15 @@ class PrometheusMeter:
     def available(self) -> bool:
         """Return whether a URL and at least one query are configured (no network access)."""
         return bool(self.url and self.queries)
+
+    @property
+    def reason(self) -> str | None:
+        """Why the meter is unavailable (no URL, or no power queries), else ``None``."""
+        if not self.url:
+            return "no Prometheus URL is set ([prometheus] url, TASKTRACE_PROMETHEUS__URL)"
+        if not self.queries:
+            return f"machine {self.machine!r} has no power_queries ([machines.NAME])"
+        return None
 
     def start(self) -> None:
         """Take no snapshot: the queries cover the task's duration by themselves."""

@@ -16,9 +16,10 @@ is counted twice:
 
 The numbers are package-wide: every process on the machine contributes, not just this one.
 
-Each zone's counter is extended by a :class:`~tasktrace.meters._poller.WrappingCounter` that the
+Each zone's counter is extended by a :class:`~tasktrace.meters.poller.ExtendedCounter` that the
 shared poller reads often enough to see every wrap; the poller thread starts with the first task
-that uses this meter.
+that uses this meter. A step back that no wrap explains (more than :data:`MAX_POWER_W` would be
+needed since the last reading) is a glitch or reset: the tasks spanning it get ``None``.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ import os
 import re
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import MeterReading, WarnOnce
-from tasktrace.meters._poller import Poller, WrappingCounter, get_poller
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
+from tasktrace.meters.base import MeterReading
+from tasktrace.meters.poller import ExtendedCounter, Poller, get_poller
 
 __all__ = ["RAPL_UPDATE_PERIOD_S", "RaplMeter", "RaplZone", "find_zones", "select_zones"]
 
@@ -50,7 +54,12 @@ A task shorter than this is flagged with ``cpu_energy_short_task``.
 """
 
 MAX_POWER_W = 1000.0
-"""Power assumed to bound one zone, in watts, to derive how often its counter must be read."""
+"""A generous bound of one zone's power, in watts (the largest CPU packages are rated ~500 W).
+
+Used to derive how often a counter must be read (4 times per wrap at this power), and to judge
+a step back: it is a wrap only if the counter could have climbed to ``max_energy_range_uj`` and
+on to its new value at this power since the last reading; otherwise it is a glitch or reset.
+"""
 
 _ZONE_RE = re.compile(r"^(intel-rapl(?:-mmio)?)((?::\d+)+)$")
 
@@ -180,12 +189,12 @@ def select_zones(zones: list[RaplZone]) -> tuple[list[RaplZone], str | None, lis
     return [], None, dram
 
 
-_counters: dict[str, WrappingCounter] = {}
+_counters: dict[str, ExtendedCounter] = {}
 _counters_lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], '_counters_lock')
+renew_after_fork(sys.modules[__name__], "_counters_lock")
 
 
-def _shared_counter(zone: RaplZone) -> WrappingCounter:
+def _shared_counter(zone: RaplZone, clock: Callable[[], float]) -> ExtendedCounter:
     """Return the process's one extended counter for ``zone`` (created, and read, on first use).
 
     Every :class:`RaplMeter` on the same zone shares it, so wraps seen by the poller for one
@@ -196,15 +205,33 @@ def _shared_counter(zone: RaplZone) -> WrappingCounter:
     with _counters_lock:
         counter = _counters.get(key)
         if counter is None or counter.range != zone.max_energy_range_uj:
-            counter = WrappingCounter(lambda: _read_uj(path), zone.max_energy_range_uj, key)
+            counter = ExtendedCounter(
+                lambda: _read_uj(path),
+                zone.max_energy_range_uj,
+                key,
+                units_per_j=1e6,
+                max_power_w=MAX_POWER_W,
+                clock=clock,
+            )
             _counters[key] = counter
         return counter
 
 
 @dataclass(frozen=True)
 class _Snapshot:
-    cpu_uj: tuple[int, ...]
-    dram_uj: tuple[int, ...]
+    cpu_uj: tuple[tuple[int, int], ...]  # (glitches, extended µJ) per counter
+    dram_uj: tuple[tuple[int, int], ...]
+
+
+def _delta_j(before: tuple[tuple[int, int], ...], counters: list[ExtendedCounter]) -> float | None:
+    """Energy since ``before`` in joules; ``None`` if a counter glitched in between.
+
+    Raises OSError or ValueError where a counter cannot be read.
+    """
+    now = [c.reading() for c in counters]
+    if any(b[0] != n[0] for b, n in zip(before, now, strict=True)):
+        return None
+    return sum(n[1] - b[1] for b, n in zip(before, now, strict=True)) / 1e6
 
 
 class RaplMeter:
@@ -215,8 +242,9 @@ class RaplMeter:
     DRAM zones exist, ``dram_energy_j``. Thread-safe: one instance serves every task.
 
     A counter that cannot be read (permission denied: ``energy_uj`` is root-only on kernels since
-    late 2020) makes the meter unavailable, with one warning naming the fix
-    (:data:`PERMISSION_FIX`); a read that fails later gives ``None`` and one warning.
+    late 2020) makes the meter unavailable; :attr:`reason` says why and names the fix
+    (:data:`PERMISSION_FIX`), and whoever installs the meter warns once. A read that fails later
+    gives ``None`` and one warning; so does a counter that glitches during the task.
     """
 
     name = "rapl"
@@ -227,6 +255,7 @@ class RaplMeter:
         *,
         poller: Poller | None = None,
         poll_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Create a meter reading the powercap tree at ``root``.
 
@@ -235,23 +264,31 @@ class RaplMeter:
             poller: The poller extending wrapping counters (default: the process's shared one).
             poll_interval_s: Longest interval between background reads of a counter, in seconds;
                 a zone whose counter could wrap faster (at :data:`MAX_POWER_W`) is read more often.
+            clock: Monotonic clock (seconds) that times counter readings, to judge whether a
+                step back is a wrap (a parameter for tests; used by counters this meter creates).
         """
         self.root = Path(root)
         self._poller = poller
         self._poll_interval_s = poll_interval_s
+        self._clock = clock
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
         self._checked = False
-        self._cpu: list[WrappingCounter] = []
-        self._dram: list[WrappingCounter] = []
+        self._cpu: list[ExtendedCounter] = []
+        self._dram: list[ExtendedCounter] = []
         self.cpu_scope: str | None = None
         """``"package"`` or ``"platform"`` once :meth:`available` found zones."""
+        self.reason: str | None = None
+        """Why the meter is unavailable, once :meth:`available` returned ``False``."""
+        self.reason_is_notable = False
+        """Whether :attr:`reason` deserves a warning even where nobody asked for this meter by
+        name (the counters exist but cannot be read), rather than a debug message (no RAPL)."""
         self._attached = False
 
     def available(self) -> bool:
         """Find the zones and read each counter once; return whether CPU or DRAM energy works.
 
-        Logs one warning (with the fix) on permission denied; never raises.
+        Sets :attr:`reason` where it does not; never raises.
         """
         if self._checked:  # the hot path (every task start): no lock once checked
             return bool(self._cpu or self._dram)
@@ -264,29 +301,25 @@ class RaplMeter:
     def _setup(self) -> None:
         cpu_zones, scope, dram_zones = select_zones(find_zones(self.root))
         if not cpu_zones and not dram_zones:
-            _log.debug("tasktrace: no RAPL zones under %s; cpu_power not measured", self.root)
+            self.reason = f"no RAPL zones under {self.root}"
             return
         try:
-            cpu = [self._counter(z) for z in cpu_zones]
-            dram = [self._counter(z) for z in dram_zones]
+            cpu = [_shared_counter(z, self._clock) for z in cpu_zones]
+            dram = [_shared_counter(z, self._clock) for z in dram_zones]
         except PermissionError as e:
-            _warn(
-                f"rapl-permission:{self.root}",
-                "tasktrace: cannot read RAPL counter %s (permission denied), so cpu_power is None."
-                " %s",
-                e.filename,
-                PERMISSION_FIX,
+            self.reason = (
+                f"cannot read RAPL counter {e.filename} (permission denied), so cpu_power is "
+                f"None. {PERMISSION_FIX}"
             )
+            self.reason_is_notable = True
             return
         except (OSError, ValueError) as e:
-            _warn(f"rapl-read:{self.root}", "tasktrace: cannot read RAPL counters (%s)", e)
+            self.reason = f"cannot read RAPL counters ({e})"
+            self.reason_is_notable = True
             return
         self._cpu, self._dram, self.cpu_scope = cpu, dram, scope
 
-    def _counter(self, zone: RaplZone) -> WrappingCounter:
-        return _shared_counter(zone)
-
-    def _interval_s(self, counter: WrappingCounter) -> float:
+    def _interval_s(self, counter: ExtendedCounter) -> float:
         wrap_s = counter.range / 1e6 / MAX_POWER_W
         return max(0.001, min(self._poll_interval_s, wrap_s / 4))
 
@@ -312,7 +345,7 @@ class RaplMeter:
         self._attach()
         try:
             return _Snapshot(
-                tuple(c.value() for c in self._cpu), tuple(c.value() for c in self._dram)
+                tuple(c.reading() for c in self._cpu), tuple(c.reading() for c in self._dram)
             )
         except (OSError, ValueError) as e:
             _warn(f"rapl-read:{self.root}", "tasktrace: cannot read RAPL counters (%s)", e)
@@ -329,7 +362,8 @@ class RaplMeter:
         Returns:
             ``cpu_power``, ``cpu_energy_source``, ``cpu_energy_scope``,
             ``cpu_energy_short_task`` (where CPU zones exist) and ``dram_energy_j`` (where DRAM
-            zones exist); values are ``None`` where a counter could not be read.
+            zones exist); values are ``None`` where a counter could not be read, or glitched
+            (stepped back without wrapping) since the snapshot.
         """
         del final
         out: dict[str, object] = {}
@@ -337,13 +371,11 @@ class RaplMeter:
         dram_j: float | None = None
         if isinstance(snapshot, _Snapshot):
             try:
-                now_cpu = [c.value() for c in self._cpu]
-                now_dram = [c.value() for c in self._dram]
+                cpu_j = _delta_j(snapshot.cpu_uj, self._cpu)
+                dram_j = _delta_j(snapshot.dram_uj, self._dram)
             except (OSError, ValueError) as e:
                 _warn(f"rapl-read:{self.root}", "tasktrace: cannot read RAPL counters (%s)", e)
-            else:
-                cpu_j = sum(b - a for a, b in zip(snapshot.cpu_uj, now_cpu, strict=True)) / 1e6
-                dram_j = sum(b - a for a, b in zip(snapshot.dram_uj, now_dram, strict=True)) / 1e6
+                cpu_j = dram_j = None
         if self._cpu:
             out["cpu_power"] = cpu_j
             out["cpu_energy_source"] = "rapl" if cpu_j is not None else None

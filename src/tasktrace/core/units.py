@@ -1,0 +1,60 @@
+"""Human units for terminal output: durations, bytes, joules, grams."""
+
+from __future__ import annotations
+
+__all__ = [
+    "friendly_bytes",
+    "friendly_duration",
+    "friendly_grams",
+    "friendly_joules",
+    "friendly_ratio",
+]
+
+
+def friendly_duration(seconds: float) -> str:
+    """Format seconds as ``"850ms"``, ``"12.35s"``, ``"3m07.20s"`` or ``"2h05m03s"``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms" if seconds >= 0.001 else f"{seconds * 1e6:.0f}µs"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    if seconds < 3600:
+        minutes, secs = divmod(seconds, 60)
+        return f"{minutes:.0f}m{secs:05.2f}s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:.0f}h{minutes:02.0f}m{secs:02.0f}s"
+
+
+def friendly_bytes(n: int) -> str:
+    """Format a byte count with binary units (``"512 B"``, ``"1.5 KiB"``, ``"3.2 GiB"``)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def friendly_joules(joules: float) -> str:
+    """Format energy in joules (``"850 J"``, ``"12.3 kJ"``, ``"4.1 MJ"``)."""
+    if joules < 1000:
+        return f"{joules:.1f} J"
+    if joules < 1e6:
+        return f"{joules / 1000:.1f} kJ"
+    return f"{joules / 1e6:.2f} MJ"
+
+
+def friendly_grams(grams: float) -> str:
+    """Format a mass in grams (``"850 mg"``, ``"400 g"``, ``"12.3 kg"``, ``"1.20 t"``)."""
+    if grams < 1:
+        return f"{grams * 1000:.3g} mg"
+    if grams < 1000:
+        return f"{grams:.3g} g"
+    if grams < 1e6:
+        return f"{grams / 1000:.3g} kg"
+    return f"{grams / 1e6:.3g} t"
+
+
+def friendly_ratio(ratio: float) -> str:
+    """Format a ratio (``"0.059×"``, ``"1.002×"``, ``"12.5×"``)."""
+    return f"{ratio:.3f}×" if ratio < 10 else f"{ratio:,.1f}×"

@@ -1,0 +1,176 @@
+"""Compare runs task by task: tasks matched by their path of labels.
+
+A task's key is the labels on the path from the root's child down to it, each with its
+occurrence among siblings of the same label (``("epoch 3", 1)``); the roots always match one
+another, whatever their labels. Tasks whose key is missing from another run are unmatched; only
+the top-most of an unmatched subtree is listed, with the count of tasks below it.
+
+For each matched task and measure (duration, CPU time, peak RSS, energy and, with a carbon
+intensity, emissions): the value in each run, the difference to the first run
+(``value - first``) and the ratio (``value / first``; ``None`` when the first is 0 or unknown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
+from tasktrace.formats.measures import MEASURES, CarbonIntensity, Measure, measure_values
+from tasktrace.formats.rows import Run
+
+__all__ = ["COMPARED", "Comparison", "MatchedTask", "UnmatchedTask", "compare_runs"]
+
+COMPARED = ("duration", "cpu_time", "peak_memory", "energy", "emissions")
+"""The measures compared (emissions only with a carbon intensity), by name in
+:data:`~tasktrace.formats.measures.MEASURES`."""
+
+_Key = tuple[tuple[str, int], ...]
+
+
+@dataclass
+class MatchedTask:
+    """A task present in every run.
+
+    Attributes:
+        labels: Its path of labels from the root (the first run's root label first).
+        occurrence: Its position among earlier siblings with the same label (0: the first).
+        values: Per measure column (``duration_s``, …), the value in each run (``None``: not
+            measured in that run); only measures measured in some run are present.
+    """
+
+    labels: tuple[str, ...]
+    occurrence: int
+    values: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def difference(self, column: str, run: int) -> float | None:
+        """``value in run - value in the first run`` (``None`` if either is unknown)."""
+        first, other = self.values[column][0], self.values[column][run]
+        return None if first is None or other is None else other - first
+
+    def ratio(self, column: str, run: int) -> float | None:
+        """``value in run / value in the first run`` (``None`` if unknown or the first is 0)."""
+        first, other = self.values[column][0], self.values[column][run]
+        return None if not first or other is None else other / first
+
+
+@dataclass
+class UnmatchedTask:
+    """The top of a subtree of one run that is missing from another run.
+
+    Attributes:
+        labels: Its path of labels from its run's root.
+        subtasks: How many tasks are below it (all unmatched too).
+    """
+
+    labels: tuple[str, ...]
+    subtasks: int
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare_runs`.
+
+    Attributes:
+        names: The runs' names, in the order given (the first is the reference).
+        measures: The measures compared.
+        matched: Tasks present in every run, in the first run's tree order.
+        unmatched: Per run, the tops of its subtrees that some other run lacks.
+    """
+
+    names: list[str]
+    measures: list[Measure]
+    matched: list[MatchedTask]
+    unmatched: list[list[UnmatchedTask]]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict: runs, matched tasks, unmatched tasks per run.
+
+        Each matched task has, per measure (units in the names), its values and the
+        differences and ratios to the first run, one per run.
+        """
+        matched = []
+        for task in self.matched:
+            measures: dict[str, Any] = {}
+            for m in self.measures:
+                if m.column not in task.values:
+                    continue
+                entry: dict[str, Any] = {"values": task.values[m.column]}
+                entry["difference"] = [task.difference(m.column, i) for i in range(len(self.names))]
+                entry["ratio"] = [task.ratio(m.column, i) for i in range(len(self.names))]
+                measures[m.column] = entry
+            matched.append(
+                {"path": list(task.labels), "occurrence": task.occurrence, "measures": measures}
+            )
+        return {
+            "runs": self.names,
+            "matched": matched,
+            "unmatched": {
+                name: [{"path": list(u.labels), "subtasks": u.subtasks} for u in items]
+                for name, items in zip(self.names, self.unmatched, strict=True)
+            },
+        }
+
+
+def _index(root: Task) -> dict[_Key, tuple[Task, tuple[str, ...]]]:
+    """Every task of the tree by key, in pre-order (dicts keep insertion order)."""
+    out: dict[_Key, tuple[Task, tuple[str, ...]]] = {}
+    stack: list[tuple[Task, _Key, tuple[str, ...]]] = [(root, (), (root.label,))]
+    while stack:
+        node, key, labels = stack.pop()
+        out[key] = (node, labels)
+        seen: dict[str, int] = {}
+        children = []
+        for child in node.subtasks:
+            n = seen.get(child.label, 0)
+            seen[child.label] = n + 1
+            children.append((child, (*key, (child.label, n)), (*labels, child.label)))
+        stack.extend(reversed(children))
+    return out
+
+
+def _size(task: Task) -> int:
+    count, stack = 0, list(task.subtasks)
+    while stack:
+        node = stack.pop()
+        count += 1
+        stack.extend(node.subtasks)
+    return count
+
+
+def compare_runs(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> Comparison:
+    """Match the tasks of ``runs`` by path of labels and compare their measures.
+
+    Args:
+        runs: Two or more runs; the first is the reference for differences and ratios.
+        carbon: Carbon intensities; emissions are compared only when it knows one.
+
+    Raises:
+        ValueError: Fewer than two runs.
+    """
+    if len(runs) < 2:
+        raise ValueError(f"compare needs at least two runs, got {len(runs)}")
+    measures = [MEASURES[n] for n in COMPARED if n != "emissions" or carbon]
+    indexes = [_index(run.task) for run in runs]
+    matched = []
+    for key, (_, labels) in indexes[0].items():
+        if not all(key in index for index in indexes[1:]):
+            continue
+        per_run = [measure_values(index[key][0], carbon) for index in indexes]
+        task = MatchedTask(labels, key[-1][1] if key else 0)
+        for m in measures:
+            values = [v.get(m.column) for v in per_run]
+            if any(v is not None for v in values):
+                task.values[m.column] = values
+        matched.append(task)
+    unmatched = []
+    for i, index in enumerate(indexes):
+        others = [other for j, other in enumerate(indexes) if j != i]
+        tops = [
+            UnmatchedTask(labels, _size(node))
+            for key, (node, labels) in index.items()
+            if not all(key in o for o in others) and all(key[:-1] in o for o in others)
+        ]
+        unmatched.append(tops)
+    return Comparison([run.name for run in runs], measures, matched, unmatched)

@@ -1,0 +1,111 @@
+"""Task files as pandas DataFrames, and cost tables written as CSV, Parquet or LaTeX.
+
+Needs the ``pandas`` extra (``pip install 'tasktrace[pandas]'``: pandas, pyarrow for Parquet,
+jinja2 for LaTeX); importing this module without pandas raises :class:`ImportError` naming it.
+``import tasktrace`` never imports this module: :func:`tasktrace.read_tasks` loads it on first
+use.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tasktrace.core.views import paused_gc
+from tasktrace.formats.extras import missing_extra
+from tasktrace.formats.measures import CarbonIntensity
+from tasktrace.formats.rows import load_runs, task_rows
+
+try:
+    import pandas as pd
+except ImportError as e:  # pragma: no cover - exercised in a subprocess without pandas
+    raise missing_extra("pandas", "pandas", "tasktrace.read_tasks") from e
+
+__all__ = ["TABLE_FORMATS", "encode_table", "frame", "read_tasks"]
+
+TABLE_FORMATS = {".csv": "CSV", ".parquet": "Parquet", ".tex": "LaTeX"}
+"""File suffixes that :func:`encode_table` writes, and the format each stands for."""
+
+PathsLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+def _paths(paths: PathsLike) -> list[Path]:
+    if isinstance(paths, str | os.PathLike):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Make a DataFrame of ``rows`` (columns in order of first appearance; missing: NaN)."""
+    return pd.DataFrame.from_records(rows)
+
+
+def read_tasks(
+    paths: PathsLike,
+    *,
+    names: Sequence[str] | None = None,
+    carbon_intensity_g_per_kwh: float | None = None,
+) -> pd.DataFrame:
+    """Read task files into a pandas DataFrame with one row per task.
+
+    Task files written by tasktrace or LensKit, and OTLP JSON-lines files, are read as they
+    are. The columns are those of :func:`tasktrace.formats.rows.task_rows`: ``run`` (the file
+    name less ``.json``, or the entry of ``names``), ``file``, ``path`` (labels from the root
+    joined by ``" / "``), ``depth`` (0: the root), ``label_pattern``, ``task_id``,
+    ``parent_id`` (the parent's ``task_id``), ``label``, ``status``, the measures in SI units
+    (``duration_s``, ``cpu_time_s``, ``peak_memory_bytes``, ``peak_gpu_memory_bytes``,
+    ``cpu_energy_j``, ``gpu_energy_j``, ``system_energy_j``, ``dram_energy_j``, ``energy_j``;
+    ``start_time_s`` and ``finish_time_s`` in UNIX seconds), ``emissions_g`` (g CO₂e) when an
+    intensity is known, the other task fields, then the extra data (``tags``, ``epoch``, …).
+
+    Args:
+        paths: One path or a sequence of paths.
+        names: A name per path for the ``run`` column (default: the file names).
+        carbon_intensity_g_per_kwh: One carbon intensity for every task; by default each
+            task's machine's ``carbon_intensity_g_per_kwh`` from the settings, if any.
+
+    Returns:
+        A DataFrame, one row per task, each run's tasks in tree order (pre-order).
+
+    Raises:
+        tasktrace.formats.rows.TaskFileError: A file cannot be read or is not a task file.
+        ValueError: ``names`` does not fit ``paths``, or the intensity is negative.
+    """
+    carbon = CarbonIntensity.from_settings(carbon_intensity_g_per_kwh)
+    with paused_gc():  # a large tree: millions of objects, none in cycles (see paused_gc)
+        runs = load_runs(_paths(paths), names)
+        return frame(task_rows(runs, carbon).rows)
+
+
+def encode_table(table: pd.DataFrame, suffix: str) -> bytes:
+    r"""Encode ``table`` as the format of a file suffix in :data:`TABLE_FORMATS`.
+
+    CSV (UTF-8, no index column), Parquet (pyarrow) or a LaTeX ``tabular`` (pandas'
+    ``to_latex``, which needs jinja2; text escaped for LaTeX: ``#`` becomes ``\\#``).
+
+    Raises:
+        ValueError: The suffix is not one of :data:`TABLE_FORMATS`.
+        ImportError: pyarrow (Parquet) or jinja2 (LaTeX) is missing (names the extra).
+    """
+    if suffix == ".csv":
+        return table.to_csv(index=False).encode()
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401, PLC0415 - only to name the extra when it is missing
+        except ImportError as e:
+            raise missing_extra("pyarrow", "pandas", "Parquet output") from e
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        return buffer.getvalue()
+    if suffix == ".tex":
+        try:
+            import jinja2  # noqa: F401, PLC0415 - only to name the extra when it is missing
+        except ImportError as e:
+            raise missing_extra("jinja2", "pandas", "LaTeX output") from e
+        return table.to_latex(index=False, float_format="%.4g", na_rep="", escape=True).encode()
+    raise ValueError(
+        f"cannot write {suffix or 'a file without suffix'}: use one of {', '.join(TABLE_FORMATS)}"
+    )

@@ -1,0 +1,299 @@
+"""Task files as runs and rows, the data behind ``report``, ``compare`` and ``table``.
+
+- :func:`load_task_file` reads a task file (tasktrace's or LensKit's) or OTLP JSON lines.
+- :func:`load_runs` reads several, each a :class:`Run` named by its file or by the caller.
+- :func:`task_rows` flattens runs into one row (a ``dict``) per task: run, path of labels,
+  depth, parent, every field with the measures in SI units (see
+  :mod:`tasktrace.formats.measures`), and extra data flattened into columns.
+- :func:`group_rows` sums or takes the peak of measures per group (``--by label``).
+
+:func:`tasktrace.read_tasks` makes a DataFrame of the rows. This module is pure Python: pandas
+is needed only to make a DataFrame or to write CSV/Parquet/LaTeX.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from tasktrace.core.record import TaskRecord, TaskStatus
+from tasktrace.core.views import label_pattern
+from tasktrace.formats.measures import CarbonIntensity, Measure, measure_values
+from tasktrace.formats.replay import is_otlp_json, load_task
+from tasktrace.task import Task
+
+__all__ = [
+    "PATH_SEPARATOR",
+    "Run",
+    "TaskFileError",
+    "TaskRows",
+    "describe_input_error",
+    "group_rows",
+    "load_runs",
+    "load_task_file",
+    "run_names",
+    "task_rows",
+]
+
+PATH_SEPARATOR = " / "
+"""Joins the labels of a task's path in the ``path`` column (``"experiment / epoch 3"``)."""
+
+_RENAMED = {  # seed field -> column with its unit (the seed's *_power fields hold joules)
+    "start_time": "start_time_s",
+    "finish_time": "finish_time_s",
+    "duration": "duration_s",
+    "cpu_time": "cpu_time_s",
+    "peak_memory": "peak_memory_bytes",
+    "peak_gpu_memory": "peak_gpu_memory_bytes",
+    "system_power": "system_energy_j",
+    "cpu_power": "cpu_energy_j",
+    "gpu_power": "gpu_energy_j",
+}
+_NAMES = [name for name in TaskRecord.model_fields if name != "subtasks"]
+_COLUMNS = [_RENAMED.get(name, name) for name in _NAMES]
+_VALUES = operator.itemgetter(*_NAMES)  # every field value from a task's __dict__, in C
+
+
+class TaskFileError(ValueError):
+    """A task file cannot be read or is not valid; the message names the file (one line)."""
+
+
+def _validate(data: bytes) -> Task:
+    """Validate a task file.
+
+    Trees nested beyond the JSON parser's depth limit (about 100 levels) are parsed by
+    :mod:`json` and validated from Python objects instead.
+    """
+    try:
+        return Task.model_validate_json(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        if first["type"] != "json_invalid" or "recursion" not in first["msg"]:
+            raise
+    return Task.model_validate(json.loads(data))
+
+
+def load_task_file(path: Path) -> Task:
+    """Load a task file (tasktrace's or LensKit's) or an OTLP JSON-lines file.
+
+    Raises:
+        OSError: The file cannot be read.
+        pydantic.ValidationError: It is not a valid task file.
+        ValueError: It is OTLP JSON that cannot be decoded.
+        RecursionError: The tree is nested too deeply to read.
+    """
+    data = path.read_bytes()
+    # is_otlp_json parses the first line, i.e. all of a one-line task file (0.5 s for 36 MB):
+    # look for the key first (a substring search, ~10 ms).
+    if b"resourceSpans" in data and is_otlp_json(data):
+        return load_task(path, data)
+    return _validate(data)
+
+
+def describe_input_error(path: Path, error: BaseException) -> str:
+    """One line naming ``path`` and what is wrong with it, for an error from a reader."""
+    if isinstance(error, OSError):
+        return f"{path}: cannot read file: {error.strerror or error}"
+    if isinstance(error, RecursionError):
+        return f"{path}: task tree nested too deeply to read"
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "file"
+        return (
+            f"{path}: not a valid task file: {where}: {first['msg']} ({error.error_count()} errors)"
+        )
+    return f"{path}: {error}"
+
+
+@dataclass
+class Run:
+    """One task file, loaded.
+
+    Attributes:
+        name: The run's name: the file name without ``.json``, or the caller's.
+        path: The file it was read from.
+        task: The root task of the file.
+    """
+
+    name: str
+    path: Path
+    task: Task
+
+
+def run_names(paths: Sequence[Path], names: Sequence[str] | None = None) -> list[str]:
+    """Name each path: ``names`` if given, else the file name less ``.json``.
+
+    Names that would repeat (``a/run.json`` and ``b/run.json``) are the paths as given.
+
+    Raises:
+        ValueError: ``names`` has another length than ``paths``, or repeats a name.
+    """
+    if names is not None:
+        if len(names) != len(paths):
+            raise ValueError(f"{len(names)} names given for {len(paths)} files")
+        if len(set(names)) != len(names):
+            raise ValueError(f"run names must differ: {list(names)}")
+        return list(names)
+    stems = [p.name.removesuffix(".json") for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [str(p) for p in paths]
+
+
+def load_runs(paths: Sequence[Path], names: Sequence[str] | None = None) -> list[Run]:
+    """Load each path as a :class:`Run`.
+
+    Raises:
+        TaskFileError: A file cannot be read or is not a task file (the message names it).
+        ValueError: ``names`` does not fit ``paths`` (see :func:`run_names`).
+    """
+    runs = []
+    for path, name in zip(paths, run_names(paths, names), strict=True):
+        try:
+            task = load_task_file(path)
+        except (OSError, RecursionError, ValidationError, ValueError, TypeError) as e:
+            raise TaskFileError(describe_input_error(path, e)) from e
+        runs.append(Run(name, path, task))
+    return runs
+
+
+def walk(task: TaskRecord) -> Iterator[tuple[TaskRecord, tuple[str, ...], int | None]]:
+    """Yield ``(task, labels from the root, index of the parent in this walk)`` in pre-order."""
+    stack: list[tuple[TaskRecord, tuple[str, ...], int | None]] = [(task, (task.label,), None)]
+    index = 0
+    while stack:
+        node, labels, parent = stack.pop()
+        yield node, labels, parent
+        stack.extend((c, (*labels, c.label), index) for c in reversed(node.subtasks))
+        index += 1
+
+
+def _flatten(data: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            _flatten(value, f"{name}.", out)
+        else:
+            out[name] = value
+
+
+@dataclass
+class TaskRows:
+    """One row per task of one or more runs, in pre-order per run.
+
+    Attributes:
+        rows: The rows (see :func:`task_rows` for the columns).
+        parents: For each row, the index in ``rows`` of its parent's row (``None``: a root).
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    parents: list[int | None] = field(default_factory=list)
+
+
+def task_rows(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> TaskRows:
+    """Flatten ``runs`` into one row per task.
+
+    Columns: ``run``, ``file``, ``path`` (labels from the root joined by
+    :data:`PATH_SEPARATOR`), ``depth`` (0 for the root), ``label_pattern`` (digits as ``#``),
+    every task field (``task_id``, ``parent_id`` and ``status`` as text; the seed's measure
+    fields renamed with their units: ``duration_s``, ``cpu_time_s``, ``peak_memory_bytes``,
+    ``peak_gpu_memory_bytes``, ``cpu_energy_j``, ``gpu_energy_j``, ``system_energy_j``;
+    ``start_time_s`` / ``finish_time_s`` in UNIX seconds), ``energy_j`` (see
+    :func:`~tasktrace.formats.measures.total_energy_j`), ``emissions_g`` when ``carbon`` knows
+    any intensity, then the extra data (``tags``, ``epoch``, …; nested mappings flattened as
+    ``key.sub``; a key that repeats a column's name gets the prefix ``extra.``).
+    """
+    out = TaskRows()
+    for run in runs:
+        base = len(out.rows)
+        for node, labels, parent in walk(run.task):
+            row: dict[str, Any] = {
+                "run": run.name,
+                "file": str(run.path),
+                "path": PATH_SEPARATOR.join(labels),
+                "depth": len(labels) - 1,
+                "label_pattern": label_pattern(node.label),
+            }
+            row.update(zip(_COLUMNS, _VALUES(node.__dict__), strict=True))  # pydantic's fields
+            row["task_id"] = str(node.task_id)
+            row["parent_id"] = None if node.parent_id is None else str(node.parent_id)
+            row["status"] = node.status.value
+            values = measure_values(node, carbon)
+            row["energy_j"] = values["energy_j"]
+            if "emissions_g" in values:
+                row["emissions_g"] = values["emissions_g"]
+            if node.__pydantic_extra__:
+                extra: dict[str, Any] = {}
+                _flatten(node.__pydantic_extra__, "", extra)
+                for key, value in extra.items():
+                    row[f"extra.{key}" if key in row else key] = value
+            out.rows.append(row)
+            out.parents.append(None if parent is None else base + parent)
+    return out
+
+
+def _key(row: Mapping[str, Any], by: Sequence[str]) -> tuple[Any, ...] | None:
+    values = []
+    for column in by:
+        value = row.get(column)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        values.append(tuple(value) if isinstance(value, list) else value)
+    try:
+        hash(tuple(values))
+    except TypeError:
+        return None
+    return tuple(values)
+
+
+def group_rows(
+    table: TaskRows, by: Sequence[str], measures: Sequence[Measure]
+) -> list[dict[str, Any]]:
+    """Aggregate ``measures`` per group of rows with equal values in the ``by`` columns.
+
+    Rows without a value in a ``by`` column are left out. A task inside another task of the
+    same group is left out too: its cost is already part of its ancestor's, and adding it would
+    count it twice (``--by run`` gives each run's root alone).
+
+    Returns:
+        One dict per group, in order of first appearance: the ``by`` columns, ``tasks`` (the
+        count), ``failed`` (how many failed), and for each measure ``<column>_total`` (sum of
+        the known values; ``_max`` for a peak) and ``<column>_mean`` (mean of the known values),
+        ``None`` where no value is known.
+
+    Raises:
+        ValueError: No row has one of the ``by`` columns (the message names it).
+    """
+    rows, parents = table.rows, table.parents
+    for column in by:
+        if not any(column in row for row in rows):
+            raise ValueError(f"no task has a column {column!r} to group by")
+    keys = [_key(row, by) for row in rows]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for i, key in enumerate(keys):
+        if key is None:
+            continue
+        parent = parents[i]
+        while parent is not None and keys[parent] != key:
+            parent = parents[parent]
+        if parent is None:  # no ancestor in the same group
+            groups.setdefault(key, []).append(rows[i])
+    out = []
+    for key, members in groups.items():
+        group: dict[str, Any] = dict(zip(by, key, strict=True))
+        group["tasks"] = len(members)
+        group["failed"] = sum(m["status"] == TaskStatus.FAILED.value for m in members)
+        for measure in measures:
+            known = [m[measure.column] for m in members if m.get(measure.column) is not None]
+            total = (max(known) if measure.peak else math.fsum(known)) if known else None
+            group[f"{measure.column}_{measure.aggregate}"] = total
+            group[f"{measure.column}_mean"] = math.fsum(known) / len(known) if known else None
+        out.append(group)
+    return out

@@ -1,0 +1,141 @@
+"""Threads and asyncio: the active task per thread / asyncio task, carried into workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tasktrace import (
+    ContextThread,
+    ContextThreadPoolExecutor,
+    Task,
+    TaskStatus,
+    with_current_context,
+)
+from tasktrace.testing import InMemorySpanExporter
+
+
+def _thread_work(i: int) -> None:
+    with Task(f"thread {i}"):
+        for _ in range(1000):
+            with Task("leaf"):
+                pass
+
+
+def test_8_threads_x_1000_tasks_one_tree(task_spans: InMemorySpanExporter, tmp_path: Path) -> None:
+    """8 threads x 1,000 tasks under one root: 8,000 + 8 nodes, right parents, file and spans."""
+    out = tmp_path / "threads.json"
+    with Task("root", file=out) as root, ContextThreadPoolExecutor(8) as pool:
+        list(pool.map(_thread_work, range(8)))
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (root, saved):
+        assert sorted(t.label for t in tree.subtasks) == [f"thread {i}" for i in range(8)]
+        nodes = 0
+        for thread_task in tree.subtasks:
+            assert thread_task.parent_id == root.task_id
+            assert len(thread_task.subtasks) == 1000
+            assert all(leaf.parent_id == thread_task.task_id for leaf in thread_task.subtasks)
+            nodes += 1 + len(thread_task.subtasks)
+        assert nodes == 8000 + 8
+    trace_id = int(root.trace_id or "0", 16)
+    spans = [s for s in task_spans.get_finished_spans() if s.context.trace_id == trace_id]
+    assert len(spans) == 8000 + 8 + 1
+    by_id = {s.context.span_id: s for s in spans}
+    for span in spans:
+        if span.name == "leaf":
+            assert span.parent is not None
+            assert by_id[span.parent.span_id].name.startswith("thread ")
+        elif span.name.startswith("thread "):
+            assert span.parent is not None
+            assert span.parent.span_id == int(root.span_id or "0", 16)
+
+
+def test_plain_threads_and_map_carry_the_context() -> None:
+    """ContextThread and with_current_context give worker tasks the submitter's parent."""
+    seen: list[Task] = []
+
+    def work() -> None:
+        with Task("in thread") as t:
+            seen.append(t)
+
+    with Task("root") as root:
+        thread = ContextThread(target=work)
+        thread.start()
+        thread.join(10)
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(with_current_context(lambda _: work()), range(4)))
+        bare = threading.Thread(target=work)
+        bare.start()
+        bare.join(10)
+    assert [t.parent_id for t in seen[:5]] == [root.task_id] * 5
+    assert seen[5].parent_id is None  # a bare thread starts from an empty context
+    assert Task.current() is None
+
+
+async def _async_work(i: int) -> Task:
+    with Task(f"a{i}") as t:
+        await asyncio.sleep(0)
+        if i % 3 == 0:
+            with Task(f"n{i}"):
+                await asyncio.sleep(0)
+        if i % 5 == 0:
+            raise ValueError(i)
+        await asyncio.sleep(0)
+    return t
+
+
+def test_1000_asyncio_tasks_nested_and_failing(caplog: pytest.LogCaptureFixture) -> None:
+    """1,000 concurrent asyncio tasks: right parents and statuses, no context errors logged."""
+
+    async def main() -> tuple[Task, list[object]]:
+        with Task("async root") as root:
+            results = await asyncio.gather(
+                *(_async_work(i) for i in range(1000)), return_exceptions=True
+            )
+            assert Task.current() is root
+        return root, results
+
+    with caplog.at_level(logging.DEBUG):
+        root, results = asyncio.run(main())
+    assert not [r for r in caplog.records if "Failed to detach" in r.getMessage()]
+    assert sum(isinstance(r, ValueError) for r in results) == 200
+    by_label = {t.label: t for t in root.subtasks}
+    assert len(by_label) == 1000
+    for i in range(1000):
+        task = by_label[f"a{i}"]
+        assert task.parent_id == root.task_id
+        assert task.status is (TaskStatus.FAILED if i % 5 == 0 else TaskStatus.FINISHED)
+        nested = [(s.label, s.parent_id) for s in task.subtasks]
+        assert nested == ([(f"n{i}", task.task_id)] if i % 3 == 0 else [])
+    assert Task.current() is None
+
+
+def _generator() -> Iterator[int]:
+    with Task("generator"):
+        yield 1
+        yield 2
+
+
+def test_suspended_generator_does_not_corrupt_the_stack(caplog: pytest.LogCaptureFixture) -> None:
+    """A generator suspended inside a task, resumed or closed elsewhere, logs no detach error."""
+    with caplog.at_level(logging.DEBUG), Task("root") as root:
+        gen = _generator()
+        assert next(gen) == 1
+        assert next(gen) == 2
+        assert list(gen) == []  # finished in the same context: a clean detach
+        assert Task.current() is root
+        abandoned = _generator()
+        next(abandoned)
+        closer = threading.Thread(target=abandoned.close)  # closed in another context
+        closer.start()
+        closer.join(10)
+    assert not [r for r in caplog.records if "Failed to detach" in r.getMessage()]
+    # closing raises GeneratorExit inside the task: recorded as cancelled (see test_generators)
+    assert [t.status for t in root.subtasks] == [TaskStatus.FINISHED, TaskStatus.CANCELLED]
+    assert Task.current() is None
