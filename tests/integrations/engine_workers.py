@@ -74,10 +74,11 @@ def die_once(marker: str) -> int:
     """Run ``Task("fragile")``: the first call ends its process (``os._exit``), later ones return.
 
     ``marker`` is a file whose existence says the first attempt happened (the test's two Ray
-    nodes run on one machine, so both see it).
+    nodes run on one machine, so both see it). The first attempt runs 0.5 s first: longer than
+    the integrations' flush interval, so its start record has gone home when it dies.
     """
     with Task("fragile"):
-        busy_cpu(0.05)
+        busy_cpu(0.5)
         if not os.path.exists(marker):
             with open(marker, "w") as f:
                 f.write(str(os.getpid()))

@@ -18,26 +18,33 @@ How it works:
   go to ``executing`` and, when it has the annotation, wraps the task's function so that it
   runs in a remote scope: a ``Task`` it starts is a subprocess subtask of the submitting task,
   in the same trace. The plugin also applies the driver's export environment
-  (:data:`ENVIRONMENT_KEYS`) to the worker, so spans leave through the same exporter set-up.
+  (:func:`~tasktrace.export.workers.worker_environment`) to the worker, so spans leave
+  through the same exporter set-up.
 - **Records home.** When the function returns or raises, the finished tasks' records go to
-  the scheduler with ``worker.log_event(TOPIC, ...)`` and reach the client's
-  ``subscribe_topic`` handler, which delivers them to the driver's tree. Events and the task's
-  result travel on the same worker → scheduler → client streams, in that order.
+  the scheduler in one ``worker.log_event(TOPIC, ...)`` and reach the client's
+  ``subscribe_topic`` handler, which queues them; they are delivered to the driver's tree when
+  a task finishes or a task file is written there (or every :data:`INBOX_LIMIT` records).
+  Events and the task's result travel on the same worker → scheduler → client streams, in
+  that order, so the records are there before the result.
+- **Long tasks and re-runs.** A root task still running one flush interval
+  (:data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S`) after it started is announced
+  by a snapshot (and re-sent every ``refresh_interval_s``); a task shorter than that sends one
+  record. When Dask runs a key again after its worker was lost, the records of the key from
+  the two workers are numbered as attempts and the lost attempt's still-running record
+  becomes ``failed``; an attempt shorter than one flush interval leaves no record to tell.
+- **Spans** of the worker's tasks are flushed by the worker's batcher thread within one flush
+  interval, and when the worker closes.
 
-- **Re-runs.** Each root task's record is also sent when it starts; when Dask runs a key again
-  after its worker was lost, the records of the key from the two workers are numbered as
-  attempts and the lost attempt's still-running record becomes ``failed``.
-
-Limits (phase 1 prototype): ``async def`` task functions are not wrapped; the start record is
-sent on the worker's batched stream, so a worker killed within milliseconds of a root task's
-start may leave no trace of that attempt.
+Limits: ``async def`` task functions are not wrapped (their tasks are not carried); the
+driver's ``configure()`` settings reach the workers when :func:`setup` runs (call it after
+``configure``).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -46,12 +53,25 @@ from dask._task_spec import Task as DaskTask
 from distributed import Client, WorkerPlugin, get_worker
 from distributed.utils import iscoroutinefunction
 
-from tasktrace import Task, configure
-from tasktrace._portable import Carrier, capture, deliver, remote_scope, worker_environment
-from tasktrace.integrations._attempts import Attempts
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.record import TaskRecord, node_class
+from tasktrace.core.warn import WarnOnce
+from tasktrace.export.provider import flush_spans
+from tasktrace.export.workers import apply_environment, worker_environment
+from tasktrace.integrations.attempts import Attempts
+from tasktrace.integrations.batching import Batch, RecordBatcher
+from tasktrace.task.carriers import Carrier, capture, remote_scope
+from tasktrace.tree.delivery import deliver
+from tasktrace.tree.processor import tree
 
-__all__ = ["ANNOTATION", "PLUGIN_NAME", "TOPIC", "CarriedFunction", "TaskTracePlugin", "setup"]
+__all__ = [
+    "ANNOTATION",
+    "INBOX_LIMIT",
+    "PLUGIN_NAME",
+    "TOPIC",
+    "CarriedFunction",
+    "TaskTracePlugin",
+    "setup",
+]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
@@ -64,6 +84,8 @@ PLUGIN_NAME: Final = "tasktrace"
 """The name :func:`setup` registers the worker plugin under (re-registering replaces it)."""
 SUBMITTING_METHODS: Final = ("submit", "map", "compute", "persist", "get")
 """The client methods :func:`setup` wraps to annotate submissions with the carrier."""
+INBOX_LIMIT: Final = 1024
+"""Records the client queues before it delivers them without waiting for a pull."""
 
 
 class CarriedFunction:
@@ -87,11 +109,10 @@ class CarriedFunction:
         """Call the function in a remote scope; send the finished tasks' records home."""
         worker = get_worker()
         data = {"dask_key": self.key, "dask_worker": worker.address}
-
-        def started(record: bytes) -> None:  # a killed attempt leaves this running record
-            worker.log_event(TOPIC, {"records": [record.decode()]})
-
-        with remote_scope(self.carrier, data=data, on_started=started) as scope:
+        batcher = _batcher(worker)
+        with remote_scope(
+            self.carrier, data=data, on_started=batcher.started, flush=False
+        ) as scope:
             try:
                 return self.__wrapped__(*args, **kwargs)
             finally:
@@ -99,6 +120,27 @@ class CarriedFunction:
                     records = scope.take()
                     if records:
                         worker.log_event(TOPIC, {"records": [r.decode() for r in records]})
+                        batcher.spans_pending()
+
+
+_batchers_lock = threading.Lock()
+_batchers: dict[str, RecordBatcher] = {}
+
+
+def _batcher(worker: Any) -> RecordBatcher:
+    """Return the worker's batcher (snapshots of long tasks as events; spans flushed)."""
+    batcher = _batchers.get(worker.address)
+    if batcher is None:
+        with _batchers_lock:
+            batcher = _batchers.get(worker.address)
+            if batcher is None:
+
+                def send(batch: Batch) -> None:
+                    if batch.records:
+                        worker.log_event(TOPIC, {"records": batch.records})
+
+                batcher = _batchers[worker.address] = RecordBatcher(worker.address, send)
+    return batcher
 
 
 class TaskTracePlugin(WorkerPlugin):
@@ -106,7 +148,7 @@ class TaskTracePlugin(WorkerPlugin):
 
     Args:
         environment: Export environment variables to apply in each worker
-            (``tasktrace._portable.worker_environment()`` of the driver). Values may include
+            (:func:`~tasktrace.export.workers.worker_environment` of the driver). Values may include
             secrets (``OTEL_EXPORTER_OTLP_HEADERS``): they are only ever set in the worker's
             ``os.environ``, never logged, written to records or put on spans.
     """
@@ -121,9 +163,14 @@ class TaskTracePlugin(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         """Apply the driver's export environment; remember the worker."""
         self.worker = worker
-        if self.environment and any(os.environ.get(k) != v for k, v in self.environment.items()):
-            os.environ.update(self.environment)
-            configure()  # re-read the OTEL_* variables: later tasks use the new exporters
+        apply_environment(self.environment)
+
+    def teardown(self, worker: Any) -> None:
+        """Send what the worker's batcher holds and flush its spans (the worker closes)."""
+        batcher = _batchers.pop(worker.address, None)
+        if batcher is not None:
+            batcher.flush()
+        flush_spans()
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         """When an annotated task starts executing, wrap its function in a remote scope."""
@@ -149,13 +196,36 @@ class TaskTracePlugin(WorkerPlugin):
             spec.func = CarriedFunction(spec.func, carrier, str(key))
 
 
-_attempts = Attempts("dask_key", "dask_worker", "Dask")
+class _Inbox:
+    """The client's queue of records from the workers (the event handler fills it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.raw: list[str] = []
+        self.attempts = Attempts("dask_key", "dask_worker", "Dask")
+        self.unregister: Callable[[], None] | None = None
+
+    def handle(self, event: tuple[float, Mapping[str, Any]]) -> None:
+        """``subscribe_topic`` handler (the client's event loop): queue the records."""
+        _, msg = event
+        with self.lock:
+            self.raw.extend(msg.get("records", ()))
+            full = len(self.raw) >= INBOX_LIMIT
+        if full:
+            self.pull(None)
+
+    def pull(self, finished: TaskRecord | None) -> None:
+        """Deliver the queued records now (a record source of the tree)."""
+        del finished
+        if not self.raw:
+            return
+        with self.lock:
+            raw, self.raw = self.raw, []
+        cls = node_class()
+        deliver(self.attempts.sort_out(cls.model_validate_json(r) for r in raw))
 
 
-def _handle_event(event: tuple[float, Mapping[str, Any]]) -> None:
-    _, msg = event
-    records = [Task.model_validate_json(r) for r in msg.get("records", ())]
-    deliver(_attempts.sort_out(records))
+_inbox = _Inbox()
 
 
 def _annotating(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -182,7 +252,9 @@ def setup(client: Client) -> Client:
         ``client``, for chaining.
     """
     client.register_plugin(TaskTracePlugin(worker_environment()), name=PLUGIN_NAME)
-    client.subscribe_topic(TOPIC, _handle_event)
+    client.subscribe_topic(TOPIC, _inbox.handle)
+    if _inbox.unregister is None:
+        _inbox.unregister = tree.register_record_source(_inbox.pull)
     for name in SUBMITTING_METHODS:
         method = getattr(client, name)
         if not getattr(method, "__tasktrace_wrapped__", False):

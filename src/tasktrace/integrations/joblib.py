@@ -38,7 +38,8 @@ from joblib._parallel_backends import (
     ThreadingBackend,
 )
 
-from tasktrace._portable import Carrier, capture, deliver, remote_scope
+from tasktrace.task.carriers import Carrier, capture, remote_scope
+from tasktrace.tree.delivery import deliver
 
 __all__ = [
     "BACKEND_NAME",
@@ -82,7 +83,7 @@ class CarriedBatch:
     __slots__ = ("batch", "carrier")
 
     def __init__(self, batch: Callable[[], Any], carrier: Carrier) -> None:
-        """Wrap ``batch`` with ``carrier`` (from :func:`tasktrace._portable.capture`)."""
+        """Wrap ``batch`` with ``carrier`` (from :func:`tasktrace.task.carriers.capture`)."""
         self.batch = batch
         self.carrier = carrier
 

@@ -11,32 +11,39 @@ hook set, hands the submitter's OpenTelemetry context to each remote function an
 (its ``_ray_trace_ctx`` argument, written and read through the *global* OpenTelemetry
 propagator). How tasktrace rides on it:
 
-- **Context.** :func:`setup_tracing` adds :class:`TaskTracePropagator` to the global
-  propagator. In the driver its ``inject`` adds the running task's carrier; in a worker its
-  ``extract`` opens a remote scope for it, so a ``Task`` started by the remote function is a
-  subprocess subtask of the submitting task, with ``ray_node_id``, ``ray_task_id``,
-  ``ray_worker_id`` (and ``ray_actor_id``) recorded, and its span a child of the submitter's.
-  No tracer provider is installed: Ray's own producer / consumer spans stay non-recording
-  unless you install a provider yourself.
-- **Records home.** A worker sends each root task's record to a :class:`RecordCollector` actor
-  of the job when the task starts (running) and when it finishes, waiting for the actor's
-  acknowledgement (so the record is there before the remote function's result is). The driver
-  drains the actor just before the submitting task finishes (a record source) and delivers the
-  records to its tree. Nothing touches a shared file system.
+- **Context.** :func:`setup_tracing` adds a :class:`~tasktrace.task.propagator.TaskTracePropagator`
+  to the global propagator. In the driver its ``inject`` adds the running task's carrier; in a
+  worker its ``extract`` opens a remote scope for it, so a ``Task`` started by the remote
+  function is a subprocess subtask of the submitting task, with ``ray_node_id``,
+  ``ray_task_id``, ``ray_worker_id`` (and ``ray_actor_id``) recorded, and its span a child of
+  the submitter's. No tracer provider is installed: Ray's own producer / consumer spans stay
+  non-recording unless you install a provider yourself.
+- **Records home.** Each worker process buffers its records and sends them every
+  :data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S` to the job's
+  :class:`RecordCollector` actor, without waiting for an answer; a task shorter than the
+  interval sends one record, when it finished. When a task that submitted work finishes in the
+  driver, the driver drains the collector, waiting (at most :data:`DRAIN_WAIT_S`) until every
+  busy worker has sent a batch made after the drain began. Records that still miss it (a
+  worker's clock far behind, work the driver did not wait for) are attached *late* at the next
+  drain (the next such task's finish, a task-file write at least a second after the last
+  drain, :func:`collect`, or the driver's exit) and the task file re-written. Nothing touches a
+  shared file system.
+- **Settings.** The driver's export set-up (``OTEL_*``, ``tasktrace.configure``) is given to the
+  collector when it is created; each worker applies it before its first carried call, so its
+  spans go where the driver's go.
 - **Retries.** Records carry the Ray task id and the worker; when one Ray task's records come
   from more than one worker, the earlier attempts' records stay as siblings with an
   ``attempt`` number, and a record still ``running`` from a dead attempt becomes ``failed``.
-
-Limits (phase 1 prototype): the driver's ``configure()`` settings are not carried (workers
-inherit the environment of the ``ray start`` / ``ray.init`` that started them); records of a
-parent that already finished are drained only when another carrier parent finishes.
+  An attempt shorter than one flush interval leaves no record to tell.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -44,30 +51,25 @@ import ray
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.propagators.textmap import (
-    CarrierT,
-    Getter,
-    Setter,
-    TextMapPropagator,
-    default_getter,
-    default_setter,
-)
+from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagator, default_setter
 
-from tasktrace import Task
-from tasktrace._portable import (
-    HEADER_PREFIX,
-    Carrier,
-    RemoteScope,
-    capture,
-    register_record_source,
-)
-from tasktrace.integrations._attempts import Attempts
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.record import TaskRecord, node_class
+from tasktrace.core.warn import WarnOnce
+from tasktrace.export.workers import apply_environment, worker_environment
+from tasktrace.integrations.attempts import Attempts
+from tasktrace.integrations.batching import FLUSH_INTERVAL_S, Batch, RecordBatcher
+from tasktrace.task.carriers import Carrier, RemoteScope
+from tasktrace.task.propagator import TaskTracePropagator
+from tasktrace.tree.delivery import deliver
+from tasktrace.tree.processor import tree
 
 __all__ = [
+    "COLLECTOR_PREFIX",
+    "DRAIN_WAIT_S",
     "HOOK",
+    "RayTaskPropagator",
     "RecordCollector",
-    "TaskTracePropagator",
+    "collect",
     "setup_tracing",
 ]
 
@@ -78,89 +80,170 @@ HOOK: Final = "tasktrace.integrations.ray:setup_tracing"
 """The value for ``ray.init(_tracing_startup_hook=...)`` / ``--tracing-startup-hook``."""
 COLLECTOR_PREFIX: Final = "tasktrace-records-"
 """Name prefix of the job's collector actor (the job id follows)."""
+DRAIN_WAIT_S: Final = 10 * FLUSH_INTERVAL_S
+"""The longest a finishing task waits in the driver for busy workers' batches, in seconds."""
+IDLE_DRAIN_S: Final = 1.0
+"""Least seconds between two drains that are not at a submitting task's finish."""
 _internal: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "tasktrace_ray_internal", default=False
 )
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)  # type: ignore[call-overload]
 class RecordCollector:
-    """A job's mailbox of task records, filled by workers and drained by the driver."""
+    """A job's mailbox of task records, filled by workers and drained by the driver.
 
-    def __init__(self) -> None:
+    Args:
+        environment: The driver's export set-up
+            (:func:`~tasktrace.export.workers.worker_environment`), handed to each worker
+            before its first carried call; it may hold secrets (headers), which stay in this
+            actor's memory and the workers' environments.
+    """
+
+    def __init__(self, environment: dict[str, str]) -> None:
         """Start empty."""
+        self._environment = environment
         self._records: list[str] = []
+        self._workers: dict[str, tuple[float, bool]] = {}  # worker -> (sent_at, idle)
+        self._changed = threading.Condition()
 
-    def put(self, records: list[str]) -> int:
-        """Keep ``records`` (task JSON); return how many are held."""
-        self._records.extend(records)
-        return len(self._records)
+    def environment(self) -> dict[str, str]:
+        """Return the driver's export set-up for a worker to apply."""
+        return self._environment
 
-    def drain(self) -> list[str]:
-        """Return and forget every record held."""
-        out, self._records = self._records, []
+    def put(self, batch: Batch) -> None:
+        """Keep a worker's batch of records and note when it was sent and whether it is idle."""
+        with self._changed:
+            self._records.extend(batch.records)
+            self._workers[batch.worker] = (batch.sent_at, batch.idle)
+            self._changed.notify_all()
+
+    def drain(self, since: float, wait_s: float) -> list[str]:
+        """Return and forget every record, after the busy workers' batches made since ``since``.
+
+        Waits at most ``wait_s`` seconds until every worker that is not idle has sent a batch
+        made at ``since`` (``time.time()``) or later.
+        """
+        deadline = time.monotonic() + wait_s
+        with self._changed:
+            while True:
+                behind = [
+                    w for w, (sent, idle) in self._workers.items() if not idle and sent < since
+                ]
+                left = deadline - time.monotonic()
+                if not behind or left <= 0:
+                    break
+                self._changed.wait(left)
+            out, self._records = self._records, []
         return out
 
 
-class _Mailbox:
-    """The handle of this process on the job's collector (created by the driver on first use)."""
+def _collector_name() -> str:
+    return COLLECTOR_PREFIX + ray.get_runtime_context().get_job_id()
+
+
+class _Driver:
+    """The driver's side: the collector it created, the submitting tasks it drains for."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._handle: Any = None
-        self._unregister: Any = None
+        self.handle: Any = None
+        self.submitted: set[Any] = set()  # task ids of tasks whose carriers went out
+        self.last_drain = 0.0
+        self.attempts = Attempts("ray_task_id", "ray_worker_id", "Ray")
 
-    def _name(self) -> str:
-        return COLLECTOR_PREFIX + ray.get_runtime_context().get_job_id()
+    def prepare(self, carrier: Carrier) -> None:
+        """Have the collector ready for a carrier going out; remember its parent task."""
+        if self.handle is None and ray.is_initialized():
+            with self._lock:
+                if self.handle is None:
+                    token = _internal.set(True)
+                    try:
+                        self.handle = RecordCollector.options(  # type: ignore[attr-defined]
+                            name=_collector_name(), get_if_exists=True
+                        ).remote(worker_environment())
+                    finally:
+                        _internal.reset(token)
+                    tree.register_record_source(self.pull)
+                    atexit.register(collect)
+        self.submitted.add(carrier.parent_task_id)
 
-    def handle(self, *, create: bool) -> Any:
+    def pull(self, finished: TaskRecord | None) -> None:
+        """Drain at a submitting task's finish (waiting), or now and then (a record source)."""
+        if self.handle is None or not ray.is_initialized():
+            return
+        if finished is not None and finished.task_id in self.submitted:
+            self.submitted.discard(finished.task_id)
+            self.drain(DRAIN_WAIT_S)
+        elif time.monotonic() - self.last_drain >= IDLE_DRAIN_S:
+            self.drain(0.0)
+
+    def drain(self, wait_s: float) -> None:
+        token = _internal.set(True)
+        try:
+            raw = ray.get(self.handle.drain.remote(time.time(), wait_s), timeout=wait_s + 30)
+        finally:
+            _internal.reset(token)
+            self.last_drain = time.monotonic()
+        if raw:
+            cls = node_class()
+            deliver(self.attempts.sort_out(cls.model_validate_json(r) for r in raw))
+
+
+_driver = _Driver()
+
+
+def collect() -> None:
+    """Deliver now whatever task records the job's collector holds (late ones included).
+
+    Called at the driver's exit too. Never raises: a failure is warned about once.
+    """
+    if _driver.handle is None or not ray.is_initialized():
+        return
+    try:
+        _driver.drain(0.0)
+    except Exception as e:  # noqa: BLE001 - collecting must not break the user's program
+        _warn("ray-collect", "tasktrace: cannot collect task records from Ray: %r", e)
+
+
+class _Worker:
+    """A worker process's side: its batcher, sending to the job's collector."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.handle: Any = None
+        self.batcher: RecordBatcher | None = None
+
+    def ready(self) -> RecordBatcher:
+        batcher = self.batcher
+        if batcher is not None:
+            return batcher
         with self._lock:
-            if self._handle is None:
+            if self.batcher is None:
                 token = _internal.set(True)
                 try:
-                    if create:
-                        self._handle = RecordCollector.options(  # type: ignore[attr-defined]
-                            name=self._name(), get_if_exists=True
-                        ).remote()
-                        self._unregister = register_record_source(self.drain)
-                    else:
-                        self._handle = ray.get_actor(self._name())
+                    self.handle = ray.get_actor(_collector_name())
+                    apply_environment(ray.get(self.handle.environment.remote()))
                 finally:
                     _internal.reset(token)
-            return self._handle
+                worker_id = ray.get_runtime_context().get_worker_id()
+                self.batcher = RecordBatcher(worker_id, self.send)
+            return self.batcher
 
-    def send(self, record: bytes) -> None:
+    def send(self, batch: Batch) -> None:
         token = _internal.set(True)
         try:
-            ray.get(self.handle(create=False).put.remote([record.decode()]))
-        except Exception as e:  # noqa: BLE001 - shipping must not break the user's task
-            _warn("ray-send", "tasktrace: cannot send a task record to the driver: %r", e)
+            self.handle.put.remote(batch)
         finally:
             _internal.reset(token)
 
-    def drain(self) -> list[Task]:
-        if self._handle is None or not ray.is_initialized():
-            return []
-        token = _internal.set(True)
-        try:
-            raw = ray.get(self._handle.drain.remote())
-        finally:
-            _internal.reset(token)
-        return _attempts.sort_out(Task.model_validate_json(r) for r in raw)
 
-
-_mailbox = _Mailbox()
-
-
-_attempts = Attempts("ray_task_id", "ray_worker_id", "Ray")
+_worker = _Worker()
 
 
 def _worker_data() -> dict[str, Any]:
     ctx = ray.get_runtime_context()
-    data = {
-        "ray_node_id": ctx.get_node_id(),
-        "ray_worker_id": ctx.get_worker_id(),
-    }
+    data = {"ray_node_id": ctx.get_node_id(), "ray_worker_id": ctx.get_worker_id()}
     task_id = ctx.get_task_id()
     if task_id:
         data["ray_task_id"] = task_id
@@ -170,13 +253,24 @@ def _worker_data() -> dict[str, Any]:
     return data
 
 
-class TaskTracePropagator(TextMapPropagator):
-    """Carries the running task in OpenTelemetry propagation (keys :data:`HEADER_PREFIX`*).
+def _scope(carrier: Carrier) -> RemoteScope:
+    try:
+        batcher = _worker.ready()
+    except Exception as e:  # noqa: BLE001 - no collector: the tasks still run, spans only
+        _warn("ray-collector", "tasktrace: no task-record collector for this Ray job: %r", e)
+        return RemoteScope(carrier, _worker_data(), keep=False)
+    batcher.touch()
+    return RemoteScope(
+        carrier, _worker_data(), on_started=batcher.started, on_finished=batcher.finished
+    )
 
-    ``inject``: in a process with a running task, adds its carrier (and creates the job's
-    collector actor on first use, in a Ray driver). ``extract``: opens a remote scope for a
-    carrier from another process and returns a context in which it is the current task.
-    """
+
+class RayTaskPropagator(TaskTracePropagator):
+    """The propagator :func:`setup_tracing` installs: tasktrace's own calls carry nothing."""
+
+    def __init__(self) -> None:
+        """Scopes send records to the job's collector; carriers prepare the driver."""
+        super().__init__(scope_factory=_scope, on_inject=_driver.prepare)
 
     def inject(
         self,
@@ -184,54 +278,13 @@ class TaskTracePropagator(TextMapPropagator):
         context: otel_context.Context | None = None,
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
-        """Add the running task's carrier to ``carrier`` (nothing when no task runs)."""
-        if _internal.get() or context is not None:
-            return
-        found = capture()
-        if found is None:
-            return
-        if ray.is_initialized():
-            _mailbox.handle(create=True)
-        for key, value in found.to_headers().items():
-            setter.set(carrier, key, value)
-
-    def extract(
-        self,
-        carrier: CarrierT,
-        context: otel_context.Context | None = None,
-        getter: Getter[CarrierT] = default_getter,
-    ) -> otel_context.Context:
-        """Return ``context`` with the carrier's task current, via a remote scope."""
-        ctx = context if context is not None else otel_context.get_current()
-        headers: dict[str, str] = {}
-        for key in getter.keys(carrier):
-            if key.startswith(HEADER_PREFIX):
-                values = getter.get(carrier, key)
-                if values:
-                    headers[key] = values[0]
-        try:
-            found = Carrier.from_headers(headers)
-        except ValueError as e:
-            _warn("ray-carrier", "tasktrace: bad task carrier in a Ray call: %s", e)
-            return ctx
-        if found is None or found.here:
-            return ctx
-        scope = RemoteScope(
-            found,
-            _worker_data(),
-            on_started=_mailbox.send,
-            on_finished=_mailbox.send,
-        )
-        return scope.context(ctx)
-
-    @property
-    def fields(self) -> set[str]:
-        """The keys this propagator writes."""
-        return {f"{HEADER_PREFIX}{k}" for k in ("parent", "origin", "traceparent", "tracestate")}
+        """Add the running task's carrier, except to tasktrace's own calls to its collector."""
+        if not _internal.get():
+            super().inject(carrier, context, setter)
 
 
 def setup_tracing() -> None:
-    """Ray's tracing start-up hook: add :class:`TaskTracePropagator` to the global propagator.
+    """Ray's tracing start-up hook: add :class:`RayTaskPropagator` to the global propagator.
 
     Runs in the driver and in every worker when it connects. Idempotent. Installs no tracer
     provider (tasktrace sets up its own on the first task, from the environment).
@@ -239,11 +292,11 @@ def setup_tracing() -> None:
     current = propagate.get_global_textmap()
     if _has_ours(current):
         return
-    propagate.set_global_textmap(CompositePropagator([current, TaskTracePropagator()]))
+    propagate.set_global_textmap(CompositePropagator([current, RayTaskPropagator()]))
 
 
 def _has_ours(propagator: TextMapPropagator) -> bool:
-    if isinstance(propagator, TaskTracePropagator):
+    if isinstance(propagator, RayTaskPropagator):
         return True
     inner: Iterable[TextMapPropagator] = getattr(propagator, "_propagators", ())
     return any(_has_ours(p) for p in inner)

@@ -14,7 +14,8 @@ import threading
 import uuid
 from collections.abc import Iterable
 
-from tasktrace import Task, TaskStatus
+from tasktrace.core.record import TaskRecord
+from tasktrace.core.status import TaskStatus
 
 __all__ = ["Attempts"]
 
@@ -35,17 +36,17 @@ class Attempts:
         self.engine = engine
         self._lock = threading.Lock()
         self._workers: dict[str, list[str]] = {}
-        self._records: dict[str, dict[uuid.UUID, Task]] = {}
+        self._records: dict[str, dict[uuid.UUID, TaskRecord]] = {}
 
-    def sort_out(self, records: Iterable[Task]) -> list[Task]:
+    def sort_out(self, records: Iterable[TaskRecord]) -> list[TaskRecord]:
         """Give each attempt among ``records`` (and those seen before) its number.
 
         Returns:
             ``records`` in start order, plus earlier records whose ``attempt`` or status changed
-            (to be delivered again: :func:`tasktrace._portable.deliver` replaces by task id).
+            (to be delivered again: :func:`tasktrace.tree.delivery.deliver` replaces by task id).
         """
         ordered = sorted(records, key=lambda t: t.start_time or 0.0)
-        out: dict[uuid.UUID, Task] = {}
+        out: dict[uuid.UUID, TaskRecord] = {}
         with self._lock:
             for record in ordered:
                 out[record.task_id] = record
@@ -64,10 +65,10 @@ class Attempts:
                             out[task.task_id] = task
         return list(out.values())
 
-    def _number(self, task: Task, work: str, workers: list[str]) -> bool:
+    def _number(self, task: TaskRecord, work: str, workers: list[str]) -> bool:
         attempt = workers.index((task.model_extra or {})[self.worker_key]) + 1
         changed = (task.model_extra or {}).get("attempt") != attempt
-        task.attempt = attempt
+        task.attempt = attempt  # type: ignore[attr-defined]  # extra data
         if attempt < len(workers) and task.status is TaskStatus.RUNNING:
             task.status = TaskStatus.FAILED
             task.error = (

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tasktrace import Task, TaskStatus
-from tasktrace._portable import Carrier, capture, deliver
+from tasktrace.task.carriers import Carrier, capture
+from tasktrace.tree.delivery import deliver
 
 
 def _remote_record(parent: Task, label: str) -> bytes:
@@ -76,8 +77,8 @@ def test_late_record_is_attached_and_the_file_rewritten(tmp_path: Path) -> None:
     assert [t.label for t in saved.subtasks[0].subtasks] == ["late"]
 
 
-def test_unknown_parent_and_bad_json_are_counted_not_raised() -> None:
-    """A record for a parent unknown here, and bad JSON, are dropped (counted), never raised."""
+def test_unknown_parent_waits_and_bad_json_is_counted_not_raised() -> None:
+    """A record whose parent is unknown waits (counted); bad JSON is dropped (counted)."""
     stranger = Task("elsewhere")
     report = deliver([_remote_record(stranger, "orphan"), b"{not json"])
-    assert (report.attached, report.late, report.orphaned, report.invalid) == (0, 0, 1, 1)
+    assert (report.attached, report.late, report.waiting, report.invalid) == (0, 0, 1, 1)
