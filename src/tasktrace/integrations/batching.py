@@ -11,9 +11,10 @@ the records instead and a timer thread sends them every :data:`FLUSH_INTERVAL_S`
   driver can mark ``failed``), and re-sent every ``refresh_interval_s`` while it runs; a task
   shorter than the interval sends one record, when it finished;
 - **activity marks**: each batch says when it was sent (``sent_at``, wall clock) and whether the
-  worker was idle; a worker that turns busy after being idle sends a mark at once
-  (:meth:`RecordBatcher.touch`), so the driver knows whose batch to wait for
-  (:mod:`tasktrace.integrations.ray`).
+  worker is idle (nothing happened for a whole interval: it sends nothing more until a root
+  starts again); a worker that turns busy after being idle says so at once, so the driver knows
+  whose batch to wait for (:mod:`tasktrace.integrations.ray`). A busy worker sends one message
+  per interval, however many tasks it runs.
 
 Spans of the worker are flushed before each batch that carries a finished record, so they
 reach the exporter before the driver sees the records (engine workers may be ended without
@@ -43,7 +44,7 @@ __all__ = ["FLUSH_INTERVAL_S", "Batch", "RecordBatcher"]
 
 _warn = WarnOnce(logging.getLogger(__name__))
 
-FLUSH_INTERVAL_S: Final = 0.02
+FLUSH_INTERVAL_S: Final = 0.05
 """Seconds between two batches of a busy worker (also how long a root runs before its start
 record is sent)."""
 
@@ -106,9 +107,13 @@ class RecordBatcher:
 
     # ----- what the remote scopes report ---------------------------------------------------------
 
-    def touch(self) -> None:
-        """Note that a carried call starts here; a worker that was idle says so at once."""
+    def started(self, task: TaskRecord) -> None:
+        """Note a root task's start (a scope's ``on_started``); it is announced if it runs long.
+
+        A worker that was idle says at once that it is busy (one message without records).
+        """
         with self._lock:
+            self._roots[id(task)] = _Root(task, time.monotonic())
             self._touched = True
             if self._busy:
                 return
@@ -116,15 +121,6 @@ class RecordBatcher:
             self._ensure_thread()
         with self._send_lock:  # after any idle mark the thread is sending, never before it
             self._send(Batch(self.worker, sent_at=time.time()))
-
-    def started(self, task: TaskRecord) -> None:
-        """Note a root task's start (a scope's ``on_started``); it is announced if it runs long."""
-        with self._lock:
-            self._roots[id(task)] = _Root(task, time.monotonic())
-            self._touched = True
-            if not self._busy:
-                self._busy = True
-                self._ensure_thread()
 
     def finished(self, record: bytes) -> None:
         """Send a finished root's record (a scope's ``on_finished``) with the next batch."""

@@ -259,7 +259,6 @@ def _scope(carrier: Carrier) -> RemoteScope:
     except Exception as e:  # noqa: BLE001 - no collector: the tasks still run, spans only
         _warn("ray-collector", "tasktrace: no task-record collector for this Ray job: %r", e)
         return RemoteScope(carrier, _worker_data(), keep=False)
-    batcher.touch()
     return RemoteScope(
         carrier, _worker_data(), on_started=batcher.started, on_finished=batcher.finished
     )

@@ -35,6 +35,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from tasktrace.core.attributes import normalise_data
 from tasktrace.core.context import TASK_KEY, live_context
 from tasktrace.core.ids import HOSTNAME
 from tasktrace.core.record import TaskRecord
@@ -58,6 +59,10 @@ _propagator = TraceContextTextMapPropagator()
 
 HEADER_PREFIX: Final = "tasktrace-"
 """Prefix of a carrier's keys in its text form (:meth:`Carrier.to_headers`)."""
+SPAN_CONTEXTS_KEPT: Final = 256
+"""How many parsed carrier span contexts a process remembers (:meth:`Carrier.span_context`)."""
+_MISSING: Final = object()
+_span_contexts: dict[tuple[str, str | None], trace.SpanContext | None] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,14 +134,26 @@ class Carrier:
         )
 
     def span_context(self) -> trace.SpanContext | None:
-        """Return the remote span context to parent spans on (``None`` without a valid one)."""
+        """Return the remote span context to parent spans on (``None`` without a valid one).
+
+        Parsed by OpenTelemetry's W3C propagator; the last :data:`SPAN_CONTEXTS_KEPT` are
+        remembered (a worker sees the same few carriers call after call).
+        """
         if not self.traceparent:
             return None
+        key = (self.traceparent, self.tracestate)
+        found = _span_contexts.get(key, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
         carrier = {"traceparent": self.traceparent}
         if self.tracestate:
             carrier["tracestate"] = self.tracestate
         sctx = trace.get_current_span(_propagator.extract(carrier)).get_span_context()
-        return sctx if sctx.is_valid else None
+        result = sctx if sctx.is_valid else None
+        if len(_span_contexts) >= SPAN_CONTEXTS_KEPT:
+            _span_contexts.clear()  # rare: many parents; parsing again is cheap enough
+        _span_contexts[key] = result
+        return result
 
 
 def capture(context: otel_context.Context | None = None) -> Carrier | None:
@@ -211,8 +228,8 @@ class RemoteScope:
         """Create the scope's stand-in parent (see the class docstring)."""
         self.carrier = carrier
         """The carrier this scope runs under."""
-        self.data = dict(data or {})
-        """Extra data set on every root task at its start."""
+        self.data = {k: normalise_data(k, v) for k, v in (data or {}).items()}
+        """Extra data set on every root task at its start (JSON values)."""
         self.roots_started = 0
         """How many root tasks started in this scope."""
         self.on_started = on_started
@@ -232,8 +249,11 @@ class RemoteScope:
             with self._lock:
                 self._running[task.task_id] = task
                 self.roots_started += 1
-            for key, value in self.data.items():
-                setattr(task, key, value)
+            if self.data:
+                extra = task.__pydantic_extra__
+                if extra is None:
+                    task.__pydantic_extra__ = extra = {}
+                extra.update(self.data)  # checked once, when the scope was made
             if self.on_started is not None:
                 self.on_started(task)
             return

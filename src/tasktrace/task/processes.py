@@ -40,8 +40,8 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tasktrace.core.context import live_context
-from tasktrace.core.record import TaskRecord, node_class
-from tasktrace.core.status import TaskStatus
+from tasktrace.core.record import FIELD_DEFAULTS, TaskRecord, node_class
+from tasktrace.core.status import RUNNING, TaskStatus
 from tasktrace.core.warn import WarnOnce
 from tasktrace.task.runtime import Runtime, current_runtime, runtime
 from tasktrace.tree import spool
@@ -202,7 +202,7 @@ def _join_stand_in(task: TaskRecord, parent: TaskRecord) -> None:
     if sink is None:
         _make_root(task)
     else:  # a remote scope's root: handed to the scope, never to a spool
-        task.subprocess = True
+        task.__dict__["subprocess"] = True  # a declared bool field: no validation needed
         tree.files.set_sink(task, sink)
 
 
@@ -220,9 +220,14 @@ def remote_parent(
     Without a sink the record goes to the spool, as for an
     unpickled parent.
     """
-    stand_in = node_class().model_construct(
-        task_id=task_id, label="(remote parent)", status=TaskStatus.RUNNING, subtasks=[]
-    )
+    cls = node_class()
+    stand_in = cls.__new__(cls)  # as model_construct does, without its per-field defaults walk
+    fields = dict(FIELD_DEFAULTS)
+    fields.update(task_id=task_id, label="(remote parent)", status=RUNNING, subtasks=[])
+    object.__setattr__(stand_in, "__dict__", fields)
+    object.__setattr__(stand_in, "__pydantic_fields_set__", {"task_id", "label"})
+    object.__setattr__(stand_in, "__pydantic_extra__", {})
+    object.__setattr__(stand_in, "__pydantic_private__", None)
     rt = runtime(stand_in)
     rt.remote = True
     rt.span_context = span_context

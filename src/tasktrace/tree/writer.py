@@ -230,7 +230,9 @@ class TaskFileWriter:
 
     def finished(self, task: TaskRecord) -> None:
         """Stop refreshing a finished task, and write its targets a last time."""
-        if self._targets.get(id(task)) is None:
+        targets = self._targets.get(id(task))
+        if targets is None:
             return
-        self.monitor.remove(id(task))
+        if targets.file is not None or targets.spool_record is not None:
+            self.monitor.remove(id(task))  # a sink alone is never refreshed
         self.write(task)
