@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from tasktrace import Task, TaskStatus
+
+pytestmark = pytest.mark.timeout(60)
 from tasktrace.task.carriers import Carrier, capture
 from tasktrace.tree.delivery import deliver
 

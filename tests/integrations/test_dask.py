@@ -24,7 +24,7 @@ from tasktrace.integrations.dask import setup  # noqa: E402
 from ..otlp_receivers import OtlpHttpReceiver  # noqa: E402
 from . import engine_workers as work  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")

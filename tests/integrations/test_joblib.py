@@ -22,6 +22,8 @@ from tasktrace.integrations import joblib as tt_joblib  # noqa: E402
 from ..otlp_receivers import OtlpHttpReceiver  # noqa: E402
 from . import engine_workers as work  # noqa: E402
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
 PROCESS_BACKENDS = ["loky", "multiprocessing"]
 
 
@@ -131,12 +133,15 @@ def test_inner_backend_name_is_checked() -> None:
 
 DRIVER = textwrap.dedent(
     """
+    import sys
     import joblib
     from joblib import Parallel, delayed
+    import tasktrace
     import tasktrace.integrations.joblib
     from tasktrace import Task
     from tests.integrations.engine_workers import fold
 
+    tasktrace.configure(endpoint=sys.argv[1], headers={"authorization": "Bearer s3cret"})
     joblib.parallel_config(backend="tasktrace")
     with Task("cv", file="cv.json"):
         Parallel(n_jobs=2)(delayed(fold)(i, 0.05) for i in range(4))
@@ -144,19 +149,23 @@ DRIVER = textwrap.dedent(
 )
 
 
-def test_driver_and_workers_export_one_trace(
-    tmp_path: Path, otlp_http_receiver: OtlpHttpReceiver
-) -> None:
-    """A real driver script: its span and the 4 loky workers' spans arrive as one trace."""
+def test_driver_and_workers_export_one_trace(tmp_path: Path) -> None:
+    """configure(endpoint, headers) in the driver only: loky workers' spans join its one trace."""
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     env = {
-        **__import__("os").environ,
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_http_receiver.traces_endpoint,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_EXPORTER")
     }
-    subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, check=True, timeout=120)
-    spans = otlp_http_receiver.wait_for(5, timeout_s=30)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    with OtlpHttpReceiver(require_headers={"authorization": "Bearer s3cret"}) as receiver:
+        subprocess.run(
+            [sys.executable, str(script), receiver.endpoint],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            timeout=120,
+        )
+        spans = receiver.wait_for(5, timeout_s=30)
     (root,) = [s for s in spans if s.name == "cv"]
     folds = [s for s in spans if s.name.startswith("fold ")]
     assert len(folds) == 4
@@ -164,3 +173,5 @@ def test_driver_and_workers_export_one_trace(
     assert {s.parent_span_id for s in folds} == {root.span_id}
     saved = Task.model_validate_json((tmp_path / "cv.json").read_text())
     assert {t.span_id for t in saved.subtasks} == {s.span_id for s in folds}
+    assert "s3cret" not in (tmp_path / "cv.json").read_text()
+    assert all("s3cret" not in repr(s.attributes) for s in spans)

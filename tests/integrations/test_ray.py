@@ -24,18 +24,20 @@ from tasktrace import Task, TaskStatus  # noqa: E402
 
 from ..otlp_receivers import OtlpHttpReceiver, SpanRecord  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
 DRIVER = textwrap.dedent(
     """
     import json, os, sys
     import ray
     from ray.cluster_utils import Cluster
+    import tasktrace
     from tasktrace import Task
     from tasktrace.integrations.ray import HOOK
     from tests.integrations import engine_workers as work
 
     marker = sys.argv[1]
+    tasktrace.configure(endpoint=sys.argv[2], headers={"authorization": "Bearer s3cret"})
     head = {"num_cpus": 1, "tracing_startup_hook": HOOK, "include_dashboard": False}
     cluster = Cluster(initialize_head=True, head_node_args=head)
     cluster.add_node(num_cpus=1)
@@ -72,15 +74,12 @@ def ray_run(tmp_path_factory: pytest.TempPathFactory) -> RayRun:
     """Run the driver once for the module (the cluster's start-up dominates: ~8-20 s)."""
     folder = tmp_path_factory.mktemp("ray")
     (folder / "driver.py").write_text(DRIVER)
-    with OtlpHttpReceiver() as receiver:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.traces_endpoint,
-            "RAY_DEDUP_LOGS": "0",
-        }
+    with OtlpHttpReceiver(require_headers={"authorization": "Bearer s3cret"}) as receiver:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER")}
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        env["RAY_DEDUP_LOGS"] = "0"
         subprocess.run(
-            [sys.executable, "driver.py", str(folder / "attempt-marker")],
+            [sys.executable, "driver.py", str(folder / "attempt-marker"), receiver.endpoint],
             cwd=folder,
             env=env,
             check=True,
@@ -90,7 +89,10 @@ def ray_run(tmp_path_factory: pytest.TempPathFactory) -> RayRun:
         # span of "square 99" (no task running) is exported, as without tasktrace, only if its
         # worker's batch processor runs before Ray ends the worker
         spans = receiver.wait_for(10, timeout_s=30)
-    tree = Task.model_validate_json((folder / "driver.json").read_text())
+    text = (folder / "driver.json").read_text()
+    assert "s3cret" not in text
+    assert all("s3cret" not in repr(s.attributes) for s in spans)
+    tree = Task.model_validate_json(text)
     return RayRun(tree, json.loads((folder / "out.json").read_text()), spans)
 
 
@@ -139,7 +141,7 @@ def test_killed_worker_attempt_is_a_failed_sibling_of_the_retry(ray_run: RayRun)
 
 
 def test_all_spans_are_one_trace_parented_on_the_driver(ray_run: RayRun) -> None:
-    """The driver's and workers' spans reach the receiver as one trace under the driver span."""
+    """configure(endpoint, headers) in the driver only: all spans arrive as one trace."""
     spans = ray_run.spans
     (root,) = [s for s in spans if s.name == "driver"]
     workers = [s for s in spans if s.trace_id == root.trace_id and s is not root]

@@ -19,6 +19,9 @@ in the driver) delivers those records to the driver's tree before joblib sees th
 failing batch carries its records on the exception. In the thread backend the batch runs in a
 copy of the submitter's context, as :class:`tasktrace.ContextThreadPoolExecutor` does.
 
+Settings: loky workers get the driver's export set-up (``OTEL_*`` and :func:`tasktrace.configure`)
+in their environment; ``multiprocessing`` workers are forked with it; threads share it.
+
 Limits: nested ``Parallel`` calls *inside* a worker use joblib's plain nested backend; records of
 tasks still running when a worker is killed are lost (no refresh is shipped for a batch).
 """
@@ -38,6 +41,7 @@ from joblib._parallel_backends import (
     ThreadingBackend,
 )
 
+from tasktrace.export.workers import worker_environment
 from tasktrace.task.carriers import Carrier, capture, remote_scope
 from tasktrace.tree.delivery import deliver
 
@@ -182,7 +186,17 @@ class _ContextBatch:
 
 
 class TracedLokyBackend(_Traced, LokyBackend):
-    """joblib's ``loky`` backend, carrying the submitting task to its worker processes."""
+    """joblib's ``loky`` backend, carrying the submitting task to its worker processes.
+
+    Its workers start with this process's export set-up
+    (:func:`~tasktrace.export.workers.worker_environment`: the ``OTEL_*`` variables and the
+    :func:`tasktrace.configure` settings), so their spans go where the driver's go; loky
+    starts new workers when that set-up changed.
+    """
+
+    def _prepare_worker_env(self, n_jobs: int) -> dict[str, str]:
+        """Return joblib's thread-limiting variables plus this process's export set-up."""
+        return {**worker_environment(), **super()._prepare_worker_env(n_jobs)}
 
 
 class TracedMultiprocessingBackend(_Traced, MultiprocessingBackend):
