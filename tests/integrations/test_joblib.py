@@ -153,9 +153,7 @@ def test_driver_and_workers_export_one_trace(tmp_path: Path) -> None:
     """configure(endpoint, headers) in the driver only: loky workers' spans join its one trace."""
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    env = {
-        k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_EXPORTER")
-    }
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_EXPORTER")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     with OtlpHttpReceiver(require_headers={"authorization": "Bearer s3cret"}) as receiver:
         subprocess.run(
