@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tasktrace import Task, TaskStatus
-
-pytestmark = pytest.mark.timeout(60)
 from tasktrace.task.carriers import Carrier, capture
 from tasktrace.tree.delivery import deliver
+
+pytestmark = pytest.mark.timeout(60)
 
 
 def _remote_record(parent: Task, label: str) -> bytes:

@@ -78,7 +78,8 @@ def test_two_processes_sharing_only_a_receiver_rebuild_one_tree(
             text=True,
         ) as a:
             try:
-                assert a.stdout is not None and a.stdin is not None
+                assert a.stdout is not None
+                assert a.stdin is not None
                 handed = json.loads(a.stdout.readline())
                 env_b = {**_env(receiver, node_b), **handed}
                 subprocess.run(
