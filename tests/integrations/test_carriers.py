@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from opentelemetry import context as otel_context
 
 from tasktrace import Task, TaskStatus
 from tasktrace.task.carriers import Carrier, capture
+from tasktrace.task.propagator import TaskTracePropagator
 from tasktrace.tree.delivery import deliver
 
 pytestmark = pytest.mark.timeout(60)
@@ -84,3 +89,48 @@ def test_unknown_parent_waits_and_bad_json_is_counted_not_raised() -> None:
     stranger = Task("elsewhere")
     report = deliver([_remote_record(stranger, "orphan"), b"{not json"])
     assert (report.attached, report.late, report.waiting, report.invalid) == (0, 0, 1, 1)
+
+
+def test_propagator_carries_the_task_over_a_text_channel() -> None:
+    """Inject in the submitter, extract "elsewhere": the task started there is its subtask."""
+    propagator = TaskTracePropagator()
+    headers: dict[str, str] = {}
+    with Task("submitter") as submitter:
+        propagator.inject(headers)
+    assert headers["tasktrace-parent"] == str(submitter.task_id)
+    headers["tasktrace-origin"] = "1@another-node"  # as if extracted on another machine
+    token = otel_context.attach(propagator.extract(headers))
+    try:
+        with Task("remote") as remote:
+            pass
+    finally:
+        otel_context.detach(token)
+    assert remote.parent_id == submitter.task_id
+    assert remote.subprocess
+    assert remote.trace_id == submitter.trace_id
+    assert submitter.subtasks == []  # it went to the remote scope, not into this tree
+
+
+def test_propagator_is_the_tasktrace_entry_point_of_otel_propagators() -> None:
+    """OTEL_PROPAGATORS=tracecontext,tasktrace loads tasktrace's propagator by its entry point."""
+    script = (
+        "from opentelemetry import propagate\n"
+        "from tasktrace import Task\n"
+        "h = {}\n"
+        "with Task('t'):\n"
+        "    propagate.inject(h)\n"
+        "print(sorted(h))\n"
+    )
+    env = {**os.environ, "OTEL_PROPAGATORS": "tracecontext,tasktrace"}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(
+        ["tasktrace-origin", "tasktrace-parent", "tasktrace-traceparent", "traceparent"]
+    )
