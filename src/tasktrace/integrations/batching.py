@@ -79,9 +79,11 @@ class RecordBatcher:
 
     Args:
         worker: The worker's id, put in every batch.
-        send: Sends a batch home (called from the timer thread, or from :meth:`touch`); must
-            not block for long and must not raise (a raise is warned about once).
+        send: Sends a batch home, from the batcher's thread; a raise is warned about once.
         interval_s: Seconds between batches while busy.
+        paced: ``send`` itself returns when the next batch is due (the Ray collector answers
+            after at most ``interval_s``, or at once when the driver asks for the records);
+            otherwise ``send`` returns at once and the thread sleeps ``interval_s``.
     """
 
     def __init__(
@@ -89,11 +91,14 @@ class RecordBatcher:
         worker: str,
         send: Callable[[Batch], None],
         interval_s: float = FLUSH_INTERVAL_S,
+        *,
+        paced: bool = False,
     ) -> None:
         """Create an idle batcher (its thread starts with the first activity)."""
         self.worker = worker
         self.send = send
         self.interval_s = interval_s
+        self.paced = paced
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
@@ -110,17 +115,15 @@ class RecordBatcher:
     def started(self, task: TaskRecord) -> None:
         """Note a root task's start (a scope's ``on_started``); it is announced if it runs long.
 
-        A worker that was idle says at once that it is busy (one message without records).
+        A worker that was idle says at once that it is busy (its thread sends a first batch
+        without waiting for the interval).
         """
         with self._lock:
             self._roots[id(task)] = _Root(task, time.monotonic())
             self._touched = True
-            if self._busy:
-                return
-            self._busy = True
-            self._ensure_thread()
-        with self._send_lock:  # after any idle mark the thread is sending, never before it
-            self._send(Batch(self.worker, sent_at=time.time()))
+            if not self._busy:
+                self._busy = True
+                self._ensure_thread()
 
     def finished(self, record: bytes) -> None:
         """Send a finished root's record (a scope's ``on_finished``) with the next batch."""
@@ -191,13 +194,19 @@ class RecordBatcher:
         while True:
             self._wake.wait()
             self._wake.clear()
+            first = True  # the busy mark: at once
             while True:
-                time.sleep(self.interval_s)
+                if not first and not self.paced:
+                    time.sleep(self.interval_s)
+                first = False
                 if self._records or self._spans:
                     self._spans = False
                     flush_spans()  # finished roots: their spans leave before their records
                 with self._send_lock:
                     batch = self._take(time.monotonic())
+                    started = time.monotonic()
                     self._send(batch)
                 if batch.idle:
                     break
+                if self.paced and time.monotonic() - started < self.interval_s / 10:
+                    time.sleep(self.interval_s)  # the sender answered at once (failing): pace

@@ -20,10 +20,11 @@ propagator). How tasktrace rides on it:
   non-recording unless you install a provider yourself.
 - **Records home.** Each worker process buffers its records and sends them every
   :data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S` to the job's
-  :class:`RecordCollector` actor, without waiting for an answer; a task shorter than the
-  interval sends one record, when it finished. When a task that submitted work finishes in the
-  driver, the driver drains the collector, waiting (at most :data:`DRAIN_WAIT_S`) until every
-  busy worker has sent a batch made after the drain began. Records that still miss it (a
+  :class:`RecordCollector` actor, from a thread of its own (the remote functions never wait
+  for it); a task shorter than the interval sends one record, when it finished. When a task
+  that submitted work finishes in the driver, the driver asks the collector for the records:
+  the busy workers are told to send what they hold at once, and the driver waits (at most
+  :data:`DRAIN_WAIT_S`) until each has. Records that still miss it (a
   worker's clock far behind, work the driver did not wait for) are attached *late* at the next
   drain (the next such task's finish, a task-file write at least a second after the last
   drain, :func:`collect`, or the driver's exit) and the task file re-written. Nothing touches a
@@ -39,7 +40,9 @@ propagator). How tasktrace rides on it:
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import contextvars
 import logging
 import threading
@@ -89,9 +92,13 @@ _internal: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)  # type: ignore[call-overload]
+@ray.remote(num_cpus=0, max_restarts=-1)
 class RecordCollector:
     """A job's mailbox of task records, filled by workers and drained by the driver.
+
+    An asyncio actor: a worker's :meth:`put` is answered when its next batch is due (after
+    :data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S`, or at once when the driver asks
+    for the records), so a busy worker has one call waiting here and sends nothing else.
 
     Args:
         environment: The driver's export set-up
@@ -105,35 +112,48 @@ class RecordCollector:
         self._environment = environment
         self._records: list[str] = []
         self._workers: dict[str, tuple[float, bool]] = {}  # worker -> (sent_at, idle)
-        self._changed = threading.Condition()
+        self._changed: asyncio.Condition | None = None
+        self._flush = 0  # how many times the driver asked for the records
 
-    def environment(self) -> dict[str, str]:
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:  # made in the actor's event loop
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def environment(self) -> dict[str, str]:
         """Return the driver's export set-up for a worker to apply."""
         return self._environment
 
-    def put(self, batch: Batch) -> None:
-        """Keep a worker's batch of records and note when it was sent and whether it is idle."""
-        with self._changed:
+    async def put(self, batch: Batch, interval_s: float) -> None:
+        """Keep a worker's batch; answer when its next batch is due (see the class docstring)."""
+        changed = self._condition()
+        async with changed:
             self._records.extend(batch.records)
             self._workers[batch.worker] = (batch.sent_at, batch.idle)
-            self._changed.notify_all()
+            changed.notify_all()
+            if batch.idle:
+                return
+            asked = self._flush
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait_for(lambda: self._flush != asked), interval_s)
 
-    def drain(self, since: float, wait_s: float) -> list[str]:
+    async def drain(self, since: float, wait_s: float) -> list[str]:
         """Return and forget every record, after the busy workers' batches made since ``since``.
 
-        Waits at most ``wait_s`` seconds until every worker that is not idle has sent a batch
-        made at ``since`` (``time.time()``) or later.
+        Busy workers are answered at once (they send what they hold); waits at most ``wait_s``
+        seconds until every worker that is not idle has sent a batch made at ``since``
+        (``time.time()``) or later.
         """
-        deadline = time.monotonic() + wait_s
-        with self._changed:
-            while True:
-                behind = [
-                    w for w, (sent, idle) in self._workers.items() if not idle and sent < since
-                ]
-                left = deadline - time.monotonic()
-                if not behind or left <= 0:
-                    break
-                self._changed.wait(left)
+        changed = self._condition()
+        async with changed:
+            self._flush += 1
+            changed.notify_all()
+
+            def caught_up() -> bool:
+                return all(idle or sent >= since for sent, idle in self._workers.values())
+
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait_for(caught_up), wait_s)
             out, self._records = self._records, []
         return out
 
@@ -227,13 +247,13 @@ class _Worker:
                 finally:
                     _internal.reset(token)
                 worker_id = ray.get_runtime_context().get_worker_id()
-                self.batcher = RecordBatcher(worker_id, self.send)
+                self.batcher = RecordBatcher(worker_id, self.send, paced=True)
             return self.batcher
 
     def send(self, batch: Batch) -> None:
         token = _internal.set(True)
-        try:
-            self.handle.put.remote(batch)
+        try:  # answered when the next batch is due (the collector paces the batcher)
+            ray.get(self.handle.put.remote(batch, FLUSH_INTERVAL_S), timeout=FLUSH_INTERVAL_S + 30)
         finally:
             _internal.reset(token)
 
