@@ -134,3 +134,15 @@ def test_propagator_is_the_tasktrace_entry_point_of_otel_propagators() -> None:
     assert out.stdout.strip() == str(
         ["tasktrace-origin", "tasktrace-parent", "tasktrace-traceparent", "traceparent"]
     )
+
+
+def test_running_snapshot_arriving_after_the_finished_record_is_ignored() -> None:
+    """A running snapshot of a task delivered after its finished record does not replace it."""
+    with Task("driver") as driver:
+        capture()
+        finished = Task.model_validate_json(_remote_record(driver, "remote"))
+        running = finished.model_copy(update={"status": TaskStatus.RUNNING})
+        deliver([finished])
+        deliver([running.model_dump_json().encode()])
+    (remote,) = driver.subtasks
+    assert remote.status is TaskStatus.FINISHED

@@ -150,6 +150,12 @@ class RecordBatcher:
         with self._send_lock:
             self._send(self._take(time.monotonic(), final=True))
 
+    def take_now(self) -> list[str]:
+        """Return what is buffered now instead of sending it (the driver asked), spans first."""
+        flush_spans()
+        with self._send_lock:
+            return self._take(time.monotonic()).records
+
     def _ensure_thread(self) -> None:
         if self._pid != os.getpid():  # a forked copy: the parent's thread is not ours
             self._pid = os.getpid()

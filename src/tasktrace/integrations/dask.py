@@ -20,12 +20,13 @@ How it works:
   in the same trace. The plugin also applies the driver's export environment
   (:func:`~tasktrace.export.workers.worker_environment`) to the worker, so spans leave
   through the same exporter set-up.
-- **Records home.** When the function returns or raises, the finished tasks' records go to
-  the scheduler in one ``worker.log_event(TOPIC, ...)`` and reach the client's
-  ``subscribe_topic`` handler, which queues them; they are delivered to the driver's tree when
-  a task finishes or a task file is written there (or every :data:`INBOX_LIMIT` records).
-  Events and the task's result travel on the same worker → scheduler → client streams, in
-  that order, so the records are there before the result.
+- **Records home.** Each worker buffers its finished tasks' records and sends them every
+  :data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S` in one
+  ``worker.log_event(TOPIC, ...)``, which reaches the client's ``subscribe_topic`` handler
+  and is delivered to the driver's tree. When a task that submitted work finishes in the
+  driver, the client asks every worker for what it still holds (``client.run`` of
+  :func:`flush_worker`), so the records are in the task's file when it finishes; a batch that
+  was already on its way then arrives late and is attached late (the file re-written).
 - **Long tasks and re-runs.** A root task still running one flush interval
   (:data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S`) after it started is announced
   by a snapshot (and re-sent every ``refresh_interval_s``); a task shorter than that sends one
@@ -45,7 +46,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import dask
@@ -65,11 +67,11 @@ from tasktrace.tree.processor import tree
 
 __all__ = [
     "ANNOTATION",
-    "INBOX_LIMIT",
     "PLUGIN_NAME",
     "TOPIC",
     "CarriedFunction",
     "TaskTracePlugin",
+    "flush_worker",
     "setup",
 ]
 
@@ -84,8 +86,6 @@ PLUGIN_NAME: Final = "tasktrace"
 """The name :func:`setup` registers the worker plugin under (re-registering replaces it)."""
 SUBMITTING_METHODS: Final = ("submit", "map", "compute", "persist", "get")
 """The client methods :func:`setup` wraps to annotate submissions with the carrier."""
-INBOX_LIMIT: Final = 1024
-"""Records the client queues before it delivers them without waiting for a pull."""
 
 
 class CarriedFunction:
@@ -111,16 +111,19 @@ class CarriedFunction:
         data = {"dask_key": self.key, "dask_worker": worker.address}
         batcher = _batcher(worker)
         with remote_scope(
-            self.carrier, data=data, on_started=batcher.started, flush=False
-        ) as scope:
-            try:
-                return self.__wrapped__(*args, **kwargs)
-            finally:
-                if scope is not None:
-                    records = scope.take()
-                    if records:
-                        worker.log_event(TOPIC, {"records": [r.decode() for r in records]})
-                        batcher.spans_pending()
+            self.carrier,
+            data=data,
+            on_started=batcher.started,
+            on_finished=batcher.finished,
+            flush=False,
+        ):
+            return self.__wrapped__(*args, **kwargs)
+
+
+def flush_worker(dask_worker: Any) -> list[str]:
+    """Return the records a worker holds, at once (run on each worker by ``client.run``)."""
+    batcher = _batchers.get(dask_worker.address)
+    return batcher.take_now() if batcher is not None else []
 
 
 _batchers_lock = threading.Lock()
@@ -128,7 +131,7 @@ _batchers: dict[str, RecordBatcher] = {}
 
 
 def _batcher(worker: Any) -> RecordBatcher:
-    """Return the worker's batcher (snapshots of long tasks as events; spans flushed)."""
+    """Return the worker's batcher: its records go to the client as events, in batches."""
     batcher = _batchers.get(worker.address)
     if batcher is None:
         with _batchers_lock:
@@ -197,32 +200,39 @@ class TaskTracePlugin(WorkerPlugin):
 
 
 class _Inbox:
-    """The client's queue of records from the workers (the event handler fills it)."""
+    """The client side: records arriving as events, and the drain at a submitting task's end."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.raw: list[str] = []
         self.attempts = Attempts("dask_key", "dask_worker", "Dask")
         self.unregister: Callable[[], None] | None = None
+        self.clients: weakref.WeakSet[Client] = weakref.WeakSet()
+        self.submitted: set[Any] = set()  # task ids of tasks whose carriers went out
 
     def handle(self, event: tuple[float, Mapping[str, Any]]) -> None:
-        """``subscribe_topic`` handler (the client's event loop): queue the records."""
+        """``subscribe_topic`` handler (the client's event loop): deliver the records."""
         _, msg = event
-        with self.lock:
-            self.raw.extend(msg.get("records", ()))
-            full = len(self.raw) >= INBOX_LIMIT
-        if full:
-            self.pull(None)
+        self.deliver(msg.get("records", ()))
+
+    def deliver(self, raw: Iterable[str]) -> None:
+        cls = node_class()
+        records = [cls.model_validate_json(r) for r in raw]
+        if records:
+            deliver(self.attempts.sort_out(records))
 
     def pull(self, finished: TaskRecord | None) -> None:
-        """Deliver the queued records now (a record source of the tree)."""
-        del finished
-        if not self.raw:
+        """At a submitting task's finish: the workers hand over what they hold (a record source)."""
+        if finished is None or finished.task_id not in self.submitted:
             return
-        with self.lock:
-            raw, self.raw = self.raw, []
-        cls = node_class()
-        deliver(self.attempts.sort_out(cls.model_validate_json(r) for r in raw))
+        self.submitted.discard(finished.task_id)
+        for client in list(self.clients):
+            if client.status != "running":
+                continue
+            try:
+                held = client.run(flush_worker, on_error="ignore")
+            except Exception as e:  # noqa: BLE001 - collecting must not break the user's task
+                _warn("dask-flush", "tasktrace: cannot collect task records from Dask: %r", e)
+                continue
+            self.deliver(r for records in held.values() for r in records or ())
 
 
 _inbox = _Inbox()
@@ -234,6 +244,7 @@ def _annotating(method: Callable[..., Any]) -> Callable[..., Any]:
         carrier = capture()
         if carrier is None:
             return method(*args, **kwargs)
+        _inbox.submitted.add(carrier.parent_task_id)
         with dask.annotate(**{ANNOTATION: carrier.to_headers()}):
             return method(*args, **kwargs)
 
@@ -253,6 +264,7 @@ def setup(client: Client) -> Client:
     """
     client.register_plugin(TaskTracePlugin(worker_environment()), name=PLUGIN_NAME)
     client.subscribe_topic(TOPIC, _inbox.handle)
+    _inbox.clients.add(client)
     if _inbox.unregister is None:
         _inbox.unregister = tree.register_record_source(_inbox.pull)
     for name in SUBMITTING_METHODS:

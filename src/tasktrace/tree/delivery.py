@@ -12,7 +12,8 @@ records home through the engine, and :func:`deliver` attaches each record under 
   (:meth:`~tasktrace.tree.processor.TaskTreeProcessor.running_task`), the carrier parents, and
   the records delivered before (a remote task that submitted work of its own). A record
   replaces the earlier record of the same ``task_id`` (a running record by its finished one)
-  in place; a new one is inserted in start order (binary search on ``start_time``).
+  in place, never a finished record by a running snapshot that arrives after it; a new one is
+  inserted in start order (binary search on ``start_time``).
 - **Waiting records.** A record whose parent is not known yet (its parent's own record is
   still on its way) waits, up to :data:`MAX_WAITING` records, and is attached when its parent
   arrives; past that the oldest are dropped with one warning.
@@ -36,7 +37,7 @@ from typing import Final
 from pydantic import ValidationError
 
 from tasktrace.core.record import TaskRecord, node_class
-from tasktrace.core.status import TaskStatus
+from tasktrace.core.status import RUNNING, TaskStatus
 from tasktrace.core.warn import WarnOnce
 from tasktrace.tree.processor import tree
 
@@ -249,6 +250,8 @@ def _insert(parent: TaskRecord, record: TaskRecord) -> None:
     """Put ``record`` among ``parent``'s subtasks (replacing its earlier record), start order."""
     subtasks = parent.subtasks
     old = _delivered.get(record.task_id)
+    if old is not None and old.status is not TaskStatus.RUNNING and record.status is RUNNING:
+        return  # a snapshot sent before the task finished, arriving after its finished record
     if old is not None:
         i = bisect.bisect_left(subtasks, _start(old), key=_start)
         while i < len(subtasks) and subtasks[i] is not old and _start(subtasks[i]) == _start(old):
