@@ -98,3 +98,10 @@ class Accumulator:
         with Task(f"add {n}", n=n):
             self.total += n
             return self.total
+
+
+def slow_in_task(seconds: float) -> float:
+    """Run ``Task("slow")`` for about ``seconds`` of CPU; return ``seconds``."""
+    with Task("slow"):
+        busy_cpu(seconds)
+    return seconds

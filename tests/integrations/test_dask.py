@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +103,25 @@ def test_key_rerun_after_a_lost_worker_keeps_the_lost_attempt(
     assert first.model_extra["dask_key"] == second.model_extra["dask_key"]
     assert first.model_extra["dask_worker"] != second.model_extra["dask_worker"]
     assert survivor != int((tmp_path / "marker").read_text())
+
+
+def test_work_outliving_its_parent_is_attached_late_and_the_file_rewritten(
+    client: Client, tmp_path: Path
+) -> None:
+    """A task finishing after its submitting task is attached late; the file is rewritten."""
+    out = tmp_path / "early.json"
+    with Task("early", file=out) as early:
+        future = client.submit(work.slow_in_task, 0.3)
+    assert future.result() == 0.3
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        saved = Task.model_validate_json(out.read_text())
+        if saved.subtasks and saved.subtasks[0].status is not TaskStatus.RUNNING:
+            break  # (a running snapshot may come first, when the task was seen running)
+        time.sleep(0.05)
+    (slow,) = saved.subtasks
+    assert (slow.label, slow.status, slow.parent_id) == ("slow", TaskStatus.FINISHED, early.task_id)
+    assert [t.label for t in early.subtasks] == ["slow"]
 
 
 def test_no_running_task_behaves_as_without_tasktrace(client: Client) -> None:

@@ -28,12 +28,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
 DRIVER = textwrap.dedent(
     """
-    import json, os, sys
+    import json, os, sys, time
     import ray
     from ray.cluster_utils import Cluster
     import tasktrace
     from tasktrace import Task
-    from tasktrace.integrations.ray import HOOK
+    from tasktrace.integrations.ray import HOOK, collect
     from tests.integrations import engine_workers as work
 
     marker = sys.argv[1]
@@ -52,6 +52,12 @@ DRIVER = textwrap.dedent(
         acc = Accumulator.remote()
         totals = ray.get([acc.add.remote(n) for n in (1, 2)])
         survivor = ray.get(die_once.remote(marker))
+    slow = ray.remote(num_cpus=1)(work.slow_in_task)
+    with Task("early", file="early.json"):
+        late = slow.remote(0.3)  # not waited for: finishes after "early" did
+    ray.get(late)
+    time.sleep(0.5)  # the worker's batch reaches the collector
+    collect()  # late records attached, early.json re-written
     ray.get(square.remote(99))  # no task running: nothing is carried or delivered
     json.dump({"nodes": nodes, "squares": squares, "totals": totals}, open("out.json", "w"))
     ray.shutdown()
@@ -67,6 +73,7 @@ class RayRun:
     tree: Task
     out: dict[str, list[object]]
     spans: list[SpanRecord]
+    early: Task
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +92,16 @@ def ray_run(tmp_path_factory: pytest.TempPathFactory) -> RayRun:
             check=True,
             timeout=300,
         )
-        # driver, 6 squares, 2 adds, the surviving "fragile" (the killed one never ends); the
-        # span of "square 99" (no task running) is exported, as without tasktrace, only if its
-        # worker's batch processor runs before Ray ends the worker
-        spans = receiver.wait_for(10, timeout_s=30)
+        # driver, 6 squares, 2 adds, the surviving "fragile" (the killed one never ends),
+        # "early" and its "slow"; the span of "square 99" (no task running) is exported, as
+        # without tasktrace, only if its worker's batch processor runs before Ray ends it
+        spans = receiver.wait_for(12, timeout_s=30)
     text = (folder / "driver.json").read_text()
     assert "s3cret" not in text
     assert all("s3cret" not in repr(s.attributes) for s in spans)
     tree = Task.model_validate_json(text)
-    return RayRun(tree, json.loads((folder / "out.json").read_text()), spans)
+    early = Task.model_validate_json((folder / "early.json").read_text())
+    return RayRun(tree, json.loads((folder / "out.json").read_text()), spans, early)
 
 
 def _roots(tree: Task, prefix: str) -> list[Task]:
@@ -151,6 +159,16 @@ def test_all_spans_are_one_trace_parented_on_the_driver(ray_run: RayRun) -> None
     assert {s.parent_span_id for s in workers} == {root.span_id}
     file_spans = {t.span_id for t in ray_run.tree.subtasks if t.status is TaskStatus.FINISHED}
     assert file_spans == {s.span_id for s in workers}
+
+
+def test_work_outliving_its_parent_is_attached_late_and_the_file_rewritten(
+    ray_run: RayRun,
+) -> None:
+    """A remote task finishing after its submitting task did is in that task's file (late)."""
+    (slow,) = ray_run.early.subtasks
+    assert (slow.label, slow.status) == ("slow", TaskStatus.FINISHED)
+    assert slow.parent_id == ray_run.early.task_id
+    assert slow.subprocess
 
 
 def test_work_without_a_running_task_is_not_carried(ray_run: RayRun) -> None:
