@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,11 +18,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from tasktrace.cli.inputs import FORCE_HINT
 from tasktrace.cli.live import LivePanel
-from tasktrace.cli.render import render_tree
+from tasktrace.cli.render import output_console, render_tree
 from tasktrace.core.redact import redact_argv
 from tasktrace.core.status import TaskStatus
 from tasktrace.meters.process import MAXRSS_UNIT
@@ -30,7 +30,11 @@ from tasktrace.task.processes import child_environment
 from tasktrace.tree.files import check_replaceable
 from tasktrace.tree.spool import unreported_cpu_s
 
-__all__ = ["run"]
+__all__ = ["LABEL_CHARS", "run"]
+
+
+LABEL_CHARS = 200
+"""The longest default label: the command line, shell-quoted, cut at this many characters."""
 
 
 class _NotStarted(click.ClickException):
@@ -207,12 +211,13 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
 
     The command line is recorded (as argv) only with --record-argv, and then with the values of
     secret-looking options (--password, --token, --api-key, ...) and KEY=VALUE secrets replaced
-    by ***; the default label is the command line with the same redaction.
+    by ***; the default label is the command line with the same redaction, quoted as a shell
+    would need it (sh -c 'echo hi; exit 3'), at most 200 characters.
 
     Example: tasktrace run --file run.json python train.py --epochs 3
     """
     argv = list(command)
-    task = Task(label or " ".join(redact_argv(argv))[:200])
+    task = Task(label or shlex.join(redact_argv(argv))[:LABEL_CHARS])
     if record_argv:
         task.argv = redact_argv(argv)
     if file is not None:
@@ -251,7 +256,7 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
             status = TaskStatus.FAILED
         task.finish(status)
     if not quiet:
-        Console(stderr=True).print(render_tree(task))
+        output_console(stderr=True).print(render_tree(task))
     if code == 127:
         raise _NotStarted(str(task.error))
     sys.exit(code)

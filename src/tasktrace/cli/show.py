@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from tasktrace.cli.inputs import load
-from tasktrace.cli.render import render_tree
+from tasktrace.cli.render import output_console, render_tree
 from tasktrace.cli.reports import carbon_intensity_option
 from tasktrace.core import views
 from tasktrace.core.carbon import CarbonIntensity
@@ -79,7 +78,7 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
             else:
                 click.echo(_depth_limited(task, depth).model_dump_json(indent=1))
             return
-        console = Console()
+        console = output_console()
         size = 0 if collapse or show_all else views.count_tasks(task, depth)
         carbon = CarbonIntensity.from_settings(carbon_intensity)
         if collapse or size > views.AUTO_COLLAPSE_TASKS:
@@ -105,7 +104,7 @@ def _depth_limited(task: Task, depth: int | None) -> Task:
 
 
 def _totals_table(rows: list[dict[str, object]]) -> Table:
-    table = Table("label", "tasks", "total time", "total CPU", "max RSS", "failed")
+    table = Table("label", "tasks", "total duration", "total CPU time", "max peak RSS", "failed")
     for row in rows:
         dur, cpu = row["total_duration_s"], row["total_cpu_time_s"]
         rss = row["max_peak_memory_bytes"]
