@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tasktrace.cli.inputs import load
+from tasktrace.cli.meters_note import print_note, show_note
 from tasktrace.cli.render import output_console, render_tree
 from tasktrace.cli.reports import carbon_intensity_option
 from tasktrace.core import views
@@ -59,6 +60,13 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
 ) -> None:
     """Print the task tree in FILE (a task file or OTLP JSON lines) with human units.
 
+    Each line: the label, status, exit code of a failed command, duration, then the named
+    measures (CPU time, with the busy cores where more than one; peak RSS; peak GPU memory;
+    CPU, GPU and system energy). Below the tree, a note says which energy the file holds and
+    why the rest is missing: as recorded by tasktrace run, from this machine's meters where the
+    file was written here, or else what each missing measure needs. Piped, each task stays on
+    one line (no wrapping); --json is the form for programs.
+
     A tree of more than 1,000 tasks (in view) is printed with repeated siblings collapsed, as
     with --collapse, and a note saying so; --all prints every task (slow: about 10,000 lines a
     second).
@@ -67,6 +75,7 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
         raise click.UsageError("--all and --collapse cannot be used together")
     with views.paused_gc():
         task: Task = load(file)
+        root = task
         if text is not None:
             filtered = views.filter_tree(task, text)
             if filtered is None:
@@ -92,6 +101,7 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
             )
         if totals:
             console.print(_totals_table(views.label_totals(task)))
+        print_note(console, show_note(root))
 
 
 def _depth_limited(task: Task, depth: int | None) -> Task:
