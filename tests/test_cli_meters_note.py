@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from tasktrace import Task
 from tasktrace.cli import main
 from tasktrace.core.ids import HOSTNAME
+from tasktrace.core.units import friendly_bytes, friendly_duration
 from tasktrace.meters.base import MeterCheck, meter_available, meter_checks
 
 from .export_helpers import clean_env
@@ -174,3 +176,17 @@ def test_meter_checks_record_each_outcome_without_an_exceptions_text() -> None:
     assert checks["broken"] == MeterCheck(
         "broken", False, "its availability check raised ValueError"
     )
+
+
+def test_report_hover_names_the_commands_peak_and_its_cpu_in_no_task(tmp_path: Path) -> None:
+    """A `run` file's report: the root's hover gives the command's peak RSS and CPU in no task."""
+    run, out = tmp_path / "run.json", tmp_path / "report.html"
+    big = "x = bytearray(300_000_000)"
+    assert main(["run", "-q", "-f", str(run), "--", sys.executable, "-c", big]) == 0
+    task = Task.model_validate_json(run.read_text())
+    assert task.children_peak_rss_bytes is not None
+    assert task.children_cpu_time_s is not None
+    assert main(["report", str(run), "-o", str(out)]) == 0
+    page = out.read_text()
+    assert f"command's peak RSS: {friendly_bytes(task.children_peak_rss_bytes)}" in page
+    assert f"command's CPU in no task: {friendly_duration(task.children_cpu_time_s)}" in page
