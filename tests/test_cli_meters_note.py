@@ -182,7 +182,9 @@ def test_report_hover_names_the_commands_peak_and_its_cpu_in_no_task(tmp_path: P
     """A `run` file's report: the root's hover gives the command's peak RSS and CPU in no task."""
     run, out = tmp_path / "run.json", tmp_path / "report.html"
     big = "x = bytearray(300_000_000)"
-    assert main(["run", "-q", "-f", str(run), "--", sys.executable, "-c", big]) == 0
+    command = ["run", "-q", "-f", str(run), "--", sys.executable, "-c", big]
+    done = _cli(command, tmp_path, clean_env())  # a fresh process: its own peak RSS is small
+    assert done.returncode == 0, done.stderr
     task = Task.model_validate_json(run.read_text())
     assert task.children_peak_rss_bytes is not None
     assert task.children_cpu_time_s is not None
