@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -17,6 +16,7 @@ from tasktrace.core.ids import HOSTNAME
 from tasktrace.core.units import friendly_bytes, friendly_duration
 from tasktrace.meters.base import MeterCheck, meter_available, meter_checks
 
+from .cli_helpers import run_cli
 from .export_helpers import clean_env
 from .meters.energy_helpers import RaplTree
 
@@ -35,20 +35,7 @@ def _env(folder: Path, rapl_root: Path) -> dict[str, str]:
     stub.mkdir()
     (stub / "pynvml.py").write_text("raise ImportError('nvidia-ml-py is not installed')\n")
     env = clean_env(TASKTRACE_ENERGY__RAPL_ROOT=str(rapl_root), PYTHONPATH=str(stub))
-    env.pop("COLUMNS", None)
     return env
-
-
-def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tasktrace.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _file(path: Path, hostname: str, **fields: Any) -> Path:
@@ -64,7 +51,9 @@ def test_run_says_which_meters_measured_and_why_the_others_did_not(tmp_path: Pat
     rapl = RaplTree(tmp_path / "powercap")
     rapl.zone("intel-rapl:0", "package-0", 10_000_000)
     out = tmp_path / "run.json"
-    done = _cli(["run", "-f", str(out), "-l", "job", "true"], tmp_path, _env(tmp_path, rapl.root))
+    done = run_cli(
+        ["run", "-f", str(out), "-l", "job", "true"], tmp_path, _env(tmp_path, rapl.root)
+    )
     assert done.returncode == 0, done.stderr
     note = done.stderr.splitlines()[1:]
     assert note == [
@@ -117,7 +106,7 @@ def test_show_of_this_machines_file_checks_this_machines_meters(tmp_path: Path) 
     empty = tmp_path / "no-powercap"
     empty.mkdir()
     path = _file(tmp_path / "lib.json", HOSTNAME)
-    done = _cli(["show", str(path)], tmp_path, _env(tmp_path, empty))
+    done = run_cli(["show", str(path)], tmp_path, _env(tmp_path, empty))
     assert done.returncode == 0, done.stderr
     note = done.stdout.splitlines()[1:]
     assert note[:3] == [
@@ -183,10 +172,10 @@ def test_report_hover_names_the_commands_peak_and_its_cpu_in_no_task(tmp_path: P
     run, out = tmp_path / "run.json", tmp_path / "report.html"
     big = "x = bytearray(300_000_000)"
     command = ["run", "-q", "-f", str(run), "--", sys.executable, "-c", big]
-    done = _cli(command, tmp_path, clean_env())  # a fresh process: its own peak RSS is small
+    done = run_cli(command, tmp_path)
     assert done.returncode == 0, done.stderr
     task = Task.model_validate_json(run.read_text())
-    assert task.children_peak_rss_bytes is not None
+    assert task.children_peak_rss_bytes is not None, (task.peak_memory, done.stderr)
     assert task.children_cpu_time_s is not None
     assert main(["report", str(run), "-o", str(out)]) == 0
     page = out.read_text()

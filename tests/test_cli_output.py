@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -18,7 +17,7 @@ from tasktrace.cli import cli, main
 from tasktrace.core.units import friendly_bytes, friendly_duration
 from tasktrace.core.views import task_line
 
-from .export_helpers import clean_env
+from .cli_helpers import run_cli
 
 LONG = "a task label long enough that a tree line of it cannot fit in eighty columns"
 
@@ -51,26 +50,11 @@ def _long_tree(path: Path, depth: int = 6) -> list[str]:
     return labels
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``tasktrace ARGS`` with stdout and stderr pipes (not a terminal), no COLUMNS."""
-    env = clean_env()
-    env.pop("COLUMNS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "tasktrace.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_piped_show_prints_each_task_on_one_line(tmp_path: Path) -> None:
     """`show file | cat`: every task is one line with all its fields, however long, unwrapped."""
     path = tmp_path / "long.json"
     labels = _long_tree(path)
-    done = _cli("show", str(path), cwd=tmp_path)
+    done = run_cli(["show", str(path)], tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     for label in labels:
@@ -81,7 +65,7 @@ def test_piped_show_prints_each_task_on_one_line(tmp_path: Path) -> None:
 
 def test_piped_run_prints_its_final_tree_unwrapped(tmp_path: Path) -> None:
     """`tasktrace run` with stderr piped prints the run's task on one line, exit code included."""
-    done = _cli("run", "-l", LONG, "--", "sh", "-c", "exit 3", cwd=tmp_path)
+    done = run_cli(["run", "-l", LONG, "--", "sh", "-c", "exit 3"], tmp_path)
     assert done.returncode == 3
     (line,) = [line for line in done.stderr.splitlines() if line.startswith(LONG)]
     assert "failed  exit 3" in line
@@ -133,7 +117,9 @@ def test_run_headline_is_the_commands_cpu_and_peak_rss(tmp_path: Path) -> None:
         "        pass\n"
         "    block = bytearray(300_000_000)\n"
     )
-    done = _cli("run", "-f", str(out), "-l", "job", "--", sys.executable, str(script), cwd=tmp_path)
+    done = run_cli(
+        ["run", "-f", str(out), "-l", "job", "--", sys.executable, str(script)], tmp_path
+    )
     assert done.returncode == 0, done.stderr
     task = Task.model_validate_json(out.read_text())
     (work,) = task.subtasks
@@ -143,7 +129,7 @@ def test_run_headline_is_the_commands_cpu_and_peak_rss(tmp_path: Path) -> None:
     assert unaccounted is not None
     assert (work.cpu_time or 0.0) >= 0.3  # the work's CPU is the subtask's, not unaccounted
     assert total > unaccounted + 0.3
-    assert task.children_peak_rss_bytes is not None
+    assert task.children_peak_rss_bytes is not None, (task.peak_memory, done.stderr)
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("job  ")]
     assert f"CPU time {friendly_duration(total)} (" in line
     assert f"{friendly_duration(unaccounted)} in no task)" in line
