@@ -29,9 +29,9 @@ tree.raise_errors = True
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Each test starts from default settings, in an empty working folder."""
+    """Each test starts from default settings (no TASKTRACE_* or LK_* variable), in an empty folder."""
     for key in list(os.environ):
-        if key.startswith("TASKTRACE_"):
+        if key.startswith(("TASKTRACE_", "LK_")):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     reset_settings()

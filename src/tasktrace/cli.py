@@ -34,7 +34,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from tasktrace import _cli_reports, _show, _subprocess
+from tasktrace import _cli_config, _cli_reports, _show, _subprocess
 from tasktrace._files import check_replaceable, save_atomic
 from tasktrace._format import friendly_bytes, friendly_duration
 from tasktrace._live import LivePanel
@@ -203,6 +203,7 @@ def cli() -> None:
 
 
 _cli_reports.register(cli)  # report, compare, table
+_cli_config.register(cli)  # config
 
 
 # allow_interspersed_args=False: tasktrace's options end at the first argument that is not one
