@@ -29,7 +29,7 @@ tree.raise_errors = True
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Each test starts from default settings (no TASKTRACE_* or LK_* variable), in an empty folder."""
+    """Each test starts from default settings and no TASKTRACE_* or LK_* variable, in tmp_path."""
     for key in list(os.environ):
         if key.startswith(("TASKTRACE_", "LK_")):
             monkeypatch.delenv(key)

@@ -206,9 +206,11 @@ def load_settings(**overrides: Any) -> Settings:
                     err["msg"],
                 )
                 _drop(data, loc)
-    kept = settings.model_dump()  # not the invalid values (defaults now) nor unknown keys
+    kept = settings.model_dump()  # the keys tasktrace knows, less the invalid values dropped
     settings._origins = {
-        path: layer.describe(path) for path, layer in origins.items() if has_key_path(kept, path)
+        path: layer.describe(path)
+        for path, layer in origins.items()
+        if has_key_path(data, path) and has_key_path(kept, path)
     }
     return settings
 

@@ -194,16 +194,24 @@ def _read_toml(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _lenskit_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return LensKit's keys of ``values`` (LensKit's file, variables or live settings)."""
+    out = {k: values[k] for k in ("machine", "machines") if k in values}
+    prometheus = values.get("prometheus")
+    if isinstance(prometheus, dict):
+        known = LenskitPrometheus.model_fields
+        out["prometheus"] = {k: v for k, v in prometheus.items() if k in known}
+    return out
+
+
 def _lenskit_file_layers(path: Path, known: Mapping[str, Any]) -> list[SettingsLayer]:
     raw = _read_toml(path) if path.is_file() else None
     if not raw:
         return []
-    lenskit: dict[str, Any] = {k: raw[k] for k in ("machine", "machines") if k in raw}
+    lenskit = _lenskit_keys(raw)
     prometheus = raw.get("prometheus")
     if isinstance(prometheus, dict):
-        if "url" in prometheus:
-            lenskit["prometheus"] = {"url": prometheus["url"]}
-        for key in sorted(set(prometheus) - {"url"}):
+        for key in sorted(set(prometheus) - set(LenskitPrometheus.model_fields)):
             _misplaced(path, f"prometheus.{key}", f"[{TASKTRACE_TABLE}.prometheus] {key}")
     for key in sorted(set(raw) - set(LenskitKeys.model_fields) - {TASKTRACE_TABLE}):
         if key in known:
@@ -257,7 +265,11 @@ def _tasktrace_file_layers(folder: Path, known: Mapping[str, Any]) -> list[Setti
     return layers
 
 
-def _env_layer(settings_cls: type[BaseModel], prefix: str) -> SettingsLayer | None:
+def _env_layer(
+    settings_cls: type[BaseModel],
+    prefix: str,
+    keep: Callable[[Mapping[str, Any]], dict[str, Any]] = dict,
+) -> SettingsLayer | None:
     try:
         values = EnvSettingsSource(
             settings_cls,  # type: ignore[arg-type]  # only its fields and config are read
@@ -267,6 +279,7 @@ def _env_layer(settings_cls: type[BaseModel], prefix: str) -> SettingsLayer | No
     except SettingsError as e:  # a nested value that is not valid JSON, for example
         _log.warning("tasktrace: cannot read the %s* variables (%s); they are ignored", prefix, e)
         return None
+    values = keep(values)
     if not values:
         return None
     names = {name.upper(): name for name in os.environ if name.upper().startswith(prefix)}
@@ -305,11 +318,7 @@ def lenskit_live_settings() -> BaseModel | None:
 def _live_layers(live: BaseModel, known: Mapping[str, Any]) -> tuple[SettingsLayer, SettingsLayer]:
     label = "lenskit.config.configure()"
     values = live.model_dump(exclude_unset=True)
-    lenskit = {k: values[k] for k in LenskitKeys.model_fields if k in values}
-    if isinstance(lenskit.get("prometheus"), dict):
-        lenskit["prometheus"] = {
-            k: v for k, v in lenskit["prometheus"].items() if k in LenskitPrometheus.model_fields
-        }
+    lenskit = _lenskit_keys(values)
     table = values.get(TASKTRACE_TABLE)
     table = table if isinstance(table, dict) else {}
     _report_unknown(table, known, f"{label} [{TASKTRACE_TABLE}]")
@@ -348,7 +357,7 @@ def settings_layers(
     if live is not None:
         layers.append(lenskit_layer)
     else:
-        lenskit_env = _env_layer(LenskitKeys, LENSKIT_ENV_PREFIX)
+        lenskit_env = _env_layer(LenskitKeys, LENSKIT_ENV_PREFIX, _lenskit_keys)
         layers.extend([lenskit_env] if lenskit_env is not None else [])
     own_env = _env_layer(settings_cls, ENV_PREFIX)
     layers.extend([own_env] if own_env is not None else [])
@@ -357,9 +366,7 @@ def settings_layers(
     return [layer for layer in layers if layer.values]
 
 
-def leaf_paths(
-    data: Mapping[str, Any], path: tuple[str, ...] = ()
-) -> Iterator[tuple[str, ...]]:
+def leaf_paths(data: Mapping[str, Any], path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     """Yield the key path of every leaf of nested mappings (an empty mapping is a leaf)."""
     for key, value in data.items():
         if isinstance(value, Mapping) and value:

@@ -6,8 +6,9 @@ get ``None`` for every energy field without a word. :func:`prometheus_setup_prob
 missing piece and where to set it; the energy meters report it once, when the first task
 builds them (:func:`tasktrace.meters.energy.default_energy_meters`).
 
-Settings that do not mention Prometheus at all (no URL, no machine with queries) are no
-problem: a machine label alone (``TASKTRACE_MACHINE`` used as a plain label) says nothing.
+Settings without any ``[machines.NAME]`` table, or whose machines have no queries and no URL
+is set, ask for nothing: a machine label (``TASKTRACE_MACHINE`` used as a plain label) or a
+shell-wide ``LK_PROMETHEUS__URL`` alone says nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ SELECT_MACHINE_HINT = (
     'machine = "NAME" in lenskit.local.toml, LK_MACHINE=NAME or TASKTRACE_MACHINE=NAME'
 )
 """The ways to select a machine, as the warnings name them."""
-SET_URL_HINT = (
-    "[prometheus] url in lenskit.toml, LK_PROMETHEUS__URL or TASKTRACE_PROMETHEUS__URL"
-)
+SET_URL_HINT = "[prometheus] url in lenskit.toml, LK_PROMETHEUS__URL or TASKTRACE_PROMETHEUS__URL"
 """The ways to set the Prometheus URL, as the warnings name them."""
 
 
@@ -40,17 +39,17 @@ def prometheus_setup_problem(settings: Settings) -> str | None:
 
     Returns:
         ``None`` when the meter can query (a URL, and the selected machine has a query for
-        ``system``, ``cpu`` or ``gpu``) or when the settings mention neither a Prometheus URL
-        nor a machine with ``power_queries``; otherwise one sentence naming the missing piece
+        ``system``, ``cpu`` or ``gpu``) or when the settings ask for nothing (see the module
+        docstring); otherwise one sentence naming the missing piece
         and how to set it: no machine selected, the selected machine not defined or without
         queries, or no URL.
     """
     with_queries = [n for n, m in settings.machines.items() if m.power_queries]
-    if not with_queries and not settings.prometheus.url:
-        return None
+    if not settings.machines or (not with_queries and not settings.prometheus.url):
+        return None  # no machine table, or none with queries and no URL: nothing intended
     if settings.machine is None:
         if not with_queries:
-            return None  # a URL alone (a shell-wide LK_PROMETHEUS__URL, say) asks for nothing
+            return None
         return (
             f"machines with power_queries are defined ({_names(with_queries)}) but no machine "
             f"is selected; select one with {SELECT_MACHINE_HINT}"
