@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace._settings import load_settings
+from tasktrace._settings import Settings, load_settings
+from tasktrace._settings_sources import leaf_paths
 
 LENSKIT_TOML = """\
 machine = "from-lenskit-toml"
@@ -196,3 +197,17 @@ def test_unknown_key_in_tasktrace_toml_is_reported(
         load_settings()
     (record,) = caplog.records
     assert "unknown setting 'refresh_interval' in tasktrace.toml" in record.getMessage()
+
+
+def _documented_keys() -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    section = text[text.index("## Settings\n") :]
+    section = section[: section.index("\n## ")]
+    return [line.split("`")[1] for line in section.splitlines() if line.startswith("| `")]
+
+
+def test_every_settings_key_is_in_the_one_table_of_the_docs() -> None:
+    """docs/configuration.md's settings table has one row for each key of Settings, no more."""
+    settings = Settings.model_validate({"machines": {"NAME": {"power_queries": {"system": "q"}}}})
+    keys = sorted(".".join(path) for path in leaf_paths(settings.model_dump()))
+    assert sorted(_documented_keys()) == keys

@@ -171,12 +171,16 @@ def config(as_json: bool) -> None:
         return
     console = Console()
     console.print(f"project folder: {escape(folder)}")
-    table = Table("key", "value", "source", title="tasktrace settings")
+    table = Table(title="tasktrace settings")
+    for column in ("key", "value", "source"):  # fold, never cut: every character is shown
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(escape(row["key"]), escape(_text(row["value"])), escape(row["source"]))
     console.print(table)
     if otel:
-        variables = Table("variable", "value", title="OpenTelemetry variables")
+        variables = Table(title="OpenTelemetry variables")
+        for column in ("variable", "value"):
+            variables.add_column(column, overflow="fold")
         for item in otel:
             variables.add_row(item["variable"], escape(item["value"]))
         console.print(variables)
