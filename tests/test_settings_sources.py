@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasktrace._settings import Settings, load_settings
-from tasktrace._settings_sources import leaf_paths
+from tasktrace._settings_layers import leaf_paths
 
 LENSKIT_TOML = """\
 machine = "from-lenskit-toml"
@@ -211,3 +211,16 @@ def test_every_settings_key_is_in_the_one_table_of_the_docs() -> None:
     settings = Settings.model_validate({"machines": {"NAME": {"power_queries": {"system": "q"}}}})
     keys = sorted(".".join(path) for path in leaf_paths(settings.model_dump()))
     assert sorted(_documented_keys()) == keys
+
+
+def test_a_broken_file_is_skipped_with_one_warning_and_the_others_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """lenskit.local.toml that is not TOML: one warning naming it; lenskit.toml still applies."""
+    _write(tmp_path, "lenskit.toml", LENSKIT_TOML)
+    _write(tmp_path, "lenskit.local.toml", 'machine = "unterminated\n')
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings()
+    assert settings.machine == "from-lenskit-toml"
+    (record,) = caplog.records
+    assert "cannot read settings file lenskit.local.toml" in record.getMessage()

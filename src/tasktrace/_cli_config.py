@@ -45,7 +45,8 @@ from rich.table import Table
 
 from tasktrace._redact import REDACTED, is_secret_name, mask_url
 from tasktrace._settings import Settings, load_settings
-from tasktrace._settings_sources import leaf_paths, project_folder
+from tasktrace._settings_layers import leaf_paths
+from tasktrace._settings_sources import project_folder
 from tasktrace.meters.prometheus_setup import prometheus_setup_problem
 
 __all__ = ["OTEL_VARIABLES", "config", "otel_rows", "register", "settings_rows"]

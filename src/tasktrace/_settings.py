@@ -23,14 +23,8 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_valid
 from pydantic_settings import NoDecode
 
 from tasktrace._forksafe import renew_after_fork
-from tasktrace._settings_sources import (
-    CONFIG_ENV,
-    ENV_PREFIX,
-    has_key_path,
-    merge_layers,
-    origin_of,
-    settings_layers,
-)
+from tasktrace._settings_layers import has_key_path, merge_layers, origin_of
+from tasktrace._settings_sources import CONFIG_ENV, ENV_PREFIX, settings_layers
 
 __all__ = [
     "BUILTIN_METERS",

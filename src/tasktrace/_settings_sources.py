@@ -28,7 +28,8 @@ returns the same object twice (unconfigured, LensKit builds a fresh default obje
 
 Every source is a pydantic-settings source (:class:`~pydantic_settings.TomlConfigSettingsSource`,
 :class:`~pydantic_settings.EnvSettingsSource`), and pydantic-settings merges them in this order
-(``settings_customise_sources``). :func:`merge_layers` also says where each value came from.
+(``settings_customise_sources``; :func:`tasktrace._settings_layers.merge_layers`, which also
+says where each value came from).
 """
 
 from __future__ import annotations
@@ -36,20 +37,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel, Field
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-    TomlConfigSettingsSource,
-)
+
+from tasktrace._settings_layers import SettingsLayer, env_layer, read_toml
 
 __all__ = [
     "CONFIG_ENV",
@@ -60,12 +54,7 @@ __all__ = [
     "TASKTRACE_FILE",
     "TASKTRACE_TABLE",
     "LenskitKeys",
-    "SettingsLayer",
-    "has_key_path",
-    "leaf_paths",
     "lenskit_live_settings",
-    "merge_layers",
-    "origin_of",
     "project_folder",
     "settings_layers",
 ]
@@ -122,76 +111,10 @@ class LenskitKeys(BaseModel):
     """LensKit's machine definitions by name."""
 
 
-@dataclass(frozen=True)
-class SettingsLayer:
-    """One source of settings values, with a way to say where each of its values came from.
-
-    Attributes:
-        label: The source in words: a file path (``lenskit.local.toml``), ``LK_* variables``...
-        values: The raw values it gives (nested dicts, not yet validated).
-        describe: Maps a key path of ``values`` to the place it came from: the file (with the
-            ``[tasktrace]`` table where it was there), the environment variable's name, or
-            ``lenskit.config.configure()``.
-        in_environment: Whether ``describe`` gives variable names (messages then name the
-            variable alone; for files they name the key and the file).
-    """
-
-    label: str
-    values: dict[str, Any]
-    describe: Callable[[tuple[str, ...]], str]
-    in_environment: bool = False
-
-    def where(self, path: tuple[str, ...]) -> str:
-        """Return the key at ``path`` and its place, for messages: ``a.b in lenskit.toml``."""
-        place = self.describe(path)
-        return place if self.in_environment else f"{'.'.join(path)} in {place}"
-
-
-class _Given(PydanticBaseSettingsSource):
-    """A pydantic-settings source returning one layer's values (already read)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._values = values
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # values are given whole, by __call__
-
-    def __call__(self) -> dict[str, Any]:
-        return self._values
-
-
-class _Merged(BaseSettings):
-    """Every layer merged by pydantic-settings, kept raw (``extra="allow"``, no fields)."""
-
-    model_config = SettingsConfigDict(extra="allow")
-    layers: ClassVar[tuple[SettingsLayer, ...]] = ()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Return the layers, highest first (pydantic-settings' order)."""
-        return tuple(_Given(settings_cls, layer.values) for layer in reversed(cls.layers))
-
-
 def project_folder() -> Path:
     """Return the folder of the settings files: ``LK_PROJECT_ROOT``, else the working folder."""
     root = os.environ.get(PROJECT_ROOT_ENV)
     return Path(root) if root else Path()
-
-
-def _read_toml(path: Path) -> dict[str, Any] | None:
-    try:
-        return TomlConfigSettingsSource(LenskitKeys, toml_file=path)()  # type: ignore[arg-type]
-    except (OSError, ValueError) as e:  # tomllib.TOMLDecodeError is a ValueError
-        _log.warning("tasktrace: cannot read settings file %s (%s); it is ignored", path, e)
-        return None
 
 
 def _lenskit_keys(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,7 +128,7 @@ def _lenskit_keys(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _lenskit_file_layers(path: Path, known: Mapping[str, Any]) -> list[SettingsLayer]:
-    raw = _read_toml(path) if path.is_file() else None
+    raw = read_toml(path) if path.is_file() else None
     if not raw:
         return []
     lenskit = _lenskit_keys(raw)
@@ -218,12 +141,12 @@ def _lenskit_file_layers(path: Path, known: Mapping[str, Any]) -> list[SettingsL
             nested = isinstance(raw[key], dict)
             home = f"[{TASKTRACE_TABLE}.{key}]" if nested else f"[{TASKTRACE_TABLE}] {key}"
             _misplaced(path, key, home)
-    layers = [SettingsLayer(str(path), lenskit, lambda _p, s=str(path): s)]
+    layers = [SettingsLayer.whole(str(path), lenskit)]
     table = raw.get(TASKTRACE_TABLE)
     if isinstance(table, dict):
         where = f"{path} [{TASKTRACE_TABLE}]"
         _report_unknown(table, known, where)
-        layers.append(SettingsLayer(where, table, lambda _p, s=where: s))
+        layers.append(SettingsLayer.whole(where, table))
     return layers
 
 
@@ -250,49 +173,19 @@ def _tasktrace_file_layers(folder: Path, known: Mapping[str, Any]) -> list[Setti
         if explicit:
             _log.warning("tasktrace: settings file %s (from %s) does not exist", path, CONFIG_ENV)
         return []
-    raw = _read_toml(path)
+    raw = read_toml(path)
     if not raw:
         return []
     label = str(path)
     _report_unknown(raw, known, label)
     flat = {k: v for k, v in raw.items() if k != TASKTRACE_TABLE}
-    layers = [SettingsLayer(label, flat, lambda _p, s=label: s)]
+    layers = [SettingsLayer.whole(label, flat)]
     table = raw.get(TASKTRACE_TABLE)
     if isinstance(table, dict):
         where = f"{label} [{TASKTRACE_TABLE}]"
         _report_unknown(table, known, where)
-        layers.append(SettingsLayer(where, table, lambda _p, s=where: s))
+        layers.append(SettingsLayer.whole(where, table))
     return layers
-
-
-def _env_layer(
-    settings_cls: type[BaseModel],
-    prefix: str,
-    keep: Callable[[Mapping[str, Any]], dict[str, Any]] = dict,
-) -> SettingsLayer | None:
-    try:
-        values = EnvSettingsSource(
-            settings_cls,  # type: ignore[arg-type]  # only its fields and config are read
-            env_prefix=prefix,
-            env_nested_delimiter="__",
-        )()
-    except SettingsError as e:  # a nested value that is not valid JSON, for example
-        _log.warning("tasktrace: cannot read the %s* variables (%s); they are ignored", prefix, e)
-        return None
-    values = keep(values)
-    if not values:
-        return None
-    names = {name.upper(): name for name in os.environ if name.upper().startswith(prefix)}
-
-    def variable(path: tuple[str, ...]) -> str:
-        # The longest prefix of the key path that is set: LK_MACHINES may hold the whole table.
-        for end in range(len(path), 0, -1):
-            name = prefix + "__".join(path[:end]).upper()
-            if name in names:
-                return names[name]
-        return prefix + "__".join(path).upper()
-
-    return SettingsLayer(f"{prefix}* variables", values, variable, in_environment=True)
 
 
 def lenskit_live_settings() -> BaseModel | None:
@@ -323,8 +216,8 @@ def _live_layers(live: BaseModel, known: Mapping[str, Any]) -> tuple[SettingsLay
     table = table if isinstance(table, dict) else {}
     _report_unknown(table, known, f"{label} [{TASKTRACE_TABLE}]")
     return (
-        SettingsLayer(f"{label} [{TASKTRACE_TABLE}]", table, lambda _p: f"{label} [tasktrace]"),
-        SettingsLayer(label, lenskit, lambda _p: label),
+        SettingsLayer.whole(f"{label} [{TASKTRACE_TABLE}]", table),
+        SettingsLayer.whole(label, lenskit),
     )
 
 
@@ -357,75 +250,10 @@ def settings_layers(
     if live is not None:
         layers.append(lenskit_layer)
     else:
-        lenskit_env = _env_layer(LenskitKeys, LENSKIT_ENV_PREFIX, _lenskit_keys)
+        lenskit_env = env_layer(LenskitKeys, LENSKIT_ENV_PREFIX, _lenskit_keys)
         layers.extend([lenskit_env] if lenskit_env is not None else [])
-    own_env = _env_layer(settings_cls, ENV_PREFIX)
+    own_env = env_layer(settings_cls, ENV_PREFIX)
     layers.extend([own_env] if own_env is not None else [])
     if overrides:
-        layers.append(SettingsLayer("code", dict(overrides), lambda _p: "code"))
+        layers.append(SettingsLayer.whole("code", dict(overrides)))
     return [layer for layer in layers if layer.values]
-
-
-def leaf_paths(data: Mapping[str, Any], path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    """Yield the key path of every leaf of nested mappings (an empty mapping is a leaf)."""
-    for key, value in data.items():
-        if isinstance(value, Mapping) and value:
-            yield from leaf_paths(value, (*path, str(key)))
-        else:
-            yield (*path, str(key))
-
-
-def has_key_path(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
-    """Whether ``data`` (nested mappings) holds a value at the key path ``path``."""
-    target: Any = data
-    for part in path:
-        if not isinstance(target, Mapping) or part not in target:
-            return False
-        target = target[part]
-    return True
-
-
-def merge_layers(
-    layers: list[SettingsLayer],
-) -> tuple[dict[str, Any], dict[tuple[str, ...], SettingsLayer]]:
-    """Merge ``layers`` key by key, the later over the earlier, with each value's layer.
-
-    Args:
-        layers: As :func:`settings_layers` returns them, lowest first.
-
-    Returns:
-        The merged raw values (merged by pydantic-settings, through
-        ``settings_customise_sources``), and for each leaf key path (``("prometheus",
-        "url")``) the layer its value came from.
-    """
-    merged_cls = type("MergedSettingsLayers", (_Merged,), {"layers": tuple(layers)})
-    merged = dict(merged_cls().model_extra or {})
-    origins: dict[tuple[str, ...], SettingsLayer] = {}
-    for path in leaf_paths(merged):
-        for layer in reversed(layers):
-            if has_key_path(layer.values, path):
-                origins[path] = layer
-                break
-    return merged, origins
-
-
-def origin_of(
-    origins: Mapping[tuple[str, ...], SettingsLayer], path: tuple[str, ...]
-) -> tuple[tuple[str, ...], SettingsLayer] | None:
-    """Return the leaf key path and layer that gave the value at ``path`` (or inside it).
-
-    Args:
-        origins: As :func:`merge_layers` returns them.
-        path: A key path, a leaf or not (a validation error's location, say).
-
-    Returns:
-        The exact leaf, else the leaf holding ``path`` (a table given whole), else the first
-        leaf inside ``path``; ``None`` when no source gave it (a default).
-    """
-    for end in range(len(path), 0, -1):
-        if path[:end] in origins:
-            return path[:end], origins[path[:end]]
-    for leaf, layer in origins.items():
-        if leaf[: len(path)] == path:
-            return leaf, layer
-    return None
