@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-phoenix test-lenskit test-browser docs benchmarks clean
+.PHONY: demo test test-phoenix test-mlflow test-lenskit test-browser docs benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,18 +23,32 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/python examples/train_digits.py --file runs/demo-task.json
 	$(BIN)/tasktrace show runs/demo-task.json
 
-## Run the whole test suite and build the docs with warnings as errors.
+## Run the whole test suite (lint, format, types, tests) and build the docs with warnings as errors.
 test: $(VENV)/.dev-installed
 	bash .ci/install-services.sh
 	$(BIN)/python -m ruff check src tests benchmarks examples
+	$(BIN)/python -m ruff format --check src tests benchmarks examples docs/conf.py
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
-## A separate job: the end-to-end test against Arize Phoenix (a ~850 MB side environment).
-test-phoenix: $(VENV)/.dev-installed
-	test -x .venv-phoenix/bin/phoenix || ($(PYTHON) -m venv .venv-phoenix && \
-		.venv-phoenix/bin/python -m pip install --quiet arize-phoenix)
-	$(BIN)/python -m pytest -m phoenix
+## Separate jobs: the end-to-end tests against Arize Phoenix and against MLflow's tracking server.
+## Each backend gets its own side environment (about 850 MB each), never installed into .venv.
+.venv-phoenix/.installed:
+	$(PYTHON) -m venv .venv-phoenix
+	.venv-phoenix/bin/python -m pip install --quiet arize-phoenix
+	touch $@
+
+.venv-mlflow/.installed:
+	$(PYTHON) -m venv .venv-mlflow
+	.venv-mlflow/bin/python -m pip install --quiet mlflow
+	touch $@
+
+test-phoenix: $(VENV)/.dev-installed .venv-phoenix/.installed
+	PHOENIX_BIN=.venv-phoenix/bin/phoenix $(BIN)/python -m pytest -m phoenix
+
+test-mlflow: $(VENV)/.dev-installed .venv-mlflow/.installed
+	MLFLOW_VENV=.venv-mlflow $(BIN)/python -m pytest -m mlflow
 
 ## A separate job: a program that configured LensKit itself (lenskit.config.configure()) gets
 ## energy from a real Prometheus. LensKit brings PyTorch: a side environment, .venv-lenskit, with
@@ -59,4 +73,4 @@ benchmarks: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .venv-phoenix .venv-lenskit docs/_build runs
+	rm -rf $(VENV) .venv-phoenix .venv-mlflow .venv-lenskit docs/_build runs

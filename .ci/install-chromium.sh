@@ -15,6 +15,13 @@ if [ "$(id -u)" != 0 ]; then
     SUDO="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq chromium >/dev/null
+log=$(mktemp)
+# apt and dpkg output goes to a log, shown only when the install fails.
+if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium; } >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "install-chromium: apt-get could not install chromium" >&2
+    exit 1
+fi
+rm -f "$log"
 command -v chromium >/dev/null 2>&1

@@ -32,8 +32,10 @@ def machine() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python "
-            f"{platform.python_version()}, {platform.system()} {platform.release()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python "
+        f"{platform.python_version()}, {platform.system()} {platform.release()}"
+    )
 
 
 def print_rows(rows: list[Row]) -> None:
@@ -43,9 +45,13 @@ def print_rows(rows: list[Row]) -> None:
         table.add_column(col, justify="right" if col in {"value", "reference", "ratio"} else "left")
     for r in rows:
         table.add_row(
-            r.benchmark, r.metric, f"{r.value:.4g}", r.unit,
+            r.benchmark,
+            r.metric,
+            f"{r.value:.4g}",
+            r.unit,
             "" if r.reference is None else f"{r.reference:.4g}",
-            "" if r.ratio is None else f"{r.ratio:.2f}×", r.target,
+            "" if r.ratio is None else f"{r.ratio:.2f}×",
+            r.target,
             "" if r.met is None else ("yes" if r.met else "MISSED"),
         )
     Console(width=160).print(table)
@@ -63,8 +69,13 @@ def main() -> None:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS}")
     from benchmarks import accuracy, burst, import_time, overhead, scale
 
-    modules = {"overhead": overhead, "import": import_time, "scale": scale, "burst": burst,
-               "accuracy": accuracy}
+    modules = {
+        "overhead": overhead,
+        "import": import_time,
+        "scale": scale,
+        "burst": burst,
+        "accuracy": accuracy,
+    }
     rows: list[Row] = []
     for name in names:
         rows.extend(modules[name].run(args.quick))

@@ -57,7 +57,11 @@ def run_json(module: str, args: Sequence[str], env: dict[str, str] | None = None
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     out = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{module}", *args],
-        capture_output=True, text=True, check=True, env=full_env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=full_env,
+        cwd=ROOT,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 

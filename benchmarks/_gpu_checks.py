@@ -63,9 +63,18 @@ def result_of(
 ) -> Result:
     """Build a :class:`Result` from a finished ``tasktrace.Task`` and the independent figures."""
     return Result(
-        task.label, kind, task.duration, task.start_time, task.finish_time,
-        task.peak_gpu_memory, task.peak_gpu_memory_source, task.gpu_power,
-        task.gpu_energy_source, task.gpu_energy_scope, torch_bytes, nvml,
+        task.label,
+        kind,
+        task.duration,
+        task.start_time,
+        task.finish_time,
+        task.peak_gpu_memory,
+        task.peak_gpu_memory_source,
+        task.gpu_power,
+        task.gpu_energy_source,
+        task.gpu_energy_scope,
+        torch_bytes,
+        nvml,
     )
 
 
@@ -102,21 +111,46 @@ def evaluate(results: list[Result], devices: dict[str, Any] | None, wanted: str)
     nontorch = [r for r in results if r.kind == "nontorch"]
     seen = (devices or {}).get("devices")
     return [
-        Check(CHECK_NAMES[0], busy_ok, "busy " + ", ".join(f"{r.energy_j}" for r in busy)
-              + " J; idle " + ", ".join(f"{r.energy_j}" for r in idle) + " J"),
-        Check(CHECK_NAMES[1], bool(energy) and all(_near(r.energy_j, r.smi_j) for r in energy),
-              "ratio tasktrace/nvidia-smi: " + ", ".join(ratios)),
-        Check(CHECK_NAMES[2], bool(torch_tasks) and all(
-            r.peak_source == "torch" and r.peak_bytes == r.torch_bytes for r in torch_tasks),
-              ", ".join(f"{r.label} {r.peak_bytes}/{r.torch_bytes}" for r in torch_tasks)),
-        Check(CHECK_NAMES[3], bool(nontorch) and all(
-            r.peak_source == "nvml-sampled" and _near(r.peak_bytes, r.nvml_bytes)
-            for r in nontorch),
-              ", ".join(f"{r.label} {r.peak_bytes}/{r.nvml_bytes}" for r in nontorch)
-              or "no task without torch ran"),
-        Check(CHECK_NAMES[4], devices is not None and seen == [wanted]
-              and devices.get("gpu_devices") is None and devices.get("gpu_power") is not None,
-              f"asked for {wanted}, measured {seen}, gpu_power {(devices or {}).get('gpu_power')}"),
+        Check(
+            CHECK_NAMES[0],
+            busy_ok,
+            "busy "
+            + ", ".join(f"{r.energy_j}" for r in busy)
+            + " J; idle "
+            + ", ".join(f"{r.energy_j}" for r in idle)
+            + " J",
+        ),
+        Check(
+            CHECK_NAMES[1],
+            bool(energy) and all(_near(r.energy_j, r.smi_j) for r in energy),
+            "ratio tasktrace/nvidia-smi: " + ", ".join(ratios),
+        ),
+        Check(
+            CHECK_NAMES[2],
+            bool(torch_tasks)
+            and all(
+                r.peak_source == "torch" and r.peak_bytes == r.torch_bytes for r in torch_tasks
+            ),
+            ", ".join(f"{r.label} {r.peak_bytes}/{r.torch_bytes}" for r in torch_tasks),
+        ),
+        Check(
+            CHECK_NAMES[3],
+            bool(nontorch)
+            and all(
+                r.peak_source == "nvml-sampled" and _near(r.peak_bytes, r.nvml_bytes)
+                for r in nontorch
+            ),
+            ", ".join(f"{r.label} {r.peak_bytes}/{r.nvml_bytes}" for r in nontorch)
+            or "no task without torch ran",
+        ),
+        Check(
+            CHECK_NAMES[4],
+            devices is not None
+            and seen == [wanted]
+            and devices.get("gpu_devices") is None
+            and devices.get("gpu_power") is not None,
+            f"asked for {wanted}, measured {seen}, gpu_power {(devices or {}).get('gpu_power')}",
+        ),
     ]
 
 
@@ -135,14 +169,35 @@ def _j(value: float | None) -> str:
 
 def print_results(results: list[Result]) -> None:
     """Print one row per task (memory in MiB, energy in J)."""
-    table = Table("task", "kind", "duration_s", "peak MiB", "source", "torch MiB", "NVML MiB",
-                  "gpu_power J", "scope", "nvidia-smi J", "ratio")
+    table = Table(
+        "task",
+        "kind",
+        "duration_s",
+        "peak MiB",
+        "source",
+        "torch MiB",
+        "NVML MiB",
+        "gpu_power J",
+        "scope",
+        "nvidia-smi J",
+        "ratio",
+    )
     for r in results:
         ratio = f"{r.energy_j / r.smi_j:.3f}" if r.energy_j and r.smi_j else "-"
         duration = "-" if r.duration_s is None else f"{r.duration_s:.2f}"
-        table.add_row(r.label, r.kind, duration, _mib(r.peak_bytes), str(r.peak_source),
-                      _mib(r.torch_bytes), _mib(r.nvml_bytes), _j(r.energy_j),
-                      str(r.energy_scope), _j(r.smi_j), ratio)
+        table.add_row(
+            r.label,
+            r.kind,
+            duration,
+            _mib(r.peak_bytes),
+            str(r.peak_source),
+            _mib(r.torch_bytes),
+            _mib(r.nvml_bytes),
+            _j(r.energy_j),
+            str(r.energy_scope),
+            _j(r.smi_j),
+            ratio,
+        )
     Console(width=170).print(table)
 
 
@@ -158,8 +213,20 @@ def synthetic_results() -> tuple[list[Result], dict[str, Any], str]:
     seconds = 4.0
 
     def row(label: str, kind: str, peak: int, source: str, energy: float, **kw: Any) -> Result:
-        return Result(label, kind, seconds, 0.0, seconds, peak, source, energy, "nvml-counter",
-                      "device", smi_j=energy * 1.01, **kw)
+        return Result(
+            label,
+            kind,
+            seconds,
+            0.0,
+            seconds,
+            peak,
+            source,
+            energy,
+            "nvml-counter",
+            "device",
+            smi_j=energy * 1.01,
+            **kw,
+        )
 
     results = [
         row("gpu-check", "parent", 3 * gib // 2, "torch", 5_000.0, torch_bytes=3 * gib // 2),
@@ -167,8 +234,14 @@ def synthetic_results() -> tuple[list[Result], dict[str, Any], str]:
         row("matmul-0", "busy", 3 * gib // 2, "torch", 2_400.0, torch_bytes=3 * gib // 2),
         row("matmul-1", "busy", 3 * gib // 8, "torch", 2_200.0, torch_bytes=3 * gib // 8),
         row("idle", "idle", 0, "torch", 400.0, torch_bytes=0),
-        row("cuda-subprocess", "nontorch", 2 * gib + 500 * 2**20, "nvml-sampled", 450.0,
-            nvml_bytes=2 * gib + 502 * 2**20),
+        row(
+            "cuda-subprocess",
+            "nontorch",
+            2 * gib + 500 * 2**20,
+            "nvml-sampled",
+            450.0,
+            nvml_bytes=2 * gib + 502 * 2**20,
+        ),
     ]
     wanted = "GPU-00000000-0000-0000-0000-000000000000"
     return results, {"devices": [wanted], "gpu_devices": None, "gpu_power": 120.0}, wanted

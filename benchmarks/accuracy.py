@@ -42,10 +42,24 @@ def run(quick: bool = False) -> list[Row]:
     assert busy.cpu_time is not None
     assert busy.duration is not None
     rows = [
-        Row("accuracy", "CPU time vs os.times()", busy.cpu_time, "s", cpu_ref,
-            "within 5%", abs(busy.cpu_time / cpu_ref - 1) <= 0.05),
-        Row("accuracy", "duration vs perf_counter()", busy.duration, "s", p1 - p0,
-            "within 5%", abs(busy.duration / (p1 - p0) - 1) <= 0.05),
+        Row(
+            "accuracy",
+            "CPU time vs os.times()",
+            busy.cpu_time,
+            "s",
+            cpu_ref,
+            "within 5%",
+            abs(busy.cpu_time / cpu_ref - 1) <= 0.05,
+        ),
+        Row(
+            "accuracy",
+            "duration vs perf_counter()",
+            busy.duration,
+            "s",
+            p1 - p0,
+            "within 5%",
+            abs(busy.duration / (p1 - p0) - 1) <= 0.05,
+        ),
     ]
     if sys.platform.startswith("linux"):
         with Task("outer"):
@@ -55,9 +69,17 @@ def run(quick: bool = False) -> list[Row]:
                 del block
         expected = baseline + 200 * MB
         assert inner.peak_memory is not None
-        rows.append(Row("accuracy", "nested peak RSS vs baseline + 200 MiB allocated",
-                        inner.peak_memory / MB, "MiB", expected / MB, "within 5%",
-                        abs(inner.peak_memory / expected - 1) <= 0.05))
+        rows.append(
+            Row(
+                "accuracy",
+                "nested peak RSS vs baseline + 200 MiB allocated",
+                inner.peak_memory / MB,
+                "MiB",
+                expected / MB,
+                "within 5%",
+                abs(inner.peak_memory / expected - 1) <= 0.05,
+            )
+        )
     return rows
 
 

@@ -33,10 +33,21 @@ def run(quick: bool = False) -> list[Row]:
     n = 2000 if quick else 10000
     with OtlpHttpReceiver() as receiver:
         env = dict(os.environ)
-        env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-                    "OTEL_SERVICE_NAME": "burst", "PYTHONPATH": str(ROOT / "src")})
-        proc = subprocess.run([sys.executable, "-c", _WORKLOAD, str(n)], capture_output=True,
-                              text=True, env=env, check=True, cwd=ROOT)
+        env.update(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_SERVICE_NAME": "burst",
+                "PYTHONPATH": str(ROOT / "src"),
+            }
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", _WORKLOAD, str(n)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            cwd=ROOT,
+        )
         exited = time.time()
         loop_end = float(proc.stdout.strip().splitlines()[-1])
         deadline = time.monotonic() + 10
@@ -44,10 +55,23 @@ def run(quick: bool = False) -> list[Row]:
             time.sleep(0.05)
         received = len(receiver.spans())
     return [
-        Row("burst", f"spans received of {n:,} sent", received, "spans", n,
-            "0 dropped", received == n),
-        Row("burst", "flush at exit (loop end → process exit)", exited - loop_end, "s",
-            target="≤ 5 s", met=exited - loop_end <= 5),
+        Row(
+            "burst",
+            f"spans received of {n:,} sent",
+            received,
+            "spans",
+            n,
+            "0 dropped",
+            received == n,
+        ),
+        Row(
+            "burst",
+            "flush at exit (loop end → process exit)",
+            exited - loop_end,
+            "s",
+            target="≤ 5 s",
+            met=exited - loop_end <= 5,
+        ),
     ]
 
 

@@ -138,8 +138,13 @@ def _child(kind: str, seconds: float, environ: dict[str, str] | None = None) -> 
     command = [sys.executable, "-m", "benchmarks.gpu_check", "--seconds", str(seconds)]
     env = {**os.environ, **(environ or {})}
     done = subprocess.run(
-        [*command, "--child", kind], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=240, check=False,
+        [*command, "--child", kind],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -183,14 +188,18 @@ def _child_devices() -> int:
     available = meter.available()
     with Task("one-device") as task:
         time.sleep(1.0)
-    print(json.dumps({
-        "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "available": available,
-        "reason": meter.reason,
-        "devices": [d.uuid for d in meter.devices],
-        "gpu_devices": (task.model_extra or {}).get("gpu_devices"),
-        "gpu_power": task.gpu_power,
-    }))
+    print(
+        json.dumps(
+            {
+                "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "available": available,
+                "reason": meter.reason,
+                "devices": [d.uuid for d in meter.devices],
+                "gpu_devices": (task.model_extra or {}).get("gpu_devices"),
+                "gpu_power": task.gpu_power,
+            }
+        )
+    )
     return 0
 
 
@@ -203,7 +212,9 @@ def _last_gpu_uuid(nvml: Any) -> str:
 def _power_field() -> str:
     probe = subprocess.run(
         ["nvidia-smi", "--query-gpu=power.draw.instant", "--format=csv,noheader,nounits"],  # noqa: S607
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     first = (probe.stdout.strip().splitlines() or [""])[0]
     ok = probe.returncode == 0 and first.replace(".", "", 1).isdigit()
@@ -225,8 +236,10 @@ def run(seconds: float, n: int) -> int:
     pynvml.nvmlInit()
     torch.zeros(1, device="cuda")  # initialise CUDA first: NVML maps devices by torch's UUIDs
     _matmuls(torch, 1024, 0.2)  # warm cuBLAS up outside the tasks
-    print(f"gpu_check: {torch.cuda.get_device_name()}, {torch.cuda.device_count()} visible, "
-          f"torch {torch.__version__}, driver {pynvml.nvmlSystemGetDriverVersion()}")
+    print(
+        f"gpu_check: {torch.cuda.get_device_name()}, {torch.cuda.device_count()} visible, "
+        f"torch {torch.__version__}, driver {pynvml.nvmlSystemGetDriverVersion()}"
+    )
     sampler = PowerSampler(smi_command(_power_field() if shutil.which("nvidia-smi") else "-"))
     print("gpu_check: sampling power with:", " ".join(sampler.command))
     try:
@@ -263,17 +276,29 @@ def dry_run(seconds: float, n: int) -> int:
                 deadline = time.monotonic() + 0.1
                 while time.monotonic() < deadline:  # CPU stand-in for the matmuls
                     sum(i * i for i in range(1000))
-    table = Table("task (CPU stand-ins, measured here)", "duration_s", "peak_gpu_memory",
-                  "gpu_power", "gpu_energy_source")
+    table = Table(
+        "task (CPU stand-ins, measured here)",
+        "duration_s",
+        "peak_gpu_memory",
+        "gpu_power",
+        "gpu_energy_source",
+    )
     stack = [root]
     while stack:
         task = stack.pop()
-        table.add_row(task.label, f"{task.duration:.3f}", str(task.peak_gpu_memory),
-                      str(task.gpu_power), str(task.gpu_energy_source))
+        table.add_row(
+            task.label,
+            f"{task.duration:.3f}",
+            str(task.peak_gpu_memory),
+            str(task.gpu_power),
+            str(task.gpu_energy_source),
+        )
         stack.extend(reversed(task.subtasks))
     Console(width=150).print(table)
-    print("one-device child, run here:", json.dumps(
-        _child("devices", seconds, {"CUDA_VISIBLE_DEVICES": "GPU-dry-run"})))
+    print(
+        "one-device child, run here:",
+        json.dumps(_child("devices", seconds, {"CUDA_VISIBLE_DEVICES": "GPU-dry-run"})),
+    )
     t0 = time.time() - 10
     sampler = PowerSampler(smi_command("power.draw.instant"))
     for i in range(101):  # what nvidia-smi prints: 300 W for 10 s, every 100 ms
@@ -282,8 +307,10 @@ def dry_run(seconds: float, n: int) -> int:
         sample = parse_smi_line(f"{stamp}{frac}, 0, 300.00")
         assert sample is not None
         sampler.samples.setdefault(0, []).append((sample[0], sample[2]))
-    print(f"nvidia-smi parsing and integration: 300 W over 4 s = "
-          f"{sampler.energy_j(t0 + 3, t0 + 7):.1f} J (expected 1200.0)")
+    print(
+        f"nvidia-smi parsing and integration: 300 W over 4 s = "
+        f"{sampler.energy_j(t0 + 3, t0 + 7):.1f} J (expected 1200.0)"
+    )
     print("checks on synthetic figures (not measurements), to exercise them:")
     results, devices, wanted = synthetic_results()
     print_results(results)

@@ -50,19 +50,44 @@ def run(quick: bool = False) -> list[Row]:
     rss_imp = statistics.median(r for _, r in imported)
     t_np = statistics.median(t for t, _ in no_plugins)
     torch = subprocess.run(
-        [sys.executable, "-c",
-         "import sys, tasktrace\nwith tasktrace.Task('x'): pass\nprint('torch' in sys.modules)"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, tasktrace\nwith tasktrace.Task('x'): pass\nprint('torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     return [
         Row("import", "python -c pass", t_bare, "s"),
-        Row("import", "python -c 'import tasktrace'", t_imp, "s", t_bare,
-            "≤ bare + 0.25 s", t_imp - t_bare <= 0.25),
-        Row("import", "… with pydantic plugins (logfire's) disabled", t_np, "s", t_bare,
-            "≤ bare + 0.25 s", t_np - t_bare <= 0.25),
+        Row(
+            "import",
+            "python -c 'import tasktrace'",
+            t_imp,
+            "s",
+            t_bare,
+            "≤ bare + 0.25 s",
+            t_imp - t_bare <= 0.25,
+        ),
+        Row(
+            "import",
+            "… with pydantic plugins (logfire's) disabled",
+            t_np,
+            "s",
+            t_bare,
+            "≤ bare + 0.25 s",
+            t_np - t_bare <= 0.25,
+        ),
         Row("import", "peak RSS, import tasktrace", rss_imp / 2**20, "MiB", rss_bare / 2**20),
-        Row("import", "torch imported by import + task", float(torch == "True"), "bool",
-            target="0 (never)", met=torch == "False"),
+        Row(
+            "import",
+            "torch imported by import + task",
+            float(torch == "True"),
+            "bool",
+            target="0 (never)",
+            met=torch == "False",
+        ),
     ]
 
 

@@ -69,8 +69,9 @@ def _measure(n: int, rounds: int, endpoint: str | None) -> dict[str, float]:
             token = otel_context.attach(
                 otel_context.set_value(key, 1, trace.set_span_in_context(span))
             )
-            span.set_attributes({"a.duration_s": 1.0, "a.cpu_time_s": 0.5, "a.peak": 7,
-                                 "a.status": "finished"})
+            span.set_attributes(
+                {"a.duration_s": 1.0, "a.cpu_time_s": 0.5, "a.peak": 7, "a.status": "finished"}
+            )
             span.set_status(Status(StatusCode.OK))
             span.end()
             otel_context.detach(token)
@@ -88,11 +89,13 @@ def _measure(n: int, rounds: int, endpoint: str | None) -> dict[str, float]:
 
     def bare_nested_5(k: int) -> None:
         for _ in range(k // 5):
-            with tracer.start_as_current_span("1"), tracer.start_as_current_span(
-                "2"
-            ), tracer.start_as_current_span("3"), tracer.start_as_current_span(
-                "4"
-            ), tracer.start_as_current_span("5"):
+            with (
+                tracer.start_as_current_span("1"),
+                tracer.start_as_current_span("2"),
+                tracer.start_as_current_span("3"),
+                tracer.start_as_current_span("4"),
+                tracer.start_as_current_span("5"),
+            ):
                 pass
 
     if endpoint:
@@ -130,35 +133,100 @@ def run(quick: bool = False) -> list[Row]:
     n, rounds = (2000, 3) if quick else (10000, 7)
     local = run_json("overhead", ["--child", "--n", str(n), "--rounds", str(rounds)])
     assert isinstance(local, dict)
-    rows = [Row("overhead", "bare OTel span (BatchSpanProcessor, null exporter)",
-                local["bare span"] * 1e6, "µs/task")]
+    rows = [
+        Row(
+            "overhead",
+            "bare OTel span (BatchSpanProcessor, null exporter)",
+            local["bare span"] * 1e6,
+            "µs/task",
+        )
+    ]
     base = local["bare span"]
     floor_s = local["span + 5 attributes + status (no tasktrace)"]
-    rows.append(Row("overhead", "floor: span + 5 attributes + status, no tasktrace",
-                    floor_s * 1e6, "µs/task", base * 1e6, "what a task must do in the SDK"))
-    rows.append(Row("overhead", "task, default meters", local["task"] * 1e6, "µs/task",
-                    base * 1e6, "≤ 2.0× bare", local["task"] / base <= 2.0))
-    rows.append(Row("overhead", "task under a root with a file",
-                    local["task under a root with a file"] * 1e6, "µs/task", base * 1e6,
-                    "≤ 2.5× bare", local["task under a root with a file"] / base <= 2.5))
+    rows.append(
+        Row(
+            "overhead",
+            "floor: span + 5 attributes + status, no tasktrace",
+            floor_s * 1e6,
+            "µs/task",
+            base * 1e6,
+            "what a task must do in the SDK",
+        )
+    )
+    rows.append(
+        Row(
+            "overhead",
+            "task, default meters",
+            local["task"] * 1e6,
+            "µs/task",
+            base * 1e6,
+            "≤ 2.0× bare",
+            local["task"] / base <= 2.0,
+        )
+    )
+    rows.append(
+        Row(
+            "overhead",
+            "task under a root with a file",
+            local["task under a root with a file"] * 1e6,
+            "µs/task",
+            base * 1e6,
+            "≤ 2.5× bare",
+            local["task under a root with a file"] / base <= 2.5,
+        )
+    )
     nb = local["bare span, nested 5 deep"]
-    rows.append(Row("overhead", "task, nested 5 deep (per task)",
-                    local["task, nested 5 deep"] * 1e6, "µs/task", nb * 1e6, "vs bare nested"))
+    rows.append(
+        Row(
+            "overhead",
+            "task, nested 5 deep (per task)",
+            local["task, nested 5 deep"] * 1e6,
+            "µs/task",
+            nb * 1e6,
+            "vs bare nested",
+        )
+    )
     try:
         from tests.otlp_receivers import OtlpHttpReceiver
     except ImportError:
         OtlpHttpReceiver = None
     if OtlpHttpReceiver is not None:
         with OtlpHttpReceiver() as receiver:
-            remote = run_json("overhead", ["--child", "--n", str(n), "--rounds", str(rounds),
-                                           "--endpoint", receiver.endpoint])
+            remote = run_json(
+                "overhead",
+                [
+                    "--child",
+                    "--n",
+                    str(n),
+                    "--rounds",
+                    str(rounds),
+                    "--endpoint",
+                    receiver.endpoint,
+                ],
+            )
         assert isinstance(remote, dict)
-        rows.append(Row("overhead", "task, OTLP/HTTP export to loopback", remote["task"] * 1e6,
-                        "µs/task", remote["bare span"] * 1e6, "vs bare span, same exporter"))
+        rows.append(
+            Row(
+                "overhead",
+                "task, OTLP/HTTP export to loopback",
+                remote["task"] * 1e6,
+                "µs/task",
+                remote["bare span"] * 1e6,
+                "vs bare span, same exporter",
+            )
+        )
     lk = _lenskit(n, rounds)
     if lk is not None:
-        rows.append(Row("overhead", "LensKit Task", lk * 1e6, "µs/task", local["task"] * 1e6,
-                        "vs tasktrace task"))
+        rows.append(
+            Row(
+                "overhead",
+                "LensKit Task",
+                lk * 1e6,
+                "µs/task",
+                local["task"] * 1e6,
+                "vs tasktrace task",
+            )
+        )
     return rows
 
 

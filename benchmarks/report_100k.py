@@ -21,8 +21,11 @@ from benchmarks.show_100k import build
 
 REPORT_TARGET_S = 10.0
 LOAD_TARGET_S = 5.0
-DRAWN = ("#icicle-0 g.iciclelayer path.surface", "#timeline-0 g.barlayer path",
-         "#labels-0 text.cell-text")
+DRAWN = (
+    "#icicle-0 g.iciclelayer path.surface",
+    "#timeline-0 g.barlayer path",
+    "#labels-0 text.cell-text",
+)
 
 
 def page_load_s(page_file: Path) -> float | str:
@@ -44,8 +47,11 @@ def page_load_s(page_file: Path) -> float | str:
 
 def main() -> None:
     """Build the file, time the report and the page load; print both against their targets."""
-    folder = (Path(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[1] == "--keep"
-              else Path(tempfile.mkdtemp()))
+    folder = (
+        Path(sys.argv[2])
+        if len(sys.argv) > 2 and sys.argv[1] == "--keep"
+        else Path(tempfile.mkdtemp())
+    )
     path, page_file = folder / "100k.json", folder / "100k.html"
     n = build(path)
     print(f"{n} tasks, {path.stat().st_size / 1e6:.1f} MB")
@@ -54,8 +60,10 @@ def main() -> None:
     subprocess.run([str(exe), "report", str(path), "-o", str(page_file), "--force"], check=True)
     report_s = time.perf_counter() - start
     met = "met" if report_s < REPORT_TARGET_S else "MISSED"
-    print(f"tasktrace report: {report_s:.2f} s (target < {REPORT_TARGET_S:.0f} s: {met}), "
-          f"{page_file.stat().st_size / 1e6:.1f} MB of HTML")
+    print(
+        f"tasktrace report: {report_s:.2f} s (target < {REPORT_TARGET_S:.0f} s: {met}), "
+        f"{page_file.stat().st_size / 1e6:.1f} MB of HTML"
+    )
     load = page_load_s(page_file)
     if isinstance(load, str):
         print(f"page load in Chromium: {load}")

@@ -30,7 +30,7 @@ def _rss_bytes() -> int:
 def _child(epochs: int, per_epoch: int) -> dict[str, object]:
     os.environ["TASKTRACE_REFRESH_INTERVAL_S"] = "1"
     from tasktrace import Task
-    from tasktrace._files import check_replaceable
+    from tasktrace.tree.files import check_replaceable
 
     folder = Path(tempfile.mkdtemp())
     path = folder / "scale.json"
@@ -77,15 +77,34 @@ def run(quick: bool = False) -> list[Row]:
     n = epochs * per_epoch
     return [
         Row("scale", f"total time, {n:,} tasks", sum(blocks), "s"),
-        Row("scale", f"last block of {per_epoch:,} vs first", blocks[-1], "s", blocks[0],
-            "≤ 1.5×", blocks[-1] / blocks[0] <= 1.5),
-        Row("scale", "memory per finished task (RSS growth)", res["rss_per_task_bytes"],
-            "bytes", target="≤ 2048", met=res["rss_per_task_bytes"] <= 2048),
+        Row(
+            "scale",
+            f"last block of {per_epoch:,} vs first",
+            blocks[-1],
+            "s",
+            blocks[0],
+            "≤ 1.5×",
+            blocks[-1] / blocks[0] <= 1.5,
+        ),
+        Row(
+            "scale",
+            "memory per finished task (RSS growth)",
+            res["rss_per_task_bytes"],
+            "bytes",
+            target="≤ 2048",
+            met=res["rss_per_task_bytes"] <= 2048,
+        ),
         Row("scale", f"one refresh of the file at {n:,} tasks", res["refresh_s"], "s"),
         Row("scale", "file size", res["file_bytes"] / 2**20, "MiB"),
-        Row("scale", "check of that file before a task replaces it (vs a full parse)",
-            res["check_s"] * 1e6, "µs", res["parse_s"] * 1e6, "≤ 0.01×",
-            res["check_s"] <= 0.01 * res["parse_s"]),
+        Row(
+            "scale",
+            "check of that file before a task replaces it (vs a full parse)",
+            res["check_s"] * 1e6,
+            "µs",
+            res["parse_s"] * 1e6,
+            "≤ 0.01×",
+            res["check_s"] <= 0.01 * res["parse_s"],
+        ),
     ]
 
 

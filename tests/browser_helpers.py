@@ -36,10 +36,15 @@ RENDERED = "g.iciclelayer path.surface"
 @contextmanager
 def chromium(width: int = 1400, height: int = 1000) -> Iterator[BrowserContext]:
     """Start headless Chromium with a new, temporary profile folder; yield its context."""
-    with tempfile.TemporaryDirectory(prefix="tasktrace-chromium-") as profile, \
-            sync_playwright() as playwright:
+    with (
+        tempfile.TemporaryDirectory(prefix="tasktrace-chromium-") as profile,
+        sync_playwright() as playwright,
+    ):
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=FLAGS,
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=FLAGS,
             viewport={"width": width, "height": height},
         )
         try:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace._processor import tree
-from tasktrace._settings import reset_settings
+from tasktrace.core.settings import reset_settings
+from tasktrace.core.warn import set_raise_errors
 from tasktrace.testing import install_test_provider, task_spans
 
 from .export_helpers import clean_env
@@ -24,7 +24,7 @@ __all__ = ["otlp_grpc_receiver", "otlp_http_receiver", "task_spans"]
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lenskit-2025.8"
 
 install_test_provider()
-tree.raise_errors = True
+set_raise_errors(True)  # internal errors fail the test that hit them
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +64,10 @@ def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
         path = folder / f"demo-{epochs}-epochs.json"
         subprocess.run(
             [sys.executable, str(DEMO), "--file", str(path), "--epochs", str(epochs)],
-            check=True, capture_output=True, cwd=folder, env=clean_env(),
+            check=True,
+            capture_output=True,
+            cwd=folder,
+            env=clean_env(),
         )
         runs[epochs] = path
     return runs

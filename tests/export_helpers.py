@@ -95,3 +95,26 @@ def run_script(
         pid=proc.pid,
         exit_s=exited - float(end[-1]) if end else None,
     )
+
+
+ROOT_CHILD_WORKLOAD = """
+import time
+from tasktrace import Task
+with Task("root"):
+    with Task("child"):
+        time.sleep(0.35)
+"""
+"""A script running a task "root" with one subtask "child" (0.35 s)."""
+
+
+def run_workload(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run :data:`ROOT_CHILD_WORKLOAD` in ``cwd`` with :func:`clean_env` plus ``env``; check it."""
+    return subprocess.run(
+        [sys.executable, "-c", ROOT_CHILD_WORKLOAD],
+        env=clean_env(**env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )

@@ -17,8 +17,18 @@ from .conftest import FIXTURES
 def test_run_records_command_cpu_and_exit_code(tmp_path: Path) -> None:
     """`run` returns the command's status and records its CPU time in its own field."""
     out = tmp_path / "run.json"
-    code = main(["run", "--quiet", "--file", str(out), "--", "sh", "-c",
-                 "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exit 3"])
+    code = main(
+        [
+            "run",
+            "--quiet",
+            "--file",
+            str(out),
+            "--",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exit 3",
+        ]
+    )
     assert code == 3
     task = Task.model_validate_json(out.read_text())
     assert task.status is TaskStatus.FAILED
@@ -34,8 +44,18 @@ def test_run_passes_traceparent_and_nests_python_child(tmp_path: Path) -> None:
     """A command gets TRACEPARENT with the run task's trace id and span id."""
     out = tmp_path / "run.json"
     env_dump = tmp_path / "env.txt"
-    code = main(["run", "-q", "-f", str(out), "--", sys.executable, "-c",
-                 f"import os; open({str(env_dump)!r}, 'w').write(os.environ['TRACEPARENT'])"])
+    code = main(
+        [
+            "run",
+            "-q",
+            "-f",
+            str(out),
+            "--",
+            sys.executable,
+            "-c",
+            f"import os; open({str(env_dump)!r}, 'w').write(os.environ['TRACEPARENT'])",
+        ]
+    )
     assert code == 0
     task = Task.model_validate_json(out.read_text())
     version, trace_id, span_id, flags = env_dump.read_text().split("-")
@@ -51,8 +71,18 @@ def test_run_command_not_found() -> None:
 def test_run_records_child_peak_rss(tmp_path: Path) -> None:
     """The command's own peak RSS (from wait4) is recorded when larger than ours."""
     out = tmp_path / "run.json"
-    code = main(["run", "-q", "-f", str(out), "--", sys.executable, "-c",
-                 "x = bytearray(b'1') * 400_000_000"])
+    code = main(
+        [
+            "run",
+            "-q",
+            "-f",
+            str(out),
+            "--",
+            sys.executable,
+            "-c",
+            "x = bytearray(b'1') * 400_000_000",
+        ]
+    )
     assert code == 0
     task = Task.model_validate_json(out.read_text())
     assert task.children_peak_rss_bytes is not None

@@ -165,3 +165,27 @@ def test_replay_to_a_closed_port_says_why_once(capsys: pytest.CaptureFixture[str
     assert len(err.splitlines()) == 1
     assert "Connection refused" in err
     assert "0 of 2 spans were sent" in err
+
+
+def test_replay_sends_the_others_and_names_a_span_too_large(
+    otlp_http_receiver: OtlpHttpReceiver, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replaying a task file with a 5 MB task: the others arrive; exit 3 names the span.
+
+    The task is big by its error (a 5 MB exception message, on the span twice: the error
+    attribute and the status description); extra data that large would be left off the span
+    by the span's data budget, on replay as live.
+    """
+    path = tmp_path / "run.json"
+    with Task("run", file=path):
+        for i in range(3):
+            with Task(f"t{i}"):
+                pass
+        with pytest.raises(ValueError, match="x"), Task("big"):
+            raise ValueError("x" * 5_000_000)
+    assert main(["replay", str(path), "-e", otlp_http_receiver.endpoint]) == 3
+    err = capsys.readouterr().err
+    assert "span 'big' is " in err
+    assert "4 of 5 spans were sent" in err
+    spans = otlp_http_receiver.wait_for(4, timeout_s=10)
+    assert sorted(s.name for s in spans) == ["run", "t0", "t1", "t2"]

@@ -20,7 +20,12 @@ def _tasktrace(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
     return subprocess.run(
         [sys.executable, "-m", "tasktrace.cli", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -49,8 +54,22 @@ def test_leading_double_dash_is_dropped_and_a_later_one_is_kept(
 ) -> None:
     """A `--` before the command is tasktrace's separator; one after it is the command's."""
     out = tmp_path / "run.json"
-    code = main(["run", "-q", "-f", str(out), "--", sys.executable, "-c", _PRINT_ARGS,
-                 "-q", "--", "-f", "x"])
+    code = main(
+        [
+            "run",
+            "-q",
+            "-f",
+            str(out),
+            "--",
+            sys.executable,
+            "-c",
+            _PRINT_ARGS,
+            "-q",
+            "--",
+            "-f",
+            "x",
+        ]
+    )
     assert code == 0
     assert capfd.readouterr().out == "['-q', '--', '-f', 'x']\n"
     assert Task.model_validate_json(out.read_bytes()).exit_code == 0
@@ -61,8 +80,21 @@ def test_tasktrace_options_before_the_command_still_apply(
 ) -> None:
     """Options before the command (label, file, quiet) are tasktrace's, without a `--`."""
     out = tmp_path / "run.json"
-    code = main(["run", "-l", "train", "--file", str(out), "-q", sys.executable, "-c",
-                 _PRINT_ARGS, "--label", "x"])
+    code = main(
+        [
+            "run",
+            "-l",
+            "train",
+            "--file",
+            str(out),
+            "-q",
+            sys.executable,
+            "-c",
+            _PRINT_ARGS,
+            "--label",
+            "x",
+        ]
+    )
     assert code == 0
     captured = capfd.readouterr()
     assert captured.out == "['--label', 'x']\n"

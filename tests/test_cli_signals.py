@@ -34,9 +34,21 @@ def test_sigterm_to_run_reaches_the_command_and_cancels_the_run(tmp_path: Path) 
     script.write_text(_CHILD)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tasktrace.cli", "run", "-q", "-f", str(out), "--",
-         sys.executable, str(script), str(ready)],
-        env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "tasktrace.cli",
+            "run",
+            "-q",
+            "-f",
+            str(out),
+            "--",
+            sys.executable,
+            str(script),
+            str(ready),
+        ],
+        env=env,
+        cwd=tmp_path,
     )
     deadline = time.monotonic() + 30
     while not ready.exists() and time.monotonic() < deadline:
@@ -59,9 +71,22 @@ def test_run_with_file_in_missing_folder_is_one_line_error(tmp_path: Path) -> No
     """`run --file` into a missing folder exits 2 with one line and never runs the command."""
     marker = tmp_path / "ran"
     proc = subprocess.run(
-        [sys.executable, "-m", "tasktrace.cli", "run", "-q", "-f", str(tmp_path / "no" / "x.json"),
-         "--", "touch", str(marker)],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "tasktrace.cli",
+            "run",
+            "-q",
+            "-f",
+            str(tmp_path / "no" / "x.json"),
+            "--",
+            "touch",
+            str(marker),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -87,10 +112,25 @@ def test_ctrl_c_to_the_process_group_cancels_the_run_and_exits_130(tmp_path: Pat
     script.write_text(_CTRL_C_CHILD)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tasktrace.cli", "run", "-l", "train", "-f", str(out),
-         sys.executable, str(script), str(ready)],
-        env=env, cwd=tmp_path, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tasktrace.cli",
+            "run",
+            "-l",
+            "train",
+            "-f",
+            str(out),
+            sys.executable,
+            str(script),
+            str(ready),
+        ],
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 30
     while not ready.exists() and time.monotonic() < deadline:

@@ -20,7 +20,8 @@ import json, sys
 import logfire
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from tasktrace import Task, _setup
+from tasktrace import Task
+from tasktrace.export import provider as _setup
 
 memory = InMemorySpanExporter()
 def set_up_logfire():
@@ -41,7 +42,7 @@ spans = memory.get_finished_spans()
 print(json.dumps({
     "names": [s.name for s in spans],
     "service": sorted({s.resource.attributes.get("service.name") for s in spans}),
-    "pipelines": len(_setup._pipelines),
+    "pipelines": len(_setup.pipelines()),
 }))
 """
 
@@ -79,8 +80,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from tasktrace import Task, _setup
-from tasktrace._processor import tree
+from tasktrace import Task
+from tasktrace.export import provider as _setup
+from tasktrace.tree.processor import tree
 
 memory = InMemorySpanExporter()
 provider = TracerProvider()
@@ -99,7 +101,7 @@ print(json.dumps({
     "names": [s.name for s in memory.get_finished_spans()],
     "tree_processor": sum(p is tree for p in processors),
     "processors": len(processors),
-    "pipelines": len(_setup._pipelines),
+    "pipelines": len(_setup.pipelines()),
 }))
 """
 

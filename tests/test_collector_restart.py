@@ -60,8 +60,12 @@ def test_spans_after_a_collector_restart_arrive_and_failure_is_reported_once(
         OTEL_EXPORTER_OTLP_TIMEOUT="1",
     )
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path)], env=env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(script), str(tmp_path)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         before = first.wait_for(5, timeout_s=20)

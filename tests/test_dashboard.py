@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace import _attributes as attr
-from tasktrace import _metrics
+from tasktrace.core import attributes as attr
+from tasktrace.export import metrics as _metrics
 
 yaml = pytest.importorskip("yaml")
 
@@ -31,8 +31,10 @@ EXPORTED = {
     _prometheus_name(_metrics.RUNNING_RSS) + "_bytes",
     _prometheus_name(_metrics.RUNNING_CPU_TIME) + "_seconds",
 }
-LABELS = {_prometheus_name(k) for k in (_metrics.LABEL, _metrics.HW_TYPE, _metrics.CPU_MODE,
-                                        attr.MACHINE, attr.STATUS)} | {"job", "le"}
+LABELS = {
+    _prometheus_name(k)
+    for k in (_metrics.LABEL, _metrics.HW_TYPE, _metrics.CPU_MODE, attr.MACHINE, attr.STATUS)
+} | {"job", "le"}
 
 
 def _exprs() -> list[str]:

@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tasktrace import Task
 from tasktrace.formats import spans_to_task, task_to_spans
-from tasktrace.formats._convert import seconds_to_ns
 from tasktrace.formats.chrome_trace import task_to_chrome_trace
+from tasktrace.formats.convert import seconds_to_ns
 from tasktrace.formats.otlp_json import OtlpJsonFileSpanExporter, encode_lines, read_spans
 from tasktrace.formats.replay import load_spans, replay
 
@@ -136,8 +136,11 @@ _GOLDEN_TASK = {
 _GOLDEN_LINE = {
     "resourceSpans": [
         {
-            "resource": {
-                "attributes": [{"key": "service.name", "value": {"stringValue": "golden"}}]
+            "resource": {  # the host is on the resource, as on a live task's span
+                "attributes": [
+                    {"key": "service.name", "value": {"stringValue": "golden"}},
+                    {"key": "host.name", "value": {"stringValue": "node1"}},
+                ]
             },
             "scopeSpans": [
                 {
@@ -161,18 +164,7 @@ _GOLDEN_LINE = {
                             "kind": 1,
                             "startTimeUnixNano": "1700000000500000000",
                             "endTimeUnixNano": "1700000002000000000",
-                            "attributes": [
-                                {"key": "tasktrace.task.subprocess", "value": {"boolValue": False}},
-                                {
-                                    "key": "tasktrace.task.status",
-                                    "value": {"stringValue": "finished"},
-                                },
-                                {"key": "host.name", "value": {"stringValue": "node1"}},
-                                {"key": "tasktrace.task.duration_s", "value": {"doubleValue": 1.5}},
-                                {
-                                    "key": "tasktrace.task.peak_memory_bytes",
-                                    "value": {"intValue": "1048576"},
-                                },
+                            "attributes": [  # at start, then at finish, as live
                                 {
                                     "key": "tasktrace.task.id",
                                     "value": {
@@ -182,6 +174,15 @@ _GOLDEN_LINE = {
                                 {
                                     "key": "tasktrace.data.tags",
                                     "value": {"arrayValue": {"values": [{"stringValue": "exp"}]}},
+                                },
+                                {
+                                    "key": "tasktrace.task.status",
+                                    "value": {"stringValue": "finished"},
+                                },
+                                {"key": "tasktrace.task.duration_s", "value": {"doubleValue": 1.5}},
+                                {
+                                    "key": "tasktrace.task.peak_memory_bytes",
+                                    "value": {"intValue": "1048576"},
                                 },
                             ],
                             "status": {"code": 1},

@@ -6,7 +6,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from tasktrace import _attributes as attr
+from tasktrace.core import attributes as attr
 from tasktrace.formats import spans_to_task
 
 _TRACE = 0x1234
@@ -15,14 +15,16 @@ _TRACE = 0x1234
 def _span(name: str, span_id: int, parent: int | None, **attributes: object) -> ReadableSpan:
     ctx = SpanContext(_TRACE, span_id, is_remote=False, trace_flags=TraceFlags(1))
     parent_ctx = (
-        SpanContext(_TRACE, parent, is_remote=False, trace_flags=TraceFlags(1))
-        if parent
-        else None
+        SpanContext(_TRACE, parent, is_remote=False, trace_flags=TraceFlags(1)) if parent else None
     )
     return ReadableSpan(
-        name=name, context=ctx, parent=parent_ctx,
+        name=name,
+        context=ctx,
+        parent=parent_ctx,
         resource=Resource({"host.name": "node7", attr.MACHINE: "cluster-a"}),
-        attributes=attributes, start_time=1_000_000_000, end_time=2_000_000_000,
+        attributes=attributes,
+        start_time=1_000_000_000,
+        end_time=2_000_000_000,
     )
 
 

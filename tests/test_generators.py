@@ -111,7 +111,10 @@ def _check_next_is_under_root(
 
 SYNC_WAYS = ["close here", "close in another thread", "dropped", "collected in another thread"]
 ASYNC_WAYS = [
-    "aclose in this task", "aclose in another task", "aclose in another thread", "dropped"
+    "aclose in this task",
+    "aclose in another task",
+    "aclose in another thread",
+    "dropped",
 ]
 
 

@@ -38,8 +38,9 @@ def _run_in_pty(argv: list[str], cwd: Path, timeout_s: float = 30.0) -> str:
     """Run ``argv`` with a pty as stdin/stdout/stderr; return everything it wrote (decoded)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=_env(),
-                            close_fds=True)
+    proc = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=_env(), close_fds=True
+    )
     os.close(slave)
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout_s
@@ -82,7 +83,12 @@ def test_piped_output_has_no_panel(tmp_path: Path) -> None:
     script.write_text(CHILD.replace("3.0", "1.5"))
     run = subprocess.run(
         [sys.executable, "-m", "tasktrace.cli", "run", "--", sys.executable, str(script)],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60, check=True,
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert run.stdout == ""
     assert "tasktrace run:" not in run.stderr
@@ -109,8 +115,17 @@ def test_command_output_stays_on_screen_above_the_panel(tmp_path: Path) -> None:
     script = tmp_path / "child.py"
     script.write_text(PRINTING_CHILD)
     out = _run_in_pty(
-        [sys.executable, "-m", "tasktrace.cli", "run", "-l", "training", "--",
-         sys.executable, str(script)],
+        [
+            sys.executable,
+            "-m",
+            "tasktrace.cli",
+            "run",
+            "-l",
+            "training",
+            "--",
+            sys.executable,
+            str(script),
+        ],
         tmp_path,
     )
     screen = pyte.Screen(140, 40)

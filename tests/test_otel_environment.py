@@ -20,8 +20,12 @@ def _run(code: str, env: dict[str, str], *args: str) -> subprocess.CompletedProc
     full = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-c", code, *args], env=full, capture_output=True, text=True,
-        timeout=60, check=True,
+        [sys.executable, "-c", code, *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
 
 
@@ -35,19 +39,28 @@ def _run(code: str, env: dict[str, str], *args: str) -> subprocess.CompletedProc
         ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "smoke", {}, "using http/protobuf", False),
         ("OTEL_EXPORTER_OTLP_HEADERS", "authorization-s3cret", {}, "leaves that header out", True),
         (
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization: s3cret", {},
-            "leaves that header out", True,
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "authorization: s3cret",
+            {},
+            "leaves that header out",
+            True,
         ),
         ("OTEL_RESOURCE_ATTRIBUTES", "garbage-s3cret", {}, "whole variable is ignored", True),
         ("OTEL_RESOURCE_ATTRIBUTES", "a=%zz-s3cret", {}, "whole variable is ignored", True),
         ("OTEL_TRACES_SAMPLER", "sometimes", {}, "using parentbased_always_on", False),
         (
-            "OTEL_TRACES_SAMPLER_ARG", "half", {"OTEL_TRACES_SAMPLER": "traceidratio"},
-            "using 1.0", False,
+            "OTEL_TRACES_SAMPLER_ARG",
+            "half",
+            {"OTEL_TRACES_SAMPLER": "traceidratio"},
+            "using 1.0",
+            False,
         ),
         (
-            "OTEL_TRACES_SAMPLER_ARG", "2", {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"},
-            "using 1.0", False,
+            "OTEL_TRACES_SAMPLER_ARG",
+            "2",
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"},
+            "using 1.0",
+            False,
         ),
     ],
 )
@@ -120,11 +133,13 @@ with Task("x"):
         ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=exp-a"}, "", "exp-a"),
         (
             {"OTEL_RESOURCE_ATTRIBUTES": "service.name=exp-a", "OTEL_SERVICE_NAME": "svc-b"},
-            "", "svc-b",
+            "",
+            "svc-b",
         ),
         (
             {"OTEL_SERVICE_NAME": "svc-b"},
-            "tasktrace.configure(resource_attributes={'service.name': 'attr-c'})", "attr-c",
+            "tasktrace.configure(resource_attributes={'service.name': 'attr-c'})",
+            "attr-c",
         ),
         (
             {"OTEL_RESOURCE_ATTRIBUTES": "service.name=exp-a", "OTEL_SERVICE_NAME": "svc-b"},
@@ -149,7 +164,11 @@ def test_service_name_follows_the_specified_precedence(
         if configure:
             full["OTEL_TRACES_EXPORTER"] = "otlp"
         subprocess.run(
-            [sys.executable, str(script)], env=full, capture_output=True, text=True, timeout=60,
+            [sys.executable, str(script)],
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=60,
             check=True,
         )
         (span,) = receiver.wait_for(1, timeout_s=10)

@@ -1,22 +1,20 @@
 """End to end against a third-party OTLP backend: Arize Phoenix, started on loopback.
 
 Phoenix is large (about 850 MB with its dependencies) and pins its own libraries, so it lives in
-a side virtual environment, never in the project's ``.venv``::
+a side virtual environment, never in the project's ``.venv``; ``make test-phoenix`` creates it
+and runs this test::
 
     python3 -m venv .venv-phoenix && .venv-phoenix/bin/pip install arize-phoenix
     .venv/bin/python -m pytest -m phoenix
 
-``PHOENIX_BIN`` may name another ``phoenix`` executable. Without one, the test is skipped.
+``PHOENIX_BIN`` may name another ``phoenix`` executable; when it is set (as ``make
+test-phoenix`` sets it) a missing executable fails the test. Without either, it is skipped.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,24 +24,25 @@ from tasktrace import Task
 
 from .export_helpers import NESTED_WORKLOAD, clean_env, run_script
 from .otlp_receivers import closed_loopback_endpoint
+from .side_servers import REPO, get_json, serve
 
 pytestmark = pytest.mark.phoenix
 
-_REPO = Path(__file__).resolve().parents[1]
-PHOENIX_BIN = Path(os.environ.get("PHOENIX_BIN", _REPO / ".venv-phoenix" / "bin" / "phoenix"))
-START_TIMEOUT_S = 90.0
-
-
-def _get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=5.0) as response:  # noqa: S310 - loopback http
-        return json.load(response)
+PHOENIX_BIN = Path(
+    os.environ.get("PHOENIX_BIN", REPO / ".venv-phoenix" / "bin" / "phoenix")
+).absolute()
+PROJECT = "tasktrace-e2e"
+"""The Phoenix project the run names with the ``openinference.project.name`` resource attribute."""
 
 
 @pytest.fixture
 def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start a Phoenix server on 127.0.0.1 with its own working folder; yield its base URL."""
     if not PHOENIX_BIN.exists():
-        pytest.skip(f"Phoenix not installed at {PHOENIX_BIN} (see this module's docstring)")
+        message = f"Phoenix not installed at {PHOENIX_BIN} (see this module's docstring)"
+        if "PHOENIX_BIN" in os.environ:
+            pytest.fail(message)
+        pytest.skip(message)
     base = closed_loopback_endpoint()
     grpc_port = closed_loopback_endpoint().rsplit(":", 1)[1]
     folder = tmp_path_factory.mktemp("phoenix")
@@ -53,34 +52,25 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         PHOENIX_GRPC_PORT=grpc_port,
         PHOENIX_WORKING_DIR=str(folder),
     )
-    log = (folder / "phoenix.log").open("w")
-    server = subprocess.Popen([str(PHOENIX_BIN), "serve"], env=env, stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1.0).close()  # noqa: S310
-                break
-            except (urllib.error.URLError, OSError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"Phoenix did not start: {(folder / 'phoenix.log').read_text()}")
-                time.sleep(0.5)
+    with serve([str(PHOENIX_BIN), "serve"], env, f"{base}/healthz", folder):
         yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=5)
-        log.close()
 
 
-def test_workload_spans_are_found_in_phoenix_with_their_parent_links(
+def _spans(phoenix: str, project: str, trace_id: str) -> list[dict]:
+    """Return the spans of trace ``trace_id`` in Phoenix project ``project`` (REST API)."""
+    data = get_json(f"{phoenix}/v1/projects/{project}/spans?limit=100")
+    return [s for s in data["data"] if s["context"]["trace_id"] == trace_id]  # type: ignore[index]
+
+
+def test_workload_spans_are_found_in_their_phoenix_project_with_their_parent_links(
     phoenix: str, tmp_path: Path
 ) -> None:
-    """A separate process's task tree, sent by OTEL_* variables, is queryable in Phoenix."""
-    env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=phoenix, OTEL_SERVICE_NAME="phoenix-e2e")
+    """A separate process's tree, sent by OTEL_* variables, is in the Phoenix project it names."""
+    env = clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=phoenix,
+        OTEL_SERVICE_NAME="phoenix-e2e",
+        OTEL_RESOURCE_ATTRIBUTES=f"openinference.project.name={PROJECT}",
+    )
     run = run_script(NESTED_WORKLOAD, tmp_path, env, str(tmp_path / "task.json"))
     assert run.returncode == 0, run.stderr
     assert run.export_warnings() == []
@@ -93,9 +83,8 @@ def test_workload_spans_are_found_in_phoenix_with_their_parent_links(
         stack.extend((sub, task) for sub in task.subtasks)
 
     deadline = time.monotonic() + 20.0
-    while True:
-        data = _get_json(f"{phoenix}/v1/projects/default/spans?limit=100")
-        spans = [s for s in data["data"] if s["context"]["trace_id"] == root.trace_id]  # type: ignore[index]
+    while True:  # Phoenix stores spans in the background, after answering the request
+        spans = _spans(phoenix, PROJECT, root.trace_id)
         if len(spans) >= len(expected) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -104,3 +93,4 @@ def test_workload_spans_are_found_in_phoenix_with_their_parent_links(
     statuses = {s["name"]: s["status_code"] for s in spans}
     assert statuses["evaluate"] == "ERROR"
     assert statuses["experiment"] == "OK"
+    assert _spans(phoenix, "default", root.trace_id) == []

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasktrace import Task, TaskStatus
-from tasktrace._attributes import (
+from tasktrace.core.attributes import (
     attributes_to_fields,
     data_to_attributes,
     fields_to_attributes,
@@ -26,8 +26,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 data_keys = st.from_regex(r"[a-z][a-z0-9_.]{0,12}", fullmatch=True).filter(

@@ -15,7 +15,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tasktrace import Task, TaskStatus, _task
+from tasktrace import Task, TaskStatus
+from tasktrace.core.warn import reset_warnings
 from tasktrace.meters import process, register_meter, reset_meters
 
 # ----- a small real filesystem: disk full and read-only -------------------------------------
@@ -51,7 +52,7 @@ def _file_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "tasktrace._files" and r.levelno == logging.WARNING
+        if r.name == "tasktrace.tree.files" and r.levelno == logging.WARNING
     ]
 
 
@@ -139,7 +140,7 @@ class _BrokenMeter:
 @pytest.fixture
 def broken_meters(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """NVML, RAPL and Prometheus meters that all fail, and /proc unreadable for the RSS mark."""
-    _task._warn.reset()
+    reset_warnings()
     process._warn.reset()
     reset_meters([])
     register_meter(_BrokenMeter("nvml", RuntimeError("NVML_ERROR_UNKNOWN"), at="start"))
@@ -153,7 +154,7 @@ def broken_meters(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     monkeypatch.setattr(process.rss_marks, "_read", process._status_hwm_bytes)
     yield
     reset_meters()
-    _task._warn.reset()
+    reset_warnings()
     process._warn.reset()
 
 

@@ -136,13 +136,17 @@ def test_invalid_environment_values_warn_and_never_break_import() -> None:
     code = (
         "import tasktrace\n"
         "from tasktrace import Task\n"
-        "from tasktrace._settings import get_settings\n"
+        "from tasktrace.core.settings import get_settings\n"
         "with Task('x') as t: pass\n"
         "s = get_settings()\n"
         "print(t.status.value, s.refresh_interval_s, s.include_spans, s.prometheus.timeout_s)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -96,7 +96,8 @@ def test_screenshot_of_the_demo_report_for_the_docs(
     for epochs in (5, 3):
         (runs / f"demo-{epochs}.json").write_bytes(demo_runs[epochs].read_bytes())
     page_file = tasktrace.report(
-        ["runs/demo-5.json", "runs/demo-3.json"], tmp_path / "demo.html",
+        ["runs/demo-5.json", "runs/demo-3.json"],
+        tmp_path / "demo.html",
         names=["5 epochs", "3 epochs"],
     )
     with chromium(width=1400, height=900) as browser:

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import tasktrace
-from tasktrace._format import friendly_bytes, friendly_duration
 from tasktrace.cli import main
+from tasktrace.core.units import friendly_bytes, friendly_duration
 
 from .conftest import FIXTURES
 
@@ -154,8 +154,21 @@ def test_read_tasks_gives_one_row_per_task_with_si_columns(demo_runs: dict[int, 
     assert isinstance(frame, pd.DataFrame)
     assert len(frame) == sum(len(_tasks(p)) for p in files)
     assert list(frame["run"].unique()) == ["demo-5-epochs", "nested", "failed"]
-    for column in ("path", "depth", "parent_id", "label", "status", "duration_s", "cpu_time_s",
-                   "peak_memory_bytes", "energy_j", "start_time_s", "tags", "epoch", "accuracy"):
+    for column in (
+        "path",
+        "depth",
+        "parent_id",
+        "label",
+        "status",
+        "duration_s",
+        "cpu_time_s",
+        "peak_memory_bytes",
+        "energy_j",
+        "start_time_s",
+        "tags",
+        "epoch",
+        "accuracy",
+    ):
         assert column in frame.columns, column
     assert "emissions_g" not in frame.columns  # no carbon intensity set
     root = json.loads(demo_runs[5].read_text())
@@ -189,8 +202,13 @@ def test_table_output_round_trips_through_pandas(
     table = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
     expected = _label_totals(files)
     assert sorted(table["label"]) == sorted(expected)
-    assert {"tasks", "duration_s_total", "duration_s_mean", "cpu_time_s_total",
-            "energy_j_total"} <= set(table.columns)
+    assert {
+        "tasks",
+        "duration_s_total",
+        "duration_s_mean",
+        "cpu_time_s_total",
+        "energy_j_total",
+    } <= set(table.columns)
     for row in table.itertuples():
         count, total = expected[row.label]
         assert row.tasks == count
@@ -224,70 +242,22 @@ def _energy_file(path: Path, **fields: Any) -> Path:
     return path
 
 
-def test_carbon_intensity_400_turns_3_6_megajoules_into_400_grams(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """3.6 MJ at 400 g CO₂e/kWh is 400 g in show, table, compare, report and read_tasks."""
-    run = _energy_file(tmp_path / "run.json", system_power=3.6e6)
-    assert main(["show", str(run)]) == 0
-    assert "CO₂e" not in capsys.readouterr().out  # no intensity: no emissions shown
-    assert main(["show", str(run), "--carbon-intensity", "400"]) == 0
-    assert "CO₂e 400 g" in capsys.readouterr().out
-    out = tmp_path / "t.csv"
-    assert main(["table", str(run), "--measure", "energy", "--carbon-intensity", "400",
-                 "-o", str(out)]) == 0
-    assert pd.read_csv(out)["emissions_g_total"].item() == pytest.approx(400.0)
-    assert main(["compare", str(run), str(run), "--json", "--carbon-intensity", "400"]) == 0
-    compared = json.loads(capsys.readouterr().out)["matched"][0]["measures"]
-    assert compared["emissions_g"]["values"] == [pytest.approx(400.0)] * 2
-    page = tmp_path / "r.html"
-    tasktrace.report(run, page, carbon_intensity_g_per_kwh=400)
-    assert _in_page(page.read_text(), "CO₂e: 400 g")
-    frame = tasktrace.read_tasks(run, carbon_intensity_g_per_kwh=400)
-    assert frame["emissions_g"].item() == pytest.approx(400.0)
-
-
-def test_carbon_intensity_comes_from_the_machine_settings(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A machine's ``carbon_intensity_g_per_kwh`` in tasktrace.toml applies to its tasks only."""
-    (tmp_path / "tasktrace.toml").write_text(
-        "[machines.lab]\ncarbon_intensity_g_per_kwh = 400\n"
-    )  # the test runs in tmp_path, where settings are read from
-    lab = _energy_file(tmp_path / "lab.json", machine="lab", cpu_power=3.6e6)
-    other = _energy_file(tmp_path / "other.json", machine="cloud", cpu_power=3.6e6)
-    assert main(["show", str(lab)]) == 0
-    assert "CO₂e 400 g" in capsys.readouterr().out
-    assert main(["show", str(other)]) == 0
-    assert "CO₂e" not in capsys.readouterr().out
-    frame = tasktrace.read_tasks([lab, other])
-    assert frame["emissions_g"].iloc[0] == pytest.approx(400.0)
-    assert pd.isna(frame["emissions_g"].iloc[1])
-
-
-def test_total_energy_counts_nothing_twice(tmp_path: Path) -> None:
-    """energy_j: system energy if measured, else CPU + GPU + DRAM (DRAM not with psys)."""
-    files = [
-        _energy_file(tmp_path / "a.json", system_power=500.0, cpu_power=200.0, gpu_power=100.0),
-        _energy_file(tmp_path / "b.json", cpu_power=200.0, gpu_power=100.0, dram_energy_j=10.0),
-        _energy_file(tmp_path / "c.json", cpu_power=200.0, cpu_energy_scope="platform",
-                     dram_energy_j=10.0),
-        _energy_file(tmp_path / "d.json"),
-    ]
-    energy = tasktrace.read_tasks(files)["energy_j"].tolist()
-    assert energy[:3] == [500.0, 310.0, 200.0]
-    assert pd.isna(energy[3])  # nothing measured: missing, never 0
-
-
 def test_large_trees_are_folded_in_the_report(tmp_path: Path) -> None:
     """A 3,000-step run: repeated siblings become one node with a count and summed measures."""
-    steps = [{"label": f"step {i}", "status": "finished", "duration": 0.5,
-              "subtasks": [{"label": f"load batch {i}", "status": "finished", "duration": 0.1}]}
-             for i in range(1500)]
+    steps = [
+        {
+            "label": f"step {i}",
+            "status": "finished",
+            "duration": 0.5,
+            "subtasks": [{"label": f"load batch {i}", "status": "finished", "duration": 0.1}],
+        }
+        for i in range(1500)
+    ]
     steps[7]["status"] = "failed"
     run = tmp_path / "big.json"
-    run.write_text(json.dumps({"label": "train", "status": "finished", "duration": 900.0,
-                               "subtasks": steps}))
+    run.write_text(
+        json.dumps({"label": "train", "status": "finished", "duration": 900.0, "subtasks": steps})
+    )
     out = tmp_path / "big.html"
     tasktrace.report(run, out)
     page = out.read_text()
@@ -315,48 +285,73 @@ def test_a_missing_extra_is_named_in_the_error(blocked: str, call: str, extra: s
         "except ImportError as e:\n"
         "    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert f"needs {blocked}, which is not installed: pip install '{extra}'" in out
 
 
 def test_cli_report_without_plotly_names_the_extra(tmp_path: Path) -> None:
     """``tasktrace report`` without plotly exits 2 with one line naming the extra."""
-    code = ("import sys; sys.modules['plotly'] = None\n"
-            "from tasktrace.cli import main\n"
-            f"sys.exit(main(['report', {str(FIXTURES / 'nested.json')!r}, '-o', 'r.html']))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path, check=False)
+    code = (
+        "import sys; sys.modules['plotly'] = None\n"
+        "from tasktrace.cli import main\n"
+        f"sys.exit(main(['report', {str(FIXTURES / 'nested.json')!r}, '-o', 'r.html']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
     assert done.returncode == 2
     assert "pip install 'tasktrace[report]'" in done.stderr
     assert not (tmp_path / "r.html").exists()
-
-
-def test_a_task_displays_as_its_tree_in_notebooks() -> None:
-    """``Task._repr_html_``: the tree with human units, for finished and running tasks."""
-    with tasktrace.Task("experiment") as root:
-        with tasktrace.Task("epoch 1 <b>"):
-            pass
-        running_html = root._repr_html_()
-    assert "experiment" in running_html
-    assert "running" in running_html
-    assert "epoch 1 &lt;b&gt;" in running_html  # labels are escaped, never markup
-    done_html = root._repr_html_()
-    assert "finished" in done_html
-    assert friendly_duration(root.duration) in done_html
-    assert done_html.startswith("<pre")
 
 
 def test_hostile_labels_are_escaped_in_the_report(tmp_path: Path) -> None:
     """A label holding HTML is shown as text in the report, never as markup."""
     label = "<img src=x onerror=alert(1)>"
     run = tmp_path / "run.json"
-    run.write_text(json.dumps({"label": "run", "status": "finished", "duration": 2.0,
-                               "subtasks": [{"label": label, "status": "failed",
-                                             "duration": 1.0, "error": "<b>boom</b>"}]}))
+    run.write_text(
+        json.dumps(
+            {
+                "label": "run",
+                "status": "finished",
+                "duration": 2.0,
+                "subtasks": [
+                    {"label": label, "status": "failed", "duration": 1.0, "error": "<b>boom</b>"}
+                ],
+            }
+        )
+    )
     page = tasktrace.report(run, tmp_path / "r.html").read_text()
     for markup in (label, "<b>boom</b>"):
         assert markup not in page  # in the HTML
         assert _as_plotly_json(markup) not in page  # in the figures' JSON
     assert _in_page(page, label)
     assert _in_page(page, "status: failed (<b>boom</b>)")
+
+
+def test_carbon_intensity_400_turns_3_6_megajoules_into_400_grams(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3.6 MJ at 400 g CO₂e/kWh is 400 g in show, table, compare, report and read_tasks."""
+    run = _energy_file(tmp_path / "run.json", system_power=3.6e6)
+    assert main(["show", str(run)]) == 0
+    assert "CO₂e" not in capsys.readouterr().out  # no intensity: no emissions shown
+    assert main(["show", str(run), "--carbon-intensity", "400"]) == 0
+    assert "CO₂e 400 g" in capsys.readouterr().out
+    out = tmp_path / "t.csv"
+    assert (
+        main(
+            ["table", str(run), "--measure", "energy", "--carbon-intensity", "400", "-o", str(out)]
+        )
+        == 0
+    )
+    assert pd.read_csv(out)["emissions_g_total"].item() == pytest.approx(400.0)
+    assert main(["compare", str(run), str(run), "--json", "--carbon-intensity", "400"]) == 0
+    compared = json.loads(capsys.readouterr().out)["matched"][0]["measures"]
+    assert compared["emissions_g"]["values"] == [pytest.approx(400.0)] * 2
+    page = tmp_path / "r.html"
+    tasktrace.report(run, page, carbon_intensity_g_per_kwh=400)
+    assert _in_page(page.read_text(), "CO₂e: 400 g")
+    frame = tasktrace.read_tasks(run, carbon_intensity_g_per_kwh=400)
+    assert frame["emissions_g"].item() == pytest.approx(400.0)

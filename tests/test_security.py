@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tasktrace import Task, _files
-from tasktrace._redact import REDACTED, redact_argv
+from tasktrace import Task
 from tasktrace.cli import main
+from tasktrace.core.redact import REDACTED
+from tasktrace.tree import files as _files
 
 from .otlp_receivers import OtlpGrpcReceiver, OtlpHttpReceiver
 
@@ -92,35 +93,6 @@ def test_run_records_argv_only_when_asked(tmp_path: Path) -> None:
     assert ARG_SECRET not in out.read_text()
 
 
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (
-            ["prog", "--password", "pw", "--epochs", "3"],
-            ["prog", "--password", "***", "--epochs", "3"],
-        ),
-        (
-            ["prog", "--api-key=abc", "--token-file", "t"],
-            ["prog", "--api-key=***", "--token-file", "***"],
-        ),
-        (
-            ["prog", "--client_secret", "x", "-p", "8"],
-            ["prog", "--client_secret", "***", "-p", "8"],
-        ),
-        (
-            ["env", "AWS_SECRET_ACCESS_KEY=x", "HOME=/h"],
-            ["env", "AWS_SECRET_ACCESS_KEY=***", "HOME=/h"],
-        ),
-        (["--env", "--GITHUB_TOKEN=x"], ["--env", "--GITHUB_TOKEN=***"]),
-        (["curl", "https://u:pw@host/p"], ["curl", "https://u:***@host/p"]),
-        (["prog", "--author", "me", "input.csv"], ["prog", "--author", "me", "input.csv"]),
-    ],
-)
-def test_redact_argv(argv: list[str], expected: list[str]) -> None:
-    """Values of secret-looking options, KEY=VALUE secrets and URL passwords are redacted."""
-    assert redact_argv(argv) == expected
-
-
 @pytest.fixture
 def umask_of() -> Iterator[object]:
     """Run with a given umask (tasktrace reads it once per process: forget it around the test)."""
@@ -186,15 +158,20 @@ def _run_python(
     full = {k: v for k, v in os.environ.items() if not k.startswith(("TASKTRACE_", "OTEL_"))}
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-c", code, *args], env=full, capture_output=True, text=True,
-        timeout=timeout_s, check=False,
+        [sys.executable, "-c", code, *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
 
 
 def _tasktrace_lines(stderr: str) -> list[str]:
     """Return the tasktrace warnings in ``stderr`` (debug lines left out)."""
     return [
-        line for line in stderr.splitlines()
+        line
+        for line in stderr.splitlines()
         if "tasktrace: " in line and not line.startswith(("DEBUG:", "INFO:"))
     ]
 
@@ -286,8 +263,10 @@ def test_replay_gets_parsed_headers_and_echoes_nothing(
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_http_receiver.endpoint,
         **MALFORMED,
     }
-    code = "import logging, sys\nlogging.basicConfig(level=logging.DEBUG)\n" \
+    code = (
+        "import logging, sys\nlogging.basicConfig(level=logging.DEBUG)\n"
         "from tasktrace.cli import main\nsys.exit(main(['replay', sys.argv[1]]))\n"
+    )
     done = _run_python(code, env, str(path))
     assert done.returncode == 0, done.stderr
     for secret in (HEADER_SECRET, RESOURCE_SECRET):

@@ -6,20 +6,26 @@ JSON in LensKit's task-file format.
 
 :func:`read_tasks` (pandas) and :func:`report` (plotly) need optional extras and are imported
 on first use, so ``import tasktrace`` imports neither pandas nor plotly.
+
+The package is built in layers, each importing only the layers below it (see
+:doc:`/architecture`): ``core``, ``meters``, ``tree``, ``export``, ``task``, ``formats``,
+``cli``.
 """
 
 from __future__ import annotations
 
+# First: filters the OpenTelemetry SDK's parsers of the OTEL_* variables, which quote what they
+# cannot parse (secrets included), before anything imports pydantic (see its docstring).
+from tasktrace.export import environment as _environment  # isort: skip
+
 import importlib as _importlib
 import typing as _typing
 
-from tasktrace._config import configure
-from tasktrace._context import ContextThread, ContextThreadPoolExecutor, with_current_context
-from tasktrace._subprocess import child_environment
-from tasktrace._task import Task, TaskStatus
-
-__version__ = "0.1.0"
-"""The package version."""
+from tasktrace.core.context import ContextThread, ContextThreadPoolExecutor, with_current_context
+from tasktrace.core.version import VERSION as __version__
+from tasktrace.export.config import configure
+from tasktrace.task import Task, TaskStatus
+from tasktrace.task.processes import child_environment
 
 __all__ = [
     "ContextThread",
@@ -33,6 +39,8 @@ __all__ = [
     "report",
     "with_current_context",
 ]
+
+del _environment
 
 _LAZY = {
     "read_tasks": "tasktrace.formats.frame",  # the pandas extra

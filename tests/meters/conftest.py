@@ -9,19 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tasktrace.core.warn import reset_warnings
 from tasktrace.meters import (
-    _base,
-    _poller,
-    energy,
-    gpu,
-    gpu_memory,
-    nvml,
-    nvml_devices,
-    prometheus,
-    rapl,
     reset_meters,
 )
-from tasktrace.meters._poller import Poller, get_poller
+from tasktrace.meters.poller import Poller, get_poller
 
 from .energy_helpers import (
     FakeGpu,
@@ -34,23 +26,10 @@ from .energy_helpers import (
 
 @pytest.fixture(autouse=True)
 def _fresh_warnings() -> Iterator[None]:
-    """Forget which warnings the meter modules have already given."""
-    warners = [
-        rapl._warn,
-        nvml._warn,
-        nvml_devices._warn,
-        gpu_memory._warn,
-        gpu._warn,
-        prometheus._warn,
-        energy._warn,
-        _poller._warn,
-        _base._warn_unavailable,
-    ]
-    for warner in warners:
-        warner.reset()
+    """Forget which warnings tasktrace (the meter modules among others) has already given."""
+    reset_warnings()
     yield
-    for warner in warners:
-        warner.reset()
+    reset_warnings()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tasktrace import Task
-from tasktrace._settings import Settings, reset_settings
+from tasktrace.core.settings import Settings, reset_settings
 
 from .energy_helpers import FakeGpu, RaplTree
 

@@ -11,10 +11,10 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tasktrace import Task
-from tasktrace import _attributes as attr
-from tasktrace._settings import Settings, get_settings, load_settings, reset_settings
+from tasktrace.core import attributes as attr
+from tasktrace.core.settings import Settings, get_settings, load_settings, reset_settings
 from tasktrace.meters import active_meters, rapl, reset_meters
-from tasktrace.meters._base import MeterReading
+from tasktrace.meters.base import MeterReading
 from tasktrace.meters.energy import EnergyMeter, default_energy_meters, merge_readings
 from tasktrace.meters.prometheus import PrometheusMeter
 from tasktrace.meters.rapl import RaplMeter
@@ -268,7 +268,7 @@ def test_meters_asked_for_by_name_warn_when_unknown_or_unavailable(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Asking for rapl and foo where neither can measure: one warning for each, no meter."""
-    from tasktrace._settings import EnergySettings
+    from tasktrace.core.settings import EnergySettings
 
     settings = Settings(meters=["rapl", "foo"], energy=EnergySettings(rapl_root=tmp_path))
     with caplog.at_level(logging.WARNING):

@@ -59,8 +59,7 @@ def test_lenskits_own_folder_is_used_not_the_working_folder(
     (tmp_path / "lenskit.local.toml").write_text('machine = "not-this-one"\n')
     (tmp_path / "tasktrace.toml").write_text("[prometheus]\nscrape_interval_s = 1\n")
     prelude = (
-        "from pathlib import Path\nimport lenskit.config\n"
-        "lenskit.config.configure(Path('project'))"
+        "from pathlib import Path\nimport lenskit.config\nlenskit.config.configure(Path('project'))"
     )
     env = clean_environment(LK_PROMETHEUS__URL=server.url)
     fields = run_task(tmp_path, env, python=lenskit_python, prelude=prelude)

@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from tasktrace.meters._poller import Poller
 from tasktrace.meters.nvml import NVML_COUNTER_PERIOD_S, NvmlMeter
+from tasktrace.meters.poller import Poller
 
 from .energy_helpers import DRIVER_NOT_LOADED, FakeGpu, make_fake_pynvml
 

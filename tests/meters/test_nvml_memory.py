@@ -20,11 +20,11 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tasktrace import Task
-from tasktrace import _attributes as attr
-from tasktrace._settings import Settings, reset_settings
+from tasktrace.core import attributes as attr
+from tasktrace.core.settings import Settings, reset_settings
 from tasktrace.meters import gpu
-from tasktrace.meters._poller import get_poller
 from tasktrace.meters.nvml import MIG_SCOPE
+from tasktrace.meters.poller import get_poller
 
 from .energy_helpers import FakeGpu, FakeProcess, mig_instance
 

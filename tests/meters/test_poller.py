@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tasktrace.meters._poller import ExtendedCounter, Poller, SampledEnergy, plausible_wrap
+from tasktrace.meters.poller import ExtendedCounter, Poller, SampledEnergy, plausible_wrap
 
 
 def test_extended_counter_adds_one_range_per_plausible_wrap() -> None:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tasktrace._settings import Settings
+from tasktrace.core.settings import Settings
 from tasktrace.meters.energy import default_energy_meters
 from tasktrace.meters.prometheus import PrometheusMeter
 

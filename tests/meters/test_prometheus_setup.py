@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasktrace import Task
-from tasktrace._settings import get_settings, reset_settings
+from tasktrace.core.settings import get_settings, reset_settings
 
 MACHINES = """\
 [machines.labbox.power_queries]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tasktrace import Task
-from tasktrace._settings import Settings, reset_settings
+from tasktrace.core.settings import Settings, reset_settings
 from tasktrace.meters import rapl, reset_meters
-from tasktrace.meters._poller import Poller, get_poller
+from tasktrace.meters.poller import Poller, get_poller
 from tasktrace.meters.rapl import RaplMeter, find_zones, select_zones
 
 from .energy_helpers import RaplTree

@@ -13,6 +13,6 @@
 - :mod:`tasktrace.formats.report`: the self-contained HTML report (the ``report`` extra).
 """
 
-from tasktrace.formats._convert import spans_to_task, task_to_spans
+from tasktrace.formats.convert import spans_to_task, task_to_spans
 
 __all__ = ["spans_to_task", "task_to_spans"]

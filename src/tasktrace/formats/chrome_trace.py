@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from tasktrace._task import Task
+from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
 
 __all__ = ["COUNTER_FIELDS", "task_to_chrome_trace"]
 

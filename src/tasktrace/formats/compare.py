@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasktrace._task import Task
+from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, Measure, measure_values
 from tasktrace.formats.rows import Run
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasktrace._show import paused_gc
-from tasktrace.formats._extras import missing_extra
+from tasktrace.core.views import paused_gc
+from tasktrace.formats.extras import missing_extra
 from tasktrace.formats.measures import CarbonIntensity
 from tasktrace.formats.rows import load_runs, task_rows
 

@@ -39,7 +39,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from tasktrace._forksafe import renew_after_fork
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.settings import get_settings
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -94,13 +95,23 @@ def encode_lines(
         max_line_bytes: Largest line in bytes, newline included.
 
     Yields:
-        One UTF-8 line per batch of spans, each at most ``max_line_bytes`` long. A span that
+        One UTF-8 line per batch of spans (a batch never mixes resources, so that the spans
+        read back in the order given), each at most ``max_line_bytes`` long. A span that
         alone exceeds the limit is left out with a warning naming it.
 
     Raises:
         ImportError: The OTel JSON encoder is missing (names the extra to install).
     """
-    pending: list[Sequence[ReadableSpan]] = [spans] if spans else []
+    # One request per run of consecutive spans sharing a resource: a request groups its spans
+    # by resource, which would reorder spans of interleaved resources (a tree whose tasks ran
+    # on several hosts), and the spans must come back in the order given.
+    runs: list[Sequence[ReadableSpan]] = []
+    start = 0
+    for i in range(1, len(spans) + 1):
+        if i == len(spans) or spans[i].resource != spans[start].resource:
+            runs.append(spans[start:i])
+            start = i
+    pending = runs[::-1]
     while pending:
         batch = pending.pop()
         line = _line(batch)
@@ -121,8 +132,6 @@ def encode_lines(
 
 def default_folder() -> Path:
     """Return the folder for new OTLP JSON files: the ``otlp_json_dir`` setting, else ``.``."""
-    from tasktrace._settings import get_settings  # noqa: PLC0415 - settings load lazily
-
     folder = getattr(get_settings(), "otlp_json_dir", None) or os.environ.get(OTLP_JSON_DIR_ENV)
     return Path(folder) if folder else Path()
 
@@ -157,7 +166,7 @@ class OtlpJsonFileSpanExporter(SpanExporter):
         """The file this exporter writes."""
         self._max_line_bytes = max_line_bytes
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
         self._stream: IO[bytes] | None = None
         self._shutdown = False
 

@@ -9,9 +9,9 @@ Replaying sends the spans with the OTel project's OTLP exporter (HTTP/protobuf, 
 ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL=grpc``), unchanged: original trace and span ids, parent
 links, start/end timestamps, attributes, resource, scope and status. The standard
 ``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers, timeout, certificates) apply unless an
-endpoint is given; tasktrace parses them as for a live run (:mod:`tasktrace._otlp`), and
+endpoint is given; tasktrace parses them as for a live run (:mod:`tasktrace.export.otlp`), and
 splits the spans into requests of at most
-:data:`~tasktrace._request_size.MAX_REQUEST_BYTES`.
+:data:`~tasktrace.export.request_size.MAX_REQUEST_BYTES`.
 
 Thread-safety: the functions share no state; one exporter is created per :func:`replay` call.
 """
@@ -30,20 +30,21 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
 )
-from opentelemetry.sdk.resources import HOST_NAME, Resource
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tasktrace import _otel_env
-from tasktrace._attributes import MACHINE
-from tasktrace._export import GuardedSpanExporter, clear_refused, export_refused
-from tasktrace._export_failure import redact_endpoint, short_reason
-from tasktrace._otlp import new_otlp_exporter, otlp_settings
-from tasktrace._request_size import MAX_REQUEST_BYTES
-from tasktrace._resource import environment_resource
-from tasktrace._task import Task
-from tasktrace.formats._convert import spans_to_task, task_to_spans
+from tasktrace.core.spans import host_attributes
+from tasktrace.export import environment
+from tasktrace.export.exporters import new_otlp_exporter
+from tasktrace.export.failure import redact_endpoint, short_reason
+from tasktrace.export.guarded import GuardedSpanExporter, clear_refused, export_refused
+from tasktrace.export.otlp import otlp_settings
+from tasktrace.export.request_size import MAX_REQUEST_BYTES
+from tasktrace.export.resource import environment_resource
+from tasktrace.formats.convert import spans_to_task, task_to_spans
 from tasktrace.formats.otlp_json import read_spans
+from tasktrace.task import Task
 
 __all__ = ["ReplayError", "is_otlp_json", "load_spans", "load_task", "replay", "task_resource"]
 
@@ -68,16 +69,14 @@ def is_otlp_json(data: bytes) -> bool:
 def task_resource(task: Task) -> Resource:
     """Build the resource of spans made from a task file.
 
-    ``host.name`` and ``tasktrace.machine`` are the root task's, over
+    ``host.name`` and ``tasktrace.machine`` are the root task's (each span's resource has its
+    own task's: :func:`~tasktrace.formats.convert.task_to_spans`), over
     ``OTEL_RESOURCE_ATTRIBUTES`` (parsed by tasktrace); ``service.name`` is
     ``OTEL_SERVICE_NAME``, else ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``, else
     ``"tasktrace"``; the SDK's ``telemetry.sdk.*`` attributes are added.
     """
-    attrs: dict[str, str] = {HOST_NAME: task.hostname}
-    if task.machine:
-        attrs[MACHINE] = task.machine
-    name = _otel_env.service_name(None, {}, "tasktrace")
-    return environment_resource({}, attrs, name)
+    name = environment.service_name(None, {}, "tasktrace")
+    return environment_resource({}, host_attributes(task.hostname, task.machine), name)
 
 
 def load_task(path: Path, data: bytes | None = None) -> Task:
@@ -120,8 +119,8 @@ def otlp_exporter(endpoint: str | None = None) -> GuardedSpanExporter:
             HTTP unless present), or ``None`` to use the ``OTEL_EXPORTER_OTLP_*`` variables.
 
     Returns:
-        A :class:`~tasktrace._export.GuardedSpanExporter` that sends requests of at most
-        :data:`~tasktrace._request_size.MAX_REQUEST_BYTES` and does not warn (a failed replay
+        A :class:`~tasktrace.export.guarded.GuardedSpanExporter` that sends requests of at most
+        :data:`~tasktrace.export.request_size.MAX_REQUEST_BYTES` and does not warn (a failed replay
         is the command's error).
 
     Raises:
@@ -162,8 +161,7 @@ def _endpoint(endpoint: str | None) -> str:
         raise ValueError(f"invalid OTLP endpoint {redact_endpoint(endpoint)!r}: {e}") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError(
-            f"invalid OTLP endpoint {redact_endpoint(endpoint)!r}: expected "
-            "http(s)://host:port"
+            f"invalid OTLP endpoint {redact_endpoint(endpoint)!r}: expected http(s)://host:port"
         )
     del port
     return endpoint
@@ -198,7 +196,7 @@ def replay(
     """Send ``spans`` unchanged in batches of :data:`REPLAY_BATCH_SPANS`; return the count.
 
     With tasktrace's own exporter, each batch goes in requests of at most
-    :data:`~tasktrace._request_size.MAX_REQUEST_BYTES`; a span that alone is larger is not
+    :data:`~tasktrace.export.request_size.MAX_REQUEST_BYTES`; a span that alone is larger is not
     sent, and the others still are.
 
     Args:

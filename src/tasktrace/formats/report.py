@@ -4,8 +4,8 @@ Per run, side by side: the run's facts (host, machine, start, status, exit code,
 were taken, and what a missing one needs), an icicle of the task tree sized by a measure chosen
 in the page, a timeline, and a per-label table (count, totals, means), sortable. With several
 runs, a comparison table per label: each run's total, and the difference and ratio to the first.
-Trees over :data:`tasktrace._show.AUTO_COLLAPSE_TASKS` tasks are drawn with repeated siblings
-folded (see :mod:`tasktrace.formats._fold`).
+Trees over :data:`tasktrace.core.views.AUTO_COLLAPSE_TASKS` tasks are drawn with repeated siblings
+folded (see :mod:`tasktrace.formats.fold`).
 
 Needs the ``report`` extra (plotly); ``import tasktrace`` never imports this module:
 :func:`tasktrace.report` loads it on first use. The page needs no network and no server.
@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasktrace._format import friendly_ratio
-from tasktrace._show import paused_gc
-from tasktrace.formats._extras import missing_extra
-from tasktrace.formats._figures import icicle_figure, table_figure, timeline_figure
-from tasktrace.formats._fold import fold_tree, hover_text, utc_text
-from tasktrace.formats._output import check_output, write_output
+from tasktrace.core.units import friendly_ratio
+from tasktrace.core.views import paused_gc
+from tasktrace.formats.extras import missing_extra
+from tasktrace.formats.figures import icicle_figure, table_figure, timeline_figure
+from tasktrace.formats.fold import fold_tree, hover_text, utc_text
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, Measure
+from tasktrace.formats.output import check_output, write_output
 from tasktrace.formats.rows import Run, group_rows, load_runs, task_rows
 
 try:
@@ -37,8 +37,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
 __all__ = ["build_report", "report"]
 
 MISSING_REASONS = {
-    "cpu_time_s": "not in the file (CPU time comes from getrusage at each task's start and "
-    "finish)",
+    "cpu_time_s": "not in the file (CPU time comes from getrusage at each task's start and finish)",
     "peak_memory_bytes": "not in the file (peak RSS comes from the kernel's high-water mark)",
     "peak_gpu_memory_bytes": "read from torch.cuda.max_memory_allocated, only when the program "
     "itself imported torch and used CUDA",
@@ -68,8 +67,12 @@ dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 def _div(figure: Any, div_id: str) -> str:
     if figure is None:
         return '<p class="note">Nothing to draw: no task has this measure.</p>'
-    text: str = figure.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
-                               config={"responsive": True, "displaylogo": False})
+    text: str = figure.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
+        config={"responsive": True, "displaylogo": False},
+    )
     return text
 
 
@@ -105,8 +108,13 @@ def _facts(run: Run, rows: list[dict[str, Any]], nodes: int, carbon: CarbonInten
             continue
         if any(r.get(column) is not None for r in rows):
             scope = _SOURCES.get(column)
-            sources = sorted({f"{r[f'{scope}_energy_source']} ({r[f'{scope}_energy_scope']})"
-                              for r in rows if scope and r.get(f"{scope}_energy_source")})
+            sources = sorted(
+                {
+                    f"{r[f'{scope}_energy_source']} ({r[f'{scope}_energy_scope']})"
+                    for r in rows
+                    if scope and r.get(f"{scope}_energy_source")
+                }
+            )
             measured.append(measure.title + (f" [{', '.join(sources)}]" if sources else ""))
         else:
             missing.append(f"{measure.title}: {MISSING_REASONS[column]}")
@@ -126,9 +134,7 @@ def _friendly(measure: Measure, value: float | None) -> str:
     return "" if value is None else measure.friendly(value)
 
 
-def _label_table(
-    groups: list[dict[str, Any]], measures: Sequence[Measure], narrow: bool
-) -> Any:
+def _label_table(groups: list[dict[str, Any]], measures: Sequence[Measure], narrow: bool) -> Any:
     headers = ["label", "tasks", "failed"]
     cells: list[list[str]] = [
         [html.escape(g["label_pattern"]) for g in groups],
@@ -148,8 +154,13 @@ def _label_table(
         keys[f"{m.aggregate} {m.title}"] = [g[total] for g in groups]
     keys["tasks"] = [g["tasks"] for g in groups]
     keys["label"] = [g["label_pattern"] for g in groups]
-    return table_figure("Per label (numbers in labels as #)", headers, cells, keys,
-                        row_height_px=48 if narrow else 26)
+    return table_figure(
+        "Per label (numbers in labels as #)",
+        headers,
+        cells,
+        keys,
+        row_height_px=48 if narrow else 26,
+    )
 
 
 def _comparison_table(
@@ -208,8 +219,10 @@ def build_report(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> 
         figure = _comparison_table([r.name for r in runs], groups, measures)
         comparison = f'<section id="comparison">{_div(figure, "comparison")}</section>'
     title = "tasktrace report: " + ", ".join(r.name for r in runs)
-    note = ("Click a task in the icicle to zoom in, the top bar to zoom out; hover for all its "
-            "measures. Red: failed, orange: cancelled.")
+    note = (
+        "Click a task in the icicle to zoom in, the top bar to zoom out; hover for all its "
+        "measures. Red: failed, orange: cancelled."
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style>"

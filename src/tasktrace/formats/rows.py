@@ -23,10 +23,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasktrace._model import TaskRecord, TaskStatus
-from tasktrace._show import label_pattern
-from tasktrace._task import Task
+from tasktrace.core.record import TaskRecord, TaskStatus
+from tasktrace.core.views import label_pattern
 from tasktrace.formats.measures import CarbonIntensity, Measure, measure_values
+from tasktrace.formats.replay import is_otlp_json, load_task
+from tasktrace.task import Task
 
 __all__ = [
     "PATH_SEPARATOR",
@@ -91,11 +92,8 @@ def load_task_file(path: Path) -> Task:
     data = path.read_bytes()
     # is_otlp_json parses the first line, i.e. all of a one-line task file (0.5 s for 36 MB):
     # look for the key first (a substring search, ~10 ms).
-    if b"resourceSpans" in data:
-        from tasktrace.formats.replay import is_otlp_json, load_task  # noqa: PLC0415 - rare
-
-        if is_otlp_json(data):
-            return load_task(path, data)
+    if b"resourceSpans" in data and is_otlp_json(data):
+        return load_task(path, data)
     return _validate(data)
 
 
@@ -108,8 +106,9 @@ def describe_input_error(path: Path, error: BaseException) -> str:
     if isinstance(error, ValidationError):
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "file"
-        return (f"{path}: not a valid task file: {where}: {first['msg']} "
-                f"({error.error_count()} errors)")
+        return (
+            f"{path}: not a valid task file: {where}: {first['msg']} ({error.error_count()} errors)"
+        )
     return f"{path}: {error}"
 
 
@@ -165,9 +164,9 @@ def load_runs(paths: Sequence[Path], names: Sequence[str] | None = None) -> list
     return runs
 
 
-def walk(task: Task) -> Iterator[tuple[Task, tuple[str, ...], int | None]]:
+def walk(task: TaskRecord) -> Iterator[tuple[TaskRecord, tuple[str, ...], int | None]]:
     """Yield ``(task, labels from the root, index of the parent in this walk)`` in pre-order."""
-    stack: list[tuple[Task, tuple[str, ...], int | None]] = [(task, (task.label,), None)]
+    stack: list[tuple[TaskRecord, tuple[str, ...], int | None]] = [(task, (task.label,), None)]
     index = 0
     while stack:
         node, labels, parent = stack.pop()

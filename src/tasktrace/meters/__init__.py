@@ -13,24 +13,23 @@ from __future__ import annotations
 import sys
 import threading
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import Meter, MeterReading, WarnOnce, meter_available
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.settings import get_settings
+from tasktrace.core.warn import WarnOnce
+from tasktrace.meters import energy, gpu
+from tasktrace.meters.base import Meter, MeterReading, meter_available
 
 __all__ = ["Meter", "MeterReading", "WarnOnce", "active_meters", "register_meter", "reset_meters"]
 
 _lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], '_lock')
+renew_after_fork(sys.modules[__name__], "_lock")
 _meters: tuple[Meter, ...] | None = None
 
 
 def _default_meters() -> list[Meter]:
     # The energy meters (NVML's process memory with them), then the source of torch's GPU peak.
-    # Imported here, not at module level: reading sysfs/NVML is only wanted once a task starts.
-    from tasktrace._settings import get_settings  # noqa: PLC0415
-    from tasktrace.meters.energy import default_energy_meters  # noqa: PLC0415
-    from tasktrace.meters.gpu import TorchGpuMemoryMeter  # noqa: PLC0415
-
-    return [*default_energy_meters(get_settings()), TorchGpuMemoryMeter()]
+    # Built here, when the first task starts: reading sysfs/NVML is only wanted then.
+    return [*energy.default_energy_meters(get_settings()), gpu.TorchGpuMemoryMeter()]
 
 
 def active_meters() -> tuple[Meter, ...]:

@@ -14,9 +14,10 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace._settings import BUILTIN_METERS, Settings
-from tasktrace.meters._base import Meter, MeterReading, WarnOnce, meter_available
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.settings import BUILTIN_METERS, Settings
+from tasktrace.core.warn import WarnOnce
+from tasktrace.meters.base import Meter, MeterReading, meter_available
 from tasktrace.meters.nvml import NvmlMeter
 from tasktrace.meters.prometheus import PrometheusMeter
 from tasktrace.meters.prometheus_setup import prometheus_setup_problem
@@ -64,7 +65,7 @@ class EnergyMeter:
         self.meters = list(meters)
         self._active: list[Meter] | None = None
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
 
     @property
     def active(self) -> list[Meter]:

@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Any
 
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.warn import WarnOnce
 from tasktrace.meters.process import HighWaterMarks, Scope
 
 __all__ = [

@@ -27,8 +27,8 @@ from typing import Any
 
 import psutil
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
 from tasktrace.meters.nvml_devices import GpuDevice
 
 __all__ = ["MemoryScope", "ProcessGpuMemory"]
@@ -137,9 +137,7 @@ class ProcessGpuMemory:
             self.latest = sample
             for scope in list(self._open):  # copied under the GIL: add/discard need no lock
                 peaks = scope.peaks
-                scope.peaks = (
-                    sample if peaks is None else tuple(map(_max, peaks, sample))
-                )
+                scope.peaks = sample if peaks is None else tuple(map(_max, peaks, sample))
             return sample
 
     def _device_bytes(

@@ -6,7 +6,7 @@ Install it with ``tasktrace[nvml]``. Source of the numbers, per GPU visible to t
 * energy: ``nvmlDeviceGetTotalEnergyConsumption`` (millijoules since the driver loaded, Volta and
   newer; 64-bit, never wraps), read at task start and finish and every
   ``counter_poll_interval_s`` by the shared poller: source ``nvml-counter``. Any step back is a
-  glitch or a reset (:func:`~tasktrace.meters._poller.plausible_wrap` with a 2**64 range): the
+  glitch or a reset (:func:`~tasktrace.meters.poller.plausible_wrap` with a 2**64 range): the
   tasks spanning it get ``None``, with one warning. Where the counter is unsupported (older
   GPUs), ``nvmlDeviceGetPowerUsage`` (milliwatts) sampled by the shared poller and integrated
   (trapezoid rule): source ``nvml-sampled``. Energy is per physical GPU, every process on it
@@ -33,12 +33,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import MeterReading, WarnOnce
-from tasktrace.meters._poller import ExtendedCounter, Poller, SampledEnergy, get_poller
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
+from tasktrace.meters.base import MeterReading
 from tasktrace.meters.gpu import torch_is_memory_source
 from tasktrace.meters.gpu_memory import MemoryScope, ProcessGpuMemory
 from tasktrace.meters.nvml_devices import GpuDevice, NvmlUnavailableError, visible_devices
+from tasktrace.meters.poller import ExtendedCounter, Poller, SampledEnergy, get_poller
 
 __all__ = [
     "MIG_SCOPE",
@@ -62,7 +63,7 @@ A task shorter than this (or than the sampling interval, for sampled power) is f
 NVML_MAX_POWER_W = 2000.0
 """A generous bound of one GPU's power, in watts (the largest GPUs are rated 1,000-1,200 W).
 
-Judges steps of the energy counter (:func:`~tasktrace.meters._poller.plausible_wrap`); the
+Judges steps of the energy counter (:func:`~tasktrace.meters.poller.plausible_wrap`); the
 counter's range is 2**64 mJ, so no step back is ever a wrap.
 """
 
@@ -268,8 +269,8 @@ class NvmlMeter:
         per_gpu = self._energy_deltas(snapshot)
         if any(source is not None for source in self._energy):
             energy_j = None if None in per_gpu else sum(per_gpu)  # type: ignore[arg-type]
-            period_s = self.sample_interval_s if self.source == "nvml-sampled" else (
-                NVML_COUNTER_PERIOD_S
+            period_s = (
+                self.sample_interval_s if self.source == "nvml-sampled" else (NVML_COUNTER_PERIOD_S)
             )
             scope = MIG_SCOPE if any(d.mig for d in self.devices) else "device"
             out["gpu_power"] = energy_j

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.warn import WarnOnce
 
 __all__ = ["GpuDevice", "NvmlUnavailableError", "visible_devices"]
 
@@ -164,9 +164,7 @@ def _match(entry: str, gpus: list[_Gpu]) -> tuple[_Gpu, tuple[Any, str, str] | N
         return gpus[index], None
     lowered = entry.lower()
     if lowered.startswith("mig-"):
-        found = [
-            (g, i) for g in gpus for i in g.instances if i[1].lower().startswith(lowered)
-        ]
+        found = [(g, i) for g in gpus for i in g.instances if i[1].lower().startswith(lowered)]
         return found[0] if len(found) == 1 else None
     prefix = lowered if lowered.startswith("gpu-") else "gpu-" + lowered
     matches = [g for g in gpus if g.uuid.lower().startswith(prefix)]

@@ -24,8 +24,8 @@ import sys
 import threading
 from collections.abc import Callable
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import WarnOnce
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
 
 __all__ = ["HighWaterMarks", "Scope", "children_usage", "rss_marks", "self_usage"]
 
@@ -108,7 +108,7 @@ class HighWaterMarks:
         self._name = name
         self._open: set[Scope] = set()
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
 
     def open(self, *, reset: bool) -> Scope:
         """Open a scope, first resetting the mark if ``reset`` (folding it into open scopes)."""
@@ -207,8 +207,8 @@ class _ClearRefs:
 _clear_refs = _ClearRefs()
 
 
-def _rusage_hwm() -> int | None:
-    return _getrusage(_SELF).ru_maxrss * MAXRSS_UNIT
+def _rusage_hwm() -> int:
+    return int(_getrusage(_SELF).ru_maxrss * MAXRSS_UNIT)
 
 
 class _RssMarks(HighWaterMarks):

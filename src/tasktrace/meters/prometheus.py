@@ -34,9 +34,10 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace._redact import mask_url
-from tasktrace.meters._base import MeterReading, WarnOnce
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.redact import mask_url
+from tasktrace.core.warn import WarnOnce
+from tasktrace.meters.base import MeterReading
 
 __all__ = ["SCOPE_FIELDS", "PrometheusMeter", "PrometheusQueryError", "query_prometheus"]
 
@@ -70,14 +71,17 @@ def query_prometheus(url: str, query: str, timeout_s: float) -> list[float]:
         OSError: The server could not be reached or was too slow (``TimeoutError``,
             ``urllib.error.URLError``), or answered with an HTTP error without a Prometheus body.
     """
-    parts = urllib.parse.urlsplit(url)
+    scheme, netloc, path, url_query, _ = urllib.parse.urlsplit(url)
     headers = {"Accept": "application/json"}
-    if parts.username is not None or parts.password is not None:
-        credentials = f"{parts.username or ''}:{parts.password or ''}".encode()
+    user_info, at, host = netloc.rpartition("@")
+    if at:  # user and password, percent-decoded as requests decodes them for LensKit
+        user, _, password = user_info.partition(":")
+        unquote = urllib.parse.unquote
+        credentials = f"{unquote(user)}:{unquote(password)}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
-        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])
+        netloc = host
     endpoint = (
-        urllib.parse.urlunsplit(parts).rstrip("/")
+        urllib.parse.urlunsplit((scheme, netloc, path, url_query, "")).rstrip("/")
         + "/api/v1/query?"
         + urllib.parse.urlencode({"query": query})
     )
@@ -163,7 +167,7 @@ class PrometheusMeter:
         self.scrape_interval_s = scrape_interval_s
         self._clock = clock
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
         self._down_until = -math.inf
         self._setup_problem = setup_problem
         self.queries = {k: v for k, v in queries.items() if k in SCOPE_FIELDS}

@@ -13,7 +13,7 @@ shell-wide ``LK_PROMETHEUS__URL`` alone says nothing.
 
 from __future__ import annotations
 
-from tasktrace._settings import Settings
+from tasktrace.core.settings import Settings
 from tasktrace.meters.prometheus import SCOPE_FIELDS
 
 __all__ = ["SELECT_MACHINE_HINT", "SET_URL_HINT", "prometheus_setup_problem"]

@@ -16,7 +16,7 @@ is counted twice:
 
 The numbers are package-wide: every process on the machine contributes, not just this one.
 
-Each zone's counter is extended by a :class:`~tasktrace.meters._poller.ExtendedCounter` that the
+Each zone's counter is extended by a :class:`~tasktrace.meters.poller.ExtendedCounter` that the
 shared poller reads often enough to see every wrap; the poller thread starts with the first task
 that uses this meter. A step back that no wrap explains (more than :data:`MAX_POWER_W` would be
 needed since the last reading) is a glitch or reset: the tasks spanning it get ``None``.
@@ -34,9 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasktrace._forksafe import renew_after_fork
-from tasktrace.meters._base import MeterReading, WarnOnce
-from tasktrace.meters._poller import ExtendedCounter, Poller, get_poller
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
+from tasktrace.meters.base import MeterReading
+from tasktrace.meters.poller import ExtendedCounter, Poller, get_poller
 
 __all__ = ["RAPL_UPDATE_PERIOD_S", "RaplMeter", "RaplZone", "find_zones", "select_zones"]
 
@@ -190,7 +191,7 @@ def select_zones(zones: list[RaplZone]) -> tuple[list[RaplZone], str | None, lis
 
 _counters: dict[str, ExtendedCounter] = {}
 _counters_lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], '_counters_lock')
+renew_after_fork(sys.modules[__name__], "_counters_lock")
 
 
 def _shared_counter(zone: RaplZone, clock: Callable[[], float]) -> ExtendedCounter:
@@ -222,9 +223,7 @@ class _Snapshot:
     dram_uj: tuple[tuple[int, int], ...]
 
 
-def _delta_j(
-    before: tuple[tuple[int, int], ...], counters: list[ExtendedCounter]
-) -> float | None:
+def _delta_j(before: tuple[tuple[int, int], ...], counters: list[ExtendedCounter]) -> float | None:
     """Energy since ``before`` in joules; ``None`` if a counter glitched in between.
 
     Raises OSError or ValueError where a counter cannot be read.
@@ -273,7 +272,7 @@ class RaplMeter:
         self._poll_interval_s = poll_interval_s
         self._clock = clock
         self._lock = threading.Lock()
-        renew_after_fork(self, '_lock')
+        renew_after_fork(self, "_lock")
         self._checked = False
         self._cpu: list[ExtendedCounter] = []
         self._dram: list[ExtendedCounter] = []

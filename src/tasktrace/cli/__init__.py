@@ -1,0 +1,60 @@
+"""The ``tasktrace`` command line.
+
+``run`` a command as a task, ``show`` a task file, ``export`` it to OTLP JSON lines or a Chrome
+trace, ``replay`` it to an OTLP endpoint; ``report``, ``compare`` and ``table`` (in
+:mod:`tasktrace.cli.reports`) show where the cost went; ``config`` (:mod:`tasktrace.cli.config`)
+prints the settings with the source of each value.
+
+Each subcommand is one function; :func:`main` takes ``argv`` so tests call it directly.
+Exit status: the command's own status for ``run`` (``128 + N`` when killed by signal ``N``,
+127 when it cannot be started); 0 for ``show`` and ``export``; 3 when ``replay``'s endpoint
+refuses the spans; 2 for bad input (a one-line message, no
+traceback), including an output file that is not tasktrace's own (see
+:func:`tasktrace.tree.files.check_replaceable`; ``--force`` replaces it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+
+from tasktrace.cli import config, reports
+from tasktrace.cli.convert import export, replay
+from tasktrace.cli.render import render_tree
+from tasktrace.cli.run import run
+from tasktrace.cli.show import show
+from tasktrace.core.status import exit_status
+from tasktrace.task.processes import child_environment
+
+__all__ = ["child_environment", "cli", "main", "render_tree"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tasktrace")
+def cli() -> None:
+    """Measure work as tasks (time, CPU, memory, GPU, energy) and publish them as traces."""
+
+
+for _command in (run, show, export, replay):
+    cli.add_command(_command)
+reports.register(cli)  # report, compare, table
+config.register(cli)  # config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="tasktrace",
+            standalone_mode=False,
+        )
+    except click.ClickException as e:
+        e.show()
+        return 2 if e.exit_code == 1 else e.exit_code
+    except click.exceptions.Abort:
+        return 130
+    except SystemExit as e:
+        return exit_status(e)
+    return 0

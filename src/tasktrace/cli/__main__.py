@@ -1,0 +1,7 @@
+"""``python -m tasktrace.cli``: the ``tasktrace`` command."""
+
+import sys
+
+from tasktrace.cli import main
+
+sys.exit(main())

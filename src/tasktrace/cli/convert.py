@@ -1,0 +1,99 @@
+"""``tasktrace export`` and ``tasktrace replay``: saved tasks in other formats, or sent again.
+
+Exit status 0, 2 for bad input (one line), 3 when ``replay``'s endpoint refuses the spans.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from tasktrace.cli.inputs import FORCE_HINT, load, read_input
+from tasktrace.formats.chrome_trace import task_to_chrome_trace
+from tasktrace.formats.otlp_json import encode_lines
+from tasktrace.formats.replay import ReplayError, load_spans
+from tasktrace.formats.replay import replay as send_spans
+from tasktrace.tree.files import check_replaceable, save_atomic
+
+__all__ = ["export", "replay"]
+
+
+class _Refused(click.ClickException):
+    """The endpoint did not accept the replayed spans (exit status 3)."""
+
+    exit_code = 3
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["otlp-json", "chrome", "task"]),
+    required=True,
+    help="otlp-json: OTLP JSON lines; chrome: trace-event JSON (Perfetto); task: a task file.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The file to write (replaced atomically). An existing file is replaced only when it "
+    "is empty or tasktrace output (a task file, OTLP JSON lines, a tasktrace Chrome trace).",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace the output even when it is not tasktrace output."
+)
+def export(file: Path, fmt: str, output: Path, force: bool) -> None:
+    """Convert FILE (a task file or OTLP JSON lines) to another format.
+
+    Example: tasktrace export run.json --format chrome -o run.trace.json
+    """
+    if not output.parent.is_dir():
+        raise click.ClickException(f"{output}: folder {str(output.parent)!r} does not exist")
+    try:  # before the conversion: a refused output costs no work
+        check_replaceable(output, force=force, override=FORCE_HINT)
+    except OSError as e:
+        raise click.ClickException(str(e)) from None
+
+    if fmt == "otlp-json":
+        data = read_input(file, load_spans)
+        out = b"".join(encode_lines(data))
+    elif fmt == "chrome":
+        task = load(file)
+        try:
+            out = json.dumps(task_to_chrome_trace(task), separators=(",", ":")).encode()
+        except ValueError as e:
+            raise click.ClickException(f"{file}: {e}") from None
+    else:
+        out = load(file).model_dump_json().encode() + b"\n"
+    if not save_atomic(output, out):
+        raise click.ClickException(f"{output}: cannot write the output file")
+
+
+@click.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--endpoint",
+    "-e",
+    help="OTLP endpoint base URL, e.g. http://127.0.0.1:4318 (default: "
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; one is required).",
+)
+def replay(path: Path, endpoint: str | None) -> None:
+    """Send PATH (a task file or OTLP JSON lines) to an OTLP endpoint as the original spans.
+
+    Trace and span ids, parent links, timestamps, attributes, resource and status are kept;
+    task files without ids get ids derived from their task ids (the same on every replay).
+    Exit status 3 when the endpoint does not accept the spans.
+    """
+    spans = read_input(path, load_spans)
+    try:
+        count = send_spans(spans, endpoint)
+    except ValueError as e:  # no endpoint, or not a URL: a usage error (exit 2)
+        raise click.ClickException(f"{path}: {e}") from None
+    except (ReplayError, ImportError) as e:
+        raise _Refused(f"{path}: {e}") from None
+    click.echo(f"{path}: sent {count} spans", err=True)

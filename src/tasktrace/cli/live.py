@@ -1,0 +1,258 @@
+"""The live panel of ``tasktrace run``: what the command is doing now, redrawn on the terminal.
+
+While the command runs, a :class:`rich.live.Live` panel on standard error shows:
+
+- elapsed wall time (``time.perf_counter`` since the command started);
+- CPU seconds of the command's process tree: user + system of every live process, plus the
+  ``children_user`` / ``children_system`` of the processes they reaped (``psutil``
+  ``Process.cpu_times()``), never decreasing;
+- current RSS (sum of ``memory_info().rss`` over the tree) and the peak of that sum as sampled
+  (every redraw, 4 per second: a shorter spike can be missed);
+- energy so far, when an energy meter is available (the ``run`` task's own measurements,
+  refreshed every 2 s);
+- the tree of running tasks of a child that uses tasktrace: the child's top-level tasks write
+  their records to the spool folder of :mod:`tasktrace.tree.spool` at start, at each refresh
+  (``tasktrace run`` sets the child's ``TASKTRACE_REFRESH_INTERVAL_S`` to
+  :data:`CHILD_REFRESH_INTERVAL_S` unless it is already set) and at finish.
+
+The panel is shown only when standard error is a terminal and ``--quiet`` is not given; it
+disappears when the command ends (the final tree is printed as before).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import fcntl
+import os
+import pty
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import ValidationError
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.panel import Panel
+from rich.text import Text
+
+from tasktrace.cli.render import render_tree
+from tasktrace.core.settings import ENV_PREFIX
+from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_joules
+from tasktrace.task import Task
+from tasktrace.task.runtime import runtime
+from tasktrace.tree.spool import spool_folder
+
+__all__ = ["CHILD_REFRESH_INTERVAL_S", "LivePanel"]
+
+CHILD_REFRESH_INTERVAL_S: Final = 1.0
+"""Refresh interval, in seconds, given to the command's tasks while the panel shows them."""
+ENERGY_INTERVAL_S: Final = 2.0
+"""Seconds between reads of the ``run`` task's energy meters for the panel."""
+_REFRESH_ENV: Final = ENV_PREFIX + "REFRESH_INTERVAL_S"
+
+
+class LivePanel:
+    """The live panel of one ``tasktrace run`` (see the module docstring).
+
+    Args:
+        task: The running ``run`` task (its label titles the panel; its energy is shown).
+        console: The console to draw on (standard error).
+
+    Use :meth:`for_run` to get a panel only where one should be shown. Thread-safety: rich
+    redraws from its own thread; :meth:`start` and :meth:`stop` are called by ``run``.
+
+    """
+
+    def __init__(self, task: Task, console: Console) -> None:
+        """Create a stopped panel."""
+        self.task = task
+        self.console = console
+        self._pid: int | None = None
+        self._t0 = time.perf_counter()
+        self._cpu_s = 0.0
+        self._peak_rss_bytes = 0
+        self._rss_bytes: int | None = None
+        self._energy_read = 0.0
+        self._live: Live | None = None
+        self._lock = threading.Lock()
+        self._spool: Path | None = None
+        self._output_fd: int | None = None
+        self._relay_thread: threading.Thread | None = None
+
+    @classmethod
+    def for_run(cls, task: Task, *, quiet: bool) -> LivePanel | None:
+        """Return a panel for ``task``, or ``None`` when quiet or not both outputs are terminals.
+
+        The command's output is relayed above the panel (see :meth:`open_output`), so standard
+        output must be the terminal too: output redirected to a file stays the command's own.
+        """
+        if quiet or not sys.stdout.isatty():
+            return None
+        console = Console(stderr=True)
+        if not console.is_terminal or console.is_dumb_terminal:
+            return None
+        return cls(task, console)
+
+    def open_output(self) -> int:
+        """Return the terminal end of a new pseudo-terminal for the command's output.
+
+        The command writes to a terminal (so it keeps its colours and line buffering) of our
+        terminal's size; a thread relays each line above the panel (``Live.console.print``), so
+        the panel's redraws never erase the command's output.
+        """
+        master, slave = pty.openpty()
+        with contextlib.suppress(OSError):
+            size = fcntl.ioctl(sys.stdout.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
+        self._output_fd = master
+        return slave
+
+    def _relay(self, fd: int) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        pending = ""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the command and its children closed the terminal
+                chunk = b""
+            if not chunk:
+                break
+            pending += decoder.decode(chunk)
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                self._print(line.rstrip("\r"))
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            self._print(pending.rstrip("\r"))
+        os.close(fd)
+
+    def _print(self, line: str) -> None:
+        live = self._live
+        console = live.console if live is not None else self.console
+        console.print(Text.from_ansi(line), soft_wrap=True, highlight=False, markup=False)
+
+    @staticmethod
+    def child_environment(env: dict[str, str]) -> dict[str, str]:
+        """Return ``env`` with a short refresh interval for the command's tasks, unless set."""
+        if _REFRESH_ENV not in env:
+            env = {**env, _REFRESH_ENV: str(CHILD_REFRESH_INTERVAL_S)}
+        return env
+
+    def start(self, pid: int) -> None:
+        """Start drawing the panel for the command's process ``pid``."""
+        self._pid = pid
+        self._t0 = time.perf_counter()
+        try:
+            self._spool = spool_folder()
+        except OSError:
+            self._spool = None
+        self._live = Live(
+            get_renderable=self.render,
+            console=self.console,
+            refresh_per_second=4,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._live.start()
+        if self._output_fd is not None:
+            self._relay_thread = threading.Thread(
+                target=self._relay, args=(self._output_fd,), name="tasktrace-relay", daemon=True
+            )
+            self._relay_thread.start()
+
+    def stop(self) -> None:
+        """Print the rest of the command's output, stop drawing and remove the panel."""
+        if self._relay_thread is not None:
+            self._relay_thread.join(5.0)  # ends at end of output (the command has exited)
+            self._relay_thread = None
+        elif self._output_fd is not None:  # the command never started
+            with contextlib.suppress(OSError):
+                os.close(self._output_fd)
+        self._output_fd = None
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    # ----- reading -----------------------------------------------------------------------------
+
+    def _sample_processes(self) -> None:
+        import psutil  # noqa: PLC0415 - only with a terminal
+
+        if self._pid is None:
+            return
+        try:
+            top = psutil.Process(self._pid)
+            procs = [top, *top.children(recursive=True)]
+        except psutil.Error:
+            return
+        cpu_s = 0.0
+        rss_bytes = 0
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    cpu_s += times.user + times.system + times.children_user
+                    cpu_s += times.children_system
+                    rss_bytes += proc.memory_info().rss
+            except psutil.Error:  # noqa: PERF203 - a process may exit while we read it
+                continue
+        self._cpu_s = max(self._cpu_s, cpu_s)
+        self._rss_bytes = rss_bytes
+        self._peak_rss_bytes = max(self._peak_rss_bytes, rss_bytes)
+
+    def _energy(self) -> dict[str, float]:
+        task = self.task
+        now = time.perf_counter()
+        if now - self._energy_read >= ENERGY_INTERVAL_S:
+            self._energy_read = now
+            with runtime(task).lock:
+                task.update_resources()
+        values = {"CPU": task.cpu_power, "GPU": task.gpu_power, "system": task.system_power}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def _child_tasks(self) -> list[Task]:
+        if self._spool is None:
+            return []
+        records = []
+        try:
+            entries = list(os.scandir(self._spool))
+        except OSError:
+            return []
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                continue
+            try:
+                record = Task.model_validate_json(Path(entry.path).read_bytes())
+            except (OSError, ValidationError, ValueError):
+                continue  # being replaced, or not a task record
+            if record.parent_id == self.task.task_id:
+                records.append(record)
+        return sorted(records, key=lambda r: r.start_time or 0.0)
+
+    # ----- drawing -----------------------------------------------------------------------------
+
+    def render(self) -> RenderableType:
+        """Build the panel now (called by rich's refresh thread, 4 times a second)."""
+        with self._lock:
+            self._sample_processes()
+            energy = self._energy()
+            elapsed_s = time.perf_counter() - self._t0
+            line = Text()
+            line.append("elapsed ", style="dim").append(friendly_duration(elapsed_s))
+            line.append("   CPU ", style="dim").append(friendly_duration(self._cpu_s))
+            if self._rss_bytes is not None:
+                line.append("   RSS ", style="dim").append(friendly_bytes(self._rss_bytes))
+                line.append("   peak RSS ", style="dim")
+                line.append(friendly_bytes(self._peak_rss_bytes))
+            for name, joules in energy.items():
+                line.append(f"   {name} energy ", style="dim").append(friendly_joules(joules))
+            parts: list[Any] = [line]
+            parts.extend(render_tree(record, max_depth=6) for record in self._child_tasks())
+        title = f"tasktrace run: {escape(self.task.label)}"
+        return Panel(Group(*parts), title=title, expand=False)

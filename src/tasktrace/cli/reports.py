@@ -1,0 +1,310 @@
+"""The ``report``, ``compare`` and ``table`` commands of the ``tasktrace`` command line.
+
+Each is one function; :func:`register` adds them to the CLI group. The builders live in
+:mod:`tasktrace.formats` (``report``: plotly; ``table -o``: pandas), imported only inside the
+command that needs them, so the CLI starts without either.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tasktrace.core.units import friendly_ratio
+from tasktrace.core.views import paused_gc, printable
+from tasktrace.formats.compare import Comparison, compare_runs
+from tasktrace.formats.measures import MEASURES, CarbonIntensity, parse_measures
+from tasktrace.formats.output import check_output, write_output
+from tasktrace.formats.rows import Run, TaskFileError, group_rows, load_runs, task_rows
+
+__all__ = ["carbon_intensity_option", "register"]
+
+carbon_intensity_option = click.option(
+    "--carbon-intensity",
+    "carbon_intensity",
+    type=click.FloatRange(min=0),
+    metavar="G_PER_KWH",
+    help="Carbon intensity of the electricity in g CO₂e per kWh, for every task (default: each "
+    "task's machine's carbon_intensity_g_per_kwh setting); adds emissions from measured energy.",
+)
+_names_option = click.option(
+    "--name",
+    "-n",
+    "names",
+    multiple=True,
+    help="A name for each run, in the order of the files (default: the file names).",
+)
+_force_option = click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+_FILES = click.Path(dir_okay=False, path_type=Path)
+
+
+def register(group: click.Group) -> None:
+    """Add ``report``, ``compare`` and ``table`` to ``group``."""
+    for command in (report, compare, table):
+        group.add_command(command)
+
+
+def _paused_gc(command: Callable[..., None]) -> Callable[..., None]:
+    """Run ``command`` with the cyclic garbage collector off (see :func:`_show.paused_gc`).
+
+    A 100,000-task file is millions of objects, none in cycles: loading it took 7.5 s with the
+    collector on and 2.9 s without (measured on ``benchmarks/report_100k.py``'s file).
+    """
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        with paused_gc():
+            command(*args, **kwargs)
+
+    return run
+
+
+def _carbon(intensity: float | None) -> CarbonIntensity:
+    return CarbonIntensity.from_settings(intensity)
+
+
+def _runs(files: Sequence[Path], names: Sequence[str]) -> list[Run]:
+    try:
+        return load_runs(files, names or None)
+    except TaskFileError as e:
+        raise click.ClickException(str(e)) from None
+    except ValueError as e:  # names that do not fit the files
+        raise click.UsageError(f"--name: {e}") from None
+
+
+def _check_output(path: Path, force: bool) -> None:
+    """Refuse to replace an existing file without ``--force`` (one place, to swap later)."""
+    try:
+        check_output(path, force)
+    except OSError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        write_output(path, data)
+    except OSError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=_FILES)
+@click.option("--output", "-o", type=_FILES, required=True, help="The HTML file to write.")
+@_names_option
+@carbon_intensity_option
+@_force_option
+@_paused_gc
+def report(
+    files: tuple[Path, ...],
+    output: Path,
+    names: tuple[str, ...],
+    carbon_intensity: float | None,
+    force: bool,
+) -> None:
+    """Write one self-contained HTML report of FILES (task files or OTLP JSON lines).
+
+    Per run: its facts, an icicle of the task tree sized by duration, CPU, memory or energy
+    (switched in the page), a timeline and a sortable table per label; with several runs,
+    side by side with a comparison table. Opens offline: plotly's JavaScript is embedded.
+    Needs the report extra: pip install 'tasktrace[report]'.
+
+    Example: tasktrace report runs/a.json runs/b.json -o report.html
+    """
+    _check_output(output, force)
+    try:
+        from tasktrace.formats.report import build_report  # noqa: PLC0415 - optional extra
+    except ImportError as e:
+        raise click.ClickException(str(e)) from None
+    html = build_report(_runs(files, names), _carbon(carbon_intensity))
+    _write(output, html.encode())
+    click.echo(f"{output}: report of {len(files)} run(s)", err=True)
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else friendly_ratio(value)
+
+
+def _difference(column: str, value: float | None) -> str:
+    return "" if value is None else _MEASURE_BY_COLUMN[column].signed(value)
+
+
+_MEASURE_BY_COLUMN = {m.column: m for m in MEASURES.values()}
+
+
+def _comparison_table(result: Comparison) -> Table:
+    a, b = result.names
+    table = Table(
+        "task",
+        "measure",
+        escape(a),
+        escape(b),
+        "difference",
+        "ratio",
+        title=f"{escape(b)} compared with {escape(a)}",
+    )
+    for task in result.matched:
+        name = printable(task.labels[-1])
+        if task.occurrence:
+            name += f" [{task.occurrence + 1}]"
+        first = True
+        for column, values in task.values.items():
+            measure = _MEASURE_BY_COLUMN[column]
+            ratio = task.ratio(column, 1)
+            table.add_row(
+                escape("  " * (len(task.labels) - 1) + name) if first else "",
+                measure.title,
+                *("" if v is None else measure.friendly(v) for v in values),
+                _difference(column, task.difference(column, 1)),
+                _ratio(ratio),
+                end_section=False,
+            )
+            first = False
+        if not task.values:
+            table.add_row(escape("  " * (len(task.labels) - 1) + name), "", "", "", "", "")
+    return table
+
+
+@click.command()
+@click.argument("first", type=_FILES)
+@click.argument("second", type=_FILES)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+@_names_option
+@carbon_intensity_option
+@_paused_gc
+def compare(
+    first: Path,
+    second: Path,
+    as_json: bool,
+    names: tuple[str, ...],
+    carbon_intensity: float | None,
+) -> None:
+    """Compare two runs task by task.
+
+    For each task: FIRST's and SECOND's duration, CPU time, peak RSS and energy, the difference
+    (SECOND − FIRST) and the ratio (SECOND / FIRST).
+
+    Tasks are matched by their path of labels (the roots always match); tasks only one run has
+    are listed after the table, each with the count of its subtasks.
+
+    Example: tasktrace compare runs/baseline.json runs/new.json
+    """
+    result = compare_runs(_runs([first, second], names), _carbon(carbon_intensity))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=1))
+        return
+    console = Console()
+    console.print(_comparison_table(result))
+    for name, items in zip(result.names, result.unmatched, strict=True):
+        if not items:
+            continue
+        console.print(f"[bold]Only in {escape(name)}[/] ({len(items)} unmatched):")
+        for item in items:
+            below = f" (+{item.subtasks} subtasks)" if item.subtasks else ""
+            console.print(f"  {escape(printable(' / '.join(item.labels)))}{below}")
+
+
+def _cost_table(groups: list[dict[str, Any]], by: Sequence[str], measures: Sequence[Any]) -> Table:
+    """Render the groups as a rich table; measures no task has are left out."""
+    measures = [
+        m for m in measures if any(g[f"{m.column}_{m.aggregate}"] is not None for g in groups)
+    ]
+    table = Table(*by, title="Cost per " + ", ".join(by))
+    table.add_column("tasks", justify="right")
+    for m in measures:
+        table.add_column(f"{m.aggregate} {m.title}", justify="right")
+        table.add_column(f"mean {m.title}", justify="right")
+    for g in groups:
+        cells = [escape(printable(str(g[column]))) for column in by] + [f"{g['tasks']:,}"]
+        cells.extend(
+            "" if g[key] is None else m.friendly(g[key])
+            for m in measures
+            for key in (f"{m.column}_{m.aggregate}", f"{m.column}_mean")
+        )
+        table.add_row(*cells)
+    return table
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=_FILES)
+@click.option(
+    "--by",
+    "-b",
+    default="label",
+    show_default=True,
+    help="Columns to group by, comma-separated: label, label_pattern, run, path, depth, or a "
+    "key of the tasks' extra data (dataset, model, ...).",
+)
+@click.option(
+    "--measure",
+    "-m",
+    "measure_text",
+    default="duration,cpu_time,peak_memory,energy",
+    show_default=True,
+    help=f"Measures, comma-separated: {', '.join(MEASURES)}.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=_FILES,
+    help="Write the table (numbers in SI units) as .csv, .parquet or .tex instead of printing "
+    "it; needs the pandas extra: pip install 'tasktrace[pandas]'.",
+)
+@_names_option
+@carbon_intensity_option
+@_force_option
+@_paused_gc
+def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
+    files: tuple[Path, ...],
+    by: str,
+    measure_text: str,
+    output: Path | None,
+    names: tuple[str, ...],
+    carbon_intensity: float | None,
+    force: bool,
+) -> None:
+    """Print the cost of FILES' tasks per group (default: per label), across runs.
+
+    Each group: the task count, and per measure the total (the largest value for peaks) and
+    the mean. A task inside another task of its group is counted in that one only. With a
+    carbon intensity, emissions follow energy.
+
+    Example: tasktrace table runs/*.json --by label --measure duration,cpu_time,energy
+    """
+    carbon = _carbon(carbon_intensity)
+    try:
+        measures = parse_measures(measure_text)
+    except ValueError as e:
+        raise click.UsageError(f"--measure: {e}") from None
+    names_given = [m.name for m in measures]
+    if "emissions" in names_given and not carbon:
+        raise click.UsageError(
+            "--measure emissions needs a carbon intensity "
+            "(--carbon-intensity or the machine's setting)"
+        )
+    if carbon and "energy" in names_given and "emissions" not in names_given:
+        measures.append(MEASURES["emissions"])
+    columns = [c.strip() for c in by.split(",") if c.strip()]
+    if output is not None:
+        _check_output(output, force)
+    try:
+        groups = group_rows(task_rows(_runs(files, names), carbon), columns, measures)
+    except ValueError as e:
+        raise click.UsageError(f"--by: {e}") from None
+    if output is None:
+        Console().print(_cost_table(groups, columns, measures))
+        return
+    try:
+        from tasktrace.formats.frame import encode_table, frame  # noqa: PLC0415 - optional extra
+
+        data = encode_table(frame(groups), output.suffix.lower())
+    except (ImportError, ValueError) as e:
+        raise click.ClickException(f"{output}: {e}") from None
+    _write(output, data)

@@ -1,0 +1,196 @@
+"""Carrying the active task into worker threads.
+
+The active task is per thread and per asyncio task: it lives in the OpenTelemetry context, a
+:mod:`contextvars` variable. An asyncio task copies its creator's context, so tasks nest across
+``asyncio.gather`` / ``create_task`` with nothing to do. A new thread starts from an *empty*
+context, so work submitted to a thread must carry its submitter's context; these helpers do,
+each call running in its own copy (one :class:`contextvars.Context` cannot be entered by two
+threads at once).
+
+It also holds the rules for the active task itself. A task's context records the context that
+was current when the task started. A generator runs in its consumer's context, so while it is
+suspended inside ``with Task(...)`` its consumer's context holds the generator's task; if the
+generator is then closed elsewhere (another thread or asyncio task, the garbage collector),
+that task finishes without leaving the consumer's context. tasktrace therefore treats a
+finished task found in a context as stale and skips it, back to the context current when it
+started (:func:`live_context`), and ends a task's context only where it is still on top
+(:func:`is_on_top`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from tasktrace.core.record import TaskRecord
+from tasktrace.core.status import RUNNING
+
+__all__ = [
+    "OUTER_KEY",
+    "TASK_KEY",
+    "ContextThread",
+    "ContextThreadPoolExecutor",
+    "detach",
+    "is_on_top",
+    "live_context",
+    "task_context",
+    "with_current_context",
+]
+
+TASK_KEY = otel_context.create_key("tasktrace.task")
+"""Context key of the active task (a :class:`~tasktrace.Task`)."""
+OUTER_KEY = otel_context.create_key("tasktrace.outer")
+"""Context key of the context that was current when the active task started."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def with_current_context(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Return ``fn`` bound to the caller's current context (active task and span).
+
+    Each call of the returned function runs ``fn`` in a fresh copy of the context captured
+    now, so it may be called from several threads at once (``executor.map``).
+
+    Example::
+
+        with Task("evaluate"):
+            results = list(pool.map(with_current_context(score), items))  # parents: evaluate
+
+    Thread-safety: the returned function is safe to call from any thread.
+    """
+    captured = contextvars.copy_context()
+
+    def run_in_context(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return captured.copy().run(fn, *args, **kwargs)
+
+    run_in_context.__wrapped__ = fn  # type: ignore[attr-defined]
+    return run_in_context
+
+
+class ContextThreadPoolExecutor(ThreadPoolExecutor):
+    """A :class:`~concurrent.futures.ThreadPoolExecutor` whose work runs in the submitter's context.
+
+    :meth:`submit` (and so :meth:`~concurrent.futures.Executor.map`) captures the context of the
+    calling thread at submission: a task started by the work has the submitter's active task as
+    its parent. Thread-safety: as the base class.
+    """
+
+    def submit(self, fn: Callable[..., _R], /, *args: Any, **kwargs: Any) -> Future[_R]:
+        """Schedule ``fn(*args, **kwargs)`` in a copy of the current context; return its future."""
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+class ContextThread(threading.Thread):
+    """A :class:`threading.Thread` that runs in a copy of the context of the thread creating it.
+
+    Args:
+        group, target, name, args, kwargs, daemon: As for :class:`threading.Thread`.
+
+    Thread-safety: as the base class.
+
+    """
+
+    def __init__(
+        self,
+        group: None = None,
+        target: Callable[..., object] | None = None,
+        name: str | None = None,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        daemon: bool | None = None,
+    ) -> None:
+        """Create the thread, capturing the current context (see the class docstring)."""
+        super().__init__(group, target, name, args, kwargs, daemon=daemon)
+        self._tasktrace_context = contextvars.copy_context()
+
+    def run(self) -> None:
+        """Run the thread's work (``target`` or an overriding ``run``) in the captured context."""
+        self._tasktrace_context.run(super().run)
+
+
+# ----- the active task ---------------------------------------------------------------------------
+
+
+def task_context(task: TaskRecord, span: trace.Span) -> otel_context.Context:
+    """Return the current context with ``task`` and its ``span`` active (to attach at start).
+
+    The context to go back to, should ``task`` be found stale, is the current one past any
+    finished task (so that stale contexts never form a chain).
+    """
+    current = otel_context.get_current()
+    outer = current
+    found = current.get(TASK_KEY)
+    if found is not None and found.status is not RUNNING:  # type: ignore[attr-defined]
+        outer = live_context(current)[1]
+    # One copy for both keys (set_value twice would copy the context twice more).
+    return otel_context.Context(
+        {**trace.set_span_in_context(span, current), TASK_KEY: task, OUTER_KEY: outer}
+    )
+
+
+def live_context(
+    ctx: otel_context.Context,
+) -> tuple[TaskRecord | None, otel_context.Context]:
+    """Return the running task of ``ctx`` and the context for a new span started there.
+
+    A task found in ``ctx`` that has finished (elsewhere: see the module docstring) is skipped,
+    for the context that was current when it started, until a running task or none is found;
+    its ended span is skipped with it. A span still recording on top of a finished task (a
+    user's span, started after that task finished elsewhere) stays the parent of new spans.
+    """
+    task: TaskRecord | None = otel_context.get_value(TASK_KEY, ctx)  # type: ignore[assignment]
+    span_ctx = None
+    while task is not None and task.status is not RUNNING:
+        if span_ctx is None and trace.get_current_span(ctx).is_recording():
+            span_ctx = ctx
+        outer = otel_context.get_value(OUTER_KEY, ctx)
+        ctx = outer if isinstance(outer, otel_context.Context) else otel_context.Context()
+        task = otel_context.get_value(TASK_KEY, ctx)  # type: ignore[assignment]
+    return task, (ctx if span_ctx is None else span_ctx)
+
+
+def is_on_top(mine: otel_context.Context) -> bool:
+    """Whether ``mine`` is the current context, or under contexts of finished tasks only.
+
+    A finishing task resets the context to what it was before the task only then: never
+    while a running task's or a user's span's context is above it.
+    """
+    ctx: object = otel_context.get_current()
+    while ctx is not mine:
+        if not isinstance(ctx, otel_context.Context):
+            return False
+        task: TaskRecord | None = ctx.get(TASK_KEY)  # type: ignore[assignment]
+        if task is None or task.status is RUNNING:
+            return False
+        ctx = ctx.get(OUTER_KEY)
+    return True
+
+
+def detach(token: object, mine: otel_context.Context | None) -> None:
+    """Leave the context ``mine`` that a finishing task attached with ``token``, where it may.
+
+    Only when ``mine`` is on top (:func:`is_on_top`): a running task's or a user's span's
+    context above it, or finishing in another thread or asyncio task, leaves the current
+    context alone (the task is then skipped as stale where it is found, see
+    :func:`live_context`).
+    """
+    if token is None or mine is None or not is_on_top(mine):
+        return
+    reset = getattr(getattr(token, "var", None), "reset", None)
+    if reset is None:  # a context runtime other than OpenTelemetry's contextvars one
+        otel_context.detach(token)  # type: ignore[arg-type]
+        return
+    # Our context is current here, but this may be a copy of the Context that attached it
+    # (an asyncio task or thread started while the task ran: ValueError): then leave it.
+    # OpenTelemetry's detach would log "Failed to detach context" at ERROR for that.
+    with contextlib.suppress(ValueError, RuntimeError):
+        reset(token)

@@ -1,0 +1,263 @@
+"""The task record: the seed's fields and tasktrace's, as written to and read from task files.
+
+:class:`TaskRecord` is the data half of :class:`tasktrace.Task` (the façade adds the life
+cycle): every field, its units and the source of its number, the model configuration that keeps
+LensKit's files loading unchanged, and the serialisation of a tree to one line of JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+)
+from pydantic_core import PydanticSerializationError
+
+from tasktrace.core.ids import HOSTNAME, new_task_id
+from tasktrace.core.settings import get_settings
+from tasktrace.core.status import TaskStatus
+from tasktrace.core.units import friendly_duration
+from tasktrace.core.warn import WarnOnce
+
+__all__ = [
+    "FIELD_DEFAULTS",
+    "TaskRecord",
+    "TaskStatus",
+    "bind_task_class",
+    "dump_json",
+    "node_class",
+]
+
+_log = logging.getLogger(__name__)
+_warn = WarnOnce(_log)
+
+
+def _machine() -> str | None:
+    return get_settings().machine
+
+
+def _dict_extract_values(data: object) -> Any:
+    """Accept subtasks as a list or as LensKit's older ``{id: task}`` dict."""
+    if isinstance(data, dict):
+        return list(data.values())
+    return data
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def _is_false(value: object) -> bool:
+    return value is False
+
+
+_Subtasks = Annotated[list[SerializeAsAny["Task"]], BeforeValidator(_dict_extract_values)]
+"""Subtasks: :class:`tasktrace.Task` objects (resolved when ``Task`` is defined), accepted as a
+list or as LensKit's older ``{id: task}`` dict."""
+
+
+class TaskRecord(BaseModel):
+    """The fields of a task: LensKit's seed fields first, then tasktrace's.
+
+    tasktrace's own fields are left out of files while unset, so LensKit files round-trip
+    unchanged; unknown keys (extra data, fields of a newer tasktrace) are kept. Subtasks are
+    :class:`tasktrace.Task` objects.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True)
+
+    task_id: uuid.UUID = Field(default_factory=new_task_id, frozen=True)
+    """The task ID (random UUID4; LensKit files keep theirs)."""
+    parent_id: uuid.UUID | None = None
+    """The parent task's ID, or ``None`` for a top-level task."""
+    subprocess: bool = False
+    """Whether this task ran in a subprocess of its parent. Subprocess task CPU times are *not*
+    included in the parent task's ``cpu_time``; :meth:`total_cpu` adds them."""
+    label: str
+    """Human-readable task label (the span name)."""
+    hostname: str = Field(default_factory=lambda: HOSTNAME)
+    """The host name on which the task ran (``socket.gethostname()``)."""
+    machine: str | None = Field(default_factory=_machine)
+    """Project-meaningful machine label from the ``machine`` setting (see :doc:`/configuration`)."""
+    status: TaskStatus = TaskStatus.PENDING
+    """The task's current status."""
+    start_time: float | None = None
+    """Task start time, UNIX seconds (``time.time_ns()`` / 1e9; equals the span start)."""
+    finish_time: float | None = None
+    """Task completion time, UNIX seconds (equals the span end)."""
+    duration: float | None = None
+    """Task duration in seconds, measured with :func:`time.perf_counter`, so it may disagree
+    slightly with ``finish_time - start_time``. While running: the duration so far."""
+    cpu_time: float | None = None
+    """CPU seconds (user + system, all threads) this process used during the task, from
+    ``getrusage(RUSAGE_SELF)``. Excludes child processes."""
+    peak_memory: int | None = None
+    """Peak RSS in bytes during the task: the kernel's high-water mark (``ru_maxrss`` /
+    ``VmHWM``). The task's own peak on Linux when the mark was reset at its start
+    (``reset_hwm``), else the peak since the last reset; elsewhere the process's lifetime peak.
+    A parent's peak is at least each child's."""
+    peak_gpu_memory: int | None = None
+    """Peak GPU memory in bytes. Where the program uses torch with CUDA: torch's exact
+    high-water mark (``torch.cuda.max_memory_allocated`` on the current device). Otherwise,
+    where NVML can measure: the largest sampled GPU memory used by this process and its children
+    (``nvmlDeviceGetComputeRunningProcesses``, summed over the visible GPUs). Else ``None``;
+    ``peak_gpu_memory_source`` says which."""
+    system_power: float | None = Field(
+        default=None, validation_alias=AliasChoices("system_power", "chassis_power")
+    )
+    """Estimated total system energy over the task, in joules (despite the seed's name)."""
+    cpu_power: float | None = None
+    """Estimated CPU energy over the task, in joules (despite the seed's name)."""
+    gpu_power: float | None = None
+    """Estimated GPU energy over the task, in joules (despite the seed's name)."""
+    subtasks: _Subtasks = Field(default_factory=list)
+    """This task's subtasks (tasks and, by default, non-task spans run inside it)."""
+
+    # tasktrace fields: left out of files while unset, so LensKit files round-trip unchanged.
+    trace_id: str | None = Field(default=None, exclude_if=_is_none)
+    """The OpenTelemetry trace id (32 hex digits), to join the file with a trace backend."""
+    span_id: str | None = Field(default=None, exclude_if=_is_none)
+    """The OpenTelemetry span id (16 hex digits) of this task's span."""
+    children_cpu_time_s: float | None = Field(default=None, exclude_if=_is_none)
+    """CPU seconds of child processes reaped during the task (``getrusage(RUSAGE_CHILDREN)``),
+    set by ``tasktrace run`` for the command it runs, less the CPU its subprocess subtasks
+    report (so no CPU is counted twice); included in :meth:`total_cpu`."""
+    children_peak_rss_bytes: int | None = Field(default=None, exclude_if=_is_none)
+    """Largest peak RSS in bytes among reaped child processes (``RUSAGE_CHILDREN``
+    ``ru_maxrss``), set by ``tasktrace run``."""
+    foreign_span: bool = Field(default=False, exclude_if=_is_false)
+    """``True`` for a tree node built from a span that is not a Task (a user's own span)."""
+    error: str | None = Field(default=None, exclude_if=_is_none)
+    """Why the task failed or was cancelled: the exception's type and message
+    (``"ValueError: bad value"``), as in the span's status description; ``None`` otherwise."""
+    # --- energy fields (issue 4) ---
+    system_energy_source: str | None = Field(default=None, exclude_if=_is_none)
+    """Where ``system_power`` came from: ``"prometheus"`` (the machine's ``system`` power query)."""
+    system_energy_scope: str | None = Field(default=None, exclude_if=_is_none)
+    """What ``system_power`` covers: ``"query"`` (whatever the query measures; not per process)."""
+    system_energy_short_task: bool | None = Field(default=None, exclude_if=_is_none)
+    """``True`` when the task was shorter than the resolution of ``system_power``'s source."""
+    cpu_energy_source: str | None = Field(default=None, exclude_if=_is_none)
+    """Where ``cpu_power`` came from: ``"rapl"`` (powercap ``energy_uj``) or ``"prometheus"``."""
+    cpu_energy_scope: str | None = Field(default=None, exclude_if=_is_none)
+    """What ``cpu_power`` covers: ``"package"`` (all CPU packages of the machine, every
+    process), ``"platform"`` (RAPL ``psys``) or ``"query"`` (Prometheus)."""
+    cpu_energy_short_task: bool | None = Field(default=None, exclude_if=_is_none)
+    """``True`` when the task was shorter than the update period of ``cpu_power``'s counter."""
+    gpu_energy_source: str | None = Field(default=None, exclude_if=_is_none)
+    """Where ``gpu_power`` came from: ``"nvml-counter"`` (total-energy counter),
+    ``"nvml-sampled"`` (integrated power samples) or ``"prometheus"``."""
+    gpu_energy_scope: str | None = Field(default=None, exclude_if=_is_none)
+    """What ``gpu_power`` covers: ``"device"`` (the visible GPUs, every process on them) or
+    ``"query"`` (Prometheus)."""
+    gpu_energy_short_task: bool | None = Field(default=None, exclude_if=_is_none)
+    """``True`` when the task was shorter than the update period of ``gpu_power``'s source."""
+    dram_energy_j: float | None = Field(default=None, exclude_if=_is_none)
+    """DRAM energy over the task in joules, from RAPL ``dram`` zones (machine-wide; not part of
+    ``cpu_power``)."""
+    # --- GPU memory source (issue 17) ---
+    peak_gpu_memory_source: str | None = Field(default=None, exclude_if=_is_none)
+    """Where ``peak_gpu_memory`` came from: ``"torch"`` (``torch.cuda.max_memory_allocated``,
+    exact) or ``"nvml-sampled"`` (this process's and its children's used GPU memory, sampled by
+    NVML every ``energy.sample_interval_s``; includes the CUDA context and cached blocks)."""
+
+    def total_cpu(self) -> float | None:
+        """Return total CPU seconds: ``cpu_time`` + reaped children + subprocess subtasks.
+
+        Returns ``None`` when ``cpu_time`` is unknown. Subprocess subtasks (``subprocess=True``)
+        are added recursively; in-process subtasks are already inside ``cpu_time``.
+        """
+        total = self.cpu_time
+        if total is None:
+            return None
+        if self.children_cpu_time_s is not None:
+            total += self.children_cpu_time_s
+        for task in self.subtasks:
+            if task.subprocess:
+                child = task.total_cpu()
+                if child is not None:
+                    total += child
+        return total
+
+    @property
+    def friendly_duration(self) -> str | None:
+        """The duration in human units, or ``None`` if unknown.
+
+        For example ``"850ms"``, ``"12.35s"``, ``"3m07.20s"`` or ``"2h05m03s"``.
+        """
+        return None if self.duration is None else friendly_duration(self.duration)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def dump_json(task: TaskRecord) -> bytes | None:
+    r"""Serialise ``task``'s tree as one line of task-file JSON (UTF-8, ending in a newline).
+
+    Pydantic's serialiser is used when it can; a tree it refuses (lone surrogates in a label,
+    from a file name that is not UTF-8; nesting beyond its depth limit) is converted node by
+    node and encoded by :mod:`json`, each lone surrogate written as the text ``\udXXX``.
+    Returns ``None``, with one warning, when even that fails. Never raises.
+    """
+    try:
+        return task.model_dump_json().encode() + b"\n"
+    except (PydanticSerializationError, ValueError, RecursionError):
+        pass
+    try:
+        root: dict[str, Any] = task.model_dump(mode="json", exclude={"subtasks"})
+        stack = [(task, root)]
+        while stack:
+            node, out = stack.pop()
+            out["subtasks"] = children = []
+            for child in node.subtasks:
+                item = child.model_dump(mode="json", exclude={"subtasks"})
+                children.append(item)
+                stack.append((child, item))
+        text = json.dumps(root, ensure_ascii=False, separators=(",", ":"))
+    except (ValueError, TypeError, RecursionError) as e:
+        _warn("dump", "tasktrace: cannot serialise task %r for its file (%s)", task.label, e)
+        return None
+    text = _SURROGATE.sub(lambda m: f"\\\\u{ord(m.group()):04x}", text)
+    return text.encode() + b"\n"
+
+
+if TYPE_CHECKING:  # for type checkers, subtasks are records; at run time, the bound class
+    Task = TaskRecord
+
+FIELD_DEFAULTS: dict[str, Any] = {  # every field in declaration order; factories filled per task
+    name: None if field.default_factory is not None or field.is_required() else field.default
+    for name, field in TaskRecord.model_fields.items()
+}
+FIELD_DEFAULTS["hostname"] = HOSTNAME
+"""Every field's default in declaration order (``None`` where a factory makes it per task)."""
+
+_node_class: type[TaskRecord] = TaskRecord
+
+
+def bind_task_class(task_cls: type[TaskRecord]) -> None:
+    """Make ``task_cls`` (:class:`tasktrace.Task`) the class of tree nodes and subtasks.
+
+    Called once by the façade right after the class is defined. Resolves ``subtasks``'
+    forward reference to it (the annotation is evaluated in this module's namespace: the
+    record sits below the façade and never imports it), and makes it what :func:`node_class`
+    returns, so that the lower layers (the tree processor's nodes for non-task spans, records
+    merged from other processes) build façade objects without importing the façade.
+    """
+    global _node_class  # noqa: PLW0603 - bound once, at the façade's import
+    task_cls.model_rebuild(_types_namespace={**globals(), "Task": task_cls})
+    _node_class = task_cls
+
+
+def node_class() -> type[TaskRecord]:
+    """Return the class of tree nodes: :class:`tasktrace.Task` once bound (see above)."""
+    return _node_class

@@ -1,0 +1,234 @@
+"""One settings table for tasktrace, read from a LensKit project's sources and tasktrace's own.
+
+Precedence, highest first: keyword arguments to :func:`tasktrace.configure` (where they exist),
+``TASKTRACE_*`` environment variables, LensKit's ``LK_*`` variables, ``tasktrace.toml`` (or the
+file in ``TASKTRACE_CONFIG``), ``lenskit.local.toml``, ``lenskit.toml``, the defaults below;
+merged key by key. Where each file is looked up, which keys LensKit's files and variables give,
+and how a program's own ``lenskit.config.configure()`` is used:
+:mod:`tasktrace.core.settings_sources`.
+
+An invalid value in the environment or a file never breaks an import: it is reported by one
+warning naming the variable (or the key and its file) and the default used instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_settings import NoDecode
+
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.settings_layers import has_key_path, merge_layers, origin_of
+from tasktrace.core.settings_sources import CONFIG_ENV, ENV_PREFIX, settings_layers
+
+__all__ = [
+    "BUILTIN_METERS",
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "EnergySettings",
+    "MachineSettings",
+    "PrometheusSettings",
+    "Settings",
+    "get_settings",
+    "reset_settings",
+]
+
+_log = logging.getLogger(__name__)
+
+
+class PrometheusSettings(BaseModel):
+    """Where to query Prometheus for energy (the seed's ``[prometheus]`` table)."""
+
+    url: str | None = None
+    """Base URL of the Prometheus server, e.g. ``http://127.0.0.1:9090`` (``None``: no queries)."""
+    timeout_s: float = Field(default=2.0, gt=0)
+    """Timeout of each query in seconds."""
+    retry_after_s: float = Field(default=60.0, ge=0)
+    """After a failed query, seconds during which no query is sent (tasks get ``None``)."""
+    scrape_interval_s: float = Field(default=15.0, gt=0)
+    """The ``scrape_interval`` of the energy series in Prometheus, in seconds.
+
+    Tasks shorter than this are flagged (``*_energy_short_task``): the query cannot resolve them.
+    """
+
+
+class EnergySettings(BaseModel):
+    """Options of the local energy meters (RAPL, NVML); the ``[energy]`` table."""
+
+    rapl_root: Path = Path("/sys/class/powercap")
+    """Root of the Linux powercap sysfs tree read by the RAPL meter."""
+    counter_poll_interval_s: float = Field(default=1.0, gt=0)
+    """Seconds between background reads of wrapping counters (RAPL), at most.
+
+    A zone with a short wrap period is read more often (4 times per wrap at 1 kW).
+    """
+    sample_interval_s: float = Field(default=0.1, gt=0)
+    """Seconds between power samples where energy must be integrated (NVML without counter)."""
+
+
+class MachineSettings(BaseModel):
+    """Settings of one machine label (the seed's ``[machines.NAME]`` table)."""
+
+    description: str | None = None
+    """Free text describing the machine."""
+    power_queries: dict[str, str] = Field(default_factory=dict)
+    """PromQL format strings by scope (``system``, ``cpu``, ``gpu``).
+
+    Each may use ``{elapsed}`` (the task's duration in milliseconds) and ``{machine}``; the
+    result is energy in joules over the task.
+    """
+    carbon_intensity_g_per_kwh: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Carbon intensity of this machine's electricity, in grams of CO₂-equivalent per kWh.
+
+    Used by ``show``, ``report``, ``compare`` and ``table`` to add emissions computed from
+    measured energy (1 kWh = 3.6 MJ); ``None``: no emissions are shown for this machine.
+    """
+
+
+BUILTIN_METERS = ("nvml", "prometheus", "rapl")
+"""Names of the built-in energy meters, selectable with :attr:`Settings.meters`."""
+
+
+class Settings(BaseModel):
+    """All tasktrace settings, with defaults.
+
+    Environment variables are ``TASKTRACE_`` + the upper-case field name, e.g.
+    ``TASKTRACE_REFRESH_INTERVAL_S=30``; nested fields use ``__``
+    (``TASKTRACE_PROMETHEUS__URL``).
+    """
+
+    machine: str | None = None
+    """Project-meaningful label of this compute machine (the seed's ``machine``)."""
+    refresh_interval_s: float = Field(default=10.0, gt=0)
+    """Seconds between refreshes of running tasks' files (the seed's monitor refresh)."""
+    include_spans: bool = True
+    """Whether non-task spans that run inside a task appear as subtasks in the tree."""
+    exit_timeout_s: float = Field(default=5.0, ge=0)
+    """Seconds the interpreter's exit waits, in total, for the last spans to be exported."""
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    """Prometheus server used for energy queries."""
+    machines: dict[str, MachineSettings] = Field(default_factory=dict)
+    """Per-machine settings keyed by machine label."""
+    meters: Annotated[list[str] | None, NoDecode] = None
+    """Built-in energy meters to use, by name (``None``: every one that is available).
+
+    In the environment, a comma-separated list: ``TASKTRACE_METERS=rapl,prometheus``; an empty
+    value turns them all off. The names are in :data:`BUILTIN_METERS`; the process meters (CPU
+    time, RSS, CUDA memory) are always read.
+    """
+    energy: EnergySettings = Field(default_factory=EnergySettings)
+    """Options of the local energy meters."""
+    pending_spans: bool = False
+    """Export a zero-duration snapshot span of each running task at its start and at each
+    refresh, so trace backends show running tasks (see the guide "Watching long runs")."""
+    otlp_json_dir: Path | None = None
+    """Write spans as OTLP JSON lines (one new file per run) into this folder, for offline
+    clusters (see the guide "Offline clusters"); ``None``: no files. The exporter is also
+    selectable as ``OTEL_TRACES_EXPORTER=tasktrace_otlp_json``."""
+    metrics: bool | None = None
+    """Record OpenTelemetry task metrics: ``True`` on, ``False`` off, ``None`` (default) when
+    ``OTEL_METRICS_EXPORTER`` / ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set or a global
+    meter provider exists (see the guide "Watching long runs")."""
+
+    @field_validator("meters", mode="before")
+    @classmethod
+    def _split_meters(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip().lower() for name in value.split(",") if name.strip()]
+        return value
+
+    _origins: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def origins(self) -> Mapping[tuple[str, ...], str]:
+        """Where each value that a file, a variable or code set came from, by key path.
+
+        For example ``{("machine",): "lenskit.local.toml", ("prometheus", "url"):
+        "LK_PROMETHEUS__URL"}``; a key not listed has its default. Empty for settings built in
+        code (``Settings(...)``) rather than by :func:`load_settings`.
+        """
+        return self._origins
+
+    @property
+    def current_machine(self) -> MachineSettings | None:
+        """The :class:`MachineSettings` of :attr:`machine`, or ``None`` if unset or unknown."""
+        if self.machine is None:
+            return None
+        return self.machines.get(self.machine)
+
+
+def _drop(data: dict[str, Any], loc: tuple[int | str, ...]) -> None:
+    target: Any = data
+    for part in loc[:-1]:
+        if not isinstance(target, dict) or part not in target:
+            return
+        target = target[part]
+    if isinstance(target, dict):
+        target.pop(loc[-1], None)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings` from every source (see the module docstring) and ``overrides``.
+
+    Invalid values are dropped with one warning each, naming the variable (or the key and its
+    file), and the default is used. Keys tasktrace does not know are ignored (LensKit's other
+    tables are harmless; unknown keys of tasktrace's own tables are warned about).
+    :attr:`Settings.origins` says where each value came from.
+    """
+    layers = settings_layers(Settings, overrides)
+    data, origins = merge_layers(layers)
+    data = {k: v for k, v in data.items() if k in Settings.model_fields}
+    settings = Settings()
+    for _ in range(20):  # each round drops at least one bad value
+        try:
+            settings = Settings.model_validate(data)
+            break
+        except ValidationError as e:
+            for err in e.errors():
+                loc = tuple(err["loc"])
+                found = origin_of(origins, tuple(str(p) for p in loc))
+                where = found[1].where(found[0]) if found else ".".join(map(str, loc))
+                _log.warning(
+                    "tasktrace: invalid value %r for %s (%s); using the default",
+                    err.get("input"),
+                    where,
+                    err["msg"],
+                )
+                _drop(data, loc)
+    kept = settings.model_dump()  # the keys tasktrace knows, less the invalid values dropped
+    settings._origins = {
+        path: layer.describe(path)
+        for path, layer in origins.items()
+        if has_key_path(data, path) and has_key_path(kept, path)
+    }
+    return settings
+
+
+_settings: Settings | None = None
+_settings_lock = threading.Lock()
+renew_after_fork(sys.modules[__name__], "_settings_lock")
+
+
+def get_settings() -> Settings:
+    """Return the process's settings, loading them on first use (thread-safe)."""
+    global _settings  # noqa: PLW0603 - one process-wide settings object, loaded lazily
+    current = _settings
+    if current is None:
+        with _settings_lock:
+            if _settings is None:
+                _settings = load_settings()
+            current = _settings
+    return current
+
+
+def reset_settings(settings: Settings | None = None) -> None:
+    """Replace the process's settings (``None``: reload from file and environment on next use)."""
+    global _settings  # noqa: PLW0603 - see get_settings
+    with _settings_lock:
+        _settings = settings

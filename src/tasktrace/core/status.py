@@ -1,0 +1,97 @@
+"""Task statuses, and how the exception that ends a task maps to its status (one table).
+
+- none, or ``SystemExit`` with code ``0`` or ``None``: ``finished`` (span status OK);
+- ``SystemExit`` with any other code: ``failed`` (ERROR), error ``"SystemExit: 3"``;
+- ``KeyboardInterrupt``, ``asyncio.CancelledError``, ``concurrent.futures.CancelledError`` and
+  ``GeneratorExit`` (a generator closed before its end): ``cancelled`` (UNSET), error
+  ``"CancelledError"`` (the exception's type and message);
+- any other exception: ``failed`` (ERROR), error ``"ValueError: ..."``.
+
+A ``SystemExit`` also records the exit status as the ``exit_code`` extra data, as
+``tasktrace run`` does for a command: ``0`` for ``None``, the integer itself, ``1`` for any
+other value (Python prints it and exits with 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from enum import Enum
+from typing import Final, NamedTuple
+
+__all__ = ["FINISHED", "RUNNING", "Outcome", "TaskStatus", "describe", "exit_status", "outcome_of"]
+
+
+class TaskStatus(str, Enum):
+    """Statuses of a task record (the seed's values)."""
+
+    PENDING = "pending"
+    """Created, not started."""
+    RUNNING = "running"
+    """Started, not finished."""
+    FINISHED = "finished"
+    """Finished normally."""
+    FAILED = "failed"
+    """Finished by an exception."""
+    CANCELLED = "cancelled"
+    """Stopped from outside: ``KeyboardInterrupt``, a cancelled asyncio task or future, a
+    generator closed early (``GeneratorExit``), ``SIGTERM``, or explicitly cancelled."""
+
+
+RUNNING: Final = TaskStatus.RUNNING
+"""``TaskStatus.RUNNING``, read once (an enum member lookup costs more than a global's)."""
+
+_CANCELLING = (
+    KeyboardInterrupt,
+    asyncio.CancelledError,
+    concurrent.futures.CancelledError,
+    GeneratorExit,
+)
+"""Exceptions that stop a task from outside rather than report that its work failed."""
+
+
+class Outcome(NamedTuple):
+    """How a task ended, as recorded in its model and span."""
+
+    status: TaskStatus
+    """The task's final status."""
+    error: str | None
+    """Why it did not finish (``"ValueError: no rows"``), or ``None``."""
+    exit_code: int | None = None
+    """The exit status of a ``SystemExit`` that ended it, else ``None``."""
+
+
+FINISHED = Outcome(TaskStatus.FINISHED, None)
+"""The outcome of a task whose block ended normally."""
+
+
+def outcome_of(exc: BaseException | None) -> Outcome:
+    """Return the outcome of a task that ``exc`` (or nothing) ended, by the module's table."""
+    if exc is None:
+        return FINISHED
+    if isinstance(exc, SystemExit):
+        code = exit_status(exc)
+        if code == 0:
+            return Outcome(TaskStatus.FINISHED, None, 0)
+        return Outcome(TaskStatus.FAILED, describe(exc), code)
+    if isinstance(exc, _CANCELLING):
+        return Outcome(TaskStatus.CANCELLED, describe(exc))
+    return Outcome(TaskStatus.FAILED, describe(exc))
+
+
+def exit_status(exc: SystemExit) -> int:
+    """Return the process exit status ``exc`` stands for: 0 for ``None``, 1 for a message."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    return 1
+
+
+def describe(exc: BaseException) -> str:
+    """Return ``"Type: message"`` (or ``"Type"`` when the message is empty) for ``exc``."""
+    text = str(exc)
+    if not text and isinstance(exc, GeneratorExit):
+        text = "the generator was closed before it finished"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

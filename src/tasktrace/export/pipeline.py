@@ -1,0 +1,158 @@
+"""The batch processors of tasktrace's exporters, with a bounded shutdown.
+
+:class:`ExportPipeline` owns the :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor` of
+each guarded exporter (:class:`~tasktrace.export.guarded.GuardedSpanExporter`). Export runs on
+the batch processor's thread, so a slow, refusing or black-holed endpoint adds nothing to a
+task's own overhead. :meth:`ExportPipeline.shutdown` flushes and shuts down within a deadline on
+a helper thread; past the deadline it gives up (the threads are daemons), and the one warning
+says how many spans were not exported.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.settings import get_settings
+from tasktrace.export.guarded import GuardedSpanExporter, clear_refused, export_refused
+from tasktrace.export.pending import PendingSpanFilter
+
+__all__ = ["DEFAULT_MAX_QUEUE_SIZE", "ExportPipeline"]
+
+
+DEFAULT_MAX_QUEUE_SIZE = 16384
+"""Span queue of tasktrace's batch processors unless ``OTEL_BSP_MAX_QUEUE_SIZE`` is set.
+
+The SDK's default (2048) drops spans from a tight loop of short tasks faster than one export
+thread sends them; 16,384 queued spans hold a few tens of MB at most.
+"""
+
+
+class _CountingBatchProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor that counts the spans it was given."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        queue = None if os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE) else DEFAULT_MAX_QUEUE_SIZE
+        super().__init__(exporter, max_queue_size=queue)
+        self._count_lock = threading.Lock()
+        renew_after_fork(self, "_count_lock")
+        self.ended_spans = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        with self._count_lock:
+            self.ended_spans += 1
+        super().on_end(span)
+
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        """Export what is queued, waiting at most ``timeout_millis`` (default 30 000) ms.
+
+        The SDK's own ``force_flush`` ignores its timeout and blocks for as long as the
+        exporter does (retries included); here it runs on a daemon thread and is waited for
+        within the bound. Returns whether it finished in time (``False`` during interpreter
+        shutdown, where Python 3.12 cannot start the thread).
+        """
+        done = threading.Event()
+
+        def flush() -> None:
+            try:
+                BatchSpanProcessor.force_flush(self, timeout_millis)
+            finally:
+                done.set()
+
+        try:
+            threading.Thread(target=flush, name="tasktrace-export-flush", daemon=True).start()
+        except RuntimeError:  # can't create new thread at interpreter shutdown
+            return False
+        return done.wait((timeout_millis if timeout_millis is not None else 30000) / 1000)
+
+
+class ExportPipeline:
+    """The batch processors of tasktrace's guarded exporters, with a bounded shutdown.
+
+    Args:
+        exporters: Guarded exporters; each gets its own batch processor.
+
+    Attributes:
+        processors: One :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor` per
+            exporter, to add to a tracer provider.
+
+    The shutdown runs on a daemon thread started with the pipeline (idle until needed):
+    Python 3.12 refuses to start threads from :mod:`atexit` handlers.
+
+    Thread-safety: :meth:`begin_shutdown` and :meth:`shutdown` may be called from any thread,
+    more than once.
+
+    """
+
+    def __init__(self, exporters: Sequence[GuardedSpanExporter]) -> None:
+        """Create one batch processor per exporter and the idle shutdown thread."""
+        self.exporters = list(exporters)
+        """The guarded exporters."""
+        if get_settings().pending_spans:  # drop snapshots whose real span is in the batch
+            for exporter in self.exporters:
+                exporter.inner = PendingSpanFilter(exporter.inner)
+        self.processors: list[BatchSpanProcessor] = [
+            _CountingBatchProcessor(e) for e in self.exporters
+        ]
+        self._go = threading.Event()
+        self._done = threading.Event()
+        threading.Thread(
+            target=self._shutdown_all, name="tasktrace-export-shutdown", daemon=True
+        ).start()
+
+    def _shutdown_all(self) -> None:
+        self._go.wait()
+        try:
+            for processor in self.processors:
+                processor.shutdown()  # exports what is queued, then shuts the exporter down
+        finally:
+            self._done.set()
+
+    def begin_shutdown(self) -> None:
+        """Start exporting what is queued and shutting down, in the background; return now."""
+        self._go.set()
+
+    def shutdown(self, timeout_s: float) -> bool:
+        """Export what is queued and shut down, waiting at most ``timeout_s`` seconds.
+
+        After 80 % of the bound, or as soon as an export was refused outright (nothing listens
+        at the endpoint, so retrying cannot help an exiting process), the exporters are shut
+        down to stop their retries (so that a failure is still reported with its reason); past
+        the bound the flush is abandoned on its daemon thread. If any span was not exported,
+        the one export warning says how many.
+
+        Returns:
+            Whether every span given to the pipeline was exported.
+
+        """
+        clear_refused()  # only a refusal during this flush counts: the collector may be back
+        self._go.set()
+        deadline = time.monotonic() + timeout_s * 0.8
+        finished = False
+        while not finished:
+            # Nothing listening (connection refused): the exporter's retries, seconds long,
+            # cannot succeed before a process exits; stop them at once.
+            left = deadline - time.monotonic()
+            if left <= 0 or export_refused():
+                break
+            finished = self._done.wait(min(left, 0.05))
+        if not finished:
+            for exporter in self.exporters:
+                exporter.shutdown()
+            finished = self._done.wait(timeout_s * 0.2)
+        ok = True
+        for exporter, processor in zip(self.exporters, self.processors, strict=True):
+            ended = getattr(processor, "ended_spans", 0)
+            unsent = ended - exporter.exported_spans
+            if unsent > 0:
+                ok = False
+                state = "" if finished else f", export unfinished after {timeout_s:.3g} s at exit"
+                exporter.report(f"{unsent} of {ended} spans not exported{state}")
+        return ok

@@ -1,0 +1,318 @@
+"""Find or create the tracer provider tasks use, and own the life of tasktrace's exporters.
+
+Provider ownership, checked at every task start (one identity comparison):
+
+- If a real tracer provider is installed globally (by the user, by ``opentelemetry-instrument``,
+  by Logfire), tasks go through it: tasktrace adds its
+  :class:`~tasktrace.tree.processor.TaskTreeProcessor` (when the provider has
+  ``add_span_processor``) and never replaces it. It adds an exporter of its own only when code
+  asked for one with :func:`tasktrace.configure` (``exporters=`` or ``endpoint=``); the
+  ``OTEL_*`` variables are that other set-up's to read.
+- Otherwise tasktrace uses a private SDK :class:`~opentelemetry.sdk.trace.TracerProvider`
+  with a resource (``service.name``, ``host.name``, ``process.pid``, ``tasktrace.machine``,
+  ``telemetry.sdk.*``, ``OTEL_RESOURCE_ATTRIBUTES``), the sampler of ``OTEL_TRACES_SAMPLER``
+  (both parsed by tasktrace, see :mod:`tasktrace.export.environment`) and the exporters named by
+  :func:`tasktrace.configure` or the ``OTEL_*`` variables. It is **not** installed globally,
+  so a provider that the user or a library installs later (before or after the first task)
+  never triggers OpenTelemetry's "Overriding of current TracerProvider" warning; tasks started
+  after that go through the new provider. Spans of the user's own tracers are therefore
+  non-recording until some provider is installed globally (they still carry the trace
+  context, so tasks inside them stay in the same trace).
+
+With nothing configured, no exporter is created and no connection is attempted. Exporters run
+on batch-processor threads; at interpreter exit they are flushed within ``exit_timeout_s``
+(:func:`tasktrace.configure`, ``TASKTRACE_EXIT_TIMEOUT_S``; default 5 s), see
+:mod:`tasktrace.export.pipeline`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import PROCESS_PID, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.ids import HOSTNAME, random_bits
+from tasktrace.core.settings import get_settings
+from tasktrace.core.spans import host_attributes
+from tasktrace.core.version import VERSION
+from tasktrace.core.warn import WarnOnce
+from tasktrace.export import environment
+from tasktrace.export.config import ExportConfig, check_environment, current_config, on_configure
+from tasktrace.export.exporters import span_exporters
+from tasktrace.export.pipeline import ExportPipeline
+from tasktrace.export.resource import environment_resource
+from tasktrace.tree.processor import tree
+
+__all__ = [
+    "FLUSH_TIMEOUT_S",
+    "PrivateIdGenerator",
+    "build_resource",
+    "exit_timeout_s",
+    "flush_spans",
+    "get_tracer",
+    "owns_provider",
+    "pipelines",
+    "reset_tracing",
+    "shutdown_export",
+    "tracer_provider",
+]
+
+_log = logging.getLogger(__name__)
+_warn = WarnOnce(_log)
+
+FLUSH_TIMEOUT_S = 5.0
+"""How long :func:`flush_spans` waits for the tracer provider by default, in seconds."""
+
+
+@dataclass(frozen=True)
+class _Tracing:
+    source: object
+    """The global provider seen at set-up (the API's proxy when tasktrace owns the provider)."""
+    provider: Any
+    tracer: trace.Tracer
+    owned: bool
+
+
+_lock = threading.RLock()
+renew_after_fork(sys.modules[__name__], "_lock")
+_state: _Tracing | None = None
+_owned_provider: TracerProvider | None = None
+_pipelines: list[ExportPipeline] = []
+# Providers holding the tree processor (strong references, so identities stay unique).
+_with_processor: list[Any] = []
+_exported_to: list[Any] = []  # foreign providers given the configured exporters
+_exit_registered = False
+
+
+def _script_name() -> str:
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return script if script and script not in {"-c", "-m"} else "tasktrace"
+
+
+def build_resource(config: ExportConfig | None = None) -> Resource:
+    """Return the resource of a tasktrace-owned provider.
+
+    Attributes, later sources winning: ``telemetry.sdk.*`` (the SDK) and what the SDK's
+    resource detectors other than ``otel`` find (``service.instance.id``), ``host.name``
+    (``socket.gethostname()``), ``process.pid`` (``os.getpid()``), ``tasktrace.machine`` (the
+    ``machine`` setting, when set), ``OTEL_RESOURCE_ATTRIBUTES`` (parsed by tasktrace),
+    ``resource_attributes`` of :func:`tasktrace.configure`. ``service.name`` is the
+    ``service_name`` argument, else ``service.name`` of ``resource_attributes``, else
+    ``OTEL_SERVICE_NAME``, else ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``, else the
+    script's file name, else ``"tasktrace"``.
+    """
+    config = config or current_config()
+    # the host as every task's span has it (core.spans.host_attributes), then the process
+    attrs: dict[str, Any] = {**host_attributes(HOSTNAME, get_settings().machine)}
+    attrs[PROCESS_PID] = os.getpid()
+    name = environment.service_name(config.service_name, config.resource_attributes, _script_name())
+    return environment_resource(attrs, config.resource_attributes, name)
+
+
+def exit_timeout_s() -> float:
+    """Seconds the exit may wait for exports: ``configure`` > ``TASKTRACE_EXIT_TIMEOUT_S`` > 5."""
+    configured = current_config().exit_timeout_s
+    return configured if configured is not None else get_settings().exit_timeout_s
+
+
+def _new_pipeline(config: ExportConfig) -> ExportPipeline | None:
+    global _exit_registered  # noqa: PLW0603 - one exit handler per process
+    exporters = span_exporters(config)
+    if not exporters:
+        return None
+    pipeline = ExportPipeline(exporters)
+    _pipelines.append(pipeline)
+    if not _exit_registered:
+        atexit.register(shutdown_export)
+        _exit_registered = True
+    return pipeline
+
+
+class PrivateIdGenerator(RandomIdGenerator):
+    """Trace and span ids from tasktrace's private random generator.
+
+    The SDK's :class:`~opentelemetry.sdk.trace.id_generator.RandomIdGenerator` draws from the
+    ``random`` module's global generator, so a program that calls ``random.seed(42)`` (most
+    experiments do) repeats its trace and span ids on every run, and a trace backend merges the
+    runs. This one draws from a generator seeded from ``os.urandom`` (and reseeded in forked
+    children) that ``random.seed`` does not touch; ids are still fully random
+    (``is_trace_id_random``).
+    """
+
+    def generate_span_id(self) -> int:
+        """Return a random, valid 64-bit span id."""
+        span_id = random_bits(64)
+        while span_id == trace.INVALID_SPAN_ID:
+            span_id = random_bits(64)
+        return span_id
+
+    def generate_trace_id(self) -> int:
+        """Return a random, valid 128-bit trace id."""
+        trace_id = random_bits(128)
+        while trace_id == trace.INVALID_TRACE_ID:
+            trace_id = random_bits(128)
+        return trace_id
+
+
+def _create_provider() -> TracerProvider:
+    check_environment()  # name any bad OTEL_* variable before the SDK's own messages
+    config = current_config()
+    # shutdown_on_exit=False: the SDK's own exit hook waits up to 30 s; ours is bounded.
+    provider = TracerProvider(
+        resource=build_resource(config),
+        shutdown_on_exit=False,
+        id_generator=PrivateIdGenerator(),
+        sampler=environment.traces_sampler(),  # parsed here: the SDK's own parse logs no variable
+    )
+    pipeline = _new_pipeline(config)
+    if pipeline is not None:
+        for processor in pipeline.processors:
+            provider.add_span_processor(processor)
+    return provider
+
+
+def _install(source: Any) -> _Tracing:
+    global _owned_provider  # noqa: PLW0603 - one tracing set-up per process
+    owned = type(source) is trace.ProxyTracerProvider  # nothing installed globally
+    if owned:
+        if _owned_provider is None:
+            _owned_provider = _create_provider()
+        provider: Any = _owned_provider
+    else:
+        provider = source
+    add = getattr(provider, "add_span_processor", None)
+    if add is not None:
+        if not any(p is provider for p in _with_processor):
+            add(tree)
+            _with_processor.append(provider)
+        config = current_config()
+        if not owned and config.asked_for_export and not any(p is provider for p in _exported_to):
+            _exported_to.append(provider)
+            pipeline = _new_pipeline(config)
+            for processor in pipeline.processors if pipeline is not None else ():
+                add(processor)
+    tracer = provider.get_tracer("tasktrace", VERSION)
+    return _Tracing(source=source, provider=provider, tracer=tracer, owned=owned)
+
+
+def get_tracer() -> trace.Tracer:
+    """Return the tracer for the next task, setting tracing up when the global provider changed.
+
+    Thread-safe; after set-up, one call to ``trace.get_tracer_provider()`` and one identity
+    comparison.
+    """
+    global _state  # noqa: PLW0603 - see _install
+    source = trace.get_tracer_provider()
+    state = _state
+    if state is not None and state.source is source:
+        return state.tracer
+    with _lock:
+        state = _state
+        if state is None or state.source is not source:
+            state = _state = _install(source)
+        return state.tracer
+
+
+def reconfigure() -> None:
+    """Apply a new :func:`tasktrace.configure`: later tasks get new exporters and resource.
+
+    The previous pipelines start flushing and shutting down on a daemon thread now; the exit
+    handler waits for them within the exit bound.
+    """
+    global _state, _owned_provider  # noqa: PLW0603 - see _install
+    with _lock:
+        for pipeline in _pipelines:
+            pipeline.begin_shutdown()
+        _state = None
+        _owned_provider = None
+        _exported_to.clear()
+
+
+def shutdown_export(timeout_s: float | None = None) -> bool:
+    """Flush and shut down every tasktrace exporter within ``timeout_s`` seconds in total.
+
+    Registered with :mod:`atexit` when the first exporter is created. Past the bound it
+    returns and leaves the export threads (daemons) behind; a single warning then says how
+    many spans were not exported and where they were going.
+
+    Args:
+        timeout_s: The bound in seconds (``None``: :func:`exit_timeout_s`).
+
+    Returns:
+        Whether every span was exported.
+
+    """
+    bound = exit_timeout_s() if timeout_s is None else timeout_s
+    deadline = time.monotonic() + bound
+    with _lock:
+        pipelines = list(_pipelines)
+    for pipeline in pipelines:
+        pipeline.begin_shutdown()
+    ok = True
+    for pipeline in pipelines:
+        ok = pipeline.shutdown(max(0.0, deadline - time.monotonic())) and ok
+    return ok
+
+
+def pipelines() -> list[ExportPipeline]:
+    """Return the export pipelines tasktrace created in this process, oldest first.
+
+    Every :func:`tasktrace.configure` that asks for exporters adds one (the earlier ones are
+    shutting down). For diagnostics and tests.
+    """
+    with _lock:
+        return list(_pipelines)
+
+
+def tracer_provider() -> Any:
+    """Return the tracer provider tasks use now (``None`` before the first task)."""
+    state = _state
+    return state.provider if state is not None else None
+
+
+def owns_provider() -> bool:
+    """Whether tasks currently go through tasktrace's own (private) tracer provider."""
+    state = _state
+    return state.owned if state is not None else False
+
+
+def reset_tracing() -> None:
+    """Forget the cached tracer so the next task looks for the provider again (for tests)."""
+    global _state  # noqa: PLW0603 - see _install
+    with _lock:
+        _state = None
+
+
+on_configure(reconfigure)
+
+
+def flush_spans(timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
+    """Flush the tracer provider tasks use now, waiting at most ``timeout_s`` seconds.
+
+    For a process that may end without its exit handlers (a forked worker ending by
+    ``os._exit``, a job stopped by ``SIGTERM``). Never raises: a failure is warned about once.
+
+    Returns:
+        Whether the provider flushed everything in time (``False`` without a provider, or for
+        one without ``force_flush``).
+    """
+    flush = getattr(tracer_provider(), "force_flush", None)
+    if flush is None:
+        return False
+    try:
+        return bool(flush(int(timeout_s * 1000)))
+    except Exception as e:  # noqa: BLE001 - exporting must not break the task
+        _warn("flush", "tasktrace: flushing spans failed: %r", e)
+        return False

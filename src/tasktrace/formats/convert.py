@@ -1,0 +1,249 @@
+"""Task trees ⇄ OpenTelemetry spans, for saved task files (replay, OTLP JSON, the inverse).
+
+One task becomes one :class:`~opentelemetry.sdk.trace.ReadableSpan` by the same mapping a live
+task's span is written with (:mod:`tasktrace.core.spans`): the same attributes, the same span
+status (``failed`` → ``ERROR`` with the task's ``error`` as its description), and the host on
+the span's resource (``host.name``, ``tasktrace.machine``), never in its attributes. Beyond
+that mapping:
+
+- ``start_time`` / ``finish_time`` (UNIX seconds, float) → the span's start/end timestamps in
+  integer nanoseconds, rounded exactly (:class:`fractions.Fraction`), so they come back as the
+  same float (integer nanoseconds divided exactly: ``int / int`` is correctly rounded) for
+  every timestamp after 1970-04-08 (``2**23`` s; below it a float resolves finer
+  than a nanosecond);
+- ids: the task's own ``trace_id`` / ``span_id`` when the file has them; otherwise (LensKit
+  files) *derived* ids: the trace id is the root task's UUID as a 128-bit integer, the span id
+  the first 8 bytes of BLAKE2b(task UUID). Converting the same file twice gives the same ids,
+  and on the way back ids equal to the derived ones are left unset, so the file round-trips;
+- a node built from a non-task span (``foreign_span``) carries ``tasktrace.task.foreign_span``
+  so that it comes back as one.
+
+Spans → tree: spans are attached to their parent span (by span id) in the order given; a span
+without a ``tasktrace.task.id`` attribute (another program's span) becomes a ``foreign_span``
+node whose task id is derived from its trace and span ids, as the live processor does. Spans
+whose parent is not among them are roots; several roots are gathered under one synthetic root
+labelled by the caller.
+
+Thread-safety: pure functions over their arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+from tasktrace.core import attributes as attr
+from tasktrace.core.ids import span_task_id
+from tasktrace.core.record import TaskRecord
+from tasktrace.core.spans import (
+    host_attributes,
+    resource_fields,
+    span_attributes,
+    span_fields,
+    span_status,
+)
+from tasktrace.core.status import TaskStatus
+from tasktrace.task import Task
+
+__all__ = [
+    "derived_span_id",
+    "derived_trace_id",
+    "seconds_to_ns",
+    "spans_to_task",
+    "task_to_spans",
+]
+
+_SCOPE = InstrumentationScope("tasktrace")
+_NULLABLE_FIELDS = tuple(
+    name for name in attr.FIELD_ATTRIBUTES if name not in {"subprocess", "status", "hostname"}
+)
+
+
+def seconds_to_ns(seconds: float) -> int:
+    """Convert UNIX seconds (float) to integer nanoseconds, rounding the exact value."""
+    return round(Fraction(seconds) * 1_000_000_000)
+
+
+def derived_trace_id(root_task_id: uuid.UUID) -> int:
+    """Return the trace id (128-bit int) of a task tree without one: its root task's UUID."""
+    return root_task_id.int or 1
+
+
+def derived_span_id(task_id: uuid.UUID) -> int:
+    """Return the span id (64-bit int) of a task without one: BLAKE2b-64 of its UUID's bytes."""
+    value = int.from_bytes(hashlib.blake2b(task_id.bytes, digest_size=8).digest(), "big")
+    return value or 1
+
+
+def task_to_spans(task: Task, resource: Resource | None = None) -> list[ReadableSpan]:
+    """Convert a task tree to spans, parents before children (pre-order).
+
+    Args:
+        task: The root of the tree (e.g. loaded from a task file).
+        resource: The spans' resource (default: an empty one); each span's resource is this one
+            with its task's ``host.name`` and ``tasktrace.machine`` over it.
+
+    Returns:
+        One ended :class:`ReadableSpan` per task; ``start_time`` / ``end_time`` are ``None`` for
+        a task that has no ``start_time`` / ``finish_time``.
+
+    Raises:
+        TypeError: A task's extra data cannot be encoded (names the key).
+        ValueError: A task's ``trace_id`` / ``span_id`` is not hex.
+    """
+    base = resource if resource is not None else Resource({})
+    resources: dict[tuple[str, str | None], Resource] = {}
+    root_trace = int(task.trace_id, 16) if task.trace_id else derived_trace_id(task.task_id)
+    spans: list[ReadableSpan] = []
+    stack: list[tuple[TaskRecord, SpanContext | None, int]] = [(task, None, root_trace)]
+    while stack:
+        node, parent, inherited_trace = stack.pop()
+        trace_id = int(node.trace_id, 16) if node.trace_id else inherited_trace
+        span_id = int(node.span_id, 16) if node.span_id else derived_span_id(node.task_id)
+        context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1))
+        attributes = span_attributes(node)
+        if node.foreign_span:
+            attributes[attr.FOREIGN_SPAN] = True
+        host = (node.hostname, node.machine)
+        node_resource = resources.get(host)
+        if node_resource is None:
+            node_resource = resources[host] = base.merge(Resource(host_attributes(*host)))
+        spans.append(
+            ReadableSpan(
+                name=node.label,
+                context=context,
+                parent=parent,
+                resource=node_resource,
+                attributes=attributes,
+                kind=SpanKind.INTERNAL,
+                status=span_status(node.status, node.error),
+                start_time=None if node.start_time is None else seconds_to_ns(node.start_time),
+                end_time=None if node.finish_time is None else seconds_to_ns(node.finish_time),
+                instrumentation_scope=_SCOPE,
+            )
+        )
+        stack.extend((child, context, trace_id) for child in reversed(node.subtasks))
+    return spans
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _node_data(span: ReadableSpan, parent: dict[str, Any] | None) -> dict[str, Any]:
+    ctx = span.get_span_context()
+    assert ctx is not None  # every span read from a file has a context
+    attributes: Mapping[str, Any] = span.attributes or {}
+    fields = span_fields(span)
+    data: dict[str, Any] = dict.fromkeys(_NULLABLE_FIELDS)
+    data["subtasks"] = []
+    foreign = attr.TASK_ID not in attributes
+    if foreign:
+        fields["task_id"] = span_task_id(ctx.trace_id, ctx.span_id)
+        if parent is not None:
+            fields.setdefault("parent_id", parent["task_id"])
+            fields.setdefault("hostname", parent["hostname"])
+            fields.setdefault("machine", parent["machine"])
+    else:
+        foreign = bool(attributes.get(attr.FOREIGN_SPAN, False))
+    data.update({k: _plain(v) for k, v in fields.items()})
+    data["label"] = span.name
+    data["start_time"] = span.start_time / 1_000_000_000 if span.start_time else None
+    data["finish_time"] = span.end_time / 1_000_000_000 if span.end_time else None
+    task_id = uuid.UUID(str(data["task_id"]))
+    data["task_id"] = task_id
+    if not data.get("hostname"):  # the host is on the resource (live spans, converted ones)
+        resource = span.resource.attributes if span.resource is not None else {}
+        host = resource_fields(resource)
+        data["hostname"] = host.get("hostname", "")
+        if data.get("machine") is None and "machine" in host:
+            data["machine"] = host["machine"]
+    if foreign:
+        data["foreign_span"] = True
+    root_trace = parent["_root_trace"] if parent is not None else derived_trace_id(task_id)
+    data["_root_trace"] = root_trace
+    derived = ctx.trace_id == root_trace and ctx.span_id == derived_span_id(task_id)
+    if not derived:
+        data["trace_id"] = format(ctx.trace_id, "032x")
+        data["span_id"] = format(ctx.span_id, "016x")
+    return data
+
+
+def spans_to_task(spans: Iterable[ReadableSpan], root_label: str = "trace") -> Task:
+    """Rebuild a task tree from spans (the inverse of :func:`task_to_spans`).
+
+    Args:
+        spans: Ended or unended spans, in any order; children keep the order given.
+        root_label: Label of the synthetic root made when the spans have several roots.
+
+    Returns:
+        The root task, with every span as a node (see the module docstring).
+
+    Raises:
+        ValueError: No spans were given.
+        pydantic.ValidationError: An attribute holds a value that is not valid for its field.
+    """
+    span_list: Sequence[ReadableSpan] = [
+        s
+        for s in spans
+        if s.context is not None  # pending snapshots stand for their real span: never nodes
+        and attr.PENDING_SPAN_ID not in (s.attributes or {})
+    ]
+    if not span_list:
+        raise ValueError("no spans to build a task tree from")
+    by_id = {_key(s): s for s in span_list}
+    built: dict[tuple[int, int], dict[str, Any]] = {}
+    roots: list[dict[str, Any]] = []
+    for span in span_list:
+        # Build parents before children whatever the order (live exports end children first).
+        chain = [span]
+        while True:
+            pkey = _parent_key(chain[-1])
+            if pkey is None or pkey not in by_id or pkey in built or by_id[pkey] in chain:
+                break
+            chain.append(by_id[pkey])
+        for s in reversed(chain):
+            if _key(s) not in built:
+                pkey = _parent_key(s)
+                built[_key(s)] = _node_data(s, built.get(pkey) if pkey else None)
+    for span in span_list:  # attach in the order given
+        pkey = _parent_key(span)
+        parent = built.get(pkey) if pkey is not None and pkey != _key(span) else None
+        (roots if parent is None else parent["subtasks"]).append(built[_key(span)])
+    for node in built.values():
+        del node["_root_trace"]
+    if len(roots) == 1:
+        return Task.model_validate(roots[0])
+    starts = [r["start_time"] for r in roots if r["start_time"] is not None]
+    finishes = [r["finish_time"] for r in roots if r["finish_time"] is not None]
+    return Task.model_validate(
+        {
+            **dict.fromkeys(_NULLABLE_FIELDS),
+            "label": root_label,
+            "hostname": roots[0]["hostname"],
+            "status": TaskStatus.FINISHED.value,
+            "start_time": min(starts) if starts else None,
+            "finish_time": max(finishes) if finishes else None,
+            "subtasks": roots,
+        }
+    )
+
+
+def _key(span: ReadableSpan) -> tuple[int, int]:
+    ctx = span.context
+    assert ctx is not None  # filtered in spans_to_task
+    return (ctx.trace_id, ctx.span_id)
+
+
+def _parent_key(span: ReadableSpan) -> tuple[int, int] | None:
+    ctx = span.context
+    assert ctx is not None  # filtered in spans_to_task
+    return None if span.parent is None else (ctx.trace_id, span.parent.span_id)

@@ -1,0 +1,127 @@
+"""The meter protocol: how a source of measurements plugs into a task.
+
+A *meter* measures one thing (CPU energy, GPU memory, ...) over the life of a task. It knows
+nothing of spans or files: the task façade calls :meth:`Meter.start` when the task starts and
+:meth:`Meter.read` when it finishes (and at each refresh while it runs), and writes the returned
+values into the task's fields. The façade turns those into span attributes.
+
+Meters never raise into user code: a meter that cannot measure returns ``None`` for its values,
+never 0, and warns once (see :class:`~tasktrace.core.warn.WarnOnce`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from tasktrace.core.warn import WarnOnce
+
+__all__ = ["Meter", "MeterReading", "meter_available"]
+
+_log = logging.getLogger("tasktrace.meters")
+
+MeterReading = Mapping[str, Any]
+"""Values a meter reports, keyed by :class:`tasktrace.Task` field name.
+
+Seed fields (``cpu_power``, ``gpu_power``, ``system_power``, ``peak_gpu_memory``) and tasktrace
+fields (for example ``cpu_energy_source``) may appear. A value of ``None`` means "could not be
+measured"; a key that is absent means "this meter does not speak to that field".
+"""
+
+
+@runtime_checkable
+class Meter(Protocol):
+    """A source of measurements over a task's life.
+
+    Implementations must be thread-safe: one meter instance serves every task in the process, in
+    every thread. ``start`` and ``read`` run on the task's hot path, so they must be cheap (read a
+    counter, not sleep or query a server) unless the meter is only used at finish.
+    """
+
+    name: str
+    """Short identifier used in settings and warnings (for example ``"rapl"``)."""
+
+    def available(self) -> bool:
+        """Return whether this meter can measure on this machine.
+
+        Called once when the meter is installed; an unavailable meter is left off the hot path.
+        Must not raise.
+        """
+        ...
+
+    def start(self) -> object:
+        """Take the starting snapshot for one task.
+
+        Returns:
+            An opaque snapshot handed back to :meth:`read`. ``None`` is a valid snapshot.
+        """
+        ...
+
+    def read(self, snapshot: object, elapsed_s: float, *, final: bool) -> MeterReading:
+        """Return the values measured since ``snapshot``.
+
+        Args:
+            snapshot: What :meth:`start` returned for this task.
+            elapsed_s: Seconds since the task started (``time.perf_counter``).
+            final: ``True`` at the task's finish, ``False`` for a running refresh.
+
+        Returns:
+            Field name → value. Values that cannot be measured are ``None``.
+        """
+        ...
+
+
+_warn_unavailable = WarnOnce(_log)
+
+
+def meter_available(meter: Meter, *, asked: bool = False) -> bool:
+    """Check whether ``meter`` can measure here, warning at most once per meter name.
+
+    The one place that says why a meter is left out, so that each meter gets at most one
+    warning per process, however often the meters are rebuilt (settings reloaded):
+
+    * ``available()`` raising (it must not): a warning naming the meter and the error;
+    * ``available()`` false and the meter asked for by name (``TASKTRACE_METERS``): a warning
+      with the meter's ``reason`` attribute, if it has one;
+    * false and not asked for: a warning only where the meter's ``reason_is_notable`` attribute
+      is true (RAPL present but unreadable, say), else a debug message (no GPU, no RAPL).
+
+    Args:
+        meter: The meter to check.
+        asked: Whether the user named this meter in the meters setting.
+
+    Returns:
+        Whether the meter is available. Never raises.
+    """
+    name = getattr(meter, "name", type(meter).__name__)
+    try:
+        if meter.available():
+            return True
+    except Exception as e:  # noqa: BLE001 - a broken meter is an unavailable one, said once
+        _warn_unavailable(
+            f"unavailable:{name}",
+            "tasktrace: meter %r failed its availability check (%r); its values stay None",
+            name,
+            e,
+        )
+        return False
+    reason = getattr(meter, "reason", None) or "it gave no reason"
+    if asked:
+        _warn_unavailable(
+            f"unavailable:{name}",
+            "tasktrace: meter %r was asked for (meters setting, TASKTRACE_METERS) but cannot "
+            "measure on this machine: %s; its values stay None",
+            name,
+            reason,
+        )
+    elif getattr(meter, "reason_is_notable", False):
+        _warn_unavailable(
+            f"unavailable:{name}",
+            "tasktrace: meter %r cannot measure on this machine: %s; its values stay None",
+            name,
+            reason,
+        )
+    else:
+        _log.debug("tasktrace: meter %r cannot measure here: %s", name, reason)
+    return False

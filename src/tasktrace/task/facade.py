@@ -1,0 +1,398 @@
+"""The Task façade: LensKit's ``Task`` API, where each task is an OpenTelemetry span.
+
+A :class:`Task` is a pydantic model (the seed's fields, loadable from LensKit task files) and,
+while it runs, an OpenTelemetry span: :meth:`Task.start` starts the span as a child of the
+explicit ``parent``, else of the current task or span, and makes it current; :meth:`Task.finish`
+reads the meters, writes the measurements as span attributes, sets the span status and ends it.
+
+The façade drives the layers below it: it gets the tracer (:mod:`tasktrace.export.provider`),
+reads the meters (:mod:`tasktrace.task.runtime`), writes the span by the one task ⇄ span mapping
+(:mod:`tasktrace.core.spans`) and tells the tree processor (:mod:`tasktrace.tree.processor`)
+that a task started and finished; the processor writes task files from the tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from pydantic import PrivateAttr
+
+from tasktrace.core import attributes as attr
+from tasktrace.core.context import TASK_KEY, live_context, task_context
+from tasktrace.core.ids import new_task_id
+from tasktrace.core.record import FIELD_DEFAULTS, TaskRecord, bind_task_class
+from tasktrace.core.settings import get_settings
+from tasktrace.core.spans import start_attributes
+from tasktrace.core.status import RUNNING, Outcome, TaskStatus, outcome_of
+from tasktrace.core.views import tree_html
+from tasktrace.core.warn import WarnOnce
+from tasktrace.export.provider import flush_spans, get_tracer
+from tasktrace.task import processes, watch
+from tasktrace.task.parents import resolve_parent
+from tasktrace.task.runtime import (
+    Runtime,
+    apply,
+    close_measurements,
+    current_runtime,
+    end_span,
+    measure,
+    open_measurements,
+    refresh_task,
+    release,
+    runtime,
+    start_span,
+    update_task,
+)
+from tasktrace.task.signals import install_sigterm_handler
+from tasktrace.tree.processor import tree
+
+__all__ = ["Task", "TaskStatus"]
+
+_warn = WarnOnce(logging.getLogger(__name__))
+
+
+class Task(TaskRecord):
+    """A task for logging and resource measurement, recorded as an OpenTelemetry span.
+
+    A task may be *top-level* (no parent) or a *subtask*. By default a new task's parent is the
+    active task of the current thread or asyncio task (the OpenTelemetry context); the span's
+    parent is the current span, so tasks nest inside spans that are not tasks and join a trace
+    propagated from elsewhere. Tasks are not active until started; use the task as a context
+    manager (the recommended way) or call :meth:`start` and :meth:`finish`.
+
+    Args:
+        label: Human-readable task label; also the span name.
+        file: A file to save the task to at start, at each refresh while it runs, and at finish
+            (written by atomic replacement). Its folder must exist when the task starts, and an
+            existing file there must be tasktrace output (a task file, OTLP JSON lines, a
+            tasktrace Chrome trace) or empty: anything else is never replaced (use
+            :meth:`save_to_file` with ``force=True`` to replace it).
+        parent: The parent task, as a :class:`Task` or its ``task_id``. If unspecified, the
+            currently-active task.
+        reset_hwm: Whether to reset the process's RSS (and CUDA) high-water marks at start, so
+            that ``peak_memory`` is this task's own peak. Only effective on Linux. If
+            unspecified, resets when the task has no parent.
+        **data: Extra data kept in the model, the task file and the span (``tags=["train"]``,
+            ``epoch=3``); must be JSON-serialisable.
+
+    Raises:
+        TypeError: A value in ``data`` cannot be serialised (the message names the key), or
+            ``parent`` is neither a Task nor a UUID.
+
+    :meth:`start` raises :class:`FileExistsError` when ``file`` holds something that is not
+    tasktrace output (see ``file``).
+
+    Used as a context manager, a task's status follows what ended its block (span status in
+    brackets; the error text goes to ``error`` and the span's status description):
+
+    - nothing, or ``sys.exit(0)`` / ``sys.exit()`` / ``sys.exit(None)``: ``finished`` (OK);
+    - ``sys.exit(n)`` with any other code: ``failed`` (ERROR, ``"SystemExit: n"``);
+    - ``KeyboardInterrupt``, ``asyncio.CancelledError`` (``task.cancel()``, a ``wait_for``
+      timeout, a ``TaskGroup`` aborting), ``concurrent.futures.CancelledError`` and
+      ``GeneratorExit`` (a generator holding the task closed before its end):
+      ``cancelled`` (UNSET);
+    - any other exception: ``failed`` (ERROR, ``"ValueError: ..."``).
+
+    A ``SystemExit`` also records the exit status as the ``exit_code`` extra data (0 for
+    ``None``, 1 for a message), as ``tasktrace run`` does. Unless the task finished, the
+    exception is recorded as a span event; it always propagates unchanged.
+
+    Thread-safety: a task may be started in one thread and finished in another; its
+    measurements are updated under a per-task lock. The active task is per thread and per
+    asyncio task; a task that finished elsewhere (a generator closed by another thread or
+    asyncio task, or by the garbage collector) is never the active task: :meth:`current` and
+    the parent of a new task (and of its span) skip to the innermost task still running.
+    """
+
+    _rt: Runtime | None = PrivateAttr(default=None)
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        file: os.PathLike[str] | str | None = None,
+        parent: Task | uuid.UUID | None = None,
+        reset_hwm: bool | None = None,
+        **data: Any,
+    ) -> None:
+        """Create a pending task (see the class docstring for the arguments)."""
+        if parent is not None and not isinstance(parent, Task | uuid.UUID):
+            raise TypeError(
+                f"parent must be a Task or a UUID, not {type(parent).__name__}: {parent!r}"
+            )
+        if isinstance(parent, Task):
+            data["parent_id"] = parent.task_id
+        elif isinstance(parent, uuid.UUID):
+            data["parent_id"] = parent
+        if data or type(label) is not str or type(self) is not Task:
+            super().__init__(label=label, **data)
+            extra = self.__pydantic_extra__
+            if extra:
+                for key, value in extra.items():  # numpy / torch scalars become numbers
+                    extra[key] = attr.normalise_data(key, value)  # TypeError naming the key
+        else:
+            # The common case, Task("label"): every other field takes its default, so build
+            # the instance as model_construct does, without the validator (~3 µs a task).
+            fields = dict(FIELD_DEFAULTS)
+            fields["task_id"] = new_task_id()
+            fields["label"] = label
+            fields["machine"] = get_settings().machine
+            fields["subtasks"] = []
+            object.__setattr__(self, "__dict__", fields)
+            object.__setattr__(self, "__pydantic_fields_set__", {"label"})
+            object.__setattr__(self, "__pydantic_extra__", {})
+            object.__setattr__(self, "__pydantic_private__", {"_rt": None})
+        rt = Runtime()
+        self.__pydantic_private__["_rt"] = rt  # type: ignore[index]
+        rt.reset_hwm = reset_hwm
+        rt.parent = parent if isinstance(parent, Task) else None
+        if file is not None:
+            tree.files.set_file(self, Path(file))
+
+    # Validation (model_validate, nested subtasks, JSON files) must not call __init__: its
+    # signature is the seed's, for people; pydantic treats a "base" __init__ as plain fields.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Set a field, or extra data (``t.loss = 0.3``) checked like the constructor's.
+
+        Raises:
+            TypeError: Extra data that cannot be stored (names the key); NumPy and PyTorch
+                scalars and arrays are converted to Python numbers and lists first.
+        """
+        if name[0] != "_" and name not in type(self).model_fields:
+            value = attr.normalise_data(name, value)
+        super().__setattr__(name, value)
+
+    # ----- the active task ---------------------------------------------------------------------
+
+    @staticmethod
+    def current() -> Task | None:
+        """Return the active task of this thread / asyncio task, or ``None``.
+
+        A task that finished elsewhere (see the class docstring) is never returned: the
+        innermost task of this context still running is.
+        """
+        task: Task | None = otel_context.get_value(TASK_KEY)  # type: ignore[assignment]
+        if task is None or task.status is RUNNING:
+            return task
+        return live_context(otel_context.get_current())[0]  # type: ignore[return-value]
+
+    @staticmethod
+    def root() -> Task | None:
+        """Return the root of the active task's tree in this process, or ``None``."""
+        task = Task.current()
+        while task is not None:
+            rt = current_runtime(task)
+            parent = rt.parent if rt is not None else None
+            if parent is None:
+                return task
+            task = parent  # type: ignore[assignment]
+        return None
+
+    # ----- measurements ------------------------------------------------------------------------
+
+    def update_resources(self) -> dict[str, Any]:
+        """Update the running task's measurements so far; return them.
+
+        Reads ``perf_counter``, ``getrusage``, the high-water marks and the registered meters
+        (as a refresh, ``final=False``). Called by :meth:`update` with the task's lock held.
+
+        Returns:
+            Field name → value of what was measured (``duration``, ``cpu_time``,
+            ``peak_memory``, ``peak_gpu_memory`` and meter fields); empty if not running.
+        """
+        rt = runtime(self)
+        if self.status is not TaskStatus.RUNNING or rt.rss_scope is None:
+            return {}
+        values = measure(rt, final=False)
+        apply(self, values)
+        return values
+
+    def update(self) -> None:
+        """Update the task's resource measurements and save the file (if one is set)."""
+        update_task(self)
+
+    def monitor_refresh(self) -> None:
+        """Refresh, run by the refresh thread every ``refresh_interval_s`` (see :meth:`update`).
+
+        A refresh re-writes the whole tree, so its cost grows with the tree: after one that
+        took ``c`` seconds, the next waits at least ``REFRESH_COST_FACTOR × c`` seconds, which
+        keeps refreshes under 1/20 of the run's wall time however large the tree grows (and
+        the run linear in the number of tasks).
+        """
+        refresh_task(self)
+
+    # ----- the tree ----------------------------------------------------------------------------
+
+    def add_subtask(self, task: Task) -> None:
+        """Add or update a subtask (matched by ``task_id``); sets its ``parent_id`` if unset."""
+        tree.add_subtask(self, task)
+
+    # ----- files -------------------------------------------------------------------------------
+
+    def save_to_file(
+        self, path: os.PathLike[str] | str, monitor: bool = True, *, force: bool = False
+    ) -> None:
+        """Save this task to ``path`` now, and re-save it while it runs and when it finishes.
+
+        Args:
+            path: The task file (JSON, :meth:`model_dump_json`), replaced atomically.
+            monitor: Re-save at every refresh interval while the task runs.
+            force: Replace ``path`` even when it holds something that is not tasktrace output
+                (keyword only; LensKit's ``save_to_file`` has no such argument).
+
+        Raises:
+            FileNotFoundError: The file's folder does not exist.
+            FileExistsError: ``path`` exists and is not empty, a task file, OTLP JSON lines or
+                a tasktrace Chrome trace (the message says what it holds), and ``force`` is
+                false; or ``path`` is a folder or a special file (a device, FIFO or socket),
+                whatever ``force``. Nothing is written then.
+        """
+        tree.files.save(self, Path(path), force=force, monitor=monitor)
+
+    # ----- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the task: start its span, make it current, take the starting measurements.
+
+        Raises:
+            RuntimeError: The task was already started.
+            FileNotFoundError: The task file's folder does not exist (before any work runs).
+            FileExistsError: The task file exists and is not tasktrace output (see the class
+                docstring), before any work runs.
+        """
+        rt = runtime(self)
+        if self.status is not TaskStatus.PENDING:
+            raise RuntimeError(f"task {self.label!r} was already started ({self.status.value})")
+        tree.files.check(self)  # a task with a file: its folder, and a user's file, first
+        parent, parent_ctx = resolve_parent(self, rt)
+        parent_ctx = processes.join_parent_process(self, parent, parent_ctx)
+        d = self.__dict__  # plain writes below: these fields are ours, validation is not needed
+        if parent is not None:
+            d["parent_id"] = parent.task_id
+        reset = rt.reset_hwm if rt.reset_hwm is not None else d["parent_id"] is None
+        # Identity at start (the processor tells tasks from other spans by TASK_ID); host name
+        # and machine label are resource attributes; measurements come at finish.
+        start_attrs = start_attributes(self)
+        install_sigterm_handler()
+        tracer = get_tracer()  # the first task sets tracing up: keep that out of its times
+        start_ns = time.time_ns()
+        span = start_span(tracer, d["label"], parent_ctx, start_attrs, start_ns)
+        sctx = span.get_span_context()
+        rt.span = span
+        rt.span_context = sctx
+        if sctx.is_valid:
+            d["trace_id"] = format(sctx.trace_id, "032x")
+            d["span_id"] = format(sctx.span_id, "016x")
+        ctx = task_context(self, span)
+        rt.ctx = ctx
+        rt.token = otel_context.attach(ctx)
+
+        d["start_time"] = start_ns / 1e9
+        d["status"] = TaskStatus.RUNNING
+        open_measurements(rt, reset=reset)
+
+        tree.task_started(self, parent, sctx.span_id)  # writes the file, if the task has one
+        if watch.active():  # pending spans, task metrics, live panel: off by default
+            watch.started(self, get_tracer(), sctx, root=rt.parent is None)
+            tree.monitor.add(id(self), self.monitor_refresh)
+
+    def finish(self, status: TaskStatus = TaskStatus.FINISHED) -> None:
+        """Finish the task: measure, write span attributes and status, end the span, save.
+
+        Args:
+            status: The final status (``FINISHED``, ``FAILED`` or ``CANCELLED``).
+
+        Finishing a task that is not running logs a warning and does nothing.
+        """
+        self._finish(Outcome(TaskStatus(status), None), None)
+
+    def _finish(self, outcome: Outcome, exc: BaseException | None) -> None:
+        rt = runtime(self)
+        with rt.lock:
+            if rt.remote:  # another process's task (inherited by fork): only leave its context
+                close_measurements(rt)
+                return
+            if self.status is not TaskStatus.RUNNING or rt.span is None:
+                _warn(f"finish:{id(self)}", "tasktrace: task %r is not running", self.label)
+                return
+            values = measure(rt, final=True)
+            end_ns = time.time_ns()
+            apply(self, values)
+            d = self.__dict__
+            d["finish_time"] = end_ns / 1e9
+            d["status"] = outcome.status
+            if outcome.error is not None and d["error"] is None:
+                d["error"] = outcome.error
+            if outcome.exit_code is not None:
+                self.exit_code = outcome.exit_code  # as `tasktrace run` records a command's
+            try:
+                end_span(self, rt.span, exc, end_ns)
+            finally:
+                close_measurements(rt)  # and leave the task's context, where it may
+                root = processes.is_subprocess_root(self)
+                tree.task_finished(self, rt.span_context.span_id if rt.span_context else 0)
+                if root:
+                    flush_spans()  # the child may end by os._exit
+                if watch.active():
+                    tree.monitor.remove(id(self))
+                    watch.finished(self, root=rt.parent is None)
+                if tree.files.targets(self) is None:
+                    # Nothing left to do for a finished task: drop its runtime state, so that
+                    # a tree of 100,000 finished tasks holds only the model data.
+                    release(self)
+
+    # ----- context manager and protocols -------------------------------------------------------
+
+    def __enter__(self) -> Task:
+        """Start the task and return it."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Finish with the status the exception (if any) calls for; see the class docstring.
+
+        The exception propagates unchanged; unless the task finished (``sys.exit(0)``), it is
+        recorded as a span event.
+        """
+        del exc_type, traceback
+        self._finish(outcome_of(exc_value), exc_value)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as the task's data; a running task as a parent for another process.
+
+        A task that is not running pickles as its data (``Task.model_validate`` of
+        :meth:`model_dump`). A running task pickles without its subtasks but with its trace
+        context and the spool folder, so that ``Task("work", parent=task)`` in the process that
+        unpickles it is a subprocess subtask in the same trace (see :doc:`/parallel`).
+        """
+        return processes.reduce_task(self)
+
+    def __str__(self) -> str:
+        """``<Task ID: label>``, as LensKit prints it."""
+        return f"<Task {self.task_id}: {self.label}>"
+
+    def _repr_html_(self) -> str:
+        """Return the task tree with human units as HTML: how Jupyter displays a task.
+
+        Finished or running (a running task shows the measurements of its last refresh or
+        :meth:`update`); repeated siblings of a tree over 1,000 tasks are collapsed.
+        """
+        return tree_html(self)
+
+
+bind_task_class(Task)  # subtasks are Task objects; lower layers build tree nodes of this class
+tree.files.set_refresher(refresh_task)

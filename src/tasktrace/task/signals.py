@@ -1,0 +1,103 @@
+"""SIGTERM: finish running tasks as CANCELLED, write their files and flush spans before exiting.
+
+A batch scheduler (Slurm, Kubernetes, systemd) stops a job with ``SIGTERM``. By default Python
+dies at once, so running tasks would stay RUNNING in their files and spans still queued in a
+``BatchSpanProcessor`` would be lost. :func:`install_sigterm_handler` (called by the task façade
+when the first task starts, in the main thread only) installs a handler that:
+
+- when the program had **no handler** (``SIG_DFL``): restores ``SIG_DFL`` (so a second
+  ``SIGTERM`` kills at once), finishes every running task, innermost first, as
+  :attr:`~tasktrace.TaskStatus.CANCELLED` (which writes their task files), flushes the tracer
+  provider, then sends ``SIGTERM`` to the process again, so the exit status is still "killed by
+  SIGTERM" (``-15`` / ``143``);
+- when the program had **its own Python handler**: writes the running tasks' files as they are
+  (still RUNNING), flushes the tracer provider, then calls the program's handler, which decides
+  what happens next (its exceptions propagate, and ``with Task`` blocks record them as usual);
+- when the signal is **ignored** (``SIG_IGN``) or handled outside Python: installs nothing.
+
+A handler the program installs later replaces tasktrace's; nothing is chained then.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from tasktrace.core.record import TaskRecord
+from tasktrace.core.status import TaskStatus
+from tasktrace.export.provider import flush_spans
+from tasktrace.tree.processor import tree
+
+__all__ = ["FLUSH_TIMEOUT_MILLIS", "install_sigterm_handler"]
+
+_log = logging.getLogger(__name__)
+
+FLUSH_TIMEOUT_MILLIS = 5000
+"""Longest wait, in milliseconds, for the tracer provider to flush spans after ``SIGTERM``."""
+
+_installed = False
+_previous: Any = None
+
+
+def install_sigterm_handler() -> bool:
+    """Install tasktrace's ``SIGTERM`` handler once, if this is the main thread.
+
+    Cheap after the first successful call (one global read). Never raises.
+
+    Returns:
+        Whether tasktrace's handler is installed (``False`` off the main thread, where a later
+        call may still install it, and when the signal is ignored or handled outside Python).
+    """
+    global _installed, _previous  # noqa: PLW0603 - one handler per process
+    if _installed:
+        return True
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    _installed = True  # decided once, whatever the outcome
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is signal.SIG_DFL or callable(previous):
+            _previous = previous
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            return True
+    except (ValueError, OSError) as e:  # no signals here (an embedded interpreter)
+        _log.debug("tasktrace: SIGTERM handler not installed (%s)", e)
+    return False
+
+
+def _running_tasks() -> list[Any]:
+    """List the running tasks of this process, innermost (latest started) first.
+
+    The tree holds :class:`tasktrace.Task` objects (typed as records below the façade).
+    """
+    tasks: list[TaskRecord] = tree.running_tasks()
+    return sorted(tasks, key=lambda t: t.start_time or 0.0, reverse=True)
+
+
+def _flush() -> None:
+    flush_spans(FLUSH_TIMEOUT_MILLIS / 1000)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    previous = _previous
+    if callable(previous):
+        for task in _running_tasks():
+            try:
+                task.update()
+            except Exception as e:  # noqa: BLE001, PERF203 - the program's own handler must still run
+                _log.warning("tasktrace: cannot save task %r on SIGTERM (%r)", task.label, e)
+        _flush()
+        previous(signum, frame)
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for task in _running_tasks():
+        try:
+            task.finish(TaskStatus.CANCELLED)
+        except Exception as e:  # noqa: BLE001, PERF203 - finish the others, then exit
+            _log.warning("tasktrace: cannot finish task %r on SIGTERM (%r)", task.label, e)
+    _flush()
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,243 @@
+"""Task files: atomic replacement, and the guard that never replaces a user's file.
+
+A task file is always written whole to a temporary file in the same folder and moved over the
+old one with :func:`os.replace`, so a reader (or a crash, even ``SIGKILL``) sees either the old
+or the new file, never half of one. A failed write (disk full, read-only folder) warns once per
+file, leaves the previous file intact and never raises into the user's task; the next write that
+succeeds catches up (and logs that it did), so a later failure warns again.
+
+Every writer of tasktrace (a task's ``file``, :meth:`Task.save_to_file`, ``tasktrace run
+--file``, ``tasktrace export -o``) first calls :func:`check_replaceable`, which refuses to replace
+an existing file that is not tasktrace's own output, so that a mistyped path never destroys a
+user's data.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import logging
+import os
+import stat
+import sys
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+import pydantic_core
+
+from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.warn import WarnOnce
+
+__all__ = ["HEAD_BYTES", "check_folder", "check_replaceable", "save_atomic"]
+
+_log = logging.getLogger(__name__)
+_warn = WarnOnce(_log)
+_umask: int | None = None
+_failing: set[str] = set()  # paths whose last write failed (warned once until one succeeds)
+_failing_lock = threading.Lock()
+renew_after_fork(sys.modules[__name__], "_failing_lock")
+
+
+def _file_mode() -> int:
+    """``0o666`` less the process umask and never world-writable (umask read once)."""
+    global _umask  # noqa: PLW0603 - the umask is read once per process
+    if _umask is None:
+        try:
+            with open("/proc/self/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Umask:"):
+                        _umask = int(line.split()[1], 8)
+                        break
+        except (OSError, ValueError):
+            pass
+        if _umask is None:  # not Linux: os.umask is the only way (briefly sets it)
+            _umask = os.umask(0o022)
+            os.umask(_umask)
+    return 0o666 & ~_umask & ~0o002
+
+
+def check_folder(path: Path) -> None:
+    """Raise if ``path``'s folder does not exist, before any work runs.
+
+    Raises:
+        FileNotFoundError: The folder is missing (the message names the task file).
+        NotADirectoryError: The parent path exists but is not a folder.
+    """
+    folder = path.parent
+    if not folder.exists():
+        raise FileNotFoundError(f"task file {str(path)!r}: folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"task file {str(path)!r}: {str(folder)!r} is not a folder")
+
+
+HEAD_BYTES = 4096
+"""Bytes read from the beginning (and at most from the end) of an existing file to recognise it."""
+
+_TASKTRACE_OUTPUT = "a task file, OTLP JSON lines or a Chrome trace from tasktrace"
+
+
+def check_replaceable(path: Path, *, force: bool = False, override: str) -> None:
+    """Raise unless replacing ``path`` can lose only tasktrace's own output (or ``force``).
+
+    The one check every writer makes before it first writes a file. ``path`` may be replaced
+    when it does not exist, is empty, or holds what tasktrace writes and reads: a task file
+    (tasktrace's or LensKit's), OTLP JSON lines, or a Chrome trace that tasktrace exported.
+    Anything else (a CSV, a config file, another tool's JSON) is refused unless ``force``; a
+    folder or a special file (device, FIFO, socket) is refused even then. A symbolic link may
+    be replaced: :func:`save_atomic` replaces the link itself and never writes through it, so
+    the file it points to is untouched. The file is recognised from its first and last
+    :data:`HEAD_BYTES` bytes (two reads and a partial parse: about 30 µs whatever its size,
+    where parsing a 48 MiB task file takes seconds; ``benchmarks/scale.py``):
+
+    - task file: a JSON object whose ``task_id`` is a UUID string and ``label`` a string, both
+      in the first :data:`HEAD_BYTES` (tasktrace and LensKit write them first), ending in ``}``;
+    - OTLP JSON lines: the first line is a JSON object with a ``resourceSpans`` list;
+    - Chrome trace: a JSON object with a ``traceEvents`` list whose last key is ``otherData``
+      holding a ``root_task_id`` UUID, as ``tasktrace export --format chrome`` writes it.
+
+    Args:
+        path: The file about to be written.
+        force: Replace any regular file (the caller's ``--force`` / ``force=True``).
+        override: How the caller lets the user replace it anyway, appended to the message
+            (``"pass --force to replace it"``).
+
+    Raises:
+        FileExistsError: ``path`` holds something else (or cannot be read to tell); the message
+            names the file, says what it holds (its size and whether text, JSON or binary;
+            never its content) and ends with ``override``. Or ``path`` is a folder or a
+            special file.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError:  # missing (the common case), or no access: the write itself will say why
+        return
+    if stat.S_ISLNK(st.st_mode):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise FileExistsError(f"{path}: is a folder; give the path of a file to write")
+    if not stat.S_ISREG(st.st_mode):
+        raise FileExistsError(
+            f"{path}: not replaced: it is a special file (a device, FIFO or socket)"
+        )
+    if force or st.st_size == 0:
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+            tail = head
+            if st.st_size > HEAD_BYTES:
+                f.seek(st.st_size - HEAD_BYTES)
+                tail = f.read(HEAD_BYTES)
+    except OSError as e:  # unreadable, yet its folder may let it be replaced: keep it
+        raise FileExistsError(
+            f"{path}: not replaced: it cannot be read to tell what it holds "
+            f"({e.strerror or e}); {override}"
+        ) from None
+    partial = st.st_size > len(head)
+    top = _parse_json(head, partial)
+    if _is_tasktrace_output(top, tail, partial):
+        return
+    raise FileExistsError(
+        f"{path}: not replaced: it holds {_describe(head, top, st.st_size, partial)}, "
+        f"not {_TASKTRACE_OUTPUT}; {override}"
+    )
+
+
+def _parse_json(head: bytes, partial: bool) -> object:
+    """Parse the first JSON value of ``head`` (cut short when ``partial``); ``None`` if not JSON."""
+    try:
+        return pydantic_core.from_json(head, allow_partial=partial)
+    except ValueError:
+        if partial:
+            return None
+    try:  # a whole file of JSON lines: the first line alone
+        return pydantic_core.from_json(head.split(b"\n", 1)[0])
+    except ValueError:
+        return None
+
+
+def _is_uuid(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_tasktrace_output(top: object, tail: bytes, partial: bool) -> bool:
+    """Whether the parsed beginning ``top`` and the last bytes ``tail`` are tasktrace output."""
+    if not isinstance(top, dict):
+        return False
+    if _is_uuid(top.get("task_id")) and isinstance(top.get("label"), str):
+        return not partial or tail.rstrip().endswith(b"}")
+    if isinstance(top.get("resourceSpans"), list):
+        return True
+    return isinstance(top.get("traceEvents"), list) and _ends_like_tasktrace_chrome(tail)
+
+
+def _ends_like_tasktrace_chrome(tail: bytes) -> bool:
+    """Whether a Chrome trace ends with tasktrace's ``"otherData": {"root_task_id": UUID}}``."""
+    start = tail.rfind(b'"otherData"')
+    if start < 0:
+        return False
+    try:  # '"otherData": {...}}' is the document's last key: '{' makes it an object again
+        other = pydantic_core.from_json(b"{" + tail[start:]).get("otherData")
+    except ValueError:
+        return False
+    return isinstance(other, dict) and _is_uuid(other.get("root_task_id"))
+
+
+def _describe(head: bytes, top: object, size: int, partial: bool) -> str:
+    """Say what a file holds, by kind and size, without quoting any of it."""
+    amount = f"{size:,} bytes"
+    if isinstance(top, dict | list):
+        return f"{amount} of JSON"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=not partial)
+    except UnicodeDecodeError:
+        return f"{amount} of binary data"
+    return f"{amount} of text" if b"\x00" not in head else f"{amount} of binary data"
+
+
+def save_atomic(path: Path, data: bytes) -> bool:
+    """Replace ``path`` with ``data`` atomically; return whether it was written.
+
+    The temporary file is created by :func:`tempfile.mkstemp` (unpredictable name, ``O_EXCL``,
+    mode ``0o600``) in the same folder, given the mode ``0o666 & ~umask`` less world-write and
+    moved into place with :func:`os.replace` (a symlink at ``path`` is replaced, never followed).
+    A failure is logged once, with the previous file left intact; the first success after it
+    logs that the file is written again, and a later failure warns again.
+    """
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        with _failing_lock:
+            first = str(path) not in _failing
+            _failing.add(str(path))
+        if first:
+            _log.warning(
+                "tasktrace: cannot write task file %s (%s); the previous file is kept and later "
+                "refreshes will retry",
+                path,
+                e,
+            )
+        return False
+    if _failing:
+        with _failing_lock:
+            recovered = str(path) in _failing
+            _failing.discard(str(path))
+        if recovered:
+            _log.info("tasktrace: task file %s is written again", path)
+    return True

@@ -1,0 +1,215 @@
+"""Task files written from the tree: which tasks have files, and writing them.
+
+The processor decides *when* (a task with a file starts, is refreshed, finishes; a record of
+another process arrives); this writer decides *where*. A task may have two targets:
+
+- its **file** (``Task(file=...)``, :meth:`~tasktrace.Task.save_to_file`, ``tasktrace run
+  --file``), checked before the first write (:func:`~tasktrace.tree.files.check_folder`,
+  :func:`~tasktrace.tree.files.check_replaceable`) and refreshed by the refresh thread while
+  the task runs (unless asked not to);
+- its **spool record**, when it is the root of a subprocess's tasks whose parent task is in
+  another process (:mod:`tasktrace.tree.spool`).
+
+Each write pulls the records of other processes first (the processor's record sources), then
+serialises the task's tree under the tree's lock (:func:`~tasktrace.core.record.dump_json`) and
+replaces each target atomically (:func:`~tasktrace.tree.files.save_atomic`). Targets are held
+per task object, weakly: a task that is garbage-collected takes its targets with it.
+
+Thread-safety: every method may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasktrace.core.record import TaskRecord, dump_json
+from tasktrace.core.status import TaskStatus
+from tasktrace.tree.files import check_folder, check_replaceable, save_atomic
+from tasktrace.tree.refresh import RefreshMonitor
+
+__all__ = ["FORCE_HINT", "FileTargets", "TaskFileWriter"]
+
+FORCE_HINT = "remove it, or call task.save_to_file(path, force=True) to replace it"
+"""How the Python API lets a user replace a file that is not tasktrace output."""
+
+
+@dataclass
+class FileTargets:
+    """Where one task is written.
+
+    Attributes:
+        file: The task file, or ``None``.
+        checked: Whether ``file`` passed (or was let past) the replaceability check.
+        monitor: Whether the refresh thread re-writes the file while the task runs.
+        spool_record: The task's record in the spool (a subprocess root), or ``None``.
+    """
+
+    file: Path | None = None
+    checked: bool = False
+    monitor: bool = True
+    spool_record: Path | None = None
+    ref: Any = field(default=None, repr=False)
+
+    def paths(self) -> tuple[Path, ...]:
+        """Return the targets that are set (file first)."""
+        return tuple(p for p in (self.file, self.spool_record) if p is not None)
+
+
+class TaskFileWriter:
+    """Which tasks have files, and writing a task's tree to them (see the module docstring).
+
+    Args:
+        lock: The tree's lock (held while the tree is serialised).
+        pull_records: Merges records of other processes into the tree (called before writing).
+        monitor: The refresh thread running tasks with files are registered with.
+    """
+
+    def __init__(
+        self,
+        lock: Callable[[], Any],
+        pull_records: Callable[[], None],
+        monitor: RefreshMonitor,
+    ) -> None:
+        """Create a writer with no targets."""
+        self._tree_lock = lock
+        self._pull_records = pull_records
+        self.monitor = monitor
+        """The refresh thread (see :class:`~tasktrace.tree.refresh.RefreshMonitor`)."""
+        self._targets: dict[int, FileTargets] = {}
+        self._lock = threading.Lock()
+        self._refresher: Callable[[TaskRecord], None] | None = None
+
+    def set_refresher(self, refresh: Callable[[TaskRecord], None]) -> None:
+        """Set what the refresh thread calls for a running task with a file (the façade's)."""
+        self._refresher = refresh
+
+    # ----- targets -----------------------------------------------------------------------------
+
+    def _targets_of(self, task: TaskRecord) -> FileTargets:
+        key = id(task)
+        with self._lock:
+            targets = self._targets.get(key)
+            if targets is None:
+                targets = self._targets[key] = FileTargets()
+                targets.ref = weakref.ref(task, lambda _: self._forget(key))
+            return targets
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            self._targets.pop(key, None)
+
+    def targets(self, task: TaskRecord) -> FileTargets | None:
+        """Return ``task``'s targets, or ``None`` when it has none (one dict lookup)."""
+        return self._targets.get(id(task))
+
+    def set_file(
+        self, task: TaskRecord, path: Path, *, checked: bool = False, monitor: bool = True
+    ) -> None:
+        """Make ``path`` ``task``'s file (replacing any earlier one); nothing is written yet.
+
+        Args:
+            task: The task.
+            path: The file.
+            checked: Whether the caller already ran the checks of :meth:`check`.
+            monitor: Re-write it at every refresh while the task runs.
+        """
+        targets = self._targets_of(task)
+        targets.file = path
+        targets.checked = checked
+        targets.monitor = monitor
+
+    def set_spool_record(self, task: TaskRecord, path: Path) -> None:
+        """Make ``path`` the spool record ``task`` (a subprocess root) is written to as well."""
+        self._targets_of(task).spool_record = path
+
+    def save(self, task: TaskRecord, path: Path, *, force: bool, monitor: bool) -> None:
+        """``Task.save_to_file``: check ``path``, make it ``task``'s file and write it now.
+
+        While the task runs, the refresh thread re-writes it (when ``monitor``), and it is
+        written again when the task finishes.
+
+        Raises:
+            FileNotFoundError: The file's folder does not exist.
+            FileExistsError: ``path`` holds something that is not tasktrace output and
+                ``force`` is false, or it is a folder or a special file (see
+                :func:`~tasktrace.tree.files.check_replaceable`). Nothing is written then.
+        """
+        check_folder(path)
+        check_replaceable(path, force=force, override=FORCE_HINT)
+        self.set_file(task, path, checked=True, monitor=monitor)
+        self.write(task)
+        if task.status is TaskStatus.RUNNING:
+            self.watch(task)
+
+    def forget_all(self) -> None:
+        """Drop every target (in a forked child: the parent's files are not the child's)."""
+        with self._lock:
+            self._targets = {}
+
+    def check(self, task: TaskRecord) -> None:
+        """Check ``task``'s file before it starts (before any work runs); once per file.
+
+        Raises:
+            FileNotFoundError: The file's folder does not exist.
+            NotADirectoryError: Its parent path is not a folder.
+            FileExistsError: The file holds something that is not tasktrace output (see
+                :func:`~tasktrace.tree.files.check_replaceable`).
+        """
+        targets = self._targets.get(id(task))
+        if targets is None or targets.file is None:
+            return
+        check_folder(targets.file)
+        if not targets.checked:
+            check_replaceable(targets.file, override=FORCE_HINT)
+            targets.checked = True
+
+    # ----- writing -----------------------------------------------------------------------------
+
+    def write(self, task: TaskRecord) -> bool:
+        """Write ``task``'s tree to its targets now; return whether it has any.
+
+        Records of other processes are merged first. A failed write warns (once per file) and
+        leaves the previous file intact; it never raises.
+        """
+        targets = self._targets.get(id(task))
+        if targets is None:
+            return False
+        paths = targets.paths()
+        if not paths:
+            return False
+        self._pull_records()
+        with self._tree_lock():
+            data = dump_json(task)
+        if data is not None:
+            for path in paths:
+                save_atomic(path, data)
+        return True
+
+    def started(self, task: TaskRecord) -> None:
+        """Write a starting task's targets, and have its file refreshed while it runs."""
+        targets = self._targets.get(id(task))
+        if targets is None:
+            return
+        self.write(task)
+        self.watch(task)
+
+    def watch(self, task: TaskRecord) -> None:
+        """Have the refresh thread refresh ``task`` (if it has a monitored file, and is running)."""
+        targets = self._targets.get(id(task))
+        refresh = self._refresher
+        if targets is None or refresh is None or not targets.paths():
+            return
+        if targets.monitor:
+            self.monitor.add(id(task), lambda: refresh(task))
+
+    def finished(self, task: TaskRecord) -> None:
+        """Stop refreshing a finished task, and write its targets a last time."""
+        if self._targets.get(id(task)) is None:
+            return
+        self.monitor.remove(id(task))
+        self.write(task)

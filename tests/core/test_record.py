@@ -1,0 +1,104 @@
+"""The task record: the seed's fields, LensKit's files, and task-file JSON (core.record)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tasktrace import Task, TaskStatus
+
+from ..conftest import load_json
+
+
+def test_seed_fields_and_defaults() -> None:
+    """A new task is PENDING with the seed's fields, a random id and this host's name."""
+    t = Task("x")
+    assert t.status is TaskStatus.PENDING
+    assert isinstance(t.task_id, uuid.UUID)
+    assert t.hostname
+    assert t.subtasks == []
+    for name in ("start_time", "finish_time", "duration", "cpu_time", "peak_memory"):
+        assert getattr(t, name) is None
+    assert str(t) == f"<Task {t.task_id}: x>"
+
+
+def test_lenskit_fixtures_round_trip(lenskit_fixtures: list[Path]) -> None:
+    """Every LensKit task file loads and re-serialises with exactly the same values."""
+    for path in lenskit_fixtures:
+        task = Task.model_validate_json(path.read_text())
+        assert json.loads(task.model_dump_json()) == load_json(path), path.name
+
+
+def test_lenskit_fixture_details(lenskit_fixtures: list[Path]) -> None:
+    """Statuses, nesting, tags and extra data of the LensKit files survive loading."""
+    files = {p.stem: Task.model_validate_json(p.read_text()) for p in lenskit_fixtures}
+    assert files["failed"].status is TaskStatus.FAILED
+    assert files["failed"].subtasks[0].status is TaskStatus.FINISHED
+    assert files["cancelled"].status is TaskStatus.CANCELLED
+    nested = files["nested"]
+    assert nested.tags == ["exp"]
+    epoch = nested.subtasks[1]
+    assert (epoch.label, epoch.epoch, epoch.tags) == ("epoch 0", 0, ["train", "epoch"])
+    assert [s.label for s in epoch.subtasks] == ["training epoch 0", "measuring epoch 0"]
+
+
+def test_chassis_power_alias() -> None:
+    """LensKit's older ``chassis_power`` key loads into ``system_power``."""
+    t = Task.model_validate({"label": "x", "chassis_power": 12.5})
+    assert t.system_power == 12.5
+
+
+def test_total_cpu_adds_subprocess_subtasks() -> None:
+    """total_cpu adds subprocess subtasks and reaped children to the task's own CPU."""
+    t = Task.model_validate(
+        {
+            "label": "p",
+            "cpu_time": 1.0,
+            "children_cpu_time_s": 0.5,
+            "subtasks": [
+                {"label": "in-process", "cpu_time": 0.7},
+                {"label": "worker", "cpu_time": 2.0, "subprocess": True},
+            ],
+        }
+    )
+    assert t.total_cpu() == pytest.approx(3.5)
+    assert Task("x").total_cpu() is None
+
+
+def test_friendly_duration() -> None:
+    """friendly_duration gives human units, or None before the task ran."""
+    assert Task("x").friendly_duration is None
+    assert Task.model_validate({"label": "x", "duration": 187.2}).friendly_duration == "3m07.20s"
+    assert Task.model_validate({"label": "x", "duration": 0.85}).friendly_duration == "850ms"
+
+
+def test_unencodable_label_never_breaks_the_task_file(tmp_path: Path) -> None:
+    """A label with a lone surrogate (a non-UTF-8 file name) is written escaped, not raised."""
+    path = tmp_path / "t.json"
+    with Task("root", file=path), Task("file \udcff.csv"):
+        pass
+    loaded = Task.model_validate_json(path.read_text())
+    assert loaded.status is TaskStatus.FINISHED
+    assert loaded.subtasks[0].label == "file \\udcff.csv"
+
+
+def test_deep_tree_is_written_and_read_back(tmp_path: Path) -> None:
+    """A tree 150 levels deep (beyond pydantic's JSON depth limits) is saved and shown."""
+    from contextlib import ExitStack
+
+    from tasktrace.cli import main
+
+    path = tmp_path / "deep.json"
+    with Task("root", file=path), ExitStack() as stack:
+        for i in range(150):
+            stack.enter_context(Task(f"level {i}"))
+    data = json.loads(path.read_text())
+    depth = 0
+    while data["subtasks"]:
+        data = data["subtasks"][0]
+        depth += 1
+    assert depth == 150
+    assert main(["show", "--depth", "2", str(path)]) == 0

@@ -1,0 +1,78 @@
+"""tasktrace.configure: arguments over the OTEL_* variables over the defaults (export.config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasktrace import configure
+
+from ..export_helpers import (
+    clean_env,
+    run_script,
+)
+from ..otlp_receivers import OtlpHttpReceiver, closed_loopback_endpoint
+
+
+def test_configure_arguments_override_the_environment(
+    otlp_http_receiver: OtlpHttpReceiver, tmp_path: Path
+) -> None:
+    """configure(endpoint=, service_name=, headers=) wins over the OTEL_* variables."""
+    code = f"""
+    import tasktrace
+    tasktrace.configure(
+        endpoint={otlp_http_receiver.endpoint!r},
+        service_name="from-code",
+        headers={{"authorization": "Bearer secret-token"}},
+        resource_attributes={{"team": "ml"}},
+    )
+    with tasktrace.Task("configured"):
+        pass
+    """
+    env = clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=closed_loopback_endpoint(),
+        OTEL_SERVICE_NAME="from-env",
+    )
+    run = run_script(code, tmp_path, env)
+    assert run.returncode == 0, run.stderr
+    (span,) = otlp_http_receiver.wait_for(1, timeout_s=5.0)
+    assert span.name == "configured"
+    assert span.resource_attributes["service.name"] == "from-code"
+    assert span.resource_attributes["team"] == "ml"
+    assert otlp_http_receiver.request_headers()[0]["authorization"] == "Bearer secret-token"
+    assert "secret-token" not in run.stderr + run.stdout
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"protocol": "udp"}, {"timeout_s": -1.0}, {"exit_timeout_s": -0.5}]
+)
+def test_configure_rejects_invalid_arguments(kwargs: dict[str, object]) -> None:
+    """configure() raises ValueError naming a bad protocol or a negative timeout."""
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        configure(**kwargs)  # type: ignore[arg-type]
+
+
+EXIT_BOUND_S = 2.0
+
+
+SLACK_S = 1.5  # interpreter teardown after the exit handler, on a loaded 2-core machine
+
+
+def test_configure_exit_timeout_overrides_the_variable(tmp_path: Path) -> None:
+    """configure(exit_timeout_s=0.5) beats TASKTRACE_EXIT_TIMEOUT_S=30 against a black hole."""
+    with OtlpHttpReceiver(mode="black_hole") as receiver:
+        code = f"""
+        import time, tasktrace
+        tasktrace.configure(endpoint={receiver.endpoint!r}, exit_timeout_s=0.5)
+        with tasktrace.Task("x"):
+            pass
+        print("end", time.time(), flush=True)
+        """
+        env = clean_env(TASKTRACE_EXIT_TIMEOUT_S="30")
+        run = run_script(code, tmp_path, env)
+    assert run.returncode == 0, run.stderr
+    assert run.exit_s is not None
+    assert run.exit_s < 0.5 + SLACK_S
+    assert len(run.export_warnings()) == 1, run.stderr
+    assert "1 of 1 spans not exported" in run.export_warnings()[0]

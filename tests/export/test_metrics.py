@@ -1,0 +1,165 @@
+"""Task metrics over real OTLP/HTTP, decoded with the official opentelemetry-proto classes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from tasktrace import Task
+from tasktrace.core.settings import Settings, reset_settings
+from tasktrace.export.metrics import reset_metrics
+
+from ..otlp_receivers import OtlpHttpReceiver, decode_attributes
+
+
+def _points(
+    requests: list[metrics_service_pb2.ExportMetricsServiceRequest],
+) -> list[tuple[str, str, str, dict[str, Any], float, dict[str, Any]]]:
+    """(name, unit, data kind, attributes, value or sum, resource attributes) of every point."""
+    out = []
+    for request in requests:
+        for rm in request.resource_metrics:
+            res = decode_attributes(rm.resource.attributes)
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    kind = metric.WhichOneof("data")
+                    for point in getattr(metric, kind).data_points:
+                        if kind == "histogram":
+                            value = point.sum
+                        else:
+                            value = point.as_double if point.HasField("as_double") else point.as_int
+                        attrs = decode_attributes(point.attributes)
+                        out.append((metric.name, metric.unit, kind, attrs, value, res))
+    return out
+
+
+@pytest.fixture
+def meter_provider(otlp_http_receiver: OtlpHttpReceiver) -> Iterator[MeterProvider]:
+    """Yield a meter provider (exports to the receiver when flushed) that tasktrace uses."""
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=f"{otlp_http_receiver.endpoint}/v1/metrics"),
+        export_interval_millis=3_600_000,
+    )
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": "metrics-test"}), metric_readers=[reader]
+    )
+    reset_metrics(provider)
+    yield provider
+    reset_metrics()
+    provider.shutdown()
+
+
+def test_finished_task_records_duration_cpu_and_energy(
+    meter_provider: MeterProvider, otlp_http_receiver: OtlpHttpReceiver
+) -> None:
+    """A finished task sends the duration histogram, CPU and energy counters with low-card attrs."""
+    reset_settings(Settings(machine="box-1"))
+    with Task("train") as task:
+        sum(i * i for i in range(200_000))
+        task.cpu_power = 12.5  # as an energy meter would set it, in joules
+    assert meter_provider.force_flush(10_000)
+    points = _points(otlp_http_receiver.metrics_requests())
+    common = {
+        "tasktrace.task.label": "train",
+        "tasktrace.machine": "box-1",
+        "tasktrace.task.status": "finished",
+    }
+    by_name = {}
+    for name, unit, kind, attrs, value, res in points:
+        by_name.setdefault(name, []).append((unit, kind, attrs, value))
+        assert res["service.name"] == "metrics-test"
+        assert not any("id" in key.split(".")[-1] for key in attrs), attrs  # never a task id
+    [(unit, kind, attrs, value)] = by_name["tasktrace.task.duration"]
+    assert (unit, kind, attrs) == ("s", "histogram", common)
+    assert value == pytest.approx(task.duration)
+    cpu = {a["cpu.mode"]: (u, k, v) for u, k, a, v in by_name["process.cpu.time"]}
+    assert set(cpu) == {"user", "system"}
+    assert all(u == "s" and k == "sum" for u, k, _ in cpu.values())
+    assert cpu["user"][2] + cpu["system"][2] >= 0.5 * (task.cpu_time or 0)
+    [(unit, kind, attrs, value)] = by_name["hw.energy"]
+    assert (unit, kind, attrs, value) == ("J", "sum", {**common, "hw.type": "cpu"}, 12.5)
+
+
+def test_running_task_gauges_stop_after_the_task_ends(
+    meter_provider: MeterProvider, otlp_http_receiver: OtlpHttpReceiver
+) -> None:
+    """RSS and CPU gauges report a running task after a refresh, and not after it finishes."""
+    with Task("epoch") as task:
+        task.monitor_refresh()  # what the refresh thread calls every refresh_interval_s
+        assert meter_provider.force_flush(10_000)
+        running = _points(otlp_http_receiver.metrics_requests())
+        otlp_http_receiver.clear()
+    gauges = {(n, u): a for n, u, k, a, _, _ in running if k == "gauge"}
+    assert gauges == {
+        ("tasktrace.task.running.memory.rss", "By"): {"tasktrace.task.label": "epoch"},
+        ("tasktrace.task.running.cpu.time", "s"): {"tasktrace.task.label": "epoch"},
+    }
+    rss = next(v for n, _, _, _, v, _ in running if n == "tasktrace.task.running.memory.rss")
+    assert rss > 10_000_000  # a Python process's RSS in bytes
+    assert meter_provider.force_flush(10_000)
+    after = _points(otlp_http_receiver.metrics_requests())
+    assert any(n == "tasktrace.task.duration" for n, *_ in after)
+    assert [p for p in after if p[2] == "gauge"] == []
+
+
+_CHILD = textwrap.dedent("""
+    import sys
+    from tasktrace import Task
+    if sys.argv[1] == "own":
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    with Task("step"):
+        pass
+    if sys.argv[1] == "own":
+        data = reader.get_metrics_data()
+        names = [m.name for rm in data.resource_metrics for sm in rm.scope_metrics
+                 for m in sm.metrics]
+        print(",".join(sorted(set(names))))
+""")
+
+
+def _child(mode: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+    return subprocess.run(
+        [sys.executable, "-c", _CHILD, mode],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def test_otel_metrics_environment_configures_export(otlp_http_receiver: OtlpHttpReceiver) -> None:
+    """OTEL_METRICS_EXPORTER=otlp + endpoint: a program's tasks reach the receiver at exit."""
+    _child(
+        "env",
+        {
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{otlp_http_receiver.endpoint}/v1/metrics",
+            "OTEL_SERVICE_NAME": "from-env",
+        },
+    )
+    points = _points(otlp_http_receiver.metrics_requests())
+    assert {"tasktrace.task.duration", "process.cpu.time"} <= {p[0] for p in points}
+    assert {p[5]["service.name"] for p in points} == {"from-env"}
+
+
+def test_existing_global_meter_provider_is_reused() -> None:
+    """A meter provider the program installed before its first task receives the task metrics."""
+    out = _child("own", {}).stdout.strip()
+    assert "tasktrace.task.duration" in out.split(",")

@@ -1,0 +1,52 @@
+"""OTLP exporter settings: argument, per-signal variable, generic one, default (export.otlp)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tasktrace.core.warn import reset_warnings
+from tasktrace.export.otlp import DEFAULT_TIMEOUT_S, otlp_settings
+
+
+def test_endpoint_protocol_and_timeout_follow_the_precedence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The argument wins; then the per-signal variable (used as is); then the generic one."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://generic:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "3")
+    assert otlp_settings("traces").endpoint == "http://generic:4318/v1/traces"
+    assert otlp_settings("metrics").endpoint == "http://generic:4318/v1/metrics"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4318/custom")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "4")
+    traces = otlp_settings("traces")
+    assert (traces.endpoint, traces.timeout_s) == ("http://traces:4318/custom", 4.0)
+    assert otlp_settings("metrics").timeout_s == 3.0
+    given = otlp_settings("traces", endpoint="http://arg:4318/", protocol="grpc", timeout_s=1)
+    assert (given.endpoint, given.protocol, given.timeout_s) == ("http://arg:4318/", "grpc", 1)
+
+
+def test_an_invalid_timeout_or_protocol_warns_once_and_uses_the_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bad variable is named in one warning; the default applies."""
+    reset_warnings()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
+    with caplog.at_level(logging.WARNING):
+        first = otlp_settings("traces")
+        otlp_settings("traces")
+    assert (first.timeout_s, first.protocol) == (DEFAULT_TIMEOUT_S, "http/protobuf")
+    messages = sorted(r.getMessage() for r in caplog.records)
+    assert len(messages) == 2
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL='carrier-pigeon'" in messages[0]
+    assert "OTEL_EXPORTER_OTLP_TIMEOUT='soon'" in messages[1]
+
+
+def test_header_values_are_secrets_never_to_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every header value, from the variable and the argument, is listed as a secret."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20tok-1")
+    settings = otlp_settings("traces", headers={"X-Key": "key-2"})
+    assert settings.headers == {"authorization": "Bearer tok-1", "x-key": "key-2"}
+    assert {"Bearer tok-1", "key-2"} <= set(settings.secrets)

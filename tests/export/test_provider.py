@@ -1,0 +1,109 @@
+"""The tracer provider tasks use: its resource, sampler, ids and exporters (export.provider)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasktrace import Task
+
+from ..export_helpers import (
+    NESTED_WORKLOAD,
+    clean_env,
+    run_script,
+)
+from ..otlp_receivers import OtlpHttpReceiver, SpanRecord
+
+
+def _flatten(task: Task) -> list[Task]:
+    return [task, *(t for sub in task.subtasks for t in _flatten(sub))]
+
+
+def _assert_spans_equal_tree(spans: list[SpanRecord], task_file: Path, pid: int) -> None:
+    root = Task.model_validate_json(task_file.read_text())
+    tasks = _flatten(root)
+    by_id = {s.span_id: s for s in spans}
+    assert len(spans) == len(tasks) == 5
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    for task in tasks:
+        span = by_id[task.span_id]
+        assert span.name == task.label
+        parent = next((t for t in tasks if task in t.subtasks), None)
+        assert span.parent_span_id == (parent.span_id if parent else None)
+        attrs = span.attributes
+        assert attrs["tasktrace.task.id"] == str(task.task_id)
+        assert attrs["tasktrace.task.status"] == task.status.value
+        assert attrs["tasktrace.task.duration_s"] == task.duration
+        assert attrs["tasktrace.task.cpu_time_s"] == task.cpu_time
+        assert attrs["tasktrace.task.peak_memory_bytes"] == task.peak_memory
+        if task.status.value == "failed":
+            assert span.status_code == "ERROR"
+            assert span.status_message == "ValueError: boom"
+            assert [e.name for e in span.events] == ["exception"]
+        else:
+            assert span.status_code == "OK"
+    assert by_id[root.span_id].attributes["tasktrace.data.tags"] == ["exp", "otlp"]
+    resource = spans[0].resource_attributes
+    assert resource["service.name"] == "e2e-workload"
+    assert resource["host.name"] == socket.gethostname()
+    assert resource["process.pid"] == pid
+    assert resource["tasktrace.machine"] == "test-box"
+    assert resource["deployment.environment"] == "ci"
+    assert resource["telemetry.sdk.language"] == "python"
+    assert resource["telemetry.sdk.name"] == "opentelemetry"
+    assert resource["telemetry.sdk.version"]
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_separate_process_configured_by_otel_variables_exports_the_task_tree(
+    protocol: str,
+    otlp_http_receiver: OtlpHttpReceiver,
+    otlp_grpc_receiver: OtlpHttpReceiver,
+    tmp_path: Path,
+) -> None:
+    """A nested workload configured only by OTEL_* variables sends spans equal to its task tree."""
+    receiver = otlp_http_receiver if protocol == "http/protobuf" else otlp_grpc_receiver
+    env = clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
+        OTEL_SERVICE_NAME="e2e-workload",
+        OTEL_RESOURCE_ATTRIBUTES="deployment.environment=ci",
+        OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer env-token",
+        TASKTRACE_MACHINE="test-box",
+    )
+    run = run_script(NESTED_WORKLOAD, tmp_path, env, str(tmp_path / "task.json"))
+    assert run.returncode == 0, run.stderr
+    assert run.export_warnings() == []
+    spans = receiver.wait_for(5, timeout_s=5.0)
+    _assert_spans_equal_tree(spans, tmp_path / "task.json", run.pid)
+    assert receiver.request_headers()[0]["authorization"] == "Bearer env-token"
+    assert "env-token" not in (tmp_path / "task.json").read_text() + run.stderr
+
+
+def test_seeded_programs_get_new_trace_ids_every_run(tmp_path: Path) -> None:
+    """random.seed(42) in the program: two runs still get different trace and span ids."""
+    code = (
+        "import random\nrandom.seed(42)\nfrom tasktrace import Task\n"
+        "with Task('x') as t:\n    pass\nprint(t.trace_id, t.span_id, t.task_id)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert all(len(ids) == 3 for ids in runs)
+    for first, second in zip(*runs, strict=True):
+        assert first != second

@@ -1,0 +1,53 @@
+"""Task files written from the tree: at start, at refresh, at finish, on request (tree.writer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasktrace import Task, TaskStatus
+
+
+def test_task_file_written_at_start_and_finish(tmp_path: Path) -> None:
+    """The file shows RUNNING during the task and the finished tree afterwards."""
+    path = tmp_path / "task.json"
+    with Task("filed", file=path) as t:
+        running = Task.model_validate_json(path.read_text())
+        assert running.status is TaskStatus.RUNNING
+        assert running.task_id == t.task_id
+        with Task("child"):
+            pass
+    done = Task.model_validate_json(path.read_text())
+    assert done.status is TaskStatus.FINISHED
+    assert [s.label for s in done.subtasks] == ["child"]
+    assert done.duration == t.duration
+    assert list(tmp_path.iterdir()) == [path]  # no temporary files left behind
+
+
+def test_missing_folder_fails_before_work(tmp_path: Path) -> None:
+    """A task file in a missing folder is a clear error at start, before the body runs."""
+    ran = False
+    with (
+        pytest.raises(FileNotFoundError, match="does not exist"),
+        Task("x", file=tmp_path / "nope" / "t.json"),
+    ):
+        ran = True
+    assert not ran
+
+
+def test_save_to_file_and_update(tmp_path: Path) -> None:
+    """save_to_file writes now; update() re-measures and re-writes a running task."""
+    path = tmp_path / "t.json"
+    t = Task("x")
+    t.save_to_file(path, monitor=False)
+    assert Task.model_validate_json(path.read_text()).status is TaskStatus.PENDING
+    t.start()
+    sum(range(200_000))
+    t.update()
+    mid = Task.model_validate_json(path.read_text())
+    assert mid.status is TaskStatus.RUNNING
+    assert mid.cpu_time is not None
+    assert mid.duration is not None
+    t.finish()
+    assert Task.model_validate_json(path.read_text()).status is TaskStatus.FINISHED
