@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tasktrace.core.settings import Settings, get_settings, load_settings, reset_settings
-from tasktrace.core.settings_layers import leaf_paths
 
 
 def test_environment_over_file_over_defaults(
@@ -56,17 +55,3 @@ def test_an_invalid_value_warns_naming_the_variable_and_keeps_the_others(
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "TASKTRACE_REFRESH_INTERVAL_S" in warning
     assert "using the default" in warning
-
-
-def _documented_keys() -> list[str]:
-    text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
-    section = text[text.index("## Settings\n") :]
-    section = section[: section.index("\n## ")]
-    return [line.split("`")[1] for line in section.splitlines() if line.startswith("| `")]
-
-
-def test_every_settings_key_is_in_the_one_table_of_the_docs() -> None:
-    """docs/configuration.md's settings table has one row for each key of Settings, no more."""
-    settings = Settings.model_validate({"machines": {"NAME": {"power_queries": {"system": "q"}}}})
-    keys = sorted(".".join(path) for path in leaf_paths(settings.model_dump()))
-    assert sorted(_documented_keys()) == keys
