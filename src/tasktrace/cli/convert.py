@@ -34,7 +34,6 @@ class _Refused(click.ClickException):
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--format",
-    "-f",
     "fmt",
     type=click.Choice(["otlp-json", "chrome", "task"]),
     required=True,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.record import TaskRecord, dump_json
 from tasktrace.core.status import TaskStatus
 from tasktrace.tree.files import check_folder, check_replaceable, save_atomic
@@ -82,6 +83,9 @@ class TaskFileWriter:
         """The refresh thread (see :class:`~tasktrace.tree.refresh.RefreshMonitor`)."""
         self._targets: dict[int, FileTargets] = {}
         self._lock = threading.Lock()
+        renew_after_fork(self, "_lock")
+        self._dead: list[int] = []
+        """Keys of collected tasks, appended by the weakref callback (see :meth:`_targets_of`)."""
         self._refresher: Callable[[TaskRecord], None] | None = None
 
     def set_refresher(self, refresh: Callable[[TaskRecord], None]) -> None:
@@ -93,19 +97,34 @@ class TaskFileWriter:
     def _targets_of(self, task: TaskRecord) -> FileTargets:
         key = id(task)
         with self._lock:
+            self._purge()
             targets = self._targets.get(key)
-            if targets is None:
+            if targets is None or targets.ref() is not task:  # none, or a collected task's
                 targets = self._targets[key] = FileTargets()
-                targets.ref = weakref.ref(task, lambda _: self._forget(key))
+                # The callback runs inside the garbage collector, possibly while this very
+                # lock is held (a collection triggered by an allocation above): it must take
+                # no lock, so it only notes the key (list.append is atomic).
+                dead = self._dead
+                targets.ref = weakref.ref(task, lambda _: dead.append(key))
             return targets
 
-    def _forget(self, key: int) -> None:
-        with self._lock:
-            self._targets.pop(key, None)
+    def _purge(self) -> None:
+        """Drop the targets of collected tasks (call with the lock held)."""
+        while self._dead:
+            key = self._dead.pop()
+            targets = self._targets.get(key)
+            if targets is not None and targets.ref() is None:  # not a new task at that id
+                del self._targets[key]
 
     def targets(self, task: TaskRecord) -> FileTargets | None:
-        """Return ``task``'s targets, or ``None`` when it has none (one dict lookup)."""
-        return self._targets.get(id(task))
+        """Return ``task``'s targets, or ``None`` when it has none (one dict lookup).
+
+        Targets left by a collected task whose id a new object reuses are not returned.
+        """
+        targets = self._targets.get(id(task))
+        if targets is None or targets.ref() is not task:
+            return None
+        return targets
 
     def set_file(
         self, task: TaskRecord, path: Path, *, checked: bool = False, monitor: bool = True
@@ -150,6 +169,7 @@ class TaskFileWriter:
         """Drop every target (in a forked child: the parent's files are not the child's)."""
         with self._lock:
             self._targets = {}
+            self._dead.clear()
 
     def check(self, task: TaskRecord) -> None:
         """Check ``task``'s file before it starts (before any work runs); once per file.
