@@ -105,3 +105,12 @@ def slow_in_task(seconds: float) -> float:
     with Task("slow"):
         busy_cpu(seconds)
     return seconds
+
+
+def outer_in_task(n: int) -> int:
+    """Inside ``Task("outer")``, call :func:`square_in_task` as a Ray remote function (nested)."""
+    import ray
+
+    inner = ray.remote(num_cpus=0)(square_in_task)
+    with Task("outer"):
+        return int(ray.get(inner.remote(n)))

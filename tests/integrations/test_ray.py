@@ -52,6 +52,7 @@ DRIVER = textwrap.dedent(
         acc = Accumulator.remote()
         totals = ray.get([acc.add.remote(n) for n in (1, 2)])
         survivor = ray.get(die_once.remote(marker))
+        nested = ray.get(ray.remote(num_cpus=0)(work.outer_in_task).remote(7))
     slow = ray.remote(num_cpus=1)(work.slow_in_task)
     with Task("early", file="early.json"):
         late = slow.remote(0.3)  # not waited for: finishes after "early" did
@@ -59,7 +60,8 @@ DRIVER = textwrap.dedent(
     time.sleep(0.5)  # the worker's batch reaches the collector
     collect()  # late records attached, early.json re-written
     ray.get(square.remote(99))  # no task running: nothing is carried or delivered
-    json.dump({"nodes": nodes, "squares": squares, "totals": totals}, open("out.json", "w"))
+    out = {"nodes": nodes, "squares": squares, "totals": totals, "nested": nested}
+    json.dump(out, open("out.json", "w"))
     ray.shutdown()
     cluster.shutdown()
     """
@@ -93,9 +95,10 @@ def ray_run(tmp_path_factory: pytest.TempPathFactory) -> RayRun:
             timeout=300,
         )
         # driver, 6 squares, 2 adds, the surviving "fragile" (the killed one never ends),
+        # "outer" and its nested "square 7",
         # "early" and its "slow"; the span of "square 99" (no task running) is exported, as
         # without tasktrace, only if its worker's batch processor runs before Ray ends it
-        spans = receiver.wait_for(12, timeout_s=30)
+        spans = receiver.wait_for(14, timeout_s=30)
     text = (folder / "driver.json").read_text()
     assert "s3cret" not in text
     assert all("s3cret" not in repr(s.attributes) for s in spans)
@@ -121,8 +124,8 @@ def test_remote_functions_on_both_nodes_join_the_tree(ray_run: RayRun) -> None:
         assert task.status is TaskStatus.FINISHED
     nodes = {t.model_extra["ray_node_id"] for t in squares}
     assert nodes == set(ray_run.out["nodes"])  # both nodes ran tasks, and are recorded
-    assert tree.total_cpu() == pytest.approx(
-        (tree.cpu_time or 0.0) + sum(t.cpu_time or 0.0 for t in tree.subtasks)
+    assert tree.total_cpu() == pytest.approx(  # each process's CPU once (nested ones too)
+        (tree.cpu_time or 0.0) + sum(t.total_cpu() or 0.0 for t in tree.subtasks)
     )
 
 
@@ -154,11 +157,34 @@ def test_all_spans_are_one_trace_parented_on_the_driver(ray_run: RayRun) -> None
     (root,) = [s for s in spans if s.name == "driver"]
     workers = [s for s in spans if s.trace_id == root.trace_id and s is not root]
     assert sorted(s.name for s in workers) == sorted(
-        [f"square {i}" for i in range(6)] + ["add 1", "add 2", "fragile"]
+        [f"square {i}" for i in range(6)] + ["add 1", "add 2", "fragile", "outer", "square 7"]
     )
-    assert {s.parent_span_id for s in workers} == {root.span_id}
-    file_spans = {t.span_id for t in ray_run.tree.subtasks if t.status is TaskStatus.FINISHED}
+    (outer,) = [s for s in workers if s.name == "outer"]
+    (nested,) = [s for s in workers if s.name == "square 7"]
+    assert nested.parent_span_id == outer.span_id
+    assert {s.parent_span_id for s in workers if s is not nested} == {root.span_id}
+    file_spans = {
+        t.span_id
+        for top in ray_run.tree.subtasks
+        for t in [top, *top.subtasks]
+        if t.status is TaskStatus.FINISHED
+    }
     assert file_spans == {s.span_id for s in workers}
+
+
+def test_nested_remote_work_joins_the_remote_task_that_submitted_it(ray_run: RayRun) -> None:
+    """A remote task's own remote call (nested) is its subtask in the driver's file."""
+    (outer,) = _roots(ray_run.tree, "outer")
+    assert ray_run.out["nested"] == 49
+    (inner,) = outer.subtasks
+    assert (inner.label, inner.status, inner.parent_id) == (
+        "square 7",
+        TaskStatus.FINISHED,
+        outer.task_id,
+    )
+    assert inner.subprocess
+    assert inner.model_extra["ray_worker_id"] != outer.model_extra["ray_worker_id"]
+    assert inner.trace_id == outer.trace_id == ray_run.tree.trace_id
 
 
 def test_work_outliving_its_parent_is_attached_late_and_the_file_rewritten(

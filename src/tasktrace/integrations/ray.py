@@ -85,6 +85,8 @@ COLLECTOR_PREFIX: Final = "tasktrace-records-"
 """Name prefix of the job's collector actor (the job id follows)."""
 DRAIN_WAIT_S: Final = 10 * FLUSH_INTERVAL_S
 """The longest a finishing task waits in the driver for busy workers' batches, in seconds."""
+MAX_HELD: Final = 100_000
+"""Most records the collector holds for the driver; beyond that the oldest are dropped."""
 IDLE_DRAIN_S: Final = 1.0
 """Least seconds between two drains that are not at a submitting task's finish."""
 _internal: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -129,6 +131,8 @@ class RecordCollector:
         changed = self._condition()
         async with changed:
             self._records.extend(batch.records)
+            if len(self._records) > MAX_HELD:  # nobody drains (no driver task): keep the last
+                del self._records[: len(self._records) - MAX_HELD]
             self._workers[batch.worker] = (batch.sent_at, batch.idle)
             changed.notify_all()
             if batch.idle:
@@ -184,8 +188,12 @@ class _Driver:
                         ).remote(worker_environment())
                     finally:
                         _internal.reset(token)
-                    tree.register_record_source(self.pull)
-                    atexit.register(collect)
+                    if ray.get_runtime_context().get_task_id() is None:  # the driver: no task
+                        # Only the driver drains: a worker submitting work of its own (nested
+                        # calls) ships its records like the others, to be attached in the
+                        # driver under its task's record.
+                        tree.register_record_source(self.pull)
+                        atexit.register(collect)
         self.submitted.add(carrier.parent_task_id)
 
     def pull(self, finished: TaskRecord | None) -> None:
