@@ -151,8 +151,11 @@ class RecordBatcher:
             self._send(self._take(time.monotonic(), final=True))
 
     def take_now(self) -> list[str]:
-        """Return what is buffered now instead of sending it (the driver asked), spans first."""
-        flush_spans()
+        """Return what is buffered now instead of sending it (the driver asked for it).
+
+        Spans are left to the batcher's thread (within one interval): this runs where waiting
+        for an exporter would hold the engine up (Dask's event loop).
+        """
         with self._send_lock:
             return self._take(time.monotonic()).records
 
