@@ -146,3 +146,20 @@ def test_running_snapshot_arriving_after_the_finished_record_is_ignored() -> Non
         deliver([running.model_dump_json().encode()])
     (remote,) = driver.subtasks
     assert remote.status is TaskStatus.FINISHED
+
+
+def test_import_tasktrace_imports_no_engine() -> None:
+    """``import tasktrace`` (and a task) imports neither joblib, Ray, Dask nor the integrations."""
+    script = (
+        "import sys\n"
+        "import tasktrace\n"
+        "with tasktrace.Task('t'):\n"
+        "    pass\n"
+        "names = ('joblib', 'ray', 'dask', 'distributed', 'tasktrace.integrations')\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in names or n.startswith(names)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
