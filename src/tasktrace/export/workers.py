@@ -23,6 +23,16 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Final
 
+from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+    OTEL_RESOURCE_ATTRIBUTES,
+    OTEL_SERVICE_NAME,
+)
+
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.config import configure, current_config
 from tasktrace.export.otlp import otlp_settings
@@ -63,7 +73,7 @@ def worker_environment() -> dict[str, str]:
     for name in PROCESS_BOUND:
         env.pop(name, None)
     config = current_config()
-    env["OTEL_SERVICE_NAME"] = str(build_resource(config).attributes.get("service.name"))
+    env[OTEL_SERVICE_NAME] = str(build_resource(config).attributes.get("service.name"))
     if config.endpoint is not None or config.protocol is not None or config.headers is not None:
         settings = otlp_settings(
             "traces",
@@ -72,17 +82,17 @@ def worker_environment() -> dict[str, str]:
             headers=config.headers,
             timeout_s=config.timeout_s,
         )
-        env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = settings.protocol
-        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = settings.endpoint
-        env["OTEL_EXPORTER_OTLP_TRACES_HEADERS"] = _kv_list(settings.headers)
+        env[OTEL_EXPORTER_OTLP_TRACES_PROTOCOL] = settings.protocol
+        env[OTEL_EXPORTER_OTLP_TRACES_ENDPOINT] = settings.endpoint
+        env[OTEL_EXPORTER_OTLP_TRACES_HEADERS] = _kv_list(settings.headers)
     if config.timeout_s is not None:
-        env["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"] = repr(config.timeout_s)
+        env[OTEL_EXPORTER_OTLP_TRACES_TIMEOUT] = repr(config.timeout_s)
     if config.exit_timeout_s is not None:
         env["TASKTRACE_EXIT_TIMEOUT_S"] = repr(config.exit_timeout_s)
     if config.resource_attributes:
         extra = _kv_list({k: str(v) for k, v in config.resource_attributes.items()})
-        old = env.get("OTEL_RESOURCE_ATTRIBUTES")
-        env["OTEL_RESOURCE_ATTRIBUTES"] = f"{old},{extra}" if old else extra
+        old = env.get(OTEL_RESOURCE_ATTRIBUTES)
+        env[OTEL_RESOURCE_ATTRIBUTES] = f"{old},{extra}" if old else extra
     if config.exporters is not None:
         names = [e for e in config.exporters if isinstance(e, str)]
         if len(names) < len(config.exporters):
@@ -92,9 +102,9 @@ def worker_environment() -> dict[str, str]:
                 "workers; workers use only the named exporters %s",
                 names,
             )
-        env["OTEL_TRACES_EXPORTER"] = ",".join(names) or "none"
+        env[OTEL_TRACES_EXPORTER] = ",".join(names) or "none"
     elif config.endpoint is not None:
-        env["OTEL_TRACES_EXPORTER"] = "otlp"
+        env[OTEL_TRACES_EXPORTER] = "otlp"
     return env
 
 
