@@ -8,7 +8,10 @@ another process arrives); this writer decides *where*. A task may have two targe
   :func:`~tasktrace.tree.files.check_replaceable`) and refreshed by the refresh thread while
   the task runs (unless asked not to);
 - its **spool record**, when it is the root of a subprocess's tasks whose parent task is in
-  another process (:mod:`tasktrace.tree.spool`).
+  another process (:mod:`tasktrace.tree.spool`);
+- its **sink**, when it is the root of tasks run for work an engine carried from another
+  process (:mod:`tasktrace.task.carriers`): a function handed the task object itself at start
+  and finish, which serialises it when (and if) it sends it.
 
 Each write pulls the records of other processes first (the processor's record sources), then
 serialises the task's tree under the tree's lock (:func:`~tasktrace.core.record.dump_json`) and
@@ -33,7 +36,11 @@ from tasktrace.core.status import TaskStatus
 from tasktrace.tree.files import check_folder, check_replaceable, save_atomic
 from tasktrace.tree.refresh import RefreshMonitor
 
-__all__ = ["FORCE_HINT", "FileTargets", "TaskFileWriter"]
+__all__ = ["FORCE_HINT", "FileTargets", "RecordSink", "TaskFileWriter"]
+
+RecordSink = Callable[[TaskRecord], None]
+"""Where a remote scope's root task goes (:meth:`TaskFileWriter.set_sink`): called with the task
+at its start and at its finish (``status`` tells which); must not raise."""
 
 FORCE_HINT = "remove it, or call task.save_to_file(path, force=True) to replace it"
 """How the Python API lets a user replace a file that is not tasktrace output."""
@@ -48,12 +55,14 @@ class FileTargets:
         checked: Whether ``file`` passed (or was let past) the replaceability check.
         monitor: Whether the refresh thread re-writes the file while the task runs.
         spool_record: The task's record in the spool (a subprocess root), or ``None``.
+        sink: The sink the task is handed to (a remote scope's root), or ``None``.
     """
 
     file: Path | None = None
     checked: bool = False
     monitor: bool = True
     spool_record: Path | None = None
+    sink: RecordSink | None = None
     ref: Any = field(default=None, repr=False)
 
     def paths(self) -> tuple[Path, ...]:
@@ -146,6 +155,15 @@ class TaskFileWriter:
         """Make ``path`` the spool record ``task`` (a subprocess root) is written to as well."""
         self._targets_of(task).spool_record = path
 
+    def set_sink(self, task: TaskRecord, sink: RecordSink) -> None:
+        """Hand ``task`` (a remote scope's root) to ``sink`` at its start and at its finish.
+
+        The sink gets the task object, not its JSON: it serialises the record only when it
+        sends it (a short task's start record usually never is). The refresh thread does not
+        refresh sinks; their owner snapshots long tasks itself.
+        """
+        self._targets_of(task).sink = sink
+
     def save(self, task: TaskRecord, path: Path, *, force: bool, monitor: bool) -> None:
         """``Task.save_to_file``: check ``path``, make it ``task``'s file and write it now.
 
@@ -194,14 +212,17 @@ class TaskFileWriter:
         """Write ``task``'s tree to its targets now; return whether it has any.
 
         Records of other processes are merged first. A failed write warns (once per file) and
-        leaves the previous file intact; it never raises.
+        leaves the previous file intact; it never raises. A sink is handed the task first.
         """
         targets = self._targets.get(id(task))
         if targets is None:
             return False
+        sink = targets.sink
+        if sink is not None:
+            sink(task)
         paths = targets.paths()
         if not paths:
-            return False
+            return sink is not None
         self._pull_records()
         with self._tree_lock():
             data = dump_json(task)
@@ -229,7 +250,9 @@ class TaskFileWriter:
 
     def finished(self, task: TaskRecord) -> None:
         """Stop refreshing a finished task, and write its targets a last time."""
-        if self._targets.get(id(task)) is None:
+        targets = self._targets.get(id(task))
+        if targets is None:
             return
-        self.monitor.remove(id(task))
+        if targets.file is not None or targets.spool_record is not None:
+            self.monitor.remove(id(task))  # a sink alone is never refreshed
         self.write(task)
