@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-phoenix test-mlflow test-browser docs benchmarks clean
+.PHONY: demo test test-phoenix test-mlflow test-lenskit test-browser docs benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,19 @@ test-phoenix: $(VENV)/.dev-installed .venv-phoenix/.installed
 test-mlflow: $(VENV)/.dev-installed .venv-mlflow/.installed
 	MLFLOW_VENV=.venv-mlflow $(BIN)/python -m pytest -m mlflow
 
+## A separate job: a program that configured LensKit itself (lenskit.config.configure()) gets
+## energy from a real Prometheus. LensKit brings PyTorch: a side environment, .venv-lenskit, with
+## the CPU build (torch==2.13.0), LensKit 2025.8.1 and this project (~1.5 GB).
+test-lenskit: $(VENV)/.dev-installed .venv-lenskit/.installed
+	bash .ci/install-services.sh
+	$(BIN)/python -m pytest -m lenskit
+
+.venv-lenskit/.installed: pyproject.toml
+	test -x .venv-lenskit/bin/python || $(PYTHON) -m venv .venv-lenskit
+	.venv-lenskit/bin/python -m pip install --quiet torch==2.13.0
+	.venv-lenskit/bin/python -m pip install --quiet lenskit==2025.8.1 -e .
+	touch $@
+
 ## A separate job: the browser test of the HTML report in headless Chromium (Debian's package,
 ## installed with apt-get where missing); it also refreshes docs/_static/report-demo.png.
 test-browser: $(VENV)/.dev-installed
@@ -60,4 +73,4 @@ benchmarks: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .venv-phoenix .venv-mlflow docs/_build runs
+	rm -rf $(VENV) .venv-phoenix .venv-mlflow .venv-lenskit docs/_build runs

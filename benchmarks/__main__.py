@@ -1,6 +1,6 @@
 """Run the benchmark suite and print one table: ``python -m benchmarks [--quick] [NAME ...]``.
 
-Benchmarks: overhead, import, scale, burst, accuracy (see each module's docstring). Figures
+Benchmarks: overhead, import, scale, burst, accuracy, engines (see each module's docstring). Figures
 with a reference are measured side by side in the same run; the ratio column is value /
 reference.
 """
@@ -17,7 +17,7 @@ from rich.table import Table
 
 from benchmarks._common import Row
 
-BENCHMARKS = ("overhead", "import", "scale", "burst", "accuracy")
+BENCHMARKS = ("overhead", "import", "scale", "burst", "accuracy", "engines")
 
 
 def machine() -> str:
@@ -72,7 +72,7 @@ def main() -> None:
     unknown = set(names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS}")
-    from benchmarks import accuracy, burst, import_time, overhead, scale
+    from benchmarks import accuracy, burst, engines, import_time, overhead, scale
 
     modules = {
         "overhead": overhead,
@@ -80,6 +80,7 @@ def main() -> None:
         "scale": scale,
         "burst": burst,
         "accuracy": accuracy,
+        "engines": engines,
     }
     rows: list[Row] = []
     for name in names:

@@ -11,7 +11,7 @@ extensions = [
     "sphinx.ext.intersphinx",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_design"]
 html_theme = "furo"
 html_title = "tasktrace"
 autodoc_member_order = "bysource"

@@ -29,9 +29,9 @@ set_raise_errors(True)  # internal errors fail the test that hit them
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Each test starts from default settings, in an empty working folder."""
+    """Each test starts from default settings and no TASKTRACE_* or LK_* variable, in tmp_path."""
     for key in list(os.environ):
-        if key.startswith("TASKTRACE_"):
+        if key.startswith(("TASKTRACE_", "LK_")):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     reset_settings()

@@ -35,8 +35,10 @@ server threads record requests.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.server
+import json
 import socket
 import threading
 import time
@@ -44,9 +46,11 @@ import zlib
 from collections.abc import Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
+from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
@@ -168,6 +172,20 @@ def decode_any_value(value: common_pb2.AnyValue) -> Any:
 def decode_attributes(key_values: Iterator[common_pb2.KeyValue] | Any) -> dict[str, Any]:
     """Convert repeated OTLP ``KeyValue`` messages to a dict (later keys win)."""
     return {kv.key: decode_any_value(kv.value) for kv in key_values}
+
+
+_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
+
+
+def _hex_ids(value: Any) -> Any:
+    """Return ``value`` (protobuf JSON) with every trace / span id turned from base64 to hex."""
+    if isinstance(value, dict):
+        return {
+            k: base64.b64decode(v).hex() if k in _ID_KEYS else _hex_ids(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_hex_ids(v) for v in value]
+    return value
 
 
 def _hex_or_none(raw: bytes) -> str | None:
@@ -311,6 +329,21 @@ class _Recorder:
         """Return the accepted ``ExportMetricsServiceRequest`` messages, in arrival order."""
         with self._changed:
             return list(self._metrics_requests)
+
+    def write_collector_file(self, path: Path) -> int:
+        """Write the accepted trace requests as the OpenTelemetry Collector's file exporter does.
+
+        One ``ExportTraceServiceRequest`` per line in OTLP/JSON: protobuf's JSON mapping
+        (``json_format``: lowerCamelCase keys, 64-bit integers as strings, enums as integers),
+        with trace and span ids as lowercase hex as OTLP/JSON requires (the mapping writes bytes
+        as base64). Returns the number of lines written.
+        """
+        lines = []
+        for request in self.trace_requests():
+            data = json_format.MessageToDict(request, use_integers_for_enums=True)
+            lines.append(json.dumps(_hex_ids(data), separators=(",", ":")) + "\n")
+        path.write_text("".join(lines))
+        return len(lines)
 
     def spans(self) -> list[SpanRecord]:
         """Every accepted span, decoded, in arrival order."""

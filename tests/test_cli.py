@@ -11,6 +11,7 @@ import pytest
 from tasktrace import Task, TaskStatus
 from tasktrace.cli import child_environment, main
 
+from .cli_helpers import run_cli
 from .conftest import FIXTURES
 
 
@@ -69,9 +70,14 @@ def test_run_command_not_found() -> None:
 
 
 def test_run_records_child_peak_rss(tmp_path: Path) -> None:
-    """The command's own peak RSS (from wait4) is recorded when larger than ours."""
+    """The command's own peak RSS (from wait4) is recorded when larger than tasktrace's.
+
+    ``tasktrace run`` runs in a fresh process (through ``sh``): run in this test process, its
+    own peak would be whatever earlier tests left (an engine test's cluster client, several
+    hundred MiB), and the command's 400 MB could not be told from it.
+    """
     out = tmp_path / "run.json"
-    code = main(
+    done = run_cli(
         [
             "run",
             "-q",
@@ -81,9 +87,10 @@ def test_run_records_child_peak_rss(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "x = bytearray(b'1') * 400_000_000",
-        ]
+        ],
+        tmp_path,
     )
-    assert code == 0
+    assert done.returncode == 0, done.stderr
     task = Task.model_validate_json(out.read_text())
     assert task.children_peak_rss_bytes is not None
     assert task.children_peak_rss_bytes >= 400_000_000

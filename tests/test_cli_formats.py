@@ -98,17 +98,20 @@ def test_show_totals_json_sums_per_label_pattern(
 
 
 def test_export_otlp_json_then_show_and_export_task_round_trip(tmp_path: Path) -> None:
-    """Export -f otlp-json then -f task gives back the LensKit file's tree (floats to 1 µs)."""
+    """Export --format otlp-json then --format task gives back the tree (floats to 1 µs)."""
     lines, back = tmp_path / "n.jsonl", tmp_path / "n.json"
-    assert main(["export", str(FIXTURES / "nested.json"), "-f", "otlp-json", "-o", str(lines)]) == 0
-    assert main(["export", str(lines), "-f", "task", "-o", str(back)]) == 0
+    assert (
+        main(["export", str(FIXTURES / "nested.json"), "--format", "otlp-json", "-o", str(lines)])
+        == 0
+    )
+    assert main(["export", str(lines), "--format", "task", "-o", str(back)]) == 0
     original = Task.model_validate_json((FIXTURES / "nested.json").read_bytes())
     back_task = Task.model_validate_json(back.read_bytes())
     same_to_span_precision(back_task.model_dump(), original.model_dump())
 
 
 def test_export_chrome_writes_trace_events(tmp_path: Path) -> None:
-    """Export -f chrome writes a traceEvents document with one X event per task."""
+    """Export --format chrome writes a traceEvents document with one X event per task."""
     out = tmp_path / "t.json"
     assert (
         main(["export", str(FIXTURES / "nested.json"), "--format", "chrome", "-o", str(out)]) == 0
@@ -123,7 +126,7 @@ def test_export_bad_input_exits_2_naming_the_file(
     """A broken OTLP JSON line is reported in one line naming the file and line; exit 2."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"resourceSpans": []}\n{"resourceSpans": 3}\n')
-    assert main(["export", str(bad), "-f", "chrome", "-o", str(tmp_path / "x")]) == 2
+    assert main(["export", str(bad), "--format", "chrome", "-o", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err
     assert "line 2" in err

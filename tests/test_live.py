@@ -64,14 +64,14 @@ def _run_in_pty(argv: list[str], cwd: Path, timeout_s: float = 30.0) -> str:
 
 
 def test_panel_in_a_terminal_shows_figures_and_running_tasks(tmp_path: Path) -> None:
-    """On a terminal, run shows elapsed, CPU, RSS, peak RSS and the child's running task tree."""
+    """On a terminal, run shows elapsed, CPU time, RSS now, peak RSS and the child's tasks."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     out = _run_in_pty(
         [sys.executable, "-m", "tasktrace.cli", "run", "--", sys.executable, str(script)], tmp_path
     )
     assert "tasktrace run:" in out
-    for figure in ("elapsed", "CPU", "RSS", "peak RSS"):
+    for figure in ("elapsed", "CPU time", "RSS now", "peak RSS"):
         assert figure in out, figure
     assert "inner-step" in out  # from the child's spool record, while it ran
     assert "running" in out

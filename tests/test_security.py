@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def test_run_records_argv_only_when_asked(tmp_path: Path) -> None:
     assert main(["run", "-q", "-f", str(out), "--", "true", f"--password={ARG_SECRET}"]) == 0
     saved = json.loads(out.read_text())
     assert "argv" not in saved
-    assert saved["label"] == f"true --password={REDACTED}"
+    assert saved["label"] == shlex.join(["true", f"--password={REDACTED}"])
     assert ARG_SECRET not in out.read_text()
 
 

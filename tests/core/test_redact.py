@@ -1,10 +1,10 @@
-"""Secrets in a command line are redacted before it is recorded (core.redact)."""
+"""Secrets in a command line and in URLs are redacted before they are shown (core.redact)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasktrace.core.redact import redact_argv
+from tasktrace.core.redact import mask_url, redact_argv
 
 
 @pytest.mark.parametrize(
@@ -34,3 +34,20 @@ from tasktrace.core.redact import redact_argv
 def test_redact_argv(argv: list[str], expected: list[str]) -> None:
     """Values of secret-looking options, KEY=VALUE secrets and URL passwords are redacted."""
     assert redact_argv(argv) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (
+            "http://user:pw@host:9090/p?token=abc&x=1#frag",
+            "http://user:***@host:9090/p?token=***&x=***",
+        ),
+        ("https://collector.lab:4318", "https://collector.lab:4318"),
+        ("http://alice@host:9090", "http://alice@host:9090"),
+        ("http://u:p@[::1", "***"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    """A URL's password and query values become ***, the fragment goes; unparsable text too."""
+    assert mask_url(url) == masked

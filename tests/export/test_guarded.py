@@ -152,7 +152,7 @@ def test_a_request_refused_as_too_large_is_reported_as_such(
     It gives the status and tasktrace's request size, and never says "retrying".
     """
     with _receiver(protocol, max_bytes=1024 * 1024) as receiver:
-        env = _env(receiver, protocol, OTEL_EXPORTER_OTLP_TIMEOUT="1")
+        env = _env(receiver, protocol, OTEL_EXPORTER_OTLP_TIMEOUT="8")
         run = run_script(REFUSED_BATCH, tmp_path, env)
     assert run.returncode == 0, run.stderr
     (warning,) = run.export_warnings()

@@ -50,3 +50,21 @@ def test_header_values_are_secrets_never_to_log(monkeypatch: pytest.MonkeyPatch)
     settings = otlp_settings("traces", headers={"X-Key": "key-2"})
     assert settings.headers == {"authorization": "Bearer tok-1", "x-key": "key-2"}
     assert {"Bearer tok-1", "key-2"} <= set(settings.secrets)
+
+
+def test_each_value_names_its_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sources: the argument's function, the variable that gave the value, or default."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://generic:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "a=1,b=2")
+    traces = otlp_settings("traces", headers={"B": "3"}, timeout_s=2)
+    assert dict(traces.sources) == {
+        "endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "protocol": "default",
+        "timeout_s": "configure(timeout_s=...)",
+        "headers.a": "OTEL_EXPORTER_OTLP_HEADERS",
+        "headers.b": "configure(headers=...)",
+    }
+    metrics = otlp_settings("metrics", endpoint="http://arg:4317", given_by="replay")
+    assert metrics.sources["protocol"] == "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+    assert metrics.sources["endpoint"] == "replay(endpoint=...)"

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import types
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -312,6 +313,24 @@ class FakePrometheus:
         self.server.server_close()
 
 
+def query_api(url: str, promql: str) -> list:
+    """Run an instant query against the Prometheus at ``url``; return the result list.
+
+    Raises:
+        OSError: Not listening yet (``URLError``), or answering with an HTTP error: Prometheus
+            answers 503 while it starts. That answer is closed here, so an error the caller
+            keeps (``wait_for_samples`` keeps the last one, in a reference cycle with its frame)
+            holds no open socket for the garbage collector to warn about.
+    """
+    endpoint = f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    try:
+        with urllib.request.urlopen(endpoint, timeout=5) as response:  # noqa: S310 - loopback
+            return json.load(response)["data"]["result"]
+    except urllib.error.HTTPError as e:
+        with e:  # the error is the open answer: close its connection now
+            raise OSError(f"prometheus answered HTTP {e.code} {e.reason}") from None
+
+
 class PrometheusServer:
     """A real Prometheus (Debian's ``prometheus`` binary) on a loopback port, for one session."""
 
@@ -345,10 +364,8 @@ class PrometheusServer:
         )
 
     def query(self, promql: str) -> list:
-        """Run an instant query; return the result list."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-            return json.load(response)["data"]["result"]
+        """Run an instant query; return the result list (see :func:`query_api`)."""
+        return query_api(self.url, promql)
 
     def wait_for_samples(self, metric: str, count: int, timeout_s: float) -> None:
         """Wait until ``count`` samples of ``metric`` are stored; raise if it takes too long."""

@@ -213,7 +213,7 @@ def test_task_energy_from_prometheus_wins_over_rapl(  # noqa: PLR0917 - pytest f
     server, exporter = prometheus_server
     (tmp_path / "lenskit.toml").write_text(
         LENSKIT_TOML.format(machine=PROMETHEUS_JOB, url=server.url, metric=exporter.metric)
-        + f"\n[energy]\nrapl_root = '{rapl_tree.root}'\n"
+        + f"\n[tasktrace.energy]\nrapl_root = '{rapl_tree.root}'\n"
     )
     monkeypatch.setenv("TASKTRACE_PROMETHEUS__SCRAPE_INTERVAL_S", str(PROMETHEUS_SCRAPE_S))
     rapl_tree.zone("intel-rapl:0", "package-0")

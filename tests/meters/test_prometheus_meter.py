@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -139,25 +140,67 @@ def test_failed_server_is_not_queried_again_until_retry_after() -> None:
         failing.close()
 
 
-def test_elapsed_is_milliseconds_and_scalar_results_are_used() -> None:
-    """{elapsed} is the duration in whole milliseconds; a scalar result is the value."""
-    body = {"status": "success", "data": {"resultType": "scalar", "result": [0, "12.5"]}}
+def _recording(body: dict) -> tuple[FakePrometheus, list[tuple[str, str | None]]]:
+    """Start a fake server answering ``body``; record each request's path and Authorization."""
     answering = FakePrometheus(body=json.dumps(body).encode())
-    seen: list[str] = []
+    seen: list[tuple[str, str | None]] = []
     original = answering.server.RequestHandlerClass.do_GET
 
     def record(handler) -> None:
-        seen.append(handler.path)
+        seen.append((handler.path, handler.headers.get("Authorization")))
         original(handler)
 
     answering.server.RequestHandlerClass.do_GET = record
+    return answering, seen
+
+
+def test_elapsed_is_truncated_milliseconds_and_scalar_results_are_used() -> None:
+    """{elapsed} is the duration in ms truncated as LensKit does (1.2349 s: 1234); scalars used."""
+    body = {"status": "success", "data": {"resultType": "scalar", "result": [0, "12.5"]}}
+    answering, seen = _recording(body)
     try:
         meter = _system_meter(answering.url, "x[{elapsed}ms]")
-        reading = meter.read(None, 1.2345, final=True)
+        reading = meter.read(None, 1.2349, final=True)
     finally:
         answering.close()
     assert reading["system_power"] == pytest.approx(12.5)
-    assert "x%5B1234ms%5D" in seen[0] or "x%5B1235ms%5D" in seen[0]
+    assert "x%5B1234ms%5D" in seen[0][0]
+
+
+def test_several_series_give_the_first_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """As LensKit: of a result of several series the first is used, and said once per query."""
+    series = [{"metric": {"i": str(i)}, "value": [0, str(v)]} for i, v in enumerate((7.0, 5.0))]
+    body = {"status": "success", "data": {"resultType": "vector", "result": series}}
+    answering, _ = _recording(body)
+    try:
+        meter = _system_meter(answering.url, "x[{elapsed}ms]")
+        with caplog.at_level(logging.WARNING):
+            readings = [meter.read(None, 1.0, final=True) for _ in range(2)]
+    finally:
+        answering.close()
+    assert [r["system_power"] for r in readings] == [7.0, 7.0]
+    (record,) = caplog.records
+    assert "returned 2 series; using the first, as LensKit does" in record.getMessage()
+
+
+def test_url_credentials_are_sent_as_basic_auth_and_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """http://user:pw@host: basic authentication, as LensKit's requests; the password unlogged."""
+    body = {"status": "success", "data": {"resultType": "scalar", "result": [0, "3"]}}
+    answering, seen = _recording(body)
+    url = answering.url.replace("http://", "http://alice:hunter2@")
+    try:
+        assert _system_meter(url, "up").read(None, 1.0, final=True)["system_power"] == 3.0
+    finally:
+        answering.close()
+    assert seen[0][1] == "Basic " + base64.b64encode(b"alice:hunter2").decode()
+    down = _system_meter(f"http://alice:hunter2@127.0.0.1:{free_port()}", "up")
+    with caplog.at_level(logging.WARNING):
+        assert down.read(None, 1.0, final=True)["system_power"] is None
+    (record,) = caplog.records
+    assert "alice:***@127.0.0.1" in record.getMessage()
+    assert "hunter2" not in record.getMessage()
 
 
 def test_unknown_placeholder_in_a_query_gives_none_with_a_warning(

@@ -120,12 +120,12 @@ def test_export_refuses_a_users_file_and_force_overrides(
     """`export -o data.csv` exits 2 naming the file and --force, leaving it; --force writes."""
     data = _data_csv(tmp_path)
     source = str(FIXTURES / "nested.json")
-    assert main(["export", source, "-f", "chrome", "-o", str(data)]) == 2
+    assert main(["export", source, "--format", "chrome", "-o", str(data)]) == 2
     err = capfd.readouterr().err
     assert str(data) in err
     assert "--force" in err
     assert data.read_bytes() == _CSV
-    assert main(["export", source, "-f", "chrome", "-o", str(data), "--force"]) == 0
+    assert main(["export", source, "--format", "chrome", "-o", str(data), "--force"]) == 0
     assert "traceEvents" in json.loads(data.read_bytes())
 
 
@@ -134,13 +134,15 @@ def test_export_replaces_its_own_earlier_outputs(tmp_path: Path) -> None:
     source = str(FIXTURES / "nested.json")
     for fmt in ("chrome", "otlp-json", "task"):
         out = tmp_path / f"out.{fmt}"
-        assert main(["export", source, "-f", fmt, "-o", str(out)]) == 0
+        assert main(["export", source, "--format", fmt, "-o", str(out)]) == 0
         first = out.read_bytes()
-        assert main(["export", source, "-f", fmt, "-o", str(out)]) == 0
+        assert main(["export", source, "--format", fmt, "-o", str(out)]) == 0
         assert out.read_bytes() == first
     # and one format over another: a chrome trace over OTLP JSON lines, a task file over chrome
-    assert main(["export", source, "-f", "chrome", "-o", str(tmp_path / "out.otlp-json")]) == 0
-    assert main(["export", source, "-f", "task", "-o", str(tmp_path / "out.chrome")]) == 0
+    assert (
+        main(["export", source, "--format", "chrome", "-o", str(tmp_path / "out.otlp-json")]) == 0
+    )
+    assert main(["export", source, "--format", "task", "-o", str(tmp_path / "out.chrome")]) == 0
 
 
 def test_export_refuses_a_chrome_trace_tasktrace_did_not_write(tmp_path: Path) -> None:
@@ -148,7 +150,9 @@ def test_export_refuses_a_chrome_trace_tasktrace_did_not_write(tmp_path: Path) -
     other = tmp_path / "profile.json"
     content = json.dumps({"traceEvents": [], "otherData": {"tool": "torch"}}).encode()
     other.write_bytes(content)
-    assert main(["export", str(FIXTURES / "nested.json"), "-f", "chrome", "-o", str(other)]) == 2
+    assert (
+        main(["export", str(FIXTURES / "nested.json"), "--format", "chrome", "-o", str(other)]) == 2
+    )
     assert other.read_bytes() == content
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,35 @@ def test_save_to_file_and_update(tmp_path: Path) -> None:
     assert mid.duration is not None
     t.finish()
     assert Task.model_validate_json(path.read_text()).status is TaskStatus.FINISHED
+
+
+_GC_IN_LOCK = """
+import gc, pathlib, tempfile
+from tasktrace import Task
+folder = pathlib.Path(tempfile.mkdtemp())
+for threshold in (19, 29, 31, 37):  # collections land inside the writer's critical section
+    gc.set_threshold(threshold, 1, 1)
+    for i in range(1500):
+        task = Task(f"t{i}")
+        holder = [task]
+        holder.append(holder)  # only the garbage collector frees this task (and its targets)
+        task.save_to_file(folder / f"t{i % 10}.json", monitor=False)
+        del task, holder
+print("done")
+"""
+
+
+def test_a_task_collected_while_the_writer_holds_its_lock_does_not_deadlock() -> None:
+    """A task freed by the collector inside the writer's critical section never blocks it."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _GC_IN_LOCK],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the writer deadlocked on its own lock (a collector callback took it)")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "done"

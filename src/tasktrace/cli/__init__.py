@@ -2,7 +2,8 @@
 
 ``run`` a command as a task, ``show`` a task file, ``export`` it to OTLP JSON lines or a Chrome
 trace, ``replay`` it to an OTLP endpoint; ``report``, ``compare`` and ``table`` (in
-:mod:`tasktrace.cli.reports`) show where the cost went.
+:mod:`tasktrace.cli.reports`) show where the cost went; ``config`` (:mod:`tasktrace.cli.config`)
+prints the settings with the source of each value.
 
 Each subcommand is one function; :func:`main` takes ``argv`` so tests call it directly.
 Exit status: the command's own status for ``run`` (``128 + N`` when killed by signal ``N``,
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 import click
 
-from tasktrace.cli import reports
+from tasktrace.cli import config, reports
 from tasktrace.cli.convert import export, replay
 from tasktrace.cli.render import render_tree
 from tasktrace.cli.run import run
@@ -38,6 +39,7 @@ def cli() -> None:
 for _command in (run, show, export, replay):
     cli.add_command(_command)
 reports.register(cli)  # report, compare, table
+config.register(cli)  # config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

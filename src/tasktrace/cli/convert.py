@@ -9,6 +9,10 @@ import json
 from pathlib import Path
 
 import click
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+)
 
 from tasktrace.cli.inputs import FORCE_HINT, load, read_input
 from tasktrace.formats.chrome_trace import task_to_chrome_trace
@@ -30,7 +34,6 @@ class _Refused(click.ClickException):
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--format",
-    "-f",
     "fmt",
     type=click.Choice(["otlp-json", "chrome", "task"]),
     required=True,
@@ -80,7 +83,7 @@ def export(file: Path, fmt: str, output: Path, force: bool) -> None:
     "--endpoint",
     "-e",
     help="OTLP endpoint base URL, e.g. http://127.0.0.1:4318 (default: "
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; one is required).",
+    f"{OTEL_EXPORTER_OTLP_TRACES_ENDPOINT} / {OTEL_EXPORTER_OTLP_ENDPOINT}; one is required).",
 )
 def replay(path: Path, endpoint: str | None) -> None:
     """Send PATH (a task file or OTLP JSON lines) to an OTLP endpoint as the original spans.

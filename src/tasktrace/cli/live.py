@@ -3,10 +3,11 @@
 While the command runs, a :class:`rich.live.Live` panel on standard error shows:
 
 - elapsed wall time (``time.perf_counter`` since the command started);
-- CPU seconds of the command's process tree: user + system of every live process, plus the
+- CPU time of the command's process tree (with the mean number of busy cores where that is
+  more than one): user + system of every live process, plus the
   ``children_user`` / ``children_system`` of the processes they reaped (``psutil``
   ``Process.cpu_times()``), never decreasing;
-- current RSS (sum of ``memory_info().rss`` over the tree) and the peak of that sum as sampled
+- RSS now (sum of ``memory_info().rss`` over the tree) and the peak of that sum as sampled
   (every redraw, 4 per second: a shorter spike can be missed);
 - energy so far, when an energy meter is available (the ``run`` task's own measurements,
   refreshed every 2 s);
@@ -43,6 +44,7 @@ from rich.text import Text
 from tasktrace.cli.render import render_tree
 from tasktrace.core.settings import ENV_PREFIX
 from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_joules
+from tasktrace.core.views import CORES_SHOWN_ABOVE
 from tasktrace.task import Task
 from tasktrace.tree.spool import spool_folder
 
@@ -243,9 +245,11 @@ class LivePanel:
             elapsed_s = time.perf_counter() - self._t0
             line = Text()
             line.append("elapsed ", style="dim").append(friendly_duration(elapsed_s))
-            line.append("   CPU ", style="dim").append(friendly_duration(self._cpu_s))
+            line.append("   CPU time ", style="dim").append(friendly_duration(self._cpu_s))
+            if elapsed_s > 0 and self._cpu_s > CORES_SHOWN_ABOVE * elapsed_s:
+                line.append(f" ({self._cpu_s / elapsed_s:.1f} cores)")
             if self._rss_bytes is not None:
-                line.append("   RSS ", style="dim").append(friendly_bytes(self._rss_bytes))
+                line.append("   RSS now ", style="dim").append(friendly_bytes(self._rss_bytes))
                 line.append("   peak RSS ", style="dim")
                 line.append(friendly_bytes(self._peak_rss_bytes))
             for name, joules in energy.items():

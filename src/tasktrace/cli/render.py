@@ -1,16 +1,34 @@
-"""The task tree on a terminal, shared by ``show``, ``run`` and the live panel."""
+"""The task tree on a terminal, shared by ``show``, ``run`` and the live panel; the console."""
 
 from __future__ import annotations
 
 import functools
 
+from rich.console import Console
 from rich.tree import Tree
 
 from tasktrace.core.carbon import CarbonIntensity
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.views import build_tree, task_line
 
-__all__ = ["render_tree"]
+__all__ = ["UNWRAPPED_WIDTH", "output_console", "render_tree"]
+
+UNWRAPPED_WIDTH = 1_000_000
+"""The width, in characters, of a console that is not a terminal: wide enough that no line is
+wrapped (rich pads nothing to it: a line is as long as its text)."""
+
+
+def output_console(*, stderr: bool = False) -> Console:
+    """Return the console the commands print to: stdout, or stderr with ``stderr=True``.
+
+    On a terminal, rich's own (lines wrap at the terminal's width). Elsewhere (a pipe, a file:
+    ``tasktrace show run.json | grep epoch``) lines are never wrapped, so each task stays on one
+    line whatever ``COLUMNS`` says; ``--json`` remains the form for programs.
+    """
+    console = Console(stderr=stderr)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, width=UNWRAPPED_WIDTH)
 
 
 def render_tree(

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tasktrace.cli.render import output_console
 from tasktrace.core.units import friendly_ratio
 from tasktrace.core.views import paused_gc, printable
 from tasktrace.formats.compare import Comparison, compare_runs
@@ -200,7 +200,7 @@ def compare(
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return
-    console = Console()
+    console = output_console()
     console.print(_comparison_table(result))
     for name, items in zip(result.names, result.unmatched, strict=True):
         if not items:
@@ -299,7 +299,7 @@ def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
     except ValueError as e:
         raise click.UsageError(f"--by: {e}") from None
     if output is None:
-        Console().print(_cost_table(groups, columns, measures))
+        output_console().print(_cost_table(groups, columns, measures))
         return
     try:
         from tasktrace.formats.frame import encode_table, frame  # noqa: PLC0415 - optional extra

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,20 +18,25 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from tasktrace.cli.inputs import FORCE_HINT
 from tasktrace.cli.live import LivePanel
-from tasktrace.cli.render import render_tree
+from tasktrace.cli.meters_note import machine_checks, print_note, run_note
+from tasktrace.cli.render import output_console, render_tree
 from tasktrace.core.redact import redact_argv
 from tasktrace.core.status import TaskStatus
+from tasktrace.formats.energy_note import METERS_KEY, meters_record
 from tasktrace.meters.process import MAXRSS_UNIT
 from tasktrace.task import Task
 from tasktrace.task.processes import child_environment
 from tasktrace.tree.files import check_replaceable
 from tasktrace.tree.spool import unreported_cpu_s
 
-__all__ = ["run"]
+__all__ = ["LABEL_CHARS", "run"]
+
+
+LABEL_CHARS = 200
+"""The longest default label: the command line, shell-quoted, cut at this many characters."""
 
 
 class _NotStarted(click.ClickException):
@@ -156,6 +162,30 @@ def _child_peak_rss(usage: resource.struct_rusage) -> int | None:
     return child if child > own else None
 
 
+def _start_task(
+    argv: list[str], label: str | None, *, record_argv: bool, file: Path | None, force: bool
+) -> Task:
+    """Create and start the run's task: its label, argv, file, and the meters' checks.
+
+    Raises:
+        click.ClickException: ``file`` cannot be written (a missing folder, a user's file).
+    """
+    task = Task(label or shlex.join(redact_argv(argv))[:LABEL_CHARS])
+    if record_argv:
+        task.argv = redact_argv(argv)
+    if file is not None:
+        try:
+            check_replaceable(file, force=force, override=FORCE_HINT)  # with the CLI's hint
+            task.save_to_file(file, force=True)  # checked just above
+        except OSError as e:  # a missing folder, a user's file: one line, before the command
+            raise click.ClickException(str(e)) from None
+    task.start()  # builds and checks the meters (once a process): record which can measure
+    meters = meters_record(machine_checks())
+    if meters:
+        setattr(task, METERS_KEY, meters)
+    return task
+
+
 # allow_interspersed_args=False: tasktrace's options end at the first argument that is not one
 # of them (the command); everything from there on is the command's, untouched, as with `time`.
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -205,25 +235,21 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     unset when it is no larger than tasktrace's own, since a child's peak includes the memory
     it inherited before exec).
 
+    At the end, after the task tree, a note says which energy was measured and, for what was
+    not, why each meter could not measure here (with the fix); the same reasons are recorded in
+    the task file as the root's meters data, so that show and report can say them later.
+
     The command line is recorded (as argv) only with --record-argv, and then with the values of
     secret-looking options (--password, --token, --api-key, ...) and KEY=VALUE secrets replaced
-    by ***; the default label is the command line with the same redaction.
+    by ***; the default label is the command line with the same redaction, quoted as a shell
+    would need it (sh -c 'echo hi; exit 3'), at most 200 characters.
 
     Example: tasktrace run --file run.json python train.py --epochs 3
     """
     argv = list(command)
-    task = Task(label or " ".join(redact_argv(argv))[:200])
-    if record_argv:
-        task.argv = redact_argv(argv)
-    if file is not None:
-        try:
-            check_replaceable(file, force=force, override=FORCE_HINT)  # with the CLI's hint
-            task.save_to_file(file, force=True)  # checked just above
-        except OSError as e:  # a missing folder, a user's file: one line, before the command
-            raise click.ClickException(str(e)) from None
+    task = _start_task(argv, label, record_argv=record_argv, file=file, force=force)
     code = 0
     status = TaskStatus.FINISHED
-    task.start()
     live = LivePanel.for_run(task, quiet=quiet)  # only on a terminal
     try:
         returncode, usage = _run_command(argv, live)
@@ -251,7 +277,9 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
             status = TaskStatus.FAILED
         task.finish(status)
     if not quiet:
-        Console(stderr=True).print(render_tree(task))
+        console = output_console(stderr=True)
+        console.print(render_tree(task))
+        print_note(console, run_note(task))
     if code == 127:
         raise _NotStarted(str(task.error))
     sys.exit(code)

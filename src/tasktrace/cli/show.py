@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from tasktrace.cli.inputs import load
-from tasktrace.cli.render import render_tree
+from tasktrace.cli.meters_note import print_note, show_note
+from tasktrace.cli.render import output_console, render_tree
 from tasktrace.cli.reports import carbon_intensity_option
 from tasktrace.core import views
 from tasktrace.core.carbon import CarbonIntensity
@@ -60,6 +60,13 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
 ) -> None:
     """Print the task tree in FILE (a task file or OTLP JSON lines) with human units.
 
+    Each line: the label, status, exit code of a failed command, duration, then the named
+    measures (CPU time, with the busy cores where more than one; peak RSS; peak GPU memory;
+    CPU, GPU and system energy). Below the tree, a note says which energy the file holds and
+    why the rest is missing: as recorded by tasktrace run, from this machine's meters where the
+    file was written here, or else what each missing measure needs. Piped, each task stays on
+    one line (no wrapping); --json is the form for programs.
+
     A tree of more than 1,000 tasks (in view) is printed with repeated siblings collapsed, as
     with --collapse, and a note saying so; --all prints every task (slow: about 10,000 lines a
     second).
@@ -68,6 +75,7 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
         raise click.UsageError("--all and --collapse cannot be used together")
     with views.paused_gc():
         task: Task = load(file)
+        root = task
         if text is not None:
             filtered = views.filter_tree(task, text)
             if filtered is None:
@@ -79,7 +87,7 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
             else:
                 click.echo(_depth_limited(task, depth).model_dump_json(indent=1))
             return
-        console = Console()
+        console = output_console()
         size = 0 if collapse or show_all else views.count_tasks(task, depth)
         carbon = CarbonIntensity.from_settings(carbon_intensity)
         if collapse or size > views.AUTO_COLLAPSE_TASKS:
@@ -93,6 +101,7 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
             )
         if totals:
             console.print(_totals_table(views.label_totals(task)))
+        print_note(console, show_note(root))
 
 
 def _depth_limited(task: Task, depth: int | None) -> Task:
@@ -105,7 +114,7 @@ def _depth_limited(task: Task, depth: int | None) -> Task:
 
 
 def _totals_table(rows: list[dict[str, object]]) -> Table:
-    table = Table("label", "tasks", "total time", "total CPU", "max RSS", "failed")
+    table = Table("label", "tasks", "total duration", "total CPU time", "max peak RSS", "failed")
     for row in rows:
         dur, cpu = row["total_duration_s"], row["total_cpu_time_s"]
         rss = row["max_peak_memory_bytes"]

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["REDACTED", "SECRET_WORDS", "is_secret_name", "redact_argv"]
+__all__ = ["REDACTED", "SECRET_WORDS", "is_secret_name", "mask_url", "redact_argv"]
 
 REDACTED = "***"
 """What a secret value is replaced with."""
@@ -78,3 +79,26 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
             continue
         out.append(_redact_word(word))
     return out
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password and every query value replaced by :data:`REDACTED`.
+
+    ``http://user:pw@host:9090/p?token=abc#x`` → ``http://user:***@host:9090/p?token=***``
+    (the fragment is dropped). Text that does not parse as a URL is returned whole only when
+    it has no ``@``, ``?`` or ``#``; otherwise it is :data:`REDACTED`.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url if not any(c in url for c in "@?#") else REDACTED
+    netloc = parts.netloc
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:{REDACTED}@{host}"
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode([(k, REDACTED) for k, _ in pairs], safe=REDACTED)
+    if parts.query and not query:  # a query that is not key=value pairs
+        query = REDACTED
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

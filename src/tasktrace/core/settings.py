@@ -1,37 +1,36 @@
-"""One settings table for tasktrace: environment (``TASKTRACE_*``) over a TOML file over defaults.
+"""One settings table for tasktrace, read from a LensKit project's sources and tasktrace's own.
 
 Precedence, highest first: keyword arguments to :func:`tasktrace.configure` (where they exist),
-``TASKTRACE_*`` environment variables, the TOML file, the defaults below.
+``TASKTRACE_*`` environment variables, LensKit's ``LK_*`` variables, ``tasktrace.toml`` (or the
+file in ``TASKTRACE_CONFIG``), ``lenskit.local.toml``, ``lenskit.toml``, the defaults below;
+merged key by key. Where each file is looked up, which keys LensKit's files and variables give,
+and how a program's own ``lenskit.config.configure()`` is used:
+:mod:`tasktrace.core.settings_sources`.
 
-The TOML file is the first of: the path in ``TASKTRACE_CONFIG``; ``tasktrace.toml`` in the
-working folder; ``lenskit.toml`` in the working folder (LensKit users' existing file, read
-unchanged: ``machine``, ``[prometheus] url``, ``[machines.NAME] power_queries = {...}``).
-
-An invalid value in the environment or the file never breaks an import: it is reported by one
-warning naming the variable (or key) and the default used instead.
+An invalid value in the environment or a file never breaks an import: it is reported by one
+warning naming the variable (or the key and its file) and the default used instead.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
-from pydantic_settings import (
-    EnvSettingsSource,
-    NoDecode,
-    SettingsError,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_settings import NoDecode
 
 from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.settings_layers import has_key_path, merge_layers, origin_of
+from tasktrace.core.settings_sources import CONFIG_ENV, ENV_PREFIX, settings_layers
 
 __all__ = [
     "BUILTIN_METERS",
+    "CONFIG_ENV",
+    "ENV_PREFIX",
     "EnergySettings",
     "MachineSettings",
     "PrometheusSettings",
@@ -41,12 +40,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-ENV_PREFIX = "TASKTRACE_"
-"""Prefix of every tasktrace environment variable."""
-
-CONFIG_ENV = "TASKTRACE_CONFIG"
-"""Environment variable naming the TOML settings file to read."""
 
 
 class PrometheusSettings(BaseModel):
@@ -150,59 +143,24 @@ class Settings(BaseModel):
             return [name.strip().lower() for name in value.split(",") if name.strip()]
         return value
 
+    _origins: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def origins(self) -> Mapping[tuple[str, ...], str]:
+        """Where each value that a file, a variable or code set came from, by key path.
+
+        For example ``{("machine",): "lenskit.local.toml", ("prometheus", "url"):
+        "LK_PROMETHEUS__URL"}``; a key not listed has its default. Empty for settings built in
+        code (``Settings(...)``) rather than by :func:`load_settings`.
+        """
+        return self._origins
+
     @property
     def current_machine(self) -> MachineSettings | None:
         """The :class:`MachineSettings` of :attr:`machine`, or ``None`` if unset or unknown."""
         if self.machine is None:
             return None
         return self.machines.get(self.machine)
-
-
-def _config_file() -> Path | None:
-    explicit = os.environ.get(CONFIG_ENV)
-    if explicit:
-        return Path(explicit)
-    for name in ("tasktrace.toml", "lenskit.toml"):
-        path = Path(name)
-        if path.is_file():
-            return path
-    return None
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        data = TomlConfigSettingsSource(Settings, toml_file=path)()  # type: ignore[arg-type]
-    except (OSError, ValueError) as e:  # tomllib.TOMLDecodeError is a ValueError
-        _log.warning("tasktrace: cannot read settings file %s (%s); using defaults", path, e)
-        return {}
-    if not path.is_file():
-        _log.warning("tasktrace: settings file %s (from %s) does not exist", path, CONFIG_ENV)
-    # tasktrace.toml may nest everything under [tasktrace]; lenskit.toml is flat.
-    nested = data.get("tasktrace")
-    return nested if isinstance(nested, dict) else data
-
-
-def _env_values() -> dict[str, Any]:
-    try:
-        source = EnvSettingsSource(
-            Settings,  # type: ignore[arg-type]  # only its fields and config are read
-            env_prefix=ENV_PREFIX,
-            env_nested_delimiter="__",
-        )
-        return source()
-    except SettingsError as e:  # a nested value that is not valid JSON, for example
-        _log.warning("tasktrace: cannot read TASKTRACE_* variables (%s); using defaults", e)
-        return {}
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _drop(data: dict[str, Any], loc: tuple[int | str, ...]) -> None:
@@ -215,41 +173,41 @@ def _drop(data: dict[str, Any], loc: tuple[int | str, ...]) -> None:
         target.pop(loc[-1], None)
 
 
-def _origin(loc: tuple[int | str, ...], env: dict[str, Any]) -> str:
-    target: Any = env
-    for part in loc:
-        if not isinstance(target, dict) or part not in target:
-            return "settings file key " + ".".join(str(p) for p in loc)
-        target = target[part]
-    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
-
-
 def load_settings(**overrides: Any) -> Settings:
-    """Build :class:`Settings` from the file, the environment and ``overrides``.
+    """Build :class:`Settings` from every source (see the module docstring) and ``overrides``.
 
-    Invalid values are dropped with one warning each, naming the variable or key, and the
-    default is used. Unknown keys are ignored (so LensKit's other tables are harmless).
+    Invalid values are dropped with one warning each, naming the variable (or the key and its
+    file), and the default is used. Keys tasktrace does not know are ignored (LensKit's other
+    tables are harmless; unknown keys of tasktrace's own tables are warned about).
+    :attr:`Settings.origins` says where each value came from.
     """
-    path = _config_file()
-    file_values = _read_file(path) if path is not None else {}
-    env = _env_values()
-    data = _merge(_merge(file_values, env), overrides)
-    known = set(Settings.model_fields)
-    data = {k: v for k, v in data.items() if k in known}
+    layers = settings_layers(Settings, overrides)
+    data, origins = merge_layers(layers)
+    data = {k: v for k, v in data.items() if k in Settings.model_fields}
+    settings = Settings()
     for _ in range(20):  # each round drops at least one bad value
         try:
-            return Settings.model_validate(data)
-        except ValidationError as e:  # noqa: PERF203 - a retry loop, once per bad value
+            settings = Settings.model_validate(data)
+            break
+        except ValidationError as e:
             for err in e.errors():
                 loc = tuple(err["loc"])
+                found = origin_of(origins, tuple(str(p) for p in loc))
+                where = found[1].where(found[0]) if found else ".".join(map(str, loc))
                 _log.warning(
-                    "tasktrace: invalid %s=%r (%s); using the default",
-                    _origin(loc, env),
+                    "tasktrace: invalid value %r for %s (%s); using the default",
                     err.get("input"),
+                    where,
                     err["msg"],
                 )
                 _drop(data, loc)
-    return Settings()
+    kept = settings.model_dump()  # the keys tasktrace knows, less the invalid values dropped
+    settings._origins = {
+        path: layer.describe(path)
+        for path, layer in origins.items()
+        if has_key_path(data, path) and has_key_path(kept, path)
+    }
+    return settings
 
 
 _settings: Settings | None = None

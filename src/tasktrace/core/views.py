@@ -29,12 +29,16 @@ from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_gra
 __all__ = [
     "AUTO_COLLAPSE_TASKS",
     "COLLAPSE_MIN_RUN",
+    "CORES_SHOWN_ABOVE",
     "SiblingRun",
     "collapse_siblings",
     "count_tasks",
+    "cpu_text",
     "filter_tree",
+    "is_command",
     "label_pattern",
     "label_totals",
+    "memory_text",
     "paused_gc",
     "printable",
     "render_collapsed",
@@ -44,6 +48,10 @@ __all__ = [
 
 COLLAPSE_MIN_RUN = 3
 """Fewest consecutive siblings with the same label pattern that are collapsed into one line."""
+
+CORES_SHOWN_ABOVE = 1.05
+"""A task line adds the mean number of busy cores (``1.9 cores``) where CPU time is more than
+this many times the duration; below it, CPU time and duration speak for themselves."""
 
 AUTO_COLLAPSE_TASKS = 1000
 """Above this many tasks in view, ``show`` collapses repeated siblings unless given ``--all``
@@ -65,10 +73,14 @@ def printable(text: str) -> str:
 
 
 def task_line(task: Task, carbon: CarbonIntensity | None = None) -> str:
-    """One task as a line of rich markup: label, status, error and measures in human units.
+    """One task as a line of rich markup: label, status, error and named measures in human units.
 
-    With ``carbon`` knowing the task's intensity (g CO₂e per kWh) and energy measured, the
-    emissions are added (``CO₂e 400 g``); see :mod:`tasktrace.core.carbon`.
+    ``label  finished  12.50s  CPU time 24.00s (1.9 cores)  peak RSS 3.0 GiB  peak GPU memory
+    1.2 GiB  CPU energy 1.2 kJ  GPU energy 567.0 J  system energy 2.1 kJ``: the duration first,
+    then each measure after its name (see :func:`cpu_text` and :func:`memory_text`); a measure
+    that is not in the task is left out. With ``carbon`` knowing the task's intensity (g CO₂e
+    per kWh) and energy measured, the emissions are added (``CO₂e 400 g``); see
+    :mod:`tasktrace.core.carbon`.
     """
     parts = [f"[bold]{escape(printable(task.label))}[/]"]
     style = _STATUS_STYLE.get(task.status, "")
@@ -81,20 +93,13 @@ def task_line(task: Task, carbon: CarbonIntensity | None = None) -> str:
         parts.append(f"[{style}]({escape(error if len(error) <= 80 else error[:79] + '…')})[/]")
     if task.duration is not None:
         parts.append(friendly_duration(task.duration))
-    if task.cpu_time is not None:
-        parts.append(f"CPU {friendly_duration(task.cpu_time)}")
-    if task.children_cpu_time_s is not None:
-        parts.append(f"children CPU {friendly_duration(task.children_cpu_time_s)}")
-    if task.peak_memory is not None:
-        parts.append(f"RSS {friendly_bytes(task.peak_memory)}")
-    if task.children_peak_rss_bytes is not None:
-        parts.append(f"children RSS {friendly_bytes(task.children_peak_rss_bytes)}")
+    parts.extend(text for text in (cpu_text(task), memory_text(task)) if text is not None)
     if task.peak_gpu_memory is not None:
-        parts.append(f"GPU {friendly_bytes(task.peak_gpu_memory)}")
+        parts.append(f"peak GPU memory {friendly_bytes(task.peak_gpu_memory)}")
     for name, value in (
-        ("CPU", task.cpu_power),
-        ("GPU", task.gpu_power),
-        ("system", task.system_power),
+        ("CPU energy", task.cpu_power),
+        ("GPU energy", task.gpu_power),
+        ("system energy", task.system_power),
     ):
         if value is not None:
             parts.append(f"{name} {friendly_joules(value)}")
@@ -103,6 +108,48 @@ def task_line(task: Task, carbon: CarbonIntensity | None = None) -> str:
         if grams is not None:
             parts.append(f"CO₂e {friendly_grams(grams)}")
     return "  ".join(parts)
+
+
+def is_command(task: Task) -> bool:
+    """Whether ``task`` is a command run by ``tasktrace run`` (it has the command's own usage)."""
+    return task.children_cpu_time_s is not None or task.children_peak_rss_bytes is not None
+
+
+def cpu_text(task: Task) -> str | None:
+    """``"CPU time 6.10s (1.9 cores; 249ms in no task)"``, or ``None`` when CPU time is unknown.
+
+    The CPU time is :meth:`~tasktrace.Task.total_cpu`: the task's own process's, plus its
+    subprocess subtasks' and, for a command under ``tasktrace run``, the command's. Where it is
+    more than :data:`CORES_SHOWN_ABOVE` times the duration (threads or processes working in
+    parallel) the mean number of busy cores is added. For a command whose subprocess subtasks
+    report CPU, the part of the command's CPU that none of them accounts for
+    (``children_cpu_time_s``) is named too.
+    """
+    total = task.total_cpu()
+    if total is None:
+        return None
+    notes = []
+    if task.duration and total > CORES_SHOWN_ABOVE * task.duration:
+        notes.append(f"{total / task.duration:.1f} cores")
+    if task.children_cpu_time_s is not None and any(t.subprocess for t in task.subtasks):
+        notes.append(f"{friendly_duration(task.children_cpu_time_s)} in no task")
+    text = f"CPU time {friendly_duration(total)}"
+    return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+def memory_text(task: Task) -> str | None:
+    """``"peak RSS 3.0 GiB"``, or ``None`` when no peak RSS is known.
+
+    The task's peak RSS; for a command under ``tasktrace run``, the command's own
+    (``children_peak_rss_bytes``), and where that is unknown (a command no larger than
+    tasktrace itself) tasktrace's, named as such.
+    """
+    if is_command(task) and task.children_peak_rss_bytes is not None:
+        return f"peak RSS {friendly_bytes(task.children_peak_rss_bytes)}"
+    if task.peak_memory is None:
+        return None
+    name = "tasktrace's peak RSS" if is_command(task) else "peak RSS"
+    return f"{name} {friendly_bytes(task.peak_memory)}"
 
 
 def label_pattern(label: str) -> str:

@@ -10,6 +10,7 @@ the test that hit it: :func:`set_raise_errors` turns the places that consult
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
 
@@ -47,6 +48,7 @@ class WarnOnce:
 
 _instances: weakref.WeakSet[WarnOnce] = weakref.WeakSet()
 _instances_lock = threading.Lock()
+renew_after_fork(sys.modules[__name__], "_instances_lock")
 
 
 def reset_warnings() -> None:

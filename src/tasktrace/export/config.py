@@ -31,7 +31,9 @@ from opentelemetry.sdk.environment_variables import (
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.settings import get_settings
 from tasktrace.export import environment
+from tasktrace.export.environment import DEFAULT, Resolved
 from tasktrace.export.otlp import PROTOCOLS, otlp_settings
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "configure",
     "current_config",
     "on_configure",
+    "resolve_exit_timeout_s",
     "sdk_disabled",
 ]
 
@@ -184,6 +187,20 @@ def check_environment() -> None:
     otlp_settings("traces")  # protocol, timeout, headers
     environment.resource_attributes()
     environment.traces_sampler()
+
+
+def resolve_exit_timeout_s(config: ExportConfig | None = None) -> Resolved[float]:
+    """Return the seconds the exit may wait for exports, and where that came from.
+
+    ``configure(exit_timeout_s=...)`` (``config``, default the current one), else the
+    ``exit_timeout_s`` setting (its source from :attr:`~tasktrace.core.settings.Settings.origins`:
+    ``TASKTRACE_EXIT_TIMEOUT_S``, a file), else the default, 5.
+    """
+    configured = (config or current_config()).exit_timeout_s
+    if configured is not None:
+        return Resolved(configured, "configure(exit_timeout_s=...)")
+    settings = get_settings()
+    return Resolved(settings.exit_timeout_s, settings.origins.get(("exit_timeout_s",), DEFAULT))
 
 
 def sdk_disabled() -> bool:

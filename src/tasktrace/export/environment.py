@@ -16,6 +16,10 @@ header or resource variable), and hands the SDK the parsed values:
   (which would parse the variable again and log bad items).
 - :func:`traces_sampler`: ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``.
 
+Each resolver also says where its value came from (:class:`Resolved`: an argument, a variable's
+name, or ``default``), so that ``tasktrace config`` shows the values the exporters and the
+provider get, resolved by the same functions (:mod:`tasktrace.export.effective`).
+
 Where the SDK parses these variables anyway — its headers parser inside the OTLP/HTTP
 exporters, and :meth:`Resource.create` wherever it runs (the user's own providers, or at the
 import of ``opentelemetry.sdk._logs``, which Logfire's pydantic plugin brings in) — a filter on
@@ -45,7 +49,8 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Final, Literal
+from dataclasses import dataclass
+from typing import Any, Final, Generic, Literal, TypeVar
 from urllib.parse import unquote
 
 from opentelemetry.sdk.environment_variables import (
@@ -63,14 +68,19 @@ from opentelemetry.sdk.trace import sampling
 from tasktrace.core.warn import WarnOnce
 
 __all__ = [
+    "DEFAULT",
     "DEFAULT_SAMPLER",
     "SDK_PARSER_LOGGERS",
+    "Resolved",
     "Signal",
     "environ_value",
+    "headers_variable",
     "headers_variable_texts",
     "otlp_headers",
     "parse_headers",
     "parse_resource_attributes",
+    "resolve_service_name",
+    "resolve_traces_sampler",
     "resource_attributes",
     "sdk_parsing_quiet",
     "service_name",
@@ -82,6 +92,26 @@ _warn = WarnOnce(_log)
 
 Signal = Literal["traces", "metrics"]
 """The OTLP signal an exporter sends: its per-signal variables and its HTTP path."""
+
+T = TypeVar("T")
+
+DEFAULT: Final = "default"
+"""The source of a value that nothing set (:attr:`Resolved.source`)."""
+
+
+@dataclass(frozen=True)
+class Resolved(Generic[T]):
+    """A setting's effective value and where it came from.
+
+    Attributes:
+        value: The value used.
+        source: ``configure(NAME=...)`` (an argument given in code), the name of the
+            ``OTEL_*`` variable that gave it, or :data:`DEFAULT`.
+    """
+
+    value: T
+    source: str
+
 
 DEFAULT_SAMPLER: Final = "parentbased_always_on"
 """``OTEL_TRACES_SAMPLER`` when unset or invalid (the SDK's default)."""
@@ -174,8 +204,11 @@ def parse_headers(raw: str) -> tuple[dict[str, str], list[int], int]:
     return headers, bad, len(items)
 
 
-def _headers_variable(signal: Signal) -> tuple[str, str | None]:
-    """Return (name, value) of the headers variable ``signal`` uses: per-signal, else generic."""
+def headers_variable(signal: Signal) -> tuple[str, str | None]:
+    """Return (name, value) of the headers variable ``signal`` uses: per-signal, else generic.
+
+    The value is ``None`` (and the name the generic variable's) when neither is set.
+    """
     name = _HEADERS_VARIABLES[signal]
     raw = environ_value(name)
     if raw is None:
@@ -190,7 +223,7 @@ def otlp_headers(signal: Signal) -> dict[str, str]:
     An invalid item is left out with one warning naming the variable and the item's position,
     never its text.
     """
-    name, raw = _headers_variable(signal)
+    name, raw = headers_variable(signal)
     if raw is None:
         return {}
     headers, bad, count = parse_headers(raw)
@@ -216,7 +249,7 @@ def headers_variable_texts(signal: Signal) -> list[str]:
     control character, which tasktrace leaves out; the HTTP library then refuses the request,
     quoting the value.
     """
-    _, raw = _headers_variable(signal)
+    _, raw = headers_variable(signal)
     texts: list[str] = []
     for item in (raw or "").split(","):
         value = item.partition("=")[2] or item
@@ -277,8 +310,10 @@ def resource_attributes() -> dict[str, str]:
     return attributes
 
 
-def service_name(configured: str | None, attributes: Mapping[str, Any], default: str) -> str:
-    """Return ``service.name`` by the precedence the OTel specification gives.
+def resolve_service_name(
+    configured: str | None, attributes: Mapping[str, Any], default: str
+) -> Resolved[str]:
+    """Return ``service.name`` by the precedence the OTel specification gives, and its source.
 
     Args:
         configured: ``configure(service_name=...)`` (tasktrace's own, above all).
@@ -287,17 +322,22 @@ def service_name(configured: str | None, attributes: Mapping[str, Any], default:
 
     Returns:
         The first of: ``configured``; ``service.name`` in ``attributes``; ``OTEL_SERVICE_NAME``;
-        ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``; ``default``.
+        ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``; ``default``, with where it came from.
     """
-    for candidate in (
-        configured,
-        attributes.get(SERVICE_NAME),
-        environ_value(OTEL_SERVICE_NAME),
-        resource_attributes().get(SERVICE_NAME),
+    for candidate, source in (
+        (configured, "configure(service_name=...)"),
+        (attributes.get(SERVICE_NAME), "configure(resource_attributes=...)"),
+        (environ_value(OTEL_SERVICE_NAME), OTEL_SERVICE_NAME),
+        (resource_attributes().get(SERVICE_NAME), OTEL_RESOURCE_ATTRIBUTES),
     ):
         if isinstance(candidate, str) and candidate:
-            return candidate
-    return default
+            return Resolved(candidate, source)
+    return Resolved(default, DEFAULT)
+
+
+def service_name(configured: str | None, attributes: Mapping[str, Any], default: str) -> str:
+    """Return ``service.name``: the value of :func:`resolve_service_name`."""
+    return resolve_service_name(configured, attributes, default).value
 
 
 # ----- sampler ----------------------------------------------------------------------------------
@@ -312,14 +352,16 @@ _SAMPLERS: Final[dict[str, Callable[[float], sampling.Sampler]]] = {
 }
 
 
-def traces_sampler() -> sampling.Sampler:
-    """Return the sampler ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` name.
+def resolve_traces_sampler() -> Resolved[sampling.Sampler]:
+    """Return the sampler ``OTEL_TRACES_SAMPLER`` / ``_ARG`` name, and where it came from.
 
     An unknown sampler name falls back to ``parentbased_always_on``, and a ratio that is not a
     number between 0 and 1 to 1.0, each with one warning naming the variable and the default.
+    The source names the variables whose values were used (``default`` for neither).
     """
     raw = environ_value(OTEL_TRACES_SAMPLER)
     name = raw.strip().lower() if raw is not None else DEFAULT_SAMPLER
+    sources = [OTEL_TRACES_SAMPLER] if raw is not None else []
     if name not in _SAMPLERS:
         _warn(
             f"env:{OTEL_TRACES_SAMPLER}",
@@ -329,7 +371,7 @@ def traces_sampler() -> sampling.Sampler:
             ", ".join(_SAMPLERS),
             DEFAULT_SAMPLER,
         )
-        name = DEFAULT_SAMPLER
+        name, sources = DEFAULT_SAMPLER, []
     rate = 1.0
     arg = environ_value(OTEL_TRACES_SAMPLER_ARG)
     if name.endswith("traceidratio") and arg is not None:
@@ -337,7 +379,9 @@ def traces_sampler() -> sampling.Sampler:
             rate = float(arg)
         except ValueError:
             rate = math.nan
-        if not 0.0 <= rate <= 1.0:  # NaN fails too
+        if 0.0 <= rate <= 1.0:  # NaN fails
+            sources.append(OTEL_TRACES_SAMPLER_ARG)
+        else:
             _warn(
                 f"env:{OTEL_TRACES_SAMPLER_ARG}",
                 "tasktrace: invalid %s=%r (expected a sampling probability from 0 to 1); using 1.0",
@@ -345,4 +389,9 @@ def traces_sampler() -> sampling.Sampler:
                 arg,
             )
             rate = 1.0
-    return _SAMPLERS[name](rate)
+    return Resolved(_SAMPLERS[name](rate), ", ".join(sources) or DEFAULT)
+
+
+def traces_sampler() -> sampling.Sampler:
+    """Return the sampler the variables name: the value of :func:`resolve_traces_sampler`."""
+    return resolve_traces_sampler().value

@@ -22,18 +22,25 @@ from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER, OTEL_TRAC
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_SDK_DISABLED,
 )
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from tasktrace.core.settings import get_settings
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.config import ExportConfig, check_environment, sdk_disabled
-from tasktrace.export.environment import sdk_parsing_quiet
+from tasktrace.export.environment import DEFAULT, Resolved, sdk_parsing_quiet
 from tasktrace.export.guarded import GuardedSpanExporter
 from tasktrace.export.otlp import OtlpSettings, ParsedHeaders, otlp_settings
 from tasktrace.export.request_size import MAX_REQUEST_BYTES
 
-__all__ = ["metric_exporters", "new_otlp_exporter", "span_exporters"]
+__all__ = [
+    "metric_exporter_names",
+    "metric_exporters",
+    "new_otlp_exporter",
+    "span_exporter_names",
+    "span_exporters",
+]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
@@ -103,27 +110,52 @@ def _otlp_or_warn(settings: OtlpSettings) -> Any:
         return None
 
 
-def _exporter_names(config: ExportConfig) -> list[str | SpanExporter]:
+def span_exporter_names(config: ExportConfig) -> Resolved[list[str | SpanExporter]]:
+    """Return the span exporters ``config`` and the environment ask for, and why.
+
+    Args:
+        config: What :func:`tasktrace.configure` was given.
+
+    Returns:
+        Names (lower case; ``none`` left out) and exporter objects: ``OTEL_SDK_DISABLED=true``
+        gives none; else ``configure(exporters=...)``, else ``OTEL_TRACES_EXPORTER``, else
+        ``otlp`` when an endpoint is set (``configure(endpoint=...)``,
+        ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ``OTEL_EXPORTER_OTLP_ENDPOINT``), else none;
+        outside ``configure(exporters=...)``, the ``otlp_json_dir`` setting adds
+        ``tasktrace_otlp_json``. The source names what decided (``default``: nothing).
+    """
+    if sdk_disabled():
+        return Resolved([], OTEL_SDK_DISABLED)
     if config.exporters is not None:
         chosen: list[str | SpanExporter] = list(config.exporters)
+        source = "configure(exporters=...)"
     else:
         raw = os.environ.get(OTEL_TRACES_EXPORTER, "").strip()
+        endpoint = _endpoint_setting(config)
         if raw:
             chosen = [n.strip() for n in raw.split(",") if n.strip()]
+            source = OTEL_TRACES_EXPORTER
+        elif endpoint is not None:
+            chosen, source = ["otlp"], endpoint
         else:
-            chosen = ["otlp"] if _endpoint_setting(config) else []
-        if get_settings().otlp_json_dir is not None and "tasktrace_otlp_json" not in chosen:
+            chosen, source = [], DEFAULT
+        settings = get_settings()
+        if settings.otlp_json_dir is not None and "tasktrace_otlp_json" not in chosen:
             chosen.append("tasktrace_otlp_json")  # the otlp_json_dir setting asks for files
+            origin = settings.origins.get(("otlp_json_dir",), "otlp_json_dir")
+            source = origin if source == DEFAULT else f"{source}, {origin}"
     lowered = [n.lower() if isinstance(n, str) else n for n in chosen]
-    return [n for n in lowered if not (isinstance(n, str) and n == "none")]
+    return Resolved([n for n in lowered if not (isinstance(n, str) and n == "none")], source)
 
 
 def _endpoint_setting(config: ExportConfig) -> str | None:
-    return (
-        config.endpoint
-        or os.environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
-        or os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT)
-    )
+    """Return what set an endpoint (an argument or a variable's name), ``None`` if nothing."""
+    if config.endpoint:
+        return "configure(endpoint=...)"
+    for name in (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT):
+        if os.environ.get(name):
+            return name
+    return None
 
 
 def _otlp_exporter(config: ExportConfig) -> GuardedSpanExporter | None:
@@ -154,7 +186,7 @@ def _named_exporter(name: str) -> SpanExporter | None:
     for ep in entry_points(group="opentelemetry_traces_exporter"):
         if ep.name == name:
             return ep.load()()  # type: ignore[no-any-return]
-    _log.warning("tasktrace: unknown OTEL_TRACES_EXPORTER name %r; ignored", name)
+    _log.warning("tasktrace: unknown %s name %r; ignored", OTEL_TRACES_EXPORTER, name)
     return None
 
 
@@ -168,10 +200,8 @@ def span_exporters(config: ExportConfig) -> list[GuardedSpanExporter]:
 
     """
     check_environment()
-    if sdk_disabled():
-        return []
     exporters: list[GuardedSpanExporter] = []
-    for item in _exporter_names(config):
+    for item in span_exporter_names(config).value:
         try:
             if isinstance(item, SpanExporter):
                 guarded: GuardedSpanExporter | None = GuardedSpanExporter(item, type(item).__name__)
@@ -188,15 +218,26 @@ def span_exporters(config: ExportConfig) -> list[GuardedSpanExporter]:
     return exporters
 
 
+def metric_exporter_names() -> Resolved[list[str]]:
+    """Return the metric exporters ``OTEL_METRICS_EXPORTER`` names (default ``otlp``), and why.
+
+    Names are lower case, as written (``none`` and unknown names included: :func:`metric_exporters`
+    skips them); the source is ``OTEL_METRICS_EXPORTER`` or ``default``.
+    """
+    raw = os.environ.get(OTEL_METRICS_EXPORTER, "").strip().lower()
+    if not raw:
+        return Resolved(["otlp"], DEFAULT)
+    return Resolved([n.strip() for n in raw.split(",") if n.strip()], OTEL_METRICS_EXPORTER)
+
+
 def metric_exporters() -> list[Any]:
     """Create the metric exporters ``OTEL_METRICS_EXPORTER`` names (default ``otlp``).
 
     An exporter that cannot be created is left out with a warning (gRPC without
     ``tasktrace[grpc]``: the same warning as for spans).
     """
-    raw = os.environ.get(OTEL_METRICS_EXPORTER, "").strip().lower() or "otlp"
     exporters: list[Any] = []
-    for name in (n.strip() for n in raw.split(",")):
+    for name in metric_exporter_names().value:
         try:
             if name == "otlp":
                 otlp = _otlp_or_warn(otlp_settings("metrics"))
@@ -209,7 +250,9 @@ def metric_exporters() -> list[Any]:
 
                 exporters.append(ConsoleMetricExporter())
             elif name and name != "none":
-                _log.warning("tasktrace: unsupported OTEL_METRICS_EXPORTER name %r; ignored", name)
+                _log.warning(
+                    "tasktrace: unsupported %s name %r; ignored", OTEL_METRICS_EXPORTER, name
+                )
         except Exception as e:  # noqa: BLE001, PERF203 - a bad exporter must not break tasks
             _log.warning("tasktrace: cannot create the %r metric exporter (%s); ignored", name, e)
     return exporters

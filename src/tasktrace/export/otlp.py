@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from opentelemetry.sdk.environment_variables import (
@@ -44,8 +44,11 @@ from opentelemetry.sdk.environment_variables import (
 
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.environment import (
+    DEFAULT,
+    Resolved,
     Signal,
     environ_value,
+    headers_variable,
     headers_variable_texts,
     otlp_headers,
 )
@@ -101,6 +104,9 @@ class OtlpSettings:
         secrets: Texts never to be logged: the header values, and every item value of the
             headers variable, valid or not (see
             :func:`~tasktrace.export.environment.headers_variable_texts`).
+        sources: Where each value came from, by field (``endpoint``, ``protocol``,
+            ``timeout_s``, and ``headers.NAME`` for each header): ``GIVEN_BY(FIELD=...)`` for
+            an argument, the variable's name, or ``default``.
     """
 
     signal: Signal
@@ -109,17 +115,18 @@ class OtlpSettings:
     headers: dict[str, str]
     timeout_s: float
     secrets: tuple[str, ...] = ()
+    sources: Mapping[str, str] = field(default_factory=dict)
 
 
-def _protocol(signal: Signal, configured: str | None) -> str:
+def _protocol(signal: Signal, configured: str | None, given: str) -> Resolved[str]:
     if configured is not None:
-        return configured
+        return Resolved(configured, given)
     for name in (_VARIABLES[signal]["protocol"], OTEL_EXPORTER_OTLP_PROTOCOL):
         raw = environ_value(name)
         if raw is None:
             continue
         if raw.strip() in PROTOCOLS:
-            return raw.strip()
+            return Resolved(raw.strip(), name)
         _warn(
             f"env:{name}",
             "tasktrace: invalid %s=%r (expected http/protobuf or grpc); using %s",
@@ -127,13 +134,13 @@ def _protocol(signal: Signal, configured: str | None) -> str:
             raw,
             DEFAULT_PROTOCOL,
         )
-        return DEFAULT_PROTOCOL
-    return DEFAULT_PROTOCOL
+        return Resolved(DEFAULT_PROTOCOL, DEFAULT)
+    return Resolved(DEFAULT_PROTOCOL, DEFAULT)
 
 
-def _timeout_s(signal: Signal, configured: float | None) -> float:
+def _timeout_s(signal: Signal, configured: float | None, given: str) -> Resolved[float]:
     if configured is not None:
-        return configured
+        return Resolved(configured, given)
     for name in (_VARIABLES[signal]["timeout"], OTEL_EXPORTER_OTLP_TIMEOUT):
         raw = environ_value(name)
         if raw is None:
@@ -143,7 +150,7 @@ def _timeout_s(signal: Signal, configured: float | None) -> float:
         except ValueError:
             value = math.nan
         if value >= 0 and math.isfinite(value):
-            return value
+            return Resolved(value, name)
         _warn(
             f"env:{name}",
             "tasktrace: invalid %s=%r (expected a non-negative number of seconds); the "
@@ -152,21 +159,26 @@ def _timeout_s(signal: Signal, configured: float | None) -> float:
             raw,
             DEFAULT_TIMEOUT_S,
         )
-        return DEFAULT_TIMEOUT_S
-    return DEFAULT_TIMEOUT_S
+        return Resolved(DEFAULT_TIMEOUT_S, DEFAULT)
+    return Resolved(DEFAULT_TIMEOUT_S, DEFAULT)
 
 
-def _endpoint(signal: Signal, protocol: str, configured: str | None) -> str:
+def _endpoint(signal: Signal, protocol: str, configured: str | None, given: str) -> Resolved[str]:
     path = f"/v1/{signal}"
-    if configured is None:
-        specific = environ_value(_VARIABLES[signal]["endpoint"])
+    base, source = configured, given
+    if base is None:
+        specific_name = _VARIABLES[signal]["endpoint"]
+        specific = environ_value(specific_name)
         if specific is not None:
-            return specific.strip()  # a per-signal URL is used as is
-        configured = environ_value(OTEL_EXPORTER_OTLP_ENDPOINT) or _DEFAULT_ENDPOINTS[protocol]
-    configured = configured.strip()
-    if protocol == "grpc" or configured.rstrip("/").endswith(path):
-        return configured
-    return configured.rstrip("/") + path
+            return Resolved(specific.strip(), specific_name)  # a per-signal URL is used as is
+        base = environ_value(OTEL_EXPORTER_OTLP_ENDPOINT)
+        source = OTEL_EXPORTER_OTLP_ENDPOINT
+        if base is None:
+            base, source = _DEFAULT_ENDPOINTS[protocol], DEFAULT
+    base = base.strip()
+    if protocol == "grpc" or base.rstrip("/").endswith(path):
+        return Resolved(base, source)
+    return Resolved(base.rstrip("/") + path, source)
 
 
 def otlp_settings(
@@ -176,6 +188,7 @@ def otlp_settings(
     protocol: str | None = None,
     headers: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
+    given_by: str = "configure",
 ) -> OtlpSettings:
     """Resolve one OTLP exporter's settings: each argument over its variables, over defaults.
 
@@ -188,20 +201,33 @@ def otlp_settings(
         protocol: ``"http/protobuf"`` or ``"grpc"``, else the variables, else http/protobuf.
         headers: Headers added over those of the variables (same name: the argument wins).
         timeout_s: Seconds, else the variables, else 10.
+        given_by: The function the arguments were given to, for :attr:`OtlpSettings.sources`
+            (``configure(endpoint=...)``).
 
     Returns:
-        The settings; every invalid variable met was warned about once (see the module
-        docstring).
+        The settings, with the source of each; every invalid variable met was warned about
+        once (see the module docstring).
     """
-    chosen = _protocol(signal, protocol)
-    merged = {**otlp_headers(signal), **{k.lower(): v for k, v in (headers or {}).items()}}
+    chosen = _protocol(signal, protocol, f"{given_by}(protocol=...)")
+    resolved_endpoint = _endpoint(signal, chosen.value, endpoint, f"{given_by}(endpoint=...)")
+    resolved_timeout = _timeout_s(signal, timeout_s, f"{given_by}(timeout_s=...)")
+    header_variable, _ = headers_variable(signal)
+    merged = {k: (v, header_variable) for k, v in otlp_headers(signal).items()}
+    merged.update({k.lower(): (v, f"{given_by}(headers=...)") for k, v in (headers or {}).items()})
+    values = {k: v for k, (v, _) in merged.items()}
     return OtlpSettings(
         signal=signal,
-        protocol=chosen,
-        endpoint=_endpoint(signal, chosen, endpoint),
-        headers=merged,
-        timeout_s=_timeout_s(signal, timeout_s),
-        secrets=(*merged.values(), *headers_variable_texts(signal)),
+        protocol=chosen.value,
+        endpoint=resolved_endpoint.value,
+        headers=values,
+        timeout_s=resolved_timeout.value,
+        secrets=(*values.values(), *headers_variable_texts(signal)),
+        sources={
+            "protocol": chosen.source,
+            "endpoint": resolved_endpoint.source,
+            "timeout_s": resolved_timeout.source,
+            **{f"headers.{k}": source for k, (_, source) in merged.items()},
+        },
     )
 
 

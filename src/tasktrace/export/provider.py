@@ -51,7 +51,13 @@ from tasktrace.core.spans import host_attributes
 from tasktrace.core.version import VERSION
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export import environment
-from tasktrace.export.config import ExportConfig, check_environment, current_config, on_configure
+from tasktrace.export.config import (
+    ExportConfig,
+    check_environment,
+    current_config,
+    on_configure,
+    resolve_exit_timeout_s,
+)
 from tasktrace.export.exporters import span_exporters
 from tasktrace.export.pipeline import ExportPipeline
 from tasktrace.export.resource import environment_resource
@@ -126,8 +132,7 @@ def build_resource(config: ExportConfig | None = None) -> Resource:
 
 def exit_timeout_s() -> float:
     """Seconds the exit may wait for exports: ``configure`` > ``TASKTRACE_EXIT_TIMEOUT_S`` > 5."""
-    configured = current_config().exit_timeout_s
-    return configured if configured is not None else get_settings().exit_timeout_s
+    return resolve_exit_timeout_s().value
 
 
 def _new_pipeline(config: ExportConfig) -> ExportPipeline | None:

@@ -12,6 +12,14 @@ from __future__ import annotations
 
 import re
 
+from opentelemetry.sdk.environment_variables import (
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_HEADERS,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+)
+
 __all__ = ["refusal_hint"]
 
 _HTTP_4XX = re.compile(r"(?:HTTP |code: )(4\d\d)\b")
@@ -21,17 +29,20 @@ _HTTP_4XX = re.compile(r"(?:HTTP |code: )(4\d\d)\b")
 _GRPC = re.compile(r"(?:gRPC |StatusCode\.)(UNAUTHENTICATED|PERMISSION_DENIED|UNIMPLEMENTED)\b")
 """The gRPC statuses that mean the same as HTTP 401, 403 and 404."""
 
-_HEADERS = "OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_TRACES_HEADERS or configure(headers=...)"
+_HEADERS = (
+    f"{OTEL_EXPORTER_OTLP_HEADERS}, {OTEL_EXPORTER_OTLP_TRACES_HEADERS} or configure(headers=...)"
+)
 _PATH = (
-    "OTLP/HTTP receives traces at /v1/traces: OTEL_EXPORTER_OTLP_ENDPOINT and "
-    "configure(endpoint=...) get it appended, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as it is"
+    f"OTLP/HTTP receives traces at /v1/traces: {OTEL_EXPORTER_OTLP_ENDPOINT} and "
+    f"configure(endpoint=...) get it appended, {OTEL_EXPORTER_OTLP_TRACES_ENDPOINT} is used as "
+    "it is"
 )
 
 _CREDENTIALS = f"The backend refused the credentials: check the authorization headers ({_HEADERS})"
 _NO_RECEIVER = f"Nothing receives traces at this address: check the endpoint path ({_PATH})"
 _TOO_LARGE = (
     "The backend refused the request as too large: raise its request size limit, or lower "
-    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
+    f"{OTEL_BSP_MAX_EXPORT_BATCH_SIZE}"
 )
 _REFUSED = (
     "The backend refused the request: check the endpoint path and the required headers "

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
-from tasktrace.core.units import friendly_duration
+from tasktrace.core.units import friendly_bytes, friendly_duration
 from tasktrace.core.views import (
     AUTO_COLLAPSE_TASKS,
     SiblingRun,
@@ -171,8 +171,10 @@ def _extra_text(task: Task) -> list[str]:
 def _task_text(task: Task) -> list[str]:
     """Lines of a single task's hover text beyond its measures."""
     lines = []
+    if task.children_peak_rss_bytes is not None:  # a command under `tasktrace run`
+        lines.append(f"command's peak RSS: {friendly_bytes(task.children_peak_rss_bytes)}")
     if task.children_cpu_time_s is not None:
-        lines.append(f"children CPU time: {friendly_duration(task.children_cpu_time_s)}")
+        lines.append(f"command's CPU in no task: {friendly_duration(task.children_cpu_time_s)}")
     for field_name, title in _SHOWN_FIELDS:
         value: Any = getattr(task, field_name)
         if value is not None:

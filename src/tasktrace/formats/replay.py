@@ -152,7 +152,7 @@ def _endpoint(endpoint: str | None) -> str:
         if not endpoint:
             raise ValueError(
                 "no OTLP endpoint: pass --endpoint URL (e.g. http://127.0.0.1:4318) or set "
-                "OTEL_EXPORTER_OTLP_ENDPOINT"
+                f"{OTEL_EXPORTER_OTLP_ENDPOINT}"
             )
     try:
         parts = urlsplit(endpoint)

@@ -1,7 +1,8 @@
 """One self-contained HTML report of one or more task files (plotly, its JavaScript embedded).
 
 Per run, side by side: the run's facts (host, machine, start, status, exit code, which measures
-were taken, and what a missing one needs), an icicle of the task tree sized by a measure chosen
+were taken, what a missing one needs, and why each energy meter did or did not measure where
+the file records it), an icicle of the task tree sized by a measure chosen
 in the page, a timeline, and a per-label table (count, totals, means), sortable. With several
 runs, a comparison table per label: each run's total, and the difference and ratio to the first.
 Trees over :data:`tasktrace.core.views.AUTO_COLLAPSE_TASKS` tasks are drawn with repeated siblings
@@ -21,6 +22,7 @@ from typing import Any
 
 from tasktrace.core.units import friendly_ratio
 from tasktrace.core.views import paused_gc
+from tasktrace.formats.energy_note import SCOPE_NEEDS, recorded_meters
 from tasktrace.formats.extras import missing_extra
 from tasktrace.formats.figures import icicle_figure, table_figure, timeline_figure
 from tasktrace.formats.fold import fold_tree, hover_text, utc_text
@@ -41,16 +43,15 @@ MISSING_REASONS = {
     "peak_memory_bytes": "not in the file (peak RSS comes from the kernel's high-water mark)",
     "peak_gpu_memory_bytes": "read from torch.cuda.max_memory_allocated, only when the program "
     "itself imported torch and used CUDA",
-    "cpu_energy_j": "needs a readable RAPL counter (/sys/class/powercap, often root-only) or a "
-    "Prometheus cpu power query for the machine",
-    "gpu_energy_j": "needs an NVIDIA GPU seen through NVML (tasktrace[nvml]; not a MIG slice) "
-    "or a Prometheus gpu power query for the machine",
-    "system_energy_j": "comes only from a Prometheus system power query for the machine",
+    "cpu_energy_j": SCOPE_NEEDS["cpu"],
+    "gpu_energy_j": SCOPE_NEEDS["gpu"],
+    "system_energy_j": SCOPE_NEEDS["system"],
     "dram_energy_j": "needs RAPL dram zones",
     "emissions_g": "needs measured energy and a carbon intensity for the task's machine",
 }
-"""What each measure needs, shown in the facts when a run lacks it (the file records which
-measures were taken, not why one was not)."""
+"""What each measure needs, shown in the facts when a run lacks it. Why an energy meter did not
+measure is known only where the file records it (``tasktrace run``'s ``meters``): then the facts
+say that too (:func:`tasktrace.formats.energy_note.recorded_meters`)."""
 _SOURCES = {"cpu_energy_j": "cpu", "gpu_energy_j": "gpu", "system_energy_j": "system"}
 _TABLE_MEASURES = ("duration", "cpu_time", "peak_memory", "energy", "emissions")
 _STYLE = """
@@ -122,6 +123,14 @@ def _facts(run: Run, rows: list[dict[str, Any]], nodes: int, carbon: CarbonInten
     if missing:
         reasons = "<br>".join(html.escape(m) for m in missing)
         items.append(("not measured", f'<span class="note">{reasons}</span>'))
+    recorded = recorded_meters(root)
+    if recorded:
+        checks = [
+            f"{name}: " + ("available" if c.available else f"not available: {c.reason}")
+            for name, c in recorded.items()
+        ]
+        text = "<br>".join(html.escape(c) for c in checks)
+        items.append(("meters", f'<span class="note">{text}</span>'))
     body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
     return f'<dl class="facts">{body}</dl>'
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from tasktrace.core.warn import WarnOnce
 
-__all__ = ["Meter", "MeterReading", "meter_available"]
+__all__ = ["Meter", "MeterCheck", "MeterReading", "meter_available", "meter_checks"]
 
 _log = logging.getLogger("tasktrace.meters")
 
@@ -72,14 +73,43 @@ class Meter(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class MeterCheck:
+    """The outcome of one meter's availability check (:func:`meter_available`).
+
+    Attributes:
+        name: The meter's :attr:`Meter.name` (``"rapl"``, ``"nvml"``, ``"prometheus"``, ...).
+        available: Whether the meter can measure on this machine.
+        reason: Why it cannot (the meter's ``reason`` attribute, which names the fix where there
+            is one: the RAPL permission, ``pip install 'tasktrace[nvml]'``, the Prometheus
+            setting); ``None`` when available.
+    """
+
+    name: str
+    available: bool
+    reason: str | None = None
+
+
 _warn_unavailable = WarnOnce(_log)
+_checks: dict[str, MeterCheck] = {}
+
+
+def meter_checks() -> dict[str, MeterCheck]:
+    """Return the latest availability check of each meter checked in this process, by name.
+
+    Filled by :func:`meter_available`, so it holds the meters of the tasks started so far (the
+    built-in energy meters are checked when the first task starts). A copy; thread-safe.
+    """
+    return dict(_checks)
 
 
 def meter_available(meter: Meter, *, asked: bool = False) -> bool:
     """Check whether ``meter`` can measure here, warning at most once per meter name.
 
     The one place that says why a meter is left out, so that each meter gets at most one
-    warning per process, however often the meters are rebuilt (settings reloaded):
+    warning per process, however often the meters are rebuilt (settings reloaded), and that
+    records each outcome for :func:`meter_checks` (``tasktrace run`` and ``show`` say which
+    meters measured and why the others did not):
 
     * ``available()`` raising (it must not): a warning naming the meter and the error;
     * ``available()`` false and the meter asked for by name (``TASKTRACE_METERS``): a warning
@@ -97,8 +127,10 @@ def meter_available(meter: Meter, *, asked: bool = False) -> bool:
     name = getattr(meter, "name", type(meter).__name__)
     try:
         if meter.available():
+            _checks[name] = MeterCheck(name, available=True)
             return True
     except Exception as e:  # noqa: BLE001 - a broken meter is an unavailable one, said once
+        _checks[name] = MeterCheck(name, False, f"its availability check raised {type(e).__name__}")
         _warn_unavailable(
             f"unavailable:{name}",
             "tasktrace: meter %r failed its availability check (%r); its values stay None",
@@ -107,6 +139,7 @@ def meter_available(meter: Meter, *, asked: bool = False) -> bool:
         )
         return False
     reason = getattr(meter, "reason", None) or "it gave no reason"
+    _checks[name] = MeterCheck(name, available=False, reason=reason)
     if asked:
         _warn_unavailable(
             f"unavailable:{name}",

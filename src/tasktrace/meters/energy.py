@@ -20,6 +20,7 @@ from tasktrace.core.warn import WarnOnce
 from tasktrace.meters.base import Meter, MeterReading, meter_available
 from tasktrace.meters.nvml import NvmlMeter
 from tasktrace.meters.prometheus import PrometheusMeter
+from tasktrace.meters.prometheus_setup import prometheus_setup_problem
 from tasktrace.meters.rapl import RaplMeter
 
 __all__ = [
@@ -135,9 +136,11 @@ def merge_readings(readings: Sequence[MeterReading]) -> dict[str, object]:
 def default_energy_meters(settings: Settings) -> list[Meter]:
     """Build the built-in energy meters that ``settings`` selects and this machine supports.
 
-    Prometheus (where ``[prometheus] url`` is set and the current machine has ``power_queries``),
-    then RAPL (``settings.energy.rapl_root``), then NVML, combined in one :class:`EnergyMeter` so
-    that a Prometheus value for a scope wins over the local meter's.
+    Prometheus (where ``[prometheus] url`` is set and the current machine has ``power_queries``;
+    where the settings mention Prometheus but leave it nothing to query, one warning says what
+    is missing, see :mod:`tasktrace.meters.prometheus_setup`), then RAPL
+    (``settings.energy.rapl_root``), then NVML, combined in one :class:`EnergyMeter` so that a
+    Prometheus value for a scope wins over the local meter's.
 
     Args:
         settings: The process's settings; ``settings.meters`` (``None``: all) selects among
@@ -158,19 +161,18 @@ def default_energy_meters(settings: Settings) -> list[Meter]:
     meters: list[Meter] = []
     if "prometheus" in selected:
         machine = settings.current_machine
-        queries = machine.power_queries if machine is not None else {}
-        if queries and settings.prometheus.url is None:
-            _log.debug("tasktrace: power_queries for %s but no [prometheus] url", settings.machine)
-        meters.append(
-            PrometheusMeter(
-                settings.prometheus.url,
-                queries,
-                settings.machine,
-                timeout_s=settings.prometheus.timeout_s,
-                retry_after_s=settings.prometheus.retry_after_s,
-                scrape_interval_s=settings.prometheus.scrape_interval_s,
-            )
+        prometheus = PrometheusMeter(
+            settings.prometheus.url,
+            machine.power_queries if machine is not None else {},
+            settings.machine,
+            timeout_s=settings.prometheus.timeout_s,
+            retry_after_s=settings.prometheus.retry_after_s,
+            scrape_interval_s=settings.prometheus.scrape_interval_s,
+            setup_problem=prometheus_setup_problem(settings),
         )
+        # Said once now (the first task), even beside an available RAPL or NVML meter.
+        meter_available(prometheus, asked=settings.meters is not None)
+        meters.append(prometheus)
     if "rapl" in selected:
         meters.append(
             RaplMeter(

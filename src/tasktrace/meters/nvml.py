@@ -161,7 +161,7 @@ class NvmlMeter:
         try:
             nvml.nvmlInit()
         except nvml.NVMLError as e:
-            return f"NVML did not initialise ({e})"
+            return f"NVML did not initialise ({e}): no NVIDIA driver, or no NVIDIA GPU, here"
         try:
             self.devices = visible_devices(nvml, self._environ.get("CUDA_VISIBLE_DEVICES"))
             for device in self.devices:

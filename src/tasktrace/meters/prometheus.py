@@ -2,10 +2,13 @@
 
 Source of the numbers: an instant query to ``<url>/api/v1/query`` for each configured scope
 (``system``, ``cpu``, ``gpu``), evaluated once, at the task's finish (before its span ends). Each
-query is a Python format string; ``{elapsed}`` becomes the task's duration in whole milliseconds
-(at least 1) and ``{machine}`` the machine label, so a query such as
+query is a Python format string; ``{elapsed}`` becomes the task's duration in whole milliseconds,
+truncated as LensKit truncates it (``int(duration_s * 1000)``; at least 1, where LensKit would
+send an invalid ``[0ms]`` range), and ``{machine}`` the machine label, so a query such as
 ``sum(increase(node_energy_joules_total{{instance="{machine}"}}[{elapsed}ms]))`` gives the joules
-spent over the task. A vector result is summed; a scalar is used as is.
+spent over the task. A scalar result is used as is; of a vector result, the first series is
+used, as LensKit does, and a result of several series is warned about once per query (LensKit
+logs an error): wrap the query in ``sum(...)`` to add them up.
 
 The value is whatever the query measures (usually machine- or package-wide), not this process's
 share. Resolution is the scrape interval of the series: a task shorter than it is flagged.
@@ -13,11 +16,13 @@ share. Resolution is the scrape interval of the series: a task shorter than it i
 Failure never reaches the task: an unreachable, failing or slow server (beyond ``timeout_s``) gives
 ``None`` and one warning per server, then stays quiet, and no query is sent for
 ``retry_after_s``; a query that returns an error or no series gives ``None`` and one warning per
-query.
+query. A URL with a user name and password (``http://user:pw@host:9090``) is queried with HTTP
+basic authentication, as LensKit's ``requests`` does; messages show it without the password.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -30,6 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.redact import mask_url
 from tasktrace.core.warn import WarnOnce
 from tasktrace.meters.base import MeterReading
 
@@ -46,16 +52,18 @@ class PrometheusQueryError(Exception):
     """Prometheus answered, but the query failed or gave no usable number."""
 
 
-def query_prometheus(url: str, query: str, timeout_s: float) -> float:
-    """Run one instant query and return its value.
+def query_prometheus(url: str, query: str, timeout_s: float) -> list[float]:
+    """Run one instant query and return its values.
 
     Args:
-        url: Base URL of the server, e.g. ``http://127.0.0.1:9090``.
+        url: Base URL of the server, e.g. ``http://127.0.0.1:9090``; a user name and password
+            in it are sent as HTTP basic authentication.
         query: PromQL, already formatted.
         timeout_s: Timeout of each socket operation (connect, each read), in seconds.
 
     Returns:
-        The scalar, or the sum of the vector's samples.
+        ``[scalar]``, or the value of each series of the vector, in the server's order (at
+        least one).
 
     Raises:
         PrometheusQueryError: The server answered with an error, an empty vector, a non-finite
@@ -63,8 +71,21 @@ def query_prometheus(url: str, query: str, timeout_s: float) -> float:
         OSError: The server could not be reached or was too slow (``TimeoutError``,
             ``urllib.error.URLError``), or answered with an HTTP error without a Prometheus body.
     """
-    endpoint = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    request = urllib.request.Request(endpoint, headers={"Accept": "application/json"})  # noqa: S310
+    scheme, netloc, path, url_query, _ = urllib.parse.urlsplit(url)
+    headers = {"Accept": "application/json"}
+    user_info, at, host = netloc.rpartition("@")
+    if at:  # user and password, percent-decoded as requests decodes them for LensKit
+        user, _, password = user_info.partition(":")
+        unquote = urllib.parse.unquote
+        credentials = f"{unquote(user)}:{unquote(password)}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
+        netloc = host
+    endpoint = (
+        urllib.parse.urlunsplit((scheme, netloc, path, url_query, "")).rstrip("/")
+        + "/api/v1/query?"
+        + urllib.parse.urlencode({"query": query})
+    )
+    request = urllib.request.Request(endpoint, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
             body = json.load(response)
@@ -78,10 +99,10 @@ def query_prometheus(url: str, query: str, timeout_s: float) -> float:
     if not isinstance(body, dict) or body.get("status") != "success":
         error = body.get("error", body) if isinstance(body, dict) else body
         raise PrometheusQueryError(f"query failed: {error}")
-    return _value(body.get("data", {}))
+    return _values(body.get("data", {}))
 
 
-def _value(data: Mapping[str, Any]) -> float:
+def _values(data: Mapping[str, Any]) -> list[float]:
     kind = data.get("resultType")
     result = data.get("result")
     try:
@@ -95,10 +116,9 @@ def _value(data: Mapping[str, Any]) -> float:
         raise PrometheusQueryError(f"unexpected result {result!r}") from e
     if not values:
         raise PrometheusQueryError("query returned no series (is the metric scraped?)")
-    total = math.fsum(values)
-    if not math.isfinite(total):
-        raise PrometheusQueryError(f"query returned {total}")
-    return total
+    if not math.isfinite(values[0]):
+        raise PrometheusQueryError(f"query returned {values[0]}")
+    return values
 
 
 class PrometheusMeter:
@@ -122,6 +142,7 @@ class PrometheusMeter:
         retry_after_s: float = 60.0,
         scrape_interval_s: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
+        setup_problem: str | None = None,
     ) -> None:
         """Create a meter.
 
@@ -134,6 +155,10 @@ class PrometheusMeter:
             retry_after_s: After a server failure, seconds without queries.
             scrape_interval_s: Scrape interval of the queried series, in seconds (resolution).
             clock: Monotonic clock in seconds (a parameter for tests).
+            setup_problem: Why the settings give this meter nothing to query, where they
+                intend it to (:func:`tasktrace.meters.prometheus_setup.prometheus_setup_problem`):
+                then it is the meter's :attr:`reason`, warned about once even when the meter
+                was not asked for by name.
         """
         self.url = url
         self.machine = machine
@@ -144,6 +169,7 @@ class PrometheusMeter:
         self._lock = threading.Lock()
         renew_after_fork(self, "_lock")
         self._down_until = -math.inf
+        self._setup_problem = setup_problem
         self.queries = {k: v for k, v in queries.items() if k in SCOPE_FIELDS}
         for scope in queries.keys() - SCOPE_FIELDS.keys():
             _log.debug("tasktrace: power query scope %r ignored (not in %s)", scope, SCOPE_FIELDS)
@@ -153,8 +179,15 @@ class PrometheusMeter:
         return bool(self.url and self.queries)
 
     @property
+    def reason_is_notable(self) -> bool:
+        """Whether :attr:`reason` is warned about unasked: the settings intend this meter."""
+        return self._setup_problem is not None
+
+    @property
     def reason(self) -> str | None:
         """Why the meter is unavailable (no URL, or no power queries), else ``None``."""
+        if self._setup_problem is not None and not self.available():
+            return self._setup_problem
         if not self.url:
             return "no Prometheus URL is set ([prometheus] url, TASKTRACE_PROMETHEUS__URL)"
         if not self.queries:
@@ -181,7 +214,7 @@ class PrometheusMeter:
         if not final or not self.available():
             return {}
         assert self.url is not None  # available()
-        elapsed_ms = max(1, round(elapsed_s * 1000))
+        elapsed_ms = max(1, int(elapsed_s * 1000))  # LensKit's int(duration * 1000)
         short = elapsed_s < self.scrape_interval_s
         out: dict[str, object] = {}
         for scope, template in self.queries.items():
@@ -210,7 +243,7 @@ class PrometheusMeter:
             )
             return None
         try:
-            return query_prometheus(self.url, query, self.timeout_s)
+            values = query_prometheus(self.url, query, self.timeout_s)
         except PrometheusQueryError as e:
             _warn(f"prometheus-query:{scope}:{template}", "tasktrace: %s: %s", query, e)
         except OSError as e:  # unreachable, refused, timed out, HTTP error
@@ -220,11 +253,22 @@ class PrometheusMeter:
                 f"prometheus-server:{self.url}",
                 "tasktrace: Prometheus at %s failed (%s); energy from it is None "
                 "(not retried for %gs; further failures are not reported)",
-                self.url,
+                mask_url(self.url),
                 e,
                 self.retry_after_s,
             ):
-                _log.debug("tasktrace: Prometheus at %s failed again (%s)", self.url, e)
+                _log.debug("tasktrace: Prometheus at %s failed again (%s)", mask_url(self.url), e)
         except ValueError as e:  # not JSON
             _warn(f"prometheus-body:{self.url}", "tasktrace: Prometheus answer is not JSON (%s)", e)
+        else:
+            if len(values) > 1:
+                _warn(
+                    f"prometheus-series:{scope}:{template}",
+                    "tasktrace: power query %r for %s returned %d series; using the first, as "
+                    "LensKit does (wrap the query in sum(...) to add them up)",
+                    template,
+                    scope,
+                    len(values),
+                )
+            return values[0]
         return None

@@ -301,7 +301,11 @@ class RaplMeter:
     def _setup(self) -> None:
         cpu_zones, scope, dram_zones = select_zones(find_zones(self.root))
         if not cpu_zones and not dram_zones:
-            self.reason = f"no RAPL zones under {self.root}"
+            self.reason = (
+                f"no RAPL zones under {self.root} (no powercap RAPL here: a virtual machine, a "
+                "container without /sys/class/powercap, or a CPU without RAPL); a Prometheus "
+                "power query can measure such a machine"
+            )
             return
         try:
             cpu = [_shared_counter(z, self._clock) for z in cpu_zones]

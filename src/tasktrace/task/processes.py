@@ -39,18 +39,20 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tasktrace.core.context import live_context
-from tasktrace.core.record import TaskRecord
-from tasktrace.core.status import TaskStatus
+from tasktrace.core.record import FIELD_DEFAULTS, TaskRecord, node_class
+from tasktrace.core.status import RUNNING, TaskStatus
 from tasktrace.core.warn import WarnOnce
 from tasktrace.task.runtime import Runtime, current_runtime, runtime
 from tasktrace.tree import spool
 from tasktrace.tree.processor import tree
+from tasktrace.tree.writer import RecordSink
 
 __all__ = [
     "PARENT_TASK_ENV",
     "child_environment",
     "join_parent_process",
     "reduce_task",
+    "remote_parent",
     "remote_task",
 ]
 
@@ -152,10 +154,13 @@ def join_parent_process(
 ) -> otel_context.Context | None:
     """At start: make ``task`` a subprocess root when its parent is in another process.
 
-    The parent is another process's when ``parent`` is a stand-in (unpickled, or inherited
-    through ``fork``), or when there is no parent task, no span in ``parent_ctx`` (``None``:
-    the current context) and the environment carries ``TRACEPARENT`` (the span's parent) and
-    :data:`PARENT_TASK_ENV` (the task's parent).
+    The parent is another process's when ``parent`` is a stand-in (unpickled, inherited
+    through ``fork``, or a remote scope's: :func:`remote_parent`), or when there is no parent
+    task, no span in ``parent_ctx`` (``None``: the current context) and the environment carries
+    :data:`PARENT_TASK_ENV` (the task's parent) with ``TASKTRACE_SPOOL`` (where its record
+    goes) or ``TRACEPARENT`` (the span's parent). With no spool in the environment the task is
+    still a subprocess subtask of that parent, but its record travels only as its span (the
+    collector route of :doc:`/clusters`: ``tasktrace show`` rebuilds the tree from the spans).
 
     Returns:
         The context to start the span in (``parent_ctx``, or the one from the environment).
@@ -164,7 +169,7 @@ def join_parent_process(
     if parent is not None:
         prt = current_runtime(parent)
         if prt is not None and prt.remote:
-            _make_root(task)
+            _join_stand_in(task, parent)
         return parent_ctx
     if task.parent_id is not None:
         return parent_ctx
@@ -177,14 +182,57 @@ def join_parent_process(
         if state:
             carrier["tracestate"] = state
         ctx = _propagator.extract(carrier)
-    if parent_id and folder:
+    if parent_id and (folder or ctx is not None):
         try:
             task.parent_id = uuid.UUID(parent_id)
         except ValueError:
             _warn("parent-env", "tasktrace: invalid %s=%r; ignored", PARENT_TASK_ENV, parent_id)
         else:
-            _make_root(task)
+            if folder:
+                _make_root(task)
+            else:  # no spool (another node, a Slurm array): the record travels only as spans
+                task.subprocess = True
     return ctx if ctx is not None else parent_ctx
+
+
+def _join_stand_in(task: TaskRecord, parent: TaskRecord) -> None:
+    targets = tree.files.targets(parent)
+    sink = targets.sink if targets is not None else None
+    if sink is None:
+        _make_root(task)
+    else:  # a remote scope's root: handed to the scope, never to a spool
+        task.__dict__["subprocess"] = True  # a declared bool field: no validation needed
+        tree.files.set_sink(task, sink)
+
+
+def remote_parent(
+    task_id: uuid.UUID,
+    span_context: trace.SpanContext | None,
+    sink: RecordSink | None = None,
+) -> TaskRecord:
+    """Return a stand-in for the task ``task_id`` of another process (a remote scope's parent).
+
+    A task started with the stand-in as its parent (put in a context as the current task) is
+    a subprocess subtask of ``task_id``, its span a child of ``span_context``; its record is
+    handed to ``sink`` at its start and finish
+    (:meth:`~tasktrace.tree.writer.TaskFileWriter.set_sink`), never written to the spool.
+    Without a sink the record goes to the spool, as for an
+    unpickled parent.
+    """
+    cls = node_class()
+    stand_in = cls.__new__(cls)  # as model_construct does, without its per-field defaults walk
+    fields = dict(FIELD_DEFAULTS)
+    fields.update(task_id=task_id, label="(remote parent)", status=RUNNING, subtasks=[])
+    object.__setattr__(stand_in, "__dict__", fields)
+    object.__setattr__(stand_in, "__pydantic_fields_set__", {"task_id", "label"})
+    object.__setattr__(stand_in, "__pydantic_extra__", {})
+    object.__setattr__(stand_in, "__pydantic_private__", None)
+    rt = runtime(stand_in)
+    rt.remote = True
+    rt.span_context = span_context
+    if sink is not None:
+        tree.files.set_sink(stand_in, sink)  # the sink of the roots started under it
+    return stand_in
 
 
 def is_subprocess_root(task: TaskRecord) -> bool:

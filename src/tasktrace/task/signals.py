@@ -16,6 +16,13 @@ when the first task starts, in the main thread only) installs a handler that:
 - when the signal is **ignored** (``SIG_IGN``) or handled outside Python: installs nothing.
 
 A handler the program installs later replaces tasktrace's; nothing is chained then.
+
+A child **forked** from the process (a ``multiprocessing`` or joblib pool worker) does not keep
+tasktrace's handler: it gets back the handler the program had (``SIG_DFL``, or its own) and
+never installs tasktrace's. A handler written in Python runs only when the main thread returns
+to the interpreter, and a child forked from a process with threads may block for ever in C on a
+lock another thread held at the fork; the pool's ``terminate()`` must still end it with
+``SIGTERM``, as it would without tasktrace.
 """
 
 from __future__ import annotations
@@ -69,6 +76,17 @@ def install_sigterm_handler() -> bool:
     return False
 
 
+def _after_fork_in_child() -> None:
+    """In a forked child: give ``SIGTERM`` back to the program's handler; never install ours."""
+    global _installed  # noqa: PLW0603 - one handler per process
+    _installed = True  # decided: a forked child runs without tasktrace's handler
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, _previous if _previous is not None else signal.SIG_DFL)
+    except (ValueError, OSError) as e:  # forked from a thread other than the main one
+        _log.debug("tasktrace: SIGTERM handler not reset in the forked child (%s)", e)
+
+
 def _running_tasks() -> list[Any]:
     """List the running tasks of this process, innermost (latest started) first.
 
@@ -101,3 +119,6 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
             _log.warning("tasktrace: cannot finish task %r on SIGTERM (%r)", task.label, e)
     _flush()
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -8,7 +8,10 @@ another process arrives); this writer decides *where*. A task may have two targe
   :func:`~tasktrace.tree.files.check_replaceable`) and refreshed by the refresh thread while
   the task runs (unless asked not to);
 - its **spool record**, when it is the root of a subprocess's tasks whose parent task is in
-  another process (:mod:`tasktrace.tree.spool`).
+  another process (:mod:`tasktrace.tree.spool`);
+- its **sink**, when it is the root of tasks run for work an engine carried from another
+  process (:mod:`tasktrace.task.carriers`): a function handed the task object itself at start
+  and finish, which serialises it when (and if) it sends it.
 
 Each write pulls the records of other processes first (the processor's record sources), then
 serialises the task's tree under the tree's lock (:func:`~tasktrace.core.record.dump_json`) and
@@ -29,12 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.record import TaskRecord, dump_json
 from tasktrace.core.status import TaskStatus
 from tasktrace.tree.files import check_folder, check_replaceable, save_atomic
 from tasktrace.tree.refresh import RefreshMonitor
 
-__all__ = ["FORCE_HINT", "FileTargets", "TaskFileWriter"]
+__all__ = ["FORCE_HINT", "FileTargets", "RecordSink", "TaskFileWriter"]
+
+RecordSink = Callable[[TaskRecord], None]
+"""Where a remote scope's root task goes (:meth:`TaskFileWriter.set_sink`): called with the task
+at its start and at its finish (``status`` tells which); must not raise."""
 
 FORCE_HINT = "remove it, or call task.save_to_file(path, force=True) to replace it"
 """How the Python API lets a user replace a file that is not tasktrace output."""
@@ -49,6 +57,7 @@ class FileTargets:
         checked: Whether ``file`` passed (or was let past) the replaceability check.
         monitor: Whether the refresh thread re-writes the file while the task runs.
         spool_record: The task's record in the spool (a subprocess root), or ``None``.
+        sink: The sink the task is handed to (a remote scope's root), or ``None``.
         lock: Held while the task's tree is serialised and written, so that of two writes
             (the refresh thread's and the finish's) the later snapshot is always saved last.
     """
@@ -57,6 +66,7 @@ class FileTargets:
     checked: bool = False
     monitor: bool = True
     spool_record: Path | None = None
+    sink: RecordSink | None = None
     ref: Any = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -87,6 +97,9 @@ class TaskFileWriter:
         """The refresh thread (see :class:`~tasktrace.tree.refresh.RefreshMonitor`)."""
         self._targets: dict[int, FileTargets] = {}
         self._lock = threading.Lock()
+        renew_after_fork(self, "_lock")
+        self._dead: list[int] = []
+        """Keys of collected tasks, appended by the weakref callback (see :meth:`_targets_of`)."""
         self._refresher: Callable[[TaskRecord], None] | None = None
 
     def set_refresher(self, refresh: Callable[[TaskRecord], None]) -> None:
@@ -98,19 +111,34 @@ class TaskFileWriter:
     def _targets_of(self, task: TaskRecord) -> FileTargets:
         key = id(task)
         with self._lock:
+            self._purge()
             targets = self._targets.get(key)
-            if targets is None:
+            if targets is None or targets.ref() is not task:  # none, or a collected task's
                 targets = self._targets[key] = FileTargets()
-                targets.ref = weakref.ref(task, lambda _: self._forget(key))
+                # The callback runs inside the garbage collector, possibly while this very
+                # lock is held (a collection triggered by an allocation above): it must take
+                # no lock, so it only notes the key (list.append is atomic).
+                dead = self._dead
+                targets.ref = weakref.ref(task, lambda _: dead.append(key))
             return targets
 
-    def _forget(self, key: int) -> None:
-        with self._lock:
-            self._targets.pop(key, None)
+    def _purge(self) -> None:
+        """Drop the targets of collected tasks (call with the lock held)."""
+        while self._dead:
+            key = self._dead.pop()
+            targets = self._targets.get(key)
+            if targets is not None and targets.ref() is None:  # not a new task at that id
+                del self._targets[key]
 
     def targets(self, task: TaskRecord) -> FileTargets | None:
-        """Return ``task``'s targets, or ``None`` when it has none (one dict lookup)."""
-        return self._targets.get(id(task))
+        """Return ``task``'s targets, or ``None`` when it has none (one dict lookup).
+
+        Targets left by a collected task whose id a new object reuses are not returned.
+        """
+        targets = self._targets.get(id(task))
+        if targets is None or targets.ref() is not task:
+            return None
+        return targets
 
     def set_file(
         self, task: TaskRecord, path: Path, *, checked: bool = False, monitor: bool = True
@@ -131,6 +159,15 @@ class TaskFileWriter:
     def set_spool_record(self, task: TaskRecord, path: Path) -> None:
         """Make ``path`` the spool record ``task`` (a subprocess root) is written to as well."""
         self._targets_of(task).spool_record = path
+
+    def set_sink(self, task: TaskRecord, sink: RecordSink) -> None:
+        """Hand ``task`` (a remote scope's root) to ``sink`` at its start and at its finish.
+
+        The sink gets the task object, not its JSON: it serialises the record only when it
+        sends it (a short task's start record usually never is). The refresh thread does not
+        refresh sinks; their owner snapshots long tasks itself.
+        """
+        self._targets_of(task).sink = sink
 
     def save(self, task: TaskRecord, path: Path, *, force: bool, monitor: bool) -> None:
         """``Task.save_to_file``: check ``path``, make it ``task``'s file and write it now.
@@ -155,6 +192,7 @@ class TaskFileWriter:
         """Drop every target (in a forked child: the parent's files are not the child's)."""
         with self._lock:
             self._targets = {}
+            self._dead.clear()
 
     def check(self, task: TaskRecord) -> None:
         """Check ``task``'s file before it starts (before any work runs); once per file.
@@ -179,14 +217,17 @@ class TaskFileWriter:
         """Write ``task``'s tree to its targets now; return whether it has any.
 
         Records of other processes are merged first. A failed write warns (once per file) and
-        leaves the previous file intact; it never raises.
+        leaves the previous file intact; it never raises. A sink is handed the task first.
         """
         targets = self._targets.get(id(task))
         if targets is None:
             return False
+        sink = targets.sink
+        if sink is not None:
+            sink(task)
         paths = targets.paths()
         if not paths:
-            return False
+            return sink is not None
         self._pull_records()
         with targets.lock:  # snapshot and save in one step: a later snapshot is saved later
             with self._tree_lock():
@@ -215,7 +256,9 @@ class TaskFileWriter:
 
     def finished(self, task: TaskRecord) -> None:
         """Stop refreshing a finished task, and write its targets a last time."""
-        if self._targets.get(id(task)) is None:
+        targets = self._targets.get(id(task))
+        if targets is None:
             return
-        self.monitor.remove(id(task))
+        if targets.file is not None or targets.spool_record is not None:
+            self.monitor.remove(id(task))  # a sink alone is never refreshed
         self.write(task)

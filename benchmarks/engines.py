@@ -1,0 +1,123 @@
+"""Engines: 500 calls of a 1 ms function through joblib, Ray and Dask, with tasktrace and without.
+
+For each engine two driver processes run side by side (:mod:`benchmarks.engine_driver`), each
+with its own two worker processes: one without tasktrace (never imported), one with the
+integration set up, each call inside a ``Task`` and each round inside a ``Task`` whose finish
+(waiting for the workers' records) is in the time. Rounds alternate between the two, and the
+ratio is of the medians. joblib runs ``Parallel(n_jobs=2)`` with its automatic batching (loky),
+Ray a local instance with two CPUs (``num_cpus=1`` per call), Dask a ``LocalCluster`` of two
+single-threaded worker processes. Targets (issue 14): joblib and Dask at most 1.10×, Ray 1.20×.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks._common import ROOT, Row
+
+CALLS = 500
+"""Calls per round."""
+TARGETS = {"joblib": 1.10, "ray": 1.20, "dask": 1.10}
+"""Largest ratio (with tasktrace / without) each engine may show."""
+
+
+class _Driver:
+    """A driver subprocess answering ``go`` with a round's wall seconds."""
+
+    def __init__(self, engine: str, mode: str, n: int, folder: Path) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        for name in [k for k in env if k.startswith("OTEL_")]:
+            del env[name]  # no exporter: the cost measured is the integration's own
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.engine_driver", engine, mode, str(n), str(folder)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        self._expect("ready")
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"engine driver ended (exit {self.proc.wait()})")
+        return line.strip()
+
+    def _expect(self, word: str) -> None:
+        while self._line() != word:
+            pass  # an engine's own output
+
+    def round(self) -> float:
+        """Run one round; return its wall seconds."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        while True:
+            line = self._line()
+            try:
+                return float(line)
+            except ValueError:
+                continue  # an engine's own output
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.write("stop\n")
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def measure(engine: str, n: int = CALLS, rounds: int = 7) -> tuple[float, float]:
+    """Return the median round seconds ``(with tasktrace, without)`` for ``engine``."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{engine}-") as tmp:
+        (Path(tmp) / "plain").mkdir()
+        (Path(tmp) / "traced").mkdir()
+        plain = _Driver(engine, "plain", n, Path(tmp) / "plain")
+        try:
+            traced = _Driver(engine, "traced", n, Path(tmp) / "traced")
+            try:
+                times: dict[str, list[float]] = {"plain": [], "traced": []}
+                for i in range(rounds):
+                    order = [("plain", plain), ("traced", traced)]
+                    for name, driver in order if i % 2 == 0 else order[::-1]:
+                        times[name].append(driver.round())
+            finally:
+                traced.close()
+        finally:
+            plain.close()
+    return statistics.median(times["traced"]), statistics.median(times["plain"])
+
+
+def run(quick: bool = False) -> list[Row]:
+    """Measure each engine; one row each (value: with tasktrace; reference: without)."""
+    rows = []
+    for engine, target in TARGETS.items():
+        with_s, without_s = measure(engine, rounds=3 if quick else 7)
+        rows.append(
+            Row(
+                "engines",
+                f"{engine}: {CALLS} × 1 ms calls, a Task in each (median round)",
+                with_s,
+                "s",
+                reference=without_s,
+                target=f"≤ {target:.2f}×",
+                met=with_s / without_s <= target,
+            )
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run("--quick" in sys.argv):
+        print(f"{row.metric}: {row.value:.3f} s vs {row.reference:.3f} s = {row.ratio:.2f}×")

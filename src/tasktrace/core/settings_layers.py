@@ -1,0 +1,216 @@
+"""Settings layers and their merge: each layer's raw values, and where each value came from.
+
+A layer is one source of settings (a file, a set of environment variables, code), read by a
+pydantic-settings source. :func:`merge_layers` merges them key by key through pydantic-settings
+(``settings_customise_sources``) and says which layer gave each value. Which layers there are,
+and in which order: :mod:`tasktrace.core.settings_sources`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "SettingsLayer",
+    "env_layer",
+    "has_key_path",
+    "leaf_paths",
+    "merge_layers",
+    "origin_of",
+    "read_toml",
+]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SettingsLayer:
+    """One source of settings values, with a way to say where each of its values came from.
+
+    Attributes:
+        label: The source in words: a file path (``lenskit.local.toml``), ``LK_* variables``...
+        values: The raw values it gives (nested dicts, not yet validated).
+        describe: Maps a key path of ``values`` to the place it came from: the file (with the
+            ``[tasktrace]`` table where it was there), the environment variable's name, or
+            ``lenskit.config.configure()``.
+        in_environment: Whether ``describe`` gives variable names (messages then name the
+            variable alone; for files they name the key and the file).
+    """
+
+    label: str
+    values: dict[str, Any]
+    describe: Callable[[tuple[str, ...]], str]
+    in_environment: bool = False
+
+    @classmethod
+    def whole(cls, label: str, values: dict[str, Any]) -> SettingsLayer:
+        """Return a layer whose every value comes from one place, ``label`` (a file)."""
+        return cls(label, values, lambda _path: label)
+
+    def where(self, path: tuple[str, ...]) -> str:
+        """Return the key at ``path`` and its place, for messages: ``a.b in lenskit.toml``."""
+        place = self.describe(path)
+        return place if self.in_environment else f"{'.'.join(path)} in {place}"
+
+
+class _Given(PydanticBaseSettingsSource):
+    """A pydantic-settings source returning one layer's values (already read)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # values are given whole, by __call__
+
+    def __call__(self) -> dict[str, Any]:
+        return self._values
+
+
+class _Merged(BaseSettings):
+    """Every layer merged by pydantic-settings, kept raw (``extra="allow"``, no fields)."""
+
+    model_config = SettingsConfigDict(extra="allow")
+    layers: ClassVar[tuple[SettingsLayer, ...]] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Return the layers, highest first (pydantic-settings' order)."""
+        return tuple(_Given(settings_cls, layer.values) for layer in reversed(cls.layers))
+
+
+def read_toml(path: Path) -> dict[str, Any] | None:
+    """Return a TOML file's tables, or ``None`` (with one warning) when it cannot be read."""
+    try:
+        return TomlConfigSettingsSource(_Merged, toml_file=path)()
+    except (OSError, ValueError) as e:  # tomllib.TOMLDecodeError is a ValueError
+        _log.warning("tasktrace: cannot read settings file %s (%s); it is ignored", path, e)
+        return None
+
+
+def env_layer(
+    settings_cls: type[BaseModel],
+    prefix: str,
+    keep: Callable[[Mapping[str, Any]], dict[str, Any]] = dict,
+) -> SettingsLayer | None:
+    """Read the variables ``prefix`` + a key of ``settings_cls`` (``__`` nests) as one layer.
+
+    Args:
+        settings_cls: The schema of the variables (its fields are the keys).
+        prefix: ``TASKTRACE_`` or ``LK_``.
+        keep: Picks the values this layer gives out of what the variables hold.
+
+    Returns:
+        The layer (its ``describe`` names the variable of each key path), or ``None`` when no
+        variable gives a value; a malformed value is warned about, without it.
+    """
+    try:
+        values = EnvSettingsSource(
+            settings_cls,  # type: ignore[arg-type]  # only its fields and config are read
+            env_prefix=prefix,
+            env_nested_delimiter="__",
+        )()
+    except SettingsError as e:  # a nested value that is not valid JSON, for example
+        _log.warning("tasktrace: cannot read the %s* variables (%s); they are ignored", prefix, e)
+        return None
+    values = keep(values)
+    if not values:
+        return None
+    names = {name.upper(): name for name in os.environ if name.upper().startswith(prefix)}
+
+    def variable(path: tuple[str, ...]) -> str:
+        # The longest prefix of the key path that is set: LK_MACHINES may hold the whole table.
+        for end in range(len(path), 0, -1):
+            name = prefix + "__".join(path[:end]).upper()
+            if name in names:
+                return names[name]
+        return prefix + "__".join(path).upper()
+
+    return SettingsLayer(f"{prefix}* variables", values, variable, in_environment=True)
+
+
+def leaf_paths(data: Mapping[str, Any], path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Yield the key path of every leaf of nested mappings (an empty mapping is a leaf)."""
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            yield from leaf_paths(value, (*path, str(key)))
+        else:
+            yield (*path, str(key))
+
+
+def has_key_path(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    """Whether ``data`` (nested mappings) holds a value at the key path ``path``."""
+    target: Any = data
+    for part in path:
+        if not isinstance(target, Mapping) or part not in target:
+            return False
+        target = target[part]
+    return True
+
+
+def merge_layers(
+    layers: list[SettingsLayer],
+) -> tuple[dict[str, Any], dict[tuple[str, ...], SettingsLayer]]:
+    """Merge ``layers`` key by key, the later over the earlier, with each value's layer.
+
+    Args:
+        layers: As :func:`settings_layers` returns them, lowest first.
+
+    Returns:
+        The merged raw values (merged by pydantic-settings, through
+        ``settings_customise_sources``), and for each leaf key path (``("prometheus",
+        "url")``) the layer its value came from.
+    """
+    merged_cls = type("MergedSettingsLayers", (_Merged,), {"layers": tuple(layers)})
+    merged = dict(merged_cls().model_extra or {})
+    origins: dict[tuple[str, ...], SettingsLayer] = {}
+    for path in leaf_paths(merged):
+        for layer in reversed(layers):
+            if has_key_path(layer.values, path):
+                origins[path] = layer
+                break
+    return merged, origins
+
+
+def origin_of(
+    origins: Mapping[tuple[str, ...], SettingsLayer], path: tuple[str, ...]
+) -> tuple[tuple[str, ...], SettingsLayer] | None:
+    """Return the leaf key path and layer that gave the value at ``path`` (or inside it).
+
+    Args:
+        origins: As :func:`merge_layers` returns them.
+        path: A key path, a leaf or not (a validation error's location, say).
+
+    Returns:
+        The exact leaf, else the leaf holding ``path`` (a table given whole), else the first
+        leaf inside ``path``; ``None`` when no source gave it (a default).
+    """
+    for end in range(len(path), 0, -1):
+        if path[:end] in origins:
+            return path[:end], origins[path[:end]]
+    for leaf, layer in origins.items():
+        if leaf[: len(path)] == path:
+            return leaf, layer
+    return None

@@ -1,0 +1,259 @@
+"""Where tasktrace's settings come from: a LensKit project's files and variables, then its own.
+
+Sources, lowest first; each is merged over the ones below it key by key (a file holding only
+``[prometheus] scrape_interval_s`` hides no other key of the files below it):
+
+1. the defaults of :class:`tasktrace.core.settings.Settings`;
+2. ``lenskit.toml``, then 3. ``lenskit.local.toml``, in the project folder: ``LK_PROJECT_ROOT``
+   where set (the ``lenskit`` command's project root), else the working folder, as LensKit's
+   ``lenskit.config.configure()`` looks them up;
+4. ``tasktrace.toml`` in the same folder, or the file named by ``TASKTRACE_CONFIG``;
+5. ``LK_*`` environment variables (LensKit's: ``LK_MACHINE``, ``LK_PROMETHEUS__URL``,
+   ``LK_MACHINES__NAME__POWER_QUERIES__SYSTEM``; ``__`` nests);
+6. ``TASKTRACE_*`` environment variables (``TASKTRACE_PROMETHEUS__SCRAPE_INTERVAL_S``);
+7. values given in code (:func:`tasktrace.core.settings.load_settings` keyword arguments).
+
+In LensKit's files tasktrace reads LensKit's keys with LensKit's meaning (``machine``,
+``[prometheus] url``, ``[machines.NAME]`` with ``description``, ``power_queries`` and
+tasktrace's ``carbon_intensity_g_per_kwh``) and its own keys from their ``[tasktrace]`` table;
+a tasktrace-only key elsewhere in them is ignored with one warning saying where it belongs.
+``tasktrace.toml`` holds any key, at the top level or under ``[tasktrace]``.
+
+When the program has configured LensKit (``lenskit.config.configure()``), LensKit's live
+settings object is used instead of sources 2, 3 and 5, never re-read: the values LensKit set
+(from its files, wherever it found them, and from ``LK_*``) take the place of source 5, and its
+``[tasktrace]`` table the place of source 2. It is detected without importing LensKit: only
+when ``lenskit.config`` is already in :data:`sys.modules` and :func:`lenskit.config.lenskit_config`
+returns the same object twice (unconfigured, LensKit builds a fresh default object per call).
+
+Every source is a pydantic-settings source (:class:`~pydantic_settings.TomlConfigSettingsSource`,
+:class:`~pydantic_settings.EnvSettingsSource`), and pydantic-settings merges them in this order
+(``settings_customise_sources``; :func:`tasktrace.core.settings_layers.merge_layers`, which also
+says where each value came from).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tasktrace.core.settings_layers import SettingsLayer, env_layer, read_toml
+
+__all__ = [
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "LENSKIT_ENV_PREFIX",
+    "LENSKIT_FILES",
+    "PROJECT_ROOT_ENV",
+    "TASKTRACE_FILE",
+    "TASKTRACE_TABLE",
+    "LenskitKeys",
+    "lenskit_live_settings",
+    "project_folder",
+    "settings_layers",
+]
+
+_log = logging.getLogger(__name__)
+
+ENV_PREFIX = "TASKTRACE_"
+"""Prefix of every tasktrace environment variable."""
+LENSKIT_ENV_PREFIX = "LK_"
+"""Prefix of LensKit's environment variables (``env_prefix`` of LensKit's settings)."""
+CONFIG_ENV = "TASKTRACE_CONFIG"
+"""Environment variable naming tasktrace's settings file (in place of ``tasktrace.toml``)."""
+PROJECT_ROOT_ENV = "LK_PROJECT_ROOT"
+"""LensKit's variable naming the project folder holding ``lenskit.toml``."""
+LENSKIT_FILES = ("lenskit.toml", "lenskit.local.toml")
+"""LensKit's settings files, lowest first (the local file overrides)."""
+TASKTRACE_FILE = "tasktrace.toml"
+"""tasktrace's own settings file in the project folder."""
+TASKTRACE_TABLE = "tasktrace"
+"""The table holding tasktrace's own keys in LensKit's files (and optionally in tasktrace.toml)."""
+
+_LENSKIT_ONLY_KEYS = frozenset({"random", "tuning"})
+"""LensKit's top-level keys that tasktrace does not use (never reported as unknown)."""
+
+
+class LenskitPrometheus(BaseModel):
+    """LensKit's ``[prometheus]`` table: only ``url`` is LensKit's."""
+
+    url: str | None = None
+    """Base URL of the Prometheus server."""
+
+
+class LenskitMachine(BaseModel, extra="allow"):
+    """LensKit's ``[machines.NAME]`` table (other keys are kept, as LensKit keeps them)."""
+
+    description: str | None = None
+    """Free text describing the machine."""
+    power_queries: dict[str, str] = Field(default_factory=dict)
+    """PromQL format strings by scope (``system``, ``cpu``, ``gpu``)."""
+
+
+class LenskitKeys(BaseModel):
+    """The keys of LensKit's settings that tasktrace reads, with LensKit's meaning.
+
+    The schema of the ``LK_*`` variables tasktrace reads (``LK_MACHINE``,
+    ``LK_PROMETHEUS__URL``, ``LK_MACHINES__NAME__POWER_QUERIES__SYSTEM``).
+    """
+
+    machine: str | None = None
+    """Name of the machine running experiments (LensKit's ``machine``)."""
+    prometheus: LenskitPrometheus = Field(default_factory=LenskitPrometheus)
+    """LensKit's Prometheus settings."""
+    machines: dict[str, LenskitMachine] = Field(default_factory=dict)
+    """LensKit's machine definitions by name."""
+
+
+def project_folder() -> Path:
+    """Return the folder of the settings files: ``LK_PROJECT_ROOT``, else the working folder."""
+    root = os.environ.get(PROJECT_ROOT_ENV)
+    return Path(root) if root else Path()
+
+
+def _lenskit_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return LensKit's keys of ``values`` (LensKit's file, variables or live settings)."""
+    out = {k: values[k] for k in ("machine", "machines") if k in values}
+    prometheus = values.get("prometheus")
+    if isinstance(prometheus, dict):
+        known = LenskitPrometheus.model_fields
+        out["prometheus"] = {k: v for k, v in prometheus.items() if k in known}
+    return out
+
+
+def _lenskit_file_layers(path: Path, known: Mapping[str, Any]) -> list[SettingsLayer]:
+    raw = read_toml(path) if path.is_file() else None
+    if not raw:
+        return []
+    lenskit = _lenskit_keys(raw)
+    prometheus = raw.get("prometheus")
+    if isinstance(prometheus, dict):
+        for key in sorted(set(prometheus) - set(LenskitPrometheus.model_fields)):
+            _misplaced(path, f"prometheus.{key}", f"[{TASKTRACE_TABLE}.prometheus] {key}")
+    for key in sorted(set(raw) - set(LenskitKeys.model_fields) - {TASKTRACE_TABLE}):
+        if key in known:
+            nested = isinstance(raw[key], dict)
+            home = f"[{TASKTRACE_TABLE}.{key}]" if nested else f"[{TASKTRACE_TABLE}] {key}"
+            _misplaced(path, key, home)
+    layers = [SettingsLayer.whole(str(path), lenskit)]
+    table = raw.get(TASKTRACE_TABLE)
+    if isinstance(table, dict):
+        where = f"{path} [{TASKTRACE_TABLE}]"
+        _report_unknown(table, known, where)
+        layers.append(SettingsLayer.whole(where, table))
+    return layers
+
+
+def _misplaced(path: Path, key: str, home: str) -> None:
+    _log.warning(
+        "tasktrace: %s: %s is a tasktrace setting, not LensKit's; it is ignored there. Put it "
+        "under %s in that file, or in %s",
+        path,
+        key,
+        home,
+        TASKTRACE_FILE,
+    )
+
+
+def _report_unknown(values: Mapping[str, Any], known: Mapping[str, Any], where: str) -> None:
+    for key in sorted(set(values) - set(known) - _LENSKIT_ONLY_KEYS - {TASKTRACE_TABLE}):
+        _log.warning("tasktrace: unknown setting %r in %s; it is ignored", key, where)
+
+
+def _tasktrace_file_layers(folder: Path, known: Mapping[str, Any]) -> list[SettingsLayer]:
+    explicit = os.environ.get(CONFIG_ENV)
+    path = Path(explicit) if explicit else folder / TASKTRACE_FILE
+    if not path.is_file():
+        if explicit:
+            _log.warning("tasktrace: settings file %s (from %s) does not exist", path, CONFIG_ENV)
+        return []
+    raw = read_toml(path)
+    if not raw:
+        return []
+    label = str(path)
+    _report_unknown(raw, known, label)
+    flat = {k: v for k, v in raw.items() if k != TASKTRACE_TABLE}
+    layers = [SettingsLayer.whole(label, flat)]
+    table = raw.get(TASKTRACE_TABLE)
+    if isinstance(table, dict):
+        where = f"{label} [{TASKTRACE_TABLE}]"
+        _report_unknown(table, known, where)
+        layers.append(SettingsLayer.whole(where, table))
+    return layers
+
+
+def lenskit_live_settings() -> BaseModel | None:
+    """Return LensKit's settings object if this program configured LensKit, else ``None``.
+
+    Never imports LensKit: ``None`` unless ``lenskit.config`` is already imported and
+    ``lenskit_config()`` returns the same object twice, which it does only after
+    ``lenskit.config.configure()`` (before, each call builds a new default object).
+    """
+    module = sys.modules.get("lenskit.config")
+    current_settings = getattr(module, "lenskit_config", None)
+    if current_settings is None:
+        return None
+    try:
+        first = current_settings()
+        configured = current_settings() is first
+    except Exception as e:  # noqa: BLE001 - LensKit's own failure must not break tasks
+        _log.warning("tasktrace: cannot read LensKit's settings (%r); reading its files", e)
+        return None
+    return first if configured and isinstance(first, BaseModel) else None
+
+
+def _live_layers(live: BaseModel, known: Mapping[str, Any]) -> tuple[SettingsLayer, SettingsLayer]:
+    label = "lenskit.config.configure()"
+    values = live.model_dump(exclude_unset=True)
+    lenskit = _lenskit_keys(values)
+    table = values.get(TASKTRACE_TABLE)
+    table = table if isinstance(table, dict) else {}
+    _report_unknown(table, known, f"{label} [{TASKTRACE_TABLE}]")
+    return (
+        SettingsLayer.whole(f"{label} [{TASKTRACE_TABLE}]", table),
+        SettingsLayer.whole(label, lenskit),
+    )
+
+
+def settings_layers(
+    settings_cls: type[BaseModel], overrides: Mapping[str, Any] | None = None
+) -> list[SettingsLayer]:
+    """Read every source of settings, lowest first (see the module docstring).
+
+    Args:
+        settings_cls: The settings model (its fields are the known keys and the schema of the
+            ``TASKTRACE_*`` variables).
+        overrides: Values given in code, highest of all.
+
+    Returns:
+        The layers that gave at least one value, lowest first. An unreadable file, a
+        misplaced or unknown key, or a malformed variable is warned about (without its
+        value) and left out; nothing raises.
+    """
+    known = settings_cls.model_fields
+    folder = project_folder()
+    live = lenskit_live_settings()
+    layers: list[SettingsLayer] = []
+    if live is not None:
+        below, lenskit_layer = _live_layers(live, known)
+        layers.append(below)
+    else:
+        for name in LENSKIT_FILES:
+            layers.extend(_lenskit_file_layers(folder / name, known))
+    layers.extend(_tasktrace_file_layers(folder, known))
+    if live is not None:
+        layers.append(lenskit_layer)
+    else:
+        lenskit_env = env_layer(LenskitKeys, LENSKIT_ENV_PREFIX, _lenskit_keys)
+        layers.extend([lenskit_env] if lenskit_env is not None else [])
+    own_env = env_layer(settings_cls, ENV_PREFIX)
+    layers.extend([own_env] if own_env is not None else [])
+    if overrides:
+        layers.append(SettingsLayer.whole("code", dict(overrides)))
+    return [layer for layer in layers if layer.values]

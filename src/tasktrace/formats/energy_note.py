@@ -1,0 +1,199 @@
+"""Which energy a task tree holds, and why the rest is missing (``show``, ``run``, report).
+
+The tree says what was measured: each task's ``cpu_power``, ``gpu_power`` and
+``system_power`` (joules) with ``<scope>_energy_source`` naming the meter. Why a scope is
+missing comes from the meters' availability checks (:func:`tasktrace.meters.base.meter_checks`):
+this process's at the end of ``tasktrace run``, which also records them in the run's task file
+as the root's ``meters`` extra data (:func:`meters_record`, read back by
+:func:`recorded_meters`), so that ``show`` and the report on any machine can say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasktrace.core.record import TaskRecord
+from tasktrace.core.settings import BUILTIN_METERS
+from tasktrace.meters.base import MeterCheck
+
+__all__ = [
+    "METERS_KEY",
+    "METER_SCOPES",
+    "SCOPE_NEEDS",
+    "SCOPE_TITLES",
+    "EnergyFacts",
+    "energy_facts",
+    "energy_note",
+    "meters_record",
+    "recorded_meters",
+]
+
+METERS_KEY = "meters"
+"""The root task's extra-data key under which ``tasktrace run`` records the meters' checks."""
+
+SCOPE_TITLES = {"cpu": "CPU energy", "gpu": "GPU energy", "system": "system energy"}
+"""Each energy scope (``<scope>_power``, in joules) by its name on a task line."""
+
+METER_SCOPES = {"rapl": ("cpu",), "nvml": ("gpu",), "prometheus": ("cpu", "gpu", "system")}
+"""The scopes each built-in energy meter can measure (Prometheus: those with a power query)."""
+_ORDER = {name: i for i, name in enumerate(METER_SCOPES)}
+
+SCOPE_NEEDS = {
+    "cpu": "needs a readable RAPL counter (/sys/class/powercap, often root-only) or a "
+    "Prometheus cpu power query for the machine",
+    "gpu": "needs an NVIDIA GPU seen through NVML (tasktrace[nvml]; not a MIG slice) or a "
+    "Prometheus gpu power query for the machine",
+    "system": "comes only from a Prometheus system power query for the machine",
+}
+"""What each energy scope needs, said where a file does not record why it is missing."""
+
+
+@dataclass
+class EnergyFacts:
+    """What a task tree holds of energy.
+
+    Attributes:
+        tasks: Tasks in the tree.
+        counts: Scope (``cpu``, ``gpu``, ``system``) → tasks with a value.
+        sources: Scope → ``"source (what it covers)"`` texts, sorted (``"rapl (package)"``).
+        meters: Names of the meters that gave any value (energy, or NVML's GPU memory).
+    """
+
+    tasks: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, list[str]] = field(default_factory=dict)
+    meters: set[str] = field(default_factory=set)
+
+    def missing(self) -> list[str]:
+        """Return the scopes no task has a value of, in :data:`SCOPE_TITLES` order."""
+        return [scope for scope in SCOPE_TITLES if not self.counts.get(scope)]
+
+    def summary(self) -> str:
+        """``"energy: CPU energy in 11 of 11 tasks, from rapl (package); no GPU energy, ..."``."""
+        measured = [
+            f"{SCOPE_TITLES[s]} in {self.counts[s]:,} of {self.tasks:,} tasks"
+            + (f", from {', '.join(self.sources[s])}" if self.sources.get(s) else "")
+            for s in SCOPE_TITLES
+            if self.counts.get(s)
+        ]
+        missing = ", ".join(f"no {SCOPE_TITLES[s]}" for s in self.missing())
+        return "energy: " + "; ".join([*measured, missing] if missing else measured)
+
+
+def _meter_of(source: str) -> str:
+    """Return the meter that writes ``source`` (``"nvml-counter"`` → ``"nvml"``)."""
+    return source.split("-", 1)[0]
+
+
+def _walk(task: TaskRecord) -> Iterator[TaskRecord]:
+    stack = [task]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.subtasks)
+
+
+def energy_facts(task: TaskRecord) -> EnergyFacts:
+    """Count the tasks of ``task``'s tree with each energy scope, and their sources.
+
+    Walks the tree once, iteratively (any depth).
+    """
+    facts = EnergyFacts()
+    found: dict[str, set[str]] = {scope: set() for scope in SCOPE_TITLES}
+    for node in _walk(task):
+        facts.tasks += 1
+        for scope, sources in found.items():
+            if getattr(node, f"{scope}_power") is None:
+                continue
+            facts.counts[scope] = facts.counts.get(scope, 0) + 1
+            source = getattr(node, f"{scope}_energy_source")
+            if source:
+                facts.meters.add(_meter_of(source))
+                where = getattr(node, f"{scope}_energy_scope")
+                sources.add(f"{source} ({where})" if where else source)
+        if node.peak_gpu_memory_source:
+            facts.meters.add(_meter_of(node.peak_gpu_memory_source))
+    facts.sources = {scope: sorted(texts) for scope, texts in found.items() if texts}
+    return facts
+
+
+def meters_record(checks: Mapping[str, MeterCheck]) -> dict[str, dict[str, Any]]:
+    """Return the built-in energy meters' checks as JSON data for a task file's ``meters``.
+
+    ``{"nvml": {"available": false, "reason": "nvidia-ml-py is not installed (...)"},
+    "rapl": {"available": true}}``; meters not in ``checks`` are left out.
+    """
+    record: dict[str, dict[str, Any]] = {}
+    for name in BUILTIN_METERS:
+        check = checks.get(name)
+        if check is not None:
+            record[name] = {"available": check.available}
+            if check.reason is not None:
+                record[name]["reason"] = check.reason
+    return record
+
+
+def recorded_meters(task: TaskRecord) -> dict[str, MeterCheck] | None:
+    """Return the meters' checks recorded in ``task``'s ``meters`` extra data, by name.
+
+    ``None`` where the task has no such record (a file not written by ``tasktrace run``);
+    entries not in the form of :func:`meters_record` are left out.
+    """
+    record = (task.__pydantic_extra__ or {}).get(METERS_KEY)
+    if not isinstance(record, dict):
+        return None
+    checks = {}
+    for name, entry in record.items():
+        if isinstance(entry, dict) and isinstance(entry.get("available"), bool):
+            reason = entry.get("reason")
+            checks[str(name)] = MeterCheck(
+                str(name), entry["available"], reason if isinstance(reason, str) else None
+            )
+    return checks
+
+
+def energy_note(
+    facts: EnergyFacts, checks: Mapping[str, MeterCheck] | None, whose: str
+) -> list[str]:
+    """Return the lines that say which energy was measured and why the rest was not.
+
+    The first line is :meth:`EnergyFacts.summary`. Then, where a scope is missing, the meters
+    that could have measured it and did not, each with its reason (which names the fix), under
+    the heading ``"why (WHOSE):"``; a missing scope no such meter speaks for (no ``checks``: a
+    file that does not record them) gets what it needs (:data:`SCOPE_NEEDS`) instead.
+
+    Args:
+        facts: What the tree holds (:func:`energy_facts`).
+        checks: The meters' checks, by name: this process's, or recorded in the file.
+        whose: Whose checks they are, for the heading (``"this machine's meters now"``).
+
+    Returns:
+        Plain text lines (no markup), the later ones indented by two spaces.
+    """
+    missing = facts.missing()
+    lines = [facts.summary()]
+    if not missing:
+        return lines
+    explained: set[str] = set()
+    reasons = []
+    for name, check in sorted((checks or {}).items(), key=lambda item: _ORDER.get(item[0], 9)):
+        scopes = [s for s in METER_SCOPES.get(name, ()) if s in missing]
+        if not scopes or name in facts.meters:
+            continue
+        explained.update(scopes)
+        why = (
+            f"not available: {check.reason or 'it gave no reason'}"
+            if not check.available
+            else "available, but none of these tasks has a value of it"
+        )
+        reasons.append(f"  {name}: {why}")
+    if reasons:
+        lines.append(f"why ({whose}):")
+        lines.extend(reasons)
+    needs = [f"  {SCOPE_TITLES[s]} {SCOPE_NEEDS[s]}" for s in missing if s not in explained]
+    if needs:
+        lines.append("what the rest needs:" if reasons else "what each needs:")
+        lines.extend(needs)
+    return lines

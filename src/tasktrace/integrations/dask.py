@@ -1,0 +1,274 @@
+"""Dask distributed: tasks carry the submitting task as an annotation; records return as events.
+
+Set-up, once in the driver, for a client (yours, or ``get_client()``)::
+
+    from distributed import Client, LocalCluster
+    from tasktrace.integrations.dask import setup
+
+    client = Client(LocalCluster(n_workers=2))
+    setup(client)                                   # the one set-up line
+
+How it works:
+
+- **Context.** :func:`setup` wraps the client's graph-submitting methods (``submit``, ``map``,
+  ``compute``, ``persist``, ``get``, which ``dask.compute`` and ``.compute()`` use) on *this
+  client object*: while a task runs, each submission runs inside ``dask.annotate`` with the
+  running task's carrier (:data:`ANNOTATION`), Dask's own channel for per-task metadata.
+- **Workers.** A :class:`TaskTracePlugin` (a ``distributed`` ``WorkerPlugin``) sees each task
+  go to ``executing`` and, when it has the annotation, wraps the task's function so that it
+  runs in a remote scope: a ``Task`` it starts is a subprocess subtask of the submitting task,
+  in the same trace. The plugin also applies the driver's export environment
+  (:func:`~tasktrace.export.workers.worker_environment`) to the worker, so spans leave
+  through the same exporter set-up.
+- **Records home.** Each worker buffers its finished tasks' records and sends them every
+  :data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S` in one
+  ``worker.log_event(TOPIC, ...)``, which reaches the client's ``subscribe_topic`` handler
+  and is delivered to the driver's tree. When a task that submitted work finishes in the
+  driver, the client asks every worker for what it still holds (``client.run`` of
+  :func:`flush_worker`), so the records are in the task's file when it finishes; a batch that
+  was already on its way then arrives late and is attached late (the file re-written).
+- **Long tasks and re-runs.** A root task still running one flush interval
+  (:data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S`) after it started is announced
+  by a snapshot (and re-sent every ``refresh_interval_s``); a task shorter than that sends one
+  record. When Dask runs a key again after its worker was lost, the records of the key from
+  the two workers are numbered as attempts and the lost attempt's still-running record
+  becomes ``failed``; an attempt shorter than one flush interval leaves no record to tell.
+- **Spans** of the worker's tasks are flushed by the worker's batcher thread within one flush
+  interval, and when the worker closes.
+
+Limits: ``async def`` task functions are not wrapped (their tasks are not carried); the
+driver's ``configure()`` settings reach the workers when :func:`setup` runs (call it after
+``configure``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+import dask
+from dask._task_spec import Task as DaskTask
+from distributed import Client, WorkerPlugin, get_worker
+from distributed.utils import iscoroutinefunction
+
+from tasktrace.core.record import TaskRecord, node_class
+from tasktrace.core.warn import WarnOnce
+from tasktrace.export.provider import flush_spans
+from tasktrace.export.workers import apply_environment, worker_environment
+from tasktrace.integrations.attempts import Attempts
+from tasktrace.integrations.batching import Batch, RecordBatcher
+from tasktrace.task.carriers import Carrier, capture, remote_scope
+from tasktrace.tree.delivery import deliver
+from tasktrace.tree.processor import tree
+
+__all__ = [
+    "ANNOTATION",
+    "PLUGIN_NAME",
+    "TOPIC",
+    "CarriedFunction",
+    "TaskTracePlugin",
+    "flush_worker",
+    "setup",
+]
+
+_log = logging.getLogger(__name__)
+_warn = WarnOnce(_log)
+
+ANNOTATION: Final = "tasktrace"
+"""The Dask task annotation holding the submitting task's carrier (text form)."""
+TOPIC: Final = "tasktrace-records"
+"""The ``distributed`` event topic on which workers send task records to the client."""
+PLUGIN_NAME: Final = "tasktrace"
+"""The name :func:`setup` registers the worker plugin under (re-registering replaces it)."""
+SUBMITTING_METHODS: Final = ("submit", "map", "compute", "persist", "get")
+"""The client methods :func:`setup` wraps to annotate submissions with the carrier."""
+
+
+class CarriedFunction:
+    """A Dask task's function, run in a remote scope; ships its records when it ends.
+
+    Args:
+        func: The task's function.
+        carrier: The submitting task's carrier.
+        key: The Dask key (recorded on each root task as ``dask_key``).
+    """
+
+    __slots__ = ("__wrapped__", "carrier", "key")
+
+    def __init__(self, func: Callable[..., Any], carrier: Carrier, key: str) -> None:
+        """Wrap ``func`` (see the class docstring)."""
+        self.__wrapped__ = func
+        self.carrier = carrier
+        self.key = key
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function in a remote scope; send the finished tasks' records home."""
+        worker = get_worker()
+        data = {"dask_key": self.key, "dask_worker": worker.address}
+        batcher = _batcher(worker)
+        with remote_scope(
+            self.carrier,
+            data=data,
+            on_started=batcher.started,
+            on_finished=batcher.finished,
+            flush=False,
+        ):
+            return self.__wrapped__(*args, **kwargs)
+
+
+def flush_worker(dask_worker: Any) -> list[str]:
+    """Return the records a worker holds, at once (run on each worker by ``client.run``)."""
+    batcher = _batchers.get(dask_worker.address)
+    return batcher.take_now() if batcher is not None else []
+
+
+_batchers_lock = threading.Lock()
+_batchers: dict[str, RecordBatcher] = {}
+
+
+def _batcher(worker: Any) -> RecordBatcher:
+    """Return the worker's batcher: its records go to the client as events, in batches."""
+    batcher = _batchers.get(worker.address)
+    if batcher is None:
+        with _batchers_lock:
+            batcher = _batchers.get(worker.address)
+            if batcher is None:
+
+                def send(batch: Batch) -> None:
+                    if batch.records:
+                        worker.log_event(TOPIC, {"records": batch.records})
+
+                batcher = _batchers[worker.address] = RecordBatcher(worker.address, send)
+    return batcher
+
+
+class TaskTracePlugin(WorkerPlugin):
+    """Worker side of the Dask integration (registered by :func:`setup`).
+
+    Args:
+        environment: Export environment variables to apply in each worker
+            (:func:`~tasktrace.export.workers.worker_environment` of the driver). Values may include
+            secrets (``OTEL_EXPORTER_OTLP_HEADERS``): they are only ever set in the worker's
+            ``os.environ``, never logged, written to records or put on spans.
+    """
+
+    idempotent = False
+
+    def __init__(self, environment: Mapping[str, str] | None = None) -> None:
+        """Keep the environment to apply at set-up."""
+        self.environment = dict(environment or {})
+        self.worker: Any = None
+
+    def setup(self, worker: Any) -> None:
+        """Apply the driver's export environment; remember the worker."""
+        self.worker = worker
+        apply_environment(self.environment)
+
+    def teardown(self, worker: Any) -> None:
+        """Send what the worker's batcher holds and flush its spans (the worker closes)."""
+        batcher = _batchers.pop(worker.address, None)
+        if batcher is not None:
+            batcher.flush()
+        flush_spans()
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        """When an annotated task starts executing, wrap its function in a remote scope."""
+        if finish != "executing" or self.worker is None:
+            return
+        ts = self.worker.state.tasks.get(key)
+        if ts is None or not ts.annotations or ANNOTATION not in ts.annotations:
+            return
+        spec = ts.run_spec
+        if not isinstance(spec, DaskTask) or isinstance(spec.func, CarriedFunction):
+            return
+        if iscoroutinefunction(spec.func):
+            _warn("dask-async", "tasktrace: async Dask tasks are not carried (prototype limit)")
+            return
+        try:
+            carrier = Carrier.from_headers(ts.annotations[ANNOTATION])
+        except ValueError as e:
+            _warn(
+                "dask-annotation", "tasktrace: bad %r annotation on a Dask task: %s", ANNOTATION, e
+            )
+            return
+        if carrier is not None:
+            spec.func = CarriedFunction(spec.func, carrier, str(key))
+
+
+class _Inbox:
+    """The client side: records arriving as events, and the drain at a submitting task's end."""
+
+    def __init__(self) -> None:
+        self.attempts = Attempts("dask_key", "dask_worker", "Dask")
+        self.unregister: Callable[[], None] | None = None
+        self.clients: weakref.WeakSet[Client] = weakref.WeakSet()
+        self.submitted: set[Any] = set()  # task ids of tasks whose carriers went out
+
+    def handle(self, event: tuple[float, Mapping[str, Any]]) -> None:
+        """``subscribe_topic`` handler (the client's event loop): deliver the records."""
+        _, msg = event
+        self.deliver(msg.get("records", ()))
+
+    def deliver(self, raw: Iterable[str]) -> None:
+        cls = node_class()
+        records = [cls.model_validate_json(r) for r in raw]
+        if records:
+            deliver(self.attempts.sort_out(records))
+
+    def pull(self, finished: TaskRecord | None) -> None:
+        """At a submitting task's finish: the workers hand over what they hold (a record source)."""
+        if finished is None or finished.task_id not in self.submitted:
+            return
+        self.submitted.discard(finished.task_id)
+        for client in list(self.clients):
+            if client.status != "running":
+                continue
+            try:
+                held = client.run(flush_worker, on_error="ignore")
+            except Exception as e:  # noqa: BLE001 - collecting must not break the user's task
+                _warn("dask-flush", "tasktrace: cannot collect task records from Dask: %r", e)
+                continue
+            self.deliver(r for records in held.values() for r in records or ())
+
+
+_inbox = _Inbox()
+
+
+def _annotating(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def submit_with_carrier(*args: Any, **kwargs: Any) -> Any:
+        carrier = capture()
+        if carrier is None:
+            return method(*args, **kwargs)
+        _inbox.submitted.add(carrier.parent_task_id)
+        with dask.annotate(**{ANNOTATION: carrier.to_headers()}):
+            return method(*args, **kwargs)
+
+    submit_with_carrier.__tasktrace_wrapped__ = True  # type: ignore[attr-defined]
+    return submit_with_carrier
+
+
+def setup(client: Client) -> Client:
+    """Make work submitted through ``client`` join the submitting task's tree and trace.
+
+    Registers :class:`TaskTracePlugin` on every current and future worker, subscribes the
+    client to :data:`TOPIC`, and wraps this client object's :data:`SUBMITTING_METHODS`.
+    Calling it again is harmless.
+
+    Returns:
+        ``client``, for chaining.
+    """
+    client.register_plugin(TaskTracePlugin(worker_environment()), name=PLUGIN_NAME)
+    client.subscribe_topic(TOPIC, _inbox.handle)
+    _inbox.clients.add(client)
+    if _inbox.unregister is None:
+        _inbox.unregister = tree.register_record_source(_inbox.pull)
+    for name in SUBMITTING_METHODS:
+        method = getattr(client, name)
+        if not getattr(method, "__tasktrace_wrapped__", False):
+            setattr(client, name, _annotating(method))
+    return client

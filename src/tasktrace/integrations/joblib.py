@@ -1,0 +1,248 @@
+"""joblib (and scikit-learn's ``n_jobs``): batches carry the submitting task; records return.
+
+Set-up, once in the driver::
+
+    import joblib
+    import tasktrace.integrations.joblib  # registers the "tasktrace" backend
+    joblib.parallel_config(backend="tasktrace")          # loky; inner="threading" etc.
+
+or :func:`instrument` to trace every joblib backend by its usual name (``Parallel(backend=
+"threading")``, scikit-learn's thread fallbacks).
+
+How it works: joblib hands each batch of calls to the backend's ``submit``. The traced backends
+(subclasses of joblib's ``LokyBackend``, ``MultiprocessingBackend`` and ``ThreadingBackend``)
+wrap the batch in a picklable :class:`CarriedBatch` holding the submitting task's carrier. In a
+worker process the batch runs in a remote scope, so a ``Task`` started by the worker function is
+a subprocess subtask of the submitting task, in the same trace; the batch returns its results
+together with the finished tasks' records, and the backend's ``retrieve_result_callback`` (run
+in the driver) delivers those records to the driver's tree before joblib sees the results. A
+failing batch carries its records on the exception. In the thread backend the batch runs in a
+copy of the submitter's context, as :class:`tasktrace.ContextThreadPoolExecutor` does.
+
+Settings: loky workers get the driver's export set-up (``OTEL_*`` and :func:`tasktrace.configure`)
+in their environment; ``multiprocessing`` workers are forked with it; threads share it.
+
+Limits: nested ``Parallel`` calls *inside* a worker use joblib's plain nested backend; records of
+tasks still running when a worker is killed are lost (no refresh is shipped for a batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable
+from typing import Any, Final
+
+from joblib import register_parallel_backend
+from joblib._parallel_backends import (
+    LokyBackend,
+    MultiprocessingBackend,
+    ParallelBackendBase,
+    ThreadingBackend,
+)
+
+from tasktrace.export.workers import worker_environment
+from tasktrace.task.carriers import Carrier, capture, remote_scope
+from tasktrace.tree.delivery import deliver
+
+__all__ = [
+    "BACKEND_NAME",
+    "CarriedBatch",
+    "TracedLokyBackend",
+    "TracedMultiprocessingBackend",
+    "TracedThreadingBackend",
+    "instrument",
+    "tasktrace_backend",
+]
+
+BACKEND_NAME: Final = "tasktrace"
+"""The name :func:`joblib.parallel_config` knows the traced backend by."""
+RECORDS_ATTRIBUTE: Final = "_tasktrace_records"
+"""Attribute of an exception raised by a batch that holds the records of its finished tasks."""
+
+
+class Homecoming:
+    """A batch's results together with the records of the tasks it ran (picklable)."""
+
+    __slots__ = ("records", "results")
+
+    def __init__(self, results: Any, records: list[bytes]) -> None:
+        """Hold ``results`` (joblib's list) and ``records`` (task JSON)."""
+        self.results = results
+        self.records = records
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as the two fields."""
+        return (Homecoming, (self.results, self.records))
+
+
+class CarriedBatch:
+    """A joblib batch (``BatchedCalls``) that runs under the submitting task's carrier.
+
+    Picklable as long as the batch is. Calling it in another process returns a
+    :class:`Homecoming`; an exception raised by the batch carries the records of the tasks that
+    finished before it (attribute :data:`RECORDS_ATTRIBUTE`) and propagates unchanged.
+    """
+
+    __slots__ = ("batch", "carrier")
+
+    def __init__(self, batch: Callable[[], Any], carrier: Carrier) -> None:
+        """Wrap ``batch`` with ``carrier`` (from :func:`tasktrace.task.carriers.capture`)."""
+        self.batch = batch
+        self.carrier = carrier
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as the batch and the carrier."""
+        return (CarriedBatch, (self.batch, self.carrier))
+
+    def __len__(self) -> int:
+        """Return the number of calls in the batch (joblib's batch statistics read it)."""
+        return len(self.batch)  # type: ignore[arg-type]
+
+    def __call__(self) -> Any:
+        """Run the batch in a remote scope; return its results and records."""
+        with remote_scope(self.carrier) as scope:
+            try:
+                results = self.batch()
+            except BaseException as e:
+                if scope is not None:
+                    _attach_records(e, scope.take())
+                raise
+            if scope is None:  # the submitting process itself: the tree is already whole
+                return results
+            return Homecoming(results, scope.take())
+
+
+def _attach_records(exc: BaseException, records: list[bytes]) -> None:
+    with contextlib.suppress(AttributeError, TypeError):  # no __dict__: records lost
+        setattr(exc, RECORDS_ATTRIBUTE, records)
+
+
+class _Traced(ParallelBackendBase):
+    """The hooks shared by the traced backends (a mixin, first in the MRO).
+
+    joblib dispatches the first batches from the thread calling ``Parallel`` and later ones
+    from its result-callback thread, where no task is current: the carrier (or, for threads,
+    the context) is therefore captured once per call, in :meth:`start_call`, which joblib runs
+    in the calling thread.
+    """
+
+    _tasktrace_carrier: Carrier | None = None
+    _tasktrace_context: contextvars.Context | None = None
+
+    def start_call(self) -> None:
+        """At the start of a ``Parallel`` call, in its thread: capture the current task."""
+        if getattr(self, "uses_threads", False):
+            self._tasktrace_context = contextvars.copy_context()
+        else:
+            self._tasktrace_carrier = capture()
+        super().start_call()
+
+    def stop_call(self) -> None:
+        """At the end of a ``Parallel`` call: forget the captured task."""
+        super().stop_call()
+        self._tasktrace_carrier = None
+        self._tasktrace_context = None
+
+    def submit(self, func: Any, callback: Any = None) -> Any:
+        """Submit ``func`` (a batch) carrying the task captured at the call's start, if any."""
+        context = self._tasktrace_context
+        if context is not None:
+            return super().submit(_ContextBatch(func, context), callback)
+        carrier = self._tasktrace_carrier
+        if carrier is not None:
+            func = CarriedBatch(func, carrier)
+        return super().submit(func, callback)
+
+    def retrieve_result_callback(self, out: Any) -> Any:
+        """Return the batch's results, delivering its task records to this process's tree."""
+        try:
+            result = super().retrieve_result_callback(out)
+        except BaseException as e:
+            records = getattr(e, RECORDS_ATTRIBUTE, None)
+            if records:
+                deliver(records)
+            raise
+        if isinstance(result, Homecoming):
+            deliver(result.records)
+            return result.results
+        return result
+
+
+class _ContextBatch:
+    """A batch run in a copy of the submitter's context (the thread backend)."""
+
+    __slots__ = ("batch", "context")
+
+    def __init__(self, batch: Callable[[], Any], context: contextvars.Context) -> None:
+        self.batch = batch
+        self.context = context
+
+    def __len__(self) -> int:
+        return len(self.batch)  # type: ignore[arg-type]
+
+    def __call__(self) -> Any:
+        return self.context.copy().run(self.batch)
+
+
+class TracedLokyBackend(_Traced, LokyBackend):
+    """joblib's ``loky`` backend, carrying the submitting task to its worker processes.
+
+    Its workers start with this process's export set-up
+    (:func:`~tasktrace.export.workers.worker_environment`: the ``OTEL_*`` variables and the
+    :func:`tasktrace.configure` settings), so their spans go where the driver's go; loky
+    starts new workers when that set-up changed.
+    """
+
+    def _prepare_worker_env(self, n_jobs: int) -> dict[str, str]:
+        """Return joblib's thread-limiting variables plus this process's export set-up."""
+        return {**worker_environment(), **super()._prepare_worker_env(n_jobs)}
+
+
+class TracedMultiprocessingBackend(_Traced, MultiprocessingBackend):
+    """joblib's ``multiprocessing`` backend, carrying the submitting task to its workers."""
+
+
+class TracedThreadingBackend(_Traced, ThreadingBackend):
+    """joblib's ``threading`` backend, running each batch in the submitter's context."""
+
+
+_INNER: Final[dict[str, type[ParallelBackendBase]]] = {
+    "loky": TracedLokyBackend,
+    "multiprocessing": TracedMultiprocessingBackend,
+    "threading": TracedThreadingBackend,
+}
+
+
+def tasktrace_backend(inner: str = "loky", **backend_kwargs: Any) -> ParallelBackendBase:
+    """Build the traced backend wrapping joblib's ``inner`` backend (joblib's factory).
+
+    Args:
+        inner: ``"loky"`` (the default), ``"multiprocessing"`` or ``"threading"``.
+        **backend_kwargs: Passed to the backend, as joblib does.
+
+    Raises:
+        ValueError: ``inner`` is not one of the three names (the message lists them).
+    """
+    try:
+        cls = _INNER[inner]
+    except KeyError:
+        raise ValueError(
+            f"inner must be one of {sorted(_INNER)} for the {BACKEND_NAME!r} joblib backend, "
+            f"not {inner!r}"
+        ) from None
+    return cls(**backend_kwargs)
+
+
+def instrument() -> None:
+    """Trace joblib's ``loky``, ``multiprocessing`` and ``threading`` backends by name.
+
+    Registers the traced subclasses under joblib's own names, so ``Parallel(backend=
+    "threading")``, the default backend and joblib's thread fallbacks (``require="sharedmem"``,
+    ``prefer="threads"``) all carry the submitting task. Idempotent.
+    """
+    for name, cls in _INNER.items():
+        register_parallel_backend(name, cls)
+
+
+register_parallel_backend(BACKEND_NAME, tasktrace_backend)

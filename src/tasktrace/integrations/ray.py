@@ -1,0 +1,329 @@
+r"""Ray: remote functions and actor methods join the submitting task's tree and trace.
+
+Set-up, once, where the cluster (or the local Ray) starts: Ray's own tracing start-up hook::
+
+    ray.init(_tracing_startup_hook="tasktrace.integrations.ray:setup_tracing")
+    # a cluster:  ray start --head \
+    #                 --tracing-startup-hook=tasktrace.integrations.ray:setup_tracing
+
+Ray runs the hook in the driver and in every worker process when it connects, and, with the
+hook set, hands the submitter's OpenTelemetry context to each remote function and actor method
+(its ``_ray_trace_ctx`` argument, written and read through the *global* OpenTelemetry
+propagator). How tasktrace rides on it:
+
+- **Context.** :func:`setup_tracing` adds a :class:`~tasktrace.task.propagator.TaskTracePropagator`
+  to the global propagator. In the driver its ``inject`` adds the running task's carrier; in a
+  worker its ``extract`` opens a remote scope for it, so a ``Task`` started by the remote
+  function is a subprocess subtask of the submitting task, with ``ray_node_id``,
+  ``ray_task_id``, ``ray_worker_id`` (and ``ray_actor_id``) recorded, and its span a child of
+  the submitter's. No tracer provider is installed: Ray's own producer / consumer spans stay
+  non-recording unless you install a provider yourself.
+- **Records home.** Each worker process buffers its records and sends them every
+  :data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S` to the job's
+  :class:`RecordCollector` actor, from a thread of its own (the remote functions never wait
+  for it); a task shorter than the interval sends one record, when it finished. When a task
+  that submitted work finishes in the driver, the driver asks the collector for the records:
+  the busy workers are told to send what they hold at once, and the driver waits (at most
+  :data:`DRAIN_WAIT_S`) until each has. Records that still miss it (a
+  worker's clock far behind, work the driver did not wait for) are attached *late* at the next
+  drain (the next such task's finish, a task-file write at least a second after the last
+  drain, :func:`collect`, or the driver's exit) and the task file re-written. Nothing touches a
+  shared file system.
+- **Settings.** The driver's export set-up (``OTEL_*``, ``tasktrace.configure``) is given to the
+  collector when it is created; each worker applies it before its first carried call, so its
+  spans go where the driver's go.
+- **Retries.** Records carry the Ray task id and the worker; when one Ray task's records come
+  from more than one worker, the earlier attempts' records stay as siblings with an
+  ``attempt`` number, and a record still ``running`` from a dead attempt becomes ``failed``.
+  An attempt shorter than one flush interval leaves no record to tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, Final
+
+import ray
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagator, default_setter
+
+from tasktrace.core.record import TaskRecord, node_class
+from tasktrace.core.warn import WarnOnce
+from tasktrace.export.workers import apply_environment, worker_environment
+from tasktrace.integrations.attempts import Attempts
+from tasktrace.integrations.batching import FLUSH_INTERVAL_S, Batch, RecordBatcher
+from tasktrace.task.carriers import Carrier, RemoteScope
+from tasktrace.task.propagator import TaskTracePropagator
+from tasktrace.tree.delivery import deliver
+from tasktrace.tree.processor import tree
+
+__all__ = [
+    "COLLECTOR_PREFIX",
+    "DRAIN_WAIT_S",
+    "HOOK",
+    "RayTaskPropagator",
+    "RecordCollector",
+    "collect",
+    "setup_tracing",
+]
+
+_log = logging.getLogger(__name__)
+_warn = WarnOnce(_log)
+
+HOOK: Final = "tasktrace.integrations.ray:setup_tracing"
+"""The value for ``ray.init(_tracing_startup_hook=...)`` / ``--tracing-startup-hook``."""
+COLLECTOR_PREFIX: Final = "tasktrace-records-"
+"""Name prefix of the job's collector actor (the job id follows)."""
+DRAIN_WAIT_S: Final = 10 * FLUSH_INTERVAL_S
+"""The longest a finishing task waits in the driver for busy workers' batches, in seconds."""
+MAX_HELD: Final = 100_000
+"""Most records the collector holds for the driver; beyond that the oldest are dropped."""
+IDLE_DRAIN_S: Final = 1.0
+"""Least seconds between two drains that are not at a submitting task's finish."""
+_internal: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "tasktrace_ray_internal", default=False
+)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class RecordCollector:
+    """A job's mailbox of task records, filled by workers and drained by the driver.
+
+    An asyncio actor: a worker's :meth:`put` is answered when its next batch is due (after
+    :data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S`, or at once when the driver asks
+    for the records), so a busy worker has one call waiting here and sends nothing else.
+
+    Args:
+        environment: The driver's export set-up
+            (:func:`~tasktrace.export.workers.worker_environment`), handed to each worker
+            before its first carried call; it may hold secrets (headers), which stay in this
+            actor's memory and the workers' environments.
+    """
+
+    def __init__(self, environment: dict[str, str]) -> None:
+        """Start empty."""
+        self._environment = environment
+        self._records: list[str] = []
+        self._workers: dict[str, tuple[float, bool]] = {}  # worker -> (sent_at, idle)
+        self._changed: asyncio.Condition | None = None
+        self._flush = 0  # how many times the driver asked for the records
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:  # made in the actor's event loop
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def environment(self) -> dict[str, str]:
+        """Return the driver's export set-up for a worker to apply."""
+        return self._environment
+
+    async def put(self, batch: Batch, interval_s: float) -> None:
+        """Keep a worker's batch; answer when its next batch is due (see the class docstring)."""
+        changed = self._condition()
+        async with changed:
+            self._records.extend(batch.records)
+            if len(self._records) > MAX_HELD:  # nobody drains (no driver task): keep the last
+                del self._records[: len(self._records) - MAX_HELD]
+            self._workers[batch.worker] = (batch.sent_at, batch.idle)
+            changed.notify_all()
+            if batch.idle:
+                return
+            asked = self._flush
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait_for(lambda: self._flush != asked), interval_s)
+
+    async def drain(self, since: float, wait_s: float) -> list[str]:
+        """Return and forget every record, after the busy workers' batches made since ``since``.
+
+        Busy workers are answered at once (they send what they hold); waits at most ``wait_s``
+        seconds until every worker that is not idle has sent a batch made at ``since``
+        (``time.time()``) or later.
+        """
+        changed = self._condition()
+        async with changed:
+            self._flush += 1
+            changed.notify_all()
+
+            def caught_up() -> bool:
+                return all(idle or sent >= since for sent, idle in self._workers.values())
+
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait_for(caught_up), wait_s)
+            out, self._records = self._records, []
+        return out
+
+
+def _collector_name() -> str:
+    return COLLECTOR_PREFIX + ray.get_runtime_context().get_job_id()
+
+
+class _Driver:
+    """The driver's side: the collector it created, the submitting tasks it drains for."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.handle: Any = None
+        self.submitted: set[Any] = set()  # task ids of tasks whose carriers went out
+        self.last_drain = 0.0
+        self.attempts = Attempts("ray_task_id", "ray_worker_id", "Ray")
+
+    def prepare(self, carrier: Carrier) -> None:
+        """Have the collector ready for a carrier going out; remember its parent task."""
+        if self.handle is None and ray.is_initialized():
+            with self._lock:
+                if self.handle is None:
+                    token = _internal.set(True)
+                    try:
+                        self.handle = RecordCollector.options(  # type: ignore[attr-defined]
+                            name=_collector_name(), get_if_exists=True
+                        ).remote(worker_environment())
+                    finally:
+                        _internal.reset(token)
+                    if ray.get_runtime_context().get_task_id() is None:  # the driver: no task
+                        # Only the driver drains: a worker submitting work of its own (nested
+                        # calls) ships its records like the others, to be attached in the
+                        # driver under its task's record.
+                        tree.register_record_source(self.pull)
+                        atexit.register(collect)
+        self.submitted.add(carrier.parent_task_id)
+
+    def pull(self, finished: TaskRecord | None) -> None:
+        """Drain at a submitting task's finish (waiting), or now and then (a record source)."""
+        if self.handle is None or not ray.is_initialized():
+            return
+        if finished is not None and finished.task_id in self.submitted:
+            self.submitted.discard(finished.task_id)
+            self.drain(DRAIN_WAIT_S)
+        elif time.monotonic() - self.last_drain >= IDLE_DRAIN_S:
+            self.drain(0.0)
+
+    def drain(self, wait_s: float) -> None:
+        token = _internal.set(True)
+        try:
+            raw = ray.get(self.handle.drain.remote(time.time(), wait_s), timeout=wait_s + 30)
+        finally:
+            _internal.reset(token)
+            self.last_drain = time.monotonic()
+        if raw:
+            cls = node_class()
+            deliver(self.attempts.sort_out(cls.model_validate_json(r) for r in raw))
+
+
+_driver = _Driver()
+
+
+def collect() -> None:
+    """Deliver now whatever task records the job's collector holds (late ones included).
+
+    Called at the driver's exit too. Never raises: a failure is warned about once.
+    """
+    if _driver.handle is None or not ray.is_initialized():
+        return
+    try:
+        _driver.drain(0.0)
+    except Exception as e:  # noqa: BLE001 - collecting must not break the user's program
+        _warn("ray-collect", "tasktrace: cannot collect task records from Ray: %r", e)
+
+
+class _Worker:
+    """A worker process's side: its batcher, sending to the job's collector."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.handle: Any = None
+        self.batcher: RecordBatcher | None = None
+
+    def ready(self) -> RecordBatcher:
+        batcher = self.batcher
+        if batcher is not None:
+            return batcher
+        with self._lock:
+            if self.batcher is None:
+                token = _internal.set(True)
+                try:
+                    self.handle = ray.get_actor(_collector_name())
+                    apply_environment(ray.get(self.handle.environment.remote()))
+                finally:
+                    _internal.reset(token)
+                worker_id = ray.get_runtime_context().get_worker_id()
+                self.batcher = RecordBatcher(worker_id, self.send, paced=True)
+            return self.batcher
+
+    def send(self, batch: Batch) -> None:
+        token = _internal.set(True)
+        try:  # answered when the next batch is due (the collector paces the batcher)
+            ray.get(self.handle.put.remote(batch, FLUSH_INTERVAL_S), timeout=FLUSH_INTERVAL_S + 30)
+        finally:
+            _internal.reset(token)
+
+
+_worker = _Worker()
+
+
+def _worker_data() -> dict[str, Any]:
+    ctx = ray.get_runtime_context()
+    data = {"ray_node_id": ctx.get_node_id(), "ray_worker_id": ctx.get_worker_id()}
+    task_id = ctx.get_task_id()
+    if task_id:
+        data["ray_task_id"] = task_id
+    actor_id = ctx.get_actor_id()
+    if actor_id:
+        data["ray_actor_id"] = actor_id
+    return data
+
+
+def _scope(carrier: Carrier) -> RemoteScope:
+    try:
+        batcher = _worker.ready()
+    except Exception as e:  # noqa: BLE001 - no collector: the tasks still run, spans only
+        _warn("ray-collector", "tasktrace: no task-record collector for this Ray job: %r", e)
+        return RemoteScope(carrier, _worker_data(), keep=False)
+    return RemoteScope(
+        carrier, _worker_data(), on_started=batcher.started, on_finished=batcher.finished
+    )
+
+
+class RayTaskPropagator(TaskTracePropagator):
+    """The propagator :func:`setup_tracing` installs: tasktrace's own calls carry nothing."""
+
+    def __init__(self) -> None:
+        """Scopes send records to the job's collector; carriers prepare the driver."""
+        super().__init__(scope_factory=_scope, on_inject=_driver.prepare)
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: otel_context.Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        """Add the running task's carrier, except to tasktrace's own calls to its collector."""
+        if not _internal.get():
+            super().inject(carrier, context, setter)
+
+
+def setup_tracing() -> None:
+    """Ray's tracing start-up hook: add :class:`RayTaskPropagator` to the global propagator.
+
+    Runs in the driver and in every worker when it connects. Idempotent. Installs no tracer
+    provider (tasktrace sets up its own on the first task, from the environment).
+    """
+    current = propagate.get_global_textmap()
+    if _has_ours(current):
+        return
+    propagate.set_global_textmap(CompositePropagator([current, RayTaskPropagator()]))
+
+
+def _has_ours(propagator: TextMapPropagator) -> bool:
+    if isinstance(propagator, RayTaskPropagator):
+        return True
+    inner: Iterable[TextMapPropagator] = getattr(propagator, "_propagators", ())
+    return any(_has_ours(p) for p in inner)

@@ -1,0 +1,278 @@
+"""Records of remote tasks, delivered into this process's tree under their parent tasks.
+
+Work that an engine (joblib, Ray, Dask) runs in another process takes a *carrier* of the
+submitting task along (:mod:`tasktrace.task.carriers`); the tasks it starts there send their
+records home through the engine, and :func:`deliver` attaches each record under its parent.
+
+- **Carrier parents.** A task whose carrier was taken is remembered here
+  (:func:`keep_parent`): weakly, with the nearest task above it that has a task file (kept
+  strongly for the last :data:`FILE_OWNERS_KEPT` trees), so a record that arrives after its
+  parent finished is still attached (*late*) and that file re-written.
+- **The index.** Parents are found by ``task_id`` in O(1): the running tasks
+  (:meth:`~tasktrace.tree.processor.TaskTreeProcessor.running_task`), the carrier parents, and
+  the records delivered before (a remote task that submitted work of its own). A record
+  replaces the earlier record of the same ``task_id`` (a running record by its finished one)
+  in place, never a finished record by a running snapshot that arrives after it; a new one is
+  inserted in start order (binary search on ``start_time``).
+- **Waiting records.** A record whose parent is not known yet (its parent's own record is
+  still on its way) waits, up to :data:`MAX_WAITING` records, and is attached when its parent
+  arrives; past that the oldest are dropped with one warning.
+
+Thread-safety: every function may be called from any thread (one lock; the tree's lock is
+taken for the changes to the tree).
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import logging
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from pydantic import ValidationError
+
+from tasktrace.core.record import TaskRecord, node_class
+from tasktrace.core.status import RUNNING, TaskStatus
+from tasktrace.core.warn import WarnOnce
+from tasktrace.tree.processor import tree
+
+__all__ = [
+    "FILE_OWNERS_KEPT",
+    "MAX_WAITING",
+    "DeliveryReport",
+    "deliver",
+    "forget_parents",
+    "is_kept",
+    "keep_parent",
+]
+
+_warn = WarnOnce(logging.getLogger(__name__))
+
+FILE_OWNERS_KEPT: Final = 64
+"""How many finished trees with a task file are kept reachable for late records."""
+MAX_WAITING: Final = 10_000
+"""How many records may wait for their parent's record before the oldest are dropped."""
+
+
+@dataclasses.dataclass
+class DeliveryReport:
+    """What :func:`deliver` did with the records it was given (counts of records)."""
+
+    attached: int = 0
+    """Attached under a task still running here (or under a remote task's record)."""
+    late: int = 0
+    """Attached under a carrier parent that had finished (its task file re-written)."""
+    waiting: int = 0
+    """Held until their parent's record arrives (parent unknown here so far)."""
+    invalid: int = 0
+    """Not task JSON: dropped with one warning."""
+
+    def add(self, other: DeliveryReport) -> None:
+        """Add ``other``'s counts to these."""
+        self.attached += other.attached
+        self.late += other.late
+        self.waiting += other.waiting
+        self.invalid += other.invalid
+
+
+@dataclasses.dataclass
+class _Parent:
+    task: weakref.ReferenceType[TaskRecord]
+    owner: uuid.UUID | None  # task_id of the nearest task above with a file (kept in _owners)
+
+
+_lock = threading.Lock()
+_parents: dict[uuid.UUID, _Parent] = {}
+_owners: collections.OrderedDict[uuid.UUID, TaskRecord] = collections.OrderedDict()
+_delivered: weakref.WeakValueDictionary[uuid.UUID, TaskRecord] = weakref.WeakValueDictionary()
+_waiting: collections.OrderedDict[uuid.UUID, TaskRecord] = collections.OrderedDict()
+
+
+def keep_parent(task: TaskRecord) -> None:
+    """Remember ``task`` (running here) as a parent of remote tasks (O(1) when known).
+
+    Its nearest ancestor with a task file (or itself) is found through the running tasks and
+    kept strongly, for the last :data:`FILE_OWNERS_KEPT` such trees.
+    """
+    key = task.task_id
+    if key in _parents:
+        return
+    owner: TaskRecord | None = None
+    node: TaskRecord | None = task
+    while node is not None:
+        targets = tree.files.targets(node)
+        if targets is not None and targets.file is not None:
+            owner = node
+            break
+        node = tree.running_task(node.parent_id) if node.parent_id is not None else None
+    with _lock:
+        _parents[key] = _Parent(
+            weakref.ref(task, _dropper(key)), owner.task_id if owner is not None else None
+        )
+        if owner is not None:
+            _owners[owner.task_id] = owner
+            _owners.move_to_end(owner.task_id)
+            while len(_owners) > FILE_OWNERS_KEPT:
+                _owners.popitem(last=False)
+
+
+def is_kept(task_id: uuid.UUID) -> bool:
+    """Whether the task ``task_id`` is a carrier parent remembered by :func:`keep_parent`."""
+    return task_id in _parents
+
+
+def _dropper(key: uuid.UUID) -> Callable[[object], None]:
+    def drop(_ref: object) -> None:
+        with _lock:
+            _parents.pop(key, None)
+
+    return drop
+
+
+def forget_parents() -> None:
+    """Forget every carrier parent, kept file owner, delivered and waiting record (tests)."""
+    with _lock:
+        _parents.clear()
+        _owners.clear()
+        _delivered.clear()
+        _waiting.clear()
+
+
+def deliver(records: Iterable[bytes | str | TaskRecord]) -> DeliveryReport:
+    """Attach records of remote tasks under their parent tasks in this process.
+
+    Args:
+        records: Task JSON (one task with its subtasks, as a task file holds it), or task
+            objects. Each names its parent by ``parent_id``.
+
+    Returns:
+        The counts of what happened. Never raises for a bad record: it is counted and
+        warned about once.
+    """
+    report = DeliveryReport()
+    rewrite: dict[uuid.UUID, TaskRecord] = {}
+    cls = node_class()
+    for item in records:
+        try:
+            record = item if isinstance(item, TaskRecord) else cls.model_validate_json(item)
+        except (ValidationError, ValueError) as e:
+            report.invalid += 1
+            _warn("deliver-invalid", "tasktrace: a remote task record is not task JSON: %s", e)
+            continue
+        _attach_with_waiting(record, report, rewrite)
+    for owner in rewrite.values():
+        if owner.status is not TaskStatus.RUNNING:
+            tree.files.write(owner)  # a finished tree with a file: re-written with late records
+    return report
+
+
+def _attach_with_waiting(
+    record: TaskRecord, report: DeliveryReport, rewrite: dict[uuid.UUID, TaskRecord]
+) -> None:
+    todo = [record]
+    while todo:
+        item = todo.pop()
+        if not _attach(item, report, rewrite):
+            _wait(item)
+            report.waiting += 1
+            continue
+        with _lock:
+            ready = (
+                [r for r in _waiting.values() if r.parent_id == item.task_id] if _waiting else []
+            )
+            for r in ready:
+                del _waiting[r.task_id]
+        todo.extend(ready)
+
+
+def _wait(record: TaskRecord) -> None:
+    with _lock:
+        _waiting[record.task_id] = record
+        dropped = 0
+        while len(_waiting) > MAX_WAITING:
+            _waiting.popitem(last=False)
+            dropped += 1
+    if dropped:
+        _warn(
+            "deliver-orphan",
+            "tasktrace: records of remote tasks whose parent is unknown in this process "
+            "(finished and released?) are dropped beyond %d waiting",
+            MAX_WAITING,
+        )
+
+
+def _find(parent_id: uuid.UUID) -> tuple[TaskRecord | None, _Parent | None]:
+    running = tree.running_task(parent_id)
+    known = _parents.get(parent_id)
+    if running is not None:
+        return running, known
+    if known is not None:
+        return known.task(), known
+    return _delivered.get(parent_id), None
+
+
+def _attach(
+    record: TaskRecord, report: DeliveryReport, rewrite: dict[uuid.UUID, TaskRecord]
+) -> bool:
+    parent_id = record.parent_id
+    if parent_id is None:
+        return False
+    parent, known = _find(parent_id)
+    if parent is None:
+        return False
+    with tree.lock:
+        _insert(parent, record)
+    _delivered[record.task_id] = record
+    while known is None and parent is not None and parent.parent_id is not None:
+        # under a remote task's record: the carrier parent it was delivered to decides
+        parent, known = _find(parent.parent_id)
+    if parent is None or known is None or parent.status is TaskStatus.RUNNING:
+        report.attached += 1
+        return True
+    report.late += 1
+    owner = _owners.get(known.owner) if known.owner is not None else None
+    if owner is not None:
+        rewrite[owner.task_id] = owner
+    return True
+
+
+def _start(task: TaskRecord) -> float:
+    start = task.start_time
+    return start if start is not None else float("inf")
+
+
+def _insert(parent: TaskRecord, record: TaskRecord) -> None:
+    """Put ``record`` among ``parent``'s subtasks (replacing its earlier record), start order."""
+    subtasks = parent.subtasks
+    old = _delivered.get(record.task_id)
+    if old is not None and old.status is not TaskStatus.RUNNING and record.status is RUNNING:
+        return  # a snapshot sent before the task finished, arriving after its finished record
+    if old is not None:
+        i = bisect.bisect_left(subtasks, _start(old), key=_start)
+        while i < len(subtasks) and subtasks[i] is not old and _start(subtasks[i]) == _start(old):
+            i += 1
+        if i >= len(subtasks) or subtasks[i] is not old:
+            i = next((j for j, t in enumerate(subtasks) if t is old), -1)
+        if i >= 0:
+            _carry_over(old, record)
+            subtasks[i] = record
+            return
+    if not subtasks or _start(subtasks[-1]) <= _start(record):
+        subtasks.append(record)  # the usual case: records arrive in start order
+    else:
+        bisect.insort(subtasks, record, key=_start)
+
+
+def _carry_over(old: TaskRecord, new: TaskRecord) -> None:
+    """Keep subtasks delivered under ``old`` (remote work it submitted) in its new record."""
+    if not old.subtasks:
+        return
+    have = {t.task_id for t in new.subtasks}
+    for sub in old.subtasks:
+        if sub.task_id not in have:
+            bisect.insort(new.subtasks, sub, key=_start)

@@ -1,0 +1,116 @@
+"""Worker functions for the engine tests: plain user code using Task (importable by workers)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+from sklearn.linear_model import LogisticRegression
+
+from tasktrace import Task
+
+
+def busy_cpu(seconds: float) -> None:
+    """Spin on the CPU for about ``seconds`` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    x = 0
+    while time.thread_time() < end:
+        x += 1
+
+
+def fold(i: int, cpu_s: float = 0.3) -> dict[str, float | int]:
+    """Run a unit of user work in a Task; return this process's CPU seconds spent on it (psutil).
+
+    The CPU is read with psutil (``/proc/<pid>/stat``) around the task, independently of
+    tasktrace's own ``getrusage``, so tests can compare the two.
+    """
+    proc = psutil.Process()
+    before = proc.cpu_times()
+    with Task(f"fold {i}", fold=i):
+        busy_cpu(cpu_s)
+    after = proc.cpu_times()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    return {"pid": os.getpid(), "cpu_s": cpu, "thread_cpu_s": cpu_s}
+
+
+def failing_fold(i: int) -> int:
+    """Run a task that fails for odd ``i`` (ValueError), after a little work."""
+    with Task(f"fold {i}"):
+        busy_cpu(0.01)
+        if i % 2:
+            raise ValueError(f"fold {i} is odd")
+    return i
+
+
+def plain(i: int) -> int:
+    """Work without any Task (the integration must not change it)."""
+    return i * i
+
+
+class TracedLogisticRegression(LogisticRegression):
+    """scikit-learn's logistic regression whose ``fit`` is a Task (the user's one change)."""
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit inside ``Task("fit")``."""
+        with Task("fit", n_samples=len(y)):
+            return super().fit(X, y, sample_weight=sample_weight)
+
+
+def square_in_task(i: int) -> int:
+    """Square ``i`` inside ``Task(f"square {i}")`` (a Dask / Ray task body)."""
+    with Task(f"square {i}", item=i):
+        busy_cpu(0.02)
+        return i * i
+
+
+def add_in_task(a: int, b: int) -> int:
+    """Add two numbers inside ``Task("add")`` (a node of a ``dask.delayed`` graph)."""
+    with Task("add"):
+        return a + b
+
+
+def die_once(marker: str) -> int:
+    """Run ``Task("fragile")``: the first call ends its process (``os._exit``), later ones return.
+
+    ``marker`` is a file whose existence says the first attempt happened (the test's two Ray
+    nodes run on one machine, so both see it). The first attempt runs 0.5 s first: longer than
+    the integrations' flush interval, so its start record has gone home when it dies.
+    """
+    with Task("fragile"):
+        busy_cpu(0.5)
+        if not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            os._exit(1)
+        return os.getpid()
+
+
+class Accumulator:
+    """A plain class for a Ray actor: each ``add`` runs in a Task."""
+
+    def __init__(self) -> None:
+        """Start at zero."""
+        self.total = 0
+
+    def add(self, n: int) -> int:
+        """Add ``n`` inside ``Task(f"add {n}")``; return the total."""
+        with Task(f"add {n}", n=n):
+            self.total += n
+            return self.total
+
+
+def slow_in_task(seconds: float) -> float:
+    """Run ``Task("slow")`` for about ``seconds`` of CPU; return ``seconds``."""
+    with Task("slow"):
+        busy_cpu(seconds)
+    return seconds
+
+
+def outer_in_task(n: int) -> int:
+    """Inside ``Task("outer")``, call :func:`square_in_task` as a Ray remote function (nested)."""
+    import ray
+
+    inner = ray.remote(num_cpus=0)(square_in_task)
+    with Task("outer"):
+        return int(ray.get(inner.remote(n)))

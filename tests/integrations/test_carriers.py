@@ -1,0 +1,165 @@
+"""Carriers and delivery (the core functions the engine integrations use), in one process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from opentelemetry import context as otel_context
+
+from tasktrace import Task, TaskStatus
+from tasktrace.task.carriers import Carrier, capture
+from tasktrace.task.propagator import TaskTracePropagator
+from tasktrace.tree.delivery import deliver
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _remote_record(parent: Task, label: str) -> bytes:
+    """Build a finished record as a worker in another process would send it."""
+    record = Task.model_construct(
+        label=label,
+        parent_id=parent.task_id,
+        subprocess=True,
+        status=TaskStatus.FINISHED,
+        start_time=(parent.start_time or 0.0) + 0.001,
+        cpu_time=0.25,
+        subtasks=[],
+    )
+    return record.model_dump_json().encode()
+
+
+def test_carrier_round_trips_through_its_text_form() -> None:
+    """capture() inside a task gives a carrier whose headers rebuild it, all keys prefixed."""
+    with Task("submitter") as task:
+        carrier = capture()
+    assert carrier is not None
+    assert carrier.parent_task_id == task.task_id
+    assert carrier.traceparent is not None
+    assert task.span_id is not None
+    assert task.span_id in carrier.traceparent
+    headers = carrier.to_headers()
+    assert all(k.startswith("tasktrace-") for k in headers)
+    assert Carrier.from_headers(headers) == carrier
+    assert carrier.here
+    assert capture() is None  # no task running
+
+
+def test_bad_carrier_headers_are_refused_naming_the_key() -> None:
+    """A malformed parent id or origin is a ValueError naming the header; none is None."""
+    assert Carrier.from_headers({}) is None
+    with pytest.raises(ValueError, match="tasktrace-parent: not a task id"):
+        Carrier.from_headers({"tasktrace-parent": "nope", "tasktrace-origin": "1@h"})
+    with pytest.raises(ValueError, match="tasktrace-origin: expected 'pid@host'"):
+        Carrier.from_headers({"tasktrace-parent": str(uuid.uuid4()), "tasktrace-origin": "h"})
+
+
+def test_record_for_a_running_parent_is_attached_and_saved(tmp_path: Path) -> None:
+    """A delivered record joins the running parent and is in its file at finish, CPU once."""
+    out = tmp_path / "tree.json"
+    with Task("driver", file=out) as driver:
+        capture()
+        report = deliver([_remote_record(driver, "remote")])
+    assert (report.attached, report.late) == (1, 0)
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (driver, saved):
+        (remote,) = tree.subtasks
+        assert remote.label == "remote"
+        assert tree.total_cpu() == pytest.approx((tree.cpu_time or 0.0) + 0.25)
+
+
+def test_late_record_is_attached_and_the_file_rewritten(tmp_path: Path) -> None:
+    """A record arriving after its parent finished joins it; the root's file is rewritten."""
+    out = tmp_path / "tree.json"
+    with Task("root", file=out), Task("stage") as stage:
+        capture()
+    assert Task.model_validate_json(out.read_text()).subtasks[0].subtasks == []
+    report = deliver([_remote_record(stage, "late")])
+    assert (report.attached, report.late) == (0, 1)
+    saved = Task.model_validate_json(out.read_text())
+    assert [t.label for t in saved.subtasks[0].subtasks] == ["late"]
+
+
+def test_unknown_parent_waits_and_bad_json_is_counted_not_raised() -> None:
+    """A record whose parent is unknown waits (counted); bad JSON is dropped (counted)."""
+    stranger = Task("elsewhere")
+    report = deliver([_remote_record(stranger, "orphan"), b"{not json"])
+    assert (report.attached, report.late, report.waiting, report.invalid) == (0, 0, 1, 1)
+
+
+def test_propagator_carries_the_task_over_a_text_channel() -> None:
+    """Inject in the submitter, extract "elsewhere": the task started there is its subtask."""
+    propagator = TaskTracePropagator()
+    headers: dict[str, str] = {}
+    with Task("submitter") as submitter:
+        propagator.inject(headers)
+    assert headers["tasktrace-parent"] == str(submitter.task_id)
+    headers["tasktrace-origin"] = "1@another-node"  # as if extracted on another machine
+    token = otel_context.attach(propagator.extract(headers))
+    try:
+        with Task("remote") as remote:
+            pass
+    finally:
+        otel_context.detach(token)
+    assert remote.parent_id == submitter.task_id
+    assert remote.subprocess
+    assert remote.trace_id == submitter.trace_id
+    assert submitter.subtasks == []  # it went to the remote scope, not into this tree
+
+
+def test_propagator_is_the_tasktrace_entry_point_of_otel_propagators() -> None:
+    """OTEL_PROPAGATORS=tracecontext,tasktrace loads tasktrace's propagator by its entry point."""
+    script = (
+        "from opentelemetry import propagate\n"
+        "from tasktrace import Task\n"
+        "h = {}\n"
+        "with Task('t'):\n"
+        "    propagate.inject(h)\n"
+        "print(sorted(h))\n"
+    )
+    env = {**os.environ, "OTEL_PROPAGATORS": "tracecontext,tasktrace"}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(
+        ["tasktrace-origin", "tasktrace-parent", "tasktrace-traceparent", "traceparent"]
+    )
+
+
+def test_running_snapshot_arriving_after_the_finished_record_is_ignored() -> None:
+    """A running snapshot of a task delivered after its finished record does not replace it."""
+    with Task("driver") as driver:
+        capture()
+        finished = Task.model_validate_json(_remote_record(driver, "remote"))
+        running = finished.model_copy(update={"status": TaskStatus.RUNNING})
+        deliver([finished])
+        deliver([running.model_dump_json().encode()])
+    (remote,) = driver.subtasks
+    assert remote.status is TaskStatus.FINISHED
+
+
+def test_import_tasktrace_imports_no_engine() -> None:
+    """``import tasktrace`` (and a task) imports neither joblib, Ray, Dask nor the integrations."""
+    script = (
+        "import sys\n"
+        "import tasktrace\n"
+        "with tasktrace.Task('t'):\n"
+        "    pass\n"
+        "names = ('joblib', 'ray', 'dask', 'distributed', 'tasktrace.integrations')\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in names or n.startswith(names)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

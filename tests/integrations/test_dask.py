@@ -1,0 +1,179 @@
+"""Dask distributed: tasks on two worker processes join the submitting task's tree and trace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip(
+    "distributed", reason="the Dask integration needs dask[distributed] installed"
+)
+
+import dask  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+from tasktrace import Task, TaskStatus  # noqa: E402
+from tasktrace.integrations.dask import setup  # noqa: E402
+
+from ..otlp_receivers import OtlpHttpReceiver  # noqa: E402
+from . import engine_workers as work  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    """One LocalCluster of two single-threaded worker processes for the module, set up."""
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        setup(c)
+        yield c
+
+
+def test_map_and_delayed_tasks_join_the_tree(client: Client, tmp_path: Path) -> None:
+    """client.map and dask.delayed(...).compute(): worker tasks under the driver's, one trace."""
+    out = tmp_path / "driver.json"
+    addresses = sorted(client.scheduler_info()["workers"])
+    with Task("driver", file=out) as driver:
+        squares = client.gather(client.map(work.square_in_task, range(4)))
+        pinned = client.gather(  # one task on each worker process, whatever the scheduler does
+            [
+                client.submit(work.square_in_task, 10 + i, workers=[a])
+                for i, a in enumerate(addresses)
+            ]
+        )
+        total = dask.delayed(work.add_in_task)(
+            dask.delayed(work.square_in_task)(5), dask.delayed(work.square_in_task)(6)
+        ).compute()
+    assert squares == [0, 1, 4, 9]
+    assert pinned == [100, 121]
+    assert total == 61
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (driver, saved):
+        labels = sorted(t.label for t in tree.subtasks)
+        assert labels == ["add"] + [f"square {i}" for i in (0, 1, 10, 11, 2, 3, 5, 6)]
+        for sub in tree.subtasks:
+            assert sub.parent_id == tree.task_id
+            assert sub.trace_id == tree.trace_id
+            assert sub.subprocess
+            assert sub.status is TaskStatus.FINISHED
+        workers = {t.model_extra["dask_worker"] for t in tree.subtasks}
+        assert workers == set(addresses)  # each record names the worker process that ran it
+        by_label = {t.label: t.model_extra["dask_worker"] for t in tree.subtasks}
+        assert [by_label["square 10"], by_label["square 11"]] == addresses
+        worker_cpu_s = sum(t.cpu_time or 0.0 for t in tree.subtasks)
+        assert tree.total_cpu() == pytest.approx((tree.cpu_time or 0.0) + worker_cpu_s)
+
+
+def test_failing_worker_task_is_failed_in_the_driver_tree(client: Client) -> None:
+    """A task raising in a worker is `failed` with its error; the future re-raises it."""
+    with Task("driver") as driver:
+        future = client.submit(work.failing_fold, 1)
+        with pytest.raises(ValueError, match="fold 1 is odd"):
+            future.result()
+    (failed,) = driver.subtasks
+    assert failed.status is TaskStatus.FAILED
+    assert failed.error == "ValueError: fold 1 is odd"
+
+
+def test_key_rerun_after_a_lost_worker_keeps_the_lost_attempt(
+    client: Client, tmp_path: Path
+) -> None:
+    """A worker dying mid-task (os._exit): Dask re-runs the key; attempt 1 failed, 2 finished."""
+    with Task("driver") as driver:
+        survivor = client.submit(work.die_once, str(tmp_path / "marker")).result()
+    fragile = sorted(driver.subtasks, key=lambda t: t.model_extra["attempt"])
+    assert [(t.model_extra["attempt"], t.status) for t in fragile] == [
+        (1, TaskStatus.FAILED),
+        (2, TaskStatus.FINISHED),
+    ]
+    first, second = fragile
+    assert "Dask worker lost" in (first.error or "")
+    assert first.model_extra["dask_key"] == second.model_extra["dask_key"]
+    assert first.model_extra["dask_worker"] != second.model_extra["dask_worker"]
+    assert survivor != int((tmp_path / "marker").read_text())
+
+
+def test_work_outliving_its_parent_is_attached_late_and_the_file_rewritten(
+    client: Client, tmp_path: Path
+) -> None:
+    """A task finishing after its submitting task is attached late; the file is rewritten."""
+    out = tmp_path / "early.json"
+    with Task("early", file=out) as early:
+        future = client.submit(work.slow_in_task, 0.3)
+    assert future.result() == 0.3
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        saved = Task.model_validate_json(out.read_text())
+        if saved.subtasks and saved.subtasks[0].status is not TaskStatus.RUNNING:
+            break  # (a running snapshot may come first, when the task was seen running)
+        time.sleep(0.05)
+    (slow,) = saved.subtasks
+    assert (slow.label, slow.status, slow.parent_id) == ("slow", TaskStatus.FINISHED, early.task_id)
+    assert [t.label for t in early.subtasks] == ["slow"]
+
+
+def test_no_running_task_behaves_as_without_tasktrace(client: Client) -> None:
+    """Submitting with no task running: results as usual, no annotation, nothing delivered."""
+    assert client.gather(client.map(work.plain, range(5))) == [0, 1, 4, 9, 16]
+    assert Task.current() is None
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    from distributed import Client, LocalCluster
+    import tasktrace
+    from tasktrace import Task
+    from tasktrace.integrations.dask import setup
+    from tests.integrations.engine_workers import square_in_task
+
+    def main():
+        tasktrace.configure(endpoint=sys.argv[1], headers={"authorization": "Bearer s3cret"})
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        client = setup(Client(cluster))
+        with Task("driver", file="driver.json"):
+            client.gather(client.map(square_in_task, range(4)))
+        client.close()
+        cluster.close()
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def test_workers_export_with_the_drivers_configure_settings(tmp_path: Path) -> None:
+    """configure(endpoint, headers) in the driver reaches the workers: one trace, no secret out."""
+    with OtlpHttpReceiver(require_headers={"authorization": "Bearer s3cret"}) as receiver:
+        script = tmp_path / "driver.py"
+        script.write_text(DRIVER)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        subprocess.run(
+            [sys.executable, str(script), receiver.endpoint],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            timeout=120,
+        )
+        spans = receiver.wait_for(5, timeout_s=30)
+    (root,) = [s for s in spans if s.name == "driver"]
+    squares = [s for s in spans if s.name.startswith("square ")]
+    assert len(squares) == 4
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    assert {s.parent_span_id for s in squares} == {root.span_id}
+    text = (tmp_path / "driver.json").read_text()
+    assert "s3cret" not in text
+    assert all("s3cret" not in repr(s.attributes) for s in spans)

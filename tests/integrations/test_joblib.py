@@ -1,0 +1,175 @@
+"""joblib: work in loky / multiprocessing / thread workers joins the submitting task's tree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+joblib = pytest.importorskip("joblib", reason="the joblib integration needs joblib installed")
+sklearn = pytest.importorskip("sklearn", reason="the scikit-learn case needs scikit-learn")
+
+from joblib import Parallel, delayed  # noqa: E402
+from sklearn.datasets import load_iris  # noqa: E402
+from sklearn.model_selection import cross_val_score  # noqa: E402
+
+from tasktrace import Task, TaskStatus  # noqa: E402
+from tasktrace.integrations import joblib as tt_joblib  # noqa: E402
+
+from ..otlp_receivers import OtlpHttpReceiver  # noqa: E402
+from . import engine_workers as work  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+PROCESS_BACKENDS = ["loky", "multiprocessing"]
+
+
+def _check_tree(root: Task, labels: set[str], *, subprocess: bool) -> None:
+    assert {t.label for t in root.subtasks} == labels
+    for sub in root.subtasks:
+        assert sub.parent_id == root.task_id
+        assert sub.trace_id == root.trace_id
+        assert sub.subprocess is subprocess
+        assert sub.status is TaskStatus.FINISHED
+
+
+@pytest.mark.parametrize("inner", PROCESS_BACKENDS)
+def test_process_workers_join_the_tree_with_cpu_counted_once(inner: str, tmp_path: Path) -> None:
+    """Loky / multiprocessing: 4 worker tasks under `cv`, in file and memory, CPU within 10%."""
+    out = tmp_path / "cv.json"
+    with joblib.parallel_config(backend="tasktrace", inner=inner), Task("cv", file=out) as cv:
+        results = Parallel(n_jobs=2)(delayed(work.fold)(i) for i in range(4))
+    measured_s = sum(r["cpu_s"] for r in results)  # psutil in the workers, around each task
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (cv, saved):
+        _check_tree(tree, {f"fold {i}" for i in range(4)}, subprocess=True)
+        worker_cpu_s = sum(t.cpu_time or 0.0 for t in tree.subtasks)
+        assert worker_cpu_s == pytest.approx(measured_s, rel=0.10)
+        assert tree.cpu_time is not None
+        assert tree.cpu_time < 0.5 * worker_cpu_s  # the driver's own CPU excludes the workers'
+        assert tree.total_cpu() == pytest.approx(tree.cpu_time + worker_cpu_s)
+    assert {r["pid"] for r in results}.isdisjoint({__import__("os").getpid()})
+
+
+def test_thread_workers_join_the_tree_in_process(tmp_path: Path) -> None:
+    """threading: worker tasks are plain subtasks (same process), CPU counted once in `cv`."""
+    out = tmp_path / "cv.json"
+    with joblib.parallel_config(backend="tasktrace", inner="threading"), Task("cv", file=out) as cv:
+        results = Parallel(n_jobs=2)(delayed(work.fold)(i) for i in range(4))
+    threads_cpu_s = sum(r["thread_cpu_s"] for r in results)
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (cv, saved):
+        _check_tree(tree, {f"fold {i}" for i in range(4)}, subprocess=False)
+        # a task's cpu_time is its process's (all threads): the parent holds the threads' CPU
+        assert tree.cpu_time == pytest.approx(threads_cpu_s, rel=0.10)
+        assert tree.total_cpu() == tree.cpu_time
+
+
+def test_scikit_learn_n_jobs_records_a_subtree(tmp_path: Path) -> None:
+    """cross_val_score(n_jobs=2) under a task: each fold's Task-wrapped `fit` is a subtask."""
+    X, y = load_iris(return_X_y=True)
+    out = tmp_path / "cv.json"
+    with joblib.parallel_config(backend="tasktrace"), Task("cross-validate", file=out) as cv:
+        scores = cross_val_score(work.TracedLogisticRegression(max_iter=500), X, y, cv=5, n_jobs=2)
+    assert len(scores) == 5
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (cv, saved):
+        fits = [t for t in tree.subtasks if t.label == "fit"]
+        assert len(fits) == 5
+        assert all(t.subprocess and t.trace_id == tree.trace_id for t in fits)
+        assert sorted(t.model_extra["n_samples"] for t in fits) == [120] * 5
+
+
+def test_failing_worker_task_is_failed_and_the_error_reaches_the_driver(tmp_path: Path) -> None:
+    """A worker task raising is `failed` with its error in the driver's tree; joblib re-raises."""
+    with (
+        joblib.parallel_config(backend="tasktrace"),
+        Task("driver") as driver,
+        pytest.raises(ValueError, match="fold 1 is odd"),
+    ):
+        Parallel(n_jobs=2, batch_size=1)(delayed(work.failing_fold)(i) for i in range(2))
+    failed = [t for t in driver.subtasks if t.status is TaskStatus.FAILED]
+    assert [t.label for t in failed] == ["fold 1"]
+    assert failed[0].error == "ValueError: fold 1 is odd"
+
+
+def test_no_running_task_behaves_as_without_tasktrace() -> None:
+    """Work submitted with no task running returns its results and delivers nothing."""
+    with joblib.parallel_config(backend="tasktrace"):
+        assert Parallel(n_jobs=2)(delayed(work.plain)(i) for i in range(6)) == [
+            i * i for i in range(6)
+        ]
+    assert Task.current() is None
+
+
+def test_instrument_traces_backends_named_explicitly(tmp_path: Path) -> None:
+    """instrument(): Parallel(backend='threading') and the default backend carry the task."""
+    tt_joblib.instrument()
+    try:
+        with Task("explicit") as root:
+            Parallel(n_jobs=2, backend="threading")(delayed(work.fold)(i, 0.01) for i in range(2))
+            Parallel(n_jobs=2)(delayed(work.fold)(i, 0.01) for i in range(2, 4))
+    finally:
+        joblib.register_parallel_backend("threading", tt_joblib.ThreadingBackend)
+        joblib.register_parallel_backend("loky", tt_joblib.LokyBackend)
+        joblib.register_parallel_backend("multiprocessing", tt_joblib.MultiprocessingBackend)
+    assert sorted(t.label for t in root.subtasks) == [f"fold {i}" for i in range(4)]
+    assert [t.subprocess for t in sorted(root.subtasks, key=lambda t: t.label)] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+
+
+def test_inner_backend_name_is_checked() -> None:
+    """An unknown inner backend is refused with a message naming the allowed ones."""
+    with pytest.raises(ValueError, match=r"inner must be one of \['loky', 'multiprocessing'"):
+        tt_joblib.tasktrace_backend(inner="dask")
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    import joblib
+    from joblib import Parallel, delayed
+    import tasktrace
+    import tasktrace.integrations.joblib
+    from tasktrace import Task
+    from tests.integrations.engine_workers import fold
+
+    tasktrace.configure(endpoint=sys.argv[1], headers={"authorization": "Bearer s3cret"})
+    joblib.parallel_config(backend="tasktrace")
+    with Task("cv", file="cv.json"):
+        Parallel(n_jobs=2)(delayed(fold)(i, 0.05) for i in range(4))
+    """
+)
+
+
+def test_driver_and_workers_export_one_trace(tmp_path: Path) -> None:
+    """configure(endpoint, headers) in the driver only: loky workers' spans join its one trace."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_EXPORTER")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    with OtlpHttpReceiver(require_headers={"authorization": "Bearer s3cret"}) as receiver:
+        subprocess.run(
+            [sys.executable, str(script), receiver.endpoint],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            timeout=120,
+        )
+        spans = receiver.wait_for(5, timeout_s=30)
+    (root,) = [s for s in spans if s.name == "cv"]
+    folds = [s for s in spans if s.name.startswith("fold ")]
+    assert len(folds) == 4
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    assert {s.parent_span_id for s in folds} == {root.span_id}
+    saved = Task.model_validate_json((tmp_path / "cv.json").read_text())
+    assert {t.span_id for t in saved.subtasks} == {s.span_id for s in folds}
+    assert "s3cret" not in (tmp_path / "cv.json").read_text()
+    assert all("s3cret" not in repr(s.attributes) for s in spans)

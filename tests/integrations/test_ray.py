@@ -1,0 +1,203 @@
+"""Ray: a two-node cluster's remote functions, actor methods and retries join the driver's tree.
+
+One driver process per module (a real script, as users run Ray) starts a
+``ray.cluster_utils.Cluster`` of two nodes with one CPU each and Ray's tracing start-up hook,
+runs the work under ``Task("driver", file=...)`` and exports to a loopback OTLP receiver; the
+tests read its task file and the received spans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray integration needs ray installed")
+
+from tasktrace import Task, TaskStatus  # noqa: E402
+
+from ..otlp_receivers import OtlpHttpReceiver, SpanRecord  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
+
+DRIVER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import ray
+    from ray.cluster_utils import Cluster
+    import tasktrace
+    from tasktrace import Task
+    from tasktrace.integrations.ray import HOOK, collect
+    from tests.integrations import engine_workers as work
+
+    marker = sys.argv[1]
+    tasktrace.configure(endpoint=sys.argv[2], headers={"authorization": "Bearer s3cret"})
+    head = {"num_cpus": 1, "tracing_startup_hook": HOOK, "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address)
+    cluster.wait_for_nodes()
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    square = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(work.square_in_task)
+    Accumulator = ray.remote(num_cpus=0)(work.Accumulator)
+    die_once = ray.remote(num_cpus=1, max_retries=1)(work.die_once)
+    with Task("driver", file="driver.json"):
+        squares = ray.get([square.remote(i) for i in range(6)])
+        acc = Accumulator.remote()
+        totals = ray.get([acc.add.remote(n) for n in (1, 2)])
+        survivor = ray.get(die_once.remote(marker))
+        nested = ray.get(ray.remote(num_cpus=0)(work.outer_in_task).remote(7))
+    slow = ray.remote(num_cpus=1)(work.slow_in_task)
+    with Task("early", file="early.json"):
+        late = slow.remote(0.3)  # not waited for: finishes after "early" did
+    ray.get(late)
+    time.sleep(0.5)  # the worker's batch reaches the collector
+    collect()  # late records attached, early.json re-written
+    ray.get(square.remote(99))  # no task running: nothing is carried or delivered
+    out = {"nodes": nodes, "squares": squares, "totals": totals, "nested": nested}
+    json.dump(out, open("out.json", "w"))
+    ray.shutdown()
+    cluster.shutdown()
+    """
+)
+
+
+@dataclass
+class RayRun:
+    """What the driver process left: its task file, its printed results and the spans."""
+
+    tree: Task
+    out: dict[str, list[object]]
+    spans: list[SpanRecord]
+    early: Task
+
+
+@pytest.fixture(scope="module")
+def ray_run(tmp_path_factory: pytest.TempPathFactory) -> RayRun:
+    """Run the driver once for the module (the cluster's start-up dominates: ~8-20 s)."""
+    folder = tmp_path_factory.mktemp("ray")
+    (folder / "driver.py").write_text(DRIVER)
+    with OtlpHttpReceiver(require_headers={"authorization": "Bearer s3cret"}) as receiver:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER")}
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        env["RAY_DEDUP_LOGS"] = "0"
+        subprocess.run(
+            [sys.executable, "driver.py", str(folder / "attempt-marker"), receiver.endpoint],
+            cwd=folder,
+            env=env,
+            check=True,
+            timeout=300,
+        )
+        # driver, 6 squares, 2 adds, the surviving "fragile" (the killed one never ends),
+        # "outer" and its nested "square 7",
+        # "early" and its "slow"; the span of "square 99" (no task running) is exported, as
+        # without tasktrace, only if its worker's batch processor runs before Ray ends it
+        spans = receiver.wait_for(14, timeout_s=30)
+    text = (folder / "driver.json").read_text()
+    assert "s3cret" not in text
+    assert all("s3cret" not in repr(s.attributes) for s in spans)
+    tree = Task.model_validate_json(text)
+    early = Task.model_validate_json((folder / "early.json").read_text())
+    return RayRun(tree, json.loads((folder / "out.json").read_text()), spans, early)
+
+
+def _roots(tree: Task, prefix: str) -> list[Task]:
+    return [t for t in tree.subtasks if t.label.startswith(prefix)]
+
+
+def test_remote_functions_on_both_nodes_join_the_tree(ray_run: RayRun) -> None:
+    """6 remote-function tasks under `driver` in its file, subprocess, same trace, both nodes."""
+    tree = ray_run.tree
+    squares = _roots(tree, "square ")
+    assert sorted(t.label for t in squares) == [f"square {i}" for i in range(6)]
+    assert ray_run.out["squares"] == [i * i for i in range(6)]
+    for task in squares:
+        assert task.parent_id == tree.task_id
+        assert task.subprocess
+        assert task.trace_id == tree.trace_id
+        assert task.status is TaskStatus.FINISHED
+    nodes = {t.model_extra["ray_node_id"] for t in squares}
+    assert nodes == set(ray_run.out["nodes"])  # both nodes ran tasks, and are recorded
+    assert tree.total_cpu() == pytest.approx(  # each process's CPU once (nested ones too)
+        (tree.cpu_time or 0.0) + sum(t.total_cpu() or 0.0 for t in tree.subtasks)
+    )
+
+
+def test_actor_method_tasks_join_the_tree(ray_run: RayRun) -> None:
+    """An actor's two method calls are subtasks of `driver` carrying the actor's id."""
+    adds = _roots(ray_run.tree, "add ")
+    assert sorted(t.label for t in adds) == ["add 1", "add 2"]
+    assert ray_run.out["totals"] == [1, 3]
+    assert len({t.model_extra["ray_actor_id"] for t in adds}) == 1
+    assert all(t.subprocess and t.trace_id == ray_run.tree.trace_id for t in adds)
+
+
+def test_killed_worker_attempt_is_a_failed_sibling_of_the_retry(ray_run: RayRun) -> None:
+    """max_retries=1 after os._exit: attempt 1 `failed` (worker lost), attempt 2 finished."""
+    fragile = sorted(_roots(ray_run.tree, "fragile"), key=lambda t: t.model_extra["attempt"])
+    assert [(t.model_extra["attempt"], t.status) for t in fragile] == [
+        (1, TaskStatus.FAILED),
+        (2, TaskStatus.FINISHED),
+    ]
+    first, second = fragile
+    assert "Ray worker lost" in (first.error or "")
+    assert first.model_extra["ray_task_id"] == second.model_extra["ray_task_id"]
+    assert first.model_extra["ray_worker_id"] != second.model_extra["ray_worker_id"]
+
+
+def test_all_spans_are_one_trace_parented_on_the_driver(ray_run: RayRun) -> None:
+    """configure(endpoint, headers) in the driver only: all spans arrive as one trace."""
+    spans = ray_run.spans
+    (root,) = [s for s in spans if s.name == "driver"]
+    workers = [s for s in spans if s.trace_id == root.trace_id and s is not root]
+    assert sorted(s.name for s in workers) == sorted(
+        [f"square {i}" for i in range(6)] + ["add 1", "add 2", "fragile", "outer", "square 7"]
+    )
+    (outer,) = [s for s in workers if s.name == "outer"]
+    (nested,) = [s for s in workers if s.name == "square 7"]
+    assert nested.parent_span_id == outer.span_id
+    assert {s.parent_span_id for s in workers if s is not nested} == {root.span_id}
+    file_spans = {
+        t.span_id
+        for top in ray_run.tree.subtasks
+        for t in [top, *top.subtasks]
+        if t.status is TaskStatus.FINISHED
+    }
+    assert file_spans == {s.span_id for s in workers}
+
+
+def test_nested_remote_work_joins_the_remote_task_that_submitted_it(ray_run: RayRun) -> None:
+    """A remote task's own remote call (nested) is its subtask in the driver's file."""
+    (outer,) = _roots(ray_run.tree, "outer")
+    assert ray_run.out["nested"] == 49
+    (inner,) = outer.subtasks
+    assert (inner.label, inner.status, inner.parent_id) == (
+        "square 7",
+        TaskStatus.FINISHED,
+        outer.task_id,
+    )
+    assert inner.subprocess
+    assert inner.model_extra["ray_worker_id"] != outer.model_extra["ray_worker_id"]
+    assert inner.trace_id == outer.trace_id == ray_run.tree.trace_id
+
+
+def test_work_outliving_its_parent_is_attached_late_and_the_file_rewritten(
+    ray_run: RayRun,
+) -> None:
+    """A remote task finishing after its submitting task did is in that task's file (late)."""
+    (slow,) = ray_run.early.subtasks
+    assert (slow.label, slow.status) == ("slow", TaskStatus.FINISHED)
+    assert slow.parent_id == ray_run.early.task_id
+    assert slow.subprocess
+
+
+def test_work_without_a_running_task_is_not_carried(ray_run: RayRun) -> None:
+    """`square 99`, submitted after the driver's task ended, is in no tree of the driver."""
+    assert not _roots(ray_run.tree, "square 99")
+    assert all(s.trace_id != ray_run.tree.trace_id for s in ray_run.spans if s.name == "square 99")

@@ -1,0 +1,183 @@
+"""The energy note of `run`, `show` and the report: which meters measured, why the others not."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasktrace import Task
+from tasktrace.cli import main
+from tasktrace.core.ids import HOSTNAME
+from tasktrace.core.units import friendly_bytes, friendly_duration
+from tasktrace.meters.base import MeterCheck, meter_available, meter_checks
+
+from .cli_helpers import run_cli
+from .export_helpers import clean_env
+from .meters.energy_helpers import RaplTree
+
+NVML_MISSING = "nvidia-ml-py is not installed (pip install 'tasktrace[nvml]')"
+NO_PROMETHEUS = "no Prometheus URL is set ([prometheus] url, TASKTRACE_PROMETHEUS__URL)"
+RECORDED = {
+    "rapl": {"available": True},
+    "nvml": {"available": False, "reason": NVML_MISSING},
+    "prometheus": {"available": False, "reason": NO_PROMETHEUS},
+}
+
+
+def _env(folder: Path, rapl_root: Path) -> dict[str, str]:
+    """Return an environment where RAPL is read at ``rapl_root`` and ``import pynvml`` fails."""
+    stub = folder / "no-nvml"
+    stub.mkdir()
+    (stub / "pynvml.py").write_text("raise ImportError('nvidia-ml-py is not installed')\n")
+    env = clean_env(TASKTRACE_ENERGY__RAPL_ROOT=str(rapl_root), PYTHONPATH=str(stub))
+    return env
+
+
+def _file(path: Path, hostname: str, **fields: Any) -> Path:
+    """Write a one-task file from ``hostname`` with ``fields`` (energy, a meters record)."""
+    task = {"task_id": str(uuid.uuid4()), "label": "job", "hostname": hostname}
+    task.update(status="finished", duration=2.0, cpu_time=1.0, **fields)
+    path.write_text(json.dumps(task))
+    return path
+
+
+def test_run_says_which_meters_measured_and_why_the_others_did_not(tmp_path: Path) -> None:
+    """The end of `run`: the energy measured, each other meter's reason with its fix; recorded."""
+    rapl = RaplTree(tmp_path / "powercap")
+    rapl.zone("intel-rapl:0", "package-0", 10_000_000)
+    out = tmp_path / "run.json"
+    done = run_cli(
+        ["run", "-f", str(out), "-l", "job", "true"], tmp_path, _env(tmp_path, rapl.root)
+    )
+    assert done.returncode == 0, done.stderr
+    note = done.stderr.splitlines()[1:]
+    assert note == [
+        "energy: CPU energy in 1 of 1 tasks, from rapl (package); no GPU energy, no system energy",
+        "why (this run's meters):",
+        f"  nvml: not available: {NVML_MISSING}",
+        f"  prometheus: not available: {NO_PROMETHEUS}",
+    ]
+    assert json.loads(out.read_text())["meters"] == RECORDED
+
+
+def test_show_gives_the_reasons_the_file_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`show` of a `run` file from another machine: the file's energy and its recorded reasons."""
+    path = _file(
+        tmp_path / "run.json",
+        "elsewhere",
+        cpu_power=12.0,
+        cpu_energy_source="rapl",
+        cpu_energy_scope="package",
+        meters=RECORDED,
+    )
+    assert main(["show", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "energy: CPU energy in 1 of 1 tasks, from rapl (package); no GPU energy, no system energy",
+        "why (recorded by tasktrace run on elsewhere):",
+        f"  nvml: not available: {NVML_MISSING}",
+        f"  prometheus: not available: {NO_PROMETHEUS}",
+    ]
+
+
+def test_show_of_another_machines_file_says_what_each_missing_measure_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a record, from another machine: what each missing energy needs, no local meters."""
+    path = _file(tmp_path / "lib.json", "elsewhere", gpu_power=3.0)
+    assert main(["show", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "energy: GPU energy in 1 of 1 tasks; no CPU energy, no system energy",
+        "what each needs:",
+        "  CPU energy needs a readable RAPL counter (/sys/class/powercap, often root-only) or a "
+        "Prometheus cpu power query for the machine",
+        "  system energy comes only from a Prometheus system power query for the machine",
+    ]
+
+
+def test_show_of_this_machines_file_checks_this_machines_meters(tmp_path: Path) -> None:
+    """Without a record, written here: this machine's meters now say why, labelled as such."""
+    empty = tmp_path / "no-powercap"
+    empty.mkdir()
+    path = _file(tmp_path / "lib.json", HOSTNAME)
+    done = run_cli(["show", str(path)], tmp_path, _env(tmp_path, empty))
+    assert done.returncode == 0, done.stderr
+    note = done.stdout.splitlines()[1:]
+    assert note[:3] == [
+        "energy: no CPU energy, no GPU energy, no system energy",
+        "why (this machine's meters now):",
+        f"  rapl: not available: no RAPL zones under {empty} (no powercap RAPL here: a virtual "
+        "machine, a container without /sys/class/powercap, or a CPU without RAPL); a Prometheus "
+        "power query can measure such a machine",
+    ]
+    assert note[3:] == [
+        f"  nvml: not available: {NVML_MISSING}",
+        f"  prometheus: not available: {NO_PROMETHEUS}",
+    ]
+
+
+def test_report_facts_give_the_recorded_reasons(tmp_path: Path) -> None:
+    """The HTML report's facts list each recorded meter: available, or why not (escaped)."""
+    path = _file(tmp_path / "run.json", "elsewhere", meters=RECORDED)
+    out = tmp_path / "report.html"
+    assert main(["report", str(path), "-o", str(out)]) == 0
+    page = out.read_text()
+    assert "<dt>meters</dt>" in page
+    assert "rapl: available" in page
+    assert "nvml: not available: nvidia-ml-py is not installed (pip install &#x27;tasktrace" in page
+
+
+class _Meter:
+    """A meter whose availability check answers ``available``, or raises it."""
+
+    reason = "the fixture says no"
+
+    def __init__(self, name: str, available: bool | Exception) -> None:
+        self.name = name
+        self.answer = available
+
+    def available(self) -> bool:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    def start(self) -> None:
+        return None
+
+    def read(self, snapshot: object, elapsed_s: float, *, final: bool) -> dict[str, Any]:
+        return {}
+
+
+def test_meter_checks_record_each_outcome_without_an_exceptions_text() -> None:
+    """Each check is recorded: available, the meter's reason, or only the type of what it raised."""
+    secret = "token=s3cret"
+    for meter in (_Meter("yes", True), _Meter("no", False), _Meter("broken", ValueError(secret))):
+        meter_available(meter)
+    checks = meter_checks()
+    assert checks["yes"] == MeterCheck("yes", available=True)
+    assert checks["no"] == MeterCheck("no", available=False, reason="the fixture says no")
+    assert checks["broken"] == MeterCheck(
+        "broken", False, "its availability check raised ValueError"
+    )
+
+
+def test_report_hover_names_the_commands_peak_and_its_cpu_in_no_task(tmp_path: Path) -> None:
+    """A `run` file's report: the root's hover gives the command's peak RSS and CPU in no task."""
+    run, out = tmp_path / "run.json", tmp_path / "report.html"
+    big = "x = bytearray(300_000_000)"
+    command = ["run", "-q", "-f", str(run), "--", sys.executable, "-c", big]
+    done = run_cli(command, tmp_path)
+    assert done.returncode == 0, done.stderr
+    task = Task.model_validate_json(run.read_text())
+    assert task.children_peak_rss_bytes is not None, (task.peak_memory, done.stderr)
+    assert task.children_cpu_time_s is not None
+    assert main(["report", str(run), "-o", str(out)]) == 0
+    page = out.read_text()
+    assert f"command's peak RSS: {friendly_bytes(task.children_peak_rss_bytes)}" in page
+    assert f"command's CPU in no task: {friendly_duration(task.children_cpu_time_s)}" in page
