@@ -51,7 +51,8 @@ def resolve_parent(
     if current_task is not None:
         crt = current_runtime(current_task)
         # The usual: nothing opened inside the task, whose span is the current one.
-        if crt is not None and crt.span is not None and crt.span is span_parent.get(SPAN_KEY):
+        span = crt.span if crt is not None else None
+        if span is not None and SPAN_KEY is not None and span is span_parent.get(SPAN_KEY):
             node = current_task
     if node is None:
         span_ctx = trace.get_current_span(span_parent).get_span_context()

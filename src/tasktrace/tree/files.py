@@ -204,7 +204,7 @@ def _describe(head: bytes, top: object, size: int, partial: bool) -> str:
 
 
 def save_atomic(path: Path, data: bytes, *more: bytes) -> bool:
-    """Replace ``path`` with ``data`` (then each of ``more``) atomically; return whether it was written.
+    """Replace ``path`` with ``data`` then each of ``more``, atomically; return if it was written.
 
     The temporary file is created by :func:`tempfile.mkstemp` (unpredictable name, ``O_EXCL``,
     mode ``0o600``) in the same folder, given the mode ``0o666 & ~umask`` less world-write and
