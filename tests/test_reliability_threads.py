@@ -80,9 +80,9 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, bytes]]:
     seen: list[tuple[Path, bytes]] = []
     save = writer.save_atomic
 
-    def recording(path: Path, data: bytes) -> None:
-        seen.append((path, data))
-        save(path, data)
+    def recording(path: Path, data: bytes, *more: bytes) -> None:
+        seen.append((path, b"".join((data, *more))))
+        save(path, data, *more)
 
     monkeypatch.setattr(writer, "save_atomic", recording)
     return seen
