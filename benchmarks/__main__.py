@@ -41,9 +41,13 @@ def machine() -> str:
 def print_rows(rows: list[Row]) -> None:
     """Print rows as a rich table."""
     table = Table(title=f"tasktrace benchmarks — {machine()}")
-    for col in ("benchmark", "metric", "value", "unit", "reference", "ratio", "target", "met"):
+    cols = ("benchmark", "metric", "value", "unit", "reference", "ratio", "GC on", "target", "met")
+    for col in cols:
         table.add_column(col, justify="right" if col in {"value", "reference", "ratio"} else "left")
     for r in rows:
+        gc_on = ""
+        if r.gc_on is not None:
+            gc_on = f"{r.gc_on:.4g}" if r.gc_on_ratio is None else f"{r.gc_on_ratio:.2f}×"
         table.add_row(
             r.benchmark,
             r.metric,
@@ -51,10 +55,11 @@ def print_rows(rows: list[Row]) -> None:
             r.unit,
             "" if r.reference is None else f"{r.reference:.4g}",
             "" if r.ratio is None else f"{r.ratio:.2f}×",
+            gc_on,
             r.target,
             "" if r.met is None else ("yes" if r.met else "MISSED"),
         )
-    Console(width=160).print(table)
+    Console(width=180).print(table)
 
 
 def main() -> None:

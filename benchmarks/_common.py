@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import statistics
@@ -26,11 +27,22 @@ class Row:
     reference: float | None = None
     target: str = ""
     met: bool | None = None
+    gc_on: float | None = None
+    """The same figure with the garbage collector on (``value`` is then the GC-off one)."""
+    gc_on_reference: float | None = None
+    """The reference with the garbage collector on."""
 
     @property
     def ratio(self) -> float | None:
         """``value / reference`` when there is a reference."""
         return None if not self.reference else self.value / self.reference
+
+    @property
+    def gc_on_ratio(self) -> float | None:
+        """``gc_on / gc_on_reference`` when both are known."""
+        if self.gc_on is None or not self.gc_on_reference:
+            return None
+        return self.gc_on / self.gc_on_reference
 
 
 def per_iteration_s(fn: Callable[[int], None], n: int) -> float:
@@ -49,6 +61,48 @@ def alternate(cases: dict[str, Callable[[int], None]], n: int, rounds: int) -> d
         for name, fn in cases.items():
             samples[name].append(per_iteration_s(fn, n))
     return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def alternate_gc(
+    cases: dict[str, Callable[[int], None]],
+    n: int,
+    rounds: int,
+    prepare: dict[str, Callable[[], None]] | None = None,
+) -> dict[str, tuple[float, float, list[float]]]:
+    """Per-iteration seconds of each case, with the garbage collector off and on.
+
+    Every round runs each case twice, GC off then GC on, the cases alternating in each round
+    so that machine noise hits them alike. With GC off the heap is collected before the timed
+    call and the collector is re-enabled after it: the figure is the case's own work, not the
+    collections that garbage of earlier cases triggers. ``prepare[name]`` (if given) runs
+    untimed before each of that case's calls.
+
+    Returns:
+        name → ``(median GC off, median GC on, every GC-off sample)``, in seconds per iteration.
+    """
+    prepare = prepare or {}
+    for name, fn in cases.items():  # warm up
+        if name in prepare:
+            prepare[name]()
+        fn(max(1, n // 10))
+    off: dict[str, list[float]] = {name: [] for name in cases}
+    on: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            setup = prepare.get(name)
+            if setup is not None:
+                setup()
+            gc.collect()
+            gc.disable()
+            try:
+                off[name].append(per_iteration_s(fn, n))
+            finally:
+                gc.enable()
+            on[name].append(per_iteration_s(fn, n))
+    return {
+        name: (statistics.median(off[name]), statistics.median(on[name]), off[name])
+        for name in cases
+    }
 
 
 def run_json(module: str, args: Sequence[str], env: dict[str, str] | None = None) -> object:

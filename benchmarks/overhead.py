@@ -1,9 +1,31 @@
 """Per-task overhead: tasktrace Task enter+exit vs a bare OpenTelemetry SDK span, side by side.
 
 Every case runs against the same SDK TracerProvider (BatchSpanProcessor + null exporter, or an
-OTLP/HTTP exporter to a loopback receiver for the export case); the cases alternate round by
-round so that machine noise hits them alike, and the median per-iteration cost is reported
-with its ratio to the bare span measured in the same process.
+OTLP/HTTP exporter to a loopback receiver for the export case), installed globally before
+tasktrace is imported. The cases alternate round by round so that machine noise hits them
+alike; each round times every case twice, with the garbage collector off (collected before the
+timed call: the case's own work) and on (as a program runs, where a case also pays for
+collections that the garbage of earlier cases triggers). The figures are medians of the rounds
+per task, and ratios are to the bare span of the same run, GC off to GC off, GC on to GC on.
+
+Cases (rows):
+
+- bare span: ``tracer.start_as_current_span("bare")``, nothing else;
+- floor: what any nested task has to do in the SDK and nothing else: a span started with two
+  attributes (task id, parent id), made current under a context key, four attributes and a
+  status set at the end, ended, the context detached;
+- floor + measurements + parent link: the floor, plus ``perf_counter`` and ``getrusage`` at
+  start and finish and an append to the parent's list (a lean task, by hand);
+- nested task: ``with Task("task")`` inside a running top-level task (target ≤ 2.0×);
+- nested task with task metrics on: the same, with a global SDK ``MeterProvider`` (a periodic
+  reader, null exporter) installed and tasktrace's task metrics on (target: the ratio grows
+  by ≤ 15%); the other task cases run with the ``metrics`` setting off, which is the same path
+  as having no meter provider;
+- top-level task: ``with Task("task")`` with no parent (resets the RSS high-water mark);
+- task under a root with a file: nested tasks whose root writes a task file at start and at
+  finish (the whole tree, every round; target ≤ 2.5×);
+- nested 5 deep: five tasks (spans) inside each other, per task;
+- OTLP/HTTP export to loopback (in a second process): the bare span and the top-level task.
 
     python -m benchmarks.overhead            # print the table
 """
@@ -12,15 +34,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Status, StatusCode
 
-from benchmarks._common import Row, alternate, run_json
+from benchmarks._common import Row, alternate, alternate_gc, run_json
 
 
 class NullExporter(SpanExporter):
@@ -32,40 +65,65 @@ class NullExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _measure(n: int, rounds: int, endpoint: str | None) -> dict[str, float]:
-    provider = TracerProvider()
-    if endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+class NullMetricExporter(MetricExporter):
+    """Drops every metrics batch."""
 
-        exporter: SpanExporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
-    else:
-        exporter = NullExporter()
-    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 17))
-    trace.set_tracer_provider(provider)
-    tracer = trace.get_tracer("benchmark")
+    def __init__(self) -> None:
+        """Cumulative temporality, default aggregations."""
+        super().__init__(preferred_temporality={}, preferred_aggregation={})
 
-    from tasktrace import Task  # after the provider: tasktrace adds its processor to it
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
+    ) -> MetricExportResult:
+        """Accept and drop the batch."""
+        del metrics_data, timeout_millis, kwargs
+        return MetricExportResult.SUCCESS
 
-    folder = Path(tempfile.mkdtemp())
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """Nothing is buffered."""
+        del timeout_millis
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+        """Nothing to release."""
+        del timeout_millis, kwargs
+
+
+BARE = "bare span"
+FLOOR = "floor: span + 6 attributes + status (no tasktrace)"
+LEAN = "floor + perf_counter/getrusage at start and finish + parent link (no tasktrace)"
+NESTED = "nested task"
+NESTED_METRICS = "nested task, task metrics on (global MeterProvider)"
+TOP = "top-level task"
+WITH_FILE = "task under a root with a file"
+BARE_5 = "bare span, nested 5 deep"
+TASK_5 = "task, nested 5 deep"
+ORDER = (BARE, FLOOR, LEAN, NESTED, NESTED_METRICS, TOP, WITH_FILE, BARE_5, TASK_5)
+CaseFn = Callable[[int], None]
+
+
+def _cases(
+    tracer: trace.Tracer, folder: Path
+) -> tuple[dict[str, CaseFn], dict[str, Callable[[], None]]]:
+    cases = _sdk_cases(tracer)
+    task_cases, prepare = _task_cases(folder)
+    cases.update(task_cases)
+    return {name: cases[name] for name in ORDER}, prepare
+
+
+def _sdk_cases(tracer: trace.Tracer) -> dict[str, CaseFn]:
+    key = otel_context.create_key("floor")
 
     def bare(k: int) -> None:
         for _ in range(k):
             with tracer.start_as_current_span("bare"):
                 pass
 
-    def task(k: int) -> None:
+    def floor(k: int) -> None:
         for _ in range(k):
-            with Task("task"):
-                pass
-
-    from opentelemetry import context as otel_context
-    from opentelemetry.trace import Status, StatusCode
-
-    key = otel_context.create_key("floor")
-
-    def floor(k: int) -> None:  # what any task must do in the SDK, and nothing else
-        for _ in range(k):
-            span = tracer.start_span("floor", attributes={"tasktrace.task.id": "x"})
+            span = tracer.start_span(
+                "floor", attributes={"tasktrace.task.id": "x", "tasktrace.task.parent_id": "y"}
+            )
             token = otel_context.attach(
                 otel_context.set_value(key, 1, trace.set_span_in_context(span))
             )
@@ -76,16 +134,32 @@ def _measure(n: int, rounds: int, endpoint: str | None) -> dict[str, float]:
             span.end()
             otel_context.detach(token)
 
-    def task_with_file(k: int) -> None:
-        with Task("root", file=folder / "bench.json"):
-            for _ in range(k):
-                with Task("task"):
-                    pass
+    getrusage, self_ = resource.getrusage, resource.RUSAGE_SELF
+    perf = time.perf_counter
 
-    def nested_5(k: int) -> None:  # cost per task, 5 tasks per iteration
-        for _ in range(k // 5):
-            with Task("1"), Task("2"), Task("3"), Task("4"), Task("5"):
-                pass
+    def lean(k: int) -> None:
+        children: list[object] = []
+        for _ in range(k):
+            span = tracer.start_span(
+                "lean", attributes={"tasktrace.task.id": "x", "tasktrace.task.parent_id": "y"}
+            )
+            token = otel_context.attach(
+                otel_context.set_value(key, 1, trace.set_span_in_context(span))
+            )
+            children.append(span)
+            p0, r0 = perf(), getrusage(self_)
+            p1, r1 = perf(), getrusage(self_)
+            span.set_attributes(
+                {
+                    "a.duration_s": p1 - p0,
+                    "a.cpu_time_s": r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime,
+                    "a.peak": r1.ru_maxrss,
+                    "a.status": "finished",
+                }
+            )
+            span.set_status(Status(StatusCode.OK))
+            span.end()
+            otel_context.detach(token)
 
     def bare_nested_5(k: int) -> None:
         for _ in range(k // 5):
@@ -98,19 +172,82 @@ def _measure(n: int, rounds: int, endpoint: str | None) -> dict[str, float]:
             ):
                 pass
 
+    return {BARE: bare, FLOOR: floor, LEAN: lean, BARE_5: bare_nested_5}
+
+
+def _task_cases(folder: Path) -> tuple[dict[str, CaseFn], dict[str, Callable[[], None]]]:
+    from tasktrace import Task  # after the provider: tasktrace adds its processor to it
+    from tasktrace.core.settings import load_settings, reset_settings
+    from tasktrace.export.metrics import reset_metrics
+
+    def nested(k: int) -> None:
+        with Task("root"):
+            for _ in range(k):
+                with Task("task"):
+                    pass
+
+    def top(k: int) -> None:
+        for _ in range(k):
+            with Task("task"):
+                pass
+
+    def with_file(k: int) -> None:
+        with Task("root", file=folder / "bench.json"):
+            for _ in range(k):
+                with Task("task"):
+                    pass
+
+    def nested_5(k: int) -> None:  # cost per task, 5 tasks per iteration
+        for _ in range(k // 5):
+            with Task("1"), Task("2"), Task("3"), Task("4"), Task("5"):
+                pass
+
+    metrics_off = load_settings(metrics=False)
+    metrics_on = load_settings(metrics=True)
+
+    def off() -> None:
+        reset_settings(metrics_off)
+        reset_metrics()
+
+    def on() -> None:
+        reset_settings(metrics_on)
+        reset_metrics()
+
+    cases: dict[str, CaseFn] = {
+        NESTED: nested,
+        NESTED_METRICS: nested,
+        TOP: top,
+        WITH_FILE: with_file,
+        TASK_5: nested_5,
+    }
+    prepare = {name: off for name in (NESTED, TOP, WITH_FILE, TASK_5)}
+    prepare[NESTED_METRICS] = on
+    return cases, prepare
+
+
+def _measure(
+    n: int, rounds: int, endpoint: str | None
+) -> dict[str, tuple[float, float, list[float]]]:
+    provider = TracerProvider()
     if endpoint:
-        cases = {"bare span": bare, "task": task}
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter: SpanExporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
     else:
-        cases = {
-            "bare span": bare,
-            "span + 5 attributes + status (no tasktrace)": floor,
-            "task": task,
-            "task under a root with a file": task_with_file,
-            "bare span, nested 5 deep": bare_nested_5,
-            "task, nested 5 deep": nested_5,
-        }
-    results = alternate(cases, n, rounds)
+        exporter = NullExporter()
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 17))
+    trace.set_tracer_provider(provider)
+    meter_provider = MeterProvider(
+        metric_readers=[PeriodicExportingMetricReader(NullMetricExporter())]
+    )
+    metrics.set_meter_provider(meter_provider)
+    tracer = trace.get_tracer("benchmark")
+    cases, prepare = _cases(tracer, Path(tempfile.mkdtemp()))
+    if endpoint:
+        cases = {BARE: cases[BARE], TOP: cases[TOP]}
+    results = alternate_gc(cases, n, rounds, prepare)
     provider.shutdown()
+    meter_provider.shutdown()
     return results
 
 
@@ -128,63 +265,59 @@ def _lenskit(n: int, rounds: int) -> float | None:
     return alternate({"lenskit": lk}, n, rounds)["lenskit"]
 
 
+Figures = dict[str, list[float]]
+
+
+def _row(
+    figures: Figures, name: str, ref: str, metric: str, *, target: str = "", limit: float = 0.0
+) -> Row:
+    off, on = figures[name][:2]
+    ref_off, ref_on = figures[ref][:2]
+    return Row(
+        "overhead",
+        metric,
+        off * 1e6,
+        "µs/task",
+        ref_off * 1e6,
+        target,
+        (off / ref_off <= limit) if limit else None,
+        on * 1e6,
+        ref_on * 1e6,
+    )
+
+
 def run(quick: bool = False) -> list[Row]:
     """Measure every case (each configuration in a fresh process) and return the rows."""
     n, rounds = (2000, 3) if quick else (10000, 7)
     local = run_json("overhead", ["--child", "--n", str(n), "--rounds", str(rounds)])
     assert isinstance(local, dict)
+    bare_off, bare_on = local[BARE][:2]
     rows = [
         Row(
             "overhead",
             "bare OTel span (BatchSpanProcessor, null exporter)",
-            local["bare span"] * 1e6,
+            bare_off * 1e6,
             "µs/task",
-        )
+            gc_on=bare_on * 1e6,
+        ),
+        _row(local, FLOOR, BARE, "floor: span + 6 attributes + status, no tasktrace"),
+        _row(local, LEAN, BARE, "floor + 2×(perf_counter, getrusage) + parent link"),
+        _row(local, NESTED, BARE, "nested task", target="≤ 2.0× bare", limit=2.0),
     ]
-    base = local["bare span"]
-    floor_s = local["span + 5 attributes + status (no tasktrace)"]
+    nested_ratio = local[NESTED][0] / bare_off
+    metrics_ratio = local[NESTED_METRICS][0] / bare_off
+    row = _row(local, NESTED_METRICS, BARE, "nested task, task metrics on (MeterProvider)")
+    row.target = f"≤ 1.15 × {nested_ratio:.2f}× (grew {metrics_ratio / nested_ratio - 1:+.0%})"
+    row.met = metrics_ratio <= 1.15 * nested_ratio
+    rows.append(row)
+    rows.append(_row(local, TOP, BARE, "top-level task (resets the RSS mark)"))
     rows.append(
-        Row(
-            "overhead",
-            "floor: span + 5 attributes + status, no tasktrace",
-            floor_s * 1e6,
-            "µs/task",
-            base * 1e6,
-            "what a task must do in the SDK",
+        _row(
+            local, WITH_FILE, BARE, "task under a root with a file", target="≤ 2.5× bare", limit=2.5
         )
     )
     rows.append(
-        Row(
-            "overhead",
-            "task, default meters",
-            local["task"] * 1e6,
-            "µs/task",
-            base * 1e6,
-            "≤ 2.0× bare",
-            local["task"] / base <= 2.0,
-        )
-    )
-    rows.append(
-        Row(
-            "overhead",
-            "task under a root with a file",
-            local["task under a root with a file"] * 1e6,
-            "µs/task",
-            base * 1e6,
-            "≤ 2.5× bare",
-            local["task under a root with a file"] / base <= 2.5,
-        )
-    )
-    nb = local["bare span, nested 5 deep"]
-    rows.append(
-        Row(
-            "overhead",
-            "task, nested 5 deep (per task)",
-            local["task, nested 5 deep"] * 1e6,
-            "µs/task",
-            nb * 1e6,
-            "vs bare nested",
-        )
+        _row(local, TASK_5, BARE_5, "task, nested 5 deep (per task)", target="vs bare nested")
     )
     try:
         from tests.otlp_receivers import OtlpHttpReceiver
@@ -206,13 +339,12 @@ def run(quick: bool = False) -> list[Row]:
             )
         assert isinstance(remote, dict)
         rows.append(
-            Row(
-                "overhead",
-                "task, OTLP/HTTP export to loopback",
-                remote["task"] * 1e6,
-                "µs/task",
-                remote["bare span"] * 1e6,
-                "vs bare span, same exporter",
+            _row(
+                remote,
+                TOP,
+                BARE,
+                "top-level task, OTLP/HTTP export to loopback",
+                target="vs bare span, same exporter",
             )
         )
     lk = _lenskit(n, rounds)
@@ -223,7 +355,7 @@ def run(quick: bool = False) -> list[Row]:
                 "LensKit Task",
                 lk * 1e6,
                 "µs/task",
-                local["task"] * 1e6,
+                local[TOP][1] * 1e6,
                 "vs tasktrace task",
             )
         )

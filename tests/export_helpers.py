@@ -118,3 +118,33 @@ def run_workload(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[
         timeout=60,
         check=True,
     )
+
+
+TIME_PRECISION_S = 0.5e-6
+"""Half of 1 µs: a span's times are rounded to 1 µs (``core.spans.TIME_DECIMALS``)."""
+
+SPAN_PRECISION = 0.5e-3
+"""Half of the coarsest span rounding (1 mJ for NVML energy, ``core.spans.ENERGY_DECIMALS``)."""
+
+
+def same_to_span_precision(back: object, original: object, path: str = "task") -> None:
+    """Assert that ``back`` (through spans) equals ``original`` but for floats rounded by spans.
+
+    Compares nested dicts and lists (``model_dump()`` output) exactly, except that floats
+    may differ by :data:`SPAN_PRECISION` (relative 1e-12 for huge values), and times
+    (``duration``, ``cpu_time``) by :data:`TIME_PRECISION_S`. The assertion names the path.
+    """
+    if isinstance(original, dict) and isinstance(back, dict):
+        assert back.keys() == original.keys(), path
+        for key, value in original.items():
+            same_to_span_precision(back[key], value, f"{path}.{key}")
+    elif isinstance(original, list) and isinstance(back, list):
+        assert len(back) == len(original), path
+        for i, (b, o) in enumerate(zip(back, original, strict=True)):
+            same_to_span_precision(b, o, f"{path}[{i}]")
+    elif isinstance(original, float) and isinstance(back, float):
+        tol = TIME_PRECISION_S if path.rsplit(".", 1)[-1] in {"duration", "cpu_time"} else None
+        limit = max(tol or SPAN_PRECISION, abs(original) * 1e-12)
+        assert abs(back - original) <= limit, f"{path}: {back!r} != {original!r}"
+    else:
+        assert back == original, f"{path}: {back!r} != {original!r}"

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from tasktrace import Task
 from tasktrace.core.settings import Settings, reset_settings
 from tasktrace.export.pending import PENDING_SPAN_ID, PendingSpanFilter
-from tasktrace.task import facade, runtime
+from tasktrace.task import lifecycle, runtime
 from tasktrace.testing import InMemorySpanExporter
 from tasktrace.tree.processor import tree
 
@@ -33,8 +33,14 @@ def use_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TracerProvide
         provider.add_span_processor(tree)
         for processor in processors:
             provider.add_span_processor(processor)
-        for module in (facade, runtime):  # the two places the façade gets its tracer
-            monkeypatch.setattr(module, "get_tracer", lambda: provider.get_tracer("tasktrace"))
+        tracer = provider.get_tracer("tasktrace")
+        # The places a task gets its tracer: at start (a root's, a nested task's) and refresh.
+        for module, name in (
+            (lifecycle, "get_tracer"),
+            (lifecycle, "current_tracer"),
+            (runtime, "get_tracer"),
+        ):
+            monkeypatch.setattr(module, name, lambda: tracer)
         made.append(provider)
         return provider
 

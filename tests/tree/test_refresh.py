@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -25,3 +28,70 @@ def test_refresh_rewrites_running_file(tmp_path: Path) -> None:
             deadline.wait(0.02)
     assert len(set(seen)) >= 2, seen
     assert Task.model_validate_json(path.read_text()).status is TaskStatus.FINISHED
+
+
+def test_a_finished_task_is_not_refreshed(tmp_path: Path) -> None:
+    """A refresh that comes after the task finished (the thread's round began) leaves its file."""
+    path = tmp_path / "t.json"
+    with Task("short", file=path) as task:
+        pass
+    before = path.stat()
+    task.monitor_refresh()  # what the refresh thread runs for a round that began before
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+_EXIT_DURING_REFRESH = """
+import sys, time
+from pathlib import Path
+from tasktrace import Task
+from tasktrace.meters import register_meter
+
+marks = Path(sys.argv[2])
+
+class SlowMeter:
+    name = "slow"
+    fields = ("slow",)
+    def available(self):
+        return True
+    def start(self):
+        return None
+    def read(self, snapshot, elapsed_s, *, final):
+        if not final:  # a refresh, in the refresh thread
+            marks.write_text("read started\\n")
+            time.sleep(0.5)
+            with marks.open("a") as f:
+                f.write("read done\\n")
+        return {}
+
+register_meter(SlowMeter())
+task = Task("left running", file=sys.argv[1])
+task.start()
+while not marks.exists():  # the refresh thread is inside a refresh
+    time.sleep(0.01)
+print("exiting", flush=True)
+"""
+
+
+def test_exit_waits_for_a_refresh_in_progress(tmp_path: Path) -> None:
+    """A program that ends during a refresh of a running task's file lets that refresh finish.
+
+    A daemon thread cut off inside pydantic's serialiser aborts the process (exit 134), and one
+    cut off mid-write leaves a temporary file: exit waits for the refresh thread's round.
+    """
+    path, marks = tmp_path / "t.json", tmp_path / "marks"
+    script = tmp_path / "exit.py"
+    script.write_text(_EXIT_DURING_REFRESH)
+    env = {**os.environ, "TASKTRACE_REFRESH_INTERVAL_S": "0.05"}
+    run = subprocess.run(
+        [sys.executable, str(script), str(path), str(marks)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert marks.read_text().splitlines() == ["read started", "read done"]
+    assert Task.model_validate_json(path.read_text()).status is TaskStatus.RUNNING
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exit.py", "marks", "t.json"]

@@ -46,7 +46,6 @@ from tasktrace.core.settings import ENV_PREFIX
 from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_joules
 from tasktrace.core.views import CORES_SHOWN_ABOVE
 from tasktrace.task import Task
-from tasktrace.task.runtime import runtime
 from tasktrace.tree.spool import spool_folder
 
 __all__ = ["CHILD_REFRESH_INTERVAL_S", "LivePanel"]
@@ -213,8 +212,7 @@ class LivePanel:
         now = time.perf_counter()
         if now - self._energy_read >= ENERGY_INTERVAL_S:
             self._energy_read = now
-            with runtime(task).lock:
-                task.update_resources()
+            task.update_resources()  # thread-safe: written only while the task runs
         values = {"CPU": task.cpu_power, "GPU": task.gpu_power, "system": task.system_power}
         return {k: v for k, v in values.items() if v is not None}
 

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
 from pydantic import (
     AliasChoices,
@@ -31,11 +31,14 @@ from tasktrace.core.warn import WarnOnce
 
 __all__ = [
     "FIELD_DEFAULTS",
+    "LABEL_ONLY",
+    "NO_EXTRA",
     "TaskRecord",
     "TaskStatus",
     "bind_task_class",
     "dump_json",
     "node_class",
+    "own_containers",
 ]
 
 _log = logging.getLogger(__name__)
@@ -202,7 +205,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def dump_json(task: TaskRecord) -> bytes | None:
-    r"""Serialise ``task``'s tree as one line of task-file JSON (UTF-8, ending in a newline).
+    r"""Serialise ``task``'s tree as one line of task-file JSON (UTF-8, no final newline).
+
+    The bytes come straight from pydantic's serialiser (``to_json``), never through a ``str``
+    and copies: a tree of 100,000 tasks is a 48 MiB line, and each copy of it is memory the
+    allocator may keep after a refresh of the file.
 
     Pydantic's serialiser is used when it can; a tree it refuses (lone surrogates in a label,
     from a file name that is not UTF-8; nesting beyond its depth limit) is converted node by
@@ -210,7 +217,7 @@ def dump_json(task: TaskRecord) -> bytes | None:
     Returns ``None``, with one warning, when even that fails. Never raises.
     """
     try:
-        return task.model_dump_json().encode() + b"\n"
+        return task.__pydantic_serializer__.to_json(task)
     except (PydanticSerializationError, ValueError, RecursionError):
         pass
     try:
@@ -228,7 +235,73 @@ def dump_json(task: TaskRecord) -> bytes | None:
         _warn("dump", "tasktrace: cannot serialise task %r for its file (%s)", task.label, e)
         return None
     text = _SURROGATE.sub(lambda m: f"\\\\u{ord(m.group()):04x}", text)
-    return text.encode() + b"\n"
+    return text.encode()
+
+
+def _shared(*args: object, **kwargs: object) -> NoReturn:
+    del args, kwargs
+    raise TypeError("shared by every Task('label') record: assign to the task's attribute instead")
+
+
+class _SharedFieldsSet(set[str]):
+    """A read-only ``{"label"}``: the fields set of every ``Task("label")`` until written to.
+
+    A set costs 216 bytes, a fifth of a finished task's memory; most tasks never change it.
+    Every mutator raises :class:`TypeError`; copies (pydantic's ``model_copy``,
+    :func:`copy.copy`, :func:`copy.deepcopy`, pickling) are plain sets.
+    """
+
+    __slots__ = ()
+    add = discard = remove = pop = clear = update = _shared
+    intersection_update = difference_update = symmetric_difference_update = _shared
+    __ior__ = __iand__ = __isub__ = __ixor__ = _shared
+
+    def __copy__(self) -> set[str]:
+        return set(self)
+
+    def __deepcopy__(self, memo: object) -> set[str]:
+        return set(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (set, (list(self),))
+
+
+class _SharedEmptyDict(dict[str, Any]):
+    """A read-only ``{}``: the extra data of every ``Task("label")`` until written to.
+
+    64 bytes a task saved. Every mutator raises :class:`TypeError`; copies are plain dicts.
+    """
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = setdefault = pop = popitem = clear = update = _shared
+    __ior__ = _shared
+
+    def __copy__(self) -> dict[str, Any]:
+        return {}
+
+    def __deepcopy__(self, memo: object) -> dict[str, Any]:
+        return {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, ())
+
+
+LABEL_ONLY: Final[set[str]] = _SharedFieldsSet({"label"})
+"""The pydantic fields set shared by every record built from a label alone (read-only)."""
+NO_EXTRA: Final[dict[str, Any]] = _SharedEmptyDict()
+"""The empty extra data shared by every record built without any (read-only)."""
+
+
+def own_containers(record: TaskRecord) -> None:
+    """Give ``record`` its own fields set and extra dict where it shares the read-only ones.
+
+    :data:`LABEL_ONLY` and :data:`NO_EXTRA`; the façade calls this before any attribute is
+    assigned.
+    """
+    if record.__pydantic_fields_set__ is LABEL_ONLY:
+        object.__setattr__(record, "__pydantic_fields_set__", {"label"})
+    if record.__pydantic_extra__ is NO_EXTRA:
+        object.__setattr__(record, "__pydantic_extra__", {})
 
 
 if TYPE_CHECKING:  # for type checkers, subtasks are records; at run time, the bound class

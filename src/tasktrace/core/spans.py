@@ -20,7 +20,10 @@ What goes where:
   ``trace_id`` / ``span_id``: its context; ``subtasks``: its children;
 - every other field that is set, at finish, under its key in
   :data:`~tasktrace.core.attributes.FIELD_ATTRIBUTES` (``tasktrace.task.status``,
-  ``tasktrace.task.error``, the measurements);
+  ``tasktrace.task.error``, the measurements), each float measurement rounded to the precision
+  of its source (:data:`TIME_DECIMALS`, :data:`ENERGY_DECIMALS`): a span says
+  ``cpu_time_s = 0.154549``, not ``0.15454899999999983``. The task file keeps the values as
+  measured; a span converted from it is rounded by this same mapping, so it equals the live one;
 - the span status: ``finished`` → ``OK``, ``failed`` → ``ERROR`` with the task's ``error`` as
   the description, anything else ``UNSET``;
 - extra data: ``tasktrace.data.*`` / ``tasktrace.data_json.*`` within the span's budget
@@ -32,6 +35,7 @@ Thread-safety: pure functions of their arguments (the budget's warnings are once
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any, Final
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -43,6 +47,8 @@ from tasktrace.core.record import TaskRecord
 from tasktrace.core.status import TaskStatus
 
 __all__ = [
+    "ENERGY_DECIMALS",
+    "TIME_DECIMALS",
     "data_attributes",
     "finish_attributes",
     "host_attributes",
@@ -53,14 +59,43 @@ __all__ = [
     "start_attributes",
 ]
 
+TIME_DECIMALS: Final = 6
+"""Decimals of a span's times in seconds (1 µs): ``duration`` (``perf_counter``), ``cpu_time`` and
+``children_cpu_time_s`` (``getrusage``, whose resolution is 1 µs)."""
+ENERGY_DECIMALS: Final[dict[str | None, int]] = {
+    "rapl": 6,  # powercap energy_uj: 1 µJ counters
+    "nvml-counter": 3,  # nvmlDeviceGetTotalEnergyConsumption: mJ
+    "nvml-sampled": 3,  # nvmlDeviceGetPowerUsage (mW) integrated over time: 1 mJ at best
+}
+"""Decimals of a span's energy in joules, by the field's ``*_energy_source``: 1 µJ for RAPL's
+µJ counters, 1 mJ for NVML's. Any other source (Prometheus, a value set by hand) and
+``dram_energy_j`` (RAPL) get 6 (1 µJ: below any power meter's resolution, it only drops the
+binary noise)."""
+
 _START_FIELDS: Final = frozenset({"parent_id", "subprocess"})
 _RESOURCE_FIELDS: Final = frozenset({"hostname", "machine"})
+_TIME_FIELDS: Final = frozenset({"duration", "cpu_time", "children_cpu_time_s"})
+_ENERGY_SOURCES: Final = {
+    "system_power": "system_energy_source",
+    "cpu_power": "cpu_energy_source",
+    "gpu_power": "gpu_energy_source",
+    "dram_energy_j": "",  # always RAPL's
+}
 _FINISH_KEYS: Final = tuple(
     (name, key)
     for name, key in attr.FIELD_ATTRIBUTES.items()
     if name not in _START_FIELDS and name not in _RESOURCE_FIELDS and name != "status"
 )
+# Every finished task has these three; the others are set by meters or by hand, mostly not.
+_COMMON: Final = ("duration", "cpu_time", "peak_memory")
+_RARE_KEYS: Final = tuple((name, key) for name, key in _FINISH_KEYS if name not in _COMMON)
+_rare_values: Final = itemgetter(*(name for name, _ in _RARE_KEYS))
+_NO_RARE: Final = (None,) * len(_RARE_KEYS)
+_DURATION: Final = attr.DURATION_S
+_CPU_TIME: Final = attr.CPU_TIME_S
+_PEAK_MEMORY: Final = attr.PEAK_MEMORY_BYTES
 _STATUS: Final = attr.STATUS
+_STATUS_TEXT: Final = {status: status.value for status in TaskStatus}  # .value is a property
 _OK: Final = Status(StatusCode.OK)
 _UNSET: Final = Status(StatusCode.UNSET)
 
@@ -76,16 +111,23 @@ def data_attributes(label: str, data: Mapping[str, Any]) -> dict[str, Any]:
     return bounded_data_attributes(label, attr.data_to_attributes(data))
 
 
-def start_attributes(task: TaskRecord) -> dict[str, Any]:
+def start_attributes(
+    task: TaskRecord, task_id: str | None = None, parent_id: str | None = None
+) -> dict[str, Any]:
     """Return the attributes a task's span starts with: identity and extra data (see above).
+
+    Args:
+        task: The starting task.
+        task_id: ``str(task.task_id)``, when the caller has it already.
+        parent_id: ``str(task.parent_id)``, when the caller has it already.
 
     Raises:
         TypeError: Extra data that cannot be encoded (the message names the key).
     """
     d = task.__dict__
-    attrs: dict[str, Any] = {attr.TASK_ID: str(d["task_id"])}
+    attrs: dict[str, Any] = {attr.TASK_ID: task_id or str(d["task_id"])}
     if d["parent_id"] is not None:
-        attrs[attr.PARENT_ID] = str(d["parent_id"])
+        attrs[attr.PARENT_ID] = parent_id or str(d["parent_id"])
     if d["subprocess"]:
         attrs[attr.SUBPROCESS] = True
     extra = task.__pydantic_extra__
@@ -94,8 +136,22 @@ def start_attributes(task: TaskRecord) -> dict[str, Any]:
     return attrs
 
 
+def _rounded(name: str, value: Any, d: Mapping[str, Any]) -> Any:
+    """Return a finish field's span attribute value: a float rounded to its source's precision."""
+    if type(value) is not float:
+        return value
+    if name in _TIME_FIELDS:
+        return round(value, TIME_DECIMALS)
+    source = _ENERGY_SOURCES.get(name)
+    if source is None:
+        return value
+    return round(value, ENERGY_DECIMALS.get(d[source] if source else "rapl", 6))
+
+
 def finish_attributes(task: TaskRecord, *, data: bool = True) -> dict[str, Any]:
     """Return the attributes a task's span gets at finish: every other field that is set.
+
+    Float measurements are rounded to their source's precision (see the module docstring).
 
     Args:
         task: The finished task (its fields hold the final measurements, status and error).
@@ -106,11 +162,21 @@ def finish_attributes(task: TaskRecord, *, data: bool = True) -> dict[str, Any]:
     """
     d = task.__dict__
     status = d["status"]
-    attrs: dict[str, Any] = {_STATUS: status.value if type(status) is TaskStatus else status}
-    for name, key in _FINISH_KEYS:  # each holds a number, a string or a boolean, or None
-        value = d[name]
-        if value is not None:
-            attrs[key] = value
+    attrs: dict[str, Any] = {_STATUS: _STATUS_TEXT.get(status, status)}
+    value = d["duration"]
+    if value is not None:
+        attrs[_DURATION] = round(value, TIME_DECIMALS) if type(value) is float else value
+    value = d["cpu_time"]
+    if value is not None:
+        attrs[_CPU_TIME] = round(value, TIME_DECIMALS) if type(value) is float else value
+    value = d["peak_memory"]
+    if value is not None:
+        attrs[_PEAK_MEMORY] = value
+    rare = _rare_values(d)
+    if rare != _NO_RARE:  # one C comparison when no meter and nobody set the others
+        for (name, key), value in zip(_RARE_KEYS, rare, strict=True):
+            if value is not None:
+                attrs[key] = _rounded(name, value, d)
     extra = task.__pydantic_extra__
     if data and extra:
         attrs.update(data_attributes(d["label"], extra))

@@ -4,10 +4,10 @@ Traces give one span per task; metrics aggregate task costs across many runs (a 
 of "duration of `train` by machine, last 30 days"). When metrics are on, tasktrace records:
 
 - ``tasktrace.task.duration``: histogram, ``s``, with ``tasktrace.task.status``;
-- ``process.cpu.time``: counter, ``s``, with ``tasktrace.task.status`` and ``cpu.mode``
-  (``user`` / ``system``);
-- ``hw.energy``: counter, ``J``, with ``tasktrace.task.status`` and ``hw.type`` (``cpu``,
-  ``gpu``, ``enclosure`` for the whole system);
+- ``process.cpu.time``: observable counter (a monotonic sum), ``s``, with
+  ``tasktrace.task.status`` and ``cpu.mode`` (``user`` / ``system``);
+- ``hw.energy``: observable counter (a monotonic sum), ``J``, with ``tasktrace.task.status``
+  and ``hw.type`` (``cpu``, ``gpu``, ``enclosure`` for the whole system);
 - ``tasktrace.task.running.memory.rss``: observable gauge, ``By`` (running tasks only);
 - ``tasktrace.task.running.cpu.time``: observable gauge, ``s`` (running tasks only).
 
@@ -16,13 +16,24 @@ Common attributes: ``tasktrace.task.label`` (the task label) and ``tasktrace.mac
 attributes. The task id is never an attribute: metrics must stay low-cardinality, so labels
 should be stable names (``"epoch"`` with ``epoch=3`` as data, not ``"epoch 3"``).
 
-Sources: duration from ``time.perf_counter`` (the task's ``duration``); CPU time from
-``getrusage(RUSAGE_SELF)`` at start and finish, split into user and system (this process only,
-all threads, so a parent's CPU time includes its subtasks': do not sum across nested labels);
-energy from the task's energy fields (RAPL, NVML, Prometheus meters). The gauges are read by
-the refresh thread every ``refresh_interval_s``: the process's current RSS
-(``psutil.Process().memory_info().rss``) and the task's CPU seconds so far; a task stops being
-reported once it finishes.
+Sources: duration from ``time.perf_counter`` (the task's ``duration``); CPU time from the
+task's own ``getrusage(RUSAGE_SELF)`` at start and finish, split into user and system (this
+process only, all threads, so a parent's CPU time includes its subtasks': do not sum across
+nested labels); energy from the task's energy fields (RAPL, NVML, Prometheus meters). The gauges
+are read when the metrics are collected (by the meter provider's reader, every export
+interval): the process's current RSS (``psutil.Process().memory_info().rss``) and each running
+task's CPU seconds so far (``getrusage`` now, less the task's at start), for the tasks in the
+task tree's running registry; a task stops being reported once it finishes.
+
+What a finishing task costs: tasktrace adds its figures to running totals per label, machine and
+status (one lock, a few additions) and keeps its duration until the next collection. The SDK's
+instruments are not called on the task's path (each ``record`` / ``add`` costs the SDK about
+10 µs, more than the task itself): the CPU and energy totals are reported through observable
+counters (``process.cpu.time`` and ``hw.energy`` are monotonic sums, as before), and the waiting
+durations are recorded into the histogram when the reader collects (by the first callback of
+the collection, so they are part of it), or by a finishing task once
+:data:`MAX_WAITING_DURATIONS` of them wait (8 bytes each). The SDK's work per task is then done
+on the reader's thread; histogram points carry no exemplars (no span context at collection).
 
 When metrics are on (:func:`enabled`):
 
@@ -44,11 +55,10 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import sys
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from opentelemetry import metrics
@@ -60,6 +70,7 @@ from tasktrace.core import attributes as attr
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.settings import get_settings
+from tasktrace.core.status import TaskStatus
 from tasktrace.core.version import VERSION
 from tasktrace.export.exporters import metric_exporters
 from tasktrace.export.provider import build_resource
@@ -71,11 +82,14 @@ __all__ = [
     "ENERGY",
     "HW_TYPE",
     "LABEL",
+    "MAX_WAITING_DURATIONS",
     "RUNNING_CPU_TIME",
     "RUNNING_RSS",
+    "RunningSource",
     "TaskMetrics",
     "enabled",
     "reset_metrics",
+    "set_running_source",
     "task_metrics",
 ]
 
@@ -84,9 +98,9 @@ _log = logging.getLogger(__name__)
 DURATION: Final = "tasktrace.task.duration"
 """Histogram of finished tasks' wall-clock durations, in seconds (``time.perf_counter``)."""
 CPU_TIME: Final = "process.cpu.time"
-"""Counter of finished tasks' CPU seconds (semantic convention), by ``cpu.mode``."""
+"""Monotonic sum of finished tasks' CPU seconds (semantic convention), by ``cpu.mode``."""
 ENERGY: Final = "hw.energy"
-"""Counter of finished tasks' energy in joules (semantic convention), by ``hw.type``."""
+"""Monotonic sum of finished tasks' energy in joules (semantic convention), by ``hw.type``."""
 RUNNING_RSS: Final = "tasktrace.task.running.memory.rss"
 """Observable gauge: the process's current RSS in bytes, per running task label."""
 RUNNING_CPU_TIME: Final = "tasktrace.task.running.cpu.time"
@@ -97,24 +111,41 @@ CPU_MODE: Final = "cpu.mode"
 """Metric attribute (semantic convention): ``user`` or ``system``."""
 HW_TYPE: Final = "hw.type"
 """Metric attribute (semantic convention): ``cpu``, ``gpu`` or ``enclosure`` (whole system)."""
+MAX_WAITING_DURATIONS: Final = 1 << 18
+"""Durations kept for the next collection at most (2 MiB); past it a finishing task records
+them into the histogram itself."""
 
 _ENERGY_FIELDS: Final = (("cpu_power", "cpu"), ("gpu_power", "gpu"), ("system_power", "enclosure"))
 
-
-@dataclass
-class _Running:
-    attributes: dict[str, Any]
-    utime0_s: float
-    stime0_s: float
-    rss_bytes: int | None = None
-    cpu_time_s: float | None = None
+RunningSource = Callable[[], Iterable[tuple[TaskRecord, float | None]]]
+"""Returns the running tasks of this process with their CPU seconds so far (``None``: unknown)."""
+_running_source: RunningSource = lambda: ()  # noqa: E731 - bound by the façade at import
 
 
-def _common_attributes(task: TaskRecord) -> dict[str, Any]:
-    attrs: dict[str, Any] = {LABEL: task.label}
-    if task.machine:
-        attrs[attr.MACHINE] = task.machine
+def set_running_source(source: RunningSource) -> None:
+    """Set where the running-task gauges come from (the façade's; it knows each task's start)."""
+    global _running_source  # noqa: PLW0603 - bound once, at the façade's import
+    _running_source = source
+
+
+def _common_attributes(label: str, machine: str | None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {LABEL: label}
+    if machine:
+        attrs[attr.MACHINE] = machine
     return attrs
+
+
+class _Totals:
+    """What finished tasks of one label, machine and status added up to (cumulative)."""
+
+    __slots__ = ("attributes", "durations", "energy_j", "system_s", "user_s")
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self.attributes = attributes
+        self.user_s = 0.0
+        self.system_s = 0.0
+        self.energy_j: dict[str, float] = {}
+        self.durations = array("d")
 
 
 class TaskMetrics:
@@ -131,15 +162,26 @@ class TaskMetrics:
         """Create the instruments on ``provider``'s ``tasktrace`` meter."""
         self.provider = provider
         """The meter provider the instruments belong to."""
+        self._totals: dict[tuple[str, str | None, str], _Totals] = {}
+        self._waiting = 0
+        self._lock = threading.Lock()
+        renew_after_fork(self, "_lock")
+        self._process: Any = None
         meter = provider.get_meter("tasktrace", VERSION)
         self._duration = meter.create_histogram(
             DURATION, unit="s", description="Wall-clock duration of finished tasks"
         )
-        self._cpu = meter.create_counter(
-            CPU_TIME, unit="s", description="CPU time of this process during finished tasks"
+        meter.create_observable_counter(
+            CPU_TIME,
+            callbacks=[self._observe_cpu_total],
+            unit="s",
+            description="CPU time of this process during finished tasks",
         )
-        self._energy = meter.create_counter(
-            ENERGY, unit="J", description="Energy used during finished tasks"
+        meter.create_observable_counter(
+            ENERGY,
+            callbacks=[self._observe_energy],
+            unit="J",
+            description="Energy used during finished tasks",
         )
         meter.create_observable_gauge(
             RUNNING_RSS,
@@ -153,43 +195,77 @@ class TaskMetrics:
             unit="s",
             description="CPU time so far of running tasks",
         )
-        self._running: dict[int, _Running] = {}
-        self._lock = threading.Lock()
-        renew_after_fork(self, "_lock")
-        self._process: Any = None
 
-    def started(self, task: TaskRecord) -> None:
-        """Remember a started task and this process's user/system CPU seconds now."""
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        state = _Running(_common_attributes(task), usage.ru_utime, usage.ru_stime)
-        with self._lock:
-            self._running[id(task)] = state
+    def finished(self, task: TaskRecord, user_s: float, system_s: float) -> None:
+        """Add a finished task's duration, CPU time and energy to the totals.
 
-    def refreshed(self, task: TaskRecord) -> None:
-        """Store a running task's gauge values (called by the refresh thread)."""
-        rss = self._rss_bytes()
+        Args:
+            task: The finished task (its ``label``, ``machine``, ``status``, ``duration`` and
+                energy fields are read).
+            user_s: Its user CPU seconds (from its own ``getrusage`` at start and finish).
+            system_s: Its system CPU seconds (same source).
+        """
+        d = task.__dict__
+        status = d["status"]
+        status = status.value if type(status) is TaskStatus else str(status)
+        key = (d["label"], d["machine"], status)
+        duration = d["duration"]
         with self._lock:
-            state = self._running.get(id(task))
-            if state is not None:
-                state.rss_bytes = rss
-                state.cpu_time_s = task.cpu_time
+            totals = self._totals.get(key)
+            if totals is None:
+                attrs = _common_attributes(key[0], key[1])
+                attrs[attr.STATUS] = status
+                totals = self._totals[key] = _Totals(attrs)
+            totals.user_s += max(0.0, user_s)
+            totals.system_s += max(0.0, system_s)
+            for name, hw_type in _ENERGY_FIELDS:
+                value = d[name]
+                if value is not None and value >= 0:
+                    totals.energy_j[hw_type] = totals.energy_j.get(hw_type, 0.0) + value
+            if duration is not None:
+                totals.durations.append(duration)
+                self._waiting += 1
+            full = self._waiting >= MAX_WAITING_DURATIONS
+        if full:
+            self.record_durations()
 
-    def finished(self, task: TaskRecord) -> None:
-        """Record a finished task's duration, CPU time and energy; stop its gauges."""
+    def record_durations(self) -> None:
+        """Record the waiting durations into the histogram now (see the module docstring)."""
         with self._lock:
-            state = self._running.pop(id(task), None)
-        if state is None:
-            return
-        attrs = {**state.attributes, attr.STATUS: task.status.value}
-        if task.duration is not None:
-            self._duration.record(task.duration, attrs)
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        self._cpu.add(max(0.0, usage.ru_utime - state.utime0_s), {**attrs, CPU_MODE: "user"})
-        self._cpu.add(max(0.0, usage.ru_stime - state.stime0_s), {**attrs, CPU_MODE: "system"})
-        for name, hw_type in _ENERGY_FIELDS:
-            value = getattr(task, name)
-            if value is not None and value >= 0:
-                self._energy.add(value, {**attrs, HW_TYPE: hw_type})
+            batches = []
+            for totals in self._totals.values():
+                if totals.durations:
+                    batches.append((totals.attributes, totals.durations))
+                    totals.durations = array("d")
+            self._waiting = 0
+        record = self._duration.record
+        for attrs, durations in batches:
+            for duration in durations:
+                record(duration, attrs)
+
+    def _snapshot(self) -> list[tuple[dict[str, Any], float, float, dict[str, float]]]:
+        self.record_durations()  # every callback: whichever runs first in a collection
+        with self._lock:
+            return [
+                (t.attributes, t.user_s, t.system_s, dict(t.energy_j))
+                for t in self._totals.values()
+            ]
+
+    def _observe_cpu_total(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        out = []
+        for attrs, user_s, system_s, _ in self._snapshot():
+            out.append(Observation(user_s, {**attrs, CPU_MODE: "user"}))
+            out.append(Observation(system_s, {**attrs, CPU_MODE: "system"}))
+        return out
+
+    def _observe_energy(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        return [
+            Observation(joules, {**attrs, HW_TYPE: hw_type})
+            for attrs, _, _, energy in self._snapshot()
+            for hw_type, joules in energy.items()
+        ]
 
     def _rss_bytes(self) -> int | None:
         try:
@@ -198,20 +274,31 @@ class TaskMetrics:
 
                 self._process = psutil.Process()
             return int(self._process.memory_info().rss)
-        except Exception:  # noqa: BLE001 - a gauge must never break the refresh
+        except Exception:  # noqa: BLE001 - a gauge must never break the collection
             return None
+
+    def _running(self) -> list[tuple[dict[str, Any], float | None]]:
+        self.record_durations()
+        try:
+            running = list(_running_source())
+        except Exception as e:  # noqa: BLE001 - a gauge must never break the collection
+            _log.debug("tasktrace: running tasks unreadable for the gauges (%r)", e)
+            return []
+        return [(_common_attributes(t.label, t.machine), cpu_s) for t, cpu_s in running]
 
     def _observe_rss(self, options: CallbackOptions) -> Iterable[Observation]:
         del options
-        with self._lock:
-            states = list(self._running.values())
-        return [Observation(s.rss_bytes, s.attributes) for s in states if s.rss_bytes is not None]
+        running = self._running()
+        if not running:
+            return []
+        rss = self._rss_bytes()
+        if rss is None:
+            return []
+        return [Observation(rss, attrs) for attrs, _ in running]
 
     def _observe_cpu(self, options: CallbackOptions) -> Iterable[Observation]:
         del options
-        with self._lock:
-            states = list(self._running.values())
-        return [Observation(s.cpu_time_s, s.attributes) for s in states if s.cpu_time_s is not None]
+        return [Observation(cpu_s, attrs) for attrs, cpu_s in self._running() if cpu_s is not None]
 
 
 # ----- provider resolution -----------------------------------------------------------------------

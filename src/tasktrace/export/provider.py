@@ -1,6 +1,8 @@
 """Find or create the tracer provider tasks use, and own the life of tasktrace's exporters.
 
-Provider ownership, checked at every task start (one identity comparison):
+Provider ownership, checked when a top-level task starts (nested tasks use their root's
+tracer), at no cost once a provider is installed globally (the OpenTelemetry API lets that be
+done only once), else with one ``trace.get_tracer_provider()`` call and one identity comparison:
 
 - If a real tracer provider is installed globally (by the user, by ``opentelemetry-instrument``,
   by Logfire), tasks go through it: tasktrace adds its
@@ -65,6 +67,7 @@ __all__ = [
     "FLUSH_TIMEOUT_S",
     "PrivateIdGenerator",
     "build_resource",
+    "current_tracer",
     "exit_timeout_s",
     "flush_spans",
     "get_tracer",
@@ -215,12 +218,15 @@ def _install(source: Any) -> _Tracing:
 def get_tracer() -> trace.Tracer:
     """Return the tracer for the next task, setting tracing up when the global provider changed.
 
-    Thread-safe; after set-up, one call to ``trace.get_tracer_provider()`` and one identity
-    comparison.
+    Thread-safe. Once a provider is installed globally, no check at all: the OpenTelemetry API
+    installs a global provider only once, so it never changes again. While tasktrace uses its
+    own provider, one call to ``trace.get_tracer_provider()`` and one identity comparison.
     """
     global _state  # noqa: PLW0603 - see _install
-    source = trace.get_tracer_provider()
     state = _state
+    if state is not None and not state.owned:
+        return state.tracer
+    source = trace.get_tracer_provider()
     if state is not None and state.source is source:
         return state.tracer
     with _lock:
@@ -228,6 +234,15 @@ def get_tracer() -> trace.Tracer:
         if state is None or state.source is not source:
             state = _state = _install(source)
         return state.tracer
+
+
+def current_tracer() -> trace.Tracer:
+    """Return the tracer of the last :func:`get_tracer`, without checking the global provider.
+
+    For a task nested in a running task of this process: it goes through its root's provider.
+    """
+    state = _state
+    return state.tracer if state is not None else get_tracer()
 
 
 def reconfigure() -> None:

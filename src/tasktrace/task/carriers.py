@@ -38,7 +38,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from tasktrace.core.attributes import normalise_data
 from tasktrace.core.context import TASK_KEY, live_context
 from tasktrace.core.ids import HOSTNAME
-from tasktrace.core.record import TaskRecord
+from tasktrace.core.record import TaskRecord, own_containers
 from tasktrace.core.status import TaskStatus
 from tasktrace.export.provider import flush_spans
 from tasktrace.task.processes import remote_parent
@@ -266,6 +266,7 @@ class RemoteScope:
                 self._running[task.task_id] = task
                 self.roots_started += 1
             if self.data:
+                own_containers(task)  # a Task("label") shares the read-only empty extra
                 extra = task.__pydantic_extra__
                 if extra is None:
                     task.__pydantic_extra__ = extra = {}

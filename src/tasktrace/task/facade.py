@@ -15,47 +15,47 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from pydantic import PrivateAttr
 
 from tasktrace.core import attributes as attr
-from tasktrace.core.context import TASK_KEY, live_context, task_context
+from tasktrace.core.context import TASK_KEY, live_context
 from tasktrace.core.ids import new_task_id
-from tasktrace.core.record import FIELD_DEFAULTS, TaskRecord, bind_task_class
+from tasktrace.core.record import (
+    FIELD_DEFAULTS,
+    LABEL_ONLY,
+    NO_EXTRA,
+    TaskRecord,
+    bind_task_class,
+    own_containers,
+)
 from tasktrace.core.settings import get_settings
-from tasktrace.core.spans import start_attributes
-from tasktrace.core.status import RUNNING, Outcome, TaskStatus, outcome_of
+from tasktrace.core.status import FINISHED, RUNNING, Outcome, TaskStatus, outcome_of
 from tasktrace.core.views import tree_html
 from tasktrace.core.warn import WarnOnce
-from tasktrace.export.provider import flush_spans, get_tracer
-from tasktrace.task import processes, watch
-from tasktrace.task.parents import resolve_parent
+from tasktrace.export import metrics
+from tasktrace.task import processes
+from tasktrace.task.lifecycle import finish_task, start_task
 from tasktrace.task.runtime import (
     Runtime,
-    apply,
-    close_measurements,
     current_runtime,
-    end_span,
     measure,
-    open_measurements,
     refresh_task,
-    release,
-    runtime,
-    start_span,
+    running_cpu,
     update_task,
 )
-from tasktrace.task.signals import install_sigterm_handler
 from tasktrace.tree.processor import tree
 
 __all__ = ["Task", "TaskStatus"]
 
 _warn = WarnOnce(logging.getLogger(__name__))
+_copy_defaults: Final = FIELD_DEFAULTS.copy
+_set: Final = object.__setattr__
 
 
 class Task(TaskRecord):
@@ -104,8 +104,10 @@ class Task(TaskRecord):
     ``None``, 1 for a message), as ``tasktrace run`` does. Unless the task finished, the
     exception is recorded as a span event; it always propagates unchanged.
 
-    Thread-safety: a task may be started in one thread and finished in another; its
-    measurements are updated under a per-task lock. The active task is per thread and per
+    Thread-safety: a task may be started in one thread and finished in another, and refreshed
+    (the refresh thread, :meth:`update`) while it finishes: its measurements are written under
+    the task tree's lock, a refresh's only while the task runs, so its final figures are never
+    overwritten (see :mod:`tasktrace.task.runtime`). The active task is per thread and per
     asyncio task; a task that finished elsewhere (a generator closed by another thread or
     asyncio task, or by the garbage collector) is never the active task: :meth:`current` and
     the parent of a new task (and of its span) skip to the innermost task still running.
@@ -123,36 +125,35 @@ class Task(TaskRecord):
         **data: Any,
     ) -> None:
         """Create a pending task (see the class docstring for the arguments)."""
-        if parent is not None and not isinstance(parent, Task | uuid.UUID):
-            raise TypeError(
-                f"parent must be a Task or a UUID, not {type(parent).__name__}: {parent!r}"
-            )
-        if isinstance(parent, Task):
-            data["parent_id"] = parent.task_id
-        elif isinstance(parent, uuid.UUID):
-            data["parent_id"] = parent
-        if data or type(label) is not str or type(self) is not Task:
+        if parent is None and not data and type(label) is str and type(self) is Task:
+            # The common case, Task("label"): every other field takes its default, so build
+            # the instance as model_construct does, without the validator (~3 µs a task), with
+            # the read-only fields set and extra data every such task shares until it is
+            # assigned to (see __setattr__).
+            fields = _copy_defaults()
+            fields["task_id"] = new_task_id()
+            fields["label"] = label
+            fields["machine"] = get_settings().machine
+            fields["subtasks"] = []
+            _set(self, "__dict__", fields)
+            _set(self, "__pydantic_fields_set__", LABEL_ONLY)
+            _set(self, "__pydantic_extra__", NO_EXTRA)
+            _set(self, "__pydantic_private__", {"_rt": Runtime(None, reset_hwm)})
+        else:
+            if parent is not None and not isinstance(parent, Task | uuid.UUID):
+                raise TypeError(
+                    f"parent must be a Task or a UUID, not {type(parent).__name__}: {parent!r}"
+                )
+            if parent is not None:
+                data["parent_id"] = parent.task_id if isinstance(parent, Task) else parent
             super().__init__(label=label, **data)
             extra = self.__pydantic_extra__
             if extra:
                 for key, value in extra.items():  # numpy / torch scalars become numbers
                     extra[key] = attr.normalise_data(key, value)  # TypeError naming the key
-        else:
-            # The common case, Task("label"): every other field takes its default, so build
-            # the instance as model_construct does, without the validator (~3 µs a task).
-            fields = dict(FIELD_DEFAULTS)
-            fields["task_id"] = new_task_id()
-            fields["label"] = label
-            fields["machine"] = get_settings().machine
-            fields["subtasks"] = []
-            object.__setattr__(self, "__dict__", fields)
-            object.__setattr__(self, "__pydantic_fields_set__", {"label"})
-            object.__setattr__(self, "__pydantic_extra__", {})
-            object.__setattr__(self, "__pydantic_private__", {"_rt": None})
-        rt = Runtime()
-        self.__pydantic_private__["_rt"] = rt  # type: ignore[index]
-        rt.reset_hwm = reset_hwm
-        rt.parent = parent if isinstance(parent, Task) else None
+            self.__pydantic_private__["_rt"] = Runtime(  # type: ignore[index]
+                parent if isinstance(parent, Task) else None, reset_hwm
+            )
         if file is not None:
             tree.files.set_file(self, Path(file))
 
@@ -169,6 +170,8 @@ class Task(TaskRecord):
         """
         if name[0] != "_" and name not in type(self).model_fields:
             value = attr.normalise_data(name, value)
+        if self.__pydantic_fields_set__ is LABEL_ONLY or self.__pydantic_extra__ is NO_EXTRA:
+            own_containers(self)  # before pydantic writes to them
         super().__setattr__(name, value)
 
     # ----- the active task ---------------------------------------------------------------------
@@ -203,17 +206,18 @@ class Task(TaskRecord):
         """Update the running task's measurements so far; return them.
 
         Reads ``perf_counter``, ``getrusage``, the high-water marks and the registered meters
-        (as a refresh, ``final=False``). Called by :meth:`update` with the task's lock held.
+        (as a refresh, ``final=False``); the values are written into the task's fields while
+        it is still running (never over a finished task's final figures).
 
         Returns:
             Field name → value of what was measured (``duration``, ``cpu_time``,
             ``peak_memory``, ``peak_gpu_memory`` and meter fields); empty if not running.
         """
-        rt = runtime(self)
-        if self.status is not TaskStatus.RUNNING or rt.rss_scope is None:
+        rt = current_runtime(self)
+        if rt is None or self.status is not TaskStatus.RUNNING:
             return {}
         values = measure(rt, final=False)
-        apply(self, values)
+        tree.update_running(self, values)
         return values
 
     def update(self) -> None:
@@ -269,41 +273,7 @@ class Task(TaskRecord):
             FileExistsError: The task file exists and is not tasktrace output (see the class
                 docstring), before any work runs.
         """
-        rt = runtime(self)
-        if self.status is not TaskStatus.PENDING:
-            raise RuntimeError(f"task {self.label!r} was already started ({self.status.value})")
-        tree.files.check(self)  # a task with a file: its folder, and a user's file, first
-        parent, parent_ctx = resolve_parent(self, rt)
-        parent_ctx = processes.join_parent_process(self, parent, parent_ctx)
-        d = self.__dict__  # plain writes below: these fields are ours, validation is not needed
-        if parent is not None:
-            d["parent_id"] = parent.task_id
-        reset = rt.reset_hwm if rt.reset_hwm is not None else d["parent_id"] is None
-        # Identity at start (the processor tells tasks from other spans by TASK_ID); host name
-        # and machine label are resource attributes; measurements come at finish.
-        start_attrs = start_attributes(self)
-        install_sigterm_handler()
-        tracer = get_tracer()  # the first task sets tracing up: keep that out of its times
-        start_ns = time.time_ns()
-        span = start_span(tracer, d["label"], parent_ctx, start_attrs, start_ns)
-        sctx = span.get_span_context()
-        rt.span = span
-        rt.span_context = sctx
-        if sctx.is_valid:
-            d["trace_id"] = format(sctx.trace_id, "032x")
-            d["span_id"] = format(sctx.span_id, "016x")
-        ctx = task_context(self, span)
-        rt.ctx = ctx
-        rt.token = otel_context.attach(ctx)
-
-        d["start_time"] = start_ns / 1e9
-        d["status"] = TaskStatus.RUNNING
-        open_measurements(rt, reset=reset)
-
-        tree.task_started(self, parent, sctx.span_id)  # writes the file, if the task has one
-        if watch.active():  # pending spans, task metrics, live panel: off by default
-            watch.started(self, get_tracer(), sctx, root=rt.parent is None)
-            tree.monitor.add(id(self), self.monitor_refresh)
+        start_task(self)
 
     def finish(self, status: TaskStatus = TaskStatus.FINISHED) -> None:
         """Finish the task: measure, write span attributes and status, end the span, save.
@@ -313,48 +283,13 @@ class Task(TaskRecord):
 
         Finishing a task that is not running logs a warning and does nothing.
         """
-        self._finish(Outcome(TaskStatus(status), None), None)
-
-    def _finish(self, outcome: Outcome, exc: BaseException | None) -> None:
-        rt = runtime(self)
-        with rt.lock:
-            if rt.remote:  # another process's task (inherited by fork): only leave its context
-                close_measurements(rt)
-                return
-            if self.status is not TaskStatus.RUNNING or rt.span is None:
-                _warn(f"finish:{id(self)}", "tasktrace: task %r is not running", self.label)
-                return
-            values = measure(rt, final=True)
-            end_ns = time.time_ns()
-            apply(self, values)
-            d = self.__dict__
-            d["finish_time"] = end_ns / 1e9
-            d["status"] = outcome.status
-            if outcome.error is not None and d["error"] is None:
-                d["error"] = outcome.error
-            if outcome.exit_code is not None:
-                self.exit_code = outcome.exit_code  # as `tasktrace run` records a command's
-            try:
-                end_span(self, rt.span, exc, end_ns)
-            finally:
-                close_measurements(rt)  # and leave the task's context, where it may
-                root = processes.is_subprocess_root(self)
-                tree.task_finished(self, rt.span_context.span_id if rt.span_context else 0)
-                if root:
-                    flush_spans()  # the child may end by os._exit
-                if watch.active():
-                    tree.monitor.remove(id(self))
-                    watch.finished(self, root=rt.parent is None)
-                if tree.files.targets(self) is None:
-                    # Nothing left to do for a finished task: drop its runtime state, so that
-                    # a tree of 100,000 finished tasks holds only the model data.
-                    release(self)
+        finish_task(self, Outcome(TaskStatus(status), None), None)
 
     # ----- context manager and protocols -------------------------------------------------------
 
     def __enter__(self) -> Task:
         """Start the task and return it."""
-        self.start()
+        start_task(self)
         return self
 
     def __exit__(
@@ -369,7 +304,7 @@ class Task(TaskRecord):
         recorded as a span event.
         """
         del exc_type, traceback
-        self._finish(outcome_of(exc_value), exc_value)
+        finish_task(self, FINISHED if exc_value is None else outcome_of(exc_value), exc_value)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickle as the task's data; a running task as a parent for another process.
@@ -396,3 +331,4 @@ class Task(TaskRecord):
 
 bind_task_class(Task)  # subtasks are Task objects; lower layers build tree nodes of this class
 tree.files.set_refresher(refresh_task)
+metrics.set_running_source(running_cpu)  # the running-task gauges, read at each collection

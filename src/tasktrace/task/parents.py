@@ -5,13 +5,11 @@ Thread-safety: reads the caller's context and the tree's running registry (threa
 
 from __future__ import annotations
 
-from typing import Any
-
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan
 
-from tasktrace.core.context import TASK_KEY, live_context
+from tasktrace.core.context import SPAN_KEY, TASK_KEY, live_context
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.status import RUNNING
 from tasktrace.task.runtime import Runtime, current_runtime
@@ -20,37 +18,48 @@ from tasktrace.tree.processor import tree
 __all__ = ["resolve_parent", "span_context_of"]
 
 
-def resolve_parent(task: TaskRecord, rt: Runtime) -> tuple[TaskRecord | None, Any]:
+def resolve_parent(
+    task: TaskRecord, rt: Runtime, current: otel_context.Context
+) -> tuple[TaskRecord | None, otel_context.Context | None]:
     """Return ``(parent tree node, context to start the span in)`` for a starting task.
 
     The explicit ``parent`` (a task object, or a running task's UUID), else the current task
-    or span: the span's parent is the current span (a user's span inside a task is a tree node
-    too), skipping a task that finished elsewhere
-    (see :func:`~tasktrace.core.context.live_context`).
+    or span of ``current`` (the caller's current context): the span's parent is the current
+    span (a user's span inside a task is a tree node too), skipping a task that finished
+    elsewhere (see :func:`~tasktrace.core.context.live_context`).
     Sets ``rt.parent`` to the parent task object in this process, if any. A parent id of
     another process is kept (no node, no context: :mod:`tasktrace.task.processes` decides).
     """
     parent = rt.parent
-    if parent is None and task.parent_id is not None:
-        parent = tree.running_task(task.parent_id)  # parent given as a UUID
+    parent_id = task.__dict__["parent_id"]
+    if parent is None and parent_id is not None:
+        parent = tree.running_task(parent_id)  # parent given as a UUID
         rt.parent = parent
     if parent is not None:
         pctx = span_context_of(parent)
         if pctx is not None:
             return parent, trace.set_span_in_context(NonRecordingSpan(pctx))
         return parent, None
-    if task.parent_id is not None:
+    if parent_id is not None:
         return None, None  # a parent elsewhere (another process): keep its id
-    current: TaskRecord | None = otel_context.get_value(TASK_KEY)  # type: ignore[assignment]
-    span_parent = None
-    if current is not None and current.status is not RUNNING:
+    current_task: TaskRecord | None = current.get(TASK_KEY)  # type: ignore[assignment]
+    span_parent = current
+    if current_task is not None and current_task.status is not RUNNING:
         # a task that finished elsewhere (a generator closed by another thread): skip it
-        current, span_parent = live_context(otel_context.get_current())
-    span_ctx = trace.get_current_span(span_parent).get_span_context()
-    node = tree.node_for_span(span_ctx.span_id) if span_ctx.is_valid else None
+        current_task, span_parent = live_context(current)
+    node: TaskRecord | None = None
+    if current_task is not None:
+        crt = current_runtime(current_task)
+        # The usual: nothing opened inside the task, whose span is the current one.
+        span = crt.span if crt is not None else None
+        if span is not None and SPAN_KEY is not None and span is span_parent.get(SPAN_KEY):
+            node = current_task
     if node is None:
-        node = current
-    rt.parent = current if current is not None else node
+        span_ctx = trace.get_current_span(span_parent).get_span_context()
+        node = tree.node_for_span(span_ctx.span_id) if span_ctx.is_valid else None
+        if node is None:
+            node = current_task
+    rt.parent = current_task if current_task is not None else node
     return node, span_parent
 
 

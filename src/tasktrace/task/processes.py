@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import uuid
 from typing import Any, Final
 
@@ -257,7 +256,6 @@ def _after_fork_in_child() -> None:
     for task in tree.forget_running():
         rt: Runtime = runtime(task)
         rt.remote = True
-        rt.lock = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -8,32 +8,41 @@ only the model data. Where a task's file goes is not here but in the tree's writ
 (:mod:`tasktrace.tree.writer`).
 
 The record lives in the task's pydantic private state; :func:`runtime` reads it for the modules
-of the task layer (the façade, :mod:`tasktrace.task.processes`, the live panel's reads of a
-running task). The measurement helpers read the process meters and the registered meters.
+of the task layer (the façade, :mod:`tasktrace.task.lifecycle`, :mod:`tasktrace.task.processes`,
+the live panel's reads of a running task). The measurement helpers read the process meters and
+the registered meters; the refresh helpers are what the refresh thread and
+:meth:`~tasktrace.Task.update` run.
 
-Thread-safety: a task's measurements are read and written under its record's ``lock``: the
-refresh thread may refresh a task while another thread finishes it.
+Thread-safety, without a lock per task: a running task's measurements may be taken by the
+refresh thread (or :meth:`~tasktrace.Task.update` in any thread) while another thread finishes
+it. :func:`measure` only reads the record (each field once) and the meters, which are
+thread-safe; its values are written into the task under the tree's lock, a refresh's only while
+the task is still running
+(:meth:`~tasktrace.tree.processor.TaskTreeProcessor.update_running`), while the finish writes
+its final values and status under the same lock
+(:meth:`~tasktrace.tree.processor.TaskTreeProcessor.finish_running`). So a refresh measured
+before the finish and applied after it is dropped, every file snapshot (taken under that lock)
+shows each task either running with figures so far or finished with its final figures, and of
+two threads finishing one task only the first ends its span.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+import resource
 import time
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from tasktrace.core.context import detach
 from tasktrace.core.record import TaskRecord
-from tasktrace.core.spans import finish_attributes, span_status
-from tasktrace.core.status import TaskStatus
+from tasktrace.core.status import RUNNING
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.provider import get_tracer
 from tasktrace.meters import active_meters
 from tasktrace.meters.gpu import cuda_marks
-from tasktrace.meters.process import Scope, rss_marks, self_usage
+from tasktrace.meters.process import MAXRSS_UNIT, Scope, rss_marks
 from tasktrace.task import watch
 from tasktrace.tree.processor import tree
 
@@ -41,52 +50,56 @@ REFRESH_COST_FACTOR = 20
 """A task file is refreshed at most once per this many times the last refresh's duration."""
 
 __all__ = [
+    "NO_SNAPSHOTS",
     "REFRESH_COST_FACTOR",
     "RELEASED",
     "Runtime",
-    "apply",
-    "close_measurements",
+    "cpu_split",
     "current_runtime",
-    "end_span",
     "measure",
-    "open_measurements",
     "refresh_task",
     "release",
+    "running_cpu",
     "runtime",
     "start_meters",
-    "start_span",
     "update_running_subtasks",
     "update_task",
 ]
 
 _warn = WarnOnce(logging.getLogger(__name__))
+_getrusage: Final = resource.getrusage
+_SELF: Final = resource.RUSAGE_SELF
+_perf_counter: Final = time.perf_counter
+NO_SNAPSHOTS: Final[tuple[tuple[Any, object], ...]] = ()
+"""The meter snapshots of a task without registered meters (shared)."""
 
 
 class Runtime:
-    """Per-task state that is not part of the model (slots: cheap to create).
+    """Per-task state that is not part of the model (slots: cheap to create, no lock).
 
     Attributes:
         reset_hwm: The ``reset_hwm`` argument (``None``: reset when the task has no parent).
         parent: The parent task object in this process, or ``None``.
         span: The running task's span (``None`` before start and after finish).
         span_context: Its span context (kept after finish; a stand-in's is its remote parent's).
+        id_text: The task id as text (the span attribute), set at start for its subtasks'.
         ctx: The context the task made current (holds the span; let go at finish).
         token: The token of that context's attachment.
         perf0: ``time.perf_counter()`` at start, in seconds.
-        cpu0: This process's CPU seconds at start (``getrusage(RUSAGE_SELF)``).
+        usage0: ``getrusage(RUSAGE_SELF)`` at start (CPU seconds, user and system).
+        usage1: ``getrusage(RUSAGE_SELF)`` at the final measurement (``None`` before).
         rss_scope: The RSS high-water-mark scope (``None``: not measuring).
         gpu_scope: The CUDA high-water-mark scope, where torch uses CUDA.
         snapshots: ``(meter, snapshot)`` of each registered meter started for this task.
         remote: A stand-in for a task of another process (pickled, or inherited by ``fork``).
         next_refresh: ``time.monotonic()`` before which the refresh thread only measures.
-        lock: Guards the measurements (see the module docstring).
+        watched: Pending snapshot spans are emitted for this task (decided at start).
     """
 
     __slots__ = (
-        "cpu0",
         "ctx",
         "gpu_scope",
-        "lock",
+        "id_text",
         "next_refresh",
         "parent",
         "perf0",
@@ -97,27 +110,32 @@ class Runtime:
         "span",
         "span_context",
         "token",
+        "usage0",
+        "usage1",
+        "watched",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, parent: TaskRecord | None = None, reset_hwm: bool | None = None) -> None:
         """Create the record of a pending task."""
-        self.reset_hwm: bool | None = None
-        self.parent: TaskRecord | None = None
+        self.parent = parent
+        self.reset_hwm = reset_hwm
         self.span: trace.Span | None = None
         self.span_context: trace.SpanContext | None = None
+        self.id_text: str | None = None
         self.ctx: otel_context.Context | None = None
         self.token: object = None
         self.perf0 = 0.0
-        self.cpu0 = 0.0
+        self.usage0: Any = None
+        self.usage1: Any = None
         self.rss_scope: Scope | None = None
         self.gpu_scope: Scope | None = None
-        self.snapshots: list[tuple[Any, object]] = []
+        self.snapshots: tuple[tuple[Any, object], ...] = NO_SNAPSHOTS
         self.remote = False
         self.next_refresh = 0.0
-        self.lock = threading.RLock()
+        self.watched = False
 
 
-RELEASED: Final[dict[str, Any]] = {"_rt": None, "_data_attrs": None}
+RELEASED: Final[dict[str, Any]] = {"_rt": None}
 """The private state of every finished task that let its own go: shared, and only read
 (:func:`runtime` gives a task a fresh dict before anything is written)."""
 
@@ -130,7 +148,7 @@ def runtime(task: TaskRecord) -> Runtime:
     """
     private = task.__pydantic_private__
     if private is None or private is RELEASED:  # no state yet, or let go at finish
-        private = {"_rt": None, "_data_attrs": None}
+        private = {"_rt": None}
         object.__setattr__(task, "__pydantic_private__", private)
     rt = private.get("_rt")
     if rt is None:  # built by model_validate / model_construct: no __init__ ran
@@ -149,74 +167,50 @@ def release(task: TaskRecord) -> None:
     object.__setattr__(task, "__pydantic_private__", RELEASED)
 
 
-def start_span(
-    tracer: trace.Tracer,
-    label: str,
-    context: otel_context.Context | None,
-    attributes: dict[str, Any],
-    start_ns: int,
-) -> trace.Span:
-    """Start a task's span; a span processor raising gives an invalid span (one warning)."""
-    try:
-        return tracer.start_span(label, context=context, attributes=attributes, start_time=start_ns)
-    except Exception as e:  # noqa: BLE001 - another span processor raised: measure anyway
-        _warn("span-start", "tasktrace: starting the span of %r failed: %r", label, e)
-        return trace.INVALID_SPAN
-
-
-def open_measurements(rt: Runtime, *, reset: bool) -> None:
-    """Take a starting task's measurements (last, so that tracing is outside its figures).
-
-    Opens the RSS and CUDA high-water-mark scopes (resetting the marks when ``reset``),
-    starts the registered meters, then reads ``perf_counter`` and this process's CPU seconds.
-    """
-    rt.rss_scope = rss_marks.open(reset=reset)
-    rt.gpu_scope = cuda_marks.open_if_used(reset=reset)
-    rt.snapshots = start_meters()
-    rt.perf0 = time.perf_counter()
-    rt.cpu0 = self_usage()[0]
-
-
-def close_measurements(rt: Runtime) -> None:
-    """Let a finished task's span, context and scopes go; leave its context where it may."""
-    detach(rt.token, rt.ctx)
-    rt.token = None
-    rt.span = rt.ctx = None  # the context holds the span: let both go
-    rt.snapshots = []
-    rt.rss_scope = rt.gpu_scope = None
-
-
-def start_meters() -> list[tuple[Any, object]]:
-    """Start every registered meter for a task; return ``(meter, snapshot)`` pairs.
+def start_meters(meters: tuple[Any, ...] | None = None) -> tuple[tuple[Any, object], ...]:
+    """Start every registered meter (or ``meters``) for a task; return ``(meter, snapshot)`` pairs.
 
     A meter that raises is left out with one warning (a meter must never break the task).
     """
     snapshots = []
-    for meter in active_meters():
+    for meter in active_meters() if meters is None else meters:
         try:
             snapshots.append((meter, meter.start()))
         except Exception as e:  # noqa: BLE001, PERF203 - a meter must never break the task
             _warn(f"meter:{meter.name}", "tasktrace: meter %r failed: %r", meter.name, e)
-    return snapshots
+    return tuple(snapshots)
 
 
 def measure(rt: Runtime, *, final: bool) -> dict[str, Any]:
     """Return a running task's measurements so far (or final ones), by field name.
 
-    ``duration`` (``time.perf_counter``), ``cpu_time`` (``getrusage(RUSAGE_SELF)``),
-    ``peak_memory`` and ``peak_gpu_memory`` (the high-water-mark scopes, closed when ``final``)
-    and every registered meter's reading. A meter that raises gives nothing (one warning).
+    ``duration`` (``time.perf_counter``), ``cpu_time`` (``getrusage(RUSAGE_SELF)``: user +
+    system), ``peak_memory`` and ``peak_gpu_memory`` (the high-water-mark scopes, closed when
+    ``final``) and every registered meter's reading. A meter that raises gives nothing (one
+    warning). An empty dict when the task is not measuring (not started, or finished).
+
+    Reads each field of ``rt`` once, so a finish closing the record meanwhile (another thread)
+    never makes it fail; writes only ``rt.usage1``, when ``final``.
     """
-    perf = time.perf_counter()
-    cpu, maxrss = self_usage()
-    elapsed = perf - rt.perf0
-    values: dict[str, Any] = {"duration": elapsed, "cpu_time": cpu - rt.cpu0}
-    if rt.rss_scope is not None:
-        mark = maxrss if rss_marks.use_rusage else None
-        values["peak_memory"] = rss_marks.peak(rt.rss_scope, mark, close=final)
-    if rt.gpu_scope is not None:
-        values["peak_gpu_memory"] = cuda_marks.peak(rt.gpu_scope, close=final)
-    for meter, snapshot in rt.snapshots:
+    perf0, usage0, rss_scope = rt.perf0, rt.usage0, rt.rss_scope
+    gpu_scope, snapshots = rt.gpu_scope, rt.snapshots
+    perf = _perf_counter()
+    usage = _getrusage(_SELF)
+    if usage0 is None or rss_scope is None:
+        return {}
+    elapsed = perf - perf0
+    values: dict[str, Any] = {
+        "duration": elapsed,
+        "cpu_time": (usage.ru_utime + usage.ru_stime) - (usage0.ru_utime + usage0.ru_stime),
+        "peak_memory": rss_marks.peak(
+            rss_scope, usage.ru_maxrss * MAXRSS_UNIT if rss_marks.use_rusage else None, close=final
+        ),
+    }
+    if final:
+        rt.usage1 = usage
+    if gpu_scope is not None:
+        values["peak_gpu_memory"] = cuda_marks.peak(gpu_scope, close=final)
+    for meter, snapshot in snapshots:
         try:
             values.update(meter.read(snapshot, elapsed, final=final))
         except Exception as e:  # noqa: BLE001, PERF203 - a meter must never break the task
@@ -224,40 +218,34 @@ def measure(rt: Runtime, *, final: bool) -> dict[str, Any]:
     return values
 
 
-def apply(task: TaskRecord, values: dict[str, Any]) -> None:
-    """Write measured ``values`` into ``task``'s fields (extra data for unknown names)."""
-    d = task.__dict__
-    for key, value in values.items():
-        if key in d:  # a declared field: meters give the right types, skip validation
-            d[key] = value
-        else:
-            setattr(task, key, value)
+def cpu_split(rt: Runtime) -> tuple[float, float]:
+    """Return the finished task's ``(user, system)`` CPU seconds, from its two ``getrusage``."""
+    u0, u1 = rt.usage0, rt.usage1
+    if u0 is None or u1 is None:
+        return 0.0, 0.0
+    return u1.ru_utime - u0.ru_utime, u1.ru_stime - u0.ru_stime
 
 
-def end_span(task: TaskRecord, span: trace.Span, exc: BaseException | None, end_ns: int) -> None:
-    """Write the finish attributes and status on ``task``'s span and end it (never raises).
+def running_cpu() -> list[tuple[TaskRecord, float | None]]:
+    """Return each task running in this process with its CPU seconds so far.
 
-    The attributes and status come from the finished task's fields by the one mapping
-    (:func:`~tasktrace.core.spans.finish_attributes`, :func:`~tasktrace.core.spans.span_status`:
-    a failed task's ``error`` is the status description). Unless it finished, the exception
-    that ended it is recorded as a span event. A span processor raising is warned about once.
+    One ``getrusage(RUSAGE_SELF)`` now, less each task's at start; for the running-task gauges
+    of :mod:`tasktrace.export.metrics`, read when the metrics are collected.
     """
-    d = task.__dict__
-    status = d["status"]
-    try:
-        try:
-            final_attrs = finish_attributes(task)
-        except TypeError as e:  # extra data set after construction that cannot be encoded
-            _warn(f"data:{e}", "tasktrace: %s; left out of the span", e)
-            final_attrs = finish_attributes(task, data=False)
-        span.set_attributes(final_attrs)
-        if exc is not None and status is not TaskStatus.FINISHED:
-            span.record_exception(exc, timestamp=end_ns)
-        if status is TaskStatus.FINISHED or status is TaskStatus.FAILED:
-            span.set_status(span_status(status, d["error"]))
-        span.end(end_time=end_ns)
-    except Exception as e:  # noqa: BLE001 - another span processor raised in on_end
-        _warn("span-end", "tasktrace: ending the span of %r failed: %r", task.label, e)
+    usage = _getrusage(_SELF)
+    now_s = usage.ru_utime + usage.ru_stime
+    out: list[tuple[TaskRecord, float | None]] = []
+    for task in tree.running_tasks():
+        rt = current_runtime(task)
+        usage0 = rt.usage0 if rt is not None else None
+        cpu_s = None if usage0 is None else now_s - (usage0.ru_utime + usage0.ru_stime)
+        out.append((task, cpu_s))
+    return out
+
+
+def _measure_so_far(task: TaskRecord, rt: Runtime) -> None:
+    if task.status is RUNNING and rt.rss_scope is not None:
+        tree.update_running(task, measure(rt, final=False))
 
 
 def update_running_subtasks(task: TaskRecord) -> None:
@@ -267,31 +255,23 @@ def update_running_subtasks(task: TaskRecord) -> None:
     while stack:
         sub = stack.pop()
         rt = current_runtime(sub)
-        if rt is not None and rt.rss_scope is not None:
-            with rt.lock:
-                if sub.status is TaskStatus.RUNNING and rt.rss_scope is not None:
-                    apply(sub, measure(rt, final=False))
+        if rt is not None:
+            _measure_so_far(sub, rt)
         with tree.lock:
             stack.extend(sub.subtasks)
-
-
-def _measure_so_far(task: TaskRecord, rt: Runtime) -> None:
-    if task.status is TaskStatus.RUNNING and rt.rss_scope is not None:
-        apply(task, measure(rt, final=False))
 
 
 def update_task(task: TaskRecord) -> None:
     """``Task.update``: measure the task (and its running subtasks, for its file) and write it."""
     rt = runtime(task)
-    with rt.lock:
-        has_file = tree.files.targets(task) is not None
-        if has_file:
-            # Subtasks first, then this task: a parent's figures so far are never below
-            # its children's in the file.
-            update_running_subtasks(task)  # the file shows their measurements so far too
-        _measure_so_far(task, rt)
-        if has_file:
-            tree.files.write(task)
+    has_file = tree.files.targets(task) is not None
+    if has_file:
+        # Subtasks first, then this task: a parent's figures so far are never below
+        # its children's in the file.
+        update_running_subtasks(task)  # the file shows their measurements so far too
+    _measure_so_far(task, rt)
+    if has_file:
+        tree.files.write(task)
 
 
 def refresh_task(task: TaskRecord) -> None:
@@ -300,15 +280,17 @@ def refresh_task(task: TaskRecord) -> None:
     A refresh re-writes the whole tree, so its cost grows with the tree: after one that
     took ``c`` seconds, the next waits at least ``REFRESH_COST_FACTOR × c`` seconds, which
     keeps refreshes under 1/20 of the run's wall time however large the tree grows (and
-    the run linear in the number of tasks).
+    the run linear in the number of tasks). A task that is no longer running is not refreshed
+    (the refresh thread may call this just after the task finished and wrote its file).
     """
+    if task.status is not RUNNING:
+        return
     rt = runtime(task)
-    with rt.lock:
-        started = time.monotonic()
-        if started >= rt.next_refresh:
-            update_task(task)
-            rt.next_refresh = started + REFRESH_COST_FACTOR * (time.monotonic() - started)
-        else:
-            _measure_so_far(task, rt)  # cheap: the figures so far, without re-writing
-        if task.status is TaskStatus.RUNNING and watch.active():
-            watch.refreshed(task, get_tracer(), rt.span_context, root=rt.parent is None)
+    started = time.monotonic()
+    if started >= rt.next_refresh:
+        update_task(task)
+        rt.next_refresh = started + REFRESH_COST_FACTOR * (time.monotonic() - started)
+    else:
+        _measure_so_far(task, rt)  # cheap: the figures so far, without re-writing
+    if rt.watched and task.status is RUNNING:
+        watch.refreshed(task, get_tracer(), rt.span_context)

@@ -1,12 +1,12 @@
 """Hooks of the façade for watching running tasks: pending spans and task metrics.
 
-The façade (:mod:`tasktrace.task.facade`) calls :func:`active` at every task start; only when it is
-true does it call :func:`started`, register the task with the refresh thread (which then calls
-:func:`refreshed`) and call :func:`finished`. With every feature off (the default) a task start
-costs one settings read and one cached flag more. The features:
-
-- pending snapshot spans (setting ``pending_spans``; :mod:`tasktrace.export.pending`);
-- task metrics (setting ``metrics`` or ``OTEL_METRICS_*``; :mod:`tasktrace.export.metrics`).
+- Pending snapshot spans (setting ``pending_spans``; :mod:`tasktrace.export.pending`): the
+  façade checks :func:`pending_spans` at every task start (one settings read); only a task
+  started while it is on is registered with the refresh thread, which calls :func:`refreshed`.
+- Task metrics (setting ``metrics`` or ``OTEL_METRICS_*``; :mod:`tasktrace.export.metrics`): a
+  finished task's own measurements are handed over at finish (:func:`finished`: one cached
+  check when metrics are off). Nothing happens at start and no thread is woken: the gauges of
+  running tasks are read from the tree's running registry when the metrics are collected.
 
 (The live panel of ``tasktrace run`` needs no hook: it reads the child-task spool of
 :mod:`tasktrace.tree.spool`.)
@@ -20,44 +20,33 @@ from tasktrace.core.record import TaskRecord as Task
 from tasktrace.core.settings import get_settings
 from tasktrace.export import metrics, pending
 
-__all__ = ["active", "finished", "refreshed", "started"]
+__all__ = ["finished", "pending_spans", "refreshed", "started"]
 
 
-def active() -> bool:
-    """Whether any watching feature is on (one settings read, plus a cached metrics flag)."""
-    return get_settings().pending_spans or metrics.enabled()
+def pending_spans() -> bool:
+    """Whether pending snapshot spans are on (one settings read)."""
+    return get_settings().pending_spans
 
 
-def started(
-    task: Task, tracer: trace.Tracer, span_context: trace.SpanContext | None, *, root: bool
-) -> None:
-    """Handle a started task (its span is current; the task's lock need not be held).
+def started(task: Task, tracer: trace.Tracer, span_context: trace.SpanContext | None) -> None:
+    """Emit the pending snapshot span of a task that just started (its span is current)."""
+    pending.emit_snapshot(task, tracer, span_context)
 
-    ``root`` (the task has no parent task in this process) is unused for now.
+
+def refreshed(task: Task, tracer: trace.Tracer, span_context: trace.SpanContext | None) -> None:
+    """Emit a pending snapshot span of a running task (by the refresh thread)."""
+    if get_settings().pending_spans:
+        pending.emit_snapshot(task, tracer, span_context)
+
+
+def finished(task: Task, user_s: float, system_s: float) -> None:
+    """Record a finished task's metrics, when metrics are on (its fields hold its figures).
+
+    Args:
+        task: The finished task.
+        user_s: Its user CPU seconds (``getrusage`` at start and finish).
+        system_s: Its system CPU seconds (same source).
     """
-    del root
-    if get_settings().pending_spans:
-        pending.emit_snapshot(task, tracer, span_context)
     recorder = metrics.task_metrics()
     if recorder is not None:
-        recorder.started(task)
-
-
-def refreshed(
-    task: Task, tracer: trace.Tracer, span_context: trace.SpanContext | None, *, root: bool
-) -> None:
-    """Handle a refresh of a running task (by the refresh thread, with the task's lock held)."""
-    del root
-    if get_settings().pending_spans:
-        pending.emit_snapshot(task, tracer, span_context)
-    recorder = metrics.task_metrics()
-    if recorder is not None:
-        recorder.refreshed(task)
-
-
-def finished(task: Task, *, root: bool) -> None:
-    """Handle a finished task (its span has ended; its fields hold the final measurements)."""
-    del root
-    recorder = metrics.task_metrics()
-    if recorder is not None:
-        recorder.finished(task)
+        recorder.finished(task, user_s, system_s)

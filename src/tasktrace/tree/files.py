@@ -203,8 +203,8 @@ def _describe(head: bytes, top: object, size: int, partial: bool) -> str:
     return f"{amount} of text" if b"\x00" not in head else f"{amount} of binary data"
 
 
-def save_atomic(path: Path, data: bytes) -> bool:
-    """Replace ``path`` with ``data`` atomically; return whether it was written.
+def save_atomic(path: Path, data: bytes, *more: bytes) -> bool:
+    """Replace ``path`` with ``data`` then each of ``more``, atomically; return if it was written.
 
     The temporary file is created by :func:`tempfile.mkstemp` (unpredictable name, ``O_EXCL``,
     mode ``0o600``) in the same folder, given the mode ``0o666 & ~umask`` less world-write and
@@ -217,6 +217,8 @@ def save_atomic(path: Path, data: bytes) -> bool:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            for chunk in more:
+                f.write(chunk)
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except OSError as e:

@@ -27,8 +27,9 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
@@ -38,14 +39,22 @@ from tasktrace.core.ids import span_task_id
 from tasktrace.core.record import TaskRecord, dump_json, node_class
 from tasktrace.core.settings import get_settings
 from tasktrace.core.spans import span_fields
-from tasktrace.core.status import TaskStatus
+from tasktrace.core.status import RUNNING, TaskStatus
 from tasktrace.core.warn import WarnOnce, raise_errors, set_raise_errors
 from tasktrace.tree.refresh import RefreshMonitor
-from tasktrace.tree.writer import TaskFileWriter
+from tasktrace.tree.writer import FileTargets, TaskFileWriter
 
 __all__ = ["RecordSource", "TaskTreeProcessor", "tree"]
 
 _warn = WarnOnce(logging.getLogger(__name__))
+_FIELDS: Final = frozenset(TaskRecord.model_fields)
+
+
+class _TaskSpanCall(threading.local):
+    """Per thread: whether the span now starting or ending is a task's (see ``start_task_span``)."""
+
+    active = False
+
 
 RecordSource = Callable[[TaskRecord | None], None]
 """A source of records of other processes: called with the task that is finishing (or
@@ -67,8 +76,9 @@ class TaskTreeProcessor(SpanProcessor):
         """Guards the tree's structure; hold it to serialise a consistent snapshot."""
         renew_after_fork(self, "lock")
         self._nodes: dict[int, TaskRecord] = {}
-        self._tasks: dict[uuid.UUID, TaskRecord] = {}
+        self._tasks: dict[int, TaskRecord] = {}  # running tasks by task_id.int (hashed in C)
         self._sources: tuple[RecordSource, ...] = ()
+        self._task_span = _TaskSpanCall()
         self.monitor = RefreshMonitor(lambda: get_settings().refresh_interval_s)
         """The refresh thread (running tasks with files, and watched tasks)."""
         self.files = TaskFileWriter(lambda: self.lock, self.pull_records, self.monitor)
@@ -86,30 +96,101 @@ class TaskTreeProcessor(SpanProcessor):
     # ----- the direct path for tasks -----------------------------------------------------------
 
     def task_started(self, task: TaskRecord, parent: TaskRecord | None, span_id: int) -> None:
-        """Register a running task, attach it to ``parent`` (``None``: a root), write its file."""
-        with self.lock:
-            if span_id:
-                self._nodes[span_id] = task
-            self._tasks[task.task_id] = task
-            if parent is not None:
+        """Register a running task, attach it to ``parent`` (``None``: a root), write its file.
+
+        The task's fields are complete before it is attached (a snapshot shows it running, or
+        not yet). The append is under the tree's lock, as every change to a subtasks list is
+        (a list sorted meanwhile, by the spool, would drop it).
+        """
+        if span_id:
+            self._nodes[span_id] = task
+        self._tasks[task.task_id.int] = task
+        if parent is not None:
+            with self.lock:
                 parent.subtasks.append(task)
         if self.files.targets(task) is not None:
             self.files.started(task)
 
-    def task_finished(self, task: TaskRecord, span_id: int) -> None:
-        """Forget a finished task's running node; merge its records; write its file."""
+    def start_task_span(
+        self,
+        tracer: trace.Tracer,
+        label: str,
+        context: Context | None,
+        attributes: dict[str, Any],
+        start_ns: int,
+    ) -> trace.Span:
+        """Start a task's span, telling :meth:`on_start` it is a task's (no attribute lookup).
+
+        Tasks join the tree through :meth:`task_started`. Raises what ``tracer.start_span``
+        raises (another span processor's error).
+        """
+        call = self._task_span
+        call.active = True
+        try:
+            return tracer.start_span(
+                label, context=context, attributes=attributes, start_time=start_ns
+            )
+        finally:
+            call.active = False
+
+    def end_task_span(self, span: trace.Span, end_ns: int) -> None:
+        """End a task's span, telling :meth:`on_end` it is a task's (see :meth:`task_finished`)."""
+        call = self._task_span
+        call.active = True
+        try:
+            span.end(end_time=end_ns)
+        finally:
+            call.active = False
+
+    def update_running(self, task: TaskRecord, values: dict[str, Any]) -> None:
+        """Write measurements so far into a running task's fields (under the tree lock).
+
+        Nothing is written once the task has left ``running``: a refresh measured before the
+        task finished never overwrites its final figures (see :meth:`finish_running`).
+        """
+        if not values:
+            return
         with self.lock:
-            if span_id:
-                self._nodes.pop(span_id, None)
-            self._tasks.pop(task.task_id, None)
+            if task.__dict__["status"] is RUNNING:
+                _apply(task, values)
+
+    def finish_running(self, task: TaskRecord, span_id: int, fields: dict[str, Any]) -> bool:
+        """Write a finishing task's final fields and drop it from the running registry.
+
+        Under the tree lock, so that every snapshot shows the task either running or finished
+        with its final figures, never a mix. ``fields`` holds its final measurements, its
+        ``status`` and ``finish_time`` (and ``error``).
+
+        Returns:
+            ``False`` (nothing written) when the task is not running: another thread finished
+            it first.
+        """
+        d = task.__dict__
+        with self.lock:
+            if d["status"] is not RUNNING:
+                return False
+            _apply(task, fields)
+        if span_id:
+            self._nodes.pop(span_id, None)
+        self._tasks.pop(d["task_id"].int, None)
+        return True
+
+    def task_finished(self, task: TaskRecord) -> FileTargets | None:
+        """After :meth:`finish_running` and the span's end: merge records, write the file.
+
+        Returns:
+            The task's file targets (``None``: it has none).
+        """
         if self._sources:
             self.pull_records(task)
-        if self.files.targets(task) is not None:
+        targets = self.files.targets(task)
+        if targets is not None:
             self.files.finished(task)
+        return targets
 
     def running_task(self, task_id: uuid.UUID) -> TaskRecord | None:
         """Return the running task with this id in this process, if any."""
-        return self._tasks.get(task_id)
+        return self._tasks.get(task_id.int)
 
     def node_for_span(self, span_id: int) -> TaskRecord | None:
         """Return the running tree node (task or span) of a span id, if any."""
@@ -117,8 +198,7 @@ class TaskTreeProcessor(SpanProcessor):
 
     def running_tasks(self) -> list[TaskRecord]:
         """Return a snapshot of the tasks running in this process (any thread), oldest first."""
-        with self.lock:
-            return list(self._tasks.values())
+        return list(self._tasks.values())  # one C call: atomic under the GIL
 
     def forget_running(self) -> list[TaskRecord]:
         """After ``os.fork``, in the child: drop the parent's running nodes and return its tasks.
@@ -183,6 +263,8 @@ class TaskTreeProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Add a non-task span whose parent is a tree node as a subtask node (RUNNING)."""
         try:
+            if self._task_span.active:  # a task's span: the task joins through task_started
+                return
             span_parent = span.parent
             if span_parent is None:  # cheapest test first: a root span is never a subtask
                 return
@@ -216,6 +298,8 @@ class TaskTreeProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         """Complete the node of a non-task span from its timestamps, status and attributes."""
         try:
+            if self._task_span.active:  # a task's span: the task finishes through the façade
+                return
             ctx = span.get_span_context()
             if ctx is None or not self._nodes:
                 return
@@ -240,6 +324,19 @@ class TaskTreeProcessor(SpanProcessor):
         if raise_errors():
             raise e
         _warn(where, "tasktrace: task-tree processor error in %s: %r", where, e)
+
+
+def _apply(task: TaskRecord, values: dict[str, Any]) -> None:
+    """Write ``values`` into ``task``'s fields (extra data, checked, for unknown names)."""
+    d = task.__dict__
+    if values.keys() <= _FIELDS:  # the usual: declared fields only, in one C call
+        d.update(values)
+        return
+    for key, value in values.items():
+        if key in d:  # a declared field: measurements have the right types, skip validation
+            d[key] = value
+        else:
+            setattr(task, key, value)
 
 
 def _complete_from_span(node: TaskRecord, span: ReadableSpan) -> None:

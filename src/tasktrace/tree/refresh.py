@@ -3,10 +3,16 @@
 The task-tree processor registers each running task that has a file (and the façade each task
 that pending spans or task metrics watch); the refresh is the façade's (it updates the task's
 measurements so far, then the processor's writer re-writes the file from the tree).
+
+At interpreter exit the thread is stopped and a refresh in progress is waited for (at most
+:data:`EXIT_WAIT_S`): a daemon thread cut off inside pydantic's serialiser (Rust, through PyO3)
+aborts the whole process ("FATAL: exception not rethrown", exit status 134), and one cut off
+between writing and renaming leaves a temporary file beside the task file.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -16,7 +22,10 @@ from collections.abc import Callable
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.warn import WarnOnce
 
-__all__ = ["RefreshMonitor"]
+__all__ = ["EXIT_WAIT_S", "RefreshMonitor"]
+
+EXIT_WAIT_S = 30.0
+"""At interpreter exit, how long to wait for a refresh in progress to finish, in seconds."""
 
 _warn = WarnOnce(logging.getLogger(__name__))
 
@@ -25,8 +34,9 @@ class RefreshMonitor:
     """A daemon thread that calls each registered ``refresh()`` every interval.
 
     Each object is first refreshed one interval after it was added (its file was just written),
-    then every interval. Started lazily by the first :meth:`add`. Thread-safe. Errors in a
-    refresh are logged once per error type and never stop the thread.
+    then every interval. Started lazily by the first :meth:`add`; stopped by :meth:`stop`, which
+    runs at interpreter exit. Thread-safe. Errors in a refresh are logged once per error type
+    and never stop the thread.
 
     Args:
         interval_s: Returns the current interval in seconds (read at every scheduling step, so
@@ -42,6 +52,7 @@ class RefreshMonitor:
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._pid = os.getpid()
+        self._stopping = False
 
     def add(self, key: int, refresh: Callable[[], None]) -> None:
         """Call ``refresh`` every interval until :meth:`remove` is called with ``key``."""
@@ -52,16 +63,30 @@ class RefreshMonitor:
                 self._pid = os.getpid()
             self._items[key] = (refresh, time.monotonic() + self._interval_s())
             self._wake.set()  # the thread recomputes its wait
-            if self._thread is None:
+            if self._thread is None and not self._stopping:
                 self._thread = threading.Thread(
                     target=self._run, name="tasktrace-refresh", daemon=True
                 )
                 self._thread.start()
+                atexit.register(self.stop)
 
     def remove(self, key: int) -> None:
         """Stop refreshing ``key`` (no error if it is not registered)."""
         with self._lock:
             self._items.pop(key, None)
+
+    def stop(self, timeout_s: float = EXIT_WAIT_S) -> None:
+        """Stop the thread: no refresh starts after this; wait for one in progress.
+
+        Waits at most ``timeout_s`` seconds. Called at interpreter exit (``atexit``); safe to
+        call more than once, from any thread but the refresh thread itself.
+        """
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
 
     def refresh_all(self) -> None:
         """Run one refresh round of every registered object now, in the calling thread."""
@@ -83,6 +108,8 @@ class RefreshMonitor:
             interval = self._interval_s()
             due: list[Callable[[], None]] = []
             with self._lock:
+                if self._stopping:
+                    return
                 next_due = now + interval
                 for key, (refresh, when) in list(self._items.items()):
                     if when <= now:

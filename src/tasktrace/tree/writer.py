@@ -15,7 +15,9 @@ another process arrives); this writer decides *where*. A task may have two targe
 
 Each write pulls the records of other processes first (the processor's record sources), then
 serialises the task's tree under the tree's lock (:func:`~tasktrace.core.record.dump_json`) and
-replaces each target atomically (:func:`~tasktrace.tree.files.save_atomic`). Targets are held
+replaces each target atomically (:func:`~tasktrace.tree.files.save_atomic`), holding the task's
+own write lock from the snapshot to the last save: when the refresh thread and a finishing
+thread write the same file, the later snapshot is the one left on disk. Targets are held
 per task object, weakly: a task that is garbage-collected takes its targets with it.
 
 Thread-safety: every method may be called from any thread.
@@ -56,6 +58,8 @@ class FileTargets:
         monitor: Whether the refresh thread re-writes the file while the task runs.
         spool_record: The task's record in the spool (a subprocess root), or ``None``.
         sink: The sink the task is handed to (a remote scope's root), or ``None``.
+        lock: Held while the task's tree is serialised and written, so that of two writes
+            (the refresh thread's and the finish's) the later snapshot is always saved last.
     """
 
     file: Path | None = None
@@ -64,6 +68,7 @@ class FileTargets:
     spool_record: Path | None = None
     sink: RecordSink | None = None
     ref: Any = field(default=None, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def paths(self) -> tuple[Path, ...]:
         """Return the targets that are set (file first)."""
@@ -224,11 +229,12 @@ class TaskFileWriter:
         if not paths:
             return sink is not None
         self._pull_records()
-        with self._tree_lock():
-            data = dump_json(task)
-        if data is not None:
-            for path in paths:
-                save_atomic(path, data)
+        with targets.lock:  # snapshot and save in one step: a later snapshot is saved later
+            with self._tree_lock():
+                data = dump_json(task)
+            if data is not None:
+                for path in paths:
+                    save_atomic(path, data, b"\n")  # one line, newline-terminated
         return True
 
     def started(self, task: TaskRecord) -> None:

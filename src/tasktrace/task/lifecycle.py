@@ -1,0 +1,248 @@
+"""A task's start and finish: the hot path of every ``with Task(...)``.
+
+:func:`start_task` and :func:`finish_task` are :meth:`~tasktrace.Task.start` and
+:meth:`~tasktrace.Task.finish`. Each does what a task must, once, and nothing that can wait:
+
+- start: find the parent (:mod:`tasktrace.task.parents`), start the span with the task's
+  identity (:func:`~tasktrace.core.spans.start_attributes`; the parent's id text and trace id
+  string are its own, not formatted again), make it current, open the measurements, attach the
+  task to the tree (no lock: :meth:`~tasktrace.tree.processor.TaskTreeProcessor.task_started`);
+- finish: take the final measurements, write them, the status and ``finish_time`` into the task
+  under the tree's lock (:meth:`~tasktrace.tree.processor.TaskTreeProcessor.finish_running`),
+  write the span's attributes and status by the one mapping and end it, leave the context,
+  write the file if the task has one, hand the task's own figures to the task metrics when they
+  are on, and let the runtime record go.
+
+A top-level task looks for the tracer provider; a nested one goes through its root's
+(:func:`~tasktrace.export.provider.current_tracer`). Nothing is registered with the refresh
+thread unless the task has a file or pending spans are on.
+
+Thread-safety: see :mod:`tasktrace.task.runtime` (no lock per task; the tree's lock orders a
+finish against refreshes, and of two threads finishing one task only the first ends its span).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from tasktrace.core.context import detach, task_context
+from tasktrace.core.record import TaskRecord
+from tasktrace.core.settings import get_settings
+from tasktrace.core.spans import finish_attributes, span_status, start_attributes
+from tasktrace.core.status import Outcome, TaskStatus
+from tasktrace.core.warn import WarnOnce
+from tasktrace.export.metrics import task_metrics
+from tasktrace.export.provider import current_tracer, flush_spans, get_tracer
+from tasktrace.meters import active_meters
+from tasktrace.meters.gpu import cuda_marks
+from tasktrace.meters.process import rss_marks
+from tasktrace.task import processes, watch
+from tasktrace.task.parents import resolve_parent
+from tasktrace.task.runtime import (
+    NO_SNAPSHOTS,
+    Runtime,
+    cpu_split,
+    current_runtime,
+    measure,
+    release,
+    runtime,
+    start_meters,
+)
+from tasktrace.task.signals import install_sigterm_handler
+from tasktrace.tree.processor import tree
+
+__all__ = ["finish_task", "start_task"]
+
+_warn = WarnOnce(logging.getLogger(__name__))
+_get_current: Final = otel_context.get_current
+_attach: Final = otel_context.attach
+_time_ns: Final = time.time_ns
+_perf_counter: Final = time.perf_counter
+_getrusage: Final = resource.getrusage
+_SELF: Final = resource.RUSAGE_SELF
+_RUNNING: Final = TaskStatus.RUNNING
+_PENDING: Final = TaskStatus.PENDING
+_FINISHED: Final = TaskStatus.FINISHED
+_FAILED: Final = TaskStatus.FAILED
+
+
+def start_task(task: TaskRecord) -> None:
+    """``Task.start``: start the span, make it current, take the starting measurements.
+
+    Raises:
+        RuntimeError: The task was already started.
+        FileNotFoundError: The task file's folder does not exist (before any work runs).
+        FileExistsError: The task file exists and is not tasktrace output, before any work runs.
+    """
+    rt = runtime(task)
+    d = task.__dict__  # plain writes below: these fields are ours, validation is not needed
+    if d["status"] is not _PENDING:
+        raise RuntimeError(f"task {task.label!r} was already started ({task.status.value})")
+    tree.files.check(task)  # a task with a file: its folder, and a user's file, first
+    current = _get_current()
+    parent, parent_ctx = resolve_parent(task, rt, current)
+    prt = current_runtime(parent) if parent is not None else None
+    if parent is None or (prt is not None and prt.remote):  # the parent may be elsewhere
+        parent_ctx = processes.join_parent_process(task, parent, parent_ctx)
+    if parent is not None:
+        d["parent_id"] = parent.task_id
+    reset = rt.reset_hwm if rt.reset_hwm is not None else d["parent_id"] is None
+    # Identity at start (the processor tells tasks from other spans by TASK_ID); host name
+    # and machine label are resource attributes; measurements come at finish.
+    rt.id_text = id_text = str(d["task_id"])
+    attrs = start_attributes(task, id_text, prt.id_text if prt is not None else None)
+    install_sigterm_handler()
+    # A top-level task looks for the provider (set-up kept out of its times); a nested one
+    # goes through its root's.
+    tracer = get_tracer() if parent is None else current_tracer()
+    start_ns = _time_ns()
+    span = _start_span(tracer, d["label"], parent_ctx, attrs, start_ns)
+    sctx = span.get_span_context()
+    rt.span = span
+    rt.span_context = sctx
+    span_id = sctx.span_id
+    if span_id:  # a valid span (an invalid one has span id 0)
+        d["trace_id"] = _trace_text(prt, parent, sctx.trace_id)
+        d["span_id"] = format(span_id, "016x")
+    ctx = rt.ctx = task_context(task, span, current)
+    rt.token = _attach(ctx)
+    d["start_time"] = start_ns / 1e9
+    d["status"] = _RUNNING
+    _open_measurements(rt, reset)
+    tree.task_started(task, parent, span_id)  # writes the file, if the task has one
+    if get_settings().pending_spans:  # pending snapshot spans: off by default
+        rt.watched = True
+        watch.started(task, tracer, sctx)
+        tree.monitor.add(id(task), task.monitor_refresh)  # type: ignore[attr-defined]
+
+
+def _start_span(
+    tracer: trace.Tracer,
+    label: str,
+    context: otel_context.Context | None,
+    attributes: dict[str, Any],
+    start_ns: int,
+) -> trace.Span:
+    """Start a task's span; a span processor raising gives an invalid span (one warning)."""
+    try:
+        return tree.start_task_span(tracer, label, context, attributes, start_ns)
+    except Exception as e:  # noqa: BLE001 - another span processor raised: measure anyway
+        _warn("span-start", "tasktrace: starting the span of %r failed: %r", label, e)
+        return trace.INVALID_SPAN
+
+
+def _trace_text(prt: Runtime | None, parent: TaskRecord | None, trace_id: int) -> str:
+    """Return the trace id as 32 hex digits: the parent's own string in the same trace.
+
+    One string for a whole tree, not 81 bytes a task.
+    """
+    if prt is not None and parent is not None:
+        psc = prt.span_context
+        text = parent.__dict__["trace_id"]
+        if psc is not None and text is not None and psc.trace_id == trace_id:
+            return text  # type: ignore[no-any-return]
+    return format(trace_id, "032x")
+
+
+def _open_measurements(rt: Runtime, reset: bool) -> None:
+    """Open the high-water-mark scopes and the meters, then read the clocks.
+
+    The clocks last, so that tracing is outside the task's figures: ``perf_counter``,
+    ``getrusage(RUSAGE_SELF)``.
+    """
+    rt.rss_scope = rss_marks.open(reset=reset)
+    if "torch" in sys.modules:  # a CUDA scope only where torch may use CUDA
+        rt.gpu_scope = cuda_marks.open_if_used(reset=reset)
+    meters = active_meters()
+    if meters:
+        rt.snapshots = start_meters(meters)
+    rt.perf0 = _perf_counter()
+    rt.usage0 = _getrusage(_SELF)
+
+
+def finish_task(task: TaskRecord, outcome: Outcome, exc: BaseException | None) -> None:
+    """``Task.finish`` and ``__exit__``: measure, write the task and its span, end it, save.
+
+    Finishing a task that is not running logs a warning and does nothing.
+    """
+    private = task.__pydantic_private__
+    rt = private.get("_rt") if private is not None else None
+    if rt is None:  # never started here (built from a file, or finished already)
+        _warn(f"finish:{id(task)}", "tasktrace: task %r is not running", task.label)
+        return
+    if rt.remote:  # another process's task (inherited by fork): only leave its context
+        _close(rt)
+        return
+    span, sctx = rt.span, rt.span_context
+    d = task.__dict__
+    if d["status"] is not _RUNNING or span is None:
+        _warn(f"finish:{id(task)}", "tasktrace: task %r is not running", task.label)
+        return
+    final = measure(rt, final=True)
+    end_ns = _time_ns()
+    final["finish_time"] = end_ns / 1e9
+    final["status"] = status = outcome.status
+    if outcome.error is not None and d["error"] is None:
+        final["error"] = outcome.error
+    if outcome.exit_code is not None:
+        final["exit_code"] = outcome.exit_code  # as `tasktrace run` records a command's
+    if not tree.finish_running(task, sctx.span_id if sctx is not None else 0, final):
+        _warn(f"finish:{id(task)}", "tasktrace: task %r is not running", task.label)
+        return  # finished meanwhile by another thread, which ends the span
+    try:
+        _end_span(task, span, status, exc, end_ns)
+    finally:
+        _close(rt)  # and leave the task's context, where it may
+        targets = tree.task_finished(task)  # records of other processes merged, file written
+        if targets is not None and targets.spool_record is not None:
+            flush_spans()  # a subprocess's root: the child may end by os._exit
+        if rt.watched:
+            tree.monitor.remove(id(task))
+        recorder = task_metrics()
+        if recorder is not None:
+            recorder.finished(task, *cpu_split(rt))
+        if targets is None:
+            # Nothing left to do for a finished task: drop its runtime state, so that a tree
+            # of 100,000 finished tasks holds only the model data.
+            release(task)
+
+
+def _end_span(
+    task: TaskRecord, span: trace.Span, status: TaskStatus, exc: BaseException | None, end_ns: int
+) -> None:
+    """Write the finish attributes and status on the span and end it (never raises).
+
+    By the one mapping (:func:`~tasktrace.core.spans.finish_attributes`,
+    :func:`~tasktrace.core.spans.span_status`: a failed task's ``error`` is the status
+    description). Unless it finished, the exception that ended it is recorded as a span event.
+    A span processor raising is warned about once.
+    """
+    try:
+        try:
+            attrs = finish_attributes(task)
+        except TypeError as e:  # extra data set after construction that cannot be encoded
+            _warn(f"data:{e}", "tasktrace: %s; left out of the span", e)
+            attrs = finish_attributes(task, data=False)
+        span.set_attributes(attrs)
+        if exc is not None and status is not _FINISHED:
+            span.record_exception(exc, timestamp=end_ns)
+        if status is _FINISHED or status is _FAILED:
+            span.set_status(span_status(status, task.__dict__["error"]))
+        tree.end_task_span(span, end_ns)
+    except Exception as e:  # noqa: BLE001 - another span processor raised in on_end
+        _warn("span-end", "tasktrace: ending the span of %r failed: %r", task.label, e)
+
+
+def _close(rt: Runtime) -> None:
+    """Let a finished task's span, context and scopes go; leave its context where it may."""
+    detach(rt.token, rt.ctx)
+    rt.token = rt.span = rt.ctx = None  # the context holds the span: let both go
+    rt.snapshots = NO_SNAPSHOTS
+    rt.rss_scope = rt.gpu_scope = None
