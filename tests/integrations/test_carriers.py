@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 import uuid
+import weakref
 from pathlib import Path
 
 import pytest
 from opentelemetry import context as otel_context
 
 from tasktrace import Task, TaskStatus
-from tasktrace.task.carriers import Carrier, capture
+from tasktrace.core.context import live_context
+from tasktrace.integrations.batching import Batch, RecordBatcher
+from tasktrace.task.carriers import Carrier, capture, remote_scope
 from tasktrace.task.propagator import TaskTracePropagator
 from tasktrace.tree.delivery import deliver
 
@@ -163,3 +167,44 @@ def test_import_tasktrace_imports_no_engine() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_remote_scopes_are_freed_when_their_work_is_done() -> None:
+    """Remote scopes (one per call) and their finished roots are freed by refcount: no leak."""
+    propagator = TaskTracePropagator()
+    with Task("submitter"):
+        headers: dict[str, str] = {}
+        propagator.inject(headers)
+    headers["tasktrace-origin"] = "1@another-node"  # as if extracted on another machine
+    carrier = Carrier.from_headers(headers)
+    assert carrier is not None
+    batches: list[Batch] = []
+    batcher = RecordBatcher("worker", batches.append, interval_s=3600.0)
+    alive: list[weakref.ref[object]] = []
+    gc.collect()
+    gc.disable()  # freed by reference counting alone, as a busy worker needs
+    try:
+        for i in range(50):
+            token = otel_context.attach(propagator.extract(headers))
+            try:
+                alive.append(weakref.ref(live_context(otel_context.get_current())[0]))
+                with Task(f"call {i}") as task:
+                    pass
+                alive.append(weakref.ref(task))
+            finally:
+                otel_context.detach(token)
+            with remote_scope(
+                carrier, on_started=batcher.started, on_finished=batcher.finished
+            ) as scope:
+                assert scope is not None
+                alive.append(weakref.ref(scope.parent))
+                with Task(f"batched call {i}") as task:
+                    pass
+                alive.append(weakref.ref(task))
+            del scope, task
+        left = sum(ref() is not None for ref in alive)
+    finally:
+        gc.enable()
+    assert left <= 2  # at most the last stand-in of each kind, until the next scope is made
+    sent = [r for batch in batches for r in batch.records] + batcher.take_now()
+    assert len(sent) == 50  # the batched calls' records, none lost

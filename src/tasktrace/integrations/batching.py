@@ -125,9 +125,14 @@ class RecordBatcher:
                 self._busy = True
                 self._ensure_thread()
 
-    def finished(self, record: bytes) -> None:
-        """Send a finished root's record (a scope's ``on_finished``) with the next batch."""
+    def finished(self, task: TaskRecord, record: bytes) -> None:
+        """Send a finished root's record (a scope's ``on_finished``) with the next batch.
+
+        The root itself is let go at once (not at the next batch), so finished tasks do not
+        outlive their call in a busy worker.
+        """
         with self._lock:
+            self._roots.pop(id(task), None)
             self._records.append(record.decode())
             self._touched = True
             if not self._busy:

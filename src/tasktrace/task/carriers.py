@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
@@ -39,9 +39,9 @@ from tasktrace.core.attributes import normalise_data
 from tasktrace.core.context import TASK_KEY, live_context
 from tasktrace.core.ids import HOSTNAME
 from tasktrace.core.record import TaskRecord
-from tasktrace.core.status import TaskStatus
 from tasktrace.export.provider import flush_spans
 from tasktrace.task.processes import remote_parent
+from tasktrace.task.roots import RootSink
 from tasktrace.tree.delivery import keep_parent
 from tasktrace.tree.processor import tree
 
@@ -222,14 +222,15 @@ class RemoteScope:
         on_started: Called with a root task (running) right after it started, in the thread
             that started it, before the user's code goes on; the integration decides whether
             and when to send a snapshot of it (:meth:`snapshot`). Must not raise.
-        on_finished: Called with a root's record (task JSON, subtasks included) when it
-            finished, in the finishing thread; the record is then no longer kept. Must not
+        on_finished: Called with a root and its record (task JSON, subtasks included) when
+            it finished, in the finishing thread; the record is then no longer kept. Must not
             raise.
         keep: Keep finished records for :meth:`take` (when ``on_finished`` is not given).
 
-    A scope is cheap (one stand-in object): the Ray integration makes one per remote call.
-    Thread-safety: :meth:`take` and :meth:`running_roots` may be called from any thread while
-    tasks run.
+    A scope is cheap (one stand-in object) and is freed by reference counting once neither
+    it, a context made by :meth:`context`, nor a running root task is held: the Ray and Dask
+    integrations make one per remote call. Thread-safety: :meth:`take` and
+    :meth:`running_roots` may be called from any thread while tasks run.
     """
 
     def __init__(
@@ -238,7 +239,7 @@ class RemoteScope:
         data: Mapping[str, Any] | None = None,
         *,
         on_started: Callable[[TaskRecord], None] | None = None,
-        on_finished: Callable[[bytes], None] | None = None,
+        on_finished: Callable[[TaskRecord, bytes], None] | None = None,
         keep: bool = True,
     ) -> None:
         """Create the scope's stand-in parent (see the class docstring)."""
@@ -246,54 +247,21 @@ class RemoteScope:
         """The carrier this scope runs under."""
         self.data = {k: normalise_data(k, v) for k, v in (data or {}).items()}
         """Extra data set on every root task at its start (JSON values)."""
-        self.roots_started = 0
-        """How many root tasks started in this scope."""
-        self.on_started = on_started
-        self.on_finished = on_finished
-        self.keep = keep and on_finished is None
-        self._lock = threading.Lock()
-        self._finished: list[bytes] = []
-        self._running: dict[uuid.UUID, TaskRecord] = {}
+        self._roots = RootSink(self.data, on_started, on_finished, keep and on_finished is None)
         self._span_context = carrier.span_context()
-        self.parent = remote_parent(carrier.parent_task_id, self._span_context, self._sink)
+        self.parent = remote_parent(carrier.parent_task_id, self._span_context, self._roots)
         """The stand-in for the carrier's task that root tasks attach to."""
+        self._roots.parent = weakref.ref(self.parent)
 
-    def _sink(self, task: TaskRecord) -> None:
-        if task.status is TaskStatus.RUNNING:
-            if task.task_id in self._running:
-                return  # a refresh of a root that also has a file of its own
-            with self._lock:
-                self._running[task.task_id] = task
-                self.roots_started += 1
-            if self.data:
-                extra = task.__pydantic_extra__
-                if extra is None:
-                    task.__pydantic_extra__ = extra = {}
-                extra.update(self.data)  # checked once, when the scope was made
-            if self.on_started is not None:
-                self.on_started(task)
-            return
-        with self._lock:
-            self._running.pop(task.task_id, None)
-        subtasks = self.parent.subtasks
-        with tree.lock:
-            for i in range(len(subtasks) - 1, -1, -1):  # the stand-in lets finished roots go
-                if subtasks[i] is task:
-                    del subtasks[i]
-                    break
-            record = tree.snapshot(task)
-        if record is None:
-            return
-        if self.on_finished is not None:
-            self.on_finished(record)
-        elif self.keep:
-            with self._lock:
-                self._finished.append(record)
+    @property
+    def roots_started(self) -> int:
+        """How many root tasks started in this scope."""
+        return self._roots.roots_started
 
     def running_roots(self) -> list[TaskRecord]:
         """Return the root tasks of this scope still running (oldest first)."""
-        with self._lock:
-            return list(self._running.values())
+        with self._roots.lock:
+            return list(self._roots.running.values())
 
     def take(self, *, running: bool = False) -> list[bytes]:
         """Return the records of the roots that finished since the last call (removed).
@@ -304,8 +272,9 @@ class RemoteScope:
         Returns:
             One task-file JSON document (bytes, subtasks included) per root.
         """
-        with self._lock:
-            out, self._finished = self._finished, []
+        roots = self._roots
+        with roots.lock:
+            out, roots.finished = roots.finished, []
         if running:
             for task in self.running_roots():
                 record = snapshot(task)
@@ -337,7 +306,7 @@ def remote_scope(
     *,
     data: Mapping[str, Any] | None = None,
     on_started: Callable[[TaskRecord], None] | None = None,
-    on_finished: Callable[[bytes], None] | None = None,
+    on_finished: Callable[[TaskRecord, bytes], None] | None = None,
     flush: bool = True,
 ) -> Iterator[RemoteScope | None]:
     """Run the block with ``carrier``'s task as the parent of tasks started in it.
