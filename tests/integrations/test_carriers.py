@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import subprocess
@@ -16,8 +17,9 @@ from opentelemetry import context as otel_context
 from tasktrace import Task, TaskStatus
 from tasktrace.core.context import live_context
 from tasktrace.integrations.batching import Batch, RecordBatcher
-from tasktrace.task.carriers import Carrier, capture, remote_scope
+from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope
 from tasktrace.task.propagator import TaskTracePropagator
+from tasktrace.task.scope_cache import ScopeCache
 from tasktrace.tree.delivery import deliver
 
 pytestmark = pytest.mark.timeout(60)
@@ -208,3 +210,32 @@ def test_remote_scopes_are_freed_when_their_work_is_done() -> None:
     assert left <= 2  # at most the last stand-in of each kind, until the next scope is made
     sent = [r for batch in batches for r in batch.records] + batcher.take_now()
     assert len(sent) == 50  # the batched calls' records, none lost
+
+
+def test_one_cached_scope_serves_many_calls_each_with_its_own_data() -> None:
+    """A ScopeCache gives one scope per carrier; each call's roots carry their own call data."""
+    with Task("submitter"):
+        carrier = capture()
+    assert carrier is not None
+    remote = dataclasses.replace(carrier, origin_pid=1, origin_host="another-node")
+    records: list[bytes] = []
+    call = {"id": ""}
+    scopes = ScopeCache(
+        lambda c: RemoteScope(
+            c,
+            {"node": "n1"},
+            on_finished=lambda _task, record: records.append(record),
+            call_data=lambda: {"call": call["id"]},
+        )
+    )
+    for i in range(3):
+        call["id"] = f"call-{i}"
+        with remote_scope(remote, scope=scopes.get(remote)) as scope:
+            assert scope is scopes.get(remote)
+            with Task(f"work {i}"):
+                pass
+    parsed = [Task.model_validate_json(r) for r in records]
+    assert [(t.label, t.model_extra) for t in parsed] == [
+        (f"work {i}", {"node": "n1", "call": f"call-{i}"}) for i in range(3)
+    ]
+    assert {t.parent_id for t in parsed} == {carrier.parent_task_id}

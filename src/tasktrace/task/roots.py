@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tasktrace.core.record import TaskRecord
@@ -30,6 +30,7 @@ class RootSink:
         on_started: Called with a root (running) right after it started; must not raise.
         on_finished: Called with a finished root and its record (task JSON); must not raise.
         keep: Keep finished records in :attr:`finished` (when ``on_finished`` is not given).
+        call_data: Returns more extra data for each root, at its start (JSON values).
 
     Attributes:
         running: The roots still running, by ``task_id`` (guarded by :attr:`lock`).
@@ -42,6 +43,7 @@ class RootSink:
     """
 
     __slots__ = (
+        "call_data",
         "data",
         "finished",
         "keep",
@@ -59,9 +61,11 @@ class RootSink:
         on_started: Callable[[TaskRecord], None] | None,
         on_finished: Callable[[TaskRecord, bytes], None] | None,
         keep: bool,
+        call_data: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         """Create an empty sink (its :attr:`parent` is set by the scope)."""
         self.data = data
+        self.call_data = call_data
         self.on_started = on_started
         self.on_finished = on_finished
         self.keep = keep
@@ -79,11 +83,13 @@ class RootSink:
             with self.lock:
                 self.running[task.task_id] = task
                 self.roots_started += 1
-            if self.data:
+            if self.data or self.call_data is not None:
                 extra = task.__pydantic_extra__
                 if extra is None:
                     task.__pydantic_extra__ = extra = {}
                 extra.update(self.data)  # checked once, when the scope was made
+                if self.call_data is not None:
+                    extra.update(self.call_data())
             if self.on_started is not None:
                 self.on_started(task)
             return
