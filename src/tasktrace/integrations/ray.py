@@ -84,7 +84,7 @@ HOOK: Final = "tasktrace.integrations.ray:setup_tracing"
 """The value for ``ray.init(_tracing_startup_hook=...)`` / ``--tracing-startup-hook``."""
 COLLECTOR_PREFIX: Final = "tasktrace-records-"
 """Name prefix of the job's collector actor (the job id follows)."""
-DRAIN_WAIT_S: Final = 10 * FLUSH_INTERVAL_S
+DRAIN_WAIT_S: Final = 0.5
 """The longest a finishing task waits in the driver for busy workers' batches, in seconds."""
 MAX_HELD: Final = 100_000
 """Most records the collector holds for the driver; beyond that the oldest are dropped."""
@@ -223,14 +223,16 @@ _driver = _Driver()
 
 
 def collect() -> None:
-    """Deliver now whatever task records the job's collector holds (late ones included).
+    """Deliver now the task records of work finished so far (late ones included).
 
-    Called at the driver's exit too. Never raises: a failure is warned about once.
+    Busy workers are told to send what they hold at once, and waited for at most
+    :data:`DRAIN_WAIT_S`. Called at the driver's exit too. Never raises: a failure is warned
+    about once.
     """
     if _driver.handle is None or not ray.is_initialized():
         return
     try:
-        _driver.drain(0.0)
+        _driver.drain(DRAIN_WAIT_S)
     except Exception as e:  # noqa: BLE001 - collecting must not break the user's program
         _warn("ray-collect", "tasktrace: cannot collect task records from Ray: %r", e)
 
