@@ -16,6 +16,7 @@ from opentelemetry import context as otel_context
 
 from tasktrace import Task, TaskStatus
 from tasktrace.core.context import live_context
+from tasktrace.integrations.attempts import Attempts
 from tasktrace.integrations.batching import Batch, RecordBatcher
 from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope
 from tasktrace.task.propagator import TaskTracePropagator
@@ -239,3 +240,29 @@ def test_one_cached_scope_serves_many_calls_each_with_its_own_data() -> None:
         (f"work {i}", {"node": "n1", "call": f"call-{i}"}) for i in range(3)
     ]
     assert {t.parent_id for t in parsed} == {carrier.parent_task_id}
+
+
+def test_driver_keeps_no_record_once_its_tree_is_let_go() -> None:
+    """Records sorted into attempts and delivered are freed with their tree: no driver leak."""
+    attempts = Attempts("work_id", "worker_id", "Engine")
+    alive: list[weakref.ref[object]] = []
+    gc.collect()
+    gc.disable()  # freed by reference counting alone
+    try:
+        for round_ in range(20):
+            with Task(f"round {round_}") as driver:
+                capture()
+                records = []
+                for i in range(10):
+                    record = Task.model_validate_json(_remote_record(driver, f"call {i}"))
+                    record.work_id = f"work-{round_}-{i}"  # type: ignore[attr-defined]
+                    record.worker_id = "worker-1"  # type: ignore[attr-defined]
+                    records.append(record)
+                    alive.append(weakref.ref(record))
+                deliver(attempts.sort_out(records))
+            assert len(driver.subtasks) == 10
+            del driver, records, record
+        left = sum(ref() is not None for ref in alive)
+    finally:
+        gc.enable()
+    assert left == 0
