@@ -114,7 +114,11 @@ class _StatusHwm:
     def __call__(self) -> int | None:
         try:
             with self._lock:
-                data = self._read()
+                try:
+                    data = self._read()
+                except OSError:  # a descriptor closed under us: open the file again, once
+                    self._fd = -1
+                    data = self._read()
             start = data.index(b"VmHWM:") + 6
             return int(data[start : data.index(b"kB", start)]) * 1024
         except (OSError, ValueError):

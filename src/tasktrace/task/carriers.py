@@ -244,7 +244,7 @@ class RemoteScope:
         keep: Keep finished records for :meth:`take` (when ``on_finished`` is not given).
         call_data: Returns more extra data, called at each root's start (in its thread):
             what differs from call to call when one scope serves many (``ray_task_id``).
-            Must return JSON values and not raise.
+            Must return JSON values; a raise is warned about once (the root goes without).
 
     A scope is cheap (one stand-in object) and is freed by reference counting once neither
     it, a context made by :meth:`context`, nor a running root task is held: the Ray and Dask

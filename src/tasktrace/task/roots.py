@@ -5,6 +5,7 @@ Thread-safety: see :class:`RootSink`.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -12,9 +13,12 @@ from typing import Any
 
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.status import TaskStatus
+from tasktrace.core.warn import WarnOnce
 from tasktrace.tree.processor import tree
 
 __all__ = ["RootSink"]
+
+_warn = WarnOnce(logging.getLogger(__name__))
 
 
 class RootSink:
@@ -89,7 +93,10 @@ class RootSink:
                     task.__pydantic_extra__ = extra = {}
                 extra.update(self.data)  # checked once, when the scope was made
                 if self.call_data is not None:
-                    extra.update(self.call_data())
+                    try:
+                        extra.update(self.call_data())
+                    except Exception as e:  # noqa: BLE001 - must not break the user's task
+                        _warn("call-data", "tasktrace: a remote scope's call data failed: %r", e)
             if self.on_started is not None:
                 self.on_started(task)
             return
