@@ -24,6 +24,9 @@ CALLS = 500
 """Calls per round."""
 TARGETS = {"joblib": 1.10, "ray": 1.20, "dask": 1.10}
 """Largest ratio (with tasktrace / without) each engine may show."""
+ROUNDS = 11
+"""Rounds per engine, alternating between the two drivers; the ratio is of the medians (on a
+shared 2-core machine single rounds vary by more than the targets' margins)."""
 
 
 class _Driver:
@@ -78,7 +81,7 @@ class _Driver:
             self.proc.wait()
 
 
-def measure(engine: str, n: int = CALLS, rounds: int = 7) -> tuple[float, float]:
+def measure(engine: str, n: int = CALLS, rounds: int = ROUNDS) -> tuple[float, float]:
     """Return the median round seconds ``(with tasktrace, without)`` for ``engine``."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{engine}-") as tmp:
         (Path(tmp) / "plain").mkdir()
@@ -103,7 +106,7 @@ def run(quick: bool = False) -> list[Row]:
     """Measure each engine; one row each (value: with tasktrace; reference: without)."""
     rows = []
     for engine, target in TARGETS.items():
-        with_s, without_s = measure(engine, rounds=3 if quick else 7)
+        with_s, without_s = measure(engine, rounds=3 if quick else ROUNDS)
         rows.append(
             Row(
                 "engines",

@@ -131,3 +131,28 @@ def _worker_peak(parent: Task) -> int | None:
         block = _touch(20 * MB)
         del block
     return job.peak_memory
+
+
+@linux_only
+def test_spawned_worker_peaks_above_and_below_its_parents_are_its_own() -> None:
+    """A spawn worker's peaks are its own, whether above its parent's peak or below it."""
+    import multiprocessing
+
+    big = _touch(150 * MB)  # resident while the worker starts: its ru_maxrss includes it
+    with Task("root") as root, multiprocessing.get_context("spawn").Pool(1) as pool:
+        del big
+        high, low = pool.apply(_worker_peaks, (root,))
+    assert high is not None
+    assert low is not None
+    assert high >= 300 * MB, high  # above the parent's peak: the worker's own mark
+    assert low < 200 * MB, low  # after a reset, below the parent's peak: its own again
+
+
+def _worker_peaks(parent: Task) -> tuple[int | None, int | None]:
+    with Task("high", parent=parent, reset_hwm=True) as high:
+        block = _touch(300 * MB)
+        del block
+    with Task("low", parent=parent, reset_hwm=True) as low:
+        block = _touch(10 * MB)
+        del block
+    return high.peak_memory, low.peak_memory

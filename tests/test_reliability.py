@@ -149,7 +149,8 @@ def broken_meters(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     missing = str(tmp_path / "no-proc")
     monkeypatch.setattr(process, "_STATUS", missing)
     monkeypatch.setattr(process, "_CLEAR_REFS", missing)
-    monkeypatch.setattr(process._clear_refs, "_fd", -1)  # the kept descriptor: reopen it
+    monkeypatch.setattr(process._clear_refs, "_fd", -1)  # the kept descriptors: reopen them
+    monkeypatch.setattr(process._status_hwm_bytes, "_fd", -1)
     monkeypatch.setattr(process.rss_marks, "use_rusage", False)
     monkeypatch.setattr(process.rss_marks, "_read", process._status_hwm_bytes)
     yield

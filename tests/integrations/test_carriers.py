@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import os
 import subprocess
 import sys
 import uuid
+import weakref
 from pathlib import Path
 
 import pytest
 from opentelemetry import context as otel_context
 
 from tasktrace import Task, TaskStatus
-from tasktrace.task.carriers import Carrier, capture
+from tasktrace.core.context import live_context
+from tasktrace.integrations.attempts import Attempts
+from tasktrace.integrations.batching import Batch, RecordBatcher
+from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope
 from tasktrace.task.propagator import TaskTracePropagator
+from tasktrace.task.scope_cache import ScopeCache
 from tasktrace.tree.delivery import deliver
 
 pytestmark = pytest.mark.timeout(60)
@@ -163,3 +170,99 @@ def test_import_tasktrace_imports_no_engine() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_remote_scopes_are_freed_when_their_work_is_done() -> None:
+    """Remote scopes (one per call) and their finished roots are freed by refcount: no leak."""
+    propagator = TaskTracePropagator()
+    with Task("submitter"):
+        headers: dict[str, str] = {}
+        propagator.inject(headers)
+    headers["tasktrace-origin"] = "1@another-node"  # as if extracted on another machine
+    carrier = Carrier.from_headers(headers)
+    assert carrier is not None
+    batches: list[Batch] = []
+    batcher = RecordBatcher("worker", batches.append, interval_s=3600.0)
+    alive: list[weakref.ref[object]] = []
+    gc.collect()
+    gc.disable()  # freed by reference counting alone, as a busy worker needs
+    try:
+        for i in range(50):
+            token = otel_context.attach(propagator.extract(headers))
+            try:
+                alive.append(weakref.ref(live_context(otel_context.get_current())[0]))
+                with Task(f"call {i}") as task:
+                    pass
+                alive.append(weakref.ref(task))
+            finally:
+                otel_context.detach(token)
+            with remote_scope(
+                carrier, on_started=batcher.started, on_finished=batcher.finished
+            ) as scope:
+                assert scope is not None
+                alive.append(weakref.ref(scope.parent))
+                with Task(f"batched call {i}") as task:
+                    pass
+                alive.append(weakref.ref(task))
+            del scope, task
+        left = sum(ref() is not None for ref in alive)
+    finally:
+        gc.enable()
+    assert left <= 2  # at most the last stand-in of each kind, until the next scope is made
+    sent = [r for batch in batches for r in batch.records] + batcher.take_now()
+    assert len(sent) == 50  # the batched calls' records, none lost
+
+
+def test_one_cached_scope_serves_many_calls_each_with_its_own_data() -> None:
+    """A ScopeCache gives one scope per carrier; each call's roots carry their own call data."""
+    with Task("submitter"):
+        carrier = capture()
+    assert carrier is not None
+    remote = dataclasses.replace(carrier, origin_pid=1, origin_host="another-node")
+    records: list[bytes] = []
+    call = {"id": ""}
+    scopes = ScopeCache(
+        lambda c: RemoteScope(
+            c,
+            {"node": "n1"},
+            on_finished=lambda _task, record: records.append(record),
+            call_data=lambda: {"call": call["id"]},
+        )
+    )
+    for i in range(3):
+        call["id"] = f"call-{i}"
+        with remote_scope(remote, scope=scopes.get(remote)) as scope:
+            assert scope is scopes.get(remote)
+            with Task(f"work {i}"):
+                pass
+    parsed = [Task.model_validate_json(r) for r in records]
+    assert [(t.label, t.model_extra) for t in parsed] == [
+        (f"work {i}", {"node": "n1", "call": f"call-{i}"}) for i in range(3)
+    ]
+    assert {t.parent_id for t in parsed} == {carrier.parent_task_id}
+
+
+def test_driver_keeps_no_record_once_its_tree_is_let_go() -> None:
+    """Records sorted into attempts and delivered are freed with their tree: no driver leak."""
+    attempts = Attempts("work_id", "worker_id", "Engine")
+    alive: list[weakref.ref[object]] = []
+    gc.collect()
+    gc.disable()  # freed by reference counting alone
+    try:
+        for round_ in range(20):
+            with Task(f"round {round_}") as driver:
+                capture()
+                records = []
+                for i in range(10):
+                    record = Task.model_validate_json(_remote_record(driver, f"call {i}"))
+                    record.work_id = f"work-{round_}-{i}"  # type: ignore[attr-defined]
+                    record.worker_id = "worker-1"  # type: ignore[attr-defined]
+                    records.append(record)
+                    alive.append(weakref.ref(record))
+                deliver(attempts.sort_out(records))
+            assert len(driver.subtasks) == 10
+            del driver, records, record
+        left = sum(ref() is not None for ref in alive)
+    finally:
+        gc.enable()
+    assert left == 0

@@ -6,18 +6,37 @@ after the first worker died. The worker sends each root task's record when the t
 one work id come from more than one worker, every record of that work gets an ``attempt``
 number (1 for the first worker seen, in start order) and a record still ``running`` from an
 earlier attempt becomes ``failed``: its worker is gone, since the engine ran the work again.
+
+The book keeps, per unit of work, only the workers seen and the ids of its records, for the
+last :data:`WORKS_KEPT` units; the records themselves are found again among those delivered
+(:func:`tasktrace.tree.delivery.delivered`), so a record is freed with the tree that holds it.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import uuid
 from collections.abc import Iterable
+from typing import Final
 
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.status import TaskStatus
+from tasktrace.tree.delivery import delivered
 
-__all__ = ["Attempts"]
+__all__ = ["WORKS_KEPT", "Attempts"]
+
+WORKS_KEPT: Final = 65_536
+"""How many units of work the book remembers (the oldest are forgotten first): a retry seen
+after that many other units of work is not numbered."""
+
+
+class _Work:
+    __slots__ = ("task_ids", "workers")
+
+    def __init__(self) -> None:
+        self.workers: list[str] = []
+        self.task_ids: list[uuid.UUID] = []
 
 
 class Attempts:
@@ -35,8 +54,7 @@ class Attempts:
         self.worker_key = worker_key
         self.engine = engine
         self._lock = threading.Lock()
-        self._workers: dict[str, list[str]] = {}
-        self._records: dict[str, dict[uuid.UUID, TaskRecord]] = {}
+        self._works: collections.OrderedDict[str, _Work] = collections.OrderedDict()
 
     def sort_out(self, records: Iterable[TaskRecord]) -> list[TaskRecord]:
         """Give each attempt among ``records`` (and those seen before) its number.
@@ -47,6 +65,7 @@ class Attempts:
         """
         ordered = sorted(records, key=lambda t: t.start_time or 0.0)
         out: dict[uuid.UUID, TaskRecord] = {}
+        works = self._works
         with self._lock:
             for record in ordered:
                 out[record.task_id] = record
@@ -54,14 +73,19 @@ class Attempts:
                 work, worker = extra.get(self.work_key), extra.get(self.worker_key)
                 if not work or not worker:
                     continue
-                workers = self._workers.setdefault(work, [])
-                if worker not in workers:
-                    workers.append(worker)
-                known = self._records.setdefault(work, {})
-                known[record.task_id] = record
-                if len(workers) > 1:
-                    for task in known.values():
-                        if self._number(task, work, workers):
+                entry = works.get(work)
+                if entry is None:
+                    entry = works[work] = _Work()
+                    if len(works) > WORKS_KEPT:
+                        works.popitem(last=False)
+                if worker not in entry.workers:
+                    entry.workers.append(worker)
+                if record.task_id not in entry.task_ids:
+                    entry.task_ids.append(record.task_id)
+                if len(entry.workers) > 1:
+                    for task_id in entry.task_ids:
+                        task = out.get(task_id) or delivered(task_id)
+                        if task is not None and self._number(task, work, entry.workers):
                             out[task.task_id] = task
         return list(out.values())
 

@@ -44,9 +44,13 @@ __all__ = ["FLUSH_INTERVAL_S", "Batch", "RecordBatcher"]
 
 _warn = WarnOnce(logging.getLogger(__name__))
 
-FLUSH_INTERVAL_S: Final = 0.05
+FLUSH_INTERVAL_S: Final = 0.25
 """Seconds between two batches of a busy worker (also how long a root runs before its start
-record is sent)."""
+record is sent). Each batch is a message through the engine (a Ray actor call, a Dask event)
+that costs milliseconds of CPU in the worker, the engine and the driver (Ray's collector actor
+alone about 2 ms a batch on a 2-core machine): a quarter of a second keeps that small. The
+driver does not wait for the interval at a submitting task's finish: it asks the workers for
+what they hold."""
 
 
 @dataclass
@@ -125,9 +129,14 @@ class RecordBatcher:
                 self._busy = True
                 self._ensure_thread()
 
-    def finished(self, record: bytes) -> None:
-        """Send a finished root's record (a scope's ``on_finished``) with the next batch."""
+    def finished(self, task: TaskRecord, record: bytes) -> None:
+        """Send a finished root's record (a scope's ``on_finished``) with the next batch.
+
+        The root itself is let go at once (not at the next batch), so finished tasks do not
+        outlive their call in a busy worker.
+        """
         with self._lock:
+            self._roots.pop(id(task), None)
             self._records.append(record.decode())
             self._touched = True
             if not self._busy:

@@ -43,6 +43,7 @@ driver's ``configure()`` settings reach the workers when :func:`setup` runs (cal
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import threading
@@ -61,7 +62,8 @@ from tasktrace.export.provider import flush_spans
 from tasktrace.export.workers import apply_environment, worker_environment
 from tasktrace.integrations.attempts import Attempts
 from tasktrace.integrations.batching import Batch, RecordBatcher
-from tasktrace.task.carriers import Carrier, capture, remote_scope
+from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope
+from tasktrace.task.scope_cache import ScopeCache
 from tasktrace.tree.delivery import deliver
 from tasktrace.tree.processor import tree
 
@@ -107,43 +109,71 @@ class CarriedFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function in a remote scope; send the finished tasks' records home."""
-        worker = get_worker()
-        data = {"dask_key": self.key, "dask_worker": worker.address}
-        batcher = _batcher(worker)
-        with remote_scope(
-            self.carrier,
-            data=data,
-            on_started=batcher.started,
-            on_finished=batcher.finished,
-            flush=False,
-        ):
-            return self.__wrapped__(*args, **kwargs)
+        side = _side(get_worker())
+        token = _key.set(self.key)
+        try:
+            if self.carrier.here:  # a worker in the client's process (processes=False)
+                with remote_scope(
+                    self.carrier,
+                    data={"dask_key": self.key, "dask_worker": side.address},
+                    on_started=side.batcher.started,
+                    on_finished=side.batcher.finished,
+                    flush=False,
+                ):
+                    return self.__wrapped__(*args, **kwargs)
+            with remote_scope(self.carrier, flush=False, scope=side.scopes.get(self.carrier)):
+                return self.__wrapped__(*args, **kwargs)
+        finally:
+            _key.reset(token)
+
+
+_key: contextvars.ContextVar[str] = contextvars.ContextVar("tasktrace_dask_key", default="")
+
+
+def _key_data() -> dict[str, str]:
+    return {"dask_key": _key.get()}
 
 
 def flush_worker(dask_worker: Any) -> list[str]:
     """Return the records a worker holds, at once (run on each worker by ``client.run``)."""
-    batcher = _batchers.get(dask_worker.address)
-    return batcher.take_now() if batcher is not None else []
+    side = _sides.get(dask_worker.address)
+    return side.batcher.take_now() if side is not None else []
 
 
-_batchers_lock = threading.Lock()
-_batchers: dict[str, RecordBatcher] = {}
+class _WorkerSide:
+    """A worker's batcher (records go to the client as events, in batches) and its scopes."""
+
+    def __init__(self, worker: Any) -> None:
+        def send(batch: Batch) -> None:
+            if batch.records:
+                worker.log_event(TOPIC, {"records": batch.records})
+
+        self.address: str = worker.address
+        self.batcher = RecordBatcher(worker.address, send)
+        self.scopes = ScopeCache(self._make_scope)  # one per submitting task, not per call
+
+    def _make_scope(self, carrier: Carrier) -> RemoteScope:
+        return RemoteScope(
+            carrier,
+            {"dask_worker": self.address},
+            on_started=self.batcher.started,
+            on_finished=self.batcher.finished,
+            call_data=_key_data,
+        )
 
 
-def _batcher(worker: Any) -> RecordBatcher:
-    """Return the worker's batcher: its records go to the client as events, in batches."""
-    batcher = _batchers.get(worker.address)
-    if batcher is None:
-        with _batchers_lock:
-            batcher = _batchers.get(worker.address)
-            if batcher is None:
+_sides_lock = threading.Lock()
+_sides: dict[str, _WorkerSide] = {}
 
-                def send(batch: Batch) -> None:
-                    if batch.records:
-                        worker.log_event(TOPIC, {"records": batch.records})
 
-                batcher = _batchers[worker.address] = RecordBatcher(worker.address, send)
-    return batcher
+def _side(worker: Any) -> _WorkerSide:
+    side = _sides.get(worker.address)
+    if side is None:
+        with _sides_lock:
+            side = _sides.get(worker.address)
+            if side is None:
+                side = _sides[worker.address] = _WorkerSide(worker)
+    return side
 
 
 class TaskTracePlugin(WorkerPlugin):
@@ -170,9 +200,9 @@ class TaskTracePlugin(WorkerPlugin):
 
     def teardown(self, worker: Any) -> None:
         """Send what the worker's batcher holds and flush its spans (the worker closes)."""
-        batcher = _batchers.pop(worker.address, None)
-        if batcher is not None:
-            batcher.flush()
+        side = _sides.pop(worker.address, None)
+        if side is not None:
+            side.batcher.flush()
         flush_spans()
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:

@@ -63,6 +63,7 @@ from tasktrace.integrations.attempts import Attempts
 from tasktrace.integrations.batching import FLUSH_INTERVAL_S, Batch, RecordBatcher
 from tasktrace.task.carriers import Carrier, RemoteScope
 from tasktrace.task.propagator import TaskTracePropagator
+from tasktrace.task.scope_cache import ScopeCache
 from tasktrace.tree.delivery import deliver
 from tasktrace.tree.processor import tree
 
@@ -83,7 +84,7 @@ HOOK: Final = "tasktrace.integrations.ray:setup_tracing"
 """The value for ``ray.init(_tracing_startup_hook=...)`` / ``--tracing-startup-hook``."""
 COLLECTOR_PREFIX: Final = "tasktrace-records-"
 """Name prefix of the job's collector actor (the job id follows)."""
-DRAIN_WAIT_S: Final = 10 * FLUSH_INTERVAL_S
+DRAIN_WAIT_S: Final = 0.5
 """The longest a finishing task waits in the driver for busy workers' batches, in seconds."""
 MAX_HELD: Final = 100_000
 """Most records the collector holds for the driver; beyond that the oldest are dropped."""
@@ -222,14 +223,16 @@ _driver = _Driver()
 
 
 def collect() -> None:
-    """Deliver now whatever task records the job's collector holds (late ones included).
+    """Deliver now the task records of work finished so far (late ones included).
 
-    Called at the driver's exit too. Never raises: a failure is warned about once.
+    Busy workers are told to send what they hold at once, and waited for at most
+    :data:`DRAIN_WAIT_S`. Called at the driver's exit too. Never raises: a failure is warned
+    about once.
     """
     if _driver.handle is None or not ray.is_initialized():
         return
     try:
-        _driver.drain(0.0)
+        _driver.drain(DRAIN_WAIT_S)
     except Exception as e:  # noqa: BLE001 - collecting must not break the user's program
         _warn("ray-collect", "tasktrace: cannot collect task records from Ray: %r", e)
 
@@ -271,7 +274,13 @@ _worker = _Worker()
 
 def _worker_data() -> dict[str, Any]:
     ctx = ray.get_runtime_context()
-    data = {"ray_node_id": ctx.get_node_id(), "ray_worker_id": ctx.get_worker_id()}
+    return {"ray_node_id": ctx.get_node_id(), "ray_worker_id": ctx.get_worker_id()}
+
+
+def _call_data() -> dict[str, Any]:
+    """Return the Ray task (and actor) a root task starts in (called at its start)."""
+    ctx = ray.get_runtime_context()
+    data = {}
     task_id = ctx.get_task_id()
     if task_id:
         data["ray_task_id"] = task_id
@@ -281,15 +290,26 @@ def _worker_data() -> dict[str, Any]:
     return data
 
 
+def _make_scope(carrier: Carrier) -> RemoteScope:
+    batcher = _worker.ready()
+    return RemoteScope(
+        carrier,
+        _worker_data(),
+        on_started=batcher.started,
+        on_finished=batcher.finished,
+        call_data=_call_data,
+    )
+
+
+_scopes = ScopeCache(_make_scope)  # one scope per submitting task, not one per call
+
+
 def _scope(carrier: Carrier) -> RemoteScope:
     try:
-        batcher = _worker.ready()
+        return _scopes.get(carrier)
     except Exception as e:  # noqa: BLE001 - no collector: the tasks still run, spans only
         _warn("ray-collector", "tasktrace: no task-record collector for this Ray job: %r", e)
-        return RemoteScope(carrier, _worker_data(), keep=False)
-    return RemoteScope(
-        carrier, _worker_data(), on_started=batcher.started, on_finished=batcher.finished
-    )
+        return RemoteScope(carrier, _worker_data(), keep=False, call_data=_call_data)
 
 
 class RayTaskPropagator(TaskTracePropagator):

@@ -23,6 +23,7 @@ import resource
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.warn import WarnOnce
@@ -36,6 +37,7 @@ _LINUX = sys.platform.startswith("linux")
 MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB else
 _CLEAR_REFS = "/proc/self/clear_refs"
 _STATUS = "/proc/self/status"
+_STATUS_SIZE = 8192  # /proc/self/status is about 1.5 KB
 _SELF = resource.RUSAGE_SELF
 _CHILDREN = resource.RUSAGE_CHILDREN
 _getrusage = resource.getrusage
@@ -61,15 +63,69 @@ def children_usage() -> tuple[float, int]:
     return ru.ru_utime + ru.ru_stime, ru.ru_maxrss * MAXRSS_UNIT
 
 
-def _status_hwm_bytes() -> int | None:
-    try:
-        with open(_STATUS, "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+class _StatusHwm:
+    """``VmHWM`` of ``/proc/self/status`` in bytes, read through one descriptor kept open.
+
+    ``pread`` at offset 0 makes the kernel generate the file afresh (about 7 µs, half of an
+    ``open``, read and ``close``). The descriptor is reopened after a fork (``/proc/self`` was
+    resolved when it was opened). As for :class:`_ClearRefs`, the read goes through libc's
+    ``pread`` called with the GIL held where that is available: :func:`os.pread` releases the
+    GIL, which a busy exporting thread would then keep for the rest of its batch.
+    """
+
+    def __init__(self) -> None:
+        self._fd = -1
+        self._lock = threading.Lock()  # one reader of the shared buffer at a time
+        self._buffer: Any = None
+        self._pread: Callable[[int, Any, int, int], int] | None = None
+        self._tried = False
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._fd = -1  # the child's /proc/self is another file: open it on first use
+        self._lock = threading.Lock()
+
+    def _open(self) -> None:
+        self._fd = os.open(_STATUS, os.O_RDONLY | os.O_CLOEXEC)
+        if not self._tried:
+            self._tried = True
+            try:
+                import ctypes  # noqa: PLC0415 - only where the mark is read from /proc
+
+                pread = ctypes.PyDLL(None).pread
+                pread.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long)
+                pread.restype = ctypes.c_ssize_t
+                self._buffer = ctypes.create_string_buffer(_STATUS_SIZE)
+                self._pread = pread
+            except (ImportError, OSError, AttributeError):
+                self._pread = None  # os.pread, which releases the GIL
+
+    def _read(self) -> bytes:
+        if self._fd < 0:
+            self._open()
+        if self._pread is None:
+            return os.pread(self._fd, _STATUS_SIZE, 0)
+        n = self._pread(self._fd, self._buffer, _STATUS_SIZE, 0)
+        if n < 0:
+            raise OSError(f"cannot read {_STATUS}")
+        return self._buffer.raw[:n]  # type: ignore[no-any-return]
+
+    def __call__(self) -> int | None:
+        try:
+            with self._lock:
+                try:
+                    data = self._read()
+                except OSError:  # a descriptor closed under us: open the file again, once
+                    self._fd = -1
+                    data = self._read()
+            start = data.index(b"VmHWM:") + 6
+            return int(data[start : data.index(b"kB", start)]) * 1024
+        except (OSError, ValueError):
+            return None
+
+
+_status_hwm_bytes = _StatusHwm()
 
 
 class Scope:
@@ -212,11 +268,20 @@ def _rusage_hwm() -> int:
 
 
 class _RssMarks(HighWaterMarks):
-    """RSS marks: ``getrusage`` on the hot path, checked once against ``VmHWM`` after a reset."""
+    """RSS marks: ``getrusage`` on the hot path, checked once against ``VmHWM`` after a reset.
+
+    In a process started by ``exec`` from a bigger one, ``ru_maxrss`` is
+    ``max(pre-exec peak, VmHWM)`` for its whole life (the kernel keeps the old image's peak in
+    ``signal->maxrss``, set at ``exec`` only): the mark is then read from ``/proc`` — except
+    when ``ru_maxrss`` is above a bound of the pre-exec peak (:attr:`pre_exec_bound`), where
+    it *is* ``VmHWM`` and no read is needed.
+    """
 
     def __init__(self) -> None:
         super().__init__(_rusage_hwm, self._checked_reset, "RSS")
         self.use_rusage = True
+        self.pre_exec_bound = 0
+        """Bytes at or above the pre-exec peak (``ru_maxrss`` seen above ``VmHWM``); 0: none."""
         self._checked = not _LINUX
         self._checked_after_reset = not _LINUX
 
@@ -232,9 +297,18 @@ class _RssMarks(HighWaterMarks):
         # its parent's peak: then read VmHWM from /proc from now on.
         self._checked = True
         status = _status_hwm_bytes()
-        if status is not None and _rusage_hwm() > status + (1 << 20):
+        rusage = _rusage_hwm()  # read second: max(pre-exec peak, VmHWM now) >= pre-exec peak
+        if status is not None and rusage > status + (1 << 20):
             self.use_rusage = False
-            self._read = _status_hwm_bytes
+            if self.pre_exec_bound == 0 or rusage < self.pre_exec_bound:
+                self.pre_exec_bound = rusage
+            self._read = self._read_hwm
+
+    def _read_hwm(self) -> int | None:
+        mark = _rusage_hwm()
+        if mark > self.pre_exec_bound:
+            return mark  # above the pre-exec peak: ru_maxrss is VmHWM itself
+        return _status_hwm_bytes()
 
     def _checked_reset(self) -> bool:
         ok = _clear_refs()

@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
@@ -38,10 +38,10 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from tasktrace.core.attributes import normalise_data
 from tasktrace.core.context import TASK_KEY, live_context
 from tasktrace.core.ids import HOSTNAME
-from tasktrace.core.record import TaskRecord, own_containers
-from tasktrace.core.status import TaskStatus
+from tasktrace.core.record import TaskRecord
 from tasktrace.export.provider import flush_spans
 from tasktrace.task.processes import remote_parent
+from tasktrace.task.roots import RootSink
 from tasktrace.tree.delivery import keep_parent
 from tasktrace.tree.processor import tree
 
@@ -60,10 +60,13 @@ _propagator = TraceContextTextMapPropagator()
 HEADER_PREFIX: Final = "tasktrace-"
 """Prefix of a carrier's keys in its text form (:meth:`Carrier.to_headers`)."""
 SPAN_CONTEXTS_KEPT: Final = 256
-"""How many parsed carrier span contexts a process remembers (:meth:`Carrier.span_context`)."""
+"""How many carriers a process remembers: parsed (:meth:`Carrier.from_headers`), captured
+(:func:`capture`), their span contexts (:meth:`Carrier.span_context`), and scopes
+(:class:`~tasktrace.task.scope_cache.ScopeCache`)."""
 _MISSING: Final = object()
 _span_contexts: dict[tuple[str, str | None], trace.SpanContext | None] = {}
 _carriers: dict[tuple[Any, ...], Carrier] = {}
+_parsed: dict[tuple[Any, ...], Carrier] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +120,9 @@ class Carrier:
     def from_headers(cls, headers: Mapping[str, str]) -> Carrier | None:
         """Rebuild a carrier from :meth:`to_headers`; ``None`` if ``headers`` hold none.
 
+        The last :data:`SPAN_CONTEXTS_KEPT` carriers parsed are remembered (the same headers
+        give the same carrier object).
+
         Raises:
             ValueError: The carrier's keys are present but malformed (names the key).
         """
@@ -124,6 +130,12 @@ class Carrier:
         if parent is None:
             return None
         origin = headers.get(f"{HEADER_PREFIX}origin", "")
+        traceparent = headers.get(f"{HEADER_PREFIX}traceparent")
+        tracestate = headers.get(f"{HEADER_PREFIX}tracestate")
+        key = (cls, parent, origin, traceparent, tracestate)
+        found = _parsed.get(key)
+        if found is not None:
+            return found  # a worker sees the same few carriers call after call
         pid, _, host = origin.partition("@")
         try:
             parent_id = uuid.UUID(parent)
@@ -131,13 +143,17 @@ class Carrier:
             raise ValueError(f"{HEADER_PREFIX}parent: not a task id: {parent!r}") from None
         if not pid.isdigit() or not host:
             raise ValueError(f"{HEADER_PREFIX}origin: expected 'pid@host', got {origin!r}")
-        return cls(
+        carrier = cls(
             parent_task_id=parent_id,
-            traceparent=headers.get(f"{HEADER_PREFIX}traceparent"),
-            tracestate=headers.get(f"{HEADER_PREFIX}tracestate"),
+            traceparent=traceparent,
+            tracestate=tracestate,
             origin_host=host,
             origin_pid=int(pid),
         )
+        if len(_parsed) >= SPAN_CONTEXTS_KEPT:
+            _parsed.clear()
+        _parsed[key] = carrier
+        return carrier
 
     def span_context(self) -> trace.SpanContext | None:
         """Return the remote span context to parent spans on (``None`` without a valid one).
@@ -222,14 +238,18 @@ class RemoteScope:
         on_started: Called with a root task (running) right after it started, in the thread
             that started it, before the user's code goes on; the integration decides whether
             and when to send a snapshot of it (:meth:`snapshot`). Must not raise.
-        on_finished: Called with a root's record (task JSON, subtasks included) when it
-            finished, in the finishing thread; the record is then no longer kept. Must not
+        on_finished: Called with a root and its record (task JSON, subtasks included) when
+            it finished, in the finishing thread; the record is then no longer kept. Must not
             raise.
         keep: Keep finished records for :meth:`take` (when ``on_finished`` is not given).
+        call_data: Returns more extra data, called at each root's start (in its thread):
+            what differs from call to call when one scope serves many (``ray_task_id``).
+            Must return JSON values; a raise is warned about once (the root goes without).
 
-    A scope is cheap (one stand-in object): the Ray integration makes one per remote call.
-    Thread-safety: :meth:`take` and :meth:`running_roots` may be called from any thread while
-    tasks run.
+    A scope is cheap (one stand-in object) and is freed by reference counting once neither
+    it, a context made by :meth:`context`, nor a running root task is held: the Ray and Dask
+    integrations make one per remote call. Thread-safety: :meth:`take` and
+    :meth:`running_roots` may be called from any thread while tasks run.
     """
 
     def __init__(
@@ -238,63 +258,32 @@ class RemoteScope:
         data: Mapping[str, Any] | None = None,
         *,
         on_started: Callable[[TaskRecord], None] | None = None,
-        on_finished: Callable[[bytes], None] | None = None,
+        on_finished: Callable[[TaskRecord, bytes], None] | None = None,
         keep: bool = True,
+        call_data: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         """Create the scope's stand-in parent (see the class docstring)."""
         self.carrier = carrier
         """The carrier this scope runs under."""
         self.data = {k: normalise_data(k, v) for k, v in (data or {}).items()}
         """Extra data set on every root task at its start (JSON values)."""
-        self.roots_started = 0
-        """How many root tasks started in this scope."""
-        self.on_started = on_started
-        self.on_finished = on_finished
-        self.keep = keep and on_finished is None
-        self._lock = threading.Lock()
-        self._finished: list[bytes] = []
-        self._running: dict[uuid.UUID, TaskRecord] = {}
+        self._roots = RootSink(
+            self.data, on_started, on_finished, keep and on_finished is None, call_data
+        )
         self._span_context = carrier.span_context()
-        self.parent = remote_parent(carrier.parent_task_id, self._span_context, self._sink)
+        self.parent = remote_parent(carrier.parent_task_id, self._span_context, self._roots)
         """The stand-in for the carrier's task that root tasks attach to."""
+        self._roots.parent = weakref.ref(self.parent)
 
-    def _sink(self, task: TaskRecord) -> None:
-        if task.status is TaskStatus.RUNNING:
-            if task.task_id in self._running:
-                return  # a refresh of a root that also has a file of its own
-            with self._lock:
-                self._running[task.task_id] = task
-                self.roots_started += 1
-            if self.data:
-                own_containers(task)  # a Task("label") shares the read-only empty extra
-                extra = task.__pydantic_extra__
-                if extra is None:
-                    task.__pydantic_extra__ = extra = {}
-                extra.update(self.data)  # checked once, when the scope was made
-            if self.on_started is not None:
-                self.on_started(task)
-            return
-        with self._lock:
-            self._running.pop(task.task_id, None)
-        subtasks = self.parent.subtasks
-        with tree.lock:
-            for i in range(len(subtasks) - 1, -1, -1):  # the stand-in lets finished roots go
-                if subtasks[i] is task:
-                    del subtasks[i]
-                    break
-            record = tree.snapshot(task)
-        if record is None:
-            return
-        if self.on_finished is not None:
-            self.on_finished(record)
-        elif self.keep:
-            with self._lock:
-                self._finished.append(record)
+    @property
+    def roots_started(self) -> int:
+        """How many root tasks started in this scope."""
+        return self._roots.roots_started
 
     def running_roots(self) -> list[TaskRecord]:
         """Return the root tasks of this scope still running (oldest first)."""
-        with self._lock:
-            return list(self._running.values())
+        with self._roots.lock:
+            return list(self._roots.running.values())
 
     def take(self, *, running: bool = False) -> list[bytes]:
         """Return the records of the roots that finished since the last call (removed).
@@ -305,8 +294,9 @@ class RemoteScope:
         Returns:
             One task-file JSON document (bytes, subtasks included) per root.
         """
-        with self._lock:
-            out, self._finished = self._finished, []
+        roots = self._roots
+        with roots.lock:
+            out, roots.finished = roots.finished, []
         if running:
             for task in self.running_roots():
                 record = snapshot(task)
@@ -338,8 +328,9 @@ def remote_scope(
     *,
     data: Mapping[str, Any] | None = None,
     on_started: Callable[[TaskRecord], None] | None = None,
-    on_finished: Callable[[bytes], None] | None = None,
+    on_finished: Callable[[TaskRecord, bytes], None] | None = None,
     flush: bool = True,
+    scope: RemoteScope | None = None,
 ) -> Iterator[RemoteScope | None]:
     """Run the block with ``carrier``'s task as the parent of tasks started in it.
 
@@ -356,6 +347,9 @@ def remote_scope(
         on_finished: See :class:`RemoteScope`.
         flush: Flush the tracer provider at the end of the block when a root task ran (engine
             workers may be ended without running exit handlers).
+        scope: A scope made for ``carrier`` before (from a
+            :class:`~tasktrace.task.scope_cache.ScopeCache`) to run the
+            block in; ``data`` and the callbacks are then the scope's own.
     """
     if carrier.here:
         ctx = local_context(carrier)
@@ -366,11 +360,13 @@ def remote_scope(
             finally:
                 otel_context.detach(token)
             return
-    scope = RemoteScope(carrier, data, on_started=on_started, on_finished=on_finished)
+    if scope is None:
+        scope = RemoteScope(carrier, data, on_started=on_started, on_finished=on_finished)
+    started = scope.roots_started
     token = otel_context.attach(scope.context())
     try:
         yield scope
     finally:
         otel_context.detach(token)
-        if flush and scope.roots_started:
+        if flush and scope.roots_started != started:
             flush_spans()

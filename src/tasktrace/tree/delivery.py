@@ -46,6 +46,7 @@ __all__ = [
     "MAX_WAITING",
     "DeliveryReport",
     "deliver",
+    "delivered",
     "forget_parents",
     "is_kept",
     "keep_parent",
@@ -132,6 +133,11 @@ def _dropper(key: uuid.UUID) -> Callable[[object], None]:
             _parents.pop(key, None)
 
     return drop
+
+
+def delivered(task_id: uuid.UUID) -> TaskRecord | None:
+    """Return the record delivered last for ``task_id``, while a tree still holds it."""
+    return _delivered.get(task_id)
 
 
 def forget_parents() -> None:
