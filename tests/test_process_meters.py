@@ -156,3 +156,29 @@ def _worker_peaks(parent: Task) -> tuple[int | None, int | None]:
         block = _touch(10 * MB)
         del block
     return high.peak_memory, low.peak_memory
+
+
+@linux_only
+def test_a_worker_task_under_a_parent_elsewhere_resets_the_mark_by_default() -> None:
+    """A pool worker's task (its parent in the driver) measures its own peak, not the worker's.
+
+    The seed resets the high-water mark for a task without a parent; a parent in another
+    process is none here: without the reset, a small task after a big job in the same worker
+    reported the worker's lifetime peak.
+    """
+    import multiprocessing
+
+    with Task("root") as root, multiprocessing.get_context("spawn").Pool(1) as pool:
+        big = pool.apply(_worker_job, (root, 300 * MB))
+        small = pool.apply(_worker_job, (root, 10 * MB))
+    assert big is not None
+    assert small is not None
+    assert big >= 300 * MB, big
+    assert small < 200 * MB, small
+
+
+def _worker_job(parent: Task, n_bytes: int) -> int | None:
+    with Task("job", parent=parent) as job:
+        block = _touch(n_bytes)
+        del block
+    return job.peak_memory

@@ -78,7 +78,8 @@ class Task(TaskRecord):
             currently-active task.
         reset_hwm: Whether to reset the process's RSS (and CUDA) high-water marks at start, so
             that ``peak_memory`` is this task's own peak. Only effective on Linux. If
-            unspecified, resets when the task has no parent.
+            unspecified, resets when the task has no parent in this process (none at all, or
+            one in another process: a pool worker's or a subprocess's task).
         **data: Extra data kept in the model, the task file and the span (``tags=["train"]``,
             ``epoch=3``); must be JSON-serialisable.
 

@@ -93,7 +93,14 @@ def start_task(task: TaskRecord) -> None:
         parent_ctx = processes.join_parent_process(task, parent, parent_ctx)
     if parent is not None:
         d["parent_id"] = parent.task_id
-    reset = rt.reset_hwm if rt.reset_hwm is not None else d["parent_id"] is None
+    # The seed's rule: reset the high-water mark when the task has no parent, here or where
+    # its parent is another process's (a pool worker's, a subprocess's): there the mark is
+    # this process's own, and without a reset it would be the worker's lifetime peak.
+    reset = (
+        rt.reset_hwm
+        if rt.reset_hwm is not None
+        else parent is None or (prt is not None and prt.remote)
+    )
     # Identity at start (the processor tells tasks from other spans by TASK_ID); host name
     # and machine label are resource attributes; measurements come at finish.
     rt.id_text = id_text = str(d["task_id"])
