@@ -95,7 +95,7 @@ def _env(receiver: OtlpGrpcReceiver | OtlpHttpReceiver, protocol: str, **extra: 
     return clean_env(
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
         OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
-        TASKTRACE_EXIT_TIMEOUT_S="20",
+        TASKTRACE_EXIT_TIMEOUT_S="30",
         **extra,
     )
 
@@ -152,7 +152,7 @@ def test_a_request_refused_as_too_large_is_reported_as_such(
     It gives the status and tasktrace's request size, and never says "retrying".
     """
     with _receiver(protocol, max_bytes=1024 * 1024) as receiver:
-        env = _env(receiver, protocol, OTEL_EXPORTER_OTLP_TIMEOUT="8")
+        env = _env(receiver, protocol, OTEL_EXPORTER_OTLP_TIMEOUT="15")
         run = run_script(REFUSED_BATCH, tmp_path, env)
     assert run.returncode == 0, run.stderr
     (warning,) = run.export_warnings()
