@@ -266,3 +266,44 @@ def test_driver_keeps_no_record_once_its_tree_is_let_go() -> None:
     finally:
         gc.enable()
     assert left == 0
+
+
+_EXIT_DURING_SEND = """
+import sys, time
+from pathlib import Path
+from tasktrace import Task
+from tasktrace.integrations.batching import RecordBatcher
+
+marks = Path(sys.argv[1])
+
+def send(batch):
+    marks.write_text("send started\\n")
+    time.sleep(0.5)
+    with marks.open("a") as f:
+        f.write(f"send done {len(batch.records)}\\n")
+
+batcher = RecordBatcher("w1", send)
+batcher.finished(Task("root"), b"{}")  # the thread sends the first batch at once
+while not marks.exists():
+    time.sleep(0.01)
+"""
+
+
+def test_exit_waits_for_a_batch_being_sent(tmp_path: Path) -> None:
+    """A worker that exits while its batcher sends lets the send finish, and exits 0.
+
+    A daemon thread cut off inside pydantic's serialiser or an engine's C++ client aborts the
+    process ("FATAL: exception not rethrown").
+    """
+    marks = tmp_path / "marks"
+    script = tmp_path / "exit.py"
+    script.write_text(_EXIT_DURING_SEND)
+    run = subprocess.run(
+        [sys.executable, str(script), str(marks)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert marks.read_text().splitlines() == ["send started", "send done 1"]

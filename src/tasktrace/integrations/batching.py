@@ -25,6 +25,7 @@ Thread-safety: every method may be called from any thread.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -39,6 +40,7 @@ from tasktrace.core.status import TaskStatus
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.provider import flush_spans
 from tasktrace.task.carriers import snapshot
+from tasktrace.tree.refresh import EXIT_WAIT_S
 
 __all__ = ["FLUSH_INTERVAL_S", "Batch", "RecordBatcher"]
 
@@ -113,6 +115,7 @@ class RecordBatcher:
         self._spans = False
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._stopping = False
 
     # ----- what the remote scopes report ---------------------------------------------------------
 
@@ -177,7 +180,20 @@ class RecordBatcher:
                 target=self._run, name="tasktrace-record-batcher", daemon=True
             )
             self._thread.start()
+            atexit.register(self.stop)
         self._wake.set()
+
+    def stop(self, timeout_s: float = EXIT_WAIT_S) -> None:
+        """Let a batch being made or sent finish (at most ``timeout_s``); send no more after it.
+
+        Runs at interpreter exit: a daemon thread cut off inside pydantic's serialiser (a
+        snapshot) or an engine's C++ client (a send) aborts the whole process ("FATAL:
+        exception not rethrown"). What is still buffered is not sent: a worker's teardown
+        (:meth:`flush`) sends it where the engine allows.
+        """
+        self._stopping = True
+        if self._send_lock.acquire(timeout=timeout_s):  # the thread's batch in progress
+            self._send_lock.release()
 
     def _take(self, now: float, *, final: bool = False) -> Batch:
         refresh_s = get_settings().refresh_interval_s
@@ -221,6 +237,8 @@ class RecordBatcher:
                     self._spans = False
                     flush_spans()  # finished roots: their spans leave before their records
                 with self._send_lock:
+                    if self._stopping:
+                        return
                     batch = self._take(time.monotonic())
                     started = time.monotonic()
                     self._send(batch)
