@@ -176,3 +176,28 @@ def test_a_span_without_a_status_attribute_gets_one_from_its_span_status() -> No
         "duration": 2.5,
     }
     assert span_fields(ReadableSpan(name="s", context=context))["status"] == "running"
+
+
+def test_float_measurements_are_rounded_to_their_source_precision_on_spans() -> None:
+    """Span floats carry no binary noise: times to 1 µs, NVML energy to 1 mJ, RAPL to 1 µJ.
+
+    The task keeps the values as measured.
+    """
+    task = Task.model_validate(
+        {
+            "label": "noisy",
+            "status": "finished",
+            "duration": 3.888958554999988,
+            "cpu_time": 0.15454899999999983,
+            "gpu_power": 12.345678912,
+            "gpu_energy_source": "nvml-counter",
+            "cpu_power": 7.123456789,
+            "cpu_energy_source": "rapl",
+        }
+    )
+    attrs = finish_attributes(task)
+    assert attrs["tasktrace.task.duration_s"] == 3.888959
+    assert attrs["tasktrace.task.cpu_time_s"] == 0.154549
+    assert attrs["tasktrace.task.gpu_energy_j"] == 12.346
+    assert attrs["tasktrace.task.cpu_energy_j"] == 7.123457
+    assert task.cpu_time == 0.15454899999999983
