@@ -148,3 +148,14 @@ def same_to_span_precision(back: object, original: object, path: str = "task") -
         assert abs(back - original) <= limit, f"{path}: {back!r} != {original!r}"
     else:
         assert back == original, f"{path}: {back!r} != {original!r}"
+
+
+def is_microsecond_rounding(attribute: object, measured: float | None) -> bool:
+    """Whether a span's time ``attribute`` is ``measured`` seconds rounded to 1 µs.
+
+    The nearest whole microsecond, or the neighbour where ``measured`` lies within a rounding
+    error of a half step: within 0.5 µs of ``measured``, and a value of 6 decimals.
+    """
+    if not isinstance(attribute, float) or measured is None:
+        return False
+    return abs(attribute - measured) <= 5.000001e-7 and attribute == round(attribute, 6)

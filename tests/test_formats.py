@@ -168,16 +168,12 @@ _GOLDEN_LINE = {
                             "kind": 1,
                             "startTimeUnixNano": "1700000000500000000",
                             "endTimeUnixNano": "1700000002000000000",
-                            "attributes": [  # at start, then at finish, as live
+                            "attributes": [  # identity, fields, data: as a live span ends
                                 {
                                     "key": "tasktrace.task.id",
                                     "value": {
                                         "stringValue": "00000000-0000-4000-8000-000000000001"
                                     },
-                                },
-                                {
-                                    "key": "tasktrace.data.tags",
-                                    "value": {"arrayValue": {"values": [{"stringValue": "exp"}]}},
                                 },
                                 {
                                     "key": "tasktrace.task.status",
@@ -187,6 +183,10 @@ _GOLDEN_LINE = {
                                 {
                                     "key": "tasktrace.task.peak_memory_bytes",
                                     "value": {"intValue": "1048576"},
+                                },
+                                {
+                                    "key": "tasktrace.data.tags",
+                                    "value": {"arrayValue": {"values": [{"stringValue": "exp"}]}},
                                 },
                             ],
                             "status": {"code": 1},

@@ -15,6 +15,7 @@ from tasktrace import Task, TaskStatus
 from tasktrace.core import attributes as attr
 from tasktrace.core.settings import Settings, reset_settings
 from tasktrace.tree import writer
+from .export_helpers import is_microsecond_rounding
 
 WORKERS = 4
 TASKS_PER_WORKER = 150
@@ -106,8 +107,8 @@ def test_refresh_racing_finish_never_overwrites_final_figures(
     for task_id, task in tasks.items():  # final figures, never overwritten after the span ended
         assert task.status is TaskStatus.FINISHED
         a = spans[task_id].attributes
-        assert a[attr.DURATION_S] == round(task.duration or -1, 6), task.label
-        assert a[attr.CPU_TIME_S] == round(task.cpu_time or -1, 6), task.label
+        assert is_microsecond_rounding(a[attr.DURATION_S], task.duration), task.label
+        assert is_microsecond_rounding(a[attr.CPU_TIME_S], task.cpu_time), task.label
     assert len(writes) > 10 * ROOTS  # the refreshers did race the finishes
     for path, data in writes:
         for node in _nodes(json.loads(data)):

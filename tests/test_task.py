@@ -9,12 +9,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode
 
 from tasktrace import Task, TaskStatus
 from tasktrace.core import attributes as attr
 from tasktrace.testing import InMemorySpanExporter
+
+from .export_helpers import is_microsecond_rounding
 
 
 def _by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:
@@ -43,6 +47,42 @@ def test_nested_tasks_form_one_trace(task_spans: InMemorySpanExporter) -> None:
     assert root.trace_id == format(spans["root"].context.trace_id, "032x")
 
 
+def test_a_task_span_starts_with_its_data_only_and_ends_with_its_identity(
+    task_spans: InMemorySpanExporter,
+) -> None:
+    """A processor's on_start sees a task span's extra data only; the identity comes at finish."""
+    seen: dict[str, dict[str, object]] = {}
+
+    class Recorder(SpanProcessor):
+        active = True
+
+        def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+            if Recorder.active:
+                seen[span.name] = dict(span.attributes or {})
+
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(Recorder())  # the SDK cannot remove it: it goes inert below
+    try:
+        with Task("root") as root, Task("child", epoch=3) as child:
+            pass
+    finally:
+        Recorder.active = False
+    assert seen == {"root": {}, "child": {"tasktrace.data.epoch": 3}}
+    spans = _by_name(task_spans.get_finished_spans())
+    assert spans["child"].attributes is not None
+    assert dict(spans["child"].attributes) == {
+        attr.TASK_ID: str(child.task_id),
+        attr.PARENT_ID: str(root.task_id),
+        attr.STATUS: "finished",
+        attr.DURATION_S: spans["child"].attributes[attr.DURATION_S],
+        attr.CPU_TIME_S: spans["child"].attributes[attr.CPU_TIME_S],
+        attr.PEAK_MEMORY_BYTES: child.peak_memory,
+        "tasktrace.data.epoch": 3,
+    }
+    assert [s.label for s in root.subtasks] == ["child"]  # the tree knows the span is a task
+
+
 def test_span_attributes_equal_task_fields(task_spans: InMemorySpanExporter) -> None:
     """Each span carries the task's measurements (times to 1 µs) and data; mapping back agrees."""
     with Task("work", tags=["train", "x"], epoch=3, config={"lr": 0.1}) as t:
@@ -51,8 +91,8 @@ def test_span_attributes_equal_task_fields(task_spans: InMemorySpanExporter) -> 
     a = span.attributes
     assert a[attr.TASK_ID] == str(t.task_id)
     assert a[attr.STATUS] == "finished"
-    assert a[attr.DURATION_S] == round(t.duration or 0, 6)
-    assert a[attr.CPU_TIME_S] == round(t.cpu_time or 0, 6)
+    assert is_microsecond_rounding(a[attr.DURATION_S], t.duration)
+    assert is_microsecond_rounding(a[attr.CPU_TIME_S], t.cpu_time)
     assert a[attr.PEAK_MEMORY_BYTES] == t.peak_memory
     assert a["tasktrace.data.tags"] == ("train", "x")
     assert a["tasktrace.data.epoch"] == 3
@@ -60,7 +100,7 @@ def test_span_attributes_equal_task_fields(task_spans: InMemorySpanExporter) -> 
     fields = attr.attributes_to_fields(a)
     assert fields["tags"] == ["train", "x"]
     assert fields["config"] == {"lr": 0.1}
-    assert fields["duration"] == round(t.duration or 0, 6)
+    assert is_microsecond_rounding(fields["duration"], t.duration)
     assert (
         span.start_time == round(t.start_time * 1e9)
         or abs(span.start_time - t.start_time * 1e9) < 1e3

@@ -12,6 +12,7 @@ from tasktrace import Task, TaskStatus
 from tasktrace.core.spans import (
     finish_attributes,
     host_attributes,
+    identity_attributes,
     span_attributes,
     span_fields,
     span_status,
@@ -136,25 +137,32 @@ def test_span_status_follows_the_task_status_and_its_error() -> None:
         assert span_status(status, "KeyboardInterrupt").status_code is StatusCode.UNSET
 
 
-def test_identity_at_start_host_on_the_resource_the_rest_at_finish() -> None:
-    """Start: id, parent, subprocess (only when true), data; finish: the set fields; no host."""
+def test_data_at_start_identity_and_fields_at_finish_host_on_the_resource() -> None:
+    """Start: the data only; finish: id, parent, subprocess (if true), fields, data; no host."""
     parent = _task()
     child = _task(parent_id=str(parent.task_id), subprocess=True, duration=1.5, epoch=3)
-    start = start_attributes(child)
-    assert start == {
+    assert start_attributes(child) == {"tasktrace.data.epoch": 3}
+    assert start_attributes(parent) == {}
+    assert identity_attributes(child) == {
         "tasktrace.task.id": str(child.task_id),
         "tasktrace.task.parent_id": str(parent.task_id),
         "tasktrace.task.subprocess": True,
-        "tasktrace.data.epoch": 3,
     }
-    assert "tasktrace.task.subprocess" not in start_attributes(parent)
+    assert identity_attributes(parent) == {"tasktrace.task.id": str(parent.task_id)}
     finish = finish_attributes(child)
-    assert finish == {
+    assert list(finish.items()) == [
+        ("tasktrace.task.id", str(child.task_id)),
+        ("tasktrace.task.parent_id", str(parent.task_id)),
+        ("tasktrace.task.subprocess", True),
+        ("tasktrace.task.status", "pending"),
+        ("tasktrace.task.duration_s", 1.5),
+        ("tasktrace.data.epoch", 3),
+    ]
+    assert finish_attributes(child, identity=False, data=False) == {
         "tasktrace.task.status": "pending",
         "tasktrace.task.duration_s": 1.5,
-        "tasktrace.data.epoch": 3,
     }
-    assert span_attributes(child) == {**start, **finish}
+    assert span_attributes(child) == finish
     assert host_attributes("node1", "rig") == {"host.name": "node1", "tasktrace.machine": "rig"}
     assert host_attributes("node1", None) == {"host.name": "node1"}
 

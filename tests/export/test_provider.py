@@ -18,6 +18,7 @@ from ..export_helpers import (
     run_script,
 )
 from ..otlp_receivers import OtlpHttpReceiver, SpanRecord
+from ..export_helpers import is_microsecond_rounding
 
 
 def _flatten(task: Task) -> list[Task]:
@@ -38,8 +39,8 @@ def _assert_spans_equal_tree(spans: list[SpanRecord], task_file: Path, pid: int)
         attrs = span.attributes
         assert attrs["tasktrace.task.id"] == str(task.task_id)
         assert attrs["tasktrace.task.status"] == task.status.value
-        assert attrs["tasktrace.task.duration_s"] == round(task.duration, 6)  # 1 µs
-        assert attrs["tasktrace.task.cpu_time_s"] == round(task.cpu_time, 6)
+        assert is_microsecond_rounding(attrs["tasktrace.task.duration_s"], task.duration)  # 1 µs
+        assert is_microsecond_rounding(attrs["tasktrace.task.cpu_time_s"], task.cpu_time)
         assert attrs["tasktrace.task.peak_memory_bytes"] == task.peak_memory
         if task.status.value == "failed":
             assert span.status_code == "ERROR"

@@ -11,7 +11,10 @@ are not tasks) or from a file.
 
 What goes where:
 
-- identity, at start: :data:`~tasktrace.core.attributes.TASK_ID`,
+- at start, only the extra data (``tasktrace.data.*``, what a sampler and a processor's
+  ``on_start`` see); a task without extra data starts its span with no attributes, which saves
+  the SDK's cleaning of a second attribute set on every task (:doc:`/performance`);
+- identity, at finish (:func:`identity_attributes`): :data:`~tasktrace.core.attributes.TASK_ID`,
   :data:`~tasktrace.core.attributes.PARENT_ID` (when the task has a parent) and
   :data:`~tasktrace.core.attributes.SUBPROCESS` (only when ``True``: absent means ``False``);
 - ``hostname`` and ``machine``: the resource's ``host.name`` and ``tasktrace.machine``, never
@@ -27,7 +30,11 @@ What goes where:
 - the span status: ``finished`` → ``OK``, ``failed`` → ``ERROR`` with the task's ``error`` as
   the description, anything else ``UNSET``;
 - extra data: ``tasktrace.data.*`` / ``tasktrace.data_json.*`` within the span's budget
-  (:mod:`tasktrace.core.budget`), at start and again at finish.
+  (:mod:`tasktrace.core.budget`), at start and again at finish (data set while the task ran).
+
+The span of a running task therefore carries no task id: the task-tree processor knows task
+spans without it (:meth:`~tasktrace.tree.processor.TaskTreeProcessor.start_task_span`), and a
+pending snapshot span (:mod:`tasktrace.export.pending`) names its real span instead.
 
 Thread-safety: pure functions of their arguments (the budget's warnings are once per process).
 """
@@ -52,6 +59,7 @@ __all__ = [
     "data_attributes",
     "finish_attributes",
     "host_attributes",
+    "identity_attributes",
     "resource_fields",
     "span_attributes",
     "span_fields",
@@ -95,8 +103,12 @@ _DURATION: Final = attr.DURATION_S
 _CPU_TIME: Final = attr.CPU_TIME_S
 _PEAK_MEMORY: Final = attr.PEAK_MEMORY_BYTES
 _STATUS: Final = attr.STATUS
+_TASK_ID: Final = attr.TASK_ID
+_PARENT_ID: Final = attr.PARENT_ID
+_SUBPROCESS: Final = attr.SUBPROCESS
 _STATUS_TEXT: Final = {status: status.value for status in TaskStatus}  # .value is a property
 _OK: Final = Status(StatusCode.OK)
+_SCALES: Final = {decimals: float(10**decimals) for decimals in range(16)}
 _UNSET: Final = Status(StatusCode.UNSET)
 
 
@@ -111,18 +123,29 @@ def data_attributes(label: str, data: Mapping[str, Any]) -> dict[str, Any]:
     return bounded_data_attributes(label, attr.data_to_attributes(data))
 
 
-def start_attributes(
-    task: TaskRecord, task_id: str | None = None, parent_id: str | None = None
-) -> dict[str, Any]:
-    """Return the attributes a task's span starts with: identity and extra data (see above).
+def start_attributes(task: TaskRecord) -> dict[str, Any]:
+    """Return the attributes a task's span starts with: its extra data (see above).
 
-    Args:
-        task: The starting task.
-        task_id: ``str(task.task_id)``, when the caller has it already.
-        parent_id: ``str(task.parent_id)``, when the caller has it already.
+    Empty for a task without extra data (the usual case: its span starts with no attributes).
 
     Raises:
         TypeError: Extra data that cannot be encoded (the message names the key).
+    """
+    extra = task.__pydantic_extra__
+    if not extra:
+        return {}
+    return data_attributes(task.__dict__["label"], extra)
+
+
+def identity_attributes(
+    task: TaskRecord, task_id: str | None = None, parent_id: str | None = None
+) -> dict[str, Any]:
+    """Return a task span's identity attributes: task id, parent id, subprocess (see above).
+
+    Args:
+        task: The task.
+        task_id: ``str(task.task_id)``, when the caller has it already.
+        parent_id: ``str(task.parent_id)``, when the caller has it already.
     """
     d = task.__dict__
     attrs: dict[str, Any] = {attr.TASK_ID: task_id or str(d["task_id"])}
@@ -130,10 +153,22 @@ def start_attributes(
         attrs[attr.PARENT_ID] = parent_id or str(d["parent_id"])
     if d["subprocess"]:
         attrs[attr.SUBPROCESS] = True
-    extra = task.__pydantic_extra__
-    if extra:
-        attrs.update(data_attributes(d["label"], extra))
     return attrs
+
+
+def _round(value: float, decimals: int) -> float:
+    """Return ``value`` rounded to ``decimals`` decimals: the double nearest ``k / 10**decimals``.
+
+    ``round(value * 10**decimals) / 10**decimals``: a third of ``round(value, decimals)``'s
+    cost (which goes through a decimal string), the same result but where ``value`` lies within
+    a rounding error of a half step. A value that cannot be rounded (infinite, NaN, beyond
+    2**53 steps) is returned as it is.
+    """
+    scale = _SCALES[decimals]
+    try:
+        return round(value * scale) / scale
+    except (OverflowError, ValueError):  # inf, nan
+        return value
 
 
 def _rounded(name: str, value: Any, d: Mapping[str, Any]) -> Any:
@@ -141,34 +176,52 @@ def _rounded(name: str, value: Any, d: Mapping[str, Any]) -> Any:
     if type(value) is not float:
         return value
     if name in _TIME_FIELDS:
-        return round(value, TIME_DECIMALS)
+        return _round(value, TIME_DECIMALS)
     source = _ENERGY_SOURCES.get(name)
     if source is None:
         return value
-    return round(value, ENERGY_DECIMALS.get(d[source] if source else "rapl", 6))
+    return _round(value, ENERGY_DECIMALS.get(d[source] if source else "rapl", 6))
 
 
-def finish_attributes(task: TaskRecord, *, data: bool = True) -> dict[str, Any]:
-    """Return the attributes a task's span gets at finish: every other field that is set.
+def finish_attributes(
+    task: TaskRecord,
+    *,
+    data: bool = True,
+    identity: bool = True,
+    task_id: str | None = None,
+    parent_id: str | None = None,
+) -> dict[str, Any]:
+    """Return the attributes a task's span gets at finish: identity and every field that is set.
 
     Float measurements are rounded to their source's precision (see the module docstring).
 
     Args:
         task: The finished task (its fields hold the final measurements, status and error).
         data: Include the extra data (``False`` when the caller encodes it itself).
+        identity: Include :func:`identity_attributes` (``False`` for a pending snapshot span).
+        task_id: ``str(task.task_id)``, when the caller has it already.
+        parent_id: ``str(task.parent_id)``, when the caller has it already.
 
     Raises:
         TypeError: Extra data that cannot be encoded (the message names the key).
     """
     d = task.__dict__
+    if identity:  # identity_attributes, inline: this runs for every task
+        attrs: dict[str, Any] = {_TASK_ID: task_id or str(d["task_id"])}
+        if d["parent_id"] is not None:
+            attrs[_PARENT_ID] = parent_id or str(d["parent_id"])
+        if d["subprocess"]:
+            attrs[_SUBPROCESS] = True
+    else:
+        attrs = {}
     status = d["status"]
-    attrs: dict[str, Any] = {_STATUS: _STATUS_TEXT.get(status, status)}
+    attrs[_STATUS] = _STATUS_TEXT.get(status, status)
     value = d["duration"]
     if value is not None:
-        attrs[_DURATION] = round(value, TIME_DECIMALS) if type(value) is float else value
+        attrs[_DURATION] = _round(value, TIME_DECIMALS) if type(value) is float else value
     value = d["cpu_time"]
     if value is not None:
-        attrs[_CPU_TIME] = round(value, TIME_DECIMALS) if type(value) is float else value
+        attrs[_CPU_TIME] = _round(value, TIME_DECIMALS) if type(value) is float else value
     value = d["peak_memory"]
     if value is not None:
         attrs[_PEAK_MEMORY] = value
@@ -184,14 +237,15 @@ def finish_attributes(task: TaskRecord, *, data: bool = True) -> dict[str, Any]:
 
 
 def span_attributes(task: TaskRecord) -> dict[str, Any]:
-    """Return all the attributes of a finished task's span (start's, then finish's).
+    """Return all the attributes of a finished task's span: start's and finish's, in its order.
+
+    Start's (the extra data) are a subset of finish's, which a live span ends with in this
+    order: identity, fields, data.
 
     Raises:
         TypeError: Extra data that cannot be encoded (the message names the key).
     """
-    attrs = start_attributes(task)
-    attrs.update(finish_attributes(task))
-    return attrs
+    return finish_attributes(task)
 
 
 def span_status(status: TaskStatus, error: str | None) -> Status:

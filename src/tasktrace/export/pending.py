@@ -69,7 +69,7 @@ def emit_snapshot(task: TaskRecord, tracer: trace.Tracer, real: trace.SpanContex
     if real is None or not real.is_valid:
         return
     try:
-        attrs = finish_attributes(task, data=False)
+        attrs = finish_attributes(task, data=False, identity=False)
         attrs[PENDING_SPAN_ID] = format(real.span_id, "016x")
         now_ns = time.time_ns()
         parent = trace.set_span_in_context(NonRecordingSpan(real))

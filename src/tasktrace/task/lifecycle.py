@@ -32,7 +32,7 @@ from typing import Any, Final
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from tasktrace.core.context import detach, task_context
+from tasktrace.core.context import SPAN_KEY, TASK_KEY, detach, task_context
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.settings import get_settings
 from tasktrace.core.spans import finish_attributes, span_status, start_attributes
@@ -47,11 +47,11 @@ from tasktrace.task import processes, watch
 from tasktrace.task.parents import resolve_parent
 from tasktrace.task.runtime import (
     NO_SNAPSHOTS,
+    RELEASED,
     Runtime,
     cpu_split,
     current_runtime,
     measure,
-    release,
     runtime,
     start_meters,
 )
@@ -64,6 +64,8 @@ _warn = WarnOnce(logging.getLogger(__name__))
 _get_current: Final = otel_context.get_current
 _attach: Final = otel_context.attach
 _time_ns: Final = time.time_ns
+_modules: Final = sys.modules
+_set: Final = object.__setattr__
 _perf_counter: Final = time.perf_counter
 _getrusage: Final = resource.getrusage
 _SELF: Final = resource.RUSAGE_SELF
@@ -81,36 +83,54 @@ def start_task(task: TaskRecord) -> None:
         FileNotFoundError: The task file's folder does not exist (before any work runs).
         FileExistsError: The task file exists and is not tasktrace output, before any work runs.
     """
-    rt = runtime(task)
+    private = task.__pydantic_private__
+    rt = private.get("_rt") if private is not None else None
+    if rt is None:  # built by model_validate / model_construct, or let go at a finish
+        rt = runtime(task)
     d = task.__dict__  # plain writes below: these fields are ours, validation is not needed
     if d["status"] is not _PENDING:
         raise RuntimeError(f"task {task.label!r} was already started ({task.status.value})")
     tree.files.check(task)  # a task with a file: its folder, and a user's file, first
     current = _get_current()
-    parent, parent_ctx = resolve_parent(task, rt, current)
-    prt = current_runtime(parent) if parent is not None else None
-    if parent is None or (prt is not None and prt.remote):  # the parent may be elsewhere
-        parent_ctx = processes.join_parent_process(task, parent, parent_ctx)
-    if parent is not None:
-        d["parent_id"] = parent.task_id
-    # The seed's rule: reset the high-water mark when the task has no parent, here or where
-    # its parent is another process's (a pool worker's, a subprocess's): there the mark is
-    # this process's own, and without a reset it would be the worker's lifetime peak.
-    reset = (
-        rt.reset_hwm
-        if rt.reset_hwm is not None
-        else parent is None or (prt is not None and prt.remote)
+    # The usual: no explicit parent, nested in the running task of this process whose span is
+    # the current span. Anything else (an explicit parent, a user's span on top, a parent in
+    # another process or none) goes through _find_parent.
+    parent: TaskRecord | None = (
+        current.get(TASK_KEY)  # type: ignore[assignment]
+        if rt.parent is None and d["parent_id"] is None
+        else None
     )
-    # Identity at start (the processor tells tasks from other spans by TASK_ID); host name
-    # and machine label are resource attributes; measurements come at finish.
-    rt.id_text = id_text = str(d["task_id"])
-    attrs = start_attributes(task, id_text, prt.id_text if prt is not None else None)
+    pprivate = parent.__pydantic_private__ if parent is not None else None
+    prt = pprivate.get("_rt") if pprivate is not None else None
+    if (
+        prt is not None
+        and not prt.remote  # a stand-in (fork, pool worker): see processes
+        and prt.span is not None
+        and prt.span is current.get(SPAN_KEY)  # type: ignore[arg-type]  # None: never equal
+        and parent.__dict__["status"] is _RUNNING  # type: ignore[union-attr]
+    ):
+        rt.parent = parent
+        parent_ctx: otel_context.Context | None = current
+        reset = rt.reset_hwm is True  # the seed's rule: a task with a parent here keeps the mark
+        tracer = current_tracer()  # a nested task goes through its root's provider
+    else:
+        parent, parent_ctx, prt, reset = _find_parent(task, rt, current)
+        # A top-level task looks for the provider (set-up kept out of its times).
+        tracer = get_tracer() if parent is None else current_tracer()
+    if parent is not None:
+        d["parent_id"] = parent.__dict__["task_id"]
+    rt.id_text = str(d["task_id"])  # the span attribute, and its subtasks' parent id
+    rt.parent_text = prt.id_text if prt is not None else None
     install_sigterm_handler()
-    # A top-level task looks for the provider (set-up kept out of its times); a nested one
-    # goes through its root's.
-    tracer = get_tracer() if parent is None else current_tracer()
+    # No identity attributes at start (they come at finish, with the measurements: see
+    # core.spans); only extra data, which a sampler may want.
+    attrs = start_attributes(task) if task.__pydantic_extra__ else None
     start_ns = _time_ns()
-    span = _start_span(tracer, d["label"], parent_ctx, attrs, start_ns)
+    try:
+        span = tree.start_task_span(tracer, d["label"], parent_ctx, attrs, start_ns)
+    except Exception as e:  # noqa: BLE001 - another span processor raised: measure anyway
+        _warn("span-start", "tasktrace: starting the span of %r failed: %r", d["label"], e)
+        span = trace.INVALID_SPAN
     sctx = span.get_span_context()
     rt.span = span
     rt.span_context = sctx
@@ -130,19 +150,41 @@ def start_task(task: TaskRecord) -> None:
         tree.monitor.add(id(task), task.monitor_refresh)  # type: ignore[attr-defined]
 
 
-def _start_span(
-    tracer: trace.Tracer,
-    label: str,
-    context: otel_context.Context | None,
-    attributes: dict[str, Any],
-    start_ns: int,
-) -> trace.Span:
-    """Start a task's span; a span processor raising gives an invalid span (one warning)."""
-    try:
-        return tree.start_task_span(tracer, label, context, attributes, start_ns)
-    except Exception as e:  # noqa: BLE001 - another span processor raised: measure anyway
-        _warn("span-start", "tasktrace: starting the span of %r failed: %r", label, e)
-        return trace.INVALID_SPAN
+def _open_measurements(rt: Runtime, reset: bool) -> None:
+    """Open the high-water-mark scopes and the meters, then read the clocks.
+
+    The clocks last, so that tracing is outside the task's figures: ``perf_counter``,
+    ``getrusage(RUSAGE_SELF)``.
+    """
+    rt.rss_scope = rss_marks.open(reset=reset)
+    if "torch" in _modules:  # a CUDA scope only where torch may use CUDA
+        rt.gpu_scope = cuda_marks.open_if_used(reset=reset)
+    meters = active_meters()
+    if meters:
+        rt.snapshots = start_meters(meters)
+    rt.perf0 = _perf_counter()
+    rt.usage0 = _getrusage(_SELF)
+
+
+def _find_parent(
+    task: TaskRecord, rt: Runtime, current: otel_context.Context
+) -> tuple[TaskRecord | None, otel_context.Context | None, Runtime | None, bool]:
+    """Return a starting task's parent node, span context, parent's runtime and reset rule.
+
+    For every start but the usual one (see :func:`start_task`): an explicit parent, a user's
+    span on top of the current task, a parent in another process (a pool worker's stand-in,
+    the environment of a subprocess) or none.
+    """
+    parent, parent_ctx = resolve_parent(task, rt, current)
+    prt = current_runtime(parent) if parent is not None else None
+    remote = prt is not None and prt.remote
+    if parent is None or remote:  # the parent may be elsewhere
+        parent_ctx = processes.join_parent_process(task, parent, parent_ctx)
+    # The seed's rule: reset the high-water mark when the task has no parent, here or where
+    # its parent is another process's (a pool worker's, a subprocess's): there the mark is
+    # this process's own, and without a reset it would be the worker's lifetime peak.
+    reset = rt.reset_hwm if rt.reset_hwm is not None else parent is None or remote
+    return parent, parent_ctx, prt, reset
 
 
 def _trace_text(prt: Runtime | None, parent: TaskRecord | None, trace_id: int) -> str:
@@ -156,22 +198,6 @@ def _trace_text(prt: Runtime | None, parent: TaskRecord | None, trace_id: int) -
         if psc is not None and text is not None and psc.trace_id == trace_id:
             return text  # type: ignore[no-any-return]
     return format(trace_id, "032x")
-
-
-def _open_measurements(rt: Runtime, reset: bool) -> None:
-    """Open the high-water-mark scopes and the meters, then read the clocks.
-
-    The clocks last, so that tracing is outside the task's figures: ``perf_counter``,
-    ``getrusage(RUSAGE_SELF)``.
-    """
-    rt.rss_scope = rss_marks.open(reset=reset)
-    if "torch" in sys.modules:  # a CUDA scope only where torch may use CUDA
-        rt.gpu_scope = cuda_marks.open_if_used(reset=reset)
-    meters = active_meters()
-    if meters:
-        rt.snapshots = start_meters(meters)
-    rt.perf0 = _perf_counter()
-    rt.usage0 = _getrusage(_SELF)
 
 
 def finish_task(task: TaskRecord, outcome: Outcome, exc: BaseException | None) -> None:
@@ -204,52 +230,53 @@ def finish_task(task: TaskRecord, outcome: Outcome, exc: BaseException | None) -
         _warn(f"finish:{id(task)}", "tasktrace: task %r is not running", task.label)
         return  # finished meanwhile by another thread, which ends the span
     try:
-        _end_span(task, span, status, exc, end_ns)
-    finally:
-        _close(rt)  # and leave the task's context, where it may
-        targets = tree.task_finished(task)  # records of other processes merged, file written
-        if targets is not None and targets.spool_record is not None:
-            flush_spans()  # a subprocess's root: the child may end by os._exit
-        if rt.watched:
-            tree.monitor.remove(id(task))
-        recorder = task_metrics()
-        if recorder is not None:
-            recorder.finished(task, *cpu_split(rt))
-        if targets is None:
-            # Nothing left to do for a finished task: drop its runtime state, so that a tree
-            # of 100,000 finished tasks holds only the model data.
-            release(task)
-
-
-def _end_span(
-    task: TaskRecord, span: trace.Span, status: TaskStatus, exc: BaseException | None, end_ns: int
-) -> None:
-    """Write the finish attributes and status on the span and end it (never raises).
-
-    By the one mapping (:func:`~tasktrace.core.spans.finish_attributes`,
-    :func:`~tasktrace.core.spans.span_status`: a failed task's ``error`` is the status
-    description). Unless it finished, the exception that ended it is recorded as a span event.
-    A span processor raising is warned about once.
-    """
-    try:
-        try:
-            attrs = finish_attributes(task)
-        except TypeError as e:  # extra data set after construction that cannot be encoded
-            _warn(f"data:{e}", "tasktrace: %s; left out of the span", e)
-            attrs = finish_attributes(task, data=False)
+        # The span, by the one mapping (core.spans: identity and the fields; a failed task's
+        # error is the status description); unless the task finished, the exception that
+        # ended it is a span event. Another span processor raising is warned about once.
+        attrs = _finish_attributes(task, rt)
         span.set_attributes(attrs)
         if exc is not None and status is not _FINISHED:
             span.record_exception(exc, timestamp=end_ns)
         if status is _FINISHED or status is _FAILED:
-            span.set_status(span_status(status, task.__dict__["error"]))
+            span.set_status(span_status(status, d["error"]))
         tree.end_task_span(span, end_ns)
     except Exception as e:  # noqa: BLE001 - another span processor raised in on_end
         _warn("span-end", "tasktrace: ending the span of %r failed: %r", task.label, e)
+    finally:
+        _after_end(task, rt)
 
 
-def _close(rt: Runtime) -> None:
-    """Let a finished task's span, context and scopes go; leave its context where it may."""
-    detach(rt.token, rt.ctx)
+def _after_end(task: TaskRecord, rt: Runtime) -> None:
+    """After a task's span ended: leave its context, let its state go, write its file."""
+    detach(rt.token, rt.ctx)  # leave the task's context, where it may
     rt.token = rt.span = rt.ctx = None  # the context holds the span: let both go
     rt.snapshots = NO_SNAPSHOTS
     rt.rss_scope = rt.gpu_scope = None
+    targets = tree.task_finished(task)  # records of other processes merged, file written
+    if targets is not None:
+        if targets.spool_record is not None:
+            flush_spans()  # a subprocess's root: the child may end by os._exit
+    else:
+        # Nothing left to do for a finished task: drop its runtime state, so that a tree
+        # of 100,000 finished tasks holds only the model data (see runtime.RELEASED).
+        _set(task, "__pydantic_private__", RELEASED)
+    if rt.watched:
+        tree.monitor.remove(id(task))
+    recorder = task_metrics()
+    if recorder is not None:
+        recorder.finished(task, *cpu_split(rt))
+
+
+def _finish_attributes(task: TaskRecord, rt: Runtime) -> dict[str, Any]:
+    """Return the finish attributes; extra data that cannot be encoded is left out (warned)."""
+    try:
+        return finish_attributes(task, task_id=rt.id_text, parent_id=rt.parent_text)
+    except TypeError as e:  # extra data set after construction that cannot be encoded
+        _warn(f"data:{e}", "tasktrace: %s; left out of the span", e)
+        return finish_attributes(task, data=False, task_id=rt.id_text, parent_id=rt.parent_text)
+
+
+def _close(rt: Runtime) -> None:
+    """Let a stand-in's context go, where it may (see :func:`~tasktrace.core.context.detach`)."""
+    detach(rt.token, rt.ctx)
+    rt.token = rt.span = rt.ctx = None

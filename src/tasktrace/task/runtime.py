@@ -83,6 +83,7 @@ class Runtime:
         span: The running task's span (``None`` before start and after finish).
         span_context: Its span context (kept after finish; a stand-in's is its remote parent's).
         id_text: The task id as text (the span attribute), set at start for its subtasks'.
+        parent_text: The parent's ``id_text`` when the parent is a task of this process.
         ctx: The context the task made current (holds the span; let go at finish).
         token: The token of that context's attachment.
         perf0: ``time.perf_counter()`` at start, in seconds.
@@ -102,6 +103,7 @@ class Runtime:
         "id_text",
         "next_refresh",
         "parent",
+        "parent_text",
         "perf0",
         "remote",
         "reset_hwm",
@@ -122,6 +124,7 @@ class Runtime:
         self.span: trace.Span | None = None
         self.span_context: trace.SpanContext | None = None
         self.id_text: str | None = None
+        self.parent_text: str | None = None
         self.ctx: otel_context.Context | None = None
         self.token: object = None
         self.perf0 = 0.0

@@ -116,7 +116,7 @@ class TaskTreeProcessor(SpanProcessor):
         tracer: trace.Tracer,
         label: str,
         context: Context | None,
-        attributes: dict[str, Any],
+        attributes: dict[str, Any] | None,
         start_ns: int,
     ) -> trace.Span:
         """Start a task's span, telling :meth:`on_start` it is a task's (no attribute lookup).
