@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from tasktrace.core.record import TaskRecord, TaskStatus
 from tasktrace.core.views import label_pattern
+from tasktrace.formats.input_errors import describe_input_error
 from tasktrace.formats.measures import CarbonIntensity, Measure, measure_values
 from tasktrace.formats.replay import is_otlp_json, load_task
 from tasktrace.task import Task
@@ -95,21 +96,6 @@ def load_task_file(path: Path) -> Task:
     if b"resourceSpans" in data and is_otlp_json(data):
         return load_task(path, data)
     return _validate(data)
-
-
-def describe_input_error(path: Path, error: BaseException) -> str:
-    """One line naming ``path`` and what is wrong with it, for an error from a reader."""
-    if isinstance(error, OSError):
-        return f"{path}: cannot read file: {error.strerror or error}"
-    if isinstance(error, RecursionError):
-        return f"{path}: task tree nested too deeply to read"
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        return (
-            f"{path}: not a valid task file: {where}: {first['msg']} ({error.error_count()} errors)"
-        )
-    return f"{path}: {error}"
 
 
 @dataclass
