@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from tasktrace import Task, TaskStatus
 from tasktrace.cli import main
+from tasktrace.formats.replay import load_spans
 
 from .conftest import FIXTURES
 
@@ -225,3 +227,49 @@ def test_a_bad_value_in_a_task_file_is_located_in_plain_words(
     bad.write_text(content)
     assert main(["show", str(bad)]) == 2
     assert capsys.readouterr().err.splitlines() == [f"Error: {bad}: {expected}"]
+
+
+_TOO_DEEP = r"task tree nested too deeply to read \(over \d+ levels\)"  # pydantic's limit: 255
+
+
+def _nested(levels: int, leaf: dict[str, object]) -> dict[str, object]:
+    task = leaf
+    for level in range(levels):
+        task = {"label": f"level {level}", "subtasks": [task]}
+    return task
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["show"], ["export", "--format", "chrome"], ["export", "--format", "otlp-json"], ["replay"]],
+)
+def test_every_reader_words_a_deep_tree_the_same_short_way(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """Too deep for pydantic, or a bad value deep down: one short line from any reader."""
+    extra = {
+        "export": ["-o", str(tmp_path / "out.json")],
+        "replay": ["-e", "http://127.0.0.1:9"],
+    }.get(argv[0], [])
+    too_deep = tmp_path / "too-deep.json"
+    too_deep.write_text(json.dumps(_nested(300, {"label": "leaf"})))
+    bad_leaf = tmp_path / "bad-leaf.json"
+    bad_leaf.write_text(json.dumps(_nested(40, {"label": "leaf", "duration": "soon"})))
+    assert main([*argv, str(too_deep), *extra]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(rf"Error: {re.escape(str(too_deep))}: {_TOO_DEEP}", line), line
+    assert main([*argv, str(bad_leaf), *extra]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"Error: {bad_leaf}: invalid task file: subtasks[0]…(40 levels)…subtasks[0].duration: "
+        'Input should be a valid number, unable to parse string as a number, got "soon"'
+    ]
+
+
+def test_every_reader_reads_a_tree_beyond_the_json_parsers_depth(tmp_path: Path) -> None:
+    """A 150-level tree (beyond pydantic's JSON parser) exports to OTLP JSON, as show reads it."""
+    deep = tmp_path / "deep.json"
+    deep.write_text(json.dumps(_nested(150, {"label": "leaf"})))
+    out = tmp_path / "deep.otlp.jsonl"
+    assert main(["show", "--depth", "1", str(deep)]) == 0
+    assert main(["export", str(deep), "--format", "otlp-json", "-o", str(out)]) == 0
+    assert len(load_spans(out)) == 151

@@ -37,6 +37,8 @@ _PLAIN = {  # the JSON parser's words -> plain ones
     "trailing characters": "more text after the end of the JSON value",
 }
 _SHOWN_CHARS = 40  # a bad value is quoted up to this many characters
+_WHERE_PARTS = 8  # a location deeper than this is shortened: its first and last parts
+_TOO_DEEP = "task tree nested too deeply to read"
 
 
 def describe_input_error(path: Path, error: BaseException) -> str:
@@ -55,7 +57,7 @@ def describe_input_error(path: Path, error: BaseException) -> str:
     if isinstance(error, OSError):
         return f"{path}: cannot read file: {error.strerror or error}"
     if isinstance(error, RecursionError):
-        return f"{path}: task tree nested too deeply to read"
+        return f"{path}: {_TOO_DEEP}"
     if isinstance(error, ValidationError):
         return f"{path}: {_validation_problem(error)}"
     if isinstance(error, json.JSONDecodeError):
@@ -67,7 +69,10 @@ def describe_input_error(path: Path, error: BaseException) -> str:
 def _validation_problem(error: ValidationError) -> str:
     """Say in plain words what the first of ``error``'s problems is (and how many more)."""
     first = error.errors(include_url=False)[0]
-    kind, loc, value = first["type"], tuple(first["loc"]), first.get("input")
+    kind, loc, value, msg = first["type"], tuple(first["loc"]), first.get("input"), first["msg"]
+    if kind == "recursion_depth_exceeded" or (kind == "json_invalid" and "recursion" in msg):
+        levels = sum(part == "subtasks" for part in loc)
+        return f"{_TOO_DEEP} (over {levels} levels)" if levels else _TOO_DEEP
     if kind == "json_invalid":
         return f"{NOT_A_TASK_FILE}: {_json_problem(value, first.get('ctx', {}).get('error', ''))}"
     if not loc and kind == "model_type":
@@ -81,7 +86,7 @@ def _validation_problem(error: ValidationError) -> str:
     elif kind == "missing":
         problem = f'{_where(loc[:-1]) or "the task"}: no "{loc[-1]}" (every task has one)'
     else:
-        problem = f"{_where(loc)}: {first['msg']}, got {_shown(value)}"
+        problem = f"{_where(loc)}: {msg}, got {_shown(value)}"
     return f"invalid task file: {problem}{also}"
 
 
@@ -114,7 +119,16 @@ def _json_kind(value: Any) -> str:
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
-    """Write a location as a path into the tree: ``subtasks[0].duration``."""
+    """Write a location as a path into the tree: ``subtasks[0].duration``.
+
+    A deep one is shortened to its first and last parts: ``subtasks[0]…(40 levels)…label``.
+    """
+    if len(loc) > _WHERE_PARTS:
+        levels = sum(part == "subtasks" for part in loc)
+        tail = loc[-4:]
+        while isinstance(tail[0], int):  # start the tail at a field's name
+            tail = tail[1:]
+        return f"{_where(loc[:2])}…({levels} levels)…{_where(tail)}"
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))

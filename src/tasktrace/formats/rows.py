@@ -13,7 +13,6 @@ is needed only to make a DataFrame or to write CSV/Parquet/LaTeX.
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,7 +26,7 @@ from tasktrace.core.record import TaskRecord, TaskStatus
 from tasktrace.core.views import label_pattern
 from tasktrace.formats.input_errors import describe_input_error
 from tasktrace.formats.measures import CarbonIntensity, Measure, measure_values
-from tasktrace.formats.replay import is_otlp_json, load_task
+from tasktrace.formats.replay import is_otlp_json, load_task, parse_task_file
 from tasktrace.task import Task
 
 __all__ = [
@@ -66,21 +65,6 @@ class TaskFileError(ValueError):
     """A task file cannot be read or is not valid; the message names the file (one line)."""
 
 
-def _validate(data: bytes) -> Task:
-    """Validate a task file.
-
-    Trees nested beyond the JSON parser's depth limit (about 100 levels) are parsed by
-    :mod:`json` and validated from Python objects instead.
-    """
-    try:
-        return Task.model_validate_json(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        if first["type"] != "json_invalid" or "recursion" not in first["msg"]:
-            raise
-    return Task.model_validate(json.loads(data))
-
-
 def load_task_file(path: Path) -> Task:
     """Load a task file (tasktrace's or LensKit's) or an OTLP JSON-lines file.
 
@@ -95,7 +79,7 @@ def load_task_file(path: Path) -> Task:
     # look for the key first (a substring search, ~10 ms).
     if b"resourceSpans" in data and is_otlp_json(data):
         return load_task(path, data)
-    return _validate(data)
+    return parse_task_file(data)
 
 
 @dataclass
