@@ -8,8 +8,11 @@ Every reader of task files (``show``, ``export``, ``replay``, ``report``, ``comp
   string, number or ``null``, an object without a task's ``label``):
   ``FILE: not a tasktrace task file: invalid JSON at line 1 column 5 (...)``,
   ``FILE: not a tasktrace task file: a JSON array, expected a task object ...``;
+- a tree nested beyond what pydantic validates: ``FILE: task tree nested too deeply to read
+  (over 255 levels)``;
 - a task file with a bad value: ``FILE: invalid task file: subtasks[0].duration: Input should
-  be a valid number ..., got "soon"; 1 more problem`` (the first problem, and how many more).
+  be a valid number ..., got "soon"; 1 more problem`` (the first problem, and how many more;
+  a deep location shortened to ``subtasks[0]…(40 levels)…subtasks[0].duration``).
 
 pydantic's own rendering (``1 validation error for Task ...``, ``(1 errors)``) never reaches
 the user. The JSON parser's position (line and column, 1-based lines) comes from the parser's
