@@ -69,6 +69,34 @@ def test_run_command_not_found() -> None:
     assert main(["run", "-q", "--", "/nonexistent/command"]) == 127
 
 
+@pytest.mark.parametrize("kind", ["missing", "not executable"])
+def test_a_command_that_cannot_start_gets_its_error_alone(tmp_path: Path, kind: str) -> None:
+    """`run` of a command that cannot start: exit 127, the error line alone (no tree, no note)."""
+    command = tmp_path / "train.sh"
+    if kind == "not executable":
+        command.write_text("echo hi\n")
+        command.chmod(0o644)
+    out = tmp_path / "run.json"
+    result = run_cli(["run", "--file", str(out), "--", str(command), "--epochs", "3"], tmp_path)
+    assert result.returncode == 127
+    why = "No such file or directory" if kind == "missing" else "Permission denied"
+    assert result.stderr.splitlines() == [f"Error: cannot start {str(command)!r}: {why}"]
+    assert result.stdout == ""
+    task = Task.model_validate_json(out.read_text())  # the file still records the run
+    assert (task.status, task.exit_code) == (TaskStatus.FAILED, 127)
+    assert task.error == f"cannot start {str(command)!r}: {why}"
+
+
+def test_a_command_exiting_127_itself_is_reported_as_a_run(tmp_path: Path) -> None:
+    """A command that ran and exited 127 (a shell's "not found"): tree and note, no error line."""
+    result = run_cli(["run", "--", "sh", "-c", "exit 127"], tmp_path)
+    assert result.returncode == 127
+    assert "Error" not in result.stderr
+    first, *rest = result.stderr.splitlines()
+    assert first.startswith("sh -c 'exit 127'  failed  exit 127 ")
+    assert rest[0].startswith("energy: ")
+
+
 def test_run_records_child_peak_rss(tmp_path: Path) -> None:
     """The command's own peak RSS (from wait4) is recorded when larger than tasktrace's.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from tasktrace import Task, TaskStatus
 from tasktrace.cli import main
+from tasktrace.formats.replay import load_spans
 
 from .conftest import FIXTURES
 
@@ -160,3 +162,114 @@ def test_invalid_environment_values_warn_and_never_break_import() -> None:
         assert name in done.stderr, name
     assert "Traceback" not in done.stderr
     assert done.stderr.count("default") >= 3
+
+
+_NOT_TASK_FILES = {  # content -> what the one line must say, in plain words
+    "array.json": ("[1, 2]", "a JSON array, expected a task object"),
+    "object.json": ('{"epochs": 3, "lr": 0.1}', 'a JSON object without the "label"'),
+    "notes.txt": ("epoch 1: loss 0.3\n", "invalid JSON at line 1 column 1"),
+    "cut.json": ('{"label": "train", "subtasks": [{"la', "the text ends inside a JSON value"),
+    "empty.json": ("", "the file is empty"),
+    "null.json": ("null", "JSON null, expected a task object"),
+}
+
+
+@pytest.mark.parametrize("command", ["show", "export", "replay", "report", "compare", "table"])
+@pytest.mark.parametrize("name", sorted(_NOT_TASK_FILES))
+def test_every_reader_says_plainly_that_a_file_is_not_a_task_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, name: str
+) -> None:
+    """Each command reading task files: exit 2, one line 'FILE: not a tasktrace task file: why'."""
+    content, reason = _NOT_TASK_FILES[name]
+    bad = tmp_path / name
+    bad.write_text(content)
+    argv = {
+        "show": ["show", str(bad)],
+        "export": ["export", str(bad), "--format", "chrome", "-o", str(tmp_path / "out.json")],
+        "replay": ["replay", str(bad), "-e", "http://127.0.0.1:9"],
+        "report": ["report", str(bad), "-o", str(tmp_path / "out.html")],
+        "compare": ["compare", str(FIXTURES / "nested.json"), str(bad)],
+        "table": ["table", str(bad)],
+    }[command]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"Error: {bad}: not a tasktrace task file: "), line
+    assert reason in line, line
+    for internal in ("errors)", "Invalid JSON", "Input should", "validation error", "Traceback"):
+        assert internal not in captured.err, captured.err
+    assert not captured.out
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            '{"label": "x", "duration": "soon", "cpu_time": "x"}',
+            "invalid task file: duration: Input should be a valid number, unable to parse string "
+            'as a number, got "soon"; 1 more problem',
+        ),
+        (
+            '{"label": "x", "subtasks": [{"label": "y"}, 7]}',
+            "invalid task file: subtasks[1]: a JSON number, expected a task object",
+        ),
+        (
+            '{"label": "x", "subtasks": [{"cpu_time": 1.0}]}',
+            'invalid task file: subtasks[0]: no "label" (every task has one)',
+        ),
+    ],
+)
+def test_a_bad_value_in_a_task_file_is_located_in_plain_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, expected: str
+) -> None:
+    """A task file with a bad value: one line with the path to it, never pydantic's counts."""
+    bad = tmp_path / "t.json"
+    bad.write_text(content)
+    assert main(["show", str(bad)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"Error: {bad}: {expected}"]
+
+
+_TOO_DEEP = r"task tree nested too deeply to read \(over \d+ levels\)"  # pydantic's limit: 255
+
+
+def _nested(levels: int, leaf: dict[str, object]) -> dict[str, object]:
+    task = leaf
+    for level in range(levels):
+        task = {"label": f"level {level}", "subtasks": [task]}
+    return task
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["show"], ["export", "--format", "chrome"], ["export", "--format", "otlp-json"], ["replay"]],
+)
+def test_every_reader_words_a_deep_tree_the_same_short_way(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """Too deep for pydantic, or a bad value deep down: one short line from any reader."""
+    extra = {
+        "export": ["-o", str(tmp_path / "out.json")],
+        "replay": ["-e", "http://127.0.0.1:9"],
+    }.get(argv[0], [])
+    too_deep = tmp_path / "too-deep.json"
+    too_deep.write_text(json.dumps(_nested(300, {"label": "leaf"})))
+    bad_leaf = tmp_path / "bad-leaf.json"
+    bad_leaf.write_text(json.dumps(_nested(40, {"label": "leaf", "duration": "soon"})))
+    assert main([*argv, str(too_deep), *extra]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(rf"Error: {re.escape(str(too_deep))}: {_TOO_DEEP}", line), line
+    assert main([*argv, str(bad_leaf), *extra]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"Error: {bad_leaf}: invalid task file: subtasks[0]…(40 levels)…subtasks[0].duration: "
+        'Input should be a valid number, unable to parse string as a number, got "soon"'
+    ]
+
+
+def test_every_reader_reads_a_tree_beyond_the_json_parsers_depth(tmp_path: Path) -> None:
+    """A 150-level tree (beyond pydantic's JSON parser) exports to OTLP JSON, as show reads it."""
+    deep = tmp_path / "deep.json"
+    deep.write_text(json.dumps(_nested(150, {"label": "leaf"})))
+    out = tmp_path / "deep.otlp.jsonl"
+    assert main(["show", "--depth", "1", str(deep)]) == 0
+    assert main(["export", str(deep), "--format", "otlp-json", "-o", str(out)]) == 0
+    assert len(load_spans(out)) == 151

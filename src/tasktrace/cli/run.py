@@ -237,7 +237,9 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
 
     At the end, after the task tree, a note says which energy was measured and, for what was
     not, why each meter could not measure here (with the fix); the same reasons are recorded in
-    the task file as the root's meters data, so that show and report can say them later.
+    the task file as the root's meters data, so that show and report can say them later. A
+    command that cannot be started (not found, not executable) gets one error line instead,
+    with exit status 127 as from a shell; the --file still records the run, failed.
 
     The command line is recorded (as argv) only with --record-argv, and then with the values of
     secret-looking options (--password, --token, --api-key, ...) and KEY=VALUE secrets replaced
@@ -250,6 +252,7 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     task = _start_task(argv, label, record_argv=record_argv, file=file, force=force)
     code = 0
     status = TaskStatus.FINISHED
+    not_started: str | None = None  # why the command could not be started: a fatal error
     live = LivePanel.for_run(task, quiet=quiet)  # only on a terminal
     try:
         returncode, usage = _run_command(argv, live)
@@ -259,7 +262,7 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
             task.children_cpu_time_s = unreported_cpu_s(task, reaped_s)
             task.children_peak_rss_bytes = _child_peak_rss(usage)
     except OSError as e:
-        task.error = f"cannot start {argv[0]!r}: {e.strerror or e}"
+        task.error = not_started = f"cannot start {argv[0]!r}: {e.strerror or e}"
         code = 127
     except KeyboardInterrupt:  # Ctrl-C before the command started or after it ended
         status = TaskStatus.CANCELLED
@@ -276,10 +279,10 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
         if code != 0 and status is TaskStatus.FINISHED:  # 127: the command did not start
             status = TaskStatus.FAILED
         task.finish(status)
+    if not_started is not None:  # the error alone: no tree, no energy note before it
+        raise _NotStarted(not_started)
     if not quiet:
         console = output_console(stderr=True)
         console.print(render_tree(task))
         print_note(console, run_note(task))
-    if code == 127:
-        raise _NotStarted(str(task.error))
-    sys.exit(code)
+    sys.exit(code)  # the command's own status, 127 included (then it ran: no error line)

@@ -7,6 +7,7 @@
 - :mod:`tasktrace.formats.measures`: the measures of a task in SI units, total energy,
   emissions from a carbon intensity.
 - :mod:`tasktrace.formats.rows`: task files as runs and one row per task; cost per group.
+- :mod:`tasktrace.formats.input_errors`: why an input file could not be read, in plain words.
 - :mod:`tasktrace.formats.compare`: runs compared task by task, matched by path of labels.
 - :mod:`tasktrace.formats.frame`: rows as a pandas DataFrame, tables as CSV/Parquet/LaTeX (the
   ``pandas`` extra).

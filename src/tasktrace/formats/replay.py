@@ -33,6 +33,7 @@ from opentelemetry.sdk.environment_variables import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from pydantic import ValidationError
 
 from tasktrace.core.spans import host_attributes
 from tasktrace.export import environment
@@ -46,7 +47,15 @@ from tasktrace.formats.convert import spans_to_task, task_to_spans
 from tasktrace.formats.otlp_json import read_spans
 from tasktrace.task import Task
 
-__all__ = ["ReplayError", "is_otlp_json", "load_spans", "load_task", "replay", "task_resource"]
+__all__ = [
+    "ReplayError",
+    "is_otlp_json",
+    "load_spans",
+    "load_task",
+    "parse_task_file",
+    "replay",
+    "task_resource",
+]
 
 REPLAY_BATCH_SPANS: Final = 512
 """Spans per OTLP export request when replaying."""
@@ -79,6 +88,26 @@ def task_resource(task: Task) -> Resource:
     return environment_resource({}, host_attributes(task.hostname, task.machine), name)
 
 
+def parse_task_file(data: bytes) -> Task:
+    """Validate a task file's contents (every reader of task files parses them here).
+
+    Trees nested beyond the JSON parser's depth limit (about 100 levels) are parsed by
+    :mod:`json` and validated from Python objects instead.
+
+    Raises:
+        pydantic.ValidationError: Not a task file, or a bad value in one (see
+            :func:`tasktrace.formats.input_errors.describe_input_error` for the words).
+        RecursionError: The tree is nested too deeply for :mod:`json`.
+    """
+    try:
+        return Task.model_validate_json(data)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        if first["type"] != "json_invalid" or "recursion" not in first["msg"]:
+            raise
+    return Task.model_validate(json.loads(data))
+
+
 def load_task(path: Path, data: bytes | None = None) -> Task:
     """Load a task tree from a task file or an OTLP JSON-lines file.
 
@@ -95,7 +124,7 @@ def load_task(path: Path, data: bytes | None = None) -> Task:
     data = path.read_bytes() if data is None else data
     if is_otlp_json(data):
         return spans_to_task(read_spans(data.splitlines(), str(path)), root_label=path.name)
-    return Task.model_validate_json(data)
+    return parse_task_file(data)
 
 
 def load_spans(path: Path, data: bytes | None = None) -> list[ReadableSpan]:
@@ -107,7 +136,7 @@ def load_spans(path: Path, data: bytes | None = None) -> list[ReadableSpan]:
     data = path.read_bytes() if data is None else data
     if is_otlp_json(data):
         return read_spans(data.splitlines(), str(path))
-    task = Task.model_validate_json(data)
+    task = parse_task_file(data)
     return task_to_spans(task, task_resource(task))
 
 

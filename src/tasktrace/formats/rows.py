@@ -13,7 +13,6 @@ is needed only to make a DataFrame or to write CSV/Parquet/LaTeX.
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,8 +24,9 @@ from pydantic import ValidationError
 
 from tasktrace.core.record import TaskRecord, TaskStatus
 from tasktrace.core.views import label_pattern
+from tasktrace.formats.input_errors import describe_input_error
 from tasktrace.formats.measures import CarbonIntensity, Measure, measure_values
-from tasktrace.formats.replay import is_otlp_json, load_task
+from tasktrace.formats.replay import is_otlp_json, load_task, parse_task_file
 from tasktrace.task import Task
 
 __all__ = [
@@ -65,21 +65,6 @@ class TaskFileError(ValueError):
     """A task file cannot be read or is not valid; the message names the file (one line)."""
 
 
-def _validate(data: bytes) -> Task:
-    """Validate a task file.
-
-    Trees nested beyond the JSON parser's depth limit (about 100 levels) are parsed by
-    :mod:`json` and validated from Python objects instead.
-    """
-    try:
-        return Task.model_validate_json(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        if first["type"] != "json_invalid" or "recursion" not in first["msg"]:
-            raise
-    return Task.model_validate(json.loads(data))
-
-
 def load_task_file(path: Path) -> Task:
     """Load a task file (tasktrace's or LensKit's) or an OTLP JSON-lines file.
 
@@ -94,22 +79,7 @@ def load_task_file(path: Path) -> Task:
     # look for the key first (a substring search, ~10 ms).
     if b"resourceSpans" in data and is_otlp_json(data):
         return load_task(path, data)
-    return _validate(data)
-
-
-def describe_input_error(path: Path, error: BaseException) -> str:
-    """One line naming ``path`` and what is wrong with it, for an error from a reader."""
-    if isinstance(error, OSError):
-        return f"{path}: cannot read file: {error.strerror or error}"
-    if isinstance(error, RecursionError):
-        return f"{path}: task tree nested too deeply to read"
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        return (
-            f"{path}: not a valid task file: {where}: {first['msg']} ({error.error_count()} errors)"
-        )
-    return f"{path}: {error}"
+    return parse_task_file(data)
 
 
 @dataclass
