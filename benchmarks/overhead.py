@@ -288,7 +288,9 @@ def _row(
 
 def run(quick: bool = False) -> list[Row]:
     """Measure every case (each configuration in a fresh process) and return the rows."""
-    n, rounds = (2000, 3) if quick else (10000, 7)
+    # Many short rounds: noise from other tenants of a shared machine comes in bursts, and
+    # short alternating rounds spread each burst over every case (medians stay put).
+    n, rounds = (1000, 5) if quick else (2000, 31)
     local = run_json("overhead", ["--child", "--n", str(n), "--rounds", str(rounds)])
     assert isinstance(local, dict)
     bare_off, bare_on = local[BARE][:2]

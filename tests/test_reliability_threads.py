@@ -15,6 +15,7 @@ from tasktrace import Task, TaskStatus
 from tasktrace.core import attributes as attr
 from tasktrace.core.settings import Settings, reset_settings
 from tasktrace.tree import writer
+
 from .export_helpers import is_microsecond_rounding
 
 WORKERS = 4

@@ -15,10 +15,10 @@ from tasktrace import Task
 from ..export_helpers import (
     NESTED_WORKLOAD,
     clean_env,
+    is_microsecond_rounding,
     run_script,
 )
 from ..otlp_receivers import OtlpHttpReceiver, SpanRecord
-from ..export_helpers import is_microsecond_rounding
 
 
 def _flatten(task: Task) -> list[Task]:

@@ -7,8 +7,10 @@ LensKit's files loading unchanged, and the serialisation of a tree to one line o
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import operator
 import re
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
@@ -56,12 +58,10 @@ def _dict_extract_values(data: object) -> Any:
     return data
 
 
-def _is_none(value: object) -> bool:
-    return value is None
-
-
-def _is_false(value: object) -> bool:
-    return value is False
+# Called by pydantic's serialiser for every such field of every task written to a file: C
+# callables (partials of operator.is_) cost a third less than Python functions doing the same.
+_is_none: Final = functools.partial(operator.is_, None)
+_is_false: Final = functools.partial(operator.is_, False)
 
 
 _Subtasks = Annotated[list[SerializeAsAny["Task"]], BeforeValidator(_dict_extract_values)]

@@ -136,11 +136,8 @@ class Scope:
             meter's unit); the scope's peak is ``max(folded, mark at close)``.
     """
 
-    __slots__ = ("folded",)
-
-    def __init__(self) -> None:
-        """Create an empty scope."""
-        self.folded = 0
+    __slots__ = ("folded",)  # set by HighWaterMarks.open (no __init__: one frame less a task)
+    folded: int
 
 
 class HighWaterMarks:
@@ -165,10 +162,18 @@ class HighWaterMarks:
         self._open: set[Scope] = set()
         self._lock = threading.Lock()
         renew_after_fork(self, "_lock")
+        self._checked = True  # a subclass with a first-use check (_check) sets it False
+
+    def _check(self) -> None:
+        """Run once before the first scope opens, where ``_checked`` is false (a subclass's)."""
+        self._checked = True
 
     def open(self, *, reset: bool) -> Scope:
         """Open a scope, first resetting the mark if ``reset`` (folding it into open scopes)."""
+        if not self._checked:
+            self._check()
         scope = Scope()
+        scope.folded = 0
         if reset:
             with self._lock:  # one reset at a time, and the fold sees every open scope
                 if self._open:
@@ -284,12 +289,6 @@ class _RssMarks(HighWaterMarks):
         """Bytes at or above the pre-exec peak (``ru_maxrss`` seen above ``VmHWM``); 0: none."""
         self._checked = not _LINUX
         self._checked_after_reset = not _LINUX
-
-    def open(self, *, reset: bool) -> Scope:
-        """Open a scope (see :meth:`HighWaterMarks.open`), checking the fast path once first."""
-        if not self._checked:
-            self._check()
-        return super().open(reset=reset)
 
     def _check(self) -> None:
         # ru_maxrss is max(the peak before exec, VmHWM). A process started by fork + exec from

@@ -239,7 +239,7 @@ def finish_task(task: TaskRecord, outcome: Outcome, exc: BaseException | None) -
             span.record_exception(exc, timestamp=end_ns)
         if status is _FINISHED or status is _FAILED:
             span.set_status(span_status(status, d["error"]))
-        tree.end_task_span(span, end_ns)
+        span.end(end_time=end_ns)  # the tree took the task out of its nodes already
     except Exception as e:  # noqa: BLE001 - another span processor raised in on_end
         _warn("span-end", "tasktrace: ending the span of %r failed: %r", task.label, e)
     finally:

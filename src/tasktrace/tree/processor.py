@@ -51,7 +51,7 @@ _FIELDS: Final = frozenset(TaskRecord.model_fields)
 
 
 class _TaskSpanCall(threading.local):
-    """Per thread: whether the span now starting or ending is a task's (see ``start_task_span``)."""
+    """Per thread: whether the span now starting is a task's (see ``start_task_span``)."""
 
     active = False
 
@@ -119,7 +119,11 @@ class TaskTreeProcessor(SpanProcessor):
         attributes: dict[str, Any] | None,
         start_ns: int,
     ) -> trace.Span:
-        """Start a task's span, telling :meth:`on_start` it is a task's (no attribute lookup).
+        """Start a task's span, telling :meth:`on_start` it is a task's.
+
+        A task's span starts without its identity attributes (they come at finish, see
+        :mod:`tasktrace.core.spans`), so this per-thread flag is how :meth:`on_start` tells it
+        from a user's span inside the task.
 
         Tasks join the tree through :meth:`task_started`. Raises what ``tracer.start_span``
         raises (another span processor's error).
@@ -130,15 +134,6 @@ class TaskTreeProcessor(SpanProcessor):
             return tracer.start_span(
                 label, context=context, attributes=attributes, start_time=start_ns
             )
-        finally:
-            call.active = False
-
-    def end_task_span(self, span: trace.Span, end_ns: int) -> None:
-        """End a task's span, telling :meth:`on_end` it is a task's (see :meth:`task_finished`)."""
-        call = self._task_span
-        call.active = True
-        try:
-            span.end(end_time=end_ns)
         finally:
             call.active = False
 
@@ -296,10 +291,11 @@ class TaskTreeProcessor(SpanProcessor):
             self._error("on_start", e)
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Complete the node of a non-task span from its timestamps, status and attributes."""
+        """Complete the node of a non-task span from its timestamps, status and attributes.
+
+        A task's span ends after :meth:`finish_running` took its node out: nothing to do.
+        """
         try:
-            if self._task_span.active:  # a task's span: the task finishes through the façade
-                return
             ctx = span.get_span_context()
             if ctx is None or not self._nodes:
                 return
