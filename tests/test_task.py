@@ -83,6 +83,18 @@ def test_a_task_span_starts_with_its_data_only_and_ends_with_its_identity(
     assert [s.label for s in root.subtasks] == ["child"]  # the tree knows the span is a task
 
 
+def test_a_rarely_set_field_set_by_hand_reaches_the_span(task_spans: InMemorySpanExporter) -> None:
+    """Energy set by hand on a Task("label") (no meter ran) is a span attribute, as measured."""
+    with Task("root"), Task("plain"), Task("by hand") as t:
+        t.cpu_power = 12.5
+        t.children_cpu_time_s = 0.25
+    spans = _by_name(task_spans.get_finished_spans())
+    a = spans["by hand"].attributes
+    assert a is not None
+    assert (a[attr.CPU_ENERGY_J], a[attr.CHILDREN_CPU_TIME_S]) == (12.5, 0.25)
+    assert not {k for k in spans["plain"].attributes or {} if "energy" in k or "children" in k}
+
+
 def test_span_attributes_equal_task_fields(task_spans: InMemorySpanExporter) -> None:
     """Each span carries the task's measurements (times to 1 µs) and data; mapping back agrees."""
     with Task("work", tags=["train", "x"], epoch=3, config={"lr": 0.1}) as t:

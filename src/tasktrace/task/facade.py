@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
-from pydantic import PrivateAttr
+from pydantic import BaseModel, PrivateAttr
 
 from tasktrace.core import attributes as attr
 from tasktrace.core.context import TASK_KEY, live_context
@@ -55,7 +55,11 @@ __all__ = ["Task", "TaskStatus"]
 
 _warn = WarnOnce(logging.getLogger(__name__))
 _copy_defaults: Final = FIELD_DEFAULTS.copy
-_set: Final = object.__setattr__
+# BaseModel's slot descriptors, set directly: object.__setattr__ looks each up first.
+_set_dict: Final = vars(BaseModel)["__dict__"].__set__
+_set_fields_set: Final = vars(BaseModel)["__pydantic_fields_set__"].__set__
+_set_extra: Final = vars(BaseModel)["__pydantic_extra__"].__set__
+_set_private: Final = vars(BaseModel)["__pydantic_private__"].__set__
 
 
 class Task(TaskRecord):
@@ -136,10 +140,10 @@ class Task(TaskRecord):
             fields["label"] = label
             fields["machine"] = get_settings().machine
             fields["subtasks"] = []
-            _set(self, "__dict__", fields)
-            _set(self, "__pydantic_fields_set__", LABEL_ONLY)
-            _set(self, "__pydantic_extra__", NO_EXTRA)
-            _set(self, "__pydantic_private__", {"_rt": Runtime(None, reset_hwm)})
+            _set_dict(self, fields)
+            _set_fields_set(self, LABEL_ONLY)
+            _set_extra(self, NO_EXTRA)
+            _set_private(self, {"_rt": Runtime(None, reset_hwm)})
         else:
             if parent is not None and not isinstance(parent, Task | uuid.UUID):
                 raise TypeError(

@@ -33,7 +33,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from tasktrace.core.context import SPAN_KEY, TASK_KEY, detach, task_context
-from tasktrace.core.record import TaskRecord
+from tasktrace.core.record import LABEL_ONLY, TaskRecord
 from tasktrace.core.settings import get_settings
 from tasktrace.core.spans import finish_attributes, span_status, start_attributes
 from tasktrace.core.status import Outcome, TaskStatus
@@ -268,12 +268,25 @@ def _after_end(task: TaskRecord, rt: Runtime) -> None:
 
 
 def _finish_attributes(task: TaskRecord, rt: Runtime) -> dict[str, Any]:
-    """Return the finish attributes; extra data that cannot be encoded is left out (warned)."""
+    """Return the finish attributes; extra data that cannot be encoded is left out (warned).
+
+    The rarely set fields (energy, GPU, error, children's figures) are looked at only where one
+    may be set: a task built from more than its label or assigned to (its fields set is no
+    longer the shared :data:`~tasktrace.core.record.LABEL_ONLY`), one measured by meters or a
+    CUDA scope, or one with an error. Nothing else writes them.
+    """
+    rare = (
+        task.__pydantic_fields_set__ is not LABEL_ONLY
+        or bool(rt.snapshots)
+        or rt.gpu_scope is not None
+        or task.__dict__["error"] is not None
+    )
+    ids = rt.id_text, rt.parent_text
     try:
-        return finish_attributes(task, task_id=rt.id_text, parent_id=rt.parent_text)
+        return finish_attributes(task, task_id=ids[0], parent_id=ids[1], rare=rare)
     except TypeError as e:  # extra data set after construction that cannot be encoded
         _warn(f"data:{e}", "tasktrace: %s; left out of the span", e)
-        return finish_attributes(task, data=False, task_id=rt.id_text, parent_id=rt.parent_text)
+        return finish_attributes(task, data=False, task_id=ids[0], parent_id=ids[1], rare=rare)
 
 
 def _close(rt: Runtime) -> None:
