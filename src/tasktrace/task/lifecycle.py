@@ -3,15 +3,17 @@
 :func:`start_task` and :func:`finish_task` are :meth:`~tasktrace.Task.start` and
 :meth:`~tasktrace.Task.finish`. Each does what a task must, once, and nothing that can wait:
 
-- start: find the parent (:mod:`tasktrace.task.parents`), start the span with the task's
-  identity (:func:`~tasktrace.core.spans.start_attributes`; the parent's id text and trace id
-  string are its own, not formatted again), make it current, open the measurements, attach the
-  task to the tree (no lock: :meth:`~tasktrace.tree.processor.TaskTreeProcessor.task_started`);
+- start: find the parent (the usual, nested in the running task whose span is current, is
+  checked first; anything else goes through :mod:`tasktrace.task.parents`), start the span with
+  no attributes but the extra data (:func:`~tasktrace.core.spans.start_attributes`: the identity
+  comes at finish, so the SDK cleans one attribute set per task, not two), make it current,
+  open the measurements, attach the task to the tree
+  (:meth:`~tasktrace.tree.processor.TaskTreeProcessor.task_started`);
 - finish: take the final measurements, write them, the status and ``finish_time`` into the task
   under the tree's lock (:meth:`~tasktrace.tree.processor.TaskTreeProcessor.finish_running`),
-  write the span's attributes and status by the one mapping and end it, leave the context,
-  write the file if the task has one, hand the task's own figures to the task metrics when they
-  are on, and let the runtime record go.
+  write the span's attributes (identity, fields, data) and status by the one mapping and end
+  it, leave the context, write the file if the task has one, hand the task's own figures to the
+  task metrics when they are on, and let the runtime record go.
 
 A top-level task looks for the tracer provider; a nested one goes through its root's
 (:func:`~tasktrace.export.provider.current_tracer`). Nothing is registered with the refresh
