@@ -68,6 +68,34 @@ def test_total_cpu_adds_subprocess_subtasks() -> None:
     assert Task("x").total_cpu() is None
 
 
+def test_total_cpu_reaches_subprocess_tasks_under_in_process_subtasks() -> None:
+    """Workers under an in-process subtask (a pool started inside a fold) count once, at the top."""
+    t = Task.model_validate(
+        {
+            "label": "cv",
+            "cpu_time": 1.0,
+            "subtasks": [
+                {
+                    "label": "fold",
+                    "cpu_time": 0.5,  # inside cv's own 1.0: the same process
+                    "subtasks": [
+                        {"label": "w0", "cpu_time": 2.0, "subprocess": True},
+                        {
+                            "label": "step",
+                            "cpu_time": 0.1,
+                            "subtasks": [{"label": "w1", "cpu_time": 3.0, "subprocess": True}],
+                        },
+                    ],
+                },
+                {"label": "w2", "cpu_time": 4.0, "subprocess": True, "children_cpu_time_s": 0.25},
+            ],
+        }
+    )
+    fold = t.subtasks[0]
+    assert fold.total_cpu() == pytest.approx(0.5 + 2.0 + 3.0)
+    assert t.total_cpu() == pytest.approx(1.0 + 2.0 + 3.0 + 4.0 + 0.25)
+
+
 def test_friendly_duration() -> None:
     """friendly_duration gives human units, or None before the task ran."""
     assert Task("x").friendly_duration is None

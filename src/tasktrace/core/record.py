@@ -40,6 +40,7 @@ __all__ = [
     "bind_task_class",
     "dump_json",
     "node_class",
+    "other_process_cpu",
     "own_containers",
 ]
 
@@ -175,22 +176,16 @@ class TaskRecord(BaseModel):
     NVML every ``energy.sample_interval_s``; includes the CUDA context and cached blocks)."""
 
     def total_cpu(self) -> float | None:
-        """Return total CPU seconds: ``cpu_time`` + reaped children + subprocess subtasks.
+        """Return total CPU seconds: ``cpu_time`` plus other processes' CPU reported below it.
 
-        Returns ``None`` when ``cpu_time`` is unknown. Subprocess subtasks (``subprocess=True``)
-        are added recursively; in-process subtasks are already inside ``cpu_time``.
+        Other processes' CPU (:func:`other_process_cpu`): reaped children
+        (``children_cpu_time_s``) and every subprocess subtask, found directly or under
+        in-process subtasks (a pool started inside a subtask); in-process subtasks' own CPU is
+        inside ``cpu_time`` already. Returns ``None`` when ``cpu_time`` is unknown.
         """
-        total = self.cpu_time
-        if total is None:
+        if self.cpu_time is None:
             return None
-        if self.children_cpu_time_s is not None:
-            total += self.children_cpu_time_s
-        for task in self.subtasks:
-            if task.subprocess:
-                child = task.total_cpu()
-                if child is not None:
-                    total += child
-        return total
+        return self.cpu_time + (self.children_cpu_time_s or 0.0) + other_process_cpu(self)
 
     @property
     def friendly_duration(self) -> str | None:
@@ -302,6 +297,29 @@ def own_containers(record: TaskRecord) -> None:
         object.__setattr__(record, "__pydantic_fields_set__", {"label"})
     if record.__pydantic_extra__ is NO_EXTRA:
         object.__setattr__(record, "__pydantic_extra__", {})
+
+
+def other_process_cpu(task: TaskRecord) -> float:
+    """Return the CPU seconds other processes reported below ``task`` (0.0 when none).
+
+    Walks ``task``'s subtasks at any depth: a subprocess subtask adds its ``cpu_time`` (one
+    whose ``cpu_time`` is unknown adds nothing, nor does anything below it), every subtask adds
+    its reaped children's ``children_cpu_time_s``, and an in-process subtask adds nothing of
+    its own (its CPU is inside its parent's). Each process's CPU is counted once. Iterative:
+    a tree of any depth.
+    """
+    total = 0.0
+    stack = list(task.subtasks)
+    while stack:
+        node = stack.pop()
+        if node.subprocess:
+            if node.cpu_time is None:
+                continue
+            total += node.cpu_time
+        if node.children_cpu_time_s is not None:
+            total += node.children_cpu_time_s
+        stack.extend(node.subtasks)
+    return total
 
 
 if TYPE_CHECKING:  # for type checkers, subtasks are records; at run time, the bound class

@@ -35,7 +35,7 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from tasktrace.core.record import TaskRecord, node_class
+from tasktrace.core.record import TaskRecord, node_class, other_process_cpu
 from tasktrace.core.warn import WarnOnce
 from tasktrace.tree.processor import tree
 
@@ -172,19 +172,16 @@ def unreported_cpu_s(task: TaskRecord, reaped_s: float) -> float:
     """CPU seconds of reaped children that their subprocess tasks did not report.
 
     ``reaped_s`` (from ``wait4`` / ``RUSAGE_CHILDREN``) contains the CPU of every task the
-    reaped children reported; those tasks are ``task``'s subprocess subtasks, which
-    :meth:`~tasktrace.Task.total_cpu` adds already. Merges the spool first.
+    reaped children (and what they reaped) reported; :meth:`~tasktrace.Task.total_cpu` adds
+    those already (:func:`~tasktrace.core.record.other_process_cpu`). Merges the spool first.
 
     Returns:
-        ``max(0, reaped_s - reported)``, where ``reported`` sums the subprocess subtasks'
-        :meth:`~tasktrace.Task.total_cpu`.
+        ``max(0, reaped_s - reported)``, where ``reported`` is
+        :func:`~tasktrace.core.record.other_process_cpu` of ``task``.
     """
     collect()
-    reported = 0.0
     with tree.lock:
-        for sub in task.subtasks:
-            if sub.subprocess:
-                reported += sub.total_cpu() or 0.0
+        reported = other_process_cpu(task)
     return max(0.0, reaped_s - reported)
 
 
