@@ -102,10 +102,19 @@ def measure(engine: str, n: int = CALLS, rounds: int = ROUNDS) -> tuple[float, f
     return statistics.median(times["traced"]), statistics.median(times["plain"])
 
 
-def run(quick: bool = False) -> list[Row]:
-    """Measure each engine; one row each (value: with tasktrace; reference: without)."""
+def run(quick: bool = False, engines: list[str] | None = None) -> list[Row]:
+    """Measure each engine, or those named; one row each (with tasktrace; reference: without).
+
+    Raises:
+        ValueError: A name in ``engines`` is not one of :data:`TARGETS` (the message lists them).
+    """
+    unknown = sorted(set(engines or ()) - set(TARGETS))
+    if unknown:
+        raise ValueError(f"unknown engine(s) {unknown}: choose from {sorted(TARGETS)}")
     rows = []
     for engine, target in TARGETS.items():
+        if engines and engine not in engines:
+            continue
         with_s, without_s = measure(engine, rounds=3 if quick else ROUNDS)
         rows.append(
             Row(
@@ -121,6 +130,7 @@ def run(quick: bool = False) -> list[Row]:
     return rows
 
 
-if __name__ == "__main__":
-    for row in run("--quick" in sys.argv):
+if __name__ == "__main__":  # python -m benchmarks.engines [--quick] [joblib|ray|dask ...]
+    names = [a for a in sys.argv[1:] if not a.startswith("-")]
+    for row in run("--quick" in sys.argv, names or None):
         print(f"{row.metric}: {row.value:.3f} s vs {row.reference:.3f} s = {row.ratio:.2f}×")

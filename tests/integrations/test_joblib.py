@@ -96,6 +96,24 @@ def test_failing_worker_task_is_failed_and_the_error_reaches_the_driver(tmp_path
     assert failed[0].error == "ValueError: fold 1 is odd"
 
 
+@pytest.mark.parametrize("inner", PROCESS_BACKENDS)
+def test_many_batches_in_reused_workers_go_to_their_own_submitting_task(inner: str) -> None:
+    """Workers reused across batches and Parallel calls: each call's tasks under its submitter."""
+    with joblib.parallel_config(backend="tasktrace", inner=inner):
+        with Task("first") as first:
+            assert Parallel(n_jobs=2, batch_size=1)(
+                delayed(work.square_in_task)(i) for i in range(40)
+            ) == [i * i for i in range(40)]
+        with Task("second") as second:
+            Parallel(n_jobs=2, batch_size=3)(delayed(work.square_in_task)(i) for i in range(40, 70))
+    for root, calls in ((first, range(40)), (second, range(40, 70))):
+        assert sorted(t.label for t in root.subtasks) == sorted(f"square {i}" for i in calls)
+        for sub in root.subtasks:
+            assert sub.parent_id == root.task_id
+            assert sub.trace_id == root.trace_id
+            assert sub.subprocess is True
+
+
 def test_no_running_task_behaves_as_without_tasktrace() -> None:
     """Work submitted with no task running returns its results and delivers nothing."""
     with joblib.parallel_config(backend="tasktrace"):

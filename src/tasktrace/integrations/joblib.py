@@ -42,7 +42,8 @@ from joblib._parallel_backends import (
 )
 
 from tasktrace.export.workers import worker_environment
-from tasktrace.task.carriers import Carrier, capture, remote_scope
+from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope
+from tasktrace.task.scope_cache import ScopeCache
 from tasktrace.tree.delivery import deliver
 
 __all__ = [
@@ -100,8 +101,14 @@ class CarriedBatch:
         return len(self.batch)  # type: ignore[arg-type]
 
     def __call__(self) -> Any:
-        """Run the batch in a remote scope; return its results and records."""
-        with remote_scope(self.carrier) as scope:
+        """Run the batch in a remote scope; return its results and records.
+
+        The scope is the worker's one scope of the carrier (:data:`_scopes`), made at its
+        first batch and reused by the later ones (a worker runs one batch at a time).
+        """
+        carrier = self.carrier
+        scope = None if carrier.here else _scopes.get(carrier)
+        with remote_scope(carrier, scope=scope) as scope:
             try:
                 results = self.batch()
             except BaseException as e:
@@ -111,6 +118,11 @@ class CarriedBatch:
             if scope is None:  # the submitting process itself: the tree is already whole
                 return results
             return Homecoming(results, scope.take())
+
+
+_scopes: Final = ScopeCache(RemoteScope)
+"""A worker's remote scopes, one per submitting task (made at its first batch, then reused;
+a scope per batch cost ~20 µs more CPU per batch in a worker between calls)."""
 
 
 def _attach_records(exc: BaseException, records: list[bytes]) -> None:

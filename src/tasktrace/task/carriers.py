@@ -296,7 +296,12 @@ class RemoteScope:
         """
         roots = self._roots
         with roots.lock:
-            out, roots.finished = roots.finished, []
+            finished, roots.finished = roots.finished, []
+        out: list[bytes] = []
+        for task in finished:  # serialised here, one after the other: warm caches
+            record = snapshot(task)
+            if record is not None:
+                out.append(record)
         if running:
             for task in self.running_roots():
                 record = snapshot(task)

@@ -187,10 +187,10 @@ def _attach_with_waiting(
             _wait(item)
             report.waiting += 1
             continue
+        if not _waiting:
+            continue  # the usual: nothing waits (no lock taken per record)
         with _lock:
-            ready = (
-                [r for r in _waiting.values() if r.parent_id == item.task_id] if _waiting else []
-            )
+            ready = [r for r in _waiting.values() if r.parent_id == item.task_id]
             for r in ready:
                 del _waiting[r.task_id]
         todo.extend(ready)
