@@ -49,11 +49,11 @@ from tasktrace.task import processes, watch
 from tasktrace.task.parents import resolve_parent
 from tasktrace.task.runtime import (
     NO_SNAPSHOTS,
-    RELEASED,
     Runtime,
     cpu_split,
     current_runtime,
     measure,
+    release,
     runtime,
     start_meters,
 )
@@ -67,7 +67,6 @@ _get_current: Final = otel_context.get_current
 _attach: Final = otel_context.attach
 _time_ns: Final = time.time_ns
 _modules: Final = sys.modules
-_set: Final = object.__setattr__
 _perf_counter: Final = time.perf_counter
 _getrusage: Final = resource.getrusage
 _SELF: Final = resource.RUSAGE_SELF
@@ -260,8 +259,8 @@ def _after_end(task: TaskRecord, rt: Runtime) -> None:
             flush_spans()  # a subprocess's root: the child may end by os._exit
     else:
         # Nothing left to do for a finished task: drop its runtime state, so that a tree
-        # of 100,000 finished tasks holds only the model data (see runtime.RELEASED).
-        _set(task, "__pydantic_private__", RELEASED)
+        # of 100,000 finished tasks holds only the model data.
+        release(task)
     if rt.watched:
         tree.monitor.remove(id(task))
     recorder = task_metrics()
