@@ -103,9 +103,6 @@ _DURATION: Final = attr.DURATION_S
 _CPU_TIME: Final = attr.CPU_TIME_S
 _PEAK_MEMORY: Final = attr.PEAK_MEMORY_BYTES
 _STATUS: Final = attr.STATUS
-_TASK_ID: Final = attr.TASK_ID
-_PARENT_ID: Final = attr.PARENT_ID
-_SUBPROCESS: Final = attr.SUBPROCESS
 _STATUS_TEXT: Final = {status: status.value for status in TaskStatus}  # .value is a property
 _OK: Final = Status(StatusCode.OK)
 _SCALES: Final = {decimals: float(10**decimals) for decimals in range(16)}
@@ -209,14 +206,7 @@ def finish_attributes(
         TypeError: Extra data that cannot be encoded (the message names the key).
     """
     d = task.__dict__
-    if identity:  # identity_attributes, inline: this runs for every task
-        attrs: dict[str, Any] = {_TASK_ID: task_id or str(d["task_id"])}
-        if d["parent_id"] is not None:
-            attrs[_PARENT_ID] = parent_id or str(d["parent_id"])
-        if d["subprocess"]:
-            attrs[_SUBPROCESS] = True
-    else:
-        attrs = {}
+    attrs = identity_attributes(task, task_id, parent_id) if identity else {}
     status = d["status"]
     attrs[_STATUS] = _STATUS_TEXT.get(status, status)
     value = d["duration"]
