@@ -106,6 +106,7 @@ _STATUS: Final = attr.STATUS
 _STATUS_TEXT: Final = {status: status.value for status in TaskStatus}  # .value is a property
 _OK: Final = Status(StatusCode.OK)
 _SCALES: Final = {decimals: float(10**decimals) for decimals in range(16)}
+_TIME_SCALE: Final = _SCALES[TIME_DECIMALS]
 _UNSET: Final = Status(StatusCode.UNSET)
 
 
@@ -156,16 +157,15 @@ def identity_attributes(
 def _round(value: float, decimals: int) -> float:
     """Return ``value`` rounded to ``decimals`` decimals: the double nearest ``k / 10**decimals``.
 
-    ``round(value * 10**decimals) / 10**decimals``: a third of ``round(value, decimals)``'s
-    cost (which goes through a decimal string), the same result but where ``value`` lies within
-    a rounding error of a half step. A value that cannot be rounded (infinite, NaN, beyond
-    2**53 steps) is returned as it is.
+    ``floor(value * 10**decimals + 0.5) / 10**decimals`` in float arithmetic (``// 1.0``): a
+    quarter of ``round(value, decimals)``'s cost (which goes through a decimal string), the
+    same result but where ``value`` lies within a rounding error of a half step, and halves
+    round up. A value that cannot be rounded (infinite, NaN, beyond 2**53 steps) is returned as
+    it is.
     """
     scale = _SCALES[decimals]
-    try:
-        return round(value * scale) / scale
-    except (OverflowError, ValueError):  # inf, nan
-        return value
+    rounded = (value * scale + 0.5) // 1.0 / scale
+    return rounded if rounded == rounded else value  # noqa: PLR0124 - NaN: value was inf or NaN
 
 
 def _rounded(name: str, value: Any, d: Mapping[str, Any]) -> Any:
@@ -209,20 +209,28 @@ def finish_attributes(
     attrs = identity_attributes(task, task_id, parent_id) if identity else {}
     status = d["status"]
     attrs[_STATUS] = _STATUS_TEXT.get(status, status)
+    # The two times, rounded as _round does (inline: this runs on every task).
     value = d["duration"]
-    if value is not None:
-        attrs[_DURATION] = _round(value, TIME_DECIMALS) if type(value) is float else value
+    if type(value) is float:
+        rounded = (value * _TIME_SCALE + 0.5) // 1.0 / _TIME_SCALE
+        attrs[_DURATION] = rounded if rounded == rounded else value  # noqa: PLR0124
+    elif value is not None:
+        attrs[_DURATION] = value
     value = d["cpu_time"]
-    if value is not None:
-        attrs[_CPU_TIME] = _round(value, TIME_DECIMALS) if type(value) is float else value
+    if type(value) is float:
+        rounded = (value * _TIME_SCALE + 0.5) // 1.0 / _TIME_SCALE
+        attrs[_CPU_TIME] = rounded if rounded == rounded else value  # noqa: PLR0124
+    elif value is not None:
+        attrs[_CPU_TIME] = value
     value = d["peak_memory"]
     if value is not None:
         attrs[_PEAK_MEMORY] = value
-    values = _rare_values(d) if rare else _NO_RARE
-    if values != _NO_RARE:  # one C comparison when no meter and nobody set the others
-        for (name, key), value in zip(_RARE_KEYS, values, strict=True):
-            if value is not None:
-                attrs[key] = _rounded(name, value, d)
+    if rare:
+        values = _rare_values(d)
+        if values != _NO_RARE:  # one C comparison when no meter and nobody set the others
+            for (name, key), value in zip(_RARE_KEYS, values, strict=True):
+                if value is not None:
+                    attrs[key] = _rounded(name, value, d)
     extra = task.__pydantic_extra__
     if data and extra:
         attrs.update(data_attributes(d["label"], extra))

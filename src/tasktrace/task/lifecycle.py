@@ -34,7 +34,8 @@ from typing import Any, Final
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from tasktrace.core.context import SPAN_KEY, TASK_KEY, detach, task_context
+from tasktrace.core.context import OUTER_KEY, SPAN_KEY, TASK_KEY, detach, task_context
+from tasktrace.core.ids import task_id_text
 from tasktrace.core.record import LABEL_ONLY, TaskRecord
 from tasktrace.core.settings import get_settings
 from tasktrace.core.spans import finish_attributes, span_status, start_attributes
@@ -65,6 +66,7 @@ __all__ = ["finish_task", "start_task"]
 _warn = WarnOnce(logging.getLogger(__name__))
 _get_current: Final = otel_context.get_current
 _attach: Final = otel_context.attach
+_Context: Final = otel_context.Context
 _time_ns: Final = time.time_ns
 _modules: Final = sys.modules
 _perf_counter: Final = time.perf_counter
@@ -76,7 +78,7 @@ _FINISHED: Final = TaskStatus.FINISHED
 _FAILED: Final = TaskStatus.FAILED
 
 
-def start_task(task: TaskRecord) -> None:
+def start_task(task: TaskRecord) -> None:  # noqa: PLR0915 - the hot path, in one frame
     """``Task.start``: start the span, make it current, take the starting measurements.
 
     Raises:
@@ -91,7 +93,10 @@ def start_task(task: TaskRecord) -> None:
     d = task.__dict__  # plain writes below: these fields are ours, validation is not needed
     if d["status"] is not _PENDING:
         raise RuntimeError(f"task {task.label!r} was already started ({task.status.value})")
-    tree.files.check(task)  # a task with a file: its folder, and a user's file, first
+    files = tree.files
+    targets = files.targets(task)
+    if targets is not None:  # a task with a file: its folder, and a user's file, first
+        files.check(task)
     current = _get_current()
     # The usual: no explicit parent, nested in the running task of this process whose span is
     # the current span. Anything else (an explicit parent, a user's span on top, a parent in
@@ -114,15 +119,19 @@ def start_task(task: TaskRecord) -> None:
         parent_ctx: otel_context.Context | None = current
         reset = rt.reset_hwm is True  # the seed's rule: a task with a parent here keeps the mark
         tracer = current_tracer()  # a nested task goes through its root's provider
+        outer: otel_context.Context | None = current  # the context to leave to at finish
+        # The SIGTERM handler: its root, started in this thread, installed it.
     else:
         parent, parent_ctx, prt, reset = _find_parent(task, rt, current)
         # A top-level task looks for the provider (set-up kept out of its times).
         tracer = get_tracer() if parent is None else current_tracer()
+        outer = None  # task_context finds it
+        install_sigterm_handler()
+        targets = files.targets(task)  # a subprocess's root has a spool record now
     if parent is not None:
         d["parent_id"] = parent.__dict__["task_id"]
-    rt.id_text = str(d["task_id"])  # the span attribute, and its subtasks' parent id
+    rt.id_text = task_id_text(d["task_id"])  # the span attribute, and its subtasks' parent id
     rt.parent_text = prt.id_text if prt is not None else None
-    install_sigterm_handler()
     # No identity attributes at start (they come at finish, with the measurements: see
     # core.spans); only extra data, which a sampler may want.
     attrs = start_attributes(task) if task.__pydantic_extra__ else None
@@ -139,12 +148,18 @@ def start_task(task: TaskRecord) -> None:
     if span_id:  # a valid span (an invalid one has span id 0)
         d["trace_id"] = _trace_text(prt, parent, sctx.trace_id)
         d["span_id"] = format(span_id, "016x")
-    ctx = rt.ctx = task_context(task, span, current)
+    ctx = rt.ctx = (
+        task_context(task, span, current)
+        if outer is None
+        # The usual start: the current task is the running parent, so no stale context to skip
+        # (task_context's one copy of the current context, with the three keys).
+        else _Context({**current, SPAN_KEY: span, TASK_KEY: task, OUTER_KEY: outer})  # type: ignore[dict-item,misc]
+    )
     rt.token = _attach(ctx)
     d["start_time"] = start_ns / 1e9
     d["status"] = _RUNNING
     _open_measurements(rt, reset)
-    tree.task_started(task, parent, span_id)  # writes the file, if the task has one
+    tree.task_started(task, parent, span_id, targets)  # writes the file, if the task has one
     if get_settings().pending_spans:  # pending snapshot spans: off by default
         rt.watched = True
         watch.started(task, tracer, sctx)

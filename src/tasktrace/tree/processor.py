@@ -95,20 +95,27 @@ class TaskTreeProcessor(SpanProcessor):
 
     # ----- the direct path for tasks -----------------------------------------------------------
 
-    def task_started(self, task: TaskRecord, parent: TaskRecord | None, span_id: int) -> None:
+    def task_started(
+        self,
+        task: TaskRecord,
+        parent: TaskRecord | None,
+        span_id: int,
+        targets: FileTargets | None,
+    ) -> None:
         """Register a running task, attach it to ``parent`` (``None``: a root), write its file.
 
         The task's fields are complete before it is attached (a snapshot shows it running, or
         not yet). The append is under the tree's lock, as every change to a subtasks list is
-        (a list sorted meanwhile, by the spool, would drop it).
+        (a list sorted meanwhile, by the spool, would drop it). ``targets``: the task's
+        ``files.targets(task)``, read by the caller before the start (``None``: no file).
         """
         if span_id:
             self._nodes[span_id] = task
-        self._tasks[task.task_id.int] = task
+        self._tasks[task.__dict__["task_id"].int] = task
         if parent is not None:
             with self.lock:
                 parent.subtasks.append(task)
-        if self.files.targets(task) is not None:
+        if targets is not None:
             self.files.started(task)
 
     def start_task_span(
