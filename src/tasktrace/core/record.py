@@ -81,7 +81,8 @@ class TaskRecord(BaseModel):
     model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True)
 
     task_id: uuid.UUID = Field(default_factory=new_task_id, frozen=True)
-    """The task ID (random UUID4; LensKit files keep theirs)."""
+    """The task ID (a unique version-4 UUID, see :mod:`tasktrace.core.ids`; LensKit files keep
+    theirs)."""
     parent_id: uuid.UUID | None = None
     """The parent task's ID, or ``None`` for a top-level task."""
     subprocess: bool = False

@@ -55,6 +55,7 @@ from tasktrace.core.status import TaskStatus
 
 __all__ = [
     "ENERGY_DECIMALS",
+    "STATUS_OK",
     "TIME_DECIMALS",
     "data_attributes",
     "finish_attributes",
@@ -105,6 +106,8 @@ _PEAK_MEMORY: Final = attr.PEAK_MEMORY_BYTES
 _STATUS: Final = attr.STATUS
 _STATUS_TEXT: Final = {status: status.value for status in TaskStatus}  # .value is a property
 _OK: Final = Status(StatusCode.OK)
+STATUS_OK: Final = _OK
+"""The span status of a finished task (``span_status(FINISHED, ...)``; one shared object)."""
 _SCALES: Final = {decimals: float(10**decimals) for decimals in range(16)}
 _TIME_SCALE: Final = _SCALES[TIME_DECIMALS]
 _UNSET: Final = Status(StatusCode.UNSET)

@@ -29,7 +29,8 @@ import logging
 import resource
 import sys
 import time
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -38,8 +39,8 @@ from tasktrace.core.context import OUTER_KEY, SPAN_KEY, TASK_KEY, detach, task_c
 from tasktrace.core.ids import task_id_text
 from tasktrace.core.record import LABEL_ONLY, TaskRecord
 from tasktrace.core.settings import get_settings
-from tasktrace.core.spans import finish_attributes, span_status, start_attributes
-from tasktrace.core.status import Outcome, TaskStatus
+from tasktrace.core.spans import STATUS_OK, finish_attributes, span_status, start_attributes
+from tasktrace.core.status import FINISHED, Outcome, TaskStatus, outcome_of
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.metrics import task_metrics
 from tasktrace.export.provider import current_tracer, flush_spans, get_tracer
@@ -76,10 +77,15 @@ _RUNNING: Final = TaskStatus.RUNNING
 _PENDING: Final = TaskStatus.PENDING
 _FINISHED: Final = TaskStatus.FINISHED
 _FAILED: Final = TaskStatus.FAILED
+_FINISHED_OUTCOME: Final = FINISHED
+_STATUS_OK: Final = STATUS_OK
+_TaskT = TypeVar("_TaskT", bound=TaskRecord)
 
 
-def start_task(task: TaskRecord) -> None:  # noqa: PLR0915 - the hot path, in one frame
-    """``Task.start``: start the span, make it current, take the starting measurements.
+def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0915 - the hot path, in one frame
+    """``Task.start`` and ``Task.__enter__`` (this function is it): start and return ``task``.
+
+    Starts its span, makes it current, takes the starting measurements.
 
     Raises:
         RuntimeError: The task was already started.
@@ -164,6 +170,7 @@ def start_task(task: TaskRecord) -> None:  # noqa: PLR0915 - the hot path, in on
         rt.watched = True
         watch.started(task, tracer, sctx)
         tree.monitor.add(id(task), task.monitor_refresh)  # type: ignore[attr-defined]
+    return task
 
 
 def _open_measurements(rt: Runtime, reset: bool) -> None:
@@ -216,11 +223,28 @@ def _trace_text(prt: Runtime | None, parent: TaskRecord | None, trace_id: int) -
     return format(trace_id, "032x")
 
 
-def finish_task(task: TaskRecord, outcome: Outcome, exc: BaseException | None) -> None:
-    """``Task.finish`` and ``__exit__``: measure, write the task and its span, end it, save.
+def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
+    task: TaskRecord,
+    exc_type: type[BaseException] | None = None,
+    exc: BaseException | None = None,
+    traceback: TracebackType | None = None,
+    outcome: Outcome | None = None,
+) -> None:
+    """``Task.__exit__`` (this function is it) and ``Task.finish``: measure, write, end, save.
 
-    Finishing a task that is not running logs a warning and does nothing.
+    Measures the task, writes its measurements, status and ``finish_time`` into it and its span,
+    ends the span, leaves its context and writes its file. Finishing a task that is not running
+    logs a warning and does nothing.
+
+    Args:
+        task: The running task.
+        exc_type: The type of the exception that ended the task's block (unused: ``exc``).
+        exc: That exception, or ``None``; recorded as a span event unless the task finished.
+        traceback: Its traceback (unused).
+        outcome: The task's outcome (``Task.finish``); ``None``: the one ``exc`` calls for
+            (:func:`~tasktrace.core.status.outcome_of`).
     """
+    del exc_type, traceback
     private = task.__pydantic_private__
     rt = private.get("_rt") if private is not None else None
     if rt is None:  # never started here (built from a file, or finished already)
@@ -234,6 +258,8 @@ def finish_task(task: TaskRecord, outcome: Outcome, exc: BaseException | None) -
     if d["status"] is not _RUNNING or span is None:
         _warn(f"finish:{id(task)}", "tasktrace: task %r is not running", task.label)
         return
+    if outcome is None:
+        outcome = _FINISHED_OUTCOME if exc is None else outcome_of(exc)
     final = measure(rt, final=True)
     end_ns = _time_ns()
     final["finish_time"] = end_ns / 1e9
@@ -249,38 +275,37 @@ def finish_task(task: TaskRecord, outcome: Outcome, exc: BaseException | None) -
         # The span, by the one mapping (core.spans: identity and the fields; a failed task's
         # error is the status description); unless the task finished, the exception that
         # ended it is a span event. Another span processor raising is warned about once.
-        attrs = _finish_attributes(task, rt)
-        span.set_attributes(attrs)
-        if exc is not None and status is not _FINISHED:
-            span.record_exception(exc, timestamp=end_ns)
-        if status is _FINISHED or status is _FAILED:
-            span.set_status(span_status(status, d["error"]))
+        span.set_attributes(_finish_attributes(task, rt))
+        if status is _FINISHED:
+            span.set_status(_STATUS_OK)
+        else:
+            if exc is not None:
+                span.record_exception(exc, timestamp=end_ns)
+            if status is _FAILED:
+                span.set_status(span_status(status, d["error"]))
         span.end(end_time=end_ns)  # the tree took the task out of its nodes already
     except Exception as e:  # noqa: BLE001 - another span processor raised in on_end
         _warn("span-end", "tasktrace: ending the span of %r failed: %r", task.label, e)
     finally:
-        _after_end(task, rt)
-
-
-def _after_end(task: TaskRecord, rt: Runtime) -> None:
-    """After a task's span ended: leave its context, let its state go, write its file."""
-    detach(rt.token, rt.ctx)  # leave the task's context, where it may
-    rt.token = rt.span = rt.ctx = None  # the context holds the span: let both go
-    rt.snapshots = NO_SNAPSHOTS
-    rt.rss_scope = rt.gpu_scope = None
-    targets = tree.task_finished(task)  # records of other processes merged, file written
-    if targets is not None:
-        if targets.spool_record is not None:
-            flush_spans()  # a subprocess's root: the child may end by os._exit
-    else:
-        # Nothing left to do for a finished task: drop its runtime state, so that a tree
-        # of 100,000 finished tasks holds only the model data.
-        release(task)
-    if rt.watched:
-        tree.monitor.remove(id(task))
-    recorder = task_metrics()
-    if recorder is not None:
-        recorder.finished(task, *cpu_split(rt))
+        # After the span ended: leave the task's context (where it may), let its state go
+        # (the context holds the span), write its file.
+        detach(rt.token, rt.ctx)
+        rt.token = rt.span = rt.ctx = None
+        rt.snapshots = NO_SNAPSHOTS
+        rt.rss_scope = rt.gpu_scope = None
+        targets = tree.task_finished(task)  # records of other processes merged, file written
+        if targets is not None:
+            if targets.spool_record is not None:
+                flush_spans()  # a subprocess's root: the child may end by os._exit
+        else:
+            # Nothing left to do for a finished task: drop its runtime state, so that a tree
+            # of 100,000 finished tasks holds only the model data.
+            release(task)
+        if rt.watched:
+            tree.monitor.remove(id(task))
+        recorder = task_metrics()
+        if recorder is not None:
+            recorder.finished(task, *cpu_split(rt))
 
 
 def _finish_attributes(task: TaskRecord, rt: Runtime) -> dict[str, Any]:
