@@ -74,6 +74,7 @@ __all__ = [
     "COLLECTOR_PREFIX",
     "DRAIN_WAIT_S",
     "HOOK",
+    "MARK_WAIT_S",
     "RayTaskPropagator",
     "RecordCollector",
     "collect",
