@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray integration needs ray installed")
 
 from tasktrace import Task, TaskStatus  # noqa: E402
+from tasktrace.integrations.batching import FLUSH_INTERVAL_S  # noqa: E402
 
 from ..otlp_receivers import OtlpHttpReceiver, SpanRecord  # noqa: E402
 
@@ -47,6 +50,32 @@ DRIVER = textwrap.dedent(
     square = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(work.square_in_task)
     Accumulator = ray.remote(num_cpus=0)(work.Accumulator)
     die_once = ray.remote(num_cpus=1, max_retries=1)(work.die_once)
+
+    def quick(i):
+        with Task(f"quick {i}"):
+            time.sleep(0.005)  # the worker's first batch (turning busy) leaves meanwhile
+            return i
+
+    def instant(i):
+        with Task(f"quick {i}"):  # ends before the worker's batcher thread runs
+            return i
+
+    quick_remote = ray.remote(num_cpus=1)(quick)
+    instant_remote = ray.remote(num_cpus=1)(instant)
+
+    def short_tasks(remote):
+        waits, subtasks = [], []
+        for i in range(4):
+            time.sleep(0.8)  # the workers turn idle: a call's first batch goes out as it starts
+            with Task(f"short {i}") as short:
+                ray.get(remote.remote(i))
+                returned = time.perf_counter()
+            waits.append(time.perf_counter() - returned)  # the finish, collecting the record
+            subtasks.append([t.label for t in short.subtasks])
+        return {"finish_waits": waits, "subtasks": subtasks}
+
+    shorts_first = short_tasks(quick_remote)
+    shorts_instant = short_tasks(instant_remote)
     with Task("driver", file="driver.json"):
         squares = ray.get([square.remote(i) for i in range(6)])
         acc = Accumulator.remote()
@@ -60,7 +89,10 @@ DRIVER = textwrap.dedent(
     time.sleep(0.5)  # the worker's batch reaches the collector
     collect()  # late records attached, early.json re-written
     ray.get(square.remote(99))  # no task running: nothing is carried or delivered
+    shorts_after_death = short_tasks(quick_remote)  # the first "fragile" attempt's worker died busy
     out = {"nodes": nodes, "squares": squares, "totals": totals, "nested": nested}
+    out.update(shorts_first=shorts_first, shorts_instant=shorts_instant)
+    out.update(shorts_after_death=shorts_after_death)
     json.dump(out, open("out.json", "w"))
     ray.shutdown()
     cluster.shutdown()
@@ -73,7 +105,7 @@ class RayRun:
     """What the driver process left: its task file, its printed results and the spans."""
 
     tree: Task
-    out: dict[str, list[object]]
+    out: dict[str, Any]
     spans: list[SpanRecord]
     early: Task
 
@@ -195,6 +227,34 @@ def test_work_outliving_its_parent_is_attached_late_and_the_file_rewritten(
     assert (slow.label, slow.status) == ("slow", TaskStatus.FINISHED)
     assert slow.parent_id == ray_run.early.task_id
     assert slow.subprocess
+
+
+def _check_short_finishes(shorts: dict[str, list[Any]]) -> None:
+    assert shorts["subtasks"] == [[f"quick {i}"] for i in range(4)]  # each record collected
+    assert statistics.median(shorts["finish_waits"]) < FLUSH_INTERVAL_S
+
+
+def test_a_finish_right_after_a_batch_went_out_does_not_wait_for_the_next_one(
+    ray_run: RayRun,
+) -> None:
+    """A task's finish collects its call's record at once, though a batch just left before."""
+    # A worker turning busy sends a batch as the call starts, just before the finish asks
+    # for the records: it must send again at once, not sleep through an interval first.
+    _check_short_finishes(ray_run.out["shorts_first"])
+
+
+def test_a_call_ending_before_its_worker_said_it_is_busy_is_collected_at_the_finish(
+    ray_run: RayRun,
+) -> None:
+    """An instant call on an idle worker: its record is in its task when that task finishes."""
+    # The call's end reaches the driver, which asks the collector for the records, before
+    # the worker's batcher thread has run: the collector must not take the worker for idle.
+    _check_short_finishes(ray_run.out["shorts_instant"])
+
+
+def test_a_worker_that_died_busy_is_not_waited_for(ray_run: RayRun) -> None:
+    """Finishes after a busy worker died (the killed attempt) do not wait for its batch."""
+    _check_short_finishes(ray_run.out["shorts_after_death"])
 
 
 def test_work_without_a_running_task_is_not_carried(ray_run: RayRun) -> None:

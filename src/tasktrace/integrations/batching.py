@@ -88,8 +88,10 @@ class RecordBatcher:
         send: Sends a batch home, from the batcher's thread; a raise is warned about once.
         interval_s: Seconds between batches while busy.
         paced: ``send`` itself returns when the next batch is due (the Ray collector answers
-            after at most ``interval_s``, or at once when the driver asks for the records);
-            otherwise ``send`` returns at once and the thread sleeps ``interval_s``.
+            after at most ``interval_s``, or at once when the driver asks for the records: the
+            next batch then goes out at once; only after a failed ``send`` does the thread
+            sleep ``interval_s``); otherwise ``send`` returns at once and the thread sleeps
+            ``interval_s``.
     """
 
     def __init__(
@@ -218,11 +220,13 @@ class RecordBatcher:
                 root.sent = now
         return Batch(self.worker, records, time.time(), idle)
 
-    def _send(self, batch: Batch) -> None:
+    def _send(self, batch: Batch) -> bool:
         try:
             self.send(batch)
         except Exception as e:  # noqa: BLE001 - shipping must not break the user's task
             _warn("batch-send", "tasktrace: cannot send task records to the driver: %r", e)
+            return False
+        return True
 
     def _run(self) -> None:
         while True:
@@ -240,9 +244,8 @@ class RecordBatcher:
                     if self._stopping:
                         return
                     batch = self._take(time.monotonic())
-                    started = time.monotonic()
-                    self._send(batch)
+                    sent = self._send(batch)
                 if batch.idle:
                     break
-                if self.paced and time.monotonic() - started < self.interval_s / 10:
-                    time.sleep(self.interval_s)  # the sender answered at once (failing): pace
+                if self.paced and not sent:
+                    time.sleep(self.interval_s)  # the sender failed: pace the next try

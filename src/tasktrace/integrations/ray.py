@@ -21,10 +21,13 @@ propagator). How tasktrace rides on it:
 - **Records home.** Each worker process buffers its records and sends them every
   :data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S` to the job's
   :class:`RecordCollector` actor, from a thread of its own (the remote functions never wait
-  for it); a task shorter than the interval sends one record, when it finished. When a task
-  that submitted work finishes in the driver, the driver asks the collector for the records:
-  the busy workers are told to send what they hold at once, and the driver waits (at most
-  :data:`DRAIN_WAIT_S`) until each has. Records that still miss it (a
+  for it); a task shorter than the interval sends one record, when it finished. A worker
+  turning busy tells the collector before its first carried call runs (one message, waited
+  for). When a task that submitted work finishes in the driver, the driver asks the collector
+  for the records: the busy workers are told to send what they hold at once, and the driver
+  waits (at most :data:`DRAIN_WAIT_S`) until each has; a busy worker not heard of for
+  :data:`~tasktrace.integrations.ray_collector.GONE_S` (one that died) is not waited for.
+  Records that still miss it (a
   worker's clock far behind, work the driver did not wait for) are attached *late* at the next
   drain (the next such task's finish, a task-file write at least a second after the last
   drain, :func:`collect`, or the driver's exit) and the task file re-written. Nothing touches a
@@ -40,10 +43,9 @@ propagator). How tasktrace rides on it:
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import contextlib
 import contextvars
+import dataclasses
 import logging
 import threading
 import time
@@ -61,6 +63,7 @@ from tasktrace.core.warn import WarnOnce
 from tasktrace.export.workers import apply_environment, worker_environment
 from tasktrace.integrations.attempts import Attempts
 from tasktrace.integrations.batching import FLUSH_INTERVAL_S, Batch, RecordBatcher
+from tasktrace.integrations.ray_collector import RecordCollector
 from tasktrace.task.carriers import Carrier, RemoteScope
 from tasktrace.task.propagator import TaskTracePropagator
 from tasktrace.task.scope_cache import ScopeCache
@@ -71,6 +74,7 @@ __all__ = [
     "COLLECTOR_PREFIX",
     "DRAIN_WAIT_S",
     "HOOK",
+    "MARK_WAIT_S",
     "RayTaskPropagator",
     "RecordCollector",
     "collect",
@@ -86,81 +90,13 @@ COLLECTOR_PREFIX: Final = "tasktrace-records-"
 """Name prefix of the job's collector actor (the job id follows)."""
 DRAIN_WAIT_S: Final = 0.5
 """The longest a finishing task waits in the driver for busy workers' batches, in seconds."""
-MAX_HELD: Final = 100_000
-"""Most records the collector holds for the driver; beyond that the oldest are dropped."""
+MARK_WAIT_S: Final = 5.0
+"""The longest a worker turning busy waits for the collector to note it, in seconds."""
 IDLE_DRAIN_S: Final = 1.0
 """Least seconds between two drains that are not at a submitting task's finish."""
 _internal: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "tasktrace_ray_internal", default=False
 )
-
-
-@ray.remote(num_cpus=0, max_restarts=-1)
-class RecordCollector:
-    """A job's mailbox of task records, filled by workers and drained by the driver.
-
-    An asyncio actor: a worker's :meth:`put` is answered when its next batch is due (after
-    :data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S`, or at once when the driver asks
-    for the records), so a busy worker has one call waiting here and sends nothing else.
-
-    Args:
-        environment: The driver's export set-up
-            (:func:`~tasktrace.export.workers.worker_environment`), handed to each worker
-            before its first carried call; it may hold secrets (headers), which stay in this
-            actor's memory and the workers' environments.
-    """
-
-    def __init__(self, environment: dict[str, str]) -> None:
-        """Start empty."""
-        self._environment = environment
-        self._records: list[str] = []
-        self._workers: dict[str, tuple[float, bool]] = {}  # worker -> (sent_at, idle)
-        self._changed: asyncio.Condition | None = None
-        self._flush = 0  # how many times the driver asked for the records
-
-    def _condition(self) -> asyncio.Condition:
-        if self._changed is None:  # made in the actor's event loop
-            self._changed = asyncio.Condition()
-        return self._changed
-
-    async def environment(self) -> dict[str, str]:
-        """Return the driver's export set-up for a worker to apply."""
-        return self._environment
-
-    async def put(self, batch: Batch, interval_s: float) -> None:
-        """Keep a worker's batch; answer when its next batch is due (see the class docstring)."""
-        changed = self._condition()
-        async with changed:
-            self._records.extend(batch.records)
-            if len(self._records) > MAX_HELD:  # nobody drains (no driver task): keep the last
-                del self._records[: len(self._records) - MAX_HELD]
-            self._workers[batch.worker] = (batch.sent_at, batch.idle)
-            changed.notify_all()
-            if batch.idle:
-                return
-            asked = self._flush
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(changed.wait_for(lambda: self._flush != asked), interval_s)
-
-    async def drain(self, since: float, wait_s: float) -> list[str]:
-        """Return and forget every record, after the busy workers' batches made since ``since``.
-
-        Busy workers are answered at once (they send what they hold); waits at most ``wait_s``
-        seconds until every worker that is not idle has sent a batch made at ``since``
-        (``time.time()``) or later.
-        """
-        changed = self._condition()
-        async with changed:
-            self._flush += 1
-            changed.notify_all()
-
-            def caught_up() -> bool:
-                return all(idle or sent >= since for sent, idle in self._workers.values())
-
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(changed.wait_for(caught_up), wait_s)
-            out, self._records = self._records, []
-        return out
 
 
 def _collector_name() -> str:
@@ -244,6 +180,10 @@ class _Worker:
         self._lock = threading.Lock()
         self.handle: Any = None
         self.batcher: RecordBatcher | None = None
+        self.worker_id = ""
+        self._marks = threading.Lock()
+        self._idle_out = True  # the collector may take this worker for idle
+        self._last_start = 0.0  # time.time() of the last root's start
 
     def ready(self) -> RecordBatcher:
         batcher = self.batcher
@@ -257,11 +197,39 @@ class _Worker:
                     apply_environment(ray.get(self.handle.environment.remote()))
                 finally:
                     _internal.reset(token)
-                worker_id = ray.get_runtime_context().get_worker_id()
-                self.batcher = RecordBatcher(worker_id, self.send, paced=True)
+                self.worker_id = ray.get_runtime_context().get_worker_id()
+                self.batcher = RecordBatcher(self.worker_id, self.send, paced=True)
             return self.batcher
 
+    def started(self, task: TaskRecord) -> None:
+        """Note a root's start (``on_started``), telling the collector first if it thinks idle.
+
+        The mark is waited for (once per idle spell, one message): the call's record must not
+        be missed by a drain that the call's own end triggers in the driver.
+        """
+        now = time.time()
+        with self._marks:
+            self._last_start = now
+            mark, self._idle_out = self._idle_out, False
+        if mark:
+            token = _internal.set(True)
+            try:  # a future, not ray.get: a blocked task would lend its CPU to another worker
+                self.handle.busy.remote(self.worker_id, now).future().result(MARK_WAIT_S)
+            except Exception as e:  # noqa: BLE001 - must not break the user's task
+                _warn("ray-busy", "tasktrace: cannot reach the task-record collector: %r", e)
+            finally:
+                _internal.reset(token)
+        batcher = self.batcher
+        if batcher is not None:
+            batcher.started(task)
+
     def send(self, batch: Batch) -> None:
+        with self._marks:
+            if batch.idle:
+                if self._last_start >= batch.sent_at:  # a root started since it was made
+                    batch = dataclasses.replace(batch, idle=False)
+                else:
+                    self._idle_out = True
         token = _internal.set(True)
         try:  # answered when the next batch is due (the collector paces the batcher)
             ray.get(self.handle.put.remote(batch, FLUSH_INTERVAL_S), timeout=FLUSH_INTERVAL_S + 30)
@@ -295,7 +263,7 @@ def _make_scope(carrier: Carrier) -> RemoteScope:
     return RemoteScope(
         carrier,
         _worker_data(),
-        on_started=batcher.started,
+        on_started=_worker.started,
         on_finished=batcher.finished,
         call_data=_call_data,
     )
