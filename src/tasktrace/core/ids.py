@@ -50,7 +50,7 @@ _UNKNOWN: Final = uuid.SafeUUID.unknown
 _high = 0  # this process's series: its first 80 bits,
 _base = 0  # the same shifted into place,
 _prefix = ""  # their text with its hyphens ("xxxxxxxx-xxxx-4xxx-yxxx-"),
-_counter = itertools.count()  # and the counter of the last 48 bits
+_counter = itertools.count()  # and the counter of the last 48 bits (scrambled, see below)
 
 
 def _new_series() -> None:
@@ -60,7 +60,8 @@ def _new_series() -> None:
     _base = _high << 48
     hex_ = f"{_base:032x}"
     _prefix = f"{hex_[:8]}-{hex_[8:12]}-{hex_[12:16]}-{hex_[16:20]}-"
-    _counter = itertools.count(_getrandbits(48))
+    # k * _SCRAMBLE for k = a random start, start + 1, ...: masked to 48 bits, a permutation.
+    _counter = itertools.count(_getrandbits(48) * _SCRAMBLE, _SCRAMBLE)
 
 
 def _reseed_in_child() -> None:
@@ -86,7 +87,7 @@ def new_task_id() -> uuid.UUID:
     slot descriptors. Thread-safe (the counter steps in one C call under the GIL).
     """
     task_id = _new_uuid(_UUID)
-    _set_int(task_id, _base | ((next(_counter) * _SCRAMBLE) & _LOW48))
+    _set_int(task_id, _base | (next(_counter) & _LOW48))
     _set_is_safe(task_id, _UNKNOWN)
     return task_id
 

@@ -30,7 +30,7 @@ import resource
 import sys
 import time
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -164,21 +164,8 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0915 - the hot path, in one 
     rt.token = _attach(ctx)
     d["start_time"] = start_ns / 1e9
     d["status"] = _RUNNING
-    _open_measurements(rt, reset)
-    tree.task_started(task, parent, span_id, targets)  # writes the file, if the task has one
-    if get_settings().pending_spans:  # pending snapshot spans: off by default
-        rt.watched = True
-        watch.started(task, tracer, sctx)
-        tree.monitor.add(id(task), task.monitor_refresh)  # type: ignore[attr-defined]
-    return task
-
-
-def _open_measurements(rt: Runtime, reset: bool) -> None:
-    """Open the high-water-mark scopes and the meters, then read the clocks.
-
-    The clocks last, so that tracing is outside the task's figures: ``perf_counter``,
-    ``getrusage(RUSAGE_SELF)``.
-    """
+    # The measurements: the high-water-mark scopes and the meters, then the clocks last, so
+    # that tracing is outside the task's figures (perf_counter, getrusage(RUSAGE_SELF)).
     rt.rss_scope = rss_marks.open(reset=reset)
     if "torch" in _modules:  # a CUDA scope only where torch may use CUDA
         rt.gpu_scope = cuda_marks.open_if_used(reset=reset)
@@ -187,6 +174,12 @@ def _open_measurements(rt: Runtime, reset: bool) -> None:
         rt.snapshots = start_meters(meters)
     rt.perf0 = _perf_counter()
     rt.usage0 = _getrusage(_SELF)
+    tree.task_started(task, parent, span_id, targets)  # writes the file, if the task has one
+    if get_settings().pending_spans:  # pending snapshot spans: off by default
+        rt.watched = True
+        watch.started(task, tracer, sctx)
+        tree.monitor.add(id(task), task.monitor_refresh)  # type: ignore[attr-defined]
+    return task
 
 
 def _find_parent(
@@ -275,7 +268,24 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
         # The span, by the one mapping (core.spans: identity and the fields; a failed task's
         # error is the status description); unless the task finished, the exception that
         # ended it is a span event. Another span processor raising is warned about once.
-        span.set_attributes(_finish_attributes(task, rt))
+        # The rarely set fields (energy, GPU, error, children's figures) are looked at only
+        # where one may be set: a task built from more than its label or assigned to (its
+        # fields set is no longer the shared LABEL_ONLY), one measured by meters or a CUDA
+        # scope, or one with an error. Nothing else writes them.
+        rare = (
+            task.__pydantic_fields_set__ is not LABEL_ONLY
+            or bool(rt.snapshots)
+            or rt.gpu_scope is not None
+            or d["error"] is not None
+        )
+        try:
+            attrs = finish_attributes(task, task_id=rt.id_text, parent_id=rt.parent_text, rare=rare)
+        except TypeError as e:  # extra data set after construction that cannot be encoded
+            _warn(f"data:{e}", "tasktrace: %s; left out of the span", e)
+            attrs = finish_attributes(
+                task, data=False, task_id=rt.id_text, parent_id=rt.parent_text, rare=rare
+            )
+        span.set_attributes(attrs)
         if status is _FINISHED:
             span.set_status(_STATUS_OK)
         else:
@@ -306,28 +316,6 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
         recorder = task_metrics()
         if recorder is not None:
             recorder.finished(task, *cpu_split(rt))
-
-
-def _finish_attributes(task: TaskRecord, rt: Runtime) -> dict[str, Any]:
-    """Return the finish attributes; extra data that cannot be encoded is left out (warned).
-
-    The rarely set fields (energy, GPU, error, children's figures) are looked at only where one
-    may be set: a task built from more than its label or assigned to (its fields set is no
-    longer the shared :data:`~tasktrace.core.record.LABEL_ONLY`), one measured by meters or a
-    CUDA scope, or one with an error. Nothing else writes them.
-    """
-    rare = (
-        task.__pydantic_fields_set__ is not LABEL_ONLY
-        or bool(rt.snapshots)
-        or rt.gpu_scope is not None
-        or task.__dict__["error"] is not None
-    )
-    ids = rt.id_text, rt.parent_text
-    try:
-        return finish_attributes(task, task_id=ids[0], parent_id=ids[1], rare=rare)
-    except TypeError as e:  # extra data set after construction that cannot be encoded
-        _warn(f"data:{e}", "tasktrace: %s; left out of the span", e)
-        return finish_attributes(task, data=False, task_id=ids[0], parent_id=ids[1], rare=rare)
 
 
 def _close(rt: Runtime) -> None:
