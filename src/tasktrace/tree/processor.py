@@ -76,6 +76,7 @@ class TaskTreeProcessor(SpanProcessor):
         """Guards the tree's structure; hold it to serialise a consistent snapshot."""
         renew_after_fork(self, "lock")
         self._nodes: dict[int, TaskRecord] = {}
+        self._foreign: dict[int, TaskRecord] = {}  # the running nodes of spans not tasks'
         self._tasks: dict[int, TaskRecord] = {}  # running tasks by task_id.int (hashed in C)
         self._sources: tuple[RecordSource, ...] = ()
         self._task_span = _TaskSpanCall()
@@ -113,8 +114,13 @@ class TaskTreeProcessor(SpanProcessor):
             self._nodes[span_id] = task
         self._tasks[task.__dict__["task_id"].int] = task
         if parent is not None:
-            with self.lock:
+            # acquire/release rather than `with`: its special-method lookups cost as much again
+            lock = self.lock
+            lock.acquire()
+            try:
                 parent.subtasks.append(task)
+            finally:
+                lock.release()
         if targets is not None:
             self.files.started(task)
 
@@ -168,10 +174,14 @@ class TaskTreeProcessor(SpanProcessor):
             it first.
         """
         d = task.__dict__
-        with self.lock:
+        lock = self.lock  # acquire/release rather than `with` (see task_started)
+        lock.acquire()
+        try:
             if d["status"] is not RUNNING:
                 return False
             _apply(task, fields)
+        finally:
+            lock.release()
         if span_id:
             self._nodes.pop(span_id, None)
         self._tasks.pop(d["task_id"].int, None)
@@ -212,6 +222,7 @@ class TaskTreeProcessor(SpanProcessor):
         tasks = list(self._tasks.values())
         self._tasks = {}
         self._nodes = {}
+        self._foreign = {}
         self.files.forget_all()
         return tasks
 
@@ -293,6 +304,7 @@ class TaskTreeProcessor(SpanProcessor):
             )
             with self.lock:
                 self._nodes[ctx.span_id] = node
+                self._foreign[ctx.span_id] = node
                 parent.subtasks.append(node)
         except Exception as e:  # noqa: BLE001 - the processor never raises into user code
             self._error("on_start", e)
@@ -300,16 +312,19 @@ class TaskTreeProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         """Complete the node of a non-task span from its timestamps, status and attributes.
 
-        A task's span ends after :meth:`finish_running` took its node out: nothing to do.
+        A task's span ends after :meth:`finish_running` took its node out: nothing to do (and
+        nothing is looked at while no such span is open, the usual case).
         """
         try:
-            ctx = span.get_span_context()
-            if ctx is None or not self._nodes:
+            if not self._foreign:  # tasks finish through finish_running and task_finished
                 return
-            node = self._nodes.get(ctx.span_id)
-            if node is None or not node.foreign_span:  # tasks finish through task_finished
+            ctx = span.get_span_context()
+            if ctx is None:
                 return
             with self.lock:
+                node = self._foreign.pop(ctx.span_id, None)
+                if node is None:
+                    return
                 self._nodes.pop(ctx.span_id, None)
             _complete_from_span(node, span)
         except Exception as e:  # noqa: BLE001 - the processor never raises into user code
