@@ -54,6 +54,8 @@ class _Roots(list):  # type: ignore[type-arg]
             sink.on_started(item)
         if sink.on_finished is not None:
             list.append(self, item)
+            if id(sink) in _pending:  # noted already; the note outlives this root (see below)
+                return
             stand_in = self.stand_in()  # weakly: no cycle through this list
             if stand_in is not None:
                 with _pending_lock:
@@ -196,6 +198,6 @@ def hand_on_finished() -> None:
         for task in sink.collect():
             if on_finished is not None:
                 on_finished(task)
-        with _pending_lock:  # a root added after this look notes the scope again
-            if not stand_in.subtasks:
+        with _pending_lock:  # a root added after this look notes the scope again; one added
+            if not stand_in.subtasks:  # before it is running, so the list is not empty
                 _pending.pop(id(sink), None)
