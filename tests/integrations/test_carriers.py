@@ -18,10 +18,12 @@ from tasktrace import Task, TaskStatus
 from tasktrace.core.context import live_context
 from tasktrace.integrations.attempts import Attempts
 from tasktrace.integrations.batching import Batch, RecordBatcher
-from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope
+from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope, snapshot
 from tasktrace.task.propagator import TaskTracePropagator
+from tasktrace.task.roots import hand_on_finished
 from tasktrace.task.scope_cache import ScopeCache
 from tasktrace.tree.delivery import deliver
+from tasktrace.tree.processor import tree as task_tree
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -205,11 +207,11 @@ def test_remote_scopes_are_freed_when_their_work_is_done() -> None:
                     pass
                 alive.append(weakref.ref(task))
             del scope, task
+        sent = [r for batch in batches for r in batch.records] + batcher.take_now()
         left = sum(ref() is not None for ref in alive)
     finally:
         gc.enable()
     assert left <= 2  # at most the last stand-in of each kind, until the next scope is made
-    sent = [r for batch in batches for r in batch.records] + batcher.take_now()
     assert len(sent) == 50  # the batched calls' records, none lost
 
 
@@ -225,7 +227,7 @@ def test_one_cached_scope_serves_many_calls_each_with_its_own_data() -> None:
         lambda c: RemoteScope(
             c,
             {"node": "n1"},
-            on_finished=lambda _task, record: records.append(record),
+            on_finished=lambda task: records.append(snapshot(task) or b""),
             call_data=lambda: {"call": call["id"]},
         )
     )
@@ -235,11 +237,53 @@ def test_one_cached_scope_serves_many_calls_each_with_its_own_data() -> None:
             assert scope is scopes.get(remote)
             with Task(f"work {i}"):
                 pass
+    hand_on_finished()  # as a record batcher does before each batch
     parsed = [Task.model_validate_json(r) for r in records]
     assert [(t.label, t.model_extra) for t in parsed] == [
         (f"work {i}", {"node": "n1", "call": f"call-{i}"}) for i in range(3)
     ]
     assert {t.parent_id for t in parsed} == {carrier.parent_task_id}
+
+
+def test_carried_roots_get_no_writer_entry_and_their_records_still_come_home() -> None:
+    """A carried root has no tree-writer entry of its own; kept and handed-on records arrive."""
+    with Task("submitter"):
+        carrier = capture()
+    assert carrier is not None
+    remote = dataclasses.replace(carrier, origin_pid=1, origin_host="another-node")
+    handed: list[Task] = []
+    started: list[Task] = []
+    kept = RemoteScope(remote)
+    handing = RemoteScope(
+        remote, {"node": "n1"}, on_started=started.append, on_finished=handed.append
+    )
+    for scope in (kept, handing):
+        with remote_scope(remote, scope=scope), Task("root") as root:
+            assert root.subprocess
+            assert task_tree.files.targets(root) is None  # no per-root lock, weakref, lookups
+    assert [Task.model_validate_json(r).label for r in kept.take()] == ["root"]
+    assert handed == []  # collected when a batch is made, not at the root's finish
+    assert [t.model_extra for t in started] == [{"node": "n1"}]  # set before the user's code
+    hand_on_finished()
+    assert [(t.label, t.status, t.model_extra) for t in handed] == [
+        ("root", TaskStatus.FINISHED, {"node": "n1"})
+    ]
+    assert handing.running_roots() == []
+
+
+def test_handed_on_roots_survive_their_scope_being_let_go() -> None:
+    """A scope dropped (by its cache) before its roots were collected still hands them on."""
+    with Task("submitter"):
+        carrier = capture()
+    assert carrier is not None
+    remote = dataclasses.replace(carrier, origin_pid=1, origin_host="another-node")
+    handed: list[str] = []
+    for i in range(3):
+        with remote_scope(remote, on_finished=lambda t: handed.append(t.label)), Task(f"root {i}"):
+            pass
+    gc.collect()
+    hand_on_finished()
+    assert sorted(handed) == ["root 0", "root 1", "root 2"]
 
 
 def test_driver_keeps_no_record_once_its_tree_is_let_go() -> None:
@@ -283,7 +327,7 @@ def send(batch):
         f.write(f"send done {len(batch.records)}\\n")
 
 batcher = RecordBatcher("w1", send)
-batcher.finished(Task("root"), b"{}")  # the thread sends the first batch at once
+batcher.finished(Task("root"))  # the thread sends the first batch at once
 while not marks.exists():
     time.sleep(0.01)
 """

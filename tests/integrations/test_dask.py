@@ -24,6 +24,7 @@ from tasktrace.integrations.dask import setup  # noqa: E402
 
 from ..otlp_receivers import OtlpHttpReceiver  # noqa: E402
 from . import engine_workers as work  # noqa: E402
+from .dask_plugins import DelayRecordEvents  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -122,6 +123,23 @@ def test_work_outliving_its_parent_is_attached_late_and_the_file_rewritten(
     (slow,) = saved.subtasks
     assert (slow.label, slow.status, slow.parent_id) == ("slow", TaskStatus.FINISHED, early.task_id)
     assert [t.label for t in early.subtasks] == ["slow"]
+
+
+def test_records_on_their_way_at_the_finish_are_waited_for(client: Client, tmp_path: Path) -> None:
+    """Records already sent when the finish asks the workers arrive before the finish ends."""
+    out = tmp_path / "driver.json"
+    plugin = DelayRecordEvents(0.6)
+    client.register_plugin(plugin, name=plugin.name)
+    try:
+        with Task("driver", file=out) as driver:
+            client.gather(client.map(work.square_in_task, range(40), pure=False))
+            time.sleep(0.5)  # the workers' batches leave now, and arrive 0.6 s later
+        labels = sorted(t.label for t in driver.subtasks)
+        saved = sorted(t.label for t in Task.model_validate_json(out.read_text()).subtasks)
+    finally:
+        client.unregister_worker_plugin(plugin.name)
+    assert labels == sorted(f"square {i}" for i in range(40))
+    assert saved == labels
 
 
 def test_no_running_task_behaves_as_without_tasktrace(client: Client) -> None:

@@ -4,8 +4,11 @@ Sending a record per task costs a message per task; an engine worker running tho
 1 ms calls pays that many times over. A :class:`RecordBatcher` (one per worker process) buffers
 the records instead and a timer thread sends them every :data:`FLUSH_INTERVAL_S`:
 
-- **finished records** (handed over by a remote scope's ``on_finished``), in one message per
-  interval;
+- **finished records**: the remote scopes' finished roots are collected when a batch is made
+  (:func:`~tasktrace.task.roots.hand_on_finished` hands them to each scope's ``on_finished``,
+  :meth:`RecordBatcher.finished`) and serialised then, many in a row with warm caches, in the
+  batcher's thread: nothing of the batcher runs at a root's finish, between two user calls.
+  One message per interval;
 - **start records only for long tasks**: a root still running one interval after it started
   is announced by a snapshot (so a worker killed mid-task leaves a ``running`` record that the
   driver can mark ``failed``), and re-sent every ``refresh_interval_s`` while it runs; a task
@@ -40,6 +43,7 @@ from tasktrace.core.status import TaskStatus
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.provider import flush_spans
 from tasktrace.task.carriers import snapshot
+from tasktrace.task.roots import hand_on_finished
 from tasktrace.tree.refresh import EXIT_WAIT_S
 
 __all__ = ["FLUSH_INTERVAL_S", "Batch", "RecordBatcher"]
@@ -110,7 +114,7 @@ class RecordBatcher:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
-        self._records: list[str] = []
+        self._finished: list[TaskRecord] = []  # serialised when a batch is made
         self._roots: dict[int, _Root] = {}
         self._busy = False
         self._touched = False
@@ -122,7 +126,7 @@ class RecordBatcher:
     # ----- what the remote scopes report ---------------------------------------------------------
 
     def started(self, task: TaskRecord) -> None:
-        """Note a root task's start (a scope's ``on_started``); it is announced if it runs long.
+        """Note a root task as it starts (a scope's ``on_started``); announced if it runs long.
 
         A worker that was idle says at once that it is busy (its thread sends a first batch
         without waiting for the interval).
@@ -134,15 +138,15 @@ class RecordBatcher:
                 self._busy = True
                 self._ensure_thread()
 
-    def finished(self, task: TaskRecord, record: bytes) -> None:
-        """Send a finished root's record (a scope's ``on_finished``) with the next batch.
+    def finished(self, task: TaskRecord) -> None:
+        """Send a finished root's record (a scope's ``on_finished``) with the batch being made.
 
-        The root itself is let go at once (not at the next batch), so finished tasks do not
-        outlive their call in a busy worker.
+        Called while a batch is made (:func:`~tasktrace.task.roots.hand_on_finished`); the
+        record is serialised then, and the root let go.
         """
         with self._lock:
             self._roots.pop(id(task), None)
-            self._records.append(record.decode())
+            self._finished.append(task)
             self._touched = True
             if not self._busy:
                 self._busy = True
@@ -199,8 +203,9 @@ class RecordBatcher:
 
     def _take(self, now: float, *, final: bool = False) -> Batch:
         refresh_s = get_settings().refresh_interval_s
+        hand_on_finished()  # the scopes' finished roots, to finished()
         with self._lock:
-            records, self._records = self._records, []
+            finished, self._finished = self._finished, []
             long_running: list[_Root] = []
             for key, root in list(self._roots.items()):
                 if root.task.status is not TaskStatus.RUNNING:
@@ -209,10 +214,16 @@ class RecordBatcher:
                     root.sent and now - root.sent >= refresh_s
                 ):
                     long_running.append(root)
-            idle = final or (not records and not self._roots and not self._touched)
+            idle = final or (not finished and not self._roots and not self._touched)
             self._touched = False
             if idle:
                 self._busy = False
+        records: list[str] = []
+        for task in finished:  # one after the other: warm caches
+            data = snapshot(task)
+            if data is not None:
+                records.append(data.decode())
+        del finished
         for root in long_running:
             data = snapshot(root.task)
             if data is not None:
@@ -237,7 +248,8 @@ class RecordBatcher:
                 if not first and not self.paced:
                     time.sleep(self.interval_s)
                 first = False
-                if self._records or self._spans:
+                hand_on_finished()
+                if self._finished or self._spans:
                     self._spans = False
                     flush_spans()  # finished roots: their spans leave before their records
                 with self._send_lock:

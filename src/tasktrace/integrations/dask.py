@@ -25,8 +25,10 @@ How it works:
   ``worker.log_event(TOPIC, ...)``, which reaches the client's ``subscribe_topic`` handler
   and is delivered to the driver's tree. When a task that submitted work finishes in the
   driver, the client asks every worker for what it still holds (``client.run`` of
-  :func:`flush_worker`), so the records are in the task's file when it finishes; a batch that
-  was already on its way then arrives late and is attached late (the file re-written).
+  :func:`flush_worker`), so the records are in the task's file when it finishes. The answer
+  says how many batches each worker had sent before it: batches still on their way through
+  the scheduler are waited for (at most :data:`EVENT_WAIT_S`; one later than that is attached
+  late, the file re-written).
 - **Long tasks and re-runs.** A root task still running one flush interval
   (:data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S`) after it started is announced
   by a snapshot (and re-sent every ``refresh_interval_s``); a task shorter than that sends one
@@ -46,6 +48,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -87,6 +90,10 @@ TOPIC: Final = "tasktrace-records"
 PLUGIN_NAME: Final = "tasktrace"
 """The name :func:`setup` registers the worker plugin under (re-registering replaces it)."""
 SUBMITTING_METHODS: Final = ("submit", "map", "compute", "persist", "get")
+EVENT_WAIT_S: Final = 5.0
+"""How long a submitting task's finish waits, at most, for batches of records that the workers
+had sent as events before its request (they travel through the scheduler; the answer to the
+request can arrive first)."""
 """The client methods :func:`setup` wraps to annotate submissions with the carrier."""
 
 
@@ -134,20 +141,35 @@ def _key_data() -> dict[str, str]:
     return {"dask_key": _key.get()}
 
 
-def flush_worker(dask_worker: Any) -> list[str]:
-    """Return the records a worker holds, at once (run on each worker by ``client.run``)."""
+def flush_worker(dask_worker: Any) -> dict[str, Any]:
+    """Return what a worker holds, at once (run on each worker by ``client.run``).
+
+    Returns:
+        ``{"records": [task JSON, ...], "sender": id, "sent": n}``: the records, and how many
+        batches this worker process (``sender``) had sent as events before them (the client
+        waits for those that are still on their way).
+    """
     side = _sides.get(dask_worker.address)
-    return side.batcher.take_now() if side is not None else []
+    if side is None:
+        return {"records": [], "sender": "", "sent": 0}
+    records = side.batcher.take_now()  # after every batch sent before it (the send lock)
+    return {"records": records, "sender": side.sender, "sent": side.sent}
 
 
 class _WorkerSide:
     """A worker's batcher (records go to the client as events, in batches) and its scopes."""
 
     def __init__(self, worker: Any) -> None:
-        def send(batch: Batch) -> None:
+        def send(batch: Batch) -> None:  # the batcher's thread, under its send lock
             if batch.records:
-                worker.log_event(TOPIC, {"records": batch.records})
+                self.sent += 1
+                msg = {"records": batch.records, "sender": self.sender, "seq": self.sent}
+                worker.log_event(TOPIC, msg)
 
+        self.sender = f"{worker.address}/{os.getpid()}"
+        """This worker process, as its batches name it (an address may be reused)."""
+        self.sent = 0
+        """How many batches of records this worker sent as events."""
         self.address: str = worker.address
         self.batcher = RecordBatcher(worker.address, send)
         self.scopes = ScopeCache(self._make_scope)  # one per submitting task, not per call
@@ -237,11 +259,34 @@ class _Inbox:
         self.unregister: Callable[[], None] | None = None
         self.clients: weakref.WeakSet[Client] = weakref.WeakSet()
         self.submitted: set[Any] = set()  # task ids of tasks whose carriers went out
+        self.received: dict[str, int] = {}  # sender: the last batch delivered (its seq)
+        self.arrived = threading.Condition()
 
     def handle(self, event: tuple[float, Mapping[str, Any]]) -> None:
         """``subscribe_topic`` handler (the client's event loop): deliver the records."""
         _, msg = event
         self.deliver(msg.get("records", ()))
+        sender, seq = msg.get("sender"), msg.get("seq")
+        if isinstance(sender, str) and isinstance(seq, int):
+            with self.arrived:
+                if seq > self.received.get(sender, 0):
+                    self.received[sender] = seq
+                self.arrived.notify_all()
+
+    def wait_for(self, sent: Mapping[str, int]) -> None:
+        """Wait until the batches each sender had ``sent`` arrived (:data:`EVENT_WAIT_S` at most).
+
+        A batch is an event through the scheduler, while ``client.run``'s answer takes
+        another route: it can arrive first. Batches that do not come in time are not waited
+        for again (their records are attached late, when they come).
+        """
+        with self.arrived:
+            received = self.received
+            if not self.arrived.wait_for(
+                lambda: all(received.get(k, 0) >= n for k, n in sent.items()), EVENT_WAIT_S
+            ):
+                for k, n in sent.items():
+                    received[k] = max(received.get(k, 0), n)
 
     def deliver(self, raw: Iterable[str]) -> None:
         cls = node_class()
@@ -262,7 +307,14 @@ class _Inbox:
             except Exception as e:  # noqa: BLE001 - collecting must not break the user's task
                 _warn("dask-flush", "tasktrace: cannot collect task records from Dask: %r", e)
                 continue
-            self.deliver(r for records in held.values() for r in records or ())
+            sent: dict[str, int] = {}
+            for reply in held.values():
+                if isinstance(reply, Mapping):
+                    self.deliver(reply.get("records") or ())
+                    if reply.get("sent"):
+                        sent[reply["sender"]] = reply["sent"]
+            if sent:
+                self.wait_for(sent)
 
 
 _inbox = _Inbox()

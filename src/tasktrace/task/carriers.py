@@ -41,7 +41,7 @@ from tasktrace.core.ids import HOSTNAME
 from tasktrace.core.record import TaskRecord
 from tasktrace.export.provider import flush_spans
 from tasktrace.task.processes import remote_parent
-from tasktrace.task.roots import RootSink
+from tasktrace.task.roots import RootSink, kept_subtasks
 from tasktrace.tree.delivery import keep_parent
 from tasktrace.tree.processor import tree
 
@@ -238,9 +238,12 @@ class RemoteScope:
         on_started: Called with a root task (running) right after it started, in the thread
             that started it, before the user's code goes on; the integration decides whether
             and when to send a snapshot of it (:meth:`snapshot`). Must not raise.
-        on_finished: Called with a root and its record (task JSON, subtasks included) when
-            it finished, in the finishing thread; the record is then no longer kept. Must not
-            raise.
+        on_finished: Called with each finished root (the task object) when the scope's
+            finished roots are collected (:func:`~tasktrace.task.roots.hand_on_finished`,
+            which the record batchers call before each batch), not at the root's finish; the
+            scope keeps nothing of it then. The receiver serialises it when it sends it
+            (:func:`snapshot`): one record serialised between two user calls, with the caches
+            cold, costs several times more CPU than many in a row. Must not raise.
         keep: Keep finished records for :meth:`take` (when ``on_finished`` is not given).
         call_data: Returns more extra data, called at each root's start (in its thread):
             what differs from call to call when one scope serves many (``ray_task_id``).
@@ -258,7 +261,7 @@ class RemoteScope:
         data: Mapping[str, Any] | None = None,
         *,
         on_started: Callable[[TaskRecord], None] | None = None,
-        on_finished: Callable[[TaskRecord, bytes], None] | None = None,
+        on_finished: Callable[[TaskRecord], None] | None = None,
         keep: bool = True,
         call_data: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
@@ -267,12 +270,13 @@ class RemoteScope:
         """The carrier this scope runs under."""
         self.data = {k: normalise_data(k, v) for k, v in (data or {}).items()}
         """Extra data set on every root task at its start (JSON values)."""
-        self._roots = RootSink(
-            self.data, on_started, on_finished, keep and on_finished is None, call_data
-        )
+        keep = keep and on_finished is None
+        self._roots = RootSink(self.data, on_started, on_finished, keep, call_data)
         self._span_context = carrier.span_context()
         self.parent = remote_parent(carrier.parent_task_id, self._span_context, self._roots)
-        """The stand-in for the carrier's task that root tasks attach to."""
+        """The stand-in for the carrier's task that root tasks attach to (as its subtasks,
+        until they are collected)."""
+        self.parent.__dict__["subtasks"] = kept_subtasks(self._roots, self.parent)
         self._roots.parent = weakref.ref(self.parent)
 
     @property
@@ -282,8 +286,7 @@ class RemoteScope:
 
     def running_roots(self) -> list[TaskRecord]:
         """Return the root tasks of this scope still running (oldest first)."""
-        with self._roots.lock:
-            return list(self._roots.running.values())
+        return self._roots.running()
 
     def take(self, *, running: bool = False) -> list[bytes]:
         """Return the records of the roots that finished since the last call (removed).
@@ -294,9 +297,7 @@ class RemoteScope:
         Returns:
             One task-file JSON document (bytes, subtasks included) per root.
         """
-        roots = self._roots
-        with roots.lock:
-            finished, roots.finished = roots.finished, []
+        finished = self._roots.collect() if self._roots.keep else []
         out: list[bytes] = []
         for task in finished:  # serialised here, one after the other: warm caches
             record = snapshot(task)
@@ -333,7 +334,7 @@ def remote_scope(
     *,
     data: Mapping[str, Any] | None = None,
     on_started: Callable[[TaskRecord], None] | None = None,
-    on_finished: Callable[[TaskRecord, bytes], None] | None = None,
+    on_finished: Callable[[TaskRecord], None] | None = None,
     flush: bool = True,
     scope: RemoteScope | None = None,
 ) -> Iterator[RemoteScope | None]:

@@ -200,9 +200,9 @@ def _join_stand_in(task: TaskRecord, parent: TaskRecord) -> None:
     sink = targets.sink if targets is not None else None
     if sink is None:
         _make_root(task)
-    else:  # a remote scope's root: handed to the scope, never to a spool
+    else:  # a remote scope's root: handed to the scope as it joins, never to a spool
         task.__dict__["subprocess"] = True  # a declared bool field: no validation needed
-        tree.files.set_sink(task, sink)
+        sink(task)
 
 
 def remote_parent(
@@ -213,9 +213,9 @@ def remote_parent(
     """Return a stand-in for the task ``task_id`` of another process (a remote scope's parent).
 
     A task started with the stand-in as its parent (put in a context as the current task) is
-    a subprocess subtask of ``task_id``, its span a child of ``span_context``; its record is
-    handed to ``sink`` at its start and finish
-    (:meth:`~tasktrace.tree.writer.TaskFileWriter.set_sink`), never written to the spool.
+    a subprocess subtask of ``task_id``, its span a child of ``span_context``; it is handed to
+    ``sink`` as it joins (at its start; the stand-in's sink is kept by
+    :meth:`~tasktrace.tree.writer.TaskFileWriter.set_sink`), never written to the spool.
     Without a sink the record goes to the spool, as for an
     unpickled parent.
     """

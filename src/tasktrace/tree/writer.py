@@ -9,9 +9,10 @@ another process arrives); this writer decides *where*. A task may have two targe
   the task runs (unless asked not to);
 - its **spool record**, when it is the root of a subprocess's tasks whose parent task is in
   another process (:mod:`tasktrace.tree.spool`);
-- its **sink**, when it is the root of tasks run for work an engine carried from another
-  process (:mod:`tasktrace.task.carriers`): a function handed the task object itself at start
-  and finish, which serialises it when (and if) it sends it.
+- its **sink**, when it is the stand-in of a task of another process under which an engine
+  runs carried work (:mod:`tasktrace.task.carriers`): the function each root task started
+  under it is handed to as it joins (the roots themselves get no targets; the sink collects
+  them later from the stand-in's subtasks). The writer only keeps it.
 
 Each write pulls the records of other processes first (the processor's record sources), then
 serialises the task's tree under the tree's lock (:func:`~tasktrace.core.record.dump_json`) and
@@ -41,8 +42,9 @@ from tasktrace.tree.refresh import RefreshMonitor
 __all__ = ["FORCE_HINT", "FileTargets", "RecordSink", "TaskFileWriter"]
 
 RecordSink = Callable[[TaskRecord], None]
-"""Where a remote scope's root task goes (:meth:`TaskFileWriter.set_sink`): called with the task
-at its start and at its finish (``status`` tells which); must not raise."""
+"""Where the root tasks started under a remote scope's stand-in go
+(:meth:`TaskFileWriter.set_sink`): called with each root as it joins the stand-in, at its start
+(:mod:`tasktrace.task.roots`); must not raise."""
 
 FORCE_HINT = "remove it, or call task.save_to_file(path, force=True) to replace it"
 """How the Python API lets a user replace a file that is not tasktrace output."""
@@ -57,7 +59,8 @@ class FileTargets:
         checked: Whether ``file`` passed (or was let past) the replaceability check.
         monitor: Whether the refresh thread re-writes the file while the task runs.
         spool_record: The task's record in the spool (a subprocess root), or ``None``.
-        sink: The sink the task is handed to (a remote scope's root), or ``None``.
+        sink: The sink of the roots started under the task (a remote scope's stand-in), or
+            ``None``.
         lock: Held while the task's tree is serialised and written, so that of two writes
             (the refresh thread's and the finish's) the later snapshot is always saved last.
     """
@@ -161,11 +164,10 @@ class TaskFileWriter:
         self._targets_of(task).spool_record = path
 
     def set_sink(self, task: TaskRecord, sink: RecordSink) -> None:
-        """Hand ``task`` (a remote scope's root) to ``sink`` at its start and at its finish.
+        """Keep ``sink`` as the sink of the roots started under ``task`` (a scope's stand-in).
 
-        The sink gets the task object, not its JSON: it serialises the record only when it
-        sends it (a short task's start record usually never is). The refresh thread does not
-        refresh sinks; their owner snapshots long tasks itself.
+        The sink gets each root task object as it joins, not its JSON: it serialises records
+        only when it sends them. The writer never calls it, and never writes the stand-in.
         """
         self._targets_of(task).sink = sink
 
@@ -217,17 +219,14 @@ class TaskFileWriter:
         """Write ``task``'s tree to its targets now; return whether it has any.
 
         Records of other processes are merged first. A failed write warns (once per file) and
-        leaves the previous file intact; it never raises. A sink is handed the task first.
+        leaves the previous file intact; it never raises.
         """
         targets = self._targets.get(id(task))
         if targets is None:
             return False
-        sink = targets.sink
-        if sink is not None:
-            sink(task)
         paths = targets.paths()
         if not paths:
-            return sink is not None
+            return False
         self._pull_records()
         with targets.lock:  # snapshot and save in one step: a later snapshot is saved later
             with self._tree_lock():
@@ -260,5 +259,5 @@ class TaskFileWriter:
         if targets is None:
             return
         if targets.file is not None or targets.spool_record is not None:
-            self.monitor.remove(id(task))  # a sink alone is never refreshed
+            self.monitor.remove(id(task))
         self.write(task)
