@@ -108,6 +108,7 @@ class RayRun:
     out: dict[str, Any]
     spans: list[SpanRecord]
     early: Task
+    stderr: str
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +120,17 @@ def ray_run(tmp_path_factory: pytest.TempPathFactory) -> RayRun:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER")}
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
         env["RAY_DEDUP_LOGS"] = "0"
-        subprocess.run(
+        driver = subprocess.run(
             [sys.executable, "driver.py", str(folder / "attempt-marker"), receiver.endpoint],
+            check=False,  # its stderr goes in the assertion below
             cwd=folder,
             env=env,
-            check=True,
+            stderr=subprocess.PIPE,
+            text=True,
             timeout=300,
         )
+        sys.stderr.write(driver.stderr)  # Ray's own output, as pytest shows a failing test's
+        assert driver.returncode == 0, driver.stderr[-4000:]
         # driver, 6 squares, 2 adds, the surviving "fragile" (the killed one never ends),
         # "outer" and its nested "square 7",
         # "early" and its "slow"; the span of "square 99" (no task running) is exported, as
@@ -136,7 +141,8 @@ def ray_run(tmp_path_factory: pytest.TempPathFactory) -> RayRun:
     assert all("s3cret" not in repr(s.attributes) for s in spans)
     tree = Task.model_validate_json(text)
     early = Task.model_validate_json((folder / "early.json").read_text())
-    return RayRun(tree, json.loads((folder / "out.json").read_text()), spans, early)
+    out = json.loads((folder / "out.json").read_text())
+    return RayRun(tree, out, spans, early, driver.stderr)
 
 
 def _roots(tree: Task, prefix: str) -> list[Task]:
@@ -261,3 +267,8 @@ def test_work_without_a_running_task_is_not_carried(ray_run: RayRun) -> None:
     """`square 99`, submitted after the driver's task ended, is in no tree of the driver."""
     assert not _roots(ray_run.tree, "square 99")
     assert all(s.trace_id != ray_run.tree.trace_id for s in ray_run.spans if s.name == "square 99")
+
+
+def test_the_driver_logs_no_ray_warning_of_tasktraces_making(ray_run: RayRun) -> None:
+    """Telling the driver from a worker asks Ray nothing that warns ("only ... a worker")."""
+    assert "only available when the process is a worker" not in ray_run.stderr

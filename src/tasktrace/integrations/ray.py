@@ -125,7 +125,8 @@ class _Driver:
                         ).remote(worker_environment())
                     finally:
                         _internal.reset(token)
-                    if ray.get_runtime_context().get_task_id() is None:  # the driver: no task
+                    # The driver (get_task_id would log a warning there, on every driver).
+                    if ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
                         # Only the driver drains: a worker submitting work of its own (nested
                         # calls) ships its records like the others, to be attached in the
                         # driver under its task's record.
