@@ -1,7 +1,9 @@
 """A task's start and finish: the hot path of every ``with Task(...)``.
 
 :func:`start_task` and :func:`finish_task` are :meth:`~tasktrace.Task.start` and
-:meth:`~tasktrace.Task.finish`. Each does what a task must, once, and nothing that can wait:
+:meth:`~tasktrace.Task.finish`, and ``Task.__enter__`` and ``Task.__exit__`` themselves (so a
+``with`` block runs no frame of the façade's). Each does what a task must, once, and nothing
+that can wait:
 
 - start: find the parent (the usual, nested in the running task whose span is current, is
   checked first; anything else goes through :mod:`tasktrace.task.parents`), start the span with
@@ -77,8 +79,6 @@ _RUNNING: Final = TaskStatus.RUNNING
 _PENDING: Final = TaskStatus.PENDING
 _FINISHED: Final = TaskStatus.FINISHED
 _FAILED: Final = TaskStatus.FAILED
-_FINISHED_OUTCOME: Final = FINISHED
-_STATUS_OK: Final = STATUS_OK
 _TaskT = TypeVar("_TaskT", bound=TaskRecord)
 
 
@@ -126,7 +126,8 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0915 - the hot path, in one 
         reset = rt.reset_hwm is True  # the seed's rule: a task with a parent here keeps the mark
         tracer = current_tracer()  # a nested task goes through its root's provider
         outer: otel_context.Context | None = current  # the context to leave to at finish
-        # The SIGTERM handler: its root, started in this thread, installed it.
+        # The SIGTERM handler: the root of this task's tree in this process already tried to
+        # install it (only the main thread can).
     else:
         parent, parent_ctx, prt, reset = _find_parent(task, rt, current)
         # A top-level task looks for the provider (set-up kept out of its times).
@@ -252,7 +253,7 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
         _warn(f"finish:{id(task)}", "tasktrace: task %r is not running", task.label)
         return
     if outcome is None:
-        outcome = _FINISHED_OUTCOME if exc is None else outcome_of(exc)
+        outcome = FINISHED if exc is None else outcome_of(exc)
     final = measure(rt, final=True)
     end_ns = _time_ns()
     final["finish_time"] = end_ns / 1e9
@@ -287,7 +288,7 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
             )
         span.set_attributes(attrs)
         if status is _FINISHED:
-            span.set_status(_STATUS_OK)
+            span.set_status(STATUS_OK)
         else:
             if exc is not None:
                 span.record_exception(exc, timestamp=end_ns)
