@@ -120,6 +120,7 @@ def remote_task(
     task = cls.model_validate(data)
     rt = runtime(task)
     rt.remote = True
+    rt.id_text = str(task.task_id)  # its subtasks' parent id attribute, once
     sctx = trace.get_current_span(_propagator.extract(carrier)).get_span_context()
     rt.span_context = sctx if sctx.is_valid else None
     spool.set_spool_folder(folder)
@@ -229,6 +230,7 @@ def remote_parent(
     object.__setattr__(stand_in, "__pydantic_private__", None)
     rt = runtime(stand_in)
     rt.remote = True
+    rt.id_text = str(task_id)  # its subtasks' parent id attribute, once (not once a subtask)
     rt.span_context = span_context
     if sink is not None:
         tree.files.set_sink(stand_in, sink)  # the sink of the roots started under it
