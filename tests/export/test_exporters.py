@@ -112,3 +112,36 @@ def test_a_missing_grpc_package_is_one_warning_for_spans_and_metrics_alike(
         f"no OTLP {signal} export"
         for signal in ("traces", "metrics")
     ]
+
+
+FORK_POOL_SCRIPT = """
+import multiprocessing as mp
+from tasktrace import Task
+
+def job(parent, i):
+    with Task(f"job {i}", parent=parent):
+        pass
+
+if __name__ == "__main__":
+    with Task("root") as root:
+        with mp.get_context("fork").Pool(2) as pool:
+            pool.starmap(job, [(root, i) for i in range(4)])
+"""
+
+
+def test_forked_workers_write_otlp_json_files_of_their_own(tmp_path: Path) -> None:
+    """A fork pool under TASKTRACE_OTLP_JSON_DIR: every span is kept, each process its own file."""
+    out = tmp_path / "spans"
+    out.mkdir()
+    run = run_script(FORK_POOL_SCRIPT, tmp_path, clean_env(TASKTRACE_OTLP_JSON_DIR=str(out)))
+    assert run.returncode == 0, run.stderr
+    assert "cannot write OTLP JSON" not in run.stderr
+    names = []
+    for path in out.iterdir():
+        for line in path.read_text().splitlines():
+            request = json_format.Parse(line, ExportTraceServiceRequest())
+            names += [
+                s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans
+            ]
+    assert sorted(names) == ["job 0", "job 1", "job 2", "job 3", "root"]
+    assert len(list(out.iterdir())) >= 2  # the parent's file, and the workers' own

@@ -136,6 +136,12 @@ def default_folder() -> Path:
     return Path(folder) if folder else Path()
 
 
+def _new_file_path(folder: Path) -> Path:
+    """Return ``folder/tasktrace-<UTC date-time>-<pid>-<random hex>.otlp.jsonl``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return folder / f"tasktrace-{stamp}-{os.getpid()}-{secrets.token_hex(4)}.otlp.jsonl"
+
+
 class OtlpJsonFileSpanExporter(SpanExporter):
     """A span exporter that appends OTLP JSON lines to a new file per run.
 
@@ -146,8 +152,12 @@ class OtlpJsonFileSpanExporter(SpanExporter):
         max_line_bytes: Largest line in bytes (see :func:`encode_lines`).
 
     The file is created (exclusively, so an existing file is never appended to) at the first
-    export that has spans. :meth:`export` returns ``FAILURE`` instead of raising when the file
-    cannot be written (the error is logged). Thread-safe: one lock around each batch's write.
+    export that has spans. A process forked from the one that made the exporter (a fork pool's
+    worker, ``os.fork``) writes a new file of its own, named as the default one with its own pid,
+    in the same folder (the exporter checks ``os.getpid()`` once per batch): the file it
+    inherited is its parent's. :meth:`export` returns ``FAILURE`` instead of raising when the
+    file cannot be written (the error is logged). Thread-safe: one lock around each batch's
+    write.
     """
 
     def __init__(
@@ -159,11 +169,10 @@ class OtlpJsonFileSpanExporter(SpanExporter):
     ) -> None:
         """Create the exporter (see the class docstring); no file is opened yet."""
         if path is None:
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            name = f"tasktrace-{stamp}-{os.getpid()}-{secrets.token_hex(4)}.otlp.jsonl"
-            path = Path(folder if folder is not None else default_folder()) / name
+            path = _new_file_path(Path(folder if folder is not None else default_folder()))
         self.path = Path(path)
-        """The file this exporter writes."""
+        """The file this exporter writes (in a forked child: the child's own, see above)."""
+        self._pid = os.getpid()
         self._max_line_bytes = max_line_bytes
         self._lock = threading.Lock()
         renew_after_fork(self, "_lock")
@@ -180,6 +189,11 @@ class OtlpJsonFileSpanExporter(SpanExporter):
         try:
             data = b"".join(encode_lines(spans, self._max_line_bytes))
             with self._lock:
+                pid = os.getpid()
+                if pid != self._pid:  # a forked child: the inherited file is the parent's
+                    self._pid = pid
+                    self._stream = None  # the parent's (flushed at each write): closes our fd only
+                    self.path = _new_file_path(self.path.parent)
                 if self._stream is None:
                     self._stream = open(self.path, "xb")  # noqa: SIM115 - kept open for the run
                 self._stream.write(data)
