@@ -283,3 +283,19 @@ def test_first_task_times_exclude_the_tracing_set_up() -> None:
     assert t.finish_time is not None
     assert t.duration is not None
     assert t.finish_time - t.start_time < t.duration + 0.005
+
+
+@pytest.mark.parametrize(
+    "status", [TaskStatus.PENDING, TaskStatus.RUNNING, "running", "bogus", ["finished"]]
+)
+def test_finish_with_a_status_that_does_not_end_a_task_is_refused(status: object) -> None:
+    """finish(PENDING / RUNNING / nonsense): ValueError naming `status`; the task runs on."""
+    with Task("root") as root:
+        task = Task("q")
+        task.start()
+        with pytest.raises(ValueError, match="status") as info:
+            task.finish(status)  # type: ignore[arg-type]
+        assert "finished, failed or cancelled" in str(info.value)
+        assert task.status is TaskStatus.RUNNING
+        task.finish()
+    assert [t.status for t in root.subtasks] == [TaskStatus.FINISHED]

@@ -53,6 +53,11 @@ from tasktrace.tree.processor import tree
 __all__ = ["Task", "TaskStatus"]
 
 _warn = WarnOnce(logging.getLogger(__name__))
+_FINAL_STATUSES: Final = {
+    key: status
+    for status in (TaskStatus.FINISHED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+    for key in (status, status.value)
+}  # what Task.finish accepts (a str Enum: the member and its value hash alike)
 _copy_defaults: Final = FIELD_DEFAULTS.copy
 # BaseModel's slot descriptors, set directly: object.__setattr__ looks each up first.
 _set_dict: Final = vars(BaseModel)["__dict__"].__set__
@@ -283,11 +288,24 @@ class Task(TaskRecord):
         """Finish the task: measure, write span attributes and status, end the span, save.
 
         Args:
-            status: The final status (``FINISHED``, ``FAILED`` or ``CANCELLED``).
+            status: The final status (``FINISHED``, ``FAILED`` or ``CANCELLED``, or its value).
+
+        Raises:
+            ValueError: ``status`` is not one of those three (``PENDING``, ``RUNNING`` or not a
+                status at all); the task is left as it was.
 
         Finishing a task that is not running logs a warning and does nothing.
         """
-        finish_task(self, outcome=Outcome(TaskStatus(status), None))
+        try:
+            final = _FINAL_STATUSES.get(status)
+        except TypeError:  # unhashable: not a status either
+            final = None
+        if final is None:
+            raise ValueError(
+                f"status must be finished, failed or cancelled to finish task {self.label!r},"
+                f" not {status!r}"
+            )
+        finish_task(self, outcome=Outcome(final, None))
 
     # ----- context manager and protocols -------------------------------------------------------
 
