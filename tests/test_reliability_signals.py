@@ -162,3 +162,38 @@ def test_sigterm_handler_installed_from_main_thread_only(tmp_path: Path) -> None
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == -signal.SIGTERM
     assert Task.model_validate_json(path.read_bytes()).status is TaskStatus.CANCELLED
+
+
+LEFT_RUNNING_SCRIPT = """
+import sys
+from tasktrace import Task
+task = Task("manual", file=sys.argv[1])
+task.start()
+for i in range(3):
+    with Task(f"epoch {i}"):
+        sum(range(10**5))
+raise RuntimeError("crash after 3 epochs")
+"""
+
+
+def test_a_task_left_running_at_exit_is_saved_with_its_finished_subtasks(tmp_path: Path) -> None:
+    """Started by hand, never finished, the program dies of an exception: the file keeps it all."""
+    out = tmp_path / "manual.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+    proc = subprocess.run(
+        [sys.executable, "-c", LEFT_RUNNING_SCRIPT, str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "crash after 3 epochs" in proc.stderr
+    task = Task.model_validate_json(out.read_text())
+    assert task.status is TaskStatus.RUNNING  # the program's outcome is not known at exit
+    assert [(t.label, t.status) for t in task.subtasks] == [
+        (f"epoch {i}", TaskStatus.FINISHED) for i in range(3)
+    ]
+    assert task.duration is not None
+    assert task.duration >= sum(t.duration or 0 for t in task.subtasks)

@@ -17,6 +17,14 @@ when the first task starts, in the main thread only) installs a handler that:
 
 A handler the program installs later replaces tasktrace's; nothing is chained then.
 
+**At interpreter exit** with tasks still running (started by hand and never finished, or left
+by an uncaught exception that ended the program outside their ``with`` blocks), an
+:mod:`atexit` handler, registered with the first task's start (after the exporters' own, so
+that it runs before they shut down), writes each running task as it stands, innermost first
+(:meth:`~tasktrace.Task.update`: still RUNNING, with its figures so far and its finished
+subtasks), as the handler above does for a program's own handler. Nothing is finished for the
+program: its status is not known here.
+
 A child **forked** from the process (a ``multiprocessing`` or joblib pool worker) does not keep
 tasktrace's handler: it gets back the handler the program had (``SIG_DFL``, or its own) and
 never installs tasktrace's. A handler written in Python runs only when the main thread returns
@@ -27,6 +35,7 @@ lock another thread held at the fork; the pool's ``terminate()`` must still end 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -48,6 +57,7 @@ FLUSH_TIMEOUT_MILLIS = 5000
 
 _installed = False
 _previous: Any = None
+_exit_registered = False
 
 
 def install_sigterm_handler() -> bool:
@@ -59,9 +69,12 @@ def install_sigterm_handler() -> bool:
         Whether tasktrace's handler is installed (``False`` off the main thread, where a later
         call may still install it, and when the signal is ignored or handled outside Python).
     """
-    global _installed, _previous  # noqa: PLW0603 - one handler per process
+    global _installed, _previous, _exit_registered  # noqa: PLW0603 - one handler per process
     if _installed:
         return True
+    if not _exit_registered:  # any thread: atexit handlers run in the main one
+        _exit_registered = True
+        atexit.register(_save_running_at_exit)
     if threading.current_thread() is not threading.main_thread():
         return False
     _installed = True  # decided once, whatever the outcome
@@ -94,6 +107,15 @@ def _running_tasks() -> list[Any]:
     """
     tasks: list[TaskRecord] = tree.running_tasks()
     return sorted(tasks, key=lambda t: t.start_time or 0.0, reverse=True)
+
+
+def _save_running_at_exit() -> None:
+    """Write the tasks still running at interpreter exit as they stand (module docstring)."""
+    for task in _running_tasks():
+        try:
+            task.update()
+        except Exception as e:  # noqa: BLE001, PERF203 - save the others
+            _log.warning("tasktrace: cannot save running task %r at exit (%r)", task.label, e)
 
 
 def _flush() -> None:
