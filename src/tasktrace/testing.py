@@ -60,13 +60,16 @@ def install_test_provider() -> InMemorySpanExporter:
 
 @contextmanager
 def capture_spans() -> Iterator[InMemorySpanExporter]:
-    """Yield an in-memory exporter holding only the spans finished inside the ``with`` block."""
+    """Yield the process's in-memory test exporter, cleared as the ``with`` block starts.
+
+    It holds the spans finished from then on: inside the block, and after it until the next
+    :func:`capture_spans` clears it (there is one exporter per process: read what a block
+    produced before starting another). Installs the test provider first
+    (:func:`install_test_provider`).
+    """
     exporter = install_test_provider()
     exporter.clear()
-    try:
-        yield exporter
-    finally:
-        pass
+    yield exporter
 
 
 try:  # the fixture is offered only where pytest is installed
