@@ -104,6 +104,10 @@ with Task("inner"):
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_to_the_process_group_cancels_the_run_and_exits_130(tmp_path: Path) -> None:
     """SIGINT to the whole group (a terminal's Ctrl-C): root and the command's tasks cancelled."""
     out = tmp_path / "run.json"
@@ -128,6 +132,10 @@ def test_ctrl_c_to_the_process_group_cancels_the_run_and_exits_130(tmp_path: Pat
         env=env,
         cwd=tmp_path,
         start_new_session=True,
+        # A terminal's foreground job has SIGINT at its default; a job started in the background
+        # by a shell without job control (some CI runners) inherits it ignored, and so would
+        # the command here, which would then sleep through the Ctrl-C.
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - a test; no threads fork here
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
