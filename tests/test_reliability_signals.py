@@ -126,9 +126,14 @@ def test_sigterm_cancels_tasks_writes_file_flushes_spans_and_dies_by_sigterm(
     task = Task.model_validate_json(path.read_bytes())
     assert task.status is TaskStatus.CANCELLED
     assert task.finish_time is not None
-    assert [(s.label, s.status) for s in task.subtasks] == [("inner", TaskStatus.CANCELLED)]
+    assert task.error == "stopped by SIGTERM"  # as `tasktrace run` words it
+    assert [(s.label, s.status, s.error) for s in task.subtasks] == [
+        ("inner", TaskStatus.CANCELLED, "stopped by SIGTERM")
+    ]
     statuses = {s.name: s.attributes.get("tasktrace.task.status") for s in spans}
     assert statuses == {"outer": "cancelled", "inner": "cancelled"}
+    errors = {s.name: s.attributes.get("tasktrace.task.error") for s in spans}
+    assert errors == {"outer": "stopped by SIGTERM", "inner": "stopped by SIGTERM"}
 
 
 def test_sigterm_chains_to_the_programs_own_handler(tmp_path: Path) -> None:

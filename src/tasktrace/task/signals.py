@@ -7,7 +7,8 @@ when the first task starts, in the main thread only) installs a handler that:
 
 - when the program had **no handler** (``SIG_DFL``): restores ``SIG_DFL`` (so a second
   ``SIGTERM`` kills at once), finishes every running task, innermost first, as
-  :attr:`~tasktrace.TaskStatus.CANCELLED` (which writes their task files), flushes the tracer
+  :attr:`~tasktrace.TaskStatus.CANCELLED` with the error :data:`STOPPED_BY_SIGTERM` (unless it
+  has one already; this writes their task files), flushes the tracer
   provider, then sends ``SIGTERM`` to the process again, so the exit status is still "killed by
   SIGTERM" (``-15`` / ``143``);
 - when the program had **its own Python handler**: writes the running tasks' files as they are
@@ -48,12 +49,15 @@ from tasktrace.core.status import TaskStatus
 from tasktrace.export.provider import flush_spans
 from tasktrace.tree.processor import tree
 
-__all__ = ["FLUSH_TIMEOUT_MILLIS", "install_sigterm_handler"]
+__all__ = ["FLUSH_TIMEOUT_MILLIS", "STOPPED_BY_SIGTERM", "install_sigterm_handler"]
 
 _log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_MILLIS = 5000
 """Longest wait, in milliseconds, for the tracer provider to flush spans after ``SIGTERM``."""
+
+STOPPED_BY_SIGTERM = "stopped by SIGTERM"
+"""The ``error`` of a task that tasktrace's handler finished as CANCELLED on ``SIGTERM``."""
 
 _installed = False
 _previous: Any = None
@@ -136,6 +140,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for task in _running_tasks():
         try:
+            if task.error is None:  # why it ended, as `tasktrace run` words it
+                task.error = STOPPED_BY_SIGTERM
             task.finish(TaskStatus.CANCELLED)
         except Exception as e:  # noqa: BLE001, PERF203 - finish the others, then exit
             _log.warning("tasktrace: cannot finish task %r on SIGTERM (%r)", task.label, e)
