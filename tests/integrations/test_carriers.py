@@ -215,12 +215,17 @@ def test_remote_scopes_are_freed_when_their_work_is_done() -> None:
     assert len(sent) == 50  # the batched calls' records, none lost
 
 
-def test_one_cached_scope_serves_many_calls_each_with_its_own_data() -> None:
-    """A ScopeCache gives one scope per carrier; each call's roots carry their own call data."""
+def _carried_elsewhere() -> tuple[Carrier, Carrier]:
+    """Capture a finished submitter's carrier, and the same as another node's would arrive."""
     with Task("submitter"):
         carrier = capture()
     assert carrier is not None
-    remote = dataclasses.replace(carrier, origin_pid=1, origin_host="another-node")
+    return carrier, dataclasses.replace(carrier, origin_pid=1, origin_host="another-node")
+
+
+def test_one_cached_scope_serves_many_calls_each_with_its_own_data() -> None:
+    """A ScopeCache gives one scope per carrier; each call's roots carry their own call data."""
+    carrier, remote = _carried_elsewhere()
     records: list[bytes] = []
     call = {"id": ""}
     scopes = ScopeCache(
@@ -247,10 +252,7 @@ def test_one_cached_scope_serves_many_calls_each_with_its_own_data() -> None:
 
 def test_carried_roots_get_no_writer_entry_and_their_records_still_come_home() -> None:
     """A carried root has no tree-writer entry of its own; kept and handed-on records arrive."""
-    with Task("submitter"):
-        carrier = capture()
-    assert carrier is not None
-    remote = dataclasses.replace(carrier, origin_pid=1, origin_host="another-node")
+    _, remote = _carried_elsewhere()
     handed: list[Task] = []
     started: list[Task] = []
     kept = RemoteScope(remote)
@@ -273,10 +275,7 @@ def test_carried_roots_get_no_writer_entry_and_their_records_still_come_home() -
 
 def test_handed_on_roots_survive_their_scope_being_let_go() -> None:
     """A scope dropped (by its cache) before its roots were collected still hands them on."""
-    with Task("submitter"):
-        carrier = capture()
-    assert carrier is not None
-    remote = dataclasses.replace(carrier, origin_pid=1, origin_host="another-node")
+    _, remote = _carried_elsewhere()
     handed: list[str] = []
     for i in range(3):
         with remote_scope(remote, on_finished=lambda t: handed.append(t.label)), Task(f"root {i}"):
