@@ -1,8 +1,8 @@
 """Run the benchmark suite and print one table: ``python -m benchmarks [--quick] [NAME ...]``.
 
-Benchmarks: overhead, import, scale, burst, accuracy, engines (see each module's docstring). Figures
-with a reference are measured side by side in the same run; the ratio column is value /
-reference.
+Benchmarks: overhead, instructions, import, scale, burst, accuracy, engines (see each module's
+docstring). Figures with a reference are measured side by side in the same run; the ratio column
+is value / reference.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.table import Table
 
 from benchmarks._common import Row
 
-BENCHMARKS = ("overhead", "import", "scale", "burst", "accuracy", "engines")
+BENCHMARKS = ("overhead", "instructions", "import", "scale", "burst", "accuracy", "engines")
 
 
 def machine() -> str:
@@ -72,10 +72,11 @@ def main() -> None:
     unknown = set(names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS}")
-    from benchmarks import accuracy, burst, engines, import_time, overhead, scale
+    from benchmarks import accuracy, burst, engines, import_time, instructions, overhead, scale
 
     modules = {
         "overhead": overhead,
+        "instructions": instructions,
         "import": import_time,
         "scale": scale,
         "burst": burst,

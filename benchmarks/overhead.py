@@ -18,9 +18,12 @@ Cases (rows):
   start and finish and an append to the parent's list (a lean task, by hand);
 - nested task: ``with Task("task")`` inside a running top-level task (target ≤ 2.0×);
 - nested task with task metrics on: the same, with a global SDK ``MeterProvider`` (a periodic
-  reader, null exporter) installed and tasktrace's task metrics on (target: the ratio grows
-  by ≤ 15%); the other task cases run with the ``metrics`` setting off, which is the same path
-  as having no meter provider;
+  reader, null exporter) installed and tasktrace's task metrics on: the task's own path only;
+- … and the collection counted: the same, each round ended by the meter provider's
+  ``force_flush``, whose collection records the round's durations into the SDK's histogram
+  (tasktrace defers them there, about 69,000 instructions each: moved off the task's path, not
+  removed). The target (the ratio grows by ≤ 15%) is judged on this row. The other task cases
+  run with the ``metrics`` setting off, which is the same path as having no meter provider;
 - top-level task: ``with Task("task")`` with no parent (resets the RSS high-water mark);
 - task under a root with a file: nested tasks whose root writes a task file at start and at
   finish (the whole tree, every round; target ≤ 2.5×);
@@ -96,24 +99,37 @@ FLOOR = "floor: span + 6 attributes + status (no tasktrace)"
 LEAN = "floor + perf_counter/getrusage at start and finish + parent link (no tasktrace)"
 NESTED = "nested task"
 NESTED_METRICS = "nested task, task metrics on (global MeterProvider)"
+NESTED_COLLECTED = "nested task, task metrics on, the collection in the time"
 TOP = "top-level task"
 WITH_FILE = "task under a root with a file"
 BARE_5 = "bare span, nested 5 deep"
 TASK_5 = "task, nested 5 deep"
-ORDER = (BARE, FLOOR, LEAN, NESTED, NESTED_METRICS, TOP, WITH_FILE, BARE_5, TASK_5)
+ORDER = (
+    BARE,
+    FLOOR,
+    LEAN,
+    NESTED,
+    NESTED_METRICS,
+    NESTED_COLLECTED,
+    TOP,
+    WITH_FILE,
+    BARE_5,
+    TASK_5,
+)
 CaseFn = Callable[[int], None]
 
 
 def _cases(
-    tracer: trace.Tracer, folder: Path
+    tracer: trace.Tracer, folder: Path, collect: Callable[[], object]
 ) -> tuple[dict[str, CaseFn], dict[str, Callable[[], None]]]:
-    cases = _sdk_cases(tracer)
-    task_cases, prepare = _task_cases(folder)
-    cases.update(task_cases)
+    cases = sdk_cases(tracer)
+    tasks, prepare = task_cases(folder, collect)
+    cases.update(tasks)
     return {name: cases[name] for name in ORDER}, prepare
 
 
-def _sdk_cases(tracer: trace.Tracer) -> dict[str, CaseFn]:
+def sdk_cases(tracer: trace.Tracer) -> dict[str, CaseFn]:
+    """Return the cases without tasktrace (bare, floor, lean, bare nested 5) on ``tracer``."""
     key = otel_context.create_key("floor")
 
     def bare(k: int) -> None:
@@ -177,7 +193,15 @@ def _sdk_cases(tracer: trace.Tracer) -> dict[str, CaseFn]:
     return {BARE: bare, FLOOR: floor, LEAN: lean, BARE_5: bare_nested_5}
 
 
-def _task_cases(folder: Path) -> tuple[dict[str, CaseFn], dict[str, Callable[[], None]]]:
+def task_cases(
+    folder: Path, collect: Callable[[], object] | None = None
+) -> tuple[dict[str, CaseFn], dict[str, Callable[[], None]]]:
+    """Return the task cases and, per case, what to run before it (the metrics setting).
+
+    Imports tasktrace: call after the global tracer provider is set. A task file goes in
+    ``folder``. ``collect`` (the meter provider's ``force_flush``) ends the case that counts
+    the metrics collection's work (left out without it).
+    """
     from tasktrace import Task  # after the provider: tasktrace adds its processor to it
     from tasktrace.core.settings import load_settings, reset_settings
     from tasktrace.export.metrics import reset_metrics
@@ -187,6 +211,14 @@ def _task_cases(folder: Path) -> tuple[dict[str, CaseFn], dict[str, Callable[[],
             for _ in range(k):
                 with Task("task"):
                     pass
+
+    def nested_collected(k: int) -> None:
+        # tasktrace records the waiting durations into the SDK's histogram at collection
+        # (about 69,000 instructions a record): the work is moved off the task's path, not
+        # removed, so this case counts it.
+        nested(k)
+        if collect is not None:
+            collect()
 
     def top(k: int) -> None:
         for _ in range(k):
@@ -222,8 +254,10 @@ def _task_cases(folder: Path) -> tuple[dict[str, CaseFn], dict[str, Callable[[],
         WITH_FILE: with_file,
         TASK_5: nested_5,
     }
+    if collect is not None:
+        cases[NESTED_COLLECTED] = nested_collected
     prepare = {name: off for name in (NESTED, TOP, WITH_FILE, TASK_5)}
-    prepare[NESTED_METRICS] = on
+    prepare[NESTED_METRICS] = prepare[NESTED_COLLECTED] = on
     return cases, prepare
 
 
@@ -244,7 +278,7 @@ def _measure(
     )
     metrics.set_meter_provider(meter_provider)
     tracer = trace.get_tracer("benchmark")
-    cases, prepare = _cases(tracer, Path(tempfile.mkdtemp()))
+    cases, prepare = _cases(tracer, Path(tempfile.mkdtemp()), meter_provider.force_flush)
     if endpoint:
         cases = {BARE: cases[BARE], TOP: cases[TOP]}
     results = alternate_gc(cases, n, rounds, prepare)
@@ -323,8 +357,12 @@ def run(quick: bool = False) -> list[Row]:
     nested_ratio = local[NESTED][0] / bare_off
     metrics_ratio = local[NESTED_METRICS][0] / bare_off
     row = _row(local, NESTED_METRICS, BARE, "nested task, task metrics on (MeterProvider)")
-    row.target = f"≤ 1.15 × {nested_ratio:.2f}× (grew {metrics_ratio / nested_ratio - 1:+.0%})"
-    row.met = metrics_ratio <= 1.15 * nested_ratio
+    row.target = f"task's path only (grew {metrics_ratio / nested_ratio - 1:+.0%})"
+    rows.append(row)
+    collected_ratio = local[NESTED_COLLECTED][0] / bare_off
+    row = _row(local, NESTED_COLLECTED, BARE, "… and the metrics collection's work counted")
+    row.target = f"≤ 1.15 × {nested_ratio:.2f}× (grew {collected_ratio / nested_ratio - 1:+.0%})"
+    row.met = collected_ratio <= 1.15 * nested_ratio
     rows.append(row)
     rows.append(_row(local, TOP, BARE, "top-level task (resets the RSS mark)"))
     rows.append(
