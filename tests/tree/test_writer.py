@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from tasktrace import Task, TaskStatus
+from tasktrace import ContextThread, Task, TaskStatus
 
 
 def test_task_file_written_at_start_and_finish(tmp_path: Path) -> None:
@@ -85,3 +88,35 @@ def test_a_task_collected_while_the_writer_holds_its_lock_does_not_deadlock() ->
         pytest.fail("the writer deadlocked on its own lock (a collector callback took it)")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "done"
+
+
+def test_a_subtask_finishing_after_its_filed_root_rewrites_the_file(tmp_path: Path) -> None:
+    """A subtask still running (in another thread) when its filed root finishes is written later.
+
+    When it finishes, the file is written again: it ends with the subtask's final status and
+    figures, not "running".
+    """
+    path = tmp_path / "run.json"
+    started, release = threading.Event(), threading.Event()
+
+    def work() -> None:
+        with Task("late"), Task("late inner"):
+            started.set()
+            release.wait(10)
+            time.sleep(0.01)
+
+    with Task("root", file=path):
+        thread = ContextThread(target=work)
+        thread.start()
+        assert started.wait(10)
+    # The root finished with its subtask running: the file says so, for now.
+    late = json.loads(path.read_text())["subtasks"][0]
+    assert (late["label"], late["status"]) == ("late", "running")
+    release.set()
+    thread.join(10)
+    root = json.loads(path.read_text())
+    late = root["subtasks"][0]
+    assert root["status"] == "finished"
+    assert (late["label"], late["status"]) == ("late", "finished")
+    assert late["duration"] >= 0.01
+    assert late["subtasks"][0]["status"] == "finished"

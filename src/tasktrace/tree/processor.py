@@ -195,9 +195,12 @@ class TaskTreeProcessor(SpanProcessor):
         """
         if self._sources:
             self.pull_records(task)
-        targets = self.files.targets(task)
+        files = self.files
+        if files.late:  # a subtask of a task with a file that finished before it
+            files.late_finished(task)
+        targets = files.targets(task)
         if targets is not None:
-            self.files.finished(task)
+            files.finished(task)
         return targets
 
     def running_task(self, task_id: uuid.UUID) -> TaskRecord | None:

@@ -14,6 +14,11 @@ another process arrives); this writer decides *where*. A task may have two targe
   under it is handed to as it joins (the roots themselves get no targets; the sink collects
   them later from the stand-in's subtasks). The writer only keeps it.
 
+A task with targets that finishes while subtasks of its tree still run (another thread's,
+started under it) leaves them in its file as running; each of them is noted, and when one
+finishes the file is written again (:meth:`TaskFileWriter.late_finished`), so the file ends
+with every subtask's final status and figures.
+
 Each write pulls the records of other processes first (the processor's record sources), then
 serialises the task's tree under the tree's lock (:func:`~tasktrace.core.record.dump_json`) and
 replaces each target atomically (:func:`~tasktrace.tree.files.save_atomic`), holding the task's
@@ -104,6 +109,10 @@ class TaskFileWriter:
         self._dead: list[int] = []
         """Keys of collected tasks, appended by the weakref callback (see :meth:`_targets_of`)."""
         self._refresher: Callable[[TaskRecord], None] | None = None
+        self.late: dict[int, tuple[weakref.ref[TaskRecord], weakref.ref[TaskRecord]]] = {}
+        """Subtasks still running when a task with targets finished, by ``id()``: ``(subtask,
+        that task)``, both weakly held (an entry goes when its subtask is collected). Empty,
+        as it nearly always is, a finish costs one truth test (see :meth:`late_finished`)."""
 
     def set_refresher(self, refresh: Callable[[TaskRecord], None]) -> None:
         """Set what the refresh thread calls for a running task with a file (the façade's)."""
@@ -195,6 +204,7 @@ class TaskFileWriter:
         with self._lock:
             self._targets = {}
             self._dead.clear()
+            self.late = {}
 
     def check(self, task: TaskRecord) -> None:
         """Check ``task``'s file before it starts (before any work runs); once per file.
@@ -260,4 +270,36 @@ class TaskFileWriter:
             return
         if targets.file is not None or targets.spool_record is not None:
             self.monitor.remove(id(task))
-        self.write(task)
+        if self.write(task):
+            self._note_late(task)
+
+    def _note_late(self, task: TaskRecord) -> None:
+        """Note the subtasks of a finished ``task`` still running (see :attr:`late`)."""
+        with self._tree_lock():
+            running = []
+            stack = list(task.subtasks)
+            while stack:
+                sub = stack.pop()
+                if sub.status is TaskStatus.RUNNING:
+                    running.append(sub)
+                stack.extend(sub.subtasks)
+        if not running:
+            return
+        ref = weakref.ref(task)
+        late = self.late
+        for sub in running:
+            key = id(sub)
+            # The callback runs inside the garbage collector: one atomic dict operation.
+            late[key] = (weakref.ref(sub, lambda _, key=key: late.pop(key, None)), ref)
+
+    def late_finished(self, task: TaskRecord) -> None:
+        """After ``task`` finished: write the targets of a finished task it was a late subtask of.
+
+        Call only when :attr:`late` is not empty. Never raises (a failed write warns).
+        """
+        entry = self.late.pop(id(task), None)  # atomic: of two finishes, one writes
+        if entry is None:
+            return
+        sub, owner = entry[0](), entry[1]()
+        if sub is task and owner is not None:
+            self.write(owner)
