@@ -120,3 +120,41 @@ def test_a_subtask_finishing_after_its_filed_root_rewrites_the_file(tmp_path: Pa
     assert (late["label"], late["status"]) == ("late", "finished")
     assert late["duration"] >= 0.01
     assert late["subtasks"][0]["status"] == "finished"
+
+
+def test_many_late_subtasks_write_the_file_a_few_times_not_once_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """50 subtasks outliving their filed root: the file ends whole, written a few times."""
+    from tasktrace.tree import writer
+
+    writes: list[Path] = []
+    save = writer.save_atomic
+
+    def counting_save(path: Path, data: bytes, end: bytes) -> None:
+        writes.append(path)
+        save(path, data, end)
+
+    monkeypatch.setattr(writer, "save_atomic", counting_save)
+    path = tmp_path / "run.json"
+    started = threading.Barrier(51)
+    release = threading.Event()
+
+    def work(i: int) -> None:
+        with Task(f"late {i}"):
+            started.wait(10)
+            release.wait(10)
+
+    with Task("root", file=path):
+        threads = [ContextThread(target=work, args=(i,)) for i in range(50)]
+        for thread in threads:
+            thread.start()
+        started.wait(10)
+    before = len(writes)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    subtasks = json.loads(path.read_text())["subtasks"]
+    assert sorted(s["label"] for s in subtasks) == sorted(f"late {i}" for i in range(50))
+    assert {s["status"] for s in subtasks} == {"finished"}
+    assert 1 <= len(writes) - before <= 3  # the first late finish, the last, maybe one between

@@ -31,7 +31,9 @@ Thread-safety: every method may be called from any thread.
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +46,7 @@ from tasktrace.core.status import TaskStatus
 from tasktrace.tree.files import check_folder, check_replaceable, save_atomic
 from tasktrace.tree.refresh import RefreshMonitor
 
-__all__ = ["FORCE_HINT", "FileTargets", "RecordSink", "TaskFileWriter"]
+__all__ = ["FORCE_HINT", "LATE_WRITE_INTERVAL_S", "FileTargets", "RecordSink", "TaskFileWriter"]
 
 RecordSink = Callable[[TaskRecord], None]
 """Where the root tasks started under a remote scope's stand-in go
@@ -109,10 +111,11 @@ class TaskFileWriter:
         self._dead: list[int] = []
         """Keys of collected tasks, appended by the weakref callback (see :meth:`_targets_of`)."""
         self._refresher: Callable[[TaskRecord], None] | None = None
-        self.late: dict[int, tuple[weakref.ref[TaskRecord], weakref.ref[TaskRecord]]] = {}
+        self.late: dict[int, tuple[weakref.ref[TaskRecord], _LateOwner]] = {}
         """Subtasks still running when a task with targets finished, by ``id()``: ``(subtask,
-        that task)``, both weakly held (an entry goes when its subtask is collected). Empty,
-        as it nearly always is, a finish costs one truth test (see :meth:`late_finished`)."""
+        that task's state)``, both weakly held (an entry goes when its subtask is collected).
+        Empty, as it nearly always is, a finish costs one truth test (see
+        :meth:`late_finished`)."""
 
     def set_refresher(self, refresh: Callable[[TaskRecord], None]) -> None:
         """Set what the refresh thread calls for a running task with a file (the façade's)."""
@@ -285,21 +288,53 @@ class TaskFileWriter:
                 stack.extend(sub.subtasks)
         if not running:
             return
-        ref = weakref.ref(task)
+        owner = _LateOwner(weakref.ref(task), len(running))
         late = self.late
         for sub in running:
             key = id(sub)
             # The callback runs inside the garbage collector: one atomic dict operation.
-            late[key] = (weakref.ref(sub, lambda _, key=key: late.pop(key, None)), ref)
+            late[key] = (weakref.ref(sub, functools.partial(_drop_late, late, key)), owner)
 
     def late_finished(self, task: TaskRecord) -> None:
         """After ``task`` finished: write the targets of a finished task it was a late subtask of.
 
-        Call only when :attr:`late` is not empty. Never raises (a failed write warns).
+        Writes are coalesced: the first late subtask to finish and the last one write the file,
+        those in between at most once per :data:`LATE_WRITE_INTERVAL_S` (a thousand late
+        subtasks do not write a large file a thousand times). Call only when :attr:`late` is
+        not empty. Never raises (a failed write warns).
         """
         entry = self.late.pop(id(task), None)  # atomic: of two finishes, one writes
         if entry is None:
             return
-        sub, owner = entry[0](), entry[1]()
-        if sub is task and owner is not None:
-            self.write(owner)
+        ref, owner = entry
+        if ref() is not task:
+            return
+        now = time.monotonic()
+        with self._lock:
+            owner.pending -= 1
+            due = owner.pending <= 0 or now >= owner.next_write
+            if due:
+                owner.next_write = now + LATE_WRITE_INTERVAL_S
+        target = owner.ref()
+        if due and target is not None:
+            self.write(target)
+
+
+LATE_WRITE_INTERVAL_S = 1.0
+"""Seconds between two writes of a finished task's file for its late subtasks (the last one's
+finish always writes)."""
+
+
+def _drop_late(late: dict[int, Any], key: int, _ref: object) -> None:
+    late.pop(key, None)
+
+
+class _LateOwner:
+    """A finished task with targets whose subtasks were still running (see ``late``)."""
+
+    __slots__ = ("next_write", "pending", "ref")
+
+    def __init__(self, ref: weakref.ref[TaskRecord], pending: int) -> None:
+        self.ref = ref
+        self.pending = pending
+        self.next_write = 0.0  # the first late finish writes at once
