@@ -162,3 +162,43 @@ def test_a_forked_childs_spans_carry_its_own_process(
     for span in spans.values():  # the rest of the resource is the parent's
         assert span.resource_attributes["service.name"] == "forking"
         assert span.resource_attributes["host.name"] == socket.gethostname()
+
+
+USER_PROVIDER_FORK_SCRIPT = """
+import os, sys
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from tasktrace import Task
+
+provider = TracerProvider(resource=Resource({"service.name": "mine", "mine.pid": os.getpid()}))
+provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[1])))
+trace.set_tracer_provider(provider)
+with Task("before fork"):
+    pass
+child = os.fork()
+if child == 0:
+    with Task("forked child"):
+        pass
+    provider.force_flush()
+    os._exit(0)
+os.waitpid(child, 0)
+provider.force_flush()
+"""
+
+
+def test_a_users_provider_is_left_as_it_is_in_a_forked_child(
+    otlp_http_receiver: OtlpHttpReceiver, tmp_path: Path
+) -> None:
+    """The user's provider: a forked child's tasks go through it, with the resource it has."""
+    endpoint = otlp_http_receiver.endpoint + "/v1/traces"
+    run = run_script(USER_PROVIDER_FORK_SCRIPT, tmp_path, clean_env(), endpoint)
+    assert run.returncode == 0, run.stderr
+    spans = {s.name: s for s in otlp_http_receiver.wait_for(2, timeout_s=10.0)}
+    assert sorted(spans) == ["before fork", "forked child"]
+    for span in spans.values():
+        assert span.resource_attributes["service.name"] == "mine"
+        assert span.resource_attributes["mine.pid"] == run.pid
+        assert "process.pid" not in span.resource_attributes
