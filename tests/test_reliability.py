@@ -114,6 +114,67 @@ def test_read_only_mid_run_keeps_previous_file_and_task_goes_on(
         assert task.status is TaskStatus.FINISHED
 
 
+@contextlib.contextmanager
+def _read_only(folder: Path) -> Iterator[None]:
+    """Remount the tmpfs at ``folder`` read-only for the block."""
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(folder)], check=True)
+
+
+def test_a_failed_last_write_does_not_promise_a_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The finish's write fails: the warning says the task finished, no refresh will retry."""
+    with _small_tmpfs(tmp_path / "ro", size="1m") as folder:
+        path = folder / "run.json"
+        with caplog.at_level(logging.WARNING):
+            task = Task("job", file=path)
+            task.start()  # its file written
+            with _read_only(folder):
+                task.finish()
+                warnings = _file_warnings(caplog)
+        assert task.status is TaskStatus.FINISHED
+        assert len(warnings) == 1, warnings
+        assert "Read-only file system" in warnings[0]
+        assert "the task has finished: no refresh will retry" in warnings[0]
+        assert "later refreshes will retry" not in warnings[0]
+        assert Task.model_validate_json(path.read_bytes()).status is TaskStatus.RUNNING  # kept
+
+
+@pytest.mark.parametrize(
+    ("monitor", "then"),
+    [(True, "later refreshes will retry"), (False, "the task's finish will retry")],
+)
+def test_a_failed_write_says_what_will_retry_and_the_last_one_says_none_will(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monitor: bool, then: str
+) -> None:
+    """A running task's write fails (refreshed file or not), then its last write fails too.
+
+    The first warning says what will write the file again; the last write, failing as well,
+    warns once more that nothing will (the first one's promise did not come true).
+    """
+    with _small_tmpfs(tmp_path / "ro", size="1m") as folder:
+        path = folder / "run.json"
+        with caplog.at_level(logging.WARNING):
+            task = Task("job")
+            task.start()
+            task.save_to_file(path, monitor=monitor)
+            with _read_only(folder):
+                task.update()
+                task.update()  # failing again: no second warning
+                running = _file_warnings(caplog)
+                task.finish()
+                warnings = _file_warnings(caplog)
+        assert len(running) == 1, running
+        assert then in running[0]
+        assert len(warnings) == 2, warnings
+        assert "the task has finished: no refresh will retry" in warnings[1]
+        assert Task.model_validate_json(path.read_bytes()).status is TaskStatus.RUNNING  # kept
+
+
 # ----- every meter failing at once -----------------------------------------------------------
 
 

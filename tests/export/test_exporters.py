@@ -130,7 +130,10 @@ if __name__ == "__main__":
 
 
 def test_forked_workers_write_otlp_json_files_of_their_own(tmp_path: Path) -> None:
-    """A fork pool under TASKTRACE_OTLP_JSON_DIR: every span is kept, each process its own file."""
+    """A fork pool under TASKTRACE_OTLP_JSON_DIR: every span is kept, each process its own file.
+
+    Each file's spans carry its writer's ``process.pid`` (a worker's resource is its own).
+    """
     out = tmp_path / "spans"
     out.mkdir()
     run = run_script(FORK_POOL_SCRIPT, tmp_path, clean_env(TASKTRACE_OTLP_JSON_DIR=str(out)))
@@ -138,10 +141,12 @@ def test_forked_workers_write_otlp_json_files_of_their_own(tmp_path: Path) -> No
     assert "cannot write OTLP JSON" not in run.stderr
     names = []
     for path in out.iterdir():
+        file_pid = int(path.name.split("-")[2])  # tasktrace-<time>-<pid>-<random>.otlp.jsonl
         for line in path.read_text().splitlines():
             request = json_format.Parse(line, ExportTraceServiceRequest())
-            names += [
-                s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans
-            ]
+            for rs in request.resource_spans:  # each process's spans say it is theirs
+                pid = [a.value.int_value for a in rs.resource.attributes if a.key == "process.pid"]
+                assert pid == [file_pid], path.name
+                names += [s.name for ss in rs.scope_spans for s in ss.spans]
     assert sorted(names) == ["job 0", "job 1", "job 2", "job 3", "root"]
     assert len(list(out.iterdir())) >= 2  # the parent's file, and the workers' own

@@ -108,3 +108,97 @@ def test_seeded_programs_get_new_trace_ids_every_run(tmp_path: Path) -> None:
     assert all(len(ids) == 3 for ids in runs)
     for first, second in zip(*runs, strict=True):
         assert first != second
+
+
+FORK_SCRIPT = """
+import os, sys
+from tasktrace import Task
+with Task("before fork"):
+    pass
+child = os.fork()
+if child == 0:
+    with Task("forked child"):
+        with Task("nested in child"):
+            pass
+    sys.exit(0)  # the exit handlers export the child's spans
+os.waitpid(child, 0)
+with Task("after fork"):
+    pass
+print(os.getpid(), child)
+"""
+
+
+def test_a_forked_childs_spans_carry_its_own_process(
+    otlp_http_receiver: OtlpHttpReceiver, tmp_path: Path
+) -> None:
+    """os.fork(): the child's spans are exported with the child's pid and instance id.
+
+    The resource of tasktrace's own provider is built once; a forked child's tasks get a
+    provider with a resource of their own process (the same exporters), the parent's keep
+    the parent's. The child ends by ``sys.exit``: its exit handlers export its spans.
+    """
+    env = clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_http_receiver.endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_SERVICE_NAME="forking",
+    )
+    run = run_script(FORK_SCRIPT, tmp_path, env)
+    assert run.returncode == 0, run.stderr
+    assert run.export_warnings() == []
+    parent_pid, child_pid = map(int, run.stdout.split())
+    assert parent_pid == run.pid
+    spans = {s.name: s for s in otlp_http_receiver.wait_for(4, timeout_s=10.0)}
+    assert sorted(spans) == ["after fork", "before fork", "forked child", "nested in child"]
+    pids = {name: s.resource_attributes["process.pid"] for name, s in spans.items()}
+    assert pids == {
+        "before fork": parent_pid,
+        "after fork": parent_pid,
+        "forked child": child_pid,
+        "nested in child": child_pid,
+    }
+    instances = {name: s.resource_attributes["service.instance.id"] for name, s in spans.items()}
+    assert instances["before fork"] == instances["after fork"]
+    assert instances["forked child"] == instances["nested in child"] != instances["before fork"]
+    for span in spans.values():  # the rest of the resource is the parent's
+        assert span.resource_attributes["service.name"] == "forking"
+        assert span.resource_attributes["host.name"] == socket.gethostname()
+
+
+USER_PROVIDER_FORK_SCRIPT = """
+import os, sys
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from tasktrace import Task
+
+provider = TracerProvider(resource=Resource({"service.name": "mine", "mine.pid": os.getpid()}))
+provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[1])))
+trace.set_tracer_provider(provider)
+with Task("before fork"):
+    pass
+child = os.fork()
+if child == 0:
+    with Task("forked child"):
+        pass
+    provider.force_flush()
+    os._exit(0)
+os.waitpid(child, 0)
+provider.force_flush()
+"""
+
+
+def test_a_users_provider_is_left_as_it_is_in_a_forked_child(
+    otlp_http_receiver: OtlpHttpReceiver, tmp_path: Path
+) -> None:
+    """The user's provider: a forked child's tasks go through it, with the resource it has."""
+    endpoint = otlp_http_receiver.endpoint + "/v1/traces"
+    run = run_script(USER_PROVIDER_FORK_SCRIPT, tmp_path, clean_env(), endpoint)
+    assert run.returncode == 0, run.stderr
+    spans = {s.name: s for s in otlp_http_receiver.wait_for(2, timeout_s=10.0)}
+    assert sorted(spans) == ["before fork", "forked child"]
+    for span in spans.values():
+        assert span.resource_attributes["service.name"] == "mine"
+        assert span.resource_attributes["mine.pid"] == run.pid
+        assert "process.pid" not in span.resource_attributes

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 
 from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
@@ -84,7 +85,10 @@ class ExportPipeline:
             exporter, to add to a tracer provider.
 
     The shutdown runs on a daemon thread started with the pipeline (idle until needed):
-    Python 3.12 refuses to start threads from :mod:`atexit` handlers.
+    Python 3.12 refuses to start threads from :mod:`atexit` handlers. A forked child starts
+    its own (``fork`` copies only the forking thread; the SDK restarts each batch processor's
+    worker likewise), so a child's exit exports the child's spans; the spans the parent had
+    queued are the parent's to export and report.
 
     Thread-safety: :meth:`begin_shutdown` and :meth:`shutdown` may be called from any thread,
     more than once.
@@ -103,9 +107,30 @@ class ExportPipeline:
         ]
         self._go = threading.Event()
         self._done = threading.Event()
+        self._start_shutdown_thread()
+        if hasattr(os, "register_at_fork"):  # held weakly: a hook cannot be unregistered
+            renew = weakref.WeakMethod(self._after_fork_in_child)
+            os.register_at_fork(after_in_child=lambda: (method := renew()) and method())
+
+    def _start_shutdown_thread(self) -> None:
         threading.Thread(
             target=self._shutdown_all, name="tasktrace-export-shutdown", daemon=True
         ).start()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's shutdown thread is not in the child, and another thread may have held
+        # an event's lock at the fork: new events, in the state the parent's had.
+        go, done = self._go.is_set(), self._done.is_set()
+        self._go, self._done = threading.Event(), threading.Event()
+        if go:
+            self._go.set()
+        if done:
+            self._done.set()
+            return
+        for exporter, processor in zip(self.exporters, self.processors, strict=True):
+            if isinstance(processor, _CountingBatchProcessor):  # the child's spans from here
+                processor.ended_spans = exporter.exported_spans
+        self._start_shutdown_thread()
 
     def _shutdown_all(self) -> None:
         self._go.wait()

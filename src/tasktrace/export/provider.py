@@ -21,6 +21,13 @@ done only once), else with one ``trace.get_tracer_provider()`` call and one iden
   non-recording until some provider is installed globally (they still carry the trace
   context, so tasks inside them stay in the same trace).
 
+A forked child (``os.fork()``, a ``multiprocessing`` worker started by fork) is another
+process: its tasks go through a provider of tasktrace's own with the child's resource (its
+``process.pid``, a new ``service.instance.id``, the resource detectors run again), the same
+sampler, and the same exporters (their batch processors restarted in the child). A provider
+the user installed is the user's: tasktrace never replaces it, in a child either, so its
+resource (``process.pid`` included) stays what the user built, the parent's.
+
 With nothing configured, no exporter is created and no connection is attempted. Exporters run
 on batch-processor threads; at interpreter exit they are flushed within ``exit_timeout_s``
 (:func:`tasktrace.configure`, ``TASKTRACE_EXIT_TIMEOUT_S``; default 5 s), see
@@ -98,6 +105,8 @@ _lock = threading.RLock()
 renew_after_fork(sys.modules[__name__], "_lock")
 _state: _Tracing | None = None
 _owned_provider: TracerProvider | None = None
+_owned_pipeline: ExportPipeline | None = None  # the exporters of _owned_provider
+_owned_pid = 0  # the process _owned_provider's resource describes
 _pipelines: list[ExportPipeline] = []
 # Providers holding the tree processor (strong references, so identities stay unique).
 _with_processor: list[Any] = []
@@ -175,19 +184,26 @@ class PrivateIdGenerator(RandomIdGenerator):
 
 
 def _create_provider() -> TracerProvider:
+    global _owned_pipeline  # noqa: PLW0603 - see _install
     check_environment()  # name any bad OTEL_* variable before the SDK's own messages
     config = current_config()
+    _owned_pipeline = _new_pipeline(config)
+    # parsed here: the SDK's own parse logs no variable
+    return _provider(build_resource(config), environment.traces_sampler(), _owned_pipeline)
+
+
+def _provider(resource: Resource, sampler: Any, pipeline: ExportPipeline | None) -> TracerProvider:
+    global _owned_pid  # noqa: PLW0603 - see _install
     # shutdown_on_exit=False: the SDK's own exit hook waits up to 30 s; ours is bounded.
     provider = TracerProvider(
-        resource=build_resource(config),
+        resource=resource,
         shutdown_on_exit=False,
         id_generator=PrivateIdGenerator(),
-        sampler=environment.traces_sampler(),  # parsed here: the SDK's own parse logs no variable
+        sampler=sampler,
     )
-    pipeline = _new_pipeline(config)
-    if pipeline is not None:
-        for processor in pipeline.processors:
-            provider.add_span_processor(processor)
+    for processor in pipeline.processors if pipeline is not None else ():
+        provider.add_span_processor(processor)
+    _owned_pid = os.getpid()
     return provider
 
 
@@ -197,6 +213,9 @@ def _install(source: Any) -> _Tracing:
     if owned:
         if _owned_provider is None:
             _owned_provider = _create_provider()
+        elif _owned_pid != os.getpid():  # a forked child: its own resource, the same exporters
+            resource = build_resource(current_config())
+            _owned_provider = _provider(resource, _owned_provider.sampler, _owned_pipeline)
         provider: Any = _owned_provider
     else:
         provider = source
@@ -251,12 +270,12 @@ def reconfigure() -> None:
     The previous pipelines start flushing and shutting down on a daemon thread now; the exit
     handler waits for them within the exit bound.
     """
-    global _state, _owned_provider  # noqa: PLW0603 - see _install
+    global _state, _owned_provider, _owned_pipeline  # noqa: PLW0603 - see _install
     with _lock:
         for pipeline in _pipelines:
             pipeline.begin_shutdown()
         _state = None
-        _owned_provider = None
+        _owned_provider = _owned_pipeline = None
         _exported_to.clear()
 
 
@@ -316,6 +335,18 @@ def reset_tracing() -> None:
 
 
 on_configure(reconfigure)
+
+
+def _after_fork_in_child() -> None:
+    # The next task of a forked child looks for the provider again (get_tracer), and gets one
+    # with the child's resource (_install); a provider not tasktrace's is kept as it is.
+    global _state  # noqa: PLW0603 - see _install
+    if _state is not None and _state.owned:
+        _state = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def flush_spans(timeout_s: float = FLUSH_TIMEOUT_S) -> bool:

@@ -17,7 +17,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
 from pydantic import BaseModel, PrivateAttr
@@ -65,8 +65,26 @@ _set_fields_set: Final = vars(BaseModel)["__pydantic_fields_set__"].__set__
 _set_extra: Final = vars(BaseModel)["__pydantic_extra__"].__set__
 _set_private: Final = vars(BaseModel)["__pydantic_private__"].__set__
 
+# Users subclass Task (``class MyTask(Task): ...``) and build it as a Task: ``MyTask("x")``.
+# Type checkers give every class made by a metaclass decorated with ``dataclass_transform``
+# (pydantic's ModelMetaclass) that does not define ``__init__`` itself a keyword-only
+# ``__init__`` of its fields, in place of the inherited one; but only for that decorated
+# metaclass itself, not for a subclass of it (PEP 681, as mypy and pyright read it). For type
+# checkers, Task's metaclass is such a subclass, so a user's subclass inherits Task's
+# ``__init__``; at run time it is pydantic's own metaclass, unchanged. (pydantic's mypy plugin,
+# where enabled, still generates the keyword-only ``__init__``: ``MyTask(label="x")``.)
+if TYPE_CHECKING:
+    from pydantic import Field
+    from pydantic._internal._model_construction import ModelMetaclass
 
-class Task(TaskRecord):
+    class _TaskMeta(ModelMetaclass):
+        """For type checkers only: pydantic's metaclass, without its ``dataclass_transform``."""
+
+else:
+    _TaskMeta = type(BaseModel)
+
+
+class Task(TaskRecord, metaclass=_TaskMeta):
     """A task for logging and resource measurement, recorded as an OpenTelemetry span.
 
     A task may be *top-level* (no parent) or a *subtask*. By default a new task's parent is the
@@ -120,9 +138,20 @@ class Task(TaskRecord):
     asyncio task; a task that finished elsewhere (a generator closed by another thread or
     asyncio task, or by the garbage collector) is never the active task: :meth:`current` and
     the parent of a new task (and of its span) skip to the innermost task still running.
+
+    Typing: a subclass (``class MyTask(Task): epoch: int = 0``) is built like a Task,
+    ``MyTask("x", epoch=3)``, for mypy and pyright too; ``subtasks`` are :class:`Task` objects.
+    Where pydantic's mypy plugin is enabled, it gives a subclass pydantic's keyword-only
+    constructor instead (``MyTask(label="x")``), unless the subclass defines ``__init__``.
     """
 
     _rt: Runtime | None = PrivateAttr(default=None)
+    if TYPE_CHECKING:
+        # The record types subtasks as records (the core layer cannot name Task); every
+        # subtask is a Task at run time (bind_task_class below), and users call Task methods
+        # on them. Not an assignment at run time; the default keeps pydantic's mypy plugin
+        # from making ``subtasks`` a required argument of a subclass's generated __init__.
+        subtasks: list[Task] = Field(default_factory=list)  # type: ignore[assignment]
 
     def __init__(
         self,

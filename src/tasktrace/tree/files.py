@@ -3,7 +3,9 @@
 A task file is always written whole to a temporary file in the same folder and moved over the
 old one with :func:`os.replace`, so a reader (or a crash, even ``SIGKILL``) sees either the old
 or the new file, never half of one. A failed write (disk full, read-only folder) warns once per
-file, leaves the previous file intact and never raises into the user's task; the next write that
+file, leaves the previous file intact and never raises into the user's task; the warning says
+what will write the file again (a refresh, the task's finish), and a task's last write that
+fails warns that nothing will, even after an earlier failure's warning. The next write that
 succeeds catches up (and logs that it did), so a later failure warns again.
 
 Every writer of tasktrace (a task's ``file``, :meth:`Task.save_to_file`, ``tasktrace run
@@ -35,7 +37,9 @@ __all__ = ["HEAD_BYTES", "check_folder", "check_replaceable", "save_atomic"]
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
 _umask: int | None = None
-_failing: set[str] = set()  # paths whose last write failed (warned once until one succeeds)
+# Paths whose last write failed → whether the warning said a later write will retry: warned
+# once until a write succeeds, and once more if a write that nothing will retry fails too.
+_failing: dict[str, bool] = {}
 _failing_lock = threading.Lock()
 renew_after_fork(sys.modules[__name__], "_failing_lock")
 
@@ -203,7 +207,9 @@ def _describe(head: bytes, top: object, size: int, partial: bool) -> str:
     return f"{amount} of text" if b"\x00" not in head else f"{amount} of binary data"
 
 
-def save_atomic(path: Path, data: bytes, *more: bytes) -> bool:
+def save_atomic(
+    path: Path, data: bytes, *more: bytes, then: str = "", retried: bool = False
+) -> bool:
     """Replace ``path`` with ``data`` then each of ``more``, atomically; return if it was written.
 
     The temporary file is created by :func:`tempfile.mkstemp` (unpredictable name, ``O_EXCL``,
@@ -211,6 +217,15 @@ def save_atomic(path: Path, data: bytes, *more: bytes) -> bool:
     moved into place with :func:`os.replace` (a symlink at ``path`` is replaced, never followed).
     A failure is logged once, with the previous file left intact; the first success after it
     logs that the file is written again, and a later failure warns again.
+
+    Args:
+        path: The file to replace.
+        data: Its new content.
+        *more: What follows ``data`` in the file.
+        then: What comes after a failure, for the warning (``"later refreshes will retry"``,
+            ``"the task has finished: no refresh will retry"``); empty: nothing is said.
+        retried: Whether a later write will retry. A failure that none will retry (a task's
+            last write) is warned about even when one that was to be retried was already.
     """
     tmp: str | None = None
     try:
@@ -226,20 +241,19 @@ def save_atomic(path: Path, data: bytes, *more: bytes) -> bool:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         with _failing_lock:
-            first = str(path) not in _failing
-            _failing.add(str(path))
-        if first:
+            warned = _failing.get(str(path))  # None: not warned; else whether it said a retry
+            _failing[str(path)] = retried
+        if warned is None or (warned and not retried):
             _log.warning(
-                "tasktrace: cannot write task file %s (%s); the previous file is kept and later "
-                "refreshes will retry",
+                "tasktrace: cannot write task file %s (%s); the previous file is kept%s",
                 path,
                 e,
+                f"; {then}" if then else "",
             )
         return False
     if _failing:
         with _failing_lock:
-            recovered = str(path) in _failing
-            _failing.discard(str(path))
+            recovered = _failing.pop(str(path), None) is not None
         if recovered:
             _log.info("tasktrace: task file %s is written again", path)
     return True

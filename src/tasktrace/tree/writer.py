@@ -231,8 +231,9 @@ class TaskFileWriter:
     def write(self, task: TaskRecord) -> bool:
         """Write ``task``'s tree to its targets now; return whether it has any.
 
-        Records of other processes are merged first. A failed write warns (once per file) and
-        leaves the previous file intact; it never raises.
+        Records of other processes are merged first. A failed write warns (once per file, and
+        once more if the task's last write fails too), saying what will retry, and leaves the
+        previous file intact; it never raises.
         """
         targets = self._targets.get(id(task))
         if targets is None:
@@ -245,9 +246,25 @@ class TaskFileWriter:
             with self._tree_lock():
                 data = dump_json(task)
             if data is not None:
-                for path in paths:
-                    save_atomic(path, data, b"\n")  # one line, newline-terminated
+                then, retried = self._after_failure(task, targets)
+                for path in paths:  # one line, newline-terminated
+                    save_atomic(path, data, b"\n", then=then, retried=retried)
         return True
+
+    def _after_failure(self, task: TaskRecord, targets: FileTargets) -> tuple[str, bool]:
+        """Return what writes ``task``'s targets after this write, and whether anything does.
+
+        For the warning of a failed write: a refresh (a running task's monitored file), the
+        finish (a running task's other targets), the start (a pending task's), else nothing.
+        """
+        status = task.status
+        if status is TaskStatus.RUNNING:
+            if targets.monitor and self._refresher is not None:
+                return "later refreshes will retry", True
+            return "the task's finish will retry", True
+        if status is TaskStatus.PENDING:
+            return "the task's start will retry", True
+        return "the task has finished: no refresh will retry", False
 
     def started(self, task: TaskRecord) -> None:
         """Write a starting task's targets, and have its file refreshed while it runs."""
