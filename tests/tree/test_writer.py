@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,9 +132,9 @@ def test_many_late_subtasks_write_the_file_a_few_times_not_once_each(
     writes: list[Path] = []
     save = writer.save_atomic
 
-    def counting_save(path: Path, data: bytes, end: bytes) -> None:
+    def counting_save(path: Path, data: bytes, *more: bytes, **kwargs: Any) -> bool:
         writes.append(path)
-        save(path, data, end)
+        return save(path, data, *more, **kwargs)
 
     monkeypatch.setattr(writer, "save_atomic", counting_save)
     path = tmp_path / "run.json"
