@@ -43,6 +43,23 @@ def failing_fold(i: int) -> int:
     return i
 
 
+def fold_after(i: int, fail: bool, wait_for: str | None = None) -> int:
+    """Run ``Task(f"fold {i}")``: wait for the file ``wait_for`` (if given), then fail if ``fail``.
+
+    Lets a test decide when a worker's call ends. Raises ``ValueError`` ("fold ``i`` failed")
+    if ``fail``; ``TimeoutError`` if ``wait_for`` does not appear within 60 s.
+    """
+    with Task(f"fold {i}", fold=i):
+        deadline = time.monotonic() + 60.0
+        while wait_for is not None and not os.path.exists(wait_for):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{wait_for} did not appear")
+            time.sleep(0.005)
+        if fail:
+            raise ValueError(f"fold {i} failed")
+    return i
+
+
 def plain(i: int) -> int:
     """Work without any Task (the integration must not change it)."""
     return i * i

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -83,10 +84,11 @@ def test_scikit_learn_n_jobs_records_a_subtree(tmp_path: Path) -> None:
         assert sorted(t.model_extra["n_samples"] for t in fits) == [120] * 5
 
 
-def test_failing_worker_task_is_failed_and_the_error_reaches_the_driver(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inner", PROCESS_BACKENDS)
+def test_failing_worker_task_is_failed_and_the_error_reaches_the_driver(inner: str) -> None:
     """A worker task raising is `failed` with its error in the driver's tree; joblib re-raises."""
     with (
-        joblib.parallel_config(backend="tasktrace"),
+        joblib.parallel_config(backend="tasktrace", inner=inner),
         Task("driver") as driver,
         pytest.raises(ValueError, match="fold 1 is odd"),
     ):
@@ -94,6 +96,51 @@ def test_failing_worker_task_is_failed_and_the_error_reaches_the_driver(tmp_path
     failed = [t for t in driver.subtasks if t.status is TaskStatus.FAILED]
     assert [t.label for t in failed] == ["fold 1"]
     assert failed[0].error == "ValueError: fold 1 is odd"
+
+
+def _labels_within(task: Task, wanted: set[str], timeout_s: float) -> set[str]:
+    """Wait until ``task``'s subtasks include ``wanted`` (labels); return the labels seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = {t.label for t in list(task.subtasks)}
+        if wanted <= seen or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.01)
+
+
+def test_batches_ending_after_another_batch_failed_keep_their_records(tmp_path: Path) -> None:
+    """Batches ending after a batch of the call failed are in the tree and file, failed or not.
+
+    joblib stops retrieving results once a batch failed (the call is aborting); the records
+    must come home anyway. In steps: batch [0, 1] fails; once its records are in `cv`, the
+    other batches may end: [2, 3] fails too, [4, 5] finishes. The test holds joblib's calling
+    thread (``return_as="generator"``) until then, so joblib kills no worker before they end.
+    loky only: joblib's ``multiprocessing`` backend has no generator mode, so its calling
+    thread would kill the workers within 10 ms of the first error, too soon to arrange.
+    """
+    go = tmp_path / "go"
+    out = tmp_path / "cv.json"
+    calls = [(0, False), (1, True), (2, False), (3, True), (4, False), (5, False)]
+    labels = {f"fold {i}" for i, _ in calls}
+    with joblib.parallel_config(backend="tasktrace"), Task("cv", file=out) as cv:
+        results = Parallel(n_jobs=2, batch_size=2, pre_dispatch="all", return_as="generator")(
+            delayed(work.fold_after)(i, fail, None if i < 2 else str(go)) for i, fail in calls
+        )
+        assert _labels_within(cv, {"fold 0", "fold 1"}, timeout_s=60) >= {"fold 0", "fold 1"}
+        go.touch()
+        seen = _labels_within(cv, labels, timeout_s=10)
+        with pytest.raises(ValueError, match="fold 1 failed"):
+            list(results)
+    assert seen == labels
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (cv, saved):
+        assert {t.label for t in tree.subtasks} == labels
+        for sub in tree.subtasks:
+            assert sub.parent_id == cv.task_id
+            assert sub.subprocess is True
+            failed = sub.label in ("fold 1", "fold 3")
+            assert sub.status is (TaskStatus.FAILED if failed else TaskStatus.FINISHED)
+            assert sub.error == (f"ValueError: {sub.label} failed" if failed else None)
 
 
 @pytest.mark.parametrize("inner", PROCESS_BACKENDS)

@@ -14,22 +14,34 @@ How it works: joblib hands each batch of calls to the backend's ``submit``. The 
 wrap the batch in a picklable :class:`CarriedBatch` holding the submitting task's carrier. In a
 worker process the batch runs in a remote scope, so a ``Task`` started by the worker function is
 a subprocess subtask of the submitting task, in the same trace; the batch returns its results
-together with the finished tasks' records, and the backend's ``retrieve_result_callback`` (run
-in the driver) delivers those records to the driver's tree before joblib sees the results. A
-failing batch carries its records on the exception. In the thread backend the batch runs in a
-copy of the submitter's context, as :class:`tasktrace.ContextThreadPoolExecutor` does.
+together with the finished tasks' records (a failing batch carries them on its exception). The
+records are delivered to the driver's tree by the completion callback the backend registers for
+the batch, before joblib's own callback runs: joblib's callback skips retrieving the result of
+a batch that completes after another batch of the same call failed (the call is aborting), so
+delivering in ``retrieve_result_callback`` alone lost the records of every batch that finished
+between the first error and the end of the call. In the thread backend the batch runs in a copy
+of the submitter's context, as :class:`tasktrace.ContextThreadPoolExecutor` does.
 
 Settings: loky workers get the driver's export set-up (``OTEL_*`` and :func:`tasktrace.configure`)
 in their environment; ``multiprocessing`` workers are forked with it; threads share it.
 
-Limits: nested ``Parallel`` calls *inside* a worker use joblib's plain nested backend; records of
-tasks still running when a worker is killed are lost (no refresh is shipped for a batch).
+Limits: nested ``Parallel`` calls *inside* a worker use joblib's plain nested backend. A batch
+returns its records when it ends, so the records of a batch that has not ended when its worker
+is killed are lost: its running task and the tasks it finished before (``batch_size`` > 1).
+joblib kills the workers when a call fails (loky ``terminate(kill_workers=True)``,
+``multiprocessing`` ``Pool.terminate()``) as soon as the calling thread sees the error (it looks
+every 10 ms): the batches still running then are lost with them, and so is a batch that ends
+while the kill is under way (loky's takes tens of milliseconds: its result is never read).
+Every batch that ended before, failed or not, is in the tree. Bringing those records home would
+take a channel from the workers besides joblib's results (none is shipped).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import contextvars
+import logging
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -41,6 +53,7 @@ from joblib._parallel_backends import (
     ThreadingBackend,
 )
 
+from tasktrace.core.warn import WarnOnce
 from tasktrace.export.workers import worker_environment
 from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope
 from tasktrace.task.scope_cache import ScopeCache
@@ -56,10 +69,13 @@ __all__ = [
     "tasktrace_backend",
 ]
 
+_warn = WarnOnce(logging.getLogger(__name__))
+
 BACKEND_NAME: Final = "tasktrace"
 """The name :func:`joblib.parallel_config` knows the traced backend by."""
 RECORDS_ATTRIBUTE: Final = "_tasktrace_records"
-"""Attribute of an exception raised by a batch that holds the records of its finished tasks."""
+"""Attribute of an exception raised by a batch that holds the records of its finished tasks
+(removed in the driver when they are delivered)."""
 
 
 class Homecoming:
@@ -75,6 +91,11 @@ class Homecoming:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickle as the two fields."""
         return (Homecoming, (self.results, self.records))
+
+    def take(self) -> list[bytes]:
+        """Return the records and forget them (each record is delivered once)."""
+        records, self.records = self.records, []
+        return records
 
 
 class CarriedBatch:
@@ -130,6 +151,61 @@ def _attach_records(exc: BaseException, records: list[bytes]) -> None:
         setattr(exc, RECORDS_ATTRIBUTE, records)
 
 
+def _take_attached(exc: BaseException) -> list[bytes]:
+    """Return the records a batch attached to ``exc`` and remove them from it."""
+    with contextlib.suppress(AttributeError, TypeError):
+        records = vars(exc).pop(RECORDS_ATTRIBUTE, None)
+        if isinstance(records, list):
+            return records
+    return []
+
+
+def _take_records(out: Any) -> list[bytes]:
+    """Return the records carried by a batch's outcome ``out``, as a backend's callback gets it.
+
+    ``out`` is a done future (loky), or the batch's return value or exception
+    (``multiprocessing``'s ``apply_async`` callbacks; an exception may still be wrapped with its
+    traceback). The records are removed from the outcome: delivered once.
+    """
+    if isinstance(out, concurrent.futures.Future):
+        if out.cancelled() or not out.done():
+            return []
+        exc = out.exception(timeout=0)
+        out = exc if exc is not None else out.result(timeout=0)
+    if isinstance(out, Homecoming):
+        return out.take()
+    inner = getattr(out, "exc", None)  # joblib's _ExceptionWithTraceback, not unpickled
+    if not isinstance(out, BaseException) and isinstance(inner, BaseException):
+        out = inner
+    if isinstance(out, BaseException):
+        return _take_attached(out)
+    return []
+
+
+class _DeliveringCallback:
+    """joblib's completion callback for a carried batch, run after delivering its records.
+
+    joblib's callback does not retrieve the result of a batch that completes while the call
+    is aborting (another batch failed) or after the call ended; the records are delivered here
+    first, whatever joblib then does with the result. A delivery that fails is warned about
+    once and never keeps joblib's callback from running (the call would wait forever).
+    """
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[Any], Any]) -> None:
+        self.callback = callback
+
+    def __call__(self, out: Any) -> Any:
+        try:
+            records = _take_records(out)
+            if records:
+                deliver(records)
+        except Exception as e:  # noqa: BLE001 - joblib must still learn that the batch ended
+            _warn("joblib-deliver", "tasktrace: records of a joblib batch may be missing: %r", e)
+        return self.callback(out)
+
+
 class _Traced(ParallelBackendBase):
     """The hooks shared by the traced backends (a mixin, first in the MRO).
 
@@ -164,19 +240,27 @@ class _Traced(ParallelBackendBase):
         carrier = self._tasktrace_carrier
         if carrier is not None:
             func = CarriedBatch(func, carrier)
+            if callback is not None:
+                callback = _DeliveringCallback(callback)
         return super().submit(func, callback)
 
     def retrieve_result_callback(self, out: Any) -> Any:
-        """Return the batch's results, delivering its task records to this process's tree."""
+        """Return the batch's results; deliver any task records its callback did not deliver.
+
+        The records are normally delivered already, by the callback :meth:`submit` registered
+        (which runs whether or not joblib retrieves the result).
+        """
         try:
             result = super().retrieve_result_callback(out)
         except BaseException as e:
-            records = getattr(e, RECORDS_ATTRIBUTE, None)
+            records = _take_attached(e)
             if records:
                 deliver(records)
             raise
         if isinstance(result, Homecoming):
-            deliver(result.records)
+            records = result.take()
+            if records:
+                deliver(records)
             return result.results
         return result
 
