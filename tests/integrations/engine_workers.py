@@ -6,6 +6,7 @@ import os
 import time
 
 import psutil
+import pydantic
 from sklearn.linear_model import LogisticRegression
 
 from tasktrace import Task
@@ -58,6 +59,16 @@ def fold_after(i: int, fail: bool, wait_for: str | None = None) -> int:
         if fail:
             raise ValueError(f"fold {i} failed")
     return i
+
+
+def fold_validating(i: int, value: object) -> int:
+    """Run ``Task(f"fold {i}")`` validating ``value`` as an ``int`` with pydantic.
+
+    Raises ``pydantic.ValidationError`` when it is not one: an exception whose pickling keeps
+    no ``__dict__`` (an attribute set on it does not cross processes).
+    """
+    with Task(f"fold {i}", fold=i):
+        return pydantic.TypeAdapter(int).validate_python(value)
 
 
 def plain(i: int) -> int:

@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pydantic
 import pytest
 
 joblib = pytest.importorskip("joblib", reason="the joblib integration needs joblib installed")
@@ -96,6 +97,38 @@ def test_failing_worker_task_is_failed_and_the_error_reaches_the_driver(inner: s
     failed = [t for t in driver.subtasks if t.status is TaskStatus.FAILED]
     assert [t.label for t in failed] == ["fold 1"]
     assert failed[0].error == "ValueError: fold 1 is odd"
+
+
+@pytest.mark.parametrize("inner", PROCESS_BACKENDS)
+def test_a_failing_batch_keeps_its_records_whatever_its_exception_pickles(
+    inner: str, tmp_path: Path
+) -> None:
+    """A batch raising pydantic's ValidationError (pickled without `__dict__`): both its tasks.
+
+    The batch [0, 1] fails at fold 1; fold 0 finished before it (the other batch, [2, 3], may
+    be killed by joblib's abort). joblib re-raises the same exception type, with the worker's
+    traceback as its cause.
+    """
+    out = tmp_path / "cv.json"
+    values = [0, "one", 2, 3]
+    with (
+        joblib.parallel_config(backend="tasktrace", inner=inner),
+        Task("cv", file=out) as cv,
+        pytest.raises(pydantic.ValidationError) as raised,
+    ):
+        Parallel(n_jobs=2, batch_size=2, pre_dispatch="all")(
+            delayed(work.fold_validating)(i, value) for i, value in enumerate(values)
+        )
+    assert "fold_validating" in str(raised.value.__cause__)  # the worker's traceback
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (cv, saved):
+        by_label = {t.label: t for t in tree.subtasks}
+        assert {"fold 0", "fold 1"} <= set(by_label) <= {f"fold {i}" for i in range(4)}
+        failed = by_label.pop("fold 1")
+        assert failed.status is TaskStatus.FAILED
+        assert (failed.error or "").startswith("ValidationError: ")
+        assert all(t.status is TaskStatus.FINISHED for t in by_label.values())
+        assert all(t.subprocess and t.parent_id == cv.task_id for t in tree.subtasks)
 
 
 def _labels_within(task: Task, wanted: set[str], timeout_s: float) -> set[str]:

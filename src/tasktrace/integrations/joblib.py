@@ -14,7 +14,10 @@ How it works: joblib hands each batch of calls to the backend's ``submit``. The 
 wrap the batch in a picklable :class:`CarriedBatch` holding the submitting task's carrier. In a
 worker process the batch runs in a remote scope, so a ``Task`` started by the worker function is
 a subprocess subtask of the submitting task, in the same trace; the batch returns its results
-together with the finished tasks' records (a failing batch carries them on its exception). The
+together with the finished tasks' records; a failing batch returns its exception beside them
+(with its worker traceback, as joblib ships it), and the driver raises it after the delivery, so
+joblib sees the same error as without tasktrace. (Records attached to the exception instead were
+lost whenever its pickling drops its ``__dict__``, as pydantic's ``ValidationError`` does.) The
 records are delivered to the driver's tree by the completion callback the backend registers for
 the batch, before joblib's own callback runs: joblib's callback skips retrieving the result of
 a batch that completes after another batch of the same call failed (the call is aborting), so
@@ -39,7 +42,6 @@ take a channel from the workers besides joblib's results (none is shipped).
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import contextvars
 import logging
 from collections.abc import Callable
@@ -52,6 +54,7 @@ from joblib._parallel_backends import (
     ParallelBackendBase,
     ThreadingBackend,
 )
+from joblib.externals.loky.process_executor import _ExceptionWithTraceback
 
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.workers import worker_environment
@@ -73,24 +76,39 @@ _warn = WarnOnce(logging.getLogger(__name__))
 
 BACKEND_NAME: Final = "tasktrace"
 """The name :func:`joblib.parallel_config` knows the traced backend by."""
-RECORDS_ATTRIBUTE: Final = "_tasktrace_records"
-"""Attribute of an exception raised by a batch that holds the records of its finished tasks
-(removed in the driver when they are delivered)."""
 
 
 class Homecoming:
-    """A batch's results together with the records of the tasks it ran (picklable)."""
+    """A batch's results or error together with the records of the tasks it ran (picklable).
 
-    __slots__ = ("records", "results")
+    Attributes:
+        results: joblib's list of the calls' results (``None`` when the batch raised).
+        records: Task JSON of the batch's finished root tasks (emptied by :meth:`take`).
+        error: What the batch raised, wrapped with its traceback text as joblib ships a
+            worker's exception (joblib's ``_ExceptionWithTraceback``); unpickled, the exception
+            itself with the worker traceback as ``__cause__``. ``None`` when it returned.
+    """
 
-    def __init__(self, results: Any, records: list[bytes]) -> None:
-        """Hold ``results`` (joblib's list) and ``records`` (task JSON)."""
+    __slots__ = ("error", "records", "results")
+
+    def __init__(self, results: Any, records: list[bytes], error: Any = None) -> None:
+        """Hold ``results``, ``records`` and ``error`` (see the class docstring)."""
         self.results = results
         self.records = records
+        self.error = error
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle as the two fields."""
-        return (Homecoming, (self.results, self.records))
+        """Pickle as the three fields."""
+        return (Homecoming, (self.results, self.records, self.error))
+
+    def raised(self) -> BaseException | None:
+        """Return the batch's exception (rebuilt with its worker traceback), or ``None``."""
+        error = self.error
+        if error is None or isinstance(error, BaseException):
+            return error
+        rebuild, args = error.__reduce__()  # not pickled on the way: rebuild it here
+        exc: BaseException = rebuild(*args)
+        return exc
 
     def take(self) -> list[bytes]:
         """Return the records and forget them (each record is delivered once)."""
@@ -102,8 +120,9 @@ class CarriedBatch:
     """A joblib batch (``BatchedCalls``) that runs under the submitting task's carrier.
 
     Picklable as long as the batch is. Calling it in another process returns a
-    :class:`Homecoming`; an exception raised by the batch carries the records of the tasks that
-    finished before it (attribute :data:`RECORDS_ATTRIBUTE`) and propagates unchanged.
+    :class:`Homecoming`, also when the batch raised (the exception travels in it, beside the
+    records of the tasks that ran before and with it); in the submitting process itself the
+    batch's results are returned and its exception propagates.
     """
 
     __slots__ = ("batch", "carrier")
@@ -122,7 +141,7 @@ class CarriedBatch:
         return len(self.batch)  # type: ignore[arg-type]
 
     def __call__(self) -> Any:
-        """Run the batch in a remote scope; return its results and records.
+        """Run the batch in a remote scope; return its results (or error) and records.
 
         The scope is the worker's one scope of the carrier (:data:`_scopes`), made at its
         first batch and reused by the later ones (a worker runs one batch at a time).
@@ -133,9 +152,9 @@ class CarriedBatch:
             try:
                 results = self.batch()
             except BaseException as e:
-                if scope is not None:
-                    _attach_records(e, scope.take())
-                raise
+                if scope is None:
+                    raise
+                return Homecoming(None, scope.take(), _ExceptionWithTraceback(e))
             if scope is None:  # the submitting process itself: the tree is already whole
                 return results
             return Homecoming(results, scope.take())
@@ -146,40 +165,18 @@ _scopes: Final = ScopeCache(RemoteScope)
 a scope per batch cost ~20 µs more CPU per batch in a worker between calls)."""
 
 
-def _attach_records(exc: BaseException, records: list[bytes]) -> None:
-    with contextlib.suppress(AttributeError, TypeError):  # no __dict__: records lost
-        setattr(exc, RECORDS_ATTRIBUTE, records)
-
-
-def _take_attached(exc: BaseException) -> list[bytes]:
-    """Return the records a batch attached to ``exc`` and remove them from it."""
-    with contextlib.suppress(AttributeError, TypeError):
-        records = vars(exc).pop(RECORDS_ATTRIBUTE, None)
-        if isinstance(records, list):
-            return records
-    return []
-
-
 def _take_records(out: Any) -> list[bytes]:
     """Return the records carried by a batch's outcome ``out``, as a backend's callback gets it.
 
-    ``out`` is a done future (loky), or the batch's return value or exception
-    (``multiprocessing``'s ``apply_async`` callbacks; an exception may still be wrapped with its
-    traceback). The records are removed from the outcome: delivered once.
+    ``out`` is a done future (loky) or the batch's return value (``multiprocessing``'s
+    ``apply_async`` callbacks). The records are removed from the :class:`Homecoming`: each is
+    delivered once.
     """
     if isinstance(out, concurrent.futures.Future):
-        if out.cancelled() or not out.done():
+        if out.cancelled() or not out.done() or out.exception(timeout=0) is not None:
             return []
-        exc = out.exception(timeout=0)
-        out = exc if exc is not None else out.result(timeout=0)
-    if isinstance(out, Homecoming):
-        return out.take()
-    inner = getattr(out, "exc", None)  # joblib's _ExceptionWithTraceback, not unpickled
-    if not isinstance(out, BaseException) and isinstance(inner, BaseException):
-        out = inner
-    if isinstance(out, BaseException):
-        return _take_attached(out)
-    return []
+        out = out.result(timeout=0)
+    return out.take() if isinstance(out, Homecoming) else []
 
 
 class _DeliveringCallback:
@@ -245,22 +242,23 @@ class _Traced(ParallelBackendBase):
         return super().submit(func, callback)
 
     def retrieve_result_callback(self, out: Any) -> Any:
-        """Return the batch's results; deliver any task records its callback did not deliver.
+        """Return the batch's results, or raise its error; deliver any records left in it.
 
         The records are normally delivered already, by the callback :meth:`submit` registered
         (which runs whether or not joblib retrieves the result).
+
+        Raises:
+            BaseException: What the batch raised in the worker (its traceback as ``__cause__``),
+                or what joblib's backend raises for the batch.
         """
-        try:
-            result = super().retrieve_result_callback(out)
-        except BaseException as e:
-            records = _take_attached(e)
-            if records:
-                deliver(records)
-            raise
+        result = super().retrieve_result_callback(out)
         if isinstance(result, Homecoming):
             records = result.take()
             if records:
                 deliver(records)
+            error = result.raised()
+            if error is not None:
+                raise error
             return result.results
         return result
 
