@@ -33,10 +33,11 @@ returns its records when it ends, so the records of a batch that has not ended w
 is killed are lost: its running task and the tasks it finished before (``batch_size`` > 1).
 joblib kills the workers when a call fails (loky ``terminate(kill_workers=True)``,
 ``multiprocessing`` ``Pool.terminate()``) as soon as the calling thread sees the error (it looks
-every 10 ms): the batches still running then are lost with them, and so is a batch that ends
-while the kill is under way (loky's takes tens of milliseconds: its result is never read).
-Every batch that ended before, failed or not, is in the tree. Bringing those records home would
-take a channel from the workers besides joblib's results (none is shipped).
+every 10 ms): the batches still running then are lost with them, and so is a batch whose result
+is still on its way to the driver, or that ends while the kill is under way (loky's takes tens
+of milliseconds; such a result is never read). Every batch whose result reached the driver
+before, failed or not, is in the tree. Bringing the others' records home would take a channel
+from the workers besides joblib's results (none is shipped).
 """
 
 from __future__ import annotations
