@@ -6,6 +6,7 @@ import os
 import time
 
 import psutil
+import pydantic
 from sklearn.linear_model import LogisticRegression
 
 from tasktrace import Task
@@ -41,6 +42,33 @@ def failing_fold(i: int) -> int:
         if i % 2:
             raise ValueError(f"fold {i} is odd")
     return i
+
+
+def fold_after(i: int, fail: bool, wait_for: str | None = None) -> int:
+    """Run ``Task(f"fold {i}")``: wait for the file ``wait_for`` (if given), then fail if ``fail``.
+
+    Lets a test decide when a worker's call ends. Raises ``ValueError`` ("fold ``i`` failed")
+    if ``fail``; ``TimeoutError`` if ``wait_for`` does not appear within 60 s.
+    """
+    with Task(f"fold {i}", fold=i):
+        deadline = time.monotonic() + 60.0
+        while wait_for is not None and not os.path.exists(wait_for):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{wait_for} did not appear")
+            time.sleep(0.005)
+        if fail:
+            raise ValueError(f"fold {i} failed")
+    return i
+
+
+def fold_validating(i: int, value: object) -> int:
+    """Run ``Task(f"fold {i}")`` validating ``value`` as an ``int`` with pydantic.
+
+    Raises ``pydantic.ValidationError`` when it is not one: an exception whose pickling keeps
+    no ``__dict__`` (an attribute set on it does not cross processes).
+    """
+    with Task(f"fold {i}", fold=i):
+        return pydantic.TypeAdapter(int).validate_python(value)
 
 
 def plain(i: int) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import pydantic
 import pytest
 
 joblib = pytest.importorskip("joblib", reason="the joblib integration needs joblib installed")
@@ -83,10 +85,11 @@ def test_scikit_learn_n_jobs_records_a_subtree(tmp_path: Path) -> None:
         assert sorted(t.model_extra["n_samples"] for t in fits) == [120] * 5
 
 
-def test_failing_worker_task_is_failed_and_the_error_reaches_the_driver(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inner", PROCESS_BACKENDS)
+def test_failing_worker_task_is_failed_and_the_error_reaches_the_driver(inner: str) -> None:
     """A worker task raising is `failed` with its error in the driver's tree; joblib re-raises."""
     with (
-        joblib.parallel_config(backend="tasktrace"),
+        joblib.parallel_config(backend="tasktrace", inner=inner),
         Task("driver") as driver,
         pytest.raises(ValueError, match="fold 1 is odd"),
     ):
@@ -94,6 +97,83 @@ def test_failing_worker_task_is_failed_and_the_error_reaches_the_driver(tmp_path
     failed = [t for t in driver.subtasks if t.status is TaskStatus.FAILED]
     assert [t.label for t in failed] == ["fold 1"]
     assert failed[0].error == "ValueError: fold 1 is odd"
+
+
+@pytest.mark.parametrize("inner", PROCESS_BACKENDS)
+def test_a_failing_batch_keeps_its_records_whatever_its_exception_pickles(
+    inner: str, tmp_path: Path
+) -> None:
+    """A batch raising pydantic's ValidationError (pickled without `__dict__`): both its tasks.
+
+    The batch [0, 1] fails at fold 1; fold 0 finished before it (the other batch, [2, 3], may
+    be killed by joblib's abort). joblib re-raises the same exception type, with the worker's
+    traceback as its cause.
+    """
+    out = tmp_path / "cv.json"
+    values = [0, "one", 2, 3]
+    with (
+        joblib.parallel_config(backend="tasktrace", inner=inner),
+        Task("cv", file=out) as cv,
+        pytest.raises(pydantic.ValidationError) as raised,
+    ):
+        Parallel(n_jobs=2, batch_size=2, pre_dispatch="all")(
+            delayed(work.fold_validating)(i, value) for i, value in enumerate(values)
+        )
+    assert "fold_validating" in str(raised.value.__cause__)  # the worker's traceback
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (cv, saved):
+        by_label = {t.label: t for t in tree.subtasks}
+        assert {"fold 0", "fold 1"} <= set(by_label) <= {f"fold {i}" for i in range(4)}
+        failed = by_label.pop("fold 1")
+        assert failed.status is TaskStatus.FAILED
+        assert (failed.error or "").startswith("ValidationError: ")
+        assert all(t.status is TaskStatus.FINISHED for t in by_label.values())
+        assert all(t.subprocess and t.parent_id == cv.task_id for t in tree.subtasks)
+
+
+def _labels_within(task: Task, wanted: set[str], timeout_s: float) -> set[str]:
+    """Wait until ``task``'s subtasks include ``wanted`` (labels); return the labels seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = {t.label for t in list(task.subtasks)}
+        if wanted <= seen or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.01)
+
+
+def test_batches_ending_after_another_batch_failed_keep_their_records(tmp_path: Path) -> None:
+    """Batches ending after a batch of the call failed are in the tree and file, failed or not.
+
+    joblib stops retrieving results once a batch failed (the call is aborting); the records
+    must come home anyway. In steps: batch [0, 1] fails; once its records are in `cv`, the
+    other batches may end: [2, 3] fails too, [4, 5] finishes. The test holds joblib's calling
+    thread (``return_as="generator"``) until then, so joblib kills no worker before they end.
+    loky only: joblib's ``multiprocessing`` backend has no generator mode, so its calling
+    thread would kill the workers within 10 ms of the first error, too soon to arrange.
+    """
+    go = tmp_path / "go"
+    out = tmp_path / "cv.json"
+    calls = [(0, False), (1, True), (2, False), (3, True), (4, False), (5, False)]
+    labels = {f"fold {i}" for i, _ in calls}
+    with joblib.parallel_config(backend="tasktrace"), Task("cv", file=out) as cv:
+        results = Parallel(n_jobs=2, batch_size=2, pre_dispatch="all", return_as="generator")(
+            delayed(work.fold_after)(i, fail, None if i < 2 else str(go)) for i, fail in calls
+        )
+        assert _labels_within(cv, {"fold 0", "fold 1"}, timeout_s=60) >= {"fold 0", "fold 1"}
+        go.touch()
+        seen = _labels_within(cv, labels, timeout_s=10)
+        with pytest.raises(ValueError, match="fold 1 failed"):
+            list(results)
+    assert seen == labels
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (cv, saved):
+        assert {t.label for t in tree.subtasks} == labels
+        for sub in tree.subtasks:
+            assert sub.parent_id == cv.task_id
+            assert sub.subprocess is True
+            failed = sub.label in ("fold 1", "fold 3")
+            assert sub.status is (TaskStatus.FAILED if failed else TaskStatus.FINISHED)
+            assert sub.error == (f"ValueError: {sub.label} failed" if failed else None)
 
 
 @pytest.mark.parametrize("inner", PROCESS_BACKENDS)

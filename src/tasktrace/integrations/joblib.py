@@ -14,22 +14,37 @@ How it works: joblib hands each batch of calls to the backend's ``submit``. The 
 wrap the batch in a picklable :class:`CarriedBatch` holding the submitting task's carrier. In a
 worker process the batch runs in a remote scope, so a ``Task`` started by the worker function is
 a subprocess subtask of the submitting task, in the same trace; the batch returns its results
-together with the finished tasks' records, and the backend's ``retrieve_result_callback`` (run
-in the driver) delivers those records to the driver's tree before joblib sees the results. A
-failing batch carries its records on the exception. In the thread backend the batch runs in a
-copy of the submitter's context, as :class:`tasktrace.ContextThreadPoolExecutor` does.
+together with the finished tasks' records; a failing batch returns its exception beside them
+(with its worker traceback, as joblib ships it), and the driver raises it after the delivery, so
+joblib sees the same error as without tasktrace. (Records attached to the exception instead were
+lost whenever its pickling drops its ``__dict__``, as pydantic's ``ValidationError`` does.) The
+records are delivered to the driver's tree by the completion callback the backend registers for
+the batch, before joblib's own callback runs: joblib's callback skips retrieving the result of
+a batch that completes after another batch of the same call failed (the call is aborting), so
+delivering in ``retrieve_result_callback`` alone lost the records of every batch that finished
+between the first error and the end of the call. In the thread backend the batch runs in a copy
+of the submitter's context, as :class:`tasktrace.ContextThreadPoolExecutor` does.
 
 Settings: loky workers get the driver's export set-up (``OTEL_*`` and :func:`tasktrace.configure`)
 in their environment; ``multiprocessing`` workers are forked with it; threads share it.
 
-Limits: nested ``Parallel`` calls *inside* a worker use joblib's plain nested backend; records of
-tasks still running when a worker is killed are lost (no refresh is shipped for a batch).
+Limits: nested ``Parallel`` calls *inside* a worker use joblib's plain nested backend. A batch
+returns its records when it ends, so the records of a batch that has not ended when its worker
+is killed are lost: its running task and the tasks it finished before (``batch_size`` > 1).
+joblib kills the workers when a call fails (loky ``terminate(kill_workers=True)``,
+``multiprocessing`` ``Pool.terminate()``) as soon as the calling thread sees the error (it looks
+every 10 ms): the batches still running then are lost with them, and so is a batch whose result
+is still on its way to the driver, or that ends while the kill is under way (loky's takes tens
+of milliseconds; such a result is never read). Every batch whose result reached the driver
+before, failed or not, is in the tree. Bringing the others' records home would take a channel
+from the workers besides joblib's results (none is shipped).
 """
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 import contextvars
+import logging
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -40,7 +55,9 @@ from joblib._parallel_backends import (
     ParallelBackendBase,
     ThreadingBackend,
 )
+from joblib.externals.loky.process_executor import _ExceptionWithTraceback
 
+from tasktrace.core.warn import WarnOnce
 from tasktrace.export.workers import worker_environment
 from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope
 from tasktrace.task.scope_cache import ScopeCache
@@ -56,33 +73,57 @@ __all__ = [
     "tasktrace_backend",
 ]
 
+_warn = WarnOnce(logging.getLogger(__name__))
+
 BACKEND_NAME: Final = "tasktrace"
 """The name :func:`joblib.parallel_config` knows the traced backend by."""
-RECORDS_ATTRIBUTE: Final = "_tasktrace_records"
-"""Attribute of an exception raised by a batch that holds the records of its finished tasks."""
 
 
 class Homecoming:
-    """A batch's results together with the records of the tasks it ran (picklable)."""
+    """A batch's results or error together with the records of the tasks it ran (picklable).
 
-    __slots__ = ("records", "results")
+    Attributes:
+        results: joblib's list of the calls' results (``None`` when the batch raised).
+        records: Task JSON of the batch's finished root tasks (emptied by :meth:`take`).
+        error: What the batch raised, wrapped with its traceback text as joblib ships a
+            worker's exception (joblib's ``_ExceptionWithTraceback``); unpickled, the exception
+            itself with the worker traceback as ``__cause__``. ``None`` when it returned.
+    """
 
-    def __init__(self, results: Any, records: list[bytes]) -> None:
-        """Hold ``results`` (joblib's list) and ``records`` (task JSON)."""
+    __slots__ = ("error", "records", "results")
+
+    def __init__(self, results: Any, records: list[bytes], error: Any = None) -> None:
+        """Hold ``results``, ``records`` and ``error`` (see the class docstring)."""
         self.results = results
         self.records = records
+        self.error = error
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle as the two fields."""
-        return (Homecoming, (self.results, self.records))
+        """Pickle as the three fields."""
+        return (Homecoming, (self.results, self.records, self.error))
+
+    def raised(self) -> BaseException | None:
+        """Return the batch's exception (rebuilt with its worker traceback), or ``None``."""
+        error = self.error
+        if error is None or isinstance(error, BaseException):
+            return error
+        rebuild, args = error.__reduce__()  # not pickled on the way: rebuild it here
+        exc: BaseException = rebuild(*args)
+        return exc
+
+    def take(self) -> list[bytes]:
+        """Return the records and forget them (each record is delivered once)."""
+        records, self.records = self.records, []
+        return records
 
 
 class CarriedBatch:
     """A joblib batch (``BatchedCalls``) that runs under the submitting task's carrier.
 
     Picklable as long as the batch is. Calling it in another process returns a
-    :class:`Homecoming`; an exception raised by the batch carries the records of the tasks that
-    finished before it (attribute :data:`RECORDS_ATTRIBUTE`) and propagates unchanged.
+    :class:`Homecoming`, also when the batch raised (the exception travels in it, beside the
+    records of the tasks that ran before and with it); in the submitting process itself the
+    batch's results are returned and its exception propagates.
     """
 
     __slots__ = ("batch", "carrier")
@@ -101,7 +142,7 @@ class CarriedBatch:
         return len(self.batch)  # type: ignore[arg-type]
 
     def __call__(self) -> Any:
-        """Run the batch in a remote scope; return its results and records.
+        """Run the batch in a remote scope; return its results (or error) and records.
 
         The scope is the worker's one scope of the carrier (:data:`_scopes`), made at its
         first batch and reused by the later ones (a worker runs one batch at a time).
@@ -112,9 +153,9 @@ class CarriedBatch:
             try:
                 results = self.batch()
             except BaseException as e:
-                if scope is not None:
-                    _attach_records(e, scope.take())
-                raise
+                if scope is None:
+                    raise
+                return Homecoming(None, scope.take(), _ExceptionWithTraceback(e))
             if scope is None:  # the submitting process itself: the tree is already whole
                 return results
             return Homecoming(results, scope.take())
@@ -125,9 +166,42 @@ _scopes: Final = ScopeCache(RemoteScope)
 a scope per batch cost ~20 µs more CPU per batch in a worker between calls)."""
 
 
-def _attach_records(exc: BaseException, records: list[bytes]) -> None:
-    with contextlib.suppress(AttributeError, TypeError):  # no __dict__: records lost
-        setattr(exc, RECORDS_ATTRIBUTE, records)
+def _take_records(out: Any) -> list[bytes]:
+    """Return the records carried by a batch's outcome ``out``, as a backend's callback gets it.
+
+    ``out`` is a done future (loky) or the batch's return value (``multiprocessing``'s
+    ``apply_async`` callbacks). The records are removed from the :class:`Homecoming`: each is
+    delivered once.
+    """
+    if isinstance(out, concurrent.futures.Future):
+        if out.cancelled() or not out.done() or out.exception(timeout=0) is not None:
+            return []
+        out = out.result(timeout=0)
+    return out.take() if isinstance(out, Homecoming) else []
+
+
+class _DeliveringCallback:
+    """joblib's completion callback for a carried batch, run after delivering its records.
+
+    joblib's callback does not retrieve the result of a batch that completes while the call
+    is aborting (another batch failed) or after the call ended; the records are delivered here
+    first, whatever joblib then does with the result. A delivery that fails is warned about
+    once and never keeps joblib's callback from running (the call would wait forever).
+    """
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[Any], Any]) -> None:
+        self.callback = callback
+
+    def __call__(self, out: Any) -> Any:
+        try:
+            records = _take_records(out)
+            if records:
+                deliver(records)
+        except Exception as e:  # noqa: BLE001 - joblib must still learn that the batch ended
+            _warn("joblib-deliver", "tasktrace: records of a joblib batch may be missing: %r", e)
+        return self.callback(out)
 
 
 class _Traced(ParallelBackendBase):
@@ -164,19 +238,28 @@ class _Traced(ParallelBackendBase):
         carrier = self._tasktrace_carrier
         if carrier is not None:
             func = CarriedBatch(func, carrier)
+            if callback is not None:
+                callback = _DeliveringCallback(callback)
         return super().submit(func, callback)
 
     def retrieve_result_callback(self, out: Any) -> Any:
-        """Return the batch's results, delivering its task records to this process's tree."""
-        try:
-            result = super().retrieve_result_callback(out)
-        except BaseException as e:
-            records = getattr(e, RECORDS_ATTRIBUTE, None)
+        """Return the batch's results, or raise its error; deliver any records left in it.
+
+        The records are normally delivered already, by the callback :meth:`submit` registered
+        (which runs whether or not joblib retrieves the result).
+
+        Raises:
+            BaseException: What the batch raised in the worker (its traceback as ``__cause__``),
+                or what joblib's backend raises for the batch.
+        """
+        result = super().retrieve_result_callback(out)
+        if isinstance(result, Homecoming):
+            records = result.take()
             if records:
                 deliver(records)
-            raise
-        if isinstance(result, Homecoming):
-            deliver(result.records)
+            error = result.raised()
+            if error is not None:
+                raise error
             return result.results
         return result
 
