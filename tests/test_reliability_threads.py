@@ -82,9 +82,9 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, bytes]]:
     seen: list[tuple[Path, bytes]] = []
     save = writer.save_atomic
 
-    def recording(path: Path, data: bytes, *more: bytes) -> None:
+    def recording(path: Path, data: bytes, *more: bytes, **kwargs: Any) -> bool:
         seen.append((path, b"".join((data, *more))))
-        save(path, data, *more)
+        return save(path, data, *more, **kwargs)
 
     monkeypatch.setattr(writer, "save_atomic", recording)
     return seen
