@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import psutil
 import pydantic
@@ -56,6 +57,28 @@ def fold_after(i: int, fail: bool, wait_for: str | None = None) -> int:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{wait_for} did not appear")
             time.sleep(0.005)
+        if fail:
+            raise ValueError(f"fold {i} failed")
+    return i
+
+
+def fold_sleeping(
+    i: int, seconds: float, fail: bool, touch: str | None = None, wait_for: str | None = None
+) -> int:
+    """Run ``Task(f"fold {i}")``: create ``touch``, wait for ``wait_for``, sleep, maybe fail.
+
+    The files (if given) let a test order two calls; raises ``ValueError`` ("fold ``i``
+    failed") if ``fail``, ``TimeoutError`` if ``wait_for`` does not appear within 60 s.
+    """
+    with Task(f"fold {i}"):
+        if touch is not None:
+            Path(touch).touch()
+        deadline = time.monotonic() + 60.0
+        while wait_for is not None and not os.path.exists(wait_for):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{wait_for} did not appear")
+            time.sleep(0.002)
+        time.sleep(seconds)
         if fail:
             raise ValueError(f"fold {i} failed")
     return i

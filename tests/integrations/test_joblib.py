@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ from sklearn.datasets import load_iris  # noqa: E402
 from sklearn.model_selection import cross_val_score  # noqa: E402
 
 from tasktrace import Task, TaskStatus  # noqa: E402
+from tasktrace.core.warn import reset_warnings  # noqa: E402
 from tasktrace.integrations import joblib as tt_joblib  # noqa: E402
 
 from ..otlp_receivers import OtlpHttpReceiver  # noqa: E402
@@ -129,6 +131,54 @@ def test_a_failing_batch_keeps_its_records_whatever_its_exception_pickles(
         assert (failed.error or "").startswith("ValidationError: ")
         assert all(t.status is TaskStatus.FINISHED for t in by_label.values())
         assert all(t.subprocess and t.parent_id == cv.task_id for t in tree.subtasks)
+
+
+@pytest.mark.parametrize("inner", PROCESS_BACKENDS)
+def test_a_batch_ending_just_after_another_failed_keeps_its_records(
+    inner: str, tmp_path: Path
+) -> None:
+    """Fold 1 ends 0.1 s after fold 0 failed: joblib's abort waits for it, it is in the tree.
+
+    Fold 0 fails once fold 1 has started (a marker file); joblib sees the error within a few
+    tens of milliseconds and stops the workers, after the traced backend gave the batches
+    still out ``ABORT_GRACE_S`` (0.25 s) to come home.
+    """
+    marker = str(tmp_path / "fold 1 started")
+    with (
+        joblib.parallel_config(backend="tasktrace", inner=inner),
+        Task("cv") as cv,
+        pytest.raises(ValueError, match="fold 0 failed"),
+    ):
+        Parallel(n_jobs=2, batch_size=1, pre_dispatch="all")(
+            [
+                delayed(work.fold_sleeping)(0, 0.0, True, wait_for=marker),
+                delayed(work.fold_sleeping)(1, 0.1, False, touch=marker),
+            ]
+        )
+    assert {t.label: t.status for t in cv.subtasks} == {
+        "fold 0": TaskStatus.FAILED,
+        "fold 1": TaskStatus.FINISHED,
+    }
+
+
+@pytest.mark.parametrize("inner", PROCESS_BACKENDS)
+def test_a_batch_still_running_when_joblib_kills_it_is_warned_about(
+    inner: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fold 1 runs for 5 s after fold 0 failed: joblib kills it, and a warning says so."""
+    reset_warnings()  # said once per process: the other backend's case may have said it
+    with (
+        caplog.at_level(logging.WARNING, logger="tasktrace.integrations.joblib"),
+        joblib.parallel_config(backend="tasktrace", inner=inner),
+        Task("cv") as cv,
+        pytest.raises(ValueError, match="fold 0 failed"),
+    ):
+        Parallel(n_jobs=2, batch_size=1)(
+            delayed(work.fold_sleeping)(i, seconds, i == 0) for i, seconds in enumerate([0.0, 5.0])
+        )
+    assert [t.label for t in cv.subtasks] == ["fold 0"]
+    warnings = [r.getMessage() for r in caplog.records if "joblib" in r.getMessage()]
+    assert any("1 batch" in m and "lost" in m for m in warnings), warnings
 
 
 def _labels_within(task: Task, wanted: set[str], timeout_s: float) -> set[str]:

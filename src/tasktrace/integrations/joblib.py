@@ -33,11 +33,12 @@ returns its records when it ends, so the records of a batch that has not ended w
 is killed are lost: its running task and the tasks it finished before (``batch_size`` > 1).
 joblib kills the workers when a call fails (loky ``terminate(kill_workers=True)``,
 ``multiprocessing`` ``Pool.terminate()``) as soon as the calling thread sees the error (it looks
-every 10 ms): the batches still running then are lost with them, and so is a batch whose result
-is still on its way to the driver, or that ends while the kill is under way (loky's takes tens
-of milliseconds; such a result is never read). Every batch whose result reached the driver
-before, failed or not, is in the tree. Bringing the others' records home would take a channel
-from the workers besides joblib's results (none is shipped).
+every 10 ms). The traced backend's ``abort_everything`` first waits up to
+:data:`ABORT_GRACE_S` for the carried batches still out, so a batch that ends meanwhile (or
+whose result is on its way) comes home; the batches still running after that are lost with
+their workers, which a warning says (once per process, with their number). Every batch that
+ended before, failed or not, is in the tree. Bringing the others' records home would take a
+channel from the workers besides joblib's results (none is shipped).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -64,6 +66,7 @@ from tasktrace.task.scope_cache import ScopeCache
 from tasktrace.tree.delivery import deliver
 
 __all__ = [
+    "ABORT_GRACE_S",
     "BACKEND_NAME",
     "CarriedBatch",
     "TracedLokyBackend",
@@ -75,6 +78,9 @@ __all__ = [
 
 _warn = WarnOnce(logging.getLogger(__name__))
 
+ABORT_GRACE_S: Final = 0.25
+"""Seconds a failing call waits for its carried batches still out before joblib stops the
+workers: a batch that ended as the call failed comes home with its records."""
 BACKEND_NAME: Final = "tasktrace"
 """The name :func:`joblib.parallel_config` knows the traced backend by."""
 
@@ -189,10 +195,13 @@ class _DeliveringCallback:
     once and never keeps joblib's callback from running (the call would wait forever).
     """
 
-    __slots__ = ("callback",)
+    __slots__ = ("callback", "out")
 
-    def __init__(self, callback: Callable[[Any], Any]) -> None:
+    def __init__(self, callback: Callable[[Any], Any], out: set[_DeliveringCallback]) -> None:
+        """Wrap joblib's ``callback``; the batch is in ``out`` (the call's) until it ends."""
         self.callback = callback
+        self.out = out
+        out.add(self)
 
     def __call__(self, out: Any) -> Any:
         try:
@@ -201,6 +210,8 @@ class _DeliveringCallback:
                 deliver(records)
         except Exception as e:  # noqa: BLE001 - joblib must still learn that the batch ended
             _warn("joblib-deliver", "tasktrace: records of a joblib batch may be missing: %r", e)
+        finally:
+            self.out.discard(self)  # atomic; the abort may be counting (see _Traced)
         return self.callback(out)
 
 
@@ -215,6 +226,7 @@ class _Traced(ParallelBackendBase):
 
     _tasktrace_carrier: Carrier | None = None
     _tasktrace_context: contextvars.Context | None = None
+    _tasktrace_out: set[_DeliveringCallback] = set()  # noqa: RUF012 - replaced per call
 
     def start_call(self) -> None:
         """At the start of a ``Parallel`` call, in its thread: capture the current task."""
@@ -222,7 +234,29 @@ class _Traced(ParallelBackendBase):
             self._tasktrace_context = contextvars.copy_context()
         else:
             self._tasktrace_carrier = capture()
+            self._tasktrace_out = set()  # the call's carried batches not ended yet
         super().start_call()
+
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        """Let batches on their way home land, then let joblib stop the workers (a call failed).
+
+        Waits at most :data:`ABORT_GRACE_S` for the carried batches still out (a batch that
+        ended as the call failed, its result in transit); the records of those still running
+        then are lost with their workers, which a warning says (once per process).
+        """
+        out = self._tasktrace_out
+        deadline = time.monotonic() + ABORT_GRACE_S
+        while out and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if out:
+            _warn(
+                "joblib-abort",
+                "tasktrace: a joblib call failed with %d batch(es) of tasks still running; "
+                "joblib stops their workers, so their tasks' records are lost (finished "
+                "batches are in the tree; this is said once per process)",
+                len(out),
+            )
+        super().abort_everything(ensure_ready=ensure_ready)
 
     def stop_call(self) -> None:
         """At the end of a ``Parallel`` call: forget the captured task."""
@@ -239,7 +273,7 @@ class _Traced(ParallelBackendBase):
         if carrier is not None:
             func = CarriedBatch(func, carrier)
             if callback is not None:
-                callback = _DeliveringCallback(callback)
+                callback = _DeliveringCallback(callback, self._tasktrace_out)
         return super().submit(func, callback)
 
     def retrieve_result_callback(self, out: Any) -> Any:
