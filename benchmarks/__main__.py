@@ -8,58 +8,11 @@ is value / reference.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 
-from rich.console import Console
-from rich.table import Table
-
-from benchmarks._common import Row
+from benchmarks._common import Row, print_rows
 
 BENCHMARKS = ("overhead", "instructions", "import", "scale", "burst", "accuracy", "engines")
-
-
-def machine() -> str:
-    """Describe this machine in one line."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python "
-        f"{platform.python_version()}, {platform.system()} {platform.release()}"
-    )
-
-
-def print_rows(rows: list[Row]) -> None:
-    """Print rows as a rich table."""
-    table = Table(title=f"tasktrace benchmarks — {machine()}")
-    cols = ("benchmark", "metric", "value", "unit", "reference", "ratio", "GC on", "target", "met")
-    for col in cols:
-        table.add_column(col, justify="right" if col in {"value", "reference", "ratio"} else "left")
-    for r in rows:
-        gc_on = ""
-        if r.gc_on is not None:
-            gc_on = f"{r.gc_on:.4g}" if r.gc_on_ratio is None else f"{r.gc_on_ratio:.2f}×"
-        table.add_row(
-            r.benchmark,
-            r.metric,
-            f"{r.value:.4g}",
-            r.unit,
-            "" if r.reference is None else f"{r.reference:.4g}",
-            "" if r.ratio is None else f"{r.ratio:.2f}×",
-            gc_on,
-            r.target,
-            "" if r.met is None else ("yes" if r.met else "MISSED"),
-        )
-    Console(width=180).print(table)
 
 
 def main() -> None:

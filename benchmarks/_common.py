@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -12,6 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,3 +127,45 @@ def run_json(module: str, args: Sequence[str], env: dict[str, str] | None = None
 def rows_to_json(rows: list[Row]) -> str:
     """Serialise rows for a parent process."""
     return json.dumps([asdict(r) for r in rows])
+
+
+def machine() -> str:
+    """Describe this machine in one line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python "
+        f"{platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def print_rows(rows: list[Row]) -> None:
+    """Print rows as a rich table."""
+    table = Table(title=f"tasktrace benchmarks — {machine()}")
+    cols = ("benchmark", "metric", "value", "unit", "reference", "ratio", "GC on", "target", "met")
+    for col in cols:
+        table.add_column(col, justify="right" if col in {"value", "reference", "ratio"} else "left")
+    for r in rows:
+        gc_on = ""
+        if r.gc_on is not None:
+            gc_on = f"{r.gc_on:.4g}" if r.gc_on_ratio is None else f"{r.gc_on_ratio:.2f}×"
+        table.add_row(
+            r.benchmark,
+            r.metric,
+            f"{r.value:.4g}",
+            r.unit,
+            "" if r.reference is None else f"{r.reference:.4g}",
+            "" if r.ratio is None else f"{r.ratio:.2f}×",
+            gc_on,
+            r.target,
+            "" if r.met is None else ("yes" if r.met else "MISSED"),
+        )
+    Console(width=180).print(table)

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from benchmarks._common import Row
+from benchmarks._common import Row, print_rows
 
 MB = 2**20
 
@@ -84,6 +84,4 @@ def run(quick: bool = False) -> list[Row]:
 
 
 if __name__ == "__main__":
-    from benchmarks.__main__ import print_rows
-
     print_rows(run("--quick" in sys.argv))

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks._common import ROOT, Row
+from benchmarks._common import ROOT, Row, print_rows
 
 _WORKLOAD = """
 import sys, time
@@ -76,6 +76,4 @@ def run(quick: bool = False) -> list[Row]:
 
 
 if __name__ == "__main__":
-    from benchmarks.__main__ import print_rows
-
     print_rows(run("--quick" in sys.argv))

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks._common import Row
+from benchmarks._common import Row, print_rows
 
 _HWM = (
     "\nfor line in open('/proc/self/status'):\n"
@@ -92,6 +92,4 @@ def run(quick: bool = False) -> list[Row]:
 
 
 if __name__ == "__main__":
-    from benchmarks.__main__ import print_rows
-
     print_rows(run("--quick" in sys.argv))

@@ -41,7 +41,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks._common import ROOT, Row
+from benchmarks._common import ROOT, Row, print_rows
 
 N = 6000
 """Iterations of the larger run of each case; the smaller runs ``N // 6``."""
@@ -194,8 +194,6 @@ def main() -> None:
     if args.child:
         _child(args.child, args.n)
         return
-    from benchmarks.__main__ import print_rows
-
     print_rows(run(args.quick))
 
 

@@ -58,7 +58,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
-from benchmarks._common import Row, alternate, alternate_gc, run_json
+from benchmarks._common import Row, alternate, alternate_gc, print_rows, run_json
 
 
 class NullExporter(SpanExporter):
@@ -428,8 +428,6 @@ def main() -> None:
     if args.child:
         print(json.dumps(_measure(args.n, args.rounds, args.endpoint)))
         return
-    from benchmarks.__main__ import print_rows
-
     print_rows(run(args.quick))
 
 

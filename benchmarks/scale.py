@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import Row, run_json
+from benchmarks._common import Row, print_rows, run_json
 
 
 def _rss_bytes() -> int:
@@ -117,8 +117,6 @@ def main() -> None:
     if args.child:
         print(json.dumps(_child(*args.child)))
         return
-    from benchmarks.__main__ import print_rows
-
     print_rows(run(args.quick))
 
 
