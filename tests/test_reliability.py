@@ -144,6 +144,28 @@ def test_a_failed_last_write_does_not_promise_a_retry(
         assert Task.model_validate_json(path.read_bytes()).status is TaskStatus.RUNNING  # kept
 
 
+def test_a_failed_last_write_with_a_subtask_still_running_says_it_will_write_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The finish's write fails while a subtask runs on: its finish writes the file, and does."""
+    with _small_tmpfs(tmp_path / "ro", size="1m") as folder:
+        path = folder / "run.json"
+        with caplog.at_level(logging.WARNING):
+            task = Task("job", file=path)
+            task.start()
+            late = Task("late", parent=task)
+            late.start()
+            with _read_only(folder):
+                task.finish()
+                warnings = _file_warnings(caplog)
+            late.finish()
+        assert len(warnings) == 1, warnings
+        assert "a subtask still running will write it again when it finishes" in warnings[0]
+        saved = Task.model_validate_json(path.read_bytes())
+        assert saved.status is TaskStatus.FINISHED
+        assert [(t.label, t.status) for t in saved.subtasks] == [("late", TaskStatus.FINISHED)]
+
+
 @pytest.mark.parametrize(
     ("monitor", "then"),
     [(True, "later refreshes will retry"), (False, "the task's finish will retry")],

@@ -255,7 +255,8 @@ class TaskFileWriter:
         """Return what writes ``task``'s targets after this write, and whether anything does.
 
         For the warning of a failed write: a refresh (a running task's monitored file), the
-        finish (a running task's other targets), the start (a pending task's), else nothing.
+        finish (a running task's other targets), the start (a pending task's), a late subtask's
+        finish (a finished task's, see :attr:`late`), else nothing.
         """
         status = task.status
         if status is TaskStatus.RUNNING:
@@ -264,6 +265,8 @@ class TaskFileWriter:
             return "the task's finish will retry", True
         if status is TaskStatus.PENDING:
             return "the task's start will retry", True
+        if self.late and any(owner.ref() is task for _, owner in list(self.late.values())):
+            return "a subtask still running will write it again when it finishes", True
         return "the task has finished: no refresh will retry", False
 
     def started(self, task: TaskRecord) -> None:
@@ -290,8 +293,8 @@ class TaskFileWriter:
             return
         if targets.file is not None or targets.spool_record is not None:
             self.monitor.remove(id(task))
-        if self.write(task):
-            self._note_late(task)
+            self._note_late(task)  # before the write: its warning, if it fails, says so
+        self.write(task)
 
     def _note_late(self, task: TaskRecord) -> None:
         """Note the subtasks of a finished ``task`` still running (see :attr:`late`)."""
