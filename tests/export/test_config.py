@@ -45,10 +45,22 @@ def test_configure_arguments_override_the_environment(
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"protocol": "udp"}, {"timeout_s": -1.0}, {"exit_timeout_s": -0.5}]
+    "kwargs",
+    [
+        {"protocol": "udp"},
+        {"timeout_s": -1.0},
+        {"exit_timeout_s": -0.5},
+        # No wait can take these (before: accepted, then every export failed with "timestamp
+        # out of range for platform time_t", and the exit's flush died with a traceback).
+        {"timeout_s": float("inf")},
+        {"timeout_s": float("nan")},
+        {"timeout_s": 1e300},
+        {"exit_timeout_s": float("inf")},
+        {"exit_timeout_s": float("nan")},
+    ],
 )
 def test_configure_rejects_invalid_arguments(kwargs: dict[str, object]) -> None:
-    """configure() raises ValueError naming a bad protocol or a negative timeout."""
+    """configure() raises ValueError naming a bad protocol or a timeout no wait can take."""
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         configure(**kwargs)  # type: ignore[arg-type]
 

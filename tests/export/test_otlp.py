@@ -44,6 +44,23 @@ def test_an_invalid_timeout_or_protocol_warns_once_and_uses_the_default(
     assert "OTEL_EXPORTER_OTLP_TIMEOUT='soon'" in messages[1]
 
 
+@pytest.mark.parametrize("raw", ["inf", "1e300"])
+def test_a_timeout_no_wait_can_take_warns_and_uses_the_default(
+    raw: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``OTEL_EXPORTER_OTLP_TIMEOUT=1e300`` is refused, the variable named.
+
+    Before: used, and every export then failed with "timestamp out of range for platform time_t".
+    """
+    reset_warnings()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", raw)
+    with caplog.at_level(logging.WARNING):
+        settings = otlp_settings("traces")
+    assert settings.timeout_s == DEFAULT_TIMEOUT_S
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert f"OTEL_EXPORTER_OTLP_TIMEOUT={raw!r}" in message
+
+
 def test_header_values_are_secrets_never_to_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every header value, from the variable and the argument, is listed as a secret."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20tok-1")

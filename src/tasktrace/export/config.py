@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.settings import get_settings
+from tasktrace.core.units import MAX_SECONDS, valid_seconds
 from tasktrace.export import environment
 from tasktrace.export.environment import DEFAULT, Resolved
 from tasktrace.export.otlp import PROTOCOLS, otlp_settings
@@ -137,7 +138,8 @@ def configure(
     reads the same variables.
 
     Raises:
-        ValueError: ``protocol`` is not one of the two above, or a timeout is negative.
+        ValueError: ``protocol`` is not one of the two above, or a timeout is negative, not
+            finite or over :data:`~tasktrace.core.units.MAX_SECONDS` (no wait can take it).
 
     Thread-safety: may be called from any thread; tasks running meanwhile finish with the
     settings they started with.
@@ -147,8 +149,8 @@ def configure(
     if protocol is not None and protocol not in _PROTOCOLS:
         raise ValueError(f"protocol must be one of {_PROTOCOLS}, not {protocol!r}")
     for name, value in (("timeout_s", timeout_s), ("exit_timeout_s", exit_timeout_s)):
-        if value is not None and value < 0:
-            raise ValueError(f"{name} must be >= 0, not {value!r}")
+        if value is not None and not valid_seconds(value):
+            raise ValueError(f"{name} must be from 0 to {MAX_SECONDS:g} seconds, not {value!r}")
     with _lock:
         _config = ExportConfig(
             service_name=service_name,

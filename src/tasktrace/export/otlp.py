@@ -42,6 +42,7 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
 )
 
+from tasktrace.core.units import MAX_SECONDS, valid_seconds
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.environment import (
     DEFAULT,
@@ -149,14 +150,15 @@ def _timeout_s(signal: Signal, configured: float | None, given: str) -> Resolved
             value = float(raw)
         except ValueError:
             value = math.nan
-        if value >= 0 and math.isfinite(value):
+        if valid_seconds(value):
             return Resolved(value, name)
         _warn(
             f"env:{name}",
-            "tasktrace: invalid %s=%r (expected a non-negative number of seconds); the "
+            "tasktrace: invalid %s=%r (expected a number of seconds from 0 to %g); the "
             "exporter's default (%g s) applies",
             name,
             raw,
+            MAX_SECONDS,
             DEFAULT_TIMEOUT_S,
         )
         return Resolved(DEFAULT_TIMEOUT_S, DEFAULT)
