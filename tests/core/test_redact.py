@@ -60,6 +60,10 @@ def test_redact_argv(argv: list[str], expected: list[str]) -> None:
         ("https://collector.lab:4318", "https://collector.lab:4318"),
         ("http://alice@host:9090", "http://alice@host:9090"),
         ("http://u:p@[::1", "***"),
+        # Not scheme://host: no netloc to find a password in (before: returned whole)
+        ("http//alice:hunter2@prom:9090", "***"),
+        ("prom.lab:9090/?token=abc", "***"),
+        ("prom.lab:9090", "prom.lab:9090"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:

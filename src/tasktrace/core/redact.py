@@ -98,12 +98,15 @@ def mask_url(url: str) -> str:
 
     ``http://user:pw@host:9090/p?token=abc#x`` → ``http://user:***@host:9090/p?token=***``
     (the fragment is dropped). Text that does not parse as a URL is returned whole only when
-    it has no ``@``, ``?`` or ``#``; otherwise it is :data:`REDACTED`.
+    it has no ``@``, ``?`` or ``#``; otherwise it is :data:`REDACTED`. So is text without
+    ``scheme://host`` (``http//user:pw@host``): no host part to find a password in.
     """
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
+        parts = None
+    if parts is None or not (parts.scheme and parts.netloc):
         return url if not any(c in url for c in "@?#") else REDACTED
     netloc = parts.netloc
     if password is not None:
