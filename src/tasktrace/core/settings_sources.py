@@ -127,8 +127,22 @@ def _lenskit_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _is_settings_file(path: Path, source: str | None = None) -> bool:
+    """Whether ``path`` is a file to read; a folder there (or a named file missing) is warned."""
+    if path.is_file():
+        return True
+    named = f" (from {source})" if source else ""
+    if path.is_dir():
+        _log.warning(
+            "tasktrace: settings file %s%s is a folder, not a file; it is ignored", path, named
+        )
+    elif source:
+        _log.warning("tasktrace: settings file %s%s does not exist", path, named)
+    return False
+
+
 def _lenskit_file_layers(path: Path, known: Mapping[str, Any]) -> list[SettingsLayer]:
-    raw = read_toml(path) if path.is_file() else None
+    raw = read_toml(path) if _is_settings_file(path) else None
     if not raw:
         return []
     lenskit = _lenskit_keys(raw)
@@ -169,9 +183,7 @@ def _report_unknown(values: Mapping[str, Any], known: Mapping[str, Any], where: 
 def _tasktrace_file_layers(folder: Path, known: Mapping[str, Any]) -> list[SettingsLayer]:
     explicit = os.environ.get(CONFIG_ENV)
     path = Path(explicit) if explicit else folder / TASKTRACE_FILE
-    if not path.is_file():
-        if explicit:
-            _log.warning("tasktrace: settings file %s (from %s) does not exist", path, CONFIG_ENV)
+    if not _is_settings_file(path, CONFIG_ENV if explicit else None):
         return []
     raw = read_toml(path)
     if not raw:
