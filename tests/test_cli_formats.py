@@ -52,6 +52,21 @@ def test_show_collapse_prints_one_line_per_run(
     assert "load" in out
 
 
+def test_show_collapse_names_the_range_of_siblings_finished_out_of_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Workers' tasks arrive in any order: the collapsed line spans the lowest to highest number.
+
+    Before: the first and last sibling's numbers, "fold 2…3: 4 tasks" for folds 2, 0, 1, 3, as
+    a multiprocessing pool's tasks showed.
+    """
+    folds = [{"label": f"fold {i}", "status": "finished", "duration": 1.0} for i in (2, 0, 1, 3)]
+    path = tmp_path / "cv.json"
+    path.write_text(json.dumps({"label": "cv", "status": "finished", "subtasks": folds}))
+    assert main(["show", "--collapse", str(path)]) == 0
+    assert "fold 0…3: 4 tasks, total 4.00s" in capsys.readouterr().out
+
+
 def test_show_collapses_a_large_tree_by_default_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
