@@ -163,3 +163,28 @@ def test_existing_global_meter_provider_is_reused() -> None:
     """A meter provider the program installed before its first task receives the task metrics."""
     out = _child("own", {}).stdout.strip()
     assert "tasktrace.task.duration" in out.split(",")
+
+
+def test_the_first_task_is_watched_by_the_gauges_while_it_runs(
+    otlp_http_receiver: OtlpHttpReceiver,
+) -> None:
+    """Metrics set up from the environment report the first, only, task while it runs.
+
+    Before: the meter provider was created when the first task *finished*, so a run of one
+    long task (the case "Watching long runs" is for) exported no running gauge at all.
+    """
+    script = "import time\nfrom tasktrace import Task\nwith Task('long'):\n    time.sleep(2)\n"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+    env = {
+        **base,
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{otlp_http_receiver.endpoint}/v1/metrics",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",  # ms: several collections while the task runs
+    }
+    subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, timeout=60, check=True
+    )
+    points = _points(otlp_http_receiver.metrics_requests())
+    gauges = {(n, a.get("tasktrace.task.label")) for n, _, k, a, _, _ in points if k == "gauge"}
+    assert ("tasktrace.task.running.memory.rss", "long") in gauges
+    assert ("tasktrace.task.running.cpu.time", "long") in gauges
