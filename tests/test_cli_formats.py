@@ -125,6 +125,25 @@ def test_export_otlp_json_then_show_and_export_task_round_trip(tmp_path: Path) -
     same_to_span_precision(back_task.model_dump(), original.model_dump())
 
 
+def test_a_value_left_off_the_spans_is_named_in_the_tree_rebuilt_from_them(
+    tmp_path: Path,
+) -> None:
+    """Extra data over a span's budget: the tree rebuilt from the spans says which key is gone.
+
+    Before: ``tasktrace.data_omitted`` was dropped with the other unknown ``tasktrace.*``
+    attributes, so the rebuilt task simply lacked ``scores``, with nothing to say it was omitted.
+    """
+    run, lines, back = tmp_path / "run.json", tmp_path / "run.jsonl", tmp_path / "back.json"
+    with Task("big", file=run, scores=[0.5] * 20_000, epochs=3):  # scores: ~100 KB as JSON
+        pass
+    assert main(["export", str(run), "--format", "otlp-json", "-o", str(lines)]) == 0
+    assert main(["export", str(lines), "--format", "task", "-o", str(back)]) == 0
+    rebuilt = json.loads(back.read_text())
+    assert "scores" not in rebuilt
+    assert rebuilt["epochs"] == 3
+    assert rebuilt["data_omitted"] == ["scores"]
+
+
 def test_export_chrome_writes_trace_events(tmp_path: Path) -> None:
     """Export --format chrome writes a traceEvents document with one X event per task."""
     out = tmp_path / "t.json"
