@@ -206,6 +206,24 @@ def test_replay_to_a_closed_port_says_why_once(capsys: pytest.CaptureFixture[str
     assert "0 of 2 spans were sent" in err
 
 
+def test_replay_refused_with_a_4xx_says_what_to_check(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A backend answering 401 (a missing token): the error names the headers to check.
+
+    Before: "export to ... failed (HTTP 401 Unauthorized); 0 of 2 spans were sent" and no
+    more, where the same refusal of a live run's spans says what to check
+    (phoenix-mlflow.md, "When the backend refuses the spans").
+    """
+    with OtlpHttpReceiver(require_headers={"authorization": "Bearer right"}) as receiver:
+        assert main(["replay", str(FIXTURES / "failed.json"), "-e", receiver.endpoint]) == 3
+    err = capsys.readouterr().err.strip()
+    assert "401" in err
+    assert "0 of 2 spans were sent" in err
+    assert "authorization" in err.lower()
+    assert "OTEL_EXPORTER_OTLP_HEADERS" in err
+
+
 def test_replay_sends_the_others_and_names_a_span_too_large(
     otlp_http_receiver: OtlpHttpReceiver, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
