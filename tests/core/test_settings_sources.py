@@ -174,3 +174,32 @@ def test_a_settings_path_that_is_a_folder_is_said_to_be_one(
     assert folder.name in message
     assert "is a folder, not a file" in message
     assert "does not exist" not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggestion"),
+    [
+        ("TASKTRACE_REFRESH_INTERVAL", "TASKTRACE_REFRESH_INTERVAL_S"),
+        ("TASKTRACE_PROMETHEUS__URLL", "TASKTRACE_PROMETHEUS__URL"),
+        ("TASKTRACE_PENDING_SPAN", "TASKTRACE_PENDING_SPANS"),
+    ],
+)
+def test_a_misspelt_variable_is_reported_with_the_likely_name(
+    variable: str,
+    suggestion: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``TASKTRACE_*`` variable that names no setting gets one warning, as a file's key does.
+
+    Before: ignored without a word (``refresh_interval`` in tasktrace.toml was warned about).
+    """
+    monkeypatch.setenv(variable, "1")
+    for other in ("TASKTRACE_SPOOL", "TASKTRACE_PARENT_TASK_ID", "TASKTRACE_SKIP_SERVICES"):
+        monkeypatch.setenv(other, "x")  # tasktrace's own variables that are not settings
+    with caplog.at_level(logging.WARNING):
+        load_settings()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert f"unknown variable {variable}" in message
+    assert f"did you mean {suggestion}" in message
