@@ -65,6 +65,37 @@ def test_configure_rejects_invalid_arguments(kwargs: dict[str, object]) -> None:
         configure(**kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("exporters", ["otlp", [123], [None]])
+def test_configure_rejects_exporters_that_are_neither_names_nor_exporters(
+    exporters: object,
+) -> None:
+    """configure(exporters="otlp") raises TypeError naming the argument.
+
+    Before: a string was taken letter by letter (warnings about exporters 'o', 't', 'l', 'p'),
+    and 123 or None was "an unknown OTEL_TRACES_EXPORTER name", once the first task started.
+    """
+    with pytest.raises(TypeError, match="exporters"):
+        configure(exporters=exporters)  # type: ignore[arg-type]
+
+
+def test_an_unknown_exporter_name_in_code_is_reported_as_the_arguments(tmp_path: Path) -> None:
+    """configure(exporters=["nope"]) names the argument, not OTEL_TRACES_EXPORTER.
+
+    Before: "unknown OTEL_TRACES_EXPORTER name 'nope'", a variable the program never set.
+    """
+    code = """
+        import tasktrace
+        tasktrace.configure(exporters=["nope"])
+        with tasktrace.Task("t"):
+            pass
+    """
+    run = run_script(code, tmp_path, clean_env())
+    assert run.returncode == 0, run.stderr
+    (line,) = [x for x in run.stderr.splitlines() if "nope" in x]
+    assert "configure(exporters=...)" in line
+    assert "OTEL_TRACES_EXPORTER" not in line
+
+
 EXIT_BOUND_S = 2.0
 
 

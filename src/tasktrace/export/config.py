@@ -140,6 +140,8 @@ def configure(
     Raises:
         ValueError: ``protocol`` is not one of the two above, or a timeout is negative, not
             finite or over :data:`~tasktrace.core.units.MAX_SECONDS` (no wait can take it).
+        TypeError: ``exporters`` is a string (give a list: ``["otlp"]``) or holds something
+            that is neither a name nor a ``SpanExporter``.
 
     Thread-safety: may be called from any thread; tasks running meanwhile finish with the
     settings they started with.
@@ -148,6 +150,11 @@ def configure(
     global _config  # noqa: PLW0603 - one configuration per process
     if protocol is not None and protocol not in _PROTOCOLS:
         raise ValueError(f"protocol must be one of {_PROTOCOLS}, not {protocol!r}")
+    if isinstance(exporters, str):
+        raise TypeError(f"exporters must be a list of names, not the string {exporters!r}")
+    for item in exporters or ():
+        if not isinstance(item, str | SpanExporter):
+            raise TypeError(f"exporters: {item!r} is neither an exporter name nor a SpanExporter")
     for name, value in (("timeout_s", timeout_s), ("exit_timeout_s", exit_timeout_s)):
         if value is not None and not valid_seconds(value):
             raise ValueError(f"{name} must be from 0 to {MAX_SECONDS:g} seconds, not {value!r}")
