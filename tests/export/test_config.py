@@ -78,6 +78,32 @@ def test_configure_rejects_exporters_that_are_neither_names_nor_exporters(
         configure(exporters=exporters)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"endpoint": 4318},
+        {"service_name": 5},
+        {"protocol": 1},
+        {"headers": "authorization=Bearer S3CRET-hdr"},
+        {"headers": {"authorization": 5}},
+        {"resource_attributes": [("team", "ml")]},
+        {"timeout_s": "10"},
+        {"exit_timeout_s": True},
+    ],
+)
+def test_configure_rejects_arguments_of_the_wrong_type(kwargs: dict[str, object]) -> None:
+    """A wrong type is a TypeError at the call naming the argument, never showing a header.
+
+    Before: endpoint=4318 became "cannot create the 'otlp' span exporter ('int' object has no
+    attribute 'strip')" at the first task; headers="..." a ValueError about "dictionary update
+    sequence element #0"; service_name=5 and header values that are not strings were accepted.
+    """
+    name = next(iter(kwargs))
+    with pytest.raises(TypeError, match=name) as raised:
+        configure(**kwargs)  # type: ignore[arg-type]
+    assert "S3CRET" not in str(raised.value)
+
+
 def test_an_unknown_exporter_name_in_code_is_reported_as_the_arguments(tmp_path: Path) -> None:
     """configure(exporters=["nope"]) names the argument, not OTEL_TRACES_EXPORTER.
 
