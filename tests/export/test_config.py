@@ -122,6 +122,28 @@ def test_an_unknown_exporter_name_in_code_is_reported_as_the_arguments(tmp_path:
     assert "OTEL_TRACES_EXPORTER" not in line
 
 
+def test_an_endpoint_without_a_scheme_is_named_and_its_password_never_shown(
+    tmp_path: Path,
+) -> None:
+    """configure(endpoint="user:pw@host:port"): a warning saying what is wrong, no password.
+
+    Before: no word until the export failed, and its warning quoted the OTel exporter's
+    "No connection adapters were found for 'bob:S3CRET-pw-77@127.0.0.1:9/v1/traces'",
+    password included (the endpoint's secrets were found only in a URL with a scheme).
+    """
+    code = """
+        import tasktrace
+        tasktrace.configure(endpoint="bob:S3CRET-pw-77@127.0.0.1:9")
+        with tasktrace.Task("t"):
+            pass
+    """
+    run = run_script(code, tmp_path, clean_env())
+    assert run.returncode == 0, run.stderr
+    assert "S3CRET" not in run.stderr + run.stdout
+    assert "configure(endpoint=...)" in run.stderr
+    assert "is not an http:// or https:// URL" in run.stderr
+
+
 EXIT_BOUND_S = 2.0
 
 

@@ -61,6 +61,40 @@ def test_a_timeout_no_wait_can_take_warns_and_uses_the_default(
     assert f"OTEL_EXPORTER_OTLP_TIMEOUT={raw!r}" in message
 
 
+@pytest.mark.parametrize(
+    ("variable", "endpoint"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector.lab/v1/traces"),
+    ],
+)
+def test_an_http_endpoint_without_a_scheme_is_named_once(
+    variable: str,
+    endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """OTLP/HTTP to ``localhost:4318`` (no ``http://``): one warning naming the variable.
+
+    Before: nothing until every export failed with "No connection adapters were found for
+    'localhost:4318/v1/traces'", which names neither the variable nor the fix.
+    """
+    reset_warnings()
+    monkeypatch.setenv(variable, endpoint)
+    with caplog.at_level(logging.WARNING):
+        otlp_settings("traces")
+        otlp_settings("traces")
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert variable in message
+    assert "http://" in message
+    reset_warnings()
+    caplog.clear()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")  # host:port is gRPC's own form
+    with caplog.at_level(logging.WARNING):
+        otlp_settings("traces")
+    assert caplog.records == []
+
+
 def test_header_values_are_secrets_never_to_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every header value, from the variable and the argument, is listed as a secret."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20tok-1")
