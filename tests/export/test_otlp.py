@@ -95,6 +95,18 @@ def test_an_http_endpoint_without_a_scheme_is_named_once(
     assert caplog.records == []
 
 
+def test_the_signal_path_goes_before_a_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base URL with a query gets ``/v1/traces`` in its path, the query kept after it.
+
+    Before: ``http://h:4318/?tenant=a`` became ``http://h:4318/?tenant=a/v1/traces``: the
+    requests went to ``/`` with a mangled query.
+    """
+    given = otlp_settings("traces", endpoint="http://h:4318/?tenant=a")
+    assert given.endpoint == "http://h:4318/v1/traces?tenant=a"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318?tenant=b")
+    assert otlp_settings("metrics").endpoint == "http://h:4318/v1/metrics?tenant=b"
+
+
 def test_header_values_are_secrets_never_to_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every header value, from the variable and the argument, is listed as a secret."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20tok-1")

@@ -199,9 +199,12 @@ def _endpoint(signal: Signal, protocol: str, configured: str | None, given: str)
         if base is None:
             base, source = _DEFAULT_ENDPOINTS[protocol], DEFAULT
     base = base.strip()
-    if protocol == "grpc" or base.rstrip("/").endswith(path):
+    if protocol == "grpc":
         return Resolved(base, source)
-    return Resolved(base.rstrip("/") + path, source)
+    head, mark, query = base.partition("?")  # the path goes before a query, which stays
+    if head.rstrip("/").endswith(path):
+        return Resolved(base, source)
+    return Resolved(head.rstrip("/") + path + mark + query, source)
 
 
 def otlp_settings(
