@@ -52,6 +52,21 @@ def test_show_collapse_prints_one_line_per_run(
     assert "load" in out
 
 
+def test_show_collapse_names_the_range_of_siblings_finished_out_of_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Workers' tasks arrive in any order: the collapsed line spans the lowest to highest number.
+
+    Before: the first and last sibling's numbers, "fold 2…3: 4 tasks" for folds 2, 0, 1, 3, as
+    a multiprocessing pool's tasks showed.
+    """
+    folds = [{"label": f"fold {i}", "status": "finished", "duration": 1.0} for i in (2, 0, 1, 3)]
+    path = tmp_path / "cv.json"
+    path.write_text(json.dumps({"label": "cv", "status": "finished", "subtasks": folds}))
+    assert main(["show", "--collapse", str(path)]) == 0
+    assert "fold 0…3: 4 tasks, total 4.00s" in capsys.readouterr().out
+
+
 def test_show_collapses_a_large_tree_by_default_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -110,6 +125,25 @@ def test_export_otlp_json_then_show_and_export_task_round_trip(tmp_path: Path) -
     same_to_span_precision(back_task.model_dump(), original.model_dump())
 
 
+def test_a_value_left_off_the_spans_is_named_in_the_tree_rebuilt_from_them(
+    tmp_path: Path,
+) -> None:
+    """Extra data over a span's budget: the tree rebuilt from the spans says which key is gone.
+
+    Before: ``tasktrace.data_omitted`` was dropped with the other unknown ``tasktrace.*``
+    attributes, so the rebuilt task simply lacked ``scores``, with nothing to say it was omitted.
+    """
+    run, lines, back = tmp_path / "run.json", tmp_path / "run.jsonl", tmp_path / "back.json"
+    with Task("big", file=run, scores=[0.5] * 20_000, epochs=3):  # scores: ~100 KB as JSON
+        pass
+    assert main(["export", str(run), "--format", "otlp-json", "-o", str(lines)]) == 0
+    assert main(["export", str(lines), "--format", "task", "-o", str(back)]) == 0
+    rebuilt = json.loads(back.read_text())
+    assert "scores" not in rebuilt
+    assert rebuilt["epochs"] == 3
+    assert rebuilt["data_omitted"] == ["scores"]
+
+
 def test_export_chrome_writes_trace_events(tmp_path: Path) -> None:
     """Export --format chrome writes a traceEvents document with one X event per task."""
     out = tmp_path / "t.json"
@@ -128,7 +162,7 @@ def test_export_bad_input_exits_2_naming_the_file(
     bad.write_text('{"resourceSpans": []}\n{"resourceSpans": 3}\n')
     assert main(["export", str(bad), "--format", "chrome", "-o", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert str(bad) in err
+    assert err.count(str(bad)) == 1  # named once (before: "bad.jsonl: bad.jsonl: line 2: ...")
     assert "line 2" in err
 
 
@@ -170,6 +204,24 @@ def test_replay_to_a_closed_port_says_why_once(capsys: pytest.CaptureFixture[str
     assert len(err.splitlines()) == 1
     assert "Connection refused" in err
     assert "0 of 2 spans were sent" in err
+
+
+def test_replay_refused_with_a_4xx_says_what_to_check(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A backend answering 401 (a missing token): the error names the headers to check.
+
+    Before: "export to ... failed (HTTP 401 Unauthorized); 0 of 2 spans were sent" and no
+    more, where the same refusal of a live run's spans says what to check
+    (phoenix-mlflow.md, "When the backend refuses the spans").
+    """
+    with OtlpHttpReceiver(require_headers={"authorization": "Bearer right"}) as receiver:
+        assert main(["replay", str(FIXTURES / "failed.json"), "-e", receiver.endpoint]) == 3
+    err = capsys.readouterr().err.strip()
+    assert "401" in err
+    assert "0 of 2 spans were sent" in err
+    assert "authorization" in err.lower()
+    assert "OTEL_EXPORTER_OTLP_HEADERS" in err
 
 
 def test_replay_sends_the_others_and_names_a_span_too_large(

@@ -361,7 +361,7 @@ def _concurrent_tree() -> Task:
 
 @pytest.mark.parametrize("tree", ["nested", "concurrent"])
 def test_chrome_trace_has_required_keys_sorted_events_nesting_and_durations(tree: str) -> None:
-    """Chrome events carry the required keys, are sorted, nest per track, durations match."""
+    """Chrome events carry the required keys, are sorted, nest per track, lengths match."""
     task = (
         Task.model_validate_json((FIXTURES / "nested.json").read_bytes())
         if tree == "nested"
@@ -378,7 +378,9 @@ def test_chrome_trace_has_required_keys_sorted_events_nesting_and_durations(tree
     stack = [task]
     while stack:
         node = stack.pop()
-        durations[node.label] = node.duration
+        assert node.finish_time is not None
+        assert node.start_time is not None
+        durations[node.label] = node.finish_time - node.start_time  # the slices' clock
         stack.extend(node.subtasks)
     assert sorted(e["name"] for e in slices) == sorted(durations)
     for e in slices:
@@ -400,3 +402,29 @@ def test_chrome_trace_has_required_keys_sorted_events_nesting_and_durations(tree
         assert by_name["c"]["pid"] != by_name["root"]["pid"]
         rss = [e["args"]["value"] for e in timed if e["ph"] == "C" and "RSS" in e["name"]]
         assert rss == [300, 200, 100, 200, 300, 0]
+
+
+def test_chrome_slices_of_a_live_run_nest_in_their_parents(tmp_path: Path) -> None:
+    """A recorded run's slices nest: each subtask's slice lies within its parent's.
+
+    Before: ``dur`` was the measured ``duration`` (``perf_counter``, which leaves out
+    tasktrace's own start-up work) while ``ts`` was the wall-clock ``start_time``, so a parent's
+    slice ended before its last subtask's (by the meters' set-up time, 11 ms for a first task).
+    """
+    path = tmp_path / "run.json"
+    with Task("outer", file=path):
+        for i in range(3):
+            with Task(f"step {i}"), Task("leaf"):
+                pass
+    task = Task.model_validate_json(path.read_bytes())
+    events = task_to_chrome_trace(task)["traceEvents"]
+    slices = {e["args"]["task_id"]: e for e in events if e["ph"] == "X"}
+    stack = [task]
+    while stack:
+        node = stack.pop()
+        parent = slices[str(node.task_id)]
+        for child in node.subtasks:
+            inner = slices[str(child.task_id)]
+            assert inner["ts"] >= parent["ts"]
+            assert inner["ts"] + inner["dur"] <= parent["ts"] + parent["dur"] + 0.001, child.label
+            stack.append(child)

@@ -355,3 +355,38 @@ def test_carbon_intensity_400_turns_3_6_megajoules_into_400_grams(
     assert _in_page(page.read_text(), "CO₂e: 400 g")
     frame = tasktrace.read_tasks(run, carbon_intensity_g_per_kwh=400)
     assert frame["emissions_g"].item() == pytest.approx(400.0)
+
+
+def test_a_run_saved_at_its_start_is_reported_with_what_it_lacks(tmp_path: Path) -> None:
+    """A task file saved when its task started (no duration yet) gets a report saying so.
+
+    Before: ``KeyError: 'duration_s'`` (a traceback from ``tasktrace report``): the facts knew
+    no reason for a missing duration.
+    """
+    run = tmp_path / "run.json"
+    with tasktrace.Task("still running", file=run):
+        assert json.loads(run.read_text())["duration"] is None  # the case: saved at start
+        out = tmp_path / "r.html"
+        assert main(["report", str(run), "-o", str(out)]) == 0
+    page = out.read_text()
+    assert _in_page(page, "still running")
+    assert re.search(r"duration: [^<]*not in the file", page)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400"])
+@pytest.mark.parametrize("command", ["show", "compare", "table", "report"])
+def test_a_carbon_intensity_that_is_not_finite_is_a_usage_error(
+    command: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--carbon-intensity nan`` (or inf) exits 2 naming the option.
+
+    Before: click's FloatRange(min=0) let them through, and CarbonIntensity raised a
+    ValueError traceback.
+    """
+    run = str(FIXTURES / "nested.json")
+    files = [run, run] if command == "compare" else [run]
+    extra = ["-o", str(tmp_path / "r.html")] if command == "report" else []
+    assert main([command, *files, *extra, f"--carbon-intensity={value}"]) == 2
+    err = capsys.readouterr().err
+    assert "--carbon-intensity" in err
+    assert "finite" in err

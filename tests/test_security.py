@@ -94,6 +94,19 @@ def test_run_records_argv_only_when_asked(tmp_path: Path) -> None:
     assert ARG_SECRET not in out.read_text()
 
 
+def test_run_label_hides_a_secret_in_a_url_query(tmp_path: Path) -> None:
+    """A link's ``?token=`` in the command never reaches the label or the argv.
+
+    Before: ``tasktrace run -- curl 'https://h/x?token=...'`` kept the token in both.
+    """
+    out = tmp_path / "run.json"
+    url = f"https://data.example.org/x?token={ARG_SECRET}&page=2"
+    assert main(["run", "-q", "--record-argv", "-f", str(out), "--", "true", url]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["argv"][-1] == f"https://data.example.org/x?token={REDACTED}&page=2"
+    assert ARG_SECRET not in out.read_text()
+
+
 @pytest.fixture
 def umask_of() -> Iterator[object]:
     """Run with a given umask (tasktrace reads it once per process: forget it around the test)."""

@@ -299,3 +299,23 @@ def test_finish_with_a_status_that_does_not_end_a_task_is_refused(status: object
         assert task.status is TaskStatus.RUNNING
         task.finish()
     assert [t.status for t in root.subtasks] == [TaskStatus.FINISHED]
+
+
+@pytest.mark.parametrize("how", ["file", "save_to_file"])
+def test_a_relative_task_file_stays_where_it_was_when_given(
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program that changes folder while its task runs (as Hydra does) keeps one file.
+
+    Before: the relative path was resolved at each write, so the file named at start stayed
+    ``running`` for ever and the finished task went to a second file in the new folder.
+    """
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    task = Task("run", file="run.json") if how == "file" else Task("run")
+    with task:
+        if how == "save_to_file":
+            task.save_to_file("run.json")
+        monkeypatch.chdir(tmp_path / "outputs")
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "finished"
+    assert not (tmp_path / "outputs" / "run.json").exists()

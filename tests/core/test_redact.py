@@ -29,6 +29,20 @@ from tasktrace.core.redact import mask_url, redact_argv
         (["--env", "--GITHUB_TOKEN=x"], ["--env", "--GITHUB_TOKEN=***"]),
         (["curl", "https://u:pw@host/p"], ["curl", "https://u:***@host/p"]),
         (["prog", "--author", "me", "input.csv"], ["prog", "--author", "me", "input.csv"]),
+        # A URL's query is assignments too: its secret-looking ones are redacted, the rest kept
+        # (before: "https://h/x?token=t" was recorded whole, in the argv and the label).
+        (
+            ["curl", "https://u:pw@host/x?token=t&page=2"],
+            ["curl", "https://u:***@host/x?token=***&page=2"],
+        ),
+        (
+            ["wget", "--url=https://b.s3.amazonaws.com/d?X-Amz-Credential=c&X-Amz-Signature=s"],
+            ["wget", "--url=https://b.s3.amazonaws.com/d?X-Amz-Credential=***&X-Amz-Signature=***"],
+        ),
+        (
+            ["prog", "db.example.org/q?api_key=k;access_token=a#top"],
+            ["prog", "db.example.org/q?api_key=***;access_token=***#top"],
+        ),
     ],
 )
 def test_redact_argv(argv: list[str], expected: list[str]) -> None:
@@ -46,6 +60,10 @@ def test_redact_argv(argv: list[str], expected: list[str]) -> None:
         ("https://collector.lab:4318", "https://collector.lab:4318"),
         ("http://alice@host:9090", "http://alice@host:9090"),
         ("http://u:p@[::1", "***"),
+        # Not scheme://host: no netloc to find a password in (before: returned whole)
+        ("http//alice:hunter2@prom:9090", "***"),
+        ("prom.lab:9090/?token=abc", "***"),
+        ("prom.lab:9090", "prom.lab:9090"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:

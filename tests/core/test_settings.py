@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from tasktrace.core.settings import Settings, get_settings, load_settings, reset_settings
 
@@ -55,3 +59,58 @@ def test_an_invalid_value_warns_naming_the_variable_and_keeps_the_others(
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "TASKTRACE_REFRESH_INTERVAL_S" in warning
     assert "using the default" in warning
+
+
+def _seconds_variables(model: type[BaseModel], prefix: str = "TASKTRACE_") -> list[str]:
+    """Every ``TASKTRACE_*`` variable of a setting in seconds (its key ends in ``_s``)."""
+    names = []
+    for key, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += _seconds_variables(annotation, f"{prefix}{key.upper()}__")
+        elif key.endswith("_s"):
+            names.append(f"{prefix}{key.upper()}")
+    return names
+
+
+@pytest.mark.parametrize("raw", ["inf", "1e300"])
+@pytest.mark.parametrize("variable", _seconds_variables(Settings))
+def test_a_seconds_setting_no_wait_can_take_warns_and_uses_the_default(
+    variable: str, raw: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Infinite or astronomically long intervals are refused, the variable named.
+
+    Before: accepted, then the refresh thread or the exit's flush died with an OverflowError
+    traceback.
+    """
+    monkeypatch.setenv(variable, raw)
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings()
+    defaults = Settings()
+    path = variable.removeprefix("TASKTRACE_").lower().split("__")
+    value: object = settings
+    default: object = defaults
+    for part in path:
+        value, default = getattr(value, part), getattr(default, part)
+    assert value == default
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert variable in warning
+    assert "using the default" in warning
+
+
+def test_the_refresh_thread_survives_a_huge_refresh_interval(tmp_path: Path) -> None:
+    """A task with a file under ``TASKTRACE_REFRESH_INTERVAL_S=1e300``: no traceback, a warning."""
+    script = "from tasktrace import Task\nwith Task('t', file='t.json'):\n    pass\n"
+    env = {**os.environ, "TASKTRACE_REFRESH_INTERVAL_S": "1e300"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "TASKTRACE_REFRESH_INTERVAL_S" in done.stderr
+    assert (tmp_path / "t.json").exists()

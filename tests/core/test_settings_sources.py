@@ -149,3 +149,57 @@ def test_unknown_key_in_tasktrace_toml_is_reported(
         load_settings()
     (record,) = caplog.records
     assert "unknown setting 'refresh_interval' in tasktrace.toml" in record.getMessage()
+
+
+@pytest.mark.parametrize("name", ["lenskit.toml", "lenskit.local.toml", "tasktrace.toml", None])
+def test_a_settings_path_that_is_a_folder_is_said_to_be_one(
+    name: str | None,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder where a settings file belongs gets one warning saying so, naming it.
+
+    Before: a folder named tasktrace.toml (or lenskit.toml) was skipped without a word, and
+    ``TASKTRACE_CONFIG`` naming a folder was said not to exist.
+    """
+    folder = tmp_path / (name or "configs")
+    folder.mkdir()
+    if name is None:
+        monkeypatch.setenv("TASKTRACE_CONFIG", str(folder))
+    with caplog.at_level(logging.WARNING):
+        load_settings()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert folder.name in message
+    assert "is a folder, not a file" in message
+    assert "does not exist" not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggestion"),
+    [
+        ("TASKTRACE_REFRESH_INTERVAL", "TASKTRACE_REFRESH_INTERVAL_S"),
+        ("TASKTRACE_PROMETHEUS__URLL", "TASKTRACE_PROMETHEUS__URL"),
+        ("TASKTRACE_PENDING_SPAN", "TASKTRACE_PENDING_SPANS"),
+    ],
+)
+def test_a_misspelt_variable_is_reported_with_the_likely_name(
+    variable: str,
+    suggestion: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``TASKTRACE_*`` variable that names no setting gets one warning, as a file's key does.
+
+    Before: ignored without a word (``refresh_interval`` in tasktrace.toml was warned about).
+    """
+    monkeypatch.setenv(variable, "1")
+    for other in ("TASKTRACE_SPOOL", "TASKTRACE_PARENT_TASK_ID", "TASKTRACE_SKIP_SERVICES"):
+        monkeypatch.setenv(other, "x")  # tasktrace's own variables that are not settings
+    with caplog.at_level(logging.WARNING):
+        load_settings()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert f"unknown variable {variable}" in message
+    assert f"did you mean {suggestion}" in message

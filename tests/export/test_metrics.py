@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ from tasktrace import Task
 from tasktrace.core.settings import Settings, reset_settings
 from tasktrace.export.metrics import reset_metrics
 
-from ..otlp_receivers import OtlpHttpReceiver, decode_attributes
+from ..otlp_receivers import OtlpHttpReceiver, closed_loopback_endpoint, decode_attributes
 
 
 def _points(
@@ -163,3 +164,60 @@ def test_existing_global_meter_provider_is_reused() -> None:
     """A meter provider the program installed before its first task receives the task metrics."""
     out = _child("own", {}).stdout.strip()
     assert "tasktrace.task.duration" in out.split(",")
+
+
+def test_the_first_task_is_watched_by_the_gauges_while_it_runs(
+    otlp_http_receiver: OtlpHttpReceiver,
+) -> None:
+    """Metrics set up from the environment report the first, only, task while it runs.
+
+    Before: the meter provider was created when the first task *finished*, so a run of one
+    long task (the case "Watching long runs" is for) exported no running gauge at all.
+    """
+    script = "import time\nfrom tasktrace import Task\nwith Task('long'):\n    time.sleep(2)\n"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+    env = {
+        **base,
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{otlp_http_receiver.endpoint}/v1/metrics",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",  # ms: several collections while the task runs
+    }
+    subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, timeout=60, check=True
+    )
+    points = _points(otlp_http_receiver.metrics_requests())
+    gauges = {(n, a.get("tasktrace.task.label")) for n, _, k, a, _, _ in points if k == "gauge"}
+    assert ("tasktrace.task.running.memory.rss", "long") in gauges
+    assert ("tasktrace.task.running.cpu.time", "long") in gauges
+
+
+EXIT_BOUND_S = 4.0  # the span side's ~0.5 s, plus interpreter start-up on a loaded 2-core machine
+
+
+def test_metrics_to_a_closed_port_cost_one_warning_and_no_wait_at_exit() -> None:
+    """Nothing listens at the metrics endpoint: one tasktrace warning, a prompt exit.
+
+    Before: the OTLP metric exporter's own "Transient error ... retrying in 3.46s" lines (three)
+    and "Failed to export metrics batch", and the exit waited for its retries (9.5 s), where
+    spans to the same port cost one warning and about half a second.
+    """
+    endpoint = closed_loopback_endpoint()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+    env = {**base, "OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", "from tasktrace import Task\nwith Task('t'):\n    pass\n"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    elapsed = time.monotonic() - started
+    assert elapsed < EXIT_BOUND_S, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    metric_lines = [line for line in lines if "metric" in line.lower()]
+    assert len(metric_lines) == 1, done.stderr
+    assert metric_lines[0].startswith("tasktrace: metric export to ")
+    assert f"{endpoint}/v1/metrics" in metric_lines[0]
+    assert "Connection refused" in metric_lines[0]

@@ -44,6 +44,69 @@ def test_an_invalid_timeout_or_protocol_warns_once_and_uses_the_default(
     assert "OTEL_EXPORTER_OTLP_TIMEOUT='soon'" in messages[1]
 
 
+@pytest.mark.parametrize("raw", ["inf", "1e300"])
+def test_a_timeout_no_wait_can_take_warns_and_uses_the_default(
+    raw: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``OTEL_EXPORTER_OTLP_TIMEOUT=1e300`` is refused, the variable named.
+
+    Before: used, and every export then failed with "timestamp out of range for platform time_t".
+    """
+    reset_warnings()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", raw)
+    with caplog.at_level(logging.WARNING):
+        settings = otlp_settings("traces")
+    assert settings.timeout_s == DEFAULT_TIMEOUT_S
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert f"OTEL_EXPORTER_OTLP_TIMEOUT={raw!r}" in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "endpoint"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector.lab/v1/traces"),
+    ],
+)
+def test_an_http_endpoint_without_a_scheme_is_named_once(
+    variable: str,
+    endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """OTLP/HTTP to ``localhost:4318`` (no ``http://``): one warning naming the variable.
+
+    Before: nothing until every export failed with "No connection adapters were found for
+    'localhost:4318/v1/traces'", which names neither the variable nor the fix.
+    """
+    reset_warnings()
+    monkeypatch.setenv(variable, endpoint)
+    with caplog.at_level(logging.WARNING):
+        otlp_settings("traces")
+        otlp_settings("traces")
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert variable in message
+    assert "http://" in message
+    reset_warnings()
+    caplog.clear()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")  # host:port is gRPC's own form
+    with caplog.at_level(logging.WARNING):
+        otlp_settings("traces")
+    assert caplog.records == []
+
+
+def test_the_signal_path_goes_before_a_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base URL with a query gets ``/v1/traces`` in its path, the query kept after it.
+
+    Before: ``http://h:4318/?tenant=a`` became ``http://h:4318/?tenant=a/v1/traces``: the
+    requests went to ``/`` with a mangled query.
+    """
+    given = otlp_settings("traces", endpoint="http://h:4318/?tenant=a")
+    assert given.endpoint == "http://h:4318/v1/traces?tenant=a"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318?tenant=b")
+    assert otlp_settings("metrics").endpoint == "http://h:4318/v1/metrics?tenant=b"
+
+
 def test_header_values_are_secrets_never_to_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every header value, from the variable and the argument, is listed as a secret."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20tok-1")

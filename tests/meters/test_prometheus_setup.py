@@ -89,3 +89,32 @@ def test_a_machine_label_alone_gives_no_warning(
     monkeypatch.setenv("TASKTRACE_MACHINE", "laptop")
     monkeypatch.setenv("LK_PROMETHEUS__URL", "http://127.0.0.1:9")  # a shell-wide URL alone
     assert _run_two_tasks(caplog) == []
+
+
+@pytest.mark.parametrize(
+    "url", ["http//alice:hunter2@prom:9090", "http://alice:hunter2@prom:9090/p ?token=hunter2"]
+)
+@pytest.mark.usefixtures("install_energy")
+def test_a_url_no_query_can_use_is_named_without_its_secrets(
+    url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped URL (``http//`` for ``http://``, a space) is one warning saying so, secrets hid.
+
+    Before: every task queried it and warned "Prometheus answer is not JSON (unknown url type:
+    'http//alice:hunter2@prom:9090/api/v1/query?...')", the password in clear, or (the space)
+    "meter prometheus failed to read", saying nothing of why.
+    """
+    (tmp_path / "lenskit.toml").write_text(MACHINES)
+    (tmp_path / "lenskit.local.toml").write_text('machine = "labbox"\n')
+    monkeypatch.setenv("LK_PROMETHEUS__URL", url)
+    reset_settings()
+    with caplog.at_level(logging.DEBUG):
+        for label in ("first", "second"):
+            with Task(label) as task:
+                pass
+            assert task.system_power is None
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "hunter2" not in text
+    (message,) = _prometheus_warnings(caplog)
+    assert "not an http:// or https:// URL" in message
+    assert "LK_PROMETHEUS__URL" in message

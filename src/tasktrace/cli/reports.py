@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,21 @@ from tasktrace.formats.rows import Run, TaskFileError, group_rows, load_runs, ta
 
 __all__ = ["carbon_intensity_option", "register"]
 
+
+class _FiniteFloatRange(click.FloatRange):
+    """A :class:`click.FloatRange` that refuses ``nan`` and ``inf`` (``1e400`` is ``inf``)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 carbon_intensity_option = click.option(
     "--carbon-intensity",
     "carbon_intensity",
-    type=click.FloatRange(min=0),
+    type=_FiniteFloatRange(min=0),
     metavar="G_PER_KWH",
     help="Carbon intensity of the electricity in g CO₂e per kWh, for every task (default: each "
     "task's machine's carbon_intensity_g_per_kwh setting); adds emissions from measured energy.",

@@ -242,9 +242,10 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     with exit status 127 as from a shell; the --file still records the run, failed.
 
     The command line is recorded (as argv) only with --record-argv, and then with the values of
-    secret-looking options (--password, --token, --api-key, ...) and KEY=VALUE secrets replaced
-    by ***; the default label is the command line with the same redaction, quoted as a shell
-    would need it (sh -c 'echo hi; exit 3'), at most 200 characters.
+    secret-looking options (--password, --token, --api-key, ...), KEY=VALUE secrets (in a URL's
+    query too: ?token=...) and URL passwords replaced by ***; the default label is the command
+    line with the same redaction, quoted as a shell would need it (sh -c 'echo hi; exit 3'), at
+    most 200 characters.
 
     Example: tasktrace run --file run.json python train.py --epochs 3
     """

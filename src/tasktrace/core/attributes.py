@@ -33,6 +33,7 @@ __all__ = [
     "DATA_OMITTED",
     "DATA_PREFIX",
     "FIELD_ATTRIBUTES",
+    "OMITTED_DATA_KEY",
     "TASK_ID",
     "attributes_to_fields",
     "data_to_attributes",
@@ -108,7 +109,10 @@ DATA_JSON_PREFIX: Final = "tasktrace.data_json."
 """Prefix of the user's extra task data that is stored as a JSON string."""
 DATA_OMITTED: Final = "tasktrace.data_omitted"
 """Keys of the task's extra data left off the span, over the span's size budget (string array;
-see :mod:`tasktrace.core.budget`). Their full values are in the task file."""
+see :mod:`tasktrace.core.budget`). Their full values are in the task file; a task rebuilt from
+the spans gets them as its ``data_omitted`` extra data (:data:`OMITTED_DATA_KEY`)."""
+OMITTED_DATA_KEY: Final = "data_omitted"
+"""The extra-data key under which a task rebuilt from spans lists the keys its span left off."""
 
 FIELD_ATTRIBUTES: Final[dict[str, str]] = {
     "parent_id": PARENT_ID,
@@ -269,7 +273,8 @@ def attributes_to_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
 
     Returns:
         Field name → value for every known attribute, ``task_id`` from :data:`TASK_ID`, extra
-        data decoded from ``tasktrace.data.*`` / ``tasktrace.data_json.*``, and other
+        data decoded from ``tasktrace.data.*`` / ``tasktrace.data_json.*`` (and the keys of
+        :data:`DATA_OMITTED` as ``data_omitted``), and other
         attributes outside the ``tasktrace.`` namespace under their own names.
     """
     fields: dict[str, Any] = {}
@@ -279,6 +284,8 @@ def attributes_to_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
             fields[field] = value
         elif key == TASK_ID:
             fields["task_id"] = value
+        elif key == DATA_OMITTED:  # what the span could not carry: say so in the rebuilt task
+            fields[OMITTED_DATA_KEY] = list(value)
         elif key.startswith(DATA_PREFIX):
             fields[key[len(DATA_PREFIX) :]] = list(value) if isinstance(value, tuple) else value
         elif key.startswith(DATA_JSON_PREFIX):

@@ -26,6 +26,7 @@ from pydantic_settings import NoDecode
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.settings_layers import has_key_path, merge_layers, origin_of
 from tasktrace.core.settings_sources import CONFIG_ENV, ENV_PREFIX, settings_layers
+from tasktrace.core.units import MAX_SECONDS
 
 __all__ = [
     "BUILTIN_METERS",
@@ -47,11 +48,11 @@ class PrometheusSettings(BaseModel):
 
     url: str | None = None
     """Base URL of the Prometheus server, e.g. ``http://127.0.0.1:9090`` (``None``: no queries)."""
-    timeout_s: float = Field(default=2.0, gt=0)
+    timeout_s: float = Field(default=2.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     """Timeout of each query in seconds."""
-    retry_after_s: float = Field(default=60.0, ge=0)
+    retry_after_s: float = Field(default=60.0, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
     """After a failed query, seconds during which no query is sent (tasks get ``None``)."""
-    scrape_interval_s: float = Field(default=15.0, gt=0)
+    scrape_interval_s: float = Field(default=15.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     """The ``scrape_interval`` of the energy series in Prometheus, in seconds.
 
     Tasks shorter than this are flagged (``*_energy_short_task``): the query cannot resolve them.
@@ -63,12 +64,12 @@ class EnergySettings(BaseModel):
 
     rapl_root: Path = Path("/sys/class/powercap")
     """Root of the Linux powercap sysfs tree read by the RAPL meter."""
-    counter_poll_interval_s: float = Field(default=1.0, gt=0)
+    counter_poll_interval_s: float = Field(default=1.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     """Seconds between background reads of wrapping counters (RAPL), at most.
 
     A zone with a short wrap period is read more often (4 times per wrap at 1 kW).
     """
-    sample_interval_s: float = Field(default=0.1, gt=0)
+    sample_interval_s: float = Field(default=0.1, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     """Seconds between power samples where energy must be integrated (NVML without counter)."""
 
 
@@ -105,11 +106,11 @@ class Settings(BaseModel):
 
     machine: str | None = None
     """Project-meaningful label of this compute machine (the seed's ``machine``)."""
-    refresh_interval_s: float = Field(default=10.0, gt=0)
+    refresh_interval_s: float = Field(default=10.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     """Seconds between refreshes of running tasks' files (the seed's monitor refresh)."""
     include_spans: bool = True
     """Whether non-task spans that run inside a task appear as subtasks in the tree."""
-    exit_timeout_s: float = Field(default=5.0, ge=0)
+    exit_timeout_s: float = Field(default=5.0, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
     """Seconds the interpreter's exit waits, in total, for the last spans to be exported."""
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     """Prometheus server used for energy queries."""

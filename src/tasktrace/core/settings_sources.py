@@ -34,12 +34,13 @@ says where each value came from).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import BaseModel, Field
 
@@ -50,6 +51,7 @@ __all__ = [
     "ENV_PREFIX",
     "LENSKIT_ENV_PREFIX",
     "LENSKIT_FILES",
+    "NOT_SETTINGS",
     "PROJECT_ROOT_ENV",
     "TASKTRACE_FILE",
     "TASKTRACE_TABLE",
@@ -67,6 +69,9 @@ LENSKIT_ENV_PREFIX = "LK_"
 """Prefix of LensKit's environment variables (``env_prefix`` of LensKit's settings)."""
 CONFIG_ENV = "TASKTRACE_CONFIG"
 """Environment variable naming tasktrace's settings file (in place of ``tasktrace.toml``)."""
+NOT_SETTINGS = ("CONFIG", "SPOOL", "PARENT_TASK_ID", "SKIP_SERVICES")
+"""The ``TASKTRACE_*`` variables that are not settings: the settings file, a child process's
+spool folder and parent task (:func:`tasktrace.child_environment`), and the test suite's switch."""
 PROJECT_ROOT_ENV = "LK_PROJECT_ROOT"
 """LensKit's variable naming the project folder holding ``lenskit.toml``."""
 LENSKIT_FILES = ("lenskit.toml", "lenskit.local.toml")
@@ -127,8 +132,22 @@ def _lenskit_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _is_settings_file(path: Path, source: str | None = None) -> bool:
+    """Whether ``path`` is a file to read; a folder there (or a named file missing) is warned."""
+    if path.is_file():
+        return True
+    named = f" (from {source})" if source else ""
+    if path.is_dir():
+        _log.warning(
+            "tasktrace: settings file %s%s is a folder, not a file; it is ignored", path, named
+        )
+    elif source:
+        _log.warning("tasktrace: settings file %s%s does not exist", path, named)
+    return False
+
+
 def _lenskit_file_layers(path: Path, known: Mapping[str, Any]) -> list[SettingsLayer]:
-    raw = read_toml(path) if path.is_file() else None
+    raw = read_toml(path) if _is_settings_file(path) else None
     if not raw:
         return []
     lenskit = _lenskit_keys(raw)
@@ -166,12 +185,38 @@ def _report_unknown(values: Mapping[str, Any], known: Mapping[str, Any], where: 
         _log.warning("tasktrace: unknown setting %r in %s; it is ignored", key, where)
 
 
+def _variable_names(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, bool]]:
+    """Yield each setting's variable name, and whether names below it are free (a mapping)."""
+    for key, field in model.model_fields.items():
+        name, annotation = f"{prefix}{key.upper()}", field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _variable_names(annotation, f"{name}__")
+        else:
+            yield name, get_origin(annotation) is dict
+
+
+def _report_unknown_variables(settings_cls: type[BaseModel]) -> None:
+    """Warn about each ``TASKTRACE_*`` variable that names no setting, with the likely name."""
+    known = dict(_variable_names(settings_cls, ENV_PREFIX))
+    free = tuple(f"{name}__" for name, is_mapping in known.items() if is_mapping)
+    for variable in sorted(os.environ):
+        name = variable.upper()
+        if not name.startswith(ENV_PREFIX) or name in known or name.startswith(free):
+            continue
+        if name.removeprefix(ENV_PREFIX) in NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        _log.warning(
+            "tasktrace: unknown variable %s; it is ignored%s",
+            variable,
+            f" (did you mean {close[0]}?)" if close else "",
+        )
+
+
 def _tasktrace_file_layers(folder: Path, known: Mapping[str, Any]) -> list[SettingsLayer]:
     explicit = os.environ.get(CONFIG_ENV)
     path = Path(explicit) if explicit else folder / TASKTRACE_FILE
-    if not path.is_file():
-        if explicit:
-            _log.warning("tasktrace: settings file %s (from %s) does not exist", path, CONFIG_ENV)
+    if not _is_settings_file(path, CONFIG_ENV if explicit else None):
         return []
     raw = read_toml(path)
     if not raw:
@@ -254,6 +299,7 @@ def settings_layers(
         layers.extend([lenskit_env] if lenskit_env is not None else [])
     own_env = env_layer(settings_cls, ENV_PREFIX)
     layers.extend([own_env] if own_env is not None else [])
+    _report_unknown_variables(settings_cls)
     if overrides:
         layers.append(SettingsLayer.whole("code", dict(overrides)))
     return [layer for layer in layers if layer.values]

@@ -1,14 +1,33 @@
-"""Human units for terminal output: durations, bytes, joules, grams."""
+"""Human units for terminal output: durations, bytes, joules, grams; the longest interval."""
 
 from __future__ import annotations
 
+import math
+from typing import Final
+
 __all__ = [
+    "MAX_SECONDS",
     "friendly_bytes",
     "friendly_duration",
     "friendly_grams",
     "friendly_joules",
     "friendly_ratio",
+    "valid_seconds",
 ]
+
+MAX_SECONDS: Final = 1e9
+"""The longest interval or timeout, in seconds (about 31.7 years), a setting may hold.
+
+Waits and deadlines are computed in the clocks' integer nanoseconds: a thread's wait beyond
+``threading.TIMEOUT_MAX`` (about 9.2e9 s on Linux), or a deadline past it, raises
+``OverflowError`` ("timestamp out of range for platform time_t"); ``inf`` can never be waited
+for. 1e9 s leaves the clocks room and is longer than any run.
+"""
+
+
+def valid_seconds(value: float) -> bool:
+    """Whether ``value`` is a usable interval in seconds: finite, from 0 to :data:`MAX_SECONDS`."""
+    return math.isfinite(value) and 0 <= value <= MAX_SECONDS
 
 
 def friendly_duration(seconds: float) -> str:

@@ -207,22 +207,24 @@ class SiblingRun:
         return sum(t.duration for t in self.tasks if t.duration is not None)
 
     def name(self) -> str:
-        """Return the labels in one: ``"epoch 1…50"`` (the one number that varies as a range)."""
-        first, last = self.tasks[0].label, self.tasks[-1].label
-        a, b = _DIGITS.split(first), _DIGITS.split(last)
-        na, nb = _DIGITS.findall(first), _DIGITS.findall(last)
-        diff = [i for i, (x, y) in enumerate(zip(na, nb, strict=True)) if x != y]
-        if first == last:
-            name = first
-        elif a == b and len(diff) == 1:
-            i = diff[0]
-            name = "".join(
-                part + (f"{na[k]}…{nb[k]}" if k == i else na[k]) if k < len(na) else part
-                for k, part in enumerate(a)
-            )
-        else:
-            name = f"{first} … {last}"
-        return name
+        """Return the labels in one: ``"epoch 1…50"`` (the one number that varies as a range).
+
+        The range runs from the lowest to the highest number, whatever the siblings' order
+        (workers' tasks arrive as they finish: ``fold 2, 0, 1, 3`` is ``"fold 0…3"``). Labels
+        that differ in more than one number are shown as the first and the last.
+        """
+        labels = [t.label for t in self.tasks]  # one pattern: the same text and digit count
+        numbers = [_DIGITS.findall(label) for label in labels]
+        varying = {k for n in numbers for k, x in enumerate(n) if x != numbers[0][k]}
+        if len(varying) != 1:
+            return labels[0] if not varying else f"{labels[0]} … {labels[-1]}"
+        (i,) = varying
+        column = [n[i] for n in numbers]
+        span = f"{min(column, key=int)}…{max(column, key=int)}"
+        return "".join(
+            part + (span if k == i else numbers[0][k]) if k < len(numbers[0]) else part
+            for k, part in enumerate(_DIGITS.split(labels[0]))
+        )
 
     def title(self) -> str:
         """``"epoch 1…50: 50 tasks, total 3m12.00s"`` (plus failed/other status counts)."""

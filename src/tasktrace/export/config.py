@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.settings import get_settings
+from tasktrace.core.units import MAX_SECONDS, valid_seconds
 from tasktrace.export import environment
 from tasktrace.export.environment import DEFAULT, Resolved
 from tasktrace.export.otlp import PROTOCOLS, otlp_settings
@@ -137,18 +138,34 @@ def configure(
     reads the same variables.
 
     Raises:
-        ValueError: ``protocol`` is not one of the two above, or a timeout is negative.
+        ValueError: ``protocol`` is not one of the two above, or a timeout is negative, not
+            finite or over :data:`~tasktrace.core.units.MAX_SECONDS` (no wait can take it).
+        TypeError: An argument of the wrong type (named; a header's value is never shown):
+            ``exporters`` a string (give a list: ``["otlp"]``) or holding something that is
+            neither a name nor a ``SpanExporter``, a text argument that is not a string,
+            ``headers`` or ``resource_attributes`` not a mapping (a header not text), a
+            timeout not a number.
 
     Thread-safety: may be called from any thread; tasks running meanwhile finish with the
     settings they started with.
 
     """
     global _config  # noqa: PLW0603 - one configuration per process
+    _check_types(
+        {"service_name": service_name, "endpoint": endpoint, "protocol": protocol},
+        {"headers": headers, "resource_attributes": resource_attributes},
+        {"timeout_s": timeout_s, "exit_timeout_s": exit_timeout_s},
+    )
     if protocol is not None and protocol not in _PROTOCOLS:
         raise ValueError(f"protocol must be one of {_PROTOCOLS}, not {protocol!r}")
+    if isinstance(exporters, str):
+        raise TypeError(f"exporters must be a list of names, not the string {exporters!r}")
+    for item in exporters or ():
+        if not isinstance(item, str | SpanExporter):
+            raise TypeError(f"exporters: {item!r} is neither an exporter name nor a SpanExporter")
     for name, value in (("timeout_s", timeout_s), ("exit_timeout_s", exit_timeout_s)):
-        if value is not None and value < 0:
-            raise ValueError(f"{name} must be >= 0, not {value!r}")
+        if value is not None and not valid_seconds(value):
+            raise ValueError(f"{name} must be from 0 to {MAX_SECONDS:g} seconds, not {value!r}")
     with _lock:
         _config = ExportConfig(
             service_name=service_name,
@@ -162,6 +179,29 @@ def configure(
         )
         for listener in _listeners:
             listener()
+
+
+def _check_types(
+    texts: Mapping[str, object], mappings: Mapping[str, object], seconds: Mapping[str, object]
+) -> None:
+    """Raise TypeError naming a ``configure`` argument of the wrong type (no value of a header)."""
+    for name, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+    for name, value in mappings.items():
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise TypeError(
+                f"{name} must be a mapping of names to values, not {type(value).__name__}"
+            )
+        if name == "headers":  # values are sent as they are: text only (never shown: secrets)
+            for key, item in value.items():
+                if not isinstance(key, str) or not isinstance(item, str):
+                    raise TypeError(f"headers: the name and value of {key!r} must be strings")
+    for name, value in seconds.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
 
 
 _checked_environment = False

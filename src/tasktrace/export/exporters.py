@@ -177,7 +177,7 @@ def _otlp_exporter(config: ExportConfig) -> GuardedSpanExporter | None:
     )
 
 
-def _named_exporter(name: str) -> SpanExporter | None:
+def _named_exporter(name: str, source: str) -> SpanExporter | None:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter  # noqa: PLC0415
 
@@ -186,7 +186,10 @@ def _named_exporter(name: str) -> SpanExporter | None:
     for ep in entry_points(group="opentelemetry_traces_exporter"):
         if ep.name == name:
             return ep.load()()  # type: ignore[no-any-return]
-    _log.warning("tasktrace: unknown %s name %r; ignored", OTEL_TRACES_EXPORTER, name)
+    if source == OTEL_TRACES_EXPORTER:
+        _log.warning("tasktrace: unknown %s name %r; ignored", OTEL_TRACES_EXPORTER, name)
+    else:  # configure(exporters=...): name the argument the program gave
+        _log.warning("tasktrace: unknown span exporter name %r in %s; ignored", name, source)
     return None
 
 
@@ -201,14 +204,15 @@ def span_exporters(config: ExportConfig) -> list[GuardedSpanExporter]:
     """
     check_environment()
     exporters: list[GuardedSpanExporter] = []
-    for item in span_exporter_names(config).value:
+    names = span_exporter_names(config)
+    for item in names.value:
         try:
             if isinstance(item, SpanExporter):
                 guarded: GuardedSpanExporter | None = GuardedSpanExporter(item, type(item).__name__)
             elif item == "otlp":
                 guarded = _otlp_exporter(config)
             else:
-                named = _named_exporter(item)
+                named = _named_exporter(item, names.source)
                 guarded = GuardedSpanExporter(named, item) if named is not None else None
         except Exception as e:  # noqa: BLE001 - a bad exporter must not break tasks
             _log.warning("tasktrace: cannot create the %r span exporter (%s); ignored", item, e)

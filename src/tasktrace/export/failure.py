@@ -86,4 +86,8 @@ def endpoint_secrets(endpoint: str) -> list[str]:
         password = parts.password
     except ValueError:
         return [endpoint]
+    if not parts.scheme or not parts.netloc:  # "user:pw@host:4318?k=v": no URL to parse
+        head, _, query = endpoint.partition("?")
+        user_info = head.rsplit("@", 1)[0] if "@" in head else ""
+        return [text for text in (user_info, *user_info.split(":")[1:], query) if text]
     return [text for text in (password, parts.query, parts.fragment) if text]

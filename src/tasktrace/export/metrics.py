@@ -73,6 +73,8 @@ from tasktrace.core.settings import get_settings
 from tasktrace.core.status import TaskStatus
 from tasktrace.core.version import VERSION
 from tasktrace.export.exporters import metric_exporters
+from tasktrace.export.metric_guard import guard_metric_export
+from tasktrace.export.otlp import otlp_settings
 from tasktrace.export.provider import build_resource
 
 __all__ = [
@@ -339,8 +341,14 @@ def _resolve() -> TaskMetrics | None:
             PeriodicExportingMetricReader,
         )
 
-        readers = [PeriodicExportingMetricReader(e) for e in metric_exporters()]
-        metrics.set_meter_provider(MeterProvider(resource=build_resource(), metric_readers=readers))
+        exporters = metric_exporters()
+        readers = [PeriodicExportingMetricReader(e) for e in exporters]
+        created = MeterProvider(
+            resource=build_resource(), metric_readers=readers, shutdown_on_exit=False
+        )
+        otlp = otlp_settings("metrics")  # one warning on failure, a bounded exit: metric_guard
+        guard_metric_export(created, exporters, otlp.endpoint, otlp.secrets)
+        metrics.set_meter_provider(created)
         provider = metrics.get_meter_provider()  # another thread may have won the race
     return TaskMetrics(provider)
 

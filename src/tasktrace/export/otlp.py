@@ -29,6 +29,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import urlsplit
 
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
@@ -42,6 +43,8 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
 )
 
+from tasktrace.core.redact import mask_url
+from tasktrace.core.units import MAX_SECONDS, valid_seconds
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.environment import (
     DEFAULT,
@@ -149,18 +152,38 @@ def _timeout_s(signal: Signal, configured: float | None, given: str) -> Resolved
             value = float(raw)
         except ValueError:
             value = math.nan
-        if value >= 0 and math.isfinite(value):
+        if valid_seconds(value):
             return Resolved(value, name)
         _warn(
             f"env:{name}",
-            "tasktrace: invalid %s=%r (expected a non-negative number of seconds); the "
+            "tasktrace: invalid %s=%r (expected a number of seconds from 0 to %g); the "
             "exporter's default (%g s) applies",
             name,
             raw,
+            MAX_SECONDS,
             DEFAULT_TIMEOUT_S,
         )
         return Resolved(DEFAULT_TIMEOUT_S, DEFAULT)
     return Resolved(DEFAULT_TIMEOUT_S, DEFAULT)
+
+
+def _checked_endpoint(resolved: Resolved[str], protocol: str) -> Resolved[str]:
+    """Warn once when OTLP/HTTP is to go to text without ``http(s)://host`` (gRPC takes it)."""
+    if protocol != "grpc" and resolved.source != DEFAULT:
+        try:
+            parts = urlsplit(resolved.value)
+            usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            usable = False
+        if not usable:
+            _warn(
+                f"endpoint:{resolved.source}",
+                "tasktrace: %s=%r is not an http:// or https:// URL, which OTLP/HTTP needs "
+                "(write http://host:port); nothing can be sent there",
+                resolved.source,
+                mask_url(resolved.value),
+            )
+    return resolved
 
 
 def _endpoint(signal: Signal, protocol: str, configured: str | None, given: str) -> Resolved[str]:
@@ -176,9 +199,12 @@ def _endpoint(signal: Signal, protocol: str, configured: str | None, given: str)
         if base is None:
             base, source = _DEFAULT_ENDPOINTS[protocol], DEFAULT
     base = base.strip()
-    if protocol == "grpc" or base.rstrip("/").endswith(path):
+    if protocol == "grpc":
         return Resolved(base, source)
-    return Resolved(base.rstrip("/") + path, source)
+    head, mark, query = base.partition("?")  # the path goes before a query, which stays
+    if head.rstrip("/").endswith(path):
+        return Resolved(base, source)
+    return Resolved(head.rstrip("/") + path + mark + query, source)
 
 
 def otlp_settings(
@@ -209,7 +235,9 @@ def otlp_settings(
         once (see the module docstring).
     """
     chosen = _protocol(signal, protocol, f"{given_by}(protocol=...)")
-    resolved_endpoint = _endpoint(signal, chosen.value, endpoint, f"{given_by}(endpoint=...)")
+    resolved_endpoint = _checked_endpoint(
+        _endpoint(signal, chosen.value, endpoint, f"{given_by}(endpoint=...)"), chosen.value
+    )
     resolved_timeout = _timeout_s(signal, timeout_s, f"{given_by}(timeout_s=...)")
     header_variable, _ = headers_variable(signal)
     merged = {k: (v, header_variable) for k, v in otlp_headers(signal).items()}

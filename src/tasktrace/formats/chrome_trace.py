@@ -3,9 +3,10 @@
 Output: ``{"traceEvents": [...], "displayTimeUnit": "ms", "otherData": {...}}`` with
 
 - one complete event (``"ph": "X"``) per task: ``name`` = label, ``ts`` = start in microseconds
-  since the root task's start (``otherData.start_time_unix_s`` holds that origin), ``dur`` = the
-  task's ``duration`` in microseconds (else ``finish_time - start_time``), ``args`` = status,
-  task id and every measurement;
+  since the root task's start (``otherData.start_time_unix_s`` holds that origin), ``dur`` =
+  ``finish_time - start_time`` in microseconds, the same clock as ``ts``, so slices nest (else,
+  for a running task, its ``duration``), ``args`` = status, task id and every measurement (the
+  measured ``duration`` among them);
 - processes and threads: the root task is process 1; a ``subprocess`` task starts a new process.
   Subtasks share their parent's thread track unless they overlap an earlier sibling, in which
   case they go to a new thread track, so every track nests properly;
@@ -56,11 +57,12 @@ _ARG_FIELDS = (
 
 
 def _duration_s(task: Task) -> float | None:
-    if task.duration is not None:
-        return task.duration
+    # The slice's length on the clock of its start (the wall clock of start_time): the measured
+    # duration (perf_counter) leaves out tasktrace's own start-up work, so a parent's slice would
+    # end before its last subtask's. A task without finish_time (running) has its duration.
     if task.start_time is not None and task.finish_time is not None:
-        return task.finish_time - task.start_time
-    return None
+        return max(task.finish_time - task.start_time, 0.0)
+    return task.duration
 
 
 def _args(task: Task) -> dict[str, Any]:

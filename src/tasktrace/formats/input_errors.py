@@ -66,7 +66,8 @@ def describe_input_error(path: Path, error: BaseException) -> str:
     if isinstance(error, json.JSONDecodeError):
         where = f"line {error.lineno} column {error.colno}"
         return f"{path}: {NOT_A_TASK_FILE}: invalid JSON at {where} ({error.msg})"
-    return f"{path}: {error}"
+    text = str(error)
+    return text if text.startswith(f"{path}: ") else f"{path}: {text}"  # named once
 
 
 def _validation_problem(error: ValidationError) -> str:

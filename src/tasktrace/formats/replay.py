@@ -43,6 +43,7 @@ from tasktrace.export.guarded import GuardedSpanExporter, clear_refused, export_
 from tasktrace.export.otlp import otlp_settings
 from tasktrace.export.request_size import MAX_REQUEST_BYTES
 from tasktrace.export.resource import environment_resource
+from tasktrace.export.status_hint import refusal_hint
 from tasktrace.formats.convert import spans_to_task, task_to_spans
 from tasktrace.formats.otlp_json import read_spans
 from tasktrace.task import Task
@@ -254,9 +255,10 @@ def replay(
             if result is not SpanExportResult.SUCCESS:
                 reason = getattr(exp, "last_error", None) or short_reason(None)
                 sent = exp.exported_spans if isinstance(exp, GuardedSpanExporter) else i
+                hint = refusal_hint(reason)  # a 4xx: what to check, as a live run's warning
                 raise ReplayError(
                     f"export to {redact_endpoint(where)} failed ({reason}); "
-                    f"{sent} of {len(spans)} spans were sent"
+                    f"{sent} of {len(spans)} spans were sent" + (f". {hint}" if hint else "")
                 )
     finally:
         if own:

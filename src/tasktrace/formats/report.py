@@ -39,6 +39,8 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
 __all__ = ["build_report", "report"]
 
 MISSING_REASONS = {
+    "duration_s": "not in the file (a task file saved when its task started has no duration "
+    "until its first refresh or its finish)",
     "cpu_time_s": "not in the file (CPU time comes from getrusage at each task's start and finish)",
     "peak_memory_bytes": "not in the file (peak RSS comes from the kernel's high-water mark)",
     "peak_gpu_memory_bytes": "read from torch.cuda.max_memory_allocated, only when the program "
@@ -118,7 +120,8 @@ def _facts(run: Run, rows: list[dict[str, Any]], nodes: int, carbon: CarbonInten
             )
             measured.append(measure.title + (f" [{', '.join(sources)}]" if sources else ""))
         else:
-            missing.append(f"{measure.title}: {MISSING_REASONS[column]}")
+            reason = MISSING_REASONS.get(column, "not in the file")
+            missing.append(f"{measure.title}: {reason}")
     items.append(("measured", html.escape(", ".join(measured)) or "nothing"))
     if missing:
         reasons = "<br>".join(html.escape(m) for m in missing)

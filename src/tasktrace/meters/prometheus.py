@@ -39,7 +39,13 @@ from tasktrace.core.redact import mask_url
 from tasktrace.core.warn import WarnOnce
 from tasktrace.meters.base import MeterReading
 
-__all__ = ["SCOPE_FIELDS", "PrometheusMeter", "PrometheusQueryError", "query_prometheus"]
+__all__ = [
+    "SCOPE_FIELDS",
+    "PrometheusMeter",
+    "PrometheusQueryError",
+    "is_http_url",
+    "query_prometheus",
+]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
@@ -100,6 +106,21 @@ def query_prometheus(url: str, query: str, timeout_s: float) -> list[float]:
         error = body.get("error", body) if isinstance(body, dict) else body
         raise PrometheusQueryError(f"query failed: {error}")
     return _values(body.get("data", {}))
+
+
+def is_http_url(url: str) -> bool:
+    """Whether ``url`` is ``http://host...`` or ``https://host...``, a URL a query can use.
+
+    Spaces and control characters are refused too: ``urllib`` cannot send them.
+    """
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(host)
 
 
 def _values(data: Mapping[str, Any]) -> list[float]:
@@ -175,8 +196,8 @@ class PrometheusMeter:
             _log.debug("tasktrace: power query scope %r ignored (not in %s)", scope, SCOPE_FIELDS)
 
     def available(self) -> bool:
-        """Return whether a URL and at least one query are configured (no network access)."""
-        return bool(self.url and self.queries)
+        """Return whether an http(s) URL and at least one query are configured (no network)."""
+        return bool(self.url and is_http_url(self.url) and self.queries)
 
     @property
     def reason_is_notable(self) -> bool:
@@ -190,6 +211,11 @@ class PrometheusMeter:
             return self._setup_problem
         if not self.url:
             return "no Prometheus URL is set ([prometheus] url, TASKTRACE_PROMETHEUS__URL)"
+        if not is_http_url(self.url):
+            return (
+                f"the Prometheus URL {mask_url(self.url)!r} is not an http:// or https:// URL "
+                "([prometheus] url, TASKTRACE_PROMETHEUS__URL)"
+            )
         if not self.queries:
             return f"machine {self.machine!r} has no power_queries ([machines.NAME])"
         return None

@@ -13,8 +13,9 @@ shell-wide ``LK_PROMETHEUS__URL`` alone says nothing.
 
 from __future__ import annotations
 
+from tasktrace.core.redact import mask_url
 from tasktrace.core.settings import Settings
-from tasktrace.meters.prometheus import SCOPE_FIELDS
+from tasktrace.meters.prometheus import SCOPE_FIELDS, is_http_url
 
 __all__ = ["SELECT_MACHINE_HINT", "SET_URL_HINT", "prometheus_setup_problem"]
 
@@ -42,7 +43,7 @@ def prometheus_setup_problem(settings: Settings) -> str | None:
         ``system``, ``cpu`` or ``gpu``) or when the settings ask for nothing (see the module
         docstring); otherwise one sentence naming the missing piece
         and how to set it: no machine selected, the selected machine not defined or without
-        queries, or no URL.
+        queries, no URL, or one that is not http(s) (its password and query hidden).
     """
     with_queries = [n for n, m in settings.machines.items() if m.power_queries]
     if not settings.machines or (not with_queries and not settings.prometheus.url):
@@ -71,6 +72,14 @@ def _selected_machine_problem(settings: Settings, name: str, with_queries: list[
             f"{selected} has no power query for {', '.join(SCOPE_FIELDS)} "
             f"([machines.{name}.power_queries]; machines with queries: {_names(with_queries)})"
         )
-    if not settings.prometheus.url:
+    url = settings.prometheus.url
+    if not url:
         return f"{selected} has power_queries but no Prometheus URL is set; set {SET_URL_HINT}"
+    if not is_http_url(url):
+        source = settings.origins.get(("prometheus", "url"))
+        return (
+            f"{selected} has power_queries but the Prometheus URL {mask_url(url)!r}"
+            + (f" (from {source})" if source else "")
+            + f" is not an http:// or https:// URL; set {SET_URL_HINT}"
+        )
     return None

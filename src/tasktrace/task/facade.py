@@ -99,7 +99,8 @@ class Task(TaskRecord, metaclass=_TaskMeta):
             (written by atomic replacement). Its folder must exist when the task starts, and an
             existing file there must be tasktrace output (a task file, OTLP JSON lines, a
             tasktrace Chrome trace) or empty: anything else is never replaced (use
-            :meth:`save_to_file` with ``force=True`` to replace it).
+            :meth:`save_to_file` with ``force=True`` to replace it). A relative path is taken
+            from the working folder when the task is created, for every write.
         parent: The parent task, as a :class:`Task` or its ``task_id``. If unspecified, the
             currently-active task.
         reset_hwm: Whether to reset the process's RSS (and CUDA) high-water marks at start, so
@@ -193,7 +194,9 @@ class Task(TaskRecord, metaclass=_TaskMeta):
                 parent if isinstance(parent, Task) else None, reset_hwm
             )
         if file is not None:
-            tree.files.set_file(self, Path(file))
+            # Taken from the working folder now: a program that changes folder while the task
+            # runs (Hydra does) still writes the one file it named.
+            tree.files.set_file(self, Path(file).absolute())
 
     # Validation (model_validate, nested subtasks, JSON files) must not call __init__: its
     # signature is the seed's, for people; pydantic treats a "base" __init__ as plain fields.
@@ -286,7 +289,8 @@ class Task(TaskRecord, metaclass=_TaskMeta):
         """Save this task to ``path`` now, and re-save it while it runs and when it finishes.
 
         Args:
-            path: The task file (JSON, :meth:`model_dump_json`), replaced atomically.
+            path: The task file (JSON, :meth:`model_dump_json`), replaced atomically; a
+                relative path is taken from the working folder of this call, for every save.
             monitor: Re-save at every refresh interval while the task runs.
             force: Replace ``path`` even when it holds something that is not tasktrace output
                 (keyword only; LensKit's ``save_to_file`` has no such argument).
@@ -298,7 +302,7 @@ class Task(TaskRecord, metaclass=_TaskMeta):
                 false; or ``path`` is a folder or a special file (a device, FIFO or socket),
                 whatever ``force``. Nothing is written then.
         """
-        tree.files.save(self, Path(path), force=force, monitor=monitor)
+        tree.files.save(self, Path(path).absolute(), force=force, monitor=monitor)
 
     # ----- life cycle --------------------------------------------------------------------------
 

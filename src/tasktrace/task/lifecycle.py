@@ -17,7 +17,8 @@ that can wait:
   it, leave the context, write the file if the task has one, hand the task's own figures to the
   task metrics when they are on, and let the runtime record go.
 
-A top-level task looks for the tracer provider; a nested one goes through its root's
+A top-level task looks for the tracer provider (and the meter provider of the task metrics,
+created then where they are on); a nested one goes through its root's
 (:func:`~tasktrace.export.provider.current_tracer`). Nothing is registered with the refresh
 thread unless the task has a file or pending spans are on.
 
@@ -82,7 +83,7 @@ _FAILED: Final = TaskStatus.FAILED
 _TaskT = TypeVar("_TaskT", bound=TaskRecord)
 
 
-def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0915 - the hot path, in one frame
+def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path, in one frame
     """``Task.start`` and ``Task.__enter__`` (this function is it): start and return ``task``.
 
     Starts its span, makes it current, takes the starting measurements.
@@ -130,8 +131,14 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0915 - the hot path, in one 
         # install it (only the main thread can).
     else:
         parent, parent_ctx, prt, reset = _find_parent(task, rt, current)
-        # A top-level task looks for the provider (set-up kept out of its times).
-        tracer = get_tracer() if parent is None else current_tracer()
+        # A top-level task looks for the providers (set-up kept out of its times): the tracer
+        # provider, and the meter provider where metrics are on, so that the running-task
+        # gauges report it while it runs (not only from the first finish on).
+        if parent is None:
+            tracer = get_tracer()
+            task_metrics()
+        else:
+            tracer = current_tracer()
         outer = None  # task_context finds it
         install_sigterm_handler()
         targets = files.targets(task)  # a subprocess's root has a spool record now
