@@ -221,3 +221,36 @@ def test_metrics_to_a_closed_port_cost_one_warning_and_no_wait_at_exit() -> None
     assert metric_lines[0].startswith("tasktrace: metric export to ")
     assert f"{endpoint}/v1/metrics" in metric_lines[0]
     assert "Connection refused" in metric_lines[0]
+
+
+def test_metrics_decided_again_on_the_same_provider_keep_recording() -> None:
+    """reset_metrics(provider) with the same provider again: later durations are exported too.
+
+    The SDK keeps the first registration of an instrument name, so a second set of tasktrace
+    instruments on one provider had its collection callbacks ignored: the durations of every
+    task after the reset waited forever and the counters froze.
+    """
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    reset_settings(Settings(metrics=True))
+    try:
+        for round_ in range(3):
+            reset_metrics(provider)
+            for _ in range(4):
+                with Task("step"):
+                    pass
+            data = reader.get_metrics_data()
+            counts = [
+                point.count
+                for rm in data.resource_metrics
+                for sm in rm.scope_metrics
+                for metric in sm.metrics
+                if metric.name == "tasktrace.task.duration"
+                for point in metric.data.data_points
+            ]
+            assert counts == [4 * (round_ + 1)], (round_, counts)
+    finally:
+        reset_metrics()
+        provider.shutdown()

@@ -54,17 +54,13 @@ When metrics are on (:func:`enabled`):
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from array import array
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from opentelemetry import metrics
-from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
 
 from tasktrace.core import attributes as attr
 from tasktrace.core.forksafe import renew_after_fork
@@ -72,10 +68,7 @@ from tasktrace.core.record import TaskRecord
 from tasktrace.core.settings import get_settings
 from tasktrace.core.status import TaskStatus
 from tasktrace.core.version import VERSION
-from tasktrace.export.exporters import metric_exporters
-from tasktrace.export.metric_guard import guard_metric_export
-from tasktrace.export.otlp import otlp_settings
-from tasktrace.export.provider import build_resource
+from tasktrace.export.meter_provider import global_meter_provider
 
 __all__ = [
     "CPU_MODE",
@@ -311,46 +304,27 @@ _state_lock = threading.Lock()
 renew_after_fork(sys.modules[__name__], "_state_lock")
 
 
-def _env_configured() -> bool:
-    names = os.environ.get(OTEL_METRICS_EXPORTER, "").strip().lower()
-    if names:
-        return any(n.strip() not in ("", "none") for n in names.split(","))
-    return bool(os.environ.get(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT))
-
-
-def _is_proxy(provider: object) -> bool:
-    try:
-        # The API's proxy class is private: looked up where needed, in case a release renames it.
-        from opentelemetry.metrics._internal import _ProxyMeterProvider  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - a future API without the private class
-        return type(provider).__name__ == "_ProxyMeterProvider"
-    return isinstance(provider, _ProxyMeterProvider)
-
-
 def _resolve() -> TaskMetrics | None:
     setting = get_settings().metrics
     if setting is False:
         return None
-    provider: Any = metrics.get_meter_provider()
-    if _is_proxy(provider):
-        if setting is None and not _env_configured():
-            return None
-        # The metrics SDK is imported only when tasktrace creates a meter provider.
-        from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 - see above
-        from opentelemetry.sdk.metrics.export import (  # noqa: PLC0415 - see above
-            PeriodicExportingMetricReader,
-        )
+    provider = global_meter_provider(setting)
+    return None if provider is None else _metrics_for(provider)
 
-        exporters = metric_exporters()
-        readers = [PeriodicExportingMetricReader(e) for e in exporters]
-        created = MeterProvider(
-            resource=build_resource(), metric_readers=readers, shutdown_on_exit=False
-        )
-        otlp = otlp_settings("metrics")  # one warning on failure, a bounded exit: metric_guard
-        guard_metric_export(created, exporters, otlp.endpoint, otlp.secrets)
-        metrics.set_meter_provider(created)
-        provider = metrics.get_meter_provider()  # another thread may have won the race
-    return TaskMetrics(provider)
+
+_by_provider: dict[int, TaskMetrics] = {}  # one per provider: see _metrics_for
+
+
+def _metrics_for(provider: Any) -> TaskMetrics:
+    """Return ``provider``'s :class:`TaskMetrics`, made once; call under the lock.
+
+    Once: the SDK keeps an instrument's first registration, so a second set of instruments on
+    one provider (after :func:`reset_metrics`) would never be collected.
+    """
+    found = _by_provider.get(id(provider))
+    if found is None or found.provider is not provider:
+        found = _by_provider[id(provider)] = TaskMetrics(provider)
+    return found
 
 
 def task_metrics() -> TaskMetrics | None:
@@ -391,4 +365,4 @@ def reset_metrics(provider: Any = None) -> None:
         if provider is None:
             _forget()
         else:
-            _set(TaskMetrics(provider))
+            _set(_metrics_for(provider))

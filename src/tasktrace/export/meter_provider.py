@@ -1,0 +1,78 @@
+"""The meter provider task metrics go to: the global one, or one tasktrace creates and installs.
+
+:func:`global_meter_provider` decides, for :mod:`tasktrace.export.metrics`: a meter provider
+installed globally (the user's, Logfire's, ``opentelemetry-instrument``'s) is used as it is;
+while the global is still the API's proxy, tasktrace creates an SDK ``MeterProvider`` (the
+traces' resource, a ``PeriodicExportingMetricReader`` for each exporter that
+``OTEL_METRICS_EXPORTER`` names, failed exports guarded by
+:func:`~tasktrace.export.metric_guard.guard_metric_export`) and installs it, when the ``metrics``
+setting is on or, unset, when the environment configures metrics export.
+
+Thread-safety: call under the caller's lock (two threads may race to install; the API keeps
+the first, and the global one is returned).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
+from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
+
+from tasktrace.export.exporters import metric_exporters
+from tasktrace.export.metric_guard import guard_metric_export
+from tasktrace.export.otlp import otlp_settings
+from tasktrace.export.provider import build_resource
+
+__all__ = ["global_meter_provider"]
+
+
+def global_meter_provider(setting: bool | None) -> Any:
+    """Return the meter provider for task metrics, creating one where needed; ``None``: none.
+
+    Args:
+        setting: The ``metrics`` setting (``True`` on, ``None`` auto); never ``False``.
+
+    Returns:
+        The global meter provider (maybe just created and installed), or ``None`` when the
+        global is the API's proxy and metrics are neither on nor configured by the environment
+        (``OTEL_METRICS_EXPORTER`` naming an exporter, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``).
+    """
+    provider: Any = metrics.get_meter_provider()
+    if not _is_proxy(provider):
+        return provider
+    if setting is None and not _env_configured():
+        return None
+    # The metrics SDK is imported only when tasktrace creates a meter provider.
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 - see above
+    from opentelemetry.sdk.metrics.export import (  # noqa: PLC0415 - see above
+        PeriodicExportingMetricReader,
+    )
+
+    exporters = metric_exporters()
+    readers = [PeriodicExportingMetricReader(e) for e in exporters]
+    created = MeterProvider(
+        resource=build_resource(), metric_readers=readers, shutdown_on_exit=False
+    )
+    otlp = otlp_settings("metrics")  # one warning on failure, a bounded exit: metric_guard
+    guard_metric_export(created, exporters, otlp.endpoint, otlp.secrets)
+    metrics.set_meter_provider(created)
+    return metrics.get_meter_provider()  # another thread may have won the race
+
+
+def _env_configured() -> bool:
+    names = os.environ.get(OTEL_METRICS_EXPORTER, "").strip().lower()
+    if names:
+        return any(n.strip() not in ("", "none") for n in names.split(","))
+    return bool(os.environ.get(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT))
+
+
+def _is_proxy(provider: object) -> bool:
+    try:
+        # The API's proxy class is private: looked up where needed, in case a release renames it.
+        from opentelemetry.metrics._internal import _ProxyMeterProvider  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - a future API without the private class
+        return type(provider).__name__ == "_ProxyMeterProvider"
+    return isinstance(provider, _ProxyMeterProvider)
