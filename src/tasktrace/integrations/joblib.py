@@ -132,16 +132,22 @@ class CarriedBatch:
     batch's results are returned and its exception propagates.
     """
 
-    __slots__ = ("batch", "carrier")
+    __slots__ = ("batch", "carrier", "reused")
 
-    def __init__(self, batch: Callable[[], Any], carrier: Carrier) -> None:
-        """Wrap ``batch`` with ``carrier`` (from :func:`tasktrace.task.carriers.capture`)."""
+    def __init__(self, batch: Callable[[], Any], carrier: Carrier, reused: bool = False) -> None:
+        """Wrap ``batch`` with ``carrier`` (from :func:`tasktrace.task.carriers.capture`).
+
+        ``reused``: in a worker that ends by ``sys.exit`` (loky's: its exit handler exports
+        what is left), flush the spans only when the last flush is :data:`FLUSH_EVERY_S` old;
+        else (``multiprocessing``'s end by ``os._exit``) after every batch.
+        """
         self.batch = batch
         self.carrier = carrier
+        self.reused = reused
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle as the batch and the carrier."""
-        return (CarriedBatch, (self.batch, self.carrier))
+        """Pickle as the batch, the carrier and the worker kind."""
+        return (CarriedBatch, (self.batch, self.carrier, self.reused))
 
     def __len__(self) -> int:
         """Return the number of calls in the batch (joblib's batch statistics read it)."""
@@ -153,9 +159,16 @@ class CarriedBatch:
         The scope is the worker's one scope of the carrier (:data:`_scopes`), made at its
         first batch and reused by the later ones (a worker runs one batch at a time).
         """
+        global _last_flush  # noqa: PLW0603 - one figure per worker process
         carrier = self.carrier
         scope = None if carrier.here else _scopes.get(carrier)
-        with remote_scope(carrier, scope=scope) as scope:
+        flush = True
+        if self.reused:
+            now = time.monotonic()
+            flush = now - _last_flush >= FLUSH_EVERY_S
+            if flush:
+                _last_flush = now
+        with remote_scope(carrier, scope=scope, flush=flush) as scope:
             try:
                 results = self.batch()
             except BaseException as e:
@@ -165,6 +178,13 @@ class CarriedBatch:
             if scope is None:  # the submitting process itself: the tree is already whole
                 return results
             return Homecoming(results, scope.take())
+
+
+FLUSH_EVERY_S: Final = 1.0
+"""Seconds between two flushes of a loky worker's spans after a batch (each waits for the
+exporters); the batch processor and the worker's exit handler export the rest. A worker killed
+by joblib loses the spans of the batches since (their records are in the tree)."""
+_last_flush = 0.0  # time.monotonic() of this worker's last flush after a batch
 
 
 _scopes: Final = ScopeCache(RemoteScope)
@@ -227,6 +247,7 @@ class _Traced(ParallelBackendBase):
     _tasktrace_carrier: Carrier | None = None
     _tasktrace_context: contextvars.Context | None = None
     _tasktrace_out: set[_DeliveringCallback] = set()  # noqa: RUF012 - replaced per call
+    _tasktrace_reused_workers = False  # see CarriedBatch (loky's workers: True)
 
     def start_call(self) -> None:
         """At the start of a ``Parallel`` call, in its thread: capture the current task."""
@@ -271,7 +292,7 @@ class _Traced(ParallelBackendBase):
             return super().submit(_ContextBatch(func, context), callback)
         carrier = self._tasktrace_carrier
         if carrier is not None:
-            func = CarriedBatch(func, carrier)
+            func = CarriedBatch(func, carrier, self._tasktrace_reused_workers)
             if callback is not None:
                 callback = _DeliveringCallback(callback, self._tasktrace_out)
         return super().submit(func, callback)
@@ -322,6 +343,8 @@ class TracedLokyBackend(_Traced, LokyBackend):
     :func:`tasktrace.configure` settings), so their spans go where the driver's go; loky
     starts new workers when that set-up changed.
     """
+
+    _tasktrace_reused_workers = True  # they end by sys.exit: the exit handler flushes
 
     def _prepare_worker_env(self, n_jobs: int) -> dict[str, str]:
         """Return joblib's thread-limiting variables plus this process's export set-up."""
