@@ -321,3 +321,44 @@ def test_driver_and_workers_export_one_trace(tmp_path: Path) -> None:
     assert {t.span_id for t in saved.subtasks} == {s.span_id for s in folds}
     assert "s3cret" not in (tmp_path / "cv.json").read_text()
     assert all("s3cret" not in repr(s.attributes) for s in spans)
+
+
+MANY_BATCHES = textwrap.dedent(
+    """
+    import sys
+    import joblib
+    from joblib import Parallel, delayed
+    import tasktrace
+    import tasktrace.integrations.joblib
+    from tasktrace import Task
+    from tests.integrations.engine_workers import square_in_task
+
+    tasktrace.configure(endpoint=sys.argv[1])
+    joblib.parallel_config(backend="tasktrace")
+    with Task("round"):
+        Parallel(n_jobs=2, batch_size=1)(delayed(square_in_task)(i) for i in range(100))
+    """
+)
+
+
+def test_loky_workers_do_not_export_after_every_batch(tmp_path: Path) -> None:
+    """100 one-call batches: every span arrives, in a few export requests, not one per batch.
+
+    A loky worker flushes its spans after a batch only when its last flush is
+    ``FLUSH_EVERY_S`` (1 s) old (each flush waits for an OTLP/HTTP round trip); the batch
+    processor and the worker's exit handler export the rest.
+    """
+    script = tmp_path / "driver.py"
+    script.write_text(MANY_BATCHES)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    with OtlpHttpReceiver() as receiver:
+        subprocess.run(
+            [sys.executable, str(script), receiver.endpoint], env=env, check=True, timeout=120
+        )
+        spans = receiver.wait_for(101, timeout_s=30)
+        requests = len(receiver.trace_requests())
+    assert sorted(s.name for s in spans if s.name != "round") == sorted(
+        f"square {i}" for i in range(100)
+    )
+    assert requests <= 30, requests  # a flush after every batch made about 100
