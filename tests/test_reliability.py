@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tasktrace import Task, TaskStatus
+from tasktrace import ContextThread, Task, TaskStatus
 from tasktrace.core.warn import reset_warnings
 from tasktrace.meters import process, register_meter, reset_meters
 
@@ -150,15 +151,24 @@ def test_a_failed_last_write_with_a_subtask_still_running_says_it_will_write_aga
     """The finish's write fails while a subtask runs on: its finish writes the file, and does."""
     with _small_tmpfs(tmp_path / "ro", size="1m") as folder:
         path = folder / "run.json"
+        started, release = threading.Event(), threading.Event()
+
+        def work() -> None:  # a subtask in another thread, which outlives the task
+            with Task("late"):
+                started.set()
+                release.wait(10)
+
         with caplog.at_level(logging.WARNING):
             task = Task("job", file=path)
             task.start()
-            late = Task("late", parent=task)
-            late.start()
+            thread = ContextThread(target=work)
+            thread.start()
+            assert started.wait(10)
             with _read_only(folder):
                 task.finish()
                 warnings = _file_warnings(caplog)
-            late.finish()
+            release.set()
+            thread.join(10)
         assert len(warnings) == 1, warnings
         assert "a subtask still running will write it again when it finishes" in warnings[0]
         saved = Task.model_validate_json(path.read_bytes())
