@@ -151,11 +151,19 @@ def test_a_request_refused_as_too_large_is_reported_as_such(
 
     It gives the status and tasktrace's request size, and never says "retrying".
     """
-    with _receiver(protocol, max_bytes=1024 * 1024) as receiver:
-        env = _env(receiver, protocol, OTEL_EXPORTER_OTLP_TIMEOUT="15")
-        run = run_script(REFUSED_BATCH, tmp_path, env)
-    assert run.returncode == 0, run.stderr
-    (warning,) = run.export_warnings()
+    for _ in range(3):
+        with _receiver(protocol, max_bytes=1024 * 1024) as receiver:
+            env = _env(receiver, protocol, OTEL_EXPORTER_OTLP_TIMEOUT="15")
+            run = run_script(REFUSED_BATCH, tmp_path, env)
+        assert run.returncode == 0, run.stderr
+        (warning,) = run.export_warnings()
+        if "refused the request as too large" in warning:
+            break
+        # gRPC's own race: the server's RESOURCE_EXHAUSTED status and its reset of the stream
+        # reach the client in either order, and a reset first reads "Stream removed" (seen in
+        # 1 of about 30 full-suite runs, well inside the deadline). Only that may repeat.
+        assert protocol == "grpc", warning
+        assert "Stream removed" in warning, warning
     assert "refused the request as too large" in warning
     assert status in warning
     assert f"{REQUEST_LIMIT:,} bytes" in warning
