@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from tasktrace.core.settings import Settings, get_settings, load_settings, reset_settings
+
+from ..export_helpers import run_script
 
 
 def test_environment_over_file_over_defaults(
@@ -102,15 +102,8 @@ def test_the_refresh_thread_survives_a_huge_refresh_interval(tmp_path: Path) -> 
     """A task with a file under ``TASKTRACE_REFRESH_INTERVAL_S=1e300``: no traceback, a warning."""
     script = "from tasktrace import Task\nwith Task('t', file='t.json'):\n    pass\n"
     env = {**os.environ, "TASKTRACE_REFRESH_INTERVAL_S": "1e300"}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_script(script, tmp_path, env)
+    assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert "TASKTRACE_REFRESH_INTERVAL_S" in done.stderr
     assert (tmp_path / "t.json").exists()
