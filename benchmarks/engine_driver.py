@@ -3,9 +3,11 @@
 ``python -m benchmarks.engine_driver ENGINE MODE N FOLDER``: sets ENGINE up (``joblib``,
 ``ray``, ``dask``; two worker processes), prints ``ready``, then for each ``go`` line on stdin
 runs one round of N calls of 1 ms and prints its wall seconds; ``stop`` ends it. MODE ``plain``
-never imports tasktrace; MODE ``traced`` sets the tasktrace integration up, runs each round
-under ``Task("round")`` (its finish, which waits for the workers' records, is in the time) and
-each call inside ``Task("call")``. After each traced round the driver checks that the round's
+never imports tasktrace; MODE ``hook`` (Ray only) is ``plain`` with Ray's tracing start-up hook
+set to one that does nothing (Ray's own tracing path, which the integration rides on); MODE
+``traced`` sets the tasktrace integration up, runs each round under ``Task("round")`` (its
+finish, which waits for the workers' records, is in the time) and each call inside
+``Task("call")``. After each traced round the driver checks that the round's
 task holds all N call tasks, so the figure is of work that was recorded.
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 from benchmarks.engine_work import spin
 
 
-def _joblib(traced: bool, folder: str) -> tuple[Callable[[int], Any], Callable[[], None]]:
+def _joblib(traced: bool | None, folder: str) -> tuple[Callable[[int], Any], Callable[[], None]]:
     del folder
     import joblib
 
@@ -38,18 +40,20 @@ def _joblib(traced: bool, folder: str) -> tuple[Callable[[int], Any], Callable[[
     return round_, lambda: None
 
 
-def _ray(traced: bool, folder: str) -> tuple[Callable[[int], Any], Callable[[], None]]:
+def _ray(traced: bool | None, folder: str) -> tuple[Callable[[int], Any], Callable[[], None]]:
+    """``traced`` ``None``: Ray's tracing hook set to one that does nothing, no tasktrace."""
     import ray
 
     kwargs: dict[str, Any] = {"num_cpus": 2, "include_dashboard": False, "_temp_dir": folder}
-    if traced:
+    fn: Callable[[int], int] = spin
+    if traced is None:
+        kwargs["_tracing_startup_hook"] = "benchmarks.engine_work:noop_tracing_hook"
+    elif traced:
         from benchmarks.engine_work_traced import spin_in_task
         from tasktrace.integrations.ray import HOOK
 
         kwargs["_tracing_startup_hook"] = HOOK
-        fn: Callable[[int], int] = spin_in_task
-    else:
-        fn = spin
+        fn = spin_in_task
     ray.init(**kwargs)
     remote = ray.remote(num_cpus=1)(fn)
 
@@ -59,7 +63,7 @@ def _ray(traced: bool, folder: str) -> tuple[Callable[[int], Any], Callable[[], 
     return round_, ray.shutdown
 
 
-def _dask(traced: bool, folder: str) -> tuple[Callable[[int], Any], Callable[[], None]]:
+def _dask(traced: bool | None, folder: str) -> tuple[Callable[[int], Any], Callable[[], None]]:
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(
@@ -90,12 +94,15 @@ def _dask(traced: bool, folder: str) -> tuple[Callable[[int], Any], Callable[[],
 
 
 ENGINES = {"joblib": _joblib, "ray": _ray, "dask": _dask}
+MODES: dict[str, bool | None] = {"plain": False, "traced": True, "hook": None}
 
 
 def main() -> None:
     """Set the engine up, then answer ``go`` / ``stop`` lines (see the module docstring)."""
     engine, mode, n, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    traced = mode == "traced"
+    if mode not in MODES or (mode == "hook" and engine != "ray"):
+        raise SystemExit(f"mode {mode!r}: choose plain, traced (or hook, for ray)")
+    traced = MODES[mode]
     round_, close = ENGINES[engine](traced, folder)
     if traced:
         from tasktrace import Task

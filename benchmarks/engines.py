@@ -5,7 +5,9 @@ with its own two worker processes: one without tasktrace (never imported), one w
 integration set up, each call inside a ``Task`` and each round inside a ``Task`` whose finish
 (waiting for the workers' records) is in the time. Rounds alternate between the two, and the
 ratio is of the medians. joblib runs ``Parallel(n_jobs=2)`` with its automatic batching (loky),
-Ray a local instance with two CPUs (``num_cpus=1`` per call), Dask a ``LocalCluster`` of two
+Ray a local instance with two CPUs (``num_cpus=1`` per call; a third driver runs Ray with a
+tracing hook that does nothing, to show the part of the traced figure that is Ray's own tracing
+path, which the integration rides on), Dask a ``LocalCluster`` of two
 single-threaded worker processes. Targets (issue 14): joblib and Dask at most 1.10×, Ray 1.20×.
 """
 
@@ -81,32 +83,39 @@ class _Driver:
             self.proc.wait()
 
 
-def measure(engine: str, n: int = CALLS, rounds: int = ROUNDS) -> tuple[float, float, float]:
-    """Return ``(with tasktrace, without, paired)`` for ``engine``.
+def measure(
+    engine: str, n: int = CALLS, rounds: int = ROUNDS, modes: tuple[str, ...] = ("traced",)
+) -> dict[str, tuple[float, float]]:
+    """Return ``{mode: (median round seconds, paired ratio)}`` for ``plain`` and ``modes``.
 
-    The first two are the median round seconds; ``paired`` is the median over the rounds of
-    the traced round's seconds over the plain round's run next to it (a burst of a noisy
-    neighbour slows both of a pair, so it moves less between runs than the ratio of the
-    medians, which the targets are judged on).
+    Every mode's driver runs next to the ``plain`` one (without tasktrace), rounds alternating
+    (the order turned each round). ``paired`` is the median over the rounds of the mode's round
+    seconds over the plain round's next to it (a burst of a noisy neighbour slows both of a
+    pair, so it moves less between runs than the ratio of the medians, which the targets are
+    judged on); ``1.0`` for ``plain``.
     """
+    names = ("plain", *modes)
     with tempfile.TemporaryDirectory(prefix=f"bench-{engine}-") as tmp:
-        (Path(tmp) / "plain").mkdir()
-        (Path(tmp) / "traced").mkdir()
-        plain = _Driver(engine, "plain", n, Path(tmp) / "plain")
+        drivers: list[tuple[str, _Driver]] = []
         try:
-            traced = _Driver(engine, "traced", n, Path(tmp) / "traced")
-            try:
-                times: dict[str, list[float]] = {"plain": [], "traced": []}
-                for i in range(rounds):
-                    order = [("plain", plain), ("traced", traced)]
-                    for name, driver in order if i % 2 == 0 else order[::-1]:
-                        times[name].append(driver.round())
-            finally:
-                traced.close()
+            for name in names:
+                (Path(tmp) / name).mkdir()
+                drivers.append((name, _Driver(engine, name, n, Path(tmp) / name)))
+            times: dict[str, list[float]] = {name: [] for name in names}
+            for i in range(rounds):
+                for name, driver in drivers if i % 2 == 0 else drivers[::-1]:
+                    times[name].append(driver.round())
         finally:
-            plain.close()
-    paired = statistics.median(t / p for t, p in zip(times["traced"], times["plain"], strict=True))
-    return statistics.median(times["traced"]), statistics.median(times["plain"]), paired
+            for _, driver in drivers:
+                driver.close()
+    plain = times["plain"]
+    return {
+        name: (
+            statistics.median(times[name]),
+            statistics.median(t / p for t, p in zip(times[name], plain, strict=True)),
+        )
+        for name in names
+    }
 
 
 def run(quick: bool = False, engines: list[str] | None = None) -> list[Row]:
@@ -122,7 +131,22 @@ def run(quick: bool = False, engines: list[str] | None = None) -> list[Row]:
     for engine, target in TARGETS.items():
         if engines and engine not in engines:
             continue
-        with_s, without_s, paired = measure(engine, rounds=3 if quick else ROUNDS)
+        modes = ("hook", "traced") if engine == "ray" else ("traced",)
+        figures = measure(engine, rounds=3 if quick else ROUNDS, modes=modes)
+        without_s = figures["plain"][0]
+        with_s, paired = figures["traced"]
+        if engine == "ray":
+            hook_s, hook_paired = figures["hook"]
+            rows.append(
+                Row(
+                    "engines",
+                    "ray: Ray's tracing hook alone (a hook that does nothing), no tasktrace",
+                    hook_s,
+                    "s",
+                    reference=without_s,
+                    target=f"Ray's share of the traced row (paired {hook_paired:.2f}×)",
+                )
+            )
         rows.append(
             Row(
                 "engines",
