@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tasktrace import Task, TaskStatus
 from tasktrace.core.settings import Settings, reset_settings
+from tasktrace.meters import reset_meters
 
 
 def test_refresh_rewrites_running_file(tmp_path: Path) -> None:
@@ -95,3 +96,45 @@ def test_exit_waits_for_a_refresh_in_progress(tmp_path: Path) -> None:
     assert marks.read_text().splitlines() == ["read started", "read done"]
     assert Task.model_validate_json(path.read_text()).status is TaskStatus.RUNNING
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exit.py", "marks", "t.json"]
+
+
+class _SlowRefreshMeter:
+    """A meter whose readings during refreshes take ``delay_s`` (a huge tree's file write)."""
+
+    name = "slow-refresh"
+    fields = ()
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.refreshes = 0
+
+    def available(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        return None
+
+    def read(self, snapshot: object, elapsed_s: float, *, final: bool) -> dict[str, object]:
+        del snapshot, elapsed_s
+        if not final:  # a refresh, in the refresh thread
+            self.refreshes += 1
+            threading.Event().wait(self.delay_s)
+        return {}
+
+
+def test_slow_refreshes_are_spaced_out(tmp_path: Path) -> None:
+    """A refresh that takes long puts the next one off (``tree.refresh.MAX_SHARE``, 10%).
+
+    At a 0.05 s interval, refreshes of 0.15 s each would otherwise run back to back (about 7 in
+    1.5 s, the refresh thread busy all the time); spaced out, the second comes 1.35 s after the
+    first ended.
+    """
+    meter = _SlowRefreshMeter(0.15)
+    reset_settings(Settings(refresh_interval_s=0.05))
+    reset_meters([meter])  # type: ignore[list-item]
+    try:
+        with Task("big tree", file=tmp_path / "t.json"):
+            threading.Event().wait(1.5)
+    finally:
+        reset_meters()
+    assert 1 <= meter.refreshes <= 3, meter.refreshes

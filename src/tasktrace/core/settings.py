@@ -107,7 +107,8 @@ class Settings(BaseModel):
     machine: str | None = None
     """Project-meaningful label of this compute machine (the seed's ``machine``)."""
     refresh_interval_s: float = Field(default=10.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
-    """Seconds between refreshes of running tasks' files (the seed's monitor refresh)."""
+    """Seconds between refreshes of running tasks' files (the seed's monitor refresh); a slow
+    refresh puts the next one off (:data:`tasktrace.tree.refresh.MAX_SHARE`)."""
     include_spans: bool = True
     """Whether non-task spans that run inside a task appear as subtasks in the tree."""
     exit_timeout_s: float = Field(default=5.0, ge=0, le=MAX_SECONDS, allow_inf_nan=False)

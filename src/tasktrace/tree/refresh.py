@@ -22,10 +22,17 @@ from collections.abc import Callable
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.warn import WarnOnce
 
-__all__ = ["EXIT_WAIT_S", "RefreshMonitor"]
+__all__ = ["EXIT_WAIT_S", "MAX_SHARE", "RefreshMonitor"]
 
 EXIT_WAIT_S = 30.0
 """At interpreter exit, how long to wait for a refresh in progress to finish, in seconds."""
+MAX_SHARE = 0.1
+"""The largest share of wall time one object's refreshes may take: a refresh that took ``t``
+seconds (``time.monotonic``) is next due no sooner than ``t * (1 / MAX_SHARE - 1)`` seconds
+after it ended, however short the interval. Re-writing the file of a tree of 100,000 tasks takes
+about a second of the GIL; at a 1 s interval the refresh thread would otherwise hold it
+most of the time and slow the program's own tasks by half."""
+_PAUSE_FACTOR = 1 / MAX_SHARE - 1
 
 _warn = WarnOnce(logging.getLogger(__name__))
 
@@ -34,7 +41,8 @@ class RefreshMonitor:
     """A daemon thread that calls each registered ``refresh()`` every interval.
 
     Each object is first refreshed one interval after it was added (its file was just written),
-    then every interval. Started lazily by the first :meth:`add`; stopped by :meth:`stop`, which
+    then every interval, or less often when its refreshes are slow (see :data:`MAX_SHARE`).
+    Started lazily by the first :meth:`add`; stopped by :meth:`stop`, which
     runs at interpreter exit. Thread-safe. Errors in a refresh are logged once per error type
     and never stop the thread.
 
@@ -102,21 +110,34 @@ class RefreshMonitor:
             except Exception as e:  # noqa: BLE001, PERF203 - the refresh thread must survive anything
                 _warn(f"refresh:{type(e).__name__}", "tasktrace: task refresh failed: %r", e)
 
+    def _pace(self, key: int, refresh: Callable[[], None], took_s: float, ended: float) -> None:
+        """Put ``key``'s next refresh off where this one took long (see :data:`MAX_SHARE`)."""
+        pause = took_s * _PAUSE_FACTOR
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None and item[0] is refresh and item[1] < ended + pause:
+                self._items[key] = (refresh, ended + pause)
+
     def _run(self) -> None:
+        clock = time.monotonic
         while True:
-            now = time.monotonic()
+            now = clock()
             interval = self._interval_s()
-            due: list[Callable[[], None]] = []
+            due: list[tuple[int, Callable[[], None]]] = []
             with self._lock:
                 if self._stopping:
                     return
-                next_due = now + interval
                 for key, (refresh, when) in list(self._items.items()):
                     if when <= now:
-                        due.append(refresh)
+                        due.append((key, refresh))
                         self._items[key] = (refresh, now + interval)
-                    else:
-                        next_due = min(next_due, when)
-            self._call(due)
-            self._wake.wait(max(0.0, next_due - time.monotonic()))
+            for key, refresh in due:
+                started = clock()
+                self._call([refresh])
+                ended = clock()
+                self._pace(key, refresh, ended - started, ended)
+            with self._lock:
+                next_due = min((when for _, when in self._items.values()), default=None)
+            wait = interval if next_due is None else max(0.0, next_due - clock())
+            self._wake.wait(wait)
             self._wake.clear()
