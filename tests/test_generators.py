@@ -167,6 +167,8 @@ def test_interleaved_generators_finishing_out_of_order(
         assert list(first) == [2]  # ends while the second's task is the current one
         assert list(second) == [2]
         assert Task.current() is root
+        with trace.get_tracer("user-code").start_as_current_span("mine"):
+            pass
         with Task("next"):
             pass
     assert Task.current() is None
@@ -174,13 +176,15 @@ def test_interleaved_generators_finishing_out_of_order(
     for tree in (root, saved):
         assert [(t.label, t.parent_id, t.status) for t in tree.subtasks] == [
             ("first", tree.task_id, TaskStatus.FINISHED),
+            ("mine", tree.task_id, TaskStatus.FINISHED),  # a user's span is a node too
             ("next", tree.task_id, TaskStatus.FINISHED),
         ]
         (second,) = tree.subtasks[0].subtasks
         assert (second.label, second.status) == ("second", TaskStatus.FINISHED)
     finished = {s.name: s for s in task_spans.get_finished_spans()}
-    assert finished["next"].parent is not None
-    assert finished["next"].parent.span_id == int(root.span_id or "0", 16)
+    for name in ("mine", "next"):  # "second" went back past the finished "first"
+        assert finished[name].parent is not None
+        assert finished[name].parent.span_id == int(root.span_id or "0", 16)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
@@ -235,6 +239,28 @@ def test_user_span_after_a_generator_closed_elsewhere(task_spans: InMemorySpanEx
     assert inside.parent_id == root.task_id  # the task tree skips the finished task
     assert finished["inside mine"].parent is not None
     assert finished["inside mine"].parent.span_id == finished["mine"].context.span_id
+
+
+def test_user_span_after_a_task_finished_past_a_closed_generator(
+    task_spans: InMemorySpanExporter,
+) -> None:
+    """The limit above lasts until a task finishes in the consumer, past the closed generator.
+
+    That task goes back past the generator's finished task: a user's span started after it is
+    the running task's child.
+    """
+    tracer = trace.get_tracer("user-code")
+    with Task("root") as root:
+        gen = _stream()
+        next(gen)
+        _in_thread(gen.close)
+        with Task("process"):
+            pass
+        with tracer.start_as_current_span("mine"):
+            pass
+    finished = {s.name: s for s in task_spans.get_finished_spans()}
+    assert finished["mine"].parent is not None
+    assert finished["mine"].parent.span_id == int(root.span_id or "0", 16)
 
 
 def test_generators_closed_elsewhere_in_a_loop_leave_no_chain_of_contexts() -> None:
