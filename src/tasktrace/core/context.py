@@ -205,11 +205,12 @@ def detach(token: object, mine: otel_context.Context | None) -> None:
     context above it, or finishing in another thread or asyncio task, leaves the current
     context alone (the task is then skipped as stale where it is found, see
     :func:`live_context`). Where the context it goes back to is a finished task's (one that
-    finished under this task, or elsewhere), it goes on to the live context past it
-    (:func:`live_context`); in a copy of the Context that attached ``mine`` (another asyncio
-    task or thread), where ``mine`` cannot be reset, it goes to the live context at once.
-    Only then is there more to do than the reset: a task finishing in order goes back to its
-    running parent's context.
+    finished while this task ran above it, or finished elsewhere), it goes on past it to the
+    live context (:func:`live_context`: a running task's, a user's span still recording, or
+    none); in a copy of the Context that attached ``mine`` (another asyncio task or thread),
+    where ``mine`` cannot be reset, it goes to the live context at once. A task finishing in
+    order goes back to its running parent's context: one check of that parent's status, no
+    more work than the reset.
     """
     if token is None or mine is None:
         return
