@@ -92,6 +92,27 @@ async def _leave_async(how: str) -> None:
         raise AssertionError(how)
 
 
+GENERATOR_CLOSED = "GeneratorExit: the generator was closed before it finished"
+"""The error of a generator's task left early (the table in docs/parallel.md)."""
+
+
+async def _astream_into(tasks: list[Task], wait_s: float = 0) -> AsyncIterator[int]:
+    with Task("stream") as task:
+        tasks.append(task)
+        yield 1
+        await asyncio.sleep(wait_s)
+        yield 2
+
+
+def _check_closed(task: Task, spans: InMemorySpanExporter) -> None:
+    assert task.status is TaskStatus.CANCELLED
+    assert task.error == GENERATOR_CLOSED
+    (span,) = [s for s in spans.get_finished_spans() if s.name == task.label]
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes is not None
+    assert span.attributes["tasktrace.task.error"] == GENERATOR_CLOSED
+
+
 def _check_next_is_under_root(
     root: Task, out: Path, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -100,6 +121,7 @@ def _check_next_is_under_root(
         by_label = {t.label: t for t in tree.subtasks}
         assert sorted(by_label) == ["next", "stream"]
         assert by_label["stream"].status is TaskStatus.CANCELLED
+        assert by_label["stream"].error == GENERATOR_CLOSED
         assert by_label["stream"].subtasks == []
         assert by_label["next"].parent_id == tree.task_id
     finished = {s.name: s for s in spans.get_finished_spans()}
@@ -155,6 +177,107 @@ def test_async_generator_left_early_restores_the_consumer(
     _check_next_is_under_root(root, out, task_spans, caplog)
 
 
+@pytest.mark.parametrize("how", ["dropped", "kept"])
+def test_async_generator_closed_as_the_loop_ends(
+    how: str, task_spans: InMemorySpanExporter
+) -> None:
+    """``async for ... break`` as the last thing ``asyncio.run`` runs: the generator is closed.
+
+    Dropped, asyncio's finaliser hook closes it in a new asyncio task, which ``asyncio.run``
+    cancels before it runs (its end cancels the tasks left): that throws ``CancelledError``
+    into the generator, not ``GeneratorExit``. Kept, ``shutdown_asyncgens`` closes it. Either
+    way its task ends as a generator closed early does, as the sync generator's.
+    """
+    tasks: list[Task] = []
+    kept = []
+
+    async def consumer() -> None:
+        agen = _astream_into(tasks)
+        async for _ in agen:
+            break
+        if how == "kept":
+            kept.append(agen)  # still referenced as the loop ends
+
+    asyncio.run(consumer())
+    (task,) = tasks
+    _check_closed(task, task_spans)  # as a sync generator's (test_sync_generator_left_early...)
+
+
+def test_async_generator_whose_closing_task_is_cancelled(task_spans: InMemorySpanExporter) -> None:
+    """``aclose()`` in an asyncio task cancelled before it runs: the generator is closed."""
+    tasks: list[Task] = []
+
+    async def consumer() -> None:
+        agen = _astream_into(tasks)
+        async for _ in agen:
+            break
+        closing = asyncio.create_task(agen.aclose())  # type: ignore[arg-type]
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+
+    asyncio.run(consumer())
+    (task,) = tasks
+    _check_closed(task, task_spans)
+
+
+def test_async_generator_closing_cancelled_while_it_cleans_up_is_cancelled(
+    task_spans: InMemorySpanExporter,
+) -> None:
+    """``aclose()`` cancelled while the generator's ``finally`` awaits: ``CancelledError``."""
+    tasks: list[Task] = []
+    cleaning = asyncio.Event()
+
+    async def stream() -> AsyncIterator[int]:
+        with Task("stream") as task:
+            tasks.append(task)
+            try:
+                yield 1
+            finally:
+                cleaning.set()
+                await asyncio.sleep(60)
+
+    async def consumer() -> None:
+        agen = stream()
+        async for _ in agen:
+            break
+        closing = asyncio.create_task(agen.aclose())  # type: ignore[arg-type]
+        await cleaning.wait()
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+
+    asyncio.run(consumer())
+    (task,) = tasks
+    assert task.status is TaskStatus.CANCELLED
+    assert task.error == "CancelledError"
+
+
+def test_async_generator_cancelled_while_it_awaits_is_cancelled(
+    task_spans: InMemorySpanExporter,
+) -> None:
+    """The consumer's asyncio task cancelled while the generator awaits: ``CancelledError``."""
+    tasks: list[Task] = []
+
+    async def consume() -> None:
+        async for _ in _astream_into(tasks, wait_s=60):
+            pass
+
+    async def main() -> None:
+        consuming = asyncio.create_task(consume())
+        while not tasks:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the generator now awaits its sleep
+        consuming.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consuming
+
+    asyncio.run(main())
+    (task,) = tasks
+    assert task.status is TaskStatus.CANCELLED
+    assert task.error == "CancelledError"
+
+
 def test_interleaved_generators_finishing_out_of_order(
     task_spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
@@ -167,6 +290,8 @@ def test_interleaved_generators_finishing_out_of_order(
         assert list(first) == [2]  # ends while the second's task is the current one
         assert list(second) == [2]
         assert Task.current() is root
+        with trace.get_tracer("user-code").start_as_current_span("mine"):
+            pass
         with Task("next"):
             pass
     assert Task.current() is None
@@ -174,13 +299,15 @@ def test_interleaved_generators_finishing_out_of_order(
     for tree in (root, saved):
         assert [(t.label, t.parent_id, t.status) for t in tree.subtasks] == [
             ("first", tree.task_id, TaskStatus.FINISHED),
+            ("mine", tree.task_id, TaskStatus.FINISHED),  # a user's span is a node too
             ("next", tree.task_id, TaskStatus.FINISHED),
         ]
         (second,) = tree.subtasks[0].subtasks
         assert (second.label, second.status) == ("second", TaskStatus.FINISHED)
     finished = {s.name: s for s in task_spans.get_finished_spans()}
-    assert finished["next"].parent is not None
-    assert finished["next"].parent.span_id == int(root.span_id or "0", 16)
+    for name in ("mine", "next"):  # "second" went back past the finished "first"
+        assert finished[name].parent is not None
+        assert finished[name].parent.span_id == int(root.span_id or "0", 16)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
@@ -235,6 +362,28 @@ def test_user_span_after_a_generator_closed_elsewhere(task_spans: InMemorySpanEx
     assert inside.parent_id == root.task_id  # the task tree skips the finished task
     assert finished["inside mine"].parent is not None
     assert finished["inside mine"].parent.span_id == finished["mine"].context.span_id
+
+
+def test_user_span_after_a_task_finished_past_a_closed_generator(
+    task_spans: InMemorySpanExporter,
+) -> None:
+    """The limit above lasts until a task finishes in the consumer, past the closed generator.
+
+    That task goes back past the generator's finished task: a user's span started after it is
+    the running task's child.
+    """
+    tracer = trace.get_tracer("user-code")
+    with Task("root") as root:
+        gen = _stream()
+        next(gen)
+        _in_thread(gen.close)
+        with Task("process"):
+            pass
+        with tracer.start_as_current_span("mine"):
+            pass
+    finished = {s.name: s for s in task_spans.get_finished_spans()}
+    assert finished["mine"].parent is not None
+    assert finished["mine"].parent.span_id == int(root.span_id or "0", 16)
 
 
 def test_generators_closed_elsewhere_in_a_loop_leave_no_chain_of_contexts() -> None:

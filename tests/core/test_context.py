@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import Iterator
@@ -10,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 
 from tasktrace import (
     ContextThread,
@@ -139,3 +142,136 @@ def test_suspended_generator_does_not_corrupt_the_stack(caplog: pytest.LogCaptur
     # closing raises GeneratorExit inside the task: recorded as cancelled (see test_generators)
     assert [t.status for t in root.subtasks] == [TaskStatus.FINISHED, TaskStatus.CANCELLED]
     assert Task.current() is None
+
+
+# ----- finishing out of order in one thread ---------------------------------------------------
+# Each scenario runs in a copy of the test's context: a stale context left current by a failure
+# must not reach the tests that follow.
+
+
+def _by_name(spans: InMemorySpanExporter) -> dict[str, ReadableSpan]:
+    return {s.name: s for s in spans.get_finished_spans()}
+
+
+def _a_finished_under_b_then_b(parent: Task | None) -> tuple[Task, Task, Task]:
+    """Run the scenario: A, then B in A (by hand), A finished, then B; a user's span, then a task.
+
+    Return A, the task started inside the user's span, and the task started after it.
+    """
+    tracer = trace.get_tracer("user-code")
+    a = Task("A")
+    a.start()
+    b = Task("B")
+    b.start()
+    assert b.parent_id == a.task_id
+    a.finish()
+    b.finish()
+    assert Task.current() is parent
+    with tracer.start_as_current_span("mine"), Task("inside mine") as inside:
+        pass
+    with Task("next") as following:
+        pass
+    return a, inside, following
+
+
+def test_out_of_order_finish_leaves_no_finished_task_current(
+    task_spans: InMemorySpanExporter,
+) -> None:
+    """A finished before B (started in A, same thread): after B, no task's context is current.
+
+    The user's span is a root span of a new trace (not a child of A's ended span), and the tasks
+    started after B are in that trace or their own, not in A's.
+    """
+    a, inside, following = contextvars.copy_context().run(_a_finished_under_b_then_b, None)
+    finished = _by_name(task_spans)
+    mine = finished["mine"]
+    assert mine.parent is None
+    assert mine.context.trace_id != int(a.trace_id or "0", 16)
+    assert inside.parent_id is None
+    assert inside.trace_id == format(mine.context.trace_id, "032x")
+    assert finished["inside mine"].parent is not None
+    assert finished["inside mine"].parent.span_id == mine.context.span_id
+    assert following.parent_id is None
+    assert finished["next"].parent is None
+    assert following.trace_id not in (a.trace_id, inside.trace_id)
+
+
+def test_out_of_order_finish_under_a_running_task(task_spans: InMemorySpanExporter) -> None:
+    """The same under a running root: after B, the root's context is current again."""
+
+    def scenario() -> tuple[Task, Task, Task]:
+        with Task("root") as root:
+            a, inside, _ = _a_finished_under_b_then_b(root)
+        assert Task.current() is None
+        assert not trace.get_current_span().get_span_context().is_valid
+        return root, a, inside
+
+    root, a, inside = contextvars.copy_context().run(scenario)
+    finished = _by_name(task_spans)
+    root_span_id = int(root.span_id or "0", 16)
+    assert finished["mine"].parent is not None
+    assert finished["mine"].parent.span_id == root_span_id
+    # a user's span inside a task is a node of the tree: the task inside it is its subtask
+    assert [(t.label, t.parent_id) for t in root.subtasks] == [
+        ("A", root.task_id),
+        ("mine", root.task_id),
+        ("next", root.task_id),
+    ]
+    assert inside.parent_id == root.subtasks[1].task_id
+    assert finished["next"].parent is not None
+    assert finished["next"].parent.span_id == root_span_id
+    assert a.parent_id == root.task_id
+
+
+def test_finish_under_a_users_span_leaves_the_span_current(
+    task_spans: InMemorySpanExporter,
+) -> None:
+    """B finishing inside a user's span (started on a task finished elsewhere) leaves it current."""
+    tracer = trace.get_tracer("user-code")
+
+    def scenario() -> tuple[Task, Task]:
+        with Task("root") as root:
+            b = Task("B")
+            b.start()
+            elsewhere = Task("finished elsewhere")
+            elsewhere.start()
+            closer = threading.Thread(target=elsewhere.finish)
+            closer.start()
+            closer.join(10)
+            with tracer.start_as_current_span("mine") as mine:
+                b.finish()
+                assert trace.get_current_span() is mine
+                with Task("inside mine") as inside:
+                    pass
+        assert Task.current() is None
+        assert not trace.get_current_span().get_span_context().is_valid
+        return root, inside
+
+    root, inside = contextvars.copy_context().run(scenario)
+    finished = _by_name(task_spans)
+    assert inside.parent_id == root.task_id  # the task tree skips the finished tasks
+    assert finished["inside mine"].parent is not None
+    assert finished["inside mine"].parent.span_id == finished["mine"].context.span_id
+
+
+def test_finish_in_a_copy_of_the_context_leaves_the_copy_live(
+    task_spans: InMemorySpanExporter,
+) -> None:
+    """A task finished by another asyncio task (a copy of its context) is not current there."""
+    tracer = trace.get_tracer("user-code")
+
+    async def finish_then_span(task: Task) -> None:
+        task.finish()
+        assert Task.current() is None
+        with tracer.start_as_current_span("mine"):
+            pass
+
+    async def main() -> Task:
+        handed = Task("handed over")
+        handed.start()
+        await asyncio.create_task(finish_then_span(handed))
+        return handed
+
+    handed = asyncio.run(main())
+    assert handed.status is TaskStatus.FINISHED
+    assert _by_name(task_spans)["mine"].parent is None

@@ -138,7 +138,9 @@ class Task(TaskRecord, metaclass=_TaskMeta):
     overwritten (see :mod:`tasktrace.task.runtime`). The active task is per thread and per
     asyncio task; a task that finished elsewhere (a generator closed by another thread or
     asyncio task, or by the garbage collector) is never the active task: :meth:`current` and
-    the parent of a new task (and of its span) skip to the innermost task still running.
+    the parent of a new task (and of its span) skip to the innermost task still running. A
+    task finished while a task started in it runs (``a.finish()`` under ``b``) cannot leave its
+    context then: ``b``'s finish goes back past it to the live context (docs/parallel.md).
 
     Typing: a subclass (``class MyTask(Task): epoch: int = 0``) is built like a Task,
     ``MyTask("x", epoch=3)``, for mypy and pyright too; ``subtasks`` are :class:`Task` objects.

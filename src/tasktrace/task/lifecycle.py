@@ -43,7 +43,7 @@ from tasktrace.core.ids import task_id_text
 from tasktrace.core.record import LABEL_ONLY, TaskRecord
 from tasktrace.core.settings import get_settings
 from tasktrace.core.spans import STATUS_OK, finish_attributes, span_status, start_attributes
-from tasktrace.core.status import FINISHED, Outcome, TaskStatus, outcome_of
+from tasktrace.core.status import FINISHED, Outcome, TaskStatus
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.metrics import task_metrics
 from tasktrace.export.provider import current_tracer, flush_spans, get_tracer
@@ -51,6 +51,7 @@ from tasktrace.meters import active_meters
 from tasktrace.meters.gpu import cuda_marks
 from tasktrace.meters.process import rss_marks
 from tasktrace.task import processes, watch
+from tasktrace.task.closing import exit_outcome
 from tasktrace.task.parents import resolve_parent
 from tasktrace.task.runtime import (
     NO_SNAPSHOTS,
@@ -243,7 +244,7 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
         exc: That exception, or ``None``; recorded as a span event unless the task finished.
         traceback: Its traceback (unused).
         outcome: The task's outcome (``Task.finish``); ``None``: the one ``exc`` calls for
-            (:func:`~tasktrace.core.status.outcome_of`).
+            (:func:`~tasktrace.task.closing.exit_outcome`).
     """
     del exc_type, traceback
     private = task.__pydantic_private__
@@ -260,7 +261,7 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
         _warn(f"finish:{id(task)}", "tasktrace: task %r is not running", task.label)
         return
     if outcome is None:
-        outcome = FINISHED if exc is None else outcome_of(exc)
+        outcome = FINISHED if exc is None else exit_outcome(exc)
     final = measure(rt, final=True)
     end_ns = _time_ns()
     final["finish_time"] = end_ns / 1e9
