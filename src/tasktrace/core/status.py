@@ -3,8 +3,9 @@
 - none, or ``SystemExit`` with code ``0`` or ``None``: ``finished`` (span status OK);
 - ``SystemExit`` with any other code: ``failed`` (ERROR), error ``"SystemExit: 3"``;
 - ``KeyboardInterrupt``, ``asyncio.CancelledError``, ``concurrent.futures.CancelledError`` and
-  ``GeneratorExit`` (a generator closed before its end): ``cancelled`` (UNSET), error
-  ``"CancelledError"`` (the exception's type and message);
+  ``GeneratorExit`` (a generator closed before its end): ``cancelled`` (UNSET), error the
+  exception's type and message (``"CancelledError"``, ``"KeyboardInterrupt"``; a generator's:
+  ``"GeneratorExit: the generator was closed before it finished"``);
 - any other exception: ``failed`` (ERROR), error ``"ValueError: ..."``.
 
 A ``SystemExit`` also records the exit status as the ``exit_code`` extra data, as
