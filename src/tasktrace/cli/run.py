@@ -22,6 +22,7 @@ import click
 from tasktrace.cli.inputs import FORCE_HINT
 from tasktrace.cli.live import LivePanel
 from tasktrace.cli.meters_note import machine_checks, print_note, run_note
+from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console, render_tree
 from tasktrace.core.redact import redact_argv
 from tasktrace.core.status import TaskStatus
@@ -194,10 +195,10 @@ def _start_task(
     "--file",
     "-f",
     "file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the task tree to this JSON file (refreshed while running). An existing file "
-    "is replaced only when it is empty or tasktrace output (a task file, OTLP JSON lines, a "
-    "tasktrace Chrome trace).",
+    type=OutputPath(),
+    help="Write the task tree to this JSON file, refreshed while running (so not - for "
+    "standard output). An existing file is replaced only when it is empty or tasktrace output "
+    "(a task file, OTLP JSON lines, a tasktrace Chrome trace).",
 )
 @click.option(
     "--force", is_flag=True, help="Replace the --file even when it is not tasktrace output."
@@ -211,7 +212,7 @@ def _start_task(
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     label: str | None,
-    file: Path | None,
+    file: Output | None,
     force: bool,
     quiet: bool,
     record_argv: bool,
@@ -250,7 +251,8 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     Example: tasktrace run --file run.json python train.py --epochs 3
     """
     argv = list(command)
-    task = _start_task(argv, label, record_argv=record_argv, file=file, force=force)
+    path = None if file is None else file.file("a task file rewritten while the command runs")
+    task = _start_task(argv, label, record_argv=record_argv, file=path, force=force)
     code = 0
     status = TaskStatus.FINISHED
     not_started: str | None = None  # why the command could not be started: a fatal error
