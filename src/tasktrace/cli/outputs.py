@@ -11,8 +11,9 @@ Every option that names a file to write (``export -o``, ``report -o``, ``table -
   writes CSV: standard output has no suffix to choose Parquet by);
 - anything else is a file, written by atomic replacement after the command's own check.
 
-Errors are one line (exit 2), never a traceback; a reader that stops reading standard output
-early (``tasktrace export run.json --format otlp-json -o - | head -1``) ends the command quietly.
+Errors end in one ``Error:`` line (exit 2), never a traceback; a reader that stops reading
+standard output early (``tasktrace export run.json --format otlp-json -o - | head -1``) ends the
+command quietly.
 """
 
 from __future__ import annotations
