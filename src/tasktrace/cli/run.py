@@ -21,16 +21,16 @@ import click
 
 from tasktrace.cli.inputs import FORCE_HINT
 from tasktrace.cli.live import LivePanel
-from tasktrace.cli.meters_note import machine_checks, print_note, run_note
+from tasktrace.cli.meters_note import print_note, run_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console, render_tree
 from tasktrace.core.redact import redact_argv
 from tasktrace.core.status import TaskStatus
-from tasktrace.formats.energy_note import METERS_KEY, meters_record
 from tasktrace.meters.process import MAXRSS_UNIT
 from tasktrace.task import Task
 from tasktrace.task.processes import child_environment
 from tasktrace.tree.files import check_replaceable
+from tasktrace.tree.meters_record import record_meters
 from tasktrace.tree.spool import unreported_cpu_s
 
 __all__ = ["LABEL_CHARS", "run"]
@@ -181,9 +181,7 @@ def _start_task(
         except OSError as e:  # a missing folder, a user's file: one line, before the command
             raise click.ClickException(str(e)) from None
     task.start()  # builds and checks the meters (once a process): record which can measure
-    meters = meters_record(machine_checks())
-    if meters:
-        setattr(task, METERS_KEY, meters)
+    record_meters(task)  # done at the start already when there is a --file
     return task
 
 
