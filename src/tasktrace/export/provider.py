@@ -307,7 +307,8 @@ def exit_deadline() -> float:
     metrics', :mod:`tasktrace.export.metric_guard`), fixes it :func:`exit_timeout_s` from then
     and begins every span pipeline's shutdown, so that spans flush while metrics do; later calls
     return the same time. The exit thus waits ``exit_timeout_s`` in all, not once per kind of
-    export. Thread-safe.
+    export. For exit handlers only: the first call starts shutting tasktrace's exporters down.
+    Thread-safe.
     """
     global _exit_deadline  # noqa: PLW0603 - one exit per process
     with _lock:
