@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -80,7 +81,7 @@ def test_show_gives_the_reasons_the_file_records(
     assert main(["show", str(path)]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == [
         "energy: CPU energy in 1 of 1 tasks, from rapl (package); no GPU energy, no system energy",
-        "why (recorded by tasktrace run on elsewhere):",
+        "why (recorded on elsewhere):",
         f"  nvml: not available: {NVML_MISSING}",
         f"  prometheus: not available: {NO_PROMETHEUS}",
     ]
@@ -181,3 +182,54 @@ def test_report_hover_names_the_commands_peak_and_its_cpu_in_no_task(tmp_path: P
     page = out.read_text()
     assert f"command's peak RSS: {friendly_bytes(task.children_peak_rss_bytes)}" in page
     assert f"command's CPU in no task: {friendly_duration(task.children_cpu_time_s)}" in page
+
+
+LIBRARY_RUN = """
+import sys
+from tasktrace import Task
+with Task("job", file=sys.argv[1]):
+    with Task("step"):
+        pass
+    with Task("inner", file=sys.argv[2]):
+        pass
+"""
+
+
+def test_a_library_root_with_a_file_records_the_meters_as_run_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`Task("job", file=...)` records this machine's meters as `tasktrace run` does; read back.
+
+    Only the root with the file: not its subtasks, nor a nested task with a file of its own.
+    `show` on another machine then explains the missing energy with the recording machine's
+    reasons. Before: no ``meters`` in the file, so `show` elsewhere could only say what each
+    missing measure needs.
+    """
+    rapl = RaplTree(tmp_path / "powercap")
+    rapl.zone("intel-rapl:0", "package-0", 10_000_000)
+    root_file, inner_file = tmp_path / "job.json", tmp_path / "inner.json"
+    script = tmp_path / "job.py"
+    script.write_text(LIBRARY_RUN)
+    done = subprocess.run(
+        [sys.executable, str(script), str(root_file), str(inner_file)],
+        env=_env(tmp_path, rapl.root),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    root = json.loads(root_file.read_text())
+    assert root["meters"] == RECORDED
+    assert [("meters" in sub) for sub in root["subtasks"]] == [False, False]
+    assert "meters" not in json.loads(inner_file.read_text())
+    root["hostname"] = "elsewhere"  # read on another machine: its own meters say nothing
+    root_file.write_text(json.dumps(root))
+    assert main(["show", str(root_file)]) == 0
+    note = capsys.readouterr().out.splitlines()[3:]  # after the root and its two subtasks
+    assert note == [
+        "energy: CPU energy in 3 of 3 tasks, from rapl (package); no GPU energy, no system energy",
+        "why (recorded on elsewhere):",
+        f"  nvml: not available: {NVML_MISSING}",
+        f"  prometheus: not available: {NO_PROMETHEUS}",
+    ]

@@ -113,3 +113,32 @@ def test_tasks_never_wait_for_an_export_request_hanging_at_a_black_holed_endpoin
     run = run_script(code, tmp_path, clean_env(), timeout_s=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split()[0] == "done", run.stdout
+
+
+def test_spans_and_task_metrics_share_one_exit_bound_when_black_holed(tmp_path: Path) -> None:
+    """Spans and task metrics both unanswered: the exit waits ``exit_timeout_s`` once in all.
+
+    Each endpoint accepts the request and never answers. Before, the task metrics' exit
+    handler waited the whole bound, then the spans' handler waited it again (4.2 s from the
+    script's end to its exit with a 2 s bound); one deadline now bounds both.
+    """
+    with (
+        OtlpHttpReceiver(mode="black_hole") as spans,
+        OtlpHttpReceiver(mode="black_hole") as task_metrics,
+    ):
+        env = clean_env(
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=spans.traces_endpoint,
+            OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=f"{task_metrics.endpoint}/v1/metrics",
+            OTEL_METRICS_EXPORTER="otlp",
+            TASKTRACE_EXIT_TIMEOUT_S=str(EXIT_BOUND_S),
+        )
+        run = run_script(NESTED_WORKLOAD, tmp_path, env, str(tmp_path / "task.json"))
+        attempts = (spans.attempts, task_metrics.attempts)
+    assert run.returncode == 0, run.stderr
+    assert attempts[0] >= 1, "no span export request: the spans' exit did not wait"
+    assert attempts[1] >= 1, "no metrics export request: the metrics' exit did not wait"
+    assert run.exit_s is not None
+    # One bound plus interpreter teardown; two bounds in a row take at least 2 * 2 s.
+    assert run.exit_s < 2 * EXIT_BOUND_S - 0.6, run.stderr
+    assert len(run.export_warnings()) == 1, run.stderr
+    _assert_file_complete(tmp_path / "task.json")

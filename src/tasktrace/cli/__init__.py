@@ -10,7 +10,8 @@ Exit status: the command's own status for ``run`` (``128 + N`` when killed by si
 127 when it cannot be started); 0 for ``show`` and ``export``; 3 when ``replay``'s endpoint
 refuses the spans; 2 for bad input (a one-line message, no
 traceback), including an output file that is not tasktrace's own (see
-:func:`tasktrace.tree.files.check_replaceable`; ``--force`` replaces it).
+:func:`tasktrace.tree.files.check_replaceable`; ``--force`` replaces it). An output path of
+``-`` is standard output in every command (:mod:`tasktrace.cli.outputs`).
 """
 
 from __future__ import annotations

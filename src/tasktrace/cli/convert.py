@@ -5,6 +5,7 @@ Exit status 0, 2 for bad input (one line), 3 when ``replay``'s endpoint refuses 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -15,11 +16,12 @@ from opentelemetry.sdk.environment_variables import (
 )
 
 from tasktrace.cli.inputs import FORCE_HINT, load, read_input
+from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.formats.chrome_trace import task_to_chrome_trace
 from tasktrace.formats.otlp_json import encode_lines
 from tasktrace.formats.replay import ReplayError, load_spans
 from tasktrace.formats.replay import replay as send_spans
-from tasktrace.tree.files import check_replaceable, save_atomic
+from tasktrace.tree.files import check_replaceable
 
 __all__ = ["export", "replay"]
 
@@ -42,25 +44,23 @@ class _Refused(click.ClickException):
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputPath(),
     required=True,
-    help="The file to write (replaced atomically). An existing file is replaced only when it "
-    "is empty or tasktrace output (a task file, OTLP JSON lines, a tasktrace Chrome trace).",
+    help="The file to write (replaced atomically), or - for standard output. An existing file "
+    "is replaced only when it is empty or tasktrace output (a task file, OTLP JSON lines, a "
+    "tasktrace Chrome trace).",
 )
 @click.option(
     "--force", is_flag=True, help="Replace the output even when it is not tasktrace output."
 )
-def export(file: Path, fmt: str, output: Path, force: bool) -> None:
+def export(file: Path, fmt: str, output: Output, force: bool) -> None:
     """Convert FILE (a task file or OTLP JSON lines) to another format.
 
     Example: tasktrace export run.json --format chrome -o run.trace.json
+    (-o - prints it: tasktrace export run.json --format otlp-json -o - | gzip > run.jsonl.gz)
     """
-    if not output.parent.is_dir():
-        raise click.ClickException(f"{output}: folder {str(output.parent)!r} does not exist")
-    try:  # before the conversion: a refused output costs no work
-        check_replaceable(output, force=force, override=FORCE_HINT)
-    except OSError as e:
-        raise click.ClickException(str(e)) from None
+    # before the conversion: a refused output costs no work
+    output.check(functools.partial(_check_replaceable, force=force))
 
     if fmt == "otlp-json":
         data = read_input(file, load_spans)
@@ -73,8 +73,13 @@ def export(file: Path, fmt: str, output: Path, force: bool) -> None:
             raise click.ClickException(f"{file}: {e}") from None
     else:
         out = load(file).model_dump_json().encode() + b"\n"
-    if not save_atomic(output, out):
-        raise click.ClickException(f"{output}: cannot write the output file")
+    output.write(out)
+
+
+def _check_replaceable(path: Path, *, force: bool) -> None:
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: folder {str(path.parent)!r} does not exist")
+    check_replaceable(path, force=force, override=FORCE_HINT)
 
 
 @click.command()

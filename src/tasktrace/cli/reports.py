@@ -18,12 +18,13 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console
 from tasktrace.core.units import friendly_ratio
 from tasktrace.core.views import paused_gc, printable
 from tasktrace.formats.compare import Comparison, compare_runs
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, parse_measures
-from tasktrace.formats.output import check_output, write_output
+from tasktrace.formats.output import check_output
 from tasktrace.formats.rows import Run, TaskFileError, group_rows, load_runs, task_rows
 
 __all__ = ["carbon_intensity_option", "register"]
@@ -92,31 +93,27 @@ def _runs(files: Sequence[Path], names: Sequence[str]) -> list[Run]:
         raise click.UsageError(f"--name: {e}") from None
 
 
-def _check_output(path: Path, force: bool) -> None:
+def _check_output(output: Output, force: bool) -> None:
     """Refuse to replace an existing file without ``--force`` (one place, to swap later)."""
-    try:
-        check_output(path, force)
-    except OSError as e:
-        raise click.ClickException(str(e)) from None
-
-
-def _write(path: Path, data: bytes) -> None:
-    try:
-        write_output(path, data)
-    except OSError as e:
-        raise click.ClickException(str(e)) from None
+    output.check(lambda path: check_output(path, force))
 
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=_FILES)
-@click.option("--output", "-o", type=_FILES, required=True, help="The HTML file to write.")
+@click.option(
+    "--output",
+    "-o",
+    type=OutputPath(),
+    required=True,
+    help="The HTML file to write, or - for standard output.",
+)
 @_names_option
 @carbon_intensity_option
 @_force_option
 @_paused_gc
 def report(
     files: tuple[Path, ...],
-    output: Path,
+    output: Output,
     names: tuple[str, ...],
     carbon_intensity: float | None,
     force: bool,
@@ -136,7 +133,7 @@ def report(
     except ImportError as e:
         raise click.ClickException(str(e)) from None
     html = build_report(_runs(files, names), _carbon(carbon_intensity))
-    _write(output, html.encode())
+    output.write(html.encode())
     click.echo(f"{output}: report of {len(files)} run(s)", err=True)
 
 
@@ -265,9 +262,10 @@ def _cost_table(groups: list[dict[str, Any]], by: Sequence[str], measures: Seque
 @click.option(
     "--output",
     "-o",
-    type=_FILES,
+    type=OutputPath(),
     help="Write the table (numbers in SI units) as .csv, .parquet or .tex instead of printing "
-    "it; needs the pandas extra: pip install 'tasktrace[pandas]'.",
+    "it, or as CSV to standard output with -; needs the pandas extra: "
+    "pip install 'tasktrace[pandas]'.",
 )
 @_names_option
 @carbon_intensity_option
@@ -277,7 +275,7 @@ def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
     files: tuple[Path, ...],
     by: str,
     measure_text: str,
-    output: Path | None,
+    output: Output | None,
     names: tuple[str, ...],
     carbon_intensity: float | None,
     force: bool,
@@ -316,7 +314,8 @@ def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
     try:
         from tasktrace.formats.frame import encode_table, frame  # noqa: PLC0415 - optional extra
 
-        data = encode_table(frame(groups), output.suffix.lower())
+        suffix = ".csv" if output.path is None else output.path.suffix.lower()  # -: CSV
+        data = encode_table(frame(groups), suffix)
     except (ImportError, ValueError) as e:
         raise click.ClickException(f"{output}: {e}") from None
-    _write(output, data)
+    output.write(data)

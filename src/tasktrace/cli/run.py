@@ -21,15 +21,16 @@ import click
 
 from tasktrace.cli.inputs import FORCE_HINT
 from tasktrace.cli.live import LivePanel
-from tasktrace.cli.meters_note import machine_checks, print_note, run_note
+from tasktrace.cli.meters_note import print_note, run_note
+from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console, render_tree
 from tasktrace.core.redact import redact_argv
 from tasktrace.core.status import TaskStatus
-from tasktrace.formats.energy_note import METERS_KEY, meters_record
 from tasktrace.meters.process import MAXRSS_UNIT
 from tasktrace.task import Task
 from tasktrace.task.processes import child_environment
 from tasktrace.tree.files import check_replaceable
+from tasktrace.tree.meters_record import record_meters
 from tasktrace.tree.spool import unreported_cpu_s
 
 __all__ = ["LABEL_CHARS", "run"]
@@ -180,9 +181,7 @@ def _start_task(
         except OSError as e:  # a missing folder, a user's file: one line, before the command
             raise click.ClickException(str(e)) from None
     task.start()  # builds and checks the meters (once a process): record which can measure
-    meters = meters_record(machine_checks())
-    if meters:
-        setattr(task, METERS_KEY, meters)
+    record_meters(task)  # done at the start already when there is a --file
     return task
 
 
@@ -194,10 +193,10 @@ def _start_task(
     "--file",
     "-f",
     "file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the task tree to this JSON file (refreshed while running). An existing file "
-    "is replaced only when it is empty or tasktrace output (a task file, OTLP JSON lines, a "
-    "tasktrace Chrome trace).",
+    type=OutputPath(),
+    help="Write the task tree to this JSON file, refreshed while running (so not - for "
+    "standard output). An existing file is replaced only when it is empty or tasktrace output "
+    "(a task file, OTLP JSON lines, a tasktrace Chrome trace).",
 )
 @click.option(
     "--force", is_flag=True, help="Replace the --file even when it is not tasktrace output."
@@ -211,7 +210,7 @@ def _start_task(
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     label: str | None,
-    file: Path | None,
+    file: Output | None,
     force: bool,
     quiet: bool,
     record_argv: bool,
@@ -250,7 +249,8 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     Example: tasktrace run --file run.json python train.py --epochs 3
     """
     argv = list(command)
-    task = _start_task(argv, label, record_argv=record_argv, file=file, force=force)
+    path = None if file is None else file.file("a task file rewritten while the command runs")
+    task = _start_task(argv, label, record_argv=record_argv, file=path, force=force)
     code = 0
     status = TaskStatus.FINISHED
     not_started: str | None = None  # why the command could not be started: a fatal error

@@ -10,8 +10,9 @@ replaces both:
   **one** tasktrace warning per process, naming the endpoint (without credentials) and the
   reason (:func:`~tasktrace.export.failure.describe_failure`; header values and the endpoint's
   password and query replaced by ``***``);
-- the interpreter's exit shuts the provider down within ``exit_timeout_s``
-  (:func:`~tasktrace.export.config.resolve_exit_timeout_s`); when nothing listens at the
+- the interpreter's exit shuts the provider down by the exit's one deadline
+  (:func:`~tasktrace.export.provider.exit_deadline`: ``exit_timeout_s`` for spans and metrics
+  together, not for each in turn); when nothing listens at the
   endpoint (connection refused), retrying cannot help a process that is exiting, so the
   exporters are shut down at once, which ends their retries.
 
@@ -22,12 +23,13 @@ from __future__ import annotations
 
 import atexit
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tasktrace.core.warn import WarnOnce
-from tasktrace.export.config import resolve_exit_timeout_s
 from tasktrace.export.failure import describe_failure, endpoint_secrets, redact_endpoint
+from tasktrace.export.provider import exit_deadline
 
 __all__ = ["METRIC_EXPORTER_LOGGERS", "MetricExportGuard", "guard_metric_export"]
 
@@ -106,7 +108,8 @@ def _shutdown_at_exit(provider: Any, guard: MetricExportGuard) -> None:
     if guard.refused:  # refused before: the last collection would only retry
         guard.stop()
     try:
-        provider.shutdown(timeout_millis=resolve_exit_timeout_s().value * 1000)
+        left_s = max(0.0, exit_deadline() - time.monotonic())  # shared with the spans' exit
+        provider.shutdown(timeout_millis=left_s * 1000)
     except Exception as e:  # noqa: BLE001 - the exit must go on
         _log.debug("tasktrace: meter provider shutdown failed: %r", e)
 

@@ -25,7 +25,7 @@ from tasktrace.core.settings import get_settings
 from tasktrace.export.guarded import GuardedSpanExporter, clear_refused, export_refused
 from tasktrace.export.pending import PendingSpanFilter
 
-__all__ = ["DEFAULT_MAX_QUEUE_SIZE", "ExportPipeline"]
+__all__ = ["DEFAULT_MAX_QUEUE_SIZE", "ExportPipeline", "shutdown_pipelines"]
 
 
 DEFAULT_MAX_QUEUE_SIZE = 16384
@@ -144,8 +144,11 @@ class ExportPipeline:
         """Start exporting what is queued and shutting down, in the background; return now."""
         self._go.set()
 
-    def shutdown(self, timeout_s: float) -> bool:
+    def shutdown(self, timeout_s: float, *, bound_s: float | None = None) -> bool:
         """Export what is queued and shut down, waiting at most ``timeout_s`` seconds.
+
+        ``bound_s`` is the bound of the whole shutdown this one is part of (the exit's, which
+        began earlier), named in the warning; default ``timeout_s``.
 
         After 80 % of the bound, or as soon as an export was refused outright (nothing listens
         at the endpoint, so retrying cannot help an exiting process), the exporters are shut
@@ -178,6 +181,25 @@ class ExportPipeline:
             unsent = ended - exporter.exported_spans
             if unsent > 0:
                 ok = False
-                state = "" if finished else f", export unfinished after {timeout_s:.3g} s at exit"
+                bound = timeout_s if bound_s is None else bound_s
+                state = "" if finished else f", export unfinished after {bound:.3g} s at exit"
                 exporter.report(f"{unsent} of {ended} spans not exported{state}")
         return ok
+
+
+def shutdown_pipelines(
+    pipelines: Sequence[ExportPipeline], deadline: float, bound_s: float
+) -> bool:
+    """Shut ``pipelines`` down by ``deadline`` (``time.monotonic()``), all flushing at once.
+
+    Every pipeline begins its shutdown first; then each is waited for with the time left.
+    ``bound_s`` (seconds) is the whole bound, for the warning. Returns whether every span was
+    exported.
+    """
+    for pipeline in pipelines:
+        pipeline.begin_shutdown()
+    ok = True
+    for pipeline in pipelines:
+        left_s = max(0.0, deadline - time.monotonic())
+        ok = pipeline.shutdown(left_s, bound_s=bound_s) and ok
+    return ok

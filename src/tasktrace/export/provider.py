@@ -31,7 +31,8 @@ resource (``process.pid`` included) stays what the user built, the parent's.
 With nothing configured, no exporter is created and no connection is attempted. Exporters run
 on batch-processor threads; at interpreter exit they are flushed within ``exit_timeout_s``
 (:func:`tasktrace.configure`, ``TASKTRACE_EXIT_TIMEOUT_S``; default 5 s), see
-:mod:`tasktrace.export.pipeline`.
+:mod:`tasktrace.export.pipeline`: one deadline (:func:`exit_deadline`) for the spans and the
+task metrics of tasktrace's meter provider together.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ from tasktrace.export.config import (
     resolve_exit_timeout_s,
 )
 from tasktrace.export.exporters import span_exporters
-from tasktrace.export.pipeline import ExportPipeline
+from tasktrace.export.pipeline import ExportPipeline, shutdown_pipelines
 from tasktrace.export.resource import environment_resource
 from tasktrace.tree.processor import tree
 
@@ -75,6 +76,7 @@ __all__ = [
     "PrivateIdGenerator",
     "build_resource",
     "current_tracer",
+    "exit_deadline",
     "exit_timeout_s",
     "flush_spans",
     "get_tracer",
@@ -112,6 +114,7 @@ _pipelines: list[ExportPipeline] = []
 _with_processor: list[Any] = []
 _exported_to: list[Any] = []  # foreign providers given the configured exporters
 _exit_registered = False
+_exit_deadline: float | None = None  # see exit_deadline
 
 
 def _script_name() -> str:
@@ -152,7 +155,7 @@ def _new_pipeline(config: ExportConfig) -> ExportPipeline | None:
     pipeline = ExportPipeline(exporters)
     _pipelines.append(pipeline)
     if not _exit_registered:
-        atexit.register(shutdown_export)
+        atexit.register(_shutdown_at_exit)
         _exit_registered = True
     return pipeline
 
@@ -282,9 +285,9 @@ def reconfigure() -> None:
 def shutdown_export(timeout_s: float | None = None) -> bool:
     """Flush and shut down every tasktrace exporter within ``timeout_s`` seconds in total.
 
-    Registered with :mod:`atexit` when the first exporter is created. Past the bound it
-    returns and leaves the export threads (daemons) behind; a single warning then says how
-    many spans were not exported and where they were going.
+    Past the bound it returns and leaves the export threads (daemons) behind; a single warning
+    then says how many spans were not exported and where they were going. The interpreter's
+    exit does the same within :func:`exit_deadline`.
 
     Args:
         timeout_s: The bound in seconds (``None``: :func:`exit_timeout_s`).
@@ -294,15 +297,31 @@ def shutdown_export(timeout_s: float | None = None) -> bool:
 
     """
     bound = exit_timeout_s() if timeout_s is None else timeout_s
-    deadline = time.monotonic() + bound
+    return shutdown_pipelines(pipelines(), time.monotonic() + bound, bound)
+
+
+def exit_deadline() -> float:
+    """Return the ``time.monotonic()`` by which the interpreter's exit ends its exports.
+
+    The first call, by the first of tasktrace's exit handlers to run (the spans' or the task
+    metrics', :mod:`tasktrace.export.metric_guard`), fixes it :func:`exit_timeout_s` from then
+    and begins every span pipeline's shutdown, so that spans flush while metrics do; later calls
+    return the same time. The exit thus waits ``exit_timeout_s`` in all, not once per kind of
+    export. For exit handlers only: the first call starts shutting tasktrace's exporters down.
+    Thread-safe.
+    """
+    global _exit_deadline  # noqa: PLW0603 - one exit per process
     with _lock:
-        pipelines = list(_pipelines)
-    for pipeline in pipelines:
+        if _exit_deadline is None:
+            _exit_deadline = time.monotonic() + exit_timeout_s()
+        deadline, started = _exit_deadline, list(_pipelines)
+    for pipeline in started:
         pipeline.begin_shutdown()
-    ok = True
-    for pipeline in pipelines:
-        ok = pipeline.shutdown(max(0.0, deadline - time.monotonic())) and ok
-    return ok
+    return deadline
+
+
+def _shutdown_at_exit() -> None:  # the spans' exit handler (atexit)
+    shutdown_pipelines(pipelines(), exit_deadline(), exit_timeout_s())
 
 
 def pipelines() -> list[ExportPipeline]:
@@ -340,9 +359,10 @@ on_configure(reconfigure)
 def _after_fork_in_child() -> None:
     # The next task of a forked child looks for the provider again (get_tracer), and gets one
     # with the child's resource (_install); a provider not tasktrace's is kept as it is.
-    global _state  # noqa: PLW0603 - see _install
+    global _state, _exit_deadline  # noqa: PLW0603 - see _install
     if _state is not None and _state.owned:
         _state = None
+    _exit_deadline = None  # the child's exit has a deadline of its own
 
 
 if hasattr(os, "register_at_fork"):

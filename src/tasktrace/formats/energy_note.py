@@ -3,20 +3,20 @@
 The tree says what was measured: each task's ``cpu_power``, ``gpu_power`` and
 ``system_power`` (joules) with ``<scope>_energy_source`` naming the meter. Why a scope is
 missing comes from the meters' availability checks (:func:`tasktrace.meters.base.meter_checks`):
-this process's at the end of ``tasktrace run``, which also records them in the run's task file
-as the root's ``meters`` extra data (:func:`meters_record`, read back by
-:func:`recorded_meters`), so that ``show`` and the report on any machine can say why.
+this process's at the end of ``tasktrace run``, or those recorded in a task file as the root's
+``meters`` extra data (by ``tasktrace run --file`` and every ``Task(file=...)`` root: see
+:mod:`tasktrace.tree.meters_record`; read back by :func:`recorded_meters`), so that ``show`` and
+the report on any machine can say why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from tasktrace.core.record import TaskRecord
-from tasktrace.core.settings import BUILTIN_METERS
 from tasktrace.meters.base import MeterCheck
+from tasktrace.tree.meters_record import METERS_KEY, meters_record
 
 __all__ = [
     "METERS_KEY",
@@ -29,9 +29,6 @@ __all__ = [
     "meters_record",
     "recorded_meters",
 ]
-
-METERS_KEY = "meters"
-"""The root task's extra-data key under which ``tasktrace run`` records the meters' checks."""
 
 SCOPE_TITLES = {"cpu": "CPU energy", "gpu": "GPU energy", "system": "system energy"}
 """Each energy scope (``<scope>_power``, in joules) by its name on a task line."""
@@ -119,27 +116,11 @@ def energy_facts(task: TaskRecord) -> EnergyFacts:
     return facts
 
 
-def meters_record(checks: Mapping[str, MeterCheck]) -> dict[str, dict[str, Any]]:
-    """Return the built-in energy meters' checks as JSON data for a task file's ``meters``.
-
-    ``{"nvml": {"available": false, "reason": "nvidia-ml-py is not installed (...)"},
-    "rapl": {"available": true}}``; meters not in ``checks`` are left out.
-    """
-    record: dict[str, dict[str, Any]] = {}
-    for name in BUILTIN_METERS:
-        check = checks.get(name)
-        if check is not None:
-            record[name] = {"available": check.available}
-            if check.reason is not None:
-                record[name]["reason"] = check.reason
-    return record
-
-
 def recorded_meters(task: TaskRecord) -> dict[str, MeterCheck] | None:
     """Return the meters' checks recorded in ``task``'s ``meters`` extra data, by name.
 
-    ``None`` where the task has no such record (a file not written by ``tasktrace run``);
-    entries not in the form of :func:`meters_record` are left out.
+    ``None`` where the task has no such record (a file of another program or an older
+    tasktrace, a nested task); entries not in the form of :func:`meters_record` are left out.
     """
     record = (task.__pydantic_extra__ or {}).get(METERS_KEY)
     if not isinstance(record, dict):

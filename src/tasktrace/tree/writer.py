@@ -14,6 +14,10 @@ another process arrives); this writer decides *where*. A task may have two targe
   under it is handed to as it joins (the roots themselves get no targets; the sink collects
   them later from the stand-in's subtasks). The writer only keeps it.
 
+A root task with a file records this process's meter checks as it starts
+(:mod:`tasktrace.tree.meters_record`), so that its file says why energy it lacks was not
+measured.
+
 A task with targets that finishes while subtasks of its tree still run (another thread's,
 started under it) leaves them in its file as running; each of them is noted, and when one
 finishes the file is written again (:meth:`TaskFileWriter.late_finished`), so the file ends
@@ -44,6 +48,7 @@ from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.record import TaskRecord, dump_json
 from tasktrace.core.status import TaskStatus
 from tasktrace.tree.files import check_folder, check_replaceable, save_atomic
+from tasktrace.tree.meters_record import record_meters
 from tasktrace.tree.refresh import RefreshMonitor
 
 __all__ = ["FORCE_HINT", "LATE_WRITE_INTERVAL_S", "FileTargets", "RecordSink", "TaskFileWriter"]
@@ -198,6 +203,8 @@ class TaskFileWriter:
         check_folder(path)
         check_replaceable(path, force=force, override=FORCE_HINT)
         self.set_file(task, path, checked=True, monitor=monitor)
+        if task.status is TaskStatus.RUNNING and task.parent_id is None:  # else: at its start
+            self._record_meters(task)
         self.write(task)
         if task.status is TaskStatus.RUNNING:
             self.watch(task)
@@ -270,12 +277,22 @@ class TaskFileWriter:
         return "the task has finished: no refresh will retry", False
 
     def started(self, task: TaskRecord) -> None:
-        """Write a starting task's targets, and have its file refreshed while it runs."""
+        """Write a starting task's targets, and have its file refreshed while it runs.
+
+        A root task (no parent) with a file first records the meters' checks
+        (:func:`~tasktrace.tree.meters_record.record_meters`).
+        """
         targets = self._targets.get(id(task))
         if targets is None:
             return
+        if targets.file is not None and task.parent_id is None:
+            self._record_meters(task)
         self.write(task)
         self.watch(task)
+
+    def _record_meters(self, task: TaskRecord) -> None:
+        with self._tree_lock():  # not while a write serialises it
+            record_meters(task)
 
     def watch(self, task: TaskRecord) -> None:
         """Have the refresh thread refresh ``task`` (if it has a monitored file, and is running)."""

@@ -1,0 +1,116 @@
+"""The paths the command line writes to: ``-`` is standard output, in every command.
+
+Every option that names a file to write (``export -o``, ``report -o``, ``table -o``, ``run
+--file``) takes its value through :class:`OutputPath`, which makes it an :class:`Output`:
+
+- exactly ``-`` is standard output (a file named ``-`` is ``./-``): the command writes there
+  what it would write to the file, byte for byte, and checks no file;
+- a command whose output cannot go to a stream refuses ``-`` with a usage error naming the
+  option and why (:meth:`Output.file`): ``run --file`` (the task file is rewritten while the
+  command runs). No output of the other commands is binary when written to ``-`` (``table -o -``
+  writes CSV: standard output has no suffix to choose Parquet by);
+- anything else is a file, written by atomic replacement after the command's own check.
+
+Errors end in one ``Error:`` line (exit 2), never a traceback; a reader that stops reading
+standard output early (``tasktrace export run.json --format otlp-json -o - | head -1``) ends the
+command quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tasktrace.tree.files import save_atomic
+
+__all__ = ["STDOUT", "Output", "OutputPath"]
+
+STDOUT = "-"
+"""The value of an output option that means standard output."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a command writes: a file, or standard output.
+
+    Attributes:
+        path: The file, or ``None`` for standard output.
+        option: The option that named it (``"--output"``), for messages.
+    """
+
+    path: Path | None
+    option: str
+
+    def __str__(self) -> str:
+        """Return ``"standard output"``, or the file's path."""
+        return "standard output" if self.path is None else str(self.path)
+
+    def file(self, why: str) -> Path:
+        """Return the file, for an output that cannot be standard output.
+
+        Args:
+            why: What cannot be streamed, completing "standard output cannot take ...".
+
+        Raises:
+            click.UsageError: The output is standard output (exit 2), naming the option.
+        """
+        if self.path is None:
+            raise click.UsageError(
+                f"{self.option} {STDOUT}: standard output cannot take {why}; give a file name"
+            )
+        return self.path
+
+    def check(self, check: Callable[[Path], None]) -> None:
+        """Run the command's ``check`` of the file before any work (none for standard output).
+
+        Raises:
+            click.ClickException: ``check`` raised :class:`OSError` (its message, one line).
+        """
+        if self.path is None:
+            return
+        try:
+            check(self.path)
+        except OSError as e:
+            raise click.ClickException(str(e)) from None
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` to standard output, or replace the file with it atomically.
+
+        Raises:
+            click.ClickException: The file cannot be written (the previous one is left intact).
+        """
+        if self.path is not None:
+            if not save_atomic(self.path, data):
+                raise click.ClickException(f"{self.path}: cannot write the output file")
+            return
+        try:
+            sys.stdout.flush()  # text written before, first
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # the reader stopped early (`| head`): nothing more to say
+            # Python flushes standard output again at exit: point it at /dev/null first.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
+class OutputPath(click.ParamType):
+    """The type of an option naming a file to write: ``-`` is standard output (see module)."""
+
+    name = "path"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Return an :class:`Output` for ``value`` (``-``: standard output; else a file)."""
+        if isinstance(value, Output):
+            return value
+        option = param.opts[0] if param is not None and param.opts else "the output"
+        if value == STDOUT:
+            return Output(None, option)
+        path = click.Path(dir_okay=False, path_type=Path).convert(value, param, ctx)
+        return Output(path, option)
