@@ -229,7 +229,7 @@ def build_report(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> 
     comparison = ""
     if len(runs) > 1:
         figure = _comparison_table([r.name for r in runs], groups, measures)
-        comparison = f'<section id="comparison">{_div(figure, "comparison")}</section>'
+        comparison = f"<section>{_div(figure, 'comparison')}</section>"  # ids: one element each
     title = "tasktrace report: " + ", ".join(r.name for r in runs)
     note = (
         "Click a task in the icicle to zoom in, the top bar to zoom out; hover for all its "
