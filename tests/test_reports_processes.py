@@ -23,6 +23,7 @@ import pytest
 import tasktrace
 
 from .cli_helpers import run_cli
+from .conftest import FIXTURES
 
 _BURN = textwrap.dedent(
     """
@@ -117,3 +118,19 @@ def test_a_subprocess_subtasks_cpu_is_in_its_parents_figures(tmp_path: Path) -> 
     assert frame.loc["spawn", "cpu_time_s"] == pytest.approx(spawn.total_cpu())
     assert frame.loc["parent", "cpu_time_s"] == pytest.approx(root.total_cpu())
     assert frame.loc["parent", "cpu_time_s"] >= work.cpu_time
+
+
+def test_a_chrome_trace_among_task_files_is_named_as_such(tmp_path: Path) -> None:
+    """A Chrome trace given as a task file: the error says what it is, not a missing "label".
+
+    The README writes ``run.trace.json`` beside ``run.json`` and then reads ``runs/*.json``.
+    """
+    task = tmp_path / "run.json"
+    task.write_bytes((FIXTURES / "nested.json").read_bytes())
+    done = run_cli(["export", "run.json", "--format", "chrome", "-o", "run.trace.json"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    for args in (["table", "run.json", "run.trace.json"], ["show", "run.trace.json"]):
+        done = run_cli(args, tmp_path)
+        assert done.returncode == 2
+        assert "run.trace.json: not a tasktrace task file: a Chrome trace" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
