@@ -171,8 +171,9 @@ def _extra_text(task: Task) -> list[str]:
 def _task_text(task: Task) -> list[str]:
     """Lines of a single task's hover text beyond its measures."""
     lines = []
-    if task.children_peak_rss_bytes is not None:  # a command under `tasktrace run`
-        lines.append(f"command's peak RSS: {friendly_bytes(task.children_peak_rss_bytes)}")
+    if task.children_peak_rss_bytes is not None and task.peak_memory is not None:
+        # a command under `tasktrace run`: its peak RSS is the measure above, this is ours
+        lines.append(f"tasktrace's peak RSS: {friendly_bytes(task.peak_memory)}")
     if task.children_cpu_time_s is not None:
         lines.append(f"command's CPU in no task: {friendly_duration(task.children_cpu_time_s)}")
     for field_name, title in _SHOWN_FIELDS:
