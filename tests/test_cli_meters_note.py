@@ -169,7 +169,10 @@ def test_meter_checks_record_each_outcome_without_an_exceptions_text() -> None:
 
 
 def test_report_hover_names_the_commands_peak_and_its_cpu_in_no_task(tmp_path: Path) -> None:
-    """A `run` file's report: the root's hover gives the command's peak RSS and CPU in no task."""
+    """A `run` file's report: the root's hover has the command's peak RSS and CPU in no task.
+
+    Its peak RSS is the command's, as in ``show``; tasktrace's own is named beside it.
+    """
     run, out = tmp_path / "run.json", tmp_path / "report.html"
     big = "x = bytearray(300_000_000)"
     command = ["run", "-q", "-f", str(run), "--", sys.executable, "-c", big]
@@ -180,7 +183,10 @@ def test_report_hover_names_the_commands_peak_and_its_cpu_in_no_task(tmp_path: P
     assert task.children_cpu_time_s is not None
     assert main(["report", str(run), "-o", str(out)]) == 0
     page = out.read_text()
-    assert f"command's peak RSS: {friendly_bytes(task.children_peak_rss_bytes)}" in page
+    line_break = "\\u003cbr\\u003e"  # <br> as plotly's figure JSON holds it
+    assert f"{line_break}peak RSS: {friendly_bytes(task.children_peak_rss_bytes)}" in page
+    assert task.peak_memory is not None
+    assert f"tasktrace's peak RSS: {friendly_bytes(task.peak_memory)}" in page
     assert f"command's CPU in no task: {friendly_duration(task.children_cpu_time_s)}" in page
 
 

@@ -75,6 +75,9 @@ def _task_dict(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
         node["error"] = draw(st.text(max_size=10))
     for child in node["subtasks"]:
         child["parent_id"] = node["task_id"]
+    # siblings in the order they started, unknown starts last: the order of every task file
+    # tasktrace writes (tree.spool, tree.delivery) and of the trees rebuilt from spans
+    node["subtasks"].sort(key=lambda t: (t["start_time"] is None, t["start_time"] or 0.0))
     return node
 
 

@@ -26,20 +26,23 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _env() -> dict[str, str]:
+def _env(rows: int = 40, columns: int = 140) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
-    env.update(TERM="xterm-256color", COLUMNS="140", LINES="40")
+    env.update(TERM="xterm-256color", COLUMNS=str(columns), LINES=str(rows))
     env.pop("NO_COLOR", None)
     env.pop("FORCE_COLOR", None)
     return env
 
 
-def _run_in_pty(argv: list[str], cwd: Path, timeout_s: float = 30.0) -> str:
+def _run_in_pty(
+    argv: list[str], cwd: Path, timeout_s: float = 30.0, rows: int = 40, columns: int = 140
+) -> str:
     """Run ``argv`` with a pty as stdin/stdout/stderr; return everything it wrote (decoded)."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    env = _env(rows, columns)
     proc = subprocess.Popen(
-        argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=_env(), close_fds=True
+        argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env, close_fds=True
     )
     os.close(slave)
     chunks: list[bytes] = []
@@ -134,3 +137,36 @@ def test_command_output_stays_on_screen_above_the_panel(tmp_path: Path) -> None:
     for epoch in range(4):
         assert f"epoch {epoch}: loss" in text, text
     assert "training" in text  # the task tree printed at the end
+
+
+MANY_TASKS_CHILD = textwrap.dedent("""
+    import time
+    from tasktrace import ContextThreadPoolExecutor, Task
+    def work(i):
+        with Task(f"worker task {i} with a label long enough to wrap in a narrow terminal"):
+            time.sleep(0.2 if i < 28 else 3.0)
+    with Task("sweep"):
+        with ContextThreadPoolExecutor(30) as pool:
+            list(pool.map(work, range(30)))
+""")
+
+
+def test_the_panel_never_outgrows_the_terminal_and_shows_the_running_tasks(
+    tmp_path: Path,
+) -> None:
+    """A tree taller than the terminal: each frame fits it, so the panel can be erased.
+
+    The panel showed every task the child had started, finished ones too, and rich draws its
+    last frame in full when it stops: 30 tasks of wrapped labels made a 124-line panel on a
+    20-line terminal, printed twice over the command's output and never erased.
+    """
+    rows = 20
+    script = tmp_path / "child.py"
+    script.write_text(MANY_TASKS_CHILD)
+    argv = [sys.executable, "-m", "tasktrace.cli", "run", "--", sys.executable, str(script)]
+    out = _run_in_pty(argv, tmp_path, rows=rows, columns=60)
+    frames = [f[: f.index("╯")] for f in out.split("╭")[1:] if "╯" in f]
+    assert frames  # the panel was drawn
+    assert max(f.count("\n") + 1 for f in frames) < rows
+    # a frame shows the tasks still running, without those that finished (at 0.2 s)
+    assert any("worker task 29" in f and "worker task 3 " not in f for f in frames)

@@ -14,10 +14,15 @@ While the command runs, a :class:`rich.live.Live` panel on standard error shows:
 - the tree of running tasks of a child that uses tasktrace: the child's top-level tasks write
   their records to the spool folder of :mod:`tasktrace.tree.spool` at start, at each refresh
   (``tasktrace run`` sets the child's ``TASKTRACE_REFRESH_INTERVAL_S`` to
-  :data:`CHILD_REFRESH_INTERVAL_S` unless it is already set) and at finish.
+  :data:`CHILD_REFRESH_INTERVAL_S` unless it is already set) and at finish. Finished subtasks
+  are left out (the final tree has them).
 
-The panel is shown only when standard error is a terminal and ``--quiet`` is not given; it
-disappears when the command ends (the final tree is printed as before).
+The panel is never taller than the terminal less one line: a tree that does not fit is cut at
+the bottom, and the panel's bottom edge says how many lines are not shown. (Rich draws a live
+display's last frame in full and can erase only what is still on the screen: a taller panel
+stayed behind, printed over the command's output.) The panel is shown only when standard
+error is a terminal and ``--quiet`` is not given; it disappears when the command ends (the
+final tree is printed as before).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from rich.text import Text
 
 from tasktrace.cli.render import render_tree
 from tasktrace.core.settings import ENV_PREFIX
+from tasktrace.core.status import TaskStatus
 from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_joules
 from tasktrace.core.views import CORES_SHOWN_ABOVE
 from tasktrace.task import Task
@@ -255,6 +261,21 @@ class LivePanel:
             for name, joules in energy.items():
                 line.append(f"   {name} energy ", style="dim").append(friendly_joules(joules))
             parts: list[Any] = [line]
-            parts.extend(render_tree(record, max_depth=6) for record in self._child_tasks())
+            records = [_running_only(record) for record in self._child_tasks()]
+            parts.extend(render_tree(record, max_depth=6) for record in records)
         title = f"tasktrace run: {escape(self.task.label)}"
-        return Panel(Group(*parts), title=title, expand=False)
+        body = Group(*parts)
+        room = self.console.size.height - 1  # the cursor's line stays below the panel
+        inside = self.console.options.update_width(max(self.console.size.width - 4, 1))
+        lines = len(self.console.render_lines(body, inside, pad=False))
+        if lines + 2 <= room:
+            return Panel(body, title=title, expand=False)
+        height = max(room, 3)  # borders and one line
+        hidden = f"{lines - (height - 2):,} more lines"
+        return Panel(body, title=title, expand=False, height=height, subtitle=hidden)
+
+
+def _running_only(record: Task) -> Task:
+    """Return ``record`` with its running subtasks alone, at any depth: what runs now."""
+    running = [_running_only(t) for t in record.subtasks if t.status is TaskStatus.RUNNING]
+    return record.model_copy(update={"subtasks": running})

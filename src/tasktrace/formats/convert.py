@@ -181,7 +181,10 @@ def spans_to_task(spans: Iterable[ReadableSpan], root_label: str = "trace") -> T
     """Rebuild a task tree from spans (the inverse of :func:`task_to_spans`).
 
     Args:
-        spans: Ended or unended spans, in any order; children keep the order given.
+        spans: Ended or unended spans, in any order. Siblings are put in the order they
+            started, as in a task file (a live run exports each span when it ends, so its
+            spans come in the order they finished); those that started at the same time, or
+            at an unknown time (listed last), keep the order given.
         root_label: Label of the synthetic root made when the spans have several roots.
 
     Returns:
@@ -220,6 +223,8 @@ def spans_to_task(spans: Iterable[ReadableSpan], root_label: str = "trace") -> T
         (roots if parent is None else parent["subtasks"]).append(built[_key(span)])
     for node in built.values():
         del node["_root_trace"]
+        node["subtasks"].sort(key=_start_order)  # as a task file: spans come as they ended
+    roots.sort(key=_start_order)
     if len(roots) == 1:
         return Task.model_validate(roots[0])
     starts = [r["start_time"] for r in roots if r["start_time"] is not None]
@@ -235,6 +240,11 @@ def spans_to_task(spans: Iterable[ReadableSpan], root_label: str = "trace") -> T
             "subtasks": roots,
         }
     )
+
+
+def _start_order(node: Mapping[str, Any]) -> tuple[bool, float]:
+    start = node["start_time"]
+    return (start is None, 0.0 if start is None else start)
 
 
 def _key(span: ReadableSpan) -> tuple[int, int]:

@@ -7,6 +7,7 @@ Needs plotly (the ``report`` extra); importing this module without it raises
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,9 +22,12 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
 
 __all__ = [
     "ICICLE_MEASURES",
+    "LABEL_ROOM_PX",
     "STATUS_COLOURS",
     "icicle_figure",
     "table_figure",
+    "table_width_px",
+    "text_px",
     "timeline_figure",
 ]
 
@@ -197,6 +201,78 @@ def timeline_figure(nodes: Sequence[FoldNode], hover: Sequence[str]) -> go.Figur
     return figure
 
 
+CHAR_PX = 7.7
+"""The width of most characters of a table's 12 px text, in pixels: digits, most letters, ``µ``,
+``−`` (plotly's font is Open Sans, else Verdana, Arial or the browser's sans-serif; digits are
+7.64 px in DejaVu Sans, Chromium's sans-serif on Debian, and as wide in Verdana)."""
+NARROW_PX = 5.0
+"""The width of the narrow characters (:data:`_NARROW`: ``.``, ``i``, ``l``, ``t``, a space, …)."""
+WIDE_PX = 12.0
+"""The width of the wide characters (:data:`_WIDE`: ``m``, ``W``, ``+``, ``−``, ``×``, ``%``, …;
+11.9 px and less in DejaVu Sans, whose ``+``, ``−`` and ``×`` are 10.05 px)."""
+BOLD = 1.1
+"""How much wider the bold header text is (``mean``: 37.0 px bold, 34.4 px estimated plain)."""
+_NARROW = frozenset(".,:;'!|()[]ijlrtfI ")
+_WIDE = frozenset("mwMW+−×=<>~#%&@")
+_MARGINS_PX = 20
+"""The table figure's left and right margins together (``margin`` in :func:`table_figure`)."""
+_GAP_PX = 2
+"""Room to spare in a column beyond its text and the padding on both sides (plotly wraps a
+cell's text where it is wider than the column less both paddings)."""
+CELL_PAD_PX = 8
+"""Plotly's padding of a table cell's text (``cellPad``), on each side, in pixels."""
+LABEL_ROOM_PX = 130.0
+"""The label column's room for a label's text, in pixels: longer labels wrap at their spaces."""
+LONGEST_WORD_PX = 300.0
+"""A word wider than this (a path without spaces) does not widen its column further."""
+_TAG = re.compile(r"<[^>]*>")
+
+
+def text_px(text: str, *, bold: bool = False) -> float:
+    """Return an upper estimate of ``text``'s width in a table, in pixels (pure, thread-safe).
+
+    Per character: :data:`NARROW_PX`, :data:`WIDE_PX` or :data:`CHAR_PX`, times :data:`BOLD`
+    for header text. Tags are left out and entities decoded (``&amp;`` is one ``&``).
+    """
+    plain = html.unescape(_TAG.sub("", text))
+    width = sum(NARROW_PX if c in _NARROW else WIDE_PX if c in _WIDE else CHAR_PX for c in plain)
+    return width * BOLD if bold else width
+
+
+def _widest_word_px(text: str, *, bold: bool = False) -> float:
+    words = html.unescape(_TAG.sub("", text)).split()
+    return max((min(text_px(w, bold=bold), LONGEST_WORD_PX) for w in words), default=0.0)
+
+
+def _column_widths_px(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> list[float]:
+    """Return the width each column needs so that no text is cut off, in pixels.
+
+    Plotly wraps a cell's text at spaces and clips what is still wider than its column. The
+    first column (labels) gets :data:`LABEL_ROOM_PX` (less where its labels are shorter) and
+    room for its widest word; the others, for their widest cell on one line (a number and its
+    unit) and the widest word of their header.
+    """
+    widths = []
+    for k, (header, column) in enumerate(zip(headers, cells, strict=True)):
+        needed = max((_widest_word_px(c) for c in column), default=0.0)
+        longest = max((text_px(c) for c in column), default=0.0)
+        needed = max(needed, min(longest, LABEL_ROOM_PX) if k == 0 else longest)
+        needed = max(needed, _widest_word_px(header, bold=True))
+        widths.append(needed + 2 * CELL_PAD_PX + _GAP_PX)
+    return widths
+
+
+def table_width_px(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> int:
+    """Return the narrowest width, in pixels, at which :func:`table_figure` cuts off no text.
+
+    Plotly draws a table as wide as its ``<div>`` and clips each column's text at its edge; a
+    number (``205ms``) cannot wrap, so in a column too narrow its first digits were lost. The
+    report gives each table's ``<div>`` this as its minimum width (scrolling sideways where the
+    page is narrower). Arguments as :func:`table_figure`'s; pure, thread-safe.
+    """
+    return round(sum(_column_widths_px(headers, cells))) + _MARGINS_PX
+
+
 def table_figure(
     title: str,
     headers: Sequence[str],
@@ -214,6 +290,9 @@ def table_figure(
             keys: alphabetically), rows without a key (``None``) last.
         row_height_px: The height a row is given in the figure's height (more where narrow
             columns wrap text); the table scrolls beyond 800 px.
+
+    Each column's share of the width is what its text needs; below
+    :func:`table_width_px` pixels in all, text is cut off.
     """
     count = len(cells[0]) if cells else 0
 
@@ -238,7 +317,7 @@ def table_figure(
                 "fill": {"color": "#dde6f0"},
             },
             cells={"values": columns(first), "align": ["left"] + ["right"] * (len(headers) - 1)},
-            columnwidth=[3] + [1] * (len(headers) - 1),  # labels get room; numbers are short
+            columnwidth=_column_widths_px(headers, cells),  # relative: as the texts need
         )
     )
     buttons = [
@@ -265,6 +344,6 @@ def table_figure(
         if buttons
         else [],
         height=min(800, 130 + row_height_px * count),
-        margin={"t": 80, "l": 10, "r": 10, "b": 10},
+        margin={"t": 80, "l": _MARGINS_PX // 2, "r": _MARGINS_PX // 2, "b": 10},
     )
     return figure

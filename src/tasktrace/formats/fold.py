@@ -11,6 +11,7 @@ its hover text in human units.
 from __future__ import annotations
 
 import html
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from tasktrace.core.views import (
     count_tasks,
     label_pattern,
 )
+from tasktrace.formats.energy_note import METERS_KEY
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, measure_values
 
 __all__ = ["MAIN_LANE", "FoldNode", "fold_tree", "hover_text", "utc_text"]
@@ -159,9 +161,18 @@ def fold_tree(
 
 
 def _extra_text(task: Task) -> list[str]:
+    """Lines of the task's extra data: text as it is, other values as the file's JSON.
+
+    The ``meters`` record of a ``tasktrace run`` root is left out: the run's facts give it,
+    meter by meter.
+    """
     lines = []
     for key, value in (task.__pydantic_extra__ or {}).items():
-        text = str(value)
+        if key == METERS_KEY and task.parent_id is None:
+            continue
+        text = (
+            value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        )
         if len(text) > _EXTRA_TEXT_CHARS:
             text = text[: _EXTRA_TEXT_CHARS - 1] + "…"
         lines.append(f"{html.escape(str(key))}: {html.escape(text)}")
@@ -171,8 +182,9 @@ def _extra_text(task: Task) -> list[str]:
 def _task_text(task: Task) -> list[str]:
     """Lines of a single task's hover text beyond its measures."""
     lines = []
-    if task.children_peak_rss_bytes is not None:  # a command under `tasktrace run`
-        lines.append(f"command's peak RSS: {friendly_bytes(task.children_peak_rss_bytes)}")
+    if task.children_peak_rss_bytes is not None and task.peak_memory is not None:
+        # a command under `tasktrace run`: its peak RSS is the measure above, this is ours
+        lines.append(f"tasktrace's peak RSS: {friendly_bytes(task.peak_memory)}")
     if task.children_cpu_time_s is not None:
         lines.append(f"command's CPU in no task: {friendly_duration(task.children_cpu_time_s)}")
     for field_name, title in _SHOWN_FIELDS:

@@ -60,6 +60,9 @@ def read_tasks(
     ``cpu_energy_j``, ``gpu_energy_j``, ``system_energy_j``, ``dram_energy_j``, ``energy_j``;
     ``start_time_s`` and ``finish_time_s`` in UNIX seconds), ``emissions_g`` (g CO₂e) when an
     intensity is known, the other task fields, then the extra data (``tags``, ``epoch``, …).
+    The measures are those ``tasktrace show`` prints: ``cpu_time_s`` is
+    :meth:`~tasktrace.Task.total_cpu` (the task's process's CPU plus other processes' below
+    it), and a ``tasktrace run`` command's ``peak_memory_bytes`` is the command's own.
 
     Args:
         paths: One path or a sequence of paths.

@@ -5,7 +5,7 @@ Every reader of task files (``show``, ``export``, ``replay``, ``report``, ``comp
 :func:`describe_input_error`, so each command words the same problem the same way:
 
 - a file that is no task file at all (empty, not JSON, a truncated JSON text, a JSON array,
-  string, number or ``null``, an object without a task's ``label``):
+  string, number or ``null``, an object without a task's ``label``, a Chrome trace):
   ``FILE: not a tasktrace task file: invalid JSON at line 1 column 5 (...)``,
   ``FILE: not a tasktrace task file: a JSON array, expected a task object ...``;
 - a tree nested beyond what pydantic validates: ``FILE: task tree nested too deeply to read
@@ -34,6 +34,10 @@ NOT_A_TASK_FILE = "not a tasktrace task file"
 """What a file is said to be when it holds no task tree at all (before the reason)."""
 
 _TASK_OBJECT = "expected a task object (a task file as tasktrace or LensKit writes it)"
+_CHROME_TRACE = (
+    "a Chrome trace (trace events, as tasktrace export --format chrome writes), which holds "
+    "no task tree; give the task file or OTLP JSON lines it was made from"
+)
 _POSITION = re.compile(r"^(?P<what>.*) at line (?P<line>\d+) column (?P<column>\d+)$")
 _PLAIN = {  # the JSON parser's words -> plain ones
     "expected value": "not JSON text",
@@ -82,6 +86,8 @@ def _validation_problem(error: ValidationError) -> str:
     if not loc and kind == "model_type":
         return f"{NOT_A_TASK_FILE}: {_json_kind(value)}, {_TASK_OBJECT}"
     if loc == ("label",) and kind == "missing":
+        if isinstance(value, dict) and isinstance(value.get("traceEvents"), list):
+            return f"{NOT_A_TASK_FILE}: {_CHROME_TRACE}"
         return f'{NOT_A_TASK_FILE}: a JSON object without the "label" every task has'
     more = error.error_count() - 1
     also = f"; {more} more problem{'s' if more > 1 else ''}" if more else ""

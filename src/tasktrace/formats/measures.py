@@ -99,19 +99,30 @@ def parse_measures(text: str) -> list[Measure]:
     return [MEASURES[n] for n in dict.fromkeys(names)]
 
 
+def _peak_memory(task: TaskRecord) -> int | None:
+    """Return the peak RSS in bytes: a ``tasktrace run`` command's own where it is recorded."""
+    command = task.children_peak_rss_bytes
+    return command if command is not None else task.peak_memory
+
+
 def measure_values(
     task: TaskRecord, carbon: CarbonIntensity | None = None
 ) -> dict[str, float | None]:
-    """Every measure of one task (not its subtasks) by column name, in SI units.
+    """Every measure of one task by column name, in SI units, as ``tasktrace show`` prints it.
 
-    ``emissions_g`` is present only when ``carbon`` knows an intensity. Values that were not
-    measured are ``None``.
+    ``cpu_time_s`` is :meth:`~tasktrace.Task.total_cpu`: the task's own process's CPU, plus
+    what other processes reported below it (subprocess subtasks at any depth, a command's
+    ``children_cpu_time_s`` under ``tasktrace run``), so a parent's figure includes every
+    subtask's, wherever it ran. ``peak_memory_bytes`` is the task's peak RSS; for a command run
+    by ``tasktrace run``, the command's own (``children_peak_rss_bytes``) where it was recorded,
+    the root's ``peak_memory`` being tasktrace's. ``emissions_g`` is present only when
+    ``carbon`` knows an intensity. Values that were not measured are ``None``.
     """
     energy = total_energy_j(task)
     values: dict[str, float | None] = {
         "duration_s": task.duration,
-        "cpu_time_s": task.cpu_time,
-        "peak_memory_bytes": task.peak_memory,
+        "cpu_time_s": task.total_cpu(),
+        "peak_memory_bytes": _peak_memory(task),
         "peak_gpu_memory_bytes": task.peak_gpu_memory,
         "energy_j": energy,
         "cpu_energy_j": task.cpu_power,

@@ -24,7 +24,14 @@ from tasktrace.core.units import friendly_ratio
 from tasktrace.core.views import paused_gc
 from tasktrace.formats.energy_note import SCOPE_NEEDS, recorded_meters
 from tasktrace.formats.extras import missing_extra
-from tasktrace.formats.figures import icicle_figure, table_figure, timeline_figure
+from tasktrace.formats.figures import (
+    LABEL_ROOM_PX,
+    icicle_figure,
+    table_figure,
+    table_width_px,
+    text_px,
+    timeline_figure,
+)
 from tasktrace.formats.fold import fold_tree, hover_text, utc_text
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, Measure
 from tasktrace.formats.output import check_output, write_output
@@ -63,6 +70,7 @@ body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 0.2em 1em; }
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 .note { color: #555; font-size: 0.9em; }
+.wide { overflow-x: auto; }
 .failed { color: #d62728; font-weight: 600; } .cancelled { color: #c77700; font-weight: 600; }
 """
 
@@ -76,6 +84,11 @@ def _div(figure: Any, div_id: str) -> str:
         div_id=div_id,
         config={"responsive": True, "displaylogo": False},
     )
+    tables = [t for t in figure.data if t.type == "table"]
+    if tables:  # never narrower than its text: plotly cuts off what a column cannot hold
+        table = tables[0]
+        width = table_width_px(table.header.values, table.cells.values)
+        text = f'<div class="wide"><div style="min-width: {width}px">{text}</div></div>'
     return text
 
 
@@ -146,7 +159,7 @@ def _friendly(measure: Measure, value: float | None) -> str:
     return "" if value is None else measure.friendly(value)
 
 
-def _label_table(groups: list[dict[str, Any]], measures: Sequence[Measure], narrow: bool) -> Any:
+def _label_table(groups: list[dict[str, Any]], measures: Sequence[Measure]) -> Any:
     headers = ["label", "tasks", "failed"]
     cells: list[list[str]] = [
         [html.escape(g["label_pattern"]) for g in groups],
@@ -171,7 +184,8 @@ def _label_table(groups: list[dict[str, Any]], measures: Sequence[Measure], narr
         headers,
         cells,
         keys,
-        row_height_px=48 if narrow else 26,
+        # no cell wraps but a label longer than the label column's room (at its spaces)
+        row_height_px=48 if any(text_px(c) > LABEL_ROOM_PX for c in cells[0]) else 26,
     )
 
 
@@ -224,12 +238,12 @@ def build_report(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> 
             f"{_facts(run, rows, len(nodes), carbon)}"
             f"{_div(icicle_figure(nodes, hover), f'icicle-{k}')}"
             f"{_div(timeline_figure(nodes, hover), f'timeline-{k}')}"
-            f"{_div(_label_table(run_groups, measures, len(runs) > 1), f'labels-{k}')}</section>"
+            f"{_div(_label_table(run_groups, measures), f'labels-{k}')}</section>"
         )
     comparison = ""
     if len(runs) > 1:
         figure = _comparison_table([r.name for r in runs], groups, measures)
-        comparison = f'<section id="comparison">{_div(figure, "comparison")}</section>'
+        comparison = f"<section>{_div(figure, 'comparison')}</section>"  # ids: one element each
     title = "tasktrace report: " + ", ".join(r.name for r in runs)
     note = (
         "Click a task in the icicle to zoom in, the top bar to zoom out; hover for all its "

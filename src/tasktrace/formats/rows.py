@@ -175,7 +175,10 @@ def task_rows(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> Tas
     every task field (``task_id``, ``parent_id`` and ``status`` as text; the seed's measure
     fields renamed with their units: ``duration_s``, ``cpu_time_s``, ``peak_memory_bytes``,
     ``peak_gpu_memory_bytes``, ``cpu_energy_j``, ``gpu_energy_j``, ``system_energy_j``;
-    ``start_time_s`` / ``finish_time_s`` in UNIX seconds), ``energy_j`` (see
+    ``start_time_s`` / ``finish_time_s`` in UNIX seconds; the measures are those of
+    :func:`~tasktrace.formats.measures.measure_values`, as ``tasktrace show`` prints them:
+    ``cpu_time_s`` with other processes' CPU below the task, a command's own peak RSS),
+    ``energy_j`` (see
     :func:`~tasktrace.formats.measures.total_energy_j`), ``emissions_g`` when ``carbon`` knows
     any intensity, then the extra data (``tags``, ``epoch``, …; nested mappings flattened as
     ``key.sub``; a key that repeats a column's name gets the prefix ``extra.``).
@@ -195,10 +198,7 @@ def task_rows(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> Tas
             row["task_id"] = str(node.task_id)
             row["parent_id"] = None if node.parent_id is None else str(node.parent_id)
             row["status"] = node.status.value
-            values = measure_values(node, carbon)
-            row["energy_j"] = values["energy_j"]
-            if "emissions_g" in values:
-                row["emissions_g"] = values["emissions_g"]
+            row.update(measure_values(node, carbon))  # the measures as show prints them
             if node.__pydantic_extra__:
                 extra: dict[str, Any] = {}
                 _flatten(node.__pydantic_extra__, "", extra)
