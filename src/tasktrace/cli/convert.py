@@ -33,7 +33,7 @@ class _Refused(click.ClickException):
 
 
 @click.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 @click.option(
     "--format",
     "fmt",
@@ -54,7 +54,7 @@ class _Refused(click.ClickException):
     "--force", is_flag=True, help="Replace the output even when it is not tasktrace output."
 )
 def export(file: Path, fmt: str, output: Output, force: bool) -> None:
-    """Convert FILE (a task file or OTLP JSON lines) to another format.
+    """Convert FILE (a task file, OTLP JSON lines, or a folder of them) to another format.
 
     Example: tasktrace export run.json --format chrome -o run.trace.json
     (-o - prints it: tasktrace export run.json --format otlp-json -o - | gzip > run.jsonl.gz)
@@ -83,7 +83,7 @@ def _check_replaceable(path: Path, *, force: bool) -> None:
 
 
 @click.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
 @click.option(
     "--endpoint",
     "-e",
@@ -91,7 +91,7 @@ def _check_replaceable(path: Path, *, force: bool) -> None:
     f"{OTEL_EXPORTER_OTLP_TRACES_ENDPOINT} / {OTEL_EXPORTER_OTLP_ENDPOINT}; one is required).",
 )
 def replay(path: Path, endpoint: str | None) -> None:
-    """Send PATH (a task file or OTLP JSON lines) to an OTLP endpoint as the original spans.
+    """Send PATH (a task file, OTLP JSON lines or a folder of them) to an OTLP endpoint.
 
     Trace and span ids, parent links, timestamps, attributes, resource and status are kept;
     task files without ids get ids derived from their task ids (the same on every replay).

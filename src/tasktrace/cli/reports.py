@@ -56,7 +56,7 @@ _names_option = click.option(
     help="A name for each run, in the order of the files (default: the file names).",
 )
 _force_option = click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
-_FILES = click.Path(dir_okay=False, path_type=Path)
+_FILES = click.Path(path_type=Path)  # a folder: one run's OTLP JSON-lines files (formats.replay)
 
 
 def register(group: click.Group) -> None:
@@ -118,7 +118,7 @@ def report(
     carbon_intensity: float | None,
     force: bool,
 ) -> None:
-    """Write one self-contained HTML report of FILES (task files or OTLP JSON lines).
+    """Write one self-contained HTML report of FILES (task files, OTLP JSON lines, folders).
 
     Per run: its facts, an icicle of the task tree sized by duration, CPU, memory or energy
     (switched in the page), a timeline and a sortable table per label; with several runs,

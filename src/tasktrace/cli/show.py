@@ -58,7 +58,7 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
     show_all: bool,
     carbon_intensity: float | None,
 ) -> None:
-    """Print the task tree in FILE (a task file or OTLP JSON lines) with human units.
+    """Print the task tree in FILE (a task file, OTLP JSON lines, a folder of them) in human units.
 
     Each line: the label, status, exit code of a failed command, duration, then the named
     measures (CPU time, with the busy cores where more than one; peak RSS; peak GPU memory;

@@ -3,7 +3,9 @@
 A *task file* is one task tree as JSON (tasktrace's or LensKit's). An *OTLP JSON-lines file* is
 what :class:`~tasktrace.formats.otlp_json.OtlpJsonFileSpanExporter` (or any OTel file exporter)
 writes. :func:`load_spans` and :func:`load_task` read either kind, telling them apart by the
-first line (``{"resourceSpans": ...`` is OTLP JSON).
+first line (``{"resourceSpans": ...`` is OTLP JSON), or a *folder* of OTLP JSON-lines files
+(:func:`read_span_folder`): each process of a run writes a file of its own there, so the
+folder holds the whole run's spans.
 
 Replaying sends the spans with the OTel project's OTLP exporter (HTTP/protobuf, or gRPC when
 ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL=grpc``), unchanged: original trace and span ids, parent
@@ -54,6 +56,7 @@ __all__ = [
     "load_spans",
     "load_task",
     "parse_task_file",
+    "read_span_folder",
     "replay",
     "task_resource",
 ]
@@ -74,6 +77,34 @@ def is_otlp_json(data: bytes) -> bool:
     except ValueError:
         return False
     return isinstance(parsed, dict) and "resourceSpans" in parsed
+
+
+def read_span_folder(path: Path) -> list[ReadableSpan]:
+    """Read every OTLP JSON-lines file directly in the folder ``path`` as one set of spans.
+
+    Each process of a run exports to a file of its own in the ``otlp_json_dir`` folder (a
+    forked or spawned child, a pool worker, a subprocess), and a Collector's file exporter may
+    rotate its file: the run's tree needs them all. Files are read in name order; files that
+    are not OTLP JSON lines (a task file, a note), empty files (a process that exported
+    nothing) and hidden files are skipped; sub-folders are not entered.
+
+    Raises:
+        OSError: The folder or one of its files cannot be read.
+        tasktrace.formats.otlp_json.OtlpJsonFormatError: A bad line (names the file and line).
+        ValueError: No OTLP JSON-lines file in the folder (the message names it).
+    """
+    spans: list[ReadableSpan] = []
+    found = False
+    for file in sorted(path.iterdir()):
+        if file.name.startswith(".") or not file.is_file():
+            continue
+        data = file.read_bytes()
+        if b"resourceSpans" in data and is_otlp_json(data):  # the key first: see rows
+            spans.extend(read_spans(data.splitlines(), str(file)))
+            found = True
+    if not found:
+        raise ValueError(f"{path}: a folder with no OTLP JSON-lines file in it")
+    return spans
 
 
 def task_resource(task: Task) -> Resource:
@@ -110,18 +141,21 @@ def parse_task_file(data: bytes) -> Task:
 
 
 def load_task(path: Path, data: bytes | None = None) -> Task:
-    """Load a task tree from a task file or an OTLP JSON-lines file.
+    """Load a task tree from a task file, an OTLP JSON-lines file or a folder of them.
 
     Args:
-        path: The file.
+        path: The file, or a folder of OTLP JSON-lines files (:func:`read_span_folder`; the
+            tree's synthetic root, where the spans have more than one root, is named after it).
         data: Its contents, if already read.
 
     Raises:
         OSError: The file cannot be read.
         pydantic.ValidationError: A task file that is not valid.
         tasktrace.formats.otlp_json.OtlpJsonFormatError: A bad OTLP JSON line (names the line).
-        ValueError: An OTLP JSON file without spans.
+        ValueError: An OTLP JSON file without spans; a folder without OTLP JSON-lines files.
     """
+    if data is None and path.is_dir():
+        return spans_to_task(read_span_folder(path), root_label=path.name)
     data = path.read_bytes() if data is None else data
     if is_otlp_json(data):
         return spans_to_task(read_spans(data.splitlines(), str(path)), root_label=path.name)
@@ -129,11 +163,13 @@ def load_task(path: Path, data: bytes | None = None) -> Task:
 
 
 def load_spans(path: Path, data: bytes | None = None) -> list[ReadableSpan]:
-    """Load spans from an OTLP JSON-lines file, or convert a task file's tree to spans.
+    """Load spans from an OTLP JSON-lines file or a folder of them, or from a task file's tree.
 
     Raises:
         The errors of :func:`load_task`.
     """
+    if data is None and path.is_dir():
+        return read_span_folder(path)
     data = path.read_bytes() if data is None else data
     if is_otlp_json(data):
         return read_spans(data.splitlines(), str(path))

@@ -66,14 +66,16 @@ class TaskFileError(ValueError):
 
 
 def load_task_file(path: Path) -> Task:
-    """Load a task file (tasktrace's or LensKit's) or an OTLP JSON-lines file.
+    """Load a task file (tasktrace's or LensKit's), an OTLP JSON-lines file or a folder of them.
 
     Raises:
         OSError: The file cannot be read.
         pydantic.ValidationError: It is not a valid task file.
-        ValueError: It is OTLP JSON that cannot be decoded.
+        ValueError: It is OTLP JSON that cannot be decoded; a folder holds no OTLP JSON file.
         RecursionError: The tree is nested too deeply to read.
     """
+    if path.is_dir():  # one process's file each: read together (formats.replay)
+        return load_task(path)
     data = path.read_bytes()
     # is_otlp_json parses the first line, i.e. all of a one-line task file (0.5 s for 36 MB):
     # look for the key first (a substring search, ~10 ms).

@@ -1,0 +1,90 @@
+"""A folder of OTLP JSON-lines files read as one run: each process of a run writes its own file.
+
+With ``TASKTRACE_OTLP_JSON_DIR`` every process (the parent, a subprocess given
+``child_environment()``, a pool worker) writes a file of its own in the folder, so one file
+holds only its process's tasks; ``show``, ``export`` and ``replay`` take the folder and
+rebuild the whole tree from all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from .cli_helpers import clean_env, run_cli
+
+_PARENT = textwrap.dedent(
+    """
+    import subprocess, sys
+    from tasktrace import Task, child_environment
+
+    with Task("pipeline", file="pipeline.json"):
+        with Task("prepare"):
+            pass
+        subprocess.run([sys.executable, "child.py"], env=child_environment(), check=True)
+    """
+)
+_CHILD = textwrap.dedent(
+    """
+    from tasktrace import Task
+
+    with Task("evaluate"):
+        with Task("score"):
+            pass
+    """
+)
+
+
+def _labels(tree: dict[str, Any]) -> list[str]:
+    out = [tree["label"]]
+    for sub in tree.get("subtasks", []):
+        out.extend(_labels(sub))
+    return out
+
+
+def _run_pipeline(tmp_path: Path) -> Path:
+    (tmp_path / "parent.py").write_text(_PARENT)
+    (tmp_path / "child.py").write_text(_CHILD)
+    spans = tmp_path / "spans"
+    spans.mkdir()
+    env = clean_env()
+    env["TASKTRACE_OTLP_JSON_DIR"] = str(spans)
+    subprocess.run([sys.executable, "parent.py"], cwd=tmp_path, env=env, check=True, timeout=120)
+    (tmp_path / "spans" / "notes.txt").write_text("not spans\n")  # skipped, as task files are
+    return spans
+
+
+def test_a_folder_of_span_files_is_the_whole_run(tmp_path: Path) -> None:
+    """``show`` and ``export`` of the folder give the task file's tree; one file gives half."""
+    spans = _run_pipeline(tmp_path)
+    files = sorted(p for p in spans.iterdir() if p.suffix == ".jsonl")
+    assert len(files) == 2, files  # the parent's and the child's
+
+    expected = _labels(json.loads((tmp_path / "pipeline.json").read_text()))
+    assert expected == ["pipeline", "prepare", "evaluate", "score"]
+    shown = run_cli(["show", "--json", str(spans)], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert _labels(json.loads(shown.stdout)) == expected
+
+    one = [json.loads(run_cli(["show", "--json", str(f)], tmp_path).stdout) for f in files]
+    assert all(_labels(t) != expected for t in one)  # each file: one process's tasks only
+
+    done = run_cli(["export", str(spans), "--format", "task", "-o", "rebuilt.json"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _labels(json.loads((tmp_path / "rebuilt.json").read_text())) == expected
+
+
+def test_a_folder_without_span_files_is_a_one_line_error(tmp_path: Path) -> None:
+    """A folder holding no OTLP JSON-lines file is named in a one-line error, exit 2."""
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    (empty / "pipeline.json").write_text('{"label": "a task file, not spans"}')
+    shown = run_cli(["show", str(empty)], tmp_path)
+    assert shown.returncode == 2
+    assert "no OTLP JSON-lines file" in shown.stderr
+    assert str(empty) in shown.stderr
+    assert "Traceback" not in shown.stderr
