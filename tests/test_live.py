@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import select
@@ -170,3 +171,27 @@ def test_the_panel_never_outgrows_the_terminal_and_shows_the_running_tasks(
     assert max(f.count("\n") + 1 for f in frames) < rows
     # a frame shows the tasks still running, without those that finished (at 0.2 s)
     assert any("worker task 29" in f and "worker task 3 " not in f for f in frames)
+
+
+def test_a_command_that_exited_shows_no_rss_now() -> None:
+    """Once the command has exited (not yet reaped), the panel keeps its peak, not "RSS now 0 B"."""
+    from rich.console import Console
+
+    from tasktrace import Task
+    from tasktrace.cli.live import LivePanel
+
+    screen = Console(file=io.StringIO(), width=160, height=20, force_terminal=True)
+    panel = LivePanel(Task("run"), screen)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.6)"])
+    try:
+        panel.start(child.pid)
+        time.sleep(0.4)  # drawn (sampled) while the command runs
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, a zombie: not reaped
+        page = Console(file=io.StringIO(), width=160, height=20)
+        page.print(panel.render())
+        last = page.file.getvalue()  # type: ignore[attr-defined]
+    finally:
+        panel.stop()
+        child.wait()
+    assert "peak RSS" in last, last
+    assert "RSS now" not in last, last

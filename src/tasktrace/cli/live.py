@@ -200,16 +200,23 @@ class LivePanel:
             return
         cpu_s = 0.0
         rss_bytes = 0
+        read = 0
         for proc in procs:
             try:
                 with proc.oneshot():
+                    if proc.status() == psutil.STATUS_ZOMBIE:  # exited: its memory reads 0
+                        continue
                     times = proc.cpu_times()
                     cpu_s += times.user + times.system + times.children_user
                     cpu_s += times.children_system
                     rss_bytes += proc.memory_info().rss
-            except psutil.Error:  # noqa: PERF203 - a process may exit while we read it
+                read += 1
+            except psutil.Error:  # a process may exit while we read it
                 continue
         self._cpu_s = max(self._cpu_s, cpu_s)
+        if not read:  # the command has exited (a zombie until run reaps it): no RSS now
+            self._rss_bytes = None
+            return
         self._rss_bytes = rss_bytes
         self._peak_rss_bytes = max(self._peak_rss_bytes, rss_bytes)
 
@@ -256,6 +263,7 @@ class LivePanel:
                 line.append(f" ({self._cpu_s / elapsed_s:.1f} cores)")
             if self._rss_bytes is not None:
                 line.append("   RSS now ", style="dim").append(friendly_bytes(self._rss_bytes))
+            if self._peak_rss_bytes:
                 line.append("   peak RSS ", style="dim")
                 line.append(friendly_bytes(self._peak_rss_bytes))
             for name, joules in energy.items():
