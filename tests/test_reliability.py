@@ -109,6 +109,7 @@ def test_read_only_mid_run_keeps_previous_file_and_task_goes_on(
         assert ran_after
         assert len(ro_warnings) == 1, ro_warnings
         assert "Read-only file system" in ro_warnings[0]
+        assert "the previous file is kept" in ro_warnings[0]
         assert before  # the file written before the fault
         final = Task.model_validate_json(path.read_bytes())
         assert final.status is TaskStatus.FINISHED

@@ -9,7 +9,8 @@ Every option that names a file to write (``export -o``, ``report -o``, ``table -
   option and why (:meth:`Output.file`): ``run --file`` (the task file is rewritten while the
   command runs). No output of the other commands is binary when written to ``-`` (``table -o -``
   writes CSV: standard output has no suffix to choose Parquet by);
-- anything else is a file, written by atomic replacement after the command's own check.
+- anything else is a file, written by atomic replacement after the command's own check and a
+  check that its folder takes files (a read-only folder is one error line before any work).
 
 Errors end in one ``Error:`` line (exit 2), never a traceback; a reader that stops reading
 standard output early (``tasktrace export run.json --format otlp-json -o - | head -1``) ends the
@@ -27,7 +28,7 @@ from typing import Any
 
 import click
 
-from tasktrace.tree.files import save_atomic
+from tasktrace.tree.files import check_writable, replace_file
 
 __all__ = ["STDOUT", "Output", "OutputPath"]
 
@@ -69,13 +70,19 @@ class Output:
     def check(self, check: Callable[[Path], None]) -> None:
         """Run the command's ``check`` of the file before any work (none for standard output).
 
+        Then check that its folder takes files
+        (:func:`~tasktrace.tree.files.check_writable`), so that a read-only folder is said
+        before the work, not after it.
+
         Raises:
-            click.ClickException: ``check`` raised :class:`OSError` (its message, one line).
+            click.ClickException: ``check`` raised :class:`OSError`, or the folder cannot be
+                written (one line: the file and the reason).
         """
         if self.path is None:
             return
         try:
             check(self.path)
+            check_writable(self.path)
         except OSError as e:
             raise click.ClickException(str(e)) from None
 
@@ -83,11 +90,14 @@ class Output:
         """Write ``data`` to standard output, or replace the file with it atomically.
 
         Raises:
-            click.ClickException: The file cannot be written (the previous one is left intact).
+            click.ClickException: The file cannot be written: one line naming it and the OS's
+                reason (the previous file, if any, is left intact).
         """
         if self.path is not None:
-            if not save_atomic(self.path, data):
-                raise click.ClickException(f"{self.path}: cannot write the output file")
+            try:
+                replace_file(self.path, data)
+            except OSError as e:
+                raise click.ClickException(str(e)) from None
             return
         try:
             sys.stdout.flush()  # text written before, first

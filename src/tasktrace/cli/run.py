@@ -1,7 +1,8 @@
 """``tasktrace run``: a command as a task, its exit status as the run's.
 
 Exit status: the command's own (``128 + N`` when killed by signal ``N``, 127 when it cannot be
-started).
+started); 2 when the ``--file`` cannot be written before the command runs (it does not run);
+125 (:data:`UNWRITTEN_EXIT`) when it could not be written at the end, after the command ran.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -29,15 +31,20 @@ from tasktrace.core.status import TaskStatus
 from tasktrace.meters.process import MAXRSS_UNIT
 from tasktrace.task import Task
 from tasktrace.task.processes import child_environment
-from tasktrace.tree.files import check_replaceable
+from tasktrace.tree.files import check_folder, check_replaceable, check_writable, last_error
 from tasktrace.tree.meters_record import record_meters
 from tasktrace.tree.spool import unreported_cpu_s
 
-__all__ = ["LABEL_CHARS", "run"]
+__all__ = ["LABEL_CHARS", "UNWRITTEN_EXIT", "run"]
 
 
 LABEL_CHARS = 200
 """The longest default label: the command line, shell-quoted, cut at this many characters."""
+
+
+UNWRITTEN_EXIT = 125
+"""The exit status when the ``--file`` could not be written at the end of the run (after the
+command ran): tasktrace's own failure, 125 as for ``env``, ``nohup`` and ``timeout``."""
 
 
 class _NotStarted(click.ClickException):
@@ -51,43 +58,62 @@ _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 that ends by one of them is CANCELLED, not FAILED."""
 
 
-def _run_command(
-    argv: list[str], live: LivePanel | None = None
-) -> tuple[int, resource.struct_rusage | None]:
-    """Run ``argv``; return its return code and its own ``wait4`` resource usage.
+@dataclass
+class _Ended:
+    """How the command ended, filled in as it happens so that no way out loses it.
+
+    Attributes:
+        returncode: Popen's return code (``-N``: killed by signal ``N``), once reaped.
+        usage: The command's own ``wait4`` resource usage, once reaped.
+        stopped_by: The first stop signal ``tasktrace run`` received and passed on to the
+            command (SIGTERM, SIGHUP; SIGINT only before the command started), if any.
+    """
+
+    returncode: int | None = None
+    usage: resource.struct_rusage | None = None
+    stopped_by: int | None = None
+
+
+def _run_command(argv: list[str], ended: _Ended, live: LivePanel | None = None) -> None:
+    """Run ``argv`` to its end; record its return code and ``wait4`` usage in ``ended``.
 
     The return code is :class:`subprocess.Popen`'s: the exit status, or ``-N`` when the command
     was killed by signal ``N``. A Ctrl-C (``SIGINT`` to the process group) reaches the command
-    too; this process waits for the command to end, which decides the outcome.
+    too; this process waits for the command to end, which decides the outcome. Stop signals
+    sent to this process are handled from before the command starts until it is reaped (see
+    :func:`_forward_signals`), so none interrupts the wait and the usage is always recorded.
 
     ``os.wait4`` gives the usage of this child (and of the descendants it waited for) alone,
     unlike ``RUSAGE_CHILDREN``, which sums every child this process ever reaped. With ``live``,
     the live panel is started on the command's process.
+
+    Raises:
+        OSError: The command cannot be started.
     """
     env = child_environment() if live is None else live.child_environment(child_environment())
-    if live is None:
-        proc = subprocess.Popen(argv, env=env)  # noqa: S603 - the user's command
-    else:  # its output goes through a pseudo-terminal, relayed above the panel
-        output = live.open_output()
-        try:
-            proc = subprocess.Popen(argv, env=env, stdout=output, stderr=output)  # noqa: S603
-        finally:
-            os.close(output)
-        live.start(proc.pid)
-    with _forward_signals(proc.pid) as received:
-        while True:
+    with _forward_signals() as forward:
+        if live is None:
+            proc = subprocess.Popen(argv, env=env)  # noqa: S603 - the user's command
+        else:  # its output goes through a pseudo-terminal, relayed above the panel
+            output = live.open_output()
             try:
-                _, wait_status, usage = os.wait4(proc.pid, 0)
-                break
-            except KeyboardInterrupt:
-                continue  # the child got SIGINT too; wait for it to exit, then report
-            except ChildProcessError:
-                proc.wait()
-                return proc.returncode, None
-    proc.returncode = os.waitstatus_to_exitcode(wait_status)
-    if received:  # stopped from outside (a job manager's SIGTERM): we report 128 + signal
-        raise _Stopped(received[0])
-    return proc.returncode, usage
+                proc = subprocess.Popen(argv, env=env, stdout=output, stderr=output)  # noqa: S603
+            finally:
+                os.close(output)
+        forward.started(proc.pid)
+        if live is not None:
+            live.start(proc.pid)
+        try:  # ended but not reaped: its pid cannot be another process's until wait4 below
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            forward.ended()
+            _, wait_status, ended.usage = os.wait4(proc.pid, 0)
+        except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): no usage to give
+            forward.ended()
+            proc.wait()
+        else:
+            proc.returncode = os.waitstatus_to_exitcode(wait_status)
+        ended.returncode = proc.returncode
+        ended.stopped_by = forward.stopped_by
 
 
 def _outcome(returncode: int) -> tuple[TaskStatus, int, str | None]:
@@ -116,39 +142,77 @@ def _outcome(returncode: int) -> tuple[TaskStatus, int, str | None]:
     return TaskStatus.FAILED, returncode, None
 
 
-class _Stopped(Exception):
-    """``tasktrace run`` received a signal it forwarded to the command, which then exited."""
+class _Forwarder:
+    """The stop signals ``tasktrace run`` received while its command runs, passed on to it."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.stopped_by: int | None = None  # the first signal passed on to the command
+        self._pending: list[int] = []  # received before the command started
+        self._ended = False
 
+    def handle(self, signum: int, frame: object) -> None:
+        """Signal handler: pass SIGTERM and SIGHUP on; SIGINT only before the command started.
 
-@contextlib.contextmanager
-def _forward_signals(pid: int) -> Iterator[list[int]]:
-    """Pass SIGTERM and SIGHUP sent to ``tasktrace run`` on to the command while it runs.
-
-    A job manager (``docker stop``, Slurm, systemd) signals the process it started; forwarding
-    lets the command stop cleanly and ``run`` still records it, as CANCELLED. SIGINT is left
-    alone: a terminal's Ctrl-C already reaches the whole process group. Main thread only.
-    """
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def forward(signum: int, frame: object) -> None:
+        Once the command has ended a signal is left alone: it stopped nothing (and once the
+        command is reaped its pid may be another process's).
+        """
         del frame
-        received.append(signum)
+        if self._ended:
+            return
+        if self.pid is None:  # the command is being started: started() passes it on
+            self._pending.append(signum)
+        elif signum != signal.SIGINT:  # a terminal's Ctrl-C reaches the whole group already
+            self._forward(self.pid, signum)
+
+    def started(self, pid: int) -> None:
+        """Have signals go to the command ``pid`` from now on, those received before too."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:  # no handler runs in between: each signal is passed on once, none is lost
+            self.pid = pid
+            for signum in self._pending:
+                self._forward(pid, signum)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def ended(self) -> None:
+        """Pass nothing on from now: the command has ended (call it before reaping it)."""
+        self._ended = True
+
+    def _forward(self, pid: int, signum: int) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = signum
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+@contextlib.contextmanager
+def _forward_signals() -> Iterator[_Forwarder]:
+    """Handle the stop signals sent to ``tasktrace run`` from before its command starts.
+
+    A job manager (``docker stop``, Slurm, systemd) signals the process it started: SIGTERM
+    and SIGHUP are passed on to the command (:meth:`_Forwarder.started` gives its pid), which
+    lets it stop cleanly while ``run`` waits for it and records it, usage included, as
+    CANCELLED. SIGINT is recorded, not passed on (a terminal's Ctrl-C already reaches the whole
+    process group; the command's own outcome decides), unless it came before the command
+    started. No handler raises, so none can interrupt the wait and lose the command's usage.
+    A signal this process ignores (``nohup``'s SIGHUP, a background job's SIGINT) stays ignored,
+    for the command too. Main thread only (elsewhere nothing is installed).
+    """
+    forwarder = _Forwarder()
+    if threading.current_thread() is not threading.main_thread():
+        yield forwarder
+        return
+    previous = {
+        sig: signal.signal(sig, forwarder.handle)
+        for sig in sorted(_STOP_SIGNALS)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
-        yield received
+        yield forwarder
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, handler in previous.items():  # None: set outside Python, the default then
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _child_peak_rss(usage: resource.struct_rusage) -> int | None:
@@ -168,18 +232,27 @@ def _start_task(
 ) -> Task:
     """Create and start the run's task: its label, argv, file, and the meters' checks.
 
+    The ``file`` is checked and written before the command runs: a missing folder, a path
+    through a regular file, a user's file (see
+    :func:`~tasktrace.tree.files.check_replaceable`), a read-only or full folder stop the run
+    there, with one error line, rather than after the command with no file.
+
     Raises:
-        click.ClickException: ``file`` cannot be written (a missing folder, a user's file).
+        click.ClickException: ``file`` cannot be written (the file and the reason).
     """
     task = Task(label or shlex.join(redact_argv(argv))[:LABEL_CHARS])
     if record_argv:
         task.argv = redact_argv(argv)
     if file is not None:
         try:
+            check_folder(file)
             check_replaceable(file, force=force, override=FORCE_HINT)  # with the CLI's hint
+            check_writable(file)  # else the write below would only warn
             task.save_to_file(file, force=True)  # checked just above
         except OSError as e:  # a missing folder, a user's file: one line, before the command
             raise click.ClickException(str(e)) from None
+        if (reason := last_error(file)) is not None:  # it became unwritable just now
+            raise click.ClickException(f"{file}: cannot be written: {reason}")
     task.start()  # builds and checks the meters (once a process): record which can measure
     record_meters(task)  # done at the start already when there is a --file
     return task
@@ -240,6 +313,11 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     command that cannot be started (not found, not executable) gets one error line instead,
     with exit status 127 as from a shell; the --file still records the run, failed.
 
+    The --file is checked before the command runs: a missing or read-only folder stops the run
+    there with one error line (exit status 2). If it cannot be written at the end (the folder
+    became read-only or full while the command ran), an error line after the tree says so and
+    the exit status is 125, not the command's (which the line gives).
+
     The command line is recorded (as argv) only with --record-argv, and then with the values of
     secret-looking options (--password, --token, --api-key, ...), KEY=VALUE secrets (in a URL's
     query too: ?token=...) and URL passwords replaced by ***; the default label is the command
@@ -251,39 +329,56 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     argv = list(command)
     path = None if file is None else file.file("a task file rewritten while the command runs")
     task = _start_task(argv, label, record_argv=record_argv, file=path, force=force)
-    code = 0
-    status = TaskStatus.FINISHED
+    ended = _Ended()
     not_started: str | None = None  # why the command could not be started: a fatal error
     live = LivePanel.for_run(task, quiet=quiet)  # only on a terminal
     try:
-        returncode, usage = _run_command(argv, live)
-        status, code, task.error = _outcome(returncode)
-        if usage is not None:
-            reaped_s = usage.ru_utime + usage.ru_stime
-            task.children_cpu_time_s = unreported_cpu_s(task, reaped_s)
-            task.children_peak_rss_bytes = _child_peak_rss(usage)
+        _run_command(argv, ended, live)
     except OSError as e:
-        task.error = not_started = f"cannot start {argv[0]!r}: {e.strerror or e}"
-        code = 127
+        not_started = f"cannot start {argv[0]!r}: {e.strerror or e}"
     except KeyboardInterrupt:  # Ctrl-C before the command started or after it ended
-        status = TaskStatus.CANCELLED
-        task.error = "stopped by SIGINT"
-        code = 130
-    except _Stopped as e:
-        status = TaskStatus.CANCELLED
-        task.error = f"stopped by {signal.Signals(e.signum).name}"
-        code = 128 + e.signum
-    finally:
+        ended.stopped_by = ended.stopped_by or signal.SIGINT
+    finally:  # whatever ended the run, what is known of the command is recorded
         if live is not None:
             live.stop()
-        task.exit_code = code
-        if code != 0 and status is TaskStatus.FINISHED:  # 127: the command did not start
-            status = TaskStatus.FAILED
-        task.finish(status)
+        code = _record_end(task, ended, not_started)
     if not_started is not None:  # the error alone: no tree, no energy note before it
         raise _NotStarted(not_started)
     if not quiet:
         console = output_console(stderr=True)
         console.print(render_tree(task))
         print_note(console, run_note(task))
+    if path is not None and (reason := last_error(path)) is not None:
+        click.echo(f"Error: {_unwritten(path, reason, code)}", err=True)
+        sys.exit(UNWRITTEN_EXIT)
     sys.exit(code)  # the command's own status, 127 included (then it ran: no error line)
+
+
+def _record_end(task: Task, ended: _Ended, not_started: str | None) -> int:
+    """Finish ``task`` with how the command ended, its usage included; return the exit status."""
+    if not_started is not None:
+        status, code, task.error = TaskStatus.FAILED, 127, not_started
+    elif ended.stopped_by is not None:  # stopped from outside: we report 128 + signal
+        status, code = TaskStatus.CANCELLED, 128 + ended.stopped_by
+        task.error = f"stopped by {signal.Signals(ended.stopped_by).name}"
+    elif ended.returncode is not None:
+        status, code, task.error = _outcome(ended.returncode)
+    else:  # cannot happen: the command was started, so it was reaped
+        status, code = TaskStatus.FAILED, 1
+    if ended.usage is not None:
+        reaped_s = ended.usage.ru_utime + ended.usage.ru_stime
+        task.children_cpu_time_s = unreported_cpu_s(task, reaped_s)
+        task.children_peak_rss_bytes = _child_peak_rss(ended.usage)
+    task.exit_code = code
+    task.finish(status)
+    return code
+
+
+def _unwritten(path: Path, reason: str, code: int) -> str:
+    """Say that the task file ``path``'s last write failed, what it holds, and ``code``."""
+    held = (
+        "it holds an earlier refresh, not the end of the run"
+        if os.path.lexists(path)
+        else "there is no file"
+    )
+    return f"{path}: cannot be written: {reason}; {held} (the command's exit status: {code})"

@@ -3,10 +3,13 @@
 A task file is always written whole to a temporary file in the same folder and moved over the
 old one with :func:`os.replace`, so a reader (or a crash, even ``SIGKILL``) sees either the old
 or the new file, never half of one. A failed write (disk full, read-only folder) warns once per
-file, leaves the previous file intact and never raises into the user's task; the warning says
-what will write the file again (a refresh, the task's finish), and a task's last write that
-fails warns that nothing will, even after an earlier failure's warning. The next write that
-succeeds catches up (and logs that it did), so a later failure warns again.
+file, leaves the previous file intact (the warning says whether there is one) and never raises
+into the user's task; the warning says what will write the file again (a refresh, the task's
+finish), and a task's last write that fails warns that nothing will, even after an earlier
+failure's warning. The next write that succeeds catches up (and logs that it did), so a later
+failure warns again. A file written once (a report, a table, an export) goes through
+:func:`replace_file`, which raises instead, and :func:`check_writable` tells before any work
+runs whether a folder takes files at all.
 
 Every writer of tasktrace (a task's ``file``, :meth:`Task.save_to_file`, ``tasktrace run
 --file``, ``tasktrace export -o``) first calls :func:`check_replaceable`, which refuses to replace
@@ -32,14 +35,23 @@ import pydantic_core
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.warn import WarnOnce
 
-__all__ = ["HEAD_BYTES", "check_folder", "check_replaceable", "save_atomic"]
+__all__ = [
+    "HEAD_BYTES",
+    "check_folder",
+    "check_replaceable",
+    "check_writable",
+    "last_error",
+    "replace_file",
+    "save_atomic",
+]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
 _umask: int | None = None
-# Paths whose last write failed → whether the warning said a later write will retry: warned
-# once until a write succeeds, and once more if a write that nothing will retry fails too.
-_failing: dict[str, bool] = {}
+# Paths whose last write failed → whether the warning said a later write will retry, and the
+# OS's reason: warned once until a write succeeds, and once more if a write that nothing will
+# retry fails too.
+_failing: dict[str, tuple[bool, str]] = {}
 _failing_lock = threading.Lock()
 renew_after_fork(sys.modules[__name__], "_failing_lock")
 
@@ -207,16 +219,100 @@ def _describe(head: bytes, top: object, size: int, partial: bool) -> str:
     return f"{amount} of text" if b"\x00" not in head else f"{amount} of binary data"
 
 
-def save_atomic(
-    path: Path, data: bytes, *more: bytes, then: str = "", retried: bool = False
-) -> bool:
-    """Replace ``path`` with ``data`` then each of ``more``, atomically; return if it was written.
+def _reason(e: OSError) -> str:
+    """Return the OS's reason for ``e`` (``Read-only file system``), no temporary file's name."""
+    return e.strerror or str(e)
+
+
+def _unwritable(path: Path, e: OSError) -> OSError:
+    """Return an error of ``e``'s kind saying ``path`` cannot be written, and the OS's reason."""
+    error = type(e)(f"{path}: cannot be written: {_reason(e)}")
+    error.errno = e.errno
+    return error
+
+
+def check_writable(path: Path) -> None:
+    """Raise unless a file can be created in ``path``'s folder, as :func:`replace_file` does.
+
+    A temporary file is created there (:func:`tempfile.mkstemp`) and removed at once: the one
+    sure test, for root as for anyone (``os.access`` ignores read-only mounts' and root's
+    rules alike). Called before any work runs, so that a read-only or full folder is said
+    before a command runs or a report is built, not after.
+
+    Raises:
+        OSError: The folder cannot be written (read-only file system, no permission, a path
+            through a regular file, no space left); the message names ``path`` and the OS's
+            reason (``runs/x.json: cannot be written: Read-only file system``).
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _unwritable(path, e) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+def replace_file(path: Path, data: bytes, *more: bytes) -> None:
+    """Replace ``path`` with ``data`` then each of ``more``, atomically; raise if it cannot.
 
     The temporary file is created by :func:`tempfile.mkstemp` (unpredictable name, ``O_EXCL``,
     mode ``0o600``) in the same folder, given the mode ``0o666 & ~umask`` less world-write and
     moved into place with :func:`os.replace` (a symlink at ``path`` is replaced, never followed).
-    A failure is logged once, with the previous file left intact; the first success after it
-    logs that the file is written again, and a later failure warns again.
+    For a file written once (a report, an export), where a failure is the command's error; a
+    task file, written again and again, goes through :func:`save_atomic`, which warns instead.
+
+    Raises:
+        OSError: ``path`` cannot be written (of the OS error's kind); the message names
+            ``path`` and the OS's reason, never the temporary file. The previous file, if any,
+            is left intact and no temporary file is left behind.
+    """
+    try:
+        _replace(path, data, *more)
+    except OSError as e:
+        raise _unwritable(path, e) from None
+
+
+def _replace(path: Path, data: bytes, *more: bytes) -> None:
+    """:func:`replace_file`, raising the OS's own error (no temporary file left behind)."""
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            for chunk in more:
+                f.write(chunk)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+
+
+def last_error(path: Path) -> str | None:
+    """Return why the last :func:`save_atomic` of ``path`` failed, or ``None`` if it did not.
+
+    ``None`` too when ``path`` was never written by :func:`save_atomic` in this process; a
+    relative ``path`` is the file it names in the current folder. For a caller that must tell
+    the user at the end that the file asked for is not written (or is not the last state),
+    such as ``tasktrace run --file``. Thread-safe.
+    """
+    with _failing_lock:
+        failed = _failing.get(os.path.abspath(path))
+    return None if failed is None else failed[1]
+
+
+def save_atomic(
+    path: Path, data: bytes, *more: bytes, then: str = "", retried: bool = False
+) -> bool:
+    """Replace a task file ``path`` with ``data`` then ``more`` (:func:`replace_file`); never raise.
+
+    Return whether it was written. A failure is logged once, saying whether the previous file
+    is kept or there is none (a first write, or one removed since); the first success after it
+    logs that the file is written again, and a later failure warns again. :func:`last_error`
+    tells whether the last write failed, and why.
 
     Args:
         path: The file to replace.
@@ -227,33 +323,26 @@ def save_atomic(
         retried: Whether a later write will retry. A failure that none will retry (a task's
             last write) is warned about even when one that was to be retried was already.
     """
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            for chunk in more:
-                f.write(chunk)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
+        _replace(path, data, *more)
     except OSError as e:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        reason, key = _reason(e), os.path.abspath(path)  # the same file, however named
         with _failing_lock:
-            warned = _failing.get(str(path))  # None: not warned; else whether it said a retry
-            _failing[str(path)] = retried
-        if warned is None or (warned and not retried):
+            warned = _failing.get(key)  # None: not warned; else (retry said, reason)
+            _failing[key] = (retried, reason)
+        if warned is None or (warned[0] and not retried):
+            kept = "the previous file is kept" if os.path.lexists(path) else "there is no file"
             _log.warning(
-                "tasktrace: cannot write task file %s (%s); the previous file is kept%s",
+                "tasktrace: cannot write task file %s (%s); %s%s",
                 path,
-                e,
+                reason,
+                kept,
                 f"; {then}" if then else "",
             )
         return False
     if _failing:
         with _failing_lock:
-            recovered = _failing.pop(str(path), None) is not None
+            recovered = _failing.pop(os.path.abspath(path), None) is not None
         if recovered:
             _log.info("tasktrace: task file %s is written again", path)
     return True
