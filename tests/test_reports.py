@@ -95,8 +95,8 @@ def test_report_from_python_refuses_to_replace_a_file_unless_asked(
 def test_cli_outputs_never_replace_an_existing_file_without_force(
     demo_runs: dict[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``report -o`` and ``table -o`` on an existing file: exit 2, file unchanged; --force."""
-    for command, name in (("report", "r.html"), ("table", "t.csv")):
+    """``report -o`` and ``table -o`` on a user's file: exit 2, file unchanged; --force."""
+    for command, name in (("report", "r.html"), ("table", "t.csv"), ("table", "t.tex")):
         out = tmp_path / name
         out.write_text("keep me")
         assert main([command, str(demo_runs[3]), "-o", str(out)]) == 2
@@ -104,6 +104,26 @@ def test_cli_outputs_never_replace_an_existing_file_without_force(
         assert out.read_text() == "keep me"
         assert main([command, str(demo_runs[3]), "-o", str(out), "--force"]) == 0
         assert out.read_text() != "keep me"
+
+
+def test_cli_outputs_replace_their_own_earlier_output(
+    demo_runs: dict[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Running ``report -o`` or ``table -o X.tex`` again replaces the earlier one (no --force).
+
+    A CSV table carries no mark of tasktrace's (a comment would break CSV readers): replacing
+    one still needs --force.
+    """
+    for command, name in (("report", "r.html"), ("table", "t.tex")):
+        out = tmp_path / name
+        assert main([command, str(demo_runs[3]), "-o", str(out)]) == 0
+        first = out.read_bytes()
+        assert main([command, str(demo_runs[5]), "-o", str(out)]) == 0, capsys.readouterr().err
+        assert out.read_bytes() != first
+    out = tmp_path / "t.csv"
+    assert main(["table", str(demo_runs[3]), "-o", str(out)]) == 0
+    assert main(["table", str(demo_runs[5]), "-o", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
 
 
 def test_compare_lists_the_extra_epochs_as_unmatched_and_gives_ratios(

@@ -17,6 +17,7 @@ from typing import Any
 from tasktrace.core.views import paused_gc
 from tasktrace.formats.extras import missing_extra
 from tasktrace.formats.measures import CarbonIntensity
+from tasktrace.formats.output import LATEX_MARK
 from tasktrace.formats.rows import load_runs, task_rows
 
 try:
@@ -87,7 +88,8 @@ def encode_table(table: pd.DataFrame, suffix: str) -> bytes:
     r"""Encode ``table`` as the format of a file suffix in :data:`TABLE_FORMATS`.
 
     CSV (UTF-8, no index column), Parquet (pyarrow) or a LaTeX ``tabular`` (pandas'
-    ``to_latex``, which needs jinja2; text escaped for LaTeX: ``#`` becomes ``\\#``).
+    ``to_latex``, which needs jinja2; text escaped for LaTeX: ``#`` becomes ``\\#``) after the
+    comment line :data:`~tasktrace.formats.output.LATEX_MARK`.
 
     Raises:
         ValueError: The suffix is not one of :data:`TABLE_FORMATS`.
@@ -108,7 +110,8 @@ def encode_table(table: pd.DataFrame, suffix: str) -> bytes:
             import jinja2  # noqa: F401, PLC0415 - only to name the extra when it is missing
         except ImportError as e:
             raise missing_extra("jinja2", "pandas", "LaTeX output") from e
-        return table.to_latex(index=False, float_format="%.4g", na_rep="", escape=True).encode()
+        latex = table.to_latex(index=False, float_format="%.4g", na_rep="", escape=True)
+        return LATEX_MARK + b"\n" + latex.encode()  # the mark: replaceable by the next table
     raise ValueError(
         f"cannot write {suffix or 'a file without suffix'}: use one of {', '.join(TABLE_FORMATS)}"
     )

@@ -251,8 +251,9 @@ def build_report(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> 
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>"
+        # first: the mark that lets the next report replace this one (formats.output)
         f'<meta name="generator" content="tasktrace, plotly {plotly.__version__}">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>"
         f"<script>{get_plotlyjs()}</script></head><body>"
         f'<h1>{html.escape(title)}</h1><p class="note">{note}</p>'
         f'<div class="runs" style="grid-template-columns: repeat({len(runs)}, minmax(0, 1fr))">'
