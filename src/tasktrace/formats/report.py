@@ -281,10 +281,11 @@ def report(
         carbon_intensity_g_per_kwh: One carbon intensity (g CO₂e per kWh) for every task;
             by default each task's machine's ``carbon_intensity_g_per_kwh`` setting, if any.
             Emissions are shown only where an intensity is known.
-        overwrite: Replace ``output`` if it exists (default: refuse).
+        overwrite: Replace ``output`` whatever it holds (default: only when it is empty or an
+            earlier report tasktrace wrote: :func:`~tasktrace.formats.output.check_output`).
 
     Raises:
-        FileExistsError: ``output`` exists and ``overwrite`` is false.
+        FileExistsError: ``output`` exists, is not an earlier report and ``overwrite`` is false.
         FileNotFoundError: The folder of ``output`` does not exist.
         tasktrace.formats.rows.TaskFileError: A file cannot be read or is not a task file.
         ValueError: ``names`` does not fit ``paths``, or the intensity is negative.
