@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 EXPORT_WARNING = "tasktrace: span export to"
 """The start of the one warning tasktrace logs when span export fails."""
@@ -159,3 +162,12 @@ def is_microsecond_rounding(attribute: object, measured: float | None) -> bool:
     if not isinstance(attribute, float) or measured is None:
         return False
     return abs(attribute - measured) <= 5.000001e-7 and attribute == round(attribute, 6)
+
+
+def file_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Return the messages of the warnings logged by ``tasktrace.tree.files`` (task files)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "tasktrace.tree.files" and r.levelno == logging.WARNING
+    ]

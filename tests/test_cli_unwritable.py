@@ -24,6 +24,7 @@ import pytest
 from tasktrace import Task, TaskStatus
 
 from .cli_helpers import run_cli
+from .export_helpers import file_warnings
 
 
 @pytest.fixture
@@ -101,14 +102,6 @@ def test_run_file_unwritable_at_the_end_exits_125_with_an_error_last(
     assert (tmp_path / "runs").read_text() == "mine\n"  # the user's file is untouched
 
 
-def _file_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "tasktrace.tree.files" and r.levelno == logging.WARNING
-    ]
-
-
 def test_a_task_file_warning_says_there_is_no_file_when_there_is_none(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -120,7 +113,7 @@ def test_a_task_file_warning_says_there_is_no_file_when_there_is_none(
         folder.rename(tmp_path / "moved")
         folder.write_text("mine\n")
     assert task.status is TaskStatus.FINISHED
-    (warning,) = _file_warnings(caplog)
+    (warning,) = file_warnings(caplog)
     assert f"cannot write task file {path} ({os.strerror(errno.ENOTDIR)}); there is no file" in (
         warning
     )

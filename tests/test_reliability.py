@@ -20,6 +20,8 @@ from tasktrace import ContextThread, Task, TaskStatus
 from tasktrace.core.warn import reset_warnings
 from tasktrace.meters import process, register_meter, reset_meters
 
+from .export_helpers import file_warnings
+
 # ----- a small real filesystem: disk full and read-only -------------------------------------
 
 
@@ -49,14 +51,6 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-def _file_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "tasktrace.tree.files" and r.levelno == logging.WARNING
-    ]
-
-
 def test_disk_full_mid_run_warns_once_keeps_file_and_catches_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -71,7 +65,7 @@ def test_disk_full_mid_run_warns_once_keeps_file_and_catches_up(
             task.update()  # a second failed refresh: no second warning
             assert path.read_bytes() == before
             assert Task.model_validate_json(path.read_bytes()).status is TaskStatus.RUNNING
-            warnings = _file_warnings(caplog)
+            warnings = file_warnings(caplog)
             assert len(warnings) == 1, warnings
             assert str(path) in warnings[0]
             assert "No space left" in warnings[0]
@@ -81,7 +75,7 @@ def test_disk_full_mid_run_warns_once_keeps_file_and_catches_up(
             assert caught_up.get("epoch") == 1
             _fill(small)
             task.update()  # full again after a recovery: warned again
-            assert len(_file_warnings(caplog)) == 2
+            assert len(file_warnings(caplog)) == 2
             (small / "filler").unlink()
         final = Task.model_validate_json(path.read_bytes())
         assert final.status is TaskStatus.FINISHED
@@ -104,7 +98,7 @@ def test_read_only_mid_run_keeps_previous_file_and_task_goes_on(
                     pass
                 ran_after = True
             finally:
-                ro_warnings = _file_warnings(caplog)
+                ro_warnings = file_warnings(caplog)
                 subprocess.run(["mount", "-o", "remount,rw", str(folder)], check=True)
         assert ran_after
         assert len(ro_warnings) == 1, ro_warnings
@@ -138,7 +132,7 @@ def test_a_failed_last_write_does_not_promise_a_retry(
             task.start()  # its file written
             with _read_only(folder):
                 task.finish()
-                warnings = _file_warnings(caplog)
+                warnings = file_warnings(caplog)
         assert task.status is TaskStatus.FINISHED
         assert len(warnings) == 1, warnings
         assert "Read-only file system" in warnings[0]
@@ -168,7 +162,7 @@ def test_a_failed_last_write_with_a_subtask_still_running_says_it_will_write_aga
             assert started.wait(10)
             with _read_only(folder):
                 task.finish()
-                warnings = _file_warnings(caplog)
+                warnings = file_warnings(caplog)
             release.set()
             thread.join(10)
         assert len(warnings) == 1, warnings
@@ -199,9 +193,9 @@ def test_a_failed_write_says_what_will_retry_and_the_last_one_says_none_will(
             with _read_only(folder):
                 task.update()
                 task.update()  # failing again: no second warning
-                running = _file_warnings(caplog)
+                running = file_warnings(caplog)
                 task.finish()
-                warnings = _file_warnings(caplog)
+                warnings = file_warnings(caplog)
         assert len(running) == 1, running
         assert then in running[0]
         assert len(warnings) == 2, warnings
