@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from tasktrace import Task
 from tasktrace.cli import main
+from tasktrace.core.views import label_pattern
+from tasktrace.formats.measures import measure_values
 
+from .cli_helpers import run_cli
 from .conftest import FIXTURES
 from .export_helpers import same_to_span_precision
 from .otlp_receivers import OtlpHttpReceiver
@@ -110,6 +114,52 @@ def test_show_totals_json_sums_per_label_pattern(
     rows = {r["pattern"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["epoch #"]["tasks"] == 50
     assert rows["epoch #"]["total_duration_s"] == pytest.approx(50.0)
+
+
+_BUSY = (
+    "import time; block = bytearray(150 * 2**20); end = time.process_time() + 0.3\n"
+    "while time.process_time() < end: pass"
+)
+
+
+def test_show_totals_take_the_measures_the_tree_lines_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--totals sums the CPU time and peak RSS the lines show: a command's, not tasktrace's.
+
+    The root of ``tasktrace run`` holds tasktrace's own ``cpu_time`` and ``peak_memory``; its
+    line (and compare, table, report) shows the command's CPU (``total_cpu()``) and peak RSS.
+    A task whose subprocess subtask did the work counts that subtask's CPU likewise.
+    """
+    out = tmp_path / "run.json"
+    result = run_cli(["run", "-q", "--file", str(out), "--", sys.executable, "-c", _BUSY], tmp_path)
+    assert result.returncode == 0, result.stderr
+    root = Task.model_validate_json(out.read_text())
+    root.subtasks = [  # a task of the command's whose subprocess did the work
+        Task.model_validate(
+            {
+                "label": "fit",
+                "status": "finished",
+                "duration": 1.0,
+                "cpu_time": 0.001,
+                "subtasks": [
+                    {"label": "worker", "status": "finished", "subprocess": True, "cpu_time": 0.8}
+                ],
+            }
+        )
+    ]
+    out.write_text(root.model_dump_json())
+    root = Task.model_validate_json(out.read_text())
+    assert main(["show", "--totals", "--json", str(out)]) == 0
+    rows = {r["pattern"]: r for r in json.loads(capsys.readouterr().out)}
+    for task in (root, root.subtasks[0]):
+        shown = measure_values(task)
+        row = rows[label_pattern(task.label)]
+        assert row["total_cpu_time_s"] == pytest.approx(shown["cpu_time_s"])
+        assert row["max_peak_memory_bytes"] == shown["peak_memory_bytes"]
+    assert rows[label_pattern(root.label)]["total_cpu_time_s"] > 0.25  # the command's 0.3 s
+    assert rows[label_pattern(root.label)]["max_peak_memory_bytes"] > 150 * 2**20
+    assert rows["fit"]["total_cpu_time_s"] == pytest.approx(0.801)
 
 
 def test_export_otlp_json_then_show_and_export_task_round_trip(tmp_path: Path) -> None:
