@@ -39,6 +39,7 @@ __all__ = [
     "AUTO_COLLAPSE_TASKS",
     "COLLAPSE_MIN_RUN",
     "CORES_SHOWN_ABOVE",
+    "UNWRAPPED_WIDTH",
     "SiblingRun",
     "collapse_siblings",
     "count_tasks",
@@ -57,6 +58,11 @@ __all__ = [
 
 COLLAPSE_MIN_RUN = 3
 """Fewest consecutive siblings with the same label pattern that are collapsed into one line."""
+
+UNWRAPPED_WIDTH = 1_000_000
+"""The width, in characters, of a console whose lines must never wrap (a pipe, a file, the
+notebook view): wide enough for any line, and rich pads nothing to it (a line is as long as its
+text)."""
 
 AUTO_COLLAPSE_TASKS = 1000
 """Above this many tasks in view, ``show`` collapses repeated siblings unless given ``--all``
@@ -300,14 +306,16 @@ def tree_html(task: Task) -> str:
 
     The same lines as ``tasktrace show`` (emissions where the settings give the machine's
     carbon intensity); a tree of more than :data:`AUTO_COLLAPSE_TASKS` tasks has its repeated
-    siblings collapsed. Rendered by rich's HTML export.
+    siblings collapsed. Rendered by rich's HTML export at :data:`UNWRAPPED_WIDTH`, so each task
+    is one line of the ``<pre>`` whatever its length, never broken mid-phrase: the browser
+    scrolls a line wider than the output area (``overflow-x: auto``).
     """
     label = functools.partial(task_line, carbon=CarbonIntensity.from_settings())
     tree = build_tree(task, label, collapse=count_tasks(task) > AUTO_COLLAPSE_TASKS)
     console = Console(
         record=True,
         file=io.StringIO(),
-        width=120,
+        width=UNWRAPPED_WIDTH,
         force_terminal=True,
         force_jupyter=False,
         color_system="truecolor",
@@ -315,5 +323,6 @@ def tree_html(task: Task) -> str:
     console.print(tree)
     return console.export_html(
         inline_styles=True,
-        code_format='<pre style="font-family: monospace; line-height: 1.3">{code}</pre>',
+        code_format='<pre style="font-family: monospace; line-height: 1.3; overflow-x: auto; '
+        'white-space: pre">{code}</pre>',
     )
