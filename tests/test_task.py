@@ -330,7 +330,7 @@ def test_extra_data_pydantic_can_serialise_is_stored_as_its_json_form(
     LensKit's ``Task`` (a pydantic model with extra data allowed) accepts them and writes them
     as ISO text, strings and lists; the task file and the span carry the same JSON form.
     """
-    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
     ident = uuid.uuid4()
     given = {
         "when": when,
@@ -366,10 +366,16 @@ def test_extra_data_pydantic_can_serialise_is_stored_as_its_json_form(
 
 
 def test_extra_data_pydantic_cannot_serialise_is_refused_naming_the_key() -> None:
-    """An object with no JSON form (nor bytes that are not UTF-8) is a TypeError naming the key."""
+    """An object with no JSON form, non-UTF-8 bytes or an iterator: a TypeError naming the key."""
     with pytest.raises(TypeError, match="task data 'handle' cannot be stored: object"):
         Task("x", handle=object())
     with pytest.raises(TypeError, match="task data 'raw' cannot be stored: bytes"):
         Task("x", raw=b"\xff")
     with pytest.raises(TypeError, match="task data 'nested' cannot be stored"):
         Task("x", nested={"ok": 1, "handle": object()})
+    lines = iter(["a", "b"])  # pydantic would read an iterator to its end: the caller's, used up
+    with pytest.raises(TypeError, match="task data 'lines' cannot be stored: list_iterator"):
+        Task("x", lines=lines)
+    with pytest.raises(TypeError, match="task data 'nested' cannot be stored"):
+        Task("x", nested={"rows": (i for i in range(3))})
+    assert next(lines) == "a"  # left as it was

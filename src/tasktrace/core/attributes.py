@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from enum import Enum
 from typing import Any, Final
 
@@ -193,7 +193,8 @@ def normalise_data(key: str, value: Any) -> Any:
 
     Raises:
         TypeError: The value has no JSON form (an arbitrary object, a function, bytes that are
-            not UTF-8); the message names the key and the type.
+            not UTF-8), or is or holds an iterator (an open file, a generator: serialising it
+            would use it up); the message names the key and the type.
     """
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -205,10 +206,30 @@ def normalise_data(key: str, value: Any) -> Any:
             except (TypeError, ValueError, RuntimeError):
                 continue
             break
+    iterator = _iterator_in(value)
+    if iterator is not None:  # pydantic would read it to the end: the user's data, consumed
+        raise _unstorable(key, value, TypeError(f"{type(iterator).__name__} is an iterator"))
     try:
         return to_jsonable_python(value)
     except (TypeError, ValueError) as e:  # PydanticSerializationError, UnicodeDecodeError
         raise _unstorable(key, value, e) from None
+
+
+def _iterator_in(value: object) -> object | None:
+    """Return an iterator (an open file, a generator) in ``value`` or its containers, or ``None``.
+
+    pydantic serialises an iterator by iterating it, which would use up the caller's object.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Iterator):
+            return item
+        if isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+    return None
 
 
 def _unstorable(key: str, value: object, error: Exception) -> TypeError:
