@@ -296,3 +296,38 @@ def test_replay_sends_the_others_and_names_a_span_too_large(
     assert "4 of 5 spans were sent" in err
     spans = otlp_http_receiver.wait_for(4, timeout_s=10)
     assert sorted(s.name for s in spans) == ["run", "t0", "t1", "t2"]
+
+
+def test_compare_of_files_saved_at_their_start_says_why_no_measure_is_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A task with no measure in either file gets a row saying why, never an empty row."""
+    saved = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.json"
+        with Task("train", file=path):
+            saved.append(tmp_path / f"{name}-at-start.json")
+            saved[-1].write_bytes(path.read_bytes())  # the file as written at the task's start
+    assert Task.model_validate_json(saved[0].read_text()).duration is None
+    assert main(["compare", *map(str, saved)]) == 0
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if "train" in line]
+    assert "no measures yet: the task was still running when saved" in row, row
+    assert main(["compare", *map(str, saved), "--json"]) == 0
+    (root,) = json.loads(capsys.readouterr().out)["matched"]
+    assert root["measures"] == {}
+    assert root["note"] == "no measures yet: the task was still running when saved"
+
+
+@pytest.mark.parametrize(
+    ("names", "message"), [(["a"], "1 name given"), (["a", "b", "c"], "3 names given")]
+)
+def test_a_wrong_count_of_run_names_is_said_in_good_grammar(
+    names: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--name`` given once for two files: "1 name given for 2 files" (not "1 names")."""
+    files = [str(FIXTURES / "nested.json"), str(FIXTURES / "failed.json")]
+    argv = ["compare", *files]
+    for name in names:
+        argv += ["--name", name]
+    assert main(argv) == 2
+    assert f"{message} for 2 files" in capsys.readouterr().err
