@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from tasktrace import Task
 from tasktrace.cli import main
+from tasktrace.core.views import label_pattern
+from tasktrace.formats.measures import measure_values
 
+from .cli_helpers import run_cli
 from .conftest import FIXTURES
 from .export_helpers import same_to_span_precision
 from .otlp_receivers import OtlpHttpReceiver
@@ -110,6 +114,52 @@ def test_show_totals_json_sums_per_label_pattern(
     rows = {r["pattern"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["epoch #"]["tasks"] == 50
     assert rows["epoch #"]["total_duration_s"] == pytest.approx(50.0)
+
+
+_BUSY = (
+    "import time; block = bytearray(150 * 2**20); end = time.process_time() + 0.3\n"
+    "while time.process_time() < end: pass"
+)
+
+
+def test_show_totals_take_the_measures_the_tree_lines_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--totals sums the CPU time and peak RSS the lines show: a command's, not tasktrace's.
+
+    The root of ``tasktrace run`` holds tasktrace's own ``cpu_time`` and ``peak_memory``; its
+    line (and compare, table, report) shows the command's CPU (``total_cpu()``) and peak RSS.
+    A task whose subprocess subtask did the work counts that subtask's CPU likewise.
+    """
+    out = tmp_path / "run.json"
+    result = run_cli(["run", "-q", "--file", str(out), "--", sys.executable, "-c", _BUSY], tmp_path)
+    assert result.returncode == 0, result.stderr
+    root = Task.model_validate_json(out.read_text())
+    root.subtasks = [  # a task of the command's whose subprocess did the work
+        Task.model_validate(
+            {
+                "label": "fit",
+                "status": "finished",
+                "duration": 1.0,
+                "cpu_time": 0.001,
+                "subtasks": [
+                    {"label": "worker", "status": "finished", "subprocess": True, "cpu_time": 0.8}
+                ],
+            }
+        )
+    ]
+    out.write_text(root.model_dump_json())
+    root = Task.model_validate_json(out.read_text())
+    assert main(["show", "--totals", "--json", str(out)]) == 0
+    rows = {r["pattern"]: r for r in json.loads(capsys.readouterr().out)}
+    for task in (root, root.subtasks[0]):
+        shown = measure_values(task)
+        row = rows[label_pattern(task.label)]
+        assert row["total_cpu_time_s"] == pytest.approx(shown["cpu_time_s"])
+        assert row["max_peak_memory_bytes"] == shown["peak_memory_bytes"]
+    assert rows[label_pattern(root.label)]["total_cpu_time_s"] > 0.25  # the command's 0.3 s
+    assert rows[label_pattern(root.label)]["max_peak_memory_bytes"] > 150 * 2**20
+    assert rows["fit"]["total_cpu_time_s"] == pytest.approx(0.801)
 
 
 def test_export_otlp_json_then_show_and_export_task_round_trip(tmp_path: Path) -> None:
@@ -246,3 +296,38 @@ def test_replay_sends_the_others_and_names_a_span_too_large(
     assert "4 of 5 spans were sent" in err
     spans = otlp_http_receiver.wait_for(4, timeout_s=10)
     assert sorted(s.name for s in spans) == ["run", "t0", "t1", "t2"]
+
+
+def test_compare_of_files_saved_at_their_start_says_why_no_measure_is_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A task with no measure in either file gets a row saying why, never an empty row."""
+    saved = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.json"
+        with Task("train", file=path):
+            saved.append(tmp_path / f"{name}-at-start.json")
+            saved[-1].write_bytes(path.read_bytes())  # the file as written at the task's start
+    assert Task.model_validate_json(saved[0].read_text()).duration is None
+    assert main(["compare", *map(str, saved)]) == 0
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if "train" in line]
+    assert "no measures yet: the task was still running when saved" in row, row
+    assert main(["compare", *map(str, saved), "--json"]) == 0
+    (root,) = json.loads(capsys.readouterr().out)["matched"]
+    assert root["measures"] == {}
+    assert root["note"] == "no measures yet: the task was still running when saved"
+
+
+@pytest.mark.parametrize(
+    ("names", "message"), [(["a"], "1 name given"), (["a", "b", "c"], "3 names given")]
+)
+def test_a_wrong_count_of_run_names_is_said_in_good_grammar(
+    names: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--name`` given once for two files: "1 name given for 2 files" (not "1 names")."""
+    files = [str(FIXTURES / "nested.json"), str(FIXTURES / "failed.json")]
+    argv = ["compare", *files]
+    for name in names:
+        argv += ["--name", name]
+    assert main(argv) == 2
+    assert f"{message} for 2 files" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import pytest
 
 from tasktrace import Task
 from tasktrace.cli import cli, main
-from tasktrace.core.units import friendly_bytes, friendly_duration
+from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_grams
 from tasktrace.core.views import task_line
 
 from .cli_helpers import run_cli
@@ -172,3 +172,52 @@ def test_each_short_option_has_one_meaning_across_commands() -> None:
     assert {opt: names for opt, names in meanings.items() if len(names) != 1} == {}
     assert meanings["-f"] == {"--file"}
     assert meanings["-o"] == {"--output"}
+
+
+_ENERGY_NAMES = {
+    "CPU energy": "cpu_power",
+    "GPU energy": "gpu_power",
+    "system energy": "system_power",
+    "DRAM energy": "dram_energy_j",
+}
+
+
+@pytest.mark.parametrize(
+    "energies",
+    [
+        {"cpu_power": 113.5, "dram_energy_j": 11.3},
+        {"cpu_power": 113.5, "gpu_power": 50.0, "dram_energy_j": 11.3},
+        {"cpu_power": 113.5, "dram_energy_j": 11.3, "cpu_energy_scope": "platform"},
+        {"cpu_power": 113.5, "dram_energy_j": 11.3, "system_power": 400.0},
+        {"dram_energy_j": 11.3},
+    ],
+)
+def test_a_lines_emissions_are_of_energies_it_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], energies: dict[str, Any]
+) -> None:
+    """Every energy the CO₂e on a `show` line is computed from is on the line, and named.
+
+    Where the line shows more than one energy, the CO₂e says which ones it is of; the figure is
+    those energies (as in the file) at the given intensity, as `compare` and `report` count it.
+    """
+    task = {"label": "fit", "status": "finished", "duration": 2.0, **energies}
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps(task))
+    assert main(["show", "--carbon-intensity", "400", str(path)]) == 0
+    (line,) = capsys.readouterr().out.splitlines()[:1]
+    shown = {name: field for name, field in _ENERGY_NAMES.items() if f"  {name} " in f"{line} "}
+    assert {field for field in shown.values()} == {
+        f for f in energies if f in _ENERGY_NAMES.values()
+    }, line  # every measured energy is on the line
+    assert "CO₂e " in line, line
+    of = line.split("CO₂e ", 1)[1]
+    if len(shown) > 1:
+        assert " (from " in of, line
+        names = of.split(" (from ", 1)[1].rstrip(")").split(" + ")
+    else:
+        names = list(shown)
+    assert set(names) <= set(shown), line  # of energies the line shows
+    grams = sum(energies[_ENERGY_NAMES[n]] for n in names) / 3.6e6 * 400
+    assert of.startswith(friendly_grams(grams) + (" (" if len(shown) > 1 else "")), line
+    if "system_power" in energies:
+        assert names == ["system energy"], line  # it covers the rest: nothing counted twice

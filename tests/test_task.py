@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import pickle
 import threading
@@ -319,3 +320,62 @@ def test_a_relative_task_file_stays_where_it_was_when_given(
         monkeypatch.chdir(tmp_path / "outputs")
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "finished"
     assert not (tmp_path / "outputs" / "run.json").exists()
+
+
+def test_extra_data_pydantic_can_serialise_is_stored_as_its_json_form(
+    tmp_path: Path, task_spans: InMemorySpanExporter
+) -> None:
+    """A datetime, Path, UUID, set, tuple or bytes is kept as pydantic's JSON form of it.
+
+    LensKit's ``Task`` (a pydantic model with extra data allowed) accepts them and writes them
+    as ISO text, strings and lists; the task file and the span carry the same JSON form.
+    """
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    ident = uuid.uuid4()
+    given = {
+        "when": when,
+        "day": when.date(),
+        "data_dir": Path("/data/ml-25m"),
+        "run_id": ident,
+        "seen": {3, 1, 2},
+        "pair": (1, "a"),
+        "raw": b"bytes",
+        "nested": {"at": when, "paths": [Path("a"), Path("b")]},
+    }
+    path = tmp_path / "t.json"
+    with Task("root", file=path, **given) as t:
+        t.later = datetime.time(1, 2, 3)
+    expected = {
+        "when": when.isoformat().replace("+00:00", "Z"),
+        "day": "2026-01-02",
+        "data_dir": "/data/ml-25m",
+        "run_id": str(ident),
+        "seen": [1, 2, 3],
+        "pair": [1, "a"],
+        "raw": "bytes",
+        "nested": {"at": when.isoformat().replace("+00:00", "Z"), "paths": ["a", "b"]},
+        "later": "01:02:03",
+    }
+    saved = json.loads(path.read_text())
+    assert {k: saved[k] for k in expected} == expected
+    assert {k: t.model_dump()[k] for k in expected} == expected
+    (span,) = task_spans.get_finished_spans()
+    fields = attr.attributes_to_fields(span.attributes or {})
+    assert {k: fields[k] for k in expected} == expected
+    assert span.attributes["tasktrace.data.when"] == expected["when"]  # a string attribute
+
+
+def test_extra_data_pydantic_cannot_serialise_is_refused_naming_the_key() -> None:
+    """An object with no JSON form, non-UTF-8 bytes or an iterator: a TypeError naming the key."""
+    with pytest.raises(TypeError, match="task data 'handle' cannot be stored: object"):
+        Task("x", handle=object())
+    with pytest.raises(TypeError, match="task data 'raw' cannot be stored: bytes"):
+        Task("x", raw=b"\xff")
+    with pytest.raises(TypeError, match="task data 'nested' cannot be stored"):
+        Task("x", nested={"ok": 1, "handle": object()})
+    lines = iter(["a", "b"])  # pydantic would read an iterator to its end: the caller's, used up
+    with pytest.raises(TypeError, match="task data 'lines' cannot be stored: list_iterator"):
+        Task("x", lines=lines)
+    with pytest.raises(TypeError, match="task data 'nested' cannot be stored"):
+        Task("x", nested={"rows": (i for i in range(3))})
+    assert next(lines) == "a"  # left as it was

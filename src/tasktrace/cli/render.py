@@ -9,13 +9,9 @@ from rich.tree import Tree
 
 from tasktrace.core.carbon import CarbonIntensity
 from tasktrace.core.record import TaskRecord
-from tasktrace.core.views import build_tree, task_line
+from tasktrace.core.views import UNWRAPPED_WIDTH, build_tree, task_line
 
 __all__ = ["UNWRAPPED_WIDTH", "output_console", "render_tree"]
-
-UNWRAPPED_WIDTH = 1_000_000
-"""The width, in characters, of a console that is not a terminal: wide enough that no line is
-wrapped (rich pads nothing to it: a line is as long as its text)."""
 
 
 def output_console(*, stderr: bool = False) -> Console:

@@ -176,8 +176,9 @@ def _comparison_table(result: Comparison) -> Table:
                 end_section=False,
             )
             first = False
-        if not task.values:
-            table.add_row(escape("  " * (len(task.labels) - 1) + name), "", "", "", "", "")
+        if task.note is not None:  # no measure in any run: say why, not an empty row
+            indented = escape("  " * (len(task.labels) - 1) + name)
+            table.add_row(indented, f"[dim]({task.note})[/]", "", "", "", "")
     return table
 
 

@@ -62,11 +62,13 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
 
     Each line: the label, status, exit code of a failed command, duration, then the named
     measures (CPU time, with the busy cores where more than one; peak RSS; peak GPU memory;
-    CPU, GPU and system energy). Below the tree, a note says which energy the file holds and
-    why the rest is missing: as recorded where the file was written (by tasktrace run, or a
-    program's root task with a file), from this machine's meters where the file was written
-    here, or else what each missing measure needs. Piped, each task stays on
-    one line (no wrapping); --json is the form for programs.
+    CPU, GPU, system and DRAM energy; CO₂e with a carbon intensity, naming the energies it is
+    of where the line shows several). --totals sums the same measures per label pattern (a
+    command's CPU time and peak RSS under tasktrace run, not tasktrace's). Below the tree, a
+    note says which energy the file holds and why the rest is missing: as recorded where the
+    file was written (by tasktrace run, or a program's root task with a file), from this
+    machine's meters where the file was written here, or else what each missing measure
+    needs. Piped, each task stays on one line (no wrapping); --json is the form for programs.
 
     A tree of more than 1,000 tasks (in view) is printed with repeated siblings collapsed, as
     with --collapse, and a note saying so; --all prints every task (slow: about 10,000 lines a

@@ -12,6 +12,10 @@ The mapping rules for the user's extra task data (``Task("x", tags=["a"], epoch=
 - anything else that JSON can encode (dicts, mixed lists, big ints, ``None``) becomes a JSON
   string under ``tasktrace.data_json.<key>`` and is decoded back on the way in.
 
+A value given as a type JSON lacks (``datetime``, ``Path``, ``set``, ``bytes``, …) is first
+turned into its JSON form as pydantic writes it (:func:`normalise_data`), so it maps by the
+rules above as that form: a ``datetime`` is a string attribute holding its ISO 8601 text.
+
 On a running task's span these attributes stay within a size budget
 (:mod:`tasktrace.core.budget`); a value over it is left off the span and its key listed in
 :data:`DATA_OMITTED` (the task file keeps every value).
@@ -24,9 +28,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from enum import Enum
 from typing import Any, Final
+
+from pydantic_core import to_jsonable_python
 
 __all__ = [
     "DATA_JSON_PREFIX",
@@ -176,12 +182,19 @@ def _array_ok(value: Sequence[object]) -> bool:
 def normalise_data(key: str, value: Any) -> Any:
     """Return extra task data ``value`` as plain JSON-compatible Python data.
 
-    NumPy and PyTorch scalars and arrays (what ``train()`` usually returns) become Python
-    numbers and lists through their ``tolist()`` (or ``item()``); anything else must already be
-    JSON-serialisable.
+    The value is stored as pydantic serialises it to JSON (``pydantic_core.to_jsonable_python``,
+    as LensKit's ``Task``, a pydantic model that allows extra data, writes it): ``datetime``,
+    ``date`` and ``time`` as ISO 8601 text, ``Path``, ``UUID`` and ``Decimal`` as strings,
+    ``set``, ``frozenset`` and ``tuple`` as lists, ``bytes`` as UTF-8 text, enums as their
+    values, inside lists and dicts too. NumPy and PyTorch scalars and arrays (what ``train()``
+    usually returns) become Python numbers and lists through their ``tolist()`` (or ``item()``).
+    The task, its file and its span all hold that JSON form (the span maps it as any other
+    value: :func:`data_to_attributes`). Thread-safe (no shared state).
 
     Raises:
-        TypeError: The value cannot be stored (the message names the key and the type).
+        TypeError: The value has no JSON form (an arbitrary object, a function, bytes that are
+            not UTF-8), or is or holds an iterator (an open file, a generator: serialising it
+            would use it up); the message names the key and the type.
     """
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -193,11 +206,30 @@ def normalise_data(key: str, value: Any) -> Any:
             except (TypeError, ValueError, RuntimeError):
                 continue
             break
+    iterator = _iterator_in(value)
+    if iterator is not None:  # pydantic would read it to the end: the user's data, consumed
+        raise _unstorable(key, value, TypeError(f"{type(iterator).__name__} is an iterator"))
     try:
-        json.dumps(value)
-    except (TypeError, ValueError) as e:
+        return to_jsonable_python(value)
+    except (TypeError, ValueError) as e:  # PydanticSerializationError, UnicodeDecodeError
         raise _unstorable(key, value, e) from None
-    return value
+
+
+def _iterator_in(value: object) -> object | None:
+    """Return an iterator (an open file, a generator) in ``value`` or its containers, or ``None``.
+
+    pydantic serialises an iterator by iterating it, which would use up the caller's object.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Iterator):
+            return item
+        if isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+    return None
 
 
 def _unstorable(key: str, value: object, error: Exception) -> TypeError:

@@ -1,4 +1,7 @@
-"""Energy in total and emissions of a task: nothing counted twice, nothing made up.
+"""A task's measures as numbers, energy in total and emissions: nothing counted twice or made up.
+
+The measures (:func:`measure_values`): every figure a task line, ``show --totals``, ``compare``,
+``table`` and the report print, in SI units, from one function.
 
 Energy in total (:func:`total_energy_j`): the system energy where it was measured (it already
 covers the CPUs, GPUs and memory), else the sum of the CPU, GPU and DRAM energy that were
@@ -8,7 +11,8 @@ Emissions (:func:`emissions_g`): energy in kWh (1 kWh = 3.6 MJ, :data:`JOULES_PE
 the machine's carbon intensity in g CO₂e per kWh (:class:`CarbonIntensity`, from the settings'
 ``[machines.NAME] carbon_intensity_g_per_kwh`` or one override).
 
-These are public as :mod:`tasktrace.formats.measures`' names too.
+These are public as :mod:`tasktrace.formats.measures`' names too (defined here, below the
+views, so that ``show``'s lines and totals and the formats share one implementation).
 """
 
 from __future__ import annotations
@@ -20,26 +24,53 @@ from dataclasses import dataclass, field
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.settings import Settings, get_settings
 
-__all__ = ["JOULES_PER_KWH", "CarbonIntensity", "emissions_g", "total_energy_j"]
+__all__ = [
+    "ENERGY_TITLES",
+    "JOULES_PER_KWH",
+    "CarbonIntensity",
+    "emissions_g",
+    "energy_parts",
+    "measure_values",
+    "total_energy_j",
+]
 
 JOULES_PER_KWH = 3.6e6
 """Joules in one kilowatt-hour (1 kWh = 1000 W × 3600 s = 3.6 MJ)."""
 
 
+ENERGY_TITLES = {
+    "cpu_energy_j": "CPU energy",
+    "gpu_energy_j": "GPU energy",
+    "system_energy_j": "system energy",
+    "dram_energy_j": "DRAM energy",
+}
+"""Each energy measure's column (joules) by its name on a task line, in the line's order."""
+
+
+def energy_parts(task: TaskRecord) -> dict[str, float]:
+    """Return the measured energies that make up the task's total, by column, in joules.
+
+    ``{"system_energy_j": ...}`` (the whole machine, from a Prometheus query) when it was
+    measured; else the measured ones of ``cpu_energy_j``, ``gpu_energy_j`` and
+    ``dram_energy_j`` (``dram`` is left out when ``cpu_energy_scope`` is ``"platform"``: RAPL's
+    ``psys`` domain includes it). Empty when no energy was measured.
+    """
+    if task.system_power is not None:
+        return {"system_energy_j": task.system_power}
+    parts = {"cpu_energy_j": task.cpu_power, "gpu_energy_j": task.gpu_power}
+    if task.cpu_energy_scope != "platform":
+        parts["dram_energy_j"] = task.dram_energy_j
+    return {column: value for column, value in parts.items() if value is not None}
+
+
 def total_energy_j(task: TaskRecord) -> float | None:
     """Return the task's energy in joules with nothing counted twice, or ``None`` if unmeasured.
 
-    ``system_power`` (the whole machine, from a Prometheus query) when it was measured; else
-    the sum of the measured ``cpu_power``, ``gpu_power`` and ``dram_energy_j`` (``dram`` is left
-    out when ``cpu_energy_scope`` is ``"platform"``: RAPL's ``psys`` domain includes it).
+    The sum of :func:`energy_parts`: ``system_power`` where it was measured, else the measured
+    CPU, GPU and DRAM energy (DRAM not again where the CPU figure is the platform's).
     """
-    if task.system_power is not None:
-        return task.system_power
-    parts = [task.cpu_power, task.gpu_power]
-    if task.cpu_energy_scope != "platform":
-        parts.append(task.dram_energy_j)
-    known = [p for p in parts if p is not None]
-    return math.fsum(known) if known else None
+    parts = energy_parts(task)
+    return math.fsum(parts.values()) if parts else None
 
 
 def emissions_g(energy_j: float | None, intensity_g_per_kwh: float | None) -> float | None:
@@ -101,3 +132,40 @@ class CarbonIntensity:
         if self.override_g_per_kwh is not None:
             return self.override_g_per_kwh
         return None if task.machine is None else self.by_machine.get(task.machine)
+
+
+def _peak_memory(task: TaskRecord) -> int | None:
+    """Return the peak RSS in bytes: a ``tasktrace run`` command's own where it is recorded."""
+    command = task.children_peak_rss_bytes
+    return command if command is not None else task.peak_memory
+
+
+def measure_values(
+    task: TaskRecord, carbon: CarbonIntensity | None = None
+) -> dict[str, float | None]:
+    """Every measure of one task by column name, in SI units, as ``tasktrace show`` prints it.
+
+    ``cpu_time_s`` is :meth:`~tasktrace.Task.total_cpu`: the task's own process's CPU, plus
+    what other processes reported below it (subprocess subtasks at any depth, a command's
+    ``children_cpu_time_s`` under ``tasktrace run``), so a parent's figure includes every
+    subtask's, wherever it ran. ``peak_memory_bytes`` is the task's peak RSS; for a command run
+    by ``tasktrace run``, the command's own (``children_peak_rss_bytes``) where it was recorded,
+    the root's ``peak_memory`` being tasktrace's. ``energy_j`` is :func:`total_energy_j`.
+    ``emissions_g`` is present only when ``carbon`` knows an intensity. Values that were not
+    measured are ``None``. Reads the task's fields only (thread-safe on a finished task).
+    """
+    energy = total_energy_j(task)
+    values: dict[str, float | None] = {
+        "duration_s": task.duration,
+        "cpu_time_s": task.total_cpu(),
+        "peak_memory_bytes": _peak_memory(task),
+        "peak_gpu_memory_bytes": task.peak_gpu_memory,
+        "energy_j": energy,
+        "cpu_energy_j": task.cpu_power,
+        "gpu_energy_j": task.gpu_power,
+        "system_energy_j": task.system_power,
+        "dram_energy_j": task.dram_energy_j,
+    }
+    if carbon:
+        values["emissions_g"] = emissions_g(energy, carbon.for_task(task))
+    return values

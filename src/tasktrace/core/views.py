@@ -1,6 +1,7 @@
 """Views of task trees for ``tasktrace show`` and notebooks.
 
-One line per task, filter, collapse repeated siblings, totals.
+One line per task (:mod:`tasktrace.core.lines`, whose names are re-exported here), filter,
+collapse repeated siblings, totals.
 
 All functions work on loaded :class:`~tasktrace.Task` trees without modifying them (filtered
 trees are shallow copies) and walk them iteratively, so a 100,000-task tree costs no recursion.
@@ -21,15 +22,24 @@ from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
-from tasktrace.core.carbon import CarbonIntensity, emissions_g, total_energy_j
+from tasktrace.core.carbon import CarbonIntensity, measure_values
+from tasktrace.core.lines import (
+    CORES_SHOWN_ABOVE,
+    cpu_text,
+    is_command,
+    memory_text,
+    printable,
+    task_line,
+)
 from tasktrace.core.record import TaskRecord as Task  # the record: every view reads fields only
 from tasktrace.core.record import TaskStatus
-from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
+from tasktrace.core.units import friendly_duration
 
 __all__ = [
     "AUTO_COLLAPSE_TASKS",
     "COLLAPSE_MIN_RUN",
     "CORES_SHOWN_ABOVE",
+    "UNWRAPPED_WIDTH",
     "SiblingRun",
     "collapse_siblings",
     "count_tasks",
@@ -49,107 +59,16 @@ __all__ = [
 COLLAPSE_MIN_RUN = 3
 """Fewest consecutive siblings with the same label pattern that are collapsed into one line."""
 
-CORES_SHOWN_ABOVE = 1.05
-"""A task line adds the mean number of busy cores (``1.9 cores``) where CPU time is more than
-this many times the duration; below it, CPU time and duration speak for themselves."""
+UNWRAPPED_WIDTH = 1_000_000
+"""The width, in characters, of a console whose lines must never wrap (a pipe, a file, the
+notebook view): wide enough for any line, and rich pads nothing to it (a line is as long as its
+text)."""
 
 AUTO_COLLAPSE_TASKS = 1000
 """Above this many tasks in view, ``show`` collapses repeated siblings unless given ``--all``
 (rich renders about 10,000 tree lines a second; a 100,000-task tree would take 10 s or more)."""
 
 _DIGITS = re.compile(r"\d+")
-_STATUS_STYLE = {
-    TaskStatus.FINISHED: "green",
-    TaskStatus.FAILED: "bold red",
-    TaskStatus.CANCELLED: "yellow",
-    TaskStatus.RUNNING: "cyan",
-    TaskStatus.PENDING: "dim",
-}
-
-
-def printable(text: str) -> str:
-    """Replace control characters so a label cannot move the cursor or clear the screen."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
-def task_line(task: Task, carbon: CarbonIntensity | None = None) -> str:
-    """One task as a line of rich markup: label, status, error and named measures in human units.
-
-    ``label  finished  12.50s  CPU time 24.00s (1.9 cores)  peak RSS 3.0 GiB  peak GPU memory
-    1.2 GiB  CPU energy 1.2 kJ  GPU energy 567.0 J  system energy 2.1 kJ``: the duration first,
-    then each measure after its name (see :func:`cpu_text` and :func:`memory_text`); a measure
-    that is not in the task is left out. With ``carbon`` knowing the task's intensity (g CO₂e
-    per kWh) and energy measured, the emissions are added (``CO₂e 400 g``); see
-    :mod:`tasktrace.core.carbon`.
-    """
-    parts = [f"[bold]{escape(printable(task.label))}[/]"]
-    style = _STATUS_STYLE.get(task.status, "")
-    parts.append(f"[{style}]{task.status.value}[/]")
-    exit_code = (task.__pydantic_extra__ or {}).get("exit_code")
-    if type(exit_code) is int and exit_code != 0:  # a command's exit status (`run` records it)
-        parts.append(f"[{style}]exit {exit_code}[/]")
-    if task.error is not None:
-        error = printable(task.error)
-        parts.append(f"[{style}]({escape(error if len(error) <= 80 else error[:79] + '…')})[/]")
-    if task.duration is not None:
-        parts.append(friendly_duration(task.duration))
-    parts.extend(text for text in (cpu_text(task), memory_text(task)) if text is not None)
-    if task.peak_gpu_memory is not None:
-        parts.append(f"peak GPU memory {friendly_bytes(task.peak_gpu_memory)}")
-    for name, value in (
-        ("CPU energy", task.cpu_power),
-        ("GPU energy", task.gpu_power),
-        ("system energy", task.system_power),
-    ):
-        if value is not None:
-            parts.append(f"{name} {friendly_joules(value)}")
-    if carbon:
-        grams = emissions_g(total_energy_j(task), carbon.for_task(task))
-        if grams is not None:
-            parts.append(f"CO₂e {friendly_grams(grams)}")
-    return "  ".join(parts)
-
-
-def is_command(task: Task) -> bool:
-    """Whether ``task`` is a command run by ``tasktrace run`` (it has the command's own usage)."""
-    return task.children_cpu_time_s is not None or task.children_peak_rss_bytes is not None
-
-
-def cpu_text(task: Task) -> str | None:
-    """``"CPU time 6.10s (1.9 cores; 249ms in no task)"``, or ``None`` when CPU time is unknown.
-
-    The CPU time is :meth:`~tasktrace.Task.total_cpu`: the task's own process's, plus its
-    subprocess subtasks' and, for a command under ``tasktrace run``, the command's. Where it is
-    more than :data:`CORES_SHOWN_ABOVE` times the duration (threads or processes working in
-    parallel) the mean number of busy cores is added. For a command whose subprocess subtasks
-    report CPU, the part of the command's CPU that none of them accounts for
-    (``children_cpu_time_s``) is named too.
-    """
-    total = task.total_cpu()
-    if total is None:
-        return None
-    notes = []
-    if task.duration and total > CORES_SHOWN_ABOVE * task.duration:
-        notes.append(f"{total / task.duration:.1f} cores")
-    if task.children_cpu_time_s is not None and any(t.subprocess for t in task.subtasks):
-        notes.append(f"{friendly_duration(task.children_cpu_time_s)} in no task")
-    text = f"CPU time {friendly_duration(total)}"
-    return f"{text} ({'; '.join(notes)})" if notes else text
-
-
-def memory_text(task: Task) -> str | None:
-    """``"peak RSS 3.0 GiB"``, or ``None`` when no peak RSS is known.
-
-    The task's peak RSS; for a command under ``tasktrace run``, the command's own
-    (``children_peak_rss_bytes``), and where that is unknown (a command no larger than
-    tasktrace itself) tasktrace's, named as such.
-    """
-    if is_command(task) and task.children_peak_rss_bytes is not None:
-        return f"peak RSS {friendly_bytes(task.children_peak_rss_bytes)}"
-    if task.peak_memory is None:
-        return None
-    name = "tasktrace's peak RSS" if is_command(task) else "peak RSS"
-    return f"{name} {friendly_bytes(task.peak_memory)}"
 
 
 def label_pattern(label: str) -> str:
@@ -342,6 +261,11 @@ def _walk(task: Task) -> Iterator[Task]:
 def label_totals(task: Task) -> list[dict[str, Any]]:
     """Totals per label pattern over the whole tree, in order of first appearance.
 
+    Each task counts with the measures its line shows
+    (:func:`~tasktrace.core.carbon.measure_values`): CPU time is its ``total_cpu()`` (a
+    command's under ``tasktrace run``, a subprocess subtask's within its parent's) and peak RSS
+    a command's own where recorded, not tasktrace's.
+
     Returns:
         One dict per pattern: ``pattern``, ``tasks`` (count), ``total_duration_s``,
         ``total_cpu_time_s`` (sums of known values; ``None`` when none is known),
@@ -361,12 +285,17 @@ def label_totals(task: Task) -> list[dict[str, Any]]:
                 "failed": 0,
             }
         row["tasks"] += 1
-        if node.duration is not None:
-            row["total_duration_s"] = (row["total_duration_s"] or 0.0) + node.duration
-        if node.cpu_time is not None:
-            row["total_cpu_time_s"] = (row["total_cpu_time_s"] or 0.0) + node.cpu_time
-        if node.peak_memory is not None:
-            row["max_peak_memory_bytes"] = max(row["max_peak_memory_bytes"] or 0, node.peak_memory)
+        values = measure_values(node)
+        for column, total in (
+            ("duration_s", "total_duration_s"),
+            ("cpu_time_s", "total_cpu_time_s"),
+        ):
+            value = values[column]
+            if value is not None:
+                row[total] = (row[total] or 0.0) + value
+        peak = values["peak_memory_bytes"]
+        if peak is not None:
+            row["max_peak_memory_bytes"] = max(row["max_peak_memory_bytes"] or 0, round(peak))
         if node.status is TaskStatus.FAILED:
             row["failed"] += 1
     return list(rows.values())
@@ -377,14 +306,16 @@ def tree_html(task: Task) -> str:
 
     The same lines as ``tasktrace show`` (emissions where the settings give the machine's
     carbon intensity); a tree of more than :data:`AUTO_COLLAPSE_TASKS` tasks has its repeated
-    siblings collapsed. Rendered by rich's HTML export.
+    siblings collapsed. Rendered by rich's HTML export at :data:`UNWRAPPED_WIDTH`, so each task
+    is one line of the ``<pre>`` whatever its length, never broken mid-phrase: the browser
+    scrolls a line wider than the output area (``overflow-x: auto``).
     """
     label = functools.partial(task_line, carbon=CarbonIntensity.from_settings())
     tree = build_tree(task, label, collapse=count_tasks(task) > AUTO_COLLAPSE_TASKS)
     console = Console(
         record=True,
         file=io.StringIO(),
-        width=120,
+        width=UNWRAPPED_WIDTH,
         force_terminal=True,
         force_jupyter=False,
         color_system="truecolor",
@@ -392,5 +323,6 @@ def tree_html(task: Task) -> str:
     console.print(tree)
     return console.export_html(
         inline_styles=True,
-        code_format='<pre style="font-family: monospace; line-height: 1.3">{code}</pre>',
+        code_format='<pre style="font-family: monospace; line-height: 1.3; overflow-x: auto; '
+        'white-space: pre">{code}</pre>',
     )

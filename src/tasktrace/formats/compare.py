@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
+from tasktrace.core.record import TaskStatus
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, Measure, measure_values
 from tasktrace.formats.rows import Run
 
@@ -38,11 +39,30 @@ class MatchedTask:
         occurrence: Its position among earlier siblings with the same label (0: the first).
         values: Per measure column (``duration_s``, …), the value in each run (``None``: not
             measured in that run); only measures measured in some run are present.
+        statuses: Its status in each run (``"running"`` in a file saved while it ran).
     """
 
     labels: tuple[str, ...]
     occurrence: int
     values: dict[str, list[float | None]] = field(default_factory=dict)
+    statuses: list[str] = field(default_factory=list)
+
+    @property
+    def note(self) -> str | None:
+        """Why no measure is compared, where none was measured in any run; else ``None``.
+
+        ``"no measures yet: the task was still running when saved"`` where a run's file was
+        saved before the task finished (a file written at the task's start holds no measure
+        until its first refresh), ``"no measures yet: the task had not started when saved"``
+        for a pending one, else ``"no measures in the files"``.
+        """
+        if self.values:
+            return None
+        if TaskStatus.RUNNING.value in self.statuses:
+            return "no measures yet: the task was still running when saved"
+        if TaskStatus.PENDING.value in self.statuses:
+            return "no measures yet: the task had not started when saved"
+        return "no measures in the files"
 
     def difference(self, column: str, run: int) -> float | None:
         """``value in run - value in the first run`` (``None`` if either is unknown)."""
@@ -88,7 +108,8 @@ class Comparison:
         """Return a JSON-ready dict: runs, matched tasks, unmatched tasks per run.
 
         Each matched task has, per measure (units in the names), its values and the
-        differences and ratios to the first run, one per run.
+        differences and ratios to the first run, one per run; a task with no measure in any run
+        has a ``note`` saying why (:attr:`MatchedTask.note`).
         """
         matched = []
         for task in self.matched:
@@ -100,9 +121,10 @@ class Comparison:
                 entry["difference"] = [task.difference(m.column, i) for i in range(len(self.names))]
                 entry["ratio"] = [task.ratio(m.column, i) for i in range(len(self.names))]
                 measures[m.column] = entry
-            matched.append(
-                {"path": list(task.labels), "occurrence": task.occurrence, "measures": measures}
-            )
+            entry = {"path": list(task.labels), "occurrence": task.occurrence, "measures": measures}
+            if task.note is not None:
+                entry["note"] = task.note
+            matched.append(entry)
         return {
             "runs": self.names,
             "matched": matched,
@@ -157,8 +179,10 @@ def compare_runs(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> 
     for key, (_, labels) in indexes[0].items():
         if not all(key in index for index in indexes[1:]):
             continue
-        per_run = [measure_values(index[key][0], carbon) for index in indexes]
+        nodes = [index[key][0] for index in indexes]
+        per_run = [measure_values(node, carbon) for node in nodes]
         task = MatchedTask(labels, key[-1][1] if key else 0)
+        task.statuses = [node.status.value for node in nodes]
         for m in measures:
             values = [v.get(m.column) for v in per_run]
             if any(v is not None for v in values):

@@ -4,9 +4,10 @@ One table, :data:`MEASURES`, names each measure (``duration``, ``cpu_time``, ``e
 column in :func:`tasktrace.read_tasks` (unit in the name: ``duration_s``, ``peak_memory_bytes``,
 ``energy_j``), how groups of tasks aggregate it, and how it is printed in human units.
 
-Energy in total, emissions and carbon intensity (:func:`total_energy_j`, :func:`emissions_g`,
-:class:`CarbonIntensity`, :data:`JOULES_PER_KWH`) are defined in :mod:`tasktrace.core.carbon`
-(the notebook view of a task, below this layer, shows emissions too) and re-exported here.
+Every measure of one task (:func:`measure_values`), energy in total, emissions and carbon
+intensity (:func:`total_energy_j`, :func:`emissions_g`, :class:`CarbonIntensity`,
+:data:`JOULES_PER_KWH`) are defined in :mod:`tasktrace.core.carbon` (``show``'s lines and
+totals and the notebook view, below this layer, print them too) and re-exported here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tasktrace.core.carbon import JOULES_PER_KWH, CarbonIntensity, emissions_g, total_energy_j
-from tasktrace.core.record import TaskRecord
+from tasktrace.core.carbon import (
+    ENERGY_TITLES,
+    JOULES_PER_KWH,
+    CarbonIntensity,
+    emissions_g,
+    measure_values,
+    total_energy_j,
+)
 from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
 
 __all__ = [
@@ -73,10 +80,22 @@ MEASURES: dict[str, Measure] = {
             "peak_gpu_memory", "peak_gpu_memory_bytes", "peak GPU memory", True, _friendly_bytes
         ),
         Measure("energy", "energy_j", "energy", False, friendly_joules),
-        Measure("cpu_energy", "cpu_energy_j", "CPU energy", False, friendly_joules),
-        Measure("gpu_energy", "gpu_energy_j", "GPU energy", False, friendly_joules),
-        Measure("system_energy", "system_energy_j", "system energy", False, friendly_joules),
-        Measure("dram_energy", "dram_energy_j", "DRAM energy", False, friendly_joules),
+        Measure(
+            "cpu_energy", "cpu_energy_j", ENERGY_TITLES["cpu_energy_j"], False, friendly_joules
+        ),
+        Measure(
+            "gpu_energy", "gpu_energy_j", ENERGY_TITLES["gpu_energy_j"], False, friendly_joules
+        ),
+        Measure(
+            "system_energy",
+            "system_energy_j",
+            ENERGY_TITLES["system_energy_j"],
+            False,
+            friendly_joules,
+        ),
+        Measure(
+            "dram_energy", "dram_energy_j", ENERGY_TITLES["dram_energy_j"], False, friendly_joules
+        ),
         Measure("emissions", "emissions_g", "CO₂e", False, friendly_grams),
     )
 }
@@ -97,39 +116,3 @@ def parse_measures(text: str) -> list[Measure]:
     if unknown:
         raise ValueError(f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}")
     return [MEASURES[n] for n in dict.fromkeys(names)]
-
-
-def _peak_memory(task: TaskRecord) -> int | None:
-    """Return the peak RSS in bytes: a ``tasktrace run`` command's own where it is recorded."""
-    command = task.children_peak_rss_bytes
-    return command if command is not None else task.peak_memory
-
-
-def measure_values(
-    task: TaskRecord, carbon: CarbonIntensity | None = None
-) -> dict[str, float | None]:
-    """Every measure of one task by column name, in SI units, as ``tasktrace show`` prints it.
-
-    ``cpu_time_s`` is :meth:`~tasktrace.Task.total_cpu`: the task's own process's CPU, plus
-    what other processes reported below it (subprocess subtasks at any depth, a command's
-    ``children_cpu_time_s`` under ``tasktrace run``), so a parent's figure includes every
-    subtask's, wherever it ran. ``peak_memory_bytes`` is the task's peak RSS; for a command run
-    by ``tasktrace run``, the command's own (``children_peak_rss_bytes``) where it was recorded,
-    the root's ``peak_memory`` being tasktrace's. ``emissions_g`` is present only when
-    ``carbon`` knows an intensity. Values that were not measured are ``None``.
-    """
-    energy = total_energy_j(task)
-    values: dict[str, float | None] = {
-        "duration_s": task.duration,
-        "cpu_time_s": task.total_cpu(),
-        "peak_memory_bytes": _peak_memory(task),
-        "peak_gpu_memory_bytes": task.peak_gpu_memory,
-        "energy_j": energy,
-        "cpu_energy_j": task.cpu_power,
-        "gpu_energy_j": task.gpu_power,
-        "system_energy_j": task.system_power,
-        "dram_energy_j": task.dram_energy_j,
-    }
-    if carbon:
-        values["emissions_g"] = emissions_g(energy, carbon.for_task(task))
-    return values

@@ -109,7 +109,9 @@ def run_names(paths: Sequence[Path], names: Sequence[str] | None = None) -> list
     """
     if names is not None:
         if len(names) != len(paths):
-            raise ValueError(f"{len(names)} names given for {len(paths)} files")
+            given = f"{len(names)} name{'' if len(names) == 1 else 's'} given"
+            files = f"{len(paths)} file{'' if len(paths) == 1 else 's'}"
+            raise ValueError(f"{given} for {files}")
         if len(set(names)) != len(names):
             raise ValueError(f"run names must differ: {list(names)}")
         return list(names)
