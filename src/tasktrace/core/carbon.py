@@ -55,12 +55,19 @@ def energy_parts(task: TaskRecord) -> dict[str, float]:
     ``dram_energy_j`` (``dram`` is left out when ``cpu_energy_scope`` is ``"platform"``: RAPL's
     ``psys`` domain includes it). Empty when no energy was measured.
     """
-    if task.system_power is not None:
-        return {"system_energy_j": task.system_power}
-    parts = {"cpu_energy_j": task.cpu_power, "gpu_energy_j": task.gpu_power}
-    if task.cpu_energy_scope != "platform":
-        parts["dram_energy_j"] = task.dram_energy_j
-    return {column: value for column, value in parts.items() if value is not None}
+    d = task.__dict__  # the fields as stored: this runs for every task of a large tree
+    system = d["system_power"]
+    if system is not None:
+        return {"system_energy_j": system}
+    cpu, gpu, dram = d["cpu_power"], d["gpu_power"], d["dram_energy_j"]
+    parts: dict[str, float] = {}
+    if cpu is not None:
+        parts["cpu_energy_j"] = cpu
+    if gpu is not None:
+        parts["gpu_energy_j"] = gpu
+    if dram is not None and d["cpu_energy_scope"] != "platform":
+        parts["dram_energy_j"] = dram
+    return parts
 
 
 def total_energy_j(task: TaskRecord) -> float | None:
