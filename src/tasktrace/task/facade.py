@@ -108,11 +108,13 @@ class Task(TaskRecord, metaclass=_TaskMeta):
             unspecified, resets when the task has no parent in this process (none at all, or
             one in another process: a pool worker's or a subprocess's task).
         **data: Extra data kept in the model, the task file and the span (``tags=["train"]``,
-            ``epoch=3``); must be JSON-serialisable.
+            ``epoch=3``), stored in its JSON form as pydantic writes it (a ``datetime`` as ISO
+            8601 text, a ``Path`` as a string, a ``set`` as a list; NumPy and PyTorch values
+            as numbers and lists: :func:`tasktrace.core.attributes.normalise_data`).
 
     Raises:
-        TypeError: A value in ``data`` cannot be serialised (the message names the key), or
-            ``parent`` is neither a Task nor a UUID.
+        TypeError: A value in ``data`` has no JSON form or is an iterator (the message names
+            the key), or ``parent`` is neither a Task nor a UUID.
 
     :meth:`start` raises :class:`FileExistsError` when ``file`` holds something that is not
     tasktrace output (see ``file``).
