@@ -88,3 +88,31 @@ def test_a_folder_without_span_files_is_a_one_line_error(tmp_path: Path) -> None
     assert "no OTLP JSON-lines file" in shown.stderr
     assert str(empty) in shown.stderr
     assert "Traceback" not in shown.stderr
+
+
+def test_a_span_folder_that_does_not_exist_yet_is_created(tmp_path: Path) -> None:
+    """``TASKTRACE_OTLP_JSON_DIR`` naming a per-job folder not made yet keeps every span.
+
+    A Slurm array's tasks given ``$SCRATCH/traces/$SLURM_ARRAY_JOB_ID`` start side by side;
+    each creates the folder (and its parents) at its first export. Before: each lost all its
+    spans ("cannot write OTLP JSON ... No such file or directory"), the warning coming only
+    after its work was done.
+    """
+    (tmp_path / "parent.py").write_text(_PARENT)
+    (tmp_path / "child.py").write_text(_CHILD)
+    spans = tmp_path / "scratch" / "traces" / "job-17"
+    env = clean_env()
+    env["TASKTRACE_OTLP_JSON_DIR"] = str(spans)
+    done = subprocess.run(
+        [sys.executable, "parent.py"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    assert "cannot write" not in done.stderr, done.stderr
+    shown = run_cli(["show", "--json", str(spans)], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert _labels(json.loads(shown.stdout)) == ["pipeline", "prepare", "evaluate", "score"]

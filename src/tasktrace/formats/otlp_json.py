@@ -148,16 +148,18 @@ class OtlpJsonFileSpanExporter(SpanExporter):
     Args:
         path: The file to write. Default: a new file
             ``tasktrace-<UTC date-time>-<pid>-<random hex>.otlp.jsonl`` in ``folder``.
-        folder: Where the default file goes (default: :func:`default_folder`). Must exist.
+        folder: Where the default file goes (default: :func:`default_folder`); created with
+            its parents at the first export where missing (side by side processes may race
+            to create it: each succeeds).
         max_line_bytes: Largest line in bytes (see :func:`encode_lines`).
 
     The file is created (exclusively, so an existing file is never appended to) at the first
-    export that has spans. A process forked from the one that made the exporter (a fork pool's
-    worker, ``os.fork``) writes a new file of its own, named as the default one with its own pid,
-    in the same folder (the exporter checks ``os.getpid()`` once per batch): the file it
-    inherited is its parent's. :meth:`export` returns ``FAILURE`` instead of raising when the
-    file cannot be written (the error is logged). Thread-safe: one lock around each batch's
-    write.
+    export that has spans, and its folder with it where missing. A process forked from the one
+    that made the exporter (a fork pool's worker, ``os.fork``) writes a new file of its own,
+    named as the default one with its own pid, in the same folder (the exporter checks
+    ``os.getpid()`` once per batch): the file it inherited is its parent's. :meth:`export`
+    returns ``FAILURE`` instead of raising when the file cannot be written (the error is
+    logged). Thread-safe: one lock around each batch's write.
     """
 
     def __init__(
@@ -195,6 +197,7 @@ class OtlpJsonFileSpanExporter(SpanExporter):
                     self._stream = None  # the parent's (flushed at each write): closes our fd only
                     self.path = _new_file_path(self.path.parent)
                 if self._stream is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)  # a per-job folder
                     self._stream = open(self.path, "xb")  # noqa: SIM115 - kept open for the run
                 self._stream.write(data)
                 self._stream.flush()
