@@ -116,3 +116,29 @@ def test_a_span_folder_that_does_not_exist_yet_is_created(tmp_path: Path) -> Non
     shown = run_cli(["show", "--json", str(spans)], tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert _labels(json.loads(shown.stdout)) == ["pipeline", "prepare", "evaluate", "score"]
+
+
+def test_a_span_file_cut_in_its_last_line_loses_that_line_only(tmp_path: Path) -> None:
+    """A span file whose last line is cut short gives the rest of the run and one warning.
+
+    Its process was still writing, or was killed while writing (a Slurm job at its time
+    limit). Before: ``show`` of the folder failed as a whole ("line 2: not an OTLP JSON
+    ExportTraceServiceRequest: Unterminated string"), every other process's tasks with it.
+    """
+    spans = _run_pipeline(tmp_path)
+    files = sorted(p for p in spans.iterdir() if p.suffix == ".jsonl")
+    whole = files[0].read_bytes()
+    line = files[1].read_bytes().count(b"\n") + 1  # the cut line's number
+    with files[1].open("ab") as cut:  # another batch, cut half-way through its line
+        cut.write(whole[: len(whole) // 2])
+    shown = run_cli(["show", "--json", str(spans)], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert _labels(json.loads(shown.stdout)) == ["pipeline", "prepare", "evaluate", "score"]
+    assert f"{files[1]}: line {line} is incomplete" in shown.stderr
+    assert shown.stderr.count("incomplete") == 1
+
+    with files[1].open("ab") as more:  # a line after the cut one: no cut, an error
+        more.write(b"\n" + whole)
+    broken = run_cli(["show", "--json", str(spans)], tmp_path)
+    assert broken.returncode != 0
+    assert f"{files[1]}: line {line}: not an OTLP JSON" in broken.stderr

@@ -300,6 +300,10 @@ def _request_spans(request: Any) -> Iterator[ReadableSpan]:
 def read_spans(lines: Sequence[bytes] | IO[bytes], source: str = "<input>") -> list[ReadableSpan]:
     """Parse OTLP JSON lines (blank lines skipped) into spans with resource, scope and status.
 
+    The last line may be cut short: its process was still writing it (a run or a Collector in
+    progress) or was killed while writing. A last line that is not complete JSON is skipped
+    with one warning naming the file and line; the spans of every line before it are returned.
+
     Args:
         lines: The file's lines (or a binary stream).
         source: The file name, for error messages.
@@ -308,8 +312,8 @@ def read_spans(lines: Sequence[bytes] | IO[bytes], source: str = "<input>") -> l
         Every span, in file order.
 
     Raises:
-        OtlpJsonFormatError: A line is not valid JSON or not an ``ExportTraceServiceRequest``
-            (names ``source`` and the line number).
+        OtlpJsonFormatError: A line other than the last is not valid JSON, or a line is not an
+            ``ExportTraceServiceRequest`` (names ``source`` and the line number).
         ImportError: ``opentelemetry-proto-json`` is missing (names the extra to install).
     """
     try:
@@ -319,16 +323,35 @@ def read_spans(lines: Sequence[bytes] | IO[bytes], source: str = "<input>") -> l
     except ImportError as e:
         raise ImportError(f"reading OTLP JSON needs {_EXTRA_HINT} ({e})") from None
     spans: list[ReadableSpan] = []
+    cut: OtlpJsonFormatError | None = None  # the previous line, if it was not complete JSON
+    cut_number = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        if cut is not None:  # a bad line with a line after it: not a cut, an error
+            raise cut
         try:
             data = json.loads(line)
+        except json.JSONDecodeError as e:
+            cut, cut_number = _bad_line(source, number, e), number
+            continue
+        try:
             if not isinstance(data, dict) or "resourceSpans" not in data:
                 raise ValueError("no resourceSpans key")  # noqa: TRY301 - one message below
             spans.extend(_request_spans(ExportTraceServiceRequest.from_dict(data)))
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise OtlpJsonFormatError(
-                f"{source}: line {number}: not an OTLP JSON ExportTraceServiceRequest: {e}"
-            ) from None
+            raise _bad_line(source, number, e) from None
+    if cut is not None:
+        _log.warning(
+            "tasktrace: %s: line %d is incomplete (its process was still writing it, or was "
+            "killed while writing); it is skipped",
+            source,
+            cut_number,
+        )
     return spans
+
+
+def _bad_line(source: str, number: int, error: Exception) -> OtlpJsonFormatError:
+    return OtlpJsonFormatError(
+        f"{source}: line {number}: not an OTLP JSON ExportTraceServiceRequest: {error}"
+    )
