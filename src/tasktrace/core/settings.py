@@ -24,11 +24,10 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_valid
 from pydantic_settings import NoDecode
 
 from tasktrace.core.forksafe import renew_after_fork
-from tasktrace.core.settings_layers import has_key_path, merge_layers, origin_of
+from tasktrace.core.settings_layers import KNOWN_KEYS, has_key_path, merge_layers, origin_of
 from tasktrace.core.settings_sources import (
     CONFIG_ENV,
     ENV_PREFIX,
-    KNOWN_KEYS,
     POWER_QUERY_SCOPES,
     settings_layers,
 )

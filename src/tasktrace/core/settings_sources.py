@@ -40,16 +40,21 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, get_origin
 
 from pydantic import BaseModel, Field
 
-from tasktrace.core.settings_layers import SettingsLayer, env_layer, read_toml
+from tasktrace.core.settings_layers import (
+    KNOWN_KEYS,
+    SettingsLayer,
+    env_layer,
+    read_toml,
+    unknown_keys,
+)
 
 __all__ = [
     "CONFIG_ENV",
     "ENV_PREFIX",
-    "KNOWN_KEYS",
     "LENSKIT_ENV_PREFIX",
     "LENSKIT_FILES",
     "NOT_SETTINGS",
@@ -61,7 +66,6 @@ __all__ = [
     "lenskit_live_settings",
     "project_folder",
     "settings_layers",
-    "unknown_keys",
 ]
 
 _log = logging.getLogger(__name__)
@@ -86,8 +90,6 @@ TASKTRACE_TABLE = "tasktrace"
 
 POWER_QUERY_SCOPES = ("system", "cpu", "gpu")
 """The scopes a machine's ``power_queries`` may name; a query under any other key is never run."""
-KNOWN_KEYS = "known_keys"
-"""``json_schema_extra`` entry of a mapping field whose keys are a fixed set (``power_queries``)."""
 
 _LENSKIT_ONLY_KEYS = frozenset({"random", "tuning"})
 """LensKit's top-level keys that tasktrace does not use (never reported as unknown)."""
@@ -189,53 +191,6 @@ def _misplaced(path: Path, key: str, home: str) -> None:
         home,
         TASKTRACE_FILE,
     )
-
-
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-    return annotation if is_model else None
-
-
-def unknown_keys(
-    values: Mapping[str, Any], model: type[BaseModel], path: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], list[str]]]:
-    """Yield the key path of each key of ``values`` (nested mappings) that ``model`` does not know.
-
-    Tables are followed into nested models and into mappings of models (``[machines.NAME]``,
-    whose names are free); a mapping field whose ``json_schema_extra`` lists its
-    :data:`KNOWN_KEYS` (``power_queries``) is checked against them. A model with
-    ``extra="allow"`` (LensKit's own machine table) takes any other key.
-
-    Args:
-        values: Raw settings, as read from a file or built from variables.
-        model: The settings model ``values`` should match.
-        path: Key path of ``values`` itself.
-
-    Returns:
-        An iterator of ``(key path, the keys known at that level)``; pure, thread-safe.
-    """
-    fields = model.model_fields
-    for key, value in values.items():
-        field = fields.get(key)
-        if field is None:
-            if model.model_config.get("extra") != "allow":
-                yield (*path, key), list(fields)
-            continue
-        nested = _model_of(field.annotation)
-        if nested is not None:
-            if isinstance(value, Mapping):
-                yield from unknown_keys(value, nested, (*path, key))
-            continue
-        if get_origin(field.annotation) is not dict or not isinstance(value, Mapping):
-            continue
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        known = extra.get(KNOWN_KEYS)
-        items = _model_of(get_args(field.annotation)[1])
-        for name, item in value.items():
-            if isinstance(known, list) and name not in known:
-                yield (*path, key, name), [str(k) for k in known]
-            elif items is not None and isinstance(item, Mapping):
-                yield from unknown_keys(item, items, (*path, key, name))
 
 
 def _likely(path: tuple[str, ...], known: list[str]) -> tuple[str, ...] | None:
