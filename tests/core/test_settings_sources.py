@@ -294,3 +294,27 @@ def test_a_misspelt_machine_variable_is_reported_with_the_likely_name(
     message = record.getMessage()
     assert f"unknown variable {variable}" in message
     assert f"did you mean {suggestion}" in message
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_project_root_that_is_no_folder_is_said_to_be_none(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LK_PROJECT_ROOT`` naming no folder gets one warning naming it and the variable.
+
+    Before: the settings files were looked for there without a word, so a misspelt project
+    root lost the project's machine and power queries silently (``TASKTRACE_CONFIG`` naming a
+    missing file was warned about).
+    """
+    write(tmp_path, "lenskit.toml", LENSKIT_TOML)  # the working folder's: not read instead
+    root = tmp_path / "projekt"
+    if kind == "file":
+        root.write_text("")
+    monkeypatch.setenv("LK_PROJECT_ROOT", str(root))
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert f"LK_PROJECT_ROOT names {root}" in message
+    assert "not a folder" in message
+    assert settings.machine is None

@@ -328,6 +328,12 @@ def settings_layers(
         value) and left out; nothing raises.
     """
     folder = project_folder()
+    if os.environ.get(PROJECT_ROOT_ENV) and not folder.is_dir():
+        _log.warning(
+            "tasktrace: %s names %s, which is not a folder; no settings file is read there",
+            PROJECT_ROOT_ENV,
+            folder,
+        )
     live = lenskit_live_settings()
     layers: list[SettingsLayer] = []
     if live is not None:
