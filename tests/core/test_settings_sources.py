@@ -318,3 +318,27 @@ def test_a_project_root_that_is_no_folder_is_said_to_be_none(
     assert f"LK_PROJECT_ROOT names {root}" in message
     assert "not a folder" in message
     assert settings.machine is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LK_MACHINES__LABBOX__POWER_QUERIES__SYTEM", "sum(a[{elapsed}ms])"),
+        ("LK_MACHINES", '{"labbox": {"power_queries": {"sytem": "sum(a[{elapsed}ms])"}}}'),
+    ],
+)
+def test_a_power_query_scope_misspelt_in_a_lenskit_variable_is_reported(
+    variable: str, value: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LensKit variable's power query under a key other than system, cpu or gpu is named.
+
+    Before: warned about in lenskit.toml but not in the ``LK_*`` variables, where it was
+    never run without a word.
+    """
+    monkeypatch.setenv(variable, value)
+    with caplog.at_level(logging.WARNING):
+        load_settings()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "unknown setting 'machines.labbox.power_queries.sytem' in LK_* variables" in message
+    assert "did you mean 'machines.labbox.power_queries.system'" in message

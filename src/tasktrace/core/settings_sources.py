@@ -347,6 +347,8 @@ def settings_layers(
         layers.append(lenskit_layer)
     else:
         lenskit_env = env_layer(LenskitKeys, LENSKIT_ENV_PREFIX, _lenskit_keys)
+        if lenskit_env is not None:
+            _report_unknown(lenskit_env.values, LenskitKeys, lenskit_env.label)
         layers.extend([lenskit_env] if lenskit_env is not None else [])
     own_env = env_layer(settings_cls, ENV_PREFIX)
     layers.extend([own_env] if own_env is not None else [])
