@@ -142,3 +142,21 @@ def test_a_span_file_cut_in_its_last_line_loses_that_line_only(tmp_path: Path) -
     broken = run_cli(["show", "--json", str(spans)], tmp_path)
     assert broken.returncode != 0
     assert f"{files[1]}: line {line}: not an OTLP JSON" in broken.stderr
+
+
+def test_a_span_read_twice_is_one_task(tmp_path: Path) -> None:
+    """The same span read twice makes one node: no task twice, no CPU counted twice.
+
+    A Collector writes a retried request again; a copy of a process's file lies beside it.
+    Before: each copy was attached again (the same node twice under its parent, so both
+    copies of a task showed every subtask of both) and ``show`` added the CPU up twice.
+    """
+    spans = _run_pipeline(tmp_path)
+    once = json.loads(run_cli(["show", "--json", str(spans)], tmp_path).stdout)
+    for file in sorted(p for p in spans.iterdir() if p.suffix == ".jsonl"):
+        (spans / f"copy-{file.name}").write_bytes(file.read_bytes())
+    shown = run_cli(["show", "--json", str(spans)], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    twice = json.loads(shown.stdout)
+    assert _labels(twice) == ["pipeline", "prepare", "evaluate", "score"]
+    assert twice == once
