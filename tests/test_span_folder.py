@@ -88,3 +88,75 @@ def test_a_folder_without_span_files_is_a_one_line_error(tmp_path: Path) -> None
     assert "no OTLP JSON-lines file" in shown.stderr
     assert str(empty) in shown.stderr
     assert "Traceback" not in shown.stderr
+
+
+def test_a_span_folder_that_does_not_exist_yet_is_created(tmp_path: Path) -> None:
+    """``TASKTRACE_OTLP_JSON_DIR`` naming a per-job folder not made yet keeps every span.
+
+    A Slurm array's tasks given ``$SCRATCH/traces/$SLURM_ARRAY_JOB_ID`` start side by side;
+    each creates the folder (and its parents) at its first export. Before: each lost all its
+    spans ("cannot write OTLP JSON ... No such file or directory"), the warning coming only
+    after its work was done.
+    """
+    (tmp_path / "parent.py").write_text(_PARENT)
+    (tmp_path / "child.py").write_text(_CHILD)
+    spans = tmp_path / "scratch" / "traces" / "job-17"
+    env = clean_env()
+    env["TASKTRACE_OTLP_JSON_DIR"] = str(spans)
+    done = subprocess.run(
+        [sys.executable, "parent.py"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    assert "cannot write" not in done.stderr, done.stderr
+    shown = run_cli(["show", "--json", str(spans)], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert _labels(json.loads(shown.stdout)) == ["pipeline", "prepare", "evaluate", "score"]
+
+
+def test_a_span_file_cut_in_its_last_line_loses_that_line_only(tmp_path: Path) -> None:
+    """A span file whose last line is cut short gives the rest of the run and one warning.
+
+    Its process was still writing, or was killed while writing (a Slurm job at its time
+    limit). Before: ``show`` of the folder failed as a whole ("line 2: not an OTLP JSON
+    ExportTraceServiceRequest: Unterminated string"), every other process's tasks with it.
+    """
+    spans = _run_pipeline(tmp_path)
+    files = sorted(p for p in spans.iterdir() if p.suffix == ".jsonl")
+    whole = files[0].read_bytes()
+    line = files[1].read_bytes().count(b"\n") + 1  # the cut line's number
+    with files[1].open("ab") as cut:  # another batch, cut half-way through its line
+        cut.write(whole[: len(whole) // 2])
+    shown = run_cli(["show", "--json", str(spans)], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert _labels(json.loads(shown.stdout)) == ["pipeline", "prepare", "evaluate", "score"]
+    assert f"{files[1]}: line {line} is incomplete" in shown.stderr
+    assert shown.stderr.count("incomplete") == 1
+
+    with files[1].open("ab") as more:  # a line after the cut one: no cut, an error
+        more.write(b"\n" + whole)
+    broken = run_cli(["show", "--json", str(spans)], tmp_path)
+    assert broken.returncode != 0
+    assert f"{files[1]}: line {line}: not an OTLP JSON" in broken.stderr
+
+
+def test_a_span_read_twice_is_one_task(tmp_path: Path) -> None:
+    """The same span read twice makes one node: no task twice, no CPU counted twice.
+
+    A Collector writes a retried request again; a copy of a process's file lies beside it.
+    Before: each copy was attached again (the same node twice under its parent, so both
+    copies of a task showed every subtask of both) and ``show`` added the CPU up twice.
+    """
+    spans = _run_pipeline(tmp_path)
+    once = json.loads(run_cli(["show", "--json", str(spans)], tmp_path).stdout)
+    for file in sorted(p for p in spans.iterdir() if p.suffix == ".jsonl"):
+        (spans / f"copy-{file.name}").write_bytes(file.read_bytes())
+    shown = run_cli(["show", "--json", str(spans)], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    twice = json.loads(shown.stdout)
+    assert _labels(twice) == ["pipeline", "prepare", "evaluate", "score"]
+    assert twice == once

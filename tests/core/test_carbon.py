@@ -11,6 +11,7 @@ import pytest
 
 import tasktrace
 from tasktrace.cli import main
+from tasktrace.core.settings import reset_settings
 
 
 def _energy_file(path: Path, **fields: Any) -> Path:
@@ -26,6 +27,9 @@ def test_carbon_intensity_comes_from_the_machine_settings(
     (tmp_path / "tasktrace.toml").write_text(
         "[machines.lab]\ncarbon_intensity_g_per_kwh = 400\n"
     )  # the test runs in tmp_path, where settings are read from
+    # Settings are read once per process, at first use: an earlier test's exporter thread
+    # (get_settings() in the span pipeline) may have read them here before the file existed.
+    reset_settings()
     lab = _energy_file(tmp_path / "lab.json", machine="lab", cpu_power=3.6e6)
     other = _energy_file(tmp_path / "other.json", machine="cloud", cpu_power=3.6e6)
     assert main(["show", str(lab)]) == 0

@@ -203,3 +203,142 @@ def test_a_misspelt_variable_is_reported_with_the_likely_name(
     message = record.getMessage()
     assert f"unknown variable {variable}" in message
     assert f"did you mean {suggestion}" in message
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (
+            "tasktrace.toml",
+            "[prometheus]\nscrape_interval = 5\n",
+            "prometheus.scrape_interval",
+            "prometheus.scrape_interval_s",
+        ),
+        ("tasktrace.toml", "[energy]\nrapl_rot = '/x'\n", "energy.rapl_rot", "energy.rapl_root"),
+        (
+            "tasktrace.toml",
+            "[machines.labbox]\ncarbon_intensity_g_per_kw = 300\n",
+            "machines.labbox.carbon_intensity_g_per_kw",
+            "machines.labbox.carbon_intensity_g_per_kwh",
+        ),
+        (
+            "tasktrace.toml",
+            "[machines.labbox.power_queries]\nsytem = 'sum(a[{elapsed}ms])'\n",
+            "machines.labbox.power_queries.sytem",
+            "machines.labbox.power_queries.system",
+        ),
+        (
+            "lenskit.toml",
+            "[tasktrace.prometheus]\nscrape_intervall_s = 5\n",
+            "prometheus.scrape_intervall_s",
+            "prometheus.scrape_interval_s",
+        ),
+        (
+            "lenskit.toml",
+            "[machines.labbox]\nidle_watts = 95\n[machines.labbox.power_queries]\n"
+            "cpu = 'sum(b[{elapsed}ms])'\nsytem = 'sum(a[{elapsed}ms])'\n",
+            "machines.labbox.power_queries.sytem",
+            "machines.labbox.power_queries.system",
+        ),
+    ],
+)
+def test_a_misspelt_key_inside_a_table_is_reported_with_the_likely_name(
+    case: tuple[str, str, str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key inside a table that names no setting gets one warning with the likely key.
+
+    So does a power query scope that tasktrace never queries; LensKit's own machine keys
+    (``idle_watts``) get none.
+
+    Before: only top-level keys were checked, so ``[prometheus] scrape_interval`` in
+    tasktrace.toml, or a ``sytem`` power query beside a ``cpu`` one, was ignored without a word
+    (the variables of the same keys were warned about).
+    """
+    name, text, key, suggestion = case
+    write(tmp_path, name, text)
+    with caplog.at_level(logging.WARNING):
+        load_settings()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert f"unknown setting {key!r} in {name}" in message
+    assert f"did you mean {suggestion!r}" in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggestion"),
+    [
+        (
+            "TASKTRACE_MACHINES__LABBOX__POWER_QUERIES__SYTEM",
+            "TASKTRACE_MACHINES__LABBOX__POWER_QUERIES__SYSTEM",
+        ),
+        (
+            "TASKTRACE_MACHINES__LABBOX__POWER_QUERY__SYSTEM",
+            "TASKTRACE_MACHINES__LABBOX__POWER_QUERIES",
+        ),
+    ],
+)
+def test_a_misspelt_machine_variable_is_reported_with_the_likely_name(
+    variable: str,
+    suggestion: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A variable below a machine's name is checked as the keys of a machine table are.
+
+    Before: everything below ``TASKTRACE_MACHINES__`` was taken as valid and ignored silently.
+    """
+    monkeypatch.setenv(variable, "sum(a[{elapsed}ms])")
+    with caplog.at_level(logging.WARNING):
+        load_settings()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert f"unknown variable {variable}" in message
+    assert f"did you mean {suggestion}" in message
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_project_root_that_is_no_folder_is_said_to_be_none(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LK_PROJECT_ROOT`` naming no folder gets one warning naming it and the variable.
+
+    Before: the settings files were looked for there without a word, so a misspelt project
+    root lost the project's machine and power queries silently (``TASKTRACE_CONFIG`` naming a
+    missing file was warned about).
+    """
+    write(tmp_path, "lenskit.toml", LENSKIT_TOML)  # the working folder's: not read instead
+    root = tmp_path / "projekt"
+    if kind == "file":
+        root.write_text("")
+    monkeypatch.setenv("LK_PROJECT_ROOT", str(root))
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert f"LK_PROJECT_ROOT names {root}" in message
+    assert "not a folder" in message
+    assert settings.machine is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LK_MACHINES__LABBOX__POWER_QUERIES__SYTEM", "sum(a[{elapsed}ms])"),
+        ("LK_MACHINES", '{"labbox": {"power_queries": {"sytem": "sum(a[{elapsed}ms])"}}}'),
+    ],
+)
+def test_a_power_query_scope_misspelt_in_a_lenskit_variable_is_reported(
+    variable: str, value: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LensKit variable's power query under a key other than system, cpu or gpu is named.
+
+    Before: warned about in lenskit.toml but not in the ``LK_*`` variables, where it was
+    never run without a word.
+    """
+    monkeypatch.setenv(variable, value)
+    with caplog.at_level(logging.WARNING):
+        load_settings()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "unknown setting 'machines.labbox.power_queries.sytem' in LK_* variables" in message
+    assert "did you mean 'machines.labbox.power_queries.system'" in message

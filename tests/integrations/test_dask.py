@@ -22,6 +22,7 @@ from distributed import Client, LocalCluster  # noqa: E402
 from tasktrace import Task, TaskStatus  # noqa: E402
 from tasktrace.integrations.dask import setup  # noqa: E402
 
+from ..export_helpers import clean_env  # noqa: E402
 from ..otlp_receivers import OtlpHttpReceiver  # noqa: E402
 from . import engine_workers as work  # noqa: E402
 from .dask_plugins import DelayRecordEvents  # noqa: E402
@@ -195,3 +196,33 @@ def test_workers_export_with_the_drivers_configure_settings(tmp_path: Path) -> N
     text = (tmp_path / "driver.json").read_text()
     assert "s3cret" not in text
     assert all("s3cret" not in repr(s.attributes) for s in spans)
+
+
+def _docs_example(page: str, marker: str) -> str:
+    """Return the Python block of ``docs/<page>`` that contains ``marker``."""
+    text = (Path(__file__).parents[2] / "docs" / page).read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    (block,) = [b for b in blocks if marker in b]
+    return block
+
+
+def test_the_documented_dask_example_runs_as_a_script(tmp_path: Path) -> None:
+    """docs/clusters.md's Dask example, saved as a file and run, writes the documented tree.
+
+    Before: it created the LocalCluster at import, so the spawned workers (which import the
+    script) tried to start a cluster of their own: "Nanny failed to start", no driver.json.
+    """
+    (tmp_path / "example.py").write_text(_docs_example("clusters.md", "integrations.dask"))
+    done = subprocess.run(
+        [sys.executable, "example.py"],
+        check=False,
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    driver = Task.model_validate_json((tmp_path / "driver.json").read_text())
+    assert sorted(s.label for s in driver.subtasks) == [f"square {i}" for i in (0, 1, 2, 3, 5)]
+    assert all(s.subprocess for s in driver.subtasks)

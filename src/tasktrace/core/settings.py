@@ -24,8 +24,13 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_valid
 from pydantic_settings import NoDecode
 
 from tasktrace.core.forksafe import renew_after_fork
-from tasktrace.core.settings_layers import has_key_path, merge_layers, origin_of
-from tasktrace.core.settings_sources import CONFIG_ENV, ENV_PREFIX, settings_layers
+from tasktrace.core.settings_layers import KNOWN_KEYS, has_key_path, merge_layers, origin_of
+from tasktrace.core.settings_sources import (
+    CONFIG_ENV,
+    ENV_PREFIX,
+    POWER_QUERY_SCOPES,
+    settings_layers,
+)
 from tasktrace.core.units import MAX_SECONDS
 
 __all__ = [
@@ -78,8 +83,10 @@ class MachineSettings(BaseModel):
 
     description: str | None = None
     """Free text describing the machine."""
-    power_queries: dict[str, str] = Field(default_factory=dict)
-    """PromQL format strings by scope (``system``, ``cpu``, ``gpu``).
+    power_queries: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={KNOWN_KEYS: list(POWER_QUERY_SCOPES)}
+    )
+    """PromQL format strings by scope (``system``, ``cpu``, ``gpu``; another key is warned about).
 
     Each may use ``{elapsed}`` (the task's duration in milliseconds) and ``{machine}``; the
     result is energy in joules over the task.

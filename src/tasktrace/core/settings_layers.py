@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic_settings import (
@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "KNOWN_KEYS",
     "SettingsLayer",
     "env_layer",
     "has_key_path",
@@ -33,9 +34,13 @@ __all__ = [
     "merge_layers",
     "origin_of",
     "read_toml",
+    "unknown_keys",
 ]
 
 _log = logging.getLogger(__name__)
+
+KNOWN_KEYS = "known_keys"
+"""``json_schema_extra`` entry of a mapping field whose keys are a fixed set (``power_queries``)."""
 
 
 @dataclass(frozen=True)
@@ -214,3 +219,50 @@ def origin_of(
         if leaf[: len(path)] == path:
             return leaf, layer
     return None
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return annotation if is_model else None
+
+
+def unknown_keys(
+    values: Mapping[str, Any], model: type[BaseModel], path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], list[str]]]:
+    """Yield the key path of each key of ``values`` (nested mappings) that ``model`` does not know.
+
+    Tables are followed into nested models and into mappings of models (``[machines.NAME]``,
+    whose names are free); a mapping field whose ``json_schema_extra`` lists its
+    :data:`KNOWN_KEYS` (``power_queries``) is checked against them. A model with
+    ``extra="allow"`` (LensKit's own machine table) takes any other key.
+
+    Args:
+        values: Raw settings, as read from a file or built from variables.
+        model: The settings model ``values`` should match.
+        path: Key path of ``values`` itself.
+
+    Returns:
+        An iterator of ``(key path, the keys known at that level)``; pure, thread-safe.
+    """
+    fields = model.model_fields
+    for key, value in values.items():
+        field = fields.get(key)
+        if field is None:
+            if model.model_config.get("extra") != "allow":
+                yield (*path, key), list(fields)
+            continue
+        nested = _model_of(field.annotation)
+        if nested is not None:
+            if isinstance(value, Mapping):
+                yield from unknown_keys(value, nested, (*path, key))
+            continue
+        if get_origin(field.annotation) is not dict or not isinstance(value, Mapping):
+            continue
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        known = extra.get(KNOWN_KEYS)
+        items = _model_of(get_args(field.annotation)[1])
+        for name, item in value.items():
+            if isinstance(known, list) and name not in known:
+                yield (*path, key, name), [str(k) for k in known]
+            elif items is not None and isinstance(item, Mapping):
+                yield from unknown_keys(item, items, (*path, key, name))

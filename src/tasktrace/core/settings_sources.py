@@ -44,7 +44,13 @@ from typing import Any, get_origin
 
 from pydantic import BaseModel, Field
 
-from tasktrace.core.settings_layers import SettingsLayer, env_layer, read_toml
+from tasktrace.core.settings_layers import (
+    KNOWN_KEYS,
+    SettingsLayer,
+    env_layer,
+    read_toml,
+    unknown_keys,
+)
 
 __all__ = [
     "CONFIG_ENV",
@@ -52,6 +58,7 @@ __all__ = [
     "LENSKIT_ENV_PREFIX",
     "LENSKIT_FILES",
     "NOT_SETTINGS",
+    "POWER_QUERY_SCOPES",
     "PROJECT_ROOT_ENV",
     "TASKTRACE_FILE",
     "TASKTRACE_TABLE",
@@ -81,6 +88,9 @@ TASKTRACE_FILE = "tasktrace.toml"
 TASKTRACE_TABLE = "tasktrace"
 """The table holding tasktrace's own keys in LensKit's files (and optionally in tasktrace.toml)."""
 
+POWER_QUERY_SCOPES = ("system", "cpu", "gpu")
+"""The scopes a machine's ``power_queries`` may name; a query under any other key is never run."""
+
 _LENSKIT_ONLY_KEYS = frozenset({"random", "tuning"})
 """LensKit's top-level keys that tasktrace does not use (never reported as unknown)."""
 
@@ -97,7 +107,9 @@ class LenskitMachine(BaseModel, extra="allow"):
 
     description: str | None = None
     """Free text describing the machine."""
-    power_queries: dict[str, str] = Field(default_factory=dict)
+    power_queries: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={KNOWN_KEYS: list(POWER_QUERY_SCOPES)}
+    )
     """PromQL format strings by scope (``system``, ``cpu``, ``gpu``)."""
 
 
@@ -146,7 +158,7 @@ def _is_settings_file(path: Path, source: str | None = None) -> bool:
     return False
 
 
-def _lenskit_file_layers(path: Path, known: Mapping[str, Any]) -> list[SettingsLayer]:
+def _lenskit_file_layers(path: Path, settings_cls: type[BaseModel]) -> list[SettingsLayer]:
     raw = read_toml(path) if _is_settings_file(path) else None
     if not raw:
         return []
@@ -156,15 +168,16 @@ def _lenskit_file_layers(path: Path, known: Mapping[str, Any]) -> list[SettingsL
         for key in sorted(set(prometheus) - set(LenskitPrometheus.model_fields)):
             _misplaced(path, f"prometheus.{key}", f"[{TASKTRACE_TABLE}.prometheus] {key}")
     for key in sorted(set(raw) - set(LenskitKeys.model_fields) - {TASKTRACE_TABLE}):
-        if key in known:
+        if key in settings_cls.model_fields:
             nested = isinstance(raw[key], dict)
             home = f"[{TASKTRACE_TABLE}.{key}]" if nested else f"[{TASKTRACE_TABLE}] {key}"
             _misplaced(path, key, home)
+    _report_unknown(lenskit, LenskitKeys, str(path))
     layers = [SettingsLayer.whole(str(path), lenskit)]
     table = raw.get(TASKTRACE_TABLE)
     if isinstance(table, dict):
         where = f"{path} [{TASKTRACE_TABLE}]"
-        _report_unknown(table, known, where)
+        _report_unknown(table, settings_cls, where)
         layers.append(SettingsLayer.whole(where, table))
     return layers
 
@@ -180,9 +193,22 @@ def _misplaced(path: Path, key: str, home: str) -> None:
     )
 
 
-def _report_unknown(values: Mapping[str, Any], known: Mapping[str, Any], where: str) -> None:
-    for key in sorted(set(values) - set(known) - _LENSKIT_ONLY_KEYS - {TASKTRACE_TABLE}):
-        _log.warning("tasktrace: unknown setting %r in %s; it is ignored", key, where)
+def _likely(path: tuple[str, ...], known: list[str]) -> tuple[str, ...] | None:
+    """Return the key path most like ``path`` with its last key one of ``known``, if any."""
+    close = difflib.get_close_matches(path[-1], known, n=1, cutoff=0.6)
+    return (*path[:-1], close[0]) if close else None
+
+
+def _report_unknown(values: Mapping[str, Any], model: type[BaseModel], where: str) -> None:
+    table = {k: v for k, v in values.items() if k not in _LENSKIT_ONLY_KEYS | {TASKTRACE_TABLE}}
+    for path, known in unknown_keys(table, model):
+        close = _likely(path, known)
+        _log.warning(
+            "tasktrace: unknown setting %r in %s; it is ignored%s",
+            ".".join(path),
+            where,
+            f" (did you mean {'.'.join(close)!r}?)" if close else "",
+        )
 
 
 def _variable_names(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, bool]]:
@@ -201,9 +227,12 @@ def _report_unknown_variables(settings_cls: type[BaseModel]) -> None:
     free = tuple(f"{name}__" for name, is_mapping in known.items() if is_mapping)
     for variable in sorted(os.environ):
         name = variable.upper()
-        if not name.startswith(ENV_PREFIX) or name in known or name.startswith(free):
+        if not name.startswith(ENV_PREFIX) or name in known:
             continue
         if name.removeprefix(ENV_PREFIX) in NOT_SETTINGS:
+            continue
+        if name.startswith(free):  # free names (a machine's) first, then its table's keys
+            _report_unknown_below(variable, settings_cls)
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
         _log.warning(
@@ -213,7 +242,22 @@ def _report_unknown_variables(settings_cls: type[BaseModel]) -> None:
         )
 
 
-def _tasktrace_file_layers(folder: Path, known: Mapping[str, Any]) -> list[SettingsLayer]:
+def _report_unknown_below(variable: str, settings_cls: type[BaseModel]) -> None:
+    """Warn about a variable below a mapping's free name (``TASKTRACE_MACHINES__NAME__...``)."""
+    nested: Any = variable
+    for part in reversed(variable.upper().removeprefix(ENV_PREFIX).lower().split("__")):
+        nested = {part: nested}
+    for path, known in unknown_keys(nested, settings_cls):
+        close = _likely(path, known)
+        likely = f"{ENV_PREFIX}{'__'.join(close).upper()}" if close else None
+        _log.warning(
+            "tasktrace: unknown variable %s; it is ignored%s",
+            variable,
+            f" (did you mean {likely}?)" if likely else "",
+        )
+
+
+def _tasktrace_file_layers(folder: Path, settings_cls: type[BaseModel]) -> list[SettingsLayer]:
     explicit = os.environ.get(CONFIG_ENV)
     path = Path(explicit) if explicit else folder / TASKTRACE_FILE
     if not _is_settings_file(path, CONFIG_ENV if explicit else None):
@@ -222,13 +266,13 @@ def _tasktrace_file_layers(folder: Path, known: Mapping[str, Any]) -> list[Setti
     if not raw:
         return []
     label = str(path)
-    _report_unknown(raw, known, label)
+    _report_unknown(raw, settings_cls, label)
     flat = {k: v for k, v in raw.items() if k != TASKTRACE_TABLE}
     layers = [SettingsLayer.whole(label, flat)]
     table = raw.get(TASKTRACE_TABLE)
     if isinstance(table, dict):
         where = f"{label} [{TASKTRACE_TABLE}]"
-        _report_unknown(table, known, where)
+        _report_unknown(table, settings_cls, where)
         layers.append(SettingsLayer.whole(where, table))
     return layers
 
@@ -253,13 +297,15 @@ def lenskit_live_settings() -> BaseModel | None:
     return first if configured and isinstance(first, BaseModel) else None
 
 
-def _live_layers(live: BaseModel, known: Mapping[str, Any]) -> tuple[SettingsLayer, SettingsLayer]:
+def _live_layers(
+    live: BaseModel, settings_cls: type[BaseModel]
+) -> tuple[SettingsLayer, SettingsLayer]:
     label = "lenskit.config.configure()"
     values = live.model_dump(exclude_unset=True)
     lenskit = _lenskit_keys(values)
     table = values.get(TASKTRACE_TABLE)
     table = table if isinstance(table, dict) else {}
-    _report_unknown(table, known, f"{label} [{TASKTRACE_TABLE}]")
+    _report_unknown(table, settings_cls, f"{label} [{TASKTRACE_TABLE}]")
     return (
         SettingsLayer.whole(f"{label} [{TASKTRACE_TABLE}]", table),
         SettingsLayer.whole(label, lenskit),
@@ -281,21 +327,28 @@ def settings_layers(
         misplaced or unknown key, or a malformed variable is warned about (without its
         value) and left out; nothing raises.
     """
-    known = settings_cls.model_fields
     folder = project_folder()
+    if os.environ.get(PROJECT_ROOT_ENV) and not folder.is_dir():
+        _log.warning(
+            "tasktrace: %s names %s, which is not a folder; no settings file is read there",
+            PROJECT_ROOT_ENV,
+            folder,
+        )
     live = lenskit_live_settings()
     layers: list[SettingsLayer] = []
     if live is not None:
-        below, lenskit_layer = _live_layers(live, known)
+        below, lenskit_layer = _live_layers(live, settings_cls)
         layers.append(below)
     else:
         for name in LENSKIT_FILES:
-            layers.extend(_lenskit_file_layers(folder / name, known))
-    layers.extend(_tasktrace_file_layers(folder, known))
+            layers.extend(_lenskit_file_layers(folder / name, settings_cls))
+    layers.extend(_tasktrace_file_layers(folder, settings_cls))
     if live is not None:
         layers.append(lenskit_layer)
     else:
         lenskit_env = env_layer(LenskitKeys, LENSKIT_ENV_PREFIX, _lenskit_keys)
+        if lenskit_env is not None:
+            _report_unknown(lenskit_env.values, LenskitKeys, lenskit_env.label)
         layers.extend([lenskit_env] if lenskit_env is not None else [])
     own_env = env_layer(settings_cls, ENV_PREFIX)
     layers.extend([own_env] if own_env is not None else [])

@@ -184,7 +184,9 @@ def spans_to_task(spans: Iterable[ReadableSpan], root_label: str = "trace") -> T
         spans: Ended or unended spans, in any order. Siblings are put in the order they
             started, as in a task file (a live run exports each span when it ends, so its
             spans come in the order they finished); those that started at the same time, or
-            at an unknown time (listed last), keep the order given.
+            at an unknown time (listed last), keep the order given. A span given more than
+            once (same trace and span id: a collector's retried request written twice, a
+            copied file) is one node, built from its first ended copy.
         root_label: Label of the synthetic root made when the spans have several roots.
 
     Returns:
@@ -194,15 +196,16 @@ def spans_to_task(spans: Iterable[ReadableSpan], root_label: str = "trace") -> T
         ValueError: No spans were given.
         pydantic.ValidationError: An attribute holds a value that is not valid for its field.
     """
-    span_list: Sequence[ReadableSpan] = [
-        s
-        for s in spans
-        if s.context is not None  # pending snapshots stand for their real span: never nodes
-        and attr.PENDING_SPAN_ID not in (s.attributes or {})
-    ]
+    by_id: dict[tuple[int, int], ReadableSpan] = {}
+    for s in spans:
+        if s.context is None or attr.PENDING_SPAN_ID in (s.attributes or {}):
+            continue  # pending snapshots stand for their real span: never nodes
+        seen = by_id.get(_key(s))
+        if seen is None or (seen.end_time is None and s.end_time is not None):
+            by_id[_key(s)] = s  # a span given twice is one node: the first ended copy
+    span_list: Sequence[ReadableSpan] = list(by_id.values())
     if not span_list:
         raise ValueError("no spans to build a task tree from")
-    by_id = {_key(s): s for s in span_list}
     built: dict[tuple[int, int], dict[str, Any]] = {}
     roots: list[dict[str, Any]] = []
     for span in span_list:

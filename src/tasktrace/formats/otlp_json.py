@@ -148,16 +148,18 @@ class OtlpJsonFileSpanExporter(SpanExporter):
     Args:
         path: The file to write. Default: a new file
             ``tasktrace-<UTC date-time>-<pid>-<random hex>.otlp.jsonl`` in ``folder``.
-        folder: Where the default file goes (default: :func:`default_folder`). Must exist.
+        folder: Where the default file goes (default: :func:`default_folder`); created with
+            its parents at the first export where missing (side by side processes may race
+            to create it: each succeeds).
         max_line_bytes: Largest line in bytes (see :func:`encode_lines`).
 
     The file is created (exclusively, so an existing file is never appended to) at the first
-    export that has spans. A process forked from the one that made the exporter (a fork pool's
-    worker, ``os.fork``) writes a new file of its own, named as the default one with its own pid,
-    in the same folder (the exporter checks ``os.getpid()`` once per batch): the file it
-    inherited is its parent's. :meth:`export` returns ``FAILURE`` instead of raising when the
-    file cannot be written (the error is logged). Thread-safe: one lock around each batch's
-    write.
+    export that has spans, and its folder with it where missing. A process forked from the one
+    that made the exporter (a fork pool's worker, ``os.fork``) writes a new file of its own,
+    named as the default one with its own pid, in the same folder (the exporter checks
+    ``os.getpid()`` once per batch): the file it inherited is its parent's. :meth:`export`
+    returns ``FAILURE`` instead of raising when the file cannot be written (the error is
+    logged). Thread-safe: one lock around each batch's write.
     """
 
     def __init__(
@@ -195,6 +197,7 @@ class OtlpJsonFileSpanExporter(SpanExporter):
                     self._stream = None  # the parent's (flushed at each write): closes our fd only
                     self.path = _new_file_path(self.path.parent)
                 if self._stream is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)  # a per-job folder
                     self._stream = open(self.path, "xb")  # noqa: SIM115 - kept open for the run
                 self._stream.write(data)
                 self._stream.flush()
@@ -297,6 +300,10 @@ def _request_spans(request: Any) -> Iterator[ReadableSpan]:
 def read_spans(lines: Sequence[bytes] | IO[bytes], source: str = "<input>") -> list[ReadableSpan]:
     """Parse OTLP JSON lines (blank lines skipped) into spans with resource, scope and status.
 
+    The last line may be cut short: its process was still writing it (a run or a Collector in
+    progress) or was killed while writing. A last line that is not complete JSON is skipped
+    with one warning naming the file and line; the spans of every line before it are returned.
+
     Args:
         lines: The file's lines (or a binary stream).
         source: The file name, for error messages.
@@ -305,8 +312,8 @@ def read_spans(lines: Sequence[bytes] | IO[bytes], source: str = "<input>") -> l
         Every span, in file order.
 
     Raises:
-        OtlpJsonFormatError: A line is not valid JSON or not an ``ExportTraceServiceRequest``
-            (names ``source`` and the line number).
+        OtlpJsonFormatError: A line other than the last is not valid JSON, or a line is not an
+            ``ExportTraceServiceRequest`` (names ``source`` and the line number).
         ImportError: ``opentelemetry-proto-json`` is missing (names the extra to install).
     """
     try:
@@ -316,16 +323,35 @@ def read_spans(lines: Sequence[bytes] | IO[bytes], source: str = "<input>") -> l
     except ImportError as e:
         raise ImportError(f"reading OTLP JSON needs {_EXTRA_HINT} ({e})") from None
     spans: list[ReadableSpan] = []
+    cut: OtlpJsonFormatError | None = None  # the previous line, if it was not complete JSON
+    cut_number = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        if cut is not None:  # a bad line with a line after it: not a cut, an error
+            raise cut
         try:
             data = json.loads(line)
+        except json.JSONDecodeError as e:
+            cut, cut_number = _bad_line(source, number, e), number
+            continue
+        try:
             if not isinstance(data, dict) or "resourceSpans" not in data:
                 raise ValueError("no resourceSpans key")  # noqa: TRY301 - one message below
             spans.extend(_request_spans(ExportTraceServiceRequest.from_dict(data)))
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise OtlpJsonFormatError(
-                f"{source}: line {number}: not an OTLP JSON ExportTraceServiceRequest: {e}"
-            ) from None
+            raise _bad_line(source, number, e) from None
+    if cut is not None:
+        _log.warning(
+            "tasktrace: %s: line %d is incomplete (its process was still writing it, or was "
+            "killed while writing); it is skipped",
+            source,
+            cut_number,
+        )
     return spans
+
+
+def _bad_line(source: str, number: int, error: Exception) -> OtlpJsonFormatError:
+    return OtlpJsonFormatError(
+        f"{source}: line {number}: not an OTLP JSON ExportTraceServiceRequest: {error}"
+    )
