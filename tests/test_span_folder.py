@@ -144,6 +144,21 @@ def test_a_span_file_cut_in_its_last_line_loses_that_line_only(tmp_path: Path) -
     assert f"{files[1]}: line {line}: not an OTLP JSON" in broken.stderr
 
 
+def test_a_span_file_whose_only_line_is_cut_is_named_not_skipped(tmp_path: Path) -> None:
+    """A process killed while writing its first request: its file is said to be cut.
+
+    Before: the file was not recognised as OTLP JSON (its first line does not parse) and was
+    skipped unsaid; ``show`` exited 0 with that process's tasks missing and no warning.
+    """
+    spans = _run_pipeline(tmp_path)
+    files = sorted(p for p in spans.iterdir() if p.suffix == ".jsonl")
+    only = files[1].read_bytes().splitlines()[0]
+    files[1].write_bytes(only[: len(only) // 2])  # one line, cut half-way
+    shown = run_cli(["show", "--json", str(spans)], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{files[1]}: line 1 is incomplete" in shown.stderr
+
+
 def test_a_span_read_twice_is_one_task(tmp_path: Path) -> None:
     """The same span read twice makes one node: no task twice, no CPU counted twice.
 

@@ -99,12 +99,27 @@ def read_span_folder(path: Path) -> list[ReadableSpan]:
         if file.name.startswith(".") or not file.is_file():
             continue
         data = file.read_bytes()
-        if b"resourceSpans" in data and is_otlp_json(data):  # the key first: see rows
+        if _opens_as_otlp_json(data):
             spans.extend(read_spans(data.splitlines(), str(file)))
             found = True
     if not found:
         raise ValueError(f"{path}: a folder with no OTLP JSON-lines file in it")
     return spans
+
+
+def _opens_as_otlp_json(data: bytes) -> bool:
+    """Whether a file in a span folder is OTLP JSON lines, even one whose only line is cut.
+
+    The first line parsed (:func:`is_otlp_json`), or, where it is not complete JSON, the
+    opening every OTLP JSON writer gives it (``{"resourceSpans"``): a process killed while
+    writing its first request leaves such a file, which :func:`read_spans` then reads with its
+    one warning for a cut last line, rather than skipping it unsaid.
+    """
+    if b"resourceSpans" not in data:  # the key first: a substring search (see rows)
+        return False
+    return is_otlp_json(data) or data.lstrip()[:32].replace(b" ", b"").startswith(
+        b'{"resourceSpans"'
+    )
 
 
 def task_resource(task: Task) -> Resource:
