@@ -221,3 +221,28 @@ def test_a_lines_emissions_are_of_energies_it_shows(
     assert of.startswith(friendly_grams(grams) + (" (" if len(shown) > 1 else "")), line
     if "system_power" in energies:
         assert names == ["system energy"], line  # it covers the rest: nothing counted twice
+
+
+def test_energy_of_a_task_shorter_than_its_source_update_period_is_marked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 0.3 s task with a 15 s Prometheus scrape: its energy and CO₂e show ``≈``, the note counts.
+
+    The file's ``*_energy_short_task`` flags were never shown before: the figure looked as
+    exact as any other.
+    """
+    short = {"label": "step", "status": "finished", "duration": 0.3, "system_power": 42.5}
+    short |= {"system_energy_source": "prometheus", "system_energy_short_task": True}
+    long = {"label": "fit", "status": "finished", "duration": 60.0, "system_power": 8100.0}
+    long |= {"system_energy_source": "prometheus", "system_energy_short_task": False}
+    root = {"label": "run", "status": "finished", "duration": 61.0, "subtasks": [short, long]}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(root))
+    assert main(["show", "--carbon-intensity", "400", str(path)]) == 0
+    out = capsys.readouterr().out
+    (step,) = [line for line in out.splitlines() if "step" in line]
+    (fit,) = [line for line in out.splitlines() if "fit" in line]
+    assert "system energy ≈42.5 J" in step, step
+    assert "CO₂e ≈" in step, step
+    assert "≈" not in fit, fit
+    assert "≈: 1 task shorter than the energy source's update period" in out, out

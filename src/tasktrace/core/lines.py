@@ -8,7 +8,7 @@ the emissions are of.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from rich.markup import escape
 
@@ -18,6 +18,7 @@ from tasktrace.core.record import TaskStatus
 from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
 
 __all__ = [
+    "APPROXIMATE",
     "CORES_SHOWN_ABOVE",
     "cpu_text",
     "energy_texts",
@@ -79,6 +80,16 @@ def task_line(task: Task, carbon: CarbonIntensity | None = None) -> str:
     return "  ".join(parts)
 
 
+APPROXIMATE: Final = "≈"
+"""Put before an energy whose source flagged the task as shorter than its update period."""
+_SHORT_TASK: Final = {
+    "cpu_energy_j": "cpu_energy_short_task",
+    "gpu_energy_j": "gpu_energy_short_task",
+    "system_energy_j": "system_energy_short_task",
+    "dram_energy_j": "cpu_energy_short_task",  # the same RAPL reading as the CPU's
+}
+
+
 def energy_texts(task: Task, values: Values | None = None) -> list[str]:
     """Each measured energy after its name, then the emissions where ``values`` holds them.
 
@@ -86,7 +97,10 @@ def energy_texts(task: Task, values: Values | None = None) -> list[str]:
     energy)"]``. The emissions are of :func:`~tasktrace.core.carbon.energy_parts`, every one of
     them shown; where the line shows more than one energy, the note names those the emissions
     are of (the system energy alone where it was measured: it covers the rest). DRAM energy
-    that RAPL's platform domain already includes is marked ``(in CPU energy)``.
+    that RAPL's platform domain already includes is marked ``(in CPU energy)``. An energy whose
+    source flagged the task as shorter than its update period (``<scope>_energy_short_task``:
+    a RAPL counter's ~1 ms, a Prometheus scrape interval; DRAM goes with the CPU's RAPL flag)
+    is marked :data:`APPROXIMATE` (``"CPU energy ≈42.5 J"``), and so are emissions counting it.
 
     Args:
         task: The task.
@@ -96,17 +110,22 @@ def energy_texts(task: Task, values: Values | None = None) -> list[str]:
     values = measure_values(task) if values is None else values
     counted = energy_parts(task)
     texts = []
+    rough = set()
     for column, title in ENERGY_TITLES.items():
         value = values[column]
         if value is None:
             continue
-        text = f"{title} {friendly_joules(value)}"
+        mark = APPROXIMATE if getattr(task, _SHORT_TASK[column]) else ""
+        if mark:
+            rough.add(column)
+        text = f"{title} {mark}{friendly_joules(value)}"
         if column == "dram_energy_j" and not counted.keys() & {column, "system_energy_j"}:
             text += " (in CPU energy)"  # RAPL's platform domain (psys) includes the DRAM
         texts.append(text)
     grams = values.get("emissions_g")
     if grams is not None:
-        text = f"CO₂e {friendly_grams(grams)}"
+        mark = APPROXIMATE if rough & counted.keys() else ""
+        text = f"CO₂e {mark}{friendly_grams(grams)}"
         if len(texts) > 1:
             text += f" (from {' + '.join(ENERGY_TITLES[column] for column in counted)})"
         texts.append(text)

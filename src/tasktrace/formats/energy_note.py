@@ -56,12 +56,15 @@ class EnergyFacts:
         counts: Scope (``cpu``, ``gpu``, ``system``) → tasks with a value.
         sources: Scope → ``"source (what it covers)"`` texts, sorted (``"rapl (package)"``).
         meters: Names of the meters that gave any value (energy, or NVML's GPU memory).
+        short: Tasks with an energy whose source flagged them as shorter than its update period.
     """
 
     tasks: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     sources: dict[str, list[str]] = field(default_factory=dict)
     meters: set[str] = field(default_factory=set)
+    short: int = 0
+    """Tasks with an energy whose source flagged them as shorter than its update period."""
 
     def missing(self) -> list[str]:
         """Return the scopes no task has a value of, in :data:`SCOPE_TITLES` order."""
@@ -76,7 +79,13 @@ class EnergyFacts:
             if self.counts.get(s)
         ]
         missing = ", ".join(f"no {SCOPE_TITLES[s]}" for s in self.missing())
-        return "energy: " + "; ".join([*measured, missing] if missing else measured)
+        parts = [*measured, missing] if missing else measured
+        if self.short:
+            parts.append(
+                f"≈: {self.short:,} task{'s' if self.short != 1 else ''} shorter than the "
+                "energy source's update period (approximate)"
+            )
+        return "energy: " + "; ".join(parts)
 
 
 def _meter_of(source: str) -> str:
@@ -101,15 +110,18 @@ def energy_facts(task: TaskRecord) -> EnergyFacts:
     found: dict[str, set[str]] = {scope: set() for scope in SCOPE_TITLES}
     for node in _walk(task):
         facts.tasks += 1
+        short = False
         for scope, sources in found.items():
             if getattr(node, f"{scope}_power") is None:
                 continue
+            short = short or bool(getattr(node, f"{scope}_energy_short_task"))
             facts.counts[scope] = facts.counts.get(scope, 0) + 1
             source = getattr(node, f"{scope}_energy_source")
             if source:
                 facts.meters.add(_meter_of(source))
                 where = getattr(node, f"{scope}_energy_scope")
                 sources.add(f"{source} ({where})" if where else source)
+        facts.short += short
         if node.peak_gpu_memory_source:
             facts.meters.add(_meter_of(node.peak_gpu_memory_source))
     facts.sources = {scope: sorted(texts) for scope, texts in found.items() if texts}
