@@ -410,3 +410,15 @@ def test_a_carbon_intensity_that_is_not_finite_is_a_usage_error(
     err = capsys.readouterr().err
     assert "--carbon-intensity" in err
     assert "finite" in err
+
+
+def test_a_difference_of_zero_has_no_sign(
+    demo_runs: dict[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``compare`` of a run with itself: every difference is ``0…``, never ``+0µs``/``−0 B``."""
+    same = tmp_path / "same.json"
+    same.write_bytes(demo_runs[3].read_bytes())
+    assert main(["compare", str(demo_runs[3]), str(same)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"(?<![\w.])0(\.0+)?\s?[µm]?s\b", out), out  # a zero duration difference
+    assert not re.search(r"[+−]0(\.0+)?\s?([µmk]?s|[KMG]i?B|B|[mk]?J)\b", out), out

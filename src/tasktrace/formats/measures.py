@@ -61,8 +61,14 @@ class Measure:
     friendly: Callable[[float], str]
 
     def signed(self, difference: float) -> str:
-        """Format a difference in human units with its sign (``"+1.20s"``, ``"−350 MiB"``)."""
-        return ("−" if difference < 0 else "+") + self.friendly(abs(difference))
+        """Format a difference in human units with its sign (``"+1.20s"``, ``"−350 MiB"``).
+
+        A difference that is zero in the shown unit has no sign (``"0µs"``, not ``"+0µs"``).
+        """
+        text = self.friendly(abs(difference))
+        if not any(digit in text for digit in "123456789"):
+            return text
+        return ("−" if difference < 0 else "+") + text
 
     @property
     def aggregate(self) -> str:
