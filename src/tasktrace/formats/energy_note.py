@@ -64,7 +64,6 @@ class EnergyFacts:
     sources: dict[str, list[str]] = field(default_factory=dict)
     meters: set[str] = field(default_factory=set)
     short: int = 0
-    """Tasks with an energy whose source flagged them as shorter than its update period."""
 
     def missing(self) -> list[str]:
         """Return the scopes no task has a value of, in :data:`SCOPE_TITLES` order."""
