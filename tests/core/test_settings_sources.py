@@ -20,6 +20,14 @@ LAYERS = [
 ]
 
 
+def _the_warning_of_load_settings(caplog: pytest.LogCaptureFixture) -> str:
+    """Load the settings; return the one warning that logged (fails on none or several)."""
+    with caplog.at_level(logging.WARNING):
+        load_settings()
+    (record,) = caplog.records
+    return record.getMessage()
+
+
 @pytest.mark.parametrize("top", range(len(LAYERS)))
 def test_each_layer_overrides_the_ones_below(
     top: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -167,10 +175,7 @@ def test_a_settings_path_that_is_a_folder_is_said_to_be_one(
     folder.mkdir()
     if name is None:
         monkeypatch.setenv("TASKTRACE_CONFIG", str(folder))
-    with caplog.at_level(logging.WARNING):
-        load_settings()
-    (record,) = caplog.records
-    message = record.getMessage()
+    message = _the_warning_of_load_settings(caplog)
     assert folder.name in message
     assert "is a folder, not a file" in message
     assert "does not exist" not in message
@@ -197,10 +202,7 @@ def test_a_misspelt_variable_is_reported_with_the_likely_name(
     monkeypatch.setenv(variable, "1")
     for other in ("TASKTRACE_SPOOL", "TASKTRACE_PARENT_TASK_ID", "TASKTRACE_SKIP_SERVICES"):
         monkeypatch.setenv(other, "x")  # tasktrace's own variables that are not settings
-    with caplog.at_level(logging.WARNING):
-        load_settings()
-    (record,) = caplog.records
-    message = record.getMessage()
+    message = _the_warning_of_load_settings(caplog)
     assert f"unknown variable {variable}" in message
     assert f"did you mean {suggestion}" in message
 
@@ -256,10 +258,7 @@ def test_a_misspelt_key_inside_a_table_is_reported_with_the_likely_name(
     """
     name, text, key, suggestion = case
     write(tmp_path, name, text)
-    with caplog.at_level(logging.WARNING):
-        load_settings()
-    (record,) = caplog.records
-    message = record.getMessage()
+    message = _the_warning_of_load_settings(caplog)
     assert f"unknown setting {key!r} in {name}" in message
     assert f"did you mean {suggestion!r}" in message
 
@@ -288,10 +287,7 @@ def test_a_misspelt_machine_variable_is_reported_with_the_likely_name(
     Before: everything below ``TASKTRACE_MACHINES__`` was taken as valid and ignored silently.
     """
     monkeypatch.setenv(variable, "sum(a[{elapsed}ms])")
-    with caplog.at_level(logging.WARNING):
-        load_settings()
-    (record,) = caplog.records
-    message = record.getMessage()
+    message = _the_warning_of_load_settings(caplog)
     assert f"unknown variable {variable}" in message
     assert f"did you mean {suggestion}" in message
 
@@ -336,9 +332,6 @@ def test_a_power_query_scope_misspelt_in_a_lenskit_variable_is_reported(
     never run without a word.
     """
     monkeypatch.setenv(variable, value)
-    with caplog.at_level(logging.WARNING):
-        load_settings()
-    (record,) = caplog.records
-    message = record.getMessage()
+    message = _the_warning_of_load_settings(caplog)
     assert "unknown setting 'machines.labbox.power_queries.sytem' in LK_* variables" in message
     assert "did you mean 'machines.labbox.power_queries.system'" in message
