@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -254,3 +255,78 @@ def test_metrics_decided_again_on_the_same_provider_keep_recording() -> None:
     finally:
         reset_metrics()
         provider.shutdown()
+
+
+_FORKED = textwrap.dedent("""
+    import json, os, sys
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    from tasktrace import Task
+    for _ in range(3):
+        with Task("parent-task") as t:
+            sum(i * i for i in range(100_000))
+            t.cpu_power = 5.0  # joules, as an energy meter would set them
+    with Task("parent-running"):  # running in the parent at the fork: its gauge is the parent's
+        reader.get_metrics_data()  # a collection in the parent before the fork
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid:  # the parent grows by 300 MB, then lets the child collect
+            os.close(read_end)
+            block = bytearray(300 << 20)
+            block[::4096] = b"x" * len(block[::4096])
+            os.write(write_end, b"go")
+            os.close(write_end)
+            os.waitpid(pid, 0)
+            sys.exit(0)
+    os.close(write_end)
+    os.read(read_end, 2)
+    with Task("child-task") as t:
+        t.cpu_power = 1.0
+    with Task("child-running"):
+        points = []
+        for rm in reader.get_metrics_data().resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    for p in m.data.data_points:
+                        points.append([m.name, dict(p.attributes), getattr(p, "value", None)])
+    import psutil
+    print(json.dumps({"points": points, "rss": psutil.Process().memory_info().rss}))
+    sys.stdout.flush()
+    os._exit(0)
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() exists on POSIX systems only")
+def test_forked_child_reports_only_its_own_tasks() -> None:
+    """A forked child's counters hold its own tasks, its RSS gauge is its own process's.
+
+    The child inherits the parent's totals and psutil's process object at the fork; reporting
+    them would count the parent's finished tasks twice (once per process) and the parent's RSS
+    as the child's.
+    """
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED],
+        env={**base, "TASKTRACE_METRICS": "true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    by_name: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+    for name, attrs, value in out["points"]:
+        by_name.setdefault(name, []).append((attrs, value))
+    for name in ("process.cpu.time", "hw.energy"):
+        labels = {attrs["tasktrace.task.label"] for attrs, _ in by_name[name]}
+        print(name, by_name[name])  # TEMP
+    assert [v for _, v in by_name["hw.energy"]] == [1.0]
+    gauge = by_name["tasktrace.task.running.memory.rss"]
+    rss = [v for _, v in gauge]
+    labels = [attrs["tasktrace.task.label"] for attrs, _ in gauge]
+    assert labels == ["child-running"], by_name  # the parent's running task is the parent's
+    # The parent had grown by 300 MB when the child collected: the child's own RSS is far below.
+    assert max(rss) < out["rss"] + (150 << 20), (rss, out["rss"])

@@ -23,7 +23,9 @@ nested labels); energy from the task's energy fields (RAPL, NVML, Prometheus met
 are read when the metrics are collected (by the meter provider's reader, every export
 interval): the process's current RSS (``psutil.Process().memory_info().rss``) and each running
 task's CPU seconds so far (``getrusage`` now, less the task's at start), for the tasks in the
-task tree's running registry; a task stops being reported once it finishes.
+task tree's running registry; a task stops being reported once it finishes. A forked child
+drops the totals and the gauge's process it inherited (:meth:`TaskMetrics.forget_parent`); the
+SDK's histogram state it inherits as it is (see docs/watching-long-runs.md).
 
 What a finishing task costs: tasktrace adds its figures to running totals per label, machine and
 status (one lock, a few additions) and keeps its duration until the next collection. The SDK's
@@ -54,6 +56,7 @@ When metrics are on (:func:`enabled`):
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from array import array
@@ -238,6 +241,17 @@ class TaskMetrics:
             for duration in durations:
                 record(duration, attrs)
 
+    def forget_parent(self) -> None:
+        """After ``os.fork``, in the child: drop what the parent's tasks added up to.
+
+        The totals, the durations waiting for a collection and the ``psutil.Process`` of the
+        RSS gauge are the parent's; the child reporting them again would count the parent's
+        finished tasks twice (once per process) and report the parent's RSS as its own.
+        """
+        self._totals = {}
+        self._waiting = 0
+        self._process = None
+
     def _snapshot(self) -> list[tuple[dict[str, Any], float, float, dict[str, float]]]:
         self.record_durations()  # every callback: whichever runs first in a collection
         with self._lock:
@@ -325,6 +339,15 @@ def _metrics_for(provider: Any) -> TaskMetrics:
     if found is None or found.provider is not provider:
         found = _by_provider[id(provider)] = TaskMetrics(provider)
     return found
+
+
+def _after_fork_in_child() -> None:
+    for found in list(_by_provider.values()):
+        found.forget_parent()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def task_metrics() -> TaskMetrics | None:
