@@ -256,6 +256,7 @@ def task_cases(
     }
     if collect is not None:
         cases[NESTED_COLLECTED] = nested_collected
+
     def on_collected() -> None:
         # The durations that the other metrics case (which never collects) left waiting are
         # recorded now, untimed: each timed call of this case records its own tasks' only.
