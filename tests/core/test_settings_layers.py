@@ -50,3 +50,45 @@ def test_a_broken_file_is_skipped_with_one_warning_and_the_others_read(
     assert settings.machine == "from-lenskit-toml"
     (record,) = caplog.records
     assert "cannot read settings file lenskit.local.toml" in record.getMessage()
+
+
+def test_machine_variables_join_the_machine_of_the_same_name_in_any_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Variable names are upper case; the machine table they set is the one named in any case.
+
+    ``TASKTRACE_MACHINES__GPU_A__...`` and ``LK_MACHINES__GPU_A__...`` reach the machine
+    ``GPU_A`` of ``tasktrace.toml`` and of ``TASKTRACE_MACHINE=GPU_A``, not a separate
+    ``gpu_a`` that no lookup finds.
+    """
+    write(
+        tmp_path,
+        "tasktrace.toml",
+        '[machines.GPU_A]\ndescription = "the big box"\n'
+        '[machines.GPU_A.power_queries]\nsystem = "node_power_watts"\n',
+    )
+    monkeypatch.setenv("TASKTRACE_MACHINE", "GPU_A")
+    monkeypatch.setenv("TASKTRACE_MACHINES__GPU_A__CARBON_INTENSITY_G_PER_KWH", "400")
+    monkeypatch.setenv("TASKTRACE_MACHINES__Lab_Box__DESCRIPTION", "only here")
+    settings = load_settings()
+    machine = settings.current_machine
+    assert machine is not None
+    assert (machine.description, machine.carbon_intensity_g_per_kwh) == ("the big box", 400)
+    assert "system" in machine.power_queries
+    assert sorted(settings.machines) == ["GPU_A", "lab_box"]  # no spelling elsewhere: as read
+    assert (
+        settings.origins[("machines", "GPU_A", "carbon_intensity_g_per_kwh")]
+        == "TASKTRACE_MACHINES__GPU_A__CARBON_INTENSITY_G_PER_KWH"
+    )
+
+
+def test_lenskit_machine_variables_join_a_selected_machine_in_any_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LK_MACHINE=Box7`` with ``LK_MACHINES__BOX7__...``: the selected machine has its table."""
+    del tmp_path  # the project folder: no files
+    monkeypatch.setenv("LK_MACHINE", "Box7")
+    monkeypatch.setenv("LK_MACHINES__BOX7__DESCRIPTION", "rack 7")
+    settings = load_settings()
+    assert settings.current_machine is not None
+    assert settings.current_machine.description == "rack 7"

@@ -8,6 +8,7 @@ and in which order: :mod:`tasktrace.core.settings_sources`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +35,7 @@ __all__ = [
     "merge_layers",
     "origin_of",
     "read_toml",
+    "respell_machine_names",
     "unknown_keys",
 ]
 
@@ -266,3 +268,39 @@ def unknown_keys(
                 yield (*path, key, name), [str(k) for k in known]
             elif items is not None and isinstance(item, Mapping):
                 yield from unknown_keys(item, items, (*path, key, name))
+
+
+def respell_machine_names(layers: list[SettingsLayer]) -> list[SettingsLayer]:
+    """Give the machine names of variables the spelling they have in the other layers.
+
+    Variable names are upper case and pydantic-settings reads them in lower case, so
+    ``TASKTRACE_MACHINES__GPU_A__...`` gives a machine ``gpu_a``, which no lookup of the machine
+    ``GPU_A`` (selected, or a ``[machines.GPU_A]`` table) would find. A name of a variable
+    layer takes the spelling of the same name, in any case, as a selected ``machine`` (any
+    layer; the highest wins) or a table of a file or code; a name found nowhere else stays as
+    read.
+    """
+    spelling: dict[str, str] = {}
+    for layer in layers:
+        if not layer.in_environment:
+            for name in _machine_names(layer.values):
+                spelling.setdefault(name.casefold(), name)
+    for layer in layers:
+        selected = layer.values.get("machine")
+        if isinstance(selected, str):
+            spelling[selected.casefold()] = selected
+    out = []
+    for layer in layers:
+        names = _machine_names(layer.values) if layer.in_environment else {}
+        renamed = {n: spelling.get(n.casefold(), n) for n in names}
+        if any(old != new for old, new in renamed.items()):
+            machines = {renamed[n]: table for n, table in names.items()}
+            out.append(dataclasses.replace(layer, values={**layer.values, "machines": machines}))
+        else:
+            out.append(layer)
+    return out
+
+
+def _machine_names(values: Mapping[str, Any]) -> dict[str, Any]:
+    machines = values.get("machines")
+    return dict(machines) if isinstance(machines, Mapping) else {}

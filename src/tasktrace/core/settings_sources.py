@@ -49,6 +49,7 @@ from tasktrace.core.settings_layers import (
     SettingsLayer,
     env_layer,
     read_toml,
+    respell_machine_names,
     unknown_keys,
 )
 
@@ -355,4 +356,4 @@ def settings_layers(
     _report_unknown_variables(settings_cls)
     if overrides:
         layers.append(SettingsLayer.whole("code", dict(overrides)))
-    return [layer for layer in layers if layer.values]
+    return respell_machine_names([layer for layer in layers if layer.values])
