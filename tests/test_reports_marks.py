@@ -217,3 +217,19 @@ def test_compare_shows_a_value_one_run_lacks_as_not_measured_and_says_why_once(
     reasons = [line for line in lines if line.strip().startswith("rapl: not available")]
     assert len(reasons) == 1, out  # laptop's recorded reason, once
     assert "no RAPL zones" in reasons[0]
+
+
+def test_chrome_trace_carries_the_flags_with_the_energies(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """`export --format chrome`: each slice's args have its energies and their flags.
+
+    Before, the args had the CPU energy but neither its flag nor the DRAM energy.
+    """
+    out = tmp_path / "run.trace.json"
+    assert main(["export", str(runs["measured"]), "--format", "chrome", "-o", str(out)]) == 0
+    slices = {e["name"]: e["args"] for e in json.loads(out.read_text())["traceEvents"]}
+    for label, short in (("job", False), ("step", True), ("fit", False)):
+        args = slices[label]
+        assert args["cpu_energy_short_task"] is short, args
+        assert args["dram_energy_j"] is not None, args
