@@ -23,6 +23,11 @@ from .meters.energy_helpers import RaplTree
 
 NVML_MISSING = "nvidia-ml-py is not installed (pip install 'tasktrace[nvml]')"
 NO_PROMETHEUS = "no Prometheus URL is set ([prometheus] url, TASKTRACE_PROMETHEUS__URL)"
+NO_DRAM = [
+    "what the rest needs:",
+    "  DRAM energy needs RAPL dram zones (an intel-rapl:N:M zone named dram, readable as the "
+    "CPU's; many CPUs and most virtual machines have none)",
+]
 RECORDED = {
     "rapl": {"available": True},
     "nvml": {"available": False, "reason": NVML_MISSING},
@@ -58,10 +63,12 @@ def test_run_says_which_meters_measured_and_why_the_others_did_not(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     note = done.stderr.splitlines()[1:]
     assert note == [
-        "energy: CPU energy in 1 of 1 tasks, from rapl (package); no GPU energy, no system energy",
+        "energy: CPU energy in 1 of 1 tasks, from rapl (package); no GPU energy, no system "
+        "energy, no DRAM energy",
         "why (this run's meters):",
         f"  nvml: not available: {NVML_MISSING}",
         f"  prometheus: not available: {NO_PROMETHEUS}",
+        *NO_DRAM,  # RAPL measured the CPU: only its missing DRAM zone can say why
     ]
     assert json.loads(out.read_text())["meters"] == RECORDED
 
@@ -80,10 +87,12 @@ def test_show_gives_the_reasons_the_file_records(
     )
     assert main(["show", str(path)]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == [
-        "energy: CPU energy in 1 of 1 tasks, from rapl (package); no GPU energy, no system energy",
+        "energy: CPU energy in 1 of 1 tasks, from rapl (package); no GPU energy, no system "
+        "energy, no DRAM energy",
         "why (recorded on elsewhere):",
         f"  nvml: not available: {NVML_MISSING}",
         f"  prometheus: not available: {NO_PROMETHEUS}",
+        *NO_DRAM,
     ]
 
 
@@ -94,11 +103,12 @@ def test_show_of_another_machines_file_says_what_each_missing_measure_needs(
     path = _file(tmp_path / "lib.json", "elsewhere", gpu_power=3.0)
     assert main(["show", str(path)]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == [
-        "energy: GPU energy in 1 of 1 tasks; no CPU energy, no system energy",
+        "energy: GPU energy in 1 of 1 tasks; no CPU energy, no system energy, no DRAM energy",
         "what each needs:",
         "  CPU energy needs a readable RAPL counter (/sys/class/powercap, often root-only) or a "
         "Prometheus cpu power query for the machine",
         "  system energy comes only from a Prometheus system power query for the machine",
+        NO_DRAM[1],
     ]
 
 
@@ -111,7 +121,7 @@ def test_show_of_this_machines_file_checks_this_machines_meters(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     note = done.stdout.splitlines()[1:]
     assert note[:3] == [
-        "energy: no CPU energy, no GPU energy, no system energy",
+        "energy: no CPU energy, no GPU energy, no system energy, no DRAM energy",
         "why (this machine's meters now):",
         f"  rapl: not available: no RAPL zones under {empty} (no powercap RAPL here: a virtual "
         "machine, a container without /sys/class/powercap, or a CPU without RAPL); a Prometheus "
@@ -235,8 +245,10 @@ def test_a_library_root_with_a_file_records_the_meters_as_run_does(
     note = capsys.readouterr().out.splitlines()[3:]  # after the root and its two subtasks
     note[0] = note[0].split("; ≈:")[0]  # the two sub-millisecond subtasks: RAPL's flag (1 ms)
     assert note == [
-        "energy: CPU energy in 3 of 3 tasks, from rapl (package); no GPU energy, no system energy",
+        "energy: CPU energy in 3 of 3 tasks, from rapl (package); no GPU energy, no system "
+        "energy, no DRAM energy",
         "why (recorded on elsewhere):",
         f"  nvml: not available: {NVML_MISSING}",
         f"  prometheus: not available: {NO_PROMETHEUS}",
+        *NO_DRAM,
     ]

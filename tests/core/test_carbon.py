@@ -11,6 +11,7 @@ import pytest
 
 import tasktrace
 from tasktrace.cli import main
+from tasktrace.core.carbon import SHORT_TASK_FLAGS, energy_parts, measure_values
 from tasktrace.core.settings import reset_settings
 
 
@@ -54,3 +55,28 @@ def test_total_energy_counts_nothing_twice(tmp_path: Path) -> None:
     energy = tasktrace.read_tasks(files)["energy_j"].tolist()
     assert energy[:3] == [500.0, 310.0, 200.0]
     assert pd.isna(energy[3])  # nothing measured: missing, never 0
+
+
+@pytest.mark.parametrize("system", [None, False, True])
+@pytest.mark.parametrize("cpu", [None, False, True])
+@pytest.mark.parametrize("gpu", [None, False, True])
+@pytest.mark.parametrize("scope", ["package", "platform"])
+def test_the_total_is_approximate_exactly_where_a_part_it_counts_is(
+    system: bool | None, cpu: bool | None, gpu: bool | None, scope: str
+) -> None:
+    """``energy_short_task``: any flag of the energies the total counts (energy_parts), no other.
+
+    The system energy alone where measured (a flagged CPU figure beside it does not make the
+    total approximate); DRAM with the CPU's flag, where the total counts it; ``None`` where
+    the total counts nothing.
+    """
+    fields: dict[str, Any] = {"label": "t", "cpu_energy_scope": scope, "dram_energy_j": 1.0}
+    for name, flag, joules in (("system", system, 9.0), ("cpu", cpu, 4.0), ("gpu", gpu, 2.0)):
+        if flag is not None:  # a flag only where the energy was measured
+            fields |= {f"{name}_power": joules, f"{name}_energy_short_task": flag}
+    task = tasktrace.Task.model_validate(fields)  # as a file loads it
+    values = measure_values(task)
+    counted = energy_parts(task)
+    assert values["dram_energy_short_task"] is (cpu is True)
+    expected = any(values[SHORT_TASK_FLAGS[column]] for column in counted) if counted else None
+    assert values["energy_short_task"] is expected, (counted, values)

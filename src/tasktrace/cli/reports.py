@@ -18,12 +18,15 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from tasktrace.cli.meters_note import print_note, show_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console
+from tasktrace.core.lines import APPROXIMATE, NOT_MEASURED
 from tasktrace.core.units import friendly_ratio
 from tasktrace.core.views import paused_gc, printable
-from tasktrace.formats.compare import Comparison, compare_runs
-from tasktrace.formats.measures import MEASURES, CarbonIntensity, parse_measures
+from tasktrace.formats.compare import Comparison, MatchedTask, compare_runs
+from tasktrace.formats.energy_note import MISSING_REASONS, short_task_note
+from tasktrace.formats.measures import MEASURES, SHORT_TASK_FLAGS, CarbonIntensity, parse_measures
 from tasktrace.formats.output import check_output
 from tasktrace.formats.rows import Run, TaskFileError, group_rows, load_runs, task_rows
 
@@ -137,15 +140,58 @@ def report(
     click.echo(f"{output}: report of {len(files)} run(s)", err=True)
 
 
-def _ratio(value: float | None) -> str:
-    return "" if value is None else friendly_ratio(value)
-
-
-def _difference(column: str, value: float | None) -> str:
-    return "" if value is None else _MEASURE_BY_COLUMN[column].signed(value)
-
-
 _MEASURE_BY_COLUMN = {m.column: m for m in MEASURES.values()}
+
+
+def _figures(task: MatchedTask, column: str) -> list[str]:
+    """Return the cells of one task's measure: each run's value, the difference and the ratio.
+
+    ``≈`` before an approximate figure (and the difference and ratio of one), ``—`` for a value
+    not measured (and the difference and ratio it leaves unknown); a ratio to a first figure of
+    0 is left empty.
+    """
+    measure = _MEASURE_BY_COLUMN[column]
+    values = task.values[column]
+    flags = task.short.get(column, [False] * len(values))
+    cells = [measure.cell(v, f) for v, f in zip(values, flags, strict=True)]
+    rough = task.approximate(column, 1)
+    cells.append(measure.signed_cell(task.difference(column, 1), rough))
+    ratio = task.ratio(column, 1)
+    if ratio is not None:
+        cells.append((APPROXIMATE if rough else "") + friendly_ratio(ratio))
+    else:
+        cells.append(NOT_MEASURED if None in values else "")
+    return cells
+
+
+def _compare_note(result: Comparison, runs: Sequence[Run]) -> list[str]:
+    """Say what ``≈`` and ``—`` in the table stand for, once each, and why a run lacks a measure.
+
+    Why: the run's energy note (:func:`~tasktrace.cli.meters_note.show_note`: the meters its
+    file records, or what each missing energy needs) for energy and emissions, else what the
+    measure needs (:data:`~tasktrace.formats.energy_note.MISSING_REASONS`).
+    """
+    lines = []
+    short = result.approximate_tasks()
+    if short:
+        lines.append(short_task_note(short))
+    for run, missing in zip(runs, result.not_measured(), strict=True):
+        if not missing:
+            continue
+        counts = ", ".join(
+            f"{_MEASURE_BY_COLUMN[c].title} ({n:,} task{'s' if n != 1 else ''})"
+            for c, n in missing.items()
+        )
+        lines.append(f"{NOT_MEASURED}: not measured in {printable(run.name)}: {counts}")
+        energy = False
+        for column in missing:
+            if column in SHORT_TASK_FLAGS and column != "emissions_g":
+                energy = True
+            elif column != "emissions_g" or "energy_j" not in missing:
+                lines.append(f"  {_MEASURE_BY_COLUMN[column].title} {MISSING_REASONS[column]}")
+        if energy:
+            lines.extend(f"  {line}" for line in show_note(run.task))
+    return lines
 
 
 def _comparison_table(result: Comparison) -> Table:
@@ -164,15 +210,11 @@ def _comparison_table(result: Comparison) -> Table:
         if task.occurrence:
             name += f" [{task.occurrence + 1}]"
         first = True
-        for column, values in task.values.items():
-            measure = _MEASURE_BY_COLUMN[column]
-            ratio = task.ratio(column, 1)
+        for column in task.values:
             table.add_row(
                 escape("  " * (len(task.labels) - 1) + name) if first else "",
-                measure.title,
-                *("" if v is None else measure.friendly(v) for v in values),
-                _difference(column, task.difference(column, 1)),
-                _ratio(ratio),
+                _MEASURE_BY_COLUMN[column].title,
+                *_figures(task, column),
                 end_section=False,
             )
             first = False
@@ -206,12 +248,14 @@ def compare(
 
     Example: tasktrace compare runs/baseline.json runs/new.json
     """
-    result = compare_runs(_runs([first, second], names), _carbon(carbon_intensity))
+    runs = _runs([first, second], names)
+    result = compare_runs(runs, _carbon(carbon_intensity))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return
     console = output_console()
     console.print(_comparison_table(result))
+    print_note(console, _compare_note(result, runs))
     for name, items in zip(result.names, result.unmatched, strict=True):
         if not items:
             continue
@@ -234,7 +278,7 @@ def _cost_table(groups: list[dict[str, Any]], by: Sequence[str], measures: Seque
     for g in groups:
         cells = [escape(printable(str(g[column]))) for column in by] + [f"{g['tasks']:,}"]
         cells.extend(
-            "" if g[key] is None else m.friendly(g[key])
+            m.cell(g[key], bool(g.get(f"{m.column}_short_tasks")))
             for m in measures
             for key in (f"{m.column}_{m.aggregate}", f"{m.column}_mean")
         )

@@ -11,6 +11,10 @@ Emissions (:func:`emissions_g`): energy in kWh (1 kWh = 3.6 MJ, :data:`JOULES_PE
 the machine's carbon intensity in g CO₂e per kWh (:class:`CarbonIntensity`, from the settings'
 ``[machines.NAME] carbon_intensity_g_per_kwh`` or one override).
 
+Approximate figures (:data:`SHORT_TASK_FLAGS`): an energy whose source flagged the task as
+shorter than its update period (``<scope>_energy_short_task``), and the total and emissions
+counting one, carry a flag in :func:`measure_values`, so that every view marks the same figures.
+
 These are public as :mod:`tasktrace.formats.measures`' names too (defined here, below the
 views, so that ``show``'s lines and totals and the formats share one implementation).
 """
@@ -27,10 +31,12 @@ from tasktrace.core.settings import Settings, get_settings
 __all__ = [
     "ENERGY_TITLES",
     "JOULES_PER_KWH",
+    "SHORT_TASK_FLAGS",
     "CarbonIntensity",
     "emissions_g",
     "energy_parts",
     "measure_values",
+    "short_task_flags",
     "total_energy_j",
 ]
 
@@ -45,6 +51,23 @@ ENERGY_TITLES = {
     "dram_energy_j": "DRAM energy",
 }
 """Each energy measure's column (joules) by its name on a task line, in the line's order."""
+
+
+SHORT_TASK_FLAGS = {
+    "energy_j": "energy_short_task",
+    "cpu_energy_j": "cpu_energy_short_task",
+    "gpu_energy_j": "gpu_energy_short_task",
+    "system_energy_j": "system_energy_short_task",
+    "dram_energy_j": "dram_energy_short_task",
+    "emissions_g": "emissions_short_task",
+}
+"""Each measure that can be approximate, by column → the key of its flag in :func:`measure_values`.
+
+The flag is ``True`` where the figure comes from (or, for ``energy_j`` and ``emissions_g``,
+counts) an energy whose source flagged the task as shorter than its update period: a RAPL
+counter's ~1 ms, NVML's energy counter's period, a Prometheus scrape interval. Its name is the
+measure's name (:data:`tasktrace.formats.measures.MEASURES`) with ``_short_task``: the CPU, GPU
+and system flags are the task fields of those names, as recorded."""
 
 
 def energy_parts(task: TaskRecord) -> dict[str, float]:
@@ -78,6 +101,45 @@ def total_energy_j(task: TaskRecord) -> float | None:
     """
     parts = energy_parts(task)
     return math.fsum(parts.values()) if parts else None
+
+
+def short_task_flags(
+    task: TaskRecord, parts: Mapping[str, float] | None = None
+) -> dict[str, bool | None]:
+    """Return the energy flags of :data:`SHORT_TASK_FLAGS` (all but ``emissions_short_task``).
+
+    ``cpu_energy_short_task``, ``gpu_energy_short_task`` and ``system_energy_short_task`` are
+    the task's fields as recorded (``None`` where the source recorded none). DRAM energy, read
+    from RAPL with the CPU's counters, goes with the CPU's flag (``None`` where no DRAM energy
+    was measured). ``energy_short_task`` is ``True`` where any of :func:`energy_parts` (given
+    as ``parts``, computed when not) is flagged, ``None`` where no energy was measured.
+    Reads the task's fields only (thread-safe on a finished task).
+    """
+    d = task.__dict__  # the fields as stored: this runs for every task of a large tree
+    cpu, gpu, system = (
+        d["cpu_energy_short_task"],
+        d["gpu_energy_short_task"],
+        d["system_energy_short_task"],
+    )
+    parts = energy_parts(task) if parts is None else parts
+    if not parts:
+        energy = None
+    elif "system_energy_j" in parts:  # the system energy alone: it covers the rest
+        energy = system is True
+    else:  # DRAM goes with the CPU's flag, below
+        energy = (cpu is True and parts.keys() & _RAPL_PARTS != set()) or (
+            gpu is True and "gpu_energy_j" in parts
+        )
+    return {
+        "cpu_energy_short_task": cpu,
+        "gpu_energy_short_task": gpu,
+        "system_energy_short_task": system,
+        "dram_energy_short_task": None if d["dram_energy_j"] is None else cpu is True,
+        "energy_short_task": energy,
+    }
+
+
+_RAPL_PARTS = frozenset(("cpu_energy_j", "dram_energy_j"))
 
 
 def emissions_g(energy_j: float | None, intensity_g_per_kwh: float | None) -> float | None:
@@ -159,9 +221,13 @@ def measure_values(
     by ``tasktrace run``, the command's own (``children_peak_rss_bytes``) where it was recorded,
     the root's ``peak_memory`` being tasktrace's. ``energy_j`` is :func:`total_energy_j`.
     ``emissions_g`` is present only when ``carbon`` knows an intensity. Values that were not
-    measured are ``None``. Reads the task's fields only (thread-safe on a finished task).
+    measured are ``None``. After the measures, the flags of :data:`SHORT_TASK_FLAGS`
+    (:func:`short_task_flags`; ``emissions_short_task`` with ``emissions_g``, the total's):
+    whether a figure is approximate, its task shorter than its energy source's update period.
+    Reads the task's fields only (thread-safe on a finished task).
     """
-    energy = total_energy_j(task)
+    parts = energy_parts(task)
+    energy = math.fsum(parts.values()) if parts else None  # total_energy_j, parts computed once
     values: dict[str, float | None] = {
         "duration_s": task.duration,
         "cpu_time_s": task.total_cpu(),
@@ -173,6 +239,10 @@ def measure_values(
         "system_energy_j": task.system_power,
         "dram_energy_j": task.dram_energy_j,
     }
+    flags = short_task_flags(task, parts)
     if carbon:
-        values["emissions_g"] = emissions_g(energy, carbon.for_task(task))
+        grams = emissions_g(energy, carbon.for_task(task))
+        values["emissions_g"] = grams
+        flags["emissions_short_task"] = None if grams is None else flags["energy_short_task"]
+    values.update(flags)  # bools beside the figures (see above)
     return values

@@ -8,11 +8,18 @@ the emissions are of.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final, TypeAlias
 
 from rich.markup import escape
 
-from tasktrace.core.carbon import ENERGY_TITLES, CarbonIntensity, energy_parts, measure_values
+from tasktrace.core.carbon import (
+    ENERGY_TITLES,
+    SHORT_TASK_FLAGS,
+    CarbonIntensity,
+    energy_parts,
+    measure_values,
+)
 from tasktrace.core.record import TaskRecord as Task  # the record: every line reads fields only
 from tasktrace.core.record import TaskStatus
 from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
@@ -20,6 +27,8 @@ from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_gra
 __all__ = [
     "APPROXIMATE",
     "CORES_SHOWN_ABOVE",
+    "NOT_MEASURED",
+    "approximate",
     "cpu_text",
     "energy_texts",
     "is_command",
@@ -81,13 +90,23 @@ def task_line(task: Task, carbon: CarbonIntensity | None = None) -> str:
 
 
 APPROXIMATE: Final = "≈"
-"""Put before an energy whose source flagged the task as shorter than its update period."""
-_SHORT_TASK: Final = {
-    "cpu_energy_j": "cpu_energy_short_task",
-    "gpu_energy_j": "gpu_energy_short_task",
-    "system_energy_j": "system_energy_short_task",
-    "dram_energy_j": "cpu_energy_short_task",  # the same RAPL reading as the CPU's
-}
+"""Put before an energy whose source flagged the task as shorter than its update period, and
+before a figure counting one (emissions, a group's total, a difference): in every view that
+prints text (``show``, ``compare``, ``table``, the report, LaTeX tables)."""
+
+NOT_MEASURED: Final = "—"
+"""The cell of a figure that was not measured, in a text view's table (``compare``, ``table``,
+the report): never empty, so that it does not read as zero or as a fault of the view."""
+
+
+def approximate(values: Mapping[str, object], column: str) -> str:
+    """:data:`APPROXIMATE` where ``values`` flag ``column``'s figure as approximate, else ``""``.
+
+    The flag is the one :func:`~tasktrace.core.carbon.measure_values` carries
+    (:data:`~tasktrace.core.carbon.SHORT_TASK_FLAGS`); a column without one is never marked.
+    """
+    flag = SHORT_TASK_FLAGS.get(column)
+    return APPROXIMATE if flag is not None and values.get(flag) is True else ""
 
 
 def energy_texts(task: Task, values: Values | None = None) -> list[str]:
@@ -98,9 +117,10 @@ def energy_texts(task: Task, values: Values | None = None) -> list[str]:
     them shown; where the line shows more than one energy, the note names those the emissions
     are of (the system energy alone where it was measured: it covers the rest). DRAM energy
     that RAPL's platform domain already includes is marked ``(in CPU energy)``. An energy whose
-    source flagged the task as shorter than its update period (``<scope>_energy_short_task``:
-    a RAPL counter's ~1 ms, a Prometheus scrape interval; DRAM goes with the CPU's RAPL flag)
-    is marked :data:`APPROXIMATE` (``"CPU energy ≈42.5 J"``), and so are emissions counting it.
+    source flagged the task as shorter than its update period (the flags ``values`` carry,
+    :data:`~tasktrace.core.carbon.SHORT_TASK_FLAGS`: a RAPL counter's ~1 ms, a Prometheus
+    scrape interval; DRAM goes with the CPU's RAPL flag) is marked :data:`APPROXIMATE`
+    (``"CPU energy ≈42.5 J"``), and so are emissions counting it.
 
     Args:
         task: The task.
@@ -110,22 +130,17 @@ def energy_texts(task: Task, values: Values | None = None) -> list[str]:
     values = measure_values(task) if values is None else values
     counted = energy_parts(task)
     texts = []
-    rough = set()
     for column, title in ENERGY_TITLES.items():
         value = values[column]
         if value is None:
             continue
-        mark = APPROXIMATE if getattr(task, _SHORT_TASK[column]) else ""
-        if mark:
-            rough.add(column)
-        text = f"{title} {mark}{friendly_joules(value)}"
+        text = f"{title} {approximate(values, column)}{friendly_joules(value)}"
         if column == "dram_energy_j" and not counted.keys() & {column, "system_energy_j"}:
             text += " (in CPU energy)"  # RAPL's platform domain (psys) includes the DRAM
         texts.append(text)
     grams = values.get("emissions_g")
     if grams is not None:
-        mark = APPROXIMATE if rough & counted.keys() else ""
-        text = f"CO₂e {mark}{friendly_grams(grams)}"
+        text = f"CO₂e {approximate(values, 'emissions_g')}{friendly_grams(grams)}"
         if len(texts) > 1:
             text += f" (from {' + '.join(ENERGY_TITLES[column] for column in counted)})"
         texts.append(text)

@@ -6,7 +6,8 @@ Output: ``{"traceEvents": [...], "displayTimeUnit": "ms", "otherData": {...}}`` 
   since the root task's start (``otherData.start_time_unix_s`` holds that origin), ``dur`` =
   ``finish_time - start_time`` in microseconds, the same clock as ``ts``, so slices nest (else,
   for a running task, its ``duration``), ``args`` = status, task id and every measurement (the
-  measured ``duration`` among them);
+  measured ``duration`` among them; the energies with their ``*_energy_short_task`` flags,
+  ``true`` where the figure is approximate);
 - processes and threads: the root task is process 1; a ``subprocess`` task starts a new process.
   Subtasks share their parent's thread track unless they overlap an earlier sibling, in which
   case they go to a new thread track, so every track nests properly;
@@ -49,6 +50,10 @@ _ARG_FIELDS = (
     "cpu_power",
     "gpu_power",
     "system_power",
+    "dram_energy_j",
+    "cpu_energy_short_task",  # true: that energy is approximate (reports mark it ≈)
+    "gpu_energy_short_task",
+    "system_energy_short_task",
     "children_cpu_time_s",
     "children_peak_rss_bytes",
     "machine",

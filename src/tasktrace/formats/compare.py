@@ -7,7 +7,10 @@ the top-most of an unmatched subtree is listed, with the count of tasks below it
 
 For each matched task and measure (duration, CPU time, peak RSS, energy and, with a carbon
 intensity, emissions): the value in each run, the difference to the first run
-(``value - first``) and the ratio (``value / first``; ``None`` when the first is 0 or unknown).
+(``value - first``) and the ratio (``value / first``; ``None`` when the first is 0 or unknown),
+and for energy and emissions whether each run's figure is approximate (the flags of
+:func:`~tasktrace.formats.measures.measure_values`: a task shorter than its energy source's
+update period).
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from typing import Any
 
 from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
 from tasktrace.core.record import TaskStatus
-from tasktrace.formats.measures import MEASURES, CarbonIntensity, Measure, measure_values
+from tasktrace.formats.measures import (
+    MEASURES,
+    SHORT_TASK_FLAGS,
+    CarbonIntensity,
+    Measure,
+    measure_values,
+)
 from tasktrace.formats.rows import Run
 
 __all__ = ["COMPARED", "Comparison", "MatchedTask", "UnmatchedTask", "compare_runs"]
@@ -40,12 +49,16 @@ class MatchedTask:
         values: Per measure column (``duration_s``, …), the value in each run (``None``: not
             measured in that run); only measures measured in some run are present.
         statuses: Its status in each run (``"running"`` in a file saved while it ran).
+        short: Per measure column of :data:`~tasktrace.formats.measures.SHORT_TASK_FLAGS`
+            present in ``values``, whether each run's value is approximate (its task shorter
+            than its energy source's update period; ``False`` where not measured).
     """
 
     labels: tuple[str, ...]
     occurrence: int
     values: dict[str, list[float | None]] = field(default_factory=dict)
     statuses: list[str] = field(default_factory=list)
+    short: dict[str, list[bool]] = field(default_factory=dict)
 
     @property
     def note(self) -> str | None:
@@ -73,6 +86,15 @@ class MatchedTask:
         """``value in run / value in the first run`` (``None`` if unknown or the first is 0)."""
         first, other = self.values[column][0], self.values[column][run]
         return None if not first or other is None else other / first
+
+    def approximate(self, column: str, run: int) -> bool:
+        """Whether the figures of ``run`` against the first for ``column`` are approximate.
+
+        ``True`` where either run's value is (:attr:`short`): a difference or ratio of an
+        approximate figure is approximate too.
+        """
+        flags = self.short.get(column)
+        return flags is not None and (flags[0] or flags[run])
 
 
 @dataclass
@@ -104,12 +126,33 @@ class Comparison:
     matched: list[MatchedTask]
     unmatched: list[list[UnmatchedTask]]
 
+    def not_measured(self) -> list[dict[str, int]]:
+        """Per run, the measure columns some matched task lacks there, with how many tasks.
+
+        Only values another run has count (a measure no run has is not compared at all):
+        ``[{}, {"energy_j": 3}]`` where the second run has no energy for three tasks the first
+        has it for. In column order of :attr:`measures`.
+        """
+        out: list[dict[str, int]] = [{} for _ in self.names]
+        for m in self.measures:
+            for task in self.matched:
+                for run, value in enumerate(task.values.get(m.column, ())):
+                    if value is None:
+                        out[run][m.column] = out[run].get(m.column, 0) + 1
+        return out
+
+    def approximate_tasks(self) -> int:
+        """Count the matched tasks with an approximate value (:attr:`MatchedTask.short`)."""
+        return sum(any(any(flags) for flags in task.short.values()) for task in self.matched)
+
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict: runs, matched tasks, unmatched tasks per run.
 
         Each matched task has, per measure (units in the names), its values and the
-        differences and ratios to the first run, one per run; a task with no measure in any run
-        has a ``note`` saying why (:attr:`MatchedTask.note`).
+        differences and ratios to the first run, one per run (``null`` where not measured),
+        and for energy and emissions ``short_task``, one boolean per run: whether that run's
+        value is approximate (:attr:`MatchedTask.short`); a task with no measure in any run has
+        a ``note`` saying why (:attr:`MatchedTask.note`).
         """
         matched = []
         for task in self.matched:
@@ -120,6 +163,8 @@ class Comparison:
                 entry: dict[str, Any] = {"values": task.values[m.column]}
                 entry["difference"] = [task.difference(m.column, i) for i in range(len(self.names))]
                 entry["ratio"] = [task.ratio(m.column, i) for i in range(len(self.names))]
+                if m.column in task.short:
+                    entry["short_task"] = task.short[m.column]
                 measures[m.column] = entry
             entry = {"path": list(task.labels), "occurrence": task.occurrence, "measures": measures}
             if task.note is not None:
@@ -187,6 +232,9 @@ def compare_runs(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> 
             values = [v.get(m.column) for v in per_run]
             if any(v is not None for v in values):
                 task.values[m.column] = values
+                flag = SHORT_TASK_FLAGS.get(m.column)
+                if flag is not None:  # the flag measure_values carries with the figure
+                    task.short[m.column] = [v.get(flag) is True for v in per_run]
         matched.append(task)
     unmatched = []
     for i, index in enumerate(indexes):

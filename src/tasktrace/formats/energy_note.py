@@ -1,7 +1,8 @@
 """Which energy a task tree holds, and why the rest is missing (``show``, ``run``, report).
 
 The tree says what was measured: each task's ``cpu_power``, ``gpu_power`` and
-``system_power`` (joules) with ``<scope>_energy_source`` naming the meter. Why a scope is
+``system_power`` (joules) with ``<scope>_energy_source`` naming the meter, and ``dram_energy_j``
+(RAPL's ``dram`` zones, the only source of it). Why a scope is
 missing comes from the meters' availability checks (:func:`tasktrace.meters.base.meter_checks`):
 this process's at the end of ``tasktrace run``, or those recorded in a task file as the root's
 ``meters`` extra data (by ``tasktrace run --file`` and every ``Task(file=...)`` root: see
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from tasktrace.core.carbon import SHORT_TASK_FLAGS, short_task_flags
 from tasktrace.core.record import TaskRecord
 from tasktrace.meters.base import MeterCheck
 from tasktrace.tree.meters_record import METERS_KEY, meters_record
@@ -21,6 +23,7 @@ from tasktrace.tree.meters_record import METERS_KEY, meters_record
 __all__ = [
     "METERS_KEY",
     "METER_SCOPES",
+    "MISSING_REASONS",
     "SCOPE_NEEDS",
     "SCOPE_TITLES",
     "EnergyFacts",
@@ -28,12 +31,26 @@ __all__ = [
     "energy_note",
     "meters_record",
     "recorded_meters",
+    "short_task_note",
 ]
 
-SCOPE_TITLES = {"cpu": "CPU energy", "gpu": "GPU energy", "system": "system energy"}
-"""Each energy scope (``<scope>_power``, in joules) by its name on a task line."""
+SCOPE_TITLES = {
+    "cpu": "CPU energy",
+    "gpu": "GPU energy",
+    "system": "system energy",
+    "dram": "DRAM energy",
+}
+"""Each energy scope (``<scope>_power``, in joules; DRAM's is ``dram_energy_j``) by its name on a
+task line."""
+_VALUE_FIELDS = {scope: f"{scope}_power" for scope in SCOPE_TITLES} | {"dram": "dram_energy_j"}
+_COLUMNS = {scope: f"{scope}_energy_j" for scope in SCOPE_TITLES}  # the measures' columns
+_DRAM_SOURCE = "rapl (dram)"  # the RAPL meter alone writes dram_energy_j (no source field)
 
-METER_SCOPES = {"rapl": ("cpu",), "nvml": ("gpu",), "prometheus": ("cpu", "gpu", "system")}
+METER_SCOPES = {
+    "rapl": ("cpu", "dram"),
+    "nvml": ("gpu",),
+    "prometheus": ("cpu", "gpu", "system"),
+}
 """The scopes each built-in energy meter can measure (Prometheus: those with a power query)."""
 _ORDER = {name: i for i, name in enumerate(METER_SCOPES)}
 
@@ -43,8 +60,28 @@ SCOPE_NEEDS = {
     "gpu": "needs an NVIDIA GPU seen through NVML (tasktrace[nvml]; not a MIG slice) or a "
     "Prometheus gpu power query for the machine",
     "system": "comes only from a Prometheus system power query for the machine",
+    "dram": "needs RAPL dram zones (an intel-rapl:N:M zone named dram, readable as the CPU's; "
+    "many CPUs and most virtual machines have none)",
 }
 """What each energy scope needs, said where a file does not record why it is missing."""
+
+
+MISSING_REASONS = {
+    "duration_s": "not in the file (a task file saved when its task started has no duration "
+    "until its first refresh or its finish)",
+    "cpu_time_s": "not in the file (CPU time comes from getrusage at each task's start and finish)",
+    "peak_memory_bytes": "not in the file (peak RSS comes from the kernel's high-water mark)",
+    "peak_gpu_memory_bytes": "read from torch.cuda.max_memory_allocated, only when the program "
+    "itself imported torch and used CUDA",
+    "cpu_energy_j": SCOPE_NEEDS["cpu"],
+    "gpu_energy_j": SCOPE_NEEDS["gpu"],
+    "system_energy_j": SCOPE_NEEDS["system"],
+    "dram_energy_j": SCOPE_NEEDS["dram"],
+    "emissions_g": "needs measured energy and a carbon intensity for the task's machine",
+}
+"""What each measure (by column) needs, said where a run lacks it: the report's facts,
+``compare``'s note. Why an energy meter did not measure is known only where the file records it
+(a root with a file records its ``meters``): then those say that too (:func:`recorded_meters`)."""
 
 
 @dataclass
@@ -53,7 +90,7 @@ class EnergyFacts:
 
     Attributes:
         tasks: Tasks in the tree.
-        counts: Scope (``cpu``, ``gpu``, ``system``) → tasks with a value.
+        counts: Scope (``cpu``, ``gpu``, ``system``, ``dram``) → tasks with a value.
         sources: Scope → ``"source (what it covers)"`` texts, sorted (``"rapl (package)"``).
         meters: Names of the meters that gave any value (energy, or NVML's GPU memory).
         short: Tasks with an energy whose source flagged them as shorter than its update period.
@@ -80,11 +117,18 @@ class EnergyFacts:
         missing = ", ".join(f"no {SCOPE_TITLES[s]}" for s in self.missing())
         parts = [*measured, missing] if missing else measured
         if self.short:
-            parts.append(
-                f"≈: {self.short:,} task{'s' if self.short != 1 else ''} shorter than the "
-                "energy source's update period (approximate)"
-            )
+            parts.append(short_task_note(self.short))
         return "energy: " + "; ".join(parts)
+
+
+def short_task_note(tasks: int) -> str:
+    """``"≈: 2 tasks shorter than the energy source's update period (approximate)"``.
+
+    What the mark ``≈`` means, said once below a view that shows it (``show``'s energy note,
+    ``compare``, the report's facts).
+    """
+    plural = "s" if tasks != 1 else ""
+    return f"≈: {tasks:,} task{plural} shorter than the energy source's update period (approximate)"
 
 
 def _meter_of(source: str) -> str:
@@ -110,11 +154,16 @@ def energy_facts(task: TaskRecord) -> EnergyFacts:
     for node in _walk(task):
         facts.tasks += 1
         short = False
+        flags = short_task_flags(node)  # the flags every view marks (core.carbon)
         for scope, sources in found.items():
-            if getattr(node, f"{scope}_power") is None:
+            if getattr(node, _VALUE_FIELDS[scope]) is None:
                 continue
-            short = short or bool(getattr(node, f"{scope}_energy_short_task"))
+            short = short or bool(flags[SHORT_TASK_FLAGS[_COLUMNS[scope]]])
             facts.counts[scope] = facts.counts.get(scope, 0) + 1
+            if scope == "dram":
+                facts.meters.add("rapl")
+                sources.add(_DRAM_SOURCE)
+                continue
             source = getattr(node, f"{scope}_energy_source")
             if source:
                 facts.meters.add(_meter_of(source))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from tasktrace.core.lines import APPROXIMATE
 from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
 from tasktrace.core.units import friendly_bytes, friendly_duration
 from tasktrace.core.views import (
@@ -28,7 +29,12 @@ from tasktrace.core.views import (
     label_pattern,
 )
 from tasktrace.formats.energy_note import METERS_KEY
-from tasktrace.formats.measures import MEASURES, CarbonIntensity, measure_values
+from tasktrace.formats.measures import (
+    MEASURES,
+    SHORT_TASK_FLAGS,
+    CarbonIntensity,
+    measure_values,
+)
 
 __all__ = ["MAIN_LANE", "FoldNode", "fold_tree", "hover_text", "utc_text"]
 
@@ -36,6 +42,7 @@ MAIN_LANE = "main process"
 """The timeline lane of tasks that ran in the root task's process."""
 _EXTRA_TEXT_CHARS = 120
 _PEAKS = {m.column for m in MEASURES.values() if m.peak}
+_FLAGS = frozenset(SHORT_TASK_FLAGS.values())
 _SHOWN_FIELDS = (  # (field, title) shown in a single task's hover text when set
     ("hostname", "host"),
     ("machine", "machine"),
@@ -60,6 +67,9 @@ class FoldNode:
         values: Measures by column (``duration_s``, …): sums over the tasks, the largest value
             for peaks; ``None`` where none was measured.
         known: By column, how many of the tasks have a value (the divisor of a mean).
+        short: By column of :data:`~tasktrace.formats.measures.SHORT_TASK_FLAGS`, how many of
+            those values are approximate (the task shorter than its energy source's update
+            period); the hover text then puts ``≈`` before the figure.
         statuses: How many of its tasks have each status (``"finished"``, ``"failed"``, …).
         start_s: Earliest start, UNIX seconds (``None`` if unknown).
         finish_s: Latest finish, UNIX seconds (``None`` if unknown).
@@ -72,6 +82,7 @@ class FoldNode:
     lane: str
     values: dict[str, float | None]
     known: dict[str, int]
+    short: dict[str, int]
     start_s: float | None
     finish_s: float | None
     statuses: Counter[str]
@@ -90,15 +101,21 @@ def utc_text(unix_s: float) -> str:
 
 def _aggregate(
     tasks: Sequence[Task], carbon: CarbonIntensity | None
-) -> tuple[dict[str, float | None], dict[str, int]]:
+) -> tuple[dict[str, float | None], dict[str, int], dict[str, int]]:
     per_task = [measure_values(t, carbon) for t in tasks]
     out: dict[str, float | None] = {}
     counts: dict[str, int] = {}
+    short: dict[str, int] = {}
     for column in per_task[0]:
+        if column in _FLAGS:
+            continue
         known = [value for v in per_task if (value := v[column]) is not None]
         out[column] = (max(known) if column in _PEAKS else sum(known)) if known else None
         counts[column] = len(known)
-    return out, counts
+        flag = SHORT_TASK_FLAGS.get(column)
+        if flag is not None:
+            short[column] = sum(v[column] is not None and v[flag] is True for v in per_task)
+    return out, counts, short
 
 
 def _span(tasks: Sequence[Task]) -> tuple[float | None, float | None]:
@@ -198,7 +215,10 @@ def _task_text(task: Task) -> list[str]:
 
 
 def hover_text(node: FoldNode) -> str:
-    """Describe the node's fields in human units, as plotly hover HTML (all text escaped)."""
+    """Describe the node's fields in human units, as plotly hover HTML (all text escaped).
+
+    A figure that is or counts an approximate value (:attr:`FoldNode.short`) has ``≈`` before it.
+    """
     lines = [f"<b>{html.escape(node.title)}</b>"]
     if node.folded:
         counts = ", ".join(f"{n:,} {s}" for s, n in node.statuses.most_common())
@@ -219,9 +239,10 @@ def hover_text(node: FoldNode) -> str:
         if value is None:
             continue
         name = f"max {measure.title}" if node.folded and measure.peak else prefix + measure.title
-        text = f"{name}: {measure.friendly(value)}"
+        mark = APPROXIMATE if node.short.get(measure.column) else ""
+        text = f"{name}: {mark}{measure.friendly(value)}"
         if node.folded and not measure.peak:
-            text += f" (mean {measure.friendly(value / node.known[measure.column])})"
+            text += f" (mean {mark}{measure.friendly(value / node.known[measure.column])})"
         lines.append(text)
     if not node.folded:
         lines.extend(_task_text(node.tasks[0]))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tasktrace.core.lines import APPROXIMATE
 from tasktrace.core.views import paused_gc
 from tasktrace.formats.extras import missing_extra
 from tasktrace.formats.measures import CarbonIntensity
@@ -84,12 +85,42 @@ def read_tasks(
         return frame(task_rows(runs, carbon).rows)
 
 
+_LATEX_FIGURE = "%.4g"
+_SHORT_TASKS = "_short_tasks"
+
+
+def _marked(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with each figure that counts an approximate value as text after ``≈``.
+
+    A group's ``<column>_short_tasks`` (:func:`~tasktrace.formats.rows.group_rows`) above 0
+    marks its ``<column>_total`` and ``<column>_mean``; the count stays a column of its own.
+    """
+    out = table.copy()
+    for name in table.columns:
+        if not isinstance(name, str) or not name.endswith(_SHORT_TASKS):
+            continue
+        base = name.removesuffix(_SHORT_TASKS) + "_"
+        rough = table[name].fillna(0) > 0
+        if not rough.any():
+            continue
+        for column in table.columns:
+            if column == name or not str(column).startswith(base) or "_" in column[len(base) :]:
+                continue
+            out[column] = [
+                "" if pd.isna(v) else (APPROXIMATE if r else "") + _LATEX_FIGURE % v
+                for v, r in zip(table[column], rough, strict=True)
+            ]
+    return out
+
+
 def encode_table(table: pd.DataFrame, suffix: str) -> bytes:
     r"""Encode ``table`` as the format of a file suffix in :data:`TABLE_FORMATS`.
 
     CSV (UTF-8, no index column), Parquet (pyarrow) or a LaTeX ``tabular`` (pandas'
     ``to_latex``, which needs jinja2; text escaped for LaTeX: ``#`` becomes ``\\#``) after the
-    comment line :data:`~tasktrace.formats.output.LATEX_MARK`.
+    comment line :data:`~tasktrace.formats.output.LATEX_MARK`; a figure whose group counts
+    approximate values (``<column>_short_tasks`` above 0) is written after ``$\\approx$``,
+    as are the ``≈`` of labels.
 
     Raises:
         ValueError: The suffix is not one of :data:`TABLE_FORMATS`.
@@ -110,7 +141,10 @@ def encode_table(table: pd.DataFrame, suffix: str) -> bytes:
             import jinja2  # noqa: F401, PLC0415 - only to name the extra when it is missing
         except ImportError as e:
             raise missing_extra("jinja2", "pandas", "LaTeX output") from e
-        latex = table.to_latex(index=False, float_format="%.4g", na_rep="", escape=True)
+        latex = _marked(table).to_latex(
+            index=False, float_format=_LATEX_FIGURE, na_rep="", escape=True
+        )
+        latex = latex.replace(APPROXIMATE, r"$\approx$")  # any TeX engine; a label's ≈ too
         return LATEX_MARK + b"\n" + latex.encode()  # the mark: replaceable by the next table
     raise ValueError(
         f"cannot write {suffix or 'a file without suffix'}: use one of {', '.join(TABLE_FORMATS)}"

@@ -6,8 +6,9 @@ column in :func:`tasktrace.read_tasks` (unit in the name: ``duration_s``, ``peak
 
 Every measure of one task (:func:`measure_values`), energy in total, emissions and carbon
 intensity (:func:`total_energy_j`, :func:`emissions_g`, :class:`CarbonIntensity`,
-:data:`JOULES_PER_KWH`) are defined in :mod:`tasktrace.core.carbon` (``show``'s lines and
-totals and the notebook view, below this layer, print them too) and re-exported here.
+:data:`JOULES_PER_KWH`) and which figures are approximate (:data:`SHORT_TASK_FLAGS`) are
+defined in :mod:`tasktrace.core.carbon` (``show``'s lines and totals and the notebook view,
+below this layer, print them too) and re-exported here.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from dataclasses import dataclass
 from tasktrace.core.carbon import (
     ENERGY_TITLES,
     JOULES_PER_KWH,
+    SHORT_TASK_FLAGS,
     CarbonIntensity,
     emissions_g,
     measure_values,
     total_energy_j,
 )
+from tasktrace.core.lines import APPROXIMATE, NOT_MEASURED
 from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
 
 __all__ = [
     "JOULES_PER_KWH",
     "MEASURES",
+    "SHORT_TASK_FLAGS",
     "CarbonIntensity",
     "Measure",
     "emissions_g",
@@ -69,6 +73,23 @@ class Measure:
         if not any(digit in text for digit in "123456789"):
             return text
         return ("−" if difference < 0 else "+") + text
+
+    def cell(self, value: float | None, approximate: bool = False) -> str:
+        """Format a figure as a text table's cell: ``"12.35s"``, ``"≈42.5 J"``, ``"—"``.
+
+        :data:`~tasktrace.core.lines.NOT_MEASURED` where ``value`` is ``None``; else the figure in
+        human units, after :data:`~tasktrace.core.lines.APPROXIMATE` where ``approximate``
+        (a figure that is or counts an energy of a task shorter than its source's update period).
+        """
+        if value is None:
+            return NOT_MEASURED
+        return (APPROXIMATE if approximate else "") + self.friendly(value)
+
+    def signed_cell(self, difference: float | None, approximate: bool = False) -> str:
+        """Format a difference as a table cell (:meth:`signed`; marked as by :meth:`cell`)."""
+        if difference is None:
+            return NOT_MEASURED
+        return (APPROXIMATE if approximate else "") + self.signed(difference)
 
     @property
     def aggregate(self) -> str:

@@ -5,6 +5,9 @@ were taken, what a missing one needs, and why each energy meter did or did not m
 the file records it), an icicle of the task tree sized by a measure chosen
 in the page, a timeline, and a per-label table (count, totals, means), sortable. With several
 runs, a comparison table per label: each run's total, and the difference and ratio to the first.
+In hover texts and tables, a figure that is or counts an energy of a task shorter than its
+source's update period has ``≈`` before it (the facts say how many tasks), and a figure that was
+not measured is ``—``, as in ``compare`` and ``table``.
 Trees over :data:`tasktrace.core.views.AUTO_COLLAPSE_TASKS` tasks are drawn with repeated siblings
 folded (see :mod:`tasktrace.formats.fold`).
 
@@ -20,9 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tasktrace.core.lines import APPROXIMATE, NOT_MEASURED
 from tasktrace.core.units import friendly_ratio
 from tasktrace.core.views import paused_gc
-from tasktrace.formats.energy_note import SCOPE_NEEDS, recorded_meters
+from tasktrace.formats.energy_note import MISSING_REASONS, recorded_meters, short_task_note
 from tasktrace.formats.extras import missing_extra
 from tasktrace.formats.figures import (
     LABEL_ROOM_PX,
@@ -33,7 +37,7 @@ from tasktrace.formats.figures import (
     timeline_figure,
 )
 from tasktrace.formats.fold import fold_tree, hover_text, utc_text
-from tasktrace.formats.measures import MEASURES, CarbonIntensity, Measure
+from tasktrace.formats.measures import MEASURES, SHORT_TASK_FLAGS, CarbonIntensity, Measure
 from tasktrace.formats.output import check_output, write_output
 from tasktrace.formats.rows import Run, group_rows, load_runs, task_rows
 
@@ -45,22 +49,6 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
 
 __all__ = ["build_report", "report"]
 
-MISSING_REASONS = {
-    "duration_s": "not in the file (a task file saved when its task started has no duration "
-    "until its first refresh or its finish)",
-    "cpu_time_s": "not in the file (CPU time comes from getrusage at each task's start and finish)",
-    "peak_memory_bytes": "not in the file (peak RSS comes from the kernel's high-water mark)",
-    "peak_gpu_memory_bytes": "read from torch.cuda.max_memory_allocated, only when the program "
-    "itself imported torch and used CUDA",
-    "cpu_energy_j": SCOPE_NEEDS["cpu"],
-    "gpu_energy_j": SCOPE_NEEDS["gpu"],
-    "system_energy_j": SCOPE_NEEDS["system"],
-    "dram_energy_j": "needs RAPL dram zones",
-    "emissions_g": "needs measured energy and a carbon intensity for the task's machine",
-}
-"""What each measure needs, shown in the facts when a run lacks it. Why an energy meter did not
-measure is known only where the file records it (``tasktrace run``'s ``meters``): then the facts
-say that too (:func:`tasktrace.formats.energy_note.recorded_meters`)."""
 _SOURCES = {"cpu_energy_j": "cpu", "gpu_energy_j": "gpu", "system_energy_j": "system"}
 _TABLE_MEASURES = ("duration", "cpu_time", "peak_memory", "energy", "emissions")
 _STYLE = """
@@ -139,6 +127,13 @@ def _facts(run: Run, rows: list[dict[str, Any]], nodes: int, carbon: CarbonInten
     if missing:
         reasons = "<br>".join(html.escape(m) for m in missing)
         items.append(("not measured", f'<span class="note">{reasons}</span>'))
+    short = sum(
+        any(r.get(flag) is True and r.get(c) is not None for c, flag in SHORT_TASK_FLAGS.items())
+        for r in rows
+    )
+    if short:  # what the ≈ in the hover texts and tables means
+        note = html.escape(short_task_note(short))
+        items.append(("approximate", f'<span class="note">{note}</span>'))
     recorded = recorded_meters(root)
     if recorded:
         checks = [
@@ -155,8 +150,9 @@ def _measures(carbon: CarbonIntensity) -> list[Measure]:
     return [MEASURES[n] for n in _TABLE_MEASURES if n != "emissions" or carbon]
 
 
-def _friendly(measure: Measure, value: float | None) -> str:
-    return "" if value is None else measure.friendly(value)
+def _cell(measure: Measure, group: dict[str, Any], key: str) -> str:
+    """Format a group's figure (``key``), after ``≈`` where it counts an approximate value."""
+    return measure.cell(group.get(key), bool(group.get(f"{measure.column}_short_tasks")))
 
 
 def _label_table(groups: list[dict[str, Any]], measures: Sequence[Measure]) -> Any:
@@ -172,10 +168,10 @@ def _label_table(groups: list[dict[str, Any]], measures: Sequence[Measure]) -> A
         if all(g[total] is None for g in groups):
             continue
         headers.append(f"{m.aggregate} {m.title}")
-        cells.append([_friendly(m, g[total]) for g in groups])
+        cells.append([_cell(m, g, total) for g in groups])
         if not m.peak:
             headers.append(f"mean {m.title}")
-            cells.append([_friendly(m, g[f"{m.column}_mean"]) for g in groups])
+            cells.append([_cell(m, g, f"{m.column}_mean") for g in groups])
         keys[f"{m.aggregate} {m.title}"] = [g[total] for g in groups]
     keys["tasks"] = [g["tasks"] for g in groups]
     keys["label"] = [g["label_pattern"] for g in groups]
@@ -206,14 +202,17 @@ def _comparison_table(
             if all(v is None for v in values):
                 continue
             row = [html.escape(label), f"{m.aggregate} {m.title}"]
-            row += [_friendly(m, v) for v in values]
+            row += [_cell(m, run.get(label, {}), column) for run in by_run]
+            rough = [bool(run.get(label, {}).get(f"{m.column}_short_tasks")) for run in by_run]
             ratio = None
-            for v in values[1:]:
+            for v, approximate in zip(values[1:], rough[1:], strict=True):
                 known = v is not None and values[0] is not None
                 diff = v - values[0] if known else None  # type: ignore[operator]
                 ratio = v / values[0] if known and values[0] else None  # type: ignore[operator]
-                row.append("" if diff is None else m.signed(diff))
-                row.append("" if ratio is None else friendly_ratio(ratio))
+                mark = APPROXIMATE if approximate or rough[0] else ""
+                row.append(m.signed_cell(diff, approximate or rough[0]))
+                ratio_text = NOT_MEASURED if not known else ""  # "": the first run's figure is 0
+                row.append(ratio_text if ratio is None else mark + friendly_ratio(ratio))
             for column_cells, text in zip(cells, row, strict=True):
                 column_cells.append(text)
             keys["label"].append(label)

@@ -25,7 +25,12 @@ from pydantic import ValidationError
 from tasktrace.core.record import TaskRecord, TaskStatus
 from tasktrace.core.views import label_pattern
 from tasktrace.formats.input_errors import describe_input_error
-from tasktrace.formats.measures import CarbonIntensity, Measure, measure_values
+from tasktrace.formats.measures import (
+    SHORT_TASK_FLAGS,
+    CarbonIntensity,
+    Measure,
+    measure_values,
+)
 from tasktrace.formats.replay import is_otlp_json, load_task, parse_task_file
 from tasktrace.task import Task
 
@@ -184,8 +189,11 @@ def task_rows(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> Tas
     ``cpu_time_s`` with other processes' CPU below the task, a command's own peak RSS),
     ``energy_j`` (see
     :func:`~tasktrace.formats.measures.total_energy_j`), ``emissions_g`` when ``carbon`` knows
-    any intensity, then the extra data (``tags``, ``epoch``, …; nested mappings flattened as
-    ``key.sub``; a key that repeats a column's name gets the prefix ``extra.``).
+    any intensity, the flags of :data:`~tasktrace.formats.measures.SHORT_TASK_FLAGS`
+    (``energy_short_task``, ``dram_energy_short_task``, ``emissions_short_task`` beside the
+    CPU, GPU and system ones: ``True`` where that figure is approximate), then the extra data
+    (``tags``, ``epoch``, …; nested mappings flattened as ``key.sub``; a key that repeats a
+    column's name gets the prefix ``extra.``).
     """
     out = TaskRows()
     for run in runs:
@@ -240,7 +248,10 @@ def group_rows(
         One dict per group, in order of first appearance: the ``by`` columns, ``tasks`` (the
         count), ``failed`` (how many failed), and for each measure ``<column>_total`` (sum of
         the known values; ``_max`` for a peak) and ``<column>_mean`` (mean of the known values),
-        ``None`` where no value is known.
+        ``None`` where no value is known; for energy and emissions also
+        ``<column>_short_tasks``: how many of those values are approximate (their task shorter
+        than its energy source's update period: the row's flag of
+        :data:`~tasktrace.formats.measures.SHORT_TASK_FLAGS`), ``0`` where none is.
 
     Raises:
         ValueError: No row has one of the ``by`` columns (the message names it).
@@ -269,5 +280,10 @@ def group_rows(
             total = (max(known) if measure.peak else math.fsum(known)) if known else None
             group[f"{measure.column}_{measure.aggregate}"] = total
             group[f"{measure.column}_mean"] = math.fsum(known) / len(known) if known else None
+            flag = SHORT_TASK_FLAGS.get(measure.column)
+            if flag is not None:
+                group[f"{measure.column}_short_tasks"] = sum(
+                    m.get(flag) is True for m in members if m.get(measure.column) is not None
+                )
         out.append(group)
     return out
