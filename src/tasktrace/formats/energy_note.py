@@ -71,8 +71,9 @@ MISSING_REASONS = {
     "until its first refresh or its finish)",
     "cpu_time_s": "not in the file (CPU time comes from getrusage at each task's start and finish)",
     "peak_memory_bytes": "not in the file (peak RSS comes from the kernel's high-water mark)",
-    "peak_gpu_memory_bytes": "read from torch.cuda.max_memory_allocated, only when the program "
-    "itself imported torch and used CUDA",
+    "peak_gpu_memory_bytes": "read from torch.cuda.max_memory_allocated where the program "
+    "imported torch and used CUDA, else sampled from NVML (the process's GPU memory), which needs "
+    "an NVIDIA driver",
     "cpu_energy_j": SCOPE_NEEDS["cpu"],
     "gpu_energy_j": SCOPE_NEEDS["gpu"],
     "system_energy_j": SCOPE_NEEDS["system"],
