@@ -3,7 +3,8 @@
 Traces give one span per task; metrics aggregate task costs across many runs (a Grafana panel
 of "duration of `train` by machine, last 30 days"). When metrics are on, tasktrace records:
 
-- ``tasktrace.task.duration``: histogram, ``s``, with ``tasktrace.task.status``;
+- ``tasktrace.task.duration``: histogram, ``s``, with ``tasktrace.task.status`` (buckets from
+  1 ms to 1 day: :data:`DURATION_BUCKETS_S`);
 - ``process.cpu.time``: observable counter (a monotonic sum), ``s``, with
   ``tasktrace.task.status`` and ``cpu.mode`` (``user`` / ``system``);
 - ``hw.energy``: observable counter (a monotonic sum), ``J``, with ``tasktrace.task.status``
@@ -77,6 +78,7 @@ __all__ = [
     "CPU_MODE",
     "CPU_TIME",
     "DURATION",
+    "DURATION_BUCKETS_S",
     "ENERGY",
     "HW_TYPE",
     "LABEL",
@@ -112,6 +114,15 @@ HW_TYPE: Final = "hw.type"
 MAX_WAITING_DURATIONS: Final = 1 << 18
 """Durations kept for the next collection at most (2 MiB); past it a finishing task records
 them into the histogram itself."""
+
+DURATION_BUCKETS_S: Final = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+)  # fmt: skip
+"""Bucket boundaries of the duration histogram, in seconds (1 ms to 1 day), given to the SDK as
+its advice (``explicit_bucket_boundaries_advisory``): without it the SDK's default boundaries
+(0, 5, 10, 25, … 10,000, meant for milliseconds) put every task shorter than 5 s into one
+bucket. A view of the meter provider that sets an aggregation takes precedence."""
 
 _ENERGY_FIELDS: Final = (("cpu_power", "cpu"), ("gpu_power", "gpu"), ("system_power", "enclosure"))
 
@@ -167,7 +178,10 @@ class TaskMetrics:
         self._process: Any = None
         meter = provider.get_meter("tasktrace", VERSION)
         self._duration = meter.create_histogram(
-            DURATION, unit="s", description="Wall-clock duration of finished tasks"
+            DURATION,
+            unit="s",
+            description="Wall-clock duration of finished tasks",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
         )
         meter.create_observable_counter(
             CPU_TIME,
