@@ -14,6 +14,9 @@ import pytest
 from tasktrace import Task, TaskStatus
 from tasktrace.cli import main
 
+from .export_helpers import clean_env
+from .otlp_receivers import OtlpHttpReceiver
+
 _CHILD = """
 import signal, sys, time
 from tasktrace import Task
@@ -168,7 +171,7 @@ def test_ctrl_c_to_the_process_group_cancels_the_run_and_exits_130(tmp_path: Pat
         ("kill -HUP $$", 129, TaskStatus.CANCELLED, "stopped by SIGHUP"),
         ("kill -SEGV $$", 128 + signal.SIGSEGV, TaskStatus.FAILED, "killed by SIGSEGV"),
         ("kill -KILL $$", 137, TaskStatus.FAILED, "killed by SIGKILL"),
-        ("exit 3", 3, TaskStatus.FAILED, None),
+        ("exit 3", 3, TaskStatus.FAILED, "exit status 3"),
     ],
     ids=["exit-130", "exit-143", "sigterm", "sighup", "sigsegv", "sigkill", "exit-3"],
 )
@@ -194,5 +197,30 @@ def test_show_prints_a_non_zero_exit_code_on_the_tree_line(
     line = capsys.readouterr().out.splitlines()[0]
     assert "failed" in line
     assert "exit 3" in line
+    assert "exit status" not in line  # the recorded error only restates the exit code
     assert main(["show", str(ok)]) == 0
     assert "exit" not in capsys.readouterr().out
+
+
+def test_a_command_exiting_non_zero_has_an_error_span_with_a_description(
+    tmp_path: Path, otlp_http_receiver: OtlpHttpReceiver
+) -> None:
+    """`run` of a command exiting 3: the run's span is ERROR with "exit status 3".
+
+    As a task failed by an exception has its error as the description (it had none: a bare
+    ERROR).
+    """
+    env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_http_receiver.endpoint)
+    done = subprocess.run(
+        [sys.executable, "-m", "tasktrace.cli", "run", "-q", "-l", "job", "sh", "-c", "exit 3"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    (span,) = [s for s in otlp_http_receiver.wait_for(1, timeout_s=10) if s.name == "job"]
+    assert (span.status_code, span.status_message) == ("ERROR", "exit status 3")
+    assert span.attributes["tasktrace.task.error"] == "exit status 3"

@@ -27,7 +27,7 @@ from tasktrace.cli.meters_note import print_note, run_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console, render_tree
 from tasktrace.core.redact import redact_argv
-from tasktrace.core.status import TaskStatus
+from tasktrace.core.status import TaskStatus, exit_status_error
 from tasktrace.meters.process import MAXRSS_UNIT
 from tasktrace.task import Task
 from tasktrace.task.processes import child_environment
@@ -122,8 +122,9 @@ def _outcome(returncode: int) -> tuple[TaskStatus, int, str | None]:
     The command is CANCELLED when it was stopped on request: killed by one of
     :data:`_STOP_SIGNALS` (SIGINT, SIGTERM, SIGHUP), or exiting with ``128 + N`` for one of them
     (130 after handling Ctrl-C itself, as shells and many programs do). Any other non-zero
-    status is FAILED, including death by any other signal (a crash by SIGSEGV or SIGABRT,
-    SIGKILL from the out-of-memory killer). ``returncode`` is Popen's (``-N``: killed by ``N``);
+    status is FAILED (a plain exit with the error ``"exit status N"``), including death by any
+    other signal (a crash by SIGSEGV or SIGABRT, SIGKILL from the out-of-memory killer).
+    ``returncode`` is Popen's (``-N``: killed by ``N``);
     the exit status is ``128 + N`` then, as a shell reports it.
     """
     if returncode == 0:
@@ -139,7 +140,7 @@ def _outcome(returncode: int) -> tuple[TaskStatus, int, str | None]:
         return (TaskStatus.CANCELLED if stopped else TaskStatus.FAILED), 128 + signum, error
     if signum in _STOP_SIGNALS:
         return TaskStatus.CANCELLED, returncode, f"stopped by {name} (exit status {returncode})"
-    return TaskStatus.FAILED, returncode, None
+    return TaskStatus.FAILED, returncode, exit_status_error(returncode)
 
 
 class _Forwarder:

@@ -22,6 +22,7 @@ from tasktrace.core.carbon import (
 )
 from tasktrace.core.record import TaskRecord as Task  # the record: every line reads fields only
 from tasktrace.core.record import TaskStatus
+from tasktrace.core.status import exit_status_error
 from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
 
 __all__ = [
@@ -73,7 +74,9 @@ def task_line(task: Task, carbon: CarbonIntensity | None = None) -> str:
     exit_code = (task.__pydantic_extra__ or {}).get("exit_code")
     if type(exit_code) is int and exit_code != 0:  # a command's exit status (`run` records it)
         parts.append(f"[{style}]exit {exit_code}[/]")
-    if task.error is not None:
+    if task.error is not None and (
+        type(exit_code) is not int or task.error != exit_status_error(exit_code)
+    ):  # "exit status 3" beside "exit 3" says nothing more
         error = printable(task.error)
         parts.append(f"[{style}]({escape(error if len(error) <= 80 else error[:79] + '…')})[/]")
     values = measure_values(task, carbon)

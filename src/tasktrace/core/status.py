@@ -20,7 +20,16 @@ import concurrent.futures
 from enum import Enum
 from typing import Final, NamedTuple
 
-__all__ = ["FINISHED", "RUNNING", "Outcome", "TaskStatus", "describe", "exit_status", "outcome_of"]
+__all__ = [
+    "FINISHED",
+    "RUNNING",
+    "Outcome",
+    "TaskStatus",
+    "describe",
+    "exit_status",
+    "exit_status_error",
+    "outcome_of",
+]
 
 
 class TaskStatus(str, Enum):
@@ -88,6 +97,16 @@ def exit_status(exc: SystemExit) -> int:
     if isinstance(code, int):
         return code
     return 1
+
+
+def exit_status_error(code: int) -> str:
+    """Return the ``error`` of a command that exited with the non-zero status ``code``.
+
+    ``tasktrace run`` records it for a command that exited by itself with a status that is not
+    a stop signal's (``"exit status 3"``), so that its span's ERROR status has a description,
+    as a task failed by an exception does; views that show the ``exit_code`` leave it out.
+    """
+    return f"exit status {code}"
 
 
 def describe(exc: BaseException) -> str:
