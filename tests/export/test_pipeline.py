@@ -142,3 +142,39 @@ def test_spans_and_task_metrics_share_one_exit_bound_when_black_holed(tmp_path: 
     assert run.exit_s < 2 * EXIT_BOUND_S - 0.6, run.stderr
     assert len(run.export_warnings()) == 1, run.stderr
     _assert_file_complete(tmp_path / "task.json")
+
+
+def _otlp_json_spans(folder: Path) -> list[str]:
+    names = []
+    for path in folder.glob("*.otlp.jsonl"):
+        for line in path.read_text().splitlines():
+            for rs in json.loads(line)["resourceSpans"]:
+                for ss in rs["scopeSpans"]:
+                    names.extend(span["name"] for span in ss["spans"])
+    return names
+
+
+def test_the_otlp_json_file_keeps_every_span_when_the_collector_is_down(tmp_path: Path) -> None:
+    """OTLP JSON files beside a collector that refuses or never answers: the file is complete.
+
+    The exit shut every exporter down as soon as one export was refused (or at 80 % of the
+    bound for a silent collector), the file exporter too before its batch was written: no file
+    at all, "OTLP JSON exporter already shut down; spans dropped".
+    """
+    names = {"experiment", "load data", "epoch 0", "epoch 1", "evaluate"}
+    with OtlpHttpReceiver(mode="black_hole") as silent:
+        for endpoint in (closed_loopback_endpoint(), silent.endpoint):
+            folder = tmp_path / endpoint.rsplit(":", 1)[-1]
+            folder.mkdir()
+            env = clean_env(
+                OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+                TASKTRACE_OTLP_JSON_DIR=str(folder / "spans"),
+                TASKTRACE_EXIT_TIMEOUT_S=str(EXIT_BOUND_S),
+            )
+            run = run_script(NESTED_WORKLOAD, folder, env, str(folder / "task.json"))
+            assert run.returncode == 0, run.stderr
+            assert sorted(_otlp_json_spans(folder / "spans")) == sorted(names), run.stderr
+            assert "already shut down" not in run.stderr
+            assert len(run.export_warnings()) == 1, run.stderr
+            assert run.exit_s is not None
+            assert run.exit_s < EXIT_BOUND_S + SLACK_S

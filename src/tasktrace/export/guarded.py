@@ -82,6 +82,9 @@ class _QuietWhileGuarded(logging.Filter):
                 message = record.getMessage()
                 if any(mark in message for mark in _REFUSED):
                     _refused.set()
+                    exporter = getattr(_exporting, "exporter", None)
+                    if exporter is not None:
+                        exporter.refused = True
                 messages: list[str] = _exporting.messages
                 if len(messages) >= _MAX_MESSAGES:
                     messages.pop()  # keep the first ones, and the latest as the last one
@@ -149,6 +152,10 @@ class GuardedSpanExporter(SpanExporter):
         self.dropped_spans = 0
         self.last_error: str | None = None
         """The last failure reason (from the OTel exporter's own messages, or the exception)."""
+        self.refused = False
+        """Whether an export of this exporter was refused outright (nothing listens at its
+        endpoint: retrying cannot help an exiting process); set from the OTel exporter's own
+        messages, cleared by the pipeline's shutdown before its flush."""
         secrets = [*secrets, *endpoint_secrets(where)]
         words = {w for s in secrets for w in (s, *s.split()) if len(w) >= 4}
         self._secrets = sorted(words, key=len, reverse=True)
@@ -161,6 +168,7 @@ class GuardedSpanExporter(SpanExporter):
         """Silence the OTel exporters' records on this thread; yield their messages."""
         _exporting.active = True
         _exporting.messages = []
+        _exporting.exporter = self
         try:
             yield _exporting.messages
         finally:

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.settings import get_settings
-from tasktrace.export.guarded import GuardedSpanExporter, clear_refused, export_refused
+from tasktrace.export.guarded import GuardedSpanExporter, clear_refused
 from tasktrace.export.pending import PendingSpanFilter
 
 __all__ = ["DEFAULT_MAX_QUEUE_SIZE", "ExportPipeline", "shutdown_pipelines"]
@@ -106,39 +106,47 @@ class ExportPipeline:
             _CountingBatchProcessor(e) for e in self.exporters
         ]
         self._go = threading.Event()
-        self._done = threading.Event()
-        self._start_shutdown_thread()
+        self._finished: list[threading.Event] = []
+        self._start_shutdown_threads()
         if hasattr(os, "register_at_fork"):  # held weakly: a hook cannot be unregistered
             renew = weakref.WeakMethod(self._after_fork_in_child)
             os.register_at_fork(after_in_child=lambda: (method := renew()) and method())
 
-    def _start_shutdown_thread(self) -> None:
-        threading.Thread(
-            target=self._shutdown_all, name="tasktrace-export-shutdown", daemon=True
-        ).start()
+    def _start_shutdown_threads(self) -> None:
+        # One per batch processor: an exporter that retries or hangs (a collector down) must
+        # not hold up another one's flush (the OTLP JSON file of the same spans).
+        self._finished = [threading.Event() for _ in self.processors]
+        for processor, finished in zip(self.processors, self._finished, strict=True):
+            threading.Thread(
+                target=self._shut_down_one,
+                args=(processor, finished),
+                name="tasktrace-export-shutdown",
+                daemon=True,
+            ).start()
 
     def _after_fork_in_child(self) -> None:
-        # The parent's shutdown thread is not in the child, and another thread may have held
+        # The parent's shutdown threads are not in the child, and another thread may have held
         # an event's lock at the fork: new events, in the state the parent's had.
-        go, done = self._go.is_set(), self._done.is_set()
-        self._go, self._done = threading.Event(), threading.Event()
+        go, done = self._go.is_set(), all(f.is_set() for f in self._finished)
+        self._go = threading.Event()
         if go:
             self._go.set()
         if done:
-            self._done.set()
+            self._finished = [threading.Event() for _ in self.processors]
+            for finished in self._finished:
+                finished.set()
             return
         for exporter, processor in zip(self.exporters, self.processors, strict=True):
             if isinstance(processor, _CountingBatchProcessor):  # the child's spans from here
                 processor.ended_spans = exporter.exported_spans
-        self._start_shutdown_thread()
+        self._start_shutdown_threads()
 
-    def _shutdown_all(self) -> None:
+    def _shut_down_one(self, processor: BatchSpanProcessor, finished: threading.Event) -> None:
         self._go.wait()
         try:
-            for processor in self.processors:
-                processor.shutdown()  # exports what is queued, then shuts the exporter down
+            processor.shutdown()  # exports what is queued, then shuts the exporter down
         finally:
-            self._done.set()
+            finished.set()
 
     def begin_shutdown(self) -> None:
         """Start exporting what is queued and shutting down, in the background; return now."""
@@ -150,39 +158,49 @@ class ExportPipeline:
         ``bound_s`` is the bound of the whole shutdown this one is part of (the exit's, which
         began earlier), named in the warning; default ``timeout_s``.
 
-        After 80 % of the bound, or as soon as an export was refused outright (nothing listens
-        at the endpoint, so retrying cannot help an exiting process), the exporters are shut
-        down to stop their retries (so that a failure is still reported with its reason); past
-        the bound the flush is abandoned on its daemon thread. If any span was not exported,
-        the one export warning says how many.
+        Each exporter flushes on its own thread, so that one whose endpoint retries or hangs
+        does not hold up another's (the OTLP JSON file beside a collector that is down). An
+        exporter whose export was refused outright (nothing listens at its endpoint, so
+        retrying cannot help an exiting process) is shut down at once to stop its retries;
+        after 80 % of the bound, every exporter not done yet is (so that a failure is still
+        reported with its reason); past the bound the flush is abandoned on its daemon thread.
+        If any span was not exported, the one export warning says how many.
 
         Returns:
             Whether every span given to the pipeline was exported.
 
         """
         clear_refused()  # only a refusal during this flush counts: the collector may be back
+        for exporter in self.exporters:
+            exporter.refused = False
         self._go.set()
-        deadline = time.monotonic() + timeout_s * 0.8
-        finished = False
-        while not finished:
-            # Nothing listening (connection refused): the exporter's retries, seconds long,
-            # cannot succeed before a process exits; stop them at once.
+        started = time.monotonic()
+        deadline = started + timeout_s * 0.8
+        pairs = list(zip(self.exporters, self._finished, strict=True))
+        while True:
+            pending = [(e, f) for e, f in pairs if not f.is_set()]
             left = deadline - time.monotonic()
-            if left <= 0 or export_refused():
+            if not pending or left <= 0:
                 break
-            finished = self._done.wait(min(left, 0.05))
-        if not finished:
-            for exporter in self.exporters:
-                exporter.shutdown()
-            finished = self._done.wait(timeout_s * 0.2)
+            for exporter, _ in pending:
+                if exporter.refused:
+                    exporter.shutdown()
+            pending[0][1].wait(min(left, 0.05))
+        for exporter, _ in pending:
+            exporter.shutdown()
+        end = started + timeout_s
+        for _, finished in pending:
+            finished.wait(max(0.0, end - time.monotonic()))
         ok = True
-        for exporter, processor in zip(self.exporters, self.processors, strict=True):
+        for (exporter, finished), processor in zip(pairs, self.processors, strict=True):
             ended = getattr(processor, "ended_spans", 0)
             unsent = ended - exporter.exported_spans
             if unsent > 0:
                 ok = False
                 bound = timeout_s if bound_s is None else bound_s
-                state = "" if finished else f", export unfinished after {bound:.3g} s at exit"
+                state = (
+                    "" if finished.is_set() else f", export unfinished after {bound:.3g} s at exit"
+                )
                 exporter.report(f"{unsent} of {ended} spans not exported{state}")
         return ok
 
