@@ -11,7 +11,7 @@ the report on any machine can say why.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tasktrace.core.record import TaskRecord
@@ -92,12 +92,17 @@ def _meter_of(source: str) -> str:
     return source.split("-", 1)[0]
 
 
-def _walk(task: TaskRecord) -> Iterator[TaskRecord]:
-    stack = [task]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(node.subtasks)
+_SCOPE_FIELDS = tuple(
+    (
+        scope,
+        f"{scope}_power",
+        f"{scope}_energy_short_task",
+        f"{scope}_energy_source",
+        f"{scope}_energy_scope",
+    )
+    for scope in SCOPE_TITLES
+)
+"""Each scope with the names of its fields: energy, short-task flag, source, what it covers."""
 
 
 def energy_facts(task: TaskRecord) -> EnergyFacts:
@@ -107,22 +112,32 @@ def energy_facts(task: TaskRecord) -> EnergyFacts:
     """
     facts = EnergyFacts()
     found: dict[str, set[str]] = {scope: set() for scope in SCOPE_TITLES}
-    for node in _walk(task):
-        facts.tasks += 1
+    tasks = 0
+    stack = [task]
+    while stack:  # this visits every task of a large tree: the fields read as stored
+        d = stack.pop().__dict__
+        tasks += 1
+        subtasks = d["subtasks"]
+        if subtasks:
+            stack.extend(subtasks)
+        gpu_memory_source = d["peak_gpu_memory_source"]
+        if gpu_memory_source:
+            facts.meters.add(_meter_of(gpu_memory_source))
+        if d["cpu_power"] is None and d["gpu_power"] is None and d["system_power"] is None:
+            continue  # no energy (most tasks of most files)
         short = False
-        for scope, sources in found.items():
-            if getattr(node, f"{scope}_power") is None:
+        for scope, energy, short_flag, source_field, scope_field in _SCOPE_FIELDS:
+            if d[energy] is None:
                 continue
-            short = short or bool(getattr(node, f"{scope}_energy_short_task"))
+            short = short or bool(d[short_flag])
             facts.counts[scope] = facts.counts.get(scope, 0) + 1
-            source = getattr(node, f"{scope}_energy_source")
+            source = d[source_field]
             if source:
                 facts.meters.add(_meter_of(source))
-                where = getattr(node, f"{scope}_energy_scope")
-                sources.add(f"{source} ({where})" if where else source)
+                where = d[scope_field]
+                found[scope].add(f"{source} ({where})" if where else source)
         facts.short += short
-        if node.peak_gpu_memory_source:
-            facts.meters.add(_meter_of(node.peak_gpu_memory_source))
+    facts.tasks = tasks
     facts.sources = {scope: sorted(texts) for scope, texts in found.items() if texts}
     return facts
 
