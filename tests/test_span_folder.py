@@ -15,6 +15,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from tasktrace import Task, TaskStatus
+from tasktrace.core.units import friendly_duration
+from tasktrace.formats import spans_to_task, task_to_spans
+
 from .cli_helpers import clean_env, run_cli
 
 _PARENT = textwrap.dedent(
@@ -175,3 +179,59 @@ def test_a_span_read_twice_is_one_task(tmp_path: Path) -> None:
     twice = json.loads(shown.stdout)
     assert _labels(twice) == ["pipeline", "prepare", "evaluate", "score"]
     assert twice == once
+
+
+_ONE_RUN = textwrap.dedent(
+    """
+    import sys, time
+    from tasktrace import Task
+
+    with Task(sys.argv[1]):
+        time.sleep(0.2)
+    """
+)
+
+
+def test_runs_gathered_under_one_root_give_it_their_duration(tmp_path: Path) -> None:
+    """Two unrelated runs in one folder: their root lasts from the first start to the last end.
+
+    Before: the root made above them had their start and finish but no duration, so ``show``
+    printed none for it, and ``--totals`` and ``compare`` had none.
+    """
+    (tmp_path / "run.py").write_text(_ONE_RUN)
+    spans = tmp_path / "spans"
+    env = clean_env()
+    env["TASKTRACE_OTLP_JSON_DIR"] = str(spans)
+    for label in ("train", "evaluate"):  # one after the other, neither the other's parent
+        subprocess.run(
+            [sys.executable, "run.py", label], cwd=tmp_path, env=env, check=True, timeout=120
+        )
+    shown = run_cli(["show", "--json", str(spans)], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    root = json.loads(shown.stdout)
+    runs = root["subtasks"]
+    assert [root["label"], *(r["label"] for r in runs)] == ["spans", "train", "evaluate"]
+    assert root["start_time"] == runs[0]["start_time"]
+    assert root["finish_time"] == runs[1]["finish_time"]
+    assert root["duration"] == root["finish_time"] - root["start_time"]
+    assert root["duration"] > runs[0]["duration"] + runs[1]["duration"]  # and the time between
+    line = run_cli(["show", str(spans)], tmp_path).stdout.splitlines()[0]
+    assert line == f"spans  finished  {friendly_duration(root['duration'])}"
+
+
+def test_a_root_above_a_run_not_ended_has_no_finish_yet() -> None:
+    """While one of the gathered runs has not ended, their root runs: no finish, no duration.
+
+    Before: it was finished at the last finish of the others, as if the run still going had
+    ended then.
+    """
+    done = Task.model_validate(
+        {"label": "a", "status": "finished", "start_time": 1000.0, "finish_time": 1002.5}
+    )
+    going = Task.model_validate({"label": "b", "status": "running", "start_time": 1001.0})
+    root = spans_to_task([*task_to_spans(done), *task_to_spans(going)], root_label="both")
+    assert [t.label for t in root.subtasks] == ["a", "b"]
+    assert root.status is TaskStatus.RUNNING
+    assert root.start_time == 1000.0
+    assert root.finish_time is None
+    assert root.duration is None

@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode
+from pydantic import PrivateAttr
 
 from tasktrace import Task, TaskStatus
 from tasktrace.core import attributes as attr
@@ -214,6 +215,32 @@ def test_pickle_round_trip() -> None:
         pass
     copy = pickle.loads(pickle.dumps(t))
     assert copy.model_dump() == t.model_dump()
+
+
+class _NotedTask(Task):
+    _note: str = PrivateAttr(default="a note")
+
+
+def test_a_task_read_from_a_file_has_its_own_private_state(tmp_path: Path) -> None:
+    """A validated task (a file, model_validate) gets fresh private state, and can be run.
+
+    Task sets it itself (pydantic's generic initialisation cost ~2 µs a task of a large
+    file); a user's subclass with private attributes of its own still gets their defaults.
+    """
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"label": "root", "subtasks": [{"label": "a"}, {"label": "b"}]}))
+    root = Task.model_validate_json(path.read_bytes())
+    privates = [root.__pydantic_private__, *(t.__pydantic_private__ for t in root.subtasks)]
+    assert privates == [{"_rt": None}] * 3
+    assert len({id(p) for p in privates}) == 3  # each its own: a runtime is written into it
+    noted = _NotedTask.model_validate({"label": "noted"})
+    assert noted._note == "a note"
+    assert noted.__pydantic_private__ == {"_rt": None, "_note": "a note"}
+    for task in (root.subtasks[0], noted):
+        with task:
+            pass
+        assert task.status is TaskStatus.FINISHED
+    assert root.subtasks[1].status is TaskStatus.PENDING
 
 
 def test_start_twice_is_error() -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "measure_values",
     "short_task_flags",
     "total_energy_j",
+    "usage_values",
 ]
 
 JOULES_PER_KWH = 3.6e6
@@ -203,10 +204,20 @@ class CarbonIntensity:
         return None if task.machine is None else self.by_machine.get(task.machine)
 
 
-def _peak_memory(task: TaskRecord) -> int | None:
-    """Return the peak RSS in bytes: a ``tasktrace run`` command's own where it is recorded."""
-    command = task.children_peak_rss_bytes
-    return command if command is not None else task.peak_memory
+def usage_values(task: TaskRecord) -> tuple[float | None, float | None, int | None]:
+    """Return ``(duration_s, cpu_time_s, peak_memory_bytes)`` as :func:`measure_values` has them.
+
+    The three measures that need no energy or carbon intensity, for walks over every task of a
+    large tree (``show --totals``: a tuple, not :func:`measure_values`' dict of nine).
+    ``cpu_time_s`` is :meth:`~tasktrace.Task.total_cpu`; ``peak_memory_bytes`` a ``tasktrace
+    run`` command's own peak RSS (``children_peak_rss_bytes``) where it is recorded, else the
+    task's ``peak_memory``. ``None`` where not measured. Reads the task's fields only
+    (thread-safe on a finished task).
+    """
+    d = task.__dict__  # the fields as stored: this runs for every task of a large tree
+    command = d["children_peak_rss_bytes"]
+    peak = command if command is not None else d["peak_memory"]
+    return d["duration"], task.total_cpu(), peak
 
 
 def measure_values(
@@ -228,10 +239,11 @@ def measure_values(
     """
     parts = energy_parts(task)
     energy = math.fsum(parts.values()) if parts else None  # total_energy_j, parts computed once
+    duration, cpu, peak = usage_values(task)
     values: dict[str, float | None] = {
-        "duration_s": task.duration,
-        "cpu_time_s": task.total_cpu(),
-        "peak_memory_bytes": _peak_memory(task),
+        "duration_s": duration,
+        "cpu_time_s": cpu,
+        "peak_memory_bytes": peak,
         "peak_gpu_memory_bytes": task.peak_gpu_memory,
         "energy_j": energy,
         "cpu_energy_j": task.cpu_power,

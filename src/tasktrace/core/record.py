@@ -184,9 +184,12 @@ class TaskRecord(BaseModel):
         in-process subtasks (a pool started inside a subtask); in-process subtasks' own CPU is
         inside ``cpu_time`` already. Returns ``None`` when ``cpu_time`` is unknown.
         """
-        if self.cpu_time is None:
+        d = self.__dict__  # the fields as stored: this runs for every task of a large tree
+        cpu: float | None = d["cpu_time"]
+        if cpu is None:
             return None
-        return self.cpu_time + (self.children_cpu_time_s or 0.0) + other_process_cpu(self)
+        below = other_process_cpu(self) if d["subtasks"] else 0.0  # a leaf: no walk
+        return cpu + (d["children_cpu_time_s"] or 0.0) + below
 
     @property
     def friendly_duration(self) -> str | None:

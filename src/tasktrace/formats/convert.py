@@ -22,7 +22,8 @@ Spans → tree: spans are attached to their parent span (by span id) in the orde
 without a ``tasktrace.task.id`` attribute (another program's span) becomes a ``foreign_span``
 node whose task id is derived from its trace and span ids, as the live processor does. Spans
 whose parent is not among them are roots; several roots are gathered under one synthetic root
-labelled by the caller.
+labelled by the caller, which has their times (first start, last finish, the duration between
+them) and no measures of its own.
 
 Thread-safety: pure functions over their arguments.
 """
@@ -187,7 +188,9 @@ def spans_to_task(spans: Iterable[ReadableSpan], root_label: str = "trace") -> T
             at an unknown time (listed last), keep the order given. A span given more than
             once (same trace and span id: a collector's retried request written twice, a
             copied file) is one node, built from its first ended copy.
-        root_label: Label of the synthetic root made when the spans have several roots.
+        root_label: Label of the synthetic root made when the spans have several roots: it
+            starts with the first root and, once every root has ended, finishes with the last,
+            its duration the time between (wall clock); while one has not, it is running.
 
     Returns:
         The root task, with every span as a node (see the module docstring).
@@ -230,19 +233,33 @@ def spans_to_task(spans: Iterable[ReadableSpan], root_label: str = "trace") -> T
     roots.sort(key=_start_order)
     if len(roots) == 1:
         return Task.model_validate(roots[0])
-    starts = [r["start_time"] for r in roots if r["start_time"] is not None]
-    finishes = [r["finish_time"] for r in roots if r["finish_time"] is not None]
-    return Task.model_validate(
-        {
-            **dict.fromkeys(_NULLABLE_FIELDS),
-            "label": root_label,
-            "hostname": roots[0]["hostname"],
-            "status": TaskStatus.FINISHED.value,
-            "start_time": min(starts) if starts else None,
-            "finish_time": max(finishes) if finishes else None,
-            "subtasks": roots,
-        }
-    )
+    return Task.model_validate(_synthetic_root(root_label, roots))
+
+
+def _synthetic_root(label: str, roots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the data of the root made above several roots: their times, no measures of its own.
+
+    Its start is the first root's; once every root has ended, its finish is the last root's
+    and its duration the time from the first start to the last finish (wall clock: gaps
+    between runs included, as a task's duration includes the time between its subtasks);
+    while a root has not ended (a run still going, or killed before its span ended) it is
+    running, with neither.
+    """
+    starts = [r["start_time"] for r in roots]
+    finishes = [r["finish_time"] for r in roots]
+    start = min((s for s in starts if s is not None), default=None)
+    ended = None not in finishes
+    finish = max(finishes) if ended else None
+    return {
+        **dict.fromkeys(_NULLABLE_FIELDS),
+        "label": label,
+        "hostname": roots[0]["hostname"],
+        "status": (TaskStatus.FINISHED if ended else TaskStatus.RUNNING).value,
+        "start_time": start,
+        "finish_time": finish,
+        "duration": finish - start if finish is not None and None not in starts else None,
+        "subtasks": roots,
+    }
 
 
 def _start_order(node: Mapping[str, Any]) -> tuple[bool, float]:

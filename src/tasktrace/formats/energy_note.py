@@ -12,10 +12,9 @@ the report on any machine can say why.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tasktrace.core.carbon import SHORT_TASK_FLAGS, short_task_flags
 from tasktrace.core.record import TaskRecord
 from tasktrace.meters.base import MeterCheck
 from tasktrace.tree.meters_record import METERS_KEY, meters_record
@@ -137,12 +136,20 @@ def _meter_of(source: str) -> str:
     return source.split("-", 1)[0]
 
 
-def _walk(task: TaskRecord) -> Iterator[TaskRecord]:
-    stack = [task]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(node.subtasks)
+_SCOPE_FIELDS: tuple[tuple[str, str, str, str | None, str | None], ...] = tuple(
+    (
+        scope,
+        _VALUE_FIELDS[scope],
+        f"{scope}_energy_short_task",
+        f"{scope}_energy_source",
+        f"{scope}_energy_scope",
+    )
+    if scope != "dram"
+    # DRAM energy has no fields of its own but its value: RAPL's, with the CPU's flag.
+    else (scope, _VALUE_FIELDS[scope], "cpu_energy_short_task", None, None)
+    for scope in SCOPE_TITLES
+)
+"""Each scope with the names of its fields: energy, short-task flag, source, what it covers."""
 
 
 def energy_facts(task: TaskRecord) -> EnergyFacts:
@@ -152,27 +159,41 @@ def energy_facts(task: TaskRecord) -> EnergyFacts:
     """
     facts = EnergyFacts()
     found: dict[str, set[str]] = {scope: set() for scope in SCOPE_TITLES}
-    for node in _walk(task):
-        facts.tasks += 1
+    tasks = 0
+    stack = [task]
+    while stack:  # this visits every task of a large tree: the fields read as stored
+        d = stack.pop().__dict__
+        tasks += 1
+        subtasks = d["subtasks"]
+        if subtasks:
+            stack.extend(subtasks)
+        gpu_memory_source = d["peak_gpu_memory_source"]
+        if gpu_memory_source:
+            facts.meters.add(_meter_of(gpu_memory_source))
+        if (
+            d["cpu_power"] is None
+            and d["gpu_power"] is None
+            and d["system_power"] is None
+            and d["dram_energy_j"] is None
+        ):
+            continue  # no energy (most tasks of most files)
         short = False
-        flags = short_task_flags(node)  # the flags every view marks (core.carbon)
-        for scope, sources in found.items():
-            if getattr(node, _VALUE_FIELDS[scope]) is None:
+        for scope, energy, short_flag, source_field, scope_field in _SCOPE_FIELDS:
+            if d[energy] is None:
                 continue
-            short = short or bool(flags[SHORT_TASK_FLAGS[_COLUMNS[scope]]])
+            short = short or bool(d[short_flag])  # DRAM's: the CPU's (core.carbon)
             facts.counts[scope] = facts.counts.get(scope, 0) + 1
-            if scope == "dram":
+            if source_field is None:  # DRAM: the RAPL meter alone writes it
                 facts.meters.add("rapl")
-                sources.add(_DRAM_SOURCE)
+                found[scope].add(_DRAM_SOURCE)
                 continue
-            source = getattr(node, f"{scope}_energy_source")
+            source = d[source_field]
             if source:
                 facts.meters.add(_meter_of(source))
-                where = getattr(node, f"{scope}_energy_scope")
-                sources.add(f"{source} ({where})" if where else source)
+                where = d[scope_field] if scope_field is not None else None
+                found[scope].add(f"{source} ({where})" if where else source)
         facts.short += short
-        if node.peak_gpu_memory_source:
-            facts.meters.add(_meter_of(node.peak_gpu_memory_source))
+    facts.tasks = tasks
     facts.sources = {scope: sorted(texts) for scope, texts in found.items() if texts}
     return facts
 
