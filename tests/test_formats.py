@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from importlib.metadata import entry_points
@@ -250,6 +251,23 @@ def test_batches_over_the_line_limit_are_split() -> None:
     assert len(lines) > 1
     assert all(len(line) <= 2500 for line in lines)
     assert [s.name for s in read_spans(lines)] == [s.name for s in spans]
+
+
+def test_a_span_over_the_line_limit_is_named_briefly(caplog: pytest.LogCaptureFixture) -> None:
+    """A span too large for one line is left out with a warning quoting its name briefly.
+
+    A 3 MB label made a 3 MB warning (the name quoted whole).
+    """
+    task = Task.model_validate_json((FIXTURES / "nested.json").read_bytes())
+    task.subtasks[0].label = "L" * 3_000_000
+    spans = task_to_spans(task)
+    with caplog.at_level(logging.WARNING):
+        lines = list(encode_lines(spans, max_line_bytes=1_000_000))
+    assert len(read_spans(lines)) == len(spans) - 1
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert len(message) < 400, message[:400]
+    assert "'" + "L" * 80 + "…' (3,000,000 characters)" in message
 
 
 def test_entry_point_exporter_writes_a_new_file_per_run(

@@ -29,7 +29,7 @@ from tasktrace.core.ids import HOSTNAME, new_task_id
 from tasktrace.core.settings import get_settings
 from tasktrace.core.status import TaskStatus
 from tasktrace.core.units import friendly_duration
-from tasktrace.core.warn import WarnOnce
+from tasktrace.core.warn import WarnOnce, quoted
 
 __all__ = [
     "FIELD_DEFAULTS",
@@ -231,7 +231,8 @@ def dump_json(task: TaskRecord) -> bytes | None:
                 stack.append((child, item))
         text = json.dumps(root, ensure_ascii=False, separators=(",", ":"))
     except (ValueError, TypeError, RecursionError) as e:
-        _warn("dump", "tasktrace: cannot serialise task %r for its file (%s)", task.label, e)
+        label = quoted(task.label)
+        _warn("dump", "tasktrace: cannot serialise task %s for its file (%s)", label, e)
         return None
     text = _SURROGATE.sub(lambda m: f"\\\\u{ord(m.group()):04x}", text)
     return text.encode()

@@ -16,7 +16,29 @@ import weakref
 
 from tasktrace.core.forksafe import renew_after_fork
 
-__all__ = ["WarnOnce", "raise_errors", "reset_warnings", "set_raise_errors"]
+__all__ = [
+    "QUOTE_LIMIT",
+    "WarnOnce",
+    "quoted",
+    "raise_errors",
+    "reset_warnings",
+    "set_raise_errors",
+]
+
+QUOTE_LIMIT = 80
+"""Characters of a user's text (a label, a span name) that a message quotes at most."""
+
+
+def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """Return ``repr(text)`` for a message, its first ``limit`` characters where it is longer.
+
+    ``'LLLL…' (3,000,000 characters)``: a label of megabytes quoted whole made a warning of
+    megabytes. Control characters are escaped, as ``repr`` does.
+    """
+    if len(text) <= limit:
+        return repr(text)
+    head = repr(text[:limit])
+    return f"{head[:-1]}…{head[-1]} ({len(text):,} characters)"
 
 
 class WarnOnce:

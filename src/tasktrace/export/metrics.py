@@ -115,14 +115,10 @@ MAX_WAITING_DURATIONS: Final = 1 << 18
 """Durations kept for the next collection at most (2 MiB); past it a finishing task records
 them into the histogram itself."""
 
-DURATION_BUCKETS_S: Final = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
-)  # fmt: skip
-"""Bucket boundaries of the duration histogram, in seconds (1 ms to 1 day), given to the SDK as
-its advice (``explicit_bucket_boundaries_advisory``): without it the SDK's default boundaries
-(0, 5, 10, 25, … 10,000, meant for milliseconds) put every task shorter than 5 s into one
-bucket. A view of the meter provider that sets an aggregation takes precedence."""
+DURATION_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0)  # fmt: skip
+"""Bucket boundaries of the duration histogram in seconds, the SDK's advice (the SDK's default,
+0, 5, 10 … 10,000, is meant for ms); a view of the provider setting an aggregation wins."""
 
 _ENERGY_FIELDS: Final = (("cpu_power", "cpu"), ("gpu_power", "gpu"), ("system_power", "enclosure"))
 
@@ -256,11 +252,9 @@ class TaskMetrics:
                 record(duration, attrs)
 
     def forget_parent(self) -> None:
-        """After ``os.fork``, in the child: drop what the parent's tasks added up to.
+        """After ``os.fork``, in the child: forget the parent's figures (else counted twice).
 
-        The totals, the durations waiting for a collection and the ``psutil.Process`` of the
-        RSS gauge are the parent's; the child reporting them again would count the parent's
-        finished tasks twice (once per process) and report the parent's RSS as its own.
+        The totals, the waiting durations and the RSS gauge's ``psutil.Process`` are dropped.
         """
         self._totals = {}
         self._waiting = 0

@@ -28,6 +28,7 @@ import itertools
 from typing import Any
 
 from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
+from tasktrace.core.warn import quoted
 
 __all__ = ["COUNTER_FIELDS", "task_to_chrome_trace"]
 
@@ -100,7 +101,8 @@ def task_to_chrome_trace(task: Task) -> dict[str, Any]:  # noqa: PLR0915 - one p
         ValueError: The root task has no ``start_time``.
     """
     if task.start_time is None:
-        raise ValueError(f"task {task.label!r} has no start_time: nothing to place on a timeline")
+        label = quoted(task.label)
+        raise ValueError(f"task {label} has no start_time: nothing to place on a timeline")
     origin = task.start_time
     pids = itertools.count(1)
     tids = itertools.count(1)

@@ -41,6 +41,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.settings import get_settings
+from tasktrace.core.warn import quoted
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -119,9 +120,9 @@ def encode_lines(
             yield line
         elif len(batch) == 1:
             _log.warning(
-                "tasktrace: span %r encodes to %d bytes of OTLP JSON, over the %d-byte line "
+                "tasktrace: span %s encodes to %d bytes of OTLP JSON, over the %d-byte line "
                 "limit; left out",
-                batch[0].name,
+                quoted(batch[0].name),
                 len(line),
                 max_line_bytes,
             )

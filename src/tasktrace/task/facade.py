@@ -36,7 +36,7 @@ from tasktrace.core.record import (
 from tasktrace.core.settings import get_settings
 from tasktrace.core.status import RUNNING, Outcome, TaskStatus
 from tasktrace.core.views import tree_html
-from tasktrace.core.warn import WarnOnce
+from tasktrace.core.warn import WarnOnce, quoted
 from tasktrace.export import metrics
 from tasktrace.task import processes
 from tasktrace.task.lifecycle import finish_task, start_task
@@ -339,7 +339,7 @@ class Task(TaskRecord, metaclass=_TaskMeta):
             final = None
         if final is None:
             raise ValueError(
-                f"status must be finished, failed or cancelled to finish task {self.label!r},"
+                f"status must be finished, failed or cancelled to finish task {quoted(self.label)},"
                 f" not {status!r}"
             )
         finish_task(self, outcome=Outcome(final, None))

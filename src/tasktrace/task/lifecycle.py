@@ -44,7 +44,7 @@ from tasktrace.core.record import LABEL_ONLY, TaskRecord
 from tasktrace.core.settings import get_settings
 from tasktrace.core.spans import STATUS_OK, finish_attributes, span_status, start_attributes
 from tasktrace.core.status import FINISHED, Outcome, TaskStatus
-from tasktrace.core.warn import WarnOnce
+from tasktrace.core.warn import WarnOnce, quoted
 from tasktrace.export.metrics import task_metrics
 from tasktrace.export.provider import current_tracer, flush_spans, get_tracer
 from tasktrace.meters import active_meters
@@ -100,7 +100,7 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
         rt = runtime(task)
     d = task.__dict__  # plain writes below: these fields are ours, validation is not needed
     if d["status"] is not _PENDING:
-        raise RuntimeError(f"task {task.label!r} was already started ({task.status.value})")
+        raise RuntimeError(f"task {quoted(task.label)} was already started ({task.status.value})")
     files = tree.files
     targets = files.targets(task)
     if targets is not None:  # a task with a file: its folder, and a user's file, first
@@ -154,7 +154,7 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
     try:
         span = tree.start_task_span(tracer, d["label"], parent_ctx, attrs, start_ns)
     except Exception as e:  # noqa: BLE001 - another span processor raised: measure anyway
-        _warn("span-start", "tasktrace: starting the span of %r failed: %r", d["label"], e)
+        _warn("span-start", "tasktrace: starting the span of %s failed: %r", quoted(d["label"]), e)
         span = trace.INVALID_SPAN
     sctx = span.get_span_context()
     rt.span = span
@@ -250,7 +250,7 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
     private = task.__pydantic_private__
     rt = private.get("_rt") if private is not None else None
     if rt is None:  # never started here (built from a file, or finished already)
-        _warn(f"finish:{id(task)}", "tasktrace: task %r is not running", task.label)
+        _warn(f"finish:{id(task)}", "tasktrace: task %s is not running", quoted(task.label))
         return
     if rt.remote:  # another process's task (inherited by fork): only leave its context
         _close(rt)
@@ -258,7 +258,7 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
     span, sctx = rt.span, rt.span_context
     d = task.__dict__
     if d["status"] is not _RUNNING or span is None:
-        _warn(f"finish:{id(task)}", "tasktrace: task %r is not running", task.label)
+        _warn(f"finish:{id(task)}", "tasktrace: task %s is not running", quoted(task.label))
         return
     if outcome is None:
         outcome = FINISHED if exc is None else exit_outcome(exc)
@@ -271,7 +271,7 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
     if outcome.exit_code is not None:
         final["exit_code"] = outcome.exit_code  # as `tasktrace run` records a command's
     if not tree.finish_running(task, sctx.span_id if sctx is not None else 0, final):
-        _warn(f"finish:{id(task)}", "tasktrace: task %r is not running", task.label)
+        _warn(f"finish:{id(task)}", "tasktrace: task %s is not running", quoted(task.label))
         return  # finished meanwhile by another thread, which ends the span
     try:
         # The span, by the one mapping (core.spans: identity and the fields; a failed task's
@@ -304,7 +304,7 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
                 span.set_status(span_status(status, d["error"]))
         span.end(end_time=end_ns)  # the tree took the task out of its nodes already
     except Exception as e:  # noqa: BLE001 - another span processor raised in on_end
-        _warn("span-end", "tasktrace: ending the span of %r failed: %r", task.label, e)
+        _warn("span-end", "tasktrace: ending the span of %s failed: %r", quoted(task.label), e)
     finally:
         # After the span ended: leave the task's context (where it may), let its state go
         # (the context holds the span), write its file.

@@ -46,6 +46,7 @@ from typing import Any
 
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.status import TaskStatus
+from tasktrace.core.warn import quoted
 from tasktrace.export.provider import flush_spans
 from tasktrace.tree.processor import tree
 
@@ -119,7 +120,8 @@ def _save_running_at_exit() -> None:
         try:
             task.update()
         except Exception as e:  # noqa: BLE001, PERF203 - save the others
-            _log.warning("tasktrace: cannot save running task %r at exit (%r)", task.label, e)
+            label = quoted(task.label)
+            _log.warning("tasktrace: cannot save running task %s at exit (%r)", label, e)
 
 
 def _flush() -> None:
@@ -133,7 +135,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
             try:
                 task.update()
             except Exception as e:  # noqa: BLE001, PERF203 - the program's own handler must still run
-                _log.warning("tasktrace: cannot save task %r on SIGTERM (%r)", task.label, e)
+                label = quoted(task.label)
+                _log.warning("tasktrace: cannot save task %s on SIGTERM (%r)", label, e)
         _flush()
         previous(signum, frame)
         return
@@ -144,7 +147,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
                 task.error = STOPPED_BY_SIGTERM
             task.finish(TaskStatus.CANCELLED)
         except Exception as e:  # noqa: BLE001, PERF203 - finish the others, then exit
-            _log.warning("tasktrace: cannot finish task %r on SIGTERM (%r)", task.label, e)
+            _log.warning("tasktrace: cannot finish task %s on SIGTERM (%r)", quoted(task.label), e)
     _flush()
     os.kill(os.getpid(), signal.SIGTERM)
 
