@@ -218,10 +218,11 @@ def _tags(value: Any) -> list[str] | None:
     tags = _jsonable(TAGS, value)
     if isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
         return tags
-    wrong = tags if not isinstance(tags, list) else next(t for t in tags if not isinstance(t, str))
+    held = "a list holding " if isinstance(tags, list) else ""
+    wrong = next(t for t in tags if not isinstance(t, str)) if held else tags
     raise TypeError(
         f"task data 'tags' must be a list of strings (or one string, one tag), "
-        f"not {'a list holding ' if isinstance(tags, list) else ''}{type(wrong).__name__}: {wrong!r}"
+        f"not {held}{type(wrong).__name__}: {wrong!r}"
     )
 
 
