@@ -122,6 +122,9 @@ def test_one_string_of_tags_is_one_tag(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["show", "--filter", "train", "--json", str(out)]) == 0
     task = Task.model_validate_json(capsys.readouterr().out)
     assert [t.label for t in task.subtasks] == ["epoch 1"]
+    assert main(["table", str(out), "--by", "tags", "-o", "-"]) == 0
+    groups = [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert groups == ["train", "eval"]  # before: "('train',)" once a list, ('t', 'r')-like
     for bad in (5, ["a", 1]):
         with pytest.raises(TypeError, match="'tags' must be a list of strings"):
             Task("x", tags=bad)
