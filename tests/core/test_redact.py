@@ -164,6 +164,7 @@ def test_mask_url(url: str, masked: str) -> None:
             "-c",
             "a b",
         ],
+        ["python", "train.py", "--use_auth_token", "--model", "bert"],  # a flag: no value
     ],
 )
 def test_ordinary_words_are_kept(argv: list[str]) -> None:

@@ -18,7 +18,8 @@ other punctuation and camelCase: ``--wandb-key``, ``X_API_KEY``, ``--accessKey``
 What is replaced by :data:`REDACTED`, word by word:
 
 - the value of a secret option, after it or attached: ``--pass pw``, ``-token pw`` (one dash,
-  as Go programs take), ``--password=pw``, ``-Djavax.net.ssl.keyStorePassword=pw``;
+  as Go programs take), ``--password=pw``, ``-Djavax.net.ssl.keyStorePassword=pw``; a next
+  word that is a long option (``--use-auth-token --model m``) is taken for an option, kept;
 - a secret assignment, alone or as an option's value: ``API_KEY=abc``, ``--env
   AWS_SECRET_ACCESS_KEY=abc`` → ``API_KEY=***``;
 - a header-like ``Name: value`` (or ``Name:value``) whose name is secret, alone or as an
@@ -104,6 +105,7 @@ _HEADER = re.compile(
 )
 _QUERY_ITEM = re.compile(r"(?P<head>[?&;](?P<name>[^=&;#?\s]+)=)[^&;#\s]*")
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/:@\s]*:)[^/@\s]+(?P<at>@)")
+_LONG_OPTION = re.compile(r"^--[A-Za-z]")  # never taken for a value (no secret starts so)
 _OPTION = re.compile(r"^--?(?P<name>[A-Za-z_][A-Za-z0-9_.\-]+)$")  # -token, --api-key (no =)
 
 
@@ -216,10 +218,11 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
     hide_next = user_next = False
     short: tuple[str, bool] | None = None  # the current program's password option
     for word in argv:
-        if hide_next or user_next:
+        if (hide_next or user_next) and _LONG_OPTION.match(word) is None:
             out.append(REDACTED if hide_next else _hide_password(word))
             hide_next = user_next = False
             continue
+        hide_next = user_next = False  # a flag (--use-auth-token): the next option is kept
         program = word.rsplit("/", 1)[-1]
         if program in _SHORT_PASSWORD:
             short = _SHORT_PASSWORD[program]
