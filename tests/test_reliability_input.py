@@ -244,6 +244,7 @@ def test_a_bad_value_in_a_task_file_is_located_in_plain_words(
         ({"label": 5}, "Task label: expected a string, got 5"),
         ({"label": "x", "task_id": "x"}, "Task task_id: expected a UUID (32 hex digits, as "),
         ({"label": "x", "duration": "soon", "cpu_time": []}, "; 1 more problem"),
+        ({"label": "x", "subtasks": [{"label": 5}]}, "Task subtasks[0].label: expected a string"),
     ],
 )
 def test_a_bad_task_argument_is_a_plain_value_error(

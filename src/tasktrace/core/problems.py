@@ -101,10 +101,12 @@ def invalid_task_error(error: ValidationError) -> InvalidTaskError:
     The first problem is named (``Task label: expected a string, got 5``), then how many more.
     """
     first = error.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "value"
+    where = ""
+    for part in first["loc"]:  # subtasks[0].label, as task files' problems are located
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else part)
     problem = expected(first)
     if first["type"] != "missing":
         problem += f", got {shown(first.get('input'))}"
     more = error.error_count() - 1
     also = f"; {more} more problem{'s' if more > 1 else ''}" if more else ""
-    return InvalidTaskError(f"Task {where}: {problem}{also}", error)
+    return InvalidTaskError(f"Task {where or 'arguments'}: {problem}{also}", error)
