@@ -106,6 +106,41 @@ def test_show_filter_by_tag_keeps_ancestors(
     assert [t.label for t in task.subtasks] == ["epoch 7"]
 
 
+def test_one_string_of_tags_is_one_tag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``Task("x", tags="train")`` is tagged ``train``: found by --filter, one group in table.
+
+    Before: stored as the string ``"train"``, which --filter did not find (it looked for list
+    items) and tags that are no strings were stored as given.
+    """
+    out = tmp_path / "t.json"
+    with Task("fit", file=out):
+        with Task("epoch 1", tags="train"):
+            pass
+        with Task("epoch 2", tags=("eval",)):
+            pass
+    assert json.loads(out.read_text())["subtasks"][0]["tags"] == ["train"]
+    assert main(["show", "--filter", "train", "--json", str(out)]) == 0
+    task = Task.model_validate_json(capsys.readouterr().out)
+    assert [t.label for t in task.subtasks] == ["epoch 1"]
+    assert main(["table", str(out), "--by", "tags", "-o", "-"]) == 0
+    groups = [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert groups == ["train", "eval"]  # before: "('train',)" once a list, ('t', 'r')-like
+    for bad in (5, ["a", 1]):
+        with pytest.raises(TypeError, match="'tags' must be a list of strings"):
+            Task("x", tags=bad)
+
+
+def test_filter_finds_a_files_single_string_tag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file written elsewhere (LensKit keeps ``"tags": "train"`` as given) is filtered too."""
+    out = tmp_path / "lk.json"
+    out.write_text(json.dumps({"label": "fit", "subtasks": [{"label": "e", "tags": "train"}]}))
+    assert main(["show", "--filter", "train", "--json", str(out)]) == 0
+    task = Task.model_validate_json(capsys.readouterr().out)
+    assert [t.label for t in task.subtasks] == ["e"]
+
+
 def test_show_totals_json_sums_per_label_pattern(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -206,8 +206,17 @@ def test_every_reader_says_plainly_that_a_file_is_not_a_task_file(
     [
         (
             '{"label": "x", "duration": "soon", "cpu_time": "x"}',
-            "invalid task file: duration: Input should be a valid number, unable to parse string "
-            'as a number, got "soon"; 1 more problem',
+            'invalid task file: duration: expected a number, got "soon"; 1 more problem',
+        ),
+        (  # a persona's file: pydantic's parser details were shown ("found `x` at 0")
+            '{"label": "x", "task_id": "x"}',
+            "invalid task file: task_id: expected a UUID (32 hex digits, as "
+            '0b7cbd8e-7f4c-4c8e-9a57-4ea1f5b1d1a9), got "x"',
+        ),
+        (
+            '{"label": "x", "status": "done"}',
+            "invalid task file: status: expected one of 'pending', 'running', 'finished', "
+            "'failed' or 'cancelled', got \"done\"",
         ),
         (
             '{"label": "x", "subtasks": [{"label": "y"}, 7]}',
@@ -227,6 +236,37 @@ def test_a_bad_value_in_a_task_file_is_located_in_plain_words(
     bad.write_text(content)
     assert main(["show", str(bad)]) == 2
     assert capsys.readouterr().err.splitlines() == [f"Error: {bad}: {expected}"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"label": 5}, "Task label: expected a string, got 5"),
+        ({"label": "x", "task_id": "x"}, "Task task_id: expected a UUID (32 hex digits, as "),
+        ({"label": "x", "duration": "soon", "cpu_time": []}, "; 1 more problem"),
+        ({"label": "x", "subtasks": [{"label": 5}]}, "Task subtasks[0].label: expected a string"),
+    ],
+)
+def test_a_bad_task_argument_is_a_plain_value_error(
+    arguments: dict[str, object], expected: str
+) -> None:
+    """``Task(label=5)``: a ValueError (as LensKit's pydantic error) in one line of plain words.
+
+    Before: pydantic's ValidationError rendering ("1 validation error for Task", "Input
+    should be", an errors.pydantic.dev link).
+    """
+    with pytest.raises(ValueError, match=re.escape(expected)) as info:
+        Task(**arguments)  # type: ignore[arg-type]
+    text = str(info.value)
+    assert "\n" not in text
+    for internal in ("Input should", "validation error", "pydantic.dev", "found `"):
+        assert internal not in text
+
+
+def test_a_file_that_is_no_path_is_a_type_error_naming_file() -> None:
+    """``Task("x", file=123)`` names ``file`` (before: os.fspath's message, no argument name)."""
+    with pytest.raises(TypeError, match=r"^file must be a path \(str or os.PathLike\), not int"):
+        Task("x", file=123)  # type: ignore[arg-type]
 
 
 _TOO_DEEP = r"task tree nested too deeply to read \(over \d+ levels\)"  # pydantic's limit: 255
@@ -261,7 +301,7 @@ def test_every_reader_words_a_deep_tree_the_same_short_way(
     assert main([*argv, str(bad_leaf), *extra]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"Error: {bad_leaf}: invalid task file: subtasks[0]…(40 levels)…subtasks[0].duration: "
-        'Input should be a valid number, unable to parse string as a number, got "soon"'
+        'expected a number, got "soon"'
     ]
 
 

@@ -35,7 +35,8 @@ with Task("job", file=out + "/job.json", tags=["a"]):
     with Task("step", epoch=1):
         pass
 code = main(["run", "--record-argv", "-f", out + "/run.json", "--", sys.executable, "-c", "0",
-             "--token", sys.argv[2], "API_KEY=" + sys.argv[3]])
+             "--token", sys.argv[2], "API_KEY=" + sys.argv[3], "-H", "Authorization: Bearer "
+             + sys.argv[2], "-u", "user:" + sys.argv[2], "mysql", "-p" + sys.argv[2]])
 print("run exit", code)
 """
 
@@ -81,7 +82,10 @@ def test_no_secret_reaches_spans_resource_files_or_logs(tmp_path: Path) -> None:
         for secret in (TOKEN, ENV_SECRET, ARG_SECRET, KV_SECRET):
             assert secret not in text, f"{secret} leaked into {where}"
     run = json.loads((out / "run.json").read_text())
-    assert run["argv"][-3:] == ["--token", REDACTED, f"API_KEY={REDACTED}"]
+    assert run["argv"][-9:] == [
+        *("--token", REDACTED, f"API_KEY={REDACTED}", "-H", f"Authorization: {REDACTED}"),
+        *("-u", f"user:{REDACTED}", "mysql", f"-p{REDACTED}"),
+    ]
 
 
 def test_run_records_argv_only_when_asked(tmp_path: Path) -> None:
@@ -92,6 +96,47 @@ def test_run_records_argv_only_when_asked(tmp_path: Path) -> None:
     assert "argv" not in saved
     assert saved["label"] == shlex.join(["true", f"--password={REDACTED}"])
     assert ARG_SECRET not in out.read_text()
+
+
+def test_run_hides_header_userinfo_and_short_option_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A persona's curl/mysql command keeps no secret in the label, argv, file or ``show``.
+
+    Before: the Authorization header, ``-u user:pw``, ``--pass``, ``--key``, ``--access-key``,
+    ``--wandb-key=`` and mysql's ``-pPW`` values were all in the label and ``show``'s tree.
+    """
+    out = tmp_path / "red.json"
+    secrets = [f"{ARG_SECRET}-{n}" for n in range(7)]
+    command = [
+        *("true", "curl", "-H", f"Authorization: Bearer {secrets[0]}", "-u", f"user:{secrets[1]}"),
+        *("--pass", secrets[2], "--key", secrets[3], "--access-key", secrets[4]),
+        *(f"--wandb-key={secrets[5]}", "mysql", f"-p{secrets[6]}"),
+    ]
+    assert main(["run", "-q", "--record-argv", "-f", str(out), "--", *command]) == 0
+    assert main(["show", str(out)]) == 0
+    shown = capsys.readouterr()
+    saved = json.loads(out.read_text())
+    assert saved["label"] == shlex.join(saved["argv"])
+    assert "Authorization: ***" in saved["label"]
+    assert shown.out  # show printed the tree, label included
+    for where, text in {"file": out.read_text(), "show": shown.out + shown.err}.items():
+        assert [s for s in secrets if s in text] == [], f"leaked into {where}"
+
+
+def test_a_command_that_cannot_start_is_named_redacted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cannot start`` names the program as the label does: a secret in it is hidden.
+
+    Before: ``tasktrace run -- API_KEY=... prog`` (a shell's syntax, not run's) put the key in
+    the error line and the task file's ``error``.
+    """
+    out = tmp_path / "run.json"
+    assert main(["run", "-q", "-f", str(out), "--", f"API_KEY={ARG_SECRET}", "prog"]) == 127
+    error = capsys.readouterr().err
+    assert f"cannot start 'API_KEY={REDACTED}'" in error
+    assert ARG_SECRET not in error + out.read_text()
 
 
 def test_run_label_hides_a_secret_in_a_url_query(tmp_path: Path) -> None:

@@ -43,6 +43,80 @@ from tasktrace.core.redact import mask_url, redact_argv
             ["prog", "db.example.org/q?api_key=k;access_token=a#top"],
             ["prog", "db.example.org/q?api_key=***;access_token=***#top"],
         ),
+        # A persona's command (before: only the first two pairs... none of these were hidden):
+        # header values, curl's user:password, short and joined secret names, mysql's -pPW.
+        (
+            ["curl", "-H", "Authorization: Bearer A1", "-u", "user:A2", "--pass", "B8"],
+            ["curl", "-H", "Authorization: ***", "-u", "user:***", "--pass", "***"],
+        ),
+        (
+            ["p", "--key", "C4", "--access-key", "B2", "--wandb-key=A6", "mysql", "-pA8", "db"],
+            ["p", "--key", "***", "--access-key", "***", "--wandb-key=***", "mysql", "-p***", "db"],
+        ),
+        (
+            ["p", "-HX-Api-Key:k", "--header=Cookie: s=1", "X-Auth-Token: t", "--apiKey", "k"],
+            [
+                "p",
+                "-HX-Api-Key:***",
+                "--header=Cookie: ***",
+                "X-Auth-Token: ***",
+                "--apiKey",
+                "***",
+            ],
+        ),
+        (
+            [
+                "p",
+                "-ualice:pw",
+                "--proxy-user",
+                "bob:pw",
+                "--user=c:pw",
+                "-token",
+                "t",
+                "--db-pw",
+                "x",
+            ],
+            [
+                "p",
+                "-ualice:***",
+                "--proxy-user",
+                "bob:***",
+                "--user=c:***",
+                "-token",
+                "***",
+                "--db-pw",
+                "***",
+            ],
+        ),
+        (
+            [
+                "java",
+                "-Dssl.keyStorePassword=pw",
+                "openssl",
+                "-passin",
+                "pass:pw",
+                "--basic-auth",
+                "a",
+            ],
+            [
+                "java",
+                "-Dssl.keyStorePassword=***",
+                "openssl",
+                "-passin",
+                "pass:***",
+                "--basic-auth",
+                "***",
+            ],
+        ),
+        (
+            ["sshpass", "-p", "pw", "ssh", "-p", "22", "h"],
+            ["sshpass", "-p", "***", "ssh", "-p", "22", "h"],
+        ),
+        (["redis-cli", "-apw", "ping"], ["redis-cli", "-a***", "ping"]),
+        (
+            ["sh", "-c", "mysql -pPW db && curl -H 'Authorization: Basic QQ' x"],
+            ["sh", "-c", "mysql -p*** db && curl -H 'Authorization: ***' x"],
+        ),
     ],
 )
 def test_redact_argv(argv: list[str], expected: list[str]) -> None:
@@ -69,3 +143,30 @@ def test_redact_argv(argv: list[str], expected: list[str]) -> None:
 def test_mask_url(url: str, masked: str) -> None:
     """A URL's password and query values become ***, the fragment goes; unparsable text too."""
     assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prog", "--keyword", "k", "--key-column", "id", "--keys", "a,b", "--key-file", "f.pem"],
+        ["prog", "--tokenizer", "bert", "--max-tokens", "100", "--max_new_tokens", "5"],
+        ["prog", "--author", "me", "--auth-type", "basic", "--pass-through", "x", "--passes", "3"],
+        ["psql", "-p", "5432", "-U", "bob", "db"],  # psql's -p is a port, -U a bare user name
+        ["ssh", "-p", "22", "host", "mysql", "-p", "db"],  # mysql's separate -p prompts
+        [
+            "python",
+            "-u",
+            "train.py",
+            "--lr=0.1",
+            "time:12",
+            "http://host:8080/a",
+            "sh",
+            "-c",
+            "a b",
+        ],
+        ["python", "train.py", "--use_auth_token", "--model", "bert"],  # a flag: no value
+    ],
+)
+def test_ordinary_words_are_kept(argv: list[str]) -> None:
+    """Names that only look like secret ones, ports after -p and user names stay as written."""
+    assert redact_argv(argv) == argv

@@ -58,7 +58,36 @@ def test_an_invalid_value_warns_naming_the_variable_and_keeps_the_others(
     assert settings.machine == "rig"
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "TASKTRACE_REFRESH_INTERVAL_S" in warning
-    assert "using the default" in warning
+    assert f"using the default {Settings().refresh_interval_s!r}" in warning
+    assert "Input should" not in warning  # pydantic's wording: "expected a number > 0.0"
+
+
+def _typed_variables(model: type[BaseModel], prefix: str = "TASKTRACE_") -> list[str]:
+    """Every ``TASKTRACE_*`` variable of a number or boolean setting (text can be invalid)."""
+    names = []
+    for key, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += _typed_variables(annotation, f"{prefix}{key.upper()}__")
+        elif isinstance(field.default, bool | int | float):
+            names.append(f"{prefix}{key.upper()}")
+    return names
+
+
+@pytest.mark.parametrize("variable", _typed_variables(Settings))
+def test_every_invalid_setting_names_the_default_used(
+    variable: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning says which default is used, not only that one is (before: no value)."""
+    monkeypatch.setenv(variable, "not-a-value")
+    with caplog.at_level(logging.WARNING):
+        load_settings()
+    default: object = Settings()
+    for part in variable.removeprefix("TASKTRACE_").lower().split("__"):
+        default = getattr(default, part)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert variable in warning
+    assert warning.endswith(f"; using the default {default!r}"), warning
 
 
 def _seconds_variables(model: type[BaseModel], prefix: str = "TASKTRACE_") -> list[str]:

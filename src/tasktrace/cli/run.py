@@ -320,8 +320,10 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     the exit status is 125, not the command's (which the line gives).
 
     The command line is recorded (as argv) only with --record-argv, and then with the values of
-    secret-looking options (--password, --token, --api-key, ...), KEY=VALUE secrets (in a URL's
-    query too: ?token=...) and URL passwords replaced by ***; the default label is the command
+    secret-looking options (--password, --token, --api-key, --pass, --key, ...), KEY=VALUE
+    secrets (in a URL's query too: ?token=...), Authorization-like header values, the password
+    of -u user:password, mysql's -pPASSWORD and URL passwords replaced by ***; the default
+    label is the command
     line with the same redaction, quoted as a shell would need it (sh -c 'echo hi; exit 3'), at
     most 200 characters.
 
@@ -336,7 +338,8 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     try:
         _run_command(argv, ended, live)
     except OSError as e:
-        not_started = f"cannot start {argv[0]!r}: {e.strerror or e}"
+        program = redact_argv(argv[:1])[0]  # as in the label: API_KEY=... is no program
+        not_started = f"cannot start {program!r}: {e.strerror or e}"
     except KeyboardInterrupt:  # Ctrl-C before the command started or after it ended
         ended.stopped_by = ended.stopped_by or signal.SIGINT
     finally:  # whatever ended the run, what is known of the command is recorded

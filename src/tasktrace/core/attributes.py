@@ -40,6 +40,7 @@ __all__ = [
     "DATA_PREFIX",
     "FIELD_ATTRIBUTES",
     "OMITTED_DATA_KEY",
+    "TAGS",
     "TASK_ID",
     "attributes_to_fields",
     "data_to_attributes",
@@ -191,11 +192,42 @@ def normalise_data(key: str, value: Any) -> Any:
     The task, its file and its span all hold that JSON form (the span maps it as any other
     value: :func:`data_to_attributes`). Thread-safe (no shared state).
 
+    ``tags`` is a list of strings (what ``show --filter`` and ``table --by tags`` read): one
+    string is one tag (``tags="train"`` → ``["train"]``, not a string of letters), a tuple or
+    set of strings a list; ``None`` is kept.
+
     Raises:
         TypeError: The value has no JSON form (an arbitrary object, a function, bytes that are
             not UTF-8), or is or holds an iterator (an open file, a generator: serialising it
-            would use it up); the message names the key and the type.
+            would use it up); ``tags`` that are not strings (``tags=5``, ``tags=[1]``); the
+            message names the key and the type.
     """
+    if key == TAGS:
+        return _tags(value)
+    return _jsonable(key, value)
+
+
+TAGS: Final = "tags"
+"""The extra data key of a task's tags: a list of strings (see :func:`normalise_data`)."""
+
+
+def _tags(value: Any) -> list[str] | None:
+    """Return ``tags`` as a list of strings: one string is one tag (see :func:`normalise_data`)."""
+    if value is None or isinstance(value, str):
+        return value if value is None else [value]
+    tags = _jsonable(TAGS, value)
+    if isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
+        return tags
+    held = "a list holding " if isinstance(tags, list) else ""
+    wrong = next(t for t in tags if not isinstance(t, str)) if held else tags
+    raise TypeError(
+        f"task data 'tags' must be a list of strings (or one string, one tag), "
+        f"not {held}{type(wrong).__name__}: {wrong!r}"
+    )
+
+
+def _jsonable(key: str, value: Any) -> Any:
+    """Return ``value`` as pydantic writes it to JSON (see :func:`normalise_data`)."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     for method in ("tolist", "item"):

@@ -1,15 +1,45 @@
 """Redaction of secrets in a command line, before it is recorded in a task (``tasktrace run``).
 
-A value is replaced by :data:`REDACTED` when it belongs to an option or assignment whose name
-looks secret (:data:`SECRET_WORDS`, matched in the name with ``-`` and ``_`` ignored):
+A name is *secret* (:func:`is_secret_name`) when, split into words (at ``-``, ``_``, ``.``, any
+other punctuation and camelCase: ``--wandb-key``, ``X_API_KEY``, ``--accessKey`` →
+``wandb key``, ``x api key``, ``access key``; case ignored), one of these holds:
 
-- ``--password hunter2`` and ``--password=hunter2`` → ``--password ***`` / ``--password=***``;
-- ``-p``-style short options are left alone (their meaning is the program's own);
-- ``API_KEY=abc`` and ``--env AWS_SECRET_ACCESS_KEY=abc`` → ``API_KEY=***``;
-- a URL with a password (``https://user:pw@host``) → ``https://user:***@host``;
+- a word contains a stem of :data:`SECRET_WORDS` (``password``, ``passwd``, ``passphrase``,
+  ``secret``, ``credential``, ``authorization``, ``signature``, ``cookie``, ``apikey``,
+  ``privatekey``: ``--dbpassword``, ``AWS_SECRET_ACCESS_KEY``, ``X-Amz-Credential``);
+- a word is or ends with ``token`` or ``pwd`` (``--hf-token``, ``--token-file``,
+  ``GITHUB_TOKEN``, ``MYSQL_PWD``), not ``--tokenizer`` nor ``--max-tokens``;
+- the *last* word is ``pass``, ``pw``, ``auth``, ``cred``, ``creds``, or is or ends with
+  ``key`` (``--pass``, ``--db-pw``, ``--basic-auth``, ``--key``, ``--access-key``,
+  ``--apikey``): the option names the secret itself. Not ``--keyword``, ``--keys``,
+  ``--key-column``, ``--key-file``, ``--pass-through``, ``--auth-type``, ``--author``; but a
+  ``--sort-key`` or ``--primary-key`` value is hidden too (a name cannot tell).
+
+What is replaced by :data:`REDACTED`, word by word:
+
+- the value of a secret option, after it or attached: ``--pass pw``, ``-token pw`` (one dash,
+  as Go programs take), ``--password=pw``, ``-Djavax.net.ssl.keyStorePassword=pw``; a next
+  word that is a long option (``--use-auth-token --model m``) is taken for an option, kept;
+- a secret assignment, alone or as an option's value: ``API_KEY=abc``, ``--env
+  AWS_SECRET_ACCESS_KEY=abc`` → ``API_KEY=***``;
+- a header-like ``Name: value`` (or ``Name:value``) whose name is secret, alone or as an
+  option's value: ``-H "Authorization: Bearer abc"`` → ``Authorization: ***``, ``X-Api-Key:
+  abc``, ``Cookie: ...``, openssl's ``pass:abc`` → ``pass:***``;
+- the password of ``user:password`` after a user option (``-u``, ``-U``, or a name whose last
+  word is ``user``: curl's ``--user``, ``--proxy-user``), attached too: ``-u alice:pw`` →
+  ``-u alice:***``, ``-ualice:pw``, ``--user=alice:pw``; a value without ``:`` is kept;
+- a password attached to ``-p`` after a MySQL client (``mysql``, ``mariadb``, ``mysqldump``,
+  ... anywhere before it in the line, as in ``docker exec db mysql -pSECRET``): ``-p***``.
+  ``-p`` is left alone elsewhere (a port, a path: ``psql -p 5432``, ``ssh -p 22``), and a
+  separate ``mysql -p dbname`` is a database name (``-p`` alone prompts). ``sshpass -p pw`` and
+  ``redis-cli -a pw`` are hidden, separate or attached; other short options are the
+  program's own;
+- a URL's password (``https://user:pw@host`` → ``https://user:***@host``);
 - a query's secret-looking items, in a URL or any word (``host/x?token=abc&page=2`` →
   ``host/x?token=***&page=2``; items split by ``&`` or ``;``, the fragment kept): a query is
-  assignments too, and presigned links carry their credentials there (``X-Amz-Signature``).
+  assignments too, and presigned links carry their credentials there (``X-Amz-Signature``);
+- within a word holding a whole command line (``sh -c 'mysql -pSECRET db'``): the same rules
+  over its shell words, which are then re-quoted (only when something was hidden).
 
 Redaction is a best effort over names: a secret passed under an innocent name (``--x hunter2``)
 cannot be recognised, which is why ``tasktrace run`` records the argv only when asked
@@ -19,6 +49,7 @@ cannot be recognised, which is why ``tasktrace run`` records the argv only when 
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -30,31 +61,130 @@ REDACTED = "***"
 SECRET_WORDS = (
     "apikey",
     "authorization",
+    "cookie",
     "credential",
     "passphrase",
     "passwd",
     "password",
     "privatekey",
-    "pwd",
     "secret",
     "signature",
-    "token",
 )
-"""Substrings of an option or variable name (lower case, ``-``/``_`` removed) marking it secret."""
+"""Stems that make a name secret wherever they are in one of its words (lower case)."""
 
-_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-]*)=(.*)$", re.DOTALL)
+_WORD_ENDINGS = ("token", "pwd")  # a word that is or ends with one of these
+_LAST_WORDS = frozenset({"pass", "pw", "auth", "cred", "creds"})  # the name's last word
+_LAST_ENDING = "key"  # the name's last word is or ends with it
+_USER_OPTIONS = frozenset({"-u", "-U"})  # curl's -u/--user, -U/--proxy-user
+_MYSQL = frozenset(
+    {
+        "mariadb",
+        "mariadb-dump",
+        "mysql",
+        "mysqladmin",
+        "mysqlcheck",
+        "mysqldump",
+        "mysqlimport",
+        "mysqlpump",
+        "mysqlshow",
+        "mysqlsh",
+    }
+)
+# Programs whose short option takes a password: attached only (mysql's separate -p prompts), or
+# separate and attached.
+_SHORT_PASSWORD: dict[str, tuple[str, bool]] = {
+    **dict.fromkeys(_MYSQL, ("-p", False)),
+    "sshpass": ("-p", True),
+    "redis-cli": ("-a", True),
+}
+
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+_ASSIGNMENT = re.compile(r"^(?P<dashes>-*)(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)=(?P<value>.*)$", re.S)
+_HEADER = re.compile(
+    r"^(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)(?P<sep>\s*:\s*)(?P<value>(?!//).*)$", re.S
+)
 _QUERY_ITEM = re.compile(r"(?P<head>[?&;](?P<name>[^=&;#?\s]+)=)[^&;#\s]*")
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/:@\s]*:)[^/@\s]+(?P<at>@)")
+_LONG_OPTION = re.compile(r"^--[A-Za-z]")  # never taken for a value (no secret starts so)
+_OPTION = re.compile(r"^--?(?P<name>[A-Za-z_][A-Za-z0-9_.\-]+)$")  # -token, --api-key (no =)
+
+
+def _words(name: str) -> list[str]:
+    """Split a name into lower-case words: ``X-Amz-Signature``, ``accessKey``, ``API_KEY``."""
+    return [word.lower() for word in _WORDS.findall(name)]
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether an option or variable name seems to hold a secret (``--api-key``, ``TOKEN``)."""
-    key = name.lstrip("-").lower().replace("-", "").replace("_", "")
-    return any(word in key for word in SECRET_WORDS)
+    """Whether an option, variable or header name seems to name a secret (rules above).
+
+    Args:
+        name: ``--api-key``, ``-token``, ``TOKEN``, ``X-Api-Key``; leading dashes are ignored.
+
+    Returns:
+        ``True`` for ``--password``, ``--hf-token``, ``--wandb-key``, ``--pass``,
+        ``Authorization``; ``False`` for ``--keyword``, ``--key-column``, ``--tokenizer``.
+    """
+    words = _words(name)
+    if not words:
+        return False
+    if any(stem in word for word in words for stem in SECRET_WORDS):
+        return True
+    if any(word.endswith(_WORD_ENDINGS) for word in words):
+        return True
+    return words[-1] in _LAST_WORDS or words[-1].endswith(_LAST_ENDING)
+
+
+def _is_user_option(word: str) -> bool:
+    """Whether ``word`` is an option taking ``user:password`` (``-u``, ``--proxy-user``)."""
+    if word in _USER_OPTIONS:
+        return True
+    match = _OPTION.match(word)
+    return match is not None and _words(match["name"])[-1:] == ["user"]
+
+
+def _hide_password(userinfo: str) -> str:
+    """``alice:pw`` → ``alice:***``; a value without ``:`` is kept."""
+    user, colon, _ = userinfo.partition(":")
+    return f"{user}:{REDACTED}" if colon else userinfo
 
 
 def _redact_query_item(match: re.Match[str]) -> str:
     return match["head"] + REDACTED if is_secret_name(match["name"]) else match[0]
+
+
+def _redact_value(value: str, *, user: bool) -> str:
+    """Redact a word or an option's attached value: header, nested command line, user:pw."""
+    header = _HEADER.match(value)
+    if header is not None and is_secret_name(header["name"]):
+        return f"{header['name']}{header['sep']}{REDACTED}"
+    if user:
+        return _hide_password(value)
+    if any(c.isspace() for c in value):  # a command line in one word: sh -c '...'
+        try:
+            parts = shlex.split(value)
+        except ValueError:  # unbalanced quotes: plain words then
+            parts = value.split()
+        return _replace_parts(value, parts, redact_argv(parts))
+    return value
+
+
+def _replace_parts(text: str, parts: list[str], hidden: list[str]) -> str:
+    """Put each changed shell word of ``text`` back in place, redacted, keeping the rest as is.
+
+    A changed word not found in ``text`` as written (escaped, or quoted in pieces) makes the
+    whole text the words re-quoted (``shlex.join``), so that nothing secret is kept.
+    """
+    out, done, start = [], 0, 0  # text[:done] is in out; the next word is looked for at start
+    for part, new in zip(parts, hidden, strict=True):
+        at = text.find(part, start)
+        if part != new and at < 0:
+            return shlex.join(hidden)
+        if at >= 0:
+            start = at + len(part)
+        if part != new:
+            out.append(text[done:at] + new)
+            done = start
+    return "".join(out) + text[done:]
 
 
 def _redact_word(word: str) -> str:
@@ -62,32 +192,55 @@ def _redact_word(word: str) -> str:
     before, mark, query = word.partition("?")
     if mark:  # the items after the first "?" (earlier "&" or ";" are not a query's)
         word = before + _QUERY_ITEM.sub(_redact_query_item, mark + query)
-    match = _ASSIGNMENT.match(word.removeprefix("--"))
-    if match is not None and is_secret_name(match.group(1)):
-        prefix = "--" if word.startswith("--") else ""
-        return f"{prefix}{match.group(1)}={REDACTED}"
-    return word
+    match = _ASSIGNMENT.match(word)
+    if match is not None:
+        head = f"{match['dashes']}{match['name']}="
+        if is_secret_name(match["name"]):
+            return head + REDACTED
+        user = bool(match["dashes"]) and _words(match["name"])[-1:] == ["user"]
+        return head + _redact_value(match["value"], user=user)
+    header = _HEADER.match(word[2:]) if word[:1] == "-" and word[1:2].isalpha() else None
+    if header is not None and is_secret_name(header["name"]):  # curl's -HX-Api-Key:abc
+        return f"{word[:2]}{header['name']}{header['sep']}{REDACTED}"
+    return _redact_value(word, user=False)
 
 
 def redact_argv(argv: Sequence[str]) -> list[str]:
     """Return a copy of ``argv`` with secret values replaced by :data:`REDACTED`.
 
     Args:
-        argv: A command line, program first.
+        argv: A command line, program first (or any list of shell words).
 
     Returns:
-        The same number of words; rules in the module docstring.
+        The same number of words; rules in the module docstring. Pure, thread-safe.
     """
     out: list[str] = []
-    hide_next = False
+    hide_next = user_next = False
+    short: tuple[str, bool] | None = None  # the current program's password option
     for word in argv:
-        if hide_next:
-            hide_next = False
-            out.append(REDACTED)
+        if (hide_next or user_next) and _LONG_OPTION.match(word) is None:
+            out.append(REDACTED if hide_next else _hide_password(word))
+            hide_next = user_next = False
             continue
-        if word.startswith("--") and "=" not in word and is_secret_name(word):
+        hide_next = user_next = False  # a flag (--use-auth-token): the next option is kept
+        program = word.rsplit("/", 1)[-1]
+        if program in _SHORT_PASSWORD:
+            short = _SHORT_PASSWORD[program]
+        elif short is not None and word.startswith(short[0]):
+            if word == short[0]:
+                hide_next = short[1]
+                out.append(word)
+            else:
+                out.append(short[0] + REDACTED)
+            short = None  # one password a program: a later ssh -p 22 is a port again
+            continue
+        option = _OPTION.match(word)
+        if option is not None and is_secret_name(option["name"]):
             hide_next = True
-            out.append(word)
+        elif _is_user_option(word):
+            user_next = True
+        elif word[:2] in _USER_OPTIONS and ":" in word:  # -ualice:pw
+            out.append(word[:2] + _hide_password(word[2:]))
             continue
         out.append(_redact_word(word))
     return out

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_valid
 from pydantic_settings import NoDecode
 
 from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.problems import expected
 from tasktrace.core.settings_layers import KNOWN_KEYS, has_key_path, merge_layers, origin_of
 from tasktrace.core.settings_sources import (
     CONFIG_ENV,
@@ -182,32 +183,46 @@ def _drop(data: dict[str, Any], loc: tuple[int | str, ...]) -> None:
         target.pop(loc[-1], None)
 
 
+def _instead(defaults: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
+    """Say what is used in place of the invalid value at ``loc``: the default, named."""
+    value: Any = defaults
+    for part in loc:
+        if not isinstance(value, Mapping) or part not in value:  # an item of a table or list
+            return "it is left out"
+        value = value[part]
+    return "using the default (none)" if value is None else f"using the default {value!r}"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build :class:`Settings` from every source (see the module docstring) and ``overrides``.
 
     Invalid values are dropped with one warning each, naming the variable (or the key and its
-    file), and the default is used. Keys tasktrace does not know are ignored (LensKit's other
-    tables are harmless; unknown keys of tasktrace's own tables are warned about).
+    file), what was expected (:func:`tasktrace.core.problems.expected`) and the default used
+    instead, with its value (``using the default 5.0``). Keys tasktrace does not know are
+    ignored (LensKit's other tables are harmless; unknown keys of tasktrace's own tables are
+    warned about).
     :attr:`Settings.origins` says where each value came from.
     """
     layers = settings_layers(Settings, overrides)
     data, origins = merge_layers(layers)
     data = {k: v for k, v in data.items() if k in Settings.model_fields}
     settings = Settings()
+    defaults = settings.model_dump()
     for _ in range(20):  # each round drops at least one bad value
         try:
             settings = Settings.model_validate(data)
             break
         except ValidationError as e:
-            for err in e.errors():
+            for err in e.errors(include_url=False):
                 loc = tuple(err["loc"])
                 found = origin_of(origins, tuple(str(p) for p in loc))
                 where = found[1].where(found[0]) if found else ".".join(map(str, loc))
                 _log.warning(
-                    "tasktrace: invalid value %r for %s (%s); using the default",
+                    "tasktrace: invalid value %r for %s (%s); %s",
                     err.get("input"),
                     where,
-                    err["msg"],
+                    expected(err),
+                    _instead(defaults, loc),
                 )
                 _drop(data, loc)
     kept = settings.model_dump()  # the keys tasktrace knows, less the invalid values dropped

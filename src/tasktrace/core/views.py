@@ -80,6 +80,8 @@ def _matches(task: Task, needle: str) -> bool:
     if needle in task.label.lower():
         return True
     tags = (task.__pydantic_extra__ or {}).get("tags")
+    if isinstance(tags, str):  # one tag, as a file from LensKit or an older tasktrace has it
+        tags = [tags]
     return isinstance(tags, list | tuple) and any(str(t).lower() == needle for t in tags)
 
 

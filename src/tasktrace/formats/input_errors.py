@@ -10,13 +10,15 @@ Every reader of task files (``show``, ``export``, ``replay``, ``report``, ``comp
   ``FILE: not a tasktrace task file: a JSON array, expected a task object ...``;
 - a tree nested beyond what pydantic validates: ``FILE: task tree nested too deeply to read
   (over 255 levels)``;
-- a task file with a bad value: ``FILE: invalid task file: subtasks[0].duration: Input should
-  be a valid number ..., got "soon"; 1 more problem`` (the first problem, and how many more;
-  a deep location shortened to ``subtasks[0]…(40 levels)…subtasks[0].duration``).
+- a task file with a bad value: ``FILE: invalid task file: subtasks[0].duration: expected a
+  number, got "soon"; 1 more problem`` (the first problem in plain words, see
+  :func:`tasktrace.core.problems.expected`, and how many more; a deep location shortened to
+  ``subtasks[0]…(40 levels)…subtasks[0].duration``).
 
-pydantic's own rendering (``1 validation error for Task ...``, ``(1 errors)``) never reaches
-the user. The JSON parser's position (line and column, 1-based lines) comes from the parser's
-message (pydantic-core's ``json_invalid`` error, or :class:`json.JSONDecodeError`).
+pydantic's own wording (``Input should be ...``, ``1 validation error for Task ...``,
+``(1 errors)``, its links) never reaches the user. The JSON parser's position (line and
+column, 1-based lines) comes from the parser's message (pydantic-core's ``json_invalid``
+error, or :class:`json.JSONDecodeError`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+
+from tasktrace.core.problems import expected
 
 __all__ = ["NOT_A_TASK_FILE", "describe_input_error"]
 
@@ -96,7 +100,7 @@ def _validation_problem(error: ValidationError) -> str:
     elif kind == "missing":
         problem = f'{_where(loc[:-1]) or "the task"}: no "{loc[-1]}" (every task has one)'
     else:
-        problem = f"{_where(loc)}: {msg}, got {_shown(value)}"
+        problem = f"{_where(loc)}: {expected(first)}, got {_shown(value)}"
     return f"invalid task file: {problem}{also}"
 
 

@@ -240,9 +240,10 @@ def group_rows(
 ) -> list[dict[str, Any]]:
     """Aggregate ``measures`` per group of rows with equal values in the ``by`` columns.
 
-    Rows without a value in a ``by`` column are left out. A task inside another task of the
-    same group is left out too: its cost is already part of its ancestor's, and adding it would
-    count it twice (``--by run`` gives each run's root alone).
+    Rows without a value in a ``by`` column are left out. A list value (``tags``) groups the
+    tasks with the same list, shown as its items joined by ``", "`` (``train, eval``). A task
+    inside another task of the same group is left out too: its cost is already part of its
+    ancestor's, and adding it would count it twice (``--by run`` gives each run's root alone).
 
     Returns:
         One dict per group, in order of first appearance: the ``by`` columns, ``tasks`` (the
@@ -272,7 +273,10 @@ def group_rows(
             groups.setdefault(key, []).append(rows[i])
     out = []
     for key, members in groups.items():
-        group: dict[str, Any] = dict(zip(by, key, strict=True))
+        group: dict[str, Any] = {  # a list (tags) as its items: "train, eval", not a tuple
+            column: ", ".join(map(str, value)) if isinstance(value, tuple) else value
+            for column, value in zip(by, key, strict=True)
+        }
         group["tasks"] = len(members)
         group["failed"] = sum(m["status"] == TaskStatus.FAILED.value for m in members)
         for measure in measures:

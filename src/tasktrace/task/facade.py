@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from tasktrace.core import attributes as attr
 from tasktrace.core.context import TASK_KEY, live_context
 from tasktrace.core.ids import new_task_id
+from tasktrace.core.problems import invalid_task_error
 from tasktrace.core.record import (
     FIELD_DEFAULTS,
     LABEL_ONLY,
@@ -113,8 +114,13 @@ class Task(TaskRecord, metaclass=_TaskMeta):
             as numbers and lists: :func:`tasktrace.core.attributes.normalise_data`).
 
     Raises:
-        TypeError: A value in ``data`` has no JSON form or is an iterator (the message names
-            the key), or ``parent`` is neither a Task nor a UUID.
+        TypeError: A value in ``data`` has no JSON form or is an iterator, ``tags`` are not
+            strings (the message names the key), ``parent`` is neither a Task nor a UUID, or
+            ``file`` is not a path.
+        tasktrace.core.problems.InvalidTaskError: A field's value is not valid (``label=5``,
+            ``task_id="x"``): a :class:`ValueError`, as LensKit's pydantic error is, whose one
+            line names the field and what was expected (``Task label: expected a string, got
+            5``).
 
     :meth:`start` raises :class:`FileExistsError` when ``file`` holds something that is not
     tasktrace output (see ``file``).
@@ -189,7 +195,10 @@ class Task(TaskRecord, metaclass=_TaskMeta):
                 )
             if parent is not None:
                 data["parent_id"] = parent.task_id if isinstance(parent, Task) else parent
-            super().__init__(label=label, **data)
+            try:
+                super().__init__(label=label, **data)
+            except ValidationError as e:  # Task label: expected a string, got 5
+                raise invalid_task_error(e) from None
             extra = self.__pydantic_extra__
             if extra:
                 for key, value in extra.items():  # numpy / torch scalars become numbers
@@ -198,6 +207,10 @@ class Task(TaskRecord, metaclass=_TaskMeta):
                 parent if isinstance(parent, Task) else None, reset_hwm
             )
         if file is not None:
+            if not isinstance(file, str | os.PathLike):
+                raise TypeError(
+                    f"file must be a path (str or os.PathLike), not {type(file).__name__}: {file!r}"
+                )
             # Taken from the working folder now: a program that changes folder while the task
             # runs (Hydra does) still writes the one file it named.
             tree.files.set_file(self, Path(file).absolute())
