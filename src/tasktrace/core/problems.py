@@ -11,13 +11,15 @@ reach the user.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-__all__ = ["InvalidTaskError", "expected", "invalid_task_error", "shown"]
+__all__ = ["InvalidTaskError", "expected", "invalid_task_error", "path_argument", "shown"]
 
 _SHOWN_CHARS = 40  # a bad value is quoted up to this many characters
 
@@ -110,3 +112,16 @@ def invalid_task_error(error: ValidationError) -> InvalidTaskError:
     more = error.error_count() - 1
     also = f"; {more} more problem{'s' if more > 1 else ''}" if more else ""
     return InvalidTaskError(f"Task {where or 'arguments'}: {problem}{also}", error)
+
+
+def path_argument(name: str, value: object) -> Path:
+    """Return ``value`` (``str`` or ``os.PathLike``) as a :class:`~pathlib.Path`.
+
+    Raises:
+        TypeError: ``value`` is not a path; the message names the argument ``name``.
+    """
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(
+            f"{name} must be a path (str or os.PathLike), not {type(value).__name__}: {value!r}"
+        )
+    return Path(value)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, PrivateAttr, ValidationError
 from tasktrace.core import attributes as attr
 from tasktrace.core.context import TASK_KEY, live_context
 from tasktrace.core.ids import new_task_id
-from tasktrace.core.problems import invalid_task_error
+from tasktrace.core.problems import invalid_task_error, path_argument
 from tasktrace.core.record import (
     FIELD_DEFAULTS,
     LABEL_ONLY,
@@ -66,14 +66,12 @@ _set_fields_set: Final = vars(BaseModel)["__pydantic_fields_set__"].__set__
 _set_extra: Final = vars(BaseModel)["__pydantic_extra__"].__set__
 _set_private: Final = vars(BaseModel)["__pydantic_private__"].__set__
 
-# Users subclass Task (``class MyTask(Task): ...``) and build it as a Task: ``MyTask("x")``.
-# Type checkers give every class made by a metaclass decorated with ``dataclass_transform``
-# (pydantic's ModelMetaclass) that does not define ``__init__`` itself a keyword-only
-# ``__init__`` of its fields, in place of the inherited one; but only for that decorated
-# metaclass itself, not for a subclass of it (PEP 681, as mypy and pyright read it). For type
-# checkers, Task's metaclass is such a subclass, so a user's subclass inherits Task's
-# ``__init__``; at run time it is pydantic's own metaclass, unchanged. (pydantic's mypy plugin,
-# where enabled, still generates the keyword-only ``__init__``: ``MyTask(label="x")``.)
+# Users subclass Task and build it as a Task: ``MyTask("x")``. Type checkers give a class made
+# by a ``dataclass_transform`` metaclass (pydantic's) that defines no ``__init__`` a keyword-only
+# one of its fields, but only for that metaclass itself, not a subclass of it (PEP 681, as mypy
+# and pyright read it). For type checkers Task's metaclass is such a subclass, so a user's
+# subclass inherits Task's ``__init__``; at run time it is pydantic's own metaclass, unchanged.
+# (pydantic's mypy plugin, where enabled, still makes it keyword-only: ``MyTask(label="x")``.)
 if TYPE_CHECKING:
     from pydantic import Field
     from pydantic._internal._model_construction import ModelMetaclass
@@ -114,13 +112,11 @@ class Task(TaskRecord, metaclass=_TaskMeta):
             as numbers and lists: :func:`tasktrace.core.attributes.normalise_data`).
 
     Raises:
-        TypeError: A value in ``data`` has no JSON form or is an iterator, ``tags`` are not
-            strings (the message names the key), ``parent`` is neither a Task nor a UUID, or
-            ``file`` is not a path.
-        tasktrace.core.problems.InvalidTaskError: A field's value is not valid (``label=5``,
-            ``task_id="x"``): a :class:`ValueError`, as LensKit's pydantic error is, whose one
-            line names the field and what was expected (``Task label: expected a string, got
-            5``).
+        TypeError: A ``data`` value has no JSON form or is an iterator, ``tags`` are not
+            strings, ``parent`` is not a Task or UUID, ``file`` not a path (each named).
+        tasktrace.core.problems.InvalidTaskError: A field's value is not valid (``label=5``):
+            a :class:`ValueError`, as LensKit's pydantic error is, naming the field and what
+            was expected (``Task label: expected a string, got 5``).
 
     :meth:`start` raises :class:`FileExistsError` when ``file`` holds something that is not
     tasktrace output (see ``file``).
@@ -206,14 +202,8 @@ class Task(TaskRecord, metaclass=_TaskMeta):
             self.__pydantic_private__["_rt"] = Runtime(  # type: ignore[index]
                 parent if isinstance(parent, Task) else None, reset_hwm
             )
-        if file is not None:
-            if not isinstance(file, str | os.PathLike):
-                raise TypeError(
-                    f"file must be a path (str or os.PathLike), not {type(file).__name__}: {file!r}"
-                )
-            # Taken from the working folder now: a program that changes folder while the task
-            # runs (Hydra does) still writes the one file it named.
-            tree.files.set_file(self, Path(file).absolute())
+        if file is not None:  # absolute now: a program changing folder (Hydra) writes it still
+            tree.files.set_file(self, path_argument("file", file).absolute())
 
     # Validation (model_validate, nested subtasks, JSON files) must not call __init__: its
     # signature is the seed's, for people; pydantic treats a "base" __init__ as plain fields.
