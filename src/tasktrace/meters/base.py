@@ -57,7 +57,9 @@ class Meter(Protocol):
 
     Implementations must be thread-safe: one meter instance serves every task in the process, in
     every thread. ``start`` and ``read`` run on the task's hot path, so they must be cheap (read a
-    counter, not sleep or query a server) unless the meter is only used at finish.
+    counter, not sleep or query a server). A meter whose final reading waits on a server
+    defines ``read_final`` too (see :func:`read_final`): its slow part then runs after the
+    task's figures are taken, and off the path of a task nested in a running one.
     """
 
     name: str

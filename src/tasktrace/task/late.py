@@ -15,7 +15,8 @@ parts of its meters' readings (:func:`tasktrace.meters.base.read_final`) and its
   and ends it at the task's true end time, so that spans carry the energy attributes (a child's
   span still ends before its parent's: the parent's job comes after);
 - re-writes the task's file, if it has one, and that of the nearest ancestor with a file if that
-  ancestor has finished already (it stopped waiting, see below);
+  ancestor has finished already (it gave up waiting, see below; once the queue is empty, not
+  once per answer);
 - hands the task's figures to the task metrics, where they are on.
 
 Until then the task is finished with its local figures and its Prometheus energy ``None``. A
@@ -186,13 +187,22 @@ def _wait_at_exit() -> None:
 
 
 def _run(state: _Queue) -> None:
+    owners: dict[int, TaskRecord] = {}  # finished ancestors whose files lack answers
     while True:
         with state.cond:
             while not state.jobs:
                 state.cond.wait()
             job = state.jobs.popleft()
         try:
-            _complete(job)
+            owner = _complete(job)
+            if owner is not None:
+                owners[id(owner)] = owner
+            with state.cond:
+                idle = not state.jobs
+            if idle and owners:  # once per burst, not once per answer: the file may be large
+                for finished in owners.values():
+                    tree.files.write(finished)
+                owners.clear()
         except Exception as e:  # noqa: BLE001 - the thread must go on
             _warn("late-job", "tasktrace: completing a task's late readings failed: %r", e)
         finally:
@@ -201,7 +211,8 @@ def _run(state: _Queue) -> None:
                 state.cond.notify_all()
 
 
-def _complete(job: LateJob) -> None:
+def _complete(job: LateJob) -> TaskRecord | None:
+    """Complete one job (module docstring); return its file's owner if that has finished."""
     task = job.task
     tree.update_finished(task, run_late(job.late))
     span = job.span
@@ -217,14 +228,12 @@ def _complete(job: LateJob) -> None:
         span.end(end_time=job.end_ns)
     except Exception as e:  # noqa: BLE001 - another span processor raised in on_end
         _warn("late-span-end", "tasktrace: ending the span of %r failed: %r", task.label, e)
-    files = tree.files
-    files.write(task)  # nothing when it has no file
-    owner = job.owner
-    if owner is not None and owner.status is not RUNNING:  # it stopped waiting
-        files.write(owner)
+    tree.files.write(task)  # nothing when it has no file
     recorder = task_metrics()
     if recorder is not None:
         recorder.finished(task, *job.cpu)
+    owner = job.owner
+    return owner if owner is not None and owner.status is not RUNNING else None  # it gave up
 
 
 def _after_fork_in_child() -> None:
