@@ -139,10 +139,12 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
         parent, parent_ctx, prt, reset = _find_parent(task, rt, current)
         # A top-level task looks for the providers (set-up kept out of its times): the tracer
         # provider, and the meter provider where metrics are on, so that the running-task
-        # gauges report it while it runs (not only from the first finish on).
+        # gauges report it while it runs (not only from the first finish on). The meters are
+        # built below, before the start time, for the same reason.
         if parent is None:
             tracer = get_tracer()
             task_metrics()
+            rss_marks.prepare()  # its first-use check reads /proc: set-up too
         else:
             tracer = current_tracer()
         outer = None  # task_context finds it
@@ -155,6 +157,9 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
     # No identity attributes at start (they come at finish, with the measurements: see
     # core.spans); only extra data, which a sampler may want.
     attrs = start_attributes(task) if task.__pydantic_extra__ else None
+    # The meters first: the first task after they are (re)built builds them (RAPL and NVML
+    # checks, milliseconds), set-up that is no more the task's than the tracing's.
+    meters = active_meters()
     start_ns = _time_ns()
     try:
         span = tree.start_task_span(tracer, d["label"], parent_ctx, attrs, start_ns)
@@ -183,7 +188,6 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
     rt.rss_scope = rss_marks.open(reset=reset)
     if "torch" in _modules:  # a CUDA scope only where torch may use CUDA
         rt.gpu_scope = cuda_marks.open_if_used(reset=reset)
-    meters = active_meters()
     if meters:
         rt.snapshots = start_meters(meters)
     rt.perf0 = _perf_counter()
