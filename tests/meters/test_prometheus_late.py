@@ -200,3 +200,21 @@ def test_interpreter_exit_waits_for_the_answers_of_finished_subtasks(tmp_path: P
     assert saved["status"] == "running"
     assert [s["system_power"] for s in saved["subtasks"]] == [7.5]
     assert slow.requests == 1
+
+
+def test_the_scopes_are_queried_together_one_round_trip_for_all() -> None:
+    """Three scopes behind a slow stand-in cost about one delay, not three."""
+    delay_s = 0.5
+    body = {"status": "success", "data": {"resultType": "scalar", "result": [0, "2.5"]}}
+    slow = FakePrometheus(delay_s=delay_s, body=json.dumps(body).encode())
+    try:
+        queries = {"system": "s[{elapsed}ms]", "cpu": "c[{elapsed}ms]", "gpu": "g[{elapsed}ms]"}
+        meter = PrometheusMeter(slow.url, queries, "box")
+        t0 = time.perf_counter()
+        reading = meter.read(None, 1.0, final=True)
+        waited_s = time.perf_counter() - t0
+    finally:
+        slow.close()
+    assert [reading[f"{s}_power"] for s in ("system", "cpu", "gpu")] == [2.5, 2.5, 2.5]
+    assert slow.requests == 3
+    assert delay_s <= waited_s < 2 * delay_s  # one after the other: 3 delays

@@ -1,13 +1,14 @@
 """Energy from Prometheus queries, as LensKit configures them (``[machines.NAME] power_queries``).
 
 Source of the numbers: an instant query to ``<url>/api/v1/query`` for each configured scope
-(``system``, ``cpu``, ``gpu``), evaluated at the task's end (``time=`` the task's
-``finish_time``), so that it gives the same result whenever it is sent: the queries run after the
-task's own figures are taken, and for a task nested in a running task of this process, off the
-task's path (:mod:`tasktrace.task.late`), never inside its parent's duration. Each
-query is a Python format string; ``{elapsed}`` becomes the task's duration in whole milliseconds,
-truncated as LensKit truncates it (``int(duration_s * 1000)``; at least 1, where LensKit would
-send an invalid ``[0ms]`` range), and ``{machine}`` the machine label, so a query such as
+(``system``, ``cpu``, ``gpu``; sent together, one round trip for all), evaluated at the task's
+end (``time=`` the task's ``finish_time``), so that it gives the same result whenever it is
+sent: the queries run after the task's own figures are taken, and for a task nested in a running
+task of this process, off the task's path (:mod:`tasktrace.task.late`), never inside its
+parent's duration. Each query is a Python format string; ``{elapsed}`` becomes the task's
+duration in whole milliseconds, truncated as LensKit truncates it (``int(duration_s * 1000)``;
+at least 1, where LensKit would send an invalid ``[0ms]`` range), and ``{machine}`` the
+machine label, so a query such as
 ``sum(increase(node_energy_joules_total{{instance="{machine}"}}[{elapsed}ms]))`` gives the joules
 spent over the task. A scalar result is used as is; of a vector result, the first series is
 used, as LensKit does, and a result of several series is warned about once per query (LensKit
@@ -287,14 +288,42 @@ class PrometheusMeter:
         assert self.url is not None  # available()
         elapsed_ms = max(1, int(elapsed_s * 1000))  # LensKit's int(duration * 1000)
         short = elapsed_s < self.scrape_interval_s
+        values = self._query_all(elapsed_ms, at)
         out: dict[str, object] = {}
-        for scope, template in self.queries.items():
-            value = self._query(scope, template, elapsed_ms, at)
+        for scope in self.queries:
+            value = values.get(scope)
             out[SCOPE_FIELDS[scope]] = value
             out[f"{scope}_energy_source"] = "prometheus" if value is not None else None
             out[f"{scope}_energy_scope"] = "query" if value is not None else None
             out[f"{scope}_energy_short_task"] = short
         return out
+
+    def _query_all(self, elapsed_ms: int, at: float | None) -> dict[str, float | None]:
+        """Run every scope's query at once (one round trip for all, not one each).
+
+        The first in this thread, each other in a thread of its own; where no thread can be
+        started, in this thread after the first.
+        """
+        items = list(self.queries.items())
+        values: dict[str, float | None] = {}
+
+        def run(scope: str, template: str) -> None:
+            values[scope] = self._query(scope, template, elapsed_ms, at)  # one dict store
+
+        threads = []
+        for scope, template in items[1:]:
+            thread = threading.Thread(target=run, args=(scope, template), daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no new thread now (interpreter shutting down)
+                run(scope, template)
+            else:
+                threads.append(thread)
+        if items:
+            run(*items[0])
+        for thread in threads:
+            thread.join()
+        return values
 
     def _query(self, scope: str, template: str, elapsed_ms: int, at: float | None) -> float | None:
         assert self.url is not None
