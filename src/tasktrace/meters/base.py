@@ -7,18 +7,32 @@ values into the task's fields. The façade turns those into span attributes.
 
 Meters never raise into user code: a meter that cannot measure returns ``None`` for its values,
 never 0, and warns once (see :class:`~tasktrace.core.warn.WarnOnce`).
+
+A meter whose final reading waits on something slow (a Prometheus query, one network round
+trip per scope) has a ``read_final(snapshot, elapsed_s, end_time_s)`` method besides
+:meth:`Meter.read`: it returns what it measured now and a *late* part, a function that gives
+the complete final reading later, evaluated as of the task's end (``end_time_s``), so that it
+may run after the task's figures are taken, off the task's path (see :func:`read_final`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from tasktrace.core.warn import WarnOnce
 
-__all__ = ["Meter", "MeterCheck", "MeterReading", "meter_available", "meter_checks"]
+__all__ = [
+    "LateReading",
+    "Meter",
+    "MeterCheck",
+    "MeterReading",
+    "meter_available",
+    "meter_checks",
+    "read_final",
+]
 
 _log = logging.getLogger("tasktrace.meters")
 
@@ -31,13 +45,21 @@ measured"; a key that is absent means "this meter does not speak to that field".
 """
 
 
+LateReading = Callable[[], MeterReading]
+"""The late part of a final reading: called once, off the task's path (any thread), it returns
+the complete final reading, which replaces the part read at the finish. Must not raise; may
+wait (a network query, bounded by the meter's timeout)."""
+
+
 @runtime_checkable
 class Meter(Protocol):
     """A source of measurements over a task's life.
 
     Implementations must be thread-safe: one meter instance serves every task in the process, in
     every thread. ``start`` and ``read`` run on the task's hot path, so they must be cheap (read a
-    counter, not sleep or query a server) unless the meter is only used at finish.
+    counter, not sleep or query a server). A meter whose final reading waits on a server
+    defines ``read_final`` too (see :func:`read_final`): its slow part then runs after the
+    task's figures are taken, and off the path of a task nested in a running one.
     """
 
     name: str
@@ -71,6 +93,33 @@ class Meter(Protocol):
             Field name → value. Values that cannot be measured are ``None``.
         """
         ...
+
+
+def read_final(
+    meter: Meter, snapshot: object, elapsed_s: float, end_time_s: float
+) -> tuple[MeterReading, LateReading | None]:
+    """Take a meter's final reading: what it gives now, and its late part if it has one.
+
+    A meter with a ``read_final`` method (see the module docstring) is asked through it; any
+    other gives ``meter.read(snapshot, elapsed_s, final=True)`` and no late part.
+
+    Args:
+        meter: The meter.
+        snapshot: What its ``start`` returned for the task.
+        elapsed_s: The task's duration, seconds (``time.perf_counter``).
+        end_time_s: The task's end, Unix seconds (its ``finish_time``), taken before any meter
+            is read.
+
+    Returns:
+        ``(reading now, late part or None)``.
+
+    Raises:
+        Exception: Whatever the meter raises (the caller warns and goes on).
+    """
+    split = getattr(meter, "read_final", None)
+    if split is None:
+        return meter.read(snapshot, elapsed_s, final=True), None
+    return split(snapshot, elapsed_s, end_time_s)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

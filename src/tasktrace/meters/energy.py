@@ -10,6 +10,7 @@ fails (or before the finish, when it is not queried) the local meter's value is 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.settings import BUILTIN_METERS, Settings
 from tasktrace.core.warn import WarnOnce
-from tasktrace.meters.base import Meter, MeterReading, meter_available
+from tasktrace.meters.base import LateReading, Meter, MeterReading, meter_available, read_final
 from tasktrace.meters.nvml import NvmlMeter
 from tasktrace.meters.prometheus import PrometheusMeter
 from tasktrace.meters.prometheus_setup import prometheus_setup_problem
@@ -112,6 +113,53 @@ class EnergyMeter:
             except Exception:  # noqa: BLE001, PERF203 - see start()
                 _warn(f"read:{meter.name}", "tasktrace: meter %s failed to read", meter.name)
         return merge_readings(readings)
+
+    def read_final(
+        self, snapshot: object, elapsed_s: float, end_time_s: float
+    ) -> tuple[MeterReading, LateReading | None]:
+        """Return the final reading in two parts (see :func:`tasktrace.meters.base.read_final`).
+
+        Now: the children read now merged (the local meters; a scope Prometheus will answer
+        for shows the local value, or nothing, until then). Late, where a child has a late
+        part (Prometheus): every child's final reading merged by the usual rule, the late
+        children's from their late part, the others' the ones taken now.
+
+        Args:
+            snapshot: What :meth:`start` returned.
+            elapsed_s: Seconds since the task started.
+            end_time_s: The task's end, Unix seconds.
+
+        Returns:
+            ``(merged reading now, late part or None)``.
+        """
+        snapshots = snapshot if isinstance(snapshot, tuple) else ()
+        parts: list[tuple[MeterReading, LateReading | None]] = []
+        for meter, snap in zip(self.active, snapshots, strict=False):
+            try:
+                parts.append(read_final(meter, snap, elapsed_s, end_time_s))
+            except Exception:  # noqa: BLE001, PERF203 - see start()
+                _warn(f"read:{meter.name}", "tasktrace: meter %s failed to read", meter.name)
+                parts.append(({}, None))  # keeps parts in step with the meters
+        now = merge_readings([reading for reading, _ in parts])
+        if all(late is None for _, late in parts):
+            return now, None
+        return now, functools.partial(_merge_late, self.active, parts)
+
+
+def _merge_late(
+    meters: Sequence[Meter], parts: Sequence[tuple[MeterReading, LateReading | None]]
+) -> dict[str, object]:
+    """Merge the final readings of :meth:`EnergyMeter.read_final`, late parts run now."""
+    readings: list[MeterReading] = []
+    for meter, (reading, late) in zip(meters, parts, strict=False):
+        if late is None:
+            readings.append(reading)
+            continue
+        try:
+            readings.append(late())
+        except Exception:  # noqa: BLE001 - a broken meter must not break the task
+            _warn(f"read:{meter.name}", "tasktrace: meter %s failed to read", meter.name)
+    return merge_readings(readings)
 
 
 def merge_readings(readings: Sequence[MeterReading]) -> dict[str, object]:

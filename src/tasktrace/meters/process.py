@@ -168,6 +168,11 @@ class HighWaterMarks:
         """Run once before the first scope opens, where ``_checked`` is false (a subclass's)."""
         self._checked = True
 
+    def prepare(self) -> None:
+        """Run the first-use check now (once; nothing after): set-up kept out of a task's times."""
+        if not self._checked:
+            self._check()
+
     def open(self, *, reset: bool) -> Scope:
         """Open a scope, first resetting the mark if ``reset`` (folding it into open scopes)."""
         if not self._checked:

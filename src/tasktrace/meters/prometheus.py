@@ -1,10 +1,14 @@
 """Energy from Prometheus queries, as LensKit configures them (``[machines.NAME] power_queries``).
 
 Source of the numbers: an instant query to ``<url>/api/v1/query`` for each configured scope
-(``system``, ``cpu``, ``gpu``), evaluated once, at the task's finish (before its span ends). Each
-query is a Python format string; ``{elapsed}`` becomes the task's duration in whole milliseconds,
-truncated as LensKit truncates it (``int(duration_s * 1000)``; at least 1, where LensKit would
-send an invalid ``[0ms]`` range), and ``{machine}`` the machine label, so a query such as
+(``system``, ``cpu``, ``gpu``; sent together, one round trip for all), evaluated at the task's
+end (``time=`` the task's ``finish_time``), so that it gives the same result whenever it is
+sent: the queries run after the task's own figures are taken, and for a task nested in a running
+task of this process, off the task's path (:mod:`tasktrace.task.late`), never inside its
+parent's duration. Each query is a Python format string; ``{elapsed}`` becomes the task's
+duration in whole milliseconds, truncated as LensKit truncates it (``int(duration_s * 1000)``;
+at least 1, where LensKit would send an invalid ``[0ms]`` range), and ``{machine}`` the
+machine label, so a query such as
 ``sum(increase(node_energy_joules_total{{instance="{machine}"}}[{elapsed}ms]))`` gives the joules
 spent over the task. A scalar result is used as is; of a vector result, the first series is
 used, as LensKit does, and a result of several series is warned about once per query (LensKit
@@ -16,13 +20,17 @@ share. Resolution is the scrape interval of the series: a task shorter than it i
 Failure never reaches the task: an unreachable, failing or slow server (beyond ``timeout_s``) gives
 ``None`` and one warning per server, then stays quiet, and no query is sent for
 ``retry_after_s``; a query that returns an error or no series gives ``None`` and one warning per
-query. A URL with a user name and password (``http://user:pw@host:9090``) is queried with HTTP
-basic authentication, as LensKit's ``requests`` does; messages show it without the password.
+query. No series over a window under twice ``scrape_interval_s`` is said to be for that cause:
+``increase()`` needs two samples in its window, which a window shorter than the scrape interval
+never holds (and one under twice it not always). A URL with a user name and password
+(``http://user:pw@host:9090``) is queried with HTTP basic authentication, as LensKit's
+``requests`` does; messages show it without the password.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import math
@@ -37,11 +45,12 @@ from typing import Any
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.redact import mask_url
 from tasktrace.core.warn import WarnOnce
-from tasktrace.meters.base import MeterReading
+from tasktrace.meters.base import LateReading, MeterReading
 
 __all__ = [
     "SCOPE_FIELDS",
     "PrometheusMeter",
+    "PrometheusNoSeries",
     "PrometheusQueryError",
     "is_http_url",
     "query_prometheus",
@@ -58,7 +67,13 @@ class PrometheusQueryError(Exception):
     """Prometheus answered, but the query failed or gave no usable number."""
 
 
-def query_prometheus(url: str, query: str, timeout_s: float) -> list[float]:
+class PrometheusNoSeries(PrometheusQueryError):
+    """Prometheus answered with an empty vector: no series matched, or none had samples."""
+
+
+def query_prometheus(
+    url: str, query: str, timeout_s: float, eval_time_s: float | None = None
+) -> list[float]:
     """Run one instant query and return its values.
 
     Args:
@@ -66,14 +81,16 @@ def query_prometheus(url: str, query: str, timeout_s: float) -> list[float]:
             in it are sent as HTTP basic authentication.
         query: PromQL, already formatted.
         timeout_s: Timeout of each socket operation (connect, each read), in seconds.
+        eval_time_s: Evaluation time, Unix seconds (the ``time`` parameter); ``None``: the
+            server's now.
 
     Returns:
         ``[scalar]``, or the value of each series of the vector, in the server's order (at
         least one).
 
     Raises:
-        PrometheusQueryError: The server answered with an error, an empty vector, a non-finite
-            value or an unexpected shape.
+        PrometheusQueryError: The server answered with an error, an empty vector
+            (:class:`PrometheusNoSeries`), a non-finite value or an unexpected shape.
         OSError: The server could not be reached or was too slow (``TimeoutError``,
             ``urllib.error.URLError``), or answered with an HTTP error without a Prometheus body.
     """
@@ -86,10 +103,13 @@ def query_prometheus(url: str, query: str, timeout_s: float) -> list[float]:
         credentials = f"{unquote(user)}:{unquote(password)}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
         netloc = host
+    params = {"query": query}
+    if eval_time_s is not None:
+        params["time"] = f"{eval_time_s:.3f}"
     endpoint = (
         urllib.parse.urlunsplit((scheme, netloc, path, url_query, "")).rstrip("/")
         + "/api/v1/query?"
-        + urllib.parse.urlencode({"query": query})
+        + urllib.parse.urlencode(params)
     )
     request = urllib.request.Request(endpoint, headers=headers)  # noqa: S310
     try:
@@ -136,7 +156,7 @@ def _values(data: Mapping[str, Any]) -> list[float]:
     except (TypeError, KeyError, IndexError, ValueError) as e:
         raise PrometheusQueryError(f"unexpected result {result!r}") from e
     if not values:
-        raise PrometheusQueryError("query returned no series (is the metric scraped?)")
+        raise PrometheusNoSeries("query returned no series (is the metric scraped?)")
     if not math.isfinite(values[0]):
         raise PrometheusQueryError(f"query returned {values[0]}")
     return values
@@ -225,7 +245,9 @@ class PrometheusMeter:
         return
 
     def read(self, snapshot: object, elapsed_s: float, *, final: bool) -> MeterReading:
-        """At the finish, run each scope's query over the last ``elapsed_s`` seconds.
+        """At the finish, run each scope's query over the last ``elapsed_s`` seconds, now.
+
+        Tasks use :meth:`read_final` instead, which evaluates the queries at the task's end.
 
         Args:
             snapshot: Unused (``None``).
@@ -239,19 +261,71 @@ class PrometheusMeter:
         del snapshot
         if not final or not self.available():
             return {}
+        return self._reading(elapsed_s, None)
+
+    def read_final(
+        self, snapshot: object, elapsed_s: float, end_time_s: float
+    ) -> tuple[MeterReading, LateReading | None]:
+        """Return the final reading in two parts (see :func:`tasktrace.meters.base.read_final`).
+
+        Nothing now; the queries are the late part, evaluated at ``end_time_s`` (Prometheus's
+        ``time`` parameter), so they give the same values whenever they run.
+
+        Args:
+            snapshot: Unused (``None``).
+            elapsed_s: The task's duration in seconds; ``{elapsed}`` is it in milliseconds.
+            end_time_s: The task's end, Unix seconds (its ``finish_time``).
+
+        Returns:
+            ``({}, late)``; ``late`` is ``None`` when the meter is not available.
+        """
+        del snapshot
+        if not self.available():
+            return {}, None
+        return {}, functools.partial(self._reading, elapsed_s, end_time_s)
+
+    def _reading(self, elapsed_s: float, at: float | None) -> MeterReading:
         assert self.url is not None  # available()
         elapsed_ms = max(1, int(elapsed_s * 1000))  # LensKit's int(duration * 1000)
         short = elapsed_s < self.scrape_interval_s
+        values = self._query_all(elapsed_ms, at)
         out: dict[str, object] = {}
-        for scope, template in self.queries.items():
-            value = self._query(scope, template, elapsed_ms)
+        for scope in self.queries:
+            value = values.get(scope)
             out[SCOPE_FIELDS[scope]] = value
             out[f"{scope}_energy_source"] = "prometheus" if value is not None else None
             out[f"{scope}_energy_scope"] = "query" if value is not None else None
             out[f"{scope}_energy_short_task"] = short
         return out
 
-    def _query(self, scope: str, template: str, elapsed_ms: int) -> float | None:
+    def _query_all(self, elapsed_ms: int, at: float | None) -> dict[str, float | None]:
+        """Run every scope's query at once (one round trip for all, not one each).
+
+        The first in this thread, each other in a thread of its own; where no thread can be
+        started, in this thread after the first.
+        """
+        items = list(self.queries.items())
+        values: dict[str, float | None] = {}
+
+        def run(scope: str, template: str) -> None:
+            values[scope] = self._query(scope, template, elapsed_ms, at)  # one dict store
+
+        threads = []
+        for scope, template in items[1:]:
+            thread = threading.Thread(target=run, args=(scope, template), daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no new thread now (interpreter shutting down)
+                run(scope, template)
+            else:
+                threads.append(thread)
+        if items:
+            run(*items[0])
+        for thread in threads:
+            thread.join()
+        return values
+
+    def _query(self, scope: str, template: str, elapsed_ms: int, at: float | None) -> float | None:
         assert self.url is not None
         with self._lock:
             if self._clock() < self._down_until:
@@ -269,7 +343,24 @@ class PrometheusMeter:
             )
             return None
         try:
-            values = query_prometheus(self.url, query, self.timeout_s)
+            values = query_prometheus(self.url, query, self.timeout_s, at)
+        except PrometheusNoSeries as e:
+            window_s = elapsed_ms / 1000
+            if window_s < 2 * self.scrape_interval_s:  # the window, not the metric
+                _warn(
+                    f"prometheus-short:{scope}:{template}",
+                    "tasktrace: %s: no series over a %d ms window, %s the scrape interval "
+                    "(scrape_interval_s = %gs): increase() needs two samples in its window, "
+                    "which %s; the %s energy of such tasks is None",
+                    query,
+                    elapsed_ms,
+                    "shorter than" if window_s < self.scrape_interval_s else "under twice",
+                    self.scrape_interval_s,
+                    "it never holds" if window_s < self.scrape_interval_s else "it may not hold",
+                    scope,
+                )
+            else:
+                _warn(f"prometheus-query:{scope}:{template}", "tasktrace: %s: %s", query, e)
         except PrometheusQueryError as e:
             _warn(f"prometheus-query:{scope}:{template}", "tasktrace: %s: %s", query, e)
         except OSError as e:  # unreachable, refused, timed out, HTTP error

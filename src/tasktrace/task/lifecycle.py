@@ -11,7 +11,11 @@ that can wait:
   comes at finish, so the SDK cleans one attribute set per task, not two), make it current,
   open the measurements, attach the task to the tree
   (:meth:`~tasktrace.tree.processor.TaskTreeProcessor.task_started`);
-- finish: take the final measurements, write them, the status and ``finish_time`` into the task
+- finish: take the end time and the final measurements (the clocks, then the meters), run
+  the meters' late readings (Prometheus queries) or, for a task nested in a running task of
+  this process, hand them to :mod:`tasktrace.task.late` with the open span, so that they are
+  in neither the task's figures nor its parent's; write the measurements, the status and
+  ``finish_time`` into the task
   under the tree's lock (:meth:`~tasktrace.tree.processor.TaskTreeProcessor.finish_running`),
   write the span's attributes (identity, fields, data) and status by the one mapping and end
   it, leave the context, write the file if the task has one, hand the task's own figures to the
@@ -50,6 +54,7 @@ from tasktrace.export.provider import current_tracer, flush_spans, get_tracer
 from tasktrace.meters import active_meters
 from tasktrace.meters.gpu import cuda_marks
 from tasktrace.meters.process import rss_marks
+from tasktrace.task import late as late_readings
 from tasktrace.task import processes, watch
 from tasktrace.task.closing import exit_outcome
 from tasktrace.task.parents import resolve_parent
@@ -134,10 +139,12 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
         parent, parent_ctx, prt, reset = _find_parent(task, rt, current)
         # A top-level task looks for the providers (set-up kept out of its times): the tracer
         # provider, and the meter provider where metrics are on, so that the running-task
-        # gauges report it while it runs (not only from the first finish on).
+        # gauges report it while it runs (not only from the first finish on). The meters are
+        # built below, before the start time, for the same reason.
         if parent is None:
             tracer = get_tracer()
             task_metrics()
+            rss_marks.prepare()  # its first-use check reads /proc: set-up too
         else:
             tracer = current_tracer()
         outer = None  # task_context finds it
@@ -150,6 +157,9 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
     # No identity attributes at start (they come at finish, with the measurements: see
     # core.spans); only extra data, which a sampler may want.
     attrs = start_attributes(task) if task.__pydantic_extra__ else None
+    # The meters first: the first task after they are (re)built builds them (RAPL and NVML
+    # checks, milliseconds), set-up that is no more the task's than the tracing's.
+    meters = active_meters()
     start_ns = _time_ns()
     try:
         span = tree.start_task_span(tracer, d["label"], parent_ctx, attrs, start_ns)
@@ -178,7 +188,6 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
     rt.rss_scope = rss_marks.open(reset=reset)
     if "torch" in _modules:  # a CUDA scope only where torch may use CUDA
         rt.gpu_scope = cuda_marks.open_if_used(reset=reset)
-    meters = active_meters()
     if meters:
         rt.snapshots = start_meters(meters)
     rt.perf0 = _perf_counter()
@@ -262,8 +271,18 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
         return
     if outcome is None:
         outcome = FINISHED if exc is None else exit_outcome(exc)
-    final = measure(rt, final=True)
+    # The end first, then the clocks (in measure), then the meters: no meter's read (a
+    # Prometheus query) is inside the task's finish_time, duration or span.
     end_ns = _time_ns()
+    final = measure(rt, final=True, end_time_s=end_ns / 1e9)
+    late = rt.late
+    deferred = False
+    if late:  # Prometheus queries: off the task's path where a running parent would wait
+        rt.late = ()
+        deferred = _nested_in_running(rt)
+        if not deferred:  # the answers its subtasks wait for first, then its own
+            late_readings.wait(late_readings.stall_s())
+            final.update(late_readings.run_late(late))
     final["finish_time"] = end_ns / 1e9
     final["status"] = status = outcome.status
     if outcome.error is not None and d["error"] is None:
@@ -281,20 +300,24 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
         # where one may be set: a task built from more than its label or assigned to (its
         # fields set is no longer the shared LABEL_ONLY), one measured by meters or a CUDA
         # scope, or one with an error. Nothing else writes them.
-        rare = (
-            task.__pydantic_fields_set__ is not LABEL_ONLY
-            or bool(rt.snapshots)
-            or rt.gpu_scope is not None
-            or d["error"] is not None
-        )
-        try:
-            attrs = finish_attributes(task, task_id=rt.id_text, parent_id=rt.parent_text, rare=rare)
-        except TypeError as e:  # extra data set after construction that cannot be encoded
-            _warn(f"data:{e}", "tasktrace: %s; left out of the span", e)
-            attrs = finish_attributes(
-                task, data=False, task_id=rt.id_text, parent_id=rt.parent_text, rare=rare
+        # A deferred task's attributes and end come from the late thread, with the answers.
+        if not deferred:
+            rare = (
+                task.__pydantic_fields_set__ is not LABEL_ONLY
+                or bool(rt.snapshots)
+                or rt.gpu_scope is not None
+                or d["error"] is not None
             )
-        span.set_attributes(attrs)
+            try:
+                attrs = finish_attributes(
+                    task, task_id=rt.id_text, parent_id=rt.parent_text, rare=rare
+                )
+            except TypeError as e:  # extra data set after construction that cannot be encoded
+                _warn(f"data:{e}", "tasktrace: %s; left out of the span", e)
+                attrs = finish_attributes(
+                    task, data=False, task_id=rt.id_text, parent_id=rt.parent_text, rare=rare
+                )
+            span.set_attributes(attrs)
         if status is _FINISHED:
             span.set_status(STATUS_OK)
         else:
@@ -302,7 +325,8 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
                 span.record_exception(exc, timestamp=end_ns)
             if status is _FAILED:
                 span.set_status(span_status(status, d["error"]))
-        span.end(end_time=end_ns)  # the tree took the task out of its nodes already
+        if not deferred:
+            span.end(end_time=end_ns)  # the tree took the task out of its nodes already
     except Exception as e:  # noqa: BLE001 - another span processor raised in on_end
         _warn("span-end", "tasktrace: ending the span of %s failed: %r", quoted(task.label), e)
     finally:
@@ -310,6 +334,11 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
         # (the context holds the span), write its file.
         detach(rt.token, rt.ctx)
         rt.token = rt.span = rt.ctx = None
+        if deferred:
+            owner = late_readings.file_owner(rt)
+            job = late_readings.LateJob(
+                task, span, end_ns, late, rt.id_text, rt.parent_text, cpu_split(rt), owner
+            )
         rt.snapshots = NO_SNAPSHOTS
         rt.rss_scope = rt.gpu_scope = None
         targets = tree.task_finished(task)  # records of other processes merged, file written
@@ -322,9 +351,25 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
             release(task)
         if rt.watched:
             tree.monitor.remove(id(task))
-        recorder = task_metrics()
-        if recorder is not None:
-            recorder.finished(task, *cpu_split(rt))
+        if deferred:
+            late_readings.defer(job)  # the task metrics get its figures with the answers
+        else:
+            recorder = task_metrics()
+            if recorder is not None:
+                recorder.finished(task, *cpu_split(rt))
+
+
+def _nested_in_running(rt: Runtime) -> bool:
+    """Whether the finishing task's parent is a running task of this process (not a stand-in).
+
+    Then its late readings go off its path (:mod:`tasktrace.task.late`): run here, they would
+    be inside the parent's duration and energy window.
+    """
+    parent = rt.parent
+    if parent is None:
+        return False
+    prt = current_runtime(parent)
+    return prt is not None and not prt.remote and parent.__dict__["status"] is _RUNNING
 
 
 def _close(rt: Runtime) -> None:

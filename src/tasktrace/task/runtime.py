@@ -41,6 +41,7 @@ from tasktrace.core.status import RUNNING
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.provider import get_tracer
 from tasktrace.meters import active_meters
+from tasktrace.meters.base import LateReading, read_final
 from tasktrace.meters.gpu import cuda_marks
 from tasktrace.meters.process import MAXRSS_UNIT, Scope, rss_marks
 from tasktrace.task import watch
@@ -95,12 +96,16 @@ class Runtime:
         remote: A stand-in for a task of another process (pickled, or inherited by ``fork``).
         next_refresh: ``time.monotonic()`` before which the refresh thread only measures.
         watched: Pending snapshot spans are emitted for this task (decided at start).
+        late: The late parts of the meters' final readings (Prometheus queries), set by the
+            final :func:`measure`; run by the finish or off the task's path
+            (:mod:`tasktrace.task.late`).
     """
 
     __slots__ = (
         "ctx",
         "gpu_scope",
         "id_text",
+        "late",
         "next_refresh",
         "parent",
         "parent_text",
@@ -136,6 +141,7 @@ class Runtime:
         self.remote = False
         self.next_refresh = 0.0
         self.watched = False
+        self.late: tuple[LateReading, ...] = ()
 
 
 RELEASED: Final[dict[str, Any]] = {"_rt": None}
@@ -184,16 +190,22 @@ def start_meters(meters: tuple[Any, ...] | None = None) -> tuple[tuple[Any, obje
     return tuple(snapshots)
 
 
-def measure(rt: Runtime, *, final: bool) -> dict[str, Any]:
+def measure(rt: Runtime, *, final: bool, end_time_s: float = 0.0) -> dict[str, Any]:
     """Return a running task's measurements so far (or final ones), by field name.
 
     ``duration`` (``time.perf_counter``), ``cpu_time`` (``getrusage(RUSAGE_SELF)``: user +
     system), ``peak_memory`` and ``peak_gpu_memory`` (the high-water-mark scopes, closed when
     ``final``) and every registered meter's reading. A meter that raises gives nothing (one
-    warning). An empty dict when the task is not measuring (not started, or finished).
+    warning). An empty dict when the task is not measuring (not started, or finished). The
+    clocks are read first, so the meters' reads are outside the task's figures.
+
+    When ``final``, each meter is read by :func:`~tasktrace.meters.base.read_final` as of
+    ``end_time_s`` (the task's end, Unix seconds, taken by the caller before this call): what
+    it gives now is in the result, its late part (a Prometheus query) goes to ``rt.late``,
+    for the caller to run.
 
     Reads each field of ``rt`` once, so a finish closing the record meanwhile (another thread)
-    never makes it fail; writes only ``rt.usage1``, when ``final``.
+    never makes it fail; writes only ``rt.usage1`` and ``rt.late``, when ``final``.
     """
     perf0, usage0, rss_scope = rt.perf0, rt.usage0, rt.rss_scope
     gpu_scope, snapshots = rt.gpu_scope, rt.snapshots
@@ -213,11 +225,25 @@ def measure(rt: Runtime, *, final: bool) -> dict[str, Any]:
         rt.usage1 = usage
     if gpu_scope is not None:
         values["peak_gpu_memory"] = cuda_marks.peak(gpu_scope, close=final)
+    if not final:
+        for meter, snapshot in snapshots:
+            try:
+                values.update(meter.read(snapshot, elapsed, final=False))
+            except Exception as e:  # noqa: BLE001, PERF203 - a meter must never break the task
+                _warn(f"meter:{meter.name}", "tasktrace: meter %r failed: %r", meter.name, e)
+        return values
+    late: list[LateReading] = []
     for meter, snapshot in snapshots:
         try:
-            values.update(meter.read(snapshot, elapsed, final=final))
-        except Exception as e:  # noqa: BLE001, PERF203 - a meter must never break the task
+            now, later = read_final(meter, snapshot, elapsed, end_time_s)
+        except Exception as e:  # noqa: BLE001 - a meter must never break the task
             _warn(f"meter:{meter.name}", "tasktrace: meter %r failed: %r", meter.name, e)
+            continue
+        values.update(now)
+        if later is not None:
+            late.append(later)
+    if late:
+        rt.late = tuple(late)
     return values
 
 

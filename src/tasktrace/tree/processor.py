@@ -162,6 +162,15 @@ class TaskTreeProcessor(SpanProcessor):
             if task.__dict__["status"] is RUNNING:
                 _apply(task, values)
 
+    def update_finished(self, task: TaskRecord, values: dict[str, Any]) -> None:
+        """Write a finished task's late final measurements (its Prometheus energy), under the lock.
+
+        See :mod:`tasktrace.task.late`: a snapshot shows the task without them, or with them.
+        """
+        if values:
+            with self.lock:
+                _apply(task, values)
+
     def finish_running(self, task: TaskRecord, span_id: int, fields: dict[str, Any]) -> bool:
         """Write a finishing task's final fields and drop it from the running registry.
 
