@@ -116,3 +116,37 @@ def test_run_waits_once_at_exit_for_an_endpoint_its_command_found_failing(
     assert len(warnings) == 2, run.stderr  # the program's, and the one of the wrapper's span
     assert len(set(warnings)) == 2, run.stderr
     assert "not waited for at exit" in warnings[1], run.stderr
+
+
+FINISH_TIMES = """
+import time
+from tasktrace import Task
+for i in range(3):
+    with Task(f"stage {i}"):
+        time.sleep(0.05)
+        body_end = time.perf_counter()
+    print("finish", time.perf_counter() - body_end, flush=True)
+"""
+"""A command of 3 top-level tasks printing how long each one's finish took, in seconds."""
+
+
+def test_a_task_flush_waits_at_most_exit_timeout_s(tmp_path: Path) -> None:
+    """With ``exit_timeout_s`` 0.2 and a hanging collector, no task's finish waits 1 s.
+
+    The first subprocess root's flush waits at most the exit bound (not the 1 s task flush
+    bound, not the 5 s of before), the later ones not at all. Seen failing on HEAD before the
+    fix (the first finish took 5.0 s) and with the exit cap alone taken out of flush_spans
+    (1.0 s).
+    """
+    script = tmp_path / "command.py"
+    script.write_text(FINISH_TIMES)
+    with OtlpHttpReceiver(mode="black_hole") as receiver:
+        env = clean_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, TASKTRACE_EXIT_TIMEOUT_S="0.2"
+        )
+        run = run_cli(["run", "-q", "--", sys.executable, str(script)], tmp_path, env)
+    assert run.returncode == 0, run.stderr
+    finishes = [float(x.split()[1]) for x in run.stdout.splitlines() if x.startswith("finish")]
+    assert len(finishes) == 3, run.stdout
+    assert max(finishes) < 0.7, finishes
+    assert sum(finishes) < 0.9, finishes
