@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,7 +31,12 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.warn import WarnOnce
-from tasktrace.export.failure import describe_failure, endpoint_secrets, redact_endpoint
+from tasktrace.export.failure import (
+    describe_failure,
+    endpoint_secrets,
+    redact_endpoint,
+    short_reason,
+)
 from tasktrace.export.request_size import Oversized, split_by_request_size
 from tasktrace.export.status_hint import refusal_hint
 
@@ -80,11 +85,13 @@ class _QuietWhileGuarded(logging.Filter):
         if getattr(_exporting, "active", False):
             if record.levelno >= logging.WARNING:
                 message = record.getMessage()
+                owner = getattr(_exporting, "owner", None)
+                if owner is not None:  # an attempt failed: the OTel exporter is retrying
+                    owner._failed_attempt = message[:1000]
                 if any(mark in message for mark in _REFUSED):
                     _refused.set()
-                    exporter = getattr(_exporting, "exporter", None)
-                    if exporter is not None:
-                        exporter.refused = True
+                    if owner is not None:
+                        owner.refused = True
                 messages: list[str] = _exporting.messages
                 if len(messages) >= _MAX_MESSAGES:
                     messages.pop()  # keep the first ones, and the latest as the last one
@@ -156,6 +163,12 @@ class GuardedSpanExporter(SpanExporter):
         """Whether an export of this exporter was refused outright (nothing listens at its
         endpoint: retrying cannot help an exiting process); set from the OTel exporter's own
         messages, cleared by the pipeline's shutdown before its flush."""
+        self.on_state_change: Callable[[str, str | None], None] | None = None
+        """Called as ``(where, reason)`` when the endpoint becomes known to fail (``reason``),
+        and as ``(where, None)`` when an export succeeds again; on the exporting thread."""
+        self._failing: str | None = None  # why the endpoint is known to fail, while it is
+        self._exporting_now = False
+        self._failed_attempt: str | None = None  # the message of a failed attempt, this export
         secrets = [*secrets, *endpoint_secrets(where)]
         words = {w for s in secrets for w in (s, *s.split()) if len(w) >= 4}
         self._secrets = sorted(words, key=len, reverse=True)
@@ -168,11 +181,51 @@ class GuardedSpanExporter(SpanExporter):
         """Silence the OTel exporters' records on this thread; yield their messages."""
         _exporting.active = True
         _exporting.messages = []
-        _exporting.exporter = self
+        _exporting.owner = self
         try:
             yield _exporting.messages
         finally:
             _exporting.active = False
+            _exporting.owner = None
+
+    @property
+    def failing(self) -> bool:
+        """Whether the endpoint is known to fail now, so that a flush should not wait for it.
+
+        True after an export that dropped spans, while an export is under way one of whose
+        attempts failed (the OTel exporter retries with backoff), and after
+        :meth:`mark_failing` (a flush that got no answer in time); false again once an export
+        sends every span. Read from any thread.
+        """
+        return self._failing is not None or (
+            self._exporting_now and self._failed_attempt is not None
+        )
+
+    @property
+    def failing_reason(self) -> str | None:
+        """Why the endpoint is known to fail (see :attr:`failing`), or ``None``."""
+        if self._failing is not None:
+            return self._failing
+        attempt = self._failed_attempt if self._exporting_now else None
+        return self._scrub(short_reason(attempt)) if attempt is not None else None
+
+    def mark_failing(self, reason: str) -> None:
+        """Record that the endpoint fails (``reason``) until an export sends every span.
+
+        For a flush that got no answer within its bound: later flushes do not wait. Thread-safe.
+        """
+        self._set_state(reason)
+
+    def _set_state(self, reason: str | None) -> None:
+        with self._lock:
+            changed = (self._failing is None) != (reason is None)
+            self._failing = reason
+        callback = self.on_state_change
+        if changed and callback is not None:
+            try:
+                callback(self.where, reason)
+            except Exception as e:  # noqa: BLE001 - never break the export
+                _log.debug("tasktrace: export state callback failed: %r", e)
 
     def _call(self, method: str, *args: Any) -> Any:
         with self._guarded():
@@ -194,6 +247,30 @@ class GuardedSpanExporter(SpanExporter):
         """
         sent = 0
         reasons: list[str] = []
+        self._failed_attempt = None
+        self._exporting_now = True
+        try:
+            sent, failed = self._export_parts(spans, reasons)
+        finally:
+            self._exporting_now = False
+        dropped = len(spans) - sent
+        with self._lock:
+            self.exported_spans += sent
+            if dropped:
+                self.dropped_spans += dropped
+                self.last_error = self._scrub("; ".join(dict.fromkeys(reasons)))
+        if failed and not sent:  # no request went through: the endpoint fails
+            self._set_state(self.last_error or "no answer")
+        elif spans:  # it took requests (a span too large to send is no failure of its own)
+            self._set_state(None)
+        if not dropped:
+            return SpanExportResult.SUCCESS
+        self.report(f"{dropped} of {len(spans)} spans dropped")
+        return SpanExportResult.FAILURE
+
+    def _export_parts(self, spans: Sequence[ReadableSpan], reasons: list[str]) -> tuple[int, int]:
+        """Send ``spans`` in requests under the size limit; return (spans sent, requests failed)."""
+        sent = failed = 0
         with self._guarded() as messages:
             if self.max_request_bytes is None:
                 parts: list[Sequence[ReadableSpan]] = [spans]
@@ -211,16 +288,9 @@ class GuardedSpanExporter(SpanExporter):
                 if result is SpanExportResult.SUCCESS:
                     sent += len(part)
                 else:
+                    failed += 1
                     reasons.append(describe_failure(messages, self.max_request_bytes))
-        dropped = len(spans) - sent
-        with self._lock:
-            self.exported_spans += sent
-            if not dropped:
-                return SpanExportResult.SUCCESS
-            self.dropped_spans += dropped
-            self.last_error = self._scrub("; ".join(dict.fromkeys(reasons)))
-        self.report(f"{dropped} of {len(spans)} spans dropped")
-        return SpanExportResult.FAILURE
+        return sent, failed
 
     def _oversized_reason(self, item: Oversized) -> str:
         if item.size_bytes is None:

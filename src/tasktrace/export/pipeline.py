@@ -18,15 +18,19 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.settings import get_settings
+from tasktrace.export.failing import failing_elsewhere, note_export_state
 from tasktrace.export.guarded import GuardedSpanExporter, clear_refused
 from tasktrace.export.pending import PendingSpanFilter
 
 __all__ = ["DEFAULT_MAX_QUEUE_SIZE", "ExportPipeline", "shutdown_pipelines"]
 
+
+_POLL_S = 0.05
+"""How often a waiting flush looks whether the endpoint failed meanwhile, in seconds."""
 
 DEFAULT_MAX_QUEUE_SIZE = 16384
 """Span queue of tasktrace's batch processors unless ``OTEL_BSP_MAX_QUEUE_SIZE`` is set.
@@ -37,11 +41,12 @@ thread sends them; 16,384 queued spans hold a few tens of MB at most.
 
 
 class _CountingBatchProcessor(BatchSpanProcessor):
-    """A BatchSpanProcessor that counts the spans it was given."""
+    """A BatchSpanProcessor that counts its spans; its flush never waits on a failing endpoint."""
 
-    def __init__(self, exporter: SpanExporter) -> None:
+    def __init__(self, exporter: GuardedSpanExporter) -> None:
         queue = None if os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE) else DEFAULT_MAX_QUEUE_SIZE
         super().__init__(exporter, max_queue_size=queue)
+        self.guarded = exporter
         self._count_lock = threading.Lock()
         renew_after_fork(self, "_count_lock")
         self.ended_spans = 0
@@ -54,11 +59,23 @@ class _CountingBatchProcessor(BatchSpanProcessor):
     def force_flush(self, timeout_millis: int | None = None) -> bool:
         """Export what is queued, waiting at most ``timeout_millis`` (default 30 000) ms.
 
+        Returns at once (``False``) when the endpoint is known to fail
+        (:attr:`~tasktrace.export.guarded.GuardedSpanExporter.failing`: the last export dropped
+        spans, an attempt of the export under way failed, or an earlier flush got no answer),
+        and stops waiting as soon as an attempt fails: waiting cannot help. A flush that gets no
+        answer in time marks the endpoint failing, so that later flushes do not wait either,
+        until an export succeeds again. The spans stay queued for the batch processor's own
+        exports and the exit's.
+
         The SDK's own ``force_flush`` ignores its timeout and blocks for as long as the
         exporter does (retries included); here it runs on a daemon thread and is waited for
         within the bound. Returns whether it finished in time (``False`` during interpreter
         shutdown, where Python 3.12 cannot start the thread).
         """
+        exporter = self.guarded
+        if exporter.failing:
+            return False
+        timeout_s = (timeout_millis if timeout_millis is not None else 30000) / 1000
         done = threading.Event()
 
         def flush() -> None:
@@ -71,7 +88,17 @@ class _CountingBatchProcessor(BatchSpanProcessor):
             threading.Thread(target=flush, name="tasktrace-export-flush", daemon=True).start()
         except RuntimeError:  # can't create new thread at interpreter shutdown
             return False
-        return done.wait((timeout_millis if timeout_millis is not None else 30000) / 1000)
+        deadline = time.monotonic() + timeout_s
+        while not done.wait(min(max(0.0, deadline - time.monotonic()), _POLL_S)):
+            reason = exporter.failing_reason
+            if reason is None and time.monotonic() >= deadline:
+                if timeout_s <= 0:  # asked not to wait: no sign of failure
+                    return False
+                reason = f"no answer within {timeout_s:.2g} s"
+            if reason is not None:
+                exporter.mark_failing(reason)  # later flushes, and other processes, know
+                return False
+        return True
 
 
 class ExportPipeline:
@@ -102,6 +129,8 @@ class ExportPipeline:
         if get_settings().pending_spans:  # drop snapshots whose real span is in the batch
             for exporter in self.exporters:
                 exporter.inner = PendingSpanFilter(exporter.inner)
+        for exporter in self.exporters:  # other processes of the run learn of a failure
+            exporter.on_state_change = note_export_state
         self.processors: list[BatchSpanProcessor] = [
             _CountingBatchProcessor(e) for e in self.exporters
         ]
@@ -166,10 +195,18 @@ class ExportPipeline:
         reported with its reason); past the bound the flush is abandoned on its daemon thread.
         If any span was not exported, the one export warning says how many.
 
+        When another process of the run (this process's command or pool workers, a sibling)
+        found every endpoint of the pipeline failing
+        (:func:`~tasktrace.export.failing.failing_elsewhere`), it does not wait at all: that
+        process's own exit waited for it already, and a second wait adds the same bound again.
+
         Returns:
             Whether every span given to the pipeline was exported.
 
         """
+        elsewhere = [failing_elsewhere(exporter.where) for exporter in self.exporters]
+        if self.exporters and all(elsewhere):
+            return self._not_waited_for(elsewhere)
         clear_refused()  # only a refusal during this flush counts: the collector may be back
         for exporter in self.exporters:
             exporter.refused = False
@@ -201,7 +238,23 @@ class ExportPipeline:
                 state = (
                     "" if finished.is_set() else f", export unfinished after {bound:.3g} s at exit"
                 )
+                exporter.mark_failing(exporter.last_error or "no answer")  # for the run's others
                 exporter.report(f"{unsent} of {ended} spans not exported{state}")
+        return ok
+
+    def _not_waited_for(self, reasons: Sequence[str | None]) -> bool:
+        """Report the spans not exported, without waiting: another process found it failing."""
+        ok = True
+        for exporter, processor, reason in zip(
+            self.exporters, self.processors, reasons, strict=True
+        ):
+            ended = getattr(processor, "ended_spans", 0)
+            unsent = ended - exporter.exported_spans
+            if unsent > 0:
+                ok = False
+                if exporter.last_error is None:
+                    exporter.last_error = f"{reason}, found by another process of this run"
+                exporter.report(f"{unsent} of {ended} spans not exported, not waited for at exit")
         return ok
 
 

@@ -90,8 +90,11 @@ __all__ = [
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
 
-FLUSH_TIMEOUT_S = 5.0
-"""How long :func:`flush_spans` waits for the tracer provider by default, in seconds."""
+FLUSH_TIMEOUT_S = 1.0
+"""How long :func:`flush_spans` waits by default (a task's path), in seconds: so that a worker
+ending by ``os._exit`` loses no span while the collector works, which takes a few spans in
+milliseconds (a remote one in tenths of a second). An endpoint that has not answered by then is
+treated as failing by later flushes (they do not wait) until an export succeeds again."""
 
 
 @dataclass(frozen=True)
@@ -375,15 +378,21 @@ def flush_spans(timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
     For a process that may end without its exit handlers (a forked worker ending by
     ``os._exit``, a job stopped by ``SIGTERM``). Never raises: a failure is warned about once.
 
+    The wait is at most ``timeout_s`` and at most :func:`exit_timeout_s`; tasktrace's own
+    exporters are not waited for at all while their endpoint is known to fail (an export
+    failed, or an earlier flush got no answer in time: see
+    :mod:`tasktrace.export.pipeline`). A user's span processor on a provider of the user's is
+    the user's: how long its ``force_flush`` takes is its own.
+
     Returns:
-        Whether the provider flushed everything in time (``False`` without a provider, or for
-        one without ``force_flush``).
+        Whether the provider flushed everything in time (``False`` without a provider, for
+        one without ``force_flush``, or when an endpoint is known to fail).
     """
     flush = getattr(tracer_provider(), "force_flush", None)
     if flush is None:
         return False
     try:
-        return bool(flush(int(timeout_s * 1000)))
+        return bool(flush(int(min(timeout_s, exit_timeout_s()) * 1000)))
     except Exception as e:  # noqa: BLE001 - exporting must not break the task
         _warn("flush", "tasktrace: flushing spans failed: %r", e)
         return False

@@ -44,6 +44,7 @@ __all__ = [
     "collect",
     "export",
     "is_exported",
+    "known_spool_folder",
     "set_spool_folder",
     "spool_folder",
     "unreported_cpu_s",
@@ -85,6 +86,19 @@ def spool_folder() -> Path:
             _owned_spool, _owner_pid = path, os.getpid()
         _spool = path
         return path
+
+
+def known_spool_folder() -> Path | None:
+    """Return the spool folder this process uses or reports to, without creating one.
+
+    The folder in use (this process's own, or a parent's handed over a pickle or inherited by
+    fork), else the one :data:`SPOOL_ENV` names, else ``None`` (a process that neither reports
+    to a parent nor has children that report to it).
+    """
+    if _spool is not None:
+        return _spool
+    named = os.environ.get(SPOOL_ENV)
+    return Path(named) if named else None
 
 
 def set_spool_folder(path: str | None) -> None:
