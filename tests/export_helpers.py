@@ -16,7 +16,13 @@ import pytest
 EXPORT_WARNING = "tasktrace: span export to"
 """The start of the one warning tasktrace logs when span export fails."""
 
-SDK_FAILURE_LINES = ("Transient error", "Failed to export", "Exporter already shutdown")
+SDK_FAILURE_LINES = (
+    "Transient error",
+    "Failed to export",
+    "Exporter already shutdown",
+    "Shutdown in progress",
+    "Channel closed",
+)
 """Messages of the OTel exporters' own per-attempt logging, which tasktrace must silence."""
 
 NESTED_WORKLOAD = """

@@ -16,6 +16,9 @@ Both bind ``127.0.0.1`` on an ephemeral port, decode requests with the official
 - ``mode="black_hole"``: accept the connection and the request, never answer
   until the receiver is stopped (or, for gRPC, until the client gives up).
 
+The HTTP receiver speaks HTTPS when given a certificate (``tls=``; :func:`self_signed_tls`
+makes one with the ``openssl`` command), which a client not told to trust it refuses.
+
 Both refuse a request over a size limit, as real collectors do: the gRPC server keeps
 gRPC's default 4 MiB message limit (``RESOURCE_EXHAUSTED``; ``max_message_bytes`` changes
 it), and the HTTP server answers ``413`` above ``max_body_bytes`` when given.
@@ -39,7 +42,10 @@ import base64
 import gzip
 import http.server
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import zlib
@@ -72,6 +78,7 @@ __all__ = [
     "decode_trace_request",
     "otlp_grpc_receiver",
     "otlp_http_receiver",
+    "self_signed_tls",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -514,11 +521,21 @@ class _OtlpHttpServer(http.server.ThreadingHTTPServer):
         refuse_status: int,
         port: int = 0,
         max_body_bytes: int | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         super().__init__((LOOPBACK, port), _OtlpHttpHandler)
         self.recorder = recorder
         self.refuse_status = refuse_status
         self.max_body_bytes = max_body_bytes
+        if tls is not None:  # the handshake runs in the handler thread, at its first read
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.socket = context.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Keep test output quiet (a client refusing the certificate ends the handshake)."""
 
 
 class OtlpHttpReceiver(_Recorder):
@@ -535,6 +552,8 @@ class OtlpHttpReceiver(_Recorder):
             bound again, to stand for a collector restarting.
         max_body_bytes: Answer ``413 Request Entity Too Large`` (and store nothing) for a
             request body over this many bytes; ``None``: no limit.
+        tls: ``(certificate file, key file)``: serve HTTPS (:attr:`endpoint` is then
+            ``https://...``); see :func:`self_signed_tls`.
 
     The server starts in the constructor and serves until :meth:`stop`.
 
@@ -548,10 +567,12 @@ class OtlpHttpReceiver(_Recorder):
         require_headers: Mapping[str, str] | None = None,
         port: int = 0,
         max_body_bytes: int | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         """Bind 127.0.0.1 (on ``port``, or an ephemeral one) and start serving in a thread."""
         super().__init__(mode, require_headers)
-        self._server = _OtlpHttpServer(self, refuse_status, port, max_body_bytes)
+        self._scheme = "http" if tls is None else "https"
+        self._server = _OtlpHttpServer(self, refuse_status, port, max_body_bytes, tls)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -568,8 +589,11 @@ class OtlpHttpReceiver(_Recorder):
 
     @property
     def endpoint(self) -> str:
-        """Base URL ``http://127.0.0.1:PORT``, the value for ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
-        return f"http://{LOOPBACK}:{self.port}"
+        """Return ``http://127.0.0.1:PORT`` (``https`` with ``tls``), for the endpoint variable.
+
+        The value for ``OTEL_EXPORTER_OTLP_ENDPOINT``.
+        """
+        return f"{self._scheme}://{LOOPBACK}:{self.port}"
 
     @property
     def traces_endpoint(self) -> str:
@@ -747,6 +771,31 @@ def closed_loopback_endpoint() -> str:
         sock.bind((LOOPBACK, 0))
         port = sock.getsockname()[1]
     return f"http://{LOOPBACK}:{port}"
+
+
+def self_signed_tls(folder: Path) -> tuple[Path, Path]:
+    """Write a self-signed certificate for 127.0.0.1 and its key into ``folder``.
+
+    Returns:
+        ``(certificate file, key file)``, PEM, for ``OtlpHttpReceiver(tls=...)``.
+
+    Skips the test when the ``openssl`` command is missing.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", f"/CN={LOOPBACK}", "-addext", f"subjectAltName=IP:{LOOPBACK}"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
 
 
 @pytest.fixture

@@ -144,6 +144,23 @@ def test_an_endpoint_without_a_scheme_is_named_and_its_password_never_shown(
     assert "is not an http:// or https:// URL" in run.stderr
 
 
+def test_an_endpoint_without_a_scheme_is_one_warning_quoting_what_was_set(
+    tmp_path: Path,
+) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT=127.0.0.1:PORT (spans and metrics): one warning, the value.
+
+    Before: two warnings, the first quoting '127.0.0.1:PORT/v1/traces' (a value the user never
+    set), then the span export's failure ("No connection adapters were found for ...").
+    """
+    endpoint = closed_loopback_endpoint().removeprefix("http://")
+    env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_METRICS_EXPORTER="otlp")
+    run = run_script("from tasktrace import Task\nwith Task('t'):\n    pass\n", tmp_path, env)
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert f"OTEL_EXPORTER_OTLP_ENDPOINT={endpoint!r} is not an http:// or https://" in lines[0]
+
+
 EXIT_BOUND_S = 2.0
 
 

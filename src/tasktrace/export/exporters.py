@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -102,7 +103,13 @@ def _grpc_class(settings: OtlpSettings) -> Any:
 
 
 def _otlp_or_warn(settings: OtlpSettings) -> Any:
-    """:func:`new_otlp_exporter`, or ``None`` with one warning when gRPC is missing."""
+    """Return :func:`new_otlp_exporter`'s exporter, or ``None``.
+
+    ``None`` with one warning when gRPC is missing, and for an endpoint OTLP/HTTP cannot send
+    to (already warned about).
+    """
+    if not settings.usable:
+        return None
     try:
         return new_otlp_exporter(settings)
     except ImportError as e:
@@ -234,8 +241,13 @@ def metric_exporter_names() -> Resolved[list[str]]:
     return Resolved([n.strip() for n in raw.split(",") if n.strip()], OTEL_METRICS_EXPORTER)
 
 
-def metric_exporters() -> list[Any]:
+def metric_exporters(wrap_otlp: Callable[[Any, OtlpSettings], Any] | None = None) -> list[Any]:
     """Create the metric exporters ``OTEL_METRICS_EXPORTER`` names (default ``otlp``).
+
+    Args:
+        wrap_otlp: Applied to each OTLP exporter with its settings; its result is used in
+            the exporter's place (tasktrace's meter provider: a
+            :class:`~tasktrace.export.metric_guard.GuardedMetricExporter`).
 
     An exporter that cannot be created is left out with a warning (gRPC without
     ``tasktrace[grpc]``: the same warning as for spans).
@@ -244,9 +256,10 @@ def metric_exporters() -> list[Any]:
     for name in metric_exporter_names().value:
         try:
             if name == "otlp":
-                otlp = _otlp_or_warn(otlp_settings("metrics"))
+                settings = otlp_settings("metrics")
+                otlp = _otlp_or_warn(settings)
                 if otlp is not None:
-                    exporters.append(otlp)
+                    exporters.append(wrap_otlp(otlp, settings) if wrap_otlp else otlp)
             elif name == "console":
                 from opentelemetry.sdk.metrics.export import (  # noqa: PLC0415
                     ConsoleMetricExporter,

@@ -6,11 +6,14 @@ exports go through two thin layers instead:
 
 - :class:`GuardedSpanExporter` wraps any SDK :class:`~opentelemetry.sdk.trace.export.SpanExporter`.
   It never raises, silences the OTel exporters' per-attempt log records *while it is the one
-  exporting* (a :class:`logging.Filter` keyed on a thread-local flag, so the user's own
-  exporters still log), keeps those messages to say why an export failed
-  (:func:`describe_failure`: ``[Errno 111] Connection refused``, ``HTTP 413 ...``, ``gRPC
-  RESOURCE_EXHAUSTED: ...``), counts exported and dropped spans, and logs **one** warning per
-  process naming the endpoint (without credentials) the first time spans are dropped. Given a
+  exporting* (:func:`~tasktrace.export.quiet.quiet_export`: a :class:`logging.Filter` keyed on
+  a thread-local, so the user's own exporters still log), keeps those messages to say why an
+  export failed (:func:`~tasktrace.export.failure.describe_failure`: ``[Errno 111] Connection
+  refused``, ``HTTP 503 Service Unavailable``, ``TLS: certificate verify failed: ...``),
+  counts exported and dropped spans, and logs **one** warning per process naming the endpoint
+  (without credentials) the first time spans are dropped. A failure retrying cannot mend (a
+  TLS certificate refused, a gRPC port spoken to in HTTP/1.1) shuts the OTel exporter down at
+  its first attempt instead of letting it retry until its timeout. Given a
   ``max_request_bytes``, it splits each batch into requests under that size
   (:mod:`tasktrace.export.request_size`), so one large span costs at most itself, never its batch.
 - :class:`~tasktrace.export.pipeline.ExportPipeline` owns the batch processor of each guarded
@@ -20,10 +23,8 @@ exports go through two thin layers instead:
 from __future__ import annotations
 
 import logging
-import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -32,32 +33,22 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.failure import (
+    NO_ANSWER,
     describe_failure,
     endpoint_secrets,
+    is_permanent,
     redact_endpoint,
     short_reason,
 )
+from tasktrace.export.quiet import ExportMessages, quiet_export
 from tasktrace.export.request_size import Oversized, split_by_request_size
-from tasktrace.export.status_hint import refusal_hint
+from tasktrace.export.status_hint import refusal_hint, tls_hint
 
-__all__ = ["GuardedSpanExporter", "clear_refused", "export_refused"]
+__all__ = ["GuardedSpanExporter", "clear_refused", "export_refused", "is_refusal"]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
 _EXPORT_FAILED = "export-failed"
-
-SDK_EXPORTER_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.common.http",
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.exporter.otlp.proto.common._internal",
-    "opentelemetry.sdk._shared_internal",
-)
-"""Loggers of the OTel exporters (and batch processor) whose records are silenced while a
-:class:`GuardedSpanExporter` exports on the current thread."""
-
-_exporting = threading.local()
-
 
 _REFUSED = ("Connection refused", "ECONNREFUSED", "StatusCode.UNAVAILABLE")
 _refused = threading.Event()
@@ -74,45 +65,9 @@ def clear_refused() -> None:
     _refused.clear()
 
 
-_MAX_MESSAGES = 16
-"""Messages kept per guarded export (the first ones and the last one)."""
-
-
-class _QuietWhileGuarded(logging.Filter):
-    """Drop records logged on a thread inside a guarded export; keep their messages."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(_exporting, "active", False):
-            if record.levelno >= logging.WARNING:
-                message = record.getMessage()
-                owner = getattr(_exporting, "owner", None)
-                if owner is not None:  # an attempt failed: the OTel exporter is retrying
-                    owner._failed_attempt = message[:1000]
-                if any(mark in message for mark in _REFUSED):
-                    _refused.set()
-                    if owner is not None:
-                        owner.refused = True
-                messages: list[str] = _exporting.messages
-                if len(messages) >= _MAX_MESSAGES:
-                    messages.pop()  # keep the first ones, and the latest as the last one
-                messages.append(message[:1000])
-            return False
-        return True
-
-
-_filter = _QuietWhileGuarded()
-_filter_lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], "_filter_lock")
-_filter_installed = False
-
-
-def _install_filter() -> None:
-    global _filter_installed  # noqa: PLW0603 - the filter is installed once per process
-    with _filter_lock:
-        if not _filter_installed:
-            for name in SDK_EXPORTER_LOGGERS:
-                logging.getLogger(name).addFilter(_filter)
-            _filter_installed = True
+def is_refusal(message: str) -> bool:
+    """Whether an OTel exporter's ``message`` says nothing listens at the endpoint."""
+    return any(mark in message for mark in _REFUSED)
 
 
 class GuardedSpanExporter(SpanExporter):
@@ -148,7 +103,6 @@ class GuardedSpanExporter(SpanExporter):
         secrets: Iterable[str] = (),
     ) -> None:
         """Wrap ``inner`` (see the class docstring)."""
-        _install_filter()
         self.inner = inner
         """The wrapped exporter."""
         self.where = redact_endpoint(where)
@@ -159,6 +113,14 @@ class GuardedSpanExporter(SpanExporter):
         self.dropped_spans = 0
         self.last_error: str | None = None
         """The last failure reason (from the OTel exporter's own messages, or the exception)."""
+        secrets = [*secrets, *endpoint_secrets(where)]
+        words = {w for s in secrets for w in (s, *s.split()) if len(w) >= 4}
+        self._secrets = sorted(words, key=len, reverse=True)
+        self._lock = threading.Lock()
+        renew_after_fork(self, "_lock")
+        self._shut_down = False
+        self._current: ExportMessages | None = None  # the request being sent now
+        self._permanent: str | None = None  # a failure retrying cannot mend (TLS, gRPC port)
         self.refused = False
         """Whether an export of this exporter was refused outright (nothing listens at its
         endpoint: retrying cannot help an exiting process); set from the OTel exporter's own
@@ -169,24 +131,16 @@ class GuardedSpanExporter(SpanExporter):
         self._failing: str | None = None  # why the endpoint is known to fail, while it is
         self._exporting_now = False
         self._failed_attempt: str | None = None  # the message of a failed attempt, this export
-        secrets = [*secrets, *endpoint_secrets(where)]
-        words = {w for s in secrets for w in (s, *s.split()) if len(w) >= 4}
-        self._secrets = sorted(words, key=len, reverse=True)
-        self._lock = threading.Lock()
-        renew_after_fork(self, "_lock")
-        self._shut_down = False
 
-    @contextmanager
-    def _guarded(self) -> Iterator[list[str]]:
-        """Silence the OTel exporters' records on this thread; yield their messages."""
-        _exporting.active = True
-        _exporting.messages = []
-        _exporting.owner = self
-        try:
-            yield _exporting.messages
-        finally:
-            _exporting.active = False
-            _exporting.owner = None
+    def _noticed(self, message: str) -> None:
+        """On the exporting thread, as the OTel exporter logs ``message`` (a failed attempt)."""
+        self._failed_attempt = message[:1000]  # the exporter is retrying: see ``failing``
+        if is_refusal(message):
+            _refused.set()
+            self.refused = True
+        if self._permanent is None and is_permanent(message):
+            self._permanent = describe_failure([message])
+            self.shutdown()  # its retries would meet the same certificate or server
 
     @property
     def failing(self) -> bool:
@@ -228,8 +182,18 @@ class GuardedSpanExporter(SpanExporter):
                 _log.debug("tasktrace: export state callback failed: %r", e)
 
     def _call(self, method: str, *args: Any) -> Any:
-        with self._guarded():
+        with quiet_export(ExportMessages()):
             return getattr(self.inner, method)(*args)
+
+    def in_flight_reason(self) -> str | None:
+        """Return why the request being sent now failed so far, or ``None``.
+
+        The reason of the attempts the exporter retries; ``None`` when no request is in
+        flight or none of its attempts failed yet. Any thread.
+        """
+        current = self._current
+        messages = list(current.messages) if current is not None else []
+        return describe_failure(messages, self.max_request_bytes) if messages else None
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -245,7 +209,6 @@ class GuardedSpanExporter(SpanExporter):
             ``SUCCESS`` when every span was accepted, else ``FAILURE``.
 
         """
-        sent = 0
         reasons: list[str] = []
         self._failed_attempt = None
         self._exporting_now = True
@@ -260,7 +223,7 @@ class GuardedSpanExporter(SpanExporter):
                 self.dropped_spans += dropped
                 self.last_error = self._scrub("; ".join(dict.fromkeys(reasons)))
         if failed and not sent:  # no request went through: the endpoint fails
-            self._set_state(self.last_error or "no answer")
+            self._set_state(self.last_error or NO_ANSWER)
         elif spans:  # it took requests (a span too large to send is no failure of its own)
             self._set_state(None)
         if not dropped:
@@ -271,7 +234,7 @@ class GuardedSpanExporter(SpanExporter):
     def _export_parts(self, spans: Sequence[ReadableSpan], reasons: list[str]) -> tuple[int, int]:
         """Send ``spans`` in requests under the size limit; return (spans sent, requests failed)."""
         sent = failed = 0
-        with self._guarded() as messages:
+        with quiet_export(ExportMessages()):  # encoding (the request split) logs too
             if self.max_request_bytes is None:
                 parts: list[Sequence[ReadableSpan]] = [spans]
                 oversized: list[Oversized] = []
@@ -279,18 +242,32 @@ class GuardedSpanExporter(SpanExporter):
                 parts, oversized = split_by_request_size(spans, self.max_request_bytes)
             reasons.extend(self._oversized_reason(item) for item in oversized[:1])
             for part in parts:
-                messages.clear()
-                try:
-                    result = self.inner.export(part)
-                except Exception as e:  # noqa: BLE001 - export must never break the program
-                    result = SpanExportResult.FAILURE
-                    messages.append(f"{type(e).__name__}: {e}")
-                if result is SpanExportResult.SUCCESS:
+                if self._permanent is not None:  # shut down: retrying cannot mend it
+                    failed += 1
+                    reasons.append(self._permanent)
+                    continue
+                messages = self._export_part(part)
+                if messages is None:
                     sent += len(part)
                 else:
                     failed += 1
                     reasons.append(describe_failure(messages, self.max_request_bytes))
         return sent, failed
+
+    def _export_part(self, part: Sequence[ReadableSpan]) -> list[str] | None:
+        """Send one request; ``None`` on success, else the exporter's messages about it."""
+        collector = ExportMessages(self._noticed)
+        self._current = collector
+        try:
+            with quiet_export(collector):
+                try:
+                    result = self.inner.export(part)
+                except Exception as e:  # noqa: BLE001 - export must never break the program
+                    result = SpanExportResult.FAILURE
+                    collector.messages.append(f"{type(e).__name__}: {e}")
+        finally:
+            self._current = None
+        return None if result is SpanExportResult.SUCCESS else collector.messages
 
     def _oversized_reason(self, item: Oversized) -> str:
         if item.size_bytes is None:
@@ -303,17 +280,20 @@ class GuardedSpanExporter(SpanExporter):
     def report(self, what: str) -> None:
         """Log the one export warning of this process (if not logged yet), naming ``what``.
 
+        The reason is the last failed request's, else the one being sent now (an attempt that
+        failed and is being retried, at exit), else :data:`~tasktrace.export.failure.NO_ANSWER`.
         For a backend's 4xx answer the warning also says what to check
         (:func:`tasktrace.export.status_hint.refusal_hint`: headers, endpoint path; never a
         value).
         """
-        hint = refusal_hint(self.last_error)
+        reason = self.last_error or self.in_flight_reason() or NO_ANSWER
+        hint = refusal_hint(reason) or tls_hint(reason)
         _warn(
             _EXPORT_FAILED,
             "tasktrace: span export to %s failed (%s); %s.%s Task files are complete; "
             "further export failures are not reported",
             self.where,
-            self.last_error or "no answer",
+            self._scrub(reason),
             what,
             f" {hint}." if hint else "",
         )

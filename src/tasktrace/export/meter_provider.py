@@ -4,7 +4,8 @@
 installed globally (the user's, Logfire's, ``opentelemetry-instrument``'s) is used as it is;
 while the global is still the API's proxy, tasktrace creates an SDK ``MeterProvider`` (the
 traces' resource, a ``PeriodicExportingMetricReader`` for each exporter that
-``OTEL_METRICS_EXPORTER`` names, failed exports guarded by
+``OTEL_METRICS_EXPORTER`` names, each OTLP one wrapped in a
+:class:`~tasktrace.export.metric_guard.GuardedMetricExporter`, the exit bounded by
 :func:`~tasktrace.export.metric_guard.guard_metric_export`) and installs it, when the ``metrics``
 setting is on or, unset, when the environment configures metrics export.
 
@@ -22,8 +23,7 @@ from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
 from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
 
 from tasktrace.export.exporters import metric_exporters
-from tasktrace.export.metric_guard import guard_metric_export
-from tasktrace.export.otlp import otlp_settings
+from tasktrace.export.metric_guard import GuardedMetricExporter, guard_metric_export
 from tasktrace.export.provider import build_resource
 
 __all__ = ["global_meter_provider"]
@@ -51,13 +51,15 @@ def global_meter_provider(setting: bool | None) -> Any:
         PeriodicExportingMetricReader,
     )
 
-    exporters = metric_exporters()
+    # OTLP: one warning per endpoint on failure, SDK messages silenced, a bounded exit
+    exporters = metric_exporters(
+        lambda otlp, settings: GuardedMetricExporter(otlp, settings.endpoint, settings.secrets)
+    )
     readers = [PeriodicExportingMetricReader(e) for e in exporters]
     created = MeterProvider(
         resource=build_resource(), metric_readers=readers, shutdown_on_exit=False
     )
-    otlp = otlp_settings("metrics")  # one warning on failure, a bounded exit: metric_guard
-    guard_metric_export(created, exporters, otlp.endpoint, otlp.secrets)
+    guard_metric_export(created, exporters)
     metrics.set_meter_provider(created)
     return metrics.get_meter_provider()  # another thread may have won the race
 

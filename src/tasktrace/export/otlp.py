@@ -110,6 +110,9 @@ class OtlpSettings:
         sources: Where each value came from, by field (``endpoint``, ``protocol``,
             ``timeout_s``, and ``headers.NAME`` for each header): ``GIVEN_BY(FIELD=...)`` for
             an argument, the variable's name, or ``default``.
+        usable: ``False`` when OTLP/HTTP is to go to text without ``http(s)://host`` (a
+            warning said so, quoting the value as set): tasktrace's live exporters leave
+            such an endpoint out rather than fail at every export.
     """
 
     signal: Signal
@@ -119,6 +122,7 @@ class OtlpSettings:
     timeout_s: float
     secrets: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
+    usable: bool = True
 
 
 def _protocol(signal: Signal, configured: str | None, given: str) -> Resolved[str]:
@@ -167,44 +171,52 @@ def _timeout_s(signal: Signal, configured: float | None, given: str) -> Resolved
     return Resolved(DEFAULT_TIMEOUT_S, DEFAULT)
 
 
-def _checked_endpoint(resolved: Resolved[str], protocol: str) -> Resolved[str]:
-    """Warn once when OTLP/HTTP is to go to text without ``http(s)://host`` (gRPC takes it)."""
-    if protocol != "grpc" and resolved.source != DEFAULT:
-        try:
-            parts = urlsplit(resolved.value)
-            usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-        except ValueError:
-            usable = False
-        if not usable:
-            _warn(
-                f"endpoint:{resolved.source}",
-                "tasktrace: %s=%r is not an http:// or https:// URL, which OTLP/HTTP needs "
-                "(write http://host:port); nothing can be sent there",
-                resolved.source,
-                mask_url(resolved.value),
-            )
-    return resolved
+def _usable_endpoint(resolved: Resolved[str], given: str, protocol: str) -> bool:
+    """Return whether OTLP/HTTP can send to ``resolved`` (gRPC takes any text).
+
+    If not, warns once, quoting ``given``: the value as set, before tasktrace appended
+    ``/v1/<signal>``.
+    """
+    if protocol == "grpc" or resolved.source == DEFAULT:
+        return True
+    try:
+        parts = urlsplit(resolved.value)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        usable = False
+    if not usable:
+        _warn(
+            f"endpoint:{resolved.source}",
+            "tasktrace: %s=%r is not an http:// or https:// URL, which OTLP/HTTP needs "
+            "(write http://host:port); nothing is exported there",
+            resolved.source,
+            mask_url(given),
+        )
+    return usable
 
 
-def _endpoint(signal: Signal, protocol: str, configured: str | None, given: str) -> Resolved[str]:
+def _endpoint(
+    signal: Signal, protocol: str, configured: str | None, given: str
+) -> tuple[Resolved[str], str]:
+    """Return the endpoint requests go to, and the value as set (without the path)."""
     path = f"/v1/{signal}"
     base, source = configured, given
     if base is None:
         specific_name = _VARIABLES[signal]["endpoint"]
         specific = environ_value(specific_name)
-        if specific is not None:
-            return Resolved(specific.strip(), specific_name)  # a per-signal URL is used as is
+        if specific is not None:  # a per-signal URL is used as is
+            return Resolved(specific.strip(), specific_name), specific.strip()
         base = environ_value(OTEL_EXPORTER_OTLP_ENDPOINT)
         source = OTEL_EXPORTER_OTLP_ENDPOINT
         if base is None:
             base, source = _DEFAULT_ENDPOINTS[protocol], DEFAULT
     base = base.strip()
     if protocol == "grpc":
-        return Resolved(base, source)
+        return Resolved(base, source), base
     head, mark, query = base.partition("?")  # the path goes before a query, which stays
     if head.rstrip("/").endswith(path):
-        return Resolved(base, source)
-    return Resolved(head.rstrip("/") + path + mark + query, source)
+        return Resolved(base, source), base
+    return Resolved(head.rstrip("/") + path + mark + query, source), base
 
 
 def otlp_settings(
@@ -235,9 +247,10 @@ def otlp_settings(
         once (see the module docstring).
     """
     chosen = _protocol(signal, protocol, f"{given_by}(protocol=...)")
-    resolved_endpoint = _checked_endpoint(
-        _endpoint(signal, chosen.value, endpoint, f"{given_by}(endpoint=...)"), chosen.value
+    resolved_endpoint, given = _endpoint(
+        signal, chosen.value, endpoint, f"{given_by}(endpoint=...)"
     )
+    usable = _usable_endpoint(resolved_endpoint, given, chosen.value)
     resolved_timeout = _timeout_s(signal, timeout_s, f"{given_by}(timeout_s=...)")
     header_variable, _ = headers_variable(signal)
     merged = {k: (v, header_variable) for k, v in otlp_headers(signal).items()}
@@ -250,6 +263,7 @@ def otlp_settings(
         headers=values,
         timeout_s=resolved_timeout.value,
         secrets=(*values.values(), *headers_variable_texts(signal)),
+        usable=usable,
         sources={
             "protocol": chosen.source,
             "endpoint": resolved_endpoint.source,

@@ -10,17 +10,23 @@ the reason it reads holds a status code and a phrase, and the hint is fixed text
 
 from __future__ import annotations
 
+import os
 import re
 
 from opentelemetry.sdk.environment_variables import (
     OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+    OTEL_EXPORTER_OTLP_CERTIFICATE,
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_HEADERS,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     OTEL_EXPORTER_OTLP_TRACES_HEADERS,
 )
 
-__all__ = ["refusal_hint"]
+__all__ = ["CA_BUNDLE_VARIABLES", "refusal_hint", "tls_hint"]
+
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+"""Variables by which ``requests`` (the OTLP/HTTP exporters' client) replaces the certificate
+it was given (``OTEL_EXPORTER_OTLP_CERTIFICATE``) with another bundle."""
 
 _HTTP_4XX = re.compile(r"(?:HTTP |code: )(4\d\d)\b")
 """A 4xx status in a failure reason: tasktrace's ``HTTP 422 ...`` or the OTel HTTP exporter's
@@ -91,3 +97,27 @@ def refusal_hint(reason: str | None) -> str | None:
     if status == "413" and "too large" in reason:
         return None
     return _BY_STATUS.get(status, _REFUSED)
+
+
+def tls_hint(reason: str | None) -> str | None:
+    """Return what to check for a TLS failure when a CA bundle variable overrides the CA.
+
+    Args:
+        reason: tasktrace's failure reason (``TLS: certificate verify failed: ...``) or ``None``.
+
+    Returns:
+        For a TLS reason while ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` is set (read from
+        the environment now), one sentence without a final full stop naming them (never their
+        values): over OTLP/HTTP they replace ``OTEL_EXPORTER_OTLP_CERTIFICATE``. Else ``None``.
+    """
+    if not reason or not reason.startswith("TLS:"):
+        return None
+    found = [name for name in CA_BUNDLE_VARIABLES if os.environ.get(name)]
+    if not found:
+        return None
+    return (
+        f"{' and '.join(found)} {'is' if len(found) == 1 else 'are'} set: over OTLP/HTTP, "
+        f"requests verifies the collector against that bundle, not "
+        f"{OTEL_EXPORTER_OTLP_CERTIFICATE}; unset {'it' if len(found) == 1 else 'them'} for "
+        "this program or add the collector's CA to the bundle"
+    )
