@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,22 +71,46 @@ def test_run_command_not_found() -> None:
     assert main(["run", "-q", "--", "/nonexistent/command"]) == 127
 
 
-@pytest.mark.parametrize("kind", ["missing", "not executable"])
-def test_a_command_that_cannot_start_gets_its_error_alone(tmp_path: Path, kind: str) -> None:
-    """`run` of a command that cannot start: exit 127, the error line alone (no tree, no note)."""
+@pytest.mark.parametrize(
+    ("kind", "code", "why"),
+    [
+        ("missing", 127, "No such file or directory"),
+        ("not executable", 126, "Permission denied"),
+        ("a directory", 126, "Is a directory"),
+        (
+            "a missing interpreter",
+            127,
+            "No such file or directory (a file it needs, such as its #! interpreter)",
+        ),
+    ],
+)
+def test_a_command_that_cannot_start_gets_its_error_alone(
+    tmp_path: Path, kind: str, code: int, why: str
+) -> None:
+    """`run` of a command that cannot start: a shell's status, the error line alone (no tree).
+
+    127 when it (or its interpreter) is not found, 126 when found but not executable, as
+    bash and dash give; every failure to start was 127.
+    """
     command = tmp_path / "train.sh"
     if kind == "not executable":
         command.write_text("echo hi\n")
         command.chmod(0o644)
+    elif kind == "a directory":
+        command.mkdir()
+    elif kind == "a missing interpreter":
+        command.write_text(f"#!{tmp_path / 'no-such-shell'}\necho hi\n")
+        command.chmod(0o755)
     out = tmp_path / "run.json"
     result = run_cli(["run", "--file", str(out), "--", str(command), "--epochs", "3"], tmp_path)
-    assert result.returncode == 127
-    why = "No such file or directory" if kind == "missing" else "Permission denied"
+    assert result.returncode == code
     assert result.stderr.splitlines() == [f"Error: cannot start {str(command)!r}: {why}"]
     assert result.stdout == ""
     task = Task.model_validate_json(out.read_text())  # the file still records the run
-    assert (task.status, task.exit_code) == (TaskStatus.FAILED, 127)
+    assert (task.status, task.exit_code) == (TaskStatus.FAILED, code)
     assert task.error == f"cannot start {str(command)!r}: {why}"
+    shell = subprocess.run(["sh", "-c", shlex.quote(str(command))], check=False)
+    assert shell.returncode == code  # the shell's own status for the same command
 
 
 def test_a_command_exiting_127_itself_is_reported_as_a_run(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import fcntl
 import io
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -195,3 +196,37 @@ def test_a_command_that_exited_shows_no_rss_now() -> None:
         child.wait()
     assert "peak RSS" in last, last
     assert "RSS now" not in last, last
+
+
+MARKUP_CHILD = textwrap.dedent("""
+    import time
+    from tasktrace import Task
+    with Task("train with a label long enough to wrap inside a sixty-column panel, twice over"):
+        for epoch in range(6):
+            with Task(f"epoch {epoch}"):
+                time.sleep(0.6)
+            print(f"epoch {epoch} done", flush=True)
+""")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_the_panel_drawn_after_a_line_of_output_is_the_same_panel(tmp_path: Path) -> None:
+    """Each frame drawn with the command's output has the panel's markup and wrapping.
+
+    The relay printed each line with ``markup=False, soft_wrap=True``; rich draws the panel
+    after the line with the same options, so those frames showed ``[bold]train[/]
+    [cyan]running[/]`` as text and cut the labels instead of wrapping them, while the timed
+    redraws in between were right (persona report: 14 of 56 tmux captures).
+    """
+    script = tmp_path / "child.py"
+    script.write_text(MARKUP_CHILD)
+    argv = [sys.executable, "-m", "tasktrace.cli", "run", "--", sys.executable, str(script)]
+    out = _ANSI.sub("", _run_in_pty(argv, tmp_path, timeout_s=120.0, rows=30, columns=60))
+    frames = [f[: f.index("╯")] for f in out.split("╭")[1:] if "╯" in f]
+    assert any("train with" in f for f in frames)  # the child's tree was drawn
+    for frame in frames:
+        assert "[/]" not in frame, frame
+        assert "[bold]" not in frame, frame
+        if "train with" in frame:
+            assert "twice over" in frame, frame  # wrapped, not cut at the panel's edge
+    assert "epoch 5 done" in out

@@ -109,3 +109,55 @@ def test_screenshot_of_the_demo_report_for_the_docs(
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 50_000
+
+
+_BOX = """(selector) => Array.from(document.querySelectorAll(selector)).map(e => {
+    const r = e.getBoundingClientRect();
+    return [r.left, r.top, r.right, r.bottom];
+})"""
+"""The page boxes ``[left, top, right, bottom]`` of the elements a selector finds, in pixels."""
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_charts_keep_their_space_with_a_huge_label_and_the_icicle_title_shows(
+    tmp_path: Path,
+) -> None:
+    """A 5,000-character label is cut in the charts; the icicle's title is not under its buttons.
+
+    Plotly widened the timeline's left margin to its widest tick label: the plot was about 50 px
+    wide (persona report, uni.png); the icicle's title sat where its measure buttons are drawn,
+    hidden (rep2.png).
+    """
+    from .browser_helpers import CHROMIUM, RENDERED, chromium
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: `make test-browser` installs Debian's package")
+    path = tmp_path / "huge.json"
+    with tasktrace.Task("run", file=path):
+        with tasktrace.Task("L" * 5000):
+            sum(range(100_000))
+        with tasktrace.Task("short"):
+            sum(range(100_000))
+    page_file = tasktrace.report([path], tmp_path / "report.html")
+    with chromium(width=1400, height=1000) as browser:
+        page = browser.new_page()
+        page.route(re.compile(r"^(?!file:).*"), lambda route: route.abort())  # offline only
+        page.goto(page_file.as_uri())
+        page.wait_for_selector(RENDERED, timeout=30_000)
+        figure = page.evaluate(_BOX, "#timeline-0 .main-svg")[0]
+        (plot,) = page.evaluate(_BOX, "#timeline-0 .nsewdrag")  # the plot area
+        assert plot[2] - plot[0] >= 0.5 * (figure[2] - figure[0]), (plot, figure)
+        ticks = page.eval_on_selector_all(
+            "#timeline-0 .ytick text", "els => els.map(e => e.textContent)"
+        )
+        assert any(t.strip().startswith("LLL") and t.endswith("…") for t in ticks), ticks
+        (title,) = page.evaluate(_BOX, "#icicle-0 .gtitle")
+        buttons = page.evaluate(_BOX, "#icicle-0 .updatemenu-button")
+        assert buttons
+        assert not any(_overlap(title, button) for button in buttons), (title, buttons)
+        slices = page.evaluate(_BOX, "#icicle-0 .iciclelayer")[0]
+        assert title[3] <= slices[1], (title, slices)  # above the chart
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)

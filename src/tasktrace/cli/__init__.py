@@ -7,7 +7,8 @@ prints the settings with the source of each value.
 
 Each subcommand is one function; :func:`main` takes ``argv`` so tests call it directly.
 Exit status: the command's own status for ``run`` (``128 + N`` when killed by signal ``N``,
-127 when it cannot be started, 125 when its ``--file`` could not be written at the end); 0
+127 when it is not found and 126 when it is not executable, as a shell's, 125 when its
+``--file`` could not be written at the end); 0
 for ``show`` and ``export``; 3 when ``replay``'s endpoint refuses the spans; 2 for bad input
 (a one-line message, no traceback), including an output file whose folder cannot be written
 and one that is not tasktrace's own (see :func:`tasktrace.tree.files.check_replaceable`;

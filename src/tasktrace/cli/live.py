@@ -20,9 +20,12 @@ While the command runs, a :class:`rich.live.Live` panel on standard error shows:
 The panel is never taller than the terminal less one line: a tree that does not fit is cut at
 the bottom, and the panel's bottom edge says how many lines are not shown. (Rich draws a live
 display's last frame in full and can erase only what is still on the screen: a taller panel
-stayed behind, printed over the command's output.) The panel is shown only when standard
-error is a terminal and ``--quiet`` is not given; it disappears when the command ends (the
-final tree is printed as before).
+stayed behind, printed over the command's output.) Each frame is drawn with the console's own
+options: rich draws the panel again after each relayed line of output with that line's
+``print`` options, and those (no markup, no wrapping) showed the tree's markup as text.
+
+The panel is shown only when standard error is a terminal and ``--quiet`` is not given; it
+disappears when the command ends (the final tree is printed as before).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pydantic import ValidationError
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.markup import escape
 from rich.panel import Panel
@@ -277,10 +280,25 @@ class LivePanel:
         inside = self.console.options.update_width(max(self.console.size.width - 4, 1))
         lines = len(self.console.render_lines(body, inside, pad=False))
         if lines + 2 <= room:
-            return Panel(body, title=title, expand=False)
+            return _OwnOptions(Panel(body, title=title, expand=False))
         height = max(room, 3)  # borders and one line
         hidden = f"{lines - (height - 2):,} more lines"
-        return Panel(body, title=title, expand=False, height=height, subtitle=hidden)
+        return _OwnOptions(Panel(body, title=title, expand=False, height=height, subtitle=hidden))
+
+
+class _OwnOptions:
+    """A renderable drawn with its console's default options, whatever the caller passes.
+
+    Rich draws a live display after each ``console.print`` with that call's options
+    (``markup``, ``highlight``, ``no_wrap``, ``overflow``): the relay's ``markup=False,
+    soft_wrap=True`` made those frames show the tree's markup as text, unwrapped.
+    """
+
+    def __init__(self, inner: RenderableType) -> None:
+        self.inner = inner
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from console.render(self.inner, console.options.update_width(options.max_width))
 
 
 def _running_only(record: Task) -> Task:

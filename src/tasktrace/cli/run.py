@@ -1,7 +1,8 @@
 """``tasktrace run``: a command as a task, its exit status as the run's.
 
-Exit status: the command's own (``128 + N`` when killed by signal ``N``, 127 when it cannot be
-started); 2 when the ``--file`` cannot be written before the command runs (it does not run);
+Exit status: the command's own (``128 + N`` when killed by signal ``N``); when it cannot be
+started, 127 if it is not found and 126 if it is not executable, as a shell's; 2 when the
+``--file`` cannot be written before the command runs (it does not run);
 125 (:data:`UNWRITTEN_EXIT`) when it could not be written at the end, after the command ran.
 """
 
@@ -27,7 +28,7 @@ from tasktrace.cli.meters_note import print_note, run_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console, render_tree
 from tasktrace.core.redact import redact_argv
-from tasktrace.core.status import TaskStatus, exit_status_error
+from tasktrace.core.status import TaskStatus, exit_status_error, start_failure
 from tasktrace.meters.process import MAXRSS_UNIT
 from tasktrace.task import Task
 from tasktrace.task.processes import child_environment
@@ -45,12 +46,6 @@ LABEL_CHARS = 200
 UNWRITTEN_EXIT = 125
 """The exit status when the ``--file`` could not be written at the end of the run (after the
 command ran): tasktrace's own failure, 125 as for ``env``, ``nohup`` and ``timeout``."""
-
-
-class _NotStarted(click.ClickException):
-    """The command could not be started (exit status 127, as a shell's)."""
-
-    exit_code = 127
 
 
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
@@ -333,13 +328,13 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     path = None if file is None else file.file("a task file rewritten while the command runs")
     task = _start_task(argv, label, record_argv=record_argv, file=path, force=force)
     ended = _Ended()
-    not_started: str | None = None  # why the command could not be started: a fatal error
+    not_started: tuple[str, int] | None = None  # why the command could not start, its status
     live = LivePanel.for_run(task, quiet=quiet)  # only on a terminal
     try:
         _run_command(argv, ended, live)
     except OSError as e:
-        program = redact_argv(argv[:1])[0]  # as in the label: API_KEY=... is no program
-        not_started = f"cannot start {program!r}: {e.strerror or e}"
+        shown = redact_argv(argv[:1])[0]  # as in the label: API_KEY=... is no program
+        not_started = start_failure(argv[0], e, shown)
     except KeyboardInterrupt:  # Ctrl-C before the command started or after it ended
         ended.stopped_by = ended.stopped_by or signal.SIGINT
     finally:  # whatever ended the run, what is known of the command is recorded
@@ -347,7 +342,8 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
             live.stop()
         code = _record_end(task, ended, not_started)
     if not_started is not None:  # the error alone: no tree, no energy note before it
-        raise _NotStarted(not_started)
+        click.echo(f"Error: {not_started[0]}", err=True)  # as click's own errors
+        sys.exit(not_started[1])
     if not quiet:
         console = output_console(stderr=True)
         console.print(render_tree(task))
@@ -355,13 +351,13 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     if path is not None and (reason := last_error(path)) is not None:
         click.echo(f"Error: {_unwritten(path, reason, code)}", err=True)
         sys.exit(UNWRITTEN_EXIT)
-    sys.exit(code)  # the command's own status, 127 included (then it ran: no error line)
+    sys.exit(code)  # the command's own status, 126 and 127 too (then it ran: no error line)
 
 
-def _record_end(task: Task, ended: _Ended, not_started: str | None) -> int:
+def _record_end(task: Task, ended: _Ended, not_started: tuple[str, int] | None) -> int:
     """Finish ``task`` with how the command ended, its usage included; return the exit status."""
     if not_started is not None:
-        status, code, task.error = TaskStatus.FAILED, 127, not_started
+        status, (task.error, code) = TaskStatus.FAILED, not_started
     elif ended.stopped_by is not None:  # stopped from outside: we report 128 + signal
         status, code = TaskStatus.CANCELLED, 128 + ended.stopped_by
         task.error = f"stopped by {signal.Signals(ended.stopped_by).name}"

@@ -23,7 +23,13 @@ from tasktrace.core.carbon import (
 from tasktrace.core.record import TaskRecord as Task  # the record: every line reads fields only
 from tasktrace.core.record import TaskStatus
 from tasktrace.core.status import exit_status_error
-from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_grams, friendly_joules
+from tasktrace.core.units import (
+    friendly_bytes,
+    friendly_duration,
+    friendly_grams,
+    friendly_joules,
+    valid_measure,
+)
 
 __all__ = [
     "APPROXIMATE",
@@ -87,7 +93,7 @@ def task_line(task: Task, carbon: CarbonIntensity | None = None) -> str:
     parts.extend(text for text in texts if text is not None)
     gpu_memory = values["peak_gpu_memory_bytes"]
     if gpu_memory is not None:
-        parts.append(f"peak GPU memory {friendly_bytes(round(gpu_memory))}")
+        parts.append(f"peak GPU memory {friendly_bytes(gpu_memory)}")
     parts.extend(energy_texts(task, values))
     return "  ".join(parts)
 
@@ -171,8 +177,14 @@ def cpu_text(task: Task, values: Values | None = None) -> str | None:
     if total is None:
         return None
     notes = []
-    if task.duration and total > CORES_SHOWN_ABOVE * task.duration:
-        notes.append(f"{total / task.duration:.1f} cores")
+    duration = values["duration_s"]
+    if (
+        duration  # neither 0 nor None
+        and valid_measure(duration)
+        and valid_measure(total)
+        and total > CORES_SHOWN_ABOVE * duration
+    ):
+        notes.append(f"{total / duration:.1f} cores")
     if task.children_cpu_time_s is not None and any(t.subprocess for t in task.subtasks):
         notes.append(f"{friendly_duration(task.children_cpu_time_s)} in no task")
     text = f"CPU time {friendly_duration(total)}"
@@ -193,4 +205,4 @@ def memory_text(task: Task, values: Values | None = None) -> str | None:
         return None
     own = is_command(task) and task.children_peak_rss_bytes is None
     name = "tasktrace's peak RSS" if own else "peak RSS"
-    return f"{name} {friendly_bytes(round(peak))}"
+    return f"{name} {friendly_bytes(peak)}"

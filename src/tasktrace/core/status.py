@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
+import os
+import shutil
 from enum import Enum
 from typing import Final, NamedTuple
 
 __all__ = [
     "FINISHED",
+    "NOT_EXECUTABLE_EXIT",
+    "NOT_FOUND_EXIT",
     "RUNNING",
     "Outcome",
     "TaskStatus",
@@ -29,6 +34,7 @@ __all__ = [
     "exit_status",
     "exit_status_error",
     "outcome_of",
+    "start_failure",
 ]
 
 
@@ -107,6 +113,36 @@ def exit_status_error(code: int) -> str:
     as a task failed by an exception does; views that show the ``exit_code`` leave it out.
     """
     return f"exit status {code}"
+
+
+NOT_FOUND_EXIT = 127
+"""The exit status of a command that is not found (a POSIX shell's)."""
+NOT_EXECUTABLE_EXIT = 126
+"""The exit status of a command found but not executable (a POSIX shell's)."""
+
+
+def start_failure(program: str, error: OSError, shown: str | None = None) -> tuple[str, int]:
+    """Return the error and exit status of ``program``, whose start failed with ``error``.
+
+    ``shown`` is how the message names the program (default ``program``): the command line's
+    redacted form, where ``program`` may hold a secret (``API_KEY=... prog``).
+
+    As a POSIX shell: 127 (:data:`NOT_FOUND_EXIT`) when the program, or a file its start
+    needs (its ``#!`` interpreter, its loader), is not found (``ENOENT``); 126
+    (:data:`NOT_EXECUTABLE_EXIT`) when it was found but cannot be executed (not executable,
+    a directory, not an executable format). The error is ``"cannot start 'prog': why"``.
+    Reads the file system (``os.path``, ``shutil.which``); thread-safe.
+    """
+    why = error.strerror or str(error)
+    name = program if shown is None else shown
+    if error.errno == errno.ENOENT:
+        found = os.path.exists(program) if os.sep in program else shutil.which(program)
+        if found:  # then a file it needs is missing (bash says so too)
+            why += " (a file it needs, such as its #! interpreter)"
+        return f"cannot start {name!r}: {why}", NOT_FOUND_EXIT
+    if error.errno == errno.EACCES and os.path.isdir(program):
+        why = "Is a directory"
+    return f"cannot start {name!r}: {why}", NOT_EXECUTABLE_EXIT
 
 
 def describe(exc: BaseException) -> str:

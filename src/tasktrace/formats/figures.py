@@ -21,10 +21,12 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
     raise missing_extra("plotly", "report", "tasktrace.report") from e
 
 __all__ = [
+    "AXIS_LABEL_CHARS",
     "ICICLE_MEASURES",
     "LABEL_ROOM_PX",
     "STATUS_COLOURS",
     "icicle_figure",
+    "short_label",
     "table_figure",
     "table_width_px",
     "text_px",
@@ -42,6 +44,20 @@ ICICLE_MEASURES = (
     "emissions",
 )
 """Measures the icicle can be sized by (those measured in the run are offered)."""
+AXIS_LABEL_CHARS = 48
+"""The most characters of a label drawn in a chart's own space (the timeline's axis, its legend,
+the icicle's boxes and path bar); a longer one is cut with ``…`` there, and the hover shows it
+in full. Plotly widens the timeline's margin to its widest tick label: a 5,000-character label
+left the plot about 50 px wide."""
+
+
+def short_label(text: str, limit: int = AXIS_LABEL_CHARS) -> str:
+    """Return ``text``, or its first ``limit - 1`` characters and ``…`` where it is longer.
+
+    For a chart's axis, legend or boxes (see :data:`AXIS_LABEL_CHARS`); pure, thread-safe.
+    """
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 STATUS_COLOURS = {
     "failed": "#d62728",
@@ -83,7 +99,7 @@ def _sizes(nodes: Sequence[FoldNode], column: str) -> list[float]:
 
 
 def _node_label(node: FoldNode) -> str:
-    text = html.escape(node.title)
+    text = html.escape(short_label(node.title))  # cut before escaping: whole entities
     return f"{text} ×{len(node.tasks):,}" if node.folded else text
 
 
@@ -126,7 +142,18 @@ def icicle_figure(nodes: Sequence[FoldNode], hover: Sequence[str]) -> go.Figure 
         for m, sizes in choices
     ]
     figure.update_layout(
-        title={"text": f"Tasks sized by {first.title}"},
+        # the title at the top of the figure, the buttons below it: plotly puts a title in the
+        # top margin's middle, where the buttons (anchored to the plot's top) covered it
+        title={
+            "text": f"Tasks sized by {first.title}",
+            "x": 0,
+            "xref": "paper",
+            "xanchor": "left",
+            "y": 1,
+            "yref": "container",
+            "yanchor": "top",
+            "pad": {"t": 12},
+        },
         updatemenus=[
             {
                 "type": "buttons",
@@ -136,7 +163,7 @@ def icicle_figure(nodes: Sequence[FoldNode], hover: Sequence[str]) -> go.Figure 
                 "xanchor": "left",
                 "y": 1.0,
                 "yanchor": "bottom",
-                "pad": {"b": 30},
+                "pad": {"b": 8},
             }
         ],
         margin={"t": 90, "l": 10, "r": 10, "b": 10},
@@ -165,7 +192,7 @@ def timeline_figure(nodes: Sequence[FoldNode], hover: Sequence[str]) -> go.Figur
         figure.add_trace(
             go.Bar(
                 orientation="h",
-                name=lane,
+                name=html.escape(short_label(lane)),  # the hover has the task's label
                 y=rows,
                 base=[(nodes[i].start_s or t0) - t0 for i in rows],
                 x=[

@@ -42,7 +42,7 @@ __all__ = [
 
 
 def _friendly_bytes(value: float) -> str:
-    return friendly_bytes(round(value))
+    return friendly_bytes(value)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,76 @@
+"""Values in a task file that cannot be measurements are shown as invalid, never formatted."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tasktrace import Task
+from tasktrace.core.units import (
+    INVALID,
+    friendly_bytes,
+    friendly_duration,
+    friendly_grams,
+    friendly_joules,
+    friendly_ratio,
+)
+
+from .cli_helpers import run_cli
+
+FORMATS = [friendly_duration, friendly_bytes, friendly_joules, friendly_grams, friendly_ratio]
+
+
+@pytest.mark.parametrize("value", [-3.0, -1e-9, math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_value_that_is_not_a_measurement_is_printed_as_invalid(fmt: object, value: float) -> None:
+    """Every unit formatter prints :data:`INVALID` for a negative, NaN or infinite value."""
+    assert callable(fmt)
+    assert fmt(value) == INVALID
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_zero_and_positive_values_are_figures(fmt: object) -> None:
+    """0 and a positive value are formatted as figures (0 is a measurement)."""
+    assert callable(fmt)
+    for value in (0.0, 2.5):
+        text = fmt(value)
+        assert text != INVALID
+        assert any(ch.isdigit() for ch in text), text
+
+
+def _corrupt(path: Path) -> None:
+    """Rewrite a real task file with a negative duration and NaN / infinite / negative values."""
+    record = json.loads(path.read_text())
+    record["duration"] = -3.0  # the root: its CPU time over it gave "(-1.4 cores)"
+    record["cpu_time"] = 4.2
+    child = record["subtasks"][0]
+    child["duration"] = math.nan
+    child["cpu_time"] = math.inf
+    child["peak_memory"] = -5
+    path.write_text(json.dumps(record))  # NaN, Infinity: what Python's json writes
+
+
+def test_show_prints_invalid_values_as_invalid_with_one_warning(tmp_path: Path) -> None:
+    """``show`` of a corrupted file: ``—`` for each invalid value and one line naming the fields.
+
+    It printed ``-3000000µs``, ``(-1.4 cores)``, ``nanhnanmnans`` and ``-5 B`` (persona report).
+    """
+    path = tmp_path / "run.json"
+    with Task("root", file=path), Task("child"):
+        pass
+    _corrupt(path)
+    result = run_cli(["show", str(path)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    root_line, child_line = result.stdout.splitlines()[:2]
+    for garbage in ("nan", "inf", "-", "cores"):
+        assert garbage not in root_line.split("root", 1)[1], root_line
+        assert garbage not in child_line.split("child", 1)[1], child_line
+    assert f"finished  {INVALID}  CPU time 4.20s" in root_line
+    assert f"CPU time {INVALID}  peak RSS {INVALID}" in child_line
+    (warning,) = (line for line in result.stderr.splitlines() if "not measurements" in line)
+    assert warning.startswith(f"Warning: {path}: ")
+    for field in ("duration (2 tasks)", "cpu_time (1 task)", "peak_memory (1 task)"):
+        assert field in warning, warning
