@@ -54,6 +54,7 @@ __all__ = [
     "printable",
     "pruned_copy",
     "render_collapsed",
+    "run_name",
     "task_line",
     "tree_html",
 ]
@@ -168,18 +169,7 @@ class SiblingRun:
         (workers' tasks arrive as they finish: ``fold 2, 0, 1, 3`` is ``"fold 0…3"``). Labels
         that differ in more than one number are shown as the first and the last.
         """
-        labels = [t.label for t in self.tasks]  # one pattern: the same text and digit count
-        numbers = [_DIGITS.findall(label) for label in labels]
-        varying = {k for n in numbers for k, x in enumerate(n) if x != numbers[0][k]}
-        if len(varying) != 1:
-            return labels[0] if not varying else f"{labels[0]} … {labels[-1]}"
-        (i,) = varying
-        column = [n[i] for n in numbers]
-        span = f"{min(column, key=int)}…{max(column, key=int)}"
-        return "".join(
-            part + (span if k == i else numbers[0][k]) if k < len(numbers[0]) else part
-            for k, part in enumerate(_DIGITS.split(labels[0]))
-        )
+        return run_name([t.label for t in self.tasks])
 
     def title(self) -> str:
         """``"epoch 1…50: 50 tasks, total 3m12.00s"`` (plus failed/other status counts)."""
@@ -192,6 +182,25 @@ class SiblingRun:
         if counts:
             text += " (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
         return text
+
+
+def run_name(labels: Sequence[str]) -> str:
+    """Return labels of one :func:`label_pattern` in one, as :meth:`SiblingRun.name` does.
+
+    ``"epoch 1…50"``: the one number that varies as a range from its lowest to its highest
+    value; labels that differ in more than one number as the first and the last.
+    """
+    numbers = [_DIGITS.findall(label) for label in labels]
+    varying = {k for n in numbers for k, x in enumerate(n) if x != numbers[0][k]}
+    if len(varying) != 1:
+        return labels[0] if not varying else f"{labels[0]} … {labels[-1]}"
+    (i,) = varying
+    column = [n[i] for n in numbers]
+    span = f"{min(column, key=int)}…{max(column, key=int)}"
+    return "".join(
+        part + (span if k == i else numbers[0][k]) if k < len(numbers[0]) else part
+        for k, part in enumerate(_DIGITS.split(labels[0]))
+    )
 
 
 def collapse_siblings(

@@ -1,0 +1,65 @@
+"""``table`` says where a group's CPU time counts one process's CPU once per task.
+
+A task's ``cpu_time`` is its process's CPU over its span (every thread): two tasks in two threads
+each burning 0.3 s hold about 0.6 s each, so ``--by label_pattern`` summed 1.2 s for 0.6 s used.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import tasktrace
+from tasktrace import ContextThreadPoolExecutor, Task
+
+from .cli_helpers import run_cli
+
+
+def _burn(seconds: float) -> None:
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        pass
+
+
+def _spin(i: int) -> None:
+    with Task(f"spin {i}"):
+        _burn(0.3)
+
+
+@pytest.fixture(scope="module")
+def threads_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Write a run with two threads' tasks at the same time, then two tasks one after the other."""
+    path = tmp_path_factory.mktemp("threads") / "mt.json"
+    with Task("mt", file=path):
+        with Task("pool"), ContextThreadPoolExecutor(2) as pool:
+            list(pool.map(_spin, range(2)))
+        for i in range(2):
+            with Task(f"step {i}"):
+                _burn(0.1)
+    return path
+
+
+def test_overlapping_tasks_of_one_process_are_flagged(threads_file: Path, tmp_path: Path) -> None:
+    """The spins overlap in one process: marked ‡ with a note; the sequential steps are not."""
+    root = tasktrace.Task.model_validate_json(threads_file.read_text())
+    spins = root.subtasks[0].subtasks
+    assert [t.label for t in spins] in (["spin 0", "spin 1"], ["spin 1", "spin 0"])
+    done = run_cli(
+        ["table", str(threads_file), "--by", "label_pattern", "--measure", "cpu_time"], tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    spin_row = next(line for line in done.stdout.splitlines() if "spin #" in line)
+    step_row = next(line for line in done.stdout.splitlines() if "step #" in line)
+    assert "‡" in spin_row
+    assert "‡" not in step_row
+    assert "CPU time of spin #: 2 of its tasks ran at the same time in one process" in done.stdout
+    out = tmp_path / "t.csv"
+    done = run_cli(
+        ["table", str(threads_file), "--by", "label_pattern", "-m", "cpu_time", "-o", str(out)],
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "cpu_time_s_overlapping_tasks" in text.splitlines()[0]
