@@ -63,3 +63,13 @@ def test_overlapping_tasks_of_one_process_are_flagged(threads_file: Path, tmp_pa
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     assert "cpu_time_s_overlapping_tasks" in text.splitlines()[0]
+
+
+def test_the_reports_label_table_flags_them_too(threads_file: Path, tmp_path: Path) -> None:
+    """The report's per-label totals carry ‡ and the page says what it means."""
+    page = tmp_path / "r.html"
+    done = run_cli(["report", str(threads_file), "-o", str(page)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    assert "‡ after a total: some of the label's tasks ran at the same time" in text
+    assert "\\u2021" in text or "s‡" in text  # in a cell of the label table's data

@@ -22,6 +22,7 @@ from tasktrace.cli.compare_table import print_comparison
 from tasktrace.cli.meters_note import print_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console
+from tasktrace.core.lines import OVERLAPPING
 from tasktrace.core.views import paused_gc, printable
 from tasktrace.formats.compare import compare_runs
 from tasktrace.formats.measures import MEASURES, CarbonIntensity, parse_measures
@@ -216,11 +217,6 @@ def _cost_table(groups: list[dict[str, Any]], by: Sequence[str], measures: Seque
         )
         table.add_row(*cells)
     return table
-
-
-OVERLAPPING = "‡"
-"""After a group's total and mean where some of its tasks ran at the same time in one process
-(CPU time) or on one machine (energy): see :data:`~tasktrace.formats.rows.OVERLAP_SCOPES`."""
 
 
 def _overlap_note(

@@ -29,6 +29,7 @@ __all__ = [
     "APPROXIMATE",
     "CORES_SHOWN_ABOVE",
     "NOT_MEASURED",
+    "OVERLAPPING",
     "approximate",
     "cpu_text",
     "energy_texts",
@@ -100,6 +101,13 @@ prints text (``show``, ``compare``, ``table``, the report, LaTeX tables)."""
 NOT_MEASURED: Final = "—"
 """The cell of a figure that was not measured, in a text view's table (``compare``, ``table``,
 the report): never empty, so that it does not read as zero or as a fault of the view."""
+
+
+OVERLAPPING: Final = "‡"
+"""Put after a group's total and mean (``table``, the report's per-label table) where some of
+its tasks ran at the same time in one process (CPU time) or on one machine (energy): each holds
+what they shared, so the total counts it once per task (see
+:data:`tasktrace.formats.rows.OVERLAP_SCOPES`)."""
 
 
 def approximate(values: Mapping[str, object], column: str) -> str:
