@@ -133,3 +133,17 @@ def test_unmatched_subtrees_are_listed_from_the_file_root(tmp_path: Path, order:
         {"path": ["big", f"epoch {e}"], "subtasks": 2} for e in (3, 4)
     ]
     assert result["unmatched"]["three"] == []
+
+
+def test_many_unmatched_repeated_siblings_are_listed_as_one_line_each_run(tmp_path: Path) -> None:
+    """1,000 batches per epoch against 600: each epoch's batch 600…999 is one line."""
+    many = _write(tmp_path / "many.json", _epochs(3, 1000))
+    fewer = _write(tmp_path / "fewer.json", _epochs(3, 600))
+    done = run_cli(["compare", many, fewer], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Only in many (1,200 unmatched):" in done.stdout
+    lines = [line for line in done.stdout.splitlines() if "batch 600…999 (400 tasks)" in line]
+    assert [line.strip() for line in lines] == [
+        f"big / epoch {e} / batch 600…999 (400 tasks)" for e in range(3)
+    ]
+    assert len(_compare_json(tmp_path, many, fewer)["unmatched"]["many"]) == 1200

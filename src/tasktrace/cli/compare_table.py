@@ -12,8 +12,14 @@ from rich.table import Table
 from tasktrace.cli.meters_note import print_note, show_note
 from tasktrace.core.lines import APPROXIMATE, NOT_MEASURED
 from tasktrace.core.units import friendly_ratio
-from tasktrace.core.views import printable
-from tasktrace.formats.compare import Comparison
+from tasktrace.core.views import (
+    AUTO_COLLAPSE_TASKS,
+    COLLAPSE_MIN_RUN,
+    label_pattern,
+    printable,
+    run_name,
+)
+from tasktrace.formats.compare import Comparison, UnmatchedTask
 from tasktrace.formats.compare_fold import CompareRow, compare_rows
 from tasktrace.formats.energy_note import MISSING_REASONS, short_task_note
 from tasktrace.formats.measures import MEASURES, SHORT_TASK_FLAGS
@@ -139,8 +145,10 @@ def print_comparison(
         console: Where to print.
         result: The comparison of ``runs``.
         runs: The two runs compared (their energy notes, where a measure is missing).
-        fold: Fold repeated siblings (:func:`~tasktrace.formats.compare_fold.compare_rows`);
-            ``None``: above :data:`~tasktrace.core.views.AUTO_COLLAPSE_TASKS` matched tasks.
+        fold: Fold repeated siblings (:func:`~tasktrace.formats.compare_fold.compare_rows`),
+            and runs of repeated unmatched siblings into one line; ``None``: above
+            :data:`~tasktrace.core.views.AUTO_COLLAPSE_TASKS` matched tasks (unmatched tasks,
+            counting their subtasks, for the unmatched lines).
     """
     rows = compare_rows(result, fold)
     console.print(_table(result, rows))
@@ -153,7 +161,37 @@ def print_comparison(
     for name, items in zip(result.names, result.unmatched, strict=True):
         if not items:
             continue
-        console.print(f"[bold]Only in {escape(name)}[/] ({len(items)} unmatched):")
-        for item in items:
-            below = f" (+{item.subtasks} subtasks)" if item.subtasks else ""
-            console.print(f"  {escape(printable(PATH_SEPARATOR.join(item.labels)))}{below}")
+        console.print(f"[bold]Only in {escape(name)}[/] ({len(items):,} unmatched):")
+        tasks = len(items) + sum(item.subtasks for item in items)
+        for group in _unmatched_runs(items, tasks > AUTO_COLLAPSE_TASKS if fold is None else fold):
+            labels = group[0].labels
+            if len(group) > 1:
+                labels = (*labels[:-1], run_name([item.labels[-1] for item in group]))
+            count = f"{len(group):,} tasks, " if len(group) > 1 else ""
+            below = sum(item.subtasks for item in group)
+            note = (
+                f" ({count}+{below:,} subtasks)"
+                if below
+                else (f" ({len(group):,} tasks)" if count else "")
+            )
+            console.print(f"  {escape(printable(PATH_SEPARATOR.join(labels)))}{note}")
+
+
+def _unmatched_runs(items: Sequence[UnmatchedTask], fold: bool) -> list[list[UnmatchedTask]]:
+    """Group consecutive unmatched siblings whose labels share a pattern (when ``fold``)."""
+    out: list[list[UnmatchedTask]] = []
+    for item in items:
+        last = out[-1] if out else None
+        if (
+            fold
+            and last is not None
+            and last[0].labels[:-1] == item.labels[:-1]
+            and label_pattern(last[0].labels[-1]) == label_pattern(item.labels[-1])
+        ):
+            last.append(item)
+        else:
+            out.append([item])
+    folded: list[list[UnmatchedTask]] = []
+    for group in out:  # a run shorter than the minimum stays one line per task
+        folded.extend([group] if len(group) >= COLLAPSE_MIN_RUN else [[item] for item in group])
+    return folded
