@@ -13,6 +13,7 @@ import pytest
 
 import tasktrace
 from tasktrace import ContextThreadPoolExecutor, Task
+from tasktrace.formats.fold import fold_tree, hover_text
 
 from .cli_helpers import run_cli
 
@@ -73,3 +74,38 @@ def test_the_reports_label_table_flags_them_too(threads_file: Path, tmp_path: Pa
     text = page.read_text()
     assert "‡ after a total: some of the label's tasks ran at the same time" in text
     assert "\\u2021" in text or "s‡" in text  # in a cell of the label table's data
+
+
+def test_a_folded_node_of_overlapping_tasks_says_so_in_its_hover(tmp_path: Path) -> None:
+    """1,200 thread tasks at the same time, folded in the report: the hover's total is marked."""
+    spins = [
+        {
+            "label": f"spin {i}",
+            "status": "finished",
+            "start_time": 100.0 + i * 1e-3,
+            "finish_time": 102.0,
+            "duration": 2.0,
+            "cpu_time": 1.0,
+        }
+        for i in range(1200)
+    ]
+    steps = [
+        {
+            "label": f"step {i}",
+            "status": "finished",
+            "start_time": 200.0 + i,
+            "finish_time": 200.5 + i,
+            "duration": 0.5,
+            "cpu_time": 0.25,
+        }
+        for i in range(3)
+    ]
+    root = tasktrace.Task.model_validate(
+        {"label": "mt", "cpu_time": 2.0, "subtasks": [{"label": "pool", "subtasks": spins}, *steps]}
+    )
+    nodes = {n.title: n for n in fold_tree(root)}
+    spin = nodes["spin 0…1199"]
+    assert spin.overlapping == {"cpu_time_s": 1200}
+    assert "‡ (1,200 ran at the same time in one process" in hover_text(spin)
+    assert nodes["step 0…2"].overlapping == {}
+    assert "‡" not in hover_text(nodes["step 0…2"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ __all__ = [
     "Run",
     "TaskFileError",
     "TaskRows",
+    "count_overlapping",
     "describe_input_error",
     "group_rows",
     "load_runs",
@@ -333,10 +334,9 @@ def _overlapping(
     """Count the ``members`` with a ``column`` value whose span overlaps another's in its scope.
 
     The scope: the same process (``process``: each row's process, by its top row) or, where
-    ``process`` is ``None``, the same run and host. A span is ``start_time_s`` to
-    ``finish_time_s`` (``start + duration`` while unfinished); a row without a start is left out.
+    ``process`` is ``None``, the same run and host. A row without a start is left out.
     """
-    by_scope: dict[tuple[Any, ...], list[tuple[float, float, int]]] = {}
+    spans = []
     for m in members:
         row = rows[m]
         start = row.get("start_time_s")
@@ -346,14 +346,31 @@ def _overlapping(
         if finish is None:
             finish = start + (row.get("duration_s") or 0.0)
         scope = (process[m],) if process is not None else (row.get("run"), row.get("hostname"))
-        by_scope.setdefault(scope, []).append((start, finish, m))
+        spans.append((scope, start, finish))
+    return count_overlapping(spans)
+
+
+def count_overlapping(spans: Iterable[tuple[Hashable, float, float]]) -> int:
+    """Count the spans that overlap another span of the same scope in time.
+
+    Args:
+        spans: ``(scope, start, finish)`` per task: a hashable scope (a process, a machine) and
+            UNIX seconds (a task still running: its start plus its duration so far).
+
+    Returns:
+        How many spans share some time with another of their scope (0 where none does).
+        Sorting: O(n log n).
+    """
+    by_scope: dict[Hashable, list[tuple[float, float, int]]] = {}
+    for k, (scope, start, finish) in enumerate(spans):
+        by_scope.setdefault(scope, []).append((start, finish, k))
     overlapping: set[int] = set()
-    for spans in by_scope.values():
-        spans.sort()
+    for items in by_scope.values():
+        items.sort()
         latest, holder = float("-inf"), -1  # the latest finish so far, and whose
-        for start, finish, m in spans:
+        for start, finish, k in items:
             if start < latest:
-                overlapping.update((m, holder))
+                overlapping.update((k, holder))
             if finish > latest:
-                latest, holder = finish, m
+                latest, holder = finish, k
     return len(overlapping)
