@@ -53,7 +53,7 @@ from tasktrace.cli.render import render_tree
 from tasktrace.core.settings import ENV_PREFIX
 from tasktrace.core.status import TaskStatus
 from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_joules
-from tasktrace.core.views import CORES_SHOWN_ABOVE
+from tasktrace.core.views import CORES_SHOWN_ABOVE, pruned_copy
 from tasktrace.task import Task
 from tasktrace.tree.spool import spool_folder
 
@@ -302,6 +302,10 @@ class _OwnOptions:
 
 
 def _running_only(record: Task) -> Task:
-    """Return ``record`` with its running subtasks alone, at any depth: what runs now."""
+    """Return ``record`` with its running subtasks alone, at any depth: what runs now.
+
+    Each line's figures stay those of the whole task (:func:`~tasktrace.core.views.pruned_copy`:
+    a running task's CPU time counts its finished subprocess subtasks').
+    """
     running = [_running_only(t) for t in record.subtasks if t.status is TaskStatus.RUNNING]
-    return record.model_copy(update={"subtasks": running})
+    return pruned_copy(record, running)

@@ -8,27 +8,33 @@ command that needs them, so the CLI starts without either.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
+from pydantic_core import to_json
 from rich.markup import escape
 from rich.table import Table
 
-from tasktrace.cli.meters_note import print_note, show_note
+from tasktrace.cli.compare_table import print_comparison
+from tasktrace.cli.meters_note import print_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console
-from tasktrace.core.lines import APPROXIMATE, NOT_MEASURED
-from tasktrace.core.units import friendly_ratio
+from tasktrace.core.lines import OVERLAPPING
 from tasktrace.core.views import paused_gc, printable
-from tasktrace.formats.compare import Comparison, MatchedTask, compare_runs
-from tasktrace.formats.energy_note import MISSING_REASONS, short_task_note
-from tasktrace.formats.measures import MEASURES, SHORT_TASK_FLAGS, CarbonIntensity, parse_measures
+from tasktrace.formats.compare import compare_runs
+from tasktrace.formats.measures import MEASURES, CarbonIntensity, parse_measures
 from tasktrace.formats.output import check_output
-from tasktrace.formats.rows import Run, TaskFileError, group_rows, load_runs, task_rows
+from tasktrace.formats.rows import (
+    OVERLAP_SCOPES,
+    Run,
+    TaskFileError,
+    group_rows,
+    load_runs,
+    task_rows,
+)
 
 __all__ = ["carbon_intensity_option", "register"]
 
@@ -140,101 +146,27 @@ def report(
     click.echo(f"{output}: report of {len(files)} run(s)", err=True)
 
 
-_MEASURE_BY_COLUMN = {m.column: m for m in MEASURES.values()}
-
-
-def _figures(task: MatchedTask, column: str) -> list[str]:
-    """Return the cells of one task's measure: each run's value, the difference and the ratio.
-
-    ``≈`` before an approximate figure (and the difference and ratio of one), ``—`` for a value
-    not measured (and the difference and ratio it leaves unknown); a ratio to a first figure of
-    0 is left empty.
-    """
-    measure = _MEASURE_BY_COLUMN[column]
-    values = task.values[column]
-    flags = task.short.get(column, [False] * len(values))
-    cells = [measure.cell(v, f) for v, f in zip(values, flags, strict=True)]
-    rough = task.approximate(column, 1)
-    cells.append(measure.signed_cell(task.difference(column, 1), rough))
-    ratio = task.ratio(column, 1)
-    if ratio is not None:
-        cells.append((APPROXIMATE if rough else "") + friendly_ratio(ratio))
-    else:
-        cells.append(NOT_MEASURED if None in values else "")
-    return cells
-
-
-def _compare_note(result: Comparison, runs: Sequence[Run]) -> list[str]:
-    """Say what ``≈`` and ``—`` in the table stand for, once each, and why a run lacks a measure.
-
-    Why: the run's energy note (:func:`~tasktrace.cli.meters_note.show_note`: the meters its
-    file records, or what each missing energy needs) for energy and emissions, else what the
-    measure needs (:data:`~tasktrace.formats.energy_note.MISSING_REASONS`).
-    """
-    lines = []
-    short = result.approximate_tasks()
-    if short:
-        lines.append(short_task_note(short))
-    for run, missing in zip(runs, result.not_measured(), strict=True):
-        if not missing:
-            continue
-        counts = ", ".join(
-            f"{_MEASURE_BY_COLUMN[c].title} ({n:,} task{'s' if n != 1 else ''})"
-            for c, n in missing.items()
-        )
-        lines.append(f"{NOT_MEASURED}: not measured in {printable(run.name)}: {counts}")
-        energy = False
-        for column in missing:
-            if column in SHORT_TASK_FLAGS and column != "emissions_g":
-                energy = True
-            elif column != "emissions_g" or "energy_j" not in missing:
-                lines.append(f"  {_MEASURE_BY_COLUMN[column].title} {MISSING_REASONS[column]}")
-        if energy:
-            lines.extend(f"  {line}" for line in show_note(run.task))
-    return lines
-
-
-def _comparison_table(result: Comparison) -> Table:
-    a, b = result.names
-    table = Table(
-        "task",
-        "measure",
-        escape(a),
-        escape(b),
-        "difference",
-        "ratio",
-        title=f"{escape(b)} compared with {escape(a)}",
-    )
-    for task in result.matched:
-        name = printable(task.labels[-1])
-        if task.occurrence:
-            name += f" [{task.occurrence + 1}]"
-        first = True
-        for column in task.values:
-            table.add_row(
-                escape("  " * (len(task.labels) - 1) + name) if first else "",
-                _MEASURE_BY_COLUMN[column].title,
-                *_figures(task, column),
-                end_section=False,
-            )
-            first = False
-        if task.note is not None:  # no measure in any run: say why, not an empty row
-            indented = escape("  " * (len(task.labels) - 1) + name)
-            table.add_row(indented, f"[dim]({task.note})[/]", "", "", "", "")
-    return table
-
-
 @click.command()
 @click.argument("first", type=_FILES)
 @click.argument("second", type=_FILES)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (for scripts): every matched task."
+)
+@click.option(
+    "--all",
+    "-a",
+    "show_all",
+    is_flag=True,
+    help="Print a row for every task: do not fold repeated siblings of a large comparison.",
+)
 @_names_option
 @carbon_intensity_option
 @_paused_gc
-def compare(
+def compare(  # noqa: PLR0917 - click passes one parameter per option (by name)
     first: Path,
     second: Path,
     as_json: bool,
+    show_all: bool,
     names: tuple[str, ...],
     carbon_intensity: float | None,
 ) -> None:
@@ -243,26 +175,26 @@ def compare(
     For each task: FIRST's and SECOND's duration, CPU time, peak RSS and energy, the difference
     (SECOND − FIRST) and the ratio (SECOND / FIRST).
 
-    Tasks are matched by their path of labels (the roots always match); tasks only one run has
-    are listed after the table, each with the count of its subtasks.
+    Tasks are matched by their path of labels. The roots always match; where their labels
+    differ and one run holds a task with the other's root label (a `tasktrace run` of a script
+    against the script run directly), that task is compared with the other root, and a note
+    says so. A row whose labels differ names each; a figure of a task that did not finish
+    (running when its file was saved, failed, cancelled) is followed by its status, so that a
+    ratio against it is not read as a real difference. Tasks only one run has are listed after
+    the table, each with the count of its subtasks.
+
+    Above 1,000 matched tasks, runs of repeated siblings are folded into one row (sums per
+    run; the largest value for peaks), as show and report fold them; --all prints a row for
+    every task (slow), --json lists every task.
 
     Example: tasktrace compare runs/baseline.json runs/new.json
     """
     runs = _runs([first, second], names)
     result = compare_runs(runs, _carbon(carbon_intensity))
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=1))
+        click.echo(to_json(result.to_json(), indent=1))  # in Rust: json's indent is pure Python
         return
-    console = output_console()
-    console.print(_comparison_table(result))
-    print_note(console, _compare_note(result, runs))
-    for name, items in zip(result.names, result.unmatched, strict=True):
-        if not items:
-            continue
-        console.print(f"[bold]Only in {escape(name)}[/] ({len(items)} unmatched):")
-        for item in items:
-            below = f" (+{item.subtasks} subtasks)" if item.subtasks else ""
-            console.print(f"  {escape(printable(' / '.join(item.labels)))}{below}")
+    print_comparison(output_console(), result, runs, fold=False if show_all else None)
 
 
 def _cost_table(groups: list[dict[str, Any]], by: Sequence[str], measures: Sequence[Any]) -> Table:
@@ -279,11 +211,33 @@ def _cost_table(groups: list[dict[str, Any]], by: Sequence[str], measures: Seque
         cells = [escape(printable(str(g[column]))) for column in by] + [f"{g['tasks']:,}"]
         cells.extend(
             m.cell(g[key], bool(g.get(f"{m.column}_short_tasks")))
+            + (OVERLAPPING if g.get(f"{m.column}_overlapping_tasks") else "")
             for m in measures
             for key in (f"{m.column}_{m.aggregate}", f"{m.column}_mean")
         )
         table.add_row(*cells)
     return table
+
+
+def _overlap_note(
+    groups: list[dict[str, Any]], by: Sequence[str], measures: Sequence[Any]
+) -> list[str]:
+    """Return a line per group and measure whose total counts a shared part once per task."""
+    lines = []
+    for g in groups:
+        for m in measures:
+            n = g.get(f"{m.column}_overlapping_tasks")
+            if not n:
+                continue
+            name = ", ".join(printable(str(g[column])) for column in by)
+            where = "in one process" if OVERLAP_SCOPES[m.column] == "process" else "on one machine"
+            whose = "its process's (every thread)" if where == "in one process" else "the machine's"
+            lines.append(
+                f"{OVERLAPPING} {m.title} of {name}: {n:,} of its tasks ran at the same time "
+                f"{where}; each one's figure is {whose} over its span, so the total counts "
+                "what they shared once per task (more than was used)"
+            )
+    return lines
 
 
 @click.command()
@@ -354,7 +308,9 @@ def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
     except ValueError as e:
         raise click.UsageError(f"--by: {e}") from None
     if output is None:
-        output_console().print(_cost_table(groups, columns, measures))
+        console = output_console()
+        console.print(_cost_table(groups, columns, measures))
+        print_note(console, _overlap_note(groups, columns, measures))
         return
     try:
         from tasktrace.formats.frame import encode_table, frame  # noqa: PLC0415 - optional extra

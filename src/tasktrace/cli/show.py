@@ -111,9 +111,8 @@ def _depth_limited(task: Task, depth: int | None) -> Task:
     if depth is None:
         return task
     if depth == 0:
-        return task.model_copy(update={"subtasks": []})
-    subtasks = [_depth_limited(t, depth - 1) for t in task.subtasks]
-    return task.model_copy(update={"subtasks": subtasks})
+        return views.pruned_copy(task, [])
+    return views.pruned_copy(task, [_depth_limited(t, depth - 1) for t in task.subtasks])
 
 
 def _totals_table(rows: list[dict[str, object]]) -> Table:

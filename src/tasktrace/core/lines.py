@@ -35,6 +35,7 @@ __all__ = [
     "APPROXIMATE",
     "CORES_SHOWN_ABOVE",
     "NOT_MEASURED",
+    "OVERLAPPING",
     "approximate",
     "cpu_text",
     "energy_texts",
@@ -108,6 +109,13 @@ NOT_MEASURED: Final = "—"
 the report): never empty, so that it does not read as zero or as a fault of the view."""
 
 
+OVERLAPPING: Final = "‡"
+"""Put after a group's total and mean (``table``, the report's per-label table) where some of
+its tasks ran at the same time in one process (CPU time) or on one machine (energy): each holds
+what they shared, so the total counts it once per task (see
+:data:`tasktrace.formats.rows.OVERLAP_SCOPES`)."""
+
+
 def approximate(values: Mapping[str, object], column: str) -> str:
     """:data:`APPROXIMATE` where ``values`` flag ``column``'s figure as approximate, else ``""``.
 
@@ -169,8 +177,9 @@ def cpu_text(task: Task, values: Values | None = None) -> str | None:
     subprocess subtasks' and, for a command under ``tasktrace run``, the command's. Where it is
     more than :data:`CORES_SHOWN_ABOVE` times the duration (threads or processes working in
     parallel) the mean number of busy cores is added. For a command whose subprocess subtasks
-    report CPU, the part of the command's CPU that none of them accounts for
-    (``children_cpu_time_s``) is named too.
+    report CPU (its total is more than its own and its command's: read from the figures, not
+    from the subtasks, so a view that leaves them out keeps the note), the part of the
+    command's CPU that none of them accounts for (``children_cpu_time_s``) is named too.
     """
     values = measure_values(task) if values is None else values
     total = values["cpu_time_s"]
@@ -185,7 +194,8 @@ def cpu_text(task: Task, values: Values | None = None) -> str | None:
         and total > CORES_SHOWN_ABOVE * duration
     ):
         notes.append(f"{total / duration:.1f} cores")
-    if task.children_cpu_time_s is not None and any(t.subprocess for t in task.subtasks):
+    own = (task.cpu_time or 0.0) + (task.children_cpu_time_s or 0.0)
+    if task.children_cpu_time_s is not None and total > own:  # subprocess subtasks report CPU
         notes.append(f"{friendly_duration(task.children_cpu_time_s)} in no task")
     text = f"CPU time {friendly_duration(total)}"
     return f"{text} ({'; '.join(notes)})" if notes else text

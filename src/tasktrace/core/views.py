@@ -13,11 +13,12 @@ import functools
 import gc
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import PrivateAttr
 from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
@@ -51,7 +52,9 @@ __all__ = [
     "memory_text",
     "paused_gc",
     "printable",
+    "pruned_copy",
     "render_collapsed",
+    "run_name",
     "task_line",
     "tree_html",
 ]
@@ -69,6 +72,7 @@ AUTO_COLLAPSE_TASKS = 1000
 (rich renders about 10,000 tree lines a second; a 100,000-task tree would take 10 s or more)."""
 
 _DIGITS = re.compile(r"\d+")
+_T = TypeVar("_T", bound=Task)
 
 
 def label_pattern(label: str) -> str:
@@ -107,9 +111,42 @@ def filter_tree(task: Task, text: str) -> Task | None:
             stack.append((node, True))
             stack.extend((child, False) for child in node.subtasks)
             continue
-        children = [kept[id(c)] for c in node.subtasks if kept.get(id(c)) is not None]
-        kept[id(node)] = node.model_copy(update={"subtasks": children}) if children else None
+        children = [k for c in node.subtasks if (k := kept.get(id(c))) is not None]
+        kept[id(node)] = pruned_copy(node, children) if children else None
     return kept[id(task)]
+
+
+@functools.cache
+def _pruned_class(cls: type[Task]) -> type[Task]:
+    """``cls`` (the tree's node class), its ``total_cpu`` the whole task's (see below)."""
+
+    class Pruned(cls):  # type: ignore[valid-type, misc]  # a class made at run time
+        _whole: Task | None = PrivateAttr(default=None)
+
+        def total_cpu(self) -> float | None:
+            whole = self._whole
+            return super().total_cpu() if whole is None else whole.total_cpu()
+
+    Pruned.__name__ = Pruned.__qualname__ = cls.__name__
+    return Pruned
+
+
+def pruned_copy(task: _T, subtasks: Sequence[Task]) -> _T:
+    """Return a shallow copy of ``task`` with ``subtasks`` below it, measuring as ``task`` does.
+
+    A view that leaves subtasks out (``show --filter``, ``--depth`` with ``--json``, the live
+    panel's running tasks) decides which lines are shown, never what a shown task measured:
+    the copy's :meth:`~tasktrace.Task.total_cpu` (and so every figure of its line and of
+    ``--totals``) is ``task``'s on the whole tree, counting the CPU its subprocess subtasks
+    reported whether they are shown or not. Its fields, extra data and JSON are ``task``'s
+    but for ``subtasks``; ``task`` is not modified.
+    """
+    copy = task.model_copy(update={"subtasks": list(subtasks)})
+    object.__setattr__(copy, "__class__", _pruned_class(type(task)))
+    private = dict(copy.__pydantic_private__ or {})
+    private["_whole"] = task
+    object.__setattr__(copy, "__pydantic_private__", private)
+    return copy
 
 
 @dataclass
@@ -134,18 +171,7 @@ class SiblingRun:
         (workers' tasks arrive as they finish: ``fold 2, 0, 1, 3`` is ``"fold 0…3"``). Labels
         that differ in more than one number are shown as the first and the last.
         """
-        labels = [t.label for t in self.tasks]  # one pattern: the same text and digit count
-        numbers = [_DIGITS.findall(label) for label in labels]
-        varying = {k for n in numbers for k, x in enumerate(n) if x != numbers[0][k]}
-        if len(varying) != 1:
-            return labels[0] if not varying else f"{labels[0]} … {labels[-1]}"
-        (i,) = varying
-        column = [n[i] for n in numbers]
-        span = f"{min(column, key=int)}…{max(column, key=int)}"
-        return "".join(
-            part + (span if k == i else numbers[0][k]) if k < len(numbers[0]) else part
-            for k, part in enumerate(_DIGITS.split(labels[0]))
-        )
+        return run_name([t.label for t in self.tasks])
 
     def title(self) -> str:
         """``"epoch 1…50: 50 tasks, total 3m12.00s"`` (plus failed/other status counts)."""
@@ -158,6 +184,25 @@ class SiblingRun:
         if counts:
             text += " (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
         return text
+
+
+def run_name(labels: Sequence[str]) -> str:
+    """Return labels of one :func:`label_pattern` in one, as :meth:`SiblingRun.name` does.
+
+    ``"epoch 1…50"``: the one number that varies as a range from its lowest to its highest
+    value; labels that differ in more than one number as the first and the last.
+    """
+    numbers = [_DIGITS.findall(label) for label in labels]
+    varying = {k for n in numbers for k, x in enumerate(n) if x != numbers[0][k]}
+    if len(varying) != 1:
+        return labels[0] if not varying else f"{labels[0]} … {labels[-1]}"
+    (i,) = varying
+    column = [n[i] for n in numbers]
+    span = f"{min(column, key=int)}…{max(column, key=int)}"
+    return "".join(
+        part + (span if k == i else numbers[0][k]) if k < len(numbers[0]) else part
+        for k, part in enumerate(_DIGITS.split(labels[0]))
+    )
 
 
 def collapse_siblings(

@@ -14,11 +14,11 @@ import html
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from tasktrace.core.lines import APPROXIMATE
+from tasktrace.core.lines import APPROXIMATE, OVERLAPPING
 from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
 from tasktrace.core.units import friendly_bytes, friendly_duration
 from tasktrace.core.views import (
@@ -35,6 +35,7 @@ from tasktrace.formats.measures import (
     CarbonIntensity,
     measure_values,
 )
+from tasktrace.formats.rows import OVERLAP_SCOPES, count_overlapping
 
 __all__ = ["MAIN_LANE", "FoldNode", "fold_tree", "hover_text", "utc_text"]
 
@@ -73,6 +74,10 @@ class FoldNode:
         statuses: How many of its tasks have each status (``"finished"``, ``"failed"``, …).
         start_s: Earliest start, UNIX seconds (``None`` if unknown).
         finish_s: Latest finish, UNIX seconds (``None`` if unknown).
+        overlapping: For a folded node, by column of
+            :data:`~tasktrace.formats.rows.OVERLAP_SCOPES` (CPU time, energy, emissions), how
+            many of its tasks ran at the same time as another of them in one process (CPU
+            time) or on one machine: the total counts what they shared once per task.
     """
 
     tasks: list[Task]
@@ -86,6 +91,7 @@ class FoldNode:
     start_s: float | None
     finish_s: float | None
     statuses: Counter[str]
+    overlapping: dict[str, int] = field(default_factory=dict)
 
     @property
     def folded(self) -> bool:
@@ -129,6 +135,27 @@ def _span(tasks: Sequence[Task]) -> tuple[float | None, float | None]:
     return (min(starts) if starts else None), (max(finishes) if finishes else None)
 
 
+def _overlapping(
+    tasks: Sequence[Task], values: dict[str, float | None], process: dict[int, int]
+) -> dict[str, int]:
+    """By measured column of OVERLAP_SCOPES, how many of ``tasks`` overlap in its scope."""
+    spans: dict[str, list[tuple[object, float, float]]] = {"process": [], "machine": []}
+    for t in tasks:
+        if t.start_time is None:
+            continue
+        finish = t.finish_time
+        if finish is None:
+            finish = t.start_time + (t.duration or 0.0)
+        spans["process"].append((process[id(t)], t.start_time, finish))
+        spans["machine"].append((t.hostname, t.start_time, finish))
+    counts = {scope: count_overlapping(items) for scope, items in spans.items()}
+    return {
+        column: counts[scope]
+        for column, scope in OVERLAP_SCOPES.items()
+        if values.get(column) is not None and counts[scope]
+    }
+
+
 def fold_tree(
     root: Task, carbon: CarbonIntensity | None = None, fold: bool | None = None
 ) -> list[FoldNode]:
@@ -143,6 +170,7 @@ def fold_tree(
     if fold is None:
         fold = count_tasks(root) > AUTO_COLLAPSE_TASKS
     nodes: list[FoldNode] = []
+    process = {id(root): id(root)}  # each task's process, by its top task
     stack: list[tuple[list[Task], int | None, int, str]] = [([root], None, 0, MAIN_LANE)]
     while stack:
         tasks, parent, depth, lane = stack.pop()
@@ -161,6 +189,11 @@ def fold_tree(
                 statuses,
             )
         )
+        if len(tasks) > 1:
+            nodes[-1].overlapping = _overlapping(tasks, nodes[-1].values, process)
+        for task in tasks:
+            for sub in task.subtasks:
+                process[id(sub)] = id(sub) if sub.subprocess else process[id(task)]
         if len(tasks) == 1:
             items = collapse_siblings(tasks[0].subtasks) if fold else tasks[0].subtasks
             groups = [item.tasks if isinstance(item, SiblingRun) else [item] for item in items]
@@ -243,6 +276,10 @@ def hover_text(node: FoldNode) -> str:
         text = f"{name}: {mark}{measure.friendly(value)}"
         if node.folded and not measure.peak:
             text += f" (mean {mark}{measure.friendly(value / node.known[measure.column])})"
+        shared = node.overlapping.get(measure.column)
+        if shared:
+            where = "one process" if OVERLAP_SCOPES[measure.column] == "process" else "one machine"
+            text += f" {OVERLAPPING} ({shared:,} ran at the same time in {where}: counted per task)"
         lines.append(text)
     if not node.folded:
         lines.extend(_task_text(node.tasks[0]))

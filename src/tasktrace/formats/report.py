@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasktrace.core.lines import APPROXIMATE, NOT_MEASURED
+from tasktrace.core.lines import APPROXIMATE, NOT_MEASURED, OVERLAPPING
 from tasktrace.core.units import friendly_ratio
 from tasktrace.core.views import paused_gc
 from tasktrace.formats.energy_note import MISSING_REASONS, recorded_meters, short_task_note
@@ -151,8 +151,13 @@ def _measures(carbon: CarbonIntensity) -> list[Measure]:
 
 
 def _cell(measure: Measure, group: dict[str, Any], key: str) -> str:
-    """Format a group's figure (``key``), after ``≈`` where it counts an approximate value."""
-    return measure.cell(group.get(key), bool(group.get(f"{measure.column}_short_tasks")))
+    """Format a group's figure (``key``), after ``≈`` where it counts an approximate value.
+
+    Followed by ``‡`` where the group's tasks overlapped in one process or machine
+    (:data:`~tasktrace.core.lines.OVERLAPPING`).
+    """
+    text = measure.cell(group.get(key), bool(group.get(f"{measure.column}_short_tasks")))
+    return text + (OVERLAPPING if group.get(f"{measure.column}_overlapping_tasks") else "")
 
 
 def _label_table(groups: list[dict[str, Any]], measures: Sequence[Measure]) -> Any:
@@ -248,6 +253,12 @@ def build_report(runs: Sequence[Run], carbon: CarbonIntensity | None = None) -> 
         "Click a task in the icicle to zoom in, the top bar to zoom out; hover for all its "
         "measures. Red: failed, orange: cancelled."
     )
+    if any(k.endswith("_overlapping_tasks") and v for g in groups for r in g for k, v in r.items()):
+        note += (
+            f" {OVERLAPPING} after a total: some of the label's tasks ran at the same time in one "
+            "process (CPU time) or on one machine (energy); each one's figure is its process's "
+            "or machine's over its span, so the total counts what they shared once per task."
+        )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         # first: the mark that lets the next report replace this one (formats.output)

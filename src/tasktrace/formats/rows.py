@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,12 @@ from tasktrace.formats.replay import is_otlp_json, load_task, parse_task_file
 from tasktrace.task import Task
 
 __all__ = [
+    "OVERLAP_SCOPES",
     "PATH_SEPARATOR",
     "Run",
     "TaskFileError",
     "TaskRows",
+    "count_overlapping",
     "describe_input_error",
     "group_rows",
     "load_runs",
@@ -64,6 +66,24 @@ _RENAMED = {  # seed field -> column with its unit (the seed's *_power fields ho
 _NAMES = [name for name in TaskRecord.model_fields if name != "subtasks"]
 _COLUMNS = [_RENAMED.get(name, name) for name in _NAMES]
 _VALUES = operator.itemgetter(*_NAMES)  # every field value from a task's __dict__, in C
+
+
+OVERLAP_SCOPES = {
+    "cpu_time_s": "process",
+    "energy_j": "machine",
+    "cpu_energy_j": "machine",
+    "gpu_energy_j": "machine",
+    "system_energy_j": "machine",
+    "dram_energy_j": "machine",
+    "emissions_g": "machine",
+}
+"""The measures a task shares with every task that ran at the same time in its scope.
+
+A task's CPU time is its whole process's over its span (``getrusage(RUSAGE_SELF)``: every
+thread), and its energy the machine's (RAPL packages, the visible GPUs, a Prometheus query): two
+tasks that overlap in time in one process (threads) each hold the CPU both used, and two that
+overlap on one machine (threads or processes) each hold the energy both used. A group's total
+of such tasks counts the shared part once per task (:func:`group_rows` says how many)."""
 
 
 class TaskFileError(ValueError):
@@ -252,17 +272,26 @@ def group_rows(
         ``None`` where no value is known; for energy and emissions also
         ``<column>_short_tasks``: how many of those values are approximate (their task shorter
         than its energy source's update period: the row's flag of
-        :data:`~tasktrace.formats.measures.SHORT_TASK_FLAGS`), ``0`` where none is.
+        :data:`~tasktrace.formats.measures.SHORT_TASK_FLAGS`), ``0`` where none is; for CPU
+        time, energy and emissions ``<column>_overlapping_tasks``: how many of the group's
+        tasks with a value ran at the same time as another of them in one process (CPU time)
+        or on one machine (energy, emissions), so that the total counts what they shared once
+        per task (:data:`OVERLAP_SCOPES`); ``0`` where none did. The mean of such tasks is
+        each one's process's or machine's, not the task's own.
 
     Raises:
         ValueError: No row has one of the ``by`` columns (the message names it).
     """
     rows, parents = table.rows, table.parents
+    process = list(range(len(rows)))  # the row of the top task of each row's process
+    for i, parent in enumerate(parents):
+        if parent is not None and not rows[i].get("subprocess"):
+            process[i] = process[parent]
     for column in by:
         if not any(column in row for row in rows):
             raise ValueError(f"no task has a column {column!r} to group by")
     keys = [_key(row, by) for row in rows]
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for i, key in enumerate(keys):
         if key is None:
             continue
@@ -270,7 +299,7 @@ def group_rows(
         while parent is not None and keys[parent] != key:
             parent = parents[parent]
         if parent is None:  # no ancestor in the same group
-            groups.setdefault(key, []).append(rows[i])
+            groups.setdefault(key, []).append(i)
     out = []
     for key, members in groups.items():
         group: dict[str, Any] = {  # a list (tags) as its items: "train, eval", not a tuple
@@ -278,16 +307,74 @@ def group_rows(
             for column, value in zip(by, key, strict=True)
         }
         group["tasks"] = len(members)
-        group["failed"] = sum(m["status"] == TaskStatus.FAILED.value for m in members)
+        group["failed"] = sum(rows[m]["status"] == TaskStatus.FAILED.value for m in members)
         for measure in measures:
-            known = [m[measure.column] for m in members if m.get(measure.column) is not None]
+            scope = OVERLAP_SCOPES.get(measure.column)
+            if scope is not None:
+                group[f"{measure.column}_overlapping_tasks"] = _overlapping(
+                    rows, members, measure.column, process if scope == "process" else None
+                )
+            known = [v for m in members if (v := rows[m].get(measure.column)) is not None]
             total = (max(known) if measure.peak else math.fsum(known)) if known else None
             group[f"{measure.column}_{measure.aggregate}"] = total
             group[f"{measure.column}_mean"] = math.fsum(known) / len(known) if known else None
             flag = SHORT_TASK_FLAGS.get(measure.column)
             if flag is not None:
                 group[f"{measure.column}_short_tasks"] = sum(
-                    m.get(flag) is True for m in members if m.get(measure.column) is not None
+                    rows[m].get(flag) is True
+                    for m in members
+                    if rows[m].get(measure.column) is not None
                 )
         out.append(group)
     return out
+
+
+def _overlapping(
+    rows: Sequence[Mapping[str, Any]],
+    members: Sequence[int],
+    column: str,
+    process: list[int] | None,
+) -> int:
+    """Count the ``members`` with a ``column`` value whose span overlaps another's in its scope.
+
+    The scope: the same process (``process``: each row's process, by its top row) or, where
+    ``process`` is ``None``, the same run and host. A row without a start is left out.
+    """
+    spans = []
+    for m in members:
+        row = rows[m]
+        start = row.get("start_time_s")
+        if row.get(column) is None or start is None:
+            continue
+        finish = row.get("finish_time_s")
+        if finish is None:
+            finish = start + (row.get("duration_s") or 0.0)
+        scope = (process[m],) if process is not None else (row.get("run"), row.get("hostname"))
+        spans.append((scope, start, finish))
+    return count_overlapping(spans)
+
+
+def count_overlapping(spans: Iterable[tuple[Hashable, float, float]]) -> int:
+    """Count the spans that overlap another span of the same scope in time.
+
+    Args:
+        spans: ``(scope, start, finish)`` per task: a hashable scope (a process, a machine) and
+            UNIX seconds (a task still running: its start plus its duration so far).
+
+    Returns:
+        How many spans share some time with another of their scope (0 where none does).
+        Sorting: O(n log n).
+    """
+    by_scope: dict[Hashable, list[tuple[float, float, int]]] = {}
+    for k, (scope, start, finish) in enumerate(spans):
+        by_scope.setdefault(scope, []).append((start, finish, k))
+    overlapping: set[int] = set()
+    for items in by_scope.values():
+        items.sort()
+        latest, holder = float("-inf"), -1  # the latest finish so far, and whose
+        for start, finish, k in items:
+            if start < latest:
+                overlapping.update((k, holder))
+            if finish > latest:
+                latest, holder = finish, k
+    return len(overlapping)
