@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tasktrace.core.forksafe import renew_after_fork
-from tasktrace.core.warn import WarnOnce
+from tasktrace.core.warn import WarnOnce, quoted
 from tasktrace.export.failure import (
     NO_ANSWER,
     describe_failure,
@@ -271,9 +271,9 @@ class GuardedSpanExporter(SpanExporter):
 
     def _oversized_reason(self, item: Oversized) -> str:
         if item.size_bytes is None:
-            return f"span {item.span.name!r} cannot be encoded ({type(item.error).__name__})"
+            return f"span {quoted(item.span.name)} cannot be encoded ({type(item.error).__name__})"
         return (
-            f"span {item.span.name!r} is {item.size_bytes:,} bytes encoded, over the "
+            f"span {quoted(item.span.name)} is {item.size_bytes:,} bytes encoded, over the "
             f"{self.max_request_bytes:,}-byte request limit"
         )
 
