@@ -235,3 +235,27 @@ def test_a_root_above_a_run_not_ended_has_no_finish_yet() -> None:
     assert root.start_time == 1000.0
     assert root.finish_time is None
     assert root.duration is None
+
+
+def test_a_root_above_runs_says_when_one_failed_or_was_cancelled() -> None:
+    """Ended runs of which one failed (or was cancelled): their root says so, with a count.
+
+    Before: "finished", as if every run under it had finished.
+    """
+
+    def run(label: str, status: str, start: float) -> Task:
+        return Task.model_validate(
+            {"label": label, "status": status, "start_time": start, "finish_time": start + 1.0}
+        )
+
+    cases = [
+        (["finished", "failed", "cancelled"], TaskStatus.FAILED, "1 of 3 runs failed"),
+        (["finished", "cancelled"], TaskStatus.CANCELLED, "1 of 2 runs cancelled"),
+        (["finished", "finished"], TaskStatus.FINISHED, None),
+    ]
+    for statuses, status, error in cases:
+        runs = [run(f"r{i}", s, 1000.0 + i) for i, s in enumerate(statuses)]
+        root = spans_to_task([s for r in runs for s in task_to_spans(r)], root_label="all")
+        assert [t.status.value for t in root.subtasks] == statuses
+        assert (root.status, root.error) == (status, error)
+        assert root.duration == len(statuses)  # first start to last finish, as before

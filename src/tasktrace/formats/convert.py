@@ -243,18 +243,26 @@ def _synthetic_root(label: str, roots: list[dict[str, Any]]) -> dict[str, Any]:
     and its duration the time from the first start to the last finish (wall clock: gaps
     between runs included, as a task's duration includes the time between its subtasks);
     while a root has not ended (a run still going, or killed before its span ended) it is
-    running, with neither.
+    running, with neither. Ended, it is failed where a run failed, else cancelled where one was
+    cancelled (``error``: ``"1 of 3 runs failed"``), else finished.
     """
     starts = [r["start_time"] for r in roots]
     finishes = [r["finish_time"] for r in roots]
     start = min((s for s in starts if s is not None), default=None)
     ended = None not in finishes
     finish = max(finishes) if ended else None
+    status, error = (TaskStatus.FINISHED if ended else TaskStatus.RUNNING), None
+    for worst in (TaskStatus.FAILED, TaskStatus.CANCELLED) if ended else ():
+        count = sum(TaskStatus(r["status"]) is worst for r in roots)
+        if count:  # ended runs of which one failed: not "finished" as if all had
+            status, error = worst, f"{count} of {len(roots)} runs {worst.value}"
+            break
     return {
         **dict.fromkeys(_NULLABLE_FIELDS),
         "label": label,
         "hostname": roots[0]["hostname"],
-        "status": (TaskStatus.FINISHED if ended else TaskStatus.RUNNING).value,
+        "status": status.value,
+        "error": error,
         "start_time": start,
         "finish_time": finish,
         "duration": finish - start if finish is not None and None not in starts else None,
