@@ -74,3 +74,35 @@ def test_show_prints_invalid_values_as_invalid_with_one_warning(tmp_path: Path) 
     assert warning.startswith(f"Warning: {path}: ")
     for field in ("duration (2 tasks)", "cpu_time (1 task)", "peak_memory (1 task)"):
         assert field in warning, warning
+
+
+def test_compare_has_no_difference_or_ratio_of_invalid_values(tmp_path: Path) -> None:
+    """``compare --json`` of a corrupted file with itself: no difference nor ratio of ``-3 s``.
+
+    ``(-3) - (-3)`` printed as a difference of ``0µs`` beside two ``—`` values.
+    """
+    path = tmp_path / "run.json"
+    with Task("root", file=path), Task("child"):
+        pass
+    _corrupt(path)
+    result = run_cli(["compare", str(path), str(path), "--json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    entries = {}
+
+    def walk(node: object) -> None:  # every {"difference": ..., "ratio": ...} by its values
+        if isinstance(node, dict):
+            if "difference" in node and "values" in node:
+                entries[json.dumps(node["values"])] = (node["difference"], node["ratio"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(data)
+    invalid = [v for k, v in entries.items() if "-3" in k or "NaN" in k or "Infinity" in k]
+    assert invalid, entries
+    for difference, ratio in invalid:
+        assert difference[1] is None, entries
+        assert ratio[1] is None, entries

@@ -26,6 +26,7 @@ from typing import Any
 
 from tasktrace.core.record import TaskRecord as Task  # the record: these read fields only
 from tasktrace.core.record import TaskStatus
+from tasktrace.core.units import valid_measure
 from tasktrace.formats.measures import (
     MEASURES,
     SHORT_TASK_FLAGS,
@@ -105,15 +106,25 @@ class MatchedTask:
             return "no measures yet: the task had not started when saved"
         return "no measures in the files"
 
-    def difference(self, column: str, run: int) -> float | None:
-        """``value in run - value in the first run`` (``None`` if either is unknown)."""
+    def _pair(self, column: str, run: int) -> tuple[float, float] | None:
         first, other = self.values[column][0], self.values[column][run]
-        return None if first is None or other is None else other - first
+        if first is None or other is None or not valid_measure(first) or not valid_measure(other):
+            return None  # unknown, or not a measurement (a corrupt file's negative or NaN)
+        return first, other
+
+    def difference(self, column: str, run: int) -> float | None:
+        """``value in run - value in the first run`` (``None`` if either is unknown or invalid).
+
+        Invalid: negative, NaN or infinite (:func:`~tasktrace.core.units.valid_measure`), as
+        a corrupted file may hold; the views show such a value as ``—``.
+        """
+        pair = self._pair(column, run)
+        return None if pair is None else pair[1] - pair[0]
 
     def ratio(self, column: str, run: int) -> float | None:
-        """``value in run / value in the first run`` (``None`` if unknown or the first is 0)."""
-        first, other = self.values[column][0], self.values[column][run]
-        return None if not first or other is None else other / first
+        """``value in run / value in the first run`` (``None`` if unknown, invalid, first 0)."""
+        pair = self._pair(column, run)
+        return None if pair is None or not pair[0] else pair[1] / pair[0]
 
     def approximate(self, column: str, run: int) -> bool:
         """Whether the figures of ``run`` against the first for ``column`` are approximate.
