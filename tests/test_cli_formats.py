@@ -366,3 +366,29 @@ def test_a_wrong_count_of_run_names_is_said_in_good_grammar(
         argv += ["--name", name]
     assert main(argv) == 2
     assert f"{message} for 2 files" in capsys.readouterr().err
+
+
+def test_table_of_a_folder_skips_the_chrome_traces_exported_beside_the_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``export --format chrome`` into the runs' folder, then ``table runs/*.json``: it works.
+
+    The README suggests both; the glob picked up the trace and the whole table failed (exit 2,
+    "not a tasktrace task file: a Chrome trace"). A trace among several files is skipped with
+    one warning; alone it is still an error.
+    """
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name in ("a", "b"):
+        with Task("train", file=runs / f"{name}.json"):
+            pass
+    trace = runs / "a.trace.json"
+    assert main(["export", str(runs / "a.json"), "--format", "chrome", "-o", str(trace)]) == 0
+    capsys.readouterr()
+    files = [str(p) for p in sorted(runs.glob("*.json"))]
+    assert main(["table", *files, "--by", "label", "--measure", "duration"]) == 0
+    out, err = capsys.readouterr()
+    assert "train" in out
+    assert err.strip() == f"Warning: {trace}: skipped: a Chrome trace, not a task file"
+    assert main(["table", str(trace)]) == 2  # an input error, as before
+    assert "a Chrome trace" in capsys.readouterr().err

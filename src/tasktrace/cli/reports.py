@@ -94,12 +94,18 @@ def _carbon(intensity: float | None) -> CarbonIntensity:
 
 
 def _runs(files: Sequence[Path], names: Sequence[str]) -> list[Run]:
+    skipped: list[str] = []  # Chrome traces among several files (runs/*.json)
     try:
-        return load_runs(files, names or None)
+        runs = load_runs(files, names or None, None if names else skipped)
     except TaskFileError as e:
         raise click.ClickException(str(e)) from None
     except ValueError as e:  # names that do not fit the files
         raise click.UsageError(f"--name: {e}") from None
+    for line in skipped:
+        click.echo(f"Warning: {line}", err=True)
+    if not runs:
+        raise click.ClickException("no task file among the files given (Chrome traces only)")
+    return runs
 
 
 def _check_output(output: Output, force: bool) -> None:

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from tasktrace.core.problems import expected
 
-__all__ = ["NOT_A_TASK_FILE", "describe_input_error"]
+__all__ = ["NOT_A_TASK_FILE", "describe_input_error", "is_chrome_trace"]
 
 NOT_A_TASK_FILE = "not a tasktrace task file"
 """What a file is said to be when it holds no task tree at all (before the reason)."""
@@ -50,6 +50,24 @@ _PLAIN = {  # the JSON parser's words -> plain ones
 _SHOWN_CHARS = 40  # a bad value is quoted up to this many characters
 _WHERE_PARTS = 8  # a location deeper than this is shortened: its first and last parts
 _TOO_DEEP = "task tree nested too deeply to read"
+
+
+def is_chrome_trace(error: BaseException) -> bool:
+    """Whether a reader's ``error`` says the file is a Chrome trace (trace events), not tasks.
+
+    ``tasktrace export --format chrome`` writes one: commands reading several files skip it
+    (a folder's ``*.json`` holds the runs and their traces alike).
+    """
+    if not isinstance(error, ValidationError):
+        return False
+    first = error.errors(include_url=False)[0]
+    value = first.get("input")
+    return (
+        tuple(first["loc"]) == ("label",)
+        and first["type"] == "missing"
+        and isinstance(value, dict)
+        and isinstance(value.get("traceEvents"), list)
+    )
 
 
 def describe_input_error(path: Path, error: BaseException) -> str:
@@ -90,7 +108,7 @@ def _validation_problem(error: ValidationError) -> str:
     if not loc and kind == "model_type":
         return f"{NOT_A_TASK_FILE}: {_json_kind(value)}, {_TASK_OBJECT}"
     if loc == ("label",) and kind == "missing":
-        if isinstance(value, dict) and isinstance(value.get("traceEvents"), list):
+        if is_chrome_trace(error):
             return f"{NOT_A_TASK_FILE}: {_CHROME_TRACE}"
         return f'{NOT_A_TASK_FILE}: a JSON object without the "label" every task has'
     more = error.error_count() - 1

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from tasktrace.core.record import TaskRecord, TaskStatus
 from tasktrace.core.views import label_pattern
-from tasktrace.formats.input_errors import describe_input_error
+from tasktrace.formats.input_errors import describe_input_error, is_chrome_trace
 from tasktrace.formats.measures import (
     SHORT_TASK_FLAGS,
     CarbonIntensity,
@@ -146,8 +146,19 @@ def run_names(paths: Sequence[Path], names: Sequence[str] | None = None) -> list
     return [str(p) for p in paths]
 
 
-def load_runs(paths: Sequence[Path], names: Sequence[str] | None = None) -> list[Run]:
+def load_runs(
+    paths: Sequence[Path],
+    names: Sequence[str] | None = None,
+    skipped: list[str] | None = None,
+) -> list[Run]:
     """Load each path as a :class:`Run`.
+
+    Args:
+        paths: Task files, OTLP JSON-lines files or folders of them.
+        names: The runs' names (default: the file names, see :func:`run_names`).
+        skipped: Where given, and ``paths`` are more than one, a Chrome trace among them (as
+            ``tasktrace export --format chrome`` writes: ``runs/*.json`` picks it up beside
+            the runs) is left out and one line saying so is appended here, instead of failing.
 
     Raises:
         TaskFileError: A file cannot be read or is not a task file (the message names it).
@@ -158,6 +169,9 @@ def load_runs(paths: Sequence[Path], names: Sequence[str] | None = None) -> list
         try:
             task = load_task_file(path)
         except (OSError, RecursionError, ValidationError, ValueError, TypeError) as e:
+            if skipped is not None and len(paths) > 1 and is_chrome_trace(e):
+                skipped.append(f"{path}: skipped: a Chrome trace, not a task file")
+                continue
             raise TaskFileError(describe_input_error(path, e)) from e
         runs.append(Run(name, path, task))
     return runs
