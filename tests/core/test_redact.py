@@ -117,6 +117,15 @@ from tasktrace.core.redact import mask_url, redact_argv
             ["sh", "-c", "mysql -pPW db && curl -H 'Authorization: Basic QQ' x"],
             ["sh", "-c", "mysql -p*** db && curl -H 'Authorization: ***' x"],
         ),
+        # Request bodies: a form's and a JSON object's secret-named fields
+        (
+            ["curl", "-d", "user=a&password=b&client_secret=c", "--data=x=1&api_key=k", "u"],
+            ["curl", "-d", "user=a&password=***&client_secret=***", "--data=x=1&api_key=***", "u"],
+        ),
+        (
+            ["curl", "--json", '{"user": "a", "password": "b", "auth": {"token": "t"}}'],
+            ["curl", "--json", '{"user": "a", "password": "***", "auth": "***"}'],
+        ),
     ],
 )
 def test_redact_argv(argv: list[str], expected: list[str]) -> None:

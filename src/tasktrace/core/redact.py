@@ -48,6 +48,7 @@ cannot be recognised, which is why ``tasktrace run`` records the argv only when 
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Sequence
@@ -105,6 +106,7 @@ _HEADER = re.compile(
 )
 _QUERY_ITEM = re.compile(r"(?P<head>[?&;](?P<name>[^=&;#?\s]+)=)[^&;#\s]*")
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/:@\s]*:)[^/@\s]+(?P<at>@)")
+_FORM = re.compile(r"^[^=&\s]+=[^&]*(?:&[^=&\s]+=[^&]*)+$")  # a=1&password=x (a request body)
 _LONG_OPTION = re.compile(r"^--[A-Za-z]")  # never taken for a value (no secret starts so)
 _OPTION = re.compile(r"^--?(?P<name>[A-Za-z_][A-Za-z0-9_.\-]+)$")  # -token, --api-key (no =)
 
@@ -152,8 +154,36 @@ def _redact_query_item(match: re.Match[str]) -> str:
     return match["head"] + REDACTED if is_secret_name(match["name"]) else match[0]
 
 
+def _redact_form(text: str) -> str | None:
+    """``a=1&password=x`` → ``a=1&password=***``; ``None`` where ``text`` is no such form."""
+    if _FORM.match(text) is None:
+        return None
+    return _QUERY_ITEM.sub(_redact_query_item, "&" + text)[1:]
+
+
+def _redact_json(data: object) -> object:
+    if isinstance(data, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and is_secret_name(k) else _redact_json(v)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [_redact_json(v) for v in data]
+    return data
+
+
 def _redact_value(value: str, *, user: bool) -> str:
-    """Redact a word or an option's attached value: header, nested command line, user:pw."""
+    """Redact a word or an option's attached value (a header, a request body, user:pw...)."""
+    form = _redact_form(value)
+    if form is not None:
+        return form
+    if value[:1] == "{":  # a JSON request body: its secret-named fields
+        try:
+            data = json.loads(value)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return json.dumps(_redact_json(data), ensure_ascii=False)
     header = _HEADER.match(value)
     if header is not None and is_secret_name(header["name"]):
         return f"{header['name']}{header['sep']}{REDACTED}"
@@ -192,6 +222,9 @@ def _redact_word(word: str) -> str:
     before, mark, query = word.partition("?")
     if mark:  # the items after the first "?" (earlier "&" or ";" are not a query's)
         word = before + _QUERY_ITEM.sub(_redact_query_item, mark + query)
+    form = _redact_form(word)
+    if form is not None:
+        return form
     match = _ASSIGNMENT.match(word)
     if match is not None:
         head = f"{match['dashes']}{match['name']}="
