@@ -106,3 +106,27 @@ def test_compare_has_no_difference_or_ratio_of_invalid_values(tmp_path: Path) ->
     for difference, ratio in invalid:
         assert difference[1] is None, entries
         assert ratio[1] is None, entries
+
+
+def test_show_totals_leave_invalid_values_out(tmp_path: Path) -> None:
+    """``show --totals`` of a corrupted file: sums and maxima of valid values only.
+
+    A negative duration was added to the total, a negative peak RSS made "max peak RSS 0 B",
+    but only where no valid one was larger.
+    """
+    path = tmp_path / "run.json"
+    with Task("root", file=path), Task("child"), Task("child"):
+        pass
+    record = json.loads(path.read_text())
+    first, second = record["subtasks"][0], record["subtasks"][0]["subtasks"][0]
+    first["duration"], second["duration"] = 2.0, -3.0
+    first["peak_memory"], second["peak_memory"] = -5, 1024
+    path.write_text(json.dumps(record))
+    result = run_cli(["show", str(path), "--totals", "--json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    totals = json.loads(result.stdout)
+    rows = totals if isinstance(totals, list) else totals.get("totals", totals)
+    (child,) = [row for row in rows if row["pattern"] == "child"]
+    assert child["tasks"] == 2
+    assert child["total_duration_s"] == 2.0
+    assert child["max_peak_memory_bytes"] == 1024

@@ -34,7 +34,7 @@ from tasktrace.core.lines import (
 )
 from tasktrace.core.record import TaskRecord as Task  # the record: every view reads fields only
 from tasktrace.core.record import TaskStatus
-from tasktrace.core.units import friendly_duration
+from tasktrace.core.units import friendly_duration, valid_measure
 
 __all__ = [
     "AUTO_COLLAPSE_TASKS",
@@ -326,8 +326,9 @@ def label_totals(task: Task) -> list[dict[str, Any]]:
 
     Returns:
         One dict per pattern: ``pattern``, ``tasks`` (count), ``total_duration_s``,
-        ``total_cpu_time_s`` (sums of known values, in walk order; ``None`` when none is
-        known), ``max_peak_memory_bytes`` and ``failed`` (count).
+        ``total_cpu_time_s`` (sums of known, valid values, negative, NaN and infinite ones left
+        out, in walk order; ``None`` when none is known), ``max_peak_memory_bytes`` and
+        ``failed`` (count).
     """
     # Per pattern [tasks, total duration, total CPU, max peak RSS, failed]: a list, not the
     # row's dict, while summing (this loop runs for every task of a large tree).
@@ -344,11 +345,13 @@ def label_totals(task: Task) -> list[dict[str, Any]]:
             acc = sums[pattern] = [0, None, None, None, 0]
         acc[0] += 1
         duration, cpu, peak = usage_values(node)
-        if duration is not None:
+        # A value that is no measurement (a corrupt file's negative or NaN: shown as —) counts
+        # in no total: sums and maxima of known, valid values.
+        if duration is not None and valid_measure(duration):
             acc[1] = (acc[1] or 0.0) + duration
-        if cpu is not None:
+        if cpu is not None and valid_measure(cpu):
             acc[2] = (acc[2] or 0.0) + cpu
-        if peak is not None:
+        if peak is not None and valid_measure(peak):
             acc[3] = max(acc[3] or 0, round(peak))
         if d["status"] is failed:
             acc[4] += 1
