@@ -130,3 +130,17 @@ def test_show_totals_leave_invalid_values_out(tmp_path: Path) -> None:
     assert child["tasks"] == 2
     assert child["total_duration_s"] == 2.0
     assert child["max_peak_memory_bytes"] == 1024
+
+
+def test_table_and_compare_say_which_values_are_not_measurements(tmp_path: Path) -> None:
+    """``table`` and ``compare`` of a corrupted file warn as ``show`` does, once per file."""
+    path = tmp_path / "run.json"
+    with Task("root", file=path), Task("child"):
+        pass
+    _corrupt(path)
+    for args in (["table", str(path)], ["compare", str(path), str(path)]):
+        result = run_cli(args, tmp_path)
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if "not measurements" in line]
+        assert len(warnings) == len(args) - 1, result.stderr  # one per file given
+        assert warnings[0].startswith(f"Warning: {path}: ")

@@ -13,7 +13,14 @@ from tasktrace.core.units import INVALID, valid_measure
 from tasktrace.formats.rows import describe_input_error, load_task_file
 from tasktrace.task import Task
 
-__all__ = ["FORCE_HINT", "MEASURE_FIELDS", "invalid_measures", "load", "read_input"]
+__all__ = [
+    "FORCE_HINT",
+    "MEASURE_FIELDS",
+    "invalid_measures",
+    "load",
+    "read_input",
+    "warn_invalid_measures",
+]
 
 _T = TypeVar("_T")
 
@@ -44,6 +51,16 @@ def load(path: Path) -> Task:
     naming the fields; the views print those values as :data:`~tasktrace.core.units.INVALID`.
     """
     task = read_input(path, load_task_file)
+    warn_invalid_measures(path, task)
+    return task
+
+
+def warn_invalid_measures(path: Path, task: Task) -> None:
+    """Say on standard error, in one line, which fields of ``path``'s tree are not measurements.
+
+    Nothing when every value is valid (see :func:`invalid_measures`); ``show``, ``export``,
+    ``report``, ``compare`` and ``table`` call it for each file they read.
+    """
     if invalid := invalid_measures(task):
         fields = ", ".join(
             f"{name} ({count} task{'' if count == 1 else 's'})" for name, count in invalid.items()
@@ -53,7 +70,6 @@ def load(path: Path) -> Task:
             f"{fields}; shown as {INVALID}",
             err=True,
         )
-    return task
 
 
 def invalid_measures(task: Task) -> dict[str, int]:

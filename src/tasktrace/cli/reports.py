@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tasktrace.cli.compare_table import print_comparison
+from tasktrace.cli.inputs import warn_invalid_measures
 from tasktrace.cli.meters_note import print_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console
@@ -103,6 +104,8 @@ def _runs(files: Sequence[Path], names: Sequence[str]) -> list[Run]:
         raise click.UsageError(f"--name: {e}") from None
     for line in skipped:
         click.echo(f"Warning: {line}", err=True)
+    for run in runs:
+        warn_invalid_measures(run.path, run.task)
     if not runs:
         raise click.ClickException("no task file among the files given (Chrome traces only)")
     return runs
