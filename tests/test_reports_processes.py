@@ -123,13 +123,18 @@ def test_a_subprocess_subtasks_cpu_is_in_its_parents_figures(tmp_path: Path) -> 
 def test_a_chrome_trace_among_task_files_is_named_as_such(tmp_path: Path) -> None:
     """A Chrome trace given as a task file: the error says what it is, not a missing "label".
 
-    The README writes ``run.trace.json`` beside ``run.json`` and then reads ``runs/*.json``.
+    The README writes ``run.trace.json`` beside ``run.json`` and then reads ``runs/*.json``:
+    among several files the trace is skipped with one warning naming it; alone, an error.
     """
     task = tmp_path / "run.json"
     task.write_bytes((FIXTURES / "nested.json").read_bytes())
     done = run_cli(["export", "run.json", "--format", "chrome", "-o", "run.trace.json"], tmp_path)
     assert done.returncode == 0, done.stderr
-    for args in (["table", "run.json", "run.trace.json"], ["show", "run.trace.json"]):
+    done = run_cli(["table", "run.json", "run.trace.json"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    skipped = "Warning: run.trace.json: skipped: a Chrome trace, not a task file"
+    assert done.stderr.strip() == skipped
+    for args in (["table", "run.trace.json"], ["show", "run.trace.json"]):
         done = run_cli(args, tmp_path)
         assert done.returncode == 2
         assert "run.trace.json: not a tasktrace task file: a Chrome trace" in done.stderr
