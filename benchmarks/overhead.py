@@ -25,6 +25,8 @@ Cases (rows):
   removed). The target (the ratio grows by ≤ 15%) is judged on this row. The other task cases
   run with the ``metrics`` setting off, which is the same path as having no meter provider;
 - top-level task: ``with Task("task")`` with no parent (resets the RSS high-water mark);
+- a user's span inside a task: ``tracer.start_as_current_span`` inside a running task, which
+  the tree processor makes a node of the task tree (``include_spans``, on by default);
 - task under a root with a file: nested tasks whose root writes a task file at start and at
   finish (the whole tree, every round; target ≤ 2.5×);
 - nested 5 deep: five tasks (spans) inside each other, per task;
@@ -101,6 +103,7 @@ NESTED = "nested task"
 NESTED_METRICS = "nested task, task metrics on (global MeterProvider)"
 NESTED_COLLECTED = "nested task, task metrics on, the collection in the time"
 TOP = "top-level task"
+USER_SPAN = "user span inside a task"
 WITH_FILE = "task under a root with a file"
 BARE_5 = "bare span, nested 5 deep"
 TASK_5 = "task, nested 5 deep"
@@ -112,6 +115,7 @@ ORDER = (
     NESTED_METRICS,
     NESTED_COLLECTED,
     TOP,
+    USER_SPAN,
     WITH_FILE,
     BARE_5,
     TASK_5,
@@ -225,6 +229,14 @@ def task_cases(
             with Task("task"):
                 pass
 
+    user_tracer = trace.get_tracer("user-code")
+
+    def user_span(k: int) -> None:  # a user's span (an instrumented call) joins the tree
+        with Task("root"):
+            for _ in range(k):
+                with user_tracer.start_as_current_span("user"):
+                    pass
+
     def with_file(k: int) -> None:
         with Task("root", file=folder / "bench.json"):
             for _ in range(k):
@@ -251,6 +263,7 @@ def task_cases(
         NESTED: nested,
         NESTED_METRICS: nested,
         TOP: top,
+        USER_SPAN: user_span,
         WITH_FILE: with_file,
         TASK_5: nested_5,
     }
@@ -265,7 +278,7 @@ def task_cases(
         if collect is not None:
             collect()
 
-    prepare = {name: off for name in (NESTED, TOP, WITH_FILE, TASK_5)}
+    prepare = {name: off for name in (NESTED, TOP, USER_SPAN, WITH_FILE, TASK_5)}
     prepare[NESTED_METRICS] = on
     prepare[NESTED_COLLECTED] = on_collected
     return cases, prepare
@@ -375,6 +388,7 @@ def run(quick: bool = False) -> list[Row]:
     row.met = collected_ratio <= 1.15 * nested_ratio
     rows.append(row)
     rows.append(_row(local, TOP, BARE, "top-level task (resets the RSS mark)"))
+    rows.append(_row(local, USER_SPAN, BARE, "a user's span inside a task (a node of the tree)"))
     rows.append(
         _row(
             local, WITH_FILE, BARE, "task under a root with a file", target="≤ 2.5× bare", limit=2.5

@@ -130,3 +130,35 @@ def test_deep_tree_is_written_and_read_back(tmp_path: Path) -> None:
         depth += 1
     assert depth == 150
     assert main(["show", "--depth", "2", str(path)]) == 0
+
+
+def test_new_node_is_what_model_construct_builds() -> None:
+    """``new_node`` gives the fields, fields set, extra and private state of ``model_construct``."""
+    from tasktrace.core.record import new_node
+    from tasktrace.core.settings import Settings, reset_settings
+
+    reset_settings(Settings(machine="rig-7"))
+    given = {"label": "query", "status": TaskStatus.RUNNING, "start_time": 12.5}
+    fast = new_node(**given)
+    slow = Task.model_construct(**given)
+    assert type(fast) is Task
+    assert fast.__dict__.keys() == slow.__dict__.keys()
+    for name in fast.__dict__:
+        if name != "task_id":  # a new id each
+            assert fast.__dict__[name] == slow.__dict__[name], name
+    assert isinstance(fast.task_id, uuid.UUID)
+    assert fast.task_id != slow.task_id
+    assert fast.machine == "rig-7"
+    assert fast.model_fields_set == slow.model_fields_set == set(given)
+    assert fast.__pydantic_extra__ == slow.__pydantic_extra__ == {}
+    assert fast.__pydantic_private__ == slow.__pydantic_private__
+    assert fast.subtasks is not new_node(label="other").subtasks  # a list of its own
+    assert fast.model_dump(exclude={"task_id"}) == slow.model_dump(exclude={"task_id"})
+
+
+def test_new_node_names_a_field_it_does_not_know() -> None:
+    """A misspelt field is a TypeError naming it, not a silently extra value."""
+    from tasktrace.core.record import new_node
+
+    with pytest.raises(TypeError, match="not task record fields: lable"):
+        new_node(lable="x")

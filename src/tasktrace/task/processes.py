@@ -39,7 +39,7 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tasktrace.core.context import live_context
-from tasktrace.core.record import FIELD_DEFAULTS, TaskRecord, node_class
+from tasktrace.core.record import TaskRecord, new_node
 from tasktrace.core.status import RUNNING, TaskStatus
 from tasktrace.core.warn import WarnOnce
 from tasktrace.task.runtime import Runtime, current_runtime, runtime
@@ -220,14 +220,7 @@ def remote_parent(
     Without a sink the record goes to the spool, as for an
     unpickled parent.
     """
-    cls = node_class()
-    stand_in = cls.__new__(cls)  # as model_construct does, without its per-field defaults walk
-    fields = dict(FIELD_DEFAULTS)
-    fields.update(task_id=task_id, label="(remote parent)", status=RUNNING, subtasks=[])
-    object.__setattr__(stand_in, "__dict__", fields)
-    object.__setattr__(stand_in, "__pydantic_fields_set__", {"task_id", "label"})
-    object.__setattr__(stand_in, "__pydantic_extra__", {})
-    object.__setattr__(stand_in, "__pydantic_private__", None)
+    stand_in = new_node(task_id=task_id, label="(remote parent)", status=RUNNING)
     rt = runtime(stand_in)
     rt.remote = True
     rt.id_text = str(task_id)  # its subtasks' parent id attribute, once (not once a subtask)

@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from tasktrace.core.attributes import PENDING_SPAN_ID, TASK_ID
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.ids import span_task_id
-from tasktrace.core.record import TaskRecord, dump_json, node_class
+from tasktrace.core.record import TaskRecord, dump_json, new_node
 from tasktrace.core.settings import get_settings
 from tasktrace.core.spans import span_fields
 from tasktrace.core.status import RUNNING, TaskStatus
@@ -302,7 +302,7 @@ class TaskTreeProcessor(SpanProcessor):
             if not get_settings().include_spans:
                 return
             ctx = span.get_span_context()
-            node = node_class().model_construct(
+            node = new_node(
                 task_id=span_task_id(ctx.trace_id, ctx.span_id),
                 parent_id=parent.task_id,
                 label=span.name,
