@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tasktrace import Task
@@ -33,3 +35,58 @@ def test_extra_data_over_the_span_budget_is_named_on_the_span(
     assert {key: kept.get(key) for key in values} == values  # in full (and the meters record)
     assert list(many.attributes["tasktrace.data_omitted"]) == ["k96", "k97", "k98", "k99"]
     assert many.attributes["tasktrace.data.k95"] == 95
+
+
+def test_a_list_of_strings_is_measured_as_its_compact_json() -> None:
+    """Tags and other lists of strings: the size is the compact JSON's, escapes included."""
+    import json
+
+    from tasktrace.core.budget import attribute_size_bytes
+
+    lists = [
+        ["train"],
+        ["a", "b c", ""],
+        ["é", "日本語", "ß"],
+        ['say "hi"'],
+        ["C:\\data"],
+        ["tab\there", "new\nline", "\x00"],
+        ["\ud800"],  # a lone surrogate, as surrogatepass writes it
+        [],
+    ]
+    for value in lists:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        assert attribute_size_bytes(value) == len(text.encode("utf-8", "surrogatepass")), value
+
+
+def test_unchanged_data_is_written_to_the_span_once_changed_data_at_finish(
+    task_spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Data that did not change since the start is not re-checked at finish; a change is written.
+
+    A list changed in place during the task counts as a change (the start's snapshot is a copy).
+    """
+    from tasktrace.core import spans
+
+    checked: list[str] = []
+    original = spans.bounded_data_attributes
+
+    def counted(label: str, attributes: Any) -> dict[str, Any]:
+        checked.append(label)
+        return original(label, attributes)
+
+    monkeypatch.setattr(spans, "bounded_data_attributes", counted)
+    with Task("same", tags=["train"], epoch=3):
+        pass
+    losses: list[float] = []
+    with Task("changed", epoch=1, losses=losses) as t:
+        t.losses.append(0.5)
+        t.lr = 0.01
+    assert checked == ["same", "changed", "changed"]
+    same, changed = task_spans.get_finished_spans()
+    assert same.attributes is not None
+    assert changed.attributes is not None
+    assert same.attributes["tasktrace.data.tags"] == ("train",)
+    assert same.attributes["tasktrace.data.epoch"] == 3
+    assert same.attributes["tasktrace.task.status"] == "finished"
+    assert changed.attributes["tasktrace.data.losses"] == (0.5,)
+    assert changed.attributes["tasktrace.data.lr"] == 0.01

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -48,6 +49,8 @@ DATA_SPAN_MAX_BYTES: Final = 256 * 1024
 DATA_MAX_ATTRIBUTES: Final = 96
 """Most extra-data attributes written to a span (the SDK keeps 128 attributes in all)."""
 _NO_LIMIT: Final = 1 << 62
+_JSON_ESCAPED: Final = re.compile(r'["\\\x00-\x1f]')
+"""Characters JSON escapes in a string (``ensure_ascii=False``): quote, backslash, controls."""
 _warned: set[str] = set()
 
 
@@ -66,6 +69,10 @@ def attribute_size_bytes(value: Any, limit: int = _NO_LIMIT) -> int:
     if isinstance(value, list | tuple):
         if 2 * len(value) + 1 > limit:  # "[a,b,...]": each item and its comma take >= 2 bytes
             return 2 * len(value) + 1
+        if value and all(type(v) is str for v in value):  # tags: no JSON text built
+            joined = "".join(value)
+            if _JSON_ESCAPED.search(joined) is None:  # each item is itself in quotes
+                return len(joined.encode("utf-8", "surrogatepass")) + 3 * len(value) + 1
         text = json.dumps(list(value), separators=(",", ":"), ensure_ascii=False)
         return len(text.encode("utf-8", "surrogatepass"))
     return 8

@@ -66,6 +66,7 @@ __all__ = [
     "span_fields",
     "span_status",
     "start_attributes",
+    "start_data",
 ]
 
 TIME_DECIMALS: Final = 6
@@ -132,10 +133,25 @@ def start_attributes(task: TaskRecord) -> dict[str, Any]:
     Raises:
         TypeError: Extra data that cannot be encoded (the message names the key).
     """
+    return start_data(task)[1]
+
+
+def start_data(task: TaskRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return a starting task's extra data encoded, and the attributes its span starts with.
+
+    The first is :func:`~tasktrace.core.attributes.data_to_attributes` of the data (before
+    the span's budget: a snapshot, arrays copied); passed to :func:`finish_attributes` as
+    ``data_at_start``, it spares the finish re-writing data that did not change. The second is
+    :func:`start_attributes`. Both empty for a task without extra data.
+
+    Raises:
+        TypeError: Extra data that cannot be encoded (the message names the key).
+    """
     extra = task.__pydantic_extra__
     if not extra:
-        return {}
-    return data_attributes(task.__dict__["label"], extra)
+        return {}, {}
+    encoded = attr.data_to_attributes(extra)
+    return encoded, bounded_data_attributes(task.__dict__["label"], encoded)
 
 
 def identity_attributes(
@@ -191,6 +207,7 @@ def finish_attributes(
     task_id: str | None = None,
     parent_id: str | None = None,
     rare: bool = True,
+    data_at_start: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the attributes a task's span gets at finish: identity and every field that is set.
 
@@ -204,6 +221,9 @@ def finish_attributes(
         parent_id: ``str(task.parent_id)``, when the caller has it already.
         rare: Look at the fields that are rarely set (energy, GPU, error, children's figures);
             ``False`` when the caller knows they are all unset (saves scanning 18 fields).
+        data_at_start: The data as the span started with it (:func:`start_data`'s first):
+            when the data encodes to the same now, it is on the span already and left out
+            (not re-checked against the budget, not re-cleaned by the SDK).
 
     Raises:
         TypeError: Extra data that cannot be encoded (the message names the key).
@@ -236,7 +256,9 @@ def finish_attributes(
                     attrs[key] = _rounded(name, value, d)
     extra = task.__pydantic_extra__
     if data and extra:
-        attrs.update(data_attributes(d["label"], extra))
+        encoded = attr.data_to_attributes(extra)
+        if encoded != data_at_start:
+            attrs.update(bounded_data_attributes(d["label"], encoded))
     return attrs
 
 

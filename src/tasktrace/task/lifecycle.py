@@ -7,7 +7,7 @@ that can wait:
 
 - start: find the parent (the usual, nested in the running task whose span is current, is
   checked first; anything else goes through :mod:`tasktrace.task.parents`), start the span with
-  no attributes but the extra data (:func:`~tasktrace.core.spans.start_attributes`: the identity
+  no attributes but the extra data (:func:`~tasktrace.core.spans.start_data`: the identity
   comes at finish, so the SDK cleans one attribute set per task, not two), make it current,
   open the measurements, attach the task to the tree
   (:meth:`~tasktrace.tree.processor.TaskTreeProcessor.task_started`);
@@ -46,7 +46,7 @@ from tasktrace.core.context import OUTER_KEY, SPAN_KEY, TASK_KEY, detach, task_c
 from tasktrace.core.ids import task_id_text
 from tasktrace.core.record import LABEL_ONLY, TaskRecord
 from tasktrace.core.settings import get_settings
-from tasktrace.core.spans import STATUS_OK, finish_attributes, span_status, start_attributes
+from tasktrace.core.spans import STATUS_OK, finish_attributes, span_status, start_data
 from tasktrace.core.status import FINISHED, Outcome, TaskStatus
 from tasktrace.core.warn import WarnOnce, quoted
 from tasktrace.export.metrics import task_metrics
@@ -156,7 +156,9 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
     rt.parent_text = prt.id_text if prt is not None else None
     # No identity attributes at start (they come at finish, with the measurements: see
     # core.spans); only extra data, which a sampler may want.
-    attrs = start_attributes(task) if task.__pydantic_extra__ else None
+    attrs = None
+    if task.__pydantic_extra__:  # kept encoded: unchanged at finish, it is not written twice
+        rt.data0, attrs = start_data(task)
     # The meters first: the first task after they are (re)built builds them (RAPL and NVML
     # checks, milliseconds), set-up that is no more the task's than the tracing's.
     meters = active_meters()
@@ -310,7 +312,11 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
             )
             try:
                 attrs = finish_attributes(
-                    task, task_id=rt.id_text, parent_id=rt.parent_text, rare=rare
+                    task,
+                    task_id=rt.id_text,
+                    parent_id=rt.parent_text,
+                    rare=rare,
+                    data_at_start=rt.data0,
                 )
             except TypeError as e:  # extra data set after construction that cannot be encoded
                 _warn(f"data:{e}", "tasktrace: %s; left out of the span", e)
@@ -340,7 +346,7 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
                 task, span, end_ns, late, rt.id_text, rt.parent_text, cpu_split(rt), owner
             )
         rt.snapshots = NO_SNAPSHOTS
-        rt.rss_scope = rt.gpu_scope = None
+        rt.rss_scope = rt.gpu_scope = rt.data0 = None
         targets = tree.task_finished(task)  # records of other processes merged, file written
         if targets is not None:
             if targets.spool_record is not None:

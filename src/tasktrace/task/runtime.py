@@ -96,6 +96,8 @@ class Runtime:
         remote: A stand-in for a task of another process (pickled, or inherited by ``fork``).
         next_refresh: ``time.monotonic()`` before which the refresh thread only measures.
         watched: Pending snapshot spans are emitted for this task (decided at start).
+        data0: The extra data as the span started with it, encoded
+            (:func:`~tasktrace.core.spans.start_data`), or ``None``.
         late: The late parts of the meters' final readings (Prometheus queries), set by the
             final :func:`measure`; run by the finish or off the task's path
             (:mod:`tasktrace.task.late`).
@@ -103,6 +105,7 @@ class Runtime:
 
     __slots__ = (
         "ctx",
+        "data0",
         "gpu_scope",
         "id_text",
         "late",
@@ -142,6 +145,7 @@ class Runtime:
         self.next_refresh = 0.0
         self.watched = False
         self.late: tuple[LateReading, ...] = ()
+        self.data0: dict[str, Any] | None = None
 
 
 RELEASED: Final[dict[str, Any]] = {"_rt": None}
