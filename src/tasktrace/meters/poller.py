@@ -18,7 +18,6 @@ again on demand.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.warn import WarnOnce
+from tasktrace.core.worker_thread import WorkerThread
 
 __all__ = ["ExtendedCounter", "Poller", "SampledEnergy", "get_poller", "plausible_wrap"]
 
@@ -50,17 +50,25 @@ class Poller:
 
     def __init__(self) -> None:
         """Create a poller with no channels and no thread (the thread starts on demand)."""
-        self._lock = threading.Condition()
         self._channels: dict[str, _Channel] = {}
-        self._thread: threading.Thread | None = None
         self._ticks = 0
-        self._closed = False
+        self._worker = WorkerThread(
+            "tasktrace-poller",
+            self._take_due,
+            self._poll_due,
+            idle_s=self._until_due,
+            after_fork=self._restart_after_fork,
+        )
+
+    @property
+    def _lock(self) -> threading.Condition:
+        """Guards the channels and ticks; the thread's condition (fresh in a forked child)."""
+        return self._worker.cond
 
     @property
     def running(self) -> bool:
         """Whether the background thread is alive."""
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        return self._worker.running
 
     @property
     def ticks(self) -> int:
@@ -84,12 +92,7 @@ class Poller:
             raise ValueError(f"interval_s must be positive, not {interval_s!r}")
         with self._lock:
             self._channels[key] = _Channel(poll, interval_s, time.monotonic() + interval_s)
-            if not self.running:
-                self._thread = threading.Thread(
-                    target=self._run, name="tasktrace-poller", daemon=True
-                )
-                self._thread.start()
-            self._lock.notify_all()
+            self._worker.notify()  # the thread recomputes its wait; started by the first channel
 
     def unregister(self, key: str) -> None:
         """Stop calling the channel ``key`` (no error if it is not registered)."""
@@ -124,17 +127,12 @@ class Poller:
     def close(self) -> None:
         """Remove every channel and stop the thread (for tests; the shared poller is never closed).
 
-        A later :meth:`register` starts a new thread.
+        Waits at most 5 seconds for a round in progress. A later :meth:`register` starts a new
+        thread.
         """
         with self._lock:
             self._channels.clear()
-            self._closed = True
-            thread, self._thread = self._thread, None
-            self._lock.notify_all()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-        with self._lock:
-            self._closed = False
+        self._worker.stop(5)
 
     def _call(self, key: str, channel: _Channel) -> None:
         try:
@@ -142,40 +140,36 @@ class Poller:
         except Exception as e:  # noqa: BLE001 - a broken channel must not stop the others
             _warn(f"poll:{key}", "tasktrace: poller channel %s failed (%r); still polled", key, e)
 
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-                if not self._channels:
-                    self._lock.wait()
-                    continue
-                now = time.monotonic()
-                next_due = min(c.due for c in self._channels.values())
-                if next_due > now:
-                    self._lock.wait(next_due - now)
-                    continue
-                due = [(k, c) for k, c in self._channels.items() if c.due <= now]
-                for _, channel in due:
-                    channel.due = now + channel.interval_s
-            for key, channel in due:
-                self._call(key, channel)
-            with self._lock:
-                self._ticks += 1
-                self._lock.notify_all()
+    def _take_due(self) -> list[tuple[str, _Channel]] | None:
+        """Return the channels due now, each next due an interval on, or ``None`` (lock held)."""
+        now = time.monotonic()
+        due = [(k, c) for k, c in self._channels.items() if c.due <= now]
+        for _, channel in due:
+            channel.due = now + channel.interval_s
+        return due or None
 
-    def _after_fork_in_child(self) -> None:
-        # The thread did not survive the fork; the lock may have been held by it.
-        self._lock = threading.Condition()
-        self._thread = None
-        if self._channels:
-            self._thread = threading.Thread(target=self._run, name="tasktrace-poller", daemon=True)
-            self._thread.start()
+    def _until_due(self) -> float | None:
+        """Seconds until the next channel is due (under the lock); ``None`` with none."""
+        if not self._channels:
+            return None
+        return max(0.0, min(c.due for c in self._channels.values()) - time.monotonic())
+
+    def _poll_due(self, due: list[tuple[str, _Channel]]) -> None:
+        """One round, in the thread: call each due channel, then count the round."""
+        for key, channel in due:
+            self._call(key, channel)
+        with self._lock:
+            self._ticks += 1
+            self._lock.notify_all()
+
+    def _restart_after_fork(self) -> None:
+        """In a forked child: the thread did not survive the fork; start one if channels need it."""
+        with self._lock:
+            if self._channels:
+                self._worker.notify()
 
 
 _poller = Poller()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_poller._after_fork_in_child)
 
 
 def get_poller() -> Poller:

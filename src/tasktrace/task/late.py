@@ -32,11 +32,8 @@ with no job and no thread (the parent's jobs are the parent's).
 
 from __future__ import annotations
 
-import atexit
 import collections
 import logging
-import os
-import threading
 from typing import Any
 
 from opentelemetry import trace
@@ -46,6 +43,7 @@ from tasktrace.core.settings import get_settings
 from tasktrace.core.spans import finish_attributes
 from tasktrace.core.status import RUNNING
 from tasktrace.core.warn import WarnOnce
+from tasktrace.core.worker_thread import WorkerThread
 from tasktrace.export.metrics import task_metrics
 from tasktrace.meters.base import LateReading
 from tasktrace.meters.prometheus import SCOPE_FIELDS
@@ -97,18 +95,55 @@ class LateJob:
 
 
 class _Queue:
-    """The jobs, the counts :func:`wait` compares and the thread (one per process)."""
+    """The jobs, the counts :func:`wait` compares and the thread (one per process).
+
+    The jobs and counts are guarded by the worker's condition (``worker.cond``); ``owners``
+    is the thread's own.
+    """
 
     def __init__(self) -> None:
-        self.cond = threading.Condition(threading.Lock())
         self.jobs: collections.deque[LateJob] = collections.deque()
         self.queued = 0
         self.done = 0
-        self.thread: threading.Thread | None = None
+        self.owners: dict[int, TaskRecord] = {}  # finished ancestors whose files lack answers
+        self.worker = WorkerThread(
+            "tasktrace-late",
+            self.take,
+            self.run_job,
+            at_exit=_wait_at_exit,  # registered after the exporters' handlers: runs before them
+            after_fork=self.forget,
+        )
 
+    def take(self) -> LateJob | None:
+        """Return the next job, or ``None`` (``worker.cond`` held)."""
+        return self.jobs.popleft() if self.jobs else None
 
-_state = _Queue()
-_exit_registered = False
+    def run_job(self, job: LateJob) -> None:
+        """Complete ``job``; once the queue is empty, re-write the finished owners' files."""
+        cond = self.worker.cond
+        try:
+            owner = _complete(job)
+            owners = self.owners
+            if owner is not None:
+                owners[id(owner)] = owner
+            with cond:
+                idle = not self.jobs
+            if idle and owners:  # once per burst, not once per answer: the file may be large
+                for finished in owners.values():
+                    tree.files.write(finished)
+                owners.clear()
+        except Exception as e:  # noqa: BLE001 - the thread must go on
+            _warn("late-job", "tasktrace: completing a task's late readings failed: %r", e)
+        finally:
+            with cond:
+                self.done += 1
+                cond.notify_all()
+
+    def forget(self) -> None:
+        """In a forked child: no job (the parent's jobs are the parent's)."""
+        self.jobs.clear()
+        self.queued = self.done = 0
+        self.owners.clear()
 
 
 def run_late(late: tuple[LateReading, ...]) -> dict[str, Any]:
@@ -136,19 +171,12 @@ def file_owner(rt: Runtime) -> TaskRecord | None:
 
 def defer(job: LateJob) -> None:
     """Queue ``job`` for the background thread (started with the first job). Never blocks."""
-    global _exit_registered  # noqa: PLW0603 - one exit handler per process
     state = _state
-    with state.cond:
+    worker = state.worker
+    with worker.cond:
         state.jobs.append(job)
         state.queued += 1
-        state.cond.notify_all()
-        if state.thread is None:
-            state.thread = threading.Thread(target=_run, args=(state,), name="tasktrace-late")
-            state.thread.daemon = True
-            state.thread.start()
-        if not _exit_registered:  # after the exporters' handlers: runs before them
-            _exit_registered = True
-            atexit.register(_wait_at_exit)
+        worker.notify()
 
 
 def stall_s() -> float:
@@ -171,12 +199,13 @@ def wait(stall_limit_s: float) -> bool:
         Whether they are all complete. At once (``True``) when nothing is queued.
     """
     state = _state
-    with state.cond:
+    cond = state.worker.cond
+    with cond:
         target = state.queued
         while state.done < target:
             done = state.done
             # Woken by every completed job (notify_all); a timeout with none is a stall.
-            if not state.cond.wait(stall_limit_s) and state.done == done:
+            if not cond.wait(stall_limit_s) and state.done == done:
                 return False
         return True
 
@@ -184,31 +213,6 @@ def wait(stall_limit_s: float) -> bool:
 def _wait_at_exit() -> None:
     if not wait(stall_s()):
         _log.warning("tasktrace: Prometheus answers still pending at exit were not recorded")
-
-
-def _run(state: _Queue) -> None:
-    owners: dict[int, TaskRecord] = {}  # finished ancestors whose files lack answers
-    while True:
-        with state.cond:
-            while not state.jobs:
-                state.cond.wait()
-            job = state.jobs.popleft()
-        try:
-            owner = _complete(job)
-            if owner is not None:
-                owners[id(owner)] = owner
-            with state.cond:
-                idle = not state.jobs
-            if idle and owners:  # once per burst, not once per answer: the file may be large
-                for finished in owners.values():
-                    tree.files.write(finished)
-                owners.clear()
-        except Exception as e:  # noqa: BLE001 - the thread must go on
-            _warn("late-job", "tasktrace: completing a task's late readings failed: %r", e)
-        finally:
-            with state.cond:
-                state.done += 1
-                state.cond.notify_all()
 
 
 def _complete(job: LateJob) -> TaskRecord | None:
@@ -236,9 +240,4 @@ def _complete(job: LateJob) -> TaskRecord | None:
     return owner if owner is not None and owner.status is not RUNNING else None  # it gave up
 
 
-def _after_fork_in_child() -> None:
-    global _state  # noqa: PLW0603 - a new process: no job, no thread
-    _state = _Queue()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_state = _Queue()

@@ -12,15 +12,13 @@ between writing and renaming leaves a temporary file beside the task file.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 
-from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.warn import WarnOnce
+from tasktrace.core.worker_thread import WorkerThread
 
 __all__ = ["EXIT_WAIT_S", "MAX_SHARE", "RefreshMonitor"]
 
@@ -55,28 +53,25 @@ class RefreshMonitor:
         """Create a stopped monitor; ``interval_s`` returns the current interval in seconds."""
         self._interval_s = interval_s
         self._items: dict[int, tuple[Callable[[], None], float]] = {}  # key → (refresh, due)
-        self._lock = threading.Lock()
-        renew_after_fork(self, "_lock")
-        self._thread: threading.Thread | None = None
-        self._wake = threading.Event()
-        self._pid = os.getpid()
-        self._stopping = False
+        self._worker = WorkerThread(
+            "tasktrace-refresh",
+            self._take,
+            self._refresh_due,
+            idle_s=self._until_due,
+            at_exit=self.stop,
+            after_fork=self._items.clear,  # forked: the parent's items are not ours
+        )
+
+    @property
+    def _lock(self) -> threading.Condition:
+        """Guards the items; the refresh thread's condition (fresh in a forked child)."""
+        return self._worker.cond
 
     def add(self, key: int, refresh: Callable[[], None]) -> None:
         """Call ``refresh`` every interval until :meth:`remove` is called with ``key``."""
         with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's items are not ours
-                self._items.clear()
-                self._thread = None
-                self._pid = os.getpid()
             self._items[key] = (refresh, time.monotonic() + self._interval_s())
-            self._wake.set()  # the thread recomputes its wait
-            if self._thread is None and not self._stopping:
-                self._thread = threading.Thread(
-                    target=self._run, name="tasktrace-refresh", daemon=True
-                )
-                self._thread.start()
-                atexit.register(self.stop)
+            self._worker.notify()  # the thread recomputes its wait; started by the first add
 
     def remove(self, key: int) -> None:
         """Stop refreshing ``key`` (no error if it is not registered)."""
@@ -89,12 +84,7 @@ class RefreshMonitor:
         Waits at most ``timeout_s`` seconds. Called at interpreter exit (``atexit``); safe to
         call more than once, from any thread but the refresh thread itself.
         """
-        with self._lock:
-            self._stopping = True
-            thread = self._thread
-        self._wake.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout_s)
+        self._worker.stop(timeout_s, restart=False)
 
     def refresh_all(self) -> None:
         """Run one refresh round of every registered object now, in the calling thread."""
@@ -118,26 +108,27 @@ class RefreshMonitor:
             if item is not None and item[0] is refresh and item[1] < ended + pause:
                 self._items[key] = (refresh, ended + pause)
 
-    def _run(self) -> None:
+    def _take(self) -> list[tuple[int, Callable[[], None]]] | None:
+        """Return the refreshes due now, each next due an interval on, or ``None`` (lock held)."""
+        now = time.monotonic()
+        interval = self._interval_s()
+        due: list[tuple[int, Callable[[], None]]] = []
+        for key, (refresh, when) in list(self._items.items()):
+            if when <= now:
+                due.append((key, refresh))
+                self._items[key] = (refresh, now + interval)
+        return due or None
+
+    def _until_due(self) -> float | None:
+        """Seconds until the next refresh is due (under the lock); ``None`` with none."""
+        next_due = min((when for _, when in self._items.values()), default=None)
+        return None if next_due is None else max(0.0, next_due - time.monotonic())
+
+    def _refresh_due(self, due: list[tuple[int, Callable[[], None]]]) -> None:
+        """One round, in the refresh thread: call each due refresh and pace it."""
         clock = time.monotonic
-        while True:
-            now = clock()
-            interval = self._interval_s()
-            due: list[tuple[int, Callable[[], None]]] = []
-            with self._lock:
-                if self._stopping:
-                    return
-                for key, (refresh, when) in list(self._items.items()):
-                    if when <= now:
-                        due.append((key, refresh))
-                        self._items[key] = (refresh, now + interval)
-            for key, refresh in due:
-                started = clock()
-                self._call([refresh])
-                ended = clock()
-                self._pace(key, refresh, ended - started, ended)
-            with self._lock:
-                next_due = min((when for _, when in self._items.values()), default=None)
-            wait = interval if next_due is None else max(0.0, next_due - clock())
-            self._wake.wait(wait)
-            self._wake.clear()
+        for key, refresh in due:
+            started = clock()
+            self._call([refresh])
+            ended = clock()
+            self._pace(key, refresh, ended - started, ended)
