@@ -311,19 +311,36 @@ def test_a_missing_extra_is_named_in_the_error(blocked: str, call: str, extra: s
     assert f"needs {blocked}, which is not installed: pip install '{extra}'" in out
 
 
-def test_cli_report_without_plotly_names_the_extra(tmp_path: Path) -> None:
-    """``tasktrace report`` without plotly exits 2 with one line naming the extra."""
+@pytest.mark.parametrize(
+    ("blocked", "args", "says"),
+    [
+        ("plotly", ["report", "-o", "r.html"], "tasktrace report needs plotly"),
+        ("pandas", ["table", "-o", "r.csv"], "tasktrace table -o needs pandas"),
+        ("pandas", ["table", "-o", "-"], "tasktrace table -o needs pandas"),
+    ],
+)
+def test_cli_without_an_extra_names_the_command_and_the_extra(
+    tmp_path: Path, blocked: str, args: list[str], says: str
+) -> None:
+    """``report`` / ``table -o`` without their extra exit 2 with one line naming both.
+
+    The command, not a Python function (``tasktrace.read_tasks``) nor the output
+    (``standard output: ...``), as a new user saw it.
+    """
+    extra = {"plotly": "report", "pandas": "pandas"}[blocked]
+    argv = [args[0], str(FIXTURES / "nested.json"), *args[1:]]
     code = (
-        "import sys; sys.modules['plotly'] = None\n"
+        f"import sys; sys.modules[{blocked!r}] = None\n"
         "from tasktrace.cli import main\n"
-        f"sys.exit(main(['report', {str(FIXTURES / 'nested.json')!r}, '-o', 'r.html']))\n"
+        f"sys.exit(main({argv!r}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
     )
     assert done.returncode == 2
-    assert "pip install 'tasktrace[report]'" in done.stderr
-    assert not (tmp_path / "r.html").exists()
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"Error: {says}, which is not installed: pip install 'tasktrace[{extra}]'"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_hostile_labels_are_escaped_in_the_report(tmp_path: Path) -> None:

@@ -230,3 +230,14 @@ def test_prometheus_asked_for_without_a_url_says_why_once(caplog: pytest.LogCapt
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1, messages
     assert "no Prometheus URL" in messages[0]
+
+
+def test_without_a_machine_the_reason_says_none_is_selected_and_how() -> None:
+    """A URL but no machine: the reason says no machine is selected, not ``machine None``."""
+    meter = PrometheusMeter("http://127.0.0.1:9", {}, None)
+    assert meter.reason is not None
+    assert "None" not in meter.reason
+    assert meter.reason.startswith("no machine is selected")
+    assert "LK_MACHINE=NAME" in meter.reason
+    named = PrometheusMeter("http://127.0.0.1:9", {}, "spare")
+    assert named.reason == "machine 'spare' has no power_queries ([machines.NAME])"

@@ -149,7 +149,7 @@ def report(
     try:
         from tasktrace.formats.report import build_report  # noqa: PLC0415 - optional extra
     except ImportError as e:
-        raise click.ClickException(str(e)) from None
+        raise _needs_extra("report", e, "report") from None
     html = build_report(_runs(files, names), _carbon(carbon_intensity))
     output.write(html.encode())
     click.echo(f"{output}: report of {len(files)} run(s)", err=True)
@@ -323,9 +323,20 @@ def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
         return
     try:
         from tasktrace.formats.frame import encode_table, frame  # noqa: PLC0415 - optional extra
-
+    except ImportError as e:
+        raise _needs_extra("table -o", e, "pandas") from None
+    try:
         suffix = ".csv" if output.path is None else output.path.suffix.lower()  # -: CSV
         data = encode_table(frame(groups), suffix)
     except (ImportError, ValueError) as e:
         raise click.ClickException(f"{output}: {e}") from None
     output.write(data)
+
+
+def _needs_extra(command: str, error: ImportError, extra: str) -> click.ClickException:
+    """Return the one-line error of ``tasktrace COMMAND`` without the package of ``extra``."""
+    package = error.name or extra
+    return click.ClickException(
+        f"tasktrace {command} needs {package}, which is not installed: "
+        f"pip install 'tasktrace[{extra}]'"
+    )

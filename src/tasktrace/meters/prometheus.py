@@ -49,12 +49,18 @@ from tasktrace.meters.base import LateReading, MeterReading
 
 __all__ = [
     "SCOPE_FIELDS",
+    "SELECT_MACHINE_HINT",
     "PrometheusMeter",
     "PrometheusNoSeries",
     "PrometheusQueryError",
     "is_http_url",
     "query_prometheus",
 ]
+
+SELECT_MACHINE_HINT = (
+    'machine = "NAME" in lenskit.local.toml, LK_MACHINE=NAME or TASKTRACE_MACHINE=NAME'
+)
+"""The ways to select a machine, as the warnings and :attr:`PrometheusMeter.reason` name them."""
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
@@ -235,6 +241,10 @@ class PrometheusMeter:
             return (
                 f"the Prometheus URL {mask_url(self.url)!r} is not an http:// or https:// URL "
                 "([prometheus] url, TASKTRACE_PROMETHEUS__URL)"
+            )
+        if not self.queries and self.machine is None:
+            return (
+                f"no machine is selected, so there is no power query to run ({SELECT_MACHINE_HINT})"
             )
         if not self.queries:
             return f"machine {self.machine!r} has no power_queries ([machines.NAME])"

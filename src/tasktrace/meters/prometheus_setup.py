@@ -15,14 +15,10 @@ from __future__ import annotations
 
 from tasktrace.core.redact import mask_url
 from tasktrace.core.settings import Settings
-from tasktrace.meters.prometheus import SCOPE_FIELDS, is_http_url
+from tasktrace.meters.prometheus import SCOPE_FIELDS, SELECT_MACHINE_HINT, is_http_url
 
 __all__ = ["SELECT_MACHINE_HINT", "SET_URL_HINT", "prometheus_setup_problem"]
 
-SELECT_MACHINE_HINT = (
-    'machine = "NAME" in lenskit.local.toml, LK_MACHINE=NAME or TASKTRACE_MACHINE=NAME'
-)
-"""The ways to select a machine, as the warnings name them."""
 SET_URL_HINT = "[prometheus] url in lenskit.toml, LK_PROMETHEUS__URL or TASKTRACE_PROMETHEUS__URL"
 """The ways to set the Prometheus URL, as the warnings name them."""
 
