@@ -57,7 +57,7 @@ from tasktrace.meters.process import rss_marks
 from tasktrace.task import late as late_readings
 from tasktrace.task import processes, watch
 from tasktrace.task.closing import exit_outcome
-from tasktrace.task.parents import resolve_parent
+from tasktrace.task.parents import resolve_parent, warn_if_cut_off
 from tasktrace.task.runtime import (
     NO_SNAPSHOTS,
     Runtime,
@@ -145,6 +145,7 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
             tracer = get_tracer()
             task_metrics()
             rss_marks.prepare()  # its first-use check reads /proc: set-up too
+            warn_if_cut_off(task, current)  # a plain thread pool's task, outside the tree
         else:
             tracer = current_tracer()
         outer = None  # task_context finds it

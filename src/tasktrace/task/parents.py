@@ -5,6 +5,9 @@ Thread-safety: reads the caller's context and the tree's running registry (threa
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan
@@ -12,10 +15,13 @@ from opentelemetry.trace import NonRecordingSpan
 from tasktrace.core.context import SPAN_KEY, TASK_KEY, live_context
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.status import RUNNING
+from tasktrace.core.warn import WarnOnce, quoted
 from tasktrace.task.runtime import Runtime, current_runtime
 from tasktrace.tree.processor import tree
 
-__all__ = ["resolve_parent", "span_context_of"]
+__all__ = ["resolve_parent", "span_context_of", "warn_if_cut_off"]
+
+_warn = WarnOnce(logging.getLogger(__name__))
 
 
 def resolve_parent(
@@ -77,3 +83,47 @@ def span_context_of(task: TaskRecord) -> trace.SpanContext | None:
             trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
         )
     return None
+
+
+def warn_if_cut_off(task: TaskRecord, current: otel_context.Context) -> None:
+    """Note a top-level task; warn once per process when a thread's task is cut off.
+
+    A top-level task of the main thread is kept (while it runs) as one the program's other
+    threads may mean to work under. ``task`` starting as a top-level task (no parent found) in
+    another thread, with no span current (a plain ``ThreadPoolExecutor``: a new thread starts
+    from an empty context), while such a task runs, becomes a tree and a trace of its own,
+    missing from that task's file, which is rarely what was meant: one warning names both
+    tasks and the fixes. Nothing is said under a current span (a web framework's request span:
+    the task joins that trace) nor for threads' tasks when no task of the main thread runs
+    (a Dask or Ray worker's threads, each with its own top-level tasks).
+
+    Thread-safety: the registry of the main thread's running top-level tasks is written by
+    the main thread only; other threads take a snapshot of it (one C call).
+    """
+    thread = threading.current_thread()
+    if thread is threading.main_thread():
+        for key in [k for k, t in _main_roots.items() if t.__dict__["status"] is not RUNNING]:
+            del _main_roots[key]  # finished ones: the registry stays as small as the nesting
+        _main_roots[id(task)] = task
+        return
+    if not _main_roots or trace.get_current_span(current).get_span_context().is_valid:
+        return
+    running = [t for t in list(_main_roots.values()) if t.__dict__["status"] is RUNNING]
+    if not running:
+        return
+    _warn(
+        "cut-off-thread",
+        "tasktrace: task %s started in thread %r with no parent while task %s runs in the "
+        "main thread, so it is a separate tree and trace, not in %s's file: a new thread "
+        "starts from an empty context. To make it a subtask, use "
+        "tasktrace.ContextThreadPoolExecutor or with_current_context(fn) for an executor, "
+        "tasktrace.ContextThread for a thread, or pass parent=. (Said once per process.)",
+        quoted(task.label),
+        thread.name,
+        quoted(running[0].label),
+        quoted(running[0].label),
+    )
+
+
+_main_roots: dict[int, TaskRecord] = {}
+"""The main thread's top-level tasks that may still run, by ``id`` (see :func:`warn_if_cut_off`)."""
