@@ -16,7 +16,6 @@ logs an error): wrap the query in ``sum(...)`` to add them up.
 
 The value is whatever the query measures (usually machine- or package-wide), not this process's
 share. Resolution is the scrape interval of the series: a task shorter than it is flagged.
-
 Failure never reaches the task: an unreachable, failing or slow server (beyond ``timeout_s``) gives
 ``None`` and one warning per server, then stays quiet, and no query is sent for
 ``retry_after_s``; a query that returns an error or no series gives ``None`` and one warning per
@@ -243,9 +242,7 @@ class PrometheusMeter:
                 "([prometheus] url, TASKTRACE_PROMETHEUS__URL)"
             )
         if not self.queries and self.machine is None:
-            return (
-                f"no machine is selected, so there is no power query to run ({SELECT_MACHINE_HINT})"
-            )
+            return f"no machine is selected, so no power query applies ({SELECT_MACHINE_HINT})"
         if not self.queries:
             return f"machine {self.machine!r} has no power_queries ([machines.NAME])"
         return None
