@@ -26,6 +26,7 @@ from tasktrace.cli.live import LivePanel
 from tasktrace.cli.meters_note import print_note, run_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console, render_tree
+from tasktrace.cli.run_child import die_with_parent
 from tasktrace.cli.run_label import default_label
 from tasktrace.core.redact import redact_argv
 from tasktrace.core.status import TaskStatus, exit_status_error, start_failure
@@ -88,14 +89,15 @@ def _run_command(argv: list[str], ended: _Ended, live: LivePanel | None = None) 
     """
     env = child_environment() if live is None else live.child_environment(child_environment())
     with _forward_signals() as forward:
+        tied = die_with_parent()  # no orphan if we are SIGKILLed (PLW1509: see run_child)
         if live is None:
-            proc = subprocess.Popen(argv, env=env)  # noqa: S603 - the user's command
+            proc = subprocess.Popen(argv, env=env, preexec_fn=tied)  # noqa: S603, PLW1509
         else:  # its output goes through a pseudo-terminal, relayed above the panel
-            output = live.open_output()
+            fd = live.open_output()
             try:
-                proc = subprocess.Popen(argv, env=env, stdout=output, stderr=output)  # noqa: S603
+                proc = subprocess.Popen(argv, env=env, stdout=fd, stderr=fd, preexec_fn=tied)  # noqa: S603, PLW1509
             finally:
-                os.close(output)
+                os.close(fd)
         forward.started(proc.pid)
         if live is not None:
             live.start(proc.pid)
