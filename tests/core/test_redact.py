@@ -14,9 +14,11 @@ from tasktrace.core.redact import mask_url, redact_argv
             ["prog", "--password", "pw", "--epochs", "3"],
             ["prog", "--password", "***", "--epochs", "3"],
         ),
+        # A name ending in file/path/dir gives where a secret is, a path: kept, as --key-file
+        # (before: --token-file's path was hidden and --key-file's kept)
         (
             ["prog", "--api-key=abc", "--token-file", "t"],
-            ["prog", "--api-key=***", "--token-file", "***"],
+            ["prog", "--api-key=***", "--token-file", "t"],
         ),
         (
             ["prog", "--client_secret", "x", "-p", "8"],

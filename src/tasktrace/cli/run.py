@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import shlex
 import signal
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from tasktrace.cli.live import LivePanel
 from tasktrace.cli.meters_note import print_note, run_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console, render_tree
+from tasktrace.cli.run_child import die_with_parent
+from tasktrace.cli.run_label import default_label
 from tasktrace.core.redact import redact_argv
 from tasktrace.core.status import TaskStatus, exit_status_error, start_failure
 from tasktrace.meters.process import MAXRSS_UNIT
@@ -40,7 +41,8 @@ __all__ = ["LABEL_CHARS", "UNWRITTEN_EXIT", "run"]
 
 
 LABEL_CHARS = 200
-"""The longest default label: the command line, shell-quoted, cut at this many characters."""
+"""The longest default label (:func:`~tasktrace.cli.run_label.default_label`: the program), in
+characters; a longer one is cut."""
 
 
 UNWRITTEN_EXIT = 125
@@ -87,14 +89,15 @@ def _run_command(argv: list[str], ended: _Ended, live: LivePanel | None = None) 
     """
     env = child_environment() if live is None else live.child_environment(child_environment())
     with _forward_signals() as forward:
+        tied = die_with_parent()  # no orphan if we are SIGKILLed (PLW1509: see run_child)
         if live is None:
-            proc = subprocess.Popen(argv, env=env)  # noqa: S603 - the user's command
+            proc = subprocess.Popen(argv, env=env, preexec_fn=tied)  # noqa: S603, PLW1509
         else:  # its output goes through a pseudo-terminal, relayed above the panel
-            output = live.open_output()
+            fd = live.open_output()
             try:
-                proc = subprocess.Popen(argv, env=env, stdout=output, stderr=output)  # noqa: S603
+                proc = subprocess.Popen(argv, env=env, stdout=fd, stderr=fd, preexec_fn=tied)  # noqa: S603, PLW1509
             finally:
-                os.close(output)
+                os.close(fd)
         forward.started(proc.pid)
         if live is not None:
             live.start(proc.pid)
@@ -236,7 +239,7 @@ def _start_task(
     Raises:
         click.ClickException: ``file`` cannot be written (the file and the reason).
     """
-    task = Task(label or shlex.join(redact_argv(argv))[:LABEL_CHARS])
+    task = Task(label or default_label(argv)[:LABEL_CHARS])
     if record_argv:
         task.argv = redact_argv(argv)
     if file is not None:
@@ -257,7 +260,7 @@ def _start_task(
 # allow_interspersed_args=False: tasktrace's options end at the first argument that is not one
 # of them (the command); everything from there on is the command's, untouched, as with `time`.
 @click.command(context_settings={"allow_interspersed_args": False})
-@click.option("--label", "-l", help="Task label (default: the command line).")
+@click.option("--label", "-l", help="Task label (default: the program, not its arguments).")
 @click.option(
     "--file",
     "-f",
@@ -274,7 +277,7 @@ def _start_task(
 @click.option(
     "--record-argv",
     is_flag=True,
-    help="Record the command line as the task's argv (secret-looking values redacted).",
+    help="Record the whole command line as the task's argv (secret-looking values redacted).",
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
@@ -314,13 +317,13 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     became read-only or full while the command ran), an error line after the tree says so and
     the exit status is 125, not the command's (which the line gives).
 
-    The command line is recorded (as argv) only with --record-argv, and then with the values of
-    secret-looking options (--password, --token, --api-key, --pass, --key, ...), KEY=VALUE
-    secrets (in a URL's query too: ?token=...), Authorization-like header values, the password
-    of -u user:password, mysql's -pPASSWORD and URL passwords replaced by ***; the default
-    label is the command
-    line with the same redaction, quoted as a shell would need it (sh -c 'echo hi; exit 3'), at
-    most 200 characters.
+    The default label, the span's name, is the program, not its arguments (stable from run to
+    run): sweep.sh for ./sweep.sh a b, python train.py, python -m pkg.train, python -c. The
+    command line is recorded (as argv) only with --record-argv, with the values of secret-looking
+    options (--password, --token, --bearer, ...), KEY=VALUE and URL query secrets (?sig=...),
+    Authorization-like headers, token shapes (ghp_..., AKIA..., JWTs), -u user:password, the
+    password of mysql -pPW, mongosh -p, sqlcmd -P, docker login -p, htpasswd -b, and URL
+    passwords replaced by ***.
 
     Example: tasktrace run --file run.json python train.py --epochs 3
     """

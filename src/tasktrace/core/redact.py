@@ -2,18 +2,25 @@
 
 A name is *secret* (:func:`is_secret_name`) when, split into words (at ``-``, ``_``, ``.``, any
 other punctuation and camelCase: ``--wandb-key``, ``X_API_KEY``, ``--accessKey`` →
-``wandb key``, ``x api key``, ``access key``; case ignored), one of these holds:
+``wandb key``, ``x api key``, ``access key``; case ignored), its last word is not one of
+:data:`PATH_WORDS` (``file``, ``path``, ``dir``, ...: ``--token-file``, ``--key-file``,
+``--password-file`` give where a secret is, a path, not the secret: kept) and one of these
+holds:
 
 - a word contains a stem of :data:`SECRET_WORDS` (``password``, ``passwd``, ``passphrase``,
-  ``secret``, ``credential``, ``authorization``, ``signature``, ``cookie``, ``apikey``,
-  ``privatekey``: ``--dbpassword``, ``AWS_SECRET_ACCESS_KEY``, ``X-Amz-Credential``);
-- a word is or ends with ``token`` or ``pwd`` (``--hf-token``, ``--token-file``,
-  ``GITHUB_TOKEN``, ``MYSQL_PWD``), not ``--tokenizer`` nor ``--max-tokens``;
-- the *last* word is ``pass``, ``pw``, ``auth``, ``cred``, ``creds``, or is or ends with
-  ``key`` (``--pass``, ``--db-pw``, ``--basic-auth``, ``--key``, ``--access-key``,
-  ``--apikey``): the option names the secret itself. Not ``--keyword``, ``--keys``,
-  ``--key-column``, ``--key-file``, ``--pass-through``, ``--auth-type``, ``--author``; but a
-  ``--sort-key`` or ``--primary-key`` value is hidden too (a name cannot tell).
+  ``passcode``, ``secret``, ``credential``, ``authorization``, ``bearer``, ``signature``,
+  ``cookie``, ``apikey``, ``privatekey``, ``jwt``, ``webhook``: ``--dbpassword``,
+  ``AWS_SECRET_ACCESS_KEY``, ``X-Amz-Credential``, ``--bearer``, ``--slack-webhook-url``);
+- a word is ``pat`` (a personal access token: ``--github-pat``), or is or ends with
+  ``token`` or ``pwd`` (``--hf-token``, ``GITHUB_TOKEN``, ``MYSQL_PWD``), not ``--tokenizer``
+  nor ``--max-tokens``;
+- two words are ``private key``, ``access key``, ``api key``, ``signing key``, ``encryption
+  key`` or ``master key``, anywhere (``--private-key-pem``, ``--access-key-id``);
+- the *last* word is ``pass``, ``pw``, ``auth``, ``cred``, ``creds``, ``sig``, or is or ends
+  with ``key`` (``--pass``, ``--db-pw``, ``--basic-auth``, ``--key``, ``--apikey``, a URL
+  query's ``sig=``): the option names the secret itself. Not ``--keyword``, ``--keys``,
+  ``--key-column``, ``--pass-through``, ``--auth-type``, ``--author``; but a ``--sort-key``
+  or ``--primary-key`` value is hidden too (a name cannot tell).
 
 What is replaced by :data:`REDACTED`, word by word:
 
@@ -28,16 +35,28 @@ What is replaced by :data:`REDACTED`, word by word:
 - the password of ``user:password`` after a user option (``-u``, ``-U``, or a name whose last
   word is ``user``: curl's ``--user``, ``--proxy-user``), attached too: ``-u alice:pw`` →
   ``-u alice:***``, ``-ualice:pw``, ``--user=alice:pw``; a value without ``:`` is kept;
-- a password attached to ``-p`` after a MySQL client (``mysql``, ``mariadb``, ``mysqldump``,
-  ... anywhere before it in the line, as in ``docker exec db mysql -pSECRET``): ``-p***``.
-  ``-p`` is left alone elsewhere (a port, a path: ``psql -p 5432``, ``ssh -p 22``), and a
-  separate ``mysql -p dbname`` is a database name (``-p`` alone prompts). ``sshpass -p pw`` and
-  ``redis-cli -a pw`` are hidden, separate or attached; other short options are the
-  program's own;
+- the password of a program that takes one as a short option
+  (:data:`~tasktrace.core.secret_shapes.SHORT_PASSWORD`; the program anywhere before it in the
+  line, as in ``docker exec db mysql -pSECRET``): attached only for the MySQL clients and 7-Zip
+  (``mysql -pSECRET`` → ``-p***``; a separate ``mysql -p dbname`` is a database name, ``-p``
+  alone prompts), separate or attached for ``mongosh -p``, ``sqlcmd -P``, ``bcp -P``,
+  ``ldapsearch -w`` (and the other ``ldap*`` tools), ``zip -P``, ``unzip -P``, ``sshpass -p``,
+  ``redis-cli -a``, and ``login -p`` after ``docker``, ``podman``, ``nerdctl``, ``buildah``,
+  ``skopeo``, ``helm``, ``oras``. ``-p`` is left alone elsewhere (a port, a path: ``psql -p
+  5432``, ``ssh -p 22``, ``docker run -p 8080:80``, ``python -m http.server -p``): other short
+  options are the program's own;
+- ``htpasswd -b``'s password argument (``htpasswd -b FILE USER PASSWORD``, ``-nb USER
+  PASSWORD``);
+- a credential recognised by its shape, whatever its name, anywhere in a word
+  (:data:`~tasktrace.core.secret_shapes.TOKEN_SHAPES`: GitHub's ``ghp_…`` and
+  ``github_pat_…``, AWS's ``AKIA…``, JSON web tokens ``eyJ….eyJ….…``, Slack's ``xoxb-…``,
+  ``sk-…`` API keys, ...), and the path of a webhook URL that is its credential
+  (``https://hooks.slack.com/services/***``);
 - a URL's password (``https://user:pw@host`` → ``https://user:***@host``);
-- a query's secret-looking items, in a URL or any word (``host/x?token=abc&page=2`` →
-  ``host/x?token=***&page=2``; items split by ``&`` or ``;``, the fragment kept): a query is
-  assignments too, and presigned links carry their credentials there (``X-Amz-Signature``);
+- a query's secret-looking items (a secret name, ``sig`` included), in a URL or any word
+  (``host/x?token=abc&page=2`` → ``host/x?token=***&page=2``; items split by ``&`` or ``;``,
+  the fragment kept): a query is assignments too, and presigned links carry their
+  credentials there (``X-Amz-Signature``, Azure's ``sig``);
 - within a word holding a whole command line (``sh -c 'mysql -pSECRET db'``): the same rules
   over its shell words, which are then re-quoted (only when something was hidden).
 
@@ -48,13 +67,22 @@ cannot be recognised, which is why ``tasktrace run`` records the argv only when 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["REDACTED", "SECRET_WORDS", "is_secret_name", "mask_url", "redact_argv"]
+from tasktrace.core.secret_shapes import (
+    LOGIN_PROGRAMS,
+    SECRET_URL_PATHS,
+    SHORT_PASSWORD,
+    TOKEN_SHAPES,
+    positional_passwords,
+)
+
+__all__ = ["PATH_WORDS", "REDACTED", "SECRET_WORDS", "is_secret_name", "mask_url", "redact_argv"]
 
 REDACTED = "***"
 """What a secret value is replaced with."""
@@ -62,43 +90,30 @@ REDACTED = "***"
 SECRET_WORDS = (
     "apikey",
     "authorization",
+    "bearer",
     "cookie",
     "credential",
+    "jwt",
+    "passcode",
     "passphrase",
     "passwd",
     "password",
     "privatekey",
     "secret",
     "signature",
+    "webhook",
 )
 """Stems that make a name secret wherever they are in one of its words (lower case)."""
 
+PATH_WORDS = frozenset({"file", "path", "dir", "directory", "filename", "folder"})
+"""Last words that make a name a path's, never a secret's (``--token-file``, ``--key-path``)."""
+
 _WORD_ENDINGS = ("token", "pwd")  # a word that is or ends with one of these
-_LAST_WORDS = frozenset({"pass", "pw", "auth", "cred", "creds"})  # the name's last word
+_WORDS_ANYWHERE = frozenset({"pat"})  # a personal access token: --github-pat
+_KEY_KINDS = frozenset({"private", "access", "api", "signing", "encryption", "master"})
+_LAST_WORDS = frozenset({"pass", "pw", "auth", "cred", "creds", "sig"})  # the name's last word
 _LAST_ENDING = "key"  # the name's last word is or ends with it
 _USER_OPTIONS = frozenset({"-u", "-U"})  # curl's -u/--user, -U/--proxy-user
-_MYSQL = frozenset(
-    {
-        "mariadb",
-        "mariadb-dump",
-        "mysql",
-        "mysqladmin",
-        "mysqlcheck",
-        "mysqldump",
-        "mysqlimport",
-        "mysqlpump",
-        "mysqlshow",
-        "mysqlsh",
-    }
-)
-# Programs whose short option takes a password: attached only (mysql's separate -p prompts), or
-# separate and attached.
-_SHORT_PASSWORD: dict[str, tuple[str, bool]] = {
-    **dict.fromkeys(_MYSQL, ("-p", False)),
-    "sshpass": ("-p", True),
-    "redis-cli": ("-a", True),
-}
-
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _ASSIGNMENT = re.compile(r"^(?P<dashes>-*)(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)=(?P<value>.*)$", re.S)
 _HEADER = re.compile(
@@ -124,12 +139,17 @@ def is_secret_name(name: str) -> bool:
 
     Returns:
         ``True`` for ``--password``, ``--hf-token``, ``--wandb-key``, ``--pass``,
-        ``Authorization``; ``False`` for ``--keyword``, ``--key-column``, ``--tokenizer``.
+        ``Authorization``, ``--access-key-id``; ``False`` for ``--keyword``, ``--key-column``,
+        ``--tokenizer``, ``--token-file``.
     """
     words = _words(name)
-    if not words:
+    if not words or words[-1] in PATH_WORDS:
         return False
     if any(stem in word for word in words for stem in SECRET_WORDS):
+        return True
+    if _WORDS_ANYWHERE.intersection(words):
+        return True
+    if any(a in _KEY_KINDS and b == "key" for a, b in itertools.pairwise(words)):
         return True
     if any(word.endswith(_WORD_ENDINGS) for word in words):
         return True
@@ -250,15 +270,22 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
     out: list[str] = []
     hide_next = user_next = False
     short: tuple[str, bool] | None = None  # the current program's password option
-    for word in argv:
+    login = False  # after docker, podman, ...: their login's -p is a password
+    passwords = positional_passwords(argv)
+    for at, word in enumerate(argv):
+        if at in passwords:
+            out.append(REDACTED)
+            continue
         if (hide_next or user_next) and _LONG_OPTION.match(word) is None:
             out.append(REDACTED if hide_next else _hide_password(word))
             hide_next = user_next = False
             continue
         hide_next = user_next = False  # a flag (--use-auth-token): the next option is kept
         program = word.rsplit("/", 1)[-1]
-        if program in _SHORT_PASSWORD:
-            short = _SHORT_PASSWORD[program]
+        if program in SHORT_PASSWORD:
+            short = SHORT_PASSWORD[program]
+        elif program in LOGIN_PROGRAMS or (login and word == "login"):
+            short, login = (("-p", True), False) if login else (None, True)
         elif short is not None and word.startswith(short[0]):
             if word == short[0]:
                 hide_next = short[1]
@@ -275,8 +302,14 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
         elif word[:2] in _USER_OPTIONS and ":" in word:  # -ualice:pw
             out.append(word[:2] + _hide_password(word[2:]))
             continue
-        out.append(_redact_word(word))
+        out.append(_hide_shapes(_redact_word(word)))
     return out
+
+
+def _hide_shapes(word: str) -> str:
+    """Hide the credentials ``word`` holds by their shape (a token, a webhook URL's path)."""
+    word = TOKEN_SHAPES.sub(REDACTED, word)
+    return SECRET_URL_PATHS.sub(rf"\g<keep>{REDACTED}", word)
 
 
 def mask_url(url: str) -> str:

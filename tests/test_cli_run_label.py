@@ -1,0 +1,57 @@
+"""`tasktrace run`'s default label is the program, not its arguments (stable from run to run).
+
+Before: the label was the whole command line, so each run of ``python app.py --seed N --out
+/tmp/run-N`` had a new span name (a new Jaeger/Tempo operation) and a new metric series.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tasktrace.cli import main
+from tasktrace.cli.run_label import default_label
+
+
+@pytest.mark.parametrize(
+    ("command", "label"),
+    [
+        ("python train.py --lr 3", "python train.py"),
+        ("python3.12 -u -W ignore src/train.py --seed 1", "python3.12 train.py"),
+        ("python -m pkg.train --lr 3", "python -m pkg.train"),
+        ("python -X dev -mpkg.train", "python -m pkg.train"),
+        ("python -Bc 'import secrets; print(1)'", "python -Bc"),  # inline code is not kept
+        ("sh -c 'echo hi; exit 3'", "sh -c"),
+        ("bash -e ./jobs/sweep.sh a b", "bash sweep.sh"),
+        ("perl -pe s/a/b/ f.txt", "perl -pe"),
+        ("node -r ts-node/register app.ts --port 3", "node app.ts"),
+        ("./sweep.sh a b", "sweep.sh"),
+        ("/usr/bin/make -j8 all", "make"),
+        ("torchrun --nproc-per-node 4 train.py", "torchrun"),
+        ("python", "python"),
+        ("python 'my script.py' x", "python 'my script.py'"),
+        ("API_KEY=abc prog", "'API_KEY=***'"),  # no program, but no secret either
+    ],
+)
+def test_default_label_is_the_program(command: str, label: str) -> None:
+    """The program's file name, and an interpreter's script or module; never the arguments."""
+    assert default_label(shlex.split(command)) == label
+
+
+def test_runs_with_other_arguments_share_one_label(tmp_path: Path) -> None:
+    """Two runs differing only in arguments get one label; --record-argv keeps the line."""
+    script = tmp_path / "app.py"
+    script.write_text("import sys\n")
+    labels, argvs = [], []
+    for seed in (1, 2):
+        out = tmp_path / f"run-{seed}.json"
+        command = ["python3", str(script), "--seed", str(seed), "--out", f"/tmp/run-{seed}"]
+        assert main(["run", "-q", "--record-argv", "-f", str(out), "--", *command]) == 0
+        saved = json.loads(out.read_text())
+        labels.append(saved["label"])
+        argvs.append(saved["argv"])
+    assert labels == ["python3 app.py", "python3 app.py"]
+    assert argvs[1][-4:] == ["--seed", "2", "--out", "/tmp/run-2"]
