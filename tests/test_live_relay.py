@@ -167,3 +167,34 @@ def test_an_input_prompt_is_shown_and_answered(tmp_path: Path) -> None:
     assert "continue? y" in lines, lines  # the echo of the answer stayed after the prompt
     assert "you said: y" in lines, lines
     assert not any(line.startswith(("╭", "╰")) for line in lines), lines  # panel erased
+
+
+BARE_INPUT = textwrap.dedent("""
+    from tasktrace import Task
+    with Task("ask"):
+        print("type an answer on the next line:", flush=True)
+        answer = input()
+        print("got", answer)
+""")
+
+
+def test_typing_while_the_command_waits_for_input_echoes_on_a_still_screen(
+    tmp_path: Path,
+) -> None:
+    """A bare ``input()`` (its prompt a whole line): the panel steps aside while it waits.
+
+    Seen failing before the fix: the answer echoed after the panel's last line, a redraw erased
+    it, and the Enter left the panel's top line behind on the screen.
+    """
+    script = tmp_path / "bare.py"
+    script.write_text(BARE_INPUT)
+    with Terminal(script) as term:
+        assert term.read_until("next line:", timeout_s=20.0), term.text()
+        time.sleep(1.0)  # the command waits (a user reads the line, then types)
+        term.type(b"abc\n")
+        assert term.read_until("got abc", timeout_s=10.0), term.text()
+        status = term.finish()
+    assert status == 0
+    lines = term.screen()
+    assert "abc" in lines, lines  # the echo stayed on its own line
+    assert not any(line.startswith(("╭", "╰")) for line in lines), lines  # no panel left over

@@ -53,6 +53,7 @@ from rich.text import Text
 
 from tasktrace.cli.relay import OutputRelay
 from tasktrace.cli.render import render_tree
+from tasktrace.cli.ttyread import reading_terminal
 from tasktrace.core.settings import ENV_PREFIX
 from tasktrace.core.status import TaskStatus
 from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_joules
@@ -86,6 +87,7 @@ class LivePanel:
         self.task = task
         self.console = console
         self._pid: int | None = None
+        self._pids: tuple[int, ...] = ()  # the command's process tree, as last sampled
         self._t0 = time.perf_counter()
         self._cpu_s = 0.0
         self._peak_rss_bytes = 0
@@ -139,7 +141,8 @@ class LivePanel:
             self._spool = spool_folder()
         except OSError:
             self._spool = None
-        self._relay = OutputRelay(self.console, self.render)
+        self._pids = (pid,)
+        self._relay = OutputRelay(self.console, self.render, self.waiting_for_input)
         self._relay.start(self._output_fd)
         self._output_fd = None  # the relay's to close now
 
@@ -153,6 +156,13 @@ class LivePanel:
                 os.close(self._output_fd)
         self._output_fd = None
 
+    def waiting_for_input(self) -> bool:
+        """Return whether the command waits for the user to type (its tree as last sampled).
+
+        See :func:`~tasktrace.cli.ttyread.reading_terminal`; thread-safe.
+        """
+        return reading_terminal(self._pids)
+
     # ----- reading -----------------------------------------------------------------------------
 
     def _sample_processes(self) -> None:
@@ -165,6 +175,7 @@ class LivePanel:
             procs = [top, *top.children(recursive=True)]
         except psutil.Error:
             return
+        self._pids = tuple(proc.pid for proc in procs)
         cpu_s = 0.0
         rss_bytes = 0
         read = 0

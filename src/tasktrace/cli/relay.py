@@ -15,7 +15,11 @@ user's terminal above a :class:`rich.live.Live` display, by these rules:
   cursor is shown, and the command's output is written to the terminal as it comes, untouched,
   so the prompt shows where the user's typing echoes (the command reads the user's terminal
   itself). The panel is drawn again below the output once it ends with a newline (the answer
-  was typed and the command printed a line);
+  was typed and the command printed a line), or once the command, seen waiting for input,
+  has read the typed line (ended by Enter);
+- while the command **waits for the user to type** (blocked reading the terminal, see
+  :mod:`tasktrace.cli.ttyread`; checked every :data:`INPUT_CHECK_S`), the panel steps aside
+  too, even with no partial line (a prompt printed with its newline, a bare ``input()``);
 - output that moves the cursor or redraws the screen (escape sequences other than colours and
   erase-line, backspaces other than Keras's before a ``\r``: full-screen and multi-bar
   programs) makes the panel step aside the same way, the output written untouched.
@@ -40,12 +44,14 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.live import Live
 from rich.text import Text
 
-__all__ = ["BAR_REFRESH_S", "PARTIAL_GRACE_S", "OutputRelay", "latest_state"]
+__all__ = ["BAR_REFRESH_S", "INPUT_CHECK_S", "PARTIAL_GRACE_S", "OutputRelay", "latest_state"]
 
 PARTIAL_GRACE_S: Final = 0.05
 """Seconds a partial line (not a ``\\r`` bar) may wait for its end before the panel steps aside."""
 BAR_REFRESH_S: Final = 0.1
 """Least seconds between two redraws for a progress bar's updates (the panel's own: 0.25 s)."""
+INPUT_CHECK_S: Final = 0.2
+"""Seconds between two checks whether the command waits for the user to type."""
 PANEL_REUSE_S: Final = 0.2
 """Seconds a built panel is redrawn as it is (bar updates do not resample the processes)."""
 
@@ -80,15 +86,25 @@ class OutputRelay:
         console: The user's terminal (standard error).
         panel: Builds the panel for at most the given number of lines (called from rich's
             refresh thread and the relay's, never at once).
+        waiting: Whether the command waits for the user to type (blocked reading the
+            terminal), called every :data:`INPUT_CHECK_S` from the relay's thread.
 
     :meth:`start` and :meth:`stop` are called from one thread (``run``'s); the relay runs in a
     thread of its own; rich redraws from its refresh thread.
     """
 
-    def __init__(self, console: Console, panel: Callable[[int], RenderableType]) -> None:
+    def __init__(
+        self,
+        console: Console,
+        panel: Callable[[int], RenderableType],
+        waiting: Callable[[], bool] = lambda: False,
+    ) -> None:
         """Create a relay that shows nothing yet."""
         self.console = console
         self._panel = panel
+        self._waiting = waiting
+        self._checked = 0.0  # when waiting() was last called
+        self._seen_waiting = False  # the command waited for input since the panel stepped aside
         self._live: Live | None = None
         self._lock = threading.Lock()  # the state below, and the writes to the terminal
         self._pending = ""  # the line being written (since the last newline), as written
@@ -99,6 +115,7 @@ class OutputRelay:
         self._bar_stale = False  # the bar changed since its last redraw
         self._built: tuple[float, int, RenderableType] | None = None
         self._thread: threading.Thread | None = None
+        self._stopped = False  # stop() was called: the panel is not drawn again
 
     def start(self, fd: int | None) -> None:
         """Draw the live display; relay (then close) the pseudo-terminal's master ``fd``."""
@@ -116,13 +133,16 @@ class OutputRelay:
             self._thread.join(5.0)  # ends at end of output (the command has exited)
             self._thread = None
         with self._lock:
+            self._stopped = True
             self._hide()
 
     # ----- the display -------------------------------------------------------------------------
 
     def _show(self) -> None:
         """Draw a new live display from the cursor's line (a new one: it erases nothing above)."""
-        self._aside = False
+        self._aside = self._seen_waiting = False
+        if self._stopped:  # output after the command ended (its children's): no panel now
+            return
         self._live = Live(
             get_renderable=self._frame,
             console=self.console,
@@ -176,34 +196,48 @@ class OutputRelay:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         while True:
             ready, _, _ = select.select([fd], [], [], self._timeout())
-            if not ready:
-                self._timed()
-                continue
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:  # EIO: the command and its children closed the terminal
-                chunk = b""
-            if not chunk:
-                break
-            self._feed(decoder.decode(chunk))
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: the command and its children closed the terminal
+                    chunk = b""
+                if not chunk:
+                    break
+                self._feed(decoder.decode(chunk))
+            self._timed()  # what is due, also while output keeps coming
         self._feed(decoder.decode(b"", final=True))
         self._end()
         os.close(fd)
 
-    def _timeout(self) -> float | None:
-        """Seconds until a held partial line is due, or a bar's deferred redraw; None: none."""
+    def _timeout(self) -> float:
+        """Seconds until a held partial line is due, a bar's deferred redraw, or an input check."""
         with self._lock:
             now = time.monotonic()
+            due = self._checked + INPUT_CHECK_S
             if self._held_since is not None:
-                return max(0.0, self._held_since + PARTIAL_GRACE_S - now)
+                due = min(due, self._held_since + PARTIAL_GRACE_S)
             if self._bar_stale:
-                return max(0.0, self._bar_drawn + BAR_REFRESH_S - now)
-            return None
+                due = min(due, self._bar_drawn + BAR_REFRESH_S)
+            return max(0.0, due - now)
 
     def _timed(self) -> None:
+        now = time.monotonic()
+        waiting = None
+        if now - self._checked >= INPUT_CHECK_S:
+            self._checked = now
+            waiting = self._waiting()  # outside the lock: it reads /proc
         with self._lock:
+            if waiting and not self._aside:  # typing must echo on a still screen
+                self._step_aside(self._pending)
+            if self._aside and waiting is not None:
+                if waiting:
+                    self._seen_waiting = True
+                elif self._seen_waiting:  # the line typed was ended by Enter: a new line
+                    self._pending = ""
+                    self._show()
+                return
             if self._held_since is not None:
-                if time.monotonic() - self._held_since >= PARTIAL_GRACE_S:
+                if now - self._held_since >= PARTIAL_GRACE_S:
                     self._step_aside(self._pending)
             elif self._bar_stale:
                 self._redraw_bar()
