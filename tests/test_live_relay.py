@@ -198,3 +198,21 @@ def test_typing_while_the_command_waits_for_input_echoes_on_a_still_screen(
     lines = term.screen()
     assert "abc" in lines, lines  # the echo stayed on its own line
     assert not any(line.startswith(("╭", "╰")) for line in lines), lines  # no panel left over
+
+
+def test_the_latest_state_of_a_line_is_what_a_terminal_shows() -> None:
+    """``latest_state`` agrees with a terminal emulator on lines rewritten with ``\\r``."""
+    from tasktrace.cli.relay import latest_state
+
+    lines = [
+        "\rstep 1/10\rstep 2/10",  # tqdm: each state as wide as the last
+        "abcdef\rxy",  # a shorter state leaves the end of the longer one
+        "long text\r\x1b[Kab",  # erase-line drops it
+        "\x08\x08\x08\x08\r3/5 [===>..] loss 0.2",  # Keras: back over the bar, \r, the bar
+        "\r\x1b[32m 40%\x1b[0m|####  |",  # colours
+        "done\r",
+    ]
+    for line in lines:
+        screen = pyte.Screen(40, 2)
+        pyte.Stream(screen).feed(line)
+        assert latest_state(line).plain == screen.display[0].rstrip(), repr(line)

@@ -57,6 +57,9 @@ PANEL_REUSE_S: Final = 0.2
 
 _SCREEN_CONTROL = re.compile(r"\x1b(?!\[[0-9;]*[mK])|[\x08\x0b\x0c]")
 """Output that moves the cursor or redraws the screen: any escape but colours and erase-line."""
+_BAR_SEGMENTS: Final = 4
+"""The ``\r`` segments of a line kept to draw its latest state (the line is not kept whole)."""
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 _ERASE_LINE = re.compile(r"\x1b\[[0-9;]*K")
 _BACKSPACES = re.compile(r"\x08+\r")  # Keras: back over the bar, then a carriage return
 
@@ -65,17 +68,24 @@ def latest_state(line: str) -> Text:
     r"""Return what a terminal shows of ``line`` (no newline), rewritten with ``\r``.
 
     Each ``\r`` segment is written over the previous ones from the line's start, an erase-line
-    (``ESC [ K``) drops what is left of them; colours are kept (:meth:`rich.text.Text.from_ansi`).
-    A pure function of its argument; thread-safe.
+    (``ESC [ K``) drops what is left of them; colours are kept (:meth:`rich.text.Text.from_ansi`,
+    called only for the segments still seen). A pure function of its argument; thread-safe.
     """
+    seen: list[str] = []  # the segments still seen, last first, each wider than those after it
+    covered = 0
+    for written in reversed(_BACKSPACES.sub("\r", line).split("\r")):
+        erase = _ERASE_LINE.search(written) is not None
+        segment = _ERASE_LINE.sub("", written)
+        width = len(_COLOURS.sub("", segment))
+        if width > covered:
+            seen.append(segment)
+            covered = width
+        if erase:  # nothing written before it is left
+            break
     shown = Text()
-    for segment in _BACKSPACES.sub("\r", line).split("\r"):
-        erase = _ERASE_LINE.search(segment) is not None
-        text = Text.from_ansi(_ERASE_LINE.sub("", segment), end="")
-        if erase or len(text) >= len(shown):
-            shown = text
-        elif text:
-            shown = Text.assemble(text, shown[len(text) :])
+    for segment in reversed(seen):
+        text = Text.from_ansi(segment, end="")
+        shown = Text.assemble(text, shown[len(text) :]) if shown else text
     return shown
 
 
@@ -258,11 +268,14 @@ class OutputRelay:
                 self._step_aside(self._pending)  # from the line's start: untouched
             if self._aside:
                 self._write(text)
-                self._pending = (self._pending + text).rpartition("\n")[2]
+                # only whether the line ended matters now: a bounded tail (hours without \n)
+                self._pending = (self._pending[-1:] + text).rpartition("\n")[2][-1:]
                 if not self._pending:  # the line ended: the panel comes back below it
                     self._show()
                 return
             *lines, self._pending = (self._pending + text).split("\n")
+            if self._pending.count("\r") > _BAR_SEGMENTS:  # a bar updated for hours: its last
+                self._pending = "\r" + "\r".join(self._pending.split("\r")[-_BAR_SEGMENTS:])
             bar = self._bar
             self._bar = latest_state(self._pending) if "\r" in self._pending else None
             if self._pending and self._bar is None:  # a prompt? wait a moment for its end
