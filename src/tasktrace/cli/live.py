@@ -1,4 +1,4 @@
-"""The live panel of ``tasktrace run``: what the command is doing now, redrawn on the terminal.
+r"""The live panel of ``tasktrace run``: what the command is doing now, redrawn on the terminal.
 
 While the command runs, a :class:`rich.live.Live` panel on standard error shows:
 
@@ -24,13 +24,16 @@ stayed behind, printed over the command's output.) Each frame is drawn with the 
 options: rich draws the panel again after each relayed line of output with that line's
 ``print`` options, and those (no markup, no wrapping) showed the tree's markup as text.
 
+The command's output is relayed above the panel by :class:`~tasktrace.cli.relay.OutputRelay`:
+whole lines, ``\r`` progress bars in their latest state, and, for a prompt or other partial
+line, the panel steps aside (see :mod:`tasktrace.cli.relay`).
+
 The panel is shown only when standard error is a terminal and ``--quiet`` is not given; it
 disappears when the command ends (the final tree is printed as before).
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import fcntl
 import os
@@ -43,13 +46,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from pydantic import ValidationError
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
-from rich.live import Live
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
+from tasktrace.cli.relay import OutputRelay
 from tasktrace.cli.render import render_tree
+from tasktrace.cli.ttyread import reading_terminal
 from tasktrace.core.settings import ENV_PREFIX
 from tasktrace.core.status import TaskStatus
 from tasktrace.core.units import friendly_bytes, friendly_duration, friendly_joules
@@ -83,16 +87,16 @@ class LivePanel:
         self.task = task
         self.console = console
         self._pid: int | None = None
+        self._pids: tuple[int, ...] = ()  # the command's process tree, as last sampled
         self._t0 = time.perf_counter()
         self._cpu_s = 0.0
         self._peak_rss_bytes = 0
         self._rss_bytes: int | None = None
         self._energy_read = 0.0
-        self._live: Live | None = None
         self._lock = threading.Lock()
         self._spool: Path | None = None
         self._output_fd: int | None = None
-        self._relay_thread: threading.Thread | None = None
+        self._relay: OutputRelay | None = None
 
     @classmethod
     def for_run(cls, task: Task, *, quiet: bool) -> LivePanel | None:
@@ -112,8 +116,8 @@ class LivePanel:
         """Return the terminal end of a new pseudo-terminal for the command's output.
 
         The command writes to a terminal (so it keeps its colours and line buffering) of our
-        terminal's size; a thread relays each line above the panel (``Live.console.print``), so
-        the panel's redraws never erase the command's output.
+        terminal's size; a thread relays its output above the panel (see
+        :mod:`tasktrace.cli.relay`), so the panel's redraws never erase the command's output.
         """
         master, slave = pty.openpty()
         with contextlib.suppress(OSError):
@@ -121,30 +125,6 @@ class LivePanel:
             fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
         self._output_fd = master
         return slave
-
-    def _relay(self, fd: int) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        pending = ""
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:  # EIO: the command and its children closed the terminal
-                chunk = b""
-            if not chunk:
-                break
-            pending += decoder.decode(chunk)
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                self._print(line.rstrip("\r"))
-        pending += decoder.decode(b"", final=True)
-        if pending:
-            self._print(pending.rstrip("\r"))
-        os.close(fd)
-
-    def _print(self, line: str) -> None:
-        live = self._live
-        console = live.console if live is not None else self.console
-        console.print(Text.from_ansi(line), soft_wrap=True, highlight=False, markup=False)
 
     @staticmethod
     def child_environment(env: dict[str, str]) -> dict[str, str]:
@@ -154,40 +134,34 @@ class LivePanel:
         return env
 
     def start(self, pid: int) -> None:
-        """Start drawing the panel for the command's process ``pid``."""
+        """Start drawing the panel for the command's process ``pid``, its output above it."""
         self._pid = pid
         self._t0 = time.perf_counter()
         try:
             self._spool = spool_folder()
         except OSError:
             self._spool = None
-        self._live = Live(
-            get_renderable=self.render,
-            console=self.console,
-            refresh_per_second=4,
-            transient=True,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        )
-        self._live.start()
-        if self._output_fd is not None:
-            self._relay_thread = threading.Thread(
-                target=self._relay, args=(self._output_fd,), name="tasktrace-relay", daemon=True
-            )
-            self._relay_thread.start()
+        self._pids = (pid,)
+        self._relay = OutputRelay(self.console, self.render, self.waiting_for_input)
+        self._relay.start(self._output_fd)
+        self._output_fd = None  # the relay's to close now
 
     def stop(self) -> None:
         """Print the rest of the command's output, stop drawing and remove the panel."""
-        if self._relay_thread is not None:
-            self._relay_thread.join(5.0)  # ends at end of output (the command has exited)
-            self._relay_thread = None
+        if self._relay is not None:
+            self._relay.stop()
+            self._relay = None
         elif self._output_fd is not None:  # the command never started
             with contextlib.suppress(OSError):
                 os.close(self._output_fd)
         self._output_fd = None
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+
+    def waiting_for_input(self) -> bool:
+        """Return whether the command waits for the user to type (its tree as last sampled).
+
+        See :func:`~tasktrace.cli.ttyread.reading_terminal`; thread-safe.
+        """
+        return reading_terminal(self._pids)
 
     # ----- reading -----------------------------------------------------------------------------
 
@@ -201,6 +175,7 @@ class LivePanel:
             procs = [top, *top.children(recursive=True)]
         except psutil.Error:
             return
+        self._pids = tuple(proc.pid for proc in procs)
         cpu_s = 0.0
         rss_bytes = 0
         read = 0
@@ -253,8 +228,12 @@ class LivePanel:
 
     # ----- drawing -----------------------------------------------------------------------------
 
-    def render(self) -> RenderableType:
-        """Build the panel now (called by rich's refresh thread, 4 times a second)."""
+    def render(self, room: int | None = None) -> RenderableType:
+        """Build the panel now, at most ``room`` lines high (default: the terminal's less one).
+
+        Called by rich's refresh thread, 4 times a second, and by the relay (see
+        :class:`~tasktrace.cli.relay.OutputRelay`), never at once.
+        """
         with self._lock:
             self._sample_processes()
             energy = self._energy()
@@ -276,29 +255,15 @@ class LivePanel:
             parts.extend(render_tree(record, max_depth=6) for record in records)
         title = f"tasktrace run: {escape(self.task.label)}"
         body = Group(*parts)
-        room = self.console.size.height - 1  # the cursor's line stays below the panel
+        if room is None:
+            room = self.console.size.height - 1  # the cursor's line stays below the panel
         inside = self.console.options.update_width(max(self.console.size.width - 4, 1))
         lines = len(self.console.render_lines(body, inside, pad=False))
         if lines + 2 <= room:
-            return _OwnOptions(Panel(body, title=title, expand=False))
+            return Panel(body, title=title, expand=False)
         height = max(room, 3)  # borders and one line
         hidden = f"{lines - (height - 2):,} more lines"
-        return _OwnOptions(Panel(body, title=title, expand=False, height=height, subtitle=hidden))
-
-
-class _OwnOptions:
-    """A renderable drawn with its console's default options, whatever the caller passes.
-
-    Rich draws a live display after each ``console.print`` with that call's options
-    (``markup``, ``highlight``, ``no_wrap``, ``overflow``): the relay's ``markup=False,
-    soft_wrap=True`` made those frames show the tree's markup as text, unwrapped.
-    """
-
-    def __init__(self, inner: RenderableType) -> None:
-        self.inner = inner
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield from console.render(self.inner, console.options.update_width(options.max_width))
+        return Panel(body, title=title, expand=False, height=height, subtitle=hidden)
 
 
 def _running_only(record: Task) -> Task:

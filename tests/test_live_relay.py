@@ -1,0 +1,218 @@
+r"""Output without a newline under the live panel: ``\r`` progress bars and prompts.
+
+A real ``tasktrace run`` on a real pseudo-terminal (the panel's case), driven as a user's
+terminal would be: its output is read as it comes, with the time it came, and keys are typed
+into it. The relay printed the command's output line by line, so a progress bar written with
+``\r`` showed only at its final newline and an ``input()`` prompt never showed before the
+answer was typed blind (persona report: first progress update seen 100 % at 6.7 s; prompt
+never shown in 25 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import textwrap
+import time
+from pathlib import Path
+
+import pyte
+
+ROWS, COLUMNS = 30, 100
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Terminal:
+    """A user's terminal running ``tasktrace run -- python SCRIPT``: output read with times."""
+
+    def __init__(self, script: Path) -> None:
+        """Start ``tasktrace run`` on a new pseudo-terminal (its stdin, stdout and stderr)."""
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+        env.update(TERM="xterm-256color", COLUMNS=str(COLUMNS), LINES=str(ROWS))
+        env.pop("NO_COLOR", None)
+        argv = [sys.executable, "-m", "tasktrace.cli", "run", "--", sys.executable, str(script)]
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, cwd=script.parent, env=env
+        )
+        os.close(slave)
+        self.t0 = time.monotonic()
+        self.data = b""
+        self.first_seen: dict[str, float] = {}  # text -> seconds after start it was first read
+
+    def text(self) -> str:
+        """Everything read so far, decoded, without escape sequences."""
+        return _ANSI.sub("", self.data.decode("utf-8", "replace"))
+
+    def read_until(self, wanted: str, timeout_s: float, watch: tuple[str, ...] = ()) -> bool:
+        """Read until ``wanted`` was seen (True) or ``timeout_s`` passed or output ended."""
+        deadline = time.monotonic() + timeout_s
+        while wanted not in self.text() and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.02)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: tasktrace run and the command have exited
+                break
+            if not chunk:
+                break
+            self.data += chunk
+            now = time.monotonic() - self.t0
+            text = self.text()
+            for item in (*watch, wanted):
+                if item in text:
+                    self.first_seen.setdefault(item, now)
+        return wanted in self.text()
+
+    def type(self, keys: bytes) -> None:
+        """Type ``keys`` on the terminal (the terminal echoes them, as a user's does)."""
+        os.write(self.master, keys)
+
+    def finish(self) -> int:
+        """Read to the end of output; return tasktrace run's exit status."""
+        self.read_until("\0never\0", timeout_s=20.0)
+        return self.proc.wait(timeout=10)
+
+    def __enter__(self) -> Terminal:
+        """Return this terminal."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Kill ``tasktrace run`` if it is still running (a failed test), close the terminal."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        with contextlib.suppress(OSError):
+            os.close(self.master)
+
+    def screen(self) -> list[str]:
+        """Return the lines a terminal emulator shows at the end (scrollback cut)."""
+        screen = pyte.Screen(COLUMNS, ROWS)
+        pyte.Stream(screen).feed(self.data.decode("utf-8", "replace"))
+        return [line.rstrip() for line in screen.display]
+
+
+PROGRESS = textwrap.dedent("""
+    import sys, time
+    for i in range(1, 11):
+        sys.stderr.write(f"\\rstep {i}/10"); sys.stderr.flush()  # as tqdm does
+        time.sleep(0.2)
+    time.sleep(0.8)
+    sys.stderr.write("\\n")
+    print("done", flush=True)
+""")
+
+
+def test_a_carriage_return_progress_bar_is_shown_as_it_goes(tmp_path: Path) -> None:
+    r"""Each ``\r`` state reaches the terminal while written, above the panel, and ends as one line.
+
+    Seen failing before the fix: every state arrived at once, with "done", at the newline.
+    """
+    script = tmp_path / "progress.py"
+    script.write_text(PROGRESS)
+    steps = tuple(f"step {i}/10" for i in range(1, 11))
+    with Terminal(script) as term:
+        assert term.read_until("done", timeout_s=20.0, watch=steps), term.text()
+        status = term.finish()
+    seen = term.first_seen
+    assert "step 3/10" in seen, seen
+    assert "step 8/10" in seen, seen
+    # written 1 s apart: both reached the terminal as written, not together at the newline
+    assert seen["step 8/10"] - seen["step 3/10"] >= 0.6, seen
+    assert seen["done"] - seen["step 10/10"] >= 0.4, seen  # shown before the line ended
+    after_bar = term.data.decode("utf-8", "replace").split("step 5/10", 1)[1].split("done")[0]
+    assert "tasktrace run:" in after_bar  # the panel stays drawn below the bar meanwhile
+    assert status == 0
+    lines = term.screen()
+    assert [line for line in lines if "step" in line] == ["step 10/10"], lines  # latest state
+
+
+ASK = textwrap.dedent("""
+    import time
+    from tasktrace import Task
+    with Task("ask"):
+        print("ready", flush=True)
+        answer = input("continue? ")
+        print("you said:", answer)
+""")
+
+
+def test_an_input_prompt_is_shown_and_answered(tmp_path: Path) -> None:
+    """``input()``'s prompt shows within a second; the typed answer echoes and reaches it.
+
+    Seen failing before the fix: the prompt was never shown (held back until a newline).
+    """
+    script = tmp_path / "ask.py"
+    script.write_text(ASK)
+    with Terminal(script) as term:
+        assert term.read_until("ready", timeout_s=20.0), term.text()
+        assert term.read_until("continue?", timeout_s=3.0), term.text()
+        waited_s = term.first_seen["continue?"] - term.first_seen["ready"]
+        term.type(b"y\n")
+        assert term.read_until("you said: y", timeout_s=10.0), term.text()
+        status = term.finish()
+    assert waited_s <= 1.0, waited_s
+    assert status == 0
+    lines = term.screen()
+    assert "continue? y" in lines, lines  # the echo of the answer stayed after the prompt
+    assert "you said: y" in lines, lines
+    assert not any(line.startswith(("╭", "╰")) for line in lines), lines  # panel erased
+
+
+BARE_INPUT = textwrap.dedent("""
+    from tasktrace import Task
+    with Task("ask"):
+        print("type an answer on the next line:", flush=True)
+        answer = input()
+        print("got", answer)
+""")
+
+
+def test_typing_while_the_command_waits_for_input_echoes_on_a_still_screen(
+    tmp_path: Path,
+) -> None:
+    """A bare ``input()`` (its prompt a whole line): the panel steps aside while it waits.
+
+    Seen failing before the fix: the answer echoed after the panel's last line, a redraw erased
+    it, and the Enter left the panel's top line behind on the screen.
+    """
+    script = tmp_path / "bare.py"
+    script.write_text(BARE_INPUT)
+    with Terminal(script) as term:
+        assert term.read_until("next line:", timeout_s=20.0), term.text()
+        time.sleep(1.0)  # the command waits (a user reads the line, then types)
+        term.type(b"abc\n")
+        assert term.read_until("got abc", timeout_s=10.0), term.text()
+        status = term.finish()
+    assert status == 0
+    lines = term.screen()
+    assert "abc" in lines, lines  # the echo stayed on its own line
+    assert not any(line.startswith(("╭", "╰")) for line in lines), lines  # no panel left over
+
+
+def test_the_latest_state_of_a_line_is_what_a_terminal_shows() -> None:
+    """``latest_state`` agrees with a terminal emulator on lines rewritten with ``\\r``."""
+    from tasktrace.cli.relay import latest_state
+
+    lines = [
+        "\rstep 1/10\rstep 2/10",  # tqdm: each state as wide as the last
+        "abcdef\rxy",  # a shorter state leaves the end of the longer one
+        "long text\r\x1b[Kab",  # erase-line drops it
+        "\x08\x08\x08\x08\r3/5 [===>..] loss 0.2",  # Keras: back over the bar, \r, the bar
+        "\r\x1b[32m 40%\x1b[0m|####  |",  # colours
+        "done\r",
+    ]
+    for line in lines:
+        screen = pyte.Screen(40, 2)
+        pyte.Stream(screen).feed(line)
+        assert latest_state(line).plain == screen.display[0].rstrip(), repr(line)
