@@ -29,12 +29,14 @@ from pathlib import Path
 from tasktrace import Task
 
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+deadline = time.monotonic() + 120  # a failed test never leaves it running for ever
 with Task("doomed run's step"):
     ready.write_text(str(os.getpid()))
-    while not go.exists():
+    while not go.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
 """
-"""A command whose one task runs until the file ``go`` exists (its pid in ``ready`` first)."""
+"""A command whose one task runs until the file ``go`` exists (its pid in ``ready`` first), or
+for 2 minutes at most."""
 
 QUICK = "from tasktrace import Task\nwith Task('next'):\n    pass\n"
 
@@ -83,9 +85,11 @@ def _killed_run(tmp_path: Path, env: dict[str, str]) -> tuple[int, Path]:
     ready, go = tmp_path / "ready", tmp_path / "go"
     argv = ["run", "-q", "--", sys.executable, str(script), str(ready), str(go)]
     run = _tasktrace(env, *argv, output=subprocess.DEVNULL)  # the command outlives it
-    command_pid = int(_wait_for(ready))
-    run.kill()
-    run.wait(timeout=30)
+    try:
+        command_pid = int(_wait_for(ready))
+    finally:
+        run.kill()
+        run.wait(timeout=30)
     assert run.returncode == -signal.SIGKILL
     return command_pid, go
 
