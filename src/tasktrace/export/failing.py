@@ -4,9 +4,12 @@ The processes of a run (``tasktrace run`` and its command, a program and its poo
 share a spool folder (:mod:`tasktrace.tree.spool`), through which the children already send
 their task records. When one of tasktrace's exporters in a process finds its endpoint failing
 (an export dropped spans, or a flush got no answer within its bound), that process writes a
-marker ``.export-failing-<key>-<pid>.json`` there naming the endpoint (without credentials) and
-the reason; it removes the marker when an export to that endpoint succeeds again. Names
-starting with ``.`` are not task records: the spool's merge skips them.
+marker ``.export-failing-<key>.<owner>.json`` there (``owner``: the process, see
+:mod:`tasktrace.tree.spool_owners`, which removes the markers of ended processes) naming the
+endpoint (without credentials) and the reason; it removes the marker when an export to that
+endpoint succeeds again. Names starting with ``.`` are not task records: the spool's merge
+skips them.
+
 
 At its exit, a process does not wait for an endpoint another process of the run found failing
 (:func:`failing_elsewhere`): that process's exit already waited for it, within
@@ -26,12 +29,12 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Final
 
 from tasktrace.tree.spool import known_spool_folder
+from tasktrace.tree.spool_owners import owner_id
 
 __all__ = ["failing_elsewhere", "note_export_state"]
 
@@ -57,7 +60,7 @@ def note_export_state(where: str, reason: str | None) -> None:
     folder = known_spool_folder()
     if folder is None:
         return
-    marker = folder / f"{_PREFIX}{_key(where)}-{os.getpid()}.json"
+    marker = folder / f"{_PREFIX}{_key(where)}.{owner_id()}.json"
     try:
         if reason is None:
             marker.unlink(missing_ok=True)
@@ -78,9 +81,9 @@ def failing_elsewhere(where: str) -> str | None:
     folder = known_spool_folder()
     if folder is None:
         return None
-    own = f"-{os.getpid()}.json"
+    own = f".{owner_id()}.json"
     try:
-        markers = list(folder.glob(f"{_PREFIX}{_key(where)}-*.json"))
+        markers = list(folder.glob(f"{_PREFIX}{_key(where)}.*.json"))
     except OSError:
         return None
     for marker in markers:

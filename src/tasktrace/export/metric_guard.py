@@ -19,7 +19,13 @@ exporter is wrapped in a :class:`GuardedMetricExporter`, which does what
   spans and metrics together): the last collection may take 80 % of the time left (none when
   nothing listens at the endpoint: retrying cannot help an exiting process), then the
   exporters are shut down (ending their retries) and the rest is waited for; an export still
-  unanswered is reported as such.
+  unanswered is reported as such;
+- the processes of a run share what they found (:mod:`tasktrace.export.failing`, as spans do):
+  a failed export, or an exit that got no answer, marks the endpoint failing in the run's spool
+  folder (a later successful export clears the mark), and at exit a process does not wait at
+  all for an endpoint that another process of the run found failing: that process's exit
+  waited for it already, so ``tasktrace run`` with task metrics waits once, not once in its
+  command and again in the wrapper.
 
 A meter provider the program installed itself is never touched: its exporters are its own.
 """
@@ -34,6 +40,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tasktrace.core.warn import WarnOnce
+from tasktrace.export.failing import failing_elsewhere, note_export_state
 from tasktrace.export.failure import (
     NO_ANSWER,
     describe_failure,
@@ -93,6 +100,7 @@ class GuardedMetricExporter:
         self._idle.set()
         self._stopped = False
         self._permanent: str | None = None
+        self._noted: str | None = None  # the failure noted for the run's other processes
 
     def __getattr__(self, name: str) -> Any:
         """Return the inner exporter's attribute ``name`` (the reader's settings)."""
@@ -121,7 +129,7 @@ class GuardedMetricExporter:
         Returns:
             The inner exporter's result (``FAILURE`` when it raised or is shut down).
         """
-        if self._permanent is not None:  # shut down: retrying cannot mend it
+        if self._permanent is not None or self._stopped:  # shut down: nothing is sent
             return self._results.FAILURE
         collector = ExportMessages(self._noticed)
         self._current = collector
@@ -140,8 +148,22 @@ class GuardedMetricExporter:
             self._idle.set()
         if result is not self._results.SUCCESS:
             self.last_error = self._scrub(describe_failure(collector.messages))
+            self.note_state(self.last_error)
             self.report("task metrics are dropped while it fails")
+        elif self._noted is not None:
+            self.note_state(None)
         return result
+
+    def note_state(self, reason: str | None) -> None:
+        """Tell the run's other processes that the endpoint fails (``reason``) or works again.
+
+        Writes or clears this process's marker for the endpoint in the run's spool folder
+        (:func:`~tasktrace.export.failing.note_export_state`) when the state changes; never raises.
+        """
+        if (self._noted is None) == (reason is None):
+            return
+        self._noted = reason
+        note_export_state(self.where, reason)
 
     def in_flight_reason(self) -> str | None:
         """Why the export in progress failed so far (attempts being retried), else ``None``."""
@@ -202,7 +224,11 @@ class GuardedMetricExporter:
 def _shutdown_at_exit(provider: Any, exporters: Sequence[GuardedMetricExporter]) -> None:
     for exporter in exporters:
         exporter.exiting = True
-        if exporter.refused:  # refused before: the last collection would only retry
+        elsewhere = failing_elsewhere(exporter.where)
+        if elsewhere is not None and exporter.last_error is None:  # its exit waited already
+            exporter.last_error = f"{elsewhere}, found by another process of this run"
+            exporter.report("the last task metrics were not exported, not waited for at exit")
+        if exporter.refused or elsewhere is not None:  # the last collection would only wait
             exporter.stop()
     deadline = exit_deadline()  # shared with the spans' exit
     try:
@@ -213,6 +239,7 @@ def _shutdown_at_exit(provider: Any, exporters: Sequence[GuardedMetricExporter])
     for exporter in exporters:
         exporter.stop()
         if not exporter.wait_idle(deadline - time.monotonic()):
+            exporter.note_state(exporter.in_flight_reason() or NO_ANSWER)  # for the run's others
             bound = exit_timeout_s()
             exporter.report(f"the last task metrics were not exported within {bound:.3g} s at exit")
 

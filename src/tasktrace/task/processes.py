@@ -239,7 +239,7 @@ def is_subprocess_root(task: TaskRecord) -> bool:
 def _make_root(task: TaskRecord) -> None:
     task.subprocess = True
     try:
-        tree.files.set_spool_record(task, spool.spool_folder() / f"{task.task_id}.json")
+        tree.files.set_spool_record(task, spool.record_path(task))
     except OSError as e:
         _warn("spool", "tasktrace: cannot create the task spool (%s); subprocess task lost", e)
 

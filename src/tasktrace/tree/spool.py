@@ -2,10 +2,11 @@
 
 A task whose parent task is in another process (a *subprocess root*, see
 :mod:`tasktrace.task.processes`) writes its whole record, subtasks included, to
-``<task_id>.json`` in the spool folder by atomic replacement when it starts, at each refresh
-while it runs and when it finishes (it is one of the tree writer's targets); so a child killed
-by ``SIGKILL`` leaves its last record. The spool folder is a temporary one, or the one named by
-:data:`SPOOL_ENV` (which may be on a file system shared between nodes).
+``<task_id>.<owner>.json`` in the spool folder (:func:`record_path`; ``owner`` names the
+writing process, see :mod:`tasktrace.tree.spool_owners`) by atomic replacement when it starts,
+at each refresh while it runs and when it finishes (it is one of the tree writer's targets);
+so a child killed by ``SIGKILL`` leaves its last record. The spool folder is a temporary one,
+or the one named by :data:`SPOOL_ENV` (which may be on a file system shared between nodes).
 
 This process merges every record whose ``parent_id`` is one of its *exported* tasks (the tasks
 whose context it handed to another process: :func:`export`) into that task's subtasks,
@@ -14,6 +15,15 @@ processor (:meth:`~tasktrace.tree.processor.TaskTreeProcessor.register_record_so
 pulled before each task file is written and when an exported task finishes. Each process
 merges only its own children's records; a grandchild reaches the root inside its parent's
 record.
+
+Nothing is left behind for ever (see :mod:`tasktrace.tree.spool_owners`): a process marks each
+task it exports (``.parent-<task_id>.<owner>``), and when that task finishes it removes the
+records it merged whose writers ended and marks the task ``done``. The first export of a
+process removes what ended processes left in its folder
+(:func:`~tasktrace.tree.spool_owners.sweep`), and a process that creates a private folder
+removes the private folders of its user whose creators ended (a ``tasktrace run`` killed by
+``SIGKILL`` never removes its own), with one warning naming the records whose parent process
+was killed before merging them.
 
 Fork safety: before ``os.fork`` the running tasks are exported (the child may report under
 them); in the child the spool's state starts empty.
@@ -24,6 +34,7 @@ Thread-safety: all functions may be called from any thread.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -38,6 +49,14 @@ from pydantic import ValidationError
 from tasktrace.core.record import TaskRecord, node_class, other_process_cpu
 from tasktrace.core.warn import WarnOnce
 from tasktrace.tree.processor import tree
+from tasktrace.tree.spool_owners import (
+    OWNER_MARKER,
+    PARENT_MARKER,
+    is_gone,
+    owner_id,
+    record_owner,
+    sweep,
+)
 
 __all__ = [
     "SPOOL_ENV",
@@ -45,6 +64,7 @@ __all__ = [
     "export",
     "is_exported",
     "known_spool_folder",
+    "record_path",
     "set_spool_folder",
     "spool_folder",
     "unreported_cpu_s",
@@ -61,7 +81,9 @@ _owned_spool: Path | None = None
 _owner_pid = 0
 _exported: dict[uuid.UUID, TaskRecord] = {}
 _seen: dict[str, tuple[int, int]] = {}
+_merged: dict[uuid.UUID, set[str]] = {}  # the records merged under each exported task
 _registered = False
+_swept = False
 
 
 def spool_folder() -> Path:
@@ -84,8 +106,25 @@ def spool_folder() -> Path:
         else:
             path = Path(tempfile.mkdtemp(prefix="tasktrace-spool-"))
             _owned_spool, _owner_pid = path, os.getpid()
+            _touch(path / f"{OWNER_MARKER}{owner_id()}")
         _spool = path
         return path
+
+
+def record_path(task: TaskRecord) -> Path:
+    """Return the spool record of ``task`` (a subprocess root): ``<task_id>.<owner>.json``.
+
+    Raises:
+        OSError: The spool folder cannot be created.
+    """
+    return spool_folder() / f"{task.task_id}.{owner_id()}.json"
+
+
+def _touch(path: Path) -> None:
+    try:
+        path.touch()
+    except OSError as e:
+        logging.getLogger(__name__).debug("tasktrace: spool marker %s not made: %r", path, e)
 
 
 def known_spool_folder() -> Path | None:
@@ -121,14 +160,68 @@ def export(task: TaskRecord) -> Path:
     Raises:
         OSError: The spool folder cannot be created.
     """
-    global _registered  # noqa: PLW0603 - the spool registers as a record source once
+    global _registered, _swept  # noqa: PLW0603 - the spool registers as a record source once
     path = spool_folder()
     with _lock:
+        if task.task_id not in _exported:  # its children's records are merged here: kept
+            _touch(path / f"{PARENT_MARKER}{task.task_id}.{owner_id()}")
         _exported[task.task_id] = task
         if not _registered:
             _registered = True
             tree.register_record_source(collect)
+        first, _swept = not _swept, True
+    if first:
+        _remove_stale(path)
     return path
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove what ended processes left in ``path`` or, for a private folder, in the others."""
+    folders = [path]
+    if path == _owned_spool:  # new and private: nothing to sweep in it, but in the others
+        try:
+            folders = [f for f in path.parent.glob("tasktrace-spool-*") if f != path]
+        except OSError:
+            folders = []
+    for folder in folders:
+        _sweep_one(folder, own=folder == path)
+
+
+def _sweep_one(folder: Path, *, own: bool) -> None:
+    try:
+        if own:
+            _report(folder, sweep(folder))
+        elif folder.stat().st_uid == os.getuid():
+            _remove_abandoned(folder)
+    except OSError as e:  # a folder that cannot be read is left as it is
+        logging.getLogger(__name__).debug("tasktrace: spool %s not swept: %r", folder, e)
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Remove the private folder ``folder`` if its creator ended and nothing there is live."""
+    owners = [p.name[len(OWNER_MARKER) :] for p in folder.glob(f"{OWNER_MARKER}*")]
+    if not owners or not all(is_gone(owner) for owner in owners):
+        return  # an older tasktrace's, or its run goes on (or is being set up)
+    _report(folder, sweep(folder))
+    if all(p.name.startswith(OWNER_MARKER) for p in folder.iterdir()):  # nothing live left
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _report(folder: Path, labels: list[str]) -> None:
+    if labels:
+        shown = ", ".join(repr(label) for label in labels[:3])
+        more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+        _warn(
+            f"stale:{folder}",
+            "tasktrace: removed %d task records (%s%s) that processes which ended left in %s: "
+            "the process that was to merge them into its task file was killed first, so its "
+            "file holds them as of its last refresh (their spans were exported by their own "
+            "processes)",
+            len(labels),
+            shown,
+            more,
+            folder,
+        )
 
 
 def is_exported(task: TaskRecord) -> bool:
@@ -169,13 +262,42 @@ def collect(finished: TaskRecord | None = None) -> None:
             if parent is None:
                 continue  # a grandchild, or another tree's: its own parent merges it
             _seen[name] = stamp
+            _merged.setdefault(parent.task_id, set()).add(name)
             tree.add_subtask(parent, record)
             touched[id(parent)] = parent
         with tree.lock:  # records arrive in directory order: show children in start order
             for parent in touched.values():
                 parent.subtasks.sort(key=_start_key)
-        if finished is not None:
-            _exported.pop(finished.task_id, None)
+        if finished is not None and _exported.pop(finished.task_id, None) is not None:
+            _done(_spool, finished.task_id, _merged.pop(finished.task_id, set()))
+
+
+def _done(folder: Path, task_id: uuid.UUID, names: set[str]) -> None:
+    """``task_id`` finished, its children's records merged: remove those that cannot change.
+
+    The records of writers that still run stay (a later change is not merged, as before);
+    the task's marker then says ``done``, so that the sweep that removes them once their
+    writers ended does not report them as never merged.
+    """
+    left = False
+    gone: dict[str, bool] = {}  # one look per writer (a pool's workers wrote many records)
+    for name in names:
+        owner = record_owner(name)
+        if owner is not None and owner[1] not in gone:
+            gone[owner[1]] = is_gone(owner[1])
+        if owner is not None and gone[owner[1]]:
+            with contextlib.suppress(OSError):
+                (folder / name).unlink()
+        else:
+            left = True
+    marker = folder / f"{PARENT_MARKER}{task_id}.{owner_id()}"
+    try:
+        if left:
+            marker.replace(folder / f"{PARENT_MARKER}{task_id}.done")
+        else:
+            marker.unlink(missing_ok=True)
+    except OSError as e:
+        logging.getLogger(__name__).debug("tasktrace: spool marker %s not changed: %r", marker, e)
 
 
 def _start_key(task: TaskRecord) -> float:
@@ -214,11 +336,13 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _exported, _seen, _owned_spool  # noqa: PLW0603 - a new process
+    global _lock, _exported, _seen, _merged, _owned_spool, _swept  # noqa: PLW0603 - a new process
     _lock = threading.RLock()
     _exported = {}
     _seen = {}
+    _merged = {}
     _owned_spool = None
+    _swept = True  # the parent swept the folder
 
 
 os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -1,0 +1,224 @@
+"""Which process wrote each file of a spool folder, and the removal of what ended processes left.
+
+Every file tasktrace puts in a spool folder (:mod:`tasktrace.tree.spool`) names the process that
+owns it, as :func:`owner_id` gives it: ``<machine>-<pid>-<start>``, where ``machine`` is a
+hash of the host name, the kernel's boot id and the process's pid namespace (so that a pid is
+only ever compared on the machine, boot and container where it means that process) and
+``start`` the process's start time (``psutil.Process.create_time``, in ms), so that a pid
+reused by another process is not taken for the one that wrote the file:
+
+- ``<task_id>.<owner>.json``: a subprocess root's record, written by its process;
+- ``.parent-<task_id>.<owner>``: the process ``owner`` merges the records whose parent is
+  ``task_id`` (it handed that task to other processes); ``.parent-<task_id>.done`` once that
+  task finished (records changed after it are not merged, as before);
+- ``.owner.<owner>``: the process that created the private (temporary) folder and removes it
+  at its exit;
+- ``.export-failing-<key>.<owner>.json``: see :mod:`tasktrace.export.failing`.
+
+A record is **stale** when its writer ended (no process with that pid, or one started at
+another time, or a zombie) and no running process merges its parent (no ``.parent-`` marker
+of a running process): nothing will ever change or read it. :func:`sweep` removes stale
+records, the markers of ended processes, and the ``done`` markers no record refers to;
+records whose parent's marker was not ``done`` (the process that should have merged them was
+killed: ``SIGKILL``, the out-of-memory killer) are returned, to be reported. A file whose owner
+cannot be checked (another machine on a shared file system, an older tasktrace's
+``<task_id>.json``) is never touched.
+
+Thread-safety: every function may be called from any thread; removals are single ``unlink``
+calls (another process removing the same file first is no error). Never raises ``OSError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Final
+
+__all__ = ["OWNER_MARKER", "PARENT_MARKER", "is_gone", "owner_id", "record_owner", "sweep"]
+
+PARENT_MARKER: Final = ".parent-"
+"""Prefix of the marker of a process that merges the records under one of its tasks."""
+OWNER_MARKER: Final = ".owner."
+"""Prefix of the marker of the process that created a private spool folder."""
+DONE: Final = "done"
+"""The owner part of a ``.parent-`` marker whose task finished (nobody merges it any more)."""
+_FAILING: Final = ".export-failing-"
+_START_TOLERANCE_MS: Final = 2000
+"""Start times closer than this are one process (the boot time psutil adds may move by 1 s)."""
+
+_own: tuple[int, str] | None = None  # (pid, owner id): recomputed in a forked child
+
+
+def _machine() -> str:
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError, AttributeError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return hashlib.sha256("|".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+_MACHINE: Final = _machine()
+
+
+def _start_ms(pid: int) -> int | None:
+    """Return the start time of ``pid`` in ms (``None``: no such process or a zombie)."""
+    import psutil  # noqa: PLC0415 - only where a spool folder is used
+
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None  # ended: it writes and merges nothing any more
+        return int(process.create_time() * 1000)
+    except psutil.NoSuchProcess:
+        return None
+
+
+def owner_id() -> str:
+    """Return this process's owner id, ``<machine>-<pid>-<start ms>`` (see the module)."""
+    global _own  # noqa: PLW0603 - one per process
+    pid = os.getpid()
+    own = _own
+    if own is None or own[0] != pid:
+        try:
+            start = _start_ms(pid)
+        except Exception:  # noqa: BLE001 - cannot tell: an id no check will take for ended
+            start = None
+        own = _own = (pid, f"{_MACHINE}-{pid}-{start if start is not None else 'x'}")
+    return own[1]
+
+
+def is_gone(owner: str) -> bool:
+    """Whether the process ``owner`` (an :func:`owner_id`) has certainly ended.
+
+    ``False`` when it runs, and when that cannot be told: another machine (or boot, or pid
+    namespace), an id that does not parse, a process that cannot be looked at.
+    """
+    machine, _, rest = owner.partition("-")
+    pid_text, _, start_text = rest.partition("-")
+    if machine != _MACHINE or not pid_text.isdigit() or not start_text.isdigit():
+        return False
+    try:
+        start = _start_ms(int(pid_text))
+    except Exception:  # noqa: BLE001 - access denied and such: it may run
+        return False
+    return start is None or abs(start - int(start_text)) > _START_TOLERANCE_MS
+
+
+def record_owner(name: str) -> tuple[str, str] | None:
+    """Return ``(task_id, owner)`` of a record's file name, ``None`` for an older name."""
+    if name.startswith(".") or not name.endswith(".json"):
+        return None
+    task_id, dot, owner = name[: -len(".json")].partition(".")
+    return (task_id, owner) if dot and owner else None
+
+
+def _parent_of(path: Path) -> tuple[str, str] | None:
+    """Return a record's ``(parent_id, label)``, or ``None`` when it cannot be read."""
+    try:
+        data = json.loads(path.read_bytes())
+        return str(data.get("parent_id")), str(data.get("label"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
+
+
+class _Sweep:
+    """One sweep of a folder: the owners found ended, cached (one process lookup each)."""
+
+    def __init__(self, folder: Path, names: list[str]) -> None:
+        self.folder = folder
+        self.names = names
+        self.gone: dict[str, bool] = {}
+        self.parents: dict[str, list[str]] = {}  # task id -> owners of its .parent- markers
+        for name in names:
+            if name.startswith(PARENT_MARKER):
+                task_id, _, owner = name[len(PARENT_MARKER) :].partition(".")
+                self.parents.setdefault(task_id, []).append(owner)
+        self.merged: dict[str, bool] = {}  # parent -> merged by a process still running
+        self.kept_parents: set[str] = set()  # parents of the records kept (done stays)
+
+    def ended(self, owner: str) -> bool:
+        if owner not in self.gone:
+            self.gone[owner] = is_gone(owner)
+        return self.gone[owner]
+
+    def merged_by_a_running_process(self, parent: str) -> bool:
+        """Whether a running process (or one that cannot be checked) merges ``parent``'s records.
+
+        Looks at the folder afresh (once per parent): a marker made after the sweep's listing
+        began counts too.
+        """
+        if parent not in self.merged:
+            prefix = f"{PARENT_MARKER}{parent}."
+            try:
+                owners = [
+                    e.name[len(prefix) :]
+                    for e in os.scandir(self.folder)
+                    if e.name.startswith(prefix)
+                ]
+            except OSError:
+                owners = ["?"]  # cannot tell: as if running
+            self.merged[parent] = any(o != DONE and not self.ended(o) for o in owners)
+        return self.merged[parent]
+
+    def records(self) -> list[str]:
+        """Remove the stale records; return the labels of those never merged."""
+        any_done = any(DONE in owners for owners in self.parents.values())
+        orphans = []
+        for name in self.names:
+            parsed = record_owner(name)
+            if parsed is None:
+                continue
+            writer_ended = self.ended(parsed[1])
+            if not writer_ended and not any_done:
+                continue  # kept, and its parent is not needed
+            found = _parent_of(self.folder / name)
+            if found is None:
+                continue  # unreadable (being replaced): left alone
+            parent, label = found
+            if not writer_ended or self.merged_by_a_running_process(parent):
+                self.kept_parents.add(parent)
+            elif _unlink(self.folder / name) and DONE not in self.parents.get(parent, ()):
+                orphans.append(label)
+        return orphans
+
+    def markers(self) -> None:
+        """Remove the markers of ended processes, and the done markers no record refers to."""
+        for task_id, owners in self.parents.items():
+            for owner in owners:
+                done = owner == DONE and task_id not in self.kept_parents
+                if done or (owner != DONE and self.ended(owner)):
+                    _unlink(self.folder / f"{PARENT_MARKER}{task_id}.{owner}")
+        for name in self.names:
+            failing = name.startswith(_FAILING) and name.endswith(".json")
+            if failing and self.ended(name[: -len(".json")].rpartition(".")[2]):
+                _unlink(self.folder / name)
+
+
+def sweep(folder: Path) -> list[str]:
+    """Remove what ended processes left in ``folder``; return the labels of unmerged records.
+
+    See the module docstring for what is stale. Returns the labels of the stale records removed
+    whose parent was never marked ``done``: records that the process meant to merge them never
+    merged in their last state (it was killed), so the caller can report them.
+    """
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return []
+    one = _Sweep(folder, names)
+    orphans = one.records()
+    one.markers()
+    return orphans

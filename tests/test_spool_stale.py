@@ -1,0 +1,213 @@
+"""What a killed ``tasktrace run`` leaves in a spool folder is removed by the next run.
+
+Only that: a live process's record is never touched, and a reused pid is told from the process
+that wrote a record by its start time.
+
+Real ``tasktrace run`` processes killed by ``SIGKILL``, real Python commands using tasktrace,
+real spool folders (private ones under a test ``TMPDIR``, and named ones, ``TASKTRACE_SPOOL``).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+from tasktrace.tree.spool_owners import owner_id, sweep
+
+from .export_helpers import clean_env
+
+COMMAND = """
+import os, sys, time
+from pathlib import Path
+from tasktrace import Task
+
+ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+deadline = time.monotonic() + 120  # a failed test never leaves it running for ever
+with Task("doomed run's step"):
+    ready.write_text(str(os.getpid()))
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+"""A command whose one task runs until the file ``go`` exists (its pid in ``ready`` first), or
+for 2 minutes at most."""
+
+QUICK = "from tasktrace import Task\nwith Task('next'):\n    pass\n"
+
+
+def _tasktrace(
+    env: dict[str, str], *args: str, output: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tasktrace.cli", *args],
+        env=env,
+        stdout=output,
+        stderr=output,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, timeout_s: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() or not path.read_text():
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def _wait_gone(pid: int, timeout_s: float = 30.0) -> None:
+    """Wait until ``pid`` ended (a zombie no init reaps counts as ended)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        assert time.monotonic() < deadline, f"process {pid} still runs"
+        time.sleep(0.05)
+
+
+def _killed_run(tmp_path: Path, env: dict[str, str]) -> tuple[int, Path]:
+    """Start ``tasktrace run`` of :data:`COMMAND`, SIGKILL it while the command's task runs.
+
+    Returns the command's pid (it still runs; it ends once ``tmp_path/go`` exists) and the
+    ``go`` file.
+    """
+    script = tmp_path / "command.py"
+    script.write_text(COMMAND)
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    argv = ["run", "-q", "--", sys.executable, str(script), str(ready), str(go)]
+    run = _tasktrace(env, *argv, output=subprocess.DEVNULL)  # the command outlives it
+    try:
+        command_pid = int(_wait_for(ready))
+    finally:
+        run.kill()
+        run.wait(timeout=30)
+    assert run.returncode == -signal.SIGKILL
+    return command_pid, go
+
+
+def _next_run(env: dict[str, str]) -> str:
+    run = _tasktrace(env, "run", "-q", "--", sys.executable, "-c", QUICK)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    return stderr
+
+
+def _records(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.suffix == ".json" and not p.name.startswith(".")]
+
+
+def test_next_run_removes_the_private_spool_of_a_killed_run(tmp_path: Path) -> None:
+    """A SIGKILLed run's private spool folder is removed by the next run, never while in use.
+
+    While the killed run's command still runs, the next run leaves its folder and record
+    alone (the command may still write it); once the command ended, the next run removes the
+    folder and says which task it had never merged. Seen failing without the fix: the folder
+    and the command's finished record were still there after the next run, with no word.
+    """
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = clean_env(TMPDIR=str(temporary))
+    command_pid, go = _killed_run(tmp_path, env)
+    (folder,) = temporary.glob("tasktrace-spool-*")
+    try:
+        assert _next_run(env).strip() == ""  # the command runs: nothing touched, no word
+        assert folder.is_dir()
+        (record,) = _records(folder)
+        before = json.loads(record.read_text())
+        assert before["label"] == "doomed run's step"
+        assert before["status"] == "running"
+    finally:
+        go.write_text("go")
+    _wait_gone(command_pid)
+    assert json.loads(record.read_text())["status"] == "finished"  # never merged anywhere
+    stderr = _next_run(env)
+    assert not folder.exists(), list(folder.iterdir())
+    assert list(temporary.glob("tasktrace-spool-*")) == []  # the next run's own is gone too
+    assert 'removed 1 task records ("doomed run\'s step")' in stderr, stderr
+    assert str(folder) in stderr, stderr
+
+
+def test_a_named_spool_folder_does_not_grow(tmp_path: Path) -> None:
+    """Runs sharing a named spool folder leave no record behind, a killed one's included.
+
+    A run removes the records it merged once their writers ended; the record a killed run
+    never merged is removed (and reported) by the next run once its writer ended. Seen
+    failing without the fix: every run's command left its record (2 after the first 2 runs).
+    """
+    spool = tmp_path / "spool"
+    env = clean_env(TASKTRACE_SPOOL=str(spool))
+    for _ in range(2):
+        assert "removed" not in _next_run(env)
+    assert _records(spool) == []
+    command_pid, go = _killed_run(tmp_path, env)
+    go.write_text("go")
+    _wait_gone(command_pid)
+    assert len(_records(spool)) == 1
+    stderr = _next_run(env)
+    assert _records(spool) == [], list(spool.iterdir())
+    assert "removed 1 task records" in stderr, stderr
+    assert [p.name for p in spool.iterdir()] == [], list(spool.iterdir())  # markers too
+
+
+def _record(folder: Path, owner: str, parent: uuid.UUID, label: str) -> Path:
+    task_id = uuid.uuid4()
+    path = folder / f"{task_id}.{owner}.json"
+    path.write_text(json.dumps({"task_id": str(task_id), "parent_id": str(parent), "label": label}))
+    return path
+
+
+def test_a_reused_pid_is_not_taken_for_the_writer(tmp_path: Path) -> None:
+    """A record is its writer's while that very process runs: same pid, same start time.
+
+    Records that name this test process's pid are kept when they name its start time too and
+    removed when they name another start time (a process that ended, whose pid was reused);
+    records of another machine, and an older tasktrace's ``<task_id>.json``, are never touched.
+    """
+    live, parent = owner_id(), uuid.uuid4()
+    machine, pid, start = live.split("-")
+    reused = f"{machine}-{pid}-{int(start) - 3_600_000}"  # an hour earlier: another process
+    kept = [
+        _record(tmp_path, live, parent, "live"),
+        _record(tmp_path, f"00000000-{pid}-{start}", parent, "another machine"),
+        tmp_path / f"{uuid.uuid4()}.json",
+    ]
+    kept[2].write_text(json.dumps({"parent_id": str(parent), "label": "older tasktrace"}))
+    gone = _record(tmp_path, reused, parent, "reused pid")
+    assert sweep(tmp_path) == ["reused pid"]
+    assert not gone.exists()
+    assert all(path.exists() for path in kept)
+
+
+def test_records_of_a_finished_parent_go_unreported_and_a_running_parent_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    """A stale record is reported only when its parent never finished merging it.
+
+    The parent's marker says which: ``.done`` (it finished: removed without a word), a running
+    process's (kept, even though the writer ended: the parent still merges it), an ended
+    process's (removed and reported, and the marker with it).
+    """
+    ended = f"{owner_id().split('-')[0]}-{2**22 + 7}-1"  # no such pid (above pid_max's default)
+    done, running, killed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    (tmp_path / f".parent-{done}.done").touch()
+    (tmp_path / f".parent-{running}.{owner_id()}").touch()
+    (tmp_path / f".parent-{killed}.{ended}").touch()
+    merged = _record(tmp_path, ended, done, "merged")
+    waiting = _record(tmp_path, ended, running, "waiting")
+    lost = _record(tmp_path, ended, killed, "lost")
+    assert sweep(tmp_path) == ["lost"]
+    assert not merged.exists()
+    assert not lost.exists()
+    assert waiting.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [
+        f".parent-{running}.{owner_id()}"
+    ]
