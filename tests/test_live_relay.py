@@ -201,7 +201,7 @@ def test_typing_while_the_command_waits_for_input_echoes_on_a_still_screen(
 
 
 def test_the_latest_state_of_a_line_is_what_a_terminal_shows() -> None:
-    r"""``latest_state`` agrees with a terminal emulator on lines rewritten with ``\\r``."""
+    r"""``latest_state`` agrees with a terminal emulator on lines rewritten with ``\r``."""
     from tasktrace.cli.relay import latest_state
 
     lines = [

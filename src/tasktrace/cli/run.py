@@ -35,7 +35,7 @@ from tasktrace.task import Task
 from tasktrace.task.processes import child_environment
 from tasktrace.tree.files import check_folder, check_replaceable, check_writable, last_error
 from tasktrace.tree.meters_record import record_meters
-from tasktrace.tree.spool import unreported_cpu_s
+from tasktrace.tree.spool import reported_peak_rss, unreported_cpu_s
 
 __all__ = ["LABEL_CHARS", "UNWRITTEN_EXIT", "run"]
 
@@ -214,16 +214,19 @@ def _forward_signals() -> Iterator[_Forwarder]:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
-def _child_peak_rss(usage: resource.struct_rusage) -> int | None:
+def _child_peak_rss(usage: resource.struct_rusage, task: Task) -> int | None:
     """Return the command's peak RSS in bytes, or ``None`` when it cannot be told from ours.
 
+    The larger of ``wait4``'s and the peak the command's tasks reported (their resets leave
+    ``wait4`` the peak since the last one: :func:`~tasktrace.tree.spool.reported_peak_rss`).
     A child's ``ru_maxrss`` includes the memory it had *before* ``exec`` (a copy of this
     process, or this very process after ``vfork``), so a value at most this process's own
     high-water mark may be ours, not the command's.
     """
     child = usage.ru_maxrss * MAXRSS_UNIT
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * MAXRSS_UNIT
-    return child if child > own else None
+    peaks = [p for p in (child if child > own else None, reported_peak_rss(task)) if p]
+    return max(peaks, default=None)
 
 
 def _start_task(
@@ -302,9 +305,10 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
 
     The command gets TRACEPARENT in its environment, so a Python program using tasktrace joins
     this task's trace. CPU time and peak RSS of the command (reaped child processes) are
-    recorded as children_cpu_time_s and children_peak_rss_bytes (from wait4; the peak is left
-    unset when it is no larger than tasktrace's own, since a child's peak includes the memory
-    it inherited before exec).
+    recorded as children_cpu_time_s and children_peak_rss_bytes (from wait4, or the larger
+    peak the command's tasks recorded, as their resets hide it from wait4; the peak is left
+    unset when it is no larger than tasktrace's own and no task reported one, since a child's
+    peak includes the memory it inherited before exec).
 
     At the end, after the task tree, a note says which energy was measured and, for what was
     not, why each meter could not measure here (with the fix); the same reasons are recorded in
@@ -371,7 +375,7 @@ def _record_end(task: Task, ended: _Ended, not_started: tuple[str, int] | None) 
     if ended.usage is not None:
         reaped_s = ended.usage.ru_utime + ended.usage.ru_stime
         task.children_cpu_time_s = unreported_cpu_s(task, reaped_s)
-        task.children_peak_rss_bytes = _child_peak_rss(ended.usage)
+        task.children_peak_rss_bytes = _child_peak_rss(ended.usage, task)
     task.exit_code = code
     task.finish(status)
     return code

@@ -12,7 +12,11 @@ Sources:
 The high-water mark is process-wide, so nested or concurrent tasks share it. :class:`HighWaterMarks`
 keeps every open scope: before a reset, the current mark is folded into every open scope, so a
 child's reset never loses its parent's peak (the parent's peak is the max of its own and its
-children's).
+children's). The mark read before each reset is also kept as the process's :attr:`lifetime
+<HighWaterMarks.lifetime>` peak: a reset takes it from the kernel's figure (``getrusage``,
+``wait4`` and ``/usr/bin/time`` report the peak since the last reset afterwards), not from
+tasktrace, which records a peak no task holds on the task whose reset took it
+(:data:`PEAK_BEFORE_KEY`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,14 @@ from typing import Any
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.warn import WarnOnce
 
-__all__ = ["HighWaterMarks", "Scope", "children_usage", "rss_marks", "self_usage"]
+__all__ = [
+    "PEAK_BEFORE_KEY",
+    "HighWaterMarks",
+    "Scope",
+    "children_usage",
+    "rss_marks",
+    "self_usage",
+]
 
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
@@ -41,6 +52,13 @@ _STATUS_SIZE = 8192  # /proc/self/status is about 1.5 KB
 _SELF = resource.RUSAGE_SELF
 _CHILDREN = resource.RUSAGE_CHILDREN
 _getrusage = resource.getrusage
+
+PEAK_BEFORE_KEY = "peak_memory_before"
+"""Extra-data key of a task whose start reset the RSS high-water mark: in bytes, the process's
+peak that the reset took from the kernel's figure and that no task holds (reached outside every
+task since the previous reset: a dataset loaded and freed before the first task; a
+:class:`Scope`'s ``before``), set only where it is larger than the task's ``peak_memory``.
+``tasktrace run`` counts it in the command's peak RSS."""
 
 
 def self_usage() -> tuple[float, int]:
@@ -134,9 +152,13 @@ class Scope:
     Attributes:
         folded: Largest mark seen at resets made while this scope was open (bytes or the
             meter's unit); the scope's peak is ``max(folded, mark at close)``.
+        before: The mark its opening reset took that no scope holds (0: none): the process's
+            peak since the previous reset, reached outside every task (see
+            :meth:`HighWaterMarks.open`).
     """
 
-    __slots__ = ("folded",)  # set by HighWaterMarks.open (no __init__: one frame less a task)
+    __slots__ = ("before", "folded")  # set by HighWaterMarks.open (no __init__: one frame less)
+    before: int
     folded: int
 
 
@@ -150,6 +172,11 @@ class HighWaterMarks:
         read: Returns the current mark (``None`` when it cannot be read).
         reset: Resets the mark to the current level; returns ``False`` when it cannot.
         name: Used in warnings.
+
+    Attributes:
+        lifetime: The largest mark read just before a reset (0 before the first): with the
+            current mark, the process's peak since it started (:meth:`lifetime_peak`), which
+            the kernel's own figure loses at each reset. Written under the lock, read freely.
     """
 
     def __init__(
@@ -160,6 +187,8 @@ class HighWaterMarks:
         self._reset = reset
         self._name = name
         self._open: set[Scope] = set()
+        self.lifetime = 0
+        self._closed = 0  # the largest mark a scope closed with since the last reset
         self._lock = threading.Lock()
         renew_after_fork(self, "_lock")
         self._checked = True  # a subclass with a first-use check (_check) sets it False
@@ -174,21 +203,49 @@ class HighWaterMarks:
             self._check()
 
     def open(self, *, reset: bool) -> Scope:
-        """Open a scope, first resetting the mark if ``reset`` (folding it into open scopes)."""
+        """Open a scope, first resetting the mark if ``reset``.
+
+        Before a reset the mark is read once (a scope opened without one, a nested task's,
+        reads nothing) and kept: in :attr:`lifetime`; in every open scope's ``folded``; and,
+        where no scope is open and no scope closed since the previous reset with a mark as
+        high (the peak was reached outside every task), as the new scope's ``before``.
+        """
         if not self._checked:
             self._check()
         scope = Scope()
-        scope.folded = 0
+        scope.folded = scope.before = 0
         if reset:
             with self._lock:  # one reset at a time, and the fold sees every open scope
-                if self._open:
-                    mark = self._read()
-                    if mark is not None:
+                mark = self._read()
+                lost = 0
+                if mark is not None:
+                    self.lifetime = max(self.lifetime, mark)
+                    if self._open:
                         for other in list(self._open):  # copied under the GIL: add/discard
                             other.folded = max(other.folded, mark)  # need no lock
-                self._reset()
+                    elif mark > self._closed:
+                        lost = mark
+                if self._reset():  # a failed reset loses nothing
+                    scope.before = lost
+                    self._closed = 0
         self._open.add(scope)
         return scope
+
+    def lifetime_peak(self, mark: int | None = None) -> int | None:
+        """Return the process's peak so far: ``max(lifetime, current mark)``.
+
+        Args:
+            mark: The current mark if the caller already read it (saves a read).
+
+        Returns:
+            The peak (bytes or the meter's unit), or ``None`` when the mark cannot be read and
+            no reset has read it before.
+        """
+        if mark is None:
+            mark = self._read()
+        if mark is None:
+            return self.lifetime or None
+        return max(mark, self.lifetime)
 
     def peak(self, scope: Scope, mark: int | None = None, *, close: bool = False) -> int | None:
         """Return the scope's peak so far: ``max(scope.folded, current mark)``.
@@ -205,6 +262,8 @@ class HighWaterMarks:
             mark = self._read()
         if close:
             self._open.discard(scope)  # atomic; a concurrent fold works on a copy
+            if mark is not None and mark > self._closed:  # a race loses at most a repeat of
+                self._closed = mark  # this peak, as a later scope's ``before``
         if mark is None:
             return None
         return max(mark, scope.folded)

@@ -43,7 +43,7 @@ from tasktrace.export.provider import get_tracer
 from tasktrace.meters import active_meters
 from tasktrace.meters.base import LateReading, read_final
 from tasktrace.meters.gpu import cuda_marks
-from tasktrace.meters.process import MAXRSS_UNIT, Scope, rss_marks
+from tasktrace.meters.process import MAXRSS_UNIT, PEAK_BEFORE_KEY, Scope, rss_marks
 from tasktrace.task import watch
 from tasktrace.tree.processor import tree
 
@@ -199,9 +199,12 @@ def measure(rt: Runtime, *, final: bool, end_time_s: float = 0.0) -> dict[str, A
 
     ``duration`` (``time.perf_counter``), ``cpu_time`` (``getrusage(RUSAGE_SELF)``: user +
     system), ``peak_memory`` and ``peak_gpu_memory`` (the high-water-mark scopes, closed when
-    ``final``) and every registered meter's reading. A meter that raises gives nothing (one
-    warning). An empty dict when the task is not measuring (not started, or finished). The
-    clocks are read first, so the meters' reads are outside the task's figures.
+    ``final``) and every registered meter's reading; for a task whose start reset the RSS
+    mark, the peak outside every task that the reset took, as the extra data
+    :data:`~tasktrace.meters.process.PEAK_BEFORE_KEY`, where above the task's own. A meter
+    that raises gives nothing (one warning). An empty dict when the task is not measuring (not
+    started, or finished). The clocks are read first, so the meters' reads are outside the
+    task's figures.
 
     When ``final``, each meter is read by :func:`~tasktrace.meters.base.read_final` as of
     ``end_time_s`` (the task's end, Unix seconds, taken by the caller before this call): what
@@ -218,13 +221,17 @@ def measure(rt: Runtime, *, final: bool, end_time_s: float = 0.0) -> dict[str, A
     if usage0 is None or rss_scope is None:
         return {}
     elapsed = perf - perf0
+    peak = rss_marks.peak(
+        rss_scope, usage.ru_maxrss * MAXRSS_UNIT if rss_marks.use_rusage else None, close=final
+    )
     values: dict[str, Any] = {
         "duration": elapsed,
         "cpu_time": (usage.ru_utime + usage.ru_stime) - (usage0.ru_utime + usage0.ru_stime),
-        "peak_memory": rss_marks.peak(
-            rss_scope, usage.ru_maxrss * MAXRSS_UNIT if rss_marks.use_rusage else None, close=final
-        ),
+        "peak_memory": peak,
     }
+    before = rss_scope.before  # a peak outside every task its reset took (usually 0)
+    if before and peak is not None and before > peak:
+        values[PEAK_BEFORE_KEY] = before
     if final:
         rt.usage1 = usage
     if gpu_scope is not None:

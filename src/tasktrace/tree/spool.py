@@ -48,6 +48,7 @@ from pydantic import ValidationError
 
 from tasktrace.core.record import TaskRecord, node_class, other_process_cpu
 from tasktrace.core.warn import WarnOnce
+from tasktrace.meters.process import PEAK_BEFORE_KEY
 from tasktrace.tree.processor import tree
 from tasktrace.tree.spool_owners import (
     OWNER_MARKER,
@@ -65,6 +66,7 @@ __all__ = [
     "is_exported",
     "known_spool_folder",
     "record_path",
+    "reported_peak_rss",
     "set_spool_folder",
     "spool_folder",
     "unreported_cpu_s",
@@ -319,6 +321,35 @@ def unreported_cpu_s(task: TaskRecord, reaped_s: float) -> float:
     with tree.lock:
         reported = other_process_cpu(task)
     return max(0.0, reaped_s - reported)
+
+
+def reported_peak_rss(task: TaskRecord) -> int | None:
+    """Return the largest peak RSS in bytes that processes below ``task`` on its host reported.
+
+    Walks the subprocess subtasks of ``task`` (and everything below them; ``task``'s own
+    figures are left out): each node's ``peak_memory`` and its
+    :data:`~tasktrace.meters.process.PEAK_BEFORE_KEY` extra data (a peak outside every task
+    that a high-water-mark reset took from the kernel's figures, ``wait4``'s included).
+    Nodes of another host are skipped. Merges the spool first.
+
+    Returns:
+        The largest such value, or ``None`` when none was reported.
+    """
+    collect()
+    host = task.hostname
+    best: int | None = None
+    with tree.lock:
+        stack = [sub for sub in task.subtasks if sub.subprocess]
+        while stack:
+            node = stack.pop()
+            stack.extend(node.subtasks)
+            if node.hostname != host:
+                continue
+            extra = node.__pydantic_extra__ or {}
+            for value in (node.peak_memory, extra.get(PEAK_BEFORE_KEY)):
+                if type(value) is int and value > 0 and (best is None or value > best):
+                    best = value
+    return best
 
 
 # ----- fork safety -----------------------------------------------------------------------------
