@@ -24,19 +24,22 @@ from tasktrace.tree.spool_owners import owner_id, sweep
 from .export_helpers import clean_env
 
 COMMAND = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
 from tasktrace import Task
 
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
 deadline = time.monotonic() + 120  # a failed test never leaves it running for ever
 with Task("doomed run's step"):
+    # The SIGTERM a killed run's command gets (its parent-death signal) is ignored here, as a
+    # command may: it outlives the run, and its record stays in the run's spool folder.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ready.write_text(str(os.getpid()))
     while not go.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
 """
 """A command whose one task runs until the file ``go`` exists (its pid in ``ready`` first), or
-for 2 minutes at most."""
+for 2 minutes at most, ignoring SIGTERM."""
 
 QUICK = "from tasktrace import Task\nwith Task('next'):\n    pass\n"
 
