@@ -114,11 +114,12 @@ def _holds_iterator(value: object) -> bool:
         if kinds <= _SCALARS:  # the usual: numbers and strings, nothing to look into
             continue
         if any(issubclass(kind, _CONTAINERS) or issubclass(kind, Iterator) for kind in kinds):
-            stack.extend(x for x in items if isinstance(x, (*_CONTAINERS, Iterator)))
+            stack.extend(x for x in items if isinstance(x, _LOOK_INTO))
     return False
 
 
 _SCALARS: Final = frozenset({int, float, str, bool, type(None)})
+_LOOK_INTO: Final = (*_CONTAINERS, Iterator)
 
 
 def _converted(value: Any) -> Any:
