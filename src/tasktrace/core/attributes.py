@@ -12,9 +12,12 @@ The mapping rules for the user's extra task data (``Task("x", tags=["a"], epoch=
 - anything else that JSON can encode (dicts, mixed lists, big ints, ``None``) becomes a JSON
   string under ``tasktrace.data_json.<key>`` and is decoded back on the way in.
 
-A value given as a type JSON lacks (``datetime``, ``Path``, ``set``, ``bytes``, …) is first
-turned into its JSON form as pydantic writes it (:func:`normalise_data`), so it maps by the
-rules above as that form: a ``datetime`` is a string attribute holding its ISO 8601 text.
+A value given as a type JSON lacks (``datetime``, ``Path``, ``set``, ``bytes``, NumPy and pandas
+values, …) is first turned into its JSON form as pydantic writes it
+(:func:`tasktrace.core.extra_data.normalise_data`, re-exported here), so it maps by the rules
+above as that form: a ``datetime`` is a string attribute holding its ISO 8601 text. NaN and
+infinite floats stay doubles on the span (OpenTelemetry allows them; in a JSON string
+attribute they are ``NaN``, ``Infinity``, ``-Infinity``, as Python's :mod:`json` writes them).
 
 On a running task's span these attributes stay within a size budget
 (:mod:`tasktrace.core.budget`); a value over it is left off the span and its key listed in
@@ -28,11 +31,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any, Final
 
-from pydantic_core import to_jsonable_python
+from tasktrace.core.extra_data import TAGS, normalise_data
 
 __all__ = [
     "DATA_JSON_PREFIX",
@@ -180,109 +183,6 @@ def _array_ok(value: Sequence[object]) -> bool:
     )
 
 
-def normalise_data(key: str, value: Any) -> Any:
-    """Return extra task data ``value`` as plain JSON-compatible Python data.
-
-    The value is stored as pydantic serialises it to JSON (``pydantic_core.to_jsonable_python``,
-    as LensKit's ``Task``, a pydantic model that allows extra data, writes it): ``datetime``,
-    ``date`` and ``time`` as ISO 8601 text, ``Path``, ``UUID`` and ``Decimal`` as strings,
-    ``set``, ``frozenset`` and ``tuple`` as lists, ``bytes`` as UTF-8 text, enums as their
-    values, inside lists and dicts too. NumPy and PyTorch scalars and arrays (what ``train()``
-    usually returns) become Python numbers and lists through their ``tolist()`` (or ``item()``).
-    The task, its file and its span all hold that JSON form (the span maps it as any other
-    value: :func:`data_to_attributes`). Thread-safe (no shared state).
-
-    ``tags`` is a list of strings (what ``show --filter`` and ``table --by tags`` read): one
-    string is one tag (``tags="train"`` → ``["train"]``, not a string of letters), a tuple or
-    set of strings a list; ``None`` is kept.
-
-    Raises:
-        TypeError: The value has no JSON form (an arbitrary object, a function, bytes that are
-            not UTF-8), or is or holds an iterator (an open file, a generator: serialising it
-            would use it up); ``tags`` that are not strings (``tags=5``, ``tags=[1]``); the
-            message names the key and the type.
-    """
-    if key == TAGS:
-        return _tags(value)
-    return _jsonable(key, value)
-
-
-TAGS: Final = "tags"
-"""The extra data key of a task's tags: a list of strings (see :func:`normalise_data`)."""
-
-
-def _tags(value: Any) -> list[str] | None:
-    """Return ``tags`` as a list of strings: one string is one tag (see :func:`normalise_data`)."""
-    if value is None or isinstance(value, str):
-        return value if value is None else [value]
-    tags = _jsonable(TAGS, value)
-    if isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
-        return tags
-    held = "a list holding " if isinstance(tags, list) else ""
-    wrong = next(t for t in tags if not isinstance(t, str)) if held else tags
-    raise TypeError(
-        f"task data 'tags' must be a list of strings (or one string, one tag), "
-        f"not {held}{type(wrong).__name__}: {wrong!r}"
-    )
-
-
-def _jsonable(key: str, value: Any) -> Any:
-    """Return ``value`` as pydantic writes it to JSON (see :func:`normalise_data`)."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    for method in ("tolist", "item"):
-        convert = getattr(value, method, None)
-        if callable(convert) and not isinstance(value, list | tuple | dict):
-            try:
-                value = convert()
-            except (TypeError, ValueError, RuntimeError):
-                continue
-            break
-    iterator = _iterator_in(value)
-    if iterator is not None:  # pydantic would read it to the end: the user's data, consumed
-        raise _unstorable(key, value, TypeError(f"{type(iterator).__name__} is an iterator"))
-    try:
-        return to_jsonable_python(value)
-    except (TypeError, ValueError) as e:  # PydanticSerializationError, UnicodeDecodeError
-        raise _unstorable(key, value, e) from None
-
-
-def _iterator_in(value: object) -> object | None:
-    """Return an iterator (an open file, a generator) in ``value`` or its containers, or ``None``.
-
-    pydantic serialises an iterator by iterating it, which would use up the caller's object.
-    """
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Iterator):
-            return item
-        items: Any
-        if isinstance(item, Mapping):
-            items = item.values()
-        elif isinstance(item, list | tuple | set | frozenset):
-            items = item
-        else:
-            continue
-        # The element types first, in C (a list of a million floats: ~20 ms, where looking at
-        # each element in Python took 1.8 s): only elements of other types are looked into.
-        kinds = set(map(type, items))
-        if not kinds <= _SCALARS:
-            stack.extend(x for x in items if type(x) not in _SCALARS)
-    return None
-
-
-_SCALARS: Final = frozenset({int, float, str, bool, type(None)})
-"""Types that hold nothing to look into for an iterator."""
-
-
-def _unstorable(key: str, value: object, error: Exception) -> TypeError:
-    return TypeError(
-        f"task data {key!r} cannot be stored: {type(value).__name__} is not "
-        f"JSON-serialisable ({error})"
-    )
-
-
 def data_to_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
     """Map the user's extra task data to span attributes (rules in the module docstring).
 
@@ -304,8 +204,8 @@ def data_to_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
         else:
             try:
                 attrs[DATA_JSON_PREFIX + key] = json.dumps(value, separators=(",", ":"))
-            except (TypeError, ValueError) as e:
-                raise _unstorable(key, value, e) from None
+            except (TypeError, ValueError) as e:  # not normalised (normalise_data) first
+                raise TypeError(f"task data {key!r} cannot be stored as JSON: {e}") from None
     return attrs
 
 

@@ -97,14 +97,18 @@ class InvalidTaskError(ValueError):
         in a copy from another process (an exception is pickled by its message)."""
 
 
-def invalid_task_error(error: ValidationError) -> InvalidTaskError:
+def invalid_task_error(error: ValidationError, field: str | None = None) -> InvalidTaskError:
     """Return a plain :class:`InvalidTaskError` for pydantic's error about a Task's arguments.
 
     The first problem is named (``Task label: expected a string, got 5``), then how many more.
+    ``field``: the field whose value alone was validated (an assignment, ``task.duration =
+    "abc"``), whose name pydantic's error does not hold.
     """
     first = error.errors(include_url=False)[0]
     where = ""
-    for part in first["loc"]:  # subtasks[0].label, as task files' problems are located
+    for part in (
+        (field, *first["loc"]) if field else first["loc"]
+    ):  # subtasks[0].label, as task files' problems are located
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else part)
     problem = expected(first)
     if first["type"] != "missing":

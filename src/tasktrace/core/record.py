@@ -77,9 +77,17 @@ class TaskRecord(BaseModel):
     tasktrace's own fields are left out of files while unset, so LensKit files round-trip
     unchanged; unknown keys (extra data, fields of a newer tasktrace) are kept. Subtasks are
     :class:`tasktrace.Task` objects.
+
+    A NaN or infinite float, in a field or in extra data (a diverged loss), is written to JSON
+    as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (pydantic's
+    ``ser_json_inf_nan="strings"``; JSON has no such numbers, and ``null`` would read as "not
+    measured"). Read back, by tasktrace or by LensKit's ``Task``, a field gets the float; extra
+    data, which has no type, gets the string (``float(task.loss)`` is the float again).
     """
 
-    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True)
+    model_config = ConfigDict(
+        extra="allow", validate_by_name=True, validate_by_alias=True, ser_json_inf_nan="strings"
+    )
 
     task_id: uuid.UUID = Field(default_factory=new_task_id, frozen=True)
     """The task ID (a unique version-4 UUID, see :mod:`tasktrace.core.ids`; LensKit files keep

@@ -40,6 +40,7 @@ from tasktrace.core.views import tree_html
 from tasktrace.core.warn import WarnOnce, quoted
 from tasktrace.export import metrics
 from tasktrace.task import processes
+from tasktrace.task.assignment import assigned_value
 from tasktrace.task.lifecycle import finish_task, start_task
 from tasktrace.task.runtime import (
     Runtime,
@@ -108,8 +109,8 @@ class Task(TaskRecord, metaclass=_TaskMeta):
             one in another process: a pool worker's or a subprocess's task).
         **data: Extra data kept in the model, the task file and the span (``tags=["train"]``,
             ``epoch=3``), stored in its JSON form as pydantic writes it (a ``datetime`` as ISO
-            8601 text, a ``Path`` as a string, a ``set`` as a list; NumPy and PyTorch values
-            as numbers and lists: :func:`tasktrace.core.attributes.normalise_data`).
+            text; NumPy, PyTorch and pandas values, anywhere in lists and dicts, as numbers,
+            lists and dicts: :func:`tasktrace.core.extra_data.normalise_data`).
 
     Raises:
         TypeError: A ``data`` value has no JSON form or is an iterator, ``tags`` are not
@@ -210,14 +211,13 @@ class Task(TaskRecord, metaclass=_TaskMeta):
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     def __setattr__(self, name: str, value: Any) -> None:
-        """Set a field, or extra data (``t.loss = 0.3``) checked like the constructor's.
+        """Set extra data (``t.loss = 0.3``) or a field, checked as the constructor checks them.
 
-        Raises:
-            TypeError: Extra data that cannot be stored (names the key); NumPy and PyTorch
-                scalars and arrays are converted to Python numbers and lists first.
+        Raises :class:`TypeError` (extra data) or InvalidTaskError (a field), naming the key:
+        :func:`tasktrace.task.assignment.assigned_value`.
         """
-        if name[0] != "_" and name not in type(self).model_fields:
-            value = attr.normalise_data(name, value)
+        if name[0] != "_":
+            value = assigned_value(self, name, value)
         if self.__pydantic_fields_set__ is LABEL_ONLY or self.__pydantic_extra__ is NO_EXTRA:
             own_containers(self)  # before pydantic writes to them
         super().__setattr__(name, value)
