@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+import tasktrace
 from tasktrace import Task
 from tasktrace.core import attributes as attr
 from tasktrace.testing import InMemorySpanExporter
@@ -157,8 +158,9 @@ def test_nan_and_infinities_round_trip_file_task_and_show(
 ) -> None:
     """A diverged loss is "NaN" in the file (not null, "not measured"), the span and show.
 
-    Read back, fields are floats again (tasktrace's reader and a LensKit-like one); extra data,
-    untyped, holds the strings, which ``float()`` turns back into the floats.
+    Read back, fields are floats again (tasktrace's reader and a LensKit-like one), and so is
+    tasktrace's extra data (a LensKit-like reader, untyped, holds the strings); ``read_tasks``
+    gives a numeric column.
     """
     path = tmp_path / "nan.json"
     with Task("diverged", file=path) as t:
@@ -171,9 +173,17 @@ def test_nan_and_infinities_round_trip_file_task_and_show(
     assert saved["losses"] == [0.5, "NaN", "Infinity", "-Infinity"]
     assert saved["nested"] == {"best": "-Infinity"}
     loaded = Task.model_validate_json(path.read_bytes())
-    assert math.isnan(float(loaded.loss))
-    assert [float(v) for v in loaded.losses][2:] == [math.inf, -math.inf]
+    assert type(loaded.loss) is float
+    assert math.isnan(loaded.loss)
+    assert loaded.losses[0] == 0.5
+    assert math.isnan(loaded.losses[1])
+    assert loaded.losses[2:] == [math.inf, -math.inf]
+    assert loaded.nested == {"best": -math.inf}
     assert json.loads(loaded.model_dump_json())["losses"] == saved["losses"]  # stable
+    table = tasktrace.read_tasks(path)
+    assert table["loss"].dtype.kind == "f"
+    assert math.isnan(table["loss"].iloc[0])
+    assert table["nested.best"].iloc[0] == -math.inf
     (span,) = task_spans.get_finished_spans()
     assert math.isnan(span.attributes["tasktrace.data.loss"])  # a double: OTel allows NaN
     assert list(span.attributes["tasktrace.data.losses"])[2:] == [math.inf, -math.inf]

@@ -8,12 +8,13 @@ task, its file and its span hold the same data. The span mapping of the result i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-__all__ = ["TAGS", "normalise_data"]
+__all__ = ["NON_FINITE_TEXT", "TAGS", "normalise_data", "restore_non_finite"]
 
 TAGS: Final = "tags"
 """The extra data key of a task's tags: a list of strings (see :func:`normalise_data`)."""
@@ -224,3 +225,37 @@ def _problem(item: object) -> str | None:
     except (ValueError, RecursionError) as e:  # bytes that are not UTF-8
         return f"has no JSON form ({e})"
     return None
+
+
+NON_FINITE_TEXT: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""The strings a task file holds for NaN and the infinities (pydantic's
+``ser_json_inf_nan="strings"``), and the floats they stand for."""
+
+
+def restore_non_finite(extra: dict[str, Any]) -> None:
+    """Turn the strings a task file writes for NaN and infinities back into floats, in place.
+
+    For extra data read from a file (a field gets its float from its type; extra data has
+    none): a value that is exactly ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, at any depth
+    of lists and dicts, becomes the float, so a diverged loss read back is the NaN it was
+    (``read_tasks`` columns stay numeric). A string data value spelt so reads back as the float
+    too: the price of strict JSON files. Values without such a string are left as they are
+    (the same objects), at the cost of one look at each.
+    """
+    for key, value in extra.items():
+        restored = _restored(value)
+        if restored is not value:
+            extra[key] = restored
+
+
+def _restored(value: Any) -> Any:
+    """``value`` with :data:`NON_FINITE_TEXT` strings as floats; ``value`` itself if none."""
+    if type(value) is str:
+        return NON_FINITE_TEXT.get(value, value)
+    if type(value) is list:
+        items = [_restored(v) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if type(value) is dict:
+        pairs = {k: _restored(v) for k, v in value.items()}
+        return pairs if any(pairs[k] is not value[k] for k in value) else value
+    return value

@@ -82,7 +82,7 @@ class TaskRecord(BaseModel):
     as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (pydantic's
     ``ser_json_inf_nan="strings"``; JSON has no such numbers, and ``null`` would read as "not
     measured"). Read back, by tasktrace or by LensKit's ``Task``, a field gets the float; extra
-    data, which has no type, gets the string (``float(task.loss)`` is the float again).
+    data gets it from tasktrace's ``Task`` (:func:`~tasktrace.core.extra_data.restore_non_finite`).
     """
 
     model_config = ConfigDict(

@@ -49,6 +49,7 @@ from tasktrace.task.runtime import (
     refresh_task,
     running_cpu,
     update_task,
+    validated_private,
 )
 from tasktrace.tree.processor import tree
 
@@ -380,21 +381,7 @@ class Task(TaskRecord, metaclass=_TaskMeta):
         return tree_html(self)
 
 
-def _validated_private(task: BaseModel, context: object, /) -> None:
-    """Give a task built by validation (a task file, ``model_validate``) its private state.
-
-    ``{"_rt": None}``: what pydantic's generic ``init_private_attributes`` makes of ``_rt``'s
-    default, without its per-attribute ``get_default`` calls (about 2 µs a task; reading a
-    100,000-task file called it for each). pydantic calls ``model_post_init`` after
-    validating each task; a subclass with private attributes of its own gets pydantic's
-    initialisation first (its metaclass wraps this), which leaves nothing here to do.
-    """
-    del context
-    if getattr(task, "__pydantic_private__", None) is None:
-        _set_private(task, {"_rt": None})
-
-
-Task.model_post_init = _validated_private  # type: ignore[method-assign,assignment]
+Task.model_post_init = validated_private  # type: ignore[method-assign,assignment]
 bind_task_class(Task)  # subtasks are Task objects; lower layers build tree nodes of this class
 tree.files.set_refresher(refresh_task)
 metrics.set_running_source(running_cpu)  # the running-task gauges, read at each collection
