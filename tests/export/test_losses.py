@@ -20,7 +20,8 @@ from ..export_helpers import EXPORT_WARNING, clean_env, run_script
 from ..otlp_receivers import OtlpHttpReceiver, closed_loopback_endpoint
 
 TOTAL_LINE = re.compile(
-    r"tasktrace: (\d+) of (\d+) spans of this process were not exported to (\S+) \((.*)\)\. "
+    r"tasktrace: (\d+) of (\d+) spans of this process \(pid \d+\) were not exported to (\S+) "
+    r"\((.*)\)\. "
     r"Task files are complete"
 )
 """The exit report's line: lost, ended, the endpoint, the details."""

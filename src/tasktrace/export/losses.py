@@ -5,10 +5,10 @@ collector that is down for an hour is one line, not one per batch. What was lost
 line is counted here, per exporter, and said in one line when the process ends (its
 interpreter exit, or tasktrace's ``SIGTERM`` handler, :mod:`tasktrace.task.signals`)::
 
-    tasktrace: 79 of 141 spans of this process were not exported to http://127.0.0.1:4318/v1/traces
-    (first failure at 18:30:01: [Errno 111] Connection refused; the collector answered again
-    between 18:30:06 and 18:30:11; 75 in requests that failed, 4 unsent when the exit's 5 s
-    bound ran out). Task files are complete
+    tasktrace: 79 of 141 spans of this process (pid 4242) were not exported to
+    http://127.0.0.1:4318/v1/traces (first failure at 18:30:01: [Errno 111] Connection
+    refused; the collector answered again between 18:30:06 and 18:30:11; 75 in requests that
+    failed, 4 unsent when the exit's 5 s bound ran out). Task files are complete
 
 The total is exact: spans given to the batch processor less spans the collector accepted. It is
 split into the spans of requests that failed (refused, timed out, answered with an error, or

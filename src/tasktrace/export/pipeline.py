@@ -332,7 +332,8 @@ def _report_losses(
         counts = loss_details(
             losses, failed=failed, unsent=unsent, queue_size=queue_size, unsent_why=None
         )
-        what = f"{unsent} of {ended} spans not exported{state}" + (f" ({counts})" if counts else "")
+        where = "; ".join(filter(None, [f"process {os.getpid()}", counts]))
+        what = f"{unsent} of {ended} spans not exported{state} ({where})"
         if exporter.report_at_exit(what):  # the first warning, at exit: it has the total
             return False
     details = loss_details(
@@ -344,10 +345,11 @@ def _report_losses(
         with_failure=True,
     )
     _log.warning(
-        "tasktrace: %d of %d spans of this process were not exported to %s (%s). "
+        "tasktrace: %d of %d spans of this process (pid %d) were not exported to %s (%s). "
         "Task files are complete",
         unsent,
         ended,
+        os.getpid(),
         exporter.where,
         details,
     )
