@@ -40,6 +40,7 @@ from tasktrace.export.failure import (
     redact_endpoint,
     short_reason,
 )
+from tasktrace.export.losses import ExportLosses
 from tasktrace.export.quiet import ExportMessages, quiet_export
 from tasktrace.export.request_size import Oversized, split_by_request_size
 from tasktrace.export.status_hint import refusal_hint, tls_hint
@@ -88,6 +89,9 @@ class GuardedSpanExporter(SpanExporter):
         exported_spans: Spans the inner exporter accepted (count).
         dropped_spans: Spans in requests that failed or raised, and spans too large to send
             (count).
+        losses: When exports first failed and answered again, and the spans the batch
+            processor dropped from its full queue (:mod:`tasktrace.export.losses`), for the
+            report at exit.
 
     Thread-safety: ``export`` is called by one batch-processor thread; the counters are
     updated under a lock and may be read from any thread.
@@ -111,6 +115,7 @@ class GuardedSpanExporter(SpanExporter):
         """The request size limit in bytes, or ``None`` (see the class docstring)."""
         self.exported_spans = 0
         self.dropped_spans = 0
+        self.losses = ExportLosses()
         self.last_error: str | None = None
         """The last failure reason (from the OTel exporter's own messages, or the exception)."""
         secrets = [*secrets, *endpoint_secrets(where)]
@@ -222,6 +227,7 @@ class GuardedSpanExporter(SpanExporter):
             if dropped:
                 self.dropped_spans += dropped
                 self.last_error = self._scrub("; ".join(dict.fromkeys(reasons)))
+        self.losses.note_export(sent=sent, failure=self.last_error if dropped else None)
         if failed and not sent:  # no request went through: the endpoint fails
             self._set_state(self.last_error or NO_ANSWER)
         elif spans:  # it took requests (a span too large to send is no failure of its own)
@@ -284,18 +290,30 @@ class GuardedSpanExporter(SpanExporter):
         failed and is being retried, at exit), else :data:`~tasktrace.export.failure.NO_ANSWER`.
         For a backend's 4xx answer the warning also says what to check
         (:func:`tasktrace.export.status_hint.refusal_hint`: headers, endpoint path; never a
-        value).
+        value). It adds that later failures are not reported one by one: their spans are
+        counted, and the total said at exit (:mod:`tasktrace.export.losses`).
         """
+        self._warning(what, "; further failures are counted and reported at exit")
+
+    def report_at_exit(self, what: str) -> bool:
+        """Log the warning of :meth:`report` at the process's end, if not logged yet.
+
+        Returns:
+            Whether it logged it (``False``: this process logged its export warning already).
+        """
+        return self._warning(what, "")
+
+    def _warning(self, what: str, later: str) -> bool:
         reason = self.last_error or self.in_flight_reason() or NO_ANSWER
         hint = refusal_hint(reason) or tls_hint(reason)
-        _warn(
+        return _warn(
             _EXPORT_FAILED,
-            "tasktrace: span export to %s failed (%s); %s.%s Task files are complete; "
-            "further export failures are not reported",
+            "tasktrace: span export to %s failed (%s); %s.%s Task files are complete%s",
             self.where,
             self._scrub(reason),
             what,
             f" {hint}." if hint else "",
+            later,
         )
 
     def shutdown(self) -> None:

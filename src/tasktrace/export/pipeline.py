@@ -4,12 +4,13 @@
 each guarded exporter (:class:`~tasktrace.export.guarded.GuardedSpanExporter`). Export runs on
 the batch processor's thread, so a slow, refusing or black-holed endpoint adds nothing to a
 task's own overhead. :meth:`ExportPipeline.shutdown` flushes and shuts down within a deadline on
-a helper thread; past the deadline it gives up (the threads are daemons), and the one warning
-says how many spans were not exported.
+a helper thread; past the deadline it gives up (the threads are daemons), and says how many spans
+of the process were not exported, once (:mod:`tasktrace.export.losses`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -24,9 +25,14 @@ from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.settings import get_settings
 from tasktrace.export.failing import failing_elsewhere, note_export_state
 from tasktrace.export.guarded import GuardedSpanExporter, clear_refused
+from tasktrace.export.losses import loss_details
 from tasktrace.export.pending import PendingSpanFilter
+from tasktrace.export.quiet import ExportMessages, quiet_export
 
 __all__ = ["DEFAULT_MAX_QUEUE_SIZE", "ExportPipeline", "shutdown_pipelines"]
+
+_log = logging.getLogger(__name__)
+_SDK_MAX_QUEUE_SIZE = 2048  # the SDK's own default, for a value it cannot parse
 
 
 _POLL_S = 0.05
@@ -40,21 +46,55 @@ thread sends them; 16,384 queued spans hold a few tens of MB at most.
 """
 
 
+def _queue_size(configured: str | None) -> int:
+    """Return the queue size the SDK's batch processor uses, given ``OTEL_BSP_MAX_QUEUE_SIZE``."""
+    if not configured:
+        return DEFAULT_MAX_QUEUE_SIZE  # passed to the SDK
+    try:
+        return int(configured)  # as the SDK parses it
+    except ValueError:
+        return _SDK_MAX_QUEUE_SIZE
+
+
 class _CountingBatchProcessor(BatchSpanProcessor):
-    """A BatchSpanProcessor that counts its spans; its flush never waits on a failing endpoint."""
+    """A BatchSpanProcessor that counts its spans; its flush never waits on a failing endpoint.
+
+    ``ended_spans`` counts the spans given to the batch processor (sampled ones: it drops the
+    others). The spans it drops from a full queue are counted from its own message, which is
+    silenced (:meth:`on_end`).
+    """
 
     def __init__(self, exporter: GuardedSpanExporter) -> None:
-        queue = None if os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE) else DEFAULT_MAX_QUEUE_SIZE
-        super().__init__(exporter, max_queue_size=queue)
+        configured = os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE)
+        super().__init__(exporter, max_queue_size=None if configured else DEFAULT_MAX_QUEUE_SIZE)
+        self.max_queue_size = _queue_size(configured)
         self.guarded = exporter
         self._count_lock = threading.Lock()
         renew_after_fork(self, "_count_lock")
         self.ended_spans = 0
 
     def on_end(self, span: ReadableSpan) -> None:
+        """Queue ``span``; count it, and count it dropped if the queue was full.
+
+        ``waiting`` (spans queued less spans handed to the exporter, less counted drops) is
+        never below the queue's true length, so a span ended while it is at most the queue size
+        cannot overflow it: the common path costs a lock and a comparison. Above it, the SDK's
+        ``Queue full, dropping Span.`` (logged on this thread) is counted and not shown.
+        """
+        context = span.context
+        if not (context and context.trace_flags.sampled):
+            return  # the SDK's batch processor drops it too
+        guarded = self.guarded
+        losses = guarded.losses
         with self._count_lock:
             self.ended_spans += 1
-        super().on_end(span)
+            handed = guarded.exported_spans + guarded.dropped_spans + losses.queue_full
+            waiting = self.ended_spans - handed
+        if waiting <= self.max_queue_size:
+            super().on_end(span)
+            return
+        with quiet_export(ExportMessages(losses.note_message)):
+            super().on_end(span)
 
     def force_flush(self, timeout_millis: int | None = None) -> bool:
         """Export what is queued, waiting at most ``timeout_millis`` (default 30 000) ms.
@@ -167,7 +207,8 @@ class ExportPipeline:
             return
         for exporter, processor in zip(self.exporters, self.processors, strict=True):
             if isinstance(processor, _CountingBatchProcessor):  # the child's spans from here
-                processor.ended_spans = exporter.exported_spans
+                processor.ended_spans = exporter.exported_spans = exporter.dropped_spans = 0
+                exporter.losses.restart()
         self._start_shutdown_threads()
 
     def _shut_down_one(self, processor: BatchSpanProcessor, finished: threading.Event) -> None:
@@ -229,33 +270,90 @@ class ExportPipeline:
         for _, finished in pending:
             finished.wait(max(0.0, end - time.monotonic()))
         ok = True
+        bound = timeout_s if bound_s is None else bound_s
         for (exporter, finished), processor in zip(pairs, self.processors, strict=True):
-            ended = getattr(processor, "ended_spans", 0)
-            unsent = ended - exporter.exported_spans
-            if unsent > 0:
-                ok = False
-                bound = timeout_s if bound_s is None else bound_s
-                state = (
-                    "" if finished.is_set() else f", export unfinished after {bound:.3g} s at exit"
-                )
-                exporter.mark_failing(exporter.last_error or "no answer")  # for the run's others
-                exporter.report(f"{unsent} of {ended} spans not exported{state}")
+            if finished.is_set():
+                state, why = "", "dropped by the batch processor"
+            else:
+                state = f", export unfinished after {bound:.3g} s at exit"
+                why = f"unsent when the exit's {bound:.3g} s bound ran out"
+            ok = _report_losses(exporter, processor, state, why) and ok
         return ok
 
     def _not_waited_for(self, reasons: Sequence[str | None]) -> bool:
         """Report the spans not exported, without waiting: another process found it failing."""
-        ok = True
         for exporter, processor, reason in zip(
             self.exporters, self.processors, reasons, strict=True
         ):
-            ended = getattr(processor, "ended_spans", 0)
-            unsent = ended - exporter.exported_spans
-            if unsent > 0:
-                ok = False
-                if exporter.last_error is None:
-                    exporter.last_error = f"{reason}, found by another process of this run"
-                exporter.report(f"{unsent} of {ended} spans not exported, not waited for at exit")
+            if exporter.last_error is None and _unsent(exporter, processor) > 0:
+                exporter.last_error = f"{reason}, found by another process of this run"
+        return self.abandon("not waited for at exit")
+
+    def abandon(self, why: str) -> bool:
+        """Begin the shutdown and report the spans not exported now, without waiting.
+
+        For a process about to end whose endpoints fail (``SIGTERM``: waiting cannot help).
+        ``why`` says so in the report (``"not waited for at exit"``). Returns whether every
+        span given to the pipeline was exported.
+        """
+        self._go.set()
+        ok = True
+        for exporter, processor in zip(self.exporters, self.processors, strict=True):
+            ok = _report_losses(exporter, processor, f", {why}", f"unsent, {why}") and ok
         return ok
+
+
+def _unsent(exporter: GuardedSpanExporter, processor: BatchSpanProcessor) -> int:
+    return getattr(processor, "ended_spans", 0) - exporter.exported_spans
+
+
+def _report_losses(
+    exporter: GuardedSpanExporter, processor: BatchSpanProcessor, state: str, unsent_why: str
+) -> bool:
+    """Say, once per exporter, how many spans of this process it did not export; ``True``: none.
+
+    The process's first export warning, if no export failed before the exit, with the count
+    and ``state``; else (or for spans lost only to a full queue) the total, with the first
+    failure and when the collector answered again (:mod:`tasktrace.export.losses`).
+    """
+    unsent = _unsent(exporter, processor)
+    if unsent <= 0:
+        return True
+    failed = exporter.dropped_spans
+    no_failure = not failed and not state and exporter.last_error is None  # a full queue only
+    if not no_failure:
+        exporter.mark_failing(exporter.last_error or "no answer")  # for the run's other processes
+    if not exporter.losses.claim_report():
+        return False
+    ended = getattr(processor, "ended_spans", 0)
+    queue_size = getattr(processor, "max_queue_size", 0)
+    losses = exporter.losses
+    if not no_failure:
+        counts = loss_details(
+            losses, failed=failed, unsent=unsent, queue_size=queue_size, unsent_why=None
+        )
+        where = "; ".join(filter(None, [f"process {os.getpid()}", counts]))
+        what = f"{unsent} of {ended} spans not exported{state} ({where})"
+        if exporter.report_at_exit(what):  # the first warning, at exit: it has the total
+            return False
+    details = loss_details(
+        losses,
+        failed=failed,
+        unsent=unsent,
+        queue_size=queue_size,
+        unsent_why=unsent_why,
+        with_failure=True,
+    )
+    _log.warning(
+        "tasktrace: %d of %d spans of this process (pid %d) were not exported to %s (%s). "
+        "Task files are complete",
+        unsent,
+        ended,
+        os.getpid(),
+        exporter.where,
+        details,
+    )
+    return False
 
 
 def shutdown_pipelines(

@@ -8,9 +8,12 @@ when the first task starts, in the main thread only) installs a handler that:
 - when the program had **no handler** (``SIG_DFL``): restores ``SIG_DFL`` (so a second
   ``SIGTERM`` kills at once), finishes every running task, innermost first, as
   :attr:`~tasktrace.TaskStatus.CANCELLED` with the error :data:`STOPPED_BY_SIGTERM` (unless it
-  has one already; this writes their task files), flushes the tracer
-  provider, then sends ``SIGTERM`` to the process again, so the exit status is still "killed by
-  SIGTERM" (``-15`` / ``143``);
+  has one already; this writes their task files), exports what is queued and shuts tasktrace's
+  exporters down as the interpreter's exit does, within ``exit_timeout_s`` in all (default 5 s;
+  the tracer provider is flushed within the same bound, and an exporter whose endpoint fails is
+  not retried), saying once how many spans of the process were not exported
+  (:mod:`tasktrace.export.losses`), then sends ``SIGTERM`` to the process again, so the exit
+  status is still "killed by SIGTERM" (``-15`` / ``143``);
 - when the program had **its own Python handler**: writes the running tasks' files as they are
   (still RUNNING), flushes the tracer provider, then calls the program's handler, which decides
   what happens next (its exceptions propagate, and ``with Task`` blocks record them as usual);
@@ -41,13 +44,15 @@ import logging
 import os
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.status import TaskStatus
 from tasktrace.core.warn import quoted
-from tasktrace.export.provider import flush_spans
+from tasktrace.export.pipeline import shutdown_pipelines
+from tasktrace.export.provider import exit_timeout_s, flush_spans, pipelines
 from tasktrace.tree.processor import tree
 
 __all__ = ["FLUSH_TIMEOUT_MILLIS", "STOPPED_BY_SIGTERM", "install_sigterm_handler"]
@@ -55,7 +60,8 @@ __all__ = ["FLUSH_TIMEOUT_MILLIS", "STOPPED_BY_SIGTERM", "install_sigterm_handle
 _log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_MILLIS = 5000
-"""Longest wait, in milliseconds, for the tracer provider to flush spans after ``SIGTERM``."""
+"""Longest wait, in milliseconds, for the tracer provider to flush spans after ``SIGTERM`` when
+the program has a handler of its own (without one, the exit's bound applies: ``exit_timeout_s``)."""
 
 STOPPED_BY_SIGTERM = "stopped by SIGTERM"
 """The ``error`` of a task that tasktrace's handler finished as CANCELLED on ``SIGTERM``."""
@@ -128,6 +134,27 @@ def _flush() -> None:
     flush_spans(FLUSH_TIMEOUT_MILLIS / 1000)
 
 
+def _export_before_dying() -> None:
+    """Export what is queued and report what was not, within the exit's bound: death is next.
+
+    The flush returns as soon as an attempt fails (or at once when the endpoint is known to
+    fail): retrying cannot help a process that is being stopped, so a pipeline whose endpoints
+    all fail is not waited for; its spans not exported are counted and reported at once.
+    """
+    bound = exit_timeout_s()
+    deadline = time.monotonic() + bound
+    flush_spans(bound)
+    waited = []
+    for pipeline in pipelines():
+        if not pipeline.exporters or not all(e.failing for e in pipeline.exporters):
+            waited.append(pipeline)
+            continue
+        for exporter in pipeline.exporters:
+            exporter.shutdown()
+        pipeline.abandon("not waited for on SIGTERM as the endpoint fails")
+    shutdown_pipelines(waited, deadline, bound)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     previous = _previous
     if callable(previous):
@@ -148,7 +175,10 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
             task.finish(TaskStatus.CANCELLED)
         except Exception as e:  # noqa: BLE001, PERF203 - finish the others, then exit
             _log.warning("tasktrace: cannot finish task %s on SIGTERM (%r)", quoted(task.label), e)
-    _flush()
+    try:
+        _export_before_dying()
+    except Exception as e:  # noqa: BLE001 - the process must still end by SIGTERM
+        _log.warning("tasktrace: exporting spans on SIGTERM failed (%r)", e)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
