@@ -163,10 +163,15 @@ def test_a_batch_ending_just_after_another_failed_keeps_its_records(
 
 @pytest.mark.parametrize("inner", PROCESS_BACKENDS)
 def test_a_batch_still_running_when_joblib_kills_it_is_warned_about(
-    inner: str, caplog: pytest.LogCaptureFixture
+    inner: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    """Fold 1 runs for 5 s after fold 0 failed: joblib kills it, and a warning says so."""
+    """Fold 1 runs for 5 s after fold 0 failed: joblib kills it, and a warning says so.
+
+    Fold 0 fails once fold 1 has started (a marker file): a batch not started when the call
+    fails is not run at all, and loses nothing.
+    """
     reset_warnings()  # said once per process: the other backend's case may have said it
+    marker = str(tmp_path / "fold 1 started")
     with (
         caplog.at_level(logging.WARNING, logger="tasktrace.integrations.joblib"),
         joblib.parallel_config(backend="tasktrace", inner=inner),
@@ -174,7 +179,10 @@ def test_a_batch_still_running_when_joblib_kills_it_is_warned_about(
         pytest.raises(ValueError, match="fold 0 failed"),
     ):
         Parallel(n_jobs=2, batch_size=1)(
-            delayed(work.fold_sleeping)(i, seconds, i == 0) for i, seconds in enumerate([0.0, 5.0])
+            [
+                delayed(work.fold_sleeping)(0, 0.0, True, wait_for=marker),
+                delayed(work.fold_sleeping)(1, 5.0, False, touch=marker),
+            ]
         )
     assert [t.label for t in cv.subtasks] == ["fold 0"]
     warnings = [r.getMessage() for r in caplog.records if "joblib" in r.getMessage()]

@@ -27,6 +27,7 @@ from tasktrace.cli.meters_note import print_note, run_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console, render_tree
 from tasktrace.cli.run_child import die_with_parent
+from tasktrace.cli.run_cpu import cpu_in_no_task, waited_descendants_cpu_s
 from tasktrace.cli.run_label import default_label
 from tasktrace.core.redact import redact_argv
 from tasktrace.core.status import TaskStatus, exit_status_error, start_failure
@@ -35,7 +36,7 @@ from tasktrace.task import Task
 from tasktrace.task.processes import child_environment
 from tasktrace.tree.files import check_folder, check_replaceable, check_writable, last_error
 from tasktrace.tree.meters_record import record_meters
-from tasktrace.tree.spool import reported_peak_rss, unreported_cpu_s
+from tasktrace.tree.spool import reported_peak_rss
 
 __all__ = ["LABEL_CHARS", "UNWRITTEN_EXIT", "run"]
 
@@ -64,11 +65,15 @@ class _Ended:
         usage: The command's own ``wait4`` resource usage, once reaped.
         stopped_by: The first stop signal ``tasktrace run`` received and passed on to the
             command (SIGTERM, SIGHUP; SIGINT only before the command started), if any.
+        waited_s: CPU seconds of the descendants the command waited for (inside ``usage``),
+            read before it was reaped; ``None`` when not known
+            (:func:`~tasktrace.cli.run_cpu.waited_descendants_cpu_s`).
     """
 
     returncode: int | None = None
     usage: resource.struct_rusage | None = None
     stopped_by: int | None = None
+    waited_s: float | None = None
 
 
 def _run_command(argv: list[str], ended: _Ended, live: LivePanel | None = None) -> None:
@@ -104,6 +109,7 @@ def _run_command(argv: list[str], ended: _Ended, live: LivePanel | None = None) 
         try:  # ended but not reaped: its pid cannot be another process's until wait4 below
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
             forward.ended()
+            ended.waited_s = waited_descendants_cpu_s(proc.pid)  # the zombie's, before wait4
             _, wait_status, ended.usage = os.wait4(proc.pid, 0)
         except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): no usage to give
             forward.ended()
@@ -308,7 +314,10 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     recorded as children_cpu_time_s and children_peak_rss_bytes (from wait4, or the larger
     peak the command's tasks recorded, as their resets hide it from wait4; the peak is left
     unset when it is no larger than tasktrace's own and no task reported one, since a child's
-    peak includes the memory it inherited before exec).
+    peak includes the memory it inherited before exec). children_cpu_time_s is the part of
+    that CPU no task reported ("in no task"); workers the command never waited for (killed by
+    SIGTERM, it leaves its pool behind) are not in wait4's figure, so their tasks' CPU is not
+    subtracted from it, and where that cannot be told the figure is left unset.
 
     At the end, after the task tree, a note says which energy was measured and, for what was
     not, why each meter could not measure here (with the fix); the same reasons are recorded in
@@ -374,7 +383,7 @@ def _record_end(task: Task, ended: _Ended, not_started: tuple[str, int] | None) 
         status, code = TaskStatus.FAILED, 1
     if ended.usage is not None:
         reaped_s = ended.usage.ru_utime + ended.usage.ru_stime
-        task.children_cpu_time_s = unreported_cpu_s(task, reaped_s)
+        task.children_cpu_time_s = cpu_in_no_task(task, reaped_s, ended.waited_s)
         task.children_peak_rss_bytes = _child_peak_rss(ended.usage, task)
     task.exit_code = code
     task.finish(status)

@@ -31,19 +31,21 @@ in their environment; ``multiprocessing`` workers are forked with it; threads sh
 Limits: nested ``Parallel`` calls *inside* a worker use joblib's plain nested backend. A batch
 returns its records when it ends, so the records of a batch that has not ended when its worker
 is killed are lost: its running task and the tasks it finished before (``batch_size`` > 1).
-joblib kills the workers when a call fails (loky ``terminate(kill_workers=True)``,
-``multiprocessing`` ``Pool.terminate()``) as soon as the calling thread sees the error (it looks
-every 10 ms). The traced backend's ``abort_everything`` first waits up to
-:data:`ABORT_GRACE_S` for the carried batches still out, so a batch that ends meanwhile (or
-whose result is on its way) comes home; the batches still running after that are lost with
-their workers, which a warning says (once per process, with their number). Every batch that
-ended before, failed or not, is in the tree. Bringing the others' records home would take a
-channel from the workers besides joblib's results (none is shipped).
+joblib kills the workers when a call fails or is interrupted (loky ``terminate(kill_workers=
+True)``, ``multiprocessing`` ``Pool.terminate()``) as soon as the calling thread sees the error
+(it looks every 10 ms). The traced backend's ``abort_everything`` first tells the queued batches
+not to start (a worker taking one runs nothing of it) and waits up to :data:`ABORT_GRACE_S` for
+the started batches still out, so a batch that ends meanwhile (or whose result is on its way)
+comes home; the started batches that did not come home are lost with their workers, which a
+warning says (once per process, with their number and that of the queued ones, which lose
+nothing). Each worker tells the driver which batches it started through a file per batch
+(:mod:`tasktrace.integrations.joblib_calls`). Every batch that ended before, failed or not, is
+in the tree. Bringing the others' records home would take a channel from the workers besides
+joblib's results (none is shipped).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextvars
 import logging
 import time
@@ -61,6 +63,12 @@ from joblib.externals.loky.process_executor import _ExceptionWithTraceback
 
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.workers import worker_environment
+from tasktrace.integrations.joblib_calls import (
+    CallBook,
+    DeliveringCallback,
+    Homecoming,
+    batch_starts,
+)
 from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope
 from tasktrace.task.scope_cache import ScopeCache
 from tasktrace.tree.delivery import deliver
@@ -85,44 +93,6 @@ BACKEND_NAME: Final = "tasktrace"
 """The name :func:`joblib.parallel_config` knows the traced backend by."""
 
 
-class Homecoming:
-    """A batch's results or error together with the records of the tasks it ran (picklable).
-
-    Attributes:
-        results: joblib's list of the calls' results (``None`` when the batch raised).
-        records: Task JSON of the batch's finished root tasks (emptied by :meth:`take`).
-        error: What the batch raised, wrapped with its traceback text as joblib ships a
-            worker's exception (joblib's ``_ExceptionWithTraceback``); unpickled, the exception
-            itself with the worker traceback as ``__cause__``. ``None`` when it returned.
-    """
-
-    __slots__ = ("error", "records", "results")
-
-    def __init__(self, results: Any, records: list[bytes], error: Any = None) -> None:
-        """Hold ``results``, ``records`` and ``error`` (see the class docstring)."""
-        self.results = results
-        self.records = records
-        self.error = error
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle as the three fields."""
-        return (Homecoming, (self.results, self.records, self.error))
-
-    def raised(self) -> BaseException | None:
-        """Return the batch's exception (rebuilt with its worker traceback), or ``None``."""
-        error = self.error
-        if error is None or isinstance(error, BaseException):
-            return error
-        rebuild, args = error.__reduce__()  # not pickled on the way: rebuild it here
-        exc: BaseException = rebuild(*args)
-        return exc
-
-    def take(self) -> list[bytes]:
-        """Return the records and forget them (each record is delivered once)."""
-        records, self.records = self.records, []
-        return records
-
-
 class CarriedBatch:
     """A joblib batch (``BatchedCalls``) that runs under the submitting task's carrier.
 
@@ -132,22 +102,31 @@ class CarriedBatch:
     batch's results are returned and its exception propagates.
     """
 
-    __slots__ = ("batch", "carrier", "reused")
+    __slots__ = ("batch", "carrier", "mark", "reused")
 
-    def __init__(self, batch: Callable[[], Any], carrier: Carrier, reused: bool = False) -> None:
+    def __init__(
+        self,
+        batch: Callable[[], Any],
+        carrier: Carrier,
+        reused: bool = False,
+        mark: str | None = None,
+    ) -> None:
         """Wrap ``batch`` with ``carrier`` (from :func:`tasktrace.task.carriers.capture`).
 
         ``reused``: in a worker that ends by ``sys.exit`` (loky's: its exit handler exports
         what is left), flush the spans only when the last flush is :data:`FLUSH_EVERY_S` old;
-        else (``multiprocessing``'s end by ``os._exit``) after every batch.
+        else (``multiprocessing``'s end by ``os._exit``) after every batch. ``mark``: the
+        batch's start mark (:func:`~tasktrace.integrations.joblib_calls.batch_starts`), made
+        in another process as the batch starts, so that the driver knows it started.
         """
         self.batch = batch
         self.carrier = carrier
         self.reused = reused
+        self.mark = mark
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle as the batch, the carrier and the worker kind."""
-        return (CarriedBatch, (self.batch, self.carrier, self.reused))
+        """Pickle as the batch, the carrier, the worker kind and the start mark."""
+        return (CarriedBatch, (self.batch, self.carrier, self.reused, self.mark))
 
     def __len__(self) -> int:
         """Return the number of calls in the batch (joblib's batch statistics read it)."""
@@ -161,6 +140,8 @@ class CarriedBatch:
         """
         global _last_flush  # noqa: PLW0603 - one figure per worker process
         carrier = self.carrier
+        if self.mark is not None and not carrier.here and not batch_starts(self.mark):
+            return Homecoming(None, [], _ExceptionWithTraceback(_NotRun()))  # the call aborts
         scope = None if carrier.here else _scopes.get(carrier)
         flush = True
         if self.reused:
@@ -180,6 +161,10 @@ class CarriedBatch:
             return Homecoming(results, scope.take())
 
 
+class _NotRun(Exception):
+    """A batch queued when its call failed, not run (joblib drops its outcome)."""
+
+
 FLUSH_EVERY_S: Final = 1.0
 """Seconds between two flushes of a loky worker's spans after a batch (each waits for the
 exporters); the batch processor and the worker's exit handler export the rest. A worker killed
@@ -190,49 +175,6 @@ _last_flush = 0.0  # time.monotonic() of this worker's last flush after a batch
 _scopes: Final = ScopeCache(RemoteScope)
 """A worker's remote scopes, one per submitting task (made at its first batch, then reused;
 a scope per batch cost ~20 µs more CPU per batch in a worker between calls)."""
-
-
-def _take_records(out: Any) -> list[bytes]:
-    """Return the records carried by a batch's outcome ``out``, as a backend's callback gets it.
-
-    ``out`` is a done future (loky) or the batch's return value (``multiprocessing``'s
-    ``apply_async`` callbacks). The records are removed from the :class:`Homecoming`: each is
-    delivered once.
-    """
-    if isinstance(out, concurrent.futures.Future):
-        if out.cancelled() or not out.done() or out.exception(timeout=0) is not None:
-            return []
-        out = out.result(timeout=0)
-    return out.take() if isinstance(out, Homecoming) else []
-
-
-class _DeliveringCallback:
-    """joblib's completion callback for a carried batch, run after delivering its records.
-
-    joblib's callback does not retrieve the result of a batch that completes while the call
-    is aborting (another batch failed) or after the call ended; the records are delivered here
-    first, whatever joblib then does with the result. A delivery that fails is warned about
-    once and never keeps joblib's callback from running (the call would wait forever).
-    """
-
-    __slots__ = ("callback", "out")
-
-    def __init__(self, callback: Callable[[Any], Any], out: set[_DeliveringCallback]) -> None:
-        """Wrap joblib's ``callback``; the batch is in ``out`` (the call's) until it ends."""
-        self.callback = callback
-        self.out = out
-        out.add(self)
-
-    def __call__(self, out: Any) -> Any:
-        try:
-            records = _take_records(out)
-            if records:
-                deliver(records)
-        except Exception as e:  # noqa: BLE001 - joblib must still learn that the batch ended
-            _warn("joblib-deliver", "tasktrace: records of a joblib batch may be missing: %r", e)
-        finally:
-            self.out.discard(self)  # atomic; the abort may be counting (see _Traced)
-        return self.callback(out)
 
 
 class _Traced(ParallelBackendBase):
@@ -246,7 +188,7 @@ class _Traced(ParallelBackendBase):
 
     _tasktrace_carrier: Carrier | None = None
     _tasktrace_context: contextvars.Context | None = None
-    _tasktrace_out: set[_DeliveringCallback] = set()  # noqa: RUF012 - replaced per call
+    _tasktrace_book: CallBook | None = None  # the call's carried batches
     _tasktrace_reused_workers = False  # see CarriedBatch (loky's workers: True)
 
     def start_call(self) -> None:
@@ -255,35 +197,56 @@ class _Traced(ParallelBackendBase):
             self._tasktrace_context = contextvars.copy_context()
         else:
             self._tasktrace_carrier = capture()
-            self._tasktrace_out = set()  # the call's carried batches not ended yet
+            self._tasktrace_book = None  # made at the first carried batch
         super().start_call()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
-        """Let batches on their way home land, then let joblib stop the workers (a call failed).
+        """Let started batches on their way home land, then let joblib stop the workers.
 
-        Waits at most :data:`ABORT_GRACE_S` for the carried batches still out (a batch that
-        ended as the call failed, its result in transit); the records of those still running
-        then are lost with their workers, which a warning says (once per process).
+        joblib calls it when a call failed or was interrupted. Queued batches are told not to
+        start (:meth:`~tasktrace.integrations.joblib_calls.CallBook.aborting`); the driver
+        waits at most :data:`ABORT_GRACE_S` for the started batches still out (a batch that
+        ended as the call failed, its result in transit). After joblib stopped the workers, a
+        warning (once per process) says how many started batches did not come home: their
+        tasks' records are lost. Queued batches lose nothing; no warning when none was lost.
         """
-        out = self._tasktrace_out
+        book = self._tasktrace_book
+        if book is None:
+            super().abort_everything(ensure_ready=ensure_ready)
+            return
+        book.aborting()
         deadline = time.monotonic() + ABORT_GRACE_S
-        while out and time.monotonic() < deadline:
+        while book.running_out() and time.monotonic() < deadline:
             time.sleep(0.005)
-        if out:
+        super().abort_everything(ensure_ready=ensure_ready)
+        running, queued, unknown = book.lost()
+        if running:
             _warn(
                 "joblib-abort",
-                "tasktrace: a joblib call failed with %d batch(es) of tasks still running; "
-                "joblib stops their workers, so their tasks' records are lost (finished "
-                "batches are in the tree; this is said once per process)",
-                len(out),
+                "tasktrace: a joblib call stopped with %d batch(es) of tasks running; joblib "
+                "stopped their workers, so those tasks' records are lost (%d queued batch(es) "
+                "had not started; every batch that ended is in the tree; said once per process)",
+                running,
+                queued,
             )
-        super().abort_everything(ensure_ready=ensure_ready)
+        elif unknown:
+            _warn(
+                "joblib-abort",
+                "tasktrace: a joblib call stopped with %d batch(es) of tasks not back, running "
+                "or queued (not known: %s); the records of those running are lost (every "
+                "batch that ended is in the tree; said once per process)",
+                unknown,
+                book.why,
+            )
 
     def stop_call(self) -> None:
-        """At the end of a ``Parallel`` call: forget the captured task."""
+        """At the end of a ``Parallel`` call: forget the captured task and the call's batches."""
         super().stop_call()
         self._tasktrace_carrier = None
         self._tasktrace_context = None
+        book, self._tasktrace_book = self._tasktrace_book, None
+        if book is not None:
+            book.close()
 
     def submit(self, func: Any, callback: Any = None) -> Any:
         """Submit ``func`` (a batch) carrying the task captured at the call's start, if any."""
@@ -292,9 +255,14 @@ class _Traced(ParallelBackendBase):
             return super().submit(_ContextBatch(func, context), callback)
         carrier = self._tasktrace_carrier
         if carrier is not None:
-            func = CarriedBatch(func, carrier, self._tasktrace_reused_workers)
-            if callback is not None:
-                callback = _DeliveringCallback(callback, self._tasktrace_out)
+            mark = None
+            if callback is not None:  # joblib's: how the batch's end is known
+                book = self._tasktrace_book
+                if book is None:
+                    book = self._tasktrace_book = CallBook()
+                seq, mark = book.submitted()
+                callback = DeliveringCallback(callback, book, seq)
+            func = CarriedBatch(func, carrier, self._tasktrace_reused_workers, mark)
         return super().submit(func, callback)
 
     def retrieve_result_callback(self, out: Any) -> Any:

@@ -1,0 +1,221 @@
+"""One joblib call's carried batches: which came home, which were lost running, which queued.
+
+joblib hands the traced backend more batches than it has workers (``pre_dispatch``, and loky
+queues one more call than it has workers): when a call fails or is interrupted, the batches not
+back are partly *running* (a worker started them: their tasks' records are lost when joblib
+kills it) and partly *queued* (never started: nothing of theirs is lost). The driver cannot
+tell them apart from joblib's futures (loky marks a queued call as running), so each carried
+batch tells it, through a file:
+
+- the call gets a folder of its own (:class:`CallBook`, under the spool folder, which
+  ``tasktrace run`` and the process remove at their exit);
+- a worker starting a batch creates the batch's *start mark* there (:func:`batch_starts`), one
+  ``open`` of a few microseconds per batch;
+- when the call aborts, the driver first creates the folder's *aborting mark*: a worker that
+  takes a queued batch after that runs nothing of it (joblib drops its results and kills the
+  worker anyway), so no task starts only to be lost;
+- after joblib stopped the workers, the batches that did not come home with a start mark were
+  running (their records are lost: :meth:`CallBook.lost` says how many), the others queued.
+
+Thread-safety: :class:`CallBook`'s methods may be called from any thread (joblib's callbacks
+run in its result threads).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tasktrace.core.warn import WarnOnce
+from tasktrace.tree.delivery import deliver
+from tasktrace.tree.spool import spool_folder
+
+__all__ = ["ABORTING", "CallBook", "DeliveringCallback", "Homecoming", "batch_starts"]
+
+_warn = WarnOnce(logging.getLogger("tasktrace.integrations.joblib"))
+
+ABORTING = "aborting"
+"""Name of the mark, in a call's folder, that the call is aborting (no batch starts after it)."""
+
+
+def batch_starts(mark: str) -> bool:
+    """In a worker: say that the batch with start mark ``mark`` starts; ``False``: do not run it.
+
+    ``False`` when the call is aborting (its folder holds :data:`ABORTING`): the batch was
+    queued when the call failed. The aborting mark is looked at before the start mark is
+    made, so a batch is either counted as started by the driver or not run at all. A mark that
+    cannot be made (the folder removed: the call ended) lets the batch run.
+    """
+    if os.path.exists(os.path.join(os.path.dirname(mark), ABORTING)):
+        return False
+    _touch(mark)
+    return True
+
+
+def _touch(path: str) -> None:
+    with contextlib.suppress(OSError):  # the folder is gone: the call ended
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+class CallBook:
+    """The carried batches of one ``Parallel`` call, in the driver (see the module docstring).
+
+    Attributes:
+        folder: The call's folder of marks; ``None`` when it could not be made (then which
+            batches started is not known: :meth:`lost` counts them as unknown).
+        why: Why there is no folder (the OS error), or ``None``.
+    """
+
+    def __init__(self) -> None:
+        """Make the call's folder of marks (under the spool folder)."""
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        self._out: set[int] = set()  # submitted, not ended
+        self._not_home: set[int] = set()  # ended without their records (the worker was killed)
+        self.why: str | None = None
+        try:
+            self.folder: str | None = tempfile.mkdtemp(
+                prefix=f"joblib-{os.getpid()}-", dir=spool_folder()
+            )
+        except OSError as e:
+            self.folder, self.why = None, str(e)
+
+    def submitted(self) -> tuple[int, str | None]:
+        """Note a batch submitted; return its number and start mark (``None``: no folder)."""
+        seq = next(self._seq)
+        with self._lock:
+            self._out.add(seq)
+        return seq, None if self.folder is None else os.path.join(self.folder, str(seq))
+
+    def ended(self, seq: int, *, home: bool) -> None:
+        """Note that batch ``seq`` ended: with its records (``home``), or without them."""
+        with self._lock:
+            self._out.discard(seq)
+            if not home:
+                self._not_home.add(seq)
+
+    def aborting(self) -> None:
+        """Make the aborting mark: queued batches taken from now on do not run."""
+        if self.folder is not None:
+            _touch(os.path.join(self.folder, ABORTING))
+
+    def running_out(self) -> int:
+        """Return how many batches not ended yet have started (all of them, without marks)."""
+        with self._lock:
+            out = list(self._out)
+        return len(out) if self.folder is None else sum(map(self._started, out))
+
+    def lost(self) -> tuple[int, int, int]:
+        """After joblib stopped the workers: the batches not home, as (running, queued, unknown).
+
+        ``running``: started and never came home (their tasks' records are lost); ``queued``:
+        never started; ``unknown``: not home, and whether they started is not known (no folder).
+        """
+        with self._lock:
+            gone = self._out | self._not_home
+        if self.folder is None:
+            return 0, 0, len(gone)
+        running = sum(map(self._started, gone))
+        return running, len(gone) - running, 0
+
+    def close(self) -> None:
+        """Remove the call's folder (at the call's end)."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _started(self, seq: int) -> bool:
+        return os.path.exists(os.path.join(self.folder or "", str(seq)))
+
+
+class Homecoming:
+    """A batch's results or error together with the records of the tasks it ran (picklable).
+
+    Attributes:
+        results: joblib's list of the calls' results (``None`` when the batch raised).
+        records: Task JSON of the batch's finished root tasks (emptied by :meth:`take`).
+        error: What the batch raised, wrapped with its traceback text as joblib ships a
+            worker's exception (joblib's ``_ExceptionWithTraceback``); unpickled, the exception
+            itself with the worker traceback as ``__cause__``. ``None`` when it returned.
+    """
+
+    __slots__ = ("error", "records", "results")
+
+    def __init__(self, results: Any, records: list[bytes], error: Any = None) -> None:
+        """Hold ``results``, ``records`` and ``error`` (see the class docstring)."""
+        self.results = results
+        self.records = records
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as the three fields."""
+        return (Homecoming, (self.results, self.records, self.error))
+
+    def raised(self) -> BaseException | None:
+        """Return the batch's exception (rebuilt with its worker traceback), or ``None``."""
+        error = self.error
+        if error is None or isinstance(error, BaseException):
+            return error
+        rebuild, args = error.__reduce__()  # not pickled on the way: rebuild it here
+        exc: BaseException = rebuild(*args)
+        return exc
+
+    def take(self) -> list[bytes]:
+        """Return the records and forget them (each record is delivered once)."""
+        records, self.records = self.records, []
+        return records
+
+
+def _homecoming(out: Any) -> Homecoming | None:
+    """Return the :class:`Homecoming` of a batch's outcome ``out``, as a backend's callback gets it.
+
+    ``out`` is a done future (loky) or the batch's return value (``multiprocessing``'s
+    ``apply_async`` callbacks); ``None`` when it holds none (the worker was killed, the call
+    cancelled).
+    """
+    if isinstance(out, concurrent.futures.Future):
+        if out.cancelled() or not out.done() or out.exception(timeout=0) is not None:
+            return None
+        out = out.result(timeout=0)
+    return out if isinstance(out, Homecoming) else None
+
+
+class DeliveringCallback:
+    """joblib's completion callback for a carried batch, run after delivering its records.
+
+    joblib's callback does not retrieve the result of a batch that completes while the call
+    is aborting (another batch failed) or after the call ended; the records are delivered here
+    first, whatever joblib then does with the result, and the call's :class:`CallBook` learns
+    whether they came. A delivery that fails is warned about once and never keeps joblib's
+    callback from running (the call would wait forever).
+    """
+
+    __slots__ = ("book", "callback", "seq")
+
+    def __init__(self, callback: Callable[[Any], Any], book: CallBook, seq: int) -> None:
+        """Wrap joblib's ``callback`` of batch ``seq`` of the call ``book``."""
+        self.callback = callback
+        self.book = book
+        self.seq = seq
+
+    def __call__(self, out: Any) -> Any:
+        """Deliver the batch's records (removed from its outcome ``out``), then call joblib's."""
+        home = False
+        try:
+            homecoming = _homecoming(out)
+            home = homecoming is not None
+            records = homecoming.take() if homecoming is not None else []
+            if records:
+                deliver(records)
+        except Exception as e:  # noqa: BLE001 - joblib must still learn that the batch ended
+            _warn("joblib-deliver", "tasktrace: records of a joblib batch may be missing: %r", e)
+        finally:
+            self.book.ended(self.seq, home=home)
+        return self.callback(out)
