@@ -238,3 +238,21 @@ def test_sigterm_reports_the_spans_not_exported_and_exits_143(
     lines = [line for line in stderr.splitlines() if "3 of 3 spans" in line]
     assert len(lines) == 1, stderr
     assert endpoint in lines[0]
+
+
+def test_a_loss_the_first_warning_counted_is_not_said_again_at_exit(tmp_path: Path) -> None:
+    """One failed batch, nothing lost after it: one line, not the same count twice.
+
+    A short program against a collector that is down printed "5 of 5 spans dropped" and, at
+    exit, "5 of 5 spans of this process were not exported": the second line added nothing.
+    """
+    env = clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=closed_loopback_endpoint(), OTEL_BSP_SCHEDULE_DELAY="50"
+    )
+    code = _WAIT + "tasks('epoch', 5)\nwait_for_failures(5)\n"
+    done = run_script(code, tmp_path, env, str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("tasktrace:")]
+    assert len(lines) == 1, lines
+    assert "5 of 5 spans dropped" in lines[0]
+    assert not TOTAL_LINE.search(done.stderr)

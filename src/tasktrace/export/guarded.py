@@ -234,7 +234,7 @@ class GuardedSpanExporter(SpanExporter):
             self._set_state(None)
         if not dropped:
             return SpanExportResult.SUCCESS
-        self.report(f"{dropped} of {len(spans)} spans dropped")
+        self.report(f"{dropped} of {len(spans)} spans dropped", dropped)
         return SpanExportResult.FAILURE
 
     def _export_parts(self, spans: Sequence[ReadableSpan], reasons: list[str]) -> tuple[int, int]:
@@ -283,8 +283,11 @@ class GuardedSpanExporter(SpanExporter):
             f"{self.max_request_bytes:,}-byte request limit"
         )
 
-    def report(self, what: str) -> None:
+    def report(self, what: str, lost: int = 0) -> None:
         """Log the one export warning of this process (if not logged yet), naming ``what``.
+
+        ``lost``: the spans ``what`` says were lost; the exit's total is not repeated when it is
+        no more (:attr:`~tasktrace.export.losses.ExportLosses.said`).
 
         The reason is the last failed request's, else the one being sent now (an attempt that
         failed and is being retried, at exit), else :data:`~tasktrace.export.failure.NO_ANSWER`.
@@ -293,7 +296,8 @@ class GuardedSpanExporter(SpanExporter):
         value). It adds that later failures are not reported one by one: their spans are
         counted, and the total said at exit (:mod:`tasktrace.export.losses`).
         """
-        self._warning(what, "; further failures are counted and reported at exit")
+        if self._warning(what, "; further failures are counted and reported at exit"):
+            self.losses.said = lost
 
     def report_at_exit(self, what: str) -> bool:
         """Log the warning of :meth:`report` at the process's end, if not logged yet.

@@ -53,6 +53,8 @@ class ExportLosses:
         first_failure_at: When it failed (``time.time()``, seconds), or ``None``.
         answered_again: ``(first, last)`` ``time.time()`` of the exports that succeeded after
             the first failure, or ``None``.
+        said: Spans the process's first export warning already said were lost (count): an
+            exit total no larger adds nothing, and is not logged.
 
     Thread-safety: every method may be called from any thread.
     """
@@ -65,6 +67,7 @@ class ExportLosses:
         self.first_failure: str | None = None
         self.first_failure_at: float | None = None
         self.answered_again: tuple[float, float] | None = None
+        self.said = 0
         self._reported = False
 
     def note_export(self, *, sent: int, failure: str | None) -> None:
@@ -94,6 +97,7 @@ class ExportLosses:
         with self._lock:
             self.queue_full = 0
             self.first_failure = self.first_failure_at = self.answered_again = None
+            self.said = 0
             self._reported = False
 
 

@@ -325,6 +325,8 @@ def _report_losses(
         exporter.mark_failing(exporter.last_error or "no answer")  # for the run's other processes
     if not exporter.losses.claim_report():
         return False
+    if not no_failure and unsent <= exporter.losses.said:  # the first warning said it all
+        return False
     ended = getattr(processor, "ended_spans", 0)
     queue_size = getattr(processor, "max_queue_size", 0)
     losses = exporter.losses

@@ -219,9 +219,9 @@ def otlp_exporter(endpoint: str | None = None) -> GuardedSpanExporter:
 class _ReplayExporter(GuardedSpanExporter):
     """The guarded exporter, silent: a failed replay is the command's error, not a warning."""
 
-    def report(self, what: str) -> None:
+    def report(self, what: str, lost: int = 0) -> None:
         """Say nothing: :func:`replay` raises with the reason instead."""
-        del what
+        del what, lost
 
 
 def _endpoint(endpoint: str | None) -> str:
