@@ -7,10 +7,10 @@ kills it) and partly *queued* (never started: nothing of theirs is lost). The dr
 tell them apart from joblib's futures (loky marks a queued call as running), so each carried
 batch tells it, through a file:
 
-- the call gets a folder of its own (:class:`CallBook`, under the spool folder, which
-  ``tasktrace run`` and the process remove at their exit);
+- the call gets a folder of its own (:class:`CallBook`, in ``/dev/shm`` where it can, else
+  under the spool folder), removed at the call's end;
 - a worker starting a batch creates the batch's *start mark* there (:func:`batch_starts`), one
-  ``open`` of a few microseconds per batch;
+  ``open`` per batch (32 µs in ``/dev/shm`` here, 160 µs on a disk);
 - when the call aborts, the driver first creates the folder's *aborting mark*: a worker that
   takes a queued batch after that runs nothing of it (joblib drops its results and kills the
   worker anyway), so no task starts only to be lost;
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -38,7 +39,15 @@ from tasktrace.core.warn import WarnOnce
 from tasktrace.tree.delivery import deliver
 from tasktrace.tree.spool import spool_folder
 
-__all__ = ["ABORTING", "CallBook", "DeliveringCallback", "Homecoming", "batch_starts"]
+__all__ = [
+    "ABORTING",
+    "MARKS_PREFIX",
+    "CallBook",
+    "DeliveringCallback",
+    "Homecoming",
+    "batch_starts",
+    "sweep_marks",
+]
 
 _warn = WarnOnce(logging.getLogger("tasktrace.integrations.joblib"))
 
@@ -65,6 +74,47 @@ def _touch(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
+MARKS_PREFIX = "tasktrace-joblib-"
+"""The start of a call's folder of marks, followed by the driver's pid and a dash."""
+
+
+@functools.cache
+def _marks_root() -> str:
+    """Where calls' folders of marks go: ``/dev/shm`` (memory) where it can be written to.
+
+    A mark is made for every batch: on a disk file system (ext4 on this project's VMs) it cost
+    160 µs a batch and a call's folder 340 µs, in ``/dev/shm`` 32 µs and 27 µs (measured): the
+    joblib benchmark's 1 ms calls were 5 % slower with marks on disk. Elsewhere (no
+    ``/dev/shm``: macOS, a read-only one), the spool folder. A driver stopped by a signal
+    leaves its folder of empty files there (``tasktrace-joblib-<pid>-*``): the first call of
+    a later driver removes those of processes that ended (:func:`sweep_marks`).
+    """
+    shm = "/dev/shm"  # noqa: S108 - a folder of our own is made in it by mkdtemp (0o700)
+    if not (os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK)):
+        return str(spool_folder())
+    sweep_marks(shm)
+    return shm
+
+
+def sweep_marks(root: str) -> None:
+    """Remove the folders of marks in ``root`` whose driver process has ended.
+
+    A folder ``tasktrace-joblib-<pid>-*`` of a pid with no process (``os.kill(pid, 0)``:
+    ``ProcessLookupError``) goes; a live pid's stays (a reused pid's too: empty files, until
+    that process ends). Another user's folders cannot be removed and are left. Never raises.
+    """
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            parts = entry.name.split("-")
+            if entry.name.startswith(MARKS_PREFIX) and len(parts) > 3 and parts[2].isdigit():
+                try:
+                    os.kill(int(parts[2]), 0)
+                except ProcessLookupError:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                except OSError:  # PermissionError: another user's live process
+                    continue
+
+
 class CallBook:
     """The carried batches of one ``Parallel`` call, in the driver (see the module docstring).
 
@@ -75,7 +125,7 @@ class CallBook:
     """
 
     def __init__(self) -> None:
-        """Make the call's folder of marks (under the spool folder)."""
+        """Make the call's folder of marks (in ``/dev/shm``, else the spool folder)."""
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._out: set[int] = set()  # submitted, not ended
@@ -83,7 +133,7 @@ class CallBook:
         self.why: str | None = None
         try:
             self.folder: str | None = tempfile.mkdtemp(
-                prefix=f"joblib-{os.getpid()}-", dir=spool_folder()
+                prefix=f"{MARKS_PREFIX}{os.getpid()}-", dir=_marks_root()
             )
         except OSError as e:
             self.folder, self.why = None, str(e)
