@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -102,13 +103,13 @@ def warn_if_cut_off(task: TaskRecord, current: otel_context.Context) -> None:
     """
     thread = threading.current_thread()
     if thread is threading.main_thread():
-        for key in [k for k, t in _main_roots.items() if t.__dict__["status"] is not RUNNING]:
+        for key in [k for k, ref in _main_roots.items() if not _running(ref)]:
             del _main_roots[key]  # finished ones: the registry stays as small as the nesting
-        _main_roots[id(task)] = task
+        _main_roots[id(task)] = weakref.ref(task)  # never what keeps a finished tree alive
         return
     if not _main_roots or trace.get_current_span(current).get_span_context().is_valid:
         return
-    running = [t for t in list(_main_roots.values()) if t.__dict__["status"] is RUNNING]
+    running = [t for ref in list(_main_roots.values()) if (t := _running(ref)) is not None]
     if not running:
         return
     _warn(
@@ -125,5 +126,10 @@ def warn_if_cut_off(task: TaskRecord, current: otel_context.Context) -> None:
     )
 
 
-_main_roots: dict[int, TaskRecord] = {}
+_main_roots: dict[int, weakref.ref[TaskRecord]] = {}
 """The main thread's top-level tasks that may still run, by ``id`` (see :func:`warn_if_cut_off`)."""
+
+
+def _running(ref: weakref.ref[TaskRecord]) -> TaskRecord | None:
+    task = ref()
+    return task if task is not None and task.__dict__["status"] is RUNNING else None
