@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 import tasktrace
-from tasktrace import Task
+from tasktrace import Task, TaskStatus
 from tasktrace.core import attributes as attr
 from tasktrace.testing import InMemorySpanExporter
 
@@ -117,6 +117,25 @@ def test_pandas_values_keep_their_labels_unless_the_index_is_the_default() -> No
     assert t.summary == {"loss": {"mean": 0.375, "max": 0.5}, "fold": {"mean": 0.5, "max": 1.0}}
     assert t.in_dict == {"by_fold": {"1": 0.5, "2": 0.25}}
     assert pd.DataFrame(t.frame).equals(frame)  # rebuilt from what was stored
+
+
+def test_pandas_gaps_are_stored_as_null() -> None:
+    """The gaps of pandas (``pd.NA``, ``NaT``, NaN) are ``None``, in a Series, a DataFrame or alone.
+
+    ``read_csv(...).convert_dtypes()`` with an empty cell: before, the assignment raised.
+    """
+    pd = pytest.importorskip("pandas", reason="pandas comes with the pandas extra")
+    frame = pd.DataFrame(
+        {"id": [1, 2], "score": [0.5, None], "when": pd.to_datetime(["2024-01-01", None])}
+    ).convert_dtypes()
+    with Task("gaps") as t:
+        t.ids = pd.Series([1, None], dtype="Int64")
+        t.frame = frame
+        t.alone = {"na": pd.NA, "nat": pd.NaT}
+    assert t.status is TaskStatus.FINISHED
+    assert t.ids == [1, None]
+    assert t.frame == {"id": [1, 2], "score": [0.5, None], "when": ["2024-01-01T00:00:00", None]}
+    assert t.alone == {"na": None, "nat": None}
 
 
 def test_what_cannot_be_stored_is_named_with_where_it_is_and_what_to_do() -> None:

@@ -85,7 +85,22 @@ def _jsonable(key: str, value: Any) -> Any:
             return to_jsonable_python(value, fallback=_converted)
         except (TypeError, ValueError, RecursionError):  # PydanticSerializationError, Unicode…
             pass
+        try:  # pandas' NaT is a datetime to pydantic, which cannot write it: a gap, None
+            return to_jsonable_python(_without_nat(value), fallback=_converted)
+        except (TypeError, ValueError, RecursionError):
+            pass
     raise _unstorable(key, value)
+
+
+def _without_nat(value: Any) -> Any:
+    """``value`` with pandas' ``NaT`` as ``None`` in its dicts, lists and tuples (a copy)."""
+    if type(value).__name__ == "NaTType":
+        return None
+    if isinstance(value, Mapping):
+        return {k: _without_nat(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nat(v) for v in value]
+    return value
 
 
 _CONTAINERS: Final = (Mapping, list, tuple, set, frozenset)
@@ -132,8 +147,10 @@ def _converted(value: Any) -> Any:
     Raises:
         TypeError: The value has no such form (no ``tolist``, ``item``, not pandas).
     """
-    if type(value).__module__.partition(".")[0] == "pandas" and hasattr(value, "index"):
-        form = _pandas_form(value)
+    if type(value).__module__.partition(".")[0] == "pandas":
+        if type(value).__name__ in _PANDAS_MISSING:  # pd.NA, pd.NaT: a gap, as NaN is
+            return None
+        form = _pandas_form(value) if hasattr(value, "index") else None
         if form is not None:
             return form
     for method in ("tolist", "item"):
@@ -148,10 +165,20 @@ def _converted(value: Any) -> Any:
     raise TypeError(f"{_type_name(value)} has no JSON form")
 
 
+_PANDAS_MISSING: Final = frozenset({"NAType", "NaTType"})
+"""pandas' missing-value types (``pd.NA``, ``pd.NaT``), stored as ``null``."""
+
+
 def _pandas_form(value: Any) -> Any:
-    """Return a pandas Series or DataFrame as a list or dict (:func:`normalise_data`), or None."""
+    """Return a pandas Series or DataFrame as a list or dict (:func:`normalise_data`), or None.
+
+    Its gaps (``NaN``, ``pd.NA``, ``NaT``: what ``isna()`` finds) are ``None``: a ``NaT`` in a
+    datetime column is a ``datetime`` to pydantic, which cannot write it.
+    """
     index = value.index
     default = type(index).__name__ == "RangeIndex" and index.start == 0 and index.step == 1
+    if hasattr(value, "isna") and hasattr(value, "where") and bool(value.isna().to_numpy().any()):
+        value = value.astype(object).where(value.notna(), None)
     if hasattr(value, "columns"):  # a DataFrame
         return value.to_dict(orient="list" if default else "dict")
     if hasattr(value, "to_dict"):  # a Series
