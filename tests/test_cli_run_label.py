@@ -34,6 +34,21 @@ from tasktrace.cli.run_label import default_label
         ("python", "python"),
         ("python 'my script.py' x", "python 'my script.py'"),
         ("API_KEY=abc prog", "'API_KEY=***'"),  # no program, but no secret either
+        # Through wrappers, the command they run (a persona's runs under nice, env, timeout
+        # and taskset all had the wrapper's name as their label):
+        ("nice python echoargs.py --x 1", "python echoargs.py"),
+        ("nice -n 5 python t.py", "python t.py"),
+        ("env OMP_NUM_THREADS=1 python t.py", "python t.py"),
+        ("env -i PATH=/bin sh -c 'echo hi'", "sh -c"),
+        ("timeout 60 python t.py", "python t.py"),
+        ("timeout --signal=KILL -k 5 10s ./run.sh", "run.sh"),
+        ("taskset -c 0 python t.py", "python t.py"),
+        ("nohup env A=1 nice ./sweep.sh a", "sweep.sh"),
+        ("/usr/bin/time -f %e make -j8", "make"),
+        ("stdbuf -oL python -u t.py", "python t.py"),
+        ("numactl --cpunodebind=0 --membind 0 python t.py", "python t.py"),
+        ("chrt -f 99 ./rt", "rt"),
+        ("timeout 5", "timeout"),  # nothing wrapped: the wrapper is the program
     ],
 )
 def test_default_label_is_the_program(command: str, label: str) -> None:

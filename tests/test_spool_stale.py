@@ -135,7 +135,8 @@ def test_next_run_removes_the_private_spool_of_a_killed_run(tmp_path: Path) -> N
     stderr = _next_run(env)
     assert not folder.exists(), list(folder.iterdir())
     assert list(temporary.glob("tasktrace-spool-*")) == []  # the next run's own is gone too
-    assert 'removed 1 task records ("doomed run\'s step")' in stderr, stderr
+    assert 'removed 1 task record ("doomed run\'s step") left in ' in stderr, stderr
+    assert "by an earlier run that was killed" in stderr, stderr
     assert str(folder) in stderr, stderr
 
 
@@ -157,7 +158,7 @@ def test_a_named_spool_folder_does_not_grow(tmp_path: Path) -> None:
     assert len(_records(spool)) == 1
     stderr = _next_run(env)
     assert _records(spool) == [], list(spool.iterdir())
-    assert "removed 1 task records" in stderr, stderr
+    assert "removed 1 task record (" in stderr, stderr
     assert [p.name for p in spool.iterdir()] == [], list(spool.iterdir())  # markers too
 
 

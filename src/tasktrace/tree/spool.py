@@ -215,11 +215,12 @@ def _report(folder: Path, labels: list[str]) -> None:
         more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
         _warn(
             f"stale:{folder}",
-            "tasktrace: removed %d task records (%s%s) that processes which ended left in %s: "
-            "the process that was to merge them into its task file was killed first, so its "
-            "file holds them as of its last refresh (their spans were exported by their own "
-            "processes)",
+            "tasktrace: removed %d task record%s (%s%s) left in %s by an earlier run that was "
+            "killed: the process that was to merge them into its task file was killed first, "
+            "so its file holds them as of its last refresh (their spans were exported by their "
+            "own processes)",
             len(labels),
+            "" if len(labels) == 1 else "s",
             shown,
             more,
             folder,
