@@ -70,6 +70,35 @@ def test_sigterm_to_run_reaches_the_command_and_cancels_the_run(tmp_path: Path) 
     assert inner.status is not TaskStatus.RUNNING
 
 
+_IGNORES_SIGTERM = """
+import signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+Path(sys.argv[1]).touch()
+time.sleep(1.5)
+"""
+
+
+def test_a_command_that_ignores_sigterm_and_exits_0_is_finished(tmp_path: Path) -> None:
+    """SIGTERM to `run` reaches a command that ignores it: its exit 0 is the run's, finished.
+
+    A persona saw exit status 143 and ``cancelled`` for a command that went on and exited 0
+    (what a scheduler then reads as a failure).
+    """
+    out, ready, script = tmp_path / "run.json", tmp_path / "ready", tmp_path / "stubborn.py"
+    script.write_text(_IGNORES_SIGTERM)
+    argv = ["run", "-q", "-f", str(out), "--", sys.executable, str(script), str(ready)]
+    proc = subprocess.Popen([sys.executable, "-m", "tasktrace.cli", *argv], env=clean_env())
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), "the command never started"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    task = Task.model_validate_json(out.read_text())
+    assert (task.status, task.exit_code, task.error) == (TaskStatus.FINISHED, 0, None)
+
+
 def test_run_with_file_in_missing_folder_is_one_line_error(tmp_path: Path) -> None:
     """`run --file` into a missing folder exits 2 with one line and never runs the command."""
     marker = tmp_path / "ran"

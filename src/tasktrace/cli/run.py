@@ -40,11 +40,9 @@ from tasktrace.tree.spool import reported_peak_rss
 
 __all__ = ["LABEL_CHARS", "UNWRITTEN_EXIT", "run"]
 
-
 LABEL_CHARS = 200
 """The longest default label (:func:`~tasktrace.cli.run_label.default_label`: the program), in
 characters; a longer one is cut."""
-
 
 UNWRITTEN_EXIT = 125
 """The exit status when the ``--file`` could not be written at the end of the run (after the
@@ -306,8 +304,9 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     The run is finished when the command exits 0; cancelled when it was stopped on request:
     killed by SIGINT (Ctrl-C), SIGTERM or SIGHUP, or exiting with 128 + one of them (130 after
     handling Ctrl-C itself), or when tasktrace run itself got SIGTERM or SIGHUP (passed on to
-    the command); failed otherwise, including a crash by any other signal (SIGSEGV, SIGKILL).
-    The exit status is recorded as exit_code and shown by tasktrace show when non-zero.
+    the command) unless the command still exited 0; failed otherwise, including a crash by any
+    other signal (SIGSEGV, SIGKILL). The exit status is recorded as exit_code and shown by
+    tasktrace show when non-zero.
 
     The command gets TRACEPARENT in its environment, so a Python program using tasktrace joins
     this task's trace. CPU time and peak RSS of the command (reaped child processes) are
@@ -374,7 +373,7 @@ def _record_end(task: Task, ended: _Ended, not_started: tuple[str, int] | None) 
     """Finish ``task`` with how the command ended, its usage included; return the exit status."""
     if not_started is not None:
         status, (task.error, code) = TaskStatus.FAILED, not_started
-    elif ended.stopped_by is not None:  # stopped from outside: we report 128 + signal
+    elif ended.stopped_by is not None and ended.returncode != 0:  # exit 0: it chose to finish
         status, code = TaskStatus.CANCELLED, 128 + ended.stopped_by
         task.error = f"stopped by {signal.Signals(ended.stopped_by).name}"
     elif ended.returncode is not None:
