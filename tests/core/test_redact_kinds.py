@@ -101,9 +101,30 @@ def test_a_password_in_a_shell_command_line_is_hidden() -> None:
         "p --patience 5 --pattern '*.py' --path x --key-column id --passes 3",
         "p --skip sk-learn ghp_short AKIA123 eyJhbGci",  # too short for a token's shape
         "p https://h/x?page=2&sort=asc https://hooks.example.com/services/a",
+        "python -c 'print(\"a=b\"); name = \"bob\"; keys = \"k\"'",  # code, nothing secret
+        "python train.py --model risk-assessment-2024-final-v1",
     ],
 )
 def test_ordinary_values_are_kept(command: str) -> None:
     """Ports, paths (a path to a secret is no secret), counts and look-alikes stay as written."""
     argv = shlex.split(command)
     assert redact_argv(argv) == argv
+
+
+def test_a_token_after_a_dash_or_underscore_and_secrets_assigned_in_inline_code() -> None:
+    """A persona's two leaks: a token in a program's path, a password in Python's inline code.
+
+    The path showed in the ``cannot start`` error; ``python -c 'PASSWORD="…"'`` was kept where
+    ``sh -c``'s ``PASSWORD=`` was hidden.
+    """
+    assert redact_argv([f"./nonexist-cmd-{_GHP}"]) == [f"./nonexist-cmd-{REDACTED}"]
+    assert redact_argv([f"x_{_GHP}"]) == [f"x_{REDACTED}"]
+    code = "import sys;PASSWORD=\"S3CRETPW\"; api_key = 'zzz'; n = 'kept'"
+    assert redact_argv(["python", "-c", code]) == [
+        "python",
+        "-c",
+        f"import sys;PASSWORD=\"{REDACTED}\"; api_key = '{REDACTED}'; n = 'kept'",
+    ]
+    assert redact_argv(["perl", "-e", "my $token = 'abc'; print 1"])[2] == (
+        f"my $token = '{REDACTED}'; print 1"
+    )

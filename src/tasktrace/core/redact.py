@@ -75,6 +75,7 @@ from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tasktrace.core.secret_shapes import (
+    CODE_ASSIGNMENT,
     LOGIN_PROGRAMS,
     SECRET_URL_PATHS,
     SHORT_PASSWORD,
@@ -307,9 +308,21 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
 
 
 def _hide_shapes(word: str) -> str:
-    """Hide the credentials ``word`` holds by their shape (a token, a webhook URL's path)."""
+    """Hide the credentials ``word`` holds by their shape, and secrets assigned in inline code.
+
+    By shape: a token, a webhook URL's path. In code: the quoted value a secret-like name is
+    given (``python -c 'PASSWORD="…"'``).
+    """
     word = TOKEN_SHAPES.sub(REDACTED, word)
+    if "=" in word or ":" in word:
+        word = CODE_ASSIGNMENT.sub(_hide_code_value, word)
     return SECRET_URL_PATHS.sub(rf"\g<keep>{REDACTED}", word)
+
+
+def _hide_code_value(match: re.Match[str]) -> str:
+    if not is_secret_name(match["name"]):
+        return match[0]
+    return f"{match['head']}{REDACTED}{match['q']}"
 
 
 def mask_url(url: str) -> str:

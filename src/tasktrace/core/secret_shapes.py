@@ -23,6 +23,7 @@ import re
 from collections.abc import Sequence
 
 __all__ = [
+    "CODE_ASSIGNMENT",
     "LOGIN_PROGRAMS",
     "SECRET_URL_PATHS",
     "SHORT_PASSWORD",
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 TOKEN_SHAPES = re.compile(
-    r"(?<![A-Za-z0-9_-])(?:"
+    r"(?<![A-Za-z0-9])(?:"
     r"gh[pousr]_[A-Za-z0-9]{20,}"
     r"|github_pat_[A-Za-z0-9_]{20,}"
     r"|glpat-[A-Za-z0-9_-]{20,}"
@@ -46,7 +47,15 @@ TOKEN_SHAPES = re.compile(
     r"|npm_[A-Za-z0-9]{36}"
     r")"
 )
-"""Credentials recognised by their shape, whatever the option or variable they are given as."""
+"""Credentials recognised by their shape, whatever the option or variable they are given as,
+as a word or in one after any character but a letter or digit (``./run-ghp_…``, ``x_sk-…``)."""
+
+CODE_ASSIGNMENT = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9_])(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*[:=]\s*(?P<q>[\"']))"
+    r"(?P<value>[^\"'\n]*)(?P=q)"
+)
+"""A quoted string assigned to a name in inline code (``python -c 'PASSWORD="…"'``, ``perl -e``,
+``node -e``, ``key: "…"``): hidden where the name is secret-like."""
 
 SECRET_URL_PATHS = re.compile(
     r"(?P<keep>hooks\.slack\.com/(?:services|workflows|triggers)/"
