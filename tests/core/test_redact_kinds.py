@@ -101,7 +101,7 @@ def test_a_password_in_a_shell_command_line_is_hidden() -> None:
         "p --patience 5 --pattern '*.py' --path x --key-column id --passes 3",
         "p --skip sk-learn ghp_short AKIA123 eyJhbGci",  # too short for a token's shape
         "p https://h/x?page=2&sort=asc https://hooks.example.com/services/a",
-        "python -c 'print(\"a=b\"); name = \"bob\"; keys = \"k\"'",  # code, nothing secret
+        'python -c \'print("a=b"); name = "bob"; keys = "k"\'',  # code, nothing secret
         "python train.py --model risk-assessment-2024-final-v1",
     ],
 )
