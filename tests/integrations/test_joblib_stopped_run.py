@@ -2,10 +2,12 @@
 
 A real ``tasktrace run`` of a real joblib program (the traced loky backend, ``n_jobs=2``, one
 fold a batch, every batch dispatched at once), stopped once folds 0 and 1 ended and folds 2 and
-3 run (each fold makes a mark file as it starts). The printed tree must list the tasks the file
-holds; the joblib warning must count exactly the started folds whose records did not come home
-(none: no warning); the command's CPU in no task must hold the driver's own CPU outside its tasks
-(its workers not reaped after SIGTERM: their tasks' CPU is not in ``wait4``'s figure).
+3 run (each fold makes a mark file as it starts, another as it ends). The printed tree must list
+the tasks the file holds; the joblib warning must count exactly the started folds whose records
+did not come home (none: no warning) and the queued ones that never started; no fold may start
+after the stop (after SIGTERM loky's workers outlive the driver and end folds 2 and 3); the
+command's CPU in no task must hold the driver's own CPU outside its tasks (its workers not
+reaped after SIGTERM: their tasks' CPU is not in ``wait4``'s figure).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ DRIVER_SPIN_S = 0.3
 FOLD_SPIN_S = 1.2
 """CPU seconds folds 0 and 1 burn (the later folds spin until stopped): together more than the
 driver's own CPU, so subtracting them from a ``wait4`` figure without them leaves 0."""
+LATER_SPIN_S = 2.5
+"""CPU seconds the later folds burn: folds 2 and 3 are still running when the sweep is stopped
+0.5 s after they started, and end soon after (loky's workers outlive a driver stopped by
+SIGTERM), when a worker would take a queued fold."""
 FOLDS = 8
 
 _PROGRAM = """
@@ -42,7 +48,7 @@ import tasktrace.integrations.joblib
 from tasktrace import Task
 
 MARKS, FOLDS = sys.argv[1], int(sys.argv[4])
-DRIVER_S, FOLD_S = float(sys.argv[2]), float(sys.argv[3])
+DRIVER_S, FOLD_S, LATER_S = float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[5])
 
 def spin(seconds):
     t0 = time.process_time()
@@ -52,7 +58,8 @@ def spin(seconds):
 def fold(i):
     with Task(f"fold {i}"):
         open(os.path.join(MARKS, f"started-{i}"), "w").close()
-        spin(FOLD_S if i < 2 else 600.0)
+        spin(FOLD_S if i < 2 else LATER_S)
+    open(os.path.join(MARKS, f"ended-{i}"), "w").close()
     return i
 
 if __name__ == "__main__":
@@ -65,18 +72,26 @@ if __name__ == "__main__":
 """
 
 _TREE_FOLD = re.compile(r"^[\s│]*[├└]── (fold \d+)  ")
-_LOST = re.compile(r"tasktrace: a joblib call .*?(\d+) batch\(es\)")
+_LOST = re.compile(r"tasktrace: a joblib call .*?(\d+) batch\(es\).*?(\d+) queued batch")
 
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _stopped_run(tmp_path: Path, how: signal.Signals) -> tuple[Task, str, set[str]]:
-    """Run the sweep, stop it with ``how`` once folds 2 and 3 run; return file, stderr, started.
+def _started(marks: Path) -> set[str]:
+    return {f"fold {p.name.removeprefix('started-')}" for p in marks.glob("started-*")}
+
+
+def _stopped_run(tmp_path: Path, how: signal.Signals) -> tuple[Task, str, set[str], set[str]]:
+    """Run the sweep, stop it with ``how`` once folds 2 and 3 run.
 
     SIGINT goes to the process group (a terminal's Ctrl-C), SIGTERM to ``tasktrace run``
     alone (a batch scheduler), which passes it on to the command.
+
+    Returns:
+        The file, ``tasktrace run``'s stderr, the folds started when it ended, and those
+        started once the workers still alive ended their folds (SIGTERM: folds 2 and 3).
     """
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -84,7 +99,7 @@ def _stopped_run(tmp_path: Path, how: signal.Signals) -> tuple[Task, str, set[st
     program.write_text(_PROGRAM)
     out = tmp_path / "run.json"
     command = [sys.executable, str(program), str(marks)]
-    command += [str(DRIVER_SPIN_S), str(FOLD_SPIN_S), str(FOLDS)]
+    command += [str(DRIVER_SPIN_S), str(FOLD_SPIN_S), str(FOLDS), str(LATER_SPIN_S)]
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr_file:  # a file: workers left behind keep a pipe open
         proc = subprocess.Popen(
@@ -109,13 +124,19 @@ def _stopped_run(tmp_path: Path, how: signal.Signals) -> tuple[Task, str, set[st
         else:
             proc.send_signal(how)
         proc.wait(timeout=60)
+        started = _started(marks)
+        if how is signal.SIGTERM:  # the orphaned workers end folds 2 and 3, take no other
+            ended = [marks / "ended-2", marks / "ended-3"]
+            deadline = time.monotonic() + 4 * LATER_SPIN_S
+            while not all(p.exists() for p in ended) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # a queued fold a worker took would have started by now
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # what is left: workers SIGTERM left behind
         proc.wait()
     stderr = log.read_text()
-    started = {f"fold {p.name.removeprefix('started-')}" for p in marks.iterdir()}
-    return Task.model_validate_json(out.read_text()), stderr, started
+    return Task.model_validate_json(out.read_text()), stderr, started, _started(marks)
 
 
 def _folds(task: Task) -> set[str]:
@@ -127,15 +148,17 @@ def _folds(task: Task) -> set[str]:
 def test_a_stopped_sweep_prints_its_file_counts_lost_folds_keeps_the_drivers_cpu(
     tmp_path: Path, how: signal.Signals
 ) -> None:
-    """Printed tree = file's; the warning counts lost folds; the driver's CPU is not lost.
+    """Printed tree = file's; the warning counts lost and queued folds; none starts after.
 
-    The warning counts the started folds not in the file (none: no warning); the driver's
+    The warning counts the started folds not in the file (none: no warning) and the queued
+    ones, which never start, even in workers that outlive a driver stopped by SIGTERM; the driver's
     spin outside tasks is in its CPU in no task (or there is no figure), never 0. After
     Ctrl-C joblib kills and reaps the workers: ``wait4``'s figure holds their CPU and their
     tasks' is subtracted. After SIGTERM the driver dies without reaping them: their tasks'
     CPU is not in the figure, and subtracting it wiped the driver's out (0).
     """
-    task, stderr, started = _stopped_run(tmp_path, how)
+    task, stderr, started, started_later = _stopped_run(tmp_path, how)
+    assert started_later == started  # no queued fold started after the stop
     assert task.status is TaskStatus.CANCELLED
     in_file = _folds(task)
     assert {"fold 0", "fold 1"} <= in_file, in_file
@@ -143,11 +166,13 @@ def test_a_stopped_sweep_prints_its_file_counts_lost_folds_keeps_the_drivers_cpu
     assert printed == in_file, stderr
 
     lost = started - in_file  # folds that started and whose records never came home
-    counts = [int(m.group(1)) for line in stderr.splitlines() if (m := _LOST.search(line))]
-    if how is signal.SIGTERM:  # the driver is stopped by tasktrace's handler, joblib not asked
-        assert counts == [], stderr
-    elif lost:
-        assert counts == [len(lost)], (lost, stderr)
+    counts = [
+        (int(m.group(1)), int(m.group(2)))
+        for line in stderr.splitlines()
+        if (m := _LOST.search(line))
+    ]
+    if lost:  # the folds out that had not started were queued
+        assert counts == [(len(lost), FOLDS - len(started))], (lost, stderr)
     else:
         assert counts == [], (started, in_file, stderr)
 

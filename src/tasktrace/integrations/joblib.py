@@ -41,7 +41,9 @@ warning says (once per process, with their number and that of the queued ones, w
 nothing). Each worker tells the driver which batches it started through a file per batch
 (:mod:`tasktrace.integrations.joblib_calls`). Every batch that ended before, failed or not, is
 in the tree. Bringing the others' records home would take a channel from the workers besides
-joblib's results (none is shipped).
+joblib's results (none is shipped). A driver stopped by ``SIGTERM`` dies without joblib
+aborting (loky's workers live on): tasktrace's handler marks the open calls aborting and warns
+what is lost (:func:`~tasktrace.integrations.joblib_calls.abort_open_calls`).
 """
 
 from __future__ import annotations

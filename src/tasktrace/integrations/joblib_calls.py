@@ -15,10 +15,16 @@ batch tells it, through a file:
   takes a queued batch after that runs nothing of it (joblib drops its results and kills the
   worker anyway), so no task starts only to be lost;
 - after joblib stopped the workers, the batches that did not come home with a start mark were
-  running (their records are lost: :meth:`CallBook.lost` says how many), the others queued.
+  running (their records are lost: :meth:`CallBook.lost` says how many), the others queued;
+- when the driver is stopped by ``SIGTERM`` (tasktrace's handler, the program having none),
+  joblib is not asked to abort: :func:`abort_open_calls`, run by the handler
+  (:func:`tasktrace.task.signals.on_sigterm`), makes every open call's aborting mark, so loky's
+  workers, which outlive the driver, start none of its queued batches, and warns how many
+  started batches' records are lost (their results cannot reach a dead driver).
 
 Thread-safety: :class:`CallBook`'s methods may be called from any thread (joblib's callbacks
-run in its result threads).
+run in its result threads), and from a signal handler in the main thread (its lock is
+re-entrant: the handler may run while the main thread holds it).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tasktrace.core.warn import WarnOnce
+from tasktrace.task.signals import on_sigterm
 from tasktrace.tree.delivery import deliver
 from tasktrace.tree.spool import spool_folder
 
@@ -45,6 +52,7 @@ __all__ = [
     "CallBook",
     "DeliveringCallback",
     "Homecoming",
+    "abort_open_calls",
     "batch_starts",
     "sweep_marks",
 ]
@@ -126,7 +134,7 @@ class CallBook:
 
     def __init__(self) -> None:
         """Make the call's folder of marks (in ``/dev/shm``, else the spool folder)."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a SIGTERM handler may run while the main thread holds it
         self._seq = itertools.count()
         self._out: set[int] = set()  # submitted, not ended
         self._not_home: set[int] = set()  # ended without their records (the worker was killed)
@@ -137,6 +145,7 @@ class CallBook:
             )
         except OSError as e:
             self.folder, self.why = None, str(e)
+        _open_books.add(self)
 
     def submitted(self) -> tuple[int, str | None]:
         """Note a batch submitted; return its number and start mark (``None``: no folder)."""
@@ -178,11 +187,60 @@ class CallBook:
 
     def close(self) -> None:
         """Remove the call's folder (at the call's end)."""
+        _open_books.discard(self)
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def _started(self, seq: int) -> bool:
         return os.path.exists(os.path.join(self.folder or "", str(seq)))
+
+
+_open_books: set[CallBook] = set()
+"""The calls not closed yet (set operations are atomic under the GIL: no lock a signal handler
+could find held)."""
+
+
+def abort_open_calls() -> None:
+    """On ``SIGTERM`` (the driver dies next): no queued batch starts; warn what is lost.
+
+    Makes every open call's aborting mark, then counts its batches out: those started lose
+    their tasks' records (loky's workers end them, but their results cannot reach a dead
+    driver; joblib does not stop them), those queued never start. A warning says both numbers
+    when a started batch is lost (none: no warning). A worker between its look at the
+    aborting mark and its start mark (microseconds) is counted as queued, yet runs. Run by
+    tasktrace's handler (:func:`~tasktrace.task.signals.on_sigterm`), in the main thread.
+    """
+    books = _open_books.copy()
+    for book in books:
+        book.aborting()
+    running = queued = unknown = 0
+    why = None
+    for book in books:
+        r, q, u = book.lost()
+        running, queued, unknown = running + r, queued + q, unknown + u
+        why = why or book.why
+    if running:
+        _warn(
+            "joblib-sigterm",
+            "tasktrace: a joblib call stopped by SIGTERM with %d batch(es) of tasks running; "
+            "their results cannot come home (joblib leaves their workers running), so those "
+            "tasks' records are lost (%d queued batch(es) will not start; every batch that "
+            "ended is in the tree)",
+            running,
+            queued,
+        )
+    if unknown:
+        _warn(
+            "joblib-sigterm-unknown",
+            "tasktrace: a joblib call stopped by SIGTERM with %d batch(es) of tasks not back, "
+            "running or queued (not known: %s); the records of those running are lost, and "
+            "those queued may still start in joblib's workers",
+            unknown,
+            why,
+        )
+
+
+on_sigterm(abort_open_calls)
 
 
 class Homecoming:

@@ -6,7 +6,9 @@ dies at once, so running tasks would stay RUNNING in their files and spans still
 when the first task starts, in the main thread only) installs a handler that:
 
 - when the program had **no handler** (``SIG_DFL``): restores ``SIG_DFL`` (so a second
-  ``SIGTERM`` kills at once), finishes every running task, innermost first, as
+  ``SIGTERM`` kills at once), runs the callbacks registered with :func:`on_sigterm` (an
+  integration stopping work that would otherwise go on after the process died), finishes every
+  running task, innermost first, as
   :attr:`~tasktrace.TaskStatus.CANCELLED` with the error :data:`STOPPED_BY_SIGTERM` (unless it
   has one already; this writes their task files), exports what is queued and shuts tasktrace's
   exporters down as the interpreter's exit does, within ``exit_timeout_s`` in all (default 5 s;
@@ -45,6 +47,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -55,7 +58,7 @@ from tasktrace.export.pipeline import shutdown_pipelines
 from tasktrace.export.provider import exit_timeout_s, flush_spans, pipelines
 from tasktrace.tree.processor import tree
 
-__all__ = ["FLUSH_TIMEOUT_MILLIS", "STOPPED_BY_SIGTERM", "install_sigterm_handler"]
+__all__ = ["FLUSH_TIMEOUT_MILLIS", "STOPPED_BY_SIGTERM", "install_sigterm_handler", "on_sigterm"]
 
 _log = logging.getLogger(__name__)
 
@@ -69,6 +72,20 @@ STOPPED_BY_SIGTERM = "stopped by SIGTERM"
 _installed = False
 _previous: Any = None
 _exit_registered = False
+_callbacks: list[Callable[[], None]] = []
+
+
+def on_sigterm(callback: Callable[[], None]) -> None:
+    """Have tasktrace's ``SIGTERM`` handler call ``callback()`` before it finishes the tasks.
+
+    Called only when the process is about to die of the signal (the program had no handler of
+    its own), in the main thread, in registration order; a callback registered twice is called
+    once. It must be quick and must not take a lock the main thread may hold (the handler runs
+    between two of its bytecodes). What it raises is logged, and the handler goes on.
+    Thread-safe (a list append under the GIL).
+    """
+    if callback not in _callbacks:
+        _callbacks.append(callback)
 
 
 def install_sigterm_handler() -> bool:
@@ -168,6 +185,11 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         previous(signum, frame)
         return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for callback in _callbacks:
+        try:
+            callback()
+        except Exception as e:  # noqa: BLE001, PERF203 - the tasks must still be finished
+            _log.warning("tasktrace: a SIGTERM callback failed (%r)", e)
     for task in _running_tasks():
         try:
             if task.error is None:  # why it ended, as `tasktrace run` words it
