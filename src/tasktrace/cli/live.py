@@ -8,7 +8,7 @@ While the command runs, a :class:`rich.live.Live` panel on standard error shows:
   ``children_user`` / ``children_system`` of the processes they reaped (``psutil``
   ``Process.cpu_times()``), never decreasing;
 - RSS now (sum of ``memory_info().rss`` over the tree) and the peak of that sum as sampled
-  (every redraw, 4 per second: a shorter spike can be missed);
+  (each time the panel is built, 4 times a second: a shorter spike can be missed);
 - energy so far, when an energy meter is available (the ``run`` task's own measurements,
   refreshed every 2 s);
 - the tree of running tasks of a child that uses tasktrace: the child's top-level tasks write
@@ -77,8 +77,8 @@ class LivePanel:
         task: The running ``run`` task (its label titles the panel; its energy is shown).
         console: The console to draw on (standard error).
 
-    Use :meth:`for_run` to get a panel only where one should be shown. Thread-safety: rich
-    redraws from its own thread; :meth:`start` and :meth:`stop` are called by ``run``.
+    Use :meth:`for_run` to get a panel only where one should be shown. Thread-safety: the
+    relay's thread draws it; :meth:`start` and :meth:`stop` are called by ``run``.
 
     """
 
@@ -231,8 +231,8 @@ class LivePanel:
     def render(self, room: int | None = None) -> RenderableType:
         """Build the panel now, at most ``room`` lines high (default: the terminal's less one).
 
-        Called by rich's refresh thread, 4 times a second, and by the relay (see
-        :class:`~tasktrace.cli.relay.OutputRelay`), never at once.
+        Called by the relay (see :class:`~tasktrace.cli.relay.OutputRelay`) from one thread
+        at a time, 4 times a second at most (the panel built is drawn again as it is between).
         """
         with self._lock:
             self._sample_processes()
