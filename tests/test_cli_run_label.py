@@ -70,3 +70,28 @@ def test_runs_with_other_arguments_share_one_label(tmp_path: Path) -> None:
         argvs.append(saved["argv"])
     assert labels == ["python3 app.py", "python3 app.py"]
     assert argvs[1][-4:] == ["--seed", "2", "--out", "/tmp/run-2"]
+
+
+def test_show_and_run_print_a_recorded_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The label is the program; ``--record-argv``'s line (redacted) is printed below the tree.
+
+    By ``run`` at its end and by ``show``, so a run's arguments are seen where its figures are;
+    nothing is printed for a run recorded without it.
+    """
+    script = tmp_path / "app.py"
+    script.write_text("import sys\n")
+    out = tmp_path / "run.json"
+    command = ["python3", str(script), "--lr", "0.1", "--token", "s3cret"]
+    assert main(["run", "--record-argv", "-f", str(out), "--", *command]) == 0
+    expected = f"command: python3 {shlex.quote(str(script))} --lr 0.1 --token '***'"
+    assert expected in capsys.readouterr().err.splitlines()
+    assert main(["show", str(out)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].startswith("python3 app.py  finished")
+    assert shown[1] == expected
+    plain = tmp_path / "plain.json"
+    assert main(["run", "-q", "-f", str(plain), "--", *command]) == 0
+    assert main(["show", str(plain)]) == 0
+    assert not [line for line in capsys.readouterr().out.splitlines() if "command:" in line]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
+import shlex
 
 from rich.console import Console
 from rich.tree import Tree
 
 from tasktrace.core.carbon import CarbonIntensity
 from tasktrace.core.record import TaskRecord
-from tasktrace.core.views import UNWRAPPED_WIDTH, build_tree, task_line
+from tasktrace.core.views import UNWRAPPED_WIDTH, build_tree, printable, task_line
 
-__all__ = ["UNWRAPPED_WIDTH", "output_console", "render_tree"]
+__all__ = ["UNWRAPPED_WIDTH", "command_note", "output_console", "render_tree"]
 
 
 def output_console(*, stderr: bool = False) -> Console:
@@ -36,3 +37,16 @@ def render_tree(
     measured energy and a known intensity also shows its emissions in g CO₂e.
     """
     return build_tree(task, functools.partial(task_line, carbon=carbon), max_depth, collapse=False)
+
+
+def command_note(task: TaskRecord) -> list[str]:
+    """Return ``["command: python train.py --lr 3"]`` for a run recorded with ``--record-argv``.
+
+    ``task``'s ``argv`` extra data (a list of strings, redacted when it was recorded), shell
+    quoted; ``[]`` when it has none. The label is the program alone (see
+    :mod:`tasktrace.cli.run_label`), so this line is where ``show`` and ``run`` give the rest.
+    """
+    argv = (task.__pydantic_extra__ or {}).get("argv")
+    if not isinstance(argv, list) or not argv or not all(type(w) is str for w in argv):
+        return []
+    return [f"command: {printable(shlex.join(argv))}"]

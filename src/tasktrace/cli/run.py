@@ -25,7 +25,7 @@ from tasktrace.cli.inputs import FORCE_HINT
 from tasktrace.cli.live import LivePanel
 from tasktrace.cli.meters_note import print_note, run_note
 from tasktrace.cli.outputs import Output, OutputPath
-from tasktrace.cli.render import output_console, render_tree
+from tasktrace.cli.render import command_note, output_console, render_tree
 from tasktrace.cli.run_child import die_with_parent
 from tasktrace.cli.run_cpu import cpu_in_no_task, waited_descendants_cpu_s
 from tasktrace.cli.run_label import default_label
@@ -362,7 +362,7 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     if not quiet:
         console = output_console(stderr=True)
         console.print(render_tree(task))
-        print_note(console, run_note(task))
+        print_note(console, command_note(task) + run_note(task))
     if path is not None and (reason := last_error(path)) is not None:
         click.echo(f"Error: {_unwritten(path, reason, code)}", err=True)
         sys.exit(UNWRITTEN_EXIT)

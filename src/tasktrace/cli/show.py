@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tasktrace.cli.inputs import load
 from tasktrace.cli.meters_note import print_note, show_note
-from tasktrace.cli.render import output_console, render_tree
+from tasktrace.cli.render import command_note, output_console, render_tree
 from tasktrace.cli.reports import carbon_intensity_option
 from tasktrace.core import views
 from tasktrace.core.carbon import CarbonIntensity
@@ -104,7 +104,7 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
             )
         if totals:
             console.print(_totals_table(views.label_totals(task)))
-        print_note(console, show_note(root))
+        print_note(console, command_note(root) + show_note(root))
 
 
 def _depth_limited(task: Task, depth: int | None) -> Task:
