@@ -53,13 +53,20 @@ class Terminal:
         self.t0 = time.monotonic()
         self.data = b""
         self.first_seen: dict[str, float] = {}  # text -> seconds after start it was first read
+        self.watched: set[str] = set()  # texts whose first time is recorded at every read
 
     def text(self) -> str:
         """Everything read so far, decoded, without escape sequences."""
         return _ANSI.sub("", self.data.decode("utf-8", "replace"))
 
     def read_until(self, wanted: str, timeout_s: float, watch: tuple[str, ...] = ()) -> bool:
-        """Read until ``wanted`` was seen (True) or ``timeout_s`` passed or output ended."""
+        """Read until ``wanted`` was seen (True) or ``timeout_s`` passed or output ended.
+
+        ``wanted`` and ``watch`` join the texts whose first time is recorded in ``first_seen``
+        from then on, at every later read too: a text that came in the same chunk as an earlier
+        call's ``wanted`` has its time only if it was watched then.
+        """
+        self.watched.update((*watch, wanted))
         deadline = time.monotonic() + timeout_s
         while wanted not in self.text() and time.monotonic() < deadline:
             ready, _, _ = select.select([self.master], [], [], 0.02)
@@ -74,7 +81,7 @@ class Terminal:
             self.data += chunk
             now = time.monotonic() - self.t0
             text = self.text()
-            for item in (*watch, wanted):
+            for item in self.watched:
                 if item in text:
                     self.first_seen.setdefault(item, now)
         return wanted in self.text()
@@ -214,7 +221,8 @@ def test_an_input_prompt_is_shown_and_answered(tmp_path: Path) -> None:
     script = tmp_path / "ask.py"
     script.write_text(ASK)
     with Terminal(script) as term:
-        assert term.read_until("ready", timeout_s=20.0), term.text()
+        # the relay may write "ready" and the prompt in one chunk: watch the prompt from the start
+        assert term.read_until("ready", timeout_s=20.0, watch=("continue?",)), term.text()
         assert term.read_until("continue?", timeout_s=3.0), term.text()
         waited_s = term.first_seen["continue?"] - term.first_seen["ready"]
         term.type(b"y\n")
