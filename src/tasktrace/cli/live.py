@@ -28,6 +28,11 @@ The command's output is relayed above the panel by :class:`~tasktrace.cli.relay.
 whole lines, ``\r`` progress bars in their latest state, and, for a prompt or other partial
 line, the panel steps aside (see :mod:`tasktrace.cli.relay`).
 
+The command's pseudo-terminal has the user's terminal's size, and keeps it: when the window
+is resized (``SIGWINCH`` to ``tasktrace run``, main thread only), the new size (``TIOCGWINSZ``
+of standard output) is set on the pseudo-terminal and ``SIGWINCH`` is sent to the command, so a
+program that reads its terminal's width on that signal (tqdm, rich, curses) sees the new one.
+
 The panel is shown only when standard error is a terminal and ``--quiet`` is not given; it
 disappears when the command ends (the final tree is printed as before).
 """
@@ -38,6 +43,7 @@ import contextlib
 import fcntl
 import os
 import pty
+import signal
 import sys
 import termios
 import threading
@@ -97,6 +103,8 @@ class LivePanel:
         self._spool: Path | None = None
         self._output_fd: int | None = None
         self._relay: OutputRelay | None = None
+        self._resize_fd: int | None = None  # our own copy of the pseudo-terminal's master end
+        self._previous_winch: list[Any] = []  # the SIGWINCH handler start() replaced, if it did
 
     @classmethod
     def for_run(cls, task: Task, *, quiet: bool) -> LivePanel | None:
@@ -120,11 +128,24 @@ class LivePanel:
         :mod:`tasktrace.cli.relay`), so the panel's redraws never erase the command's output.
         """
         master, slave = pty.openpty()
-        with contextlib.suppress(OSError):
-            size = fcntl.ioctl(sys.stdout.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
-            fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
         self._output_fd = master
+        self._resize_fd = os.dup(master)
+        self._copy_size()
         return slave
+
+    def _copy_size(self) -> None:
+        """Give the command's pseudo-terminal the size of ours (standard output's)."""
+        with contextlib.suppress(OSError, TypeError):  # TypeError: closed meanwhile (None)
+            size = fcntl.ioctl(sys.stdout.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(self._resize_fd, termios.TIOCSWINSZ, size)  # type: ignore[arg-type]
+
+    def _resized(self, signum: int, frame: object) -> None:
+        """``SIGWINCH`` handler: pass the window's new size on to the command (see the module)."""
+        del signum, frame
+        self._copy_size()
+        if self._pid is not None:  # it may have read the old size on its own SIGWINCH
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGWINCH)
 
     @staticmethod
     def child_environment(env: dict[str, str]) -> dict[str, str]:
@@ -145,9 +166,18 @@ class LivePanel:
         self._relay = OutputRelay(self.console, self.render, self.waiting_for_input)
         self._relay.start(self._output_fd)
         self._output_fd = None  # the relay's to close now
+        if threading.current_thread() is threading.main_thread():
+            self._previous_winch = [signal.signal(signal.SIGWINCH, self._resized)]
 
     def stop(self) -> None:
         """Print the rest of the command's output, stop drawing and remove the panel."""
+        for previous in self._previous_winch:  # None: set outside Python (the default then)
+            signal.signal(signal.SIGWINCH, signal.SIG_DFL if previous is None else previous)
+        self._previous_winch = []
+        if self._resize_fd is not None:
+            fd, self._resize_fd = self._resize_fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
         if self._relay is not None:
             self._relay.stop()
             self._relay = None
