@@ -178,6 +178,23 @@ def test_meter_checks_record_each_outcome_without_an_exceptions_text() -> None:
     )
 
 
+def test_every_built_in_meter_that_cannot_measure_says_why() -> None:
+    """After a task, each built-in meter checked is available or has a reason of its own.
+
+    Seen failing before the fix (docs persona): ``torch-gpu-memory`` was recorded with
+    ``reason='it gave no reason'`` on a machine without a GPU driver.
+    """
+    with Task("x"):
+        pass
+    checks = meter_checks()
+    for name in ("rapl", "nvml", "prometheus", "torch-gpu-memory"):  # other tests add their own
+        check = checks[name]
+        if check.available:
+            continue
+        assert check.reason, (name, check)
+        assert "it gave no reason" not in check.reason, (name, check)
+
+
 def test_report_hover_names_the_commands_peak_and_its_cpu_in_no_task(tmp_path: Path) -> None:
     """A `run` file's report: the root's hover has the command's peak RSS and CPU in no task.
 

@@ -77,3 +77,33 @@ def test_read_tasks_and_report_are_loaded_on_first_use() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.split() == ["True", "False", "True"]
+
+
+def test_every_name_in_all_of_the_testing_module_exists_without_pytest() -> None:
+    """``from tasktrace.testing import *`` works where pytest is not installed.
+
+    Seen failing before the fix (docs persona, the demo's environment has no pytest):
+    ``AttributeError: module 'tasktrace.testing' has no attribute 'task_spans'``, which
+    ``__all__`` named whether or not pytest was there to define it.
+    """
+    code = (
+        "import sys\n"
+        "sys.modules['pytest'] = None  # as if pytest were not installed\n"
+        "from tasktrace.testing import *\n"
+        "import tasktrace.testing as t\n"
+        "assert all(hasattr(t, name) for name in t.__all__), t.__all__\n"
+        "print(sorted(t.__all__))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "capture_spans" in out
+    assert "task_spans" not in out
+
+
+def test_the_testing_module_offers_its_fixture_where_pytest_is_installed() -> None:
+    """With pytest importable (this test run), ``task_spans`` is defined and in ``__all__``."""
+    from tasktrace import testing
+
+    assert "task_spans" in testing.__all__
+    assert callable(testing.task_spans)

@@ -439,3 +439,27 @@ def test_a_difference_of_zero_has_no_sign(
     out = capsys.readouterr().out
     assert re.search(r"(?<![\w.])0(\.0+)?\s?[µm]?s\b", out), out  # a zero duration difference
     assert not re.search(r"[+−]0(\.0+)?\s?([µmk]?s|[KMG]i?B|B|[mk]?J)\b", out), out
+
+
+def test_read_tasks_gives_a_measure_no_task_took_as_a_float_column_of_nan(tmp_path: Path) -> None:
+    """Energy measured by no task: a float64 column of NaN, so pandas' figures stay "missing".
+
+    Seen failing before the fix (docs persona): the column held ``None`` as ``object``;
+    ``mean()`` raised and a group's ``sum()`` was 0, against the docs' "missing (NaN)".
+    """
+    path = tmp_path / "t.json"
+    with tasktrace.Task("root", file=path), tasktrace.Task("step"):
+        pass
+    tree = json.loads(path.read_text())
+    for node in _walk(tree):  # no energy, on any machine (one with RAPL measures it)
+        for field in ("system_power", "cpu_power", "gpu_power", "dram_energy_j"):
+            node[field] = None
+    path.write_text(json.dumps(tree))
+    frame = tasktrace.read_tasks(path)
+    for name in ("energy_j", "cpu_energy_j", "gpu_energy_j", "dram_energy_j"):
+        assert frame[name].dtype == "float64", (name, frame[name].dtype)
+        assert frame[name].isna().all(), frame[name]
+    assert pd.isna(frame["energy_j"].mean())
+    assert pd.isna(frame.groupby("label_pattern")["energy_j"].sum(min_count=1)).all()
+    assert frame["duration_s"].dtype == "float64"  # measured: numbers, as before
+    assert (frame["duration_s"] >= 0).all()

@@ -163,6 +163,25 @@ def test_a_span_file_whose_only_line_is_cut_is_named_not_skipped(tmp_path: Path)
     assert f"{files[1]}: line 1 is incomplete" in shown.stderr
 
 
+def test_a_span_file_given_alone_whose_only_line_is_cut_is_named_as_cut(tmp_path: Path) -> None:
+    """The same file given alone (not its folder): the error names the cut line, not a task file.
+
+    Seen failing before the fix (docs persona): ``show cut.otlp.jsonl`` said "not a tasktrace
+    task file: invalid JSON: the text ends inside a JSON value", the cut line unnamed.
+    """
+    spans = _run_pipeline(tmp_path)
+    first = sorted(p for p in spans.iterdir() if p.suffix == ".jsonl")[0]
+    only = first.read_bytes().splitlines()[0]
+    cut = tmp_path / "cut.otlp.jsonl"
+    cut.write_bytes(only[: len(only) // 2])
+    for command in (["show"], ["export", "--format", "chrome", "-o", str(tmp_path / "t.json")]):
+        shown = run_cli([*command, str(cut)], tmp_path)
+        assert shown.returncode == 2, shown.stderr
+        assert f"{cut}: line 1 is incomplete" in shown.stderr, shown.stderr
+        assert "not a tasktrace task file" not in shown.stderr, shown.stderr
+        assert "no spans" in shown.stderr, shown.stderr
+
+
 def test_a_span_read_twice_is_one_task(tmp_path: Path) -> None:
     """The same span read twice makes one node: no task twice, no CPU counted twice.
 

@@ -14,7 +14,9 @@ in-memory exporter, so tests can assert on the spans their tasks produced:
                 run_pipeline()
         assert [s.name for s in spans.get_finished_spans()] == ["pipeline"]
 
-The pytest fixture :func:`task_spans` does the same for one test.
+The pytest fixture :func:`task_spans` does the same for one test; it is defined only where
+pytest is installed (``from tasktrace.testing import task_spans`` raises ``ImportError``
+otherwise, and ``import *`` leaves it out).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-__all__ = ["InMemorySpanExporter", "capture_spans", "install_test_provider", "task_spans"]
+__all__ = ["InMemorySpanExporter", "capture_spans", "install_test_provider"]
 
 _lock = threading.Lock()
 _exporter: InMemorySpanExporter | None = None
@@ -77,6 +79,7 @@ try:  # the fixture is offered only where pytest is installed
 except ImportError:  # pragma: no cover
     pass
 else:
+    __all__ += ["task_spans"]
 
     @pytest.fixture
     def task_spans() -> Iterator[InMemorySpanExporter]:

@@ -65,7 +65,12 @@ _names_option = click.option(
     multiple=True,
     help="A name for each run, in the order of the files (default: the file names).",
 )
-_force_option = click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+_force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="Replace OUTPUT even when it is not empty or an earlier output of this command "
+    "(a CSV or Parquet table always needs it).",
+)
 _FILES = click.Path(path_type=Path)  # a folder: one run's OTLP JSON-lines files (formats.replay)
 
 

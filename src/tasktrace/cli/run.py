@@ -321,8 +321,9 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     At the end, after the task tree, a note says which energy was measured and, for what was
     not, why each meter could not measure here (with the fix); the same reasons are recorded in
     the task file as the root's meters data, so that show and report can say them later. A
-    command that cannot be started (not found, not executable) gets one error line instead,
-    with exit status 127 as from a shell; the --file still records the run, failed.
+    command that cannot be started gets one error line instead, with the exit status a shell
+    gives: 127 when it is not found, 126 when it is not executable (or is a folder); the
+    --file still records the run, failed.
 
     The --file is checked before the command runs: a missing or read-only folder stops the run
     there with one error line (exit status 2). If it cannot be written at the end (the folder

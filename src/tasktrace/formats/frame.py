@@ -26,7 +26,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised in a subprocess without pandas
     raise missing_extra("pandas", "pandas", "tasktrace.read_tasks") from e
 
-__all__ = ["TABLE_FORMATS", "encode_table", "frame", "read_tasks"]
+__all__ = ["MEASURE_COLUMNS", "TABLE_FORMATS", "encode_table", "frame", "read_tasks"]
 
 TABLE_FORMATS = {".csv": "CSV", ".parquet": "Parquet", ".tex": "LaTeX"}
 """File suffixes that :func:`encode_table` writes, and the format each stands for."""
@@ -40,9 +40,39 @@ def _paths(paths: PathsLike) -> list[Path]:
     return [Path(p) for p in paths]
 
 
+MEASURE_COLUMNS = frozenset(
+    {
+        "start_time_s",
+        "finish_time_s",
+        "duration_s",
+        "cpu_time_s",
+        "children_cpu_time_s",
+        "peak_memory_bytes",
+        "children_peak_rss_bytes",
+        "peak_gpu_memory_bytes",
+        "energy_j",
+        "cpu_energy_j",
+        "gpu_energy_j",
+        "system_energy_j",
+        "dram_energy_j",
+        "emissions_g",
+    }
+)
+"""The columns of :func:`read_tasks` that hold numbers whenever present: never an ``object``
+column, so a measure no task took is NaN (a float column), as one some tasks took is."""
+
+
 def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Make a DataFrame of ``rows`` (columns in order of first appearance; missing: NaN)."""
-    return pd.DataFrame.from_records(rows)
+    """Make a DataFrame of ``rows`` (columns in order of first appearance; missing: NaN).
+
+    Each of :data:`MEASURE_COLUMNS` that pandas made an ``object`` column (every value
+    ``None``: a measure not taken in any task) is made ``float64``, its values NaN.
+    """
+    table = pd.DataFrame.from_records(rows)
+    for name in MEASURE_COLUMNS.intersection(table.columns):
+        if table[name].dtype == object:
+            table[name] = table[name].astype("float64")
+    return table
 
 
 def read_tasks(

@@ -70,12 +70,19 @@ class ReplayError(RuntimeError):
 
 
 def is_otlp_json(data: bytes) -> bool:
-    """Whether ``data`` (a file's contents) is OTLP JSON lines rather than a task file."""
+    """Whether ``data`` (a file's contents) is OTLP JSON lines rather than a task file.
+
+    Its first line parses to an object with ``resourceSpans``, or, where that line is not
+    complete JSON, it opens as every OTLP JSON writer opens a line (``{"resourceSpans"``): a
+    process killed while writing its first request leaves such a file, which
+    :func:`~tasktrace.formats.otlp_json.read_spans` then reads with its one warning for a cut
+    last line, rather than taking it for a broken task file.
+    """
     first = data.lstrip().split(b"\n", 1)[0]
     try:
         parsed = json.loads(first)
     except ValueError:
-        return False
+        return first[:32].replace(b" ", b"").startswith(b'{"resourceSpans"')
     return isinstance(parsed, dict) and "resourceSpans" in parsed
 
 
@@ -108,18 +115,12 @@ def read_span_folder(path: Path) -> list[ReadableSpan]:
 
 
 def _opens_as_otlp_json(data: bytes) -> bool:
-    """Whether a file in a span folder is OTLP JSON lines, even one whose only line is cut.
+    """Whether a file in a span folder is OTLP JSON lines (:func:`is_otlp_json`), the key first.
 
-    The first line parsed (:func:`is_otlp_json`), or, where it is not complete JSON, the
-    opening every OTLP JSON writer gives it (``{"resourceSpans"``): a process killed while
-    writing its first request leaves such a file, which :func:`read_spans` then reads with its
-    one warning for a cut last line, rather than skipping it unsaid.
+    The key is looked for first: a substring search, where :func:`is_otlp_json` parses the first
+    line, i.e. all of a one-line task file (see rows).
     """
-    if b"resourceSpans" not in data:  # the key first: a substring search (see rows)
-        return False
-    return is_otlp_json(data) or data.lstrip()[:32].replace(b" ", b"").startswith(
-        b'{"resourceSpans"'
-    )
+    return b"resourceSpans" in data and is_otlp_json(data)
 
 
 def task_resource(task: Task) -> Resource:

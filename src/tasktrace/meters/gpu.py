@@ -120,6 +120,8 @@ class TorchGpuMemoryMeter:
     """
 
     name = "torch-gpu-memory"
+    reason = "no GPU driver here (none of " + ", ".join(_DRIVER_NODES) + " exists)"
+    """Why :meth:`available` is false where it is (recorded by the meter checks)."""
 
     def available(self) -> bool:
         """Return whether a GPU driver is present."""

@@ -216,9 +216,10 @@ def _report(folder: Path, labels: list[str]) -> None:
         _warn(
             f"stale:{folder}",
             "tasktrace: removed %d task record%s (%s%s) left in %s by an earlier run that was "
-            "killed: the process that was to merge them into its task file was killed first, "
-            "so its file holds them as of its last refresh (their spans were exported by their "
-            "own processes)",
+            "killed (any later run of this user on this machine removes them, whatever its "
+            "command or folder): the process that was to merge them into its task file was "
+            "killed first, so its file holds them as of its last refresh (their spans were "
+            "exported by their own processes)",
             len(labels),
             "" if len(labels) == 1 else "s",
             shown,
