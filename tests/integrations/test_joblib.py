@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -38,6 +40,29 @@ def _check_tree(root: Task, labels: set[str], *, subprocess: bool) -> None:
         assert sub.trace_id == root.trace_id
         assert sub.subprocess is subprocess
         assert sub.status is TaskStatus.FINISHED
+
+
+def test_a_carried_batch_travels_with_its_carrier_as_text() -> None:
+    """The carrier is pickled as its headers (loky's reducer took the dataclass apart: 2x cost).
+
+    Unpickled twice, the batches share one carrier object: one remote scope per submitting
+    task in a worker.
+    """
+    from joblib.externals.loky.backend.reduction import dumps
+
+    from tasktrace.task.carriers import capture
+
+    with Task("submit"):
+        carrier = capture()
+    assert carrier is not None
+    data = bytes(
+        dumps(tt_joblib.CarriedBatch(functools.partial(work.plain, 3), carrier, True, "/m/0"))
+    )
+    assert b"Carrier" not in data
+    first, second = pickle.loads(data), pickle.loads(data)
+    assert first.carrier == carrier
+    assert second.carrier is first.carrier
+    assert (first.reused, first.mark, first.batch.args) == (True, "/m/0", (3,))
 
 
 @pytest.mark.parametrize("inner", PROCESS_BACKENDS)
