@@ -105,7 +105,10 @@ def test_sigkill_leaves_valid_file_with_refreshed_running_tasks(tmp_path: Path) 
     assert inner.cpu_time > 0
     assert task.duration is not None
     assert task.duration >= inner.duration
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    # The refresh thread writes the file every 0.05 s (a temporary file renamed over it): a
+    # SIGKILL that lands inside a write leaves that write's temporary file, which nothing can
+    # remove; never more than that one.
+    assert len([p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]) <= 1
 
 
 def test_sigterm_cancels_tasks_writes_file_flushes_spans_and_dies_by_sigterm(
