@@ -72,8 +72,9 @@ def test_run_with_task_metrics_waits_once_at_exit(tmp_path: Path, mode: str) -> 
         if receiver is not None:
             receiver.stop()
     assert returncode == 0, stderr
-    # the program's exit waits at most the bound (plus its teardown on a loaded machine) ...
-    assert times["exited"] - times["end"] < EXIT_TIMEOUT_S + 2.0, stderr
+    # the program's exit waits at most the bound, plus its teardown and the shell's start of
+    # `date` (2.3 s of them seen at load 15 on 2 cores; waiting twice would be 2 x the bound)
+    assert times["exited"] - times["end"] < EXIT_TIMEOUT_S + 3.0, stderr
     # ... and the wrapper does not wait again: only its own teardown
     assert ended - times["exited"] < 0.6 * EXIT_TIMEOUT_S, stderr
     warnings = [line for line in stderr.splitlines() if "metric export to" in line]
