@@ -14,12 +14,20 @@ _WORKLOAD = """
 import sys, time
 from pathlib import Path
 from tasktrace import Task
+from tasktrace.export.provider import pipelines
 
 folder = Path(sys.argv[1])
 
 def wait(name):
     deadline = time.monotonic() + 30
     while not (folder / name).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+def wait_for_failures(n):  # until the exporter has dropped n spans
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if sum(e.dropped_spans for p in pipelines() for e in p.exporters) >= n:
+            return
         time.sleep(0.02)
 
 for i in range(5):
@@ -29,7 +37,7 @@ wait("stopped")
 for i in range(3):
     with Task(f"during {i}"):
         pass
-time.sleep(2.5)  # the batch thread tries to send them while the collector is down
+wait_for_failures(3)  # the batch thread tried to send them while the collector was down
 (folder / "during").touch()
 wait("restarted")
 for i in range(5):
@@ -49,7 +57,12 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], what: str) -> None:
 def test_spans_after_a_collector_restart_arrive_and_failure_is_reported_once(
     tmp_path: Path,
 ) -> None:
-    """Down mid-run: spans sent after the restart arrive; the failure is one warning."""
+    """Down mid-run: spans sent after the restart arrive; the failure is one warning.
+
+    The workload waits until its exporter has failed to send the spans ended while the
+    collector was down (a fixed 2.5 s sleep was not always enough on a loaded machine: the
+    spans then reached the restarted collector and no failure was warned).
+    """
     script = tmp_path / "workload.py"
     script.write_text(_WORKLOAD)
     first = OtlpHttpReceiver()
@@ -68,7 +81,7 @@ def test_spans_after_a_collector_restart_arrive_and_failure_is_reported_once(
         text=True,
     )
     try:
-        before = first.wait_for(5, timeout_s=20)
+        before = first.wait_for(5, timeout_s=60)  # the workload's start, on a loaded machine
         first.stop()  # the collector goes away
         (tmp_path / "stopped").touch()
         _wait_for(tmp_path / "during", proc, "the spans sent while the collector was down")
@@ -80,6 +93,7 @@ def test_spans_after_a_collector_restart_arrive_and_failure_is_reported_once(
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     assert proc.returncode == 0, stderr
     assert sorted(s.name for s in before) == [f"before {i}" for i in range(5)]
     assert sorted(s.name for s in after if s.name.startswith("after")) == [

@@ -37,9 +37,13 @@ def _env(rows: int = 40, columns: int = 140) -> dict[str, str]:
 
 
 def _run_in_pty(
-    argv: list[str], cwd: Path, timeout_s: float = 30.0, rows: int = 40, columns: int = 140
+    argv: list[str], cwd: Path, timeout_s: float = 120.0, rows: int = 40, columns: int = 140
 ) -> str:
-    """Run ``argv`` with a pty as stdin/stdout/stderr; return everything it wrote (decoded)."""
+    """Run ``argv`` with a pty as stdin/stdout/stderr; return everything it wrote (decoded).
+
+    Read until the output ends (``timeout_s`` is only for a run that hangs: 30 s ran out on
+    a loaded 2-core machine, where two interpreters importing tasktrace took that long).
+    """
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = _env(rows, columns)
@@ -64,6 +68,8 @@ def _run_in_pty(
                 break
     finally:
         os.close(master)
+        if proc.poll() is None:  # it hung (the test fails): leave no process behind
+            proc.kill()
         proc.wait(timeout=10)
     return b"".join(chunks).decode("utf-8", "replace")
 
@@ -92,7 +98,7 @@ def test_piped_output_has_no_panel(tmp_path: Path) -> None:
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,  # a run that hangs (the CPU-bound child takes seconds when loaded)
         check=True,
     )
     assert run.stdout == ""
@@ -221,7 +227,7 @@ def test_the_panel_drawn_after_a_line_of_output_is_the_same_panel(tmp_path: Path
     script = tmp_path / "child.py"
     script.write_text(MARKUP_CHILD)
     argv = [sys.executable, "-m", "tasktrace.cli", "run", "--", sys.executable, str(script)]
-    out = _ANSI.sub("", _run_in_pty(argv, tmp_path, timeout_s=120.0, rows=30, columns=60))
+    out = _ANSI.sub("", _run_in_pty(argv, tmp_path, rows=30, columns=60))
     frames = [f[: f.index("╯")] for f in out.split("╭")[1:] if "╯" in f]
     assert any("train with" in f for f in frames)  # the child's tree was drawn
     for frame in frames:

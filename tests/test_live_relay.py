@@ -31,6 +31,11 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.panel import Panel
 
 ROWS, COLUMNS = 30, 100
+HANG_S = 120.0
+"""Seconds to wait for output that must come (the command's start, its lines, its end) before
+taking the run as hung: on a loaded 2-core machine ``tasktrace run`` and the command took over
+20 s to start. A bound that is the behaviour under test (a prompt shown within a second) is
+asserted on its own."""
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -92,7 +97,7 @@ class Terminal:
 
     def finish(self) -> int:
         """Read to the end of output; return tasktrace run's exit status."""
-        self.read_until("\0never\0", timeout_s=20.0)
+        self.read_until("\0never\0", timeout_s=HANG_S)
         return self.proc.wait(timeout=10)
 
     def __enter__(self) -> Terminal:
@@ -134,7 +139,7 @@ def test_a_carriage_return_progress_bar_is_shown_as_it_goes(tmp_path: Path) -> N
     script.write_text(PROGRESS)
     steps = tuple(f"step {i}/10" for i in range(1, 11))
     with Terminal(script) as term:
-        assert term.read_until("done", timeout_s=20.0, watch=steps), term.text()
+        assert term.read_until("done", timeout_s=HANG_S, watch=steps), term.text()
         status = term.finish()
     seen = term.first_seen
     assert "step 3/10" in seen, seen
@@ -191,7 +196,7 @@ def test_a_progress_bar_has_a_line_of_its_own_above_the_panel(tmp_path: Path, co
     script.write_text(BARS)
     with Terminal(script, columns=columns) as term:
         for k, width in enumerate((30, columns - 1, columns, columns + 25)):
-            end = _first_frame_with(term, f"bar{k} ", timeout_s=20.0)
+            end = _first_frame_with(term, f"bar{k} ", timeout_s=HANG_S)
             assert end is not None, term.text()
             lines = term.screen(upto=end)  # the terminal as that display was drawn
             row = next(i for i, line in enumerate(lines) if f"bar{k} " in line)
@@ -216,17 +221,19 @@ ASK = textwrap.dedent("""
 def test_an_input_prompt_is_shown_and_answered(tmp_path: Path) -> None:
     """``input()``'s prompt shows within a second; the typed answer echoes and reaches it.
 
-    Seen failing before the fix: the prompt was never shown (held back until a newline).
+    The second is the behaviour (the relay holds a partial line ``relay.PARTIAL_GRACE_S``,
+    0.05 s): it leaves room for a loaded 2-core machine. Seen failing before the fix: the
+    prompt was never shown (held back until a newline).
     """
     script = tmp_path / "ask.py"
     script.write_text(ASK)
     with Terminal(script) as term:
         # the relay may write "ready" and the prompt in one chunk: watch the prompt from the start
-        assert term.read_until("ready", timeout_s=20.0, watch=("continue?",)), term.text()
+        assert term.read_until("ready", timeout_s=HANG_S, watch=("continue?",)), term.text()
         assert term.read_until("continue?", timeout_s=3.0), term.text()
         waited_s = term.first_seen["continue?"] - term.first_seen["ready"]
         term.type(b"y\n")
-        assert term.read_until("you said: y", timeout_s=10.0), term.text()
+        assert term.read_until("you said: y", timeout_s=HANG_S), term.text()
         status = term.finish()
     assert waited_s <= 1.0, waited_s
     assert status == 0
@@ -256,10 +263,10 @@ def test_typing_while_the_command_waits_for_input_echoes_on_a_still_screen(
     script = tmp_path / "bare.py"
     script.write_text(BARE_INPUT)
     with Terminal(script) as term:
-        assert term.read_until("next line:", timeout_s=20.0), term.text()
+        assert term.read_until("next line:", timeout_s=HANG_S), term.text()
         time.sleep(1.0)  # the command waits (a user reads the line, then types)
         term.type(b"abc\n")
-        assert term.read_until("got abc", timeout_s=10.0), term.text()
+        assert term.read_until("got abc", timeout_s=HANG_S), term.text()
         status = term.finish()
     assert status == 0
     lines = term.screen()

@@ -41,7 +41,7 @@ elif mode == "thread":
 with Task("outer", file=path, run="nested"):
     with Task("inner"):
         ready.write_text("ready")
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # stopped by the test long before
         while not stop.is_set() and time.monotonic() < deadline:
             sum(range(20_000))
 """
@@ -68,7 +68,7 @@ def _start(tmp_path: Path, mode: str, **env: str) -> tuple[subprocess.Popen[byte
 
 
 def _wait(condition: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # a loaded 2-core machine: starting took over 20 s
     while not condition():
         if proc.poll() is not None:
             err = Path(str(proc.args[3])).with_name("stderr.txt").read_text()  # type: ignore[index]
@@ -105,7 +105,10 @@ def test_sigkill_leaves_valid_file_with_refreshed_running_tasks(tmp_path: Path) 
     assert inner.cpu_time > 0
     assert task.duration is not None
     assert task.duration >= inner.duration
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    # The refresh thread writes the file every 0.05 s (a temporary file renamed over it): a
+    # SIGKILL that lands inside a write leaves that write's temporary file, which nothing can
+    # remove; never more than that one.
+    assert len([p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]) <= 1
 
 
 def test_sigterm_cancels_tasks_writes_file_flushes_spans_and_dies_by_sigterm(

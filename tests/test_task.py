@@ -20,6 +20,7 @@ from pydantic import PrivateAttr
 
 from tasktrace import Task, TaskStatus
 from tasktrace.core import attributes as attr
+from tasktrace.export.provider import reset_tracing
 from tasktrace.testing import InMemorySpanExporter
 
 from .export_helpers import is_microsecond_rounding
@@ -306,13 +307,23 @@ def test_unstorable_data_set_during_a_task_is_refused_at_once() -> None:
 
 
 def test_first_task_times_exclude_the_tracing_set_up() -> None:
-    """start_time is taken after tracing is set up: finish - start agrees with duration."""
-    with Task("t") as t:
-        pass
-    assert t.start_time is not None
-    assert t.finish_time is not None
-    assert t.duration is not None
-    assert t.finish_time - t.start_time < t.duration + 0.005
+    """start_time is taken after tracing is set up: finish - start agrees with duration.
+
+    Tracing is set up anew for each of 3 tasks (``reset_tracing``): a preemption between the
+    clock reads adds to one task's gap (over 5 ms for 1 task in 100 on a loaded 2-core
+    machine), while a set-up inside the times would be in every gap: the least is held to the
+    bound.
+    """
+    gaps_s = []
+    for _ in range(3):
+        reset_tracing()  # the next task looks the tracer up and sets tracing up again
+        with Task("t") as t:
+            pass
+        assert t.start_time is not None
+        assert t.finish_time is not None
+        assert t.duration is not None
+        gaps_s.append(t.finish_time - t.start_time - t.duration)
+    assert min(gaps_s) < 0.005, gaps_s
 
 
 FIRST_TASK_PROGRAM = """\
@@ -324,18 +335,31 @@ print(t.finish_time - t.start_time - t.duration)
 
 
 def test_a_fresh_processs_first_task_times_exclude_building_the_meters() -> None:
-    """In a new interpreter, the first task builds the meters (tens of ms) outside its times."""
-    done = subprocess.run(
-        [sys.executable, "-c", FIRST_TASK_PROGRAM],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    gap_s = float(done.stdout.strip())
+    """In a new interpreter, the first task builds the meters (tens of ms) outside its times.
+
+    The bound is the behaviour, so it is kept tight, and measured in 5 fresh processes: a
+    preemption between the clock reads (the first task's start runs cold code for a few ms)
+    adds a scheduler's wait to a gap, never takes from it (18-25 ms in 3 runs of 8 at load 8
+    on 2 cores, 0.5 ms in the others), while building the meters inside the times would be in
+    every gap. The least of the 5 is held to the bound.
+    """
+    gaps_s = []
+    for _ in range(5):
+        done = subprocess.run(
+            [sys.executable, "-c", FIRST_TASK_PROGRAM],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        gaps_s.append(float(done.stdout.strip()))
     # Building them took 26 to 55 ms inside the first task's times (a loaded 2-core machine);
     # what is left is the span's start and the scopes' (under a millisecond, a few when loaded).
-    assert 0 <= gap_s < 0.015, done.stderr
+    # A preemption between the finish's two clock reads (wall, then perf_counter) takes from
+    # a gap instead (seen once: a negative gap failed the 5 runs' "every gap >= 0"); a
+    # duration measured over more than the wall times would make every gap negative.
+    assert sorted(gaps_s)[len(gaps_s) // 2] >= 0, gaps_s
+    assert min(gaps_s) < 0.015, gaps_s
 
 
 @pytest.mark.parametrize(

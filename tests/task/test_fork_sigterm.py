@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 
 SCRIPT = textwrap.dedent(
     r"""
-    import io, multiprocessing, os, signal, sys, threading, time
+    import fcntl, io, multiprocessing, os, signal, struct, sys, termios, threading, time
     from tasktrace import Task
 
     with Task("parent"):  # installs tasktrace's SIGTERM handler in this (main) thread
@@ -30,7 +30,11 @@ SCRIPT = textwrap.dedent(
     writer = io.BufferedWriter(io.FileIO(write_fd, "w"), buffer_size=1)
     # A thread blocks inside writer.write (nobody reads the pipe), holding the buffer's lock.
     threading.Thread(target=lambda: writer.write(b"x" * 10_000_000), daemon=True).start()
-    time.sleep(0.5)
+    def in_pipe():
+        return struct.unpack("i", fcntl.ioctl(read_fd, termios.FIONREAD, b"\0" * 4))[0]
+    deadline = time.monotonic() + 30
+    while not in_pipe() and time.monotonic() < deadline:  # the thread is inside its write
+        time.sleep(0.01)
 
     def child():
         writer.write(b"y")  # blocks in C on the lock the parent's thread held at the fork
@@ -51,7 +55,11 @@ SCRIPT = textwrap.dedent(
 
 
 def test_forked_child_stuck_in_c_code_dies_on_sigterm() -> None:
-    """SIGTERM ends a forked child blocked in C within 10 s (exit code -15), handler or not."""
+    """SIGTERM ends a forked child blocked in C within 10 s (exit code -15), handler or not.
+
+    The fork waits until the parent's thread is inside its write (bytes in the pipe), not a
+    fixed 0.5 s: forked before, the child would write its byte and exit 0.
+    """
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         capture_output=True,
