@@ -40,7 +40,9 @@ __all__ = [
     "TASK_KEY",
     "ContextThread",
     "ContextThreadPoolExecutor",
+    "attach",
     "detach",
+    "get_current",
     "is_on_top",
     "live_context",
     "task_context",
@@ -64,6 +66,38 @@ SPAN_KEY: Final = _span_key()
 from it at import; ``None`` if an API version stored more than one key, and then the API's
 own functions are used): a task's context is built in one dict, and its parent's span read
 with one lookup, on every task."""
+
+
+def _runtime_variable() -> contextvars.ContextVar[otel_context.Context] | None:
+    """Return the variable that holds OpenTelemetry's current context, learnt from a token.
+
+    OpenTelemetry's default runtime context keeps the current context in one
+    :class:`contextvars.ContextVar`, whose ``get`` and ``set`` its ``get_current`` and
+    ``attach`` call through two Python frames each; the token of an attachment names that
+    variable (``Token.var``). ``None`` for a runtime context that is not built on one
+    (``OTEL_PYTHON_CONTEXT``): then the API's own functions are used.
+    """
+    current = otel_context.get_current()
+    token = otel_context.attach(current)
+    var = getattr(token, "var", None)
+    otel_context.detach(token)
+    if isinstance(var, contextvars.ContextVar) and var.get() is current:
+        return var
+    return None
+
+
+_CURRENT: Final = _runtime_variable()
+get_current: Final[Callable[[], otel_context.Context]] = (
+    otel_context.get_current if _CURRENT is None else _CURRENT.get
+)
+"""``opentelemetry.context.get_current``, as one C call where the runtime context is the
+default one (see ``_runtime_variable``): read on every task's start."""
+attach: Final[Callable[[otel_context.Context], object]] = (
+    otel_context.attach if _CURRENT is None else _CURRENT.set
+)
+"""``opentelemetry.context.attach`` (its token is :func:`detach`'s), as one C call where the
+runtime context is the default one: on every task's start."""
+
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -214,12 +248,13 @@ def detach(token: object, mine: otel_context.Context | None) -> None:
     """
     if token is None or mine is None:
         return
-    if otel_context.get_current() is not mine and not is_on_top(mine):
-        return
     var = getattr(token, "var", None)
     reset = getattr(var, "reset", None)
     if reset is None:  # a context runtime other than OpenTelemetry's contextvars one
-        otel_context.detach(token)  # type: ignore[arg-type]
+        if otel_context.get_current() is mine or is_on_top(mine):
+            otel_context.detach(token)  # type: ignore[arg-type]
+        return
+    if var.get() is not mine and not is_on_top(mine):  # type: ignore[union-attr]  # the current context
         return
     # Our context is current here, but this may be a copy of the Context that attached it
     # (an asyncio task or thread started while the task ran: ValueError): then go to the live

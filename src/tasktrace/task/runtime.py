@@ -85,6 +85,8 @@ class Runtime:
         parent: The parent task object in this process, or ``None``.
         span: The running task's span (``None`` before start and after finish).
         span_context: Its span context (kept after finish; a stand-in's is its remote parent's).
+        span_id: Its span id (``span_context.span_id``, a property: read once, at start; 0
+            before start and for an invalid span).
         id_text: The task id as text (the span attribute), set at start for its subtasks'.
         parent_text: The parent's ``id_text`` when the parent is a task of this process.
         ctx: The context the task made current (holds the span; let go at finish).
@@ -121,6 +123,7 @@ class Runtime:
         "snapshots",
         "span",
         "span_context",
+        "span_id",
         "token",
         "usage0",
         "usage1",
@@ -133,6 +136,7 @@ class Runtime:
         self.reset_hwm = reset_hwm
         self.span: trace.Span | None = None
         self.span_context: trace.SpanContext | None = None
+        self.span_id = 0
         self.id_text: str | None = None
         self.parent_text: str | None = None
         self.ctx: otel_context.Context | None = None

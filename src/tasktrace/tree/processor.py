@@ -44,16 +44,17 @@ from tasktrace.core.warn import WarnOnce, raise_errors, set_raise_errors
 from tasktrace.tree.refresh import RefreshMonitor
 from tasktrace.tree.writer import FileTargets, TaskFileWriter
 
-__all__ = ["RecordSource", "TaskTreeProcessor", "tree"]
+__all__ = ["RecordSource", "TaskSpanStart", "TaskTreeProcessor", "tree"]
 
 _warn = WarnOnce(logging.getLogger(__name__))
 _FIELDS: Final = frozenset(TaskRecord.model_fields)
 
 
-class _TaskSpanCall(threading.local):
-    """Per thread: whether the span now starting is a task's (see ``start_task_span``)."""
+class TaskSpanStart(threading.local):
+    """Per thread: whether the span now starting is a task's (see ``task_span_start``)."""
 
     active = False
+    """Set by the task's start around its ``tracer.start_span`` call (this thread's only)."""
 
 
 RecordSource = Callable[[TaskRecord | None], None]
@@ -79,7 +80,8 @@ class TaskTreeProcessor(SpanProcessor):
         self._foreign: dict[int, TaskRecord] = {}  # the running nodes of spans not tasks'
         self._tasks: dict[int, TaskRecord] = {}  # running tasks by task_id.int (hashed in C)
         self._sources: tuple[RecordSource, ...] = ()
-        self._task_span = _TaskSpanCall()
+        self.task_span_start = TaskSpanStart()
+        """Per thread: set while a task's span starts (see :meth:`start_task_span`)."""
         self.monitor = RefreshMonitor(lambda: get_settings().refresh_interval_s)
         """The refresh thread (running tasks with files, and watched tasks)."""
         self.files = TaskFileWriter(lambda: self.lock, self.pull_records, self.monitor)
@@ -135,13 +137,15 @@ class TaskTreeProcessor(SpanProcessor):
         """Start a task's span, telling :meth:`on_start` it is a task's.
 
         A task's span starts without its identity attributes (they come at finish, see
-        :mod:`tasktrace.core.spans`), so this per-thread flag is how :meth:`on_start` tells it
-        from a user's span inside the task.
+        :mod:`tasktrace.core.spans`), so the per-thread flag :attr:`task_span_start` is how
+        :meth:`on_start` tells it from a user's span inside the task. (A task's start,
+        :func:`tasktrace.task.lifecycle.start_task`, sets the flag itself, as this does:
+        one frame less on every task.)
 
         Tasks join the tree through :meth:`task_started`. Raises what ``tracer.start_span``
         raises (another span processor's error).
         """
-        call = self._task_span
+        call = self.task_span_start
         call.active = True
         try:
             return tracer.start_span(
@@ -188,7 +192,10 @@ class TaskTreeProcessor(SpanProcessor):
         try:
             if d["status"] is not RUNNING:
                 return False
-            _apply(task, fields)
+            if fields.keys() <= _FIELDS:  # _apply's usual case, inline: every task
+                d.update(fields)
+            else:
+                _apply(task, fields)
         finally:
             lock.release()
         if span_id:
@@ -288,7 +295,7 @@ class TaskTreeProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Add a non-task span whose parent is a tree node as a subtask node (RUNNING)."""
         try:
-            if self._task_span.active:  # a task's span: the task joins through task_started
+            if self.task_span_start.active:  # a task's span: the task joins through task_started
                 return
             span_parent = span.parent
             if span_parent is None:  # cheapest test first: a root span is never a subtask
