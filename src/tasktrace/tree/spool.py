@@ -46,7 +46,7 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from tasktrace.core.record import TaskRecord, node_class, other_process_cpu
+from tasktrace.core.record import TaskRecord, node_class
 from tasktrace.core.warn import WarnOnce
 from tasktrace.meters.process import PEAK_BEFORE_KEY
 from tasktrace.tree.processor import tree
@@ -69,7 +69,6 @@ __all__ = [
     "reported_peak_rss",
     "set_spool_folder",
     "spool_folder",
-    "unreported_cpu_s",
 ]
 
 _warn = WarnOnce(logging.getLogger(__name__))
@@ -306,23 +305,6 @@ def _done(folder: Path, task_id: uuid.UUID, names: set[str]) -> None:
 
 def _start_key(task: TaskRecord) -> float:
     return task.start_time if task.start_time is not None else float("inf")
-
-
-def unreported_cpu_s(task: TaskRecord, reaped_s: float) -> float:
-    """CPU seconds of reaped children that their subprocess tasks did not report.
-
-    ``reaped_s`` (from ``wait4`` / ``RUSAGE_CHILDREN``) contains the CPU of every task the
-    reaped children (and what they reaped) reported; :meth:`~tasktrace.Task.total_cpu` adds
-    those already (:func:`~tasktrace.core.record.other_process_cpu`). Merges the spool first.
-
-    Returns:
-        ``max(0, reaped_s - reported)``, where ``reported`` is
-        :func:`~tasktrace.core.record.other_process_cpu` of ``task``.
-    """
-    collect()
-    with tree.lock:
-        reported = other_process_cpu(task)
-    return max(0.0, reaped_s - reported)
 
 
 def reported_peak_rss(task: TaskRecord) -> int | None:
