@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import NoDecode
@@ -145,6 +145,12 @@ class Settings(BaseModel):
     """Record OpenTelemetry task metrics: ``True`` on, ``False`` off, ``None`` (default) when
     ``OTEL_METRICS_EXPORTER`` / ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set or a global
     meter provider exists (see the guide "Watching long runs")."""
+    metrics_durations: Literal["histogram", "sum"] = "histogram"
+    """How task metrics report durations: ``"histogram"`` (default), the
+    ``tasktrace.task.duration`` histogram, every duration recorded into the OpenTelemetry SDK
+    at collection; ``"sum"``, two counters instead, ``tasktrace.task.duration.sum`` (seconds)
+    and ``tasktrace.task.count``, which cost a finished task a few additions and nothing at
+    collection (see :mod:`tasktrace.export.metrics`)."""
 
     @field_validator("meters", mode="before")
     @classmethod

@@ -29,14 +29,15 @@ drops the totals and the gauge's process it inherited (:meth:`TaskMetrics.forget
 SDK's histogram state it inherits as it is (see docs/watching-long-runs.md).
 
 What a finishing task costs: tasktrace adds its figures to running totals per label, machine and
-status (one lock, a few additions) and keeps its duration until the next collection. The SDK's
-instruments are not called on the task's path (each ``record`` / ``add`` costs the SDK about
-10 µs, more than the task itself): the CPU and energy totals are reported through observable
-counters (``process.cpu.time`` and ``hw.energy`` are monotonic sums, as before), and the waiting
-durations are recorded into the histogram when the reader collects (by the first callback of
-the collection, so they are part of it), or by a finishing task once
-:data:`MAX_WAITING_DURATIONS` of them wait (8 bytes each). The SDK's work per task is then done
-on the reader's thread; histogram points carry no exemplars (no span context at collection).
+status (:class:`~tasktrace.export.task_totals.TaskTotals`: one lock, a few additions) and keeps
+its duration until the next collection. No SDK instrument is called on the task's path: the CPU
+and energy totals are observable counters, and the waiting durations are recorded into the
+histogram when the reader collects (by the first callback of the collection), or by a finishing
+task once :data:`MAX_WAITING_DURATIONS` wait. Each ``Histogram.record`` costs the SDK about
+69,000 instructions (a quarter of a nested task), with a context of tasktrace's own that holds
+no span, so points carry no exemplars. The ``metrics_durations`` setting ``"sum"`` reports
+:data:`DURATION_SUM` and :data:`COUNT` (observable counters from the totals) instead of the
+histogram: nothing per task at collection, no quantiles.
 
 When metrics are on (:func:`enabled`):
 
@@ -60,25 +61,32 @@ import logging
 import os
 import sys
 import threading
-from array import array
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+from opentelemetry import context as otel_context
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from tasktrace.core import attributes as attr
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.settings import get_settings
-from tasktrace.core.status import TaskStatus
 from tasktrace.core.version import VERSION
 from tasktrace.export.meter_provider import global_meter_provider
+from tasktrace.export.task_totals import (
+    LABEL,
+    MAX_WAITING_DURATIONS,
+    TaskTotals,
+    Totals,
+    common_attributes,
+)
 
 __all__ = [
+    "COUNT",
     "CPU_MODE",
     "CPU_TIME",
     "DURATION",
     "DURATION_BUCKETS_S",
+    "DURATION_SUM",
     "ENERGY",
     "HW_TYPE",
     "LABEL",
@@ -97,6 +105,10 @@ _log = logging.getLogger(__name__)
 
 DURATION: Final = "tasktrace.task.duration"
 """Histogram of finished tasks' wall-clock durations, in seconds (``time.perf_counter``)."""
+DURATION_SUM: Final = "tasktrace.task.duration.sum"
+"""Monotonic sum of finished tasks' durations, in seconds (``metrics_durations="sum"``)."""
+COUNT: Final = "tasktrace.task.count"
+"""Monotonic sum: how many tasks finished with a duration (``metrics_durations="sum"``)."""
 CPU_TIME: Final = "process.cpu.time"
 """Monotonic sum of finished tasks' CPU seconds (semantic convention), by ``cpu.mode``."""
 ENERGY: Final = "hw.energy"
@@ -105,22 +117,21 @@ RUNNING_RSS: Final = "tasktrace.task.running.memory.rss"
 """Observable gauge: the process's current RSS in bytes, per running task label."""
 RUNNING_CPU_TIME: Final = "tasktrace.task.running.cpu.time"
 """Observable gauge: a running task's CPU seconds so far (``getrusage(RUSAGE_SELF)``)."""
-LABEL: Final = "tasktrace.task.label"
-"""Metric attribute: the task's label."""
 CPU_MODE: Final = "cpu.mode"
 """Metric attribute (semantic convention): ``user`` or ``system``."""
 HW_TYPE: Final = "hw.type"
 """Metric attribute (semantic convention): ``cpu``, ``gpu`` or ``enclosure`` (whole system)."""
-MAX_WAITING_DURATIONS: Final = 1 << 18
-"""Durations kept for the next collection at most (2 MiB); past it a finishing task records
-them into the histogram itself."""
 
 DURATION_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0)  # fmt: skip
 """Bucket boundaries of the duration histogram in seconds, the SDK's advice (the SDK's default,
 0, 5, 10 … 10,000, is meant for ms); a view of the provider setting an aggregation wins."""
 
-_ENERGY_FIELDS: Final = (("cpu_power", "cpu"), ("gpu_power", "gpu"), ("system_power", "enclosure"))
+_NO_SPAN: Final = otel_context.Context({otel_context.create_key("tasktrace.metrics"): True})
+"""The context of each histogram record: no span in it, so the SDK's default exemplar filter
+(trace-based) offers no exemplar, and, being non-empty (an empty ``Context`` is falsy), the SDK
+does not read the current context instead (which, on a finishing task's thread, holds the
+parent task's span: the durations of many tasks would have pointed at it)."""
 
 RunningSource = Callable[[], Iterable[tuple[TaskRecord, float | None]]]
 """Returns the running tasks of this process with their CPU seconds so far (``None``: unknown)."""
@@ -133,52 +144,49 @@ def set_running_source(source: RunningSource) -> None:
     _running_source = source
 
 
-def _common_attributes(label: str, machine: str | None) -> dict[str, Any]:
-    attrs: dict[str, Any] = {LABEL: label}
-    if machine:
-        attrs[attr.MACHINE] = machine
-    return attrs
-
-
-class _Totals:
-    """What finished tasks of one label, machine and status added up to (cumulative)."""
-
-    __slots__ = ("attributes", "durations", "energy_j", "system_s", "user_s")
-
-    def __init__(self, attributes: dict[str, Any]) -> None:
-        self.attributes = attributes
-        self.user_s = 0.0
-        self.system_s = 0.0
-        self.energy_j: dict[str, float] = {}
-        self.durations = array("d")
-
-
 class TaskMetrics:
     """The tasktrace instruments on one meter provider (see the module docstring).
 
     Args:
         provider: An OpenTelemetry ``MeterProvider`` (SDK or any other).
+        durations: ``"histogram"`` (the ``tasktrace.task.duration`` histogram) or ``"sum"``
+            (the ``tasktrace.task.duration.sum`` and ``tasktrace.task.count`` counters): the
+            ``metrics_durations`` setting.
 
     Thread-safety: every method may be called from any thread.
 
     """
 
-    def __init__(self, provider: Any) -> None:
+    def __init__(self, provider: Any, durations: str = "histogram") -> None:
         """Create the instruments on ``provider``'s ``tasktrace`` meter."""
         self.provider = provider
         """The meter provider the instruments belong to."""
-        self._totals: dict[tuple[str, str | None, str], _Totals] = {}
-        self._waiting = 0
-        self._lock = threading.Lock()
-        renew_after_fork(self, "_lock")
+        self.durations = durations
+        """How durations are reported: ``"histogram"`` or ``"sum"`` (see the args)."""
+        self._totals = TaskTotals(keep_durations=durations != "sum")
         self._process: Any = None
         meter = provider.get_meter("tasktrace", VERSION)
-        self._duration = meter.create_histogram(
-            DURATION,
-            unit="s",
-            description="Wall-clock duration of finished tasks",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
-        )
+        self._duration: Any = None
+        if durations == "sum":
+            meter.create_observable_counter(
+                DURATION_SUM,
+                callbacks=[self._observe_duration_sum],
+                unit="s",
+                description="Wall-clock duration of finished tasks, summed",
+            )
+            meter.create_observable_counter(
+                COUNT,
+                callbacks=[self._observe_count],
+                unit="{task}",
+                description="Finished tasks",
+            )
+        else:
+            self._duration = meter.create_histogram(
+                DURATION,
+                unit="s",
+                description="Wall-clock duration of finished tasks",
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
+            )
         meter.create_observable_counter(
             CPU_TIME,
             callbacks=[self._observe_cpu_total],
@@ -213,75 +221,53 @@ class TaskMetrics:
             user_s: Its user CPU seconds (from its own ``getrusage`` at start and finish).
             system_s: Its system CPU seconds (same source).
         """
-        d = task.__dict__
-        status = d["status"]
-        status = status.value if type(status) is TaskStatus else str(status)
-        key = (d["label"], d["machine"], status)
-        duration = d["duration"]
-        with self._lock:
-            totals = self._totals.get(key)
-            if totals is None:
-                attrs = _common_attributes(key[0], key[1])
-                attrs[attr.STATUS] = status
-                totals = self._totals[key] = _Totals(attrs)
-            totals.user_s += max(0.0, user_s)
-            totals.system_s += max(0.0, system_s)
-            for name, hw_type in _ENERGY_FIELDS:
-                value = d[name]
-                if value is not None and value >= 0:
-                    totals.energy_j[hw_type] = totals.energy_j.get(hw_type, 0.0) + value
-            if duration is not None:
-                totals.durations.append(duration)
-                self._waiting += 1
-            full = self._waiting >= MAX_WAITING_DURATIONS
-        if full:
+        if self._totals.finished(task, user_s, system_s):
             self.record_durations()
 
     def record_durations(self) -> None:
         """Record the waiting durations into the histogram now (see the module docstring)."""
-        with self._lock:
-            batches = []
-            for totals in self._totals.values():
-                if totals.durations:
-                    batches.append((totals.attributes, totals.durations))
-                    totals.durations = array("d")
-            self._waiting = 0
+        batches = self._totals.take_durations()
+        if self._duration is None:
+            return
         record = self._duration.record
         for attrs, durations in batches:
             for duration in durations:
-                record(duration, attrs)
+                record(duration, attrs, _NO_SPAN)
 
     def forget_parent(self) -> None:
         """After ``os.fork``, in the child: forget the parent's figures (else counted twice).
 
         The totals, the waiting durations and the RSS gauge's ``psutil.Process`` are dropped.
         """
-        self._totals = {}
-        self._waiting = 0
+        self._totals.forget()
         self._process = None
 
-    def _snapshot(self) -> list[tuple[dict[str, Any], float, float, dict[str, float]]]:
+    def _snapshot(self) -> list[Totals]:
         self.record_durations()  # every callback: whichever runs first in a collection
-        with self._lock:
-            return [
-                (t.attributes, t.user_s, t.system_s, dict(t.energy_j))
-                for t in self._totals.values()
-            ]
+        return self._totals.snapshot()
+
+    def _observe_duration_sum(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        return [Observation(t.duration_s, t.attributes) for t in self._snapshot()]
+
+    def _observe_count(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        return [Observation(t.count, t.attributes) for t in self._snapshot()]
 
     def _observe_cpu_total(self, options: CallbackOptions) -> Iterable[Observation]:
         del options
         out = []
-        for attrs, user_s, system_s, _ in self._snapshot():
-            out.append(Observation(user_s, {**attrs, CPU_MODE: "user"}))
-            out.append(Observation(system_s, {**attrs, CPU_MODE: "system"}))
+        for t in self._snapshot():
+            out.append(Observation(t.user_s, {**t.attributes, CPU_MODE: "user"}))
+            out.append(Observation(t.system_s, {**t.attributes, CPU_MODE: "system"}))
         return out
 
     def _observe_energy(self, options: CallbackOptions) -> Iterable[Observation]:
         del options
         return [
-            Observation(joules, {**attrs, HW_TYPE: hw_type})
-            for attrs, _, _, energy in self._snapshot()
-            for hw_type, joules in energy.items()
+            Observation(joules, {**t.attributes, HW_TYPE: hw_type})
+            for t in self._snapshot()
+            for hw_type, joules in t.energy_j.items()
         ]
 
     def _rss_bytes(self) -> int | None:
@@ -301,7 +287,7 @@ class TaskMetrics:
         except Exception as e:  # noqa: BLE001 - a gauge must never break the collection
             _log.debug("tasktrace: running tasks unreadable for the gauges (%r)", e)
             return []
-        return [(_common_attributes(t.label, t.machine), cpu_s) for t, cpu_s in running]
+        return [(common_attributes(t.label, t.machine), cpu_s) for t, cpu_s in running]
 
     def _observe_rss(self, options: CallbackOptions) -> Iterable[Observation]:
         del options
@@ -341,11 +327,13 @@ def _metrics_for(provider: Any) -> TaskMetrics:
     """Return ``provider``'s :class:`TaskMetrics`, made once; call under the lock.
 
     Once: the SDK keeps an instrument's first registration, so a second set of instruments on
-    one provider (after :func:`reset_metrics`) would never be collected.
+    one provider (after :func:`reset_metrics`) would never be collected. The
+    ``metrics_durations`` setting is read then: a provider keeps its first choice.
     """
     found = _by_provider.get(id(provider))
     if found is None or found.provider is not provider:
-        found = _by_provider[id(provider)] = TaskMetrics(provider)
+        durations = get_settings().metrics_durations
+        found = _by_provider[id(provider)] = TaskMetrics(provider, durations)
     return found
 
 
