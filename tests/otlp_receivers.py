@@ -510,8 +510,11 @@ def _decompress(body: bytes, headers: Mapping[str, str]) -> bytes:
 
 
 class _OtlpHttpServer(http.server.ThreadingHTTPServer):
-    # Handler threads are joined by server_close() (block_on_close stays True).
-    daemon_threads = True
+    # Handler threads are joined by server_close() (block_on_close stays True); socketserver
+    # joins only threads that are not daemons. stop() releases black-holed requests first; a
+    # client that went silent mid-request holds its thread until it goes or for the handler's
+    # timeout (10 s).
+    daemon_threads = False
 
     allow_reuse_address = True  # a restarted receiver can take its predecessor's port
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import urllib.error
@@ -212,6 +213,36 @@ def test_http_receiver_stop_is_idempotent_and_leaks_no_threads() -> None:
     receiver.stop()
     receiver.stop()
     assert _receiver_threads() == []
+
+
+def _handler_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "process_request_thread" in t.name]
+
+
+def test_http_receiver_stop_joins_its_handler_threads() -> None:
+    """stop() returns once every request's handler thread has ended, not before.
+
+    A client that sent half a request holds its handler thread (reading); stop() waits for it
+    until the client goes. Seen failing with ``daemon_threads = True`` (socketserver joins only
+    threads that are not daemons): stop() returned at once, the handler thread still running.
+    """
+    receiver = OtlpHttpReceiver()
+    client = socket.create_connection(("127.0.0.1", receiver.port))
+    stopper = threading.Thread(target=receiver.stop)
+    try:
+        client.sendall(b"POST /v1/traces HTTP/1.0\r\n")
+        deadline = time.monotonic() + 30
+        while not _handler_threads():
+            assert time.monotonic() < deadline, "no handler thread for the request"
+            time.sleep(0.02)
+        stopper.start()
+        stopper.join(2.0)
+        assert stopper.is_alive(), "stop() returned while a handler thread ran"
+    finally:
+        client.close()
+    stopper.join(30)
+    assert not stopper.is_alive()
+    assert _handler_threads() == []
 
 
 # --------------------------------------------------------------------------- gRPC

@@ -9,6 +9,7 @@ import pytest
 from tasktrace import configure
 
 from ..export_helpers import (
+    EXIT_MARGIN_S,
     clean_env,
     run_script,
 )
@@ -164,9 +165,6 @@ def test_an_endpoint_without_a_scheme_is_one_warning_quoting_what_was_set(
 EXIT_BOUND_S = 2.0
 
 
-SLACK_S = 1.5  # interpreter teardown after the exit handler, on a loaded 2-core machine
-
-
 def test_configure_exit_timeout_overrides_the_variable(tmp_path: Path) -> None:
     """configure(exit_timeout_s=0.5) beats TASKTRACE_EXIT_TIMEOUT_S=30 against a black hole."""
     with OtlpHttpReceiver(mode="black_hole") as receiver:
@@ -181,6 +179,6 @@ def test_configure_exit_timeout_overrides_the_variable(tmp_path: Path) -> None:
         run = run_script(code, tmp_path, env)
     assert run.returncode == 0, run.stderr
     assert run.exit_s is not None
-    assert run.exit_s < 0.5 + SLACK_S
+    assert run.exit_s < 0.5 + EXIT_MARGIN_S
     assert len(run.export_warnings()) == 1, run.stderr
     assert "1 of 1 spans not exported" in run.export_warnings()[0]

@@ -194,7 +194,7 @@ def test_the_first_task_is_watched_by_the_gauges_while_it_runs(
     assert ("tasktrace.task.running.cpu.time", "long") in gauges
 
 
-EXIT_BOUND_S = 3.0  # from the script's end to the process's exit: the span side's ~0.5 s
+EXIT_BOUND_S = 3.0  # from the script's end to its exit handlers' end: the span side's ~0.5 s
 
 
 def test_metrics_to_a_closed_port_cost_one_warning_and_no_wait_at_exit(tmp_path: Path) -> None:
@@ -203,7 +203,8 @@ def test_metrics_to_a_closed_port_cost_one_warning_and_no_wait_at_exit(tmp_path:
     Before: the OTLP metric exporter's own "Transient error ... retrying in 3.46s" lines (three)
     and "Failed to export metrics batch", and the exit waited for its retries (9.5 s), where
     spans to the same port cost one warning and about half a second. Timed from the script's
-    last line, so that the interpreter's start-up on a loaded machine is not counted.
+    last line to the end of its exit handlers, so that the interpreter's start-up and teardown
+    on a loaded machine are not counted.
     """
     endpoint = closed_loopback_endpoint()
     env = clean_env(OTEL_METRICS_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)

@@ -24,6 +24,7 @@ ray = pytest.importorskip("ray", reason="the Ray integration needs ray installed
 
 from tasktrace import Task, TaskStatus  # noqa: E402
 from tasktrace.integrations.batching import FLUSH_INTERVAL_S  # noqa: E402
+from tasktrace.integrations.ray import DRAIN_WAIT_S  # noqa: E402
 
 from ..otlp_receivers import OtlpHttpReceiver, SpanRecord  # noqa: E402
 
@@ -236,8 +237,19 @@ def test_work_outliving_its_parent_is_attached_late_and_the_file_rewritten(
 
 
 def _check_short_finishes(shorts: dict[str, list[Any]]) -> None:
-    assert shorts["subtasks"] == [[f"quick {i}"] for i in range(4)]  # each record collected
-    assert statistics.median(shorts["finish_waits"]) < FLUSH_INTERVAL_S
+    """Each call's record is in its task at the finish, and the finishes do not wait.
+
+    A finish waits at most ``DRAIN_WAIT_S`` for a live busy worker's batch; one whose drain ran
+    that out (the worker's answer late on a loaded 2-core machine: seen at load 14.7) may miss
+    its record, which is then attached late. A finish that returned sooner must have it. The
+    median wait, under one batch interval, holds that the finishes do not all wait it out.
+    """
+    waits = shorts["finish_waits"]
+    assert len(shorts["subtasks"]) == len(waits) == 4, shorts
+    for i, (subtasks, wait_s) in enumerate(zip(shorts["subtasks"], waits, strict=True)):
+        ran_out = wait_s >= DRAIN_WAIT_S
+        assert subtasks == [f"quick {i}"] or (ran_out and subtasks == []), shorts
+    assert statistics.median(waits) < FLUSH_INTERVAL_S, shorts
 
 
 def test_a_finish_right_after_a_batch_went_out_does_not_wait_for_the_next_one(
