@@ -101,12 +101,12 @@ def _script(folder: Path, code: str) -> Path:
     return path
 
 
-def _run_alone(folder: Path, code: str) -> list[dict]:
+def _run_alone(folder: Path, code: str, **env: str) -> list[dict]:
     """Run the program with plain Python (no ``tasktrace run``); return its JSON lines."""
     done = subprocess.run(
         [sys.executable, str(_script(folder, code)), str(ALLOCATED)],
         cwd=folder,
-        env=clean_env(),
+        env=clean_env(**env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -143,6 +143,27 @@ def test_a_top_level_task_keeps_the_peak_its_reset_took_from_the_kernel(tmp_path
     assert printed["peak_memory"] < ALLOCATED, printed  # the task's own peak, unchanged
     assert printed["extra"]["peak_memory_before"] >= ALLOCATED, printed
     assert lifetime["lifetime_peak"] >= ALLOCATED, lifetime
+
+
+def test_the_reset_hwm_setting_keeps_the_kernels_mark_whole(tmp_path: Path) -> None:
+    """``TASKTRACE_RESET_HWM=false``: no reset, so the kernel's figure and the task hold 200 MiB.
+
+    For a program whose peak another tool reads (``/usr/bin/time``, a scheduler). Seen failing
+    before the setting: the variable was ignored and ``VmHWM`` said less than 200 MiB.
+    """
+    (printed,) = _run_alone(tmp_path, _LOAD_THEN_TRAIN, TASKTRACE_RESET_HWM="false")
+    assert printed["vm_hwm"] >= ALLOCATED, printed  # the kernel's mark was never reset
+    assert printed["peak_memory"] >= ALLOCATED, printed  # the process's peak since it started
+    assert "peak_memory_before" not in printed["extra"], printed  # nothing was taken
+
+
+def test_a_tasks_own_reset_hwm_wins_over_the_setting(tmp_path: Path) -> None:
+    """With the setting off, ``Task(..., reset_hwm=True)`` still resets: its peak is its own."""
+    code = _LOAD_THEN_TRAIN.replace('Task("train")', 'Task("train", reset_hwm=True)')
+    (printed,) = _run_alone(tmp_path, code, TASKTRACE_RESET_HWM="false")
+    assert printed["vm_hwm"] < ALLOCATED, printed
+    assert printed["peak_memory"] < ALLOCATED, printed
+    assert printed["extra"]["peak_memory_before"] >= ALLOCATED, printed
 
 
 def test_a_peak_a_task_holds_is_not_repeated_on_the_next(tmp_path: Path) -> None:

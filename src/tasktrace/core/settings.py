@@ -119,6 +119,13 @@ class Settings(BaseModel):
     refresh puts the next one off (:data:`tasktrace.tree.refresh.MAX_SHARE`)."""
     include_spans: bool = True
     """Whether non-task spans that run inside a task appear as subtasks in the tree."""
+    reset_hwm: bool = True
+    """Whether tasks without a parent in this process (top-level tasks, a pool worker's tasks)
+    reset the process's RSS (and CUDA) high-water marks at their start by default, so that
+    each one's ``peak_memory`` is its own (the seed's rule). ``False`` keeps the kernel's mark
+    whole for the process's life (``wait4``, ``/usr/bin/time``, ``getrusage``, a scheduler's
+    accounting), and such a task's ``peak_memory`` is the process's peak since it started. A
+    task's own ``reset_hwm=`` argument wins over this setting."""
     exit_timeout_s: float = Field(default=5.0, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
     """Seconds the interpreter's exit waits, in total, for the last spans to be exported."""
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)

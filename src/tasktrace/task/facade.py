@@ -107,7 +107,8 @@ class Task(TaskRecord, metaclass=_TaskMeta):
         reset_hwm: Whether to reset the process's RSS (and CUDA) high-water marks at start, so
             that ``peak_memory`` is this task's own peak. Only effective on Linux. If
             unspecified, resets when the task has no parent in this process (none at all, or
-            one in another process: a pool worker's or a subprocess's task).
+            one in another process: a pool worker's or a subprocess's task), unless the
+            ``reset_hwm`` setting is false (``TASKTRACE_RESET_HWM=false``).
         **data: Extra data kept in the model, the task file and the span (``tags=["train"]``,
             ``epoch=3``), stored in its JSON form as pydantic writes it (a ``datetime`` as ISO
             text; NumPy, PyTorch and pandas values, anywhere in lists and dicts, as numbers,

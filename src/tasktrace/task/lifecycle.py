@@ -244,8 +244,11 @@ def _find_parent(
         parent_ctx = processes.join_parent_process(task, parent, parent_ctx)
     # The seed's rule: reset the high-water mark when the task has no parent, here or where
     # its parent is another process's (a pool worker's, a subprocess's): there the mark is
-    # this process's own, and without a reset it would be the worker's lifetime peak.
-    reset = rt.reset_hwm if rt.reset_hwm is not None else parent is None or remote
+    # this process's own, and without a reset it would be the worker's lifetime peak. The
+    # reset_hwm setting turns that rule off; a task's own reset_hwm argument wins.
+    reset = rt.reset_hwm
+    if reset is None:
+        reset = (parent is None or remote) and get_settings().reset_hwm
     return parent, parent_ctx, prt, reset
 
 

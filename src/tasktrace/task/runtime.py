@@ -81,7 +81,8 @@ class Runtime:
     """Per-task state that is not part of the model (slots: cheap to create, no lock).
 
     Attributes:
-        reset_hwm: The ``reset_hwm`` argument (``None``: reset when the task has no parent).
+        reset_hwm: The ``reset_hwm`` argument (``None``: reset when the task has no parent
+            here, unless the ``reset_hwm`` setting is false).
         parent: The parent task object in this process, or ``None``.
         span: The running task's span (``None`` before start and after finish).
         span_context: Its span context (kept after finish; a stand-in's is its remote parent's).
