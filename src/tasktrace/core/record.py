@@ -25,7 +25,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticSerializationError
 
-from tasktrace.core.file_json import FileJson
 from tasktrace.core.ids import HOSTNAME, new_task_id
 from tasktrace.core.settings import get_settings
 from tasktrace.core.status import TaskStatus
@@ -216,9 +215,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def dump_json(task: TaskRecord) -> bytes | None:
     r"""Serialise ``task``'s tree as one line of task-file JSON (UTF-8, no final newline).
 
-    The bytes come straight from pydantic's serialiser (:mod:`tasktrace.core.file_json`: those
-    of ``model_dump_json``), never through a ``str`` and copies: a tree of 100,000 tasks is a
-    48 MiB line, and each copy of it is memory the allocator may keep after a file refresh.
+    The bytes come straight from pydantic's serialiser (``to_json``), never through a ``str``
+    and copies: a tree of 100,000 tasks is a 48 MiB line, and each copy of it is memory the
+    allocator may keep after a refresh of the file.
 
     Pydantic's serialiser is used when it can; a tree it refuses (lone surrogates in a label,
     from a file name that is not UTF-8; nesting beyond its depth limit) is converted node by
@@ -226,7 +225,7 @@ def dump_json(task: TaskRecord) -> bytes | None:
     Returns ``None``, with one warning, when even that fails. Never raises.
     """
     try:
-        return _file_json.to_json(task)
+        return task.__pydantic_serializer__.to_json(task)
     except (PydanticSerializationError, ValueError, RecursionError):
         pass
     try:
@@ -348,7 +347,6 @@ FIELD_DEFAULTS["hostname"] = HOSTNAME
 """Every field's default in declaration order (``None`` where a factory makes it per task)."""
 
 _node_class: type[TaskRecord] = TaskRecord
-_file_json = FileJson(TaskRecord)
 
 
 def bind_task_class(task_cls: type[TaskRecord]) -> None:
@@ -363,7 +361,6 @@ def bind_task_class(task_cls: type[TaskRecord]) -> None:
     global _node_class  # noqa: PLW0603 - bound once, at the façade's import
     task_cls.model_rebuild(_types_namespace={**globals(), "Task": task_cls})
     _node_class = task_cls
-    _file_json.bind(task_cls)
 
 
 def node_class() -> type[TaskRecord]:
