@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -275,3 +276,74 @@ def test_finish_in_a_copy_of_the_context_leaves_the_copy_live(
     handed = asyncio.run(main())
     assert handed.status is TaskStatus.FINISHED
     assert _by_name(task_spans)["mine"].parent is None
+
+
+_COUNTING_RUNTIME = '''
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+CALLS = {"attach": 0, "get_current": 0}
+
+
+class Counting(ContextVarsRuntimeContext):
+    """The default runtime context, counting its calls (a subclass adding to it)."""
+
+    def attach(self, context):
+        CALLS["attach"] += 1
+        return super().attach(context)
+
+    def get_current(self):
+        CALLS["get_current"] += 1
+        return super().get_current()
+'''
+
+_COUNT_TASKS = """
+import json
+from tasktrace import Task  # loads the runtime context (OTEL_PYTHON_CONTEXT) first
+import counting_runtime
+
+before = dict(counting_runtime.CALLS)
+with Task("root"):
+    for i in range(10):
+        with Task(f"step {i}"):
+            pass
+after = counting_runtime.CALLS
+print(json.dumps({k: after[k] - before[k] for k in after}))
+"""
+
+
+def test_a_runtime_context_named_in_otel_python_context_sees_every_tasks_attach(
+    tmp_path: Path,
+) -> None:
+    """A runtime context subclassing OpenTelemetry's default one still gets the tasks' calls.
+
+    Seen failing before the fix (a tester of the context fast path): the fast path used the
+    variable's own ``set``/``get`` for any runtime built on a ``ContextVar``, so a subclass's
+    ``attach`` and ``get_current`` (a runtime that mirrors or defaults the context) saw none
+    of the 11 tasks' calls.
+    """
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "counting_runtime.py").write_text(_COUNTING_RUNTIME)
+    dist = tmp_path / "counting_runtime-0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: counting-runtime\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[opentelemetry_context]\ncounting = counting_runtime:Counting\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
+    env["OTEL_PYTHON_CONTEXT"] = "counting"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-c", _COUNT_TASKS],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    calls = json.loads(done.stdout.strip().splitlines()[-1])
+    assert calls["attach"] >= 11, (calls, done.stderr)  # every task attached its context
+    assert calls["get_current"] >= 11, (calls, done.stderr)

@@ -23,6 +23,7 @@ context, so that no finished task's context stays current where a task left its 
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +31,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.environment_variables import OTEL_PYTHON_CONTEXT
 
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.status import RUNNING
@@ -74,9 +76,13 @@ def _runtime_variable() -> contextvars.ContextVar[otel_context.Context] | None:
     OpenTelemetry's default runtime context keeps the current context in one
     :class:`contextvars.ContextVar`, whose ``get`` and ``set`` its ``get_current`` and
     ``attach`` call through two Python frames each; the token of an attachment names that
-    variable (``Token.var``). ``None`` for a runtime context that is not built on one
-    (``OTEL_PYTHON_CONTEXT``): then the API's own functions are used.
+    variable (``Token.var``). ``None`` where ``OTEL_PYTHON_CONTEXT`` names a runtime context
+    (any, even one built on a variable: a subclass of the default one may add to ``attach`` or
+    ``get_current``, which the variable's own methods would skip): then the API's own
+    functions are used, as they are where the token names no variable.
     """
+    if os.environ.get(OTEL_PYTHON_CONTEXT):  # as the API decides whether to load one
+        return None
     current = otel_context.get_current()
     token = otel_context.attach(current)
     var = getattr(token, "var", None)
