@@ -33,7 +33,7 @@ What goes where:
   (:mod:`tasktrace.core.budget`), at start and again at finish (data set while the task ran).
 
 The span of a running task therefore carries no task id: the task-tree processor knows task
-spans without it (:meth:`~tasktrace.tree.processor.TaskTreeProcessor.start_task_span`), and a
+spans without it (:class:`~tasktrace.tree.processor.TaskSpanStart`), and a
 pending snapshot span (:mod:`tasktrace.export.pending`) names its real span instead.
 
 Thread-safety: pure functions of their arguments (the budget's warnings are once per process).

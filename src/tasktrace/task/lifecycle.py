@@ -174,8 +174,7 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
     # checks, milliseconds), set-up that is no more the task's than the tracing's.
     meters = active_meters()
     start_ns = _time_ns()
-    # tree.start_task_span, inline (a frame less on every task): the flag tells the tree's
-    # on_start that this span is a task's.
+    # The flag tells the tree's on_start that this span is a task's (see TaskSpanStart).
     flag = _span_start
     flag.active = True
     try:

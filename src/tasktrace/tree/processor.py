@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
@@ -51,7 +50,14 @@ _FIELDS: Final = frozenset(TaskRecord.model_fields)
 
 
 class TaskSpanStart(threading.local):
-    """Per thread: whether the span now starting is a task's (see ``task_span_start``)."""
+    """Per thread: whether the span now starting is a task's.
+
+    A task's span starts without its identity attributes (they come at finish, see
+    :mod:`tasktrace.core.spans`), so this flag is how :meth:`TaskTreeProcessor.on_start` tells
+    it from a user's span inside the task: a task's start
+    (:func:`tasktrace.task.lifecycle.start_task`) sets it around its ``tracer.start_span``
+    call. Tasks join the tree through :meth:`TaskTreeProcessor.task_started`.
+    """
 
     active = False
     """Set by the task's start around its ``tracer.start_span`` call (this thread's only)."""
@@ -81,7 +87,7 @@ class TaskTreeProcessor(SpanProcessor):
         self._tasks: dict[int, TaskRecord] = {}  # running tasks by task_id.int (hashed in C)
         self._sources: tuple[RecordSource, ...] = ()
         self.task_span_start = TaskSpanStart()
-        """Per thread: set while a task's span starts (see :meth:`start_task_span`)."""
+        """Per thread: set while a task's span starts (see :class:`TaskSpanStart`)."""
         self.monitor = RefreshMonitor(lambda: get_settings().refresh_interval_s)
         """The refresh thread (running tasks with files, and watched tasks)."""
         self.files = TaskFileWriter(lambda: self.lock, self.pull_records, self.monitor)
@@ -125,34 +131,6 @@ class TaskTreeProcessor(SpanProcessor):
                 lock.release()
         if targets is not None:
             self.files.started(task)
-
-    def start_task_span(
-        self,
-        tracer: trace.Tracer,
-        label: str,
-        context: Context | None,
-        attributes: dict[str, Any] | None,
-        start_ns: int,
-    ) -> trace.Span:
-        """Start a task's span, telling :meth:`on_start` it is a task's.
-
-        A task's span starts without its identity attributes (they come at finish, see
-        :mod:`tasktrace.core.spans`), so the per-thread flag :attr:`task_span_start` is how
-        :meth:`on_start` tells it from a user's span inside the task. (A task's start,
-        :func:`tasktrace.task.lifecycle.start_task`, sets the flag itself, as this does:
-        one frame less on every task.)
-
-        Tasks join the tree through :meth:`task_started`. Raises what ``tracer.start_span``
-        raises (another span processor's error).
-        """
-        call = self.task_span_start
-        call.active = True
-        try:
-            return tracer.start_span(
-                label, context=context, attributes=attributes, start_time=start_ns
-            )
-        finally:
-            call.active = False
 
     def update_running(self, task: TaskRecord, values: dict[str, Any]) -> None:
         """Write measurements so far into a running task's fields (under the tree lock).
