@@ -163,10 +163,32 @@ def test_otel_metrics_environment_configures_export(otlp_http_receiver: OtlpHttp
     assert {p[5]["service.name"] for p in points} == {"from-env"}
 
 
-def test_existing_global_meter_provider_is_reused() -> None:
-    """A meter provider the program installed before its first task receives the task metrics."""
-    out = _child("own", {}).stdout.strip()
-    assert "tasktrace.task.duration" in out.split(",")
+@pytest.mark.parametrize(
+    ("env", "histogram"),
+    [
+        ({}, False),  # found, not asked for: the cheap counters
+        ({"TASKTRACE_METRICS": "true"}, True),  # asked for
+        ({"OTEL_METRICS_EXPORTER": "console"}, True),  # metrics export asked for
+        ({"TASKTRACE_METRICS_DURATIONS": "histogram"}, True),  # chosen
+        ({"TASKTRACE_METRICS": "true", "TASKTRACE_METRICS_DURATIONS": "sum"}, False),
+    ],
+)
+def test_existing_global_meter_provider_is_reused(env: dict[str, str], histogram: bool) -> None:
+    """A meter provider the program installed before its first task receives the task metrics.
+
+    With ``metrics_durations`` left at ``auto``, a provider found installed (task metrics not
+    asked for) gets the duration counters, which cost a task nothing at collection; the
+    histogram where task metrics were asked for or the setting chooses it.
+    """
+    names = set(_child("own", env).stdout.strip().split(","))
+    assert "process.cpu.time" in names
+    counters = {"tasktrace.task.duration.sum", "tasktrace.task.count"}
+    if histogram:
+        assert "tasktrace.task.duration" in names
+        assert not counters & names
+    else:
+        assert "tasktrace.task.duration" not in names
+        assert counters <= names
 
 
 def test_the_first_task_is_watched_by_the_gauges_while_it_runs(

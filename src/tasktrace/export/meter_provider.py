@@ -26,7 +26,7 @@ from tasktrace.export.exporters import metric_exporters
 from tasktrace.export.metric_guard import GuardedMetricExporter, guard_metric_export
 from tasktrace.export.provider import build_resource
 
-__all__ = ["global_meter_provider"]
+__all__ = ["export_configured", "global_meter_provider"]
 
 
 def global_meter_provider(setting: bool | None) -> Any:
@@ -43,7 +43,7 @@ def global_meter_provider(setting: bool | None) -> Any:
     provider: Any = metrics.get_meter_provider()
     if not _is_proxy(provider):
         return provider
-    if setting is None and not _env_configured():
+    if setting is None and not export_configured():
         return None
     # The metrics SDK is imported only when tasktrace creates a meter provider.
     from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 - see above
@@ -64,7 +64,12 @@ def global_meter_provider(setting: bool | None) -> Any:
     return metrics.get_meter_provider()  # another thread may have won the race
 
 
-def _env_configured() -> bool:
+def export_configured() -> bool:
+    """Whether the environment asks for metrics export.
+
+    True when ``OTEL_METRICS_EXPORTER`` names an exporter (not ``none``) or, without it,
+    ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set (read from ``os.environ`` at each call).
+    """
     names = os.environ.get(OTEL_METRICS_EXPORTER, "").strip().lower()
     if names:
         return any(n.strip() not in ("", "none") for n in names.split(","))

@@ -37,7 +37,9 @@ task once :data:`MAX_WAITING_DURATIONS` wait. Each ``Histogram.record`` costs th
 69,000 instructions (a quarter of a nested task), with a context of tasktrace's own that holds
 no span, so points carry no exemplars. The ``metrics_durations`` setting ``"sum"`` reports
 :data:`DURATION_SUM` and :data:`COUNT` (observable counters from the totals) instead of the
-histogram: nothing per task at collection, no quantiles.
+histogram: nothing per task at collection, no quantiles. Its default, ``"auto"``, gives the
+histogram where task metrics were asked for and the counters where they are on only because a
+meter provider was found installed (:func:`~tasktrace.export.task_totals.duration_choice`).
 
 When metrics are on (:func:`enabled`):
 
@@ -71,13 +73,14 @@ from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.settings import get_settings
 from tasktrace.core.version import VERSION
-from tasktrace.export.meter_provider import global_meter_provider
+from tasktrace.export.meter_provider import export_configured, global_meter_provider
 from tasktrace.export.task_totals import (
     LABEL,
     MAX_WAITING_DURATIONS,
     TaskTotals,
     Totals,
     common_attributes,
+    duration_choice,
 )
 
 __all__ = [
@@ -317,22 +320,27 @@ def _resolve() -> TaskMetrics | None:
     if setting is False:
         return None
     provider = global_meter_provider(setting)
-    return None if provider is None else _metrics_for(provider)
+    if provider is None:
+        return None
+    # Asked for: the setting, or the environment's metrics export (which made tasktrace's own
+    # provider, or someone's). Not asked for: a provider found installed, nothing more.
+    return _metrics_for(provider, asked=setting is True or export_configured())
 
 
 _by_provider: dict[int, TaskMetrics] = {}  # one per provider: see _metrics_for
 
 
-def _metrics_for(provider: Any) -> TaskMetrics:
+def _metrics_for(provider: Any, asked: bool = True) -> TaskMetrics:
     """Return ``provider``'s :class:`TaskMetrics`, made once; call under the lock.
 
     Once: the SDK keeps an instrument's first registration, so a second set of instruments on
     one provider (after :func:`reset_metrics`) would never be collected. The
-    ``metrics_durations`` setting is read then: a provider keeps its first choice.
+    ``metrics_durations`` setting is read then (``"auto"``: the histogram where task metrics
+    were ``asked`` for, else the counters): a provider keeps its first choice.
     """
     found = _by_provider.get(id(provider))
     if found is None or found.provider is not provider:
-        durations = get_settings().metrics_durations
+        durations = duration_choice(get_settings().metrics_durations, asked)
         found = _by_provider[id(provider)] = TaskMetrics(provider, durations)
     return found
 
@@ -378,7 +386,8 @@ def enabled() -> bool:
 def reset_metrics(provider: Any = None) -> None:
     """Use ``provider`` for task metrics from now on; ``None``: decide again on next use.
 
-    For tests and for programs that set a meter provider up after their first task.
+    For tests and for programs that set a meter provider up after their first task. A provider
+    handed here counts as task metrics asked for (``metrics_durations="auto"``: the histogram).
     """
     with _state_lock:
         if provider is None:

@@ -17,7 +17,14 @@ from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.status import TaskStatus
 
-__all__ = ["LABEL", "MAX_WAITING_DURATIONS", "TaskTotals", "Totals", "common_attributes"]
+__all__ = [
+    "LABEL",
+    "MAX_WAITING_DURATIONS",
+    "TaskTotals",
+    "Totals",
+    "common_attributes",
+    "duration_choice",
+]
 
 LABEL: Final = "tasktrace.task.label"
 """Metric attribute: the task's label."""
@@ -34,6 +41,25 @@ def common_attributes(label: str, machine: str | None) -> dict[str, Any]:
     if machine:
         attrs[attr.MACHINE] = machine
     return attrs
+
+
+def duration_choice(setting: str, asked: bool) -> str:
+    """Return how durations are reported: ``"histogram"`` or ``"sum"``.
+
+    Args:
+        setting: The ``metrics_durations`` setting (``"auto"``, ``"histogram"``, ``"sum"``).
+        asked: Whether task metrics were asked for (the ``metrics`` setting true, metrics export
+            configured by the environment, a provider handed to
+            :func:`~tasktrace.export.metrics.reset_metrics`), rather
+            than on because a meter provider was found installed globally.
+
+    Returns:
+        ``setting`` itself unless it is ``"auto"``; then ``"histogram"`` if ``asked``, else
+        ``"sum"`` (a found provider's owner did not ask for the histogram's cost per task).
+    """
+    if setting != "auto":
+        return setting
+    return "histogram" if asked else "sum"
 
 
 class Totals:
