@@ -23,6 +23,7 @@ from tasktrace import (
     with_current_context,
 )
 from tasktrace.testing import InMemorySpanExporter
+from tests.export_helpers import clean_env
 
 
 def _thread_work(i: int) -> None:
@@ -332,8 +333,7 @@ def test_a_runtime_context_named_in_otel_python_context_sees_every_tasks_attach(
     (dist / "entry_points.txt").write_text(
         "[opentelemetry_context]\ncounting = counting_runtime:Counting\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))}
-    env["OTEL_PYTHON_CONTEXT"] = "counting"
+    env = clean_env(OTEL_PYTHON_CONTEXT="counting")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-c", _COUNT_TASKS],
