@@ -168,7 +168,9 @@ def test_otel_metrics_environment_configures_export(otlp_http_receiver: OtlpHttp
     [
         ({}, False),  # found, not asked for: the cheap counters
         ({"TASKTRACE_METRICS": "true"}, True),  # asked for
-        ({"OTEL_METRICS_EXPORTER": "console"}, True),  # metrics export asked for
+        # Somebody else's provider: its OTEL_* variables are its owner's (opentelemetry-distro
+        # sets OTEL_METRICS_EXPORTER=otlp itself), not a request for task metrics.
+        ({"OTEL_METRICS_EXPORTER": "otlp"}, False),
         ({"TASKTRACE_METRICS_DURATIONS": "histogram"}, True),  # chosen
         ({"TASKTRACE_METRICS": "true", "TASKTRACE_METRICS_DURATIONS": "sum"}, False),
     ],

@@ -158,10 +158,12 @@ class Settings(BaseModel):
     instructions each); ``"sum"``, two counters instead, ``tasktrace.task.duration.sum``
     (seconds) and ``tasktrace.task.count``, which cost a finished task a few additions and
     nothing at collection; ``"auto"`` (default), the histogram where task metrics were asked
-    for (the ``metrics`` setting true, ``OTEL_METRICS_EXPORTER`` naming an exporter or
-    ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` set, a provider handed to ``reset_metrics``) and
-    the counters where they are on only because a meter provider was found installed
-    globally (Logfire's, ``opentelemetry-instrument``'s). See :mod:`tasktrace.export.metrics`."""
+    for (the ``metrics`` setting true, or tasktrace's own meter provider, made because
+    ``OTEL_METRICS_EXPORTER`` names an exporter or ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is
+    set, or a provider handed to ``reset_metrics``) and the counters where they are on only
+    because somebody's meter provider was found installed globally (Logfire's,
+    ``opentelemetry-instrument``'s; its ``OTEL_*`` variables are its owner's). A provider
+    keeps the choice it was first given. See :mod:`tasktrace.export.metrics`."""
 
     @field_validator("meters", mode="before")
     @classmethod

@@ -29,20 +29,22 @@ from tasktrace.export.provider import build_resource
 __all__ = ["export_configured", "global_meter_provider"]
 
 
-def global_meter_provider(setting: bool | None) -> Any:
+def global_meter_provider(setting: bool | None) -> tuple[Any, bool] | None:
     """Return the meter provider for task metrics, creating one where needed; ``None``: none.
 
     Args:
         setting: The ``metrics`` setting (``True`` on, ``None`` auto); never ``False``.
 
     Returns:
-        The global meter provider (maybe just created and installed), or ``None`` when the
-        global is the API's proxy and metrics are neither on nor configured by the environment
-        (``OTEL_METRICS_EXPORTER`` naming an exporter, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``).
+        ``(provider, created)``: the global meter provider, and whether tasktrace just created
+        and installed it (else somebody else's, found installed, whose owner reads the
+        ``OTEL_*`` variables). ``None`` when the global is the API's proxy and metrics are
+        neither on nor configured by the environment (``OTEL_METRICS_EXPORTER`` naming an
+        exporter, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``).
     """
     provider: Any = metrics.get_meter_provider()
     if not _is_proxy(provider):
-        return provider
+        return provider, False
     if setting is None and not export_configured():
         return None
     # The metrics SDK is imported only when tasktrace creates a meter provider.
@@ -61,7 +63,8 @@ def global_meter_provider(setting: bool | None) -> Any:
     )
     guard_metric_export(created, exporters)
     metrics.set_meter_provider(created)
-    return metrics.get_meter_provider()  # another thread may have won the race
+    provider = metrics.get_meter_provider()  # another thread may have won the race
+    return provider, provider is created
 
 
 def export_configured() -> bool:

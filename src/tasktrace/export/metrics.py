@@ -4,7 +4,8 @@ Traces give one span per task; metrics aggregate task costs across many runs (a 
 of "duration of `train` by machine, last 30 days"). When metrics are on, tasktrace records:
 
 - ``tasktrace.task.duration``: histogram, ``s``, with ``tasktrace.task.status`` (buckets from
-  1 ms to 1 day: :data:`DURATION_BUCKETS_S`);
+  1 ms to 1 day: :data:`DURATION_BUCKETS_S`), or the counters :data:`DURATION_SUM` and
+  :data:`COUNT` instead (the ``metrics_durations`` setting, below);
 - ``process.cpu.time``: observable counter (a monotonic sum), ``s``, with
   ``tasktrace.task.status`` and ``cpu.mode`` (``user`` / ``system``);
 - ``hw.energy``: observable counter (a monotonic sum), ``J``, with ``tasktrace.task.status``
@@ -30,16 +31,16 @@ SDK's histogram state it inherits as it is (see docs/watching-long-runs.md).
 
 What a finishing task costs: tasktrace adds its figures to running totals per label, machine and
 status (:class:`~tasktrace.export.task_totals.TaskTotals`: one lock, a few additions) and keeps
-its duration until the next collection. No SDK instrument is called on the task's path: the CPU
-and energy totals are observable counters, and the waiting durations are recorded into the
-histogram when the reader collects (by the first callback of the collection), or by a finishing
-task once :data:`MAX_WAITING_DURATIONS` wait. Each ``Histogram.record`` costs the SDK about
-69,000 instructions (a quarter of a nested task), with a context of tasktrace's own that holds
-no span, so points carry no exemplars. The ``metrics_durations`` setting ``"sum"`` reports
-:data:`DURATION_SUM` and :data:`COUNT` (observable counters from the totals) instead of the
-histogram: nothing per task at collection, no quantiles. Its default, ``"auto"``, gives the
-histogram where task metrics were asked for and the counters where they are on only because a
-meter provider was found installed (:func:`~tasktrace.export.task_totals.duration_choice`).
+its duration until the next collection. No SDK instrument is called on the task's path (the
+totals are observable counters); waiting durations go into the histogram when the reader
+collects (its first callback), or from a finishing task once :data:`MAX_WAITING_DURATIONS`
+wait: about 69,000 instructions a ``Histogram.record`` (a quarter of a nested task), with a
+context of tasktrace's own that holds no span, so points carry no exemplars. The
+``metrics_durations`` setting ``"sum"`` reports :data:`DURATION_SUM` and :data:`COUNT`
+(observable counters from the totals) instead: nothing per task at collection, no quantiles.
+Its default, ``"auto"``, gives the histogram where task metrics were asked for (the ``metrics``
+setting, or tasktrace's own provider), the counters where they are on only because somebody's
+meter provider was found (:func:`~tasktrace.export.task_totals.duration_choice`).
 
 When metrics are on (:func:`enabled`):
 
@@ -73,7 +74,7 @@ from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.settings import get_settings
 from tasktrace.core.version import VERSION
-from tasktrace.export.meter_provider import export_configured, global_meter_provider
+from tasktrace.export.meter_provider import global_meter_provider
 from tasktrace.export.task_totals import (
     LABEL,
     MAX_WAITING_DURATIONS,
@@ -131,10 +132,9 @@ DURATION_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 0, 5, 10 … 10,000, is meant for ms); a view of the provider setting an aggregation wins."""
 
 _NO_SPAN: Final = otel_context.Context({otel_context.create_key("tasktrace.metrics"): True})
-"""The context of each histogram record: no span in it, so the SDK's default exemplar filter
-(trace-based) offers no exemplar, and, being non-empty (an empty ``Context`` is falsy), the SDK
-does not read the current context instead (which, on a finishing task's thread, holds the
-parent task's span: the durations of many tasks would have pointed at it)."""
+"""The context of each histogram record: no span, so the default (trace-based) exemplar filter
+offers no exemplar; non-empty (an empty ``Context`` is falsy), so the SDK does not read the
+current one, which on a finishing task's thread holds the parent task's span."""
 
 RunningSource = Callable[[], Iterable[tuple[TaskRecord, float | None]]]
 """Returns the running tasks of this process with their CPU seconds so far (``None``: unknown)."""
@@ -319,12 +319,14 @@ def _resolve() -> TaskMetrics | None:
     setting = get_settings().metrics
     if setting is False:
         return None
-    provider = global_meter_provider(setting)
-    if provider is None:
+    found = global_meter_provider(setting)
+    if found is None:
         return None
-    # Asked for: the setting, or the environment's metrics export (which made tasktrace's own
-    # provider, or someone's). Not asked for: a provider found installed, nothing more.
-    return _metrics_for(provider, asked=setting is True or export_configured())
+    # Asked for: the setting, or the environment's metrics export, for which tasktrace made
+    # its own provider. Not asked for: somebody's provider found installed (its OTEL_*
+    # variables are its owner's: opentelemetry-distro sets OTEL_METRICS_EXPORTER itself).
+    provider, created = found
+    return _metrics_for(provider, asked=setting is True or created)
 
 
 _by_provider: dict[int, TaskMetrics] = {}  # one per provider: see _metrics_for
@@ -387,7 +389,9 @@ def reset_metrics(provider: Any = None) -> None:
     """Use ``provider`` for task metrics from now on; ``None``: decide again on next use.
 
     For tests and for programs that set a meter provider up after their first task. A provider
-    handed here counts as task metrics asked for (``metrics_durations="auto"``: the histogram).
+    handed here counts as task metrics asked for (``metrics_durations="auto"``: the histogram),
+    unless tasktrace used it before: a provider keeps the instruments it was first given (the
+    SDK keeps an instrument's first registration).
     """
     with _state_lock:
         if provider is None:
