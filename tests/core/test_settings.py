@@ -32,6 +32,42 @@ def test_environment_over_file_over_defaults(
     assert settings.exit_timeout_s == Settings().exit_timeout_s
 
 
+def test_an_invalid_value_gives_way_to_the_value_it_overrode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where a source's value is invalid, a lower source's valid value stands, not the default.
+
+    Before: the lower file's ``sum`` and ``30`` were lost for the defaults (``auto``, 10.0).
+    """
+    (tmp_path / "lenskit.toml").write_text(
+        "[tasktrace]\nmetrics_durations = 'sum'\nrefresh_interval_s = 30\n"
+        "[tasktrace.prometheus]\ntimeout_s = 4\n"
+    )
+    (tmp_path / "tasktrace.toml").write_text(
+        "[tasktrace]\nmetrics_durations = 'hist'\nrefresh_interval_s = 20\n"
+        "[tasktrace.prometheus]\ntimeout_s = -1\n"
+    )
+    monkeypatch.setenv("TASKTRACE_REFRESH_INTERVAL_S", "soon")  # over the two files
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings()
+    assert settings.metrics_durations == "sum"
+    assert settings.refresh_interval_s == 20  # the variable's is invalid: tasktrace.toml's
+    assert settings.prometheus.timeout_s == 4
+    assert settings.origins[("metrics_durations",)].startswith("lenskit.toml")
+    assert settings.origins[("refresh_interval_s",)].startswith("tasktrace.toml")
+    warnings = sorted(r.getMessage() for r in caplog.records)
+    assert len(warnings) == 3, warnings
+    assert any(
+        "TASKTRACE_REFRESH_INTERVAL_S" in w
+        and w.endswith("using 20 from refresh_interval_s in tasktrace.toml [tasktrace]")
+        for w in warnings
+    ), warnings
+    assert any(
+        w.endswith("using 'sum' from metrics_durations in lenskit.toml [tasktrace]")
+        for w in warnings
+    ), warnings
+
+
 def test_lenskit_toml_is_read_flat(tmp_path: Path) -> None:
     """LensKit users' lenskit.toml (machine, [prometheus], [machines.NAME]) is read unchanged."""
     (tmp_path / "lenskit.toml").write_text(

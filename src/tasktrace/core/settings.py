@@ -25,7 +25,13 @@ from pydantic_settings import NoDecode
 
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.problems import expected
-from tasktrace.core.settings_layers import KNOWN_KEYS, has_key_path, merge_layers, origin_of
+from tasktrace.core.settings_layers import (
+    KNOWN_KEYS,
+    has_key_path,
+    lower_value,
+    merge_layers,
+    origin_of,
+)
 from tasktrace.core.settings_sources import (
     CONFIG_ENV,
     ENV_PREFIX,
@@ -202,6 +208,13 @@ def _drop(data: dict[str, Any], loc: tuple[int | str, ...]) -> None:
         target.pop(loc[-1], None)
 
 
+def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    target = data
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+    target[path[-1]] = value
+
+
 def _instead(defaults: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
     """Say what is used in place of the invalid value at ``loc``: the default, named."""
     value: Any = defaults
@@ -216,8 +229,10 @@ def load_settings(**overrides: Any) -> Settings:
     """Build :class:`Settings` from every source (see the module docstring) and ``overrides``.
 
     Invalid values are dropped with one warning each, naming the variable (or the key and its
-    file), what was expected (:func:`tasktrace.core.problems.expected`) and the default used
-    instead, with its value (``using the default 5.0``). Keys tasktrace does not know are
+    file), what was expected (:func:`tasktrace.core.problems.expected`) and what is used
+    instead, with its value: the value it overrode where a lower source gave one (``using
+    'sum' from metrics_durations in lenskit.toml``), else the default (``using the default
+    5.0``). Keys tasktrace does not know are
     ignored (LensKit's other tables are harmless; unknown keys of tasktrace's own tables are
     warned about).
     :attr:`Settings.origins` says where each value came from.
@@ -235,15 +250,29 @@ def load_settings(**overrides: Any) -> Settings:
             for err in e.errors(include_url=False):
                 loc = tuple(err["loc"])
                 found = origin_of(origins, tuple(str(p) for p in loc))
-                where = found[1].where(found[0]) if found else ".".join(map(str, loc))
+                where = ".".join(map(str, loc))
+                lower = None
+                if found is not None:
+                    leaf, origin = found
+                    where = origin.where(leaf)
+                    # The value the invalid one overrode stands instead, where a layer below
+                    # gave one; else the default.
+                    lower = lower_value(layers, origin, leaf)
+                if lower is not None:
+                    value, layer = lower
+                    origins[leaf] = layer
+                    _put(data, leaf, value)
+                    instead = f"using {value!r} from {layer.where(leaf)}"
+                else:
+                    instead = _instead(defaults, loc)
+                    _drop(data, loc)
                 _log.warning(
                     "tasktrace: invalid value %r for %s (%s); %s",
                     err.get("input"),
                     where,
                     expected(err),
-                    _instead(defaults, loc),
+                    instead,
                 )
-                _drop(data, loc)
     kept = settings.model_dump()  # the keys tasktrace knows, less the invalid values dropped
     settings._origins = {
         path: layer.describe(path)

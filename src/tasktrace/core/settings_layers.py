@@ -32,6 +32,7 @@ __all__ = [
     "env_layer",
     "has_key_path",
     "leaf_paths",
+    "lower_value",
     "merge_layers",
     "origin_of",
     "read_toml",
@@ -175,6 +176,34 @@ def has_key_path(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
             return False
         target = target[part]
     return True
+
+
+def lower_value(
+    layers: list[SettingsLayer], above: SettingsLayer, path: tuple[str, ...]
+) -> tuple[Any, SettingsLayer] | None:
+    """Return the value at ``path`` of the highest layer below ``above``, with that layer.
+
+    Where a layer's value is invalid, the one it overrode stands instead (a valid
+    ``metrics_durations`` in ``lenskit.toml`` under an invalid one in ``tasktrace.toml``).
+
+    Args:
+        layers: As :func:`settings_layers` returns them, lowest first; ``above`` among them.
+        above: The layer whose value at ``path`` was invalid.
+        path: A leaf key path, as :func:`merge_layers`' origins hold them.
+
+    Returns:
+        ``(value, layer)``, or ``None`` when no layer below gives ``path`` (the default then).
+    """
+    below = False
+    for layer in reversed(layers):
+        if layer is above:
+            below = True
+        elif below and has_key_path(layer.values, path):
+            value: Any = layer.values
+            for part in path:
+                value = value[part]
+            return value, layer
+    return None
 
 
 def merge_layers(
