@@ -283,6 +283,22 @@ def test_failed_task_records_its_error() -> None:
     assert "error" not in json.loads(ok.model_dump_json())
 
 
+def test_a_failed_task_records_its_error_as_plain_text(task_spans: InMemorySpanExporter) -> None:
+    """Terminal codes in an exception's message (Ray colours its errors) are not recorded.
+
+    Before: Ray's colour codes (ESC, "[36m") were in the file, the span and
+    ``tasktrace show``.
+    """
+    message = (
+        "\x1b[36mray::work()\x1b[39m (pid=7)\n  File x.py\tline 3\r\x1b]8;;u\x07link\x1b]8;;\x07"
+    )
+    with pytest.raises(RuntimeError), Task("local") as t2:
+        raise RuntimeError(message)
+    assert t2.error == "RuntimeError: ray::work() (pid=7)\n  File x.py\tline 3link"
+    (span,) = [s for s in task_spans.get_finished_spans() if s.name == "local"]
+    assert span.status.description == t2.error
+
+
 def test_numpy_values_are_stored_as_numbers(tmp_path: Path) -> None:
     """NumPy scalars and arrays (what train() returns) become numbers in the file and span."""
     np = pytest.importorskip("numpy", reason="numpy comes with the examples extra")

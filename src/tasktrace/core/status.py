@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import errno
 import os
+import re
 import shutil
 from enum import Enum
 from typing import Final, NamedTuple
@@ -145,9 +146,22 @@ def start_failure(program: str, error: OSError, shown: str | None = None) -> tup
     return f"cannot start {name!r}: {why}", NOT_EXECUTABLE_EXIT
 
 
+_TERMINAL_CODES: Final = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves (Ray's "\x1b[36mray::f()\x1b[39m")
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: titles, links
+    r"|\x1b[@-Z\\-_]"  # the other escapes
+    r"|[\x00-\x08\x0b-\x1f\x7f]"  # control characters but tab and newline
+)
+
+
 def describe(exc: BaseException) -> str:
-    """Return ``"Type: message"`` (or ``"Type"`` when the message is empty) for ``exc``."""
-    text = str(exc)
+    """Return ``"Type: message"`` (or ``"Type"`` when the message is empty) for ``exc``.
+
+    The message is plain text: terminal escape sequences and control characters (other than
+    tab and newline) are left out, such as the colours that Ray's ``RayTaskError`` and other
+    libraries' exceptions put in their messages for a terminal.
+    """
+    text = _TERMINAL_CODES.sub("", str(exc))
     if not text and isinstance(exc, GeneratorExit):
         text = "the generator was closed before it finished"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
