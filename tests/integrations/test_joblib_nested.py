@@ -9,6 +9,10 @@ without a warning.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -84,3 +88,49 @@ def test_a_call_below_a_sequential_one_in_a_worker_joins_its_task(tmp_path: Path
             for j, middle in enumerate(middles):
                 assert middle.subprocess is False
                 _check_inner(middle, f"{i}.{j}")
+
+
+CUT_OFF = textwrap.dedent(
+    """
+    import joblib
+    from joblib import Parallel, delayed
+    import tasktrace.integrations.joblib
+    from tasktrace import Task
+    from tests.integrations.engine_workers import nested_outer
+
+    joblib.parallel_config(backend="tasktrace")
+    with Task("top") as top:
+        Parallel(n_jobs=2)(delayed(nested_outer)(i, 2, "threading") for i in range(2))
+    print(sorted(len(t.subtasks) for t in top.subtasks))
+    """
+)
+
+
+def test_a_task_cut_off_in_a_worker_s_thread_is_warned_about(tmp_path: Path) -> None:
+    """``backend="threading"`` named in a worker: plain threads; the cut-off warning says so.
+
+    The worker's carried task runs in its main thread (loky's, like a main thread's top-level
+    task in the driver); a thread's task with no parent meanwhile is missing from the driver's
+    tree and file, which the warning tells (it said nothing in a worker).
+    """
+    script = tmp_path / "driver.py"
+    script.write_text(CUT_OFF)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    root = Path(__file__).resolve().parents[2]  # the tests, and the tasktrace under test
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root)])
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "[0, 0]"  # the named plain threads: the tasks are cut off
+    warnings = [line for line in done.stderr.splitlines() if "with no parent" in line]
+    assert warnings, done.stderr
+    for line in warnings:
+        assert "task 'inner " in line
+        assert "while task 'outer " in line
+        assert "ContextThreadPoolExecutor" in line
