@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+import joblib
 import psutil
 import pydantic
 from sklearn.linear_model import LogisticRegression
@@ -165,3 +166,47 @@ def outer_in_task(n: int) -> int:
     inner = ray.remote(num_cpus=0)(square_in_task)
     with Task("outer"):
         return int(ray.get(inner.remote(n)))
+
+
+def nested_leaf(name: str, cpu_s: float = 0.05) -> float:
+    """Run ``Task(f"inner {name}")`` for ``cpu_s`` of this thread's CPU; return ``cpu_s``."""
+    with Task(f"inner {name}"):
+        busy_cpu(cpu_s)
+    return cpu_s
+
+
+def nested_outer(i: int, n_jobs: int = 2, backend: str | None = None) -> list[float]:
+    """Inside ``Task(f"outer {i}")``, run ``inner {i}.0`` and ``.1`` in a nested ``Parallel``.
+
+    ``backend=None``: the backend joblib picks for a nested call (the user names none).
+    """
+    with Task(f"outer {i}"):
+        return list(
+            joblib.Parallel(n_jobs=n_jobs, backend=backend)(
+                joblib.delayed(nested_leaf)(f"{i}.{j}") for j in range(2)
+            )
+        )
+
+
+def _middle(name: str) -> list[float]:
+    with Task(f"middle {name}"):
+        return nested_parallel(name)
+
+
+def nested_parallel(name: str) -> list[float]:
+    """Run ``inner {name}.0`` and ``.1`` in a ``Parallel(n_jobs=2)`` (joblib's backend choice)."""
+    return list(
+        joblib.Parallel(n_jobs=2)(joblib.delayed(nested_leaf)(f"{name}.{k}") for k in range(2))
+    )
+
+
+def nested_middle(i: int) -> list[list[float]]:
+    """Inside ``Task(f"outer {i}")``, a sequential ``Parallel(n_jobs=1)`` of two middle tasks.
+
+    Each middle task (``Task(f"middle {i}.{j}")``) runs :func:`nested_parallel`: a call below
+    a sequential one gets the backend the sequential one passes on.
+    """
+    with Task(f"outer {i}"):
+        return list(
+            joblib.Parallel(n_jobs=1)(joblib.delayed(_middle)(f"{i}.{j}") for j in range(2))
+        )

@@ -28,9 +28,16 @@ of the submitter's context, as :class:`tasktrace.ContextThreadPoolExecutor` does
 Settings: loky workers get the driver's export set-up (``OTEL_*`` and :func:`tasktrace.configure`)
 in their environment; ``multiprocessing`` workers are forked with it; threads share it.
 
-Limits: nested ``Parallel`` calls *inside* a worker use joblib's plain nested backend. A batch
-returns its records when it ends, so the records of a batch that has not ended when its worker
-is killed are lost: its running task and the tasks it finished before (``batch_size`` > 1).
+Nested calls: a ``Parallel`` call made inside a batch without a backend of its own runs with
+joblib's nested backend (threads one level down, then sequential), traced (the backends'
+``get_nested_backend``): its tasks are subtasks of the task that made it, in the worker's
+record. A backend named there (``backend="threading"``) is joblib's plain one
+(:func:`instrument` registers the names in the driver only): its threads' tasks are cut off,
+which tasktrace's warning for a thread's task with no parent says in the worker too.
+
+Limits: a batch returns its records when it ends, so the records of a batch that has not ended
+when its worker is killed are lost: its running task and the tasks it finished before
+(``batch_size`` > 1).
 joblib kills the workers when a call fails or is interrupted (loky ``terminate(kill_workers=
 True)``, ``multiprocessing`` ``Pool.terminate()``) as soon as the calling thread sees the error
 (it looks every 10 ms). The traced backend's ``abort_everything`` first tells the queued batches
@@ -67,6 +74,7 @@ from tasktrace.core.warn import WarnOnce
 from tasktrace.export.workers import worker_environment
 from tasktrace.integrations.joblib_calls import (
     CallBook,
+    ContextBatch,
     DeliveringCallback,
     Homecoming,
     batch_starts,
@@ -272,7 +280,7 @@ class _Traced(ParallelBackendBase):
         """Submit ``func`` (a batch) carrying the task captured at the call's start, if any."""
         context = self._tasktrace_context
         if context is not None:
-            return super().submit(_ContextBatch(func, context), callback)
+            return super().submit(ContextBatch(func, context), callback)
         carrier = self._tasktrace_carrier
         if carrier is not None:
             mark = None
@@ -284,6 +292,19 @@ class _Traced(ParallelBackendBase):
                 callback = DeliveringCallback(callback, book, seq)
             func = CarriedBatch(func, carrier, self._tasktrace_reused_workers, mark)
         return super().submit(func, callback)
+
+    def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
+        """Return the backend of ``Parallel`` calls made inside a batch: joblib's pick, traced.
+
+        joblib picks a ``ThreadingBackend`` one level down (a worker's nested calls), then a
+        ``SequentialBackend`` (the calling thread itself: returned as it is); the batch takes
+        the pick to its worker. joblib's plain threads start from an empty context, so their
+        tasks had no parent (missing from the tree, silently); the traced subclass runs each
+        batch in the context of the nested call, under the task that made it.
+        """
+        backend, n_jobs = super().get_nested_backend()
+        traced = _TRACED.get(type(backend))
+        return (backend if traced is None else traced(nesting_level=backend.nesting_level)), n_jobs
 
     def retrieve_result_callback(self, out: Any) -> Any:
         """Return the batch's results, or raise its error; deliver any records left in it.
@@ -305,22 +326,6 @@ class _Traced(ParallelBackendBase):
                 raise error
             return result.results
         return result
-
-
-class _ContextBatch:
-    """A batch run in a copy of the submitter's context (the thread backend)."""
-
-    __slots__ = ("batch", "context")
-
-    def __init__(self, batch: Callable[[], Any], context: contextvars.Context) -> None:
-        self.batch = batch
-        self.context = context
-
-    def __len__(self) -> int:
-        return len(self.batch)  # type: ignore[arg-type]
-
-    def __call__(self) -> Any:
-        return self.context.copy().run(self.batch)
 
 
 class TracedLokyBackend(_Traced, LokyBackend):
@@ -352,6 +357,10 @@ _INNER: Final[dict[str, type[ParallelBackendBase]]] = {
     "multiprocessing": TracedMultiprocessingBackend,
     "threading": TracedThreadingBackend,
 }
+
+
+# joblib's backends by their traced subclasses, for nested calls (_Traced.get_nested_backend)
+_TRACED: Final = {cls.__bases__[1]: cls for cls in _INNER.values()}
 
 
 def tasktrace_backend(inner: str = "loky", **backend_kwargs: Any) -> ParallelBackendBase:

@@ -22,6 +22,9 @@ batch tells it, through a file:
   workers, which outlive the driver, start none of its queued batches, and warns how many
   started batches' records are lost (their results cannot reach a dead driver).
 
+The traced thread backend's batches need none of this: :class:`ContextBatch` runs each in the
+calling thread's context.
+
 Thread-safety: :class:`CallBook`'s methods may be called from any thread (joblib's callbacks
 run in its result threads), and from a signal handler in the main thread (its lock is
 re-entrant: the handler may run while the main thread holds it).
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import itertools
 import logging
@@ -50,6 +54,7 @@ __all__ = [
     "ABORTING",
     "MARKS_PREFIX",
     "CallBook",
+    "ContextBatch",
     "DeliveringCallback",
     "Homecoming",
     "abort_open_calls",
@@ -327,3 +332,29 @@ class DeliveringCallback:
         finally:
             self.book.ended(self.seq, home=home)
         return self.callback(out)
+
+
+class ContextBatch:
+    """A joblib batch run in a copy of the submitter's context (the traced thread backend).
+
+    Attributes:
+        batch: joblib's batch (``BatchedCalls``), called with no arguments.
+        context: The context of the thread that made the ``Parallel`` call, captured at the
+            call's start; each run uses a copy of it, so one batch object may run in any
+            thread (thread-safe).
+    """
+
+    __slots__ = ("batch", "context")
+
+    def __init__(self, batch: Callable[[], Any], context: contextvars.Context) -> None:
+        """Wrap ``batch`` to run in a copy of ``context``."""
+        self.batch = batch
+        self.context = context
+
+    def __len__(self) -> int:
+        """Return the number of calls in the batch (joblib's batch statistics read it)."""
+        return len(self.batch)  # type: ignore[arg-type]
+
+    def __call__(self) -> Any:
+        """Run the batch in a copy of the context; return its results (its error propagates)."""
+        return self.context.copy().run(self.batch)

@@ -66,7 +66,7 @@ from tasktrace.meters.process import rss_marks
 from tasktrace.task import late as late_readings
 from tasktrace.task import processes, watch
 from tasktrace.task.closing import exit_outcome
-from tasktrace.task.parents import resolve_parent, warn_if_cut_off
+from tasktrace.task.parents import note_process_root, resolve_parent, warn_if_cut_off
 from tasktrace.task.runtime import (
     NO_SNAPSHOTS,
     RELEASED,
@@ -158,6 +158,7 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
             warn_if_cut_off(task, current)  # a plain thread pool's task, outside the tree
         else:
             tracer = current_tracer()
+            note_process_root(task, prt)  # a parent elsewhere: a pool worker's carried root
         outer = None  # task_context finds it
         install_sigterm_handler()
         targets = files.targets(task)  # a subprocess's root has a spool record now

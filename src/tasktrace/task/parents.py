@@ -20,7 +20,7 @@ from tasktrace.core.warn import WarnOnce, quoted
 from tasktrace.task.runtime import Runtime, current_runtime
 from tasktrace.tree.processor import tree
 
-__all__ = ["resolve_parent", "span_context_of", "warn_if_cut_off"]
+__all__ = ["note_process_root", "resolve_parent", "span_context_of", "warn_if_cut_off"]
 
 _warn = WarnOnce(logging.getLogger(__name__))
 
@@ -90,10 +90,11 @@ def warn_if_cut_off(task: TaskRecord, current: otel_context.Context) -> None:
     """Note a top-level task; warn once per process when a thread's task is cut off.
 
     A top-level task of the main thread is kept (while it runs) as one the program's other
-    threads may mean to work under. ``task`` starting as a top-level task (no parent found) in
+    threads may mean to work under (so is a pool worker's carried root: see
+    :func:`note_process_root`). ``task`` starting as a top-level task (no parent found) in
     another thread, with no span current (a plain ``ThreadPoolExecutor``: a new thread starts
     from an empty context), while such a task runs, becomes a tree and a trace of its own,
-    missing from that task's file, which is rarely what was meant: one warning names both
+    missing from that task's tree and file, which is rarely what was meant: one warning names both
     tasks and the fixes. Nothing is said under a current span (a web framework's request span:
     the task joins that trace) nor for threads' tasks when no task of the main thread runs
     (a Dask or Ray worker's threads, each with its own top-level tasks).
@@ -103,9 +104,7 @@ def warn_if_cut_off(task: TaskRecord, current: otel_context.Context) -> None:
     """
     thread = threading.current_thread()
     if thread is threading.main_thread():
-        for key in [k for k, ref in _main_roots.items() if not _running(ref)]:
-            del _main_roots[key]  # finished ones: the registry stays as small as the nesting
-        _main_roots[id(task)] = weakref.ref(task)  # never what keeps a finished tree alive
+        _keep_main_root(task)
         return
     if not _main_roots or trace.get_current_span(current).get_span_context().is_valid:
         return
@@ -115,7 +114,7 @@ def warn_if_cut_off(task: TaskRecord, current: otel_context.Context) -> None:
     _warn(
         "cut-off-thread",
         "tasktrace: task %s started in thread %r with no parent while task %s runs in the "
-        "main thread, so it is a separate tree and trace, not in %s's file: a new thread "
+        "main thread, so it is a separate tree and trace, not in %s's tree or file: a new thread "
         "starts from an empty context. To make it a subtask, use "
         "tasktrace.ContextThreadPoolExecutor or with_current_context(fn) for an executor, "
         "tasktrace.ContextThread for a thread, or pass parent=. (Said once per process.)",
@@ -124,6 +123,28 @@ def warn_if_cut_off(task: TaskRecord, current: otel_context.Context) -> None:
         quoted(running[0].label),
         quoted(running[0].label),
     )
+
+
+def note_process_root(task: TaskRecord, prt: Runtime | None) -> None:
+    """Note a starting task with a parent, whose runtime is ``prt``: kept if a root here.
+
+    A task whose parent is another process's (``prt.remote``: a stand-in), started in the
+    main thread, is kept, while it runs, like a top-level task
+    (:func:`warn_if_cut_off`): a pool worker (joblib's loky and ``multiprocessing`` workers,
+    a ``ProcessPoolExecutor``'s) runs its carried work there, and a task started meanwhile in
+    one of the worker's threads with no parent (a plain thread pool, joblib's ``threading``
+    backend named explicitly) is cut off from it, missing from the submitting process's tree
+    and file: the same warning says so. Before, only tasks with no parent at all were kept,
+    so nothing was said in a worker. Other threads: nothing to do.
+    """
+    if prt is not None and prt.remote and threading.current_thread() is threading.main_thread():
+        _keep_main_root(task)
+
+
+def _keep_main_root(task: TaskRecord) -> None:
+    for key in [k for k, ref in _main_roots.items() if not _running(ref)]:
+        del _main_roots[key]  # finished ones: the registry stays as small as the nesting
+    _main_roots[id(task)] = weakref.ref(task)  # never what keeps a finished tree alive
 
 
 _main_roots: dict[int, weakref.ref[TaskRecord]] = {}
