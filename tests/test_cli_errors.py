@@ -268,3 +268,20 @@ def test_every_command_prints_through_the_console_that_knows_a_closed_pipe() -> 
         and re.search(r"\bConsole\(", text)
     ]
     assert offenders == []
+
+
+def test_run_keeps_its_commands_status_when_standard_error_is_closed(tmp_path: Path) -> None:
+    """``tasktrace run ... 2>&1 | true``: the tree goes nowhere, the status is the command's.
+
+    Before: rich's handling of the closed stream exited 1, hiding the command's 3.
+    """
+    with subprocess.Popen(
+        [sys.executable, "-m", "tasktrace.cli", "run", "--", "sh", "-c", "sleep 0.5; exit 3"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stderr is not None
+        proc.stderr.close()  # the reader is gone before tasktrace prints the tree
+        assert proc.wait(timeout=60) == 3
