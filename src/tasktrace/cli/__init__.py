@@ -12,17 +12,22 @@ Exit status: the command's own status for ``run`` (``128 + N`` when killed by si
 for ``show`` and ``export``; 3 when ``replay``'s endpoint refuses the spans; 2 for bad input
 (a one-line message, no traceback), including an output file whose folder cannot be written
 and one that is not tasktrace's own (see :func:`tasktrace.tree.files.check_replaceable`;
-``--force`` replaces it). An output path of
+``--force`` replaces it), and a missing optional extra (one line naming the command and
+``pip install 'tasktrace[EXTRA]'``); 0 when the reader of standard output stops reading
+(``tasktrace show run.json | head -1``: the command ends quietly). These last two are handled
+for every command in one place, :mod:`tasktrace.cli.boundary`. An output path of
 ``-`` is standard output in every command (:mod:`tasktrace.cli.outputs`).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import click
 
 from tasktrace.cli import config, reports
+from tasktrace.cli.boundary import READER_GONE_STATUS, CommandGroup, ReaderGone, discard_stdout
 from tasktrace.cli.convert import export, replay
 from tasktrace.cli.render import render_tree
 from tasktrace.cli.run import run
@@ -33,7 +38,7 @@ from tasktrace.task.processes import child_environment
 __all__ = ["child_environment", "cli", "main", "render_tree"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tasktrace")
 def cli() -> None:
     """Measure work as tasks (time, CPU, memory, GPU, energy) and publish them as traces."""
@@ -46,13 +51,28 @@ config.register(cli)  # config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit status.
+
+    Standard output is flushed before returning: a reader that has gone (see
+    :mod:`tasktrace.cli.boundary`) is seen here, not at exit; the status stays the command's.
+    """
+    status = _run(argv)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
+    return status
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         cli.main(
             args=list(argv) if argv is not None else None,
             prog_name="tasktrace",
             standalone_mode=False,
         )
+    except ReaderGone:
+        return READER_GONE_STATUS
     except click.ClickException as e:
         e.show()
         return 2 if e.exit_code == 1 else e.exit_code

@@ -25,11 +25,11 @@ from typing import Any
 
 import click
 from rich.cells import cell_len
-from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
+from tasktrace.cli.boundary import Console
 from tasktrace.core.settings import Settings, get_settings
 from tasktrace.core.settings_sources import project_folder
 from tasktrace.export.effective import effective_values

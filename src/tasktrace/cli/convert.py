@@ -1,6 +1,7 @@
 """``tasktrace export`` and ``tasktrace replay``: saved tasks in other formats, or sent again.
 
-Exit status 0, 2 for bad input (one line), 3 when ``replay``'s endpoint refuses the spans.
+Exit status 0, 2 for bad input or a missing extra (one line), 3 when ``replay``'s endpoint
+refuses the spans.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
 )
 
+from tasktrace.cli.boundary import needs_extra
 from tasktrace.cli.inputs import FORCE_HINT, load, read_input
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.formats.chrome_trace import task_to_chrome_trace
@@ -64,7 +66,8 @@ def export(file: Path, fmt: str, output: Output, force: bool) -> None:
 
     if fmt == "otlp-json":
         data = read_input(file, load_spans)
-        out = b"".join(encode_lines(data))
+        with needs_extra("export --format otlp-json"):  # the encoder (encode_lines is lazy)
+            out = b"".join(encode_lines(data))
     elif fmt == "chrome":
         task = load(file)
         try:
@@ -102,6 +105,6 @@ def replay(path: Path, endpoint: str | None) -> None:
         count = send_spans(spans, endpoint)
     except ValueError as e:  # no endpoint, or not a URL: a usage error (exit 2)
         raise click.ClickException(f"{path}: {e}") from None
-    except (ReplayError, ImportError) as e:
+    except ReplayError as e:  # a missing extra (gRPC) is no refusal: cli.boundary says it
         raise _Refused(f"{path}: {e}") from None
     click.echo(f"{path}: sent {count} spans", err=True)

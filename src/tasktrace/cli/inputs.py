@@ -91,8 +91,12 @@ def invalid_measures(task: Task) -> dict[str, int]:
 
 
 def read_input(path: Path, reader: Callable[[Path], _T]) -> _T:
-    """Call ``reader(path)``; turn unreadable or invalid input into a one-line error."""
+    """Call ``reader(path)``; turn unreadable or invalid input into a one-line error.
+
+    A missing optional extra (:class:`ImportError`) is no fault of the input's: it passes, to
+    be said for the command (:mod:`tasktrace.cli.boundary`).
+    """
     try:
         return reader(path)
-    except (OSError, RecursionError, ValidationError, ValueError, TypeError, ImportError) as e:
+    except (OSError, RecursionError, ValidationError, ValueError, TypeError) as e:
         raise click.ClickException(describe_input_error(path, e)) from None

@@ -52,11 +52,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from pydantic import ValidationError
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
+from tasktrace.cli.boundary import Console
 from tasktrace.cli.relay import OutputRelay
 from tasktrace.cli.render import render_tree
 from tasktrace.cli.ttyread import reading_terminal

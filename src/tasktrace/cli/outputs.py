@@ -14,12 +14,11 @@ Every option that names a file to write (``export -o``, ``report -o``, ``table -
 
 Errors end in one ``Error:`` line (exit 2), never a traceback; a reader that stops reading
 standard output early (``tasktrace export run.json --format otlp-json -o - | head -1``) ends the
-command quietly.
+command quietly, as every command's output does (:mod:`tasktrace.cli.boundary`).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,15 +98,11 @@ class Output:
             except OSError as e:
                 raise click.ClickException(str(e)) from None
             return
-        try:
-            sys.stdout.flush()  # text written before, first
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-        except BrokenPipeError:  # the reader stopped early (`| head`): nothing more to say
-            # Python flushes standard output again at exit: point it at /dev/null first.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+        # A reader that stops early (`| head`) is handled for every command in one place:
+        # tasktrace.cli.boundary (BrokenPipeError ends the command quietly).
+        sys.stdout.flush()  # text written before, first
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
 
 
 class OutputPath(click.ParamType):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import shlex
 
-from rich.console import Console
 from rich.tree import Tree
 
+from tasktrace.cli.boundary import Console
 from tasktrace.core.carbon import CarbonIntensity
 from tasktrace.core.record import TaskRecord
 from tasktrace.core.views import UNWRAPPED_WIDTH, build_tree, printable, task_line

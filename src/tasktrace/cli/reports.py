@@ -18,6 +18,7 @@ from pydantic_core import to_json
 from rich.markup import escape
 from rich.table import Table
 
+from tasktrace.cli.boundary import needs_extra
 from tasktrace.cli.compare_table import print_comparison
 from tasktrace.cli.inputs import warn_invalid_measures
 from tasktrace.cli.meters_note import print_note
@@ -99,10 +100,17 @@ def _carbon(intensity: float | None) -> CarbonIntensity:
     return CarbonIntensity.from_settings(intensity)
 
 
-def _runs(files: Sequence[Path], names: Sequence[str]) -> list[Run]:
+def _runs(files: Sequence[Path], names: Sequence[str], *, skip_traces: bool = True) -> list[Run]:
+    """Load ``files`` as runs; every problem is one line naming the file (exit 2).
+
+    With ``skip_traces`` and no ``names``, a Chrome trace among several files (a glob's
+    ``runs/*.json``) is skipped with a warning; the runs returned are the ones to count.
+    A command that needs each file as a run (compare's two) passes ``skip_traces=False``:
+    a Chrome trace is then the error it is given alone.
+    """
     skipped: list[str] = []  # Chrome traces among several files (runs/*.json)
     try:
-        runs = load_runs(files, names or None, None if names else skipped)
+        runs = load_runs(files, names or None, None if names or not skip_traces else skipped)
     except TaskFileError as e:
         raise click.ClickException(str(e)) from None
     except ValueError as e:  # names that do not fit the files
@@ -112,7 +120,11 @@ def _runs(files: Sequence[Path], names: Sequence[str]) -> list[Run]:
     for run in runs:
         warn_invalid_measures(run.path, run.task)
     if not runs:
-        raise click.ClickException("no task file among the files given (Chrome traces only)")
+        traces = ", ".join(str(path) for path in files)
+        raise click.ClickException(
+            f"no task file among {traces}: each is a Chrome trace (trace events, which hold no "
+            "task tree); give the task files or OTLP JSON lines they were made from"
+        )
     return runs
 
 
@@ -151,13 +163,13 @@ def report(
     Example: tasktrace report runs/a.json runs/b.json -o report.html
     """
     _check_output(output, force)
-    try:
-        from tasktrace.formats.report import build_report  # noqa: PLC0415 - optional extra
-    except ImportError as e:
-        raise _needs_extra("report", e, "report") from None
-    html = build_report(_runs(files, names), _carbon(carbon_intensity))
+    # before any work; without plotly: one line naming the extra (cli.boundary)
+    from tasktrace.formats.report import build_report  # noqa: PLC0415 - optional extra
+
+    runs = _runs(files, names)
+    html = build_report(runs, _carbon(carbon_intensity))
     output.write(html.encode())
-    click.echo(f"{output}: report of {len(files)} run(s)", err=True)
+    click.echo(f"{output}: report of {len(runs)} run(s)", err=True)  # skipped traces: not
 
 
 @click.command()
@@ -203,7 +215,7 @@ def compare(  # noqa: PLR0917 - click passes one parameter per option (by name)
 
     Example: tasktrace compare runs/baseline.json runs/new.json
     """
-    runs = _runs([first, second], names)
+    runs = _runs([first, second], names, skip_traces=False)  # two runs, or an error
     result = compare_runs(runs, _carbon(carbon_intensity))
     if as_json:
         click.echo(to_json(result.to_json(), indent=1))  # in Rust: json's indent is pure Python
@@ -317,8 +329,9 @@ def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
     columns = [c.strip() for c in by.split(",") if c.strip()]
     if output is not None:
         _check_output(output, force)
+    rows = task_rows(_runs(files, names), carbon)
     try:
-        groups = group_rows(task_rows(_runs(files, names), carbon), columns, measures)
+        groups = group_rows(rows, columns, measures)
     except ValueError as e:
         raise click.UsageError(f"--by: {e}") from None
     if output is None:
@@ -326,22 +339,12 @@ def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
         console.print(_cost_table(groups, columns, measures))
         print_note(console, _overlap_note(groups, columns, measures))
         return
-    try:
+    with needs_extra("table -o"):  # pandas; pyarrow for .parquet, jinja2 for .tex
         from tasktrace.formats.frame import encode_table, frame  # noqa: PLC0415 - optional extra
-    except ImportError as e:
-        raise _needs_extra("table -o", e, "pandas") from None
-    try:
+
         suffix = ".csv" if output.path is None else output.path.suffix.lower()  # -: CSV
-        data = encode_table(frame(groups), suffix)
-    except (ImportError, ValueError) as e:
-        raise click.ClickException(f"{output}: {e}") from None
+        try:
+            data = encode_table(frame(groups), suffix)
+        except ValueError as e:
+            raise click.ClickException(f"{output}: {e}") from None
     output.write(data)
-
-
-def _needs_extra(command: str, error: ImportError, extra: str) -> click.ClickException:
-    """Return the one-line error of ``tasktrace COMMAND`` without the package of ``extra``."""
-    package = error.name or extra
-    return click.ClickException(
-        f"tasktrace {command} needs {package}, which is not installed: "
-        f"pip install 'tasktrace[{extra}]'"
-    )
