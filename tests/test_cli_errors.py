@@ -149,6 +149,37 @@ def test_a_missing_extra_is_one_line_naming_it_in_every_command(
     assert not (runs / "x.json").exists()
 
 
+def test_an_extra_installed_but_failing_to_import_is_not_called_missing(runs: Path) -> None:
+    """An extra installed but broken (plotly, a version mismatch): the import's error is shown.
+
+    Before: "needs plotly, which is not installed", which a ``pip install`` does not fix.
+    """
+    code = (
+        "import sys, importlib.abc\n"
+        "class Broken(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'plotly.offline':\n"
+        "            raise ImportError('cannot import name x from plotly.validators')\n"
+        "sys.meta_path.insert(0, Broken())\n"
+        "from tasktrace.cli import main\n"
+        "sys.exit(main(['report', 'a.json', '-o', 'r.html']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=runs,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert _one_error_line(done) == (
+        "Error: tasktrace report needs plotly, which cannot be imported (ImportError: cannot "
+        "import name x from plotly.validators): pip install 'tasktrace[report]'"
+    )
+
+
 def test_table_output_without_pyarrow_is_the_same_one_line(runs: Path) -> None:
     """``table -o x.parquet`` without pyarrow: the command's line, as without pandas.
 
@@ -285,3 +316,62 @@ def test_run_keeps_its_commands_status_when_standard_error_is_closed(tmp_path: P
         assert proc.stderr is not None
         proc.stderr.close()  # the reader is gone before tasktrace prints the tree
         assert proc.wait(timeout=60) == 3
+
+
+def _shell(tmp_path: Path, line: str) -> subprocess.CompletedProcess[str]:
+    """Run ``line`` in bash in ``tmp_path``, ``$TT`` standing for the ``tasktrace`` command."""
+    return subprocess.run(
+        ["bash", "-c", line],
+        cwd=tmp_path,
+        env=clean_env(TT=f"{sys.executable} -m tasktrace.cli"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "status"),
+    [
+        ("run -- no-such-command-here", 127),  # its "cannot start" line to a gone reader
+        ("run --file gone/x.json -- sh -c 'rm -rf gone'", 125),  # its "not written" line
+    ],
+)
+def test_run_keeps_its_status_when_standard_error_s_reader_is_gone(
+    tmp_path: Path, command: str, status: int
+) -> None:
+    """``run``'s own error line to a standard error nobody reads no longer ends it with 0.
+
+    Before: the line's ``BrokenPipeError`` was taken for standard output's reader gone (exit
+    0): a script took a command not found, or a record not written, for success.
+    """
+    (tmp_path / "gone").mkdir()
+    done = _shell(tmp_path, f'$TT {command} 2>&1 >/dev/null | true; echo "${{PIPESTATUS[0]}}"')
+    assert done.stdout.split() == [str(status)], done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "status"),
+    [
+        ("show run.json", 0),
+        ("--version", 0),
+        ("show missing.json", 2),
+        ("run --file r.json -- sh -c 'touch ran; exit 3'", 3),
+    ],
+)
+def test_a_closed_standard_output_at_start_is_no_traceback(
+    runs: Path, command: str, status: int
+) -> None:
+    """``tasktrace ... >&-`` (standard output closed before the start): the usual status.
+
+    Before: ``AttributeError: 'NoneType' object has no attribute 'flush'`` (``sys.stdout`` is
+    ``None``) and exit 1 from every command; ``run`` did not even start its command.
+    """
+    (runs / "run.json").write_bytes(NESTED.read_bytes())
+    done = _shell(runs, f'$TT {command} >&- 2>err; echo "$?"; tail -1 err')
+    assert done.stdout.split("\n")[0] == str(status), done.stdout
+    assert "Traceback" not in (runs / "err").read_text()
+    if command.startswith("run"):
+        assert (runs / "ran").exists()
+        assert json.loads((runs / "r.json").read_text())["status"] == "failed"

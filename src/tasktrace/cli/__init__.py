@@ -27,7 +27,13 @@ from collections.abc import Sequence
 import click
 
 from tasktrace.cli import config, reports
-from tasktrace.cli.boundary import READER_GONE_STATUS, CommandGroup, ReaderGone, discard_stdout
+from tasktrace.cli.boundary import (
+    READER_GONE_STATUS,
+    CommandGroup,
+    ReaderGone,
+    discard_stdout,
+    guard_standard_streams,
+)
 from tasktrace.cli.convert import export, replay
 from tasktrace.cli.render import render_tree
 from tasktrace.cli.run import run
@@ -56,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Standard output is flushed before returning: a reader that has gone (see
     :mod:`tasktrace.cli.boundary`) is seen here, not at exit; the status stays the command's.
     """
+    guard_standard_streams()
     status = _run(argv)
     try:
         sys.stdout.flush()

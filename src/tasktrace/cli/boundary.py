@@ -15,6 +15,15 @@
   command, the missing package and the install command, exit status 2 (:func:`needs_extra`).
   Any other :class:`ImportError` is a fault of tasktrace's and keeps its traceback.
 
+- **standard error whose reader has gone** (``tasktrace run ... 2>&1 >/dev/null | true``):
+  :func:`guard_standard_streams` wraps it so that writing to it never raises (the rest goes to
+  ``/dev/null``): a command's own messages are lost, its exit status is not (``run``'s 127 or
+  125). Only a :class:`BrokenPipeError` with standard output itself gone (``poll`` reports an
+  error on it) is a reader gone; any other is raised on.
+- **standard output or error closed at start** (``>&-``, ``2>&-``; Python then sets
+  ``sys.stdout`` to ``None``): each is opened on ``/dev/null`` first (so ``run``'s command gets
+  ``/dev/null`` there, not a closed descriptor).
+
 Every command prints through :class:`Console`, whose closed standard output reaches the same
 place (rich's own handling exits 1).
 
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +50,7 @@ __all__ = [
     "Console",
     "ReaderGone",
     "discard_stdout",
+    "guard_standard_streams",
     "needs_extra",
     "reader_may_leave",
 ]
@@ -68,8 +79,88 @@ def reader_may_leave() -> Iterator[None]:
     try:
         yield
     except BrokenPipeError:
+        if not _stdout_gone():  # a socket's, a file's: not the reader of standard output
+            raise
         discard_stdout()
         raise ReaderGone from None
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output's reader has gone (``poll`` reports an error or hang-up on it)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # no descriptor: nothing else to blame
+        return True
+    if not hasattr(select, "poll"):  # pragma: no cover - every POSIX system has poll
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _devnull_stream(fd: int) -> Any:
+    """Return a text stream on ``/dev/null`` for the closed standard descriptor ``fd``.
+
+    ``/dev/null`` takes ``fd`` itself (a command started by ``run`` inherits it) unless
+    something opened since holds that number: then another descriptor.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    if devnull != fd:
+        try:
+            os.fstat(fd)
+        except OSError:  # still closed: take its number
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            devnull = fd
+    return open(devnull, "w", closefd=False)  # the process's, for its life
+
+
+class _QuietWhenGone:
+    """A text stream (standard error) whose writes never raise :class:`BrokenPipeError`.
+
+    After the first such failure its descriptor is pointed at ``/dev/null``: what follows, and
+    what was still buffered, goes nowhere. Every other attribute is the stream's own.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def _gone(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_standard_streams() -> None:
+    """Open closed standard streams on ``/dev/null``; make standard error's writes never fail.
+
+    Call once, before a command runs (:func:`tasktrace.cli.main` does). See the module
+    docstring. Not thread-safe: replaces ``sys.stdout`` / ``sys.stderr``.
+    """
+    if sys.stdout is None:  # closed at start
+        sys.stdout = _devnull_stream(1)
+    if sys.stderr is None:
+        sys.stderr = _devnull_stream(2)
+    if not isinstance(sys.stderr, _QuietWhenGone):
+        sys.stderr = _QuietWhenGone(sys.stderr)  # type: ignore[assignment]
 
 
 def discard_stdout() -> None:
@@ -95,7 +186,9 @@ def needs_extra(command: str) -> Iterator[None]:
     Raises:
         click.ClickException: An :class:`ImportError` whose message names an extra:
             ``tasktrace COMMAND needs PACKAGE, which is not installed: pip install
-            'tasktrace[EXTRA]'``. Any other :class:`ImportError` passes unchanged.
+            'tasktrace[EXTRA]'`` (where it is installed but fails to import: ``which cannot
+            be imported (ImportError: ...)``). Any other :class:`ImportError` passes
+            unchanged.
     """
     try:
         yield
@@ -104,9 +197,28 @@ def needs_extra(command: str) -> Iterator[None]:
         if match is None:
             raise
         raise click.ClickException(
-            f"tasktrace {command} needs {_missing_package(e, match['extra'])}, which is not "
-            f"installed: {match[0]}"
+            f"tasktrace {command} needs {_missing_package(e, match['extra'])}, which "
+            f"{_why_not(e)}: {match[0]}"
         ) from None
+
+
+def _why_not(error: ImportError) -> str:
+    """Say why the import failed: ``is not installed`` (a module not found), else the error.
+
+    An installed package that fails to import (a version mismatch: ``cannot import name ...``)
+    is not called missing: the line shows the first error, which a reinstall may fix.
+    """
+    failed: BaseException | None = None  # the first import error under the extra's message
+    seen = error.__cause__ or error.__context__
+    while seen is not None:
+        if isinstance(seen, ModuleNotFoundError):
+            return "is not installed"
+        if failed is None and isinstance(seen, ImportError):
+            failed = seen
+        seen = seen.__cause__ or seen.__context__
+    if failed is None:
+        return "is not installed"
+    return f"cannot be imported ({type(failed).__name__}: {failed})"
 
 
 def _missing_package(error: ImportError, extra: str) -> str:
