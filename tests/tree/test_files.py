@@ -190,6 +190,32 @@ def test_an_unreadable_file_is_refused(tmp_path: Path) -> None:
     assert secret.read_bytes() == b"x"
 
 
+@pytest.mark.parametrize("kind", ["descriptor", "device", "folder"])
+def test_a_link_to_a_descriptor_a_device_or_a_folder_is_refused_and_kept(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``-o /dev/stdout`` (a link to ``/proc/self/fd/1``): refused, the link left as it is.
+
+    Before: the link was replaced by a regular file holding the output (as root, the
+    system's ``/dev/stdout`` itself), and nothing reached standard output.
+    """
+    target = {"descriptor": "/proc/self/fd/1", "device": os.devnull, "folder": str(tmp_path)}
+    link = tmp_path / "out.json"
+    link.symlink_to(target[kind])
+    (tmp_path / "a.json").write_bytes((FIXTURES / "nested.json").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "a.json", "--format", "chrome", "-o", "out.json"]) == 2
+    err = capsys.readouterr().err
+    assert "out.json" in err
+    if kind != "folder":  # a folder is the option's own error ("is a directory")
+        assert "not replaced: it is a link to a process's descriptor" in err
+    assert link.is_symlink()
+    assert os.readlink(link) == target[kind]
+    with pytest.raises(FileExistsError, match="never through a link"):
+        Task("t", file=link).start()
+    assert os.readlink(link) == target[kind]
+
+
 def test_a_symlink_is_replaced_and_its_target_kept(tmp_path: Path) -> None:
     """A symlink to a user's file is replaced itself (no data lost); the file it names is kept."""
     data = _data_csv(tmp_path)

@@ -23,12 +23,14 @@ import codecs
 import contextlib
 import logging
 import os
+import re
 import stat
 import sys
 import tempfile
 import threading
 import uuid
 from pathlib import Path
+from typing import Final
 
 import pydantic_core
 
@@ -101,11 +103,13 @@ def check_replaceable(path: Path, *, force: bool = False, override: str) -> None
     when it does not exist, is empty, or holds what tasktrace writes and reads: a task file
     (tasktrace's or LensKit's), OTLP JSON lines, or a Chrome trace that tasktrace exported.
     Anything else (a CSV, a config file, another tool's JSON) is refused unless ``force``; a
-    folder or a special file (device, FIFO, socket) is refused even then. A symbolic link may
-    be replaced: :func:`save_atomic` replaces the link itself and never writes through it, so
-    the file it points to is untouched. The file is recognised from its first and last
-    :data:`HEAD_BYTES` bytes (two reads and a partial parse: about 30 µs whatever its size,
-    where parsing a 48 MiB task file takes seconds; ``benchmarks/scale.py``):
+    folder or a special file (device, FIFO, socket) is refused even then. A symbolic link to a
+    regular file (or to nothing) may be replaced: :func:`save_atomic` replaces the link itself
+    and never writes through it, so the file it points to is untouched; a link to a process's
+    descriptor (``/dev/stdout``), a folder or a special file is refused as they are. The file
+    is recognised from its first and last :data:`HEAD_BYTES` bytes (two reads and a partial
+    parse: about 30 µs whatever its size, where parsing a 48 MiB task file takes seconds;
+    ``benchmarks/scale.py``):
 
     - task file: a JSON object whose ``task_id`` is a UUID string and ``label`` a string, both
       in the first :data:`HEAD_BYTES` (tasktrace and LensKit write them first), ending in ``}``;
@@ -130,6 +134,19 @@ def check_replaceable(path: Path, *, force: bool = False, override: str) -> None
     except OSError:  # missing (the common case), or no access: the write itself will say why
         return
     if stat.S_ISLNK(st.st_mode):
+        # A link to a process's descriptor (/dev/stdout -> /proc/self/fd/1), a folder or a
+        # special file: replacing the link would not write where it points, and would put a
+        # file where the system keeps a link (as root, /dev/stdout itself).
+        try:
+            target = os.stat(path)
+        except OSError:  # a dangling link (or one out of reach): replaced, as any link
+            target = None
+        if _to_descriptor(path) or (target is not None and not stat.S_ISREG(target.st_mode)):
+            raise FileExistsError(
+                f"{path}: not replaced: it is a link to a process's descriptor, a folder or a "
+                "special file; tasktrace writes a file, never through a link (for standard "
+                "output give -)"
+            )
         return
     if stat.S_ISDIR(st.st_mode):
         raise FileExistsError(f"{path}: is a folder; give the path of a file to write")
@@ -251,6 +268,22 @@ def check_writable(path: Path) -> None:
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(tmp)
+
+
+_DESCRIPTORS: Final = re.compile(r"^/(?:proc/[^/]+/fd|dev/fd)/")
+
+
+def _to_descriptor(path: Path) -> bool:
+    """Whether the link ``path`` leads, link by link, to a process's descriptor (``fd/N``)."""
+    hop = str(path)
+    for _ in range(40):  # the kernel's limit on a chain of links
+        try:
+            hop = os.path.normpath(os.path.join(os.path.dirname(hop), os.readlink(hop)))
+        except OSError:  # not a link (the end of the chain), or out of reach
+            return False
+        if _DESCRIPTORS.match(hop):
+            return True
+    return False
 
 
 def replace_file(path: Path, data: bytes, *more: bytes) -> None:
