@@ -202,3 +202,37 @@ def test_folders_of_marks_of_ended_drivers_are_swept(tmp_path: Path) -> None:
         (folder / "0").touch()
     sweep_marks(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+
+
+def test_a_queued_batch_of_a_dead_driver_swept_by_another_does_not_start(tmp_path: Path) -> None:
+    """A driver stopped by SIGTERM, then its folder swept by a later driver: no batch starts.
+
+    The aborting mark went with the folder; an orphaned worker taking a queued batch found no
+    mark and ran it, as if the call were still on (seen in CI while another program's joblib
+    call swept ``/dev/shm``: folds 4 and 5 started after the stop).
+    """
+    from tasktrace.integrations.joblib_calls import (
+        MARKS_PREFIX,
+        CallBook,
+        batch_starts,
+        sweep_marks,
+    )
+
+    book = CallBook()
+    try:
+        _, running = book.submitted()
+        _, queued = book.submitted()
+        assert running is not None
+        assert queued is not None
+        assert book.folder is not None
+        assert batch_starts(running)  # started before the stop
+        book.aborting()  # the SIGTERM handler's mark
+        ended = subprocess.Popen([sys.executable, "-c", "pass"])
+        ended.wait()  # the folder as the dead driver's: a later driver sweeps it
+        swept = os.path.join(os.path.dirname(book.folder), f"{MARKS_PREFIX}{ended.pid}-x")
+        os.rename(book.folder, swept)
+        sweep_marks(os.path.dirname(book.folder))
+        assert not os.path.exists(swept)
+        assert not batch_starts(os.path.join(swept, os.path.basename(queued)))
+    finally:
+        book.close()

@@ -73,18 +73,30 @@ def batch_starts(mark: str) -> bool:
 
     ``False`` when the call is aborting (its folder holds :data:`ABORTING`): the batch was
     queued when the call failed. The aborting mark is looked at before the start mark is
-    made, so a batch is either counted as started by the driver or not run at all. A mark that
-    cannot be made (the folder removed: the call ended) lets the batch run.
+    made, so a batch is either counted as started by the driver or not run at all. ``False``
+    too when the call's folder is gone: the call is over (removed at its end), or its driver
+    died and a later driver's :func:`sweep_marks` removed it, taking the aborting mark with it
+    (a batch started then has nobody to return to). A mark that cannot be made for another
+    reason (no permission) lets the batch run.
     """
     if os.path.exists(os.path.join(os.path.dirname(mark), ABORTING)):
         return False
-    _touch(mark)
+    try:
+        _make(mark)
+    except FileNotFoundError:  # the folder is gone: see above
+        return False
+    except OSError:
+        pass
     return True
+
+
+def _make(path: str) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _touch(path: str) -> None:
     with contextlib.suppress(OSError):  # the folder is gone: the call ended
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        _make(path)
 
 
 MARKS_PREFIX = "tasktrace-joblib-"
