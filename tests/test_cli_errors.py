@@ -108,6 +108,11 @@ def _without(
         "from tasktrace.cli import main\n"
         f"sys.exit(main({args!r}))\n"
     )
+    return _python(code, cwd, **env)
+
+
+def _python(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c CODE`` in ``cwd`` with a clean environment plus ``env``; capture it."""
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -164,15 +169,7 @@ def test_an_extra_installed_but_failing_to_import_is_not_called_missing(runs: Pa
         "from tasktrace.cli import main\n"
         "sys.exit(main(['report', 'a.json', '-o', 'r.html']))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=runs,
-        env=clean_env(),
-        timeout=60,
-        check=False,
-    )
+    done = _python(code, runs)
     assert done.returncode == 2, done.stderr
     assert _one_error_line(done) == (
         "Error: tasktrace report needs plotly, which cannot be imported (ImportError: cannot "
