@@ -36,7 +36,8 @@ How it works:
   finished is in the tree. Tasks still running then can send nothing more: one warning
   counts them, and their records seen ``running`` become ``failed`` ("Dask client closed
   while the task ran"). Not covered: an asynchronous client's ``async with`` / ``await
-  client.close()``, and closing the cluster before the client.
+  client.close()``. (Closing the cluster before the client: the workers send what they hold
+  when they close, through the client still open.)
 - **Long tasks and re-runs.** A root task still running one flush interval
   (:data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S`) after it started is announced
   by a snapshot (and re-sent every ``refresh_interval_s``); a task shorter than that sends one
