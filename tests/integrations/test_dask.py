@@ -17,7 +17,7 @@ distributed = pytest.importorskip(
 )
 
 import dask  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
+from distributed import Client, KilledWorker, LocalCluster  # noqa: E402
 
 from tasktrace import Task, TaskStatus  # noqa: E402
 from tasktrace.integrations.dask import setup  # noqa: E402
@@ -28,6 +28,87 @@ from . import engine_workers as work  # noqa: E402
 from .dask_plugins import DelayRecordEvents  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def test_client_closed_inside_the_task_brings_the_finished_work_home(tmp_path: Path) -> None:
+    """`with LocalCluster() as cluster, Client(cluster) as c:` inside the task: records kept.
+
+    Before: the client closed before the task's finish asked the workers for what they held;
+    the driver's file had none of the worker tasks (the longer one stayed `running`).
+    """
+    out = tmp_path / "driver.json"
+    with (
+        Task("driver", file=out) as driver,
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        setup(c)
+        squares = c.gather(c.map(work.square_in_task, range(4)))
+        slow = c.submit(work.slow_in_task, 0.6).result()  # seen running first
+    assert (squares, slow) == ([0, 1, 4, 9], 0.6)
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (driver, saved):
+        got = sorted((t.label, t.status) for t in tree.subtasks)
+        assert got == [("slow", TaskStatus.FINISHED)] + [
+            (f"square {i}", TaskStatus.FINISHED) for i in range(4)
+        ]
+
+
+def test_client_closed_while_work_runs_warns_and_fails_its_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing the client while a task still runs: one warning with the count; not `running`.
+
+    Before: no warning, and the task's record stayed `running` in the file for good.
+    """
+    out = tmp_path / "driver.json"
+    with (
+        Task("driver", file=out) as driver,
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        setup(c)
+        c.submit(work.square_in_task, 3).result()
+        c.submit(work.slow_in_task, 30.0)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(t.label == "slow" for t in driver.subtasks):
+            time.sleep(0.05)  # the running task's first snapshot arrives
+        caplog.clear()
+    lost = [r for r in caplog.records if "still running" in r.getMessage()]
+    assert len(lost) == 1
+    assert "1 Dask task" in lost[0].getMessage()
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (driver, saved):
+        by_label = {t.label: t for t in tree.subtasks}
+        assert sorted(by_label) == ["slow", "square 3"]
+        assert by_label["square 3"].status is TaskStatus.FINISHED
+        assert by_label["slow"].status is TaskStatus.FAILED
+        assert "client closed" in (by_label["slow"].error or "")
+
+
+def test_final_attempt_lost_with_its_worker_is_failed(tmp_path: Path) -> None:
+    """KilledWorker (no re-run left): the lost attempt's record is `failed`, not `running`.
+
+    Before: the submitting task was failed but the attempt's record stayed `running` for good.
+    """
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        setup(c)
+        with pytest.raises(KilledWorker), Task("driver") as driver:
+            c.submit(work.die_once, str(tmp_path / "marker")).result()
+    (fragile,) = driver.subtasks
+    assert fragile.label == "fragile"
+    assert fragile.status is TaskStatus.FAILED
+    assert "Dask worker lost" in (fragile.error or "")
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,26 @@ How it works:
   driver, the client asks every worker for what it still holds (``client.run`` of
   :func:`flush_worker`), so the records are in the task's file when it finishes. The answer
   says how many batches each worker had sent before it: batches still on their way through
-  the scheduler are waited for (at most :data:`EVENT_WAIT_S`; one later than that is attached
-  late, the file re-written).
+  the scheduler are waited for (at most
+  :data:`~tasktrace.integrations.dask_inbox.EVENT_WAIT_S`; one later than that is attached
+  late, the file re-written). The client side is :mod:`tasktrace.integrations.dask_inbox`.
+- **Client closed inside the task.** :func:`setup` also wraps the client's ``close`` and
+  ``shutdown`` (which ``with Client(...)`` and ``__del__`` call): before the client goes
+  away while a submitting task runs, the workers hand over what they hold, so the work that
+  finished is in the tree. Tasks still running then can send nothing more: one warning
+  counts them, and their records seen ``running`` become ``failed`` ("Dask client closed
+  while the task ran"). Not covered: an asynchronous client's ``async with`` / ``await
+  client.close()``. (Closing the cluster before the client: the workers send what they hold
+  when they close, through the client still open.)
 - **Long tasks and re-runs.** A root task still running one flush interval
   (:data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S`) after it started is announced
   by a snapshot (and re-sent every ``refresh_interval_s``); a task shorter than that sends one
   record. When Dask runs a key again after its worker was lost, the records of the key from
   the two workers are numbered as attempts and the lost attempt's still-running record
   becomes ``failed``; an attempt shorter than one flush interval leaves no record to tell.
+  At a submitting task's finish, a record still ``running`` on a worker that has left the
+  cluster (the last attempt, when Dask gives up with ``KilledWorker``) becomes ``failed``
+  ("Dask worker lost").
 - **Spans** of the worker's tasks are flushed by the worker's batcher thread within one flush
   interval, and when the worker closes.
 
@@ -51,7 +63,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import dask
@@ -59,15 +71,13 @@ from dask._task_spec import Task as DaskTask
 from distributed import Client, WorkerPlugin, get_worker
 from distributed.utils import iscoroutinefunction
 
-from tasktrace.core.record import TaskRecord, node_class
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.provider import flush_spans
 from tasktrace.export.workers import apply_environment, worker_environment
-from tasktrace.integrations.attempts import Attempts
 from tasktrace.integrations.batching import Batch, RecordBatcher
+from tasktrace.integrations.dask_inbox import Inbox
 from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope
 from tasktrace.task.scope_cache import ScopeCache
-from tasktrace.tree.delivery import deliver
 from tasktrace.tree.processor import tree
 
 __all__ = [
@@ -90,11 +100,9 @@ TOPIC: Final = "tasktrace-records"
 PLUGIN_NAME: Final = "tasktrace"
 """The name :func:`setup` registers the worker plugin under (re-registering replaces it)."""
 SUBMITTING_METHODS: Final = ("submit", "map", "compute", "persist", "get")
-EVENT_WAIT_S: Final = 5.0
-"""How long a submitting task's finish waits, at most, for batches of records that the workers
-had sent as events before its request (they travel through the scheduler; the answer to the
-request can arrive first)."""
 """The client methods :func:`setup` wraps to annotate submissions with the carrier."""
+CLOSING_METHODS: Final = ("close", "shutdown")
+"""The client methods :func:`setup` wraps to collect the workers' records before they run."""
 
 
 class CarriedFunction:
@@ -251,73 +259,7 @@ class TaskTracePlugin(WorkerPlugin):
             spec.func = CarriedFunction(spec.func, carrier, str(key))
 
 
-class _Inbox:
-    """The client side: records arriving as events, and the drain at a submitting task's end."""
-
-    def __init__(self) -> None:
-        self.attempts = Attempts("dask_key", "dask_worker", "Dask")
-        self.unregister: Callable[[], None] | None = None
-        self.clients: weakref.WeakSet[Client] = weakref.WeakSet()
-        self.submitted: set[Any] = set()  # task ids of tasks whose carriers went out
-        self.received: dict[str, int] = {}  # sender: the last batch delivered (its seq)
-        self.arrived = threading.Condition()
-
-    def handle(self, event: tuple[float, Mapping[str, Any]]) -> None:
-        """``subscribe_topic`` handler (the client's event loop): deliver the records."""
-        _, msg = event
-        self.deliver(msg.get("records", ()))
-        sender, seq = msg.get("sender"), msg.get("seq")
-        if isinstance(sender, str) and isinstance(seq, int):
-            with self.arrived:
-                if seq > self.received.get(sender, 0):
-                    self.received[sender] = seq
-                self.arrived.notify_all()
-
-    def wait_for(self, sent: Mapping[str, int]) -> None:
-        """Wait until the batches each sender had ``sent`` arrived (:data:`EVENT_WAIT_S` at most).
-
-        A batch is an event through the scheduler, while ``client.run``'s answer takes
-        another route: it can arrive first. Batches that do not come in time are not waited
-        for again (their records are attached late, when they come).
-        """
-        with self.arrived:
-            received = self.received
-            if not self.arrived.wait_for(
-                lambda: all(received.get(k, 0) >= n for k, n in sent.items()), EVENT_WAIT_S
-            ):
-                for k, n in sent.items():
-                    received[k] = max(received.get(k, 0), n)
-
-    def deliver(self, raw: Iterable[str]) -> None:
-        cls = node_class()
-        records = [cls.model_validate_json(r) for r in raw]
-        if records:
-            deliver(self.attempts.sort_out(records))
-
-    def pull(self, finished: TaskRecord | None) -> None:
-        """At a submitting task's finish: the workers hand over what they hold (a record source)."""
-        if finished is None or finished.task_id not in self.submitted:
-            return
-        self.submitted.discard(finished.task_id)
-        for client in list(self.clients):
-            if client.status != "running":
-                continue
-            try:
-                held = client.run(flush_worker, on_error="ignore")
-            except Exception as e:  # noqa: BLE001 - collecting must not break the user's task
-                _warn("dask-flush", "tasktrace: cannot collect task records from Dask: %r", e)
-                continue
-            sent: dict[str, int] = {}
-            for reply in held.values():
-                if isinstance(reply, Mapping):
-                    self.deliver(reply.get("records") or ())
-                    if reply.get("sent"):
-                        sent[reply["sender"]] = reply["sent"]
-            if sent:
-                self.wait_for(sent)
-
-
-_inbox = _Inbox()
+_inbox = Inbox(flush_worker)
 
 
 def _annotating(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -332,6 +274,23 @@ def _annotating(method: Callable[..., Any]) -> Callable[..., Any]:
 
     submit_with_carrier.__tasktrace_wrapped__ = True  # type: ignore[attr-defined]
     return submit_with_carrier
+
+
+def _closing(method: Callable[..., Any], client: Client) -> Callable[..., Any]:
+    ref = weakref.ref(client)
+
+    @functools.wraps(method)
+    def close_after_collecting(*args: Any, **kwargs: Any) -> Any:
+        c = ref()
+        if c is not None:
+            try:
+                _inbox.closing(c)
+            except Exception as e:  # noqa: BLE001 - collecting must not break closing
+                _warn("dask-close", "tasktrace: cannot collect task records from Dask: %r", e)
+        return method(*args, **kwargs)
+
+    close_after_collecting.__tasktrace_wrapped__ = True  # type: ignore[attr-defined]
+    return close_after_collecting
 
 
 def setup(client: Client) -> Client:
@@ -353,4 +312,8 @@ def setup(client: Client) -> Client:
         method = getattr(client, name)
         if not getattr(method, "__tasktrace_wrapped__", False):
             setattr(client, name, _annotating(method))
+    for name in CLOSING_METHODS:
+        method = getattr(client, name)
+        if not getattr(method, "__tasktrace_wrapped__", False):
+            setattr(client, name, _closing(method, client))
     return client
