@@ -335,13 +335,15 @@ EXITING = textwrap.dedent(
     time.sleep(3)  # longer than the collector's GONE_S: the dead worker is taken for gone
     collect()
     json.dump({"files": files, "errors": errors}, open("exiting-out.json", "w"))
-    ray.shutdown()
+    with Task("shutting down"):
+        ray.get([one_shot.remote(i, 0.01) for i in (6, 7)])
+        ray.shutdown()  # the calls' records are lost: warned about
     """
 )
 
 
 @pytest.fixture(scope="module")
-def exiting_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Task, dict[str, Any]]:
+def exiting_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Task, dict[str, Any], str]:
     """Run a driver whose workers exit right after their calls, or die; return file and output."""
     folder = tmp_path_factory.mktemp("ray-exiting")
     (folder / "driver.py").write_text(EXITING)
@@ -363,20 +365,20 @@ def exiting_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Task, dict[st
     assert driver.returncode == 0, driver.stderr[-4000:]
     assert "Fatal Python error" not in driver.stderr  # no worker aborted at its exit
     tree = Task.model_validate_json((folder / "exiting.json").read_text())
-    return tree, json.loads((folder / "exiting-out.json").read_text())
+    return tree, json.loads((folder / "exiting-out.json").read_text()), driver.stderr
 
 
-def test_workers_import_this_checkout(exiting_run: tuple[Task, dict[str, Any]]) -> None:
+def test_workers_import_this_checkout(exiting_run: tuple[Task, dict[str, Any], str]) -> None:
     """The workers run the tasktrace under test (this checkout's ``src``)."""
     src = Path(__file__).resolve().parents[2] / "src"
     assert {str(Path(f).parent.parent) for f in exiting_run[1]["files"]} == {str(src)}
 
 
 def test_a_worker_exiting_after_its_call_sends_its_records(
-    exiting_run: tuple[Task, dict[str, Any]],
+    exiting_run: tuple[Task, dict[str, Any], str],
 ) -> None:
     """max_calls=1 workers and an actor calling exit_actor: every record arrives, finished."""
-    tree, out = exiting_run
+    tree, out, _ = exiting_run
     assert out["errors"][0] == "actor died"
     ended = {t.label: t.status for t in tree.subtasks if not t.label.startswith("doomed")}
     assert ended == {
@@ -386,10 +388,10 @@ def test_a_worker_exiting_after_its_call_sends_its_records(
 
 
 def test_a_final_attempt_lost_with_its_worker_is_failed(
-    exiting_run: tuple[Task, dict[str, Any]],
+    exiting_run: tuple[Task, dict[str, Any], str],
 ) -> None:
     """max_retries=1, both attempts' workers die: both records `failed`, none `running`."""
-    tree, out = exiting_run
+    tree, out, _ = exiting_run
     assert out["errors"][1] == "worker crashed"
     doomed = sorted(_roots(tree, "doomed"), key=lambda t: t.model_extra["attempt"])
     assert [(t.model_extra["attempt"], t.status) for t in doomed] == [
@@ -397,3 +399,10 @@ def test_a_final_attempt_lost_with_its_worker_is_failed(
         (2, TaskStatus.FAILED),
     ]
     assert "Ray worker gone" in (doomed[1].error or "")
+
+
+def test_ray_shut_down_inside_the_submitting_task_is_warned_about(
+    exiting_run: tuple[Task, dict[str, Any], str],
+) -> None:
+    """ray.shutdown() before the submitting task ends: the lost records are counted, warned."""
+    assert "records of 2 call(s) made under task 'shutting down'" in exiting_run[2]

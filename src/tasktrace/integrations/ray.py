@@ -121,7 +121,7 @@ class _Driver:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.handle: Any = None
-        self.submitted: set[Any] = set()  # task ids of tasks whose carriers went out
+        self.submitted: dict[Any, int] = {}  # task id: how many carriers of it went out
         self.last_drain = 0.0
         self.attempts = Attempts("ray_task_id", "ray_worker_id", "Ray")
         self.gone = GoneWorkers()
@@ -145,14 +145,22 @@ class _Driver:
                         # driver under its task's record.
                         tree.register_record_source(self.pull)
                         atexit.register(collect)
-        self.submitted.add(carrier.parent_task_id)
+        task_id = carrier.parent_task_id
+        self.submitted[task_id] = self.submitted.get(task_id, 0) + 1
 
     def pull(self, finished: TaskRecord | None) -> None:
         """Drain at a submitting task's finish (waiting), or now and then (a record source)."""
+        calls = self.submitted.pop(finished.task_id, 0) if finished is not None else 0
         if self.handle is None or not ray.is_initialized():
+            if calls and finished is not None:  # ray.shutdown() inside the submitting task
+                _log.warning(
+                    "tasktrace: Ray was shut down before the records of %d call(s) made under "
+                    "task %r came home: they are lost (shut Ray down after the task ends)",
+                    calls,
+                    finished.label,
+                )
             return
-        if finished is not None and finished.task_id in self.submitted:
-            self.submitted.discard(finished.task_id)
+        if calls:
             self.drain(DRAIN_WAIT_S)
         elif time.monotonic() - self.last_drain >= IDLE_DRAIN_S:
             self.drain(0.0)
