@@ -101,6 +101,12 @@ DRIVER = textwrap.dedent(
 )
 
 
+def _pythonpath() -> str:
+    """Return the checkout's ``src`` (workers import this tasktrace), then its root (tests)."""
+    root = Path(__file__).resolve().parents[2]
+    return os.pathsep.join([str(root / "src"), str(root)])
+
+
 @dataclass
 class RayRun:
     """What the driver process left: its task file, its printed results and the spans."""
@@ -119,7 +125,7 @@ def ray_run(tmp_path_factory: pytest.TempPathFactory) -> RayRun:
     (folder / "driver.py").write_text(DRIVER)
     with OtlpHttpReceiver(require_headers={"authorization": "Bearer s3cret"}) as receiver:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER")}
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = _pythonpath()
         env["RAY_DEDUP_LOGS"] = "0"
         driver = subprocess.run(
             [sys.executable, "driver.py", str(folder / "attempt-marker"), receiver.endpoint],
@@ -284,3 +290,119 @@ def test_work_without_a_running_task_is_not_carried(ray_run: RayRun) -> None:
 def test_the_driver_logs_no_ray_warning_of_tasktraces_making(ray_run: RayRun) -> None:
     """Telling the driver from a worker asks Ray nothing that warns ("only ... a worker")."""
     assert "only available when the process is a worker" not in ray_run.stderr
+
+
+EXITING = textwrap.dedent(
+    """
+    import json, os, time
+    import ray
+    import tasktrace
+    from tasktrace import Task
+    from tasktrace.integrations.ray import HOOK, collect
+
+    @ray.remote(max_calls=1)
+    def one_shot(i, seconds):
+        with Task(f"one-shot {i}"):
+            time.sleep(seconds)
+        return tasktrace.__file__
+
+    @ray.remote
+    class Leaving:
+        def leave(self):
+            with Task("leaving"):
+                time.sleep(0.05)
+            ray.actor.exit_actor()
+
+    @ray.remote(max_retries=1)
+    def always_dies():
+        with Task("doomed"):
+            time.sleep(0.6)  # its running record goes out
+            os._exit(1)
+
+    ray.init(num_cpus=2, _tracing_startup_hook=HOOK, include_dashboard=False)
+    errors = []
+    with Task("driver", file="exiting.json"):
+        seconds = (0.05, 0.05, 0.05, 0.4, 0.5, 0.6)  # shorter and longer than a batch interval
+        files = ray.get([one_shot.remote(i, s) for i, s in enumerate(seconds)])
+        try:
+            ray.get(Leaving.remote().leave.remote())
+        except ray.exceptions.RayActorError:
+            errors.append("actor died")
+        try:
+            ray.get(always_dies.remote())
+        except ray.exceptions.WorkerCrashedError:
+            errors.append("worker crashed")
+    time.sleep(3)  # longer than the collector's GONE_S: the dead worker is taken for gone
+    collect()
+    json.dump({"files": files, "errors": errors}, open("exiting-out.json", "w"))
+    with Task("shutting down"):
+        ray.get([one_shot.remote(i, 0.01) for i in (6, 7)])
+        ray.shutdown()  # the calls' records are lost: warned about
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def exiting_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Task, dict[str, Any], str]:
+    """Run a driver whose workers exit right after their calls, or die; return file and output."""
+    folder = tmp_path_factory.mktemp("ray-exiting")
+    (folder / "driver.py").write_text(EXITING)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["PYTHONPATH"] = _pythonpath()
+    # Spans to files, as users export them: flushing them before a batch takes the time in
+    # which Ray ends a worker that exits after its call.
+    env.update(OTEL_TRACES_EXPORTER="tasktrace_otlp_json", TASKTRACE_OTLP_JSON_DIR="spans")
+    driver = subprocess.run(
+        [sys.executable, "driver.py"],
+        check=False,
+        cwd=folder,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+    )
+    sys.stderr.write(driver.stderr)
+    assert driver.returncode == 0, driver.stderr[-4000:]
+    assert "Fatal Python error" not in driver.stderr  # no worker aborted at its exit
+    tree = Task.model_validate_json((folder / "exiting.json").read_text())
+    return tree, json.loads((folder / "exiting-out.json").read_text()), driver.stderr
+
+
+def test_workers_import_this_checkout(exiting_run: tuple[Task, dict[str, Any], str]) -> None:
+    """The workers run the tasktrace under test (this checkout's ``src``)."""
+    src = Path(__file__).resolve().parents[2] / "src"
+    assert {str(Path(f).parent.parent) for f in exiting_run[1]["files"]} == {str(src)}
+
+
+def test_a_worker_exiting_after_its_call_sends_its_records(
+    exiting_run: tuple[Task, dict[str, Any], str],
+) -> None:
+    """max_calls=1 workers and an actor calling exit_actor: every record arrives, finished."""
+    tree, out, _ = exiting_run
+    assert out["errors"][0] == "actor died"
+    ended = {t.label: t.status for t in tree.subtasks if not t.label.startswith("doomed")}
+    assert ended == {
+        **{f"one-shot {i}": TaskStatus.FINISHED for i in range(6)},
+        "leaving": TaskStatus.FINISHED,
+    }
+
+
+def test_a_final_attempt_lost_with_its_worker_is_failed(
+    exiting_run: tuple[Task, dict[str, Any], str],
+) -> None:
+    """max_retries=1, both attempts' workers die: both records `failed`, none `running`."""
+    tree, out, _ = exiting_run
+    assert out["errors"][1] == "worker crashed"
+    doomed = sorted(_roots(tree, "doomed"), key=lambda t: t.model_extra["attempt"])
+    assert [(t.model_extra["attempt"], t.status) for t in doomed] == [
+        (1, TaskStatus.FAILED),
+        (2, TaskStatus.FAILED),
+    ]
+    assert "Ray worker gone" in (doomed[1].error or "")
+
+
+def test_ray_shut_down_inside_the_submitting_task_is_warned_about(
+    exiting_run: tuple[Task, dict[str, Any], str],
+) -> None:
+    """ray.shutdown() before the submitting task ends: the lost records are counted, warned."""
+    assert "records of 2 call(s) made under task 'shutting down'" in exiting_run[2]

@@ -37,8 +37,11 @@ propagator). How tasktrace rides on it:
   spans go where the driver's go.
 - **Retries.** Records carry the Ray task id and the worker; when one Ray task's records come
   from more than one worker, the earlier attempts' records stay as siblings with an
-  ``attempt`` number, and a record still ``running`` from a dead attempt becomes ``failed``.
-  An attempt shorter than one flush interval leaves no record to tell.
+  ``attempt`` number, and a record still ``running`` from a dead attempt becomes ``failed``;
+  so does one whose worker the collector took for gone (the last attempt's worker died:
+  :data:`LOST_ERROR`). An attempt shorter than one flush interval leaves no record to tell.
+- **Workers ending after a call** (``max_calls``, ``exit_actor``): the call's thread sends
+  the worker's records before it returns to Ray (:mod:`~tasktrace.integrations.ray_exit`).
 """
 
 from __future__ import annotations
@@ -56,7 +59,14 @@ import ray
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagator, default_setter
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
 
 from tasktrace.core.record import TaskRecord, node_class
 from tasktrace.core.warn import WarnOnce
@@ -64,6 +74,7 @@ from tasktrace.export.workers import apply_environment, worker_environment
 from tasktrace.integrations.attempts import Attempts
 from tasktrace.integrations.batching import FLUSH_INTERVAL_S, Batch, RecordBatcher
 from tasktrace.integrations.ray_collector import RecordCollector
+from tasktrace.integrations.ray_exit import LOST_ERROR, GoneWorkers, exits_after_call
 from tasktrace.task.carriers import Carrier, RemoteScope
 from tasktrace.task.propagator import TaskTracePropagator
 from tasktrace.task.scope_cache import ScopeCache
@@ -74,6 +85,7 @@ __all__ = [
     "COLLECTOR_PREFIX",
     "DRAIN_WAIT_S",
     "HOOK",
+    "LOST_ERROR",
     "MARK_WAIT_S",
     "RayTaskPropagator",
     "RecordCollector",
@@ -109,9 +121,10 @@ class _Driver:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.handle: Any = None
-        self.submitted: set[Any] = set()  # task ids of tasks whose carriers went out
+        self.submitted: dict[Any, int] = {}  # task id: how many carriers of it went out
         self.last_drain = 0.0
         self.attempts = Attempts("ray_task_id", "ray_worker_id", "Ray")
+        self.gone = GoneWorkers()
 
     def prepare(self, carrier: Carrier) -> None:
         """Have the collector ready for a carrier going out; remember its parent task."""
@@ -132,14 +145,22 @@ class _Driver:
                         # driver under its task's record.
                         tree.register_record_source(self.pull)
                         atexit.register(collect)
-        self.submitted.add(carrier.parent_task_id)
+        task_id = carrier.parent_task_id
+        self.submitted[task_id] = self.submitted.get(task_id, 0) + 1
 
     def pull(self, finished: TaskRecord | None) -> None:
         """Drain at a submitting task's finish (waiting), or now and then (a record source)."""
+        calls = self.submitted.pop(finished.task_id, 0) if finished is not None else 0
         if self.handle is None or not ray.is_initialized():
+            if calls and finished is not None:  # ray.shutdown() inside the submitting task
+                _log.warning(
+                    "tasktrace: Ray was shut down before the records of %d call(s) made under "
+                    "task %r came home: they are lost (shut Ray down after the task ends)",
+                    calls,
+                    finished.label,
+                )
             return
-        if finished is not None and finished.task_id in self.submitted:
-            self.submitted.discard(finished.task_id)
+        if calls:
             self.drain(DRAIN_WAIT_S)
         elif time.monotonic() - self.last_drain >= IDLE_DRAIN_S:
             self.drain(0.0)
@@ -151,9 +172,12 @@ class _Driver:
         finally:
             _internal.reset(token)
             self.last_drain = time.monotonic()
-        if raw:
-            cls = node_class()
-            deliver(self.attempts.sort_out(cls.model_validate_json(r) for r in raw))
+        records, lost = raw
+        cls = node_class()
+        out = self.attempts.sort_out(cls.model_validate_json(r) for r in records)
+        out += self.gone.failed(out, lost)
+        if out:
+            deliver(out)
 
 
 _driver = _Driver()
@@ -237,8 +261,41 @@ class _Worker:
         finally:
             _internal.reset(token)
 
+    def call_ended(self) -> None:
+        """At a carried call's end, in its thread: if Ray ends the worker now, send home first.
+
+        Ray ends a worker right after a call when its ``max_calls`` is reached or the call
+        asked its actor to exit (``exit_actor``); by the time exit handlers run, the worker is
+        disconnected. The batcher's thread is stopped (it calls into Ray no more) and what is
+        buffered goes out from this thread, before the call returns to Ray.
+        """
+        batcher = self.batcher
+        if batcher is None or not exits_after_call():
+            return
+        token = _internal.set(True)
+        try:
+            batcher.stop()
+            batcher.flush()  # an idle batch: the collector answers at once
+        finally:
+            _internal.reset(token)
+
 
 _worker = _Worker()
+
+
+class _CallEnd:
+    """Put in a carried call's context: freed (CPython) as Ray detaches it, at the call's end."""
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        try:
+            _worker.call_ended()
+        except Exception as e:  # noqa: BLE001 - must not break the user's task
+            _warn("ray-exit", "tasktrace: cannot send task records as the worker exits: %r", e)
+
+
+_CALL_END: Final = otel_context.create_key("tasktrace-ray-call-end")
 
 
 def _worker_data() -> dict[str, Any]:
@@ -297,6 +354,19 @@ class RayTaskPropagator(TaskTracePropagator):
         """Add the running task's carrier, except to tasktrace's own calls to its collector."""
         if not _internal.get():
             super().inject(carrier, context, setter)
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: otel_context.Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> otel_context.Context:
+        """Open the carried scope; at the call's end, send home if the worker exits then."""
+        base = context if context is not None else otel_context.get_current()
+        extracted = super().extract(carrier, base, getter)
+        if extracted is base or _worker.batcher is None:
+            return extracted
+        return otel_context.set_value(_CALL_END, _CallEnd(), extracted)
 
 
 def setup_tracing() -> None:

@@ -123,8 +123,11 @@ class RecordCollector:
                 seen.heard = clock()
                 seen.flush = self._flush
 
-    async def drain(self, since: float, wait_s: float) -> list[str]:
+    async def drain(self, since: float, wait_s: float) -> tuple[list[str], list[str]]:
         """Return and forget every record, after the busy workers' batches made since ``since``.
+
+        Returns:
+            The records (task JSON documents), and the ids of the workers taken for gone now.
 
         Busy workers are answered at once (they send what they hold); waits at most ``wait_s``
         seconds until every busy worker has sent a batch made at ``since`` (``time.time()``)
@@ -146,7 +149,8 @@ class RecordCollector:
 
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(changed.wait_for(caught_up), wait_s)
-            for worker in [w for w, s in self._workers.items() if gone(s)]:
+            lost = [w for w, s in self._workers.items() if gone(s)]
+            for worker in lost:
                 del self._workers[worker]
             out, self._records = self._records, []
-        return out
+        return out, lost
