@@ -350,3 +350,36 @@ def test_exit_waits_for_a_batch_being_sent(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert marks.read_text().splitlines() == ["send started", "send done 1"]
+
+
+@pytest.mark.parametrize("gone_first", [True, False], ids=["gone-first", "retry-first"])
+def test_a_lost_attempt_gets_the_retry_error_whichever_is_seen_first(gone_first: bool) -> None:
+    """The driver's "worker gone" and the retry's "run again" agree on the lost attempt's error.
+
+    A Ray or Dask driver may fail a running record because its worker was taken for gone
+    before or after it sees the same work run again on another worker; the error must not
+    depend on that race (a CI run saw Ray's "gone" text where the retry's was due).
+    """
+    gone_error = "Engine worker gone: its process ended"
+    attempts = Attempts("work_id", "worker_id", "Engine", (gone_error,))
+    with Task("driver") as driver:
+        capture()
+
+        def attempt(worker: str, status: TaskStatus) -> Task:
+            record = Task.model_validate_json(_remote_record(driver, "fragile"))
+            record.status = status
+            record.work_id = "work-1"  # type: ignore[attr-defined]
+            record.worker_id = worker  # type: ignore[attr-defined]
+            return record
+
+        first = attempt("worker-1", TaskStatus.RUNNING)
+        deliver(attempts.sort_out([first]))
+        if gone_first:
+            first.status, first.error = TaskStatus.FAILED, gone_error
+        deliver(attempts.sort_out([attempt("worker-2", TaskStatus.FINISHED)]))
+    fragile = sorted(driver.subtasks, key=lambda t: t.model_extra["attempt"])
+    assert [(t.model_extra["attempt"], t.status) for t in fragile] == [
+        (1, TaskStatus.FAILED),
+        (2, TaskStatus.FINISHED),
+    ]
+    assert fragile[0].error == "Engine worker lost: attempt 1 of work-1 was run again as attempt 2"

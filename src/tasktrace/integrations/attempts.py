@@ -6,6 +6,8 @@ after the first worker died. The worker sends each root task's record when the t
 one work id come from more than one worker, every record of that work gets an ``attempt``
 number (1 for the first worker seen, in start order) and a record still ``running`` from an
 earlier attempt becomes ``failed``: its worker is gone, since the engine ran the work again.
+A record the driver already failed because its worker was taken for gone (one of the
+engine's ``lost_errors``) gets the same retry error, whichever of the two was seen first.
 
 The book keeps, per unit of work, only the workers seen and the ids of its records, for the
 last :data:`WORKS_KEPT` units; the records themselves are found again among those delivered
@@ -46,13 +48,18 @@ class Attempts:
         work_key: Extra-data key of a record naming its unit of work (``"ray_task_id"``).
         worker_key: Extra-data key naming the worker that ran it (``"ray_worker_id"``).
         engine: The engine's name for error messages (``"Ray"``).
+        lost_errors: Errors the driver gives a ``running`` record whose worker it took for
+            gone; once the work is seen run again, such a record's error is the retry's.
     """
 
-    def __init__(self, work_key: str, worker_key: str, engine: str) -> None:
+    def __init__(
+        self, work_key: str, worker_key: str, engine: str, lost_errors: Iterable[str] = ()
+    ) -> None:
         """Start with no attempts seen."""
         self.work_key = work_key
         self.worker_key = worker_key
         self.engine = engine
+        self.lost_errors = frozenset(lost_errors)
         self._lock = threading.Lock()
         self._works: collections.OrderedDict[str, _Work] = collections.OrderedDict()
 
@@ -93,7 +100,8 @@ class Attempts:
         attempt = workers.index((task.model_extra or {})[self.worker_key]) + 1
         changed = (task.model_extra or {}).get("attempt") != attempt
         task.attempt = attempt  # type: ignore[attr-defined]  # extra data
-        if attempt < len(workers) and task.status is TaskStatus.RUNNING:
+        lost = task.status is TaskStatus.FAILED and task.error in self.lost_errors
+        if attempt < len(workers) and (task.status is TaskStatus.RUNNING or lost):
             task.status = TaskStatus.FAILED
             task.error = (
                 f"{self.engine} worker lost: attempt {attempt} of {work} was run again as "

@@ -23,7 +23,7 @@ from tasktrace.core.warn import WarnOnce
 from tasktrace.integrations.attempts import Attempts
 from tasktrace.tree.delivery import deliver, delivered
 
-__all__ = ["EVENT_WAIT_S", "Inbox"]
+__all__ = ["EVENT_WAIT_S", "WORKER_LEFT_ERROR", "Inbox"]
 
 _log = logging.getLogger("tasktrace.integrations.dask")
 _warn = WarnOnce(_log)
@@ -32,6 +32,12 @@ EVENT_WAIT_S: Final = 5.0
 """How long a submitting task's finish waits, at most, for batches of records that the workers
 had sent as events before its request (they travel through the scheduler; the answer to the
 request can arrive first)."""
+
+WORKER_LEFT_ERROR: Final = (
+    "Dask worker lost: the worker running the task left the cluster before the task finished"
+)
+"""The error of a record left ``running`` on a worker no longer in the cluster (the retry's
+error replaces it once Dask is seen running the task again: :class:`.Attempts`)."""
 
 
 class Inbox:
@@ -48,7 +54,7 @@ class Inbox:
     def __init__(self, flush: Callable[[Any], Mapping[str, Any]]) -> None:
         """Start with no client and nothing received."""
         self.flush = flush
-        self.attempts = Attempts("dask_key", "dask_worker", "Dask")
+        self.attempts = Attempts("dask_key", "dask_worker", "Dask", (WORKER_LEFT_ERROR,))
         self.unregister: Callable[[], None] | None = None
         self.clients: weakref.WeakSet[Client] = weakref.WeakSet()
         self.submitted: set[Any] = set()  # task ids of tasks whose carriers went out
@@ -113,11 +119,7 @@ class Inbox:
                 except Exception:  # noqa: BLE001, S112 - then no worker is taken for lost
                     continue
         if asked:  # a record still running on a worker that left can never finish
-            self.fail(
-                lambda worker: worker not in live,
-                "Dask worker lost: the worker running the task left the cluster before the "
-                "task finished",
-            )
+            self.fail(lambda worker: worker not in live, WORKER_LEFT_ERROR)
 
     def fail(self, lost_on: Callable[[str], bool], error: str) -> int:
         """Make ``failed`` with ``error`` the running records of workers ``lost_on`` is true for.

@@ -123,7 +123,7 @@ class _Driver:
         self.handle: Any = None
         self.submitted: dict[Any, int] = {}  # task id: how many carriers of it went out
         self.last_drain = 0.0
-        self.attempts = Attempts("ray_task_id", "ray_worker_id", "Ray")
+        self.attempts = Attempts("ray_task_id", "ray_worker_id", "Ray", (LOST_ERROR,))
         self.gone = GoneWorkers()
 
     def prepare(self, carrier: Carrier) -> None:
