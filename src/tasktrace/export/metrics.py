@@ -170,19 +170,36 @@ class TaskMetrics:
         self._process: Any = None
         meter = provider.get_meter("tasktrace", VERSION)
         self._duration: Any = None
+        counter, gauge = meter.create_observable_counter, meter.create_observable_gauge
+        observed: list[tuple[Any, str, Any, str, str]] = [
+            (
+                counter,
+                CPU_TIME,
+                self._observe_cpu_total,
+                "s",
+                "CPU time of this process during finished tasks",
+            ),
+            (counter, ENERGY, self._observe_energy, "J", "Energy used during finished tasks"),
+            (
+                gauge,
+                RUNNING_RSS,
+                self._observe_rss,
+                "By",
+                "Current resident set size of the process running the task",
+            ),
+            (gauge, RUNNING_CPU_TIME, self._observe_cpu, "s", "CPU time so far of running tasks"),
+        ]
         if durations == "sum":
-            meter.create_observable_counter(
-                DURATION_SUM,
-                callbacks=[self._observe_duration_sum],
-                unit="s",
-                description="Wall-clock duration of finished tasks, summed",
-            )
-            meter.create_observable_counter(
-                COUNT,
-                callbacks=[self._observe_count],
-                unit="{task}",
-                description="Finished tasks",
-            )
+            observed[:0] = [
+                (
+                    counter,
+                    DURATION_SUM,
+                    self._observe_duration_sum,
+                    "s",
+                    "Wall-clock duration of finished tasks, summed",
+                ),
+                (counter, COUNT, self._observe_count, "{task}", "Finished tasks"),
+            ]
         else:
             self._duration = meter.create_histogram(
                 DURATION,
@@ -190,30 +207,8 @@ class TaskMetrics:
                 description="Wall-clock duration of finished tasks",
                 explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
             )
-        meter.create_observable_counter(
-            CPU_TIME,
-            callbacks=[self._observe_cpu_total],
-            unit="s",
-            description="CPU time of this process during finished tasks",
-        )
-        meter.create_observable_counter(
-            ENERGY,
-            callbacks=[self._observe_energy],
-            unit="J",
-            description="Energy used during finished tasks",
-        )
-        meter.create_observable_gauge(
-            RUNNING_RSS,
-            callbacks=[self._observe_rss],
-            unit="By",
-            description="Current resident set size of the process running the task",
-        )
-        meter.create_observable_gauge(
-            RUNNING_CPU_TIME,
-            callbacks=[self._observe_cpu],
-            unit="s",
-            description="CPU time so far of running tasks",
-        )
+        for create, name, callback, unit, description in observed:
+            create(name, callbacks=[callback], unit=unit, description=description)
 
     def finished(self, task: TaskRecord, user_s: float, system_s: float) -> None:
         """Add a finished task's duration, CPU time and energy to the totals.
