@@ -29,6 +29,12 @@ def submit_from_worker(i: int, how: str) -> list[str]:
         return _square_on_each_worker(get_client(), i)
 
 
+def submit_bare(i: int) -> list[str]:
+    """Like :func:`submit_from_worker` with ``worker_client()``, but with no ``Task`` of its own."""
+    with worker_client() as client:
+        return _square_on_each_worker(client, i)
+
+
 def _square_on_each_worker(client: object, i: int) -> list[str]:
     addresses = sorted(client.scheduler_info()["workers"])  # type: ignore[attr-defined]
     futures = [

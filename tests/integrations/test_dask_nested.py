@@ -68,3 +68,18 @@ def test_work_submitted_from_a_worker_task_is_its_subtask(
                 assert square.subprocess is elsewhere
                 if elsewhere:
                     assert square.model_extra["dask_worker"] == address
+
+
+def test_work_submitted_from_a_worker_function_without_a_task_joins_the_submitter(
+    client: Client, tmp_path: Path
+) -> None:
+    """A worker function with no Task of its own submits: the squares are the driver's subtasks."""
+    out = tmp_path / "driver.json"
+    with Task("driver", file=out) as driver:
+        client.gather(client.map(dask_work.submit_bare, range(2)))
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (driver, saved):
+        assert sorted((t.label, t.status) for t in tree.subtasks) == [
+            (f"square {100 * i + j}", TaskStatus.FINISHED) for i in range(2) for j in range(2)
+        ]
+        assert {(t.parent_id, t.trace_id) for t in tree.subtasks} == {(tree.task_id, tree.trace_id)}
