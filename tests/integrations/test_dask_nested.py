@@ -28,10 +28,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    """Two worker processes of two threads each (a task that waits leaves a thread free)."""
+    """Two worker processes of three threads each.
+
+    Both submitting tasks may land on one worker; with ``get_client()`` (no ``secede``) each
+    holds a thread while it waits, and the square pinned to that worker needs a third.
+    """
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=3, processes=True, dashboard_address=None
         ) as cluster,
         Client(cluster) as c,
     ):
