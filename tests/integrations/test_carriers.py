@@ -383,3 +383,56 @@ def test_a_lost_attempt_gets_the_retry_error_whichever_is_seen_first(gone_first:
         (2, TaskStatus.FINISHED),
     ]
     assert fragile[0].error == "Engine worker lost: attempt 1 of work-1 was run again as attempt 2"
+
+
+def test_attempts_are_numbered_in_start_order_on_any_worker_in_any_arrival_order() -> None:
+    """Three runs of one work (workers 1, 2, 1), arriving out of order: attempts 1, 2, 3.
+
+    Before: attempts were numbered by the distinct workers in the order seen (a Dask key that
+    raised twice, with ``retries=2``, came out 1, 2, 1); a raised attempt keeps its error.
+    """
+    attempts = Attempts("work_id", "worker_id", "Engine", call_key="call_id")
+    with Task("driver") as driver:
+        capture()
+
+        def run(worker: str, call: str, delay_s: float, error: str | None) -> Task:
+            record = Task.model_validate_json(_remote_record(driver, "flaky"))
+            record.start_time = (driver.start_time or 0.0) + delay_s
+            record.status = TaskStatus.FAILED if error else TaskStatus.FINISHED
+            record.error = error
+            record.work_id = "work-1"  # type: ignore[attr-defined]
+            record.worker_id = worker  # type: ignore[attr-defined]
+            record.call_id = call  # type: ignore[attr-defined]
+            return record
+
+        first = run("worker-1", "1-1", 0.1, "RuntimeError: flake 0")
+        second = run("worker-2", "2-1", 0.2, "RuntimeError: flake 1")
+        third = run("worker-1", "1-2", 0.3, None)
+        deliver(attempts.sort_out([third]))
+        deliver(attempts.sort_out([first]))
+        deliver(attempts.sort_out([second]))
+    flaky = sorted(driver.subtasks, key=lambda t: t.start_time or 0.0)
+    assert [(t.model_extra["attempt"], t.status, t.error) for t in flaky] == [
+        (1, TaskStatus.FAILED, "RuntimeError: flake 0"),
+        (2, TaskStatus.FAILED, "RuntimeError: flake 1"),
+        (3, TaskStatus.FINISHED, None),
+    ]
+
+
+def test_a_work_id_run_under_two_parents_is_two_works_not_attempts() -> None:
+    """A Dask key that two tasks submit in turn runs once for each: no attempt numbers."""
+    attempts = Attempts("work_id", "worker_id", "Engine", call_key="call_id")
+    runs = []
+    for i in range(2):
+        with Task(f"driver {i}") as driver:
+            capture()
+            record = Task.model_validate_json(_remote_record(driver, "square"))
+            record.work_id = "square-1"  # type: ignore[attr-defined]
+            record.worker_id = "worker-1"  # type: ignore[attr-defined]
+            record.call_id = f"1-{i}"  # type: ignore[attr-defined]
+            deliver(attempts.sort_out([record]))
+        runs.extend(driver.subtasks)
+    assert [(t.status, "attempt" in t.model_extra) for t in runs] == [
+        (TaskStatus.FINISHED, False),
+        (TaskStatus.FINISHED, False),
+    ]

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,16 @@ distributed = pytest.importorskip(
 )
 
 import dask  # noqa: E402
+from dask.utils import funcname  # noqa: E402
 from distributed import Client, KilledWorker, LocalCluster  # noqa: E402
 
 from tasktrace import Task, TaskStatus  # noqa: E402
-from tasktrace.integrations.dask import setup  # noqa: E402
+from tasktrace.integrations.dask import CarriedFunction, setup  # noqa: E402
+from tasktrace.task.carriers import capture  # noqa: E402
 
 from ..export_helpers import clean_env  # noqa: E402
 from ..otlp_receivers import OtlpHttpReceiver  # noqa: E402
+from . import dask_work  # noqa: E402
 from . import engine_workers as work  # noqa: E402
 from .dask_plugins import DelayRecordEvents  # noqa: E402
 
@@ -168,6 +172,69 @@ def test_failing_worker_task_is_failed_in_the_driver_tree(client: Client) -> Non
     (failed,) = driver.subtasks
     assert failed.status is TaskStatus.FAILED
     assert failed.error == "ValueError: fold 1 is odd"
+
+
+def test_dask_logs_name_the_users_function_of_a_failed_task(client: Client) -> None:
+    """Dask's "Compute Failed" log of a carried task names the user's function, not the wrapper.
+
+    Before: ``Task: <Task 'failing_fold-…' <tasktrace.integrations.dask.CarriedFunction objec(…)>``.
+    """
+    with Task("driver"):
+        future = client.submit(work.failing_fold, 3)
+        with pytest.raises(ValueError, match="fold 3 is odd"):
+            future.result()
+    logs = client.get_worker_logs()
+    failed = [
+        msg
+        for lines in logs.values()
+        for _, msg in lines
+        if "Compute Failed" in msg and future.key in msg
+    ]
+    assert len(failed) == 1
+    assert f"<Task {future.key!r} failing_fold(" in failed[0]
+    assert "CarriedFunction" not in failed[0]
+
+
+def test_wrapped_function_presents_the_users_name() -> None:
+    """The wrapper shows the user's function's name, qualname, module and doc (functools-style)."""
+    with Task("driver"):
+        carrier = capture()
+    assert carrier is not None
+    wrapped = CarriedFunction(work.failing_fold, carrier, "key-1")
+    assert (wrapped.__name__, wrapped.__qualname__, wrapped.__module__, wrapped.__doc__) == (
+        "failing_fold",
+        "failing_fold",
+        work.__name__,
+        work.failing_fold.__doc__,
+    )
+    assert funcname(wrapped) == "failing_fold"
+    assert funcname(CarriedFunction(partial(work.failing_fold, 2), carrier, "key-2")) == (
+        "failing_fold"
+    )
+
+
+def test_retries_of_a_raising_task_on_one_worker_are_numbered_in_start_order(
+    client: Client, tmp_path: Path
+) -> None:
+    """``retries=2``, raising twice then succeeding on the same worker: attempts 1, 2, 3.
+
+    Before: attempts were numbered by the distinct workers seen: 1, 1, 1 on one worker (and
+    1, 2, 1 when Dask moved the second run elsewhere).
+    """
+    address = sorted(client.scheduler_info()["workers"])[0]
+    with Task("driver") as driver:
+        ran_on = client.submit(
+            dask_work.fail_before, str(tmp_path / "count"), 2, retries=2, workers=[address]
+        ).result()
+    assert ran_on == address
+    flaky = sorted(driver.subtasks, key=lambda t: t.start_time or 0.0)
+    assert [(t.model_extra.get("attempt"), t.status, t.error) for t in flaky] == [
+        (1, TaskStatus.FAILED, "RuntimeError: flake 0"),
+        (2, TaskStatus.FAILED, "RuntimeError: flake 1"),
+        (3, TaskStatus.FINISHED, None),
+    ]
+    assert len({t.model_extra["dask_key"] for t in flaky}) == 1  # one key, three runs
+    assert len({t.model_extra["dask_call"] for t in flaky}) == 3
 
 
 def test_key_rerun_after_a_lost_worker_keeps_the_lost_attempt(

@@ -1,16 +1,22 @@
-"""Attempts of one unit of engine work, told apart by the worker that ran them (driver side).
+"""Attempts of one unit of engine work, numbered in the order they started (driver side).
 
-An engine may run the same unit of work (a Ray task id, a Dask key) again on another worker
-after the first worker died. The worker sends each root task's record when the task starts
-(running) and when it finishes; its records carry the work id and the worker. When records of
-one work id come from more than one worker, every record of that work gets an ``attempt``
-number (1 for the first worker seen, in start order) and a record still ``running`` from an
-earlier attempt becomes ``failed``: its worker is gone, since the engine ran the work again.
-A record the driver already failed because its worker was taken for gone (one of the
-engine's ``lost_errors``) gets the same retry error, whichever of the two was seen first.
+An engine may run the same unit of work (a Ray task id, a Dask key) again: on another worker
+after the first worker died, or on the same worker after it raised (Dask's ``retries=``). The
+worker sends each root task's record when the task starts (running) and when it finishes; its
+records carry the work id, the worker and, where the engine's integration gives one, the call
+(one run of the work: Dask's ``dask_call``). An *attempt* is one call (without a call key: the
+runs on one worker). When records of one work id come from more than one attempt, every record
+of that work gets an ``attempt`` number (1 for the attempt that started first: the earliest
+start of its records) and a record still ``running`` from an earlier attempt becomes
+``failed``: the engine ran the work again, so that attempt is over (a record of an attempt
+that raised is already ``failed`` with its error, and keeps it). A record the driver already
+failed because its worker was taken for gone (one of the engine's ``lost_errors``) gets the
+same retry error, whichever of the two was seen first.
 
-The book keeps, per unit of work, only the workers seen and the ids of its records, for the
-last :data:`WORKS_KEPT` units; the records themselves are found again among those delivered
+A unit of work is its work id under one parent (a Dask key that two tasks submit, each in
+turn, is run once for each: two units, not attempts). The book keeps, per unit of work, only
+its attempts (their earliest start) and the ids of its records, for the last
+:data:`WORKS_KEPT` units; the records themselves are found again among those delivered
 (:func:`tasktrace.tree.delivery.delivered`), so a record is freed with the tree that holds it.
 """
 
@@ -34,11 +40,11 @@ after that many other units of work is not numbered."""
 
 
 class _Work:
-    __slots__ = ("task_ids", "workers")
+    __slots__ = ("attempts", "task_ids")
 
     def __init__(self) -> None:
-        self.workers: list[str] = []
-        self.task_ids: list[uuid.UUID] = []
+        self.attempts: dict[tuple[str, str | None], float] = {}  # attempt: its earliest start
+        self.task_ids: dict[uuid.UUID, tuple[str, str | None]] = {}  # record: its attempt
 
 
 class Attempts:
@@ -50,18 +56,30 @@ class Attempts:
         engine: The engine's name for error messages (``"Ray"``).
         lost_errors: Errors the driver gives a ``running`` record whose worker it took for
             gone; once the work is seen run again, such a record's error is the retry's.
+        call_key: Extra-data key naming the call (one run of the work on its worker), when the
+            integration records one (``"dask_call"``); without it (or on a record that lacks
+            it), the runs on one worker count as one attempt.
     """
 
     def __init__(
-        self, work_key: str, worker_key: str, engine: str, lost_errors: Iterable[str] = ()
+        self,
+        work_key: str,
+        worker_key: str,
+        engine: str,
+        lost_errors: Iterable[str] = (),
+        *,
+        call_key: str | None = None,
     ) -> None:
         """Start with no attempts seen."""
         self.work_key = work_key
         self.worker_key = worker_key
         self.engine = engine
         self.lost_errors = frozenset(lost_errors)
+        self.call_key = call_key
         self._lock = threading.Lock()
-        self._works: collections.OrderedDict[str, _Work] = collections.OrderedDict()
+        self._works: collections.OrderedDict[tuple[str, uuid.UUID | None], _Work] = (
+            collections.OrderedDict()
+        )
 
     def sort_out(self, records: Iterable[TaskRecord]) -> list[TaskRecord]:
         """Give each attempt among ``records`` (and those seen before) its number.
@@ -70,9 +88,10 @@ class Attempts:
             ``records`` in start order, plus earlier records whose ``attempt`` or status changed
             (to be delivered again: :func:`tasktrace.tree.delivery.deliver` replaces by task id).
         """
-        ordered = sorted(records, key=lambda t: t.start_time or 0.0)
+        ordered = sorted(records, key=_start)
         out: dict[uuid.UUID, TaskRecord] = {}
         works = self._works
+        renumber: dict[int, tuple[str, _Work]] = {}
         with self._lock:
             for record in ordered:
                 out[record.task_id] = record
@@ -80,32 +99,45 @@ class Attempts:
                 work, worker = extra.get(self.work_key), extra.get(self.worker_key)
                 if not work or not worker:
                     continue
-                entry = works.get(work)
+                call = extra.get(self.call_key) if self.call_key else None
+                attempt = (str(worker), str(call) if call else None)
+                entry = works.get((work, record.parent_id))  # a key reused elsewhere: not a retry
                 if entry is None:
-                    entry = works[work] = _Work()
+                    entry = works[(work, record.parent_id)] = _Work()
                     if len(works) > WORKS_KEPT:
                         works.popitem(last=False)
-                if worker not in entry.workers:
-                    entry.workers.append(worker)
-                if record.task_id not in entry.task_ids:
-                    entry.task_ids.append(record.task_id)
-                if len(entry.workers) > 1:
-                    for task_id in entry.task_ids:
-                        task = out.get(task_id) or delivered(task_id)
-                        if task is not None and self._number(task, work, entry.workers):
-                            out[task.task_id] = task
+                start = _start(record)
+                if start < entry.attempts.get(attempt, float("inf")):
+                    entry.attempts[attempt] = start
+                entry.task_ids[record.task_id] = attempt
+                if len(entry.attempts) > 1:
+                    renumber[id(entry)] = (work, entry)
+            for work, entry in renumber.values():
+                numbers = {
+                    a: n
+                    for n, a in enumerate(sorted(entry.attempts, key=entry.attempts.__getitem__), 1)
+                }  # in start order (a tie: in the order seen)
+                for task_id, attempt in entry.task_ids.items():
+                    task = out.get(task_id) or delivered(task_id)
+                    if task is not None and self._number(
+                        task, work, numbers[attempt], len(numbers)
+                    ):
+                        out[task.task_id] = task
         return list(out.values())
 
-    def _number(self, task: TaskRecord, work: str, workers: list[str]) -> bool:
-        attempt = workers.index((task.model_extra or {})[self.worker_key]) + 1
+    def _number(self, task: TaskRecord, work: str, attempt: int, last: int) -> bool:
         changed = (task.model_extra or {}).get("attempt") != attempt
         task.attempt = attempt  # type: ignore[attr-defined]  # extra data
         lost = task.status is TaskStatus.FAILED and task.error in self.lost_errors
-        if attempt < len(workers) and (task.status is TaskStatus.RUNNING or lost):
+        if attempt < last and (task.status is TaskStatus.RUNNING or lost):
             task.status = TaskStatus.FAILED
             task.error = (
                 f"{self.engine} worker lost: attempt {attempt} of {work} was run again as "
-                f"attempt {len(workers)}"
+                f"attempt {last}"
             )
             changed = True
         return changed
+
+
+def _start(task: TaskRecord) -> float:
+    return task.start_time if task.start_time is not None else float("inf")

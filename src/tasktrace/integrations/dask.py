@@ -14,6 +14,15 @@ How it works:
   ``compute``, ``persist``, ``get``, which ``dask.compute`` and ``.compute()`` use) on *this
   client object*: while a task runs, each submission runs inside ``dask.annotate`` with the
   running task's carrier (:data:`ANNOTATION`), Dask's own channel for per-task metadata.
+- **Work submitted from a worker's task** (``worker_client()``, ``get_client()``, or a
+  ``Client`` made there): in each worker process the plugin wraps the same methods of the
+  ``Client`` class (:mod:`tasktrace.integrations.dask_clients`), so that work carries the
+  worker's running task. Its records come home as any worker task's do (as events of the
+  worker that ran it, to the driver's client; at the driver task's finish, from what the
+  workers hold), and the driver attaches each under the record of the worker task that
+  submitted it, by its id (a record that arrives before its parent's waits for it). Run on
+  the submitting worker while that task still runs, the work is a plain subtask of it, in its
+  record.
 - **Workers.** A :class:`TaskTracePlugin` (a ``distributed`` ``WorkerPlugin``) sees each task
   go to ``executing`` and, when it has the annotation, wraps the task's function so that it
   runs in a remote scope: a ``Task`` it starts is a subprocess subtask of the submitting task,
@@ -41,9 +50,12 @@ How it works:
 - **Long tasks and re-runs.** A root task still running one flush interval
   (:data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S`) after it started is announced
   by a snapshot (and re-sent every ``refresh_interval_s``); a task shorter than that sends one
-  record. When Dask runs a key again after its worker was lost, the records of the key from
-  the two workers are numbered as attempts and the lost attempt's still-running record
-  becomes ``failed``; an attempt shorter than one flush interval leaves no record to tell.
+  record. Each run of a key is one attempt: its roots carry ``dask_call`` (worker process and
+  call number). When Dask runs a key again (after its worker was lost, or after it raised,
+  with ``retries=``, on the same worker or another), the key's records get ``attempt``
+  numbers in the order the runs started (:class:`~tasktrace.integrations.attempts.Attempts`);
+  an attempt that raised keeps its error, and a lost attempt's still-running record becomes
+  ``failed``; a lost attempt shorter than one flush interval leaves no record to tell.
   At a submitting task's finish, a record still ``running`` on a worker that has left the
   cluster (the last attempt, when Dask gives up with ``KilledWorker``) becomes ``failed``
   ("Dask worker lost").
@@ -59,30 +71,40 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import itertools
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-import dask
 from dask._task_spec import Task as DaskTask
+from dask.utils import funcname
 from distributed import Client, WorkerPlugin, get_worker
 from distributed.utils import iscoroutinefunction
 
+from tasktrace.core.ids import HOSTNAME
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.provider import flush_spans
 from tasktrace.export.workers import apply_environment, worker_environment
 from tasktrace.integrations.batching import Batch, RecordBatcher
+from tasktrace.integrations.dask_clients import (
+    ANNOTATION,
+    CLOSING_METHODS,
+    SUBMITTING_METHODS,
+    carry_every_client,
+    wrap_client,
+)
 from tasktrace.integrations.dask_inbox import Inbox
-from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope
+from tasktrace.task.carriers import Carrier, RemoteScope, remote_scope
 from tasktrace.task.scope_cache import ScopeCache
 from tasktrace.tree.processor import tree
 
 __all__ = [
     "ANNOTATION",
+    "CLOSING_METHODS",
     "PLUGIN_NAME",
+    "SUBMITTING_METHODS",
     "TOPIC",
     "CarriedFunction",
     "TaskTracePlugin",
@@ -93,20 +115,18 @@ __all__ = [
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
 
-ANNOTATION: Final = "tasktrace"
-"""The Dask task annotation holding the submitting task's carrier (text form)."""
 TOPIC: Final = "tasktrace-records"
 """The ``distributed`` event topic on which workers send task records to the client."""
 PLUGIN_NAME: Final = "tasktrace"
 """The name :func:`setup` registers the worker plugin under (re-registering replaces it)."""
-SUBMITTING_METHODS: Final = ("submit", "map", "compute", "persist", "get")
-"""The client methods :func:`setup` wraps to annotate submissions with the carrier."""
-CLOSING_METHODS: Final = ("close", "shutdown")
-"""The client methods :func:`setup` wraps to collect the workers' records before they run."""
 
 
 class CarriedFunction:
     """A Dask task's function, run in a remote scope; ships its records when it ends.
+
+    Presents the task's function as :func:`functools.update_wrapper` does (``__name__``,
+    ``__qualname__``, ``__module__``, ``__doc__``, ``__wrapped__``; a callable without a
+    ``__name__`` gets Dask's name for it), so Dask's logs and dashboard name the user's function.
 
     Args:
         func: The task's function.
@@ -114,23 +134,37 @@ class CarriedFunction:
         key: The Dask key (recorded on each root task as ``dask_key``).
     """
 
-    __slots__ = ("__wrapped__", "carrier", "key")
-
     def __init__(self, func: Callable[..., Any], carrier: Carrier, key: str) -> None:
         """Wrap ``func`` (see the class docstring)."""
-        self.__wrapped__ = func
+        functools.update_wrapper(self, func, updated=())
+        self.__wrapped__: Callable[..., Any] = func
+        """The task's function."""
+        if not isinstance(getattr(self, "__name__", None), str):
+            self.__name__ = funcname(func)
         self.carrier = carrier
+        """The submitting task's carrier."""
         self.key = key
+        """The Dask key of the task."""
+
+    def __repr__(self) -> str:
+        """Return the wrapped function's ``repr`` (what Dask shows of the task)."""
+        return repr(self.__wrapped__)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the function in a remote scope; send the finished tasks' records home."""
+        """Call the function in a remote scope; send the finished tasks' records home.
+
+        Each call is one attempt of its key: the roots it starts carry ``dask_call`` (this
+        worker process's id and the call's number in it), which tells two runs of a key on the
+        same worker apart (:class:`~tasktrace.integrations.attempts.Attempts`).
+        """
         side = _side(get_worker())
-        token = _key.set(self.key)
+        call = f"{side.pid}-{next(_calls)}"
+        token = _key.set((self.key, call))
         try:
-            if self.carrier.here:  # a worker in the client's process (processes=False)
+            if self.carrier.here:  # the submitting process (processes=False, or a worker's task)
                 with remote_scope(
                     self.carrier,
-                    data={"dask_key": self.key, "dask_worker": side.address},
+                    data={"dask_key": self.key, "dask_call": call, "dask_worker": side.address},
                     on_started=side.batcher.started,
                     on_finished=side.batcher.finished,
                     flush=False,
@@ -142,11 +176,15 @@ class CarriedFunction:
             _key.reset(token)
 
 
-_key: contextvars.ContextVar[str] = contextvars.ContextVar("tasktrace_dask_key", default="")
+_key: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
+    "tasktrace_dask_call", default=("", "")
+)
+_calls = itertools.count(1)  # next() is atomic under the GIL
 
 
 def _key_data() -> dict[str, str]:
-    return {"dask_key": _key.get()}
+    key, call = _key.get()
+    return {"dask_key": key, "dask_call": call}
 
 
 def flush_worker(dask_worker: Any) -> dict[str, Any]:
@@ -174,7 +212,8 @@ class _WorkerSide:
                 msg = {"records": batch.records, "sender": self.sender, "seq": self.sent}
                 worker.log_event(TOPIC, msg)
 
-        self.sender = f"{worker.address}/{os.getpid()}"
+        self.pid = os.getpid()
+        self.sender = f"{worker.address}/{self.pid}"
         """This worker process, as its batches name it (an address may be reused)."""
         self.sent = 0
         """How many batches of records this worker sent as events."""
@@ -221,12 +260,21 @@ class TaskTracePlugin(WorkerPlugin):
     def __init__(self, environment: Mapping[str, str] | None = None) -> None:
         """Keep the environment to apply at set-up."""
         self.environment = dict(environment or {})
+        self.origin = (os.getpid(), HOSTNAME)
+        """The driver process (pid, host) that made the plugin."""
         self.worker: Any = None
 
     def setup(self, worker: Any) -> None:
-        """Apply the driver's export environment; remember the worker."""
+        """Apply the driver's export environment; remember the worker.
+
+        In a worker process other than the driver's, every ``distributed.Client`` is made to
+        carry the running task (:func:`~tasktrace.integrations.dask_clients.carry_every_client`):
+        work a task submits from its worker is a subtask of it.
+        """
         self.worker = worker
         apply_environment(self.environment)
+        if (os.getpid(), HOSTNAME) != self.origin:
+            carry_every_client()
 
     def teardown(self, worker: Any) -> None:
         """Send what the worker's batcher holds and flush its spans (the worker closes)."""
@@ -262,42 +310,24 @@ class TaskTracePlugin(WorkerPlugin):
 _inbox = Inbox(flush_worker)
 
 
-def _annotating(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def submit_with_carrier(*args: Any, **kwargs: Any) -> Any:
-        carrier = capture()
-        if carrier is None:
-            return method(*args, **kwargs)
-        _inbox.submitted.add(carrier.parent_task_id)
-        with dask.annotate(**{ANNOTATION: carrier.to_headers()}):
-            return method(*args, **kwargs)
-
-    submit_with_carrier.__tasktrace_wrapped__ = True  # type: ignore[attr-defined]
-    return submit_with_carrier
+def _note_carrier(carrier: Carrier) -> None:
+    _inbox.submitted.add(carrier.parent_task_id)
 
 
-def _closing(method: Callable[..., Any], client: Client) -> Callable[..., Any]:
-    ref = weakref.ref(client)
-
-    @functools.wraps(method)
-    def close_after_collecting(*args: Any, **kwargs: Any) -> Any:
-        c = ref()
-        if c is not None:
-            try:
-                _inbox.closing(c)
-            except Exception as e:  # noqa: BLE001 - collecting must not break closing
-                _warn("dask-close", "tasktrace: cannot collect task records from Dask: %r", e)
-        return method(*args, **kwargs)
-
-    close_after_collecting.__tasktrace_wrapped__ = True  # type: ignore[attr-defined]
-    return close_after_collecting
+def _before_close(client: Client) -> None:
+    try:
+        _inbox.closing(client)
+    except Exception as e:  # noqa: BLE001 - collecting must not break closing
+        _warn("dask-close", "tasktrace: cannot collect task records from Dask: %r", e)
 
 
 def setup(client: Client) -> Client:
     """Make work submitted through ``client`` join the submitting task's tree and trace.
 
     Registers :class:`TaskTracePlugin` on every current and future worker, subscribes the
-    client to :data:`TOPIC`, and wraps this client object's :data:`SUBMITTING_METHODS`.
+    client to :data:`TOPIC`, and wraps this client object's :data:`SUBMITTING_METHODS` and
+    :data:`CLOSING_METHODS` (:func:`~tasktrace.integrations.dask_clients.wrap_client`). In
+    the worker processes, the plugin makes every client carry the worker's running task.
     Calling it again is harmless.
 
     Returns:
@@ -308,12 +338,5 @@ def setup(client: Client) -> Client:
     _inbox.clients.add(client)
     if _inbox.unregister is None:
         _inbox.unregister = tree.register_record_source(_inbox.pull)
-    for name in SUBMITTING_METHODS:
-        method = getattr(client, name)
-        if not getattr(method, "__tasktrace_wrapped__", False):
-            setattr(client, name, _annotating(method))
-    for name in CLOSING_METHODS:
-        method = getattr(client, name)
-        if not getattr(method, "__tasktrace_wrapped__", False):
-            setattr(client, name, _closing(method, client))
+    wrap_client(client, _note_carrier, _before_close)
     return client

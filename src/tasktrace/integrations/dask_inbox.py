@@ -54,7 +54,9 @@ class Inbox:
     def __init__(self, flush: Callable[[Any], Mapping[str, Any]]) -> None:
         """Start with no client and nothing received."""
         self.flush = flush
-        self.attempts = Attempts("dask_key", "dask_worker", "Dask", (WORKER_LEFT_ERROR,))
+        self.attempts = Attempts(
+            "dask_key", "dask_worker", "Dask", (WORKER_LEFT_ERROR,), call_key="dask_call"
+        )
         self.unregister: Callable[[], None] | None = None
         self.clients: weakref.WeakSet[Client] = weakref.WeakSet()
         self.submitted: set[Any] = set()  # task ids of tasks whose carriers went out

@@ -1,0 +1,63 @@
+"""Dask task bodies for the Dask tests (importable by the worker processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distributed import get_client, get_worker, worker_client
+
+from tasktrace import Task
+
+from .engine_workers import square_in_task
+
+
+def submit_from_worker(i: int, how: str) -> list[str]:
+    """In ``Task(f"outer {i}")``, submit ``square_in_task`` to every worker from this task.
+
+    Args:
+        i: The task's number; the squares are of ``100 * i + j`` for the ``j``-th worker.
+        how: ``"worker_client"`` (seceding while it waits) or ``"get_client"``.
+
+    Returns:
+        The worker addresses, in the order the squares were pinned to them (this task's own
+        worker among them: the square sent there runs in this process, the other elsewhere).
+    """
+    with Task(f"outer {i}"):
+        if how == "worker_client":
+            with worker_client() as client:
+                return _square_on_each_worker(client, i)
+        return _square_on_each_worker(get_client(), i)
+
+
+def submit_bare(i: int) -> list[str]:
+    """Like :func:`submit_from_worker` with ``worker_client()``, but with no ``Task`` of its own."""
+    with worker_client() as client:
+        return _square_on_each_worker(client, i)
+
+
+def _square_on_each_worker(client: object, i: int) -> list[str]:
+    addresses = sorted(client.scheduler_info()["workers"])  # type: ignore[attr-defined]
+    futures = [
+        client.submit(square_in_task, 100 * i + j, workers=[a], pure=False)  # type: ignore[attr-defined]
+        for j, a in enumerate(addresses)
+    ]
+    client.gather(futures)  # type: ignore[attr-defined]
+    return addresses
+
+
+def fail_before(counter: str, failures: int) -> str:
+    """In ``Task("flaky")``, count the call in the file ``counter``; raise for the first few.
+
+    Raises:
+        RuntimeError: For the first ``failures`` calls ("flake <n>", n from 0).
+
+    Returns:
+        The address of the worker that ran the call.
+    """
+    with Task("flaky"):
+        path = Path(counter)
+        n = int(path.read_text()) if path.exists() else 0
+        path.write_text(str(n + 1))
+        if n < failures:
+            raise RuntimeError(f"flake {n}")
+        return str(get_worker().address)
