@@ -144,13 +144,21 @@ class Driver:
         return session if session.key == session_key() else None
 
     def prepare(self, carrier: Carrier) -> None:
-        """Have the live session's collector ready for a carrier; remember its parent task."""
-        key = session_key()
-        if key is None:
+        """Have the live session's collector ready for a carrier; remember its parent task.
+
+        Never raises (a failure is warned about once: the call goes out, its records may not
+        come home).
+        """
+        try:
+            key = session_key()
+            if key is None:
+                return
+            session = self._session
+            if session is None or session.key != key:
+                session = self._start(key)
+        except Exception as e:  # noqa: BLE001 - must not break the user's call
+            _warn("ray-prepare", "tasktrace: no task-record collector for this Ray job: %r", e)
             return
-        session = self._session
-        if session is None or session.key != key:
-            session = self._start(key)
         task_id = carrier.parent_task_id
         owner, calls, lost = self.submitted.get(task_id, (session, 0, 0))
         if owner is not session:  # Ray shut down and started again inside the task
@@ -207,10 +215,9 @@ class Driver:
 
     def collect(self) -> None:
         """Deliver the live session's records now (:func:`tasktrace.integrations.ray.collect`)."""
-        session = self.live()
-        if session is None:
-            return
         try:
-            self._drain(session, DRAIN_WAIT_S)
+            session = self.live()
+            if session is not None:
+                self._drain(session, DRAIN_WAIT_S)
         except Exception as e:  # noqa: BLE001 - collecting must not break the user's program
             _warn("ray-collect", "tasktrace: cannot collect task records from Ray: %r", e)
