@@ -42,12 +42,20 @@ propagator). How tasktrace rides on it:
   :data:`LOST_ERROR`). An attempt shorter than one flush interval leaves no record to tell.
 - **Workers ending after a call** (``max_calls``, ``exit_actor``): the call's thread sends
   the worker's records before it returns to Ray (:mod:`~tasktrace.integrations.ray_exit`).
+- **Sessions.** Each Ray session of the driver (``ray.init`` again after ``ray.shutdown()``,
+  perhaps with another address or namespace) has its own collector
+  (:mod:`~tasktrace.integrations.ray_driver`).
+- **Generators.** A generator remote function's body runs under the carried task too, item by
+  item (:mod:`~tasktrace.integrations.ray_generators`, which also says what is not covered).
+- **Async actors.** A worker waits for the collector's answers through futures, never
+  ``ray.get``, which Ray warns about in an async actor's process ("Using blocking ray.get
+  inside async actor"). Its first carried call waits for the driver's set-up and a worker
+  turning busy for its mark (each a few milliseconds, once) in the calling thread: the actor's
+  event loop, for an async actor.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextvars
 import dataclasses
 import logging
 import threading
@@ -68,22 +76,28 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 
-from tasktrace.core.record import TaskRecord, node_class
+from tasktrace.core.record import TaskRecord
 from tasktrace.core.warn import WarnOnce
-from tasktrace.export.workers import apply_environment, worker_environment
-from tasktrace.integrations.attempts import Attempts
+from tasktrace.export.workers import apply_environment
 from tasktrace.integrations.batching import FLUSH_INTERVAL_S, Batch, RecordBatcher
 from tasktrace.integrations.ray_collector import RecordCollector
-from tasktrace.integrations.ray_exit import LOST_ERROR, GoneWorkers, exits_after_call
+from tasktrace.integrations.ray_driver import (
+    COLLECTOR_PREFIX,
+    DRAIN_WAIT_S,
+    Driver,
+    collector_name,
+    internal,
+)
+from tasktrace.integrations.ray_exit import LOST_ERROR, exits_after_call
+from tasktrace.integrations.ray_generators import carry_generators
 from tasktrace.task.carriers import Carrier, RemoteScope
 from tasktrace.task.propagator import TaskTracePropagator
 from tasktrace.task.scope_cache import ScopeCache
-from tasktrace.tree.delivery import deliver
-from tasktrace.tree.processor import tree
 
 __all__ = [
     "COLLECTOR_PREFIX",
     "DRAIN_WAIT_S",
+    "ENVIRONMENT_WAIT_S",
     "HOOK",
     "LOST_ERROR",
     "MARK_WAIT_S",
@@ -98,104 +112,29 @@ _warn = WarnOnce(_log)
 
 HOOK: Final = "tasktrace.integrations.ray:setup_tracing"
 """The value for ``ray.init(_tracing_startup_hook=...)`` / ``--tracing-startup-hook``."""
-COLLECTOR_PREFIX: Final = "tasktrace-records-"
-"""Name prefix of the job's collector actor (the job id follows)."""
-DRAIN_WAIT_S: Final = 0.5
-"""The longest a finishing task waits in the driver for busy workers' batches, in seconds."""
 MARK_WAIT_S: Final = 5.0
 """The longest a worker turning busy waits for the collector to note it, in seconds."""
-IDLE_DRAIN_S: Final = 1.0
-"""Least seconds between two drains that are not at a submitting task's finish."""
-_internal: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "tasktrace_ray_internal", default=False
-)
+ENVIRONMENT_WAIT_S: Final = 30.0
+"""The longest a worker's first carried call waits for the driver's export set-up, in seconds."""
 
 
-def _collector_name() -> str:
-    return COLLECTOR_PREFIX + ray.get_runtime_context().get_job_id()
-
-
-class _Driver:
-    """The driver's side: the collector it created, the submitting tasks it drains for."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.handle: Any = None
-        self.submitted: dict[Any, int] = {}  # task id: how many carriers of it went out
-        self.last_drain = 0.0
-        self.attempts = Attempts("ray_task_id", "ray_worker_id", "Ray", (LOST_ERROR,))
-        self.gone = GoneWorkers()
-
-    def prepare(self, carrier: Carrier) -> None:
-        """Have the collector ready for a carrier going out; remember its parent task."""
-        if self.handle is None and ray.is_initialized():
-            with self._lock:
-                if self.handle is None:
-                    token = _internal.set(True)
-                    try:
-                        self.handle = RecordCollector.options(  # type: ignore[attr-defined]
-                            name=_collector_name(), get_if_exists=True
-                        ).remote(worker_environment())
-                    finally:
-                        _internal.reset(token)
-                    # The driver (get_task_id would log a warning there, on every driver).
-                    if ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
-                        # Only the driver drains: a worker submitting work of its own (nested
-                        # calls) ships its records like the others, to be attached in the
-                        # driver under its task's record.
-                        tree.register_record_source(self.pull)
-                        atexit.register(collect)
-        task_id = carrier.parent_task_id
-        self.submitted[task_id] = self.submitted.get(task_id, 0) + 1
-
-    def pull(self, finished: TaskRecord | None) -> None:
-        """Drain at a submitting task's finish (waiting), or now and then (a record source)."""
-        calls = self.submitted.pop(finished.task_id, 0) if finished is not None else 0
-        if self.handle is None or not ray.is_initialized():
-            if calls and finished is not None:  # ray.shutdown() inside the submitting task
-                _log.warning(
-                    "tasktrace: Ray was shut down before the records of %d call(s) made under "
-                    "task %r came home: they are lost (shut Ray down after the task ends)",
-                    calls,
-                    finished.label,
-                )
-            return
-        if calls:
-            self.drain(DRAIN_WAIT_S)
-        elif time.monotonic() - self.last_drain >= IDLE_DRAIN_S:
-            self.drain(0.0)
-
-    def drain(self, wait_s: float) -> None:
-        token = _internal.set(True)
-        try:
-            raw = ray.get(self.handle.drain.remote(time.time(), wait_s), timeout=wait_s + 30)
-        finally:
-            _internal.reset(token)
-            self.last_drain = time.monotonic()
-        records, lost = raw
-        cls = node_class()
-        out = self.attempts.sort_out(cls.model_validate_json(r) for r in records)
-        out += self.gone.failed(out, lost)
-        if out:
-            deliver(out)
-
-
-_driver = _Driver()
+_driver = Driver()
 
 
 def collect() -> None:
     """Deliver now the task records of work finished so far (late ones included).
 
     Busy workers are told to send what they hold at once, and waited for at most
-    :data:`DRAIN_WAIT_S`. Called at the driver's exit too. Never raises: a failure is warned
-    about once.
+    :data:`DRAIN_WAIT_S`. Called at the driver's exit too. Only the Ray session connected now
+    is drained (a session shut down took its records not yet home with it). Never raises: a
+    failure is warned about once.
     """
-    if _driver.handle is None or not ray.is_initialized():
-        return
-    try:
-        _driver.drain(DRAIN_WAIT_S)
-    except Exception as e:  # noqa: BLE001 - collecting must not break the user's program
-        _warn("ray-collect", "tasktrace: cannot collect task records from Ray: %r", e)
+    _driver.collect()
+
+
+def _result(ref: Any, timeout_s: float) -> Any:
+    """Wait for ``ref`` without ``ray.get`` (which warns in an async actor's process)."""
+    return ref.future().result(timeout_s)
 
 
 class _Worker:
@@ -216,12 +155,13 @@ class _Worker:
             return batcher
         with self._lock:
             if self.batcher is None:
-                token = _internal.set(True)
+                token = internal.set(True)
                 try:
-                    self.handle = ray.get_actor(_collector_name())
-                    apply_environment(ray.get(self.handle.environment.remote()))
+                    self.handle = ray.get_actor(collector_name())
+                    ref = self.handle.environment.remote()
+                    apply_environment(_result(ref, ENVIRONMENT_WAIT_S))
                 finally:
-                    _internal.reset(token)
+                    internal.reset(token)
                 self.worker_id = ray.get_runtime_context().get_worker_id()
                 self.batcher = RecordBatcher(self.worker_id, self.send, paced=True)
             return self.batcher
@@ -237,13 +177,13 @@ class _Worker:
             self._last_start = now
             mark, self._idle_out = self._idle_out, False
         if mark:
-            token = _internal.set(True)
-            try:  # a future, not ray.get: a blocked task would lend its CPU to another worker
-                self.handle.busy.remote(self.worker_id, now).future().result(MARK_WAIT_S)
+            token = internal.set(True)
+            try:  # not ray.get: a blocked task would lend its CPU to another worker
+                _result(self.handle.busy.remote(self.worker_id, now), MARK_WAIT_S)
             except Exception as e:  # noqa: BLE001 - must not break the user's task
                 _warn("ray-busy", "tasktrace: cannot reach the task-record collector: %r", e)
             finally:
-                _internal.reset(token)
+                internal.reset(token)
         batcher = self.batcher
         if batcher is not None:
             batcher.started(task)
@@ -255,11 +195,11 @@ class _Worker:
                     batch = dataclasses.replace(batch, idle=False)
                 else:
                     self._idle_out = True
-        token = _internal.set(True)
+        token = internal.set(True)
         try:  # answered when the next batch is due (the collector paces the batcher)
-            ray.get(self.handle.put.remote(batch, FLUSH_INTERVAL_S), timeout=FLUSH_INTERVAL_S + 30)
+            _result(self.handle.put.remote(batch, FLUSH_INTERVAL_S), FLUSH_INTERVAL_S + 30)
         finally:
-            _internal.reset(token)
+            internal.reset(token)
 
     def call_ended(self) -> None:
         """At a carried call's end, in its thread: if Ray ends the worker now, send home first.
@@ -272,12 +212,12 @@ class _Worker:
         batcher = self.batcher
         if batcher is None or not exits_after_call():
             return
-        token = _internal.set(True)
+        token = internal.set(True)
         try:
             batcher.stop()
             batcher.flush()  # an idle batch: the collector answers at once
         finally:
-            _internal.reset(token)
+            internal.reset(token)
 
 
 _worker = _Worker()
@@ -352,7 +292,7 @@ class RayTaskPropagator(TaskTracePropagator):
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
         """Add the running task's carrier, except to tasktrace's own calls to its collector."""
-        if not _internal.get():
+        if not internal.get():
             super().inject(carrier, context, setter)
 
     def extract(
@@ -373,8 +313,11 @@ def setup_tracing() -> None:
     """Ray's tracing start-up hook: add :class:`RayTaskPropagator` to the global propagator.
 
     Runs in the driver and in every worker when it connects. Idempotent. Installs no tracer
-    provider (tasktrace sets up its own on the first task, from the environment).
+    provider (tasktrace sets up its own on the first task, from the environment). Has Ray
+    wrap generator remote functions so their bodies are carried too
+    (:mod:`~tasktrace.integrations.ray_generators`).
     """
+    carry_generators()
     current = propagate.get_global_textmap()
     if _has_ours(current):
         return
