@@ -39,6 +39,7 @@ server threads record requests.
 from __future__ import annotations
 
 import base64
+import collections
 import gzip
 import http.server
 import json
@@ -49,7 +50,7 @@ import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,6 +387,26 @@ class _Recorder:
                     )
                 self._changed.wait(remaining)
         return self.spans()
+
+    def wait_for_names(self, names: Iterable[str], timeout_s: float = 10.0) -> list[SpanRecord]:
+        """Wait until spans of every name in ``names`` arrived (a name twice: two spans).
+
+        Unlike :meth:`wait_for`, spans of other names (an engine's own) do not count.
+
+        Raises:
+            TimeoutError: some were missing after ``timeout_s`` seconds; the message names them.
+        """
+        wanted = collections.Counter(names)
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                missing = wanted - collections.Counter(s.name for s in self.spans())
+                if not missing:
+                    return self.spans()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"spans missing after {timeout_s} s: {sorted(missing)}")
+                self._changed.wait(remaining)
 
     def wait_for_attempts(self, n: int, timeout_s: float = 10.0) -> int:
         """Wait until at least ``n`` export requests arrived (any mode); return the count.

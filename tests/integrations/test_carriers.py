@@ -7,6 +7,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 import uuid
 import weakref
 from pathlib import Path
@@ -16,6 +17,7 @@ from opentelemetry import context as otel_context
 
 from tasktrace import Task, TaskStatus
 from tasktrace.core.context import live_context
+from tasktrace.integrations import batching
 from tasktrace.integrations.attempts import Attempts
 from tasktrace.integrations.batching import Batch, RecordBatcher
 from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope, snapshot
@@ -436,3 +438,56 @@ def test_a_work_id_run_under_two_parents_is_two_works_not_attempts() -> None:
         (TaskStatus.FINISHED, False),
         (TaskStatus.FINISHED, False),
     ]
+
+
+@pytest.mark.parametrize("path", ["teardown flush", "batcher thread"])
+def test_a_batch_holds_no_record_whose_span_was_not_flushed_first(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root finishing while the worker flushes its spans waits for the next batch.
+
+    Before: the batch was taken after the flush and collected that root too, so its record
+    went home with its span still queued; a worker killed then lost the span for good (a Ray
+    CI run missed 4 spans of a trace whose records had all arrived).
+    """
+    _, remote = _carried_elsewhere()
+    batches: list[Batch] = []
+    sent = threading.Event()
+
+    def send(batch: Batch) -> None:
+        if batch.records:  # the thread's first, busy-mark batch may come before any record
+            batches.append(batch)
+            sent.set()
+
+    batcher = RecordBatcher("worker", send, interval_s=3600.0)
+    finished: list[str] = []  # labels of the roots finished so far
+    flushed: list[set[str]] = []  # at each flush: the roots whose spans it covered
+
+    def run_root(label: str) -> None:
+        scope = remote_scope(remote, on_started=batcher.started, on_finished=batcher.finished)
+        with scope, Task(label):
+            pass
+        finished.append(label)
+
+    def flush_spans() -> bool:
+        flushed.append(set(finished))
+        if len(flushed) == 1:
+            run_root("finished during the flush")  # as another thread's root would
+        return True
+
+    monkeypatch.setattr(batching, "flush_spans", flush_spans)
+    if path == "batcher thread":
+        run_root("first")  # wakes the batcher's thread: its first batch goes at once
+        assert sent.wait(30)
+    else:
+        with remote_scope(remote, on_finished=batcher.finished), Task("first"):
+            pass
+        finished.append("first")
+        batcher.flush()
+    first = {Task.model_validate_json(r).label for r in batches[0].records}
+    assert first == {"first"}
+    assert first <= flushed[0]
+    batcher.flush()  # the one left behind goes with the next batch, after its own flush
+    later = {Task.model_validate_json(r).label for b in batches[1:] for r in b.records}
+    assert later == {"finished during the flush"}
+    assert later <= flushed[-1]

@@ -142,7 +142,13 @@ def ray_run(tmp_path_factory: pytest.TempPathFactory) -> RayRun:
         # "outer" and its nested "square 7",
         # "early" and its "slow"; the span of "square 99" (no task running) is exported, as
         # without tasktrace, only if its worker's batch processor runs before Ray ends it
-        spans = receiver.wait_for(14, timeout_s=30)
+        spans = receiver.wait_for_names(
+            [
+                *("driver", "add 1", "add 2", "fragile", "outer", "square 7", "early", "slow"),
+                *(f"square {i}" for i in range(6)),
+            ],
+            timeout_s=30,
+        )
     text = (folder / "driver.json").read_text()
     assert "s3cret" not in text
     assert all("s3cret" not in repr(s.attributes) for s in spans)

@@ -21,7 +21,8 @@ the records instead and a timer thread sends them every :data:`FLUSH_INTERVAL_S`
 
 Spans of the worker are flushed before each batch that carries a finished record, so they
 reach the exporter before the driver sees the records (engine workers may be ended without
-running exit handlers).
+running exit handlers): a batch holds only the records collected before that flush, and a
+root that finished during it goes with the next batch.
 
 Thread-safety: every method may be called from any thread.
 """
@@ -164,9 +165,10 @@ class RecordBatcher:
 
     def flush(self) -> None:
         """Send what is buffered now (at a worker's teardown), with the spans first."""
+        hand_on_finished()  # the roots whose spans the flush below covers
         flush_spans()
         with self._send_lock:
-            self._send(self._take(time.monotonic(), final=True))
+            self._send(self._take(time.monotonic(), final=True, hand_on=False))
 
     def take_now(self) -> list[str]:
         """Return what is buffered now instead of sending it (the driver asked for it).
@@ -201,9 +203,16 @@ class RecordBatcher:
         if self._send_lock.acquire(timeout=timeout_s):  # the thread's batch in progress
             self._send_lock.release()
 
-    def _take(self, now: float, *, final: bool = False) -> Batch:
+    def _take(self, now: float, *, final: bool = False, hand_on: bool = True) -> Batch:
+        """Make the next batch: the finished records handed on, the long runners' snapshots.
+
+        ``hand_on``: first collect the scopes' finished roots; ``False`` where the caller
+        collected them before flushing their spans, so that the batch holds no record whose
+        span was not flushed (one finished in between waits for the next batch).
+        """
         refresh_s = get_settings().refresh_interval_s
-        hand_on_finished()  # the scopes' finished roots, to finished()
+        if hand_on:
+            hand_on_finished()  # the scopes' finished roots, to finished()
         with self._lock:
             finished, self._finished = self._finished, []
             long_running: list[_Root] = []
@@ -255,7 +264,9 @@ class RecordBatcher:
                 with self._send_lock:
                     if self._stopping:
                         return
-                    batch = self._take(time.monotonic())
+                    # Only the records handed on above: a root finished during the flush
+                    # has its span still queued (a worker killed now would lose it).
+                    batch = self._take(time.monotonic(), hand_on=False)
                     sent = self._send(batch)
                 if batch.idle:
                     break
