@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
 DRIVER = textwrap.dedent(
     """
-    import asyncio, json, time
+    import asyncio, json, os, time
     import ray
     from tasktrace import Task
     from tasktrace.integrations.ray import HOOK
@@ -39,6 +39,15 @@ DRIVER = textwrap.dedent(
     def square(i):
         with Task(f"square {i}"):
             return i * i
+
+    @ray.remote(num_cpus=2, max_retries=2, retry_exceptions=True)  # one at a time: one worker
+    def flaky(marker):
+        with Task("flaky") as task:
+            task.worker_pid = os.getpid()
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                raise ValueError("flaky: the first attempt raises")
+            return "ok"
 
     @ray.remote
     def streamed(n):  # a generator: Ray streams its items (num_returns="streaming")
@@ -87,6 +96,7 @@ DRIVER = textwrap.dedent(
         out = {"squares": ray.get([square.remote(i) for i in range(2)])}
         if name != "first":
             return out
+        out["flaky"] = ray.get(flaky.remote(os.path.abspath("flaky-marker")))
         out["streamed"] = [ray.get(ref) for ref in streamed.remote(3)]
         out["pair"] = ray.get(list(pair.remote()))
         waiter = Waiter.remote()
@@ -135,6 +145,7 @@ def sessions(tmp_path_factory: pytest.TempPathFactory) -> Sessions:
     """Run the driver once for the module (five local Ray starts: ~40-100 s)."""
     folder = tmp_path_factory.mktemp("ray-forms")
     (folder / "driver.py").write_text(DRIVER)
+    (folder / "flaky-marker").unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["PYTHONPATH"] = _pythonpath()
     env["RAY_DEDUP_LOGS"] = "0"
@@ -215,3 +226,21 @@ def test_actor_generator_methods_are_rejected_by_ray_with_tracing_on(sessions: S
     for label in ("counted", "ticks"):  # a generator method, an async generator method
         assert "unexpected keyword argument '_ray_trace_ctx'" in sessions.out["first"][label]
         assert not _labels(sessions.trees["first"], label)
+
+
+def test_a_task_retried_after_it_raised_numbers_each_attempt(sessions: Sessions) -> None:
+    """``retry_exceptions``: the attempt that raised and the retry are attempts 1 and 2.
+
+    The retry ran in the same worker process (one call at a time, the worker reused): told
+    apart by the call (``ray_call``), not the worker. Before: both records unnumbered.
+    """
+    assert sessions.out["first"]["flaky"] == "ok"
+    flaky = [t for t in sessions.trees["first"].subtasks if t.label == "flaky"]
+    flaky.sort(key=lambda t: t.model_extra.get("attempt", 0))
+    assert [(t.model_extra.get("attempt"), t.status) for t in flaky] == [
+        (1, TaskStatus.FAILED),
+        (2, TaskStatus.FINISHED),
+    ]
+    assert "flaky: the first attempt raises" in (flaky[0].error or "")
+    pids = {t.model_extra["worker_pid"] for t in flaky}
+    assert len(pids) == 1, "the retry ran in another worker: the same-worker case is untested"

@@ -15,7 +15,8 @@ propagator). How tasktrace rides on it:
   to the global propagator. In the driver its ``inject`` adds the running task's carrier; in a
   worker its ``extract`` opens a remote scope for it, so a ``Task`` started by the remote
   function is a subprocess subtask of the submitting task, with ``ray_node_id``,
-  ``ray_task_id``, ``ray_worker_id`` (and ``ray_actor_id``) recorded, and its span a child of
+  ``ray_task_id``, ``ray_worker_id``, ``ray_call`` (the call: worker process id and call
+  number) and ``ray_actor_id`` (in an actor) recorded, and its span a child of
   the submitter's. No tracer provider is installed: Ray's own producer / consumer spans stay
   non-recording unless you install a provider yourself.
 - **Records home.** Each worker process buffers its records and sends them every
@@ -35,9 +36,11 @@ propagator). How tasktrace rides on it:
 - **Settings.** The driver's export set-up (``OTEL_*``, ``tasktrace.configure``) is given to the
   collector when it is created; each worker applies it before its first carried call, so its
   spans go where the driver's go.
-- **Retries.** Records carry the Ray task id and the worker; when one Ray task's records come
-  from more than one worker, the earlier attempts' records stay as siblings with an
-  ``attempt`` number, and a record still ``running`` from a dead attempt becomes ``failed``;
+- **Retries.** Records carry the Ray task id and the call; when one Ray task's records come
+  from more than one call (a retry after its worker died, or after it raised with
+  ``retry_exceptions``, on another worker or the same), the attempts' records stay as
+  siblings with ``attempt`` numbers in the order the calls started; an attempt that raised
+  keeps its error, and a record still ``running`` from a dead attempt becomes ``failed``;
   so does one whose worker the collector took for gone (the last attempt's worker died:
   :data:`LOST_ERROR`). An attempt shorter than one flush interval leaves no record to tell.
 - **Workers ending after a call** (``max_calls``, ``exit_actor``): the call's thread sends
@@ -57,7 +60,9 @@ propagator). How tasktrace rides on it:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -236,6 +241,8 @@ class _CallEnd:
 
 
 _CALL_END: Final = otel_context.create_key("tasktrace-ray-call-end")
+_CALL: Final = otel_context.create_key("tasktrace-ray-call")  # the call's ray_call
+_calls = itertools.count(1)  # next() is atomic under the GIL
 
 
 def _worker_data() -> dict[str, Any]:
@@ -253,6 +260,9 @@ def _call_data() -> dict[str, Any]:
     actor_id = ctx.get_actor_id()
     if actor_id:
         data["ray_actor_id"] = actor_id
+    call = otel_context.get_value(_CALL)
+    if call is not None:  # tells two attempts of one Ray task on one worker apart
+        data["ray_call"] = call
     return data
 
 
@@ -304,7 +314,10 @@ class RayTaskPropagator(TaskTracePropagator):
         """Open the carried scope; at the call's end, send home if the worker exits then."""
         base = context if context is not None else otel_context.get_current()
         extracted = super().extract(carrier, base, getter)
-        if extracted is base or _worker.batcher is None:
+        if extracted is base:
+            return extracted
+        extracted = otel_context.set_value(_CALL, f"{os.getpid()}-{next(_calls)}", extracted)
+        if _worker.batcher is None:
             return extracted
         return otel_context.set_value(_CALL_END, _CallEnd(), extracted)
 

@@ -99,7 +99,9 @@ class Session:
         """The session's :func:`session_key`."""
         self.handle = handle
         """The session's collector actor (a Ray actor handle)."""
-        self.attempts = Attempts("ray_task_id", "ray_worker_id", "Ray", (LOST_ERROR,))
+        self.attempts = Attempts(
+            "ray_task_id", "ray_worker_id", "Ray", (LOST_ERROR,), call_key="ray_call"
+        )
         """The attempts of the session's Ray tasks seen (Ray task ids repeat across sessions)."""
         self.gone = GoneWorkers()
         """The session's workers whose records were last seen running."""
