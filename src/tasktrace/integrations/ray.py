@@ -251,9 +251,9 @@ def _worker_data() -> dict[str, Any]:
 
 
 def _call_data() -> dict[str, Any]:
-    """Return the Ray task (and actor) a root task starts in (called at its start)."""
+    """Return the Ray task, call (and actor) a root task starts in (called at its start)."""
     ctx = ray.get_runtime_context()
-    data = {}
+    data: dict[str, Any] = {}
     task_id = ctx.get_task_id()
     if task_id:
         data["ray_task_id"] = task_id
