@@ -97,7 +97,7 @@ def _case(name: str) -> Callable[[int], None]:
     cases, prepare = overhead.task_cases(Path(tempfile.mkdtemp()))
     if name == NESTED_HISTOGRAM:  # task metrics asked for: the duration histogram
         from tasktrace.core.settings import load_settings, reset_settings
-        from tasktrace.export.metrics import reset_metrics
+        from tasktrace.export.metrics_setup import reset_metrics
 
         reset_settings(load_settings(metrics=True, metrics_durations="auto"))
         reset_metrics()

@@ -216,7 +216,7 @@ def task_cases(
     """
     from tasktrace import Task  # after the provider: tasktrace adds its processor to it
     from tasktrace.core.settings import load_settings, reset_settings
-    from tasktrace.export.metrics import reset_metrics
+    from tasktrace.export.metrics_setup import reset_metrics
 
     def nested(k: int) -> None:
         with Task("root"):
@@ -303,7 +303,7 @@ def _histogram_case(nested: CaseFn) -> tuple[CaseFn, Callable[[], None]]:
     flushed at the end of each call: the collection's work is counted.
     """
     from tasktrace.core.settings import load_settings, reset_settings
-    from tasktrace.export.metrics import reset_metrics
+    from tasktrace.export.metrics_setup import reset_metrics
 
     asked = MeterProvider(metric_readers=[PeriodicExportingMetricReader(NullMetricExporter())])
     settings = load_settings(metrics=True, metrics_durations="auto")

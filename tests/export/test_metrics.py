@@ -21,7 +21,7 @@ from opentelemetry.sdk.resources import Resource
 
 from tasktrace import Task
 from tasktrace.core.settings import Settings, reset_settings
-from tasktrace.export.metrics import reset_metrics
+from tasktrace.export.metrics_setup import reset_metrics
 
 from ..export_helpers import clean_env, run_script
 from ..otlp_receivers import OtlpHttpReceiver, closed_loopback_endpoint, decode_attributes
@@ -384,3 +384,59 @@ def test_duration_histogram_buckets_are_seconds(
     expected = [sum(1 for bound in bounds if bound < d) for d in durations]
     assert expected[0] != expected[1], (durations, bounds)
     assert [i for i, count in enumerate(counts) for _ in range(count)] == sorted(expected)
+
+
+_LATE_PROVIDER = textwrap.dedent("""
+    from tasktrace import Task
+    with Task("warm-up"):
+        pass
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    reader = InMemoryMetricReader()
+    mine = MeterProvider(metric_readers=[reader])
+    metrics.set_meter_provider(mine)
+    print("global is mine:", metrics.get_meter_provider() is mine)
+    metrics.get_meter("myapp").create_counter("myapp.requests").add(5)
+    with Task("train"):
+        pass
+    data = reader.get_metrics_data()
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    print("seen:", ",".join(sorted(names)))
+""")
+
+
+@pytest.mark.parametrize(
+    ("env", "durations"),
+    [
+        ({}, "tasktrace.task.duration.sum"),  # the program's provider, not asked: counters
+        ({"OTEL_METRICS_EXPORTER": "console"}, "tasktrace.task.duration.sum"),
+        ({"TASKTRACE_METRICS": "true"}, "tasktrace.task.duration"),  # asked: the histogram
+    ],
+    ids=["nothing set", "OTEL_METRICS_EXPORTER", "TASKTRACE_METRICS"],
+)
+def test_a_meter_provider_installed_after_the_first_task_is_used(
+    env: dict[str, str], durations: str
+) -> None:
+    """No order of set-up to get right: the program's provider is installed, and gets both.
+
+    Before: with metrics asked for, tasktrace's own provider was installed globally and the
+    program's was refused ("Overriding of current MeterProvider is not allowed"); with nothing
+    set, a provider installed after the first task never got task metrics.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", _LATE_PROVIDER],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKTRACE_"))},
+            "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "global is mine: True" in done.stdout, done.stderr
+    assert "Overriding" not in done.stderr
+    seen = done.stdout.split("seen: ")[1].split()[0].split(",")
+    assert {"myapp.requests", durations, "process.cpu.time"} <= set(seen), seen

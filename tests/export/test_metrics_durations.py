@@ -10,7 +10,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from tasktrace import Task
 from tasktrace.core.settings import Settings, reset_settings
-from tasktrace.export.metrics import reset_metrics, task_metrics
+from tasktrace.export.metrics_setup import reset_metrics, task_metrics
 
 
 def _collect(reader: InMemoryMetricReader) -> dict[str, list[Any]]:

@@ -1,4 +1,4 @@
-"""The meter provider task metrics go to: the global one, or one tasktrace creates and installs.
+"""The meter provider task metrics go to: the global one, or a private one tasktrace creates.
 
 :func:`global_meter_provider` decides, for :mod:`tasktrace.export.metrics`: a meter provider
 installed globally (the user's, Logfire's, ``opentelemetry-instrument``'s) is used as it is;
@@ -6,11 +6,14 @@ while the global is still the API's proxy, tasktrace creates an SDK ``MeterProvi
 traces' resource, a ``PeriodicExportingMetricReader`` for each exporter that
 ``OTEL_METRICS_EXPORTER`` names, each OTLP one wrapped in a
 :class:`~tasktrace.export.metric_guard.GuardedMetricExporter`, the exit bounded by
-:func:`~tasktrace.export.metric_guard.guard_metric_export`) and installs it, when the ``metrics``
-setting is on or, unset, when the environment configures metrics export.
+:func:`~tasktrace.export.metric_guard.guard_metric_export`) when the ``metrics`` setting is on
+or, unset, when the environment configures metrics export. That provider is tasktrace's
+alone, never installed globally (as tasktrace's tracer provider): a program that installs its
+own meter provider later is not refused by OpenTelemetry ("Overriding of current
+MeterProvider is not allowed"), and tasktrace's next top-level task finds it
+(:func:`tasktrace.export.metrics.top_level_metrics`).
 
-Thread-safety: call under the caller's lock (two threads may race to install; the API keeps
-the first, and the global one is returned).
+Thread-safety: call under the caller's lock.
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ def global_meter_provider(setting: bool | None) -> tuple[Any, bool] | None:
         setting: The ``metrics`` setting (``True`` on, ``None`` auto); never ``False``.
 
     Returns:
-        ``(provider, created)``: the global meter provider, and whether tasktrace just created
-        and installed it (else somebody else's, found installed, whose owner reads the
-        ``OTEL_*`` variables). ``None`` when the global is the API's proxy and metrics are
-        neither on nor configured by the environment (``OTEL_METRICS_EXPORTER`` naming an
-        exporter, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``).
+        ``(provider, created)``: the global meter provider (somebody else's, found installed,
+        whose owner reads the ``OTEL_*`` variables; ``created`` false), or the private one
+        tasktrace just created (``created`` true). ``None`` when the global is the API's
+        proxy and metrics are neither on nor configured by the environment
+        (``OTEL_METRICS_EXPORTER`` naming an exporter, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``).
     """
     provider: Any = metrics.get_meter_provider()
     if not _is_proxy(provider):
@@ -62,9 +65,7 @@ def global_meter_provider(setting: bool | None) -> tuple[Any, bool] | None:
         resource=build_resource(), metric_readers=readers, shutdown_on_exit=False
     )
     guard_metric_export(created, exporters)
-    metrics.set_meter_provider(created)
-    provider = metrics.get_meter_provider()  # another thread may have won the race
-    return provider, provider is created
+    return created, True
 
 
 def export_configured() -> bool:

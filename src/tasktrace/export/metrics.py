@@ -42,7 +42,8 @@ Its default, ``"auto"``, gives the histogram where task metrics were asked for (
 setting, or tasktrace's own provider), the counters where they are on only because somebody's
 meter provider was found (:func:`~tasktrace.export.task_totals.duration_choice`).
 
-When metrics are on (:func:`enabled`):
+When metrics are on (:func:`tasktrace.export.metrics_setup.enabled`, which also finds or
+creates the meter provider):
 
 - the ``metrics`` setting (``TASKTRACE_METRICS``): ``true`` on, ``false`` off; unset (auto): on
   when ``OTEL_METRICS_EXPORTER`` names an exporter or ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is
@@ -55,33 +56,27 @@ When metrics are on (:func:`enabled`):
   OTLP exporter, ``http/protobuf`` or ``grpc`` by ``OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL``,
   its endpoint, headers and timeout parsed by tasktrace from the
   ``OTEL_EXPORTER_OTLP_(METRICS_)*`` variables, see :mod:`tasktrace.export.otlp`; ``console``),
-  and installs it globally while the global is still the default proxy.
+  kept private (never installed globally): a provider the program installs later is found at
+  the next top-level task.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.record import TaskRecord
-from tasktrace.core.settings import get_settings
 from tasktrace.core.version import VERSION
-from tasktrace.export.meter_provider import global_meter_provider
 from tasktrace.export.task_totals import (
     LABEL,
     MAX_WAITING_DURATIONS,
     TaskTotals,
     Totals,
     common_attributes,
-    duration_choice,
 )
 
 __all__ = [
@@ -99,10 +94,7 @@ __all__ = [
     "RUNNING_RSS",
     "RunningSource",
     "TaskMetrics",
-    "enabled",
-    "reset_metrics",
     "set_running_source",
-    "task_metrics",
 ]
 
 _log = logging.getLogger(__name__)
@@ -300,96 +292,3 @@ class TaskMetrics:
     def _observe_cpu(self, options: CallbackOptions) -> Iterable[Observation]:
         del options
         return [Observation(cpu_s, attrs) for attrs, cpu_s in self._running() if cpu_s is not None]
-
-
-# ----- provider resolution -----------------------------------------------------------------------
-
-_UNSET: Final = object()
-_state: Any = _UNSET
-_state_lock = threading.Lock()
-renew_after_fork(sys.modules[__name__], "_state_lock")
-
-
-def _resolve() -> TaskMetrics | None:
-    setting = get_settings().metrics
-    if setting is False:
-        return None
-    found = global_meter_provider(setting)
-    if found is None:
-        return None
-    # Asked for: the setting, or the environment's metrics export, for which tasktrace made
-    # its own provider. Not asked for: somebody's provider found installed (its OTEL_*
-    # variables are its owner's: opentelemetry-distro sets OTEL_METRICS_EXPORTER itself).
-    provider, created = found
-    return _metrics_for(provider, asked=setting is True or created)
-
-
-_by_provider: dict[int, TaskMetrics] = {}  # one per provider: see _metrics_for
-
-
-def _metrics_for(provider: Any, asked: bool = True) -> TaskMetrics:
-    """Return ``provider``'s :class:`TaskMetrics`, made once; call under the lock.
-
-    Once: the SDK keeps an instrument's first registration, so a second set of instruments on
-    one provider (after :func:`reset_metrics`) would never be collected. The
-    ``metrics_durations`` setting is read then (``"auto"``: the histogram where task metrics
-    were ``asked`` for, else the counters): a provider keeps its first choice.
-    """
-    found = _by_provider.get(id(provider))
-    if found is None or found.provider is not provider:
-        durations = duration_choice(get_settings().metrics_durations, asked)
-        found = _by_provider[id(provider)] = TaskMetrics(provider, durations)
-    return found
-
-
-def _after_fork_in_child() -> None:
-    for found in list(_by_provider.values()):
-        found.forget_parent()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def task_metrics() -> TaskMetrics | None:
-    """Return the process's :class:`TaskMetrics`, or ``None`` when metrics are off.
-
-    Decided (and the provider found or created) on the first call; thread-safe.
-    """
-    state = _state
-    if state is _UNSET:
-        with _state_lock:
-            if _state is _UNSET:
-                _set(_resolve())
-            state = _state
-    return state  # type: ignore[no-any-return]
-
-
-def _set(value: TaskMetrics | None) -> None:
-    global _state  # noqa: PLW0603 - one metrics set-up per process
-    _state = value
-
-
-def _forget() -> None:
-    global _state  # noqa: PLW0603 - see _set
-    _state = _UNSET
-
-
-def enabled() -> bool:
-    """Whether task metrics are recorded (cheap after the first call)."""
-    return task_metrics() is not None
-
-
-def reset_metrics(provider: Any = None) -> None:
-    """Use ``provider`` for task metrics from now on; ``None``: decide again on next use.
-
-    For tests and for programs that set a meter provider up after their first task. A provider
-    handed here counts as task metrics asked for (``metrics_durations="auto"``: the histogram),
-    unless tasktrace used it before: a provider keeps the instruments it was first given (the
-    SDK keeps an instrument's first registration).
-    """
-    with _state_lock:
-        if provider is None:
-            _forget()
-        else:
-            _set(_metrics_for(provider))

@@ -50,7 +50,7 @@ def duration_choice(setting: str, asked: bool) -> str:
         setting: The ``metrics_durations`` setting (``"auto"``, ``"histogram"``, ``"sum"``).
         asked: Whether task metrics were asked for (the ``metrics`` setting true, a meter
             provider tasktrace made for the environment's metrics export, one handed to
-            :func:`~tasktrace.export.metrics.reset_metrics`), rather
+            :func:`~tasktrace.export.metrics_setup.reset_metrics`), rather
             than on because a meter provider was found installed globally.
 
     Returns:

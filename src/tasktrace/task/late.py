@@ -44,7 +44,7 @@ from tasktrace.core.spans import finish_attributes
 from tasktrace.core.status import RUNNING
 from tasktrace.core.warn import WarnOnce
 from tasktrace.core.worker_thread import WorkerThread
-from tasktrace.export.metrics import task_metrics
+from tasktrace.export.metrics_setup import task_metrics
 from tasktrace.meters.base import LateReading
 from tasktrace.meters.prometheus import SCOPE_FIELDS
 from tasktrace.task.runtime import Runtime, current_runtime

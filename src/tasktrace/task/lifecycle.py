@@ -58,7 +58,7 @@ from tasktrace.core.settings import get_settings
 from tasktrace.core.spans import STATUS_OK, finish_attributes, span_status, start_data
 from tasktrace.core.status import FINISHED, Outcome, TaskStatus
 from tasktrace.core.warn import WarnOnce, quoted
-from tasktrace.export.metrics import task_metrics
+from tasktrace.export.metrics_setup import task_metrics, top_level_metrics
 from tasktrace.export.provider import current_tracer, flush_spans, get_tracer
 from tasktrace.meters import active_meters
 from tasktrace.meters.gpu import cuda_marks
@@ -153,7 +153,7 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
         # built below, before the start time, for the same reason.
         if parent is None:
             tracer = get_tracer()
-            task_metrics()
+            top_level_metrics()  # a meter provider installed since is found
             rss_marks.prepare()  # its first-use check reads /proc: set-up too
             warn_if_cut_off(task, current)  # a plain thread pool's task, outside the tree
         else:

@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from tasktrace.core.record import TaskRecord as Task
 from tasktrace.core.settings import get_settings
-from tasktrace.export import metrics, pending
+from tasktrace.export import metrics_setup, pending
 
 __all__ = ["finished", "pending_spans", "refreshed", "started"]
 
@@ -47,6 +47,6 @@ def finished(task: Task, user_s: float, system_s: float) -> None:
         user_s: Its user CPU seconds (``getrusage`` at start and finish).
         system_s: Its system CPU seconds (same source).
     """
-    recorder = metrics.task_metrics()
+    recorder = metrics_setup.task_metrics()
     if recorder is not None:
         recorder.finished(task, user_s, system_s)
