@@ -71,7 +71,7 @@ import itertools
 import json
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tasktrace.core.secret_shapes import (
@@ -83,7 +83,15 @@ from tasktrace.core.secret_shapes import (
     positional_passwords,
 )
 
-__all__ = ["PATH_WORDS", "REDACTED", "SECRET_WORDS", "is_secret_name", "mask_url", "redact_argv"]
+__all__ = [
+    "PATH_WORDS",
+    "REDACTED",
+    "SECRET_WORDS",
+    "is_secret_name",
+    "mask_url",
+    "mask_value",
+    "redact_argv",
+]
 
 REDACTED = "***"
 """What a secret value is replaced with."""
@@ -349,3 +357,29 @@ def mask_url(url: str) -> str:
     if parts.query and not query:  # a query that is not key=value pairs
         query = REDACTED
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def mask_value(value: object, name: str = "") -> object:
+    """Return a settings value with its secrets replaced by :data:`REDACTED`, for a message.
+
+    The masking of ``tasktrace config``, through tables and lists of any depth: a string under
+    a secret-looking key (:func:`is_secret_name`: ``token``, ``password``...) is hidden whole;
+    every value of a ``headers`` table is; another string holding ``://`` or ``@`` is masked
+    as a URL (:func:`mask_url`: its password and query values; text with ``@`` that is no URL
+    is hidden whole). Other values are returned as they are. Pure, thread-safe.
+
+    Args:
+        value: A raw settings value: a string, number, list or table (mapping), any depth.
+        name: The key ``value`` is under (the last part of its key path; ``""``: none).
+    """
+    if isinstance(value, Mapping):
+        if name.lower() == "headers":
+            return {key: REDACTED for key in value}
+        return {key: mask_value(item, str(key)) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_value(item, name) for item in value]
+    if not isinstance(value, str):
+        return value
+    if name and is_secret_name(name):
+        return REDACTED
+    return mask_url(value) if "://" in value or "@" in value else value

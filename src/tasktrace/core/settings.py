@@ -8,30 +8,43 @@ and how a program's own ``lenskit.config.configure()`` is used:
 :mod:`tasktrace.core.settings_sources`.
 
 An invalid value in the environment or a file never breaks an import: it is reported by one
-warning naming the variable (or the key and its file) and the default used instead.
+warning naming the variable (or the key and its file) and the value used instead (the one it
+overrode, else the default), with no secret quoted (:func:`load_settings`).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import NoDecode
 
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.problems import expected
+from tasktrace.core.redact import mask_value
 from tasktrace.core.settings_layers import (
-    KNOWN_KEYS,
+    SettingsLayer,
     has_key_path,
     lower_value,
     merge_layers,
     origin_of,
 )
+from tasktrace.core.settings_schema import KNOWN_KEYS, table_keys
 from tasktrace.core.settings_sources import (
     CONFIG_ENV,
     ENV_PREFIX,
@@ -55,7 +68,29 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 
-class PrometheusSettings(BaseModel):
+def _takes_numbers(annotation: Any) -> bool:
+    """Whether a field of this type takes a number (``float``, ``float | None``), not a bool."""
+    kinds = get_args(annotation) if get_origin(annotation) in {Union, UnionType} else (annotation,)
+    return float in kinds and bool not in kinds
+
+
+class _NumbersAreNotBooleans(BaseModel):
+    """Base of the settings models: a number setting refuses ``true``/``false`` in every source.
+
+    Pydantic takes a boolean for a float (``True`` → 1.0), so TOML's ``exit_timeout_s =
+    false`` was 0 s where ``TASKTRACE_EXIT_TIMEOUT_S=false`` was refused.
+    """
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_booleans(cls, value: object, info: ValidationInfo) -> object:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _takes_numbers(field.annotation):
+            raise PydanticCustomError("float_type", "Input should be a valid number")
+        return value
+
+
+class PrometheusSettings(_NumbersAreNotBooleans):
     """Where to query Prometheus for energy (the seed's ``[prometheus]`` table)."""
 
     url: str | None = None
@@ -71,7 +106,7 @@ class PrometheusSettings(BaseModel):
     """
 
 
-class EnergySettings(BaseModel):
+class EnergySettings(_NumbersAreNotBooleans):
     """Options of the local energy meters (RAPL, NVML); the ``[energy]`` table."""
 
     rapl_root: Path = Path("/sys/class/powercap")
@@ -85,7 +120,7 @@ class EnergySettings(BaseModel):
     """Seconds between power samples where energy must be integrated (NVML without counter)."""
 
 
-class MachineSettings(BaseModel):
+class MachineSettings(_NumbersAreNotBooleans):
     """Settings of one machine label (the seed's ``[machines.NAME]`` table)."""
 
     description: str | None = None
@@ -110,7 +145,7 @@ BUILTIN_METERS = ("nvml", "prometheus", "rapl")
 """Names of the built-in energy meters, selectable with :attr:`Settings.meters`."""
 
 
-class Settings(BaseModel):
+class Settings(_NumbersAreNotBooleans):
     """All tasktrace settings, with defaults.
 
     Environment variables are ``TASKTRACE_`` + the upper-case field name, e.g.
@@ -198,7 +233,7 @@ class Settings(BaseModel):
         return self.machines.get(self.machine)
 
 
-def _drop(data: dict[str, Any], loc: tuple[int | str, ...]) -> None:
+def _drop(data: dict[str, Any], loc: tuple[str, ...]) -> None:
     target: Any = data
     for part in loc[:-1]:
         if not isinstance(target, dict) or part not in target:
@@ -215,26 +250,66 @@ def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     target[path[-1]] = value
 
 
-def _instead(defaults: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
-    """Say what is used in place of the invalid value at ``loc``: the default, named."""
-    value: Any = defaults
-    for part in loc:
+def _value_at(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = data
+    for part in path:
+        value = value[part]
+    return value
+
+
+def _shown(path: tuple[str, ...], value: Any) -> str:
+    """Quote a settings value for a message, its secrets masked as ``tasktrace config`` does."""
+    return repr(mask_value(value, path[-1] if path else ""))
+
+
+def _what_was_expected(
+    error: ErrorDetails, key: tuple[str, ...], layer: SettingsLayer | None
+) -> str:
+    """Say what the value at ``key`` should have been: for a table, which keys it takes."""
+    schema = layer.schema if layer is not None and layer.schema is not None else Settings
+    keys = table_keys(schema, key) if error["type"] in {"model_type", "dict_type"} else None
+    if keys is None:
+        return expected(error)
+    of = f" of {', '.join(keys)}" if keys else ""
+    if layer is None or not layer.in_environment:
+        return f"expected a table{of}"
+    each = f"{layer.describe(key)}__{keys[0].upper() if keys else 'NAME'}"
+    return f"expected a JSON object{of}, or one variable per key: {each}, ..."
+
+
+def _instead(
+    data: Mapping[str, Any],
+    origins: Mapping[tuple[str, ...], SettingsLayer],
+    defaults: Mapping[str, Any],
+    key: tuple[str, ...],
+) -> str:
+    """Say what is used in place of the invalid values at ``key``: what stands there now, named."""
+    if has_key_path(data, key):
+        value = _value_at(data, key)
+        places = [layer.where(p) for p, layer in origins.items() if p[: len(key)] == key]
+        return f"using {_shown(key, value)} from {', '.join(dict.fromkeys(places))}"
+    value = defaults
+    for part in key:
         if not isinstance(value, Mapping) or part not in value:  # an item of a table or list
             return "it is left out"
         value = value[part]
-    return "using the default (none)" if value is None else f"using the default {value!r}"
+    return (
+        "using the default (none)" if value is None else f"using the default {_shown(key, value)}"
+    )
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Build :class:`Settings` from every source (see the module docstring) and ``overrides``.
 
     Invalid values are dropped with one warning each, naming the variable (or the key and its
-    file), what was expected (:func:`tasktrace.core.problems.expected`) and what is used
-    instead, with its value: the value it overrode where a lower source gave one (``using
-    'sum' from metrics_durations in lenskit.toml``), else the default (``using the default
-    5.0``). Keys tasktrace does not know are
-    ignored (LensKit's other tables are harmless; unknown keys of tasktrace's own tables are
-    warned about).
+    file), what was expected (:func:`tasktrace.core.problems.expected`; for a table, its keys)
+    and what is used instead, with its value: the value it overrode where a lower source gave
+    a valid one (``using 'sum' from metrics_durations in lenskit.toml``; where the sources
+    below are invalid too, each is warned about and every warning names the value finally
+    used), else the default (``using the default 5.0``). No value is quoted with a secret:
+    each is masked as ``tasktrace config`` masks it (:func:`tasktrace.core.redact.mask_value`).
+    Keys tasktrace does not know are ignored (LensKit's other tables are harmless; unknown
+    keys of tasktrace's own tables are warned about).
     :attr:`Settings.origins` says where each value came from.
     """
     layers = settings_layers(Settings, overrides)
@@ -242,37 +317,43 @@ def load_settings(**overrides: Any) -> Settings:
     data = {k: v for k, v in data.items() if k in Settings.model_fields}
     settings = Settings()
     defaults = settings.model_dump()
-    for _ in range(20):  # each round drops at least one bad value
+    problems: dict[tuple[str, ...], list[tuple[Any, str, str]]] = {}  # key: (value, where, what)
+    for _ in range(20):  # each round replaces or drops at least one bad value
         try:
             settings = Settings.model_validate(data)
             break
         except ValidationError as e:
+            bad: dict[tuple[str, ...], SettingsLayer | None] = {}  # key: its layer
             for err in e.errors(include_url=False):
-                loc = tuple(err["loc"])
-                found = origin_of(origins, tuple(str(p) for p in loc))
-                where = ".".join(map(str, loc))
-                lower = None
-                if found is not None:
-                    leaf, origin = found
-                    where = origin.where(leaf)
-                    # The value the invalid one overrode stands instead, where a layer below
-                    # gave one; else the default.
-                    lower = lower_value(layers, origin, leaf)
+                loc = tuple(str(p) for p in err["loc"])
+                found = origin_of(origins, loc)
+                leaf, origin = found if found is not None else (loc, None)
+                key = leaf if len(leaf) <= len(loc) else loc  # a table given whole, or a key
+                where = origin.where(leaf) if origin is not None else ".".join(loc)
+                what = _what_was_expected(err, key, origin)
+                problems.setdefault(key, []).append((err.get("input"), where, what))
+                bad.setdefault(key, origin)  # the items of a list given whole: one key
+            for key, origin in bad.items():
+                # The value the invalid one overrode stands instead, where a layer below gave
+                # one (checked in the next round); else the default.
+                lower = lower_value(layers, origin, key) if origin is not None else None
+                for path in [p for p in origins if p[: len(key)] == key]:
+                    del origins[path]
                 if lower is not None:
-                    value, layer = lower
-                    origins[leaf] = layer
-                    _put(data, leaf, value)
-                    instead = f"using {value!r} from {layer.where(leaf)}"
+                    _put(data, key, copy.deepcopy(lower[0]))
+                    origins.update(lower[1])
                 else:
-                    instead = _instead(defaults, loc)
-                    _drop(data, loc)
-                _log.warning(
-                    "tasktrace: invalid value %r for %s (%s); %s",
-                    err.get("input"),
-                    where,
-                    expected(err),
-                    instead,
-                )
+                    _drop(data, key)
+    for key, invalid in problems.items():
+        instead = _instead(data, origins, defaults, key)  # the value finally used
+        for value, where, what in invalid:
+            _log.warning(
+                "tasktrace: invalid value %s for %s (%s); %s",
+                _shown(key, value),
+                where,
+                what,
+                instead,
+            )
     kept = settings.model_dump()  # the keys tasktrace knows, less the invalid values dropped
     settings._origins = {
         path: layer.describe(path)

@@ -8,13 +8,15 @@ and in which order: :mod:`tasktrace.core.settings_sources`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, get_args, get_origin
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 from pydantic_settings import (
@@ -27,9 +29,8 @@ from pydantic_settings import (
 )
 
 __all__ = [
-    "KNOWN_KEYS",
     "SettingsLayer",
-    "env_layer",
+    "env_layers",
     "has_key_path",
     "leaf_paths",
     "lower_value",
@@ -37,13 +38,9 @@ __all__ = [
     "origin_of",
     "read_toml",
     "respell_machine_names",
-    "unknown_keys",
 ]
 
 _log = logging.getLogger(__name__)
-
-KNOWN_KEYS = "known_keys"
-"""``json_schema_extra`` entry of a mapping field whose keys are a fixed set (``power_queries``)."""
 
 
 @dataclass(frozen=True)
@@ -58,17 +55,23 @@ class SettingsLayer:
             ``lenskit.config.configure()``.
         in_environment: Whether ``describe`` gives variable names (messages then name the
             variable alone; for files they name the key and the file).
+        schema: The model of the keys this source may set, where it is not all of
+            tasktrace's (LensKit's keys, for messages saying what a table takes); ``None``:
+            all of them.
     """
 
     label: str
     values: dict[str, Any]
     describe: Callable[[tuple[str, ...]], str]
     in_environment: bool = False
+    schema: type[BaseModel] | None = None
 
     @classmethod
-    def whole(cls, label: str, values: dict[str, Any]) -> SettingsLayer:
+    def whole(
+        cls, label: str, values: dict[str, Any], schema: type[BaseModel] | None = None
+    ) -> SettingsLayer:
         """Return a layer whose every value comes from one place, ``label`` (a file)."""
-        return cls(label, values, lambda _path: label)
+        return cls(label, values, lambda _path: label, schema=schema)
 
     def where(self, path: tuple[str, ...]) -> str:
         """Return the key at ``path`` and its place, for messages: ``a.b in lenskit.toml``."""
@@ -118,34 +121,44 @@ def read_toml(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def env_layer(
+def env_layers(
     settings_cls: type[BaseModel],
     prefix: str,
     keep: Callable[[Mapping[str, Any]], dict[str, Any]] = dict,
-) -> SettingsLayer | None:
-    """Read the variables ``prefix`` + a key of ``settings_cls`` (``__`` nests) as one layer.
+) -> list[SettingsLayer]:
+    """Read the variables ``prefix`` + a key of ``settings_cls`` (``__`` nests), key by key.
+
+    Each variable is read alone (by pydantic-settings'
+    :class:`~pydantic_settings.EnvSettingsSource`), so one that cannot be read (a table's
+    variable holding no JSON object: ``TASKTRACE_PROMETHEUS=http://...`` for
+    ``TASKTRACE_PROMETHEUS__URL``) costs no other variable its value; the values read are
+    merged as pydantic-settings merges them (a table's JSON, then its keys' own variables).
 
     Args:
         settings_cls: The schema of the variables (its fields are the keys).
         prefix: ``TASKTRACE_`` or ``LK_``.
-        keep: Picks the values this layer gives out of what the variables hold.
+        keep: Picks the values a layer gives out of what the variables hold.
 
     Returns:
-        The layer (its ``describe`` names the variable of each key path), or ``None`` when no
-        variable gives a value; a malformed value is warned about, without it.
+        Up to two layers, lowest first (their ``describe`` names the variable of each key
+        path): the values read, then the text of each variable that could not be read, at
+        its key path, for :func:`tasktrace.core.settings.load_settings` to report as an
+        invalid value and replace by the value below it. Empty when no variable gives a value.
     """
-    try:
-        values = EnvSettingsSource(
-            settings_cls,  # type: ignore[arg-type]  # only its fields and config are read
-            env_prefix=prefix,
-            env_nested_delimiter="__",
-        )()
-    except SettingsError as e:  # a nested value that is not valid JSON, for example
-        _log.warning("tasktrace: cannot read the %s* variables (%s); they are ignored", prefix, e)
-        return None
-    values = keep(values)
-    if not values:
-        return None
+    source = EnvSettingsSource(
+        settings_cls,  # type: ignore[arg-type]  # only its fields and config are read
+        env_prefix=prefix,
+        env_nested_delimiter="__",
+    )
+    variables = dict(source.env_vars)  # names in lower case, as the source matches them
+    values: dict[str, Any] = {}
+    unread: dict[str, Any] = {}
+    for name in sorted(n for n in variables if n.lower().startswith(prefix.lower())):
+        source.env_vars = {name: variables[name]}  # a table's JSON sorts before its keys
+        try:
+            _merge_into(values, source())
+        except SettingsError:  # a table's value that is not a JSON object
+            _merge_into(unread, _nested(name[len(prefix) :].lower().split("__"), variables[name]))
     names = {name.upper(): name for name in os.environ if name.upper().startswith(prefix)}
 
     def variable(path: tuple[str, ...]) -> str:
@@ -156,7 +169,28 @@ def env_layer(
                 return names[name]
         return prefix + "__".join(path).upper()
 
-    return SettingsLayer(f"{prefix}* variables", values, variable, in_environment=True)
+    label = f"{prefix}* variables"
+    return [
+        SettingsLayer(label, kept, variable, in_environment=True, schema=settings_cls)
+        for kept in (keep(values), keep(unread))
+        if kept
+    ]
+
+
+def _nested(path: list[str], value: Any) -> dict[str, Any]:
+    for part in reversed(path[1:]):
+        value = {part: value}
+    return {path[0]: value}
+
+
+def _merge_into(target: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """Merge ``values`` into ``target`` key by key (tables merged, other values replaced)."""
+    for key, value in values.items():
+        current = target.get(key)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            _merge_into(current, value)
+        else:
+            target[key] = copy.deepcopy(value)
 
 
 def leaf_paths(data: Mapping[str, Any], path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -180,30 +214,33 @@ def has_key_path(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
 
 def lower_value(
     layers: list[SettingsLayer], above: SettingsLayer, path: tuple[str, ...]
-) -> tuple[Any, SettingsLayer] | None:
-    """Return the value at ``path`` of the highest layer below ``above``, with that layer.
+) -> tuple[Any, dict[tuple[str, ...], SettingsLayer]] | None:
+    """Return the value at ``path`` that the layers below ``above`` give, merged key by key.
 
     Where a layer's value is invalid, the one it overrode stands instead (a valid
-    ``metrics_durations`` in ``lenskit.toml`` under an invalid one in ``tasktrace.toml``).
+    ``metrics_durations`` in ``lenskit.toml`` under an invalid one in ``tasktrace.toml``; a
+    table that ``TASKTRACE_PROMETHEUS`` spoiled is the other sources' ``[prometheus]``).
 
     Args:
         layers: As :func:`settings_layers` returns them, lowest first; ``above`` among them.
         above: The layer whose value at ``path`` was invalid.
-        path: A leaf key path, as :func:`merge_layers`' origins hold them.
+        path: A key path, a leaf or a table.
 
     Returns:
-        ``(value, layer)``, or ``None`` when no layer below gives ``path`` (the default then).
+        ``(value, origins)``, ``origins`` giving the layer of each leaf at or under ``path``
+        (as :func:`merge_layers` does); ``None`` when no layer below gives ``path`` (the
+        default then).
     """
-    below = False
-    for layer in reversed(layers):
-        if layer is above:
-            below = True
-        elif below and has_key_path(layer.values, path):
-            value: Any = layer.values
-            for part in path:
-                value = value[part]
-            return value, layer
-    return None
+    below = list(itertools.takewhile(lambda layer: layer is not above, layers))
+    if not below:
+        return None
+    merged, origins = merge_layers(below)
+    if not has_key_path(merged, path):
+        return None
+    value: Any = merged
+    for part in path:
+        value = value[part]
+    return value, {leaf: layer for leaf, layer in origins.items() if leaf[: len(path)] == path}
 
 
 def merge_layers(
@@ -220,7 +257,7 @@ def merge_layers(
         "url")``) the layer its value came from.
     """
     merged_cls = type("MergedSettingsLayers", (_Merged,), {"layers": tuple(layers)})
-    merged = dict(merged_cls().model_extra or {})
+    merged = copy.deepcopy(dict(merged_cls().model_extra or {}))  # changed by the caller
     origins: dict[tuple[str, ...], SettingsLayer] = {}
     for path in leaf_paths(merged):
         for layer in reversed(layers):
@@ -250,53 +287,6 @@ def origin_of(
         if leaf[: len(path)] == path:
             return leaf, layer
     return None
-
-
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-    return annotation if is_model else None
-
-
-def unknown_keys(
-    values: Mapping[str, Any], model: type[BaseModel], path: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], list[str]]]:
-    """Yield the key path of each key of ``values`` (nested mappings) that ``model`` does not know.
-
-    Tables are followed into nested models and into mappings of models (``[machines.NAME]``,
-    whose names are free); a mapping field whose ``json_schema_extra`` lists its
-    :data:`KNOWN_KEYS` (``power_queries``) is checked against them. A model with
-    ``extra="allow"`` (LensKit's own machine table) takes any other key.
-
-    Args:
-        values: Raw settings, as read from a file or built from variables.
-        model: The settings model ``values`` should match.
-        path: Key path of ``values`` itself.
-
-    Returns:
-        An iterator of ``(key path, the keys known at that level)``; pure, thread-safe.
-    """
-    fields = model.model_fields
-    for key, value in values.items():
-        field = fields.get(key)
-        if field is None:
-            if model.model_config.get("extra") != "allow":
-                yield (*path, key), list(fields)
-            continue
-        nested = _model_of(field.annotation)
-        if nested is not None:
-            if isinstance(value, Mapping):
-                yield from unknown_keys(value, nested, (*path, key))
-            continue
-        if get_origin(field.annotation) is not dict or not isinstance(value, Mapping):
-            continue
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        known = extra.get(KNOWN_KEYS)
-        items = _model_of(get_args(field.annotation)[1])
-        for name, item in value.items():
-            if isinstance(known, list) and name not in known:
-                yield (*path, key, name), [str(k) for k in known]
-            elif items is not None and isinstance(item, Mapping):
-                yield from unknown_keys(item, items, (*path, key, name))
 
 
 def respell_machine_names(layers: list[SettingsLayer]) -> list[SettingsLayer]:

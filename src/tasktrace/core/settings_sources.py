@@ -45,13 +45,12 @@ from typing import Any, get_origin
 from pydantic import BaseModel, Field
 
 from tasktrace.core.settings_layers import (
-    KNOWN_KEYS,
     SettingsLayer,
-    env_layer,
+    env_layers,
     read_toml,
     respell_machine_names,
-    unknown_keys,
 )
+from tasktrace.core.settings_schema import KNOWN_KEYS, unknown_keys
 
 __all__ = [
     "CONFIG_ENV",
@@ -142,6 +141,8 @@ def _lenskit_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(prometheus, dict):
         known = LenskitPrometheus.model_fields
         out["prometheus"] = {k: v for k, v in prometheus.items() if k in known}
+    elif "prometheus" in values:  # not a table: kept, to be reported as an invalid value
+        out["prometheus"] = prometheus
     return out
 
 
@@ -174,7 +175,7 @@ def _lenskit_file_layers(path: Path, settings_cls: type[BaseModel]) -> list[Sett
             home = f"[{TASKTRACE_TABLE}.{key}]" if nested else f"[{TASKTRACE_TABLE}] {key}"
             _misplaced(path, key, home)
     _report_unknown(lenskit, LenskitKeys, str(path))
-    layers = [SettingsLayer.whole(str(path), lenskit)]
+    layers = [SettingsLayer.whole(str(path), lenskit, LenskitKeys)]
     table = raw.get(TASKTRACE_TABLE)
     if isinstance(table, dict):
         where = f"{path} [{TASKTRACE_TABLE}]"
@@ -213,10 +214,14 @@ def _report_unknown(values: Mapping[str, Any], model: type[BaseModel], where: st
 
 
 def _variable_names(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, bool]]:
-    """Yield each setting's variable name, and whether names below it are free (a mapping)."""
+    """Yield each setting's variable name, and whether names below it are free (a mapping).
+
+    A table's own name is one (``TASKTRACE_PROMETHEUS`` takes the table as a JSON object).
+    """
     for key, field in model.model_fields.items():
         name, annotation = f"{prefix}{key.upper()}", field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield name, False
             yield from _variable_names(annotation, f"{name}__")
         else:
             yield name, get_origin(annotation) is dict
@@ -309,7 +314,7 @@ def _live_layers(
     _report_unknown(table, settings_cls, f"{label} [{TASKTRACE_TABLE}]")
     return (
         SettingsLayer.whole(f"{label} [{TASKTRACE_TABLE}]", table),
-        SettingsLayer.whole(label, lenskit),
+        SettingsLayer.whole(label, lenskit, LenskitKeys),
     )
 
 
@@ -325,8 +330,10 @@ def settings_layers(
 
     Returns:
         The layers that gave at least one value, lowest first. An unreadable file, a
-        misplaced or unknown key, or a malformed variable is warned about (without its
-        value) and left out; nothing raises.
+        misplaced or unknown key is warned about (without its value) and left out; a
+        variable that cannot be read is kept as text in a layer of its own, above the other
+        variables of its prefix (:func:`~tasktrace.core.settings_layers.env_layers`), for
+        :func:`~tasktrace.core.settings.load_settings` to report; nothing raises.
     """
     folder = project_folder()
     if os.environ.get(PROJECT_ROOT_ENV) and not folder.is_dir():
@@ -347,12 +354,10 @@ def settings_layers(
     if live is not None:
         layers.append(lenskit_layer)
     else:
-        lenskit_env = env_layer(LenskitKeys, LENSKIT_ENV_PREFIX, _lenskit_keys)
-        if lenskit_env is not None:
+        for lenskit_env in env_layers(LenskitKeys, LENSKIT_ENV_PREFIX, _lenskit_keys):
             _report_unknown(lenskit_env.values, LenskitKeys, lenskit_env.label)
-        layers.extend([lenskit_env] if lenskit_env is not None else [])
-    own_env = env_layer(settings_cls, ENV_PREFIX)
-    layers.extend([own_env] if own_env is not None else [])
+            layers.append(lenskit_env)
+    layers.extend(env_layers(settings_cls, ENV_PREFIX))
     _report_unknown_variables(settings_cls)
     if overrides:
         layers.append(SettingsLayer.whole("code", dict(overrides)))
