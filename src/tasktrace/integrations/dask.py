@@ -109,9 +109,9 @@ _warn = WarnOnce(_log)
 
 PLUGIN_NAME: Final = "tasktrace"
 """The name :func:`setup` registers the worker plugin under (re-registering replaces it)."""
-TEARDOWN_WAIT_S: Final = 2.0
+TEARDOWN_WAIT_S: Final = 3.0
 """How long a closing worker waits, at most, for its carried calls still running to finish
-before it sends what it holds (a nanny kills a closing worker process after 4 s)."""
+(a nanny closing its worker kills the process after 4 s; what had finished was sent before)."""
 
 
 class CarriedFunction:
@@ -298,13 +298,14 @@ class TaskTracePlugin(WorkerPlugin):
     async def teardown(self, worker: Any) -> None:
         """Send what the closing worker holds, and flush its spans.
 
-        Carried calls still running (a worker closed gracefully, by ``retire_workers`` or a
-        cluster scaled down, lets its running tasks finish) are waited for, at most
-        :data:`TEARDOWN_WAIT_S`: their finished records go with the last batch, before the
-        worker's stream to the scheduler closes.
+        What is finished goes at once; then carried calls still running (a worker closed
+        gracefully, by ``retire_workers`` or a cluster scaled down, lets its running tasks
+        finish) are waited for, at most :data:`TEARDOWN_WAIT_S`, and their records go too,
+        before the worker's stream to the scheduler closes.
         """
         side = _sides.get(worker.address)
         if side is not None:
+            side.batcher.flush()  # kept even if the process is killed while waiting
             deadline = time.monotonic() + TEARDOWN_WAIT_S
             while side.running > 0 and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
