@@ -1,14 +1,46 @@
-"""Dask task bodies for the Dask tests (importable by the worker processes)."""
+"""Dask task bodies for the Dask tests (importable by the worker processes), and their cluster."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from distributed import get_client, get_worker, worker_client
+from distributed import Client, LocalCluster, get_client, get_worker, worker_client
 
 from tasktrace import Task
+from tasktrace.integrations.dask import setup
 
-from .engine_workers import square_in_task
+from .engine_workers import busy_cpu, square_in_task
+
+
+def cluster_kwargs(threads_per_worker: int = 1) -> dict[str, Any]:
+    """``LocalCluster`` arguments of the Dask tests: two worker processes, no dashboard."""
+    return {
+        "n_workers": 2,
+        "threads_per_worker": threads_per_worker,
+        "processes": True,
+        "dashboard_address": None,
+    }
+
+
+@contextmanager
+def set_up_client(threads_per_worker: int = 1) -> Iterator[Client]:
+    """Start a ``LocalCluster`` of :func:`cluster_kwargs` and a set-up client; close both after."""
+    with (
+        LocalCluster(**cluster_kwargs(threads_per_worker)) as cluster,
+        Client(cluster) as client,
+    ):
+        setup(client)
+        yield client
+
+
+def spin_in_task(label: str, seconds: float) -> str:
+    """Run ``Task(label)`` for about ``seconds`` of CPU; return the worker's address."""
+    with Task(label):
+        busy_cpu(seconds)
+    return str(get_worker().address)
 
 
 def submit_from_worker(i: int, how: str) -> list[str]:

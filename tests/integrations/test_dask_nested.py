@@ -16,10 +16,9 @@ distributed = pytest.importorskip(
     "distributed", reason="the Dask integration needs dask[distributed] installed"
 )
 
-from distributed import Client, LocalCluster  # noqa: E402
+from distributed import Client  # noqa: E402
 
 from tasktrace import Task, TaskStatus  # noqa: E402
-from tasktrace.integrations.dask import setup  # noqa: E402
 
 from . import dask_work  # noqa: E402
 
@@ -33,13 +32,7 @@ def client() -> Iterator[Client]:
     Both submitting tasks may land on one worker; with ``get_client()`` (no ``secede``) each
     holds a thread while it waits, and the square pinned to that worker needs a third.
     """
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=3, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        setup(c)
+    with dask_work.set_up_client(threads_per_worker=3) as c:
         yield c
 
 

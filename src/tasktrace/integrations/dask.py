@@ -1,12 +1,7 @@
-"""Dask distributed: tasks carry the submitting task as an annotation; records return as events.
+"""Dask distributed: tasks carry the submitting task as an annotation; records come home.
 
-Set-up, once in the driver, for a client (yours, or ``get_client()``)::
-
-    from distributed import Client, LocalCluster
-    from tasktrace.integrations.dask import setup
-
-    client = Client(LocalCluster(n_workers=2))
-    setup(client)                                   # the one set-up line
+Set-up, once in the driver, for a client (yours, or ``get_client()``): ``setup(client)``
+(``await setup(client)`` for an asynchronous client), after ``tasktrace.configure(...)``.
 
 How it works:
 
@@ -17,12 +12,10 @@ How it works:
 - **Work submitted from a worker's task** (``worker_client()``, ``get_client()``, or a
   ``Client`` made there): in each worker process the plugin wraps the same methods of the
   ``Client`` class (:mod:`tasktrace.integrations.dask_clients`), so that work carries the
-  worker's running task. Its records come home as any worker task's do (as events of the
-  worker that ran it, to the driver's client; at the driver task's finish, from what the
-  workers hold), and the driver attaches each under the record of the worker task that
-  submitted it, by its id (a record that arrives before its parent's waits for it). Run on
-  the submitting worker while that task still runs, the work is a plain subtask of it, in its
-  record.
+  worker's running task. Its records come home as any worker task's do; the driver attaches
+  each under the record of the worker task that submitted it, by its id (a record arriving
+  before its parent's waits for it). Run on the submitting worker while that task still
+  runs, the work is a plain subtask of it, in its record.
 - **Workers.** A :class:`TaskTracePlugin` (a ``distributed`` ``WorkerPlugin``) sees each task
   go to ``executing`` and, when it has the annotation, wraps the task's function so that it
   runs in a remote scope: a ``Task`` it starts is a subprocess subtask of the submitting task,
@@ -30,37 +23,27 @@ How it works:
   (:func:`~tasktrace.export.workers.worker_environment`) to the worker, so spans leave
   through the same exporter set-up.
 - **Records home.** Each worker buffers its finished tasks' records and sends them every
-  :data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S` in one
-  ``worker.log_event(TOPIC, ...)``, which reaches the client's ``subscribe_topic`` handler
-  and is delivered to the driver's tree. When a task that submitted work finishes in the
-  driver, the client asks every worker for what it still holds (``client.run`` of
-  :func:`flush_worker`), so the records are in the task's file when it finishes. The answer
-  says how many batches each worker had sent before it: batches still on their way through
-  the scheduler are waited for (at most
-  :data:`~tasktrace.integrations.dask_inbox.EVENT_WAIT_S`; one later than that is attached
-  late, the file re-written). The client side is :mod:`tasktrace.integrations.dask_inbox`.
+  :data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S` through the scheduler, which
+  passes them on to the set-up client without keeping them (:mod:`.dask_relay`). When a task
+  that submitted work finishes in the driver, the client asks every worker for what it still
+  holds (``client.run`` of :func:`flush_worker`) and waits for the batches sent before it
+  (:mod:`.dask_inbox`), so the records are in the task's file when it finishes. A worker
+  closing (``retire_workers``, a cluster scaled down or closed) lets its carried calls
+  finish (at most :data:`TEARDOWN_WAIT_S`) and sends what it holds.
 - **Client closed inside the task.** :func:`setup` also wraps the client's ``close`` and
-  ``shutdown`` (which ``with Client(...)`` and ``__del__`` call): before the client goes
-  away while a submitting task runs, the workers hand over what they hold, so the work that
-  finished is in the tree. Tasks still running then can send nothing more: one warning
-  counts them, and their records seen ``running`` become ``failed`` ("Dask client closed
-  while the task ran"). Not covered: an asynchronous client's ``async with`` / ``await
-  client.close()``. (Closing the cluster before the client: the workers send what they hold
-  when they close, through the client still open.)
-- **Long tasks and re-runs.** A root task still running one flush interval
-  (:data:`~tasktrace.integrations.batching.FLUSH_INTERVAL_S`) after it started is announced
-  by a snapshot (and re-sent every ``refresh_interval_s``); a task shorter than that sends one
-  record. Each run of a key is one attempt: its roots carry ``dask_call`` (worker process and
-  call number). When Dask runs a key again (after its worker was lost, or after it raised,
-  with ``retries=``, on the same worker or another), the key's records get ``attempt``
-  numbers in the order the runs started (:class:`~tasktrace.integrations.attempts.Attempts`);
-  an attempt that raised keeps its error, and a lost attempt's still-running record becomes
-  ``failed``; a lost attempt shorter than one flush interval leaves no record to tell.
-  At a submitting task's finish, a record still ``running`` on a worker that has left the
-  cluster (the last attempt, when Dask gives up with ``KilledWorker``) becomes ``failed``
-  ("Dask worker lost").
-- **Spans** of the worker's tasks are flushed by the worker's batcher thread within one flush
-  interval, and when the worker closes.
+  ``shutdown`` (and an asynchronous client's close coroutine): before the client goes away
+  while a submitting task runs, the workers hand over what they hold. Tasks still running
+  then can send nothing more: one warning counts them, and their records seen ``running``
+  become ``failed`` ("Dask client closed while the task ran").
+- **Long tasks and re-runs.** A root task still running one flush interval after it started
+  is announced by a snapshot (re-sent every ``refresh_interval_s``). Each run of a key is one
+  attempt (its roots carry ``dask_call``: worker process and call number); when Dask runs a
+  key again (its worker lost, or ``retries=``), the key's records get ``attempt`` numbers in
+  start order (:class:`~tasktrace.integrations.attempts.Attempts`): a raised attempt keeps
+  its error, a lost one's running record becomes ``failed`` (one shorter than an interval
+  leaves no record). At a submitting task's finish, a record still ``running`` on a worker
+  that left the cluster (``KilledWorker``) becomes ``failed`` ("Dask worker lost").
+- **Spans** of the worker's tasks are flushed within one flush interval, and when it closes.
 
 Limits: ``async def`` task functions are not wrapped (their tasks are not carried); the
 driver's ``configure()`` settings reach the workers when :func:`setup` runs (call it after
@@ -69,12 +52,14 @@ driver's ``configure()`` settings reach the workers when :func:`setup` runs (cal
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -96,6 +81,12 @@ from tasktrace.integrations.dask_clients import (
     wrap_client,
 )
 from tasktrace.integrations.dask_inbox import Inbox
+from tasktrace.integrations.dask_relay import (
+    TOPIC,
+    post,
+    register_relay,
+    register_relay_async,
+)
 from tasktrace.task.carriers import Carrier, RemoteScope, remote_scope
 from tasktrace.task.scope_cache import ScopeCache
 from tasktrace.tree.processor import tree
@@ -105,6 +96,7 @@ __all__ = [
     "CLOSING_METHODS",
     "PLUGIN_NAME",
     "SUBMITTING_METHODS",
+    "TEARDOWN_WAIT_S",
     "TOPIC",
     "CarriedFunction",
     "TaskTracePlugin",
@@ -115,10 +107,11 @@ __all__ = [
 _log = logging.getLogger(__name__)
 _warn = WarnOnce(_log)
 
-TOPIC: Final = "tasktrace-records"
-"""The ``distributed`` event topic on which workers send task records to the client."""
 PLUGIN_NAME: Final = "tasktrace"
 """The name :func:`setup` registers the worker plugin under (re-registering replaces it)."""
+TEARDOWN_WAIT_S: Final = 3.0
+"""How long a closing worker waits, at most, for its carried calls still running to finish
+(a nanny closing its worker kills the process after 4 s; what had finished was sent before)."""
 
 
 class CarriedFunction:
@@ -160,6 +153,7 @@ class CarriedFunction:
         side = _side(get_worker())
         call = f"{side.pid}-{next(_calls)}"
         token = _key.set((self.key, call))
+        side.call_started()
         try:
             if self.carrier.here:  # the submitting process (processes=False, or a worker's task)
                 with remote_scope(
@@ -173,6 +167,7 @@ class CarriedFunction:
             with remote_scope(self.carrier, flush=False, scope=side.scopes.get(self.carrier)):
                 return self.__wrapped__(*args, **kwargs)
         finally:
+            side.call_ended()
             _key.reset(token)
 
 
@@ -203,23 +198,41 @@ def flush_worker(dask_worker: Any) -> dict[str, Any]:
 
 
 class _WorkerSide:
-    """A worker's batcher (records go to the client as events, in batches) and its scopes."""
+    """A worker's batcher (records go to the client through the scheduler) and its scopes."""
 
     def __init__(self, worker: Any) -> None:
-        def send(batch: Batch) -> None:  # the batcher's thread, under its send lock
+        def send(batch: Batch) -> None:  # the batcher's thread (or teardown), under its send lock
             if batch.records:
                 self.sent += 1
                 msg = {"records": batch.records, "sender": self.sender, "seq": self.sent}
-                worker.log_event(TOPIC, msg)
+                if self.relay:
+                    post(worker, msg)  # not kept by the scheduler (dask_relay)
+                else:
+                    worker.log_event(TOPIC, msg)
 
         self.pid = os.getpid()
         self.sender = f"{worker.address}/{self.pid}"
         """This worker process, as its batches name it (an address may be reused)."""
         self.sent = 0
-        """How many batches of records this worker sent as events."""
+        """How many batches of records this worker sent."""
+        self.relay = False
+        """Whether batches go through the scheduler's :class:`.RecordRelay` (else as events)."""
         self.address: str = worker.address
         self.batcher = RecordBatcher(worker.address, send)
         self.scopes = ScopeCache(self._make_scope)  # one per submitting task, not per call
+        self.running = 0
+        """Carried calls running now (a closing worker waits for them)."""
+        self._lock = threading.Lock()
+
+    def call_started(self) -> None:
+        """Count a carried call starting (any thread)."""
+        with self._lock:
+            self.running += 1
+
+    def call_ended(self) -> None:
+        """Count a carried call ending (any thread)."""
+        with self._lock:
+            self.running -= 1
 
     def _make_scope(self, carrier: Carrier) -> RemoteScope:
         return RemoteScope(
@@ -257,9 +270,14 @@ class TaskTracePlugin(WorkerPlugin):
 
     idempotent = False
 
-    def __init__(self, environment: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, environment: Mapping[str, str] | None = None, *, relay: bool = False
+    ) -> None:
         """Keep the environment to apply at set-up."""
         self.environment = dict(environment or {})
+        self.relay = relay
+        """Whether the scheduler has the record relay (:mod:`.dask_relay`): records go through
+        it, not as events the scheduler keeps."""
         self.origin = (os.getpid(), HOSTNAME)
         """The driver process (pid, host) that made the plugin."""
         self.worker: Any = None
@@ -273,13 +291,27 @@ class TaskTracePlugin(WorkerPlugin):
         """
         self.worker = worker
         apply_environment(self.environment)
+        _side(worker).relay = self.relay
         if (os.getpid(), HOSTNAME) != self.origin:
             carry_every_client()
 
-    def teardown(self, worker: Any) -> None:
-        """Send what the worker's batcher holds and flush its spans (the worker closes)."""
-        side = _sides.pop(worker.address, None)
+    async def teardown(self, worker: Any) -> None:
+        """Send what the closing worker holds, and flush its spans.
+
+        What is finished goes at once; then carried calls still running (a worker closed
+        gracefully, by ``retire_workers`` or a cluster scaled down, lets its running tasks
+        finish) are waited for, at most :data:`TEARDOWN_WAIT_S`, and their records go too,
+        before the worker's stream to the scheduler closes.
+        """
+        side = _sides.get(worker.address)
         if side is not None:
+            side.batcher.flush()  # kept even if the process is killed while waiting
+            deadline = time.monotonic() + TEARDOWN_WAIT_S
+            while side.running > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            with _sides_lock:
+                if _sides.get(worker.address) is side:
+                    del _sides[worker.address]
             side.batcher.flush()
         flush_spans()
 
@@ -321,22 +353,47 @@ def _before_close(client: Client) -> None:
         _warn("dask-close", "tasktrace: cannot collect task records from Dask: %r", e)
 
 
-def setup(client: Client) -> Client:
+async def _before_close_async(client: Client) -> None:
+    try:
+        await _inbox.closing_async(client)
+    except Exception as e:  # noqa: BLE001 - collecting must not break closing
+        _warn("dask-close", "tasktrace: cannot collect task records from Dask: %r", e)
+
+
+def setup(client: Client) -> Any:
     """Make work submitted through ``client`` join the submitting task's tree and trace.
 
-    Registers :class:`TaskTracePlugin` on every current and future worker, subscribes the
-    client to :data:`TOPIC`, and wraps this client object's :data:`SUBMITTING_METHODS` and
-    :data:`CLOSING_METHODS` (:func:`~tasktrace.integrations.dask_clients.wrap_client`). In
-    the worker processes, the plugin makes every client carry the worker's running task.
-    Calling it again is harmless.
+    Registers a :class:`~tasktrace.integrations.dask_relay.RecordRelay` on the scheduler (the
+    workers' records reach this client through it, not kept there) and :class:`TaskTracePlugin`
+    on every current and future worker, subscribes the client to :data:`TOPIC`, and wraps this
+    client object's :data:`SUBMITTING_METHODS` and :data:`CLOSING_METHODS`
+    (:func:`~tasktrace.integrations.dask_clients.wrap_client`). In the worker processes, the
+    plugin makes every client carry the worker's running task. Calling it again is harmless.
+    A scheduler that refuses the relay (one that does not take pickled plugins) gets the
+    records as Dask events, which it keeps in its event log (one warning says so).
 
     Returns:
-        ``client``, for chaining.
+        ``client``, for chaining; for an asynchronous client (``Client(asynchronous=True)``,
+        in its event loop), an awaitable of it, as the client's own methods return:
+        ``client = await setup(await Client(..., asynchronous=True))``.
     """
-    client.register_plugin(TaskTracePlugin(worker_environment()), name=PLUGIN_NAME)
+    _listen(client)
+    if client.asynchronous:
+        return _setup_async(client)
+    plugin = TaskTracePlugin(worker_environment(), relay=register_relay(client))
+    client.register_plugin(plugin, name=PLUGIN_NAME)
+    return client
+
+
+async def _setup_async(client: Client) -> Client:
+    plugin = TaskTracePlugin(worker_environment(), relay=await register_relay_async(client))
+    await client.register_plugin(plugin, name=PLUGIN_NAME)
+    return client
+
+
+def _listen(client: Client) -> None:
     client.subscribe_topic(TOPIC, _inbox.handle)
     _inbox.clients.add(client)
     if _inbox.unregister is None:
         _inbox.unregister = tree.register_record_source(_inbox.pull)
-    wrap_client(client, _note_carrier, _before_close)
-    return client
+    wrap_client(client, _note_carrier, _before_close, _before_close_async)

@@ -4,7 +4,8 @@ Two kinds of clients carry the running task as a Dask annotation (:data:`ANNOTAT
 
 - **In the driver**, the client given to :func:`tasktrace.integrations.dask.setup`: its methods
   are wrapped on *that object* (:func:`wrap_client`), and it also collects the workers' records
-  before it closes.
+  before it closes (an asynchronous client too, whether by ``await client.close()`` or
+  ``async with``).
 - **In a worker process**, every ``distributed.Client``: the worker plugin wraps the class's
   submitting methods once (:func:`carry_every_client`), so a client a task gets there
   (``get_client()``, ``worker_client()``, ``Client(address)``) makes the work it submits
@@ -24,7 +25,7 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import dask
@@ -34,6 +35,7 @@ from tasktrace.task.carriers import Carrier, capture
 
 __all__ = [
     "ANNOTATION",
+    "ASYNC_CLOSING_METHOD",
     "CLOSING_METHODS",
     "SUBMITTING_METHODS",
     "annotating",
@@ -48,6 +50,10 @@ SUBMITTING_METHODS: Final = ("submit", "map", "compute", "persist", "get")
 ``dask.compute`` and ``.compute()`` call)."""
 CLOSING_METHODS: Final = ("close", "shutdown")
 """The client methods :func:`wrap_client` wraps to collect the workers' records before they run."""
+ASYNC_CLOSING_METHOD: Final = "_close"
+"""The coroutine method that closes an asynchronous client, whichever way it is closed
+(``await client.close()`` and ``async with`` reach it): :func:`wrap_client` wraps it on an
+asynchronous client to collect the workers' records before it runs."""
 _MARK: Final = "__tasktrace_wrapped__"
 _CLASS_MARK: Final = "__tasktrace_class_wrapped__"
 
@@ -91,15 +97,40 @@ def _closing(
     return close_after_collecting
 
 
+def _closing_async(
+    method: Callable[..., Awaitable[Any]],
+    client: Client,
+    before: Callable[[Client], Awaitable[None]],
+) -> Callable[..., Awaitable[Any]]:
+    ref = weakref.ref(client)
+
+    @functools.wraps(method)
+    async def close_after_collecting(*args: Any, **kwargs: Any) -> Any:
+        c = ref()
+        if c is not None:
+            await before(c)
+        return await method(*args, **kwargs)
+
+    return close_after_collecting
+
+
 def wrap_client(
-    client: Client, on_carrier: Callable[[Carrier], None], before_close: Callable[[Client], None]
+    client: Client,
+    on_carrier: Callable[[Carrier], None],
+    before_close: Callable[[Client], None],
+    before_close_async: Callable[[Client], Awaitable[None]],
 ) -> None:
     """Wrap ``client``'s :data:`SUBMITTING_METHODS` and :data:`CLOSING_METHODS` (this object).
+
+    An asynchronous client (``client.asynchronous`` at the call) also has its
+    :data:`ASYNC_CLOSING_METHOD` wrapped, to await ``before_close_async`` first.
 
     Args:
         client: The driver's client.
         on_carrier: See :func:`annotating`.
         before_close: Called with the client before it closes; must not raise.
+        before_close_async: Awaited with an asynchronous client before it closes; must not
+            raise.
 
     Wrapping again is harmless (a method wrapped before is left as it is).
     """
@@ -115,6 +146,11 @@ def wrap_client(
             wrapped = _closing(method, client, before_close)
             setattr(wrapped, _MARK, True)
             setattr(client, name, wrapped)
+    method = getattr(client, ASYNC_CLOSING_METHOD, None)
+    if client.asynchronous and method is not None and not getattr(method, _MARK, False):
+        wrapped = _closing_async(method, client, before_close_async)
+        setattr(wrapped, _MARK, True)
+        setattr(client, ASYNC_CLOSING_METHOD, wrapped)
 
 
 _class_lock = threading.Lock()

@@ -1,15 +1,19 @@
 """The Dask integration's client side: task records coming home (see :mod:`.dask`).
 
-Records arrive as events through the scheduler (:meth:`Inbox.handle`); at a submitting task's
-finish, and before a set-up client closes, the client asks every worker for what it still
-holds (:meth:`Inbox.collect`). A record still ``running`` that can no longer come home (its
-worker left the cluster, or its client closed) becomes ``failed`` with a note.
+Records arrive as events relayed by the scheduler (:meth:`Inbox.handle`,
+:mod:`.dask_relay`); at a submitting task's finish, and before a set-up client closes, the
+client asks every worker for what it still holds (:meth:`Inbox.collect`; an asynchronous
+client at its close: :meth:`Inbox.closing_async`). A record still ``running`` that can no
+longer come home (its worker left the cluster, or its client closed) becomes ``failed`` with a
+note.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -78,17 +82,31 @@ class Inbox:
     def wait_for(self, sent: Mapping[str, int]) -> None:
         """Wait until the batches each sender had ``sent`` arrived (:data:`EVENT_WAIT_S` at most).
 
-        A batch is an event through the scheduler, while ``client.run``'s answer takes
-        another route: it can arrive first. Batches that do not come in time are not waited
-        for again (their records are attached late, when they come).
+        A batch travels through the scheduler, while ``client.run``'s answer takes another
+        route: it can arrive first. Batches that do not come in time are not waited for again
+        (their records are attached late, when they come).
         """
         with self.arrived:
-            received = self.received
-            if not self.arrived.wait_for(
-                lambda: all(received.get(k, 0) >= n for k, n in sent.items()), EVENT_WAIT_S
-            ):
-                for k, n in sent.items():
-                    received[k] = max(received.get(k, 0), n)
+            if not self.arrived.wait_for(lambda: self._all_arrived(sent), EVENT_WAIT_S):
+                self._give_up(sent)
+
+    async def wait_for_async(self, sent: Mapping[str, int]) -> None:
+        """:meth:`wait_for` on the event loop that receives the batches (polls, never blocks)."""
+        deadline = time.monotonic() + EVENT_WAIT_S
+        while time.monotonic() < deadline:
+            with self.arrived:
+                if self._all_arrived(sent):
+                    return
+            await asyncio.sleep(0.01)
+        with self.arrived:
+            self._give_up(sent)
+
+    def _all_arrived(self, sent: Mapping[str, int]) -> bool:
+        return all(self.received.get(k, 0) >= n for k, n in sent.items())
+
+    def _give_up(self, sent: Mapping[str, int]) -> None:
+        for k, n in sent.items():
+            self.received[k] = max(self.received.get(k, 0), n)
 
     def deliver(self, raw: Iterable[str]) -> None:
         """Deliver task JSON records (numbered as attempts); remember those still running."""
@@ -152,14 +170,29 @@ class Inbox:
         except Exception as e:  # noqa: BLE001 - collecting must not break the user's task
             _warn("dask-flush", "tasktrace: cannot collect task records from Dask: %r", e)
             return
+        sent = self._take(held)
+        if sent:
+            self.wait_for(sent)
+
+    async def collect_async(self, client: Client) -> None:
+        """:meth:`collect` for an asynchronous ``client``, on its event loop."""
+        try:
+            held = await client.run(self.flush, on_error="ignore")
+        except Exception as e:  # noqa: BLE001 - collecting must not break the user's task
+            _warn("dask-flush", "tasktrace: cannot collect task records from Dask: %r", e)
+            return
+        sent = self._take(held)
+        if sent:
+            await self.wait_for_async(sent)
+
+    def _take(self, held: Mapping[str, Any]) -> dict[str, int]:
         sent: dict[str, int] = {}
         for reply in held.values():
             if isinstance(reply, Mapping):
                 self.deliver(reply.get("records") or ())
                 if reply.get("sent"):
                     sent[reply["sender"]] = reply["sent"]
-        if sent:
-            self.wait_for(sent)
+        return sent
 
     def closing(self, client: Client) -> None:
         """Before ``client`` closes while a submitting task runs: bring its workers' records home.
@@ -169,19 +202,38 @@ class Inbox:
         many, and their records delivered as ``running`` become ``failed``.
         """
         if client.status != "running" or client.asynchronous or not self.submitted:
-            return  # (an asynchronous client's run returns a coroutine: not collected here)
+            return  # (an asynchronous client: closing_async, from its close coroutine)
         self.collect(client)
+        if not self._other_client(client):
+            self._lose(client, client.scheduler_info().get("workers") or ())
+
+    async def closing_async(self, client: Client) -> None:
+        """:meth:`closing` for an asynchronous ``client``, from its close coroutine.
+
+        (``await client.close()`` and ``async with`` both reach it; ``close`` marks the client
+        ``closing`` first, its connection still open.)
+        """
+        if client.status not in ("running", "closing") or not self.submitted:
+            return
+        await self.collect_async(client)
+        if not self._other_client(client):
+            identity = await client.scheduler.identity(n_workers=-1)
+            self._lose(client, identity.get("workers") or ())
+
+    def _other_client(self, client: Client) -> bool:
+        """Whether another set-up client of ``client``'s scheduler stays open (records come)."""
         address = _scheduler_address(client)
-        if any(
+        return any(
             c is not client and c.status == "running" and _scheduler_address(c) == address
             for c in list(self.clients)
-        ):
-            return  # the other client's subscription still brings the records home
-        workers = set(client.scheduler_info().get("workers") or ())
+        )
+
+    def _lose(self, client: Client, workers: Iterable[str]) -> None:
+        """``client`` closes: fail its workers' running records; warn once with the count."""
         with self.arrived:
             keys = set(self.running.values())
         failed = self.fail(
-            workers.__contains__,
+            set(workers).__contains__,
             "Dask client closed while the task ran: its record cannot come home",
         )
         pending = {str(k) for k, f in list(client.futures.items()) if f.status == "pending"}
