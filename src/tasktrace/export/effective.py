@@ -31,7 +31,7 @@ from opentelemetry.sdk.environment_variables import OTEL_RESOURCE_ATTRIBUTES, OT
 from opentelemetry.sdk.resources import SERVICE_NAME
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from tasktrace.core.redact import REDACTED, is_secret_name, mask_url
+from tasktrace.core.redact import REDACTED, mask_url, mask_value
 from tasktrace.core.settings import Settings, get_settings
 from tasktrace.core.settings_layers import leaf_paths
 from tasktrace.export.config import (
@@ -106,16 +106,6 @@ class EffectiveValue:
         return {"key": self.key, "value": self.value, "source": self.source}
 
 
-def _masked(path: tuple[str, ...], value: Any) -> Any:
-    if isinstance(value, list):
-        return [_masked(path, item) for item in value]
-    if not isinstance(value, str):
-        return value
-    if is_secret_name(path[-1]):
-        return REDACTED
-    return mask_url(value) if "://" in value or "@" in value else value
-
-
 def _value_at(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     for part in path:
         data = data[part]
@@ -133,7 +123,7 @@ def settings_values(settings: Settings) -> list[EffectiveValue]:
     return [
         EffectiveValue(
             ".".join(path),
-            _masked(path, _value_at(data, path)),
+            mask_value(_value_at(data, path), path[-1]),
             settings.origins.get(path, DEFAULT),
         )
         for path in leaf_paths(data)
