@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,11 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lenski
 
 install_test_provider()
 set_raise_errors(True)  # internal errors fail the test that hit them
+# The signal tests send SIGHUP to commands and to `tasktrace run`, and expect its default
+# action. A suite started under `nohup` inherits SIGHUP ignored, and so would every command
+# (`sh -c 'kill -HUP $$'` then exits 0, a `run` told SIGHUP runs on): start from the default.
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
