@@ -138,11 +138,12 @@ def test_export_replaces_its_own_earlier_outputs(tmp_path: Path) -> None:
         first = out.read_bytes()
         assert main(["export", source, "--format", fmt, "-o", str(out)]) == 0
         assert out.read_bytes() == first
-    # and one format over another: a chrome trace over OTLP JSON lines, a task file over chrome
-    assert (
-        main(["export", source, "--format", "chrome", "-o", str(tmp_path / "out.otlp-json")]) == 0
-    )
+    # and one format over another: a task file over a chrome trace (a view, made from a
+    # record); a record (OTLP JSON lines) by another format only when forced
     assert main(["export", source, "--format", "task", "-o", str(tmp_path / "out.chrome")]) == 0
+    spans = str(tmp_path / "out.otlp-json")
+    assert main(["export", source, "--format", "chrome", "-o", spans]) == 2
+    assert main(["export", source, "--format", "chrome", "-o", spans, "--force"]) == 0
 
 
 def test_export_refuses_a_chrome_trace_tasktrace_did_not_write(tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def print_comparison(
     for name, items in zip(result.names, result.unmatched, strict=True):
         if not items:
             continue
-        console.print(f"[bold]Only in {escape(name)}[/] ({len(items):,} unmatched):")
+        console.print(f"[bold]Only in {escape(printable(name))}[/] ({len(items):,} unmatched):")
         tasks = len(items) + sum(item.subtasks for item in items)
         for group in _unmatched_runs(items, tasks > AUTO_COLLAPSE_TASKS if fold is None else fold):
             labels = group[0].labels

@@ -17,25 +17,26 @@ from opentelemetry.sdk.environment_variables import (
 )
 
 from tasktrace.cli.boundary import needs_extra
-from tasktrace.cli.inputs import FORCE_HINT, load, read_input
+from tasktrace.cli.inputs import FORCE_HINT, Failure, InputPath, load, read_input
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.formats.chrome_trace import task_to_chrome_trace
 from tasktrace.formats.otlp_json import encode_lines
 from tasktrace.formats.replay import ReplayError, load_spans
 from tasktrace.formats.replay import replay as send_spans
-from tasktrace.tree.files import check_replaceable
+from tasktrace.tree.file_kinds import CHROME_TRACE, OTLP_LINES, TASK_FILE
+from tasktrace.tree.files import check_replaceable, shown
 
 __all__ = ["export", "replay"]
 
 
-class _Refused(click.ClickException):
+class _Refused(Failure):
     """The endpoint did not accept the replayed spans (exit status 3)."""
 
     exit_code = 3
 
 
 @click.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=InputPath())
 @click.option(
     "--format",
     "fmt",
@@ -50,10 +51,13 @@ class _Refused(click.ClickException):
     required=True,
     help="The file to write (replaced atomically), or - for standard output. An existing file "
     "is replaced only when it is empty or tasktrace output (a task file, OTLP JSON lines, a "
-    "tasktrace Chrome trace).",
+    "tasktrace Chrome trace), never when it is FILE itself, and a task file or OTLP JSON lines "
+    "only by the same format.",
 )
 @click.option(
-    "--force", is_flag=True, help="Replace the output even when it is not tasktrace output."
+    "--force",
+    is_flag=True,
+    help="Replace the output even when it is not tasktrace output, or is FILE itself.",
 )
 def export(file: Path, fmt: str, output: Output, force: bool) -> None:
     """Convert FILE (a task file, OTLP JSON lines, or a folder of them) to another format.
@@ -62,7 +66,12 @@ def export(file: Path, fmt: str, output: Output, force: bool) -> None:
     (-o - prints it: tasktrace export run.json --format otlp-json -o - | gzip > run.jsonl.gz)
     """
     # before the conversion: a refused output costs no work
-    output.check(functools.partial(_check_replaceable, force=force))
+    writes = _KINDS[fmt]
+    output.check(
+        functools.partial(_check_replaceable, force=force, writes=writes),
+        inputs=[file],
+        force=force,
+    )
 
     if fmt == "otlp-json":
         data = read_input(file, load_spans)
@@ -73,20 +82,24 @@ def export(file: Path, fmt: str, output: Output, force: bool) -> None:
         try:
             out = json.dumps(task_to_chrome_trace(task), separators=(",", ":")).encode()
         except ValueError as e:
-            raise click.ClickException(f"{file}: {e}") from None
+            raise Failure(f"{file}: {e}") from None
     else:
         out = load(file).model_dump_json().encode() + b"\n"
     output.write(out)
 
 
-def _check_replaceable(path: Path, *, force: bool) -> None:
+_KINDS = {"otlp-json": OTLP_LINES, "chrome": CHROME_TRACE, "task": TASK_FILE}
+"""What each ``--format`` writes: a run's record is replaced only by its own kind."""
+
+
+def _check_replaceable(path: Path, *, force: bool, writes: str) -> None:
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: folder {str(path.parent)!r} does not exist")
-    check_replaceable(path, force=force, override=FORCE_HINT)
+    check_replaceable(path, force=force, override=FORCE_HINT, writes=writes)
 
 
 @click.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=InputPath())
 @click.option(
     "--endpoint",
     "-e",
@@ -104,7 +117,7 @@ def replay(path: Path, endpoint: str | None) -> None:
     try:
         count = send_spans(spans, endpoint)
     except ValueError as e:  # no endpoint, or not a URL: a usage error (exit 2)
-        raise click.ClickException(f"{path}: {e}") from None
+        raise Failure(f"{path}: {e}") from None
     except ReplayError as e:  # a missing extra (gRPC) is no refusal: cli.boundary says it
         raise _Refused(f"{path}: {e}") from None
-    click.echo(f"{path}: sent {count} spans", err=True)
+    click.echo(f"{shown(path)}: sent {count} spans", err=True)

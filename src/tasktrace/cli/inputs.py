@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
 
+from tasktrace.core.lines import printable
 from tasktrace.core.units import INVALID, valid_measure
 from tasktrace.formats.rows import describe_input_error, load_task_file
 from tasktrace.task import Task
+from tasktrace.tree.files import shown
 
 __all__ = [
     "FORCE_HINT",
     "MEASURE_FIELDS",
+    "Failure",
+    "InputPath",
     "invalid_measures",
     "load",
     "read_input",
@@ -26,6 +30,42 @@ _T = TypeVar("_T")
 
 FORCE_HINT = "pass --force to replace it"
 """How the command line lets a user replace a file that is not tasktrace output."""
+
+
+class Failure(click.ClickException):
+    r"""A command's one-line error (exit status 2), its control characters escaped.
+
+    Every error of ``show``, ``export``, ``replay``, ``report``, ``compare`` and ``table`` is
+    one: a file name holding an escape sequence (``$'\e[2J.json'``) is printed as
+    ``\x1b[2J.json``, never reaching the terminal raw, whichever part of tasktrace wrote
+    the message (:func:`~tasktrace.core.lines.printable`, as for labels).
+
+    Args:
+        message: The error, one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        """Keep ``message`` with its control characters escaped."""
+        super().__init__(printable(message))
+
+
+class InputPath(click.ParamType):
+    """The type of an argument naming a file (or folder) to read: a :class:`~pathlib.Path`.
+
+    An empty argument (an unset variable: ``tasktrace show "$RUN"``) is a usage error saying
+    so, not the working folder (``Path("")`` is ``.``). Whether the file exists and what it
+    holds is for the reader to say (:func:`read_input`).
+    """
+
+    name = "path"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Return ``value`` as a :class:`~pathlib.Path`; refuse an empty one."""
+        if isinstance(value, Path):
+            return value
+        if value == "":
+            self.fail("an empty path (an unset variable?); give a file name", param, ctx)
+        return Path(value)
 
 
 MEASURE_FIELDS = (
@@ -66,8 +106,8 @@ def warn_invalid_measures(path: Path, task: Task) -> None:
             f"{name} ({count} task{'' if count == 1 else 's'})" for name, count in invalid.items()
         )
         click.echo(
-            f"Warning: {path}: values that are not measurements (negative, NaN or infinite) in "
-            f"{fields}; shown as {INVALID}",
+            f"Warning: {shown(path)}: values that are not measurements (negative, NaN or "
+            f"infinite) in {fields}; shown as {INVALID}",
             err=True,
         )
 
@@ -99,4 +139,4 @@ def read_input(path: Path, reader: Callable[[Path], _T]) -> _T:
     try:
         return reader(path)
     except (OSError, RecursionError, ValidationError, ValueError, TypeError) as e:
-        raise click.ClickException(describe_input_error(path, e)) from None
+        raise Failure(describe_input_error(path, e)) from None

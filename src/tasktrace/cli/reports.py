@@ -20,7 +20,7 @@ from rich.table import Table
 
 from tasktrace.cli.boundary import needs_extra
 from tasktrace.cli.compare_table import print_comparison
-from tasktrace.cli.inputs import warn_invalid_measures
+from tasktrace.cli.inputs import Failure, InputPath, warn_invalid_measures
 from tasktrace.cli.meters_note import print_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import output_console
@@ -37,6 +37,7 @@ from tasktrace.formats.rows import (
     load_runs,
     task_rows,
 )
+from tasktrace.tree.files import shown
 
 __all__ = ["carbon_intensity_option", "register"]
 
@@ -72,7 +73,7 @@ _force_option = click.option(
     help="Replace OUTPUT even when it is not empty or an earlier output of this command "
     "(a CSV or Parquet table always needs it).",
 )
-_FILES = click.Path(path_type=Path)  # a folder: one run's OTLP JSON-lines files (formats.replay)
+_FILES = InputPath()  # a folder: one run's OTLP JSON-lines files (formats.replay)
 
 
 def register(group: click.Group) -> None:
@@ -112,25 +113,25 @@ def _runs(files: Sequence[Path], names: Sequence[str], *, skip_traces: bool = Tr
     try:
         runs = load_runs(files, names or None, None if names or not skip_traces else skipped)
     except TaskFileError as e:
-        raise click.ClickException(str(e)) from None
+        raise Failure(str(e)) from None
     except ValueError as e:  # names that do not fit the files
-        raise click.UsageError(f"--name: {e}") from None
+        raise click.UsageError(printable(f"--name: {e}")) from None
     for line in skipped:
-        click.echo(f"Warning: {line}", err=True)
+        click.echo(f"Warning: {printable(line)}", err=True)
     for run in runs:
         warn_invalid_measures(run.path, run.task)
     if not runs:
         traces = ", ".join(str(path) for path in files)
-        raise click.ClickException(
+        raise Failure(
             f"no task file among {traces}: each is a Chrome trace (trace events, which hold no "
             "task tree); give the task files or OTLP JSON lines they were made from"
         )
     return runs
 
 
-def _check_output(output: Output, force: bool) -> None:
-    """Refuse to replace an existing file without ``--force`` (one place, to swap later)."""
-    output.check(lambda path: check_output(path, force))
+def _check_output(output: Output, force: bool, inputs: Sequence[Path]) -> None:
+    """Refuse to replace an existing file, or one of ``inputs``, without ``--force``."""
+    output.check(lambda path: check_output(path, force), inputs=inputs, force=force)
 
 
 @click.command()
@@ -162,14 +163,16 @@ def report(
 
     Example: tasktrace report runs/a.json runs/b.json -o report.html
     """
-    _check_output(output, force)
+    _check_output(output, force, files)
     # before any work; without plotly: one line naming the extra (cli.boundary)
     from tasktrace.formats.report import build_report  # noqa: PLC0415 - optional extra
 
     runs = _runs(files, names)
     html = build_report(runs, _carbon(carbon_intensity))
     output.write(html.encode())
-    click.echo(f"{output}: report of {len(runs)} run(s)", err=True)  # skipped traces: not
+    click.echo(
+        f"{shown(str(output))}: report of {len(runs)} run(s)", err=True
+    )  # skipped traces: not
 
 
 @click.command()
@@ -328,7 +331,7 @@ def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
         measures.append(MEASURES["emissions"])
     columns = [c.strip() for c in by.split(",") if c.strip()]
     if output is not None:
-        _check_output(output, force)
+        _check_output(output, force, files)
     rows = task_rows(_runs(files, names), carbon)
     try:
         groups = group_rows(rows, columns, measures)
@@ -346,5 +349,5 @@ def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
         try:
             data = encode_table(frame(groups), suffix)
         except ValueError as e:
-            raise click.ClickException(f"{output}: {e}") from None
+            raise Failure(f"{output}: {e}") from None
     output.write(data)

@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from tasktrace.cli.inputs import load
+from tasktrace.cli.inputs import Failure, InputPath, load
 from tasktrace.cli.meters_note import print_note, show_note
 from tasktrace.cli.render import command_note, output_console, render_tree
 from tasktrace.cli.reports import carbon_intensity_option
@@ -23,7 +23,7 @@ __all__ = ["show"]
 
 
 @click.command()
-@click.argument("file", type=click.Path(path_type=Path))  # errors: one line, from _load
+@click.argument("file", type=InputPath())  # errors: one line, from _load
 @click.option(
     "--depth",
     "-d",
@@ -82,7 +82,7 @@ def show(  # noqa: PLR0917 - click passes one parameter per option (by name)
         if text is not None:
             filtered = views.filter_tree(task, text)
             if filtered is None:
-                raise click.ClickException(f"{file}: no task matches {text!r}")
+                raise Failure(f"{file}: no task matches {text!r}")
             task = filtered
         if as_json:
             if totals:

@@ -19,7 +19,6 @@ user's data.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import logging
 import os
@@ -28,23 +27,25 @@ import stat
 import sys
 import tempfile
 import threading
-import uuid
 from pathlib import Path
 from typing import Final
 
-import pydantic_core
-
 from tasktrace.core.forksafe import renew_after_fork
+from tasktrace.core.lines import printable
 from tasktrace.core.warn import WarnOnce
+from tasktrace.tree.file_kinds import RECORDS, describe, output_kind
 
 __all__ = [
     "HEAD_BYTES",
+    "Stamp",
     "check_folder",
     "check_replaceable",
     "check_writable",
     "last_error",
     "replace_file",
     "save_atomic",
+    "shown",
+    "stamp",
 ]
 
 _log = logging.getLogger(__name__)
@@ -90,45 +91,58 @@ def check_folder(path: Path) -> None:
         raise NotADirectoryError(f"task file {str(path)!r}: {str(folder)!r} is not a folder")
 
 
+Stamp = tuple[int, int, int, int]
+"""What tells one version of a file from another: device, inode, size, modification time (ns)."""
+
 HEAD_BYTES = 4096
 """Bytes read from the beginning (and at most from the end) of an existing file to recognise it."""
 
 _TASKTRACE_OUTPUT = "a task file, OTLP JSON lines or a Chrome trace from tasktrace"
 
 
-def check_replaceable(path: Path, *, force: bool = False, override: str) -> None:
+def check_replaceable(
+    path: Path, *, force: bool = False, override: str, writes: str | None = None
+) -> None:
     """Raise unless replacing ``path`` can lose only tasktrace's own output (or ``force``).
 
     The one check every writer makes before it first writes a file. ``path`` may be replaced
     when it does not exist, is empty, or holds what tasktrace writes and reads: a task file
-    (tasktrace's or LensKit's), OTLP JSON lines, or a Chrome trace that tasktrace exported.
-    Anything else (a CSV, a config file, another tool's JSON) is refused unless ``force``; a
-    folder or a special file (device, FIFO, socket) is refused even then. A symbolic link to a
-    regular file (or to nothing) may be replaced: :func:`save_atomic` replaces the link itself
-    and never writes through it, so the file it points to is untouched; a link to a process's
-    descriptor (``/dev/stdout``), a folder or a special file is refused as they are. The file
-    is recognised from its first and last :data:`HEAD_BYTES` bytes (two reads and a partial
+    (tasktrace's or LensKit's), OTLP JSON lines, or a Chrome trace that tasktrace exported
+    (:func:`~tasktrace.tree.file_kinds.output_kind`). Anything else (a CSV, a config file,
+    another tool's JSON) is refused unless ``force``; so is a run's record (a task file, OTLP
+    JSON lines: :data:`~tasktrace.tree.file_kinds.RECORDS`) that would be replaced by output
+    of another kind (``writes``: ``export --format chrome -o run.json`` would leave a trace
+    that holds no task tree). A folder or a special file (device, FIFO, socket) is refused even
+    when forced, and so is a path inside a process's descriptor folder (``/dev/fd/1``,
+    ``/proc/self/fd/1``: for standard output give ``-``). A symbolic link to a regular file (or
+    to nothing) may be replaced: :func:`save_atomic` replaces the link itself and never writes
+    through it, so the file it points to is untouched; a link to a process's descriptor
+    (``/dev/stdout``), a folder or a special file is refused as they are. The file is
+    recognised from its first and last :data:`HEAD_BYTES` bytes (two reads and a partial
     parse: about 30 µs whatever its size, where parsing a 48 MiB task file takes seconds;
-    ``benchmarks/scale.py``):
-
-    - task file: a JSON object whose ``task_id`` is a UUID string and ``label`` a string, both
-      in the first :data:`HEAD_BYTES` (tasktrace and LensKit write them first), ending in ``}``;
-    - OTLP JSON lines: the first line is a JSON object with a ``resourceSpans`` list;
-    - Chrome trace: a JSON object with a ``traceEvents`` list whose last key is ``otherData``
-      holding a ``root_task_id`` UUID, as ``tasktrace export --format chrome`` writes it.
+    ``benchmarks/scale.py``). Paths in messages have their control characters escaped
+    (:func:`shown`).
 
     Args:
         path: The file about to be written.
         force: Replace any regular file (the caller's ``--force`` / ``force=True``).
         override: How the caller lets the user replace it anyway, appended to the message
             (``"pass --force to replace it"``).
+        writes: The kind of output about to be written
+            (:data:`~tasktrace.tree.file_kinds.TASK_FILE`, ...), or ``None``: any of
+            tasktrace's outputs may be replaced.
 
     Raises:
         FileExistsError: ``path`` holds something else (or cannot be read to tell); the message
             names the file, says what it holds (its size and whether text, JSON or binary;
-            never its content) and ends with ``override``. Or ``path`` is a folder or a
-            special file.
+            never its content) and ends with ``override``. Or ``path`` is a folder, a special
+            file or a process's descriptor.
     """
+    if _DESCRIPTOR_FOLDER.match(os.path.realpath(path.parent) + "/"):
+        raise FileExistsError(
+            f"{shown(path)}: not replaced: it is a process's descriptor, not a file; "
+            "tasktrace writes a file, never through a descriptor (for standard output give -)"
+        )
     try:
         st = os.lstat(path)
     except OSError:  # missing (the common case), or no access: the write itself will say why
@@ -143,16 +157,16 @@ def check_replaceable(path: Path, *, force: bool = False, override: str) -> None
             target = None
         if _to_descriptor(path) or (target is not None and not stat.S_ISREG(target.st_mode)):
             raise FileExistsError(
-                f"{path}: not replaced: it is a link to a process's descriptor, a folder or a "
-                "special file; tasktrace writes a file, never through a link (for standard "
+                f"{shown(path)}: not replaced: it is a link to a process's descriptor, a folder "
+                "or a special file; tasktrace writes a file, never through a link (for standard "
                 "output give -)"
             )
         return
     if stat.S_ISDIR(st.st_mode):
-        raise FileExistsError(f"{path}: is a folder; give the path of a file to write")
+        raise FileExistsError(f"{shown(path)}: is a folder; give the path of a file to write")
     if not stat.S_ISREG(st.st_mode):
         raise FileExistsError(
-            f"{path}: not replaced: it is a special file (a device, FIFO or socket)"
+            f"{shown(path)}: not replaced: it is a special file (a device, FIFO or socket)"
         )
     if force or st.st_size == 0:
         return
@@ -165,75 +179,30 @@ def check_replaceable(path: Path, *, force: bool = False, override: str) -> None
                 tail = f.read(HEAD_BYTES)
     except OSError as e:  # unreadable, yet its folder may let it be replaced: keep it
         raise FileExistsError(
-            f"{path}: not replaced: it cannot be read to tell what it holds "
+            f"{shown(path)}: not replaced: it cannot be read to tell what it holds "
             f"({e.strerror or e}); {override}"
         ) from None
     partial = st.st_size > len(head)
-    top = _parse_json(head, partial)
-    if _is_tasktrace_output(top, tail, partial):
-        return
-    raise FileExistsError(
-        f"{path}: not replaced: it holds {_describe(head, top, st.st_size, partial)}, "
-        f"not {_TASKTRACE_OUTPUT}; {override}"
-    )
+    kind = output_kind(head, tail, partial)
+    if kind is None:
+        raise FileExistsError(
+            f"{shown(path)}: not replaced: it holds {describe(head, st.st_size, partial)}, "
+            f"not {_TASKTRACE_OUTPUT}; {override}"
+        )
+    if writes is not None and kind in RECORDS and kind != writes:
+        raise FileExistsError(
+            f"{shown(path)}: not replaced: it holds {kind} (a run's record), which {writes} "
+            f"would replace; give another path, or {override}"
+        )
 
 
-def _parse_json(head: bytes, partial: bool) -> object:
-    """Parse the first JSON value of ``head`` (cut short when ``partial``); ``None`` if not JSON."""
-    try:
-        return pydantic_core.from_json(head, allow_partial=partial)
-    except ValueError:
-        if partial:
-            return None
-    try:  # a whole file of JSON lines: the first line alone
-        return pydantic_core.from_json(head.split(b"\n", 1)[0])
-    except ValueError:
-        return None
+def shown(path: Path | str) -> str:
+    r"""Return ``path`` as text fit for a terminal: control characters escaped (``\x1b``).
 
-
-def _is_uuid(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_tasktrace_output(top: object, tail: bytes, partial: bool) -> bool:
-    """Whether the parsed beginning ``top`` and the last bytes ``tail`` are tasktrace output."""
-    if not isinstance(top, dict):
-        return False
-    if _is_uuid(top.get("task_id")) and isinstance(top.get("label"), str):
-        return not partial or tail.rstrip().endswith(b"}")
-    if isinstance(top.get("resourceSpans"), list):
-        return True
-    return isinstance(top.get("traceEvents"), list) and _ends_like_tasktrace_chrome(tail)
-
-
-def _ends_like_tasktrace_chrome(tail: bytes) -> bool:
-    """Whether a Chrome trace ends with tasktrace's ``"otherData": {"root_task_id": UUID}}``."""
-    start = tail.rfind(b'"otherData"')
-    if start < 0:
-        return False
-    try:  # '"otherData": {...}}' is the document's last key: '{' makes it an object again
-        other = pydantic_core.from_json(b"{" + tail[start:]).get("otherData")
-    except ValueError:
-        return False
-    return isinstance(other, dict) and _is_uuid(other.get("root_task_id"))
-
-
-def _describe(head: bytes, top: object, size: int, partial: bool) -> str:
-    """Say what a file holds, by kind and size, without quoting any of it."""
-    amount = f"{size:,} bytes"
-    if isinstance(top, dict | list):
-        return f"{amount} of JSON"
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=not partial)
-    except UnicodeDecodeError:
-        return f"{amount} of binary data"
-    return f"{amount} of text" if b"\x00" not in head else f"{amount} of binary data"
+    The same escaping as labels' (:func:`~tasktrace.core.lines.printable`): a file name
+    holding an escape sequence cannot clear the screen or set the title in a message.
+    """
+    return printable(str(path))
 
 
 def _reason(e: OSError) -> str:
@@ -243,7 +212,7 @@ def _reason(e: OSError) -> str:
 
 def _unwritable(path: Path, e: OSError) -> OSError:
     """Return an error of ``e``'s kind saying ``path`` cannot be written, and the OS's reason."""
-    error = type(e)(f"{path}: cannot be written: {_reason(e)}")
+    error = type(e)(f"{shown(path)}: cannot be written: {_reason(e)}")
     error.errno = e.errno
     return error
 
@@ -271,6 +240,7 @@ def check_writable(path: Path) -> None:
 
 
 _DESCRIPTORS: Final = re.compile(r"^/(?:proc/[^/]+/fd|dev/fd)/")
+_DESCRIPTOR_FOLDER: Final = re.compile(r"^/proc/[^/]+/fd/$")
 
 
 def _to_descriptor(path: Path) -> bool:
@@ -306,7 +276,12 @@ def replace_file(path: Path, data: bytes, *more: bytes) -> None:
         raise _unwritable(path, e) from None
 
 
-def _replace(path: Path, data: bytes, *more: bytes) -> None:
+def stamp(st: os.stat_result) -> Stamp:
+    """Return the :data:`Stamp` of a file's status (``os.stat``/``os.lstat``/``os.fstat``)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _replace(path: Path, data: bytes, *more: bytes) -> Stamp:
     """:func:`replace_file`, raising the OS's own error (no temporary file left behind)."""
     tmp: str | None = None
     try:
@@ -315,6 +290,8 @@ def _replace(path: Path, data: bytes, *more: bytes) -> None:
             f.write(data)
             for chunk in more:
                 f.write(chunk)
+            f.flush()
+            written = stamp(os.fstat(f.fileno()))  # of our file, whatever replaces it later
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except OSError:
@@ -322,6 +299,7 @@ def _replace(path: Path, data: bytes, *more: bytes) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         raise
+    return written
 
 
 def last_error(path: Path) -> str | None:
@@ -339,10 +317,12 @@ def last_error(path: Path) -> str | None:
 
 def save_atomic(
     path: Path, data: bytes, *more: bytes, then: str = "", retried: bool = False
-) -> bool:
+) -> Stamp | None:
     """Replace a task file ``path`` with ``data`` then ``more`` (:func:`replace_file`); never raise.
 
-    Return whether it was written. A failure is logged once, saying whether the previous file
+    Return the :data:`Stamp` of the file written (a true value), or ``None`` when it was not
+    written: a caller that writes ``path`` again can tell whether anyone changed it since
+    (:mod:`tasktrace.tree.owned`). A failure is logged once, saying whether the previous file
     is kept or there is none (a first write, or one removed since); the first success after it
     logs that the file is written again, and a later failure warns again. :func:`last_error`
     tells whether the last write failed, and why.
@@ -357,7 +337,7 @@ def save_atomic(
             last write) is warned about even when one that was to be retried was already.
     """
     try:
-        _replace(path, data, *more)
+        written = _replace(path, data, *more)
     except OSError as e:
         reason, key = _reason(e), os.path.abspath(path)  # the same file, however named
         with _failing_lock:
@@ -367,15 +347,15 @@ def save_atomic(
             kept = "the previous file is kept" if os.path.lexists(path) else "there is no file"
             _log.warning(
                 "tasktrace: cannot write task file %s (%s); %s%s",
-                path,
+                shown(path),
                 reason,
                 kept,
                 f"; {then}" if then else "",
             )
-        return False
+        return None
     if _failing:
         with _failing_lock:
             recovered = _failing.pop(os.path.abspath(path), None) is not None
         if recovered:
-            _log.info("tasktrace: task file %s is written again", path)
-    return True
+            _log.info("tasktrace: task file %s is written again", shown(path))
+    return written

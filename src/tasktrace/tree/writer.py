@@ -26,7 +26,8 @@ with every subtask's final status and figures.
 Each write pulls the records of other processes first (the processor's record sources), then
 serialises the task's tree under the tree's lock (:func:`~tasktrace.core.record.dump_json`) and
 replaces each target atomically (:func:`~tasktrace.tree.files.save_atomic`), holding the task's
-own write lock from the snapshot to the last save: when the refresh thread and a finishing
+own write lock from the snapshot to the last save (a task file someone else changed since
+the last save is not replaced: :mod:`tasktrace.tree.owned`): when the refresh thread and a finishing
 thread write the same file, the later snapshot is the one left on disk. Targets are held
 per task object, weakly: a task that is garbage-collected takes its targets with it.
 
@@ -49,6 +50,7 @@ from tasktrace.core.record import TaskRecord, dump_json
 from tasktrace.core.status import TaskStatus
 from tasktrace.tree.files import check_folder, check_replaceable, save_atomic
 from tasktrace.tree.meters_record import record_meters
+from tasktrace.tree.owned import OwnedFile
 from tasktrace.tree.refresh import RefreshMonitor
 
 __all__ = ["FORCE_HINT", "LATE_WRITE_INTERVAL_S", "FileTargets", "RecordSink", "TaskFileWriter"]
@@ -68,6 +70,8 @@ class FileTargets:
 
     Attributes:
         file: The task file, or ``None``.
+        owned: Where ``file`` is written now and what was written last: a file changed by
+            someone else since is not replaced (:mod:`tasktrace.tree.owned`).
         checked: Whether ``file`` passed (or was let past) the replaceability check.
         monitor: Whether the refresh thread re-writes the file while the task runs.
         spool_record: The task's record in the spool (a subprocess root), or ``None``.
@@ -78,6 +82,7 @@ class FileTargets:
     """
 
     file: Path | None = None
+    owned: OwnedFile | None = None
     checked: bool = False
     monitor: bool = True
     spool_record: Path | None = None
@@ -173,6 +178,7 @@ class TaskFileWriter:
         """
         targets = self._targets_of(task)
         targets.file = path
+        targets.owned = OwnedFile(path)
         targets.checked = checked
         targets.monitor = monitor
 
@@ -254,8 +260,16 @@ class TaskFileWriter:
                 data = dump_json(task)
             if data is not None:
                 then, retried = self._after_failure(task, targets)
+                owned = targets.owned
                 for path in paths:  # one line, newline-terminated
-                    save_atomic(path, data, b"\n", then=then, retried=retried)
+                    if owned is not None and path is targets.file:  # not if changed: beside it
+                        owned.saved(
+                            save_atomic(
+                                owned.next_target(), data, b"\n", then=then, retried=retried
+                            )
+                        )
+                    else:
+                        save_atomic(path, data, b"\n", then=then, retried=retried)
         return True
 
     def _after_failure(self, task: TaskRecord, targets: FileTargets) -> tuple[str, bool]:
