@@ -86,6 +86,30 @@ def test_python_task_file_refuses_what_is_not_a_task_file(tmp_path: Path, conten
     assert path.read_bytes() == content
 
 
+def test_a_task_file_does_not_replace_a_runs_otlp_json_lines(tmp_path: Path) -> None:
+    """`Task(file="spans.jsonl")` over OTLP JSON lines (a run's record): refused, kept.
+
+    As `export` refuses to replace a record with output of another kind; `save_to_file(...,
+    force=True)` replaces it.
+    """
+    source = tmp_path / "run.json"
+    with Task("run", file=source):
+        pass
+    spans = tmp_path / "spans.jsonl"
+    assert main(["export", str(source), "--format", "otlp-json", "-o", str(spans)]) == 0
+    before = spans.read_bytes()
+    with pytest.raises(FileExistsError, match="OTLP JSON lines"), Task("t", file=spans):
+        pass
+    assert spans.read_bytes() == before
+    task = Task("t")
+    with pytest.raises(FileExistsError, match="OTLP JSON lines"):
+        task.save_to_file(spans)
+    task.save_to_file(spans, force=True)
+    with task:
+        pass
+    assert Task.model_validate_json(spans.read_bytes()).label == "t"
+
+
 def test_python_api_refuses_data_csv_and_save_to_file_force_overrides(tmp_path: Path) -> None:
     """`Task(file="data.csv")` and `save_to_file` raise; `save_to_file(..., force=True)` writes."""
     data = _data_csv(tmp_path)

@@ -48,6 +48,7 @@ from typing import Any
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.record import TaskRecord, dump_json
 from tasktrace.core.status import TaskStatus
+from tasktrace.tree.file_kinds import TASK_FILE
 from tasktrace.tree.files import check_folder, check_replaceable, save_atomic
 from tasktrace.tree.meters_record import record_meters
 from tasktrace.tree.owned import OwnedFile
@@ -207,7 +208,7 @@ class TaskFileWriter:
                 :func:`~tasktrace.tree.files.check_replaceable`). Nothing is written then.
         """
         check_folder(path)
-        check_replaceable(path, force=force, override=FORCE_HINT)
+        check_replaceable(path, force=force, override=FORCE_HINT, writes=TASK_FILE)
         self.set_file(task, path, checked=True, monitor=monitor)
         if task.status is TaskStatus.RUNNING and task.parent_id is None:  # else: at its start
             self._record_meters(task)
@@ -236,7 +237,7 @@ class TaskFileWriter:
             return
         check_folder(targets.file)
         if not targets.checked:
-            check_replaceable(targets.file, override=FORCE_HINT)
+            check_replaceable(targets.file, override=FORCE_HINT, writes=TASK_FILE)
             targets.checked = True
 
     # ----- writing -----------------------------------------------------------------------------
