@@ -9,10 +9,7 @@ tests read its task file and the received spans.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ from tasktrace.integrations.batching import FLUSH_INTERVAL_S  # noqa: E402
 from tasktrace.integrations.ray import DRAIN_WAIT_S  # noqa: E402
 
 from ..otlp_receivers import OtlpHttpReceiver, SpanRecord  # noqa: E402
+from .ray_drivers import run_driver  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
@@ -101,12 +99,6 @@ DRIVER = textwrap.dedent(
 )
 
 
-def _pythonpath() -> str:
-    """Return the checkout's ``src`` (workers import this tasktrace), then its root (tests)."""
-    root = Path(__file__).resolve().parents[2]
-    return os.pathsep.join([str(root / "src"), str(root)])
-
-
 @dataclass
 class RayRun:
     """What the driver process left: its task file, its printed results and the spans."""
@@ -122,22 +114,15 @@ class RayRun:
 def ray_run(tmp_path_factory: pytest.TempPathFactory) -> RayRun:
     """Run the driver once for the module (the cluster's start-up dominates: ~8-20 s)."""
     folder = tmp_path_factory.mktemp("ray")
-    (folder / "driver.py").write_text(DRIVER)
     with OtlpHttpReceiver(require_headers={"authorization": "Bearer s3cret"}) as receiver:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER")}
-        env["PYTHONPATH"] = _pythonpath()
-        env["RAY_DEDUP_LOGS"] = "0"
-        driver = subprocess.run(
-            [sys.executable, "driver.py", str(folder / "attempt-marker"), receiver.endpoint],
-            check=False,  # its stderr goes in the assertion below
-            cwd=folder,
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=300,
+        stderr = run_driver(
+            folder,
+            DRIVER,
+            str(folder / "attempt-marker"),
+            receiver.endpoint,
+            drop=("OTEL_EXPORTER",),
+            env={"RAY_DEDUP_LOGS": "0"},
         )
-        sys.stderr.write(driver.stderr)  # Ray's own output, as pytest shows a failing test's
-        assert driver.returncode == 0, driver.stderr[-4000:]
         # driver, 6 squares, 2 adds, the surviving "fragile" (the killed one never ends),
         # "outer" and its nested "square 7",
         # "early" and its "slow"; the span of "square 99" (no task running) is exported, as
@@ -155,7 +140,7 @@ def ray_run(tmp_path_factory: pytest.TempPathFactory) -> RayRun:
     tree = Task.model_validate_json(text)
     early = Task.model_validate_json((folder / "early.json").read_text())
     out = json.loads((folder / "out.json").read_text())
-    return RayRun(tree, out, spans, early, driver.stderr)
+    return RayRun(tree, out, spans, early, stderr)
 
 
 def _roots(tree: Task, prefix: str) -> list[Task]:
@@ -352,26 +337,17 @@ EXITING = textwrap.dedent(
 def exiting_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Task, dict[str, Any], str]:
     """Run a driver whose workers exit right after their calls, or die; return file and output."""
     folder = tmp_path_factory.mktemp("ray-exiting")
-    (folder / "driver.py").write_text(EXITING)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env["PYTHONPATH"] = _pythonpath()
     # Spans to files, as users export them: flushing them before a batch takes the time in
     # which Ray ends a worker that exits after its call.
-    env.update(OTEL_TRACES_EXPORTER="tasktrace_otlp_json", TASKTRACE_OTLP_JSON_DIR="spans")
-    driver = subprocess.run(
-        [sys.executable, "driver.py"],
-        check=False,
-        cwd=folder,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=300,
+    stderr = run_driver(
+        folder,
+        EXITING,
+        drop=("OTEL_",),
+        env={"OTEL_TRACES_EXPORTER": "tasktrace_otlp_json", "TASKTRACE_OTLP_JSON_DIR": "spans"},
     )
-    sys.stderr.write(driver.stderr)
-    assert driver.returncode == 0, driver.stderr[-4000:]
-    assert "Fatal Python error" not in driver.stderr  # no worker aborted at its exit
+    assert "Fatal Python error" not in stderr  # no worker aborted at its exit
     tree = Task.model_validate_json((folder / "exiting.json").read_text())
-    return tree, json.loads((folder / "exiting-out.json").read_text()), driver.stderr
+    return tree, json.loads((folder / "exiting-out.json").read_text()), stderr
 
 
 def test_workers_import_this_checkout(exiting_run: tuple[Task, dict[str, Any], str]) -> None:

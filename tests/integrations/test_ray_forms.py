@@ -12,12 +12,8 @@ holds what Ray printed in them. The tests read a task file per session.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +21,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray integration needs ray installed")
 
 from tasktrace import Task, TaskStatus  # noqa: E402
+
+from .ray_drivers import run_driver  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
@@ -125,12 +123,6 @@ DRIVER = textwrap.dedent(
 )
 
 
-def _pythonpath() -> str:
-    """Return the checkout's ``src`` (workers import this tasktrace), then its root."""
-    root = Path(__file__).resolve().parents[2]
-    return os.pathsep.join([str(root / "src"), str(root)])
-
-
 @dataclass
 class Sessions:
     """What the driver process left: a task file per session, its results, its stderr."""
@@ -144,28 +136,18 @@ class Sessions:
 def sessions(tmp_path_factory: pytest.TempPathFactory) -> Sessions:
     """Run the driver once for the module (five local Ray starts: ~40-100 s)."""
     folder = tmp_path_factory.mktemp("ray-forms")
-    (folder / "driver.py").write_text(DRIVER)
     (folder / "flaky-marker").unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env["PYTHONPATH"] = _pythonpath()
-    env["RAY_DEDUP_LOGS"] = "0"
-    env["OTEL_TRACES_EXPORTER"] = "none"
-    driver = subprocess.run(
-        [sys.executable, "driver.py"],
-        check=False,  # its stderr goes in the assertion below
-        cwd=folder,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=300,
+    stderr = run_driver(
+        folder,
+        DRIVER,
+        drop=("OTEL_",),
+        env={"RAY_DEDUP_LOGS": "0", "OTEL_TRACES_EXPORTER": "none"},
     )
-    sys.stderr.write(driver.stderr)  # Ray's own output, as pytest shows a failing test's
-    assert driver.returncode == 0, driver.stderr[-4000:]
     trees = {
         name: Task.model_validate_json((folder / f"{name}.json").read_text())
         for name in ("first", "second", "third", "restarted")
     }
-    return Sessions(trees, json.loads((folder / "out.json").read_text()), driver.stderr)
+    return Sessions(trees, json.loads((folder / "out.json").read_text()), stderr)
 
 
 def _labels(tree: Task, prefix: str) -> list[str]:
