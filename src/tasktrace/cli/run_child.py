@@ -26,12 +26,19 @@ hooks, as ``multiprocessing``'s forks do; tasktrace's hooks renew their locks in
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["PARENT_DEATH_SIGNAL", "die_with_parent"]
+__all__ = ["PARENT_DEATH_SIGNAL", "SHELL", "die_with_parent", "start"]
+
+SHELL = "/bin/sh"
+"""The shell that runs an executable file without ``#!`` (see :func:`start`)."""
 
 PARENT_DEATH_SIGNAL = signal.SIGTERM
 """The signal the command gets when ``tasktrace run`` dies first (Linux)."""
@@ -71,3 +78,28 @@ def die_with_parent() -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return preexec
+
+
+def start(argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as :class:`subprocess.Popen` does, and as ``execvp`` a script without ``#!``.
+
+    An executable file the kernel cannot run (``ENOEXEC``: a shell script without its ``#!``
+    line) is run by :data:`SHELL` (``sh FILE ARGS``), as POSIX's ``execvp`` does and so
+    ``env``, ``time``, ``nohup`` and every shell: it is started again that way.
+
+    Args:
+        argv: The command and its arguments.
+        **options: Passed to :class:`subprocess.Popen`.
+
+    Raises:
+        OSError: The command cannot be started (by :data:`SHELL` either, for a script).
+    """
+    try:
+        return subprocess.Popen(argv, **options)  # noqa: S603 - the user's own command
+    except OSError as e:
+        if e.errno != errno.ENOEXEC:
+            raise
+        path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        if path is None:
+            raise
+        return subprocess.Popen([SHELL, path, *argv[1:]], **options)  # noqa: S603
