@@ -147,3 +147,28 @@ def test_ctrl_c_on_the_terminal_reaches_the_command_once(tmp_path: Path) -> None
     assert os.waitstatus_to_exitcode(status) == 0
     task = json.loads((tmp_path / "run.json").read_text())
     assert (task["status"], task["exit_code"]) == ("finished", 0)
+
+
+def test_sigint_to_runs_whole_group_without_a_terminal_reaches_the_command_once(
+    tmp_path: Path,
+) -> None:
+    """``kill -INT -- -PGID`` (a supervisor, no terminal): the command gets one SIGINT.
+
+    The command runs in a process group of its own there, so only run gets the group's
+    signal and passes it on. Seen failing (count 2) with the command in run's group.
+    """
+    (tmp_path / "child.py").write_text(_COUNTS_SIGINT)
+    proc = subprocess.Popen(
+        [*_CLI, "run", "-q", "-f", "run.json", "--", sys.executable, "child.py"],
+        cwd=tmp_path,
+        env=clean_env(),
+        start_new_session=True,
+        preexec_fn=_default_signals,  # noqa: PLW1509 - a test; no threads fork here
+    )
+    deadline = time.monotonic() + _START_S
+    while not (tmp_path / "ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "ready").exists(), "the command never started"
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    assert (tmp_path / "count").read_text() == "1"

@@ -75,10 +75,12 @@ def _run_command(
     """Run ``argv`` to its end; record its return code and ``wait4`` usage in ``ended``.
 
     The return code is :class:`subprocess.Popen`'s: the exit status, or ``-N`` when the command
-    was killed by signal ``N``. A Ctrl-C (``SIGINT`` to the process group) reaches the command
-    too; this process waits for the command to end, which decides the outcome. Stop signals
-    sent to this process are passed on by ``forward`` (see :mod:`~tasktrace.cli.run_signals`),
-    so none interrupts the wait and the usage is always recorded.
+    was killed by signal ``N``. A Ctrl-C (the terminal's ``SIGINT`` to its foreground group)
+    reaches the command too; this process waits for the command to end, which decides the
+    outcome. Signals sent to this process are passed on by ``forward``, and the command is
+    started in a group of its own where ``forward`` says so (see
+    :mod:`~tasktrace.cli.run_signals`), so none interrupts the wait and the usage is always
+    recorded.
 
     ``os.wait4`` gives the usage of this child (and of the descendants it waited for) alone,
     unlike ``RUSAGE_CHILDREN``, which sums every child this process ever reaped. With ``live``,
@@ -90,11 +92,13 @@ def _run_command(
     env = child_environment() if live is None else live.child_environment(child_environment())
     tied = die_with_parent()  # no orphan if we are SIGKILLed (PLW1509: see run_child)
     if live is None:
-        proc = start(argv, env=env, preexec_fn=tied)
+        proc = start(argv, env=env, preexec_fn=tied, own_group=forward.own_group)
     else:  # its output goes through a pseudo-terminal, relayed above the panel
         fd = live.open_output()
         try:
-            proc = start(argv, env=env, stdout=fd, stderr=fd, preexec_fn=tied)
+            proc = start(
+                argv, env=env, stdout=fd, stderr=fd, preexec_fn=tied, own_group=forward.own_group
+            )
         finally:
             os.close(fd)
     forward.started(proc.pid)

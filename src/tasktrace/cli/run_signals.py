@@ -12,8 +12,17 @@ records how it ended.
 - **SIGINT, SIGQUIT** are passed on unless ``run`` is in its terminal's foreground process
   group: then they are a Ctrl-C or Ctrl-\ from the terminal, which sent them to the command
   too (the whole group); passed on, the command would get them twice (a Python program a
-  second ``KeyboardInterrupt`` in its clean-up). ``kill -INT <run's pid>`` from a script or a
-  supervisor, with no terminal in front, reaches the command.
+  second ``KeyboardInterrupt`` in its clean-up, which left its tasks ``running``).
+  ``kill -INT <run's pid>`` from a script or a supervisor reaches the command.
+- Without a controlling terminal (a job manager, ``docker run`` without ``-t``, CI, a
+  ``setsid`` or ``start_new_session`` process) the command is started in a process group of
+  its own (:attr:`Forwarder.own_group`): a signal sent to ``run``'s whole group
+  (``kill -INT -PGID``) reaches the command once, passed on by ``run``, not twice. (No job
+  control is lost: there is no terminal to control. A group-wide ``SIGKILL`` stops ``run``
+  alone; the command then gets :data:`~tasktrace.cli.run_child.PARENT_DEATH_SIGNAL` on
+  Linux.) With a terminal, the command stays in ``run``'s group (the terminal's job control
+  needs it there), so a background ``tasktrace run ... &`` signalled as a job (``kill -INT
+  %1``) passes on what the command got already.
 - A signal received before the command started is passed on once it has; one received after
   it ended stops nothing and is dropped (``run`` writes the record and exits with the
   command's status).
@@ -63,6 +72,9 @@ class Forwarder:
 
     def __init__(self, terminal: int | None = None) -> None:
         """Create a forwarder with no command yet."""
+        self.own_group = terminal is None
+        """Whether the command should be started in a process group of its own (no
+        controlling terminal: see the module)."""
         self.pid: int | None = None
         self.stopped_by: int | None = None  # the first stop signal passed on to the command
         self._terminal = terminal
@@ -125,7 +137,9 @@ def forward_signals() -> Iterator[Forwarder]:
     ``run`` with the task left running. Main thread only (elsewhere nothing is installed).
     """
     if threading.current_thread() is not threading.main_thread():
-        yield Forwarder()
+        forwarder = Forwarder()
+        forwarder.own_group = False  # nothing is passed on: the group's signals must reach it
+        yield forwarder
         return
     terminal = _open_terminal()
     forwarder = Forwarder(terminal)
