@@ -110,3 +110,18 @@ def test_unknown_option_before_the_command_is_a_usage_error(
     assert main(["run", "--bogus", "touch", str(marker)]) == 2
     assert "--bogus" in capfd.readouterr().err
     assert not marker.exists()
+
+
+def test_an_executable_script_without_its_interpreter_line_is_run_by_sh(tmp_path: Path) -> None:
+    """A script without ``#!`` (the kernel refuses it: ENOEXEC) runs with ``/bin/sh``, as by env.
+
+    ``env ./job.sh``, ``time``, ``nohup`` and every shell run it so (POSIX ``execvp``); before,
+    ``tasktrace run ./job.sh`` refused it with 126 ("Exec format error").
+    """
+    script = tmp_path / "job.sh"
+    script.write_text('echo "ran with $1"; exit 4\n')
+    script.chmod(0o755)
+    done = _tasktrace("run", "-q", "-f", "run.json", "./job.sh", "one", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (4, "ran with one\n"), done.stderr
+    task = Task.model_validate_json((tmp_path / "run.json").read_bytes())
+    assert (task.label, task.exit_code) == ("job.sh", 4)

@@ -141,7 +141,11 @@ def _default_sigint() -> None:
 
 
 def test_ctrl_c_to_the_process_group_cancels_the_run_and_exits_130(tmp_path: Path) -> None:
-    """SIGINT to the whole group (a terminal's Ctrl-C): root and the command's tasks cancelled."""
+    """SIGINT to run's whole group, no terminal: root and the command's tasks cancelled.
+
+    The command, in a group of its own, gets it once (passed on by run): twice, its second
+    ``KeyboardInterrupt`` came during its tasks' clean-up and left ``step`` running.
+    """
     out = tmp_path / "run.json"
     ready = tmp_path / "ready"
     script = tmp_path / "child.py"

@@ -16,7 +16,10 @@ and one that is not tasktrace's own (see :func:`tasktrace.tree.files.check_repla
 ``pip install 'tasktrace[EXTRA]'``); 0 when the reader of standard output stops reading
 (``tasktrace show run.json | head -1``: the command ends quietly). These last two are handled
 for every command in one place, :mod:`tasktrace.cli.boundary`. An output path of
-``-`` is standard output in every command (:mod:`tasktrace.cli.outputs`).
+``-`` is standard output in every command (:mod:`tasktrace.cli.outputs`). Standard output that
+cannot be written otherwise (a full disk, a terminal that hung up) ends a command with one error
+line and exit status 1 (``run``'s stays its command's); standard error that cannot be written
+is given up, the exit status unchanged (:mod:`tasktrace.cli.boundary`).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import click
 
 from tasktrace.cli import config, reports
 from tasktrace.cli.boundary import (
+    OUTPUT_FAILED_STATUS,
     READER_GONE_STATUS,
     CommandGroup,
+    OutputFailed,
     ReaderGone,
     discard_stdout,
     guard_standard_streams,
@@ -59,8 +64,9 @@ config.register(cli)  # config
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit status.
 
-    Standard output is flushed before returning: a reader that has gone (see
-    :mod:`tasktrace.cli.boundary`) is seen here, not at exit; the status stays the command's.
+    Standard output is flushed before returning: a reader that has gone or a failed write (see
+    :mod:`tasktrace.cli.boundary`) is seen here, not at exit; the status stays the command's
+    (a failed write makes a status of 0 :data:`~tasktrace.cli.boundary.OUTPUT_FAILED_STATUS`).
     """
     guard_standard_streams()
     status = _run(argv)
@@ -68,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:
         discard_stdout()
+    except OutputFailed as e:
+        e.say()
+        status = status or OUTPUT_FAILED_STATUS
     return status
 
 
@@ -80,6 +89,9 @@ def _run(argv: Sequence[str] | None) -> int:
         )
     except ReaderGone:
         return READER_GONE_STATUS
+    except OutputFailed as e:
+        e.say()
+        return OUTPUT_FAILED_STATUS
     except click.ClickException as e:
         e.show()
         return 2 if e.exit_code == 1 else e.exit_code

@@ -15,14 +15,23 @@
   command, the missing package and the install command, exit status 2 (:func:`needs_extra`).
   Any other :class:`ImportError` is a fault of tasktrace's and keeps its traceback.
 
-- **standard error whose reader has gone** (``tasktrace run ... 2>&1 >/dev/null | true``):
-  :func:`guard_standard_streams` wraps it so that writing to it never raises (the rest goes to
-  ``/dev/null``): a command's own messages are lost, its exit status is not (``run``'s 127 or
-  125). Only a :class:`BrokenPipeError` with standard output itself gone (``poll`` reports an
-  error on it) is a reader gone; any other is raised on.
+- **standard output that cannot be written** for another reason than its reader leaving (a
+  full disk, ``EIO`` from a terminal that hung up, a quota): the command ends with one line,
+  ``Error: cannot write standard output: REASON`` on standard error, and exit status
+  :data:`OUTPUT_FAILED_STATUS` (1), no traceback (:class:`OutputFailed`); standard output is
+  pointed at ``/dev/null`` so that Python's flush at exit cannot fail again. ``run`` writes
+  nothing there: its exit status stays the command's.
+- **standard error that cannot be written** (its reader gone: ``tasktrace run ... 2>&1
+  >/dev/null | true``; ``EIO`` after a terminal hang-up; ``ENOSPC`` on a full disk):
+  :func:`guard_standard_streams` wraps it so that writing to it never raises: at the first
+  failure its descriptor is pointed at ``/dev/null`` and the rest goes there. A command's own
+  messages are lost, its exit status is not (``run``'s is its command's, 127 or 125 too). A
+  :class:`BrokenPipeError` on standard output with standard output itself still read (``poll``
+  reports no error on it) is no reader gone: it is raised on.
 - **standard output or error closed at start** (``>&-``, ``2>&-``; Python then sets
-  ``sys.stdout`` to ``None``): each is opened on ``/dev/null`` first (so ``run``'s command gets
-  ``/dev/null`` there, not a closed descriptor).
+  ``sys.stdout`` to ``None``): each is opened on ``/dev/null`` first, inheritable, so ``run``'s
+  command gets ``/dev/null`` there, not a closed descriptor (which its first opened file would
+  take).
 
 Every command prints through :class:`Console`, whose closed standard output reaches the same
 place (rich's own handling exits 1).
@@ -33,6 +42,7 @@ still buffered when the command returned is covered too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -45,9 +55,11 @@ import click
 import rich.console
 
 __all__ = [
+    "OUTPUT_FAILED_STATUS",
     "READER_GONE_STATUS",
     "CommandGroup",
     "Console",
+    "OutputFailed",
     "ReaderGone",
     "discard_stdout",
     "guard_standard_streams",
@@ -58,6 +70,9 @@ __all__ = [
 READER_GONE_STATUS: Final = 0
 """Exit status of a command whose standard output was closed by its reader (``| head``)."""
 
+OUTPUT_FAILED_STATUS: Final = 1
+"""Exit status of a command whose standard output could not be written (not ``run``)."""
+
 _EXTRA = re.compile(r"pip install 'tasktrace\[(?P<extra>[A-Za-z0-9_-]+)\]'")
 
 
@@ -67,6 +82,34 @@ class ReaderGone(Exception):
     Not an :class:`OSError`, so that click's own handling of ``EPIPE`` (exit 1) does not see
     it; :func:`tasktrace.cli.main` returns :data:`READER_GONE_STATUS` for it.
     """
+
+
+class OutputFailed(Exception):
+    """Standard output could not be written (not a reader gone); it now goes to ``/dev/null``.
+
+    Not an :class:`OSError`, so that nothing on the way takes it for a file's error;
+    :func:`tasktrace.cli.main` says :meth:`message` and returns :data:`OUTPUT_FAILED_STATUS`.
+
+    Args:
+        error: The write's error (``ENOSPC``, ``EIO``, ...).
+    """
+
+    def __init__(self, error: OSError) -> None:
+        """Keep ``error``."""
+        super().__init__(error)
+        self.error = error
+
+    def say(self) -> None:
+        """Print the one error line on standard error; later output goes to ``/dev/null``.
+
+        The line: ``Error: cannot write standard output: REASON``. Until it is said, every
+        write to standard output raises this error again (see :func:`guard_standard_streams`);
+        from then on, nothing does (Python's flush at exit succeeds).
+        """
+        reason = self.error.strerror or str(self.error)
+        click.echo(f"Error: cannot write standard output: {reason}", err=True)
+        if isinstance(sys.stdout, _LoudWhenFailed):
+            sys.stdout.said()
 
 
 @contextmanager
@@ -101,8 +144,9 @@ def _stdout_gone() -> bool:
 def _devnull_stream(fd: int) -> Any:
     """Return a text stream on ``/dev/null`` for the closed standard descriptor ``fd``.
 
-    ``/dev/null`` takes ``fd`` itself (a command started by ``run`` inherits it) unless
-    something opened since holds that number: then another descriptor.
+    ``/dev/null`` takes ``fd`` itself, inheritable (a command started by ``run`` inherits it;
+    ``os.open`` makes descriptors that are not), unless something opened since holds that
+    number: then another descriptor.
     """
     devnull = os.open(os.devnull, os.O_WRONLY)
     if devnull != fd:
@@ -112,14 +156,17 @@ def _devnull_stream(fd: int) -> Any:
             os.dup2(devnull, fd)
             os.close(devnull)
             devnull = fd
+    if devnull == fd:
+        os.set_inheritable(fd, True)
     return open(devnull, "w", closefd=False)  # the process's, for its life
 
 
 class _QuietWhenGone:
-    """A text stream (standard error) whose writes never raise :class:`BrokenPipeError`.
+    """A text stream (standard error) whose writes never raise :class:`OSError`.
 
-    After the first such failure its descriptor is pointed at ``/dev/null``: what follows, and
-    what was still buffered, goes nowhere. Every other attribute is the stream's own.
+    After the first failure (``EPIPE``, ``EIO``, ``ENOSPC``...) its descriptor is pointed at
+    ``/dev/null``: what follows, and what was still buffered, goes nowhere. Every other
+    attribute is the stream's own.
     """
 
     def __init__(self, stream: Any) -> None:
@@ -128,37 +175,100 @@ class _QuietWhenGone:
     def write(self, text: str) -> int:
         try:
             return int(self._stream.write(text))
-        except BrokenPipeError:
+        except OSError:
             self._gone()
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError:
             self._gone()
 
     def _gone(self) -> None:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, self._stream.fileno())
-        finally:
-            os.close(devnull)
+        with contextlib.suppress(OSError, ValueError):  # no descriptor: nothing to point
+            _to_devnull(self._stream.fileno())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
 
-def guard_standard_streams() -> None:
-    """Open closed standard streams on ``/dev/null``; make standard error's writes never fail.
+class _LoudWhenFailed:
+    """A stream (standard output, or its ``buffer``) whose write errors end the command.
 
-    Call once, before a command runs (:func:`tasktrace.cli.main` does). See the module
-    docstring. Not thread-safe: replaces ``sys.stdout`` / ``sys.stderr``.
+    An :class:`OSError` other than :class:`BrokenPipeError` (left to
+    :func:`reader_may_leave`) points the descriptor at ``/dev/null`` and becomes
+    :class:`OutputFailed`, raised again by every later write or flush (by the ``buffer`` too):
+    a caller that swallows the first (click probes a stream with empty writes) cannot make
+    the rest go to ``/dev/null`` unsaid. An empty write that fails loses nothing: it returns
+    0. Every other attribute is the stream's own.
+    """
+
+    def __init__(self, stream: Any, failed: list[OSError] | None = None) -> None:
+        self._stream = stream
+        self._failed = [] if failed is None else failed  # shared with the buffer's wrapper
+
+    def write(self, data: Any) -> int:
+        with self._failing():
+            try:
+                return int(self._stream.write(data))
+            except OSError:
+                if data:
+                    raise
+                return 0  # an empty write (a probe) lost nothing
+
+    def flush(self) -> None:
+        with self._failing():
+            self._stream.flush()
+
+    @property
+    def buffer(self) -> Any:
+        return _LoudWhenFailed(self._stream.buffer, self._failed)
+
+    def said(self) -> None:
+        """Take the failure as told: writes go to ``/dev/null`` (the descriptor points there)."""
+        self._failed.clear()
+
+    @contextmanager
+    def _failing(self) -> Iterator[None]:
+        if self._failed:
+            raise OutputFailed(self._failed[0])
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            self._failed.append(e)
+            with contextlib.suppress(OSError, ValueError):
+                _to_devnull(self._stream.fileno())
+            raise OutputFailed(e) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _to_devnull(fd: int) -> None:
+    """Point the descriptor ``fd`` at ``/dev/null`` (inheritable, as ``fd`` was)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def guard_standard_streams() -> None:
+    """Open closed standard streams on ``/dev/null``; guard their writes (see the module).
+
+    Standard error's writes never fail; standard output's fail as :class:`OutputFailed`.
+    Call once, before a command runs (:func:`tasktrace.cli.main` does). Not thread-safe:
+    replaces ``sys.stdout`` / ``sys.stderr``.
     """
     if sys.stdout is None:  # closed at start
         sys.stdout = _devnull_stream(1)
     if sys.stderr is None:
         sys.stderr = _devnull_stream(2)
+    if not isinstance(sys.stdout, _LoudWhenFailed):
+        sys.stdout = _LoudWhenFailed(sys.stdout)  # type: ignore[assignment]
     if not isinstance(sys.stderr, _QuietWhenGone):
         sys.stderr = _QuietWhenGone(sys.stderr)  # type: ignore[assignment]
 
@@ -169,11 +279,7 @@ def discard_stdout() -> None:
     Python flushes standard output at exit; what is still buffered then goes nowhere instead of
     failing with ``BrokenPipeError`` ("Exception ignored ..." and exit status 120).
     """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    finally:
-        os.close(devnull)
+    _to_devnull(sys.stdout.fileno())
 
 
 @contextmanager

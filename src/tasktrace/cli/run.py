@@ -4,18 +4,17 @@ Exit status: the command's own (``128 + N`` when killed by signal ``N``); when i
 started, 127 if it is not found and 126 if it is not executable, as a shell's; 2 when the
 ``--file`` cannot be written before the command runs (it does not run);
 125 (:data:`UNWRITTEN_EXIT`) when it could not be written at the end, after the command ran.
+Signals sent to ``run`` are passed on to the command (:mod:`tasktrace.cli.run_signals`); the
+task is finished and its file written whatever the terminal does (hung up, standard error on a
+full disk: :mod:`tasktrace.cli.boundary`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
-import signal
-import subprocess
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +25,12 @@ from tasktrace.cli.live import LivePanel
 from tasktrace.cli.meters_note import print_note, run_note
 from tasktrace.cli.outputs import Output, OutputPath
 from tasktrace.cli.render import command_note, output_console, render_tree
-from tasktrace.cli.run_child import die_with_parent
+from tasktrace.cli.run_child import die_with_parent, start
 from tasktrace.cli.run_cpu import cpu_in_no_task, waited_descendants_cpu_s
 from tasktrace.cli.run_label import default_label
+from tasktrace.cli.run_signals import Forwarder, forward_signals, outcome
 from tasktrace.core.redact import redact_argv
-from tasktrace.core.status import TaskStatus, exit_status_error, start_failure
+from tasktrace.core.status import TaskStatus, start_failure
 from tasktrace.meters.process import MAXRSS_UNIT
 from tasktrace.task import Task
 from tasktrace.task.processes import child_environment
@@ -49,11 +49,6 @@ UNWRITTEN_EXIT = 125
 command ran): tasktrace's own failure, 125 as for ``env``, ``nohup`` and ``timeout``."""
 
 
-_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-"""Signals that ask a command to stop (Ctrl-C, a job manager, a closed terminal): a command
-that ends by one of them is CANCELLED, not FAILED."""
-
-
 @dataclass
 class _Ended:
     """How the command ended, filled in as it happens so that no way out loses it.
@@ -62,7 +57,7 @@ class _Ended:
         returncode: Popen's return code (``-N``: killed by signal ``N``), once reaped.
         usage: The command's own ``wait4`` resource usage, once reaped.
         stopped_by: The first stop signal ``tasktrace run`` received and passed on to the
-            command (SIGTERM, SIGHUP; SIGINT only before the command started), if any.
+            command (:data:`~tasktrace.cli.run_signals.STOP_SIGNALS`), if any.
         waited_s: CPU seconds of the descendants the command waited for (inside ``usage``),
             read before it was reaped; ``None`` when not known
             (:func:`~tasktrace.cli.run_cpu.waited_descendants_cpu_s`).
@@ -74,14 +69,18 @@ class _Ended:
     waited_s: float | None = None
 
 
-def _run_command(argv: list[str], ended: _Ended, live: LivePanel | None = None) -> None:
+def _run_command(
+    argv: list[str], ended: _Ended, forward: Forwarder, live: LivePanel | None = None
+) -> None:
     """Run ``argv`` to its end; record its return code and ``wait4`` usage in ``ended``.
 
     The return code is :class:`subprocess.Popen`'s: the exit status, or ``-N`` when the command
-    was killed by signal ``N``. A Ctrl-C (``SIGINT`` to the process group) reaches the command
-    too; this process waits for the command to end, which decides the outcome. Stop signals
-    sent to this process are handled from before the command starts until it is reaped (see
-    :func:`_forward_signals`), so none interrupts the wait and the usage is always recorded.
+    was killed by signal ``N``. A Ctrl-C (the terminal's ``SIGINT`` to its foreground group)
+    reaches the command too; this process waits for the command to end, which decides the
+    outcome. Signals sent to this process are passed on by ``forward``, and the command is
+    started in a group of its own where ``forward`` says so (see
+    :mod:`~tasktrace.cli.run_signals`), so none interrupts the wait and the usage is always
+    recorded.
 
     ``os.wait4`` gives the usage of this child (and of the descendants it waited for) alone,
     unlike ``RUSAGE_CHILDREN``, which sums every child this process ever reaped. With ``live``,
@@ -91,131 +90,32 @@ def _run_command(argv: list[str], ended: _Ended, live: LivePanel | None = None) 
         OSError: The command cannot be started.
     """
     env = child_environment() if live is None else live.child_environment(child_environment())
-    with _forward_signals() as forward:
-        tied = die_with_parent()  # no orphan if we are SIGKILLed (PLW1509: see run_child)
-        if live is None:
-            proc = subprocess.Popen(argv, env=env, preexec_fn=tied)  # noqa: S603, PLW1509
-        else:  # its output goes through a pseudo-terminal, relayed above the panel
-            fd = live.open_output()
-            try:
-                proc = subprocess.Popen(argv, env=env, stdout=fd, stderr=fd, preexec_fn=tied)  # noqa: S603, PLW1509
-            finally:
-                os.close(fd)
-        forward.started(proc.pid)
-        if live is not None:
-            live.start(proc.pid)
-        try:  # ended but not reaped: its pid cannot be another process's until wait4 below
-            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-            forward.ended()
-            ended.waited_s = waited_descendants_cpu_s(proc.pid)  # the zombie's, before wait4
-            _, wait_status, ended.usage = os.wait4(proc.pid, 0)
-        except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): no usage to give
-            forward.ended()
-            proc.wait()
-        else:
-            proc.returncode = os.waitstatus_to_exitcode(wait_status)
-        ended.returncode = proc.returncode
-        ended.stopped_by = forward.stopped_by
-
-
-def _outcome(returncode: int) -> tuple[TaskStatus, int, str | None]:
-    """Return the status, exit status and error to record for a command's ``returncode``.
-
-    The command is CANCELLED when it was stopped on request: killed by one of
-    :data:`_STOP_SIGNALS` (SIGINT, SIGTERM, SIGHUP), or exiting with ``128 + N`` for one of them
-    (130 after handling Ctrl-C itself, as shells and many programs do). Any other non-zero
-    status is FAILED (a plain exit with the error ``"exit status N"``), including death by any
-    other signal (a crash by SIGSEGV or SIGABRT, SIGKILL from the out-of-memory killer).
-    ``returncode`` is Popen's (``-N``: killed by ``N``);
-    the exit status is ``128 + N`` then, as a shell reports it.
-    """
-    if returncode == 0:
-        return TaskStatus.FINISHED, 0, None
-    signum = -returncode if returncode < 0 else returncode - 128
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:  # not a signal number (a plain exit status), or one without a name
-        name = f"signal {signum}"
-    if returncode < 0:
-        stopped = signum in _STOP_SIGNALS
-        error = f"stopped by {name}" if stopped else f"killed by {name}"
-        return (TaskStatus.CANCELLED if stopped else TaskStatus.FAILED), 128 + signum, error
-    if signum in _STOP_SIGNALS:
-        return TaskStatus.CANCELLED, returncode, f"stopped by {name} (exit status {returncode})"
-    return TaskStatus.FAILED, returncode, exit_status_error(returncode)
-
-
-class _Forwarder:
-    """The stop signals ``tasktrace run`` received while its command runs, passed on to it."""
-
-    def __init__(self) -> None:
-        self.pid: int | None = None
-        self.stopped_by: int | None = None  # the first signal passed on to the command
-        self._pending: list[int] = []  # received before the command started
-        self._ended = False
-
-    def handle(self, signum: int, frame: object) -> None:
-        """Signal handler: pass SIGTERM and SIGHUP on; SIGINT only before the command started.
-
-        Once the command has ended a signal is left alone: it stopped nothing (and once the
-        command is reaped its pid may be another process's).
-        """
-        del frame
-        if self._ended:
-            return
-        if self.pid is None:  # the command is being started: started() passes it on
-            self._pending.append(signum)
-        elif signum != signal.SIGINT:  # a terminal's Ctrl-C reaches the whole group already
-            self._forward(self.pid, signum)
-
-    def started(self, pid: int) -> None:
-        """Have signals go to the command ``pid`` from now on, those received before too."""
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:  # no handler runs in between: each signal is passed on once, none is lost
-            self.pid = pid
-            for signum in self._pending:
-                self._forward(pid, signum)
+    tied = die_with_parent()  # no orphan if we are SIGKILLed (PLW1509: see run_child)
+    if live is None:
+        proc = start(argv, env=env, preexec_fn=tied, own_group=forward.own_group)
+    else:  # its output goes through a pseudo-terminal, relayed above the panel
+        fd = live.open_output()
+        try:
+            proc = start(
+                argv, env=env, stdout=fd, stderr=fd, preexec_fn=tied, own_group=forward.own_group
+            )
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-    def ended(self) -> None:
-        """Pass nothing on from now: the command has ended (call it before reaping it)."""
-        self._ended = True
-
-    def _forward(self, pid: int, signum: int) -> None:
-        if self.stopped_by is None:
-            self.stopped_by = signum
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-
-
-@contextlib.contextmanager
-def _forward_signals() -> Iterator[_Forwarder]:
-    """Handle the stop signals sent to ``tasktrace run`` from before its command starts.
-
-    A job manager (``docker stop``, Slurm, systemd) signals the process it started: SIGTERM
-    and SIGHUP are passed on to the command (:meth:`_Forwarder.started` gives its pid), which
-    lets it stop cleanly while ``run`` waits for it and records it, usage included, as
-    CANCELLED. SIGINT is recorded, not passed on (a terminal's Ctrl-C already reaches the whole
-    process group; the command's own outcome decides), unless it came before the command
-    started. No handler raises, so none can interrupt the wait and lose the command's usage.
-    A signal this process ignores (``nohup``'s SIGHUP, a background job's SIGINT) stays ignored,
-    for the command too. Main thread only (elsewhere nothing is installed).
-    """
-    forwarder = _Forwarder()
-    if threading.current_thread() is not threading.main_thread():
-        yield forwarder
-        return
-    previous = {
-        sig: signal.signal(sig, forwarder.handle)
-        for sig in sorted(_STOP_SIGNALS)
-        if signal.getsignal(sig) is not signal.SIG_IGN
-    }
-    try:
-        yield forwarder
-    finally:
-        for sig, handler in previous.items():  # None: set outside Python, the default then
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            os.close(fd)
+    forward.started(proc.pid)
+    if live is not None:
+        live.start(proc.pid)
+    try:  # ended but not reaped: its pid cannot be another process's until wait4 below
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        forward.ended()
+        ended.waited_s = waited_descendants_cpu_s(proc.pid)  # the zombie's, before wait4
+        _, wait_status, ended.usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): no usage to give
+        forward.ended()
+        proc.wait()
+    else:
+        proc.returncode = os.waitstatus_to_exitcode(wait_status)
+    ended.returncode = proc.returncode
+    ended.stopped_by = forward.stopped_by
 
 
 def _child_peak_rss(usage: resource.struct_rusage, task: Task) -> int | None:
@@ -295,18 +195,25 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     record_argv: bool,
     command: Sequence[str],
 ) -> None:
-    """Run COMMAND as a task and exit with its status.
+    r"""Run COMMAND as a task and exit with its status.
 
     tasktrace's options come first: everything from the first argument that is not one of
     them (the command) on is passed to the command untouched, options included. A leading --
     is allowed and dropped.
 
-    The run is finished when the command exits 0; cancelled when it was stopped on request:
-    killed by SIGINT (Ctrl-C), SIGTERM or SIGHUP, or exiting with 128 + one of them (130 after
-    handling Ctrl-C itself), or when tasktrace run itself got SIGTERM or SIGHUP (passed on to
-    the command) unless the command still exited 0; failed otherwise, including a crash by any
-    other signal (SIGSEGV, SIGKILL). The exit status is recorded as exit_code and shown by
-    tasktrace show when non-zero.
+    The exit status is always the command's own (128 + N when killed by signal N). The run is
+    finished when the command exits 0; cancelled when it was stopped on request: killed by
+    SIGINT (Ctrl-C), SIGTERM, SIGHUP or SIGQUIT (Ctrl-\), or exiting with 128 + one of them
+    (130 after handling Ctrl-C itself), or exiting non-zero after tasktrace run passed one of
+    them on; failed otherwise, including a crash by any other signal (SIGSEGV, SIGKILL). The
+    exit status is recorded as exit_code and shown by tasktrace show when non-zero.
+
+    Signals sent to tasktrace run are passed on to the command, which decides: SIGTERM,
+    SIGHUP, SIGUSR1, SIGUSR2, SIGALRM, and SIGINT and SIGQUIT unless they came from the
+    terminal (tasktrace run in its terminal's foreground: Ctrl-C and Ctrl-\ reach the command
+    already). The task file is written whatever ended the run, also when the terminal went
+    away (a dropped ssh connection); output that cannot be written (a hung-up terminal, a full
+    disk) never changes the exit status.
 
     The command gets TRACEPARENT in its environment, so a Python program using tasktrace joins
     this task's trace. CPU time and peak RSS of the command (reaped child processes) are
@@ -323,7 +230,8 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     the task file as the root's meters data, so that show and report can say them later. A
     command that cannot be started gets one error line instead, with the exit status a shell
     gives: 127 when it is not found, 126 when it is not executable (or is a folder); the
-    --file still records the run, failed.
+    --file still records the run, failed. An executable script without its #! line is run
+    with /bin/sh, as env, time and shells run it.
 
     The --file is checked before the command runs: a missing or read-only folder stops the run
     there with one error line (exit status 2). If it cannot be written at the end (the folder
@@ -346,17 +254,18 @@ def run(  # noqa: PLR0917 - click passes one parameter per option (by name)
     ended = _Ended()
     not_started: tuple[str, int] | None = None  # why the command could not start, its status
     live = LivePanel.for_run(task, quiet=quiet)  # only on a terminal
-    try:
-        _run_command(argv, ended, live)
-    except OSError as e:
-        shown = redact_argv(argv[:1])[0]  # as in the label: API_KEY=... is no program
-        not_started = start_failure(argv[0], e, shown)
-    except KeyboardInterrupt:  # Ctrl-C before the command started or after it ended
-        ended.stopped_by = ended.stopped_by or signal.SIGINT
-    finally:  # whatever ended the run, what is known of the command is recorded
-        if live is not None:
-            live.stop()
-        code = _record_end(task, ended, not_started)
+    with forward_signals() as forward:  # until the record is written: no signal loses it
+        try:
+            _run_command(argv, ended, forward, live)
+        except OSError as e:
+            shown = redact_argv(argv[:1])[0]  # as in the label: API_KEY=... is no program
+            not_started = start_failure(argv[0], e, shown)
+        finally:  # whatever ended the run (the terminal gone too), the command is recorded
+            try:
+                if live is not None:
+                    live.stop()
+            finally:
+                code = _record_end(task, ended, not_started)
     if not_started is not None:  # the error alone: no tree, no energy note before it
         click.echo(f"Error: {not_started[0]}", err=True)  # as click's own errors
         sys.exit(not_started[1])
@@ -374,11 +283,8 @@ def _record_end(task: Task, ended: _Ended, not_started: tuple[str, int] | None) 
     """Finish ``task`` with how the command ended, its usage included; return the exit status."""
     if not_started is not None:
         status, (task.error, code) = TaskStatus.FAILED, not_started
-    elif ended.stopped_by is not None and ended.returncode != 0:  # exit 0: it chose to finish
-        status, code = TaskStatus.CANCELLED, 128 + ended.stopped_by
-        task.error = f"stopped by {signal.Signals(ended.stopped_by).name}"
-    elif ended.returncode is not None:
-        status, code, task.error = _outcome(ended.returncode)
+    elif ended.returncode is not None:  # the exit status is the command's own, always
+        status, code, task.error = outcome(ended.returncode, ended.stopped_by)
     else:  # cannot happen: the command was started, so it was reaped
         status, code = TaskStatus.FAILED, 1
     if ended.usage is not None:

@@ -26,12 +26,19 @@ hooks, as ``multiprocessing``'s forks do; tasktrace's hooks renew their locks in
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["PARENT_DEATH_SIGNAL", "die_with_parent"]
+__all__ = ["PARENT_DEATH_SIGNAL", "SHELL", "die_with_parent", "start"]
+
+SHELL = "/bin/sh"
+"""The shell that runs an executable file without ``#!`` (see :func:`start`)."""
 
 PARENT_DEATH_SIGNAL = signal.SIGTERM
 """The signal the command gets when ``tasktrace run`` dies first (Linux)."""
@@ -69,5 +76,53 @@ def die_with_parent() -> Callable[[], None] | None:
         prctl(_PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
         if os.getppid() != parent:  # the wrapper died before prctl: nobody will signal us
             os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def start(
+    argv: list[str],
+    *,
+    own_group: bool = False,
+    preexec_fn: Callable[[], None] | None = None,
+    **options: Any,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as :class:`subprocess.Popen` does, and as ``execvp`` a script without ``#!``.
+
+    An executable file the kernel cannot run (``ENOEXEC``: a shell script without its ``#!``
+    line) is run by :data:`SHELL` (``sh FILE ARGS``), as POSIX's ``execvp`` does and so
+    ``env``, ``time``, ``nohup`` and every shell: it is started again that way.
+
+    Args:
+        argv: The command and its arguments.
+        own_group: Start the command in a process group of its own (``setpgid``), so that a
+            signal sent to ``tasktrace run``'s group reaches it once, passed on by ``run``
+            (see :mod:`tasktrace.cli.run_signals`), not also straight from the sender.
+        preexec_fn: Run in the child before ``exec`` (after ``setpgid``).
+        **options: Passed to :class:`subprocess.Popen`.
+
+    Raises:
+        OSError: The command cannot be started (by :data:`SHELL` either, for a script).
+    """
+    if own_group:
+        preexec_fn = _in_own_group(preexec_fn)
+    try:
+        return subprocess.Popen(argv, preexec_fn=preexec_fn, **options)  # noqa: S603, PLW1509
+    except OSError as e:
+        if e.errno != errno.ENOEXEC:
+            raise
+        path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        if path is None:
+            raise
+        return subprocess.Popen([SHELL, path, *argv[1:]], preexec_fn=preexec_fn, **options)  # noqa: S603, PLW1509
+
+
+def _in_own_group(then: Callable[[], None] | None) -> Callable[[], None]:
+    """Return a ``preexec_fn`` that moves the child to a new process group, then runs ``then``."""
+
+    def preexec() -> None:
+        os.setpgid(0, 0)
+        if then is not None:
+            then()
 
     return preexec
