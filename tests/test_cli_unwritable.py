@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from tasktrace import Task, TaskStatus
+from tasktrace.core.lines import printable
 
 from .cli_helpers import run_cli
-from .export_helpers import file_warnings
+from .export_helpers import clean_env, file_warnings
 
 
 @pytest.fixture
@@ -146,3 +147,31 @@ def test_the_report_function_refuses_a_read_only_folder_before_reading_the_runs(
     with pytest.raises(OSError, match="cannot be written") as raised:
         report(missing, folder / "r.html")
     assert str(raised.value) == f"{folder / 'r.html'}: cannot be written: {reason}"
+
+
+def test_run_file_names_in_its_errors_are_escaped(tmp_path: Path) -> None:
+    """A file name holding a terminal escape sequence reaches the terminal escaped, not raw."""
+    folder = "runs\x1b[2J"
+    (tmp_path / folder).mkdir()
+    path = f"{folder}/x.json"
+    command = 'mv "$D" moved && echo mine > "$D"'
+    done = run_cli(["run", "-f", path, "--", "sh", "-c", command], tmp_path, clean_env(D=folder))
+    assert done.returncode == 125, done.stderr
+    assert "\x1b" not in done.stderr
+    assert _error_lines(done.stderr)[-1].startswith(f"Error: {printable(path)}: cannot be written")
+
+
+def test_run_file_does_not_replace_a_runs_otlp_json_lines(tmp_path: Path) -> None:
+    """`run -f spans.jsonl` over OTLP JSON lines (a run's record): refused before the command."""
+    source = tmp_path / "run.json"
+    with Task("run", file=source):
+        pass
+    spans = tmp_path / "spans.jsonl"
+    exported = run_cli(["export", str(source), "--format", "otlp-json", "-o", str(spans)], tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    before = spans.read_bytes()
+    done = run_cli(["run", "-f", str(spans), "--", "sh", "-c", "echo ran > ran"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "OTLP JSON lines" in done.stderr
+    assert spans.read_bytes() == before
+    assert not (tmp_path / "ran").exists()  # refused before the command ran

@@ -34,7 +34,14 @@ from tasktrace.core.status import TaskStatus, start_failure
 from tasktrace.meters.process import MAXRSS_UNIT
 from tasktrace.task import Task
 from tasktrace.task.processes import child_environment
-from tasktrace.tree.files import check_folder, check_replaceable, check_writable, last_error
+from tasktrace.tree.file_kinds import TASK_FILE
+from tasktrace.tree.files import (
+    check_folder,
+    check_replaceable,
+    check_writable,
+    last_error,
+    shown,
+)
 from tasktrace.tree.meters_record import record_meters
 from tasktrace.tree.spool import reported_peak_rss
 
@@ -152,13 +159,13 @@ def _start_task(
     if file is not None:
         try:
             check_folder(file)
-            check_replaceable(file, force=force, override=FORCE_HINT)  # with the CLI's hint
+            check_replaceable(file, force=force, override=FORCE_HINT, writes=TASK_FILE)
             check_writable(file)  # else the write below would only warn
             task.save_to_file(file, force=True)  # checked just above
         except OSError as e:  # a missing folder, a user's file: one line, before the command
             raise click.ClickException(str(e)) from None
         if (reason := last_error(file)) is not None:  # it became unwritable just now
-            raise click.ClickException(f"{file}: cannot be written: {reason}")
+            raise click.ClickException(f"{shown(file)}: cannot be written: {reason}")
     task.start()  # builds and checks the meters (once a process): record which can measure
     record_meters(task)  # done at the start already when there is a --file
     return task
@@ -303,4 +310,5 @@ def _unwritten(path: Path, reason: str, code: int) -> str:
         if os.path.lexists(path)
         else "there is no file"
     )
-    return f"{path}: cannot be written: {reason}; {held} (the command's exit status: {code})"
+    where = shown(path)
+    return f"{where}: cannot be written: {reason}; {held} (the command's exit status: {code})"
