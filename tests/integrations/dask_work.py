@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +42,20 @@ def spin_in_task(label: str, seconds: float) -> str:
     """Run ``Task(label)`` for about ``seconds`` of CPU; return the worker's address."""
     with Task(label):
         busy_cpu(seconds)
+    return str(get_worker().address)
+
+
+def spin_until(label: str, seconds: float, marker: str, timeout_s: float = 60.0) -> str:
+    """Run ``Task(label)`` for ``seconds`` of CPU, then until ``marker`` exists (spinning).
+
+    Returns the worker's address. Lets a test act while the task surely runs (a task of fixed
+    length may end first on a quiet machine).
+    """
+    with Task(label):
+        busy_cpu(seconds)
+        deadline = time.monotonic() + timeout_s
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            busy_cpu(0.01)
     return str(get_worker().address)
 
 

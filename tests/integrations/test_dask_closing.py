@@ -45,11 +45,18 @@ def test_a_retired_worker_sends_the_records_of_the_work_it_ran(tmp_path: Path) -
         address = sorted(c.scheduler_info()["workers"])[0]
         with Task("driver", file=out) as driver:
             c.submit(dask_work.spin_in_task, "short", 0.05, workers=[address]).result()
+            marker = tmp_path / "retired"  # "long" runs on until the worker was retired
             long = c.submit(
-                dask_work.spin_in_task, "long", 0.5, workers=[address], allow_other_workers=True
+                dask_work.spin_until,
+                "long",
+                0.5,
+                str(marker),
+                workers=[address],
+                allow_other_workers=True,
             )
             _wait_until(lambda: any(t.label == "long" for t in driver.subtasks))  # seen running
             assert c.retire_workers([address])
+            marker.touch()
             assert long.result() != address  # the run Dask started again on the other worker
             _wait_until(  # the retired worker's run may end after the other one
                 lambda: (
