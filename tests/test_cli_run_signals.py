@@ -31,13 +31,13 @@ def _default_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-def _signal_run(folder: Path, signum: int, script: str) -> tuple[int, dict[str, object]]:
-    """Run ``tasktrace run -f run.json -- sh -c SCRIPT``; once it touched ``ready``, signal run.
+def _started_run(folder: Path, command: list[str]) -> subprocess.Popen[bytes]:
+    """Start ``tasktrace run -f run.json -- COMMAND`` (no terminal); return once it set up.
 
-    Returns run's exit status and the task file. SCRIPT must touch ``ready`` when set up.
+    COMMAND must touch ``ready`` in ``folder`` when set up.
     """
     proc = subprocess.Popen(
-        [*_CLI, "run", "-q", "-f", "run.json", "--", "sh", "-c", script],
+        [*_CLI, "run", "-q", "-f", "run.json", "--", *command],
         cwd=folder,
         env=clean_env(),
         start_new_session=True,
@@ -47,6 +47,15 @@ def _signal_run(folder: Path, signum: int, script: str) -> tuple[int, dict[str, 
     while not (folder / "ready").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (folder / "ready").exists(), "the command never started"
+    return proc
+
+
+def _signal_run(folder: Path, signum: int, script: str) -> tuple[int, dict[str, object]]:
+    """Run ``tasktrace run -f run.json -- sh -c SCRIPT``; once it touched ``ready``, signal run.
+
+    Returns run's exit status and the task file. SCRIPT must touch ``ready`` when set up.
+    """
+    proc = _started_run(folder, ["sh", "-c", script])
     proc.send_signal(signum)
     code = proc.wait(timeout=30)
     return code, json.loads((folder / "run.json").read_text())
@@ -158,17 +167,7 @@ def test_sigint_to_runs_whole_group_without_a_terminal_reaches_the_command_once(
     signal and passes it on. Seen failing (count 2) with the command in run's group.
     """
     (tmp_path / "child.py").write_text(_COUNTS_SIGINT)
-    proc = subprocess.Popen(
-        [*_CLI, "run", "-q", "-f", "run.json", "--", sys.executable, "child.py"],
-        cwd=tmp_path,
-        env=clean_env(),
-        start_new_session=True,
-        preexec_fn=_default_signals,  # noqa: PLW1509 - a test; no threads fork here
-    )
-    deadline = time.monotonic() + _START_S
-    while not (tmp_path / "ready").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (tmp_path / "ready").exists(), "the command never started"
+    proc = _started_run(tmp_path, [sys.executable, "child.py"])
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=60) == 0
     assert (tmp_path / "count").read_text() == "1"
