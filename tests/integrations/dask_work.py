@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Any
 
 from distributed import Client, LocalCluster, get_client, get_worker, worker_client
 
-from tasktrace import Task
+from tasktrace import Task, TaskStatus
 from tasktrace.integrations.dask import setup
 
 from .engine_workers import busy_cpu, square_in_task
@@ -109,3 +110,22 @@ def fail_before(counter: str, failures: int) -> str:
         if n < failures:
             raise RuntimeError(f"flake {n}")
         return str(get_worker().address)
+
+
+def check_closed_with_work_running(
+    records: list[logging.LogRecord], driver: Task, out: Path, squares: list[str]
+) -> None:
+    """Check a client closed while ``slow`` ran: one warning, ``squares`` done, ``slow`` failed.
+
+    Checks the driver's tree and its file ``out`` alike.
+    """
+    lost = [r for r in records if "still running" in r.getMessage()]
+    assert len(lost) == 1
+    assert "1 Dask task" in lost[0].getMessage()
+    saved = Task.model_validate_json(out.read_text())
+    for tree in (driver, saved):
+        by_label = {t.label: t for t in tree.subtasks}
+        assert sorted(by_label) == sorted(["slow", *squares])
+        assert all(by_label[label].status is TaskStatus.FINISHED for label in squares)
+        assert by_label["slow"].status is TaskStatus.FAILED
+        assert "client closed" in (by_label["slow"].error or "")

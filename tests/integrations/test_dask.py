@@ -68,16 +68,7 @@ def test_client_closed_while_work_runs_warns_and_fails_its_record(
         while time.monotonic() < deadline and not any(t.label == "slow" for t in driver.subtasks):
             time.sleep(0.05)  # the running task's first snapshot arrives
         caplog.clear()
-    lost = [r for r in caplog.records if "still running" in r.getMessage()]
-    assert len(lost) == 1
-    assert "1 Dask task" in lost[0].getMessage()
-    saved = Task.model_validate_json(out.read_text())
-    for tree in (driver, saved):
-        by_label = {t.label: t for t in tree.subtasks}
-        assert sorted(by_label) == ["slow", "square 3"]
-        assert by_label["square 3"].status is TaskStatus.FINISHED
-        assert by_label["slow"].status is TaskStatus.FAILED
-        assert "client closed" in (by_label["slow"].error or "")
+    dask_work.check_closed_with_work_running(caplog.records, driver, out, ["square 3"])
 
 
 def test_final_attempt_lost_with_its_worker_is_failed(tmp_path: Path) -> None:
