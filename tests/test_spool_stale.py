@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tasktrace.tree.spool_owners import owner_id, sweep
 
@@ -178,7 +179,9 @@ def test_a_reused_pid_is_not_taken_for_the_writer(tmp_path: Path) -> None:
     """
     live, parent = owner_id(), uuid.uuid4()
     machine, pid, start = live.split("-")
-    reused = f"{machine}-{pid}-{int(start) - 3_600_000}"  # an hour earlier: another process
+    # started at another time: another process that had this pid (ticks are exact, ms within 2 s)
+    other = f"t{int(start[1:]) + 1}" if start.startswith("t") else str(int(start) - 3_600_000)
+    reused = f"{machine}-{pid}-{other}"
     kept = [
         _record(tmp_path, live, parent, "live"),
         _record(tmp_path, f"00000000-{pid}-{start}", parent, "another machine"),
@@ -215,3 +218,34 @@ def test_records_of_a_finished_parent_go_unreported_and_a_running_parent_keeps_i
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [
         f".parent-{running}.{owner_id()}"
     ]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="clock ticks since boot: Linux")
+def test_a_step_of_the_system_clock_does_not_make_a_running_writer_look_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer is named by its start in ticks since boot, which no clock step moves.
+
+    ``psutil``'s start time adds the boot time from ``/proc/stat``, which is the wall clock less
+    the uptime: an NTP step or a resumed virtual machine moves it, and every running writer
+    looked ended (their records swept before their parent merged them). The step is stood in
+    for by moving the boot time psutil reads by an hour after the ids were made.
+    """
+    import psutil._pslinux  # the Linux reading this test moves
+
+    live, parent = owner_id(), uuid.uuid4()  # made before the step
+    script = "from tasktrace.tree.spool_owners import owner_id; print(owner_id(), flush=True); import sys; sys.stdin.read()"
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout is not None
+        child_id = child.stdout.readline().strip()
+        records = [_record(tmp_path, live, parent, "this process's")]
+        records.append(_record(tmp_path, child_id, parent, "a running child's"))
+        booted = psutil.boot_time()
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: booted + 3600.0)
+        assert psutil.Process(child.pid).create_time() > booted + 3600  # the step is seen
+        kept = sweep(tmp_path)
+        child.communicate("")
+    assert kept == []
+    assert all(path.exists() for path in records)

@@ -4,8 +4,11 @@ Every file tasktrace puts in a spool folder (:mod:`tasktrace.tree.spool`) names 
 owns it, as :func:`owner_id` gives it: ``<machine>-<pid>-<start>``, where ``machine`` is a
 hash of the host name, the kernel's boot id and the process's pid namespace (so that a pid is
 only ever compared on the machine, boot and container where it means that process) and
-``start`` the process's start time (``psutil.Process.create_time``, in ms), so that a pid
-reused by another process is not taken for the one that wrote the file:
+``start`` the process's start time, so that a pid reused by another process is not taken for
+the one that wrote the file. On Linux ``start`` is ``t<ticks>``: the clock ticks from boot to
+the process's start (field 22 of ``/proc/<pid>/stat``), which no step of the system clock
+moves (an NTP correction, a resumed virtual machine); elsewhere it is
+``psutil.Process.create_time`` in ms, compared within 2 s:
 
 - ``<task_id>.<owner>.json``: a subprocess root's record, written by its process;
 - ``.parent-<task_id>.<owner>``: the process ``owner`` merges the records whose parent is
@@ -35,6 +38,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -48,7 +52,7 @@ DONE: Final = "done"
 """The owner part of a ``.parent-`` marker whose task finished (nobody merges it any more)."""
 _FAILING: Final = ".export-failing-"
 _START_TOLERANCE_MS: Final = 2000
-"""Start times closer than this are one process (the boot time psutil adds may move by 1 s)."""
+"""Start times in ms closer than this are one process (psutil's boot time may move by 1 s)."""
 
 _own: tuple[int, str] | None = None  # (pid, owner id): recomputed in a forked child
 
@@ -65,8 +69,30 @@ def _machine() -> str:
 _MACHINE: Final = _machine()
 
 
+def _linux_start(pid: int) -> str | None:
+    """Return ``t<ticks>`` of ``pid`` from ``/proc/<pid>/stat`` (``None``: gone or a zombie).
+
+    Raises ``OSError`` when there is no ``/proc`` to read (not Linux).
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        if Path("/proc/self/stat").exists():
+            return None  # /proc works: no such process
+        raise
+    # "pid (comm) state ... starttime(22nd)": comm may hold spaces and parentheses
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] == b"Z":
+        return None  # ended: it writes and merges nothing any more
+    return f"t{int(fields[19])}"
+
+
 def _start_ms(pid: int) -> int | None:
-    """Return the start time of ``pid`` in ms (``None``: no such process or a zombie)."""
+    """Return the start time of ``pid`` in ms since the epoch (``None``: gone or a zombie).
+
+    From ``psutil.Process.create_time``, which moves with the system clock: only where there
+    is no ``/proc``.
+    """
     import psutil  # noqa: PLC0415 - only where a spool folder is used
 
     try:
@@ -78,14 +104,29 @@ def _start_ms(pid: int) -> int | None:
         return None
 
 
+_HAS_PROC: Final = sys.platform.startswith("linux") and Path("/proc/self/stat").exists()
+
+
+def _start(pid: int) -> str | None:
+    """Return the ``start`` part of ``pid``'s owner id (``None``: no such process or a zombie)."""
+    if _HAS_PROC:
+        return _linux_start(pid)
+    start = _start_ms(pid)
+    return None if start is None else str(start)
+
+
 def owner_id() -> str:
-    """Return this process's owner id, ``<machine>-<pid>-<start ms>`` (see the module)."""
+    """Return this process's owner id, ``<machine>-<pid>-<start>`` (see the module).
+
+    Computed once per process (again in a forked child); ``start`` is ``x`` when it cannot be
+    read, an id that :func:`is_gone` never takes for ended.
+    """
     global _own  # noqa: PLW0603 - one per process
     pid = os.getpid()
     own = _own
     if own is None or own[0] != pid:
         try:
-            start = _start_ms(pid)
+            start = _start(pid)
         except Exception:  # noqa: BLE001 - cannot tell: an id no check will take for ended
             start = None
         own = _own = (pid, f"{_MACHINE}-{pid}-{start if start is not None else 'x'}")
@@ -100,11 +141,15 @@ def is_gone(owner: str) -> bool:
     """
     machine, _, rest = owner.partition("-")
     pid_text, _, start_text = rest.partition("-")
-    if machine != _MACHINE or not pid_text.isdigit() or not start_text.isdigit():
+    if machine != _MACHINE or not pid_text.isdigit():
         return False
     try:
-        start = _start_ms(int(pid_text))
-    except Exception:  # noqa: BLE001 - access denied and such: it may run
+        if start_text[:1] == "t" and start_text[1:].isdigit():
+            return _linux_start(int(pid_text)) != start_text  # exact: ticks never move
+        if not start_text.isdigit():
+            return False
+        start = _start_ms(int(pid_text))  # an older tasktrace's id, or no /proc
+    except Exception:  # noqa: BLE001 - access denied, no /proc and such: it may run
         return False
     return start is None or abs(start - int(start_text)) > _START_TOLERANCE_MS
 
