@@ -234,7 +234,10 @@ def test_a_step_of_the_system_clock_does_not_make_a_running_writer_look_ended(
     import psutil._pslinux  # the Linux reading this test moves
 
     live, parent = owner_id(), uuid.uuid4()  # made before the step
-    script = "from tasktrace.tree.spool_owners import owner_id; print(owner_id(), flush=True); import sys; sys.stdin.read()"
+    script = (
+        "import sys; from tasktrace.tree.spool_owners import owner_id\n"
+        "print(owner_id(), flush=True); sys.stdin.read()"
+    )
     with subprocess.Popen(
         [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     ) as child:
