@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from tasktrace.testing import install_test_provider, task_spans
 
 from .export_helpers import clean_env
 from .otlp_receivers import otlp_grpc_receiver, otlp_http_receiver
+from .suite_tmp import SUITE_TMP
 
 __all__ = ["otlp_grpc_receiver", "otlp_http_receiver", "task_spans"]
 
@@ -31,6 +33,12 @@ set_raise_errors(True)  # internal errors fail the test that hit them
 # (`sh -c 'kill -HUP $$'` then exits 0, a `run` told SIGHUP runs on): start from the default.
 if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the suite's temporary folder (:mod:`tests.suite_tmp`)."""
+    del config
+    shutil.rmtree(SUITE_TMP, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

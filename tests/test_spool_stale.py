@@ -10,9 +10,11 @@ real spool folders (private ones under a test ``TMPDIR``, and named ones, ``TASK
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 from tasktrace.tree.spool_owners import owner_id, sweep
 
 from .export_helpers import clean_env
+from .suite_tmp import SYSTEM_TMP
 
 COMMAND = """
 import os, signal, sys, time
@@ -252,3 +255,24 @@ def test_a_step_of_the_system_clock_does_not_make_a_running_writer_look_ended(
         child.communicate("")
     assert kept == []
     assert all(path.exists() for path in records)
+
+
+def test_the_suite_keeps_to_its_own_temporary_folder() -> None:
+    """A killed run's leftovers in the machine's temporary folder never reach the tests' runs.
+
+    The suite runs in a temporary folder of its own (:mod:`tests.suite_tmp`): a private spool
+    folder that another program's killed run left in the machine's folder is neither removed
+    nor reported by the tests' ``tasktrace run`` (whose stderr many tests compare line by line).
+    Seen failing without it: a full run's ``test_a_command_that_cannot_start_gets_its_error_alone``
+    got a "removed 1 task record ('train')" line left by a killed run of another session.
+    """
+    ended = f"{owner_id().split('-')[0]}-{2**22 + 7}-1"  # no such pid (above pid_max's default)
+    planted = Path(tempfile.mkdtemp(prefix="tasktrace-spool-", dir=SYSTEM_TMP))
+    try:
+        parent = uuid.uuid4()
+        (planted / f".owner.{ended}").touch()
+        (planted / f".parent-{parent}.{ended}").touch()
+        _record(planted, ended, parent, "another program's task")
+        assert "removed" not in _next_run(clean_env())
+    finally:
+        shutil.rmtree(planted, ignore_errors=True)
