@@ -10,6 +10,7 @@ from typing import Any
 
 import tasktrace
 from tasktrace.core.carbon import measure_values
+from tasktrace.core.lines import memory_text
 from tasktrace.core.units import friendly_bytes, friendly_duration
 from tasktrace.core.views import count_tasks, label_pattern, label_totals, paused_gc
 from tasktrace.formats.energy_note import energy_facts
@@ -176,6 +177,29 @@ def test_label_totals_sum_the_measures_each_task_line_shows() -> None:
     run = label_totals(root)[0]  # the command's own figures, not tasktrace's
     assert run["total_cpu_time_s"] == root.total_cpu()
     assert run["max_peak_memory_bytes"] == root.children_peak_rss_bytes
+
+
+def test_a_command_smaller_than_tasktrace_has_no_peak_rss_in_totals_or_comparisons() -> None:
+    """The high-water mark of tasktrace itself is never given as a run command's peak RSS.
+
+    A command whose ``wait4`` peak is no larger than tasktrace's (``children_peak_rss_bytes``
+    unknown) has its line name tasktrace's peak RSS as such, and no peak in the figures that
+    ``show --totals``, ``table``, ``compare`` and ``report`` use. Seen failing: the totals gave
+    tasktrace's 62 MiB as the command's "max peak RSS" (a tester's ``sh -c 'exit 3'``).
+    """
+    root = tasktrace.Task.model_validate(
+        {
+            "label": "sh -c",
+            "status": "failed",
+            "duration": 0.02,
+            "cpu_time": 0.01,
+            "peak_memory": 65_000_000,
+            "children_cpu_time_s": 0.001,
+        }
+    )
+    assert measure_values(root)["peak_memory_bytes"] is None
+    assert label_totals(root)[0]["max_peak_memory_bytes"] is None
+    assert f"tasktrace's peak RSS {friendly_bytes(65_000_000)}" in memory_text(root)
 
 
 def test_energy_facts_and_task_counts_cover_every_task() -> None:

@@ -210,13 +210,15 @@ def usage_values(task: TaskRecord) -> tuple[float | None, float | None, int | No
     The three measures that need no energy or carbon intensity, for walks over every task of a
     large tree (``show --totals``: a tuple, not :func:`measure_values`' dict of nine).
     ``cpu_time_s`` is :meth:`~tasktrace.Task.total_cpu`; ``peak_memory_bytes`` a ``tasktrace
-    run`` command's own peak RSS (``children_peak_rss_bytes``) where it is recorded, else the
-    task's ``peak_memory``. ``None`` where not measured. Reads the task's fields only
+    run`` command's own peak RSS (``children_peak_rss_bytes``), ``None`` where that is unknown
+    (a command no larger than tasktrace: the root's ``peak_memory`` is tasktrace's, never
+    given as the command's), else the task's ``peak_memory``. ``None`` where not measured. Reads the task's fields only
     (thread-safe on a finished task).
     """
     d = task.__dict__  # the fields as stored: this runs for every task of a large tree
-    command = d["children_peak_rss_bytes"]
-    peak = command if command is not None else d["peak_memory"]
+    peak = d["children_peak_rss_bytes"]
+    if peak is None and d["children_cpu_time_s"] is None:  # not a command: the task's own
+        peak = d["peak_memory"]
     return d["duration"], task.total_cpu(), peak
 
 
@@ -229,8 +231,8 @@ def measure_values(
     what other processes reported below it (subprocess subtasks at any depth, a command's
     ``children_cpu_time_s`` under ``tasktrace run``), so a parent's figure includes every
     subtask's, wherever it ran. ``peak_memory_bytes`` is the task's peak RSS; for a command run
-    by ``tasktrace run``, the command's own (``children_peak_rss_bytes``) where it was recorded,
-    the root's ``peak_memory`` being tasktrace's. ``energy_j`` is :func:`total_energy_j`.
+    by ``tasktrace run``, the command's own (``children_peak_rss_bytes``), ``None`` where it was
+    not recorded (the root's ``peak_memory`` is tasktrace's). ``energy_j`` is :func:`total_energy_j`.
     ``emissions_g`` is present only when ``carbon`` knows an intensity. Values that were not
     measured are ``None``. After the measures, the flags of :data:`SHORT_TASK_FLAGS`
     (:func:`short_task_flags`; ``emissions_short_task`` with ``emissions_g``, the total's):

@@ -209,10 +209,10 @@ def memory_text(task: Task, values: Values | None = None) -> str | None:
     (``children_peak_rss_bytes``), and where that is unknown (a command no larger than
     tasktrace itself) tasktrace's, named as such.
     """
+    own = is_command(task) and task.children_peak_rss_bytes is None
     values = measure_values(task) if values is None else values
-    peak = values["peak_memory_bytes"]
+    peak = task.peak_memory if own else values["peak_memory_bytes"]
     if peak is None:
         return None
-    own = is_command(task) and task.children_peak_rss_bytes is None
     name = "tasktrace's peak RSS" if own else "peak RSS"
     return f"{name} {friendly_bytes(peak)}"
