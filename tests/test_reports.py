@@ -112,7 +112,8 @@ def test_cli_outputs_replace_their_own_earlier_output(
     """Running ``report -o`` or ``table -o X.tex`` again replaces the earlier one (no --force).
 
     A CSV table carries no mark of tasktrace's (a comment would break CSV readers): replacing
-    one still needs --force.
+    one still needs --force, and the error says so (it used to say the file was not a table
+    tasktrace wrote, when it was).
     """
     for command, name in (("report", "r.html"), ("table", "t.tex")):
         out = tmp_path / name
@@ -123,7 +124,10 @@ def test_cli_outputs_replace_their_own_earlier_output(
     out = tmp_path / "t.csv"
     assert main(["table", str(demo_runs[3]), "-o", str(out)]) == 0
     assert main(["table", str(demo_runs[5]), "-o", str(out)]) == 2
-    assert "exists" in capsys.readouterr().err
+    err = capsys.readouterr().err  # says why, not that tasktrace did not write it
+    assert "exists and a CSV table carries no mark of who wrote it" in err, err
+    assert "not a report or LaTeX table tasktrace wrote" not in err, err
+    assert "--force" in err, err
 
 
 def test_compare_lists_the_extra_epochs_as_unmatched_and_gives_ratios(

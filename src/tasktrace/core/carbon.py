@@ -212,8 +212,8 @@ def usage_values(task: TaskRecord) -> tuple[float | None, float | None, int | No
     ``cpu_time_s`` is :meth:`~tasktrace.Task.total_cpu`; ``peak_memory_bytes`` a ``tasktrace
     run`` command's own peak RSS (``children_peak_rss_bytes``), ``None`` where that is unknown
     (a command no larger than tasktrace: the root's ``peak_memory`` is tasktrace's, never
-    given as the command's), else the task's ``peak_memory``. ``None`` where not measured. Reads the task's fields only
-    (thread-safe on a finished task).
+    given as the command's), else the task's ``peak_memory``. ``None`` where not measured.
+    Reads the task's fields only (thread-safe on a finished task).
     """
     d = task.__dict__  # the fields as stored: this runs for every task of a large tree
     peak = d["children_peak_rss_bytes"]
@@ -227,17 +227,17 @@ def measure_values(
 ) -> dict[str, float | None]:
     """Every measure of one task by column name, in SI units, as ``tasktrace show`` prints it.
 
-    ``cpu_time_s`` is :meth:`~tasktrace.Task.total_cpu`: the task's own process's CPU, plus
-    what other processes reported below it (subprocess subtasks at any depth, a command's
-    ``children_cpu_time_s`` under ``tasktrace run``), so a parent's figure includes every
-    subtask's, wherever it ran. ``peak_memory_bytes`` is the task's peak RSS; for a command run
-    by ``tasktrace run``, the command's own (``children_peak_rss_bytes``), ``None`` where it was
-    not recorded (the root's ``peak_memory`` is tasktrace's). ``energy_j`` is :func:`total_energy_j`.
-    ``emissions_g`` is present only when ``carbon`` knows an intensity. Values that were not
-    measured are ``None``. After the measures, the flags of :data:`SHORT_TASK_FLAGS`
-    (:func:`short_task_flags`; ``emissions_short_task`` with ``emissions_g``, the total's):
-    whether a figure is approximate, its task shorter than its energy source's update period.
-    Reads the task's fields only (thread-safe on a finished task).
+    ``cpu_time_s`` is :meth:`~tasktrace.Task.total_cpu`: the task's own process's CPU, plus what
+    other processes reported below it (subprocess subtasks at any depth, a command's
+    ``children_cpu_time_s`` under ``tasktrace run``), so a parent's figure includes every subtask's,
+    wherever it ran. ``peak_memory_bytes`` is the task's peak RSS; for a command run by ``tasktrace
+    run``, the command's own (``children_peak_rss_bytes``), ``None`` where it was not recorded (the
+    root's ``peak_memory`` is tasktrace's). ``energy_j`` is :func:`total_energy_j`. ``emissions_g``
+    is present only when ``carbon`` knows an intensity. Values that were not measured are ``None``.
+    After the measures, the flags of :data:`SHORT_TASK_FLAGS` (:func:`short_task_flags`;
+    ``emissions_short_task`` with ``emissions_g``, the total's): whether a figure is approximate,
+    its task shorter than its energy source's update period. Reads the task's fields only
+    (thread-safe on a finished task).
     """
     parts = energy_parts(task)
     energy = math.fsum(parts.values()) if parts else None  # total_energy_j, parts computed once

@@ -30,6 +30,7 @@ LATEX_MARK: Final = b"% written by tasktrace table"
 OUTPUT_MARKS: Final = (REPORT_MARK, LATEX_MARK)
 """The marks that make an existing file an earlier tasktrace output, replaceable without asking."""
 _HEAD_BYTES: Final = 1024
+_UNMARKED_SUFFIXES: Final = (".csv", ".parquet")  # tables no mark can be written in
 
 
 def is_tasktrace_output(path: Path) -> bool:
@@ -66,9 +67,16 @@ def check_output(path: Path, replace: bool) -> None:
             raise NotADirectoryError(f"{path}: {str(path.parent)!r} is not a folder")
         raise FileNotFoundError(f"{path}: folder {str(path.parent)!r} does not exist")
     if path.exists() and not replace and not (path.is_file() and is_tasktrace_output(path)):
+        unmarked = path.suffix.lower() in _UNMARKED_SUFFIXES and path.is_file()
+        what = (
+            f" and a {path.suffix.lower()[1:].upper()} table carries no mark of who wrote it "
+            "(an earlier table of tasktrace's cannot be told from yours)"
+            if unmarked
+            else " and is not a report or LaTeX table tasktrace wrote"
+        )
         raise FileExistsError(
-            f"{path} exists and is not a report or LaTeX table tasktrace wrote; tasktrace does "
-            "not replace it unless asked (--force, or overwrite=True in Python)"
+            f"{path} exists{what}; tasktrace does not replace it unless asked (--force, or "
+            "overwrite=True in Python)"
         )
     check_writable(path)
 
