@@ -67,11 +67,10 @@ _names_option = click.option(
     multiple=True,
     help="A name for each run, in the order of the files (default: the file names).",
 )
-_force_option = click.option(
-    "--force",
-    is_flag=True,
-    help="Replace OUTPUT even when it is not empty or an earlier output of this command "
-    "(a CSV or Parquet table always needs it).",
+_FORCE_HELP = "Replace OUTPUT even when it is not empty or an earlier output of this command"
+_report_force_option = click.option("--force", is_flag=True, help=f"{_FORCE_HELP}.")
+_table_force_option = click.option(
+    "--force", is_flag=True, help=f"{_FORCE_HELP} (a CSV or Parquet table always needs it)."
 )
 _FILES = InputPath()  # a folder: one run's OTLP JSON-lines files (formats.replay)
 
@@ -145,7 +144,7 @@ def _check_output(output: Output, force: bool, inputs: Sequence[Path]) -> None:
 )
 @_names_option
 @carbon_intensity_option
-@_force_option
+@_report_force_option
 @_paused_gc
 def report(
     files: tuple[Path, ...],
@@ -297,7 +296,7 @@ def _overlap_note(
 )
 @_names_option
 @carbon_intensity_option
-@_force_option
+@_table_force_option
 @_paused_gc
 def table(  # noqa: PLR0917 - click passes one parameter per option (by name)
     files: tuple[Path, ...],

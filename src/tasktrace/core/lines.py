@@ -34,6 +34,7 @@ from tasktrace.core.units import (
 __all__ = [
     "APPROXIMATE",
     "CORES_SHOWN_ABOVE",
+    "CORES_SHOWN_FROM_S",
     "NOT_MEASURED",
     "OVERLAPPING",
     "approximate",
@@ -48,6 +49,10 @@ __all__ = [
 CORES_SHOWN_ABOVE = 1.05
 """A task line adds the mean number of busy cores (``1.9 cores``) where CPU time is more than
 this many times the duration; below it, CPU time and duration speak for themselves."""
+CORES_SHOWN_FROM_S = 0.01
+"""Shortest duration, in seconds, for which a task line gives busy cores: the CPU time of a
+shorter task (``getrusage``, read at start and finish beside the clock) is of the order of
+tasktrace's own reads, and a ratio of the two is noise (a 12 µs task showed ``1.2 cores``)."""
 
 _STATUS_STYLE = {
     TaskStatus.FINISHED: "green",
@@ -176,7 +181,8 @@ def cpu_text(task: Task, values: Values | None = None) -> str | None:
     not given): :meth:`~tasktrace.Task.total_cpu`, the task's own process's, plus its
     subprocess subtasks' and, for a command under ``tasktrace run``, the command's. Where it is
     more than :data:`CORES_SHOWN_ABOVE` times the duration (threads or processes working in
-    parallel) the mean number of busy cores is added. For a command whose subprocess subtasks
+    parallel), for a task of at least :data:`CORES_SHOWN_FROM_S`, the mean number of busy cores
+    is added. For a command whose subprocess subtasks
     report CPU (its total is more than its own and its command's: read from the figures, not
     from the subtasks, so a view that leaves them out keeps the note), the part of the
     command's CPU that none of them accounts for (``children_cpu_time_s``) is named too.
@@ -191,6 +197,7 @@ def cpu_text(task: Task, values: Values | None = None) -> str | None:
         duration  # neither 0 nor None
         and valid_measure(duration)
         and valid_measure(total)
+        and duration >= CORES_SHOWN_FROM_S
         and total > CORES_SHOWN_ABOVE * duration
     ):
         notes.append(f"{total / duration:.1f} cores")
