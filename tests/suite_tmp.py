@@ -10,12 +10,17 @@ test run, a user's script) would show up in the tests that compare stderr line b
 
 from __future__ import annotations
 
+import multiprocessing.util
 import os
 import tempfile
 from typing import Final
 
 __all__ = ["SUITE_TMP", "SYSTEM_TMP"]
 
+# multiprocessing's own folder (forkserver's socket, pool files) is made now, in the machine's
+# folder, as it would be: multiprocessing removes it at exit, after conftest.py removed the
+# suite's folder (a FileNotFoundError traceback after pytest's summary otherwise).
+multiprocessing.util.get_temp_dir()
 SYSTEM_TMP: Final = tempfile.gettempdir()
 """The temporary folder the suite was started with (``/tmp`` unless ``TMPDIR`` said otherwise)."""
 SUITE_TMP: Final = tempfile.mkdtemp(prefix="tasktrace-tests-")
