@@ -164,3 +164,30 @@ def test_the_marker_names_the_absolute_file(
     other = uuid.uuid4()
     mark_parent(tmp_path, other, None)
     assert (tmp_path / f".parent-{other}.{owner_id()}").read_bytes() == b""
+
+
+def test_a_file_changed_while_merging_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another sweep writing the file meanwhile is not overwritten: the merge starts again."""
+    spool, task_file = tmp_path / "spool", tmp_path / "k.json"
+    spool.mkdir()
+    root, step = _run_file(task_file)
+    _marker(spool, step["task_id"], task_file)
+    _record(spool, step["task_id"], _task("mine", 3.0, status="finished"))
+    theirs = _task("theirs", 4.0, status="finished", parent_id=step["task_id"])
+    dump = tasktrace.tree.unmerged.dump_json
+    writes = []
+
+    def another_sweep_writes_first(task: Any) -> bytes | None:
+        if not writes:  # between this sweep's read and its write
+            step["subtasks"] = [theirs]
+            task_file.write_text(json.dumps(root) + " ")
+        writes.append(task)
+        return dump(task)
+
+    monkeypatch.setattr(tasktrace.tree.unmerged, "dump_json", another_sweep_writes_first)
+    assert sweep(spool).merged == {task_file: ["mine"]}
+    assert len(writes) == 2
+    (merged_step,) = json.loads(task_file.read_text())["subtasks"]
+    assert [sub["label"] for sub in merged_step["subtasks"]] == ["mine", "theirs"]
