@@ -139,8 +139,10 @@ def test_next_run_removes_the_private_spool_of_a_killed_run(tmp_path: Path) -> N
     stderr = _next_run(env)
     assert not folder.exists(), list(folder.iterdir())
     assert list(temporary.glob("tasktrace-spool-*")) == []  # the next run's own is gone too
-    assert 'removed 1 task record ("doomed run\'s step") left in ' in stderr, stderr
-    assert "by an earlier run that was killed" in stderr, stderr
+    assert 'removed 1 task record ("doomed run\'s step"), left in ' in stderr, stderr
+    assert "by an earlier run that was killed before it merged them" in stderr, stderr
+    assert "no task file of that run to merge it into (none was given" in stderr, stderr
+    assert "exported" not in stderr, stderr  # no claim about spans it cannot know of
     assert str(folder) in stderr, stderr
 
 
@@ -164,6 +166,79 @@ def test_a_named_spool_folder_does_not_grow(tmp_path: Path) -> None:
     assert _records(spool) == [], list(spool.iterdir())
     assert "removed 1 task record (" in stderr, stderr
     assert [p.name for p in spool.iterdir()] == [], list(spool.iterdir())  # markers too
+
+
+TRAIN = """
+import os, sys, time
+from pathlib import Path
+from tasktrace import Task
+
+with Task("train"):
+    with Task("epoch 0"):
+        pass
+    with Task("epoch 1"):
+        Path(sys.argv[1]).write_text(str(os.getpid()))
+        time.sleep(120)  # until the run's death sends SIGTERM (its parent-death signal)
+"""
+"""The tester's command: a Python program whose tasks run when its ``tasktrace run`` is killed."""
+
+
+def test_what_a_killed_run_never_merged_goes_into_its_task_file(tmp_path: Path) -> None:
+    """A ``tasktrace run --file`` killed by SIGKILL: the next run merges its command's tasks there.
+
+    The command gets SIGTERM as the run dies and finishes its tasks as cancelled; its final
+    record is left in the killed run's private spool folder, which nobody merged: the file says
+    ``running`` with the command's tasks as of the run's last refresh at best. The next run, in
+    another folder, merges the record into that file (the root left as it was) and says so.
+    Seen failing without the fix: the next run removed the record (the only copy of the
+    command's tree) and ``k.json`` kept no ``train`` task.
+    """
+    temporary, work, elsewhere = tmp_path / "tmp", tmp_path / "work", tmp_path / "elsewhere"
+    for folder in (temporary, work, elsewhere):
+        folder.mkdir()
+    env = clean_env(TMPDIR=str(temporary))
+    (work / "long.py").write_text(TRAIN)
+    ready, task_file = tmp_path / "ready", work / "k.json"
+    argv = [sys.executable, "-m", "tasktrace.cli", "run", "--file", "k.json", "--"]
+    run = subprocess.Popen(
+        [*argv, sys.executable, "long.py", str(ready)],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        command_pid = int(_wait_for(ready))
+    finally:
+        run.kill()
+        run.wait(timeout=30)
+    assert run.returncode == -signal.SIGKILL
+    _wait_gone(command_pid)
+    before = json.loads(task_file.read_text())
+    assert before["status"] == "running"
+    assert all(sub["status"] == "running" for sub in before["subtasks"])  # never the final state
+    next_run = subprocess.run(
+        [sys.executable, "-m", "tasktrace.cli", "run", "-q", "--", sys.executable, "-c", QUICK],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    after = json.loads(task_file.read_text())
+    assert {k: v for k, v in after.items() if k != "subtasks"} == {
+        k: v for k, v in before.items() if k != "subtasks"
+    }  # the root as the killed run left it: running, no end invented
+    (train,) = after["subtasks"]
+    assert (train["label"], train["status"], train["subprocess"]) == ("train", "cancelled", True)
+    epochs = [(sub["label"], sub["status"]) for sub in train["subtasks"]]
+    assert epochs == [("epoch 0", "finished"), ("epoch 1", "cancelled")]
+    stderr = next_run.stderr
+    assert f"merged 1 task record ('train') into {task_file}, left in " in stderr, stderr
+    assert "by an earlier run that was killed before it merged them" in stderr, stderr
+    assert stderr.count("tasktrace:") == 1, stderr
+    assert list(temporary.glob("tasktrace-spool-*")) == []  # nothing left behind
 
 
 def _record(folder: Path, owner: str, parent: uuid.UUID, label: str) -> Path:
@@ -192,7 +267,7 @@ def test_a_reused_pid_is_not_taken_for_the_writer(tmp_path: Path) -> None:
     ]
     kept[2].write_text(json.dumps({"parent_id": str(parent), "label": "older tasktrace"}))
     gone = _record(tmp_path, reused, parent, "reused pid")
-    assert sweep(tmp_path) == ["reused pid"]
+    assert sweep(tmp_path).removed == ["reused pid"]
     assert not gone.exists()
     assert all(path.exists() for path in kept)
 
@@ -214,7 +289,7 @@ def test_records_of_a_finished_parent_go_unreported_and_a_running_parent_keeps_i
     merged = _record(tmp_path, ended, done, "merged")
     waiting = _record(tmp_path, ended, running, "waiting")
     lost = _record(tmp_path, ended, killed, "lost")
-    assert sweep(tmp_path) == ["lost"]
+    assert sweep(tmp_path).removed == ["lost"]
     assert not merged.exists()
     assert not lost.exists()
     assert waiting.exists()
@@ -253,7 +328,7 @@ def test_a_step_of_the_system_clock_does_not_make_a_running_writer_look_ended(
         assert psutil.Process(child.pid).create_time() > booted + 3600  # the step is seen
         kept = sweep(tmp_path)
         child.communicate("")
-    assert kept == []
+    assert kept.labels == []
     assert all(path.exists() for path in records)
 
 

@@ -22,8 +22,9 @@ records it merged whose writers ended and marks the task ``done``. The first exp
 process removes what ended processes left in its folder
 (:func:`~tasktrace.tree.spool_owners.sweep`), and a process that creates a private folder
 removes the private folders of its user whose creators ended (a ``tasktrace run`` killed by
-``SIGKILL`` never removes its own), with one warning naming the records whose parent process
-was killed before merging them.
+``SIGKILL`` never removes its own). Records whose parent process was killed before merging
+them are merged into the task file that held their parent (named in its marker), or removed
+when there is none, with one warning saying which (see :mod:`tasktrace.tree.unmerged`).
 
 Fork safety: before ``os.fork`` the running tasks are exported (the child may report under
 them); in the child the spool's state starts empty.
@@ -54,10 +55,12 @@ from tasktrace.tree.spool_owners import (
     OWNER_MARKER,
     PARENT_MARKER,
     is_gone,
+    mark_parent,
     owner_id,
     record_owner,
     sweep,
 )
+from tasktrace.tree.unmerged import Settled, describe
 
 __all__ = [
     "SPOOL_ENV",
@@ -165,7 +168,7 @@ def export(task: TaskRecord) -> Path:
     path = spool_folder()
     with _lock:
         if task.task_id not in _exported:  # its children's records are merged here: kept
-            _touch(path / f"{PARENT_MARKER}{task.task_id}.{owner_id()}")
+            mark_parent(path, task.task_id, _task_file(task))
         _exported[task.task_id] = task
         if not _registered:
             _registered = True
@@ -174,6 +177,25 @@ def export(task: TaskRecord) -> Path:
     if first:
         _remove_stale(path)
     return path
+
+
+def _task_file(task: TaskRecord) -> Path | None:
+    """Return the file of the outermost task of this process holding ``task`` (itself included).
+
+    The root's file when it has one (``tasktrace run --file``): where a sweep merges the
+    records this process never merged, should it be killed (see :mod:`tasktrace.tree.unmerged`).
+    ``None`` when no task up the tree in this process has a file.
+    """
+    found: Path | None = None
+    node: TaskRecord | None = task
+    seen: set[uuid.UUID] = set()
+    while node is not None and node.task_id not in seen:
+        seen.add(node.task_id)
+        targets = tree.files.targets(node)
+        if targets is not None and targets.file is not None:
+            found = targets.owned.target if targets.owned is not None else targets.file
+        node = tree.running_task(node.parent_id) if node.parent_id is not None else None
+    return found
 
 
 def _remove_stale(path: Path) -> None:
@@ -208,23 +230,10 @@ def _remove_abandoned(folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _report(folder: Path, labels: list[str]) -> None:
-    if labels:
-        shown = ", ".join(repr(label) for label in labels[:3])
-        more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
-        _warn(
-            f"stale:{folder}",
-            "tasktrace: removed %d task record%s (%s%s) left in %s by an earlier run that was "
-            "killed (any later run of this user on this machine removes them, whatever its "
-            "command or folder): the process that was to merge them into its task file was "
-            "killed first, so its file holds them as of its last refresh (their spans were "
-            "exported by their own processes)",
-            len(labels),
-            "" if len(labels) == 1 else "s",
-            shown,
-            more,
-            folder,
-        )
+def _report(folder: Path, settled: Settled) -> None:
+    text = describe(folder, settled)
+    if text is not None:
+        _warn(f"stale:{folder}", "%s", text)
 
 
 def is_exported(task: TaskRecord) -> bool:

@@ -12,8 +12,9 @@ moves (an NTP correction, a resumed virtual machine); elsewhere it is
 
 - ``<task_id>.<owner>.json``: a subprocess root's record, written by its process;
 - ``.parent-<task_id>.<owner>``: the process ``owner`` merges the records whose parent is
-  ``task_id`` (it handed that task to other processes); ``.parent-<task_id>.done`` once that
-  task finished (records changed after it are not merged, as before);
+  ``task_id`` (it handed that task to other processes); it holds the absolute path of the task
+  file that holds that task (empty: none; :func:`mark_parent`); ``.parent-<task_id>.done`` once
+  that task finished (records changed after it are not merged, as before);
 - ``.owner.<owner>``: the process that created the private (temporary) folder and removes it
   at its exit;
 - ``.export-failing-<key>.<owner>.json``: see :mod:`tasktrace.export.failing`.
@@ -21,11 +22,14 @@ moves (an NTP correction, a resumed virtual machine); elsewhere it is
 A record is **stale** when its writer ended (no process with that pid, or one started at
 another time, or a zombie) and no running process merges its parent (no ``.parent-`` marker
 of a running process): nothing will ever change or read it. :func:`sweep` removes stale
-records, the markers of ended processes, and the ``done`` markers no record refers to;
-records whose parent's marker was not ``done`` (the process that should have merged them was
-killed: ``SIGKILL``, the out-of-memory killer) are returned, to be reported. A file whose owner
-cannot be checked (another machine on a shared file system, an older tasktrace's
-``<task_id>.json``) is never touched.
+records, the markers of ended processes, and the ``done`` markers no record refers to.
+Records whose parent's marker was not ``done`` (the process that should have merged them was
+killed: ``SIGKILL``, the out-of-memory killer) are merged into the task file that marker names
+before they are removed, or kept when that file cannot be written (with their parent's marker:
+see :mod:`tasktrace.tree.unmerged`); what was done with them is returned, to be reported. A
+marker of an ended process stays while records under its task are kept (their writer still
+runs). A file whose owner cannot be checked (another machine on a shared file system, an older
+tasktrace's ``<task_id>.json``) is never touched.
 
 Thread-safety: every function may be called from any thread; removals are single ``unlink``
 calls (another process removing the same file first is no error). Never raises ``OSError``.
@@ -36,13 +40,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
 import sys
+import uuid
 from pathlib import Path
 from typing import Final
 
-__all__ = ["OWNER_MARKER", "PARENT_MARKER", "is_gone", "owner_id", "record_owner", "sweep"]
+from tasktrace.tree.unmerged import Orphan, Settled, settle
+
+__all__ = [
+    "OWNER_MARKER",
+    "PARENT_MARKER",
+    "is_gone",
+    "mark_parent",
+    "owner_id",
+    "record_owner",
+    "sweep",
+]
 
 PARENT_MARKER: Final = ".parent-"
 """Prefix of the marker of a process that merges the records under one of its tasks."""
@@ -162,6 +178,34 @@ def record_owner(name: str) -> tuple[str, str] | None:
     return (task_id, owner) if dot and owner else None
 
 
+def mark_parent(folder: Path, task_id: uuid.UUID, task_file: Path | None) -> None:
+    """Mark this process as the one that merges the records under ``task_id`` in ``folder``.
+
+    The marker ``.parent-<task_id>.<owner>`` holds ``task_file`` (made absolute), the task file
+    that holds the task, or nothing: a sweep that finds records this process never merged
+    (it was killed) merges them there (:mod:`tasktrace.tree.unmerged`). A marker that cannot be
+    made is logged (debug) and skipped: the records are then swept as if never marked.
+    """
+    path = folder / f"{PARENT_MARKER}{task_id}.{owner_id()}"
+    try:
+        path.write_bytes(os.fsencode(os.path.abspath(task_file)) if task_file else b"")
+    except OSError as e:
+        logging.getLogger(__name__).debug("tasktrace: spool marker %s not made: %r", path, e)
+
+
+def _marked_file(marker: Path) -> Path | None:
+    """Return the task file a marker of this user names, or ``None`` (none, unreadable)."""
+    try:
+        with open(marker, "rb") as f:
+            if os.fstat(f.fileno()).st_uid != os.getuid():
+                return None  # in a shared folder: another user's marker names no file of ours
+            data = f.read(65536)
+    except OSError:
+        return None
+    path = Path(os.fsdecode(data))
+    return path if data and path.is_absolute() else None
+
+
 def _parent_of(path: Path) -> tuple[str, str] | None:
     """Return a record's ``(parent_id, label)``, or ``None`` when it cannot be read."""
     try:
@@ -218,16 +262,28 @@ class _Sweep:
             self.merged[parent] = any(o != DONE and not self.ended(o) for o in owners)
         return self.merged[parent]
 
-    def records(self) -> list[str]:
-        """Remove the stale records; return the labels of those never merged."""
+    def task_file(self, parent: str) -> Path | None:
+        """Return the task file that an ended process's marker of ``parent`` names, if any."""
+        for owner in self.parents.get(parent, ()):
+            if owner != DONE and self.ended(owner):
+                found = _marked_file(self.folder / f"{PARENT_MARKER}{parent}.{owner}")
+                if found is not None:
+                    return found
+        return None
+
+    def records(self) -> list[Orphan]:
+        """Remove the stale records merged before; return those never merged (left in place)."""
         any_done = any(DONE in owners for owners in self.parents.values())
+        any_ended = any(
+            o != DONE and self.ended(o) for owners in self.parents.values() for o in owners
+        )
         orphans = []
         for name in self.names:
             parsed = record_owner(name)
             if parsed is None:
                 continue
             writer_ended = self.ended(parsed[1])
-            if not writer_ended and not any_done:
+            if not writer_ended and not any_done and not any_ended:
                 continue  # kept, and its parent is not needed
             found = _parent_of(self.folder / name)
             if found is None:
@@ -235,16 +291,19 @@ class _Sweep:
             parent, label = found
             if not writer_ended or self.merged_by_a_running_process(parent):
                 self.kept_parents.add(parent)
-            elif _unlink(self.folder / name) and DONE not in self.parents.get(parent, ()):
-                orphans.append(label)
+            elif DONE in self.parents.get(parent, ()):
+                _unlink(self.folder / name)
+            else:
+                orphans.append(Orphan(self.folder / name, parent, label, self.task_file(parent)))
         return orphans
 
     def markers(self) -> None:
-        """Remove the markers of ended processes, and the done markers no record refers to."""
+        """Remove the markers of ended processes and the done markers, but where records stay."""
         for task_id, owners in self.parents.items():
+            if task_id in self.kept_parents:
+                continue  # its records are merged later: the marker still names their file
             for owner in owners:
-                done = owner == DONE and task_id not in self.kept_parents
-                if done or (owner != DONE and self.ended(owner)):
+                if owner == DONE or self.ended(owner):
                     _unlink(self.folder / f"{PARENT_MARKER}{task_id}.{owner}")
         for name in self.names:
             failing = name.startswith(_FAILING) and name.endswith(".json")
@@ -252,18 +311,21 @@ class _Sweep:
                 _unlink(self.folder / name)
 
 
-def sweep(folder: Path) -> list[str]:
-    """Remove what ended processes left in ``folder``; return the labels of unmerged records.
+def sweep(folder: Path) -> Settled:
+    """Remove what ended processes left in ``folder``, merging what they never merged first.
 
-    See the module docstring for what is stale. Returns the labels of the stale records removed
-    whose parent was never marked ``done``: records that the process meant to merge them never
-    merged in their last state (it was killed), so the caller can report them.
+    See the module docstring for what is stale. Returns what was done with the stale records
+    whose parent was never marked ``done`` (records that the process meant to merge them never
+    merged in their last state: it was killed): merged into its task file, removed, or kept
+    (:class:`~tasktrace.tree.unmerged.Settled`), so the caller can report them
+    (:func:`~tasktrace.tree.unmerged.describe`).
     """
     try:
         names = [entry.name for entry in os.scandir(folder)]
     except OSError:
-        return []
+        return Settled()
     one = _Sweep(folder, names)
-    orphans = one.records()
+    settled = settle(one.records())
+    one.kept_parents |= settled.kept_parents
     one.markers()
-    return orphans
+    return settled
