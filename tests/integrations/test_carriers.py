@@ -24,7 +24,7 @@ from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope,
 from tasktrace.task.propagator import TaskTracePropagator
 from tasktrace.task.roots import hand_on_finished
 from tasktrace.task.scope_cache import ScopeCache
-from tasktrace.tree.delivery import deliver
+from tasktrace.tree.delivery import RecordInbox, deliver
 from tasktrace.tree.processor import tree as task_tree
 
 pytestmark = pytest.mark.timeout(60)
@@ -81,6 +81,29 @@ def test_record_for_a_running_parent_is_attached_and_saved(tmp_path: Path) -> No
         (remote,) = tree.subtasks
         assert remote.label == "remote"
         assert tree.total_cpu() == pytest.approx((tree.cpu_time or 0.0) + 0.25)
+
+
+def test_held_records_are_delivered_by_the_finish_of_their_parent(tmp_path: Path) -> None:
+    """An inbox's records join the tree when asked, at a task's finish (file too), or when old."""
+    inbox = RecordInbox(hold_s=3600.0)
+    out = tmp_path / "tree.json"
+    with Task("driver", file=out) as driver:
+        capture()
+        inbox.put([_remote_record(driver, "first")])
+        assert driver.subtasks == []  # held, not parsed
+        assert inbox.deliver_held().attached == 1
+        assert [t.label for t in driver.subtasks] == ["first"]
+        inbox.put([_remote_record(driver, "second"), _remote_record(driver, "third")])
+    assert [t.label for t in driver.subtasks] == ["first", "second", "third"]
+    saved = Task.model_validate_json(out.read_text())
+    assert [t.label for t in saved.subtasks] == ["first", "second", "third"]
+    inbox.hold_s = 0.0  # the oldest held record is old at the next put: all go
+    with Task("driver") as driver:
+        capture()
+        inbox.put([_remote_record(driver, "a")])
+        assert driver.subtasks == []
+        inbox.put([_remote_record(driver, "b")])
+        assert [t.label for t in driver.subtasks] == ["a", "b"]
 
 
 def test_late_record_is_attached_and_the_file_rewritten(tmp_path: Path) -> None:
