@@ -24,7 +24,7 @@ from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope,
 from tasktrace.task.propagator import TaskTracePropagator
 from tasktrace.task.roots import hand_on_finished
 from tasktrace.task.scope_cache import ScopeCache
-from tasktrace.tree.delivery import RecordInbox, deliver
+from tasktrace.tree.delivery import DeliveryReport, RecordInbox, deliver
 from tasktrace.tree.processor import tree as task_tree
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,6 +104,22 @@ def test_held_records_are_delivered_by_the_finish_of_their_parent(tmp_path: Path
         assert driver.subtasks == []
         inbox.put([_remote_record(driver, "b")])
         assert [t.label for t in driver.subtasks] == ["a", "b"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_holds_none_of_its_parents_records() -> None:
+    """A pool worker forked while records are held does not deliver them (its parent does)."""
+    inbox = RecordInbox(hold_s=3600.0)
+    with Task("driver") as driver:
+        capture()
+        inbox.put([_remote_record(driver, "held")])
+        pid = os.fork()
+        if pid == 0:  # the child: nothing held, nothing delivered
+            report = inbox.deliver_held()
+            os._exit(0 if report == DeliveryReport() else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert inbox.deliver_held().attached == 1
 
 
 def test_late_record_is_attached_and_the_file_rewritten(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ import bisect
 import collections
 import dataclasses
 import logging
+import os
 import threading
 import time
 import uuid
@@ -314,6 +315,8 @@ class RecordInbox:
         self._held: collections.deque[bytes | str] = collections.deque()
         self._since = 0.0  # time.monotonic() of the first record held, 0.0: none held
         self._registered = False
+        ref = weakref.ref(self)  # a forked child (a pool worker) delivers none of its parent's
+        os.register_at_fork(after_in_child=lambda: _forget_held(ref))
 
     def put(self, records: Iterable[bytes | str]) -> None:
         """Hold ``records`` (task JSON) for delivery; deliver all held once the oldest is old."""
@@ -346,3 +349,10 @@ class RecordInbox:
         del finished
         if self._held:
             self.deliver_held()
+
+
+def _forget_held(ref: weakref.ReferenceType[RecordInbox]) -> None:
+    inbox = ref()
+    if inbox is not None:
+        inbox._held.clear()
+        inbox._since = 0.0
