@@ -314,8 +314,9 @@ def _homecoming(out: Any) -> Homecoming | None:
 
 
 INBOX: Final = RecordInbox()
-"""The records of carried batches, held from their callbacks until the end of the call (or a
-task's finish, a task file's write: :class:`~tasktrace.tree.delivery.RecordInbox`)."""
+"""The records of carried batches, held from their callbacks and delivered many at a time (64,
+or at the end of the call, a task's finish, a task file's write:
+:class:`~tasktrace.tree.delivery.RecordInbox`)."""
 
 
 class DeliveringCallback:

@@ -49,6 +49,7 @@ from tasktrace.tree.processor import tree
 
 __all__ = [
     "FILE_OWNERS_KEPT",
+    "HOLD_RECORDS",
     "HOLD_S",
     "MAX_WAITING",
     "DeliveryReport",
@@ -69,6 +70,10 @@ MAX_WAITING: Final = 10_000
 HOLD_S: Final = 1.0
 """Longest time, in seconds, a :class:`RecordInbox` holds a record before delivering it, when
 nothing asked for its records before (no task finished, no task file written)."""
+HOLD_RECORDS: Final = 64
+"""How many records a :class:`RecordInbox` holds before delivering them all at once: many in a
+row are parsed with warm caches, and fewer are left for the end of the work (in the thread that
+waits for it, after the workers finished)."""
 
 
 @dataclasses.dataclass
@@ -304,14 +309,15 @@ class RecordInbox:
     appends; the held records are delivered by :meth:`deliver_held`: called by the integration
     (at the end of a ``Parallel`` call), by the tree before each task file is written and at
     each task's finish (a record source, registered with the first record held), and by
-    :meth:`put` itself once the oldest held record is :data:`HOLD_S` old.
+    :meth:`put` itself once :data:`HOLD_RECORDS` are held or the oldest is :data:`HOLD_S` old.
 
     Thread-safety: every method may be called from any thread; :meth:`put` takes no lock.
     """
 
-    def __init__(self, hold_s: float = HOLD_S) -> None:
+    def __init__(self, hold_s: float = HOLD_S, hold_records: int = HOLD_RECORDS) -> None:
         """Start empty, registered nowhere (until the first :meth:`put`)."""
         self.hold_s = hold_s
+        self.hold_records = hold_records
         self._held: collections.deque[bytes | str] = collections.deque()
         self._since = 0.0  # time.monotonic() of the first record held, 0.0: none held
         self._registered = False
@@ -319,15 +325,16 @@ class RecordInbox:
         os.register_at_fork(after_in_child=lambda: _forget_held(ref))
 
     def put(self, records: Iterable[bytes | str]) -> None:
-        """Hold ``records`` (task JSON) for delivery; deliver all held once the oldest is old."""
-        self._held.extend(records)
+        """Hold ``records`` (task JSON) for delivery; deliver all held once many, or old."""
+        held = self._held
+        held.extend(records)
         if not self._registered:
             self._registered = True
             tree.register_record_source(self._pull)
         now = time.monotonic()
         if not self._since:
             self._since = now
-        elif now - self._since >= self.hold_s:
+        elif len(held) >= self.hold_records or now - self._since >= self.hold_s:
             self.deliver_held()
 
     def deliver_held(self) -> DeliveryReport:
