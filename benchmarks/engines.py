@@ -36,7 +36,8 @@ class _Driver:
 
     def __init__(self, engine: str, mode: str, n: int, folder: Path) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        paths = [str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH")]  # this checkout's first
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
         for name in [k for k in env if k.startswith("OTEL_")]:
             del env[name]  # no exporter: the cost measured is the integration's own
         self.proc = subprocess.Popen(

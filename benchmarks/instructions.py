@@ -163,7 +163,9 @@ def _child(name: str, n: int) -> None:
 
 def _count(name: str, n: int) -> int:
     """Instructions of one child process running ``name`` with ``n`` iterations."""
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(ROOT))
+    # The checkout's own sources first: in a git worktree, PYTHONPATH=ROOT alone imported
+    # tasktrace from wherever the venv's editable install points (another checkout).
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}")
     for key in [k for k in env if k.startswith(("OTEL_", "TASKTRACE_"))]:
         del env[key]
     cmd = [

@@ -24,7 +24,7 @@ from tasktrace.task.carriers import Carrier, RemoteScope, capture, remote_scope,
 from tasktrace.task.propagator import TaskTracePropagator
 from tasktrace.task.roots import hand_on_finished
 from tasktrace.task.scope_cache import ScopeCache
-from tasktrace.tree.delivery import deliver
+from tasktrace.tree.delivery import DeliveryReport, RecordInbox, deliver
 from tasktrace.tree.processor import tree as task_tree
 
 pytestmark = pytest.mark.timeout(60)
@@ -81,6 +81,45 @@ def test_record_for_a_running_parent_is_attached_and_saved(tmp_path: Path) -> No
         (remote,) = tree.subtasks
         assert remote.label == "remote"
         assert tree.total_cpu() == pytest.approx((tree.cpu_time or 0.0) + 0.25)
+
+
+def test_held_records_are_delivered_by_the_finish_of_their_parent(tmp_path: Path) -> None:
+    """An inbox's records join the tree when asked, at a task's finish (file too), or when old."""
+    inbox = RecordInbox(hold_s=3600.0)
+    out = tmp_path / "tree.json"
+    with Task("driver", file=out) as driver:
+        capture()
+        inbox.put([_remote_record(driver, "first")])
+        assert driver.subtasks == []  # held, not parsed
+        assert inbox.deliver_held().attached == 1
+        assert [t.label for t in driver.subtasks] == ["first"]
+        inbox.put([_remote_record(driver, "second"), _remote_record(driver, "third")])
+    assert [t.label for t in driver.subtasks] == ["first", "second", "third"]
+    saved = Task.model_validate_json(out.read_text())
+    assert [t.label for t in saved.subtasks] == ["first", "second", "third"]
+    inbox.hold_s = 0.0  # the oldest held record is old at the next put: all go
+    with Task("driver") as driver:
+        capture()
+        inbox.put([_remote_record(driver, "a")])
+        assert driver.subtasks == []
+        inbox.put([_remote_record(driver, "b")])
+        assert [t.label for t in driver.subtasks] == ["a", "b"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_holds_none_of_its_parents_records() -> None:
+    """A pool worker forked while records are held does not deliver them (its parent does)."""
+    inbox = RecordInbox(hold_s=3600.0)
+    with Task("driver") as driver:
+        capture()
+        inbox.put([_remote_record(driver, "held")])
+        pid = os.fork()
+        if pid == 0:  # the child: nothing held, nothing delivered
+            report = inbox.deliver_held()
+            os._exit(0 if report == DeliveryReport() else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert inbox.deliver_held().attached == 1
 
 
 def test_late_record_is_attached_and_the_file_rewritten(tmp_path: Path) -> None:
@@ -209,7 +248,8 @@ def test_remote_scopes_are_freed_when_their_work_is_done() -> None:
                     pass
                 alive.append(weakref.ref(task))
             del scope, task
-        sent = [r for batch in batches for r in batch.records] + batcher.take_now()
+        held = batcher.take_now()  # first: a batch the thread made before it is in batches
+        sent = [r for batch in batches for r in batch.records] + held
         left = sum(ref() is not None for ref in alive)
     finally:
         gc.enable()

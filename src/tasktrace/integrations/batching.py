@@ -38,13 +38,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from tasktrace.core.record import TaskRecord
+from tasktrace.core.record import TaskRecord, dump_json
 from tasktrace.core.settings import get_settings
 from tasktrace.core.status import TaskStatus
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.provider import flush_spans
 from tasktrace.task.carriers import snapshot
 from tasktrace.task.roots import hand_on_finished
+from tasktrace.tree.processor import tree
 from tasktrace.tree.refresh import EXIT_WAIT_S
 
 __all__ = ["FLUSH_INTERVAL_S", "Batch", "RecordBatcher"]
@@ -228,10 +229,12 @@ class RecordBatcher:
             if idle:
                 self._busy = False
         records: list[str] = []
-        for task in finished:  # one after the other: warm caches
-            data = snapshot(task)
-            if data is not None:
-                records.append(data.decode())
+        if finished:
+            with tree.lock:  # once for all (as tree.snapshot takes it for each)
+                for task in finished:  # one after the other: warm caches
+                    data = dump_json(task)
+                    if data is not None:
+                        records.append(data.decode())
         del finished
         for root in long_running:
             data = snapshot(root.task)

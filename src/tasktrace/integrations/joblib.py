@@ -18,12 +18,12 @@ together with the finished tasks' records; a failing batch returns its exception
 (with its worker traceback, as joblib ships it), and the driver raises it after the delivery, so
 joblib sees the same error as without tasktrace. (Records attached to the exception instead were
 lost whenever its pickling drops its ``__dict__``, as pydantic's ``ValidationError`` does.) The
-records are delivered to the driver's tree by the completion callback the backend registers for
-the batch, before joblib's own callback runs: joblib's callback skips retrieving the result of
-a batch that completes after another batch of the same call failed (the call is aborting), so
-delivering in ``retrieve_result_callback`` alone lost the records of every batch that finished
-between the first error and the end of the call. In the thread backend the batch runs in a copy
-of the submitter's context, as :class:`tasktrace.ContextThreadPoolExecutor` does.
+records are taken by the completion callback the backend registers for the batch, before
+joblib's own callback runs (joblib's skips retrieving the result of a batch that completes
+after another batch of the same call failed: records taken in ``retrieve_result_callback``
+alone lost those), and delivered to the tree many in a row at the end of the call. In the
+thread backend the batch runs in a copy of the submitter's context, as
+:class:`tasktrace.ContextThreadPoolExecutor` does.
 
 Settings: loky workers get the driver's export set-up (``OTEL_*`` and :func:`tasktrace.configure`)
 in their environment; ``multiprocessing`` workers are forked with it; threads share it.
@@ -73,6 +73,7 @@ from joblib.externals.loky.process_executor import _ExceptionWithTraceback
 from tasktrace.core.warn import WarnOnce
 from tasktrace.export.workers import worker_environment
 from tasktrace.integrations.joblib_calls import (
+    INBOX,
     CallBook,
     ContextBatch,
     DeliveringCallback,
@@ -268,8 +269,9 @@ class _Traced(ParallelBackendBase):
             )
 
     def stop_call(self) -> None:
-        """At the end of a ``Parallel`` call: forget the captured task and the call's batches."""
+        """At the end of a ``Parallel`` call: deliver its records; forget its task and batches."""
         super().stop_call()
+        INBOX.deliver_held()  # parsed in a row here, not one by one in joblib's callback thread
         self._tasktrace_carrier = None
         self._tasktrace_context = None
         book, self._tasktrace_book = self._tasktrace_book, None
@@ -309,7 +311,7 @@ class _Traced(ParallelBackendBase):
     def retrieve_result_callback(self, out: Any) -> Any:
         """Return the batch's results, or raise its error; deliver any records left in it.
 
-        The records are normally delivered already, by the callback :meth:`submit` registered
+        The records are normally taken already, by the callback :meth:`submit` registered
         (which runs whether or not joblib retrieves the result).
 
         Raises:

@@ -43,15 +43,16 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from tasktrace.core.warn import WarnOnce
 from tasktrace.task.signals import on_sigterm
-from tasktrace.tree.delivery import deliver
+from tasktrace.tree.delivery import RecordInbox
 from tasktrace.tree.spool import spool_folder
 
 __all__ = [
     "ABORTING",
+    "INBOX",
     "MARKS_PREFIX",
     "CallBook",
     "ContextBatch",
@@ -312,14 +313,21 @@ def _homecoming(out: Any) -> Homecoming | None:
     return out if isinstance(out, Homecoming) else None
 
 
+INBOX: Final = RecordInbox()
+"""The records of carried batches, held from their callbacks and delivered many at a time (64,
+or at the end of the call, a task's finish, a task file's write:
+:class:`~tasktrace.tree.delivery.RecordInbox`)."""
+
+
 class DeliveringCallback:
-    """joblib's completion callback for a carried batch, run after delivering its records.
+    """joblib's completion callback for a carried batch, run after taking its records home.
 
     joblib's callback does not retrieve the result of a batch that completes while the call
-    is aborting (another batch failed) or after the call ended; the records are delivered here
-    first, whatever joblib then does with the result, and the call's :class:`CallBook` learns
-    whether they came. A delivery that fails is warned about once and never keeps joblib's
-    callback from running (the call would wait forever).
+    is aborting (another batch failed) or after the call ended; the records are taken here
+    first, whatever joblib then does with the result (held in :data:`INBOX`, delivered many in
+    a row at the end of the call), and the call's :class:`CallBook` learns whether they came.
+    A failure here is warned about once and never keeps joblib's callback from running (the
+    call would wait forever).
     """
 
     __slots__ = ("book", "callback", "seq")
@@ -338,7 +346,7 @@ class DeliveringCallback:
             home = homecoming is not None
             records = homecoming.take() if homecoming is not None else []
             if records:
-                deliver(records)
+                INBOX.put(records)
         except Exception as e:  # noqa: BLE001 - joblib must still learn that the batch ended
             _warn("joblib-deliver", "tasktrace: records of a joblib batch may be missing: %r", e)
         finally:

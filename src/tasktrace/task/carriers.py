@@ -36,9 +36,9 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tasktrace.core.attributes import normalise_data
-from tasktrace.core.context import TASK_KEY, live_context
+from tasktrace.core.context import TASK_KEY, get_current, live_context
 from tasktrace.core.ids import HOSTNAME
-from tasktrace.core.record import TaskRecord
+from tasktrace.core.record import TaskRecord, dump_json
 from tasktrace.export.provider import flush_spans
 from tasktrace.task.processes import remote_parent
 from tasktrace.task.roots import RootSink, kept_subtasks
@@ -277,6 +277,7 @@ class RemoteScope:
         """The stand-in for the carrier's task that root tasks attach to (as its subtasks,
         until they are collected)."""
         self.parent.__dict__["subtasks"] = kept_subtasks(self._roots, self.parent)
+        self._last: tuple[object, otel_context.Context] = (None, otel_context.Context())
         self._roots.parent = weakref.ref(self.parent)
 
     @property
@@ -299,10 +300,12 @@ class RemoteScope:
         """
         finished = self._roots.collect() if self._roots.keep else []
         out: list[bytes] = []
-        for task in finished:  # serialised here, one after the other: warm caches
-            record = snapshot(task)
-            if record is not None:
-                out.append(record)
+        if finished:
+            with tree.lock:  # once for all (tree.snapshot's lock, as each is serialised)
+                for task in finished:  # one after the other: warm caches
+                    record = dump_json(task)
+                    if record is not None:
+                        out.append(record)
         if running:
             for task in self.running_roots():
                 record = snapshot(task)
@@ -316,10 +319,16 @@ class RemoteScope:
         The carrier's span becomes the current span unless ``base`` already has a valid one
         (a span propagated beside the carrier, e.g. a Ray producer span, stays the parent).
         """
+        if base is None:
+            base = get_current()
+        last = self._last  # a worker's batches start from the same context: made once
+        if last[0] is base:
+            return last[1]
         ctx = otel_context.set_value(TASK_KEY, self.parent, base)
         sctx = self._span_context
         if sctx is not None and not trace.get_current_span(ctx).get_span_context().is_valid:
             ctx = trace.set_span_in_context(trace.NonRecordingSpan(sctx), ctx)
+        self._last = (base, ctx)  # contexts are immutable: the same base gives the same
         return ctx
 
 

@@ -17,6 +17,10 @@ records home through the engine, and :func:`deliver` attaches each record under 
 - **Waiting records.** A record whose parent is not known yet (its parent's own record is
   still on its way) waits, up to :data:`MAX_WAITING` records, and is attached when its parent
   arrives; past that the oldest are dropped with one warning.
+- **Held records.** An engine's callback thread may hand records to a :class:`RecordInbox`
+  instead of delivering them one message at a time: they are parsed and attached many in a
+  row (warm caches) when asked for, before any task file is written or task finishes, or
+  :data:`HOLD_S` after the first held one.
 
 Thread-safety: every function may be called from any thread (one lock; the tree's lock is
 taken for the changes to the tree).
@@ -28,7 +32,9 @@ import bisect
 import collections
 import dataclasses
 import logging
+import os
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable
@@ -43,8 +49,11 @@ from tasktrace.tree.processor import tree
 
 __all__ = [
     "FILE_OWNERS_KEPT",
+    "HOLD_RECORDS",
+    "HOLD_S",
     "MAX_WAITING",
     "DeliveryReport",
+    "RecordInbox",
     "deliver",
     "delivered",
     "forget_parents",
@@ -58,6 +67,13 @@ FILE_OWNERS_KEPT: Final = 64
 """How many finished trees with a task file are kept reachable for late records."""
 MAX_WAITING: Final = 10_000
 """How many records may wait for their parent's record before the oldest are dropped."""
+HOLD_S: Final = 1.0
+"""Longest time, in seconds, a :class:`RecordInbox` holds a record before delivering it, when
+nothing asked for its records before (no task finished, no task file written)."""
+HOLD_RECORDS: Final = 64
+"""How many records a :class:`RecordInbox` holds before delivering them all at once: many in a
+row are parsed with warm caches, and fewer are left for the end of the work (in the thread that
+waits for it, after the workers finished)."""
 
 
 @dataclasses.dataclass
@@ -282,3 +298,68 @@ def _carry_over(old: TaskRecord, new: TaskRecord) -> None:
     for sub in old.subtasks:
         if sub.task_id not in have:
             bisect.insort(new.subtasks, sub, key=_start)
+
+
+class RecordInbox:
+    """Records held as they arrive, delivered many in a row (see the module docstring).
+
+    Parsing and attaching one record as its message arrives, in an engine's callback thread
+    between two other messages, cost the driver 66 µs of CPU a record in the joblib benchmark
+    (caches cold), against 11 µs for the same record in a row of others. :meth:`put` only
+    appends; the held records are delivered by :meth:`deliver_held`: called by the integration
+    (at the end of a ``Parallel`` call), by the tree before each task file is written and at
+    each task's finish (a record source, registered with the first record held), and by
+    :meth:`put` itself once :data:`HOLD_RECORDS` are held or the oldest is :data:`HOLD_S` old.
+
+    Thread-safety: every method may be called from any thread; :meth:`put` takes no lock.
+    """
+
+    def __init__(self, hold_s: float = HOLD_S, hold_records: int = HOLD_RECORDS) -> None:
+        """Start empty, registered nowhere (until the first :meth:`put`)."""
+        self.hold_s = hold_s
+        self.hold_records = hold_records
+        self._held: collections.deque[bytes | str] = collections.deque()
+        self._since = 0.0  # time.monotonic() of the first record held, 0.0: none held
+        self._registered = False
+        ref = weakref.ref(self)  # a forked child (a pool worker) delivers none of its parent's
+        os.register_at_fork(after_in_child=lambda: _forget_held(ref))
+
+    def put(self, records: Iterable[bytes | str]) -> None:
+        """Hold ``records`` (task JSON) for delivery; deliver all held once many, or old."""
+        held = self._held
+        held.extend(records)
+        if not self._registered:
+            self._registered = True
+            tree.register_record_source(self._pull)
+        now = time.monotonic()
+        if not self._since:
+            self._since = now
+        elif len(held) >= self.hold_records or now - self._since >= self.hold_s:
+            self.deliver_held()
+
+    def deliver_held(self) -> DeliveryReport:
+        """Deliver every record held now (:func:`deliver`); return what happened to them."""
+        held = self._held
+        if not held:
+            return DeliveryReport()
+        self._since = 0.0
+        records: list[bytes | str] = []
+        pop = held.popleft
+        try:
+            while True:
+                records.append(pop())  # atomic: a record put meanwhile is taken or left
+        except IndexError:
+            pass
+        return deliver(records)
+
+    def _pull(self, finished: TaskRecord | None) -> None:
+        del finished
+        if self._held:
+            self.deliver_held()
+
+
+def _forget_held(ref: weakref.ReferenceType[RecordInbox]) -> None:
+    inbox = ref()
+    if inbox is not None:
+        inbox._held.clear()
+        inbox._since = 0.0
