@@ -163,7 +163,10 @@ def _child(name: str, n: int) -> None:
 
 def _count(name: str, n: int) -> int:
     """Instructions of one child process running ``name`` with ``n`` iterations."""
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(ROOT))
+    # This tree's sources first: from a git worktree, the venv's editable install would
+    # otherwise import another checkout's tasktrace (the count would not be of this code).
+    path = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=path)
     for key in [k for k in env if k.startswith(("OTEL_", "TASKTRACE_"))]:
         del env[key]
     cmd = [
