@@ -254,13 +254,17 @@ def detach(token: object, mine: otel_context.Context | None) -> None:
     """
     if token is None or mine is None:
         return
-    var = getattr(token, "var", None)
-    reset = getattr(var, "reset", None)
+    if token.__class__ is _Token and token.var is _CURRENT:
+        var: Any = _CURRENT  # the default runtime's variable (see get_current): the usual
+        reset = var.reset
+    else:
+        var = getattr(token, "var", None)
+        reset = getattr(var, "reset", None)
     if reset is None:  # a context runtime other than OpenTelemetry's contextvars one
         if otel_context.get_current() is mine or is_on_top(mine):
             otel_context.detach(token)  # type: ignore[arg-type]
         return
-    if var.get() is not mine and not is_on_top(mine):  # type: ignore[union-attr]  # the current context
+    if var.get() is not mine and not is_on_top(mine):  # the current context
         return
     # Our context is current here, but this may be a copy of the Context that attached it
     # (an asyncio task or thread started while the task ran: ValueError): then go to the live
@@ -277,6 +281,7 @@ def detach(token: object, mine: otel_context.Context | None) -> None:
         _go_live(var, back)
 
 
+_Token: Final = contextvars.Token
 _MISSING: Final = contextvars.Token.MISSING
 """A token's ``old_value`` where the variable had no value in that Context before."""
 

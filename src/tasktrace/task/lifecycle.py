@@ -55,7 +55,7 @@ from tasktrace.core.context import (
 from tasktrace.core.ids import task_id_text
 from tasktrace.core.record import LABEL_ONLY, TaskRecord
 from tasktrace.core.settings import get_settings
-from tasktrace.core.spans import STATUS_OK, finish_attributes, span_status, start_data
+from tasktrace.core.spans import STATUS_OK, finish_attributes, span_ids, span_status, start_data
 from tasktrace.core.status import FINISHED, Outcome, TaskStatus
 from tasktrace.core.warn import WarnOnce, quoted
 from tasktrace.export.metrics_setup import task_metrics, top_level_metrics
@@ -190,14 +190,14 @@ def start_task(task: _TaskT) -> _TaskT:  # noqa: PLR0912, PLR0915 - the hot path
     sctx = span.get_span_context()
     rt.span = span
     rt.span_context = sctx
-    span_id = rt.span_id = sctx.span_id
+    trace_id, span_id = span_ids(sctx)
+    rt.span_id = span_id
     if span_id:  # a valid span (an invalid one has span id 0)
         # The trace id as 32 hex digits: the parent's own string in the same trace (one string
         # for a whole tree, not 81 bytes a task).
-        trace_id = sctx.trace_id
         text = parent.__dict__["trace_id"] if prt is not None and parent is not None else None
         psc = prt.span_context if text is not None else None  # type: ignore[union-attr]
-        if psc is None or psc.trace_id != trace_id:
+        if psc is None or span_ids(psc)[0] != trace_id:
             text = "%032x" % trace_id  # noqa: UP031 - a quarter of format()'s cost
         d["trace_id"] = text
         d["span_id"] = "%016x" % span_id  # noqa: UP031 - a quarter of format()'s cost
@@ -292,7 +292,8 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
     # The end first, then the clocks (in measure), then the meters: no meter's read (a
     # Prometheus query) is inside the task's finish_time, duration or span.
     end_ns = _time_ns()
-    final = measure(rt, final=True, end_time_s=end_ns / 1e9)
+    end_s = end_ns / 1e9
+    final = measure(rt, final=True, end_time_s=end_s)
     late = rt.late
     deferred = False
     if late:  # Prometheus queries: off the task's path where a running parent would wait
@@ -301,7 +302,7 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
         if not deferred:  # the answers its subtasks wait for first, then its own
             late_readings.wait(late_readings.stall_s())
             final.update(late_readings.run_late(late))
-    final["finish_time"] = end_ns / 1e9
+    final["finish_time"] = end_s
     final["status"] = status = outcome.status
     if outcome.error is not None and d["error"] is None:
         final["error"] = outcome.error
@@ -322,7 +323,7 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
         if not deferred:
             rare = (
                 task.__pydantic_fields_set__ is not LABEL_ONLY
-                or bool(rt.snapshots)
+                or rt.snapshots is not NO_SNAPSHOTS  # (rare=True is never wrong)
                 or rt.gpu_scope is not None
                 or d["error"] is not None
             )
@@ -352,24 +353,23 @@ def finish_task(  # noqa: PLR0912, PLR0915 - the hot path, in one frame
     except Exception as e:  # noqa: BLE001 - another span processor raised in on_end
         _warn("span-end", "tasktrace: ending the span of %s failed: %r", quoted(task.label), e)
     finally:
-        # After the span ended: leave the task's context (where it may), let its state go
-        # (the context holds the span), write its file.
+        # After the span ended: leave the task's context (where it may), write its file, let
+        # its state go (the context holds the span).
         detach(rt.token, rt.ctx)
-        rt.token = rt.span = rt.ctx = None
         if deferred:
             owner = late_readings.file_owner(rt)
             job = late_readings.LateJob(
                 task, span, end_ns, late, rt.id_text, rt.parent_text, cpu_split(rt), owner
             )
-        rt.snapshots = NO_SNAPSHOTS
-        rt.rss_scope = rt.gpu_scope = rt.data0 = None
         targets = tree.task_finished(task)  # records of other processes merged, file written
-        if targets is not None:
+        if targets is not None:  # the task keeps its record (its file's): empty it
+            rt.token = rt.span = rt.ctx = rt.rss_scope = rt.gpu_scope = rt.data0 = None
+            rt.snapshots = NO_SNAPSHOTS
             if targets.spool_record is not None:
                 flush_spans()  # a subprocess's root: the child may end by os._exit
         else:
             # Nothing left to do for a finished task: drop its runtime state, so that a tree
-            # of 100,000 finished tasks holds only the model data.
+            # of 100,000 finished tasks holds only the model data (nothing else holds it).
             _set_private(task, RELEASED)  # runtime.release, inline
         if rt.watched:
             tree.monitor.remove(id(task))

@@ -142,8 +142,13 @@ def note_process_root(task: TaskRecord, prt: Runtime | None) -> None:
 
 
 def _keep_main_root(task: TaskRecord) -> None:
-    for key in [k for k, ref in _main_roots.items() if not _running(ref)]:
-        del _main_roots[key]  # finished ones: the registry stays as small as the nesting
+    # Finished ones go (_running, inline): the registry stays as small as the nesting.
+    for key in [
+        k
+        for k, ref in _main_roots.items()
+        if (t := ref()) is None or t.__dict__["status"] is not RUNNING
+    ]:
+        del _main_roots[key]
     _main_roots[id(task)] = weakref.ref(task)  # never what keeps a finished tree alive
 
 

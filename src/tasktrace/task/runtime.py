@@ -258,8 +258,6 @@ def measure(rt: Runtime, *, final: bool, end_time_s: float = 0.0) -> dict[str, A
     before = rss_scope.before  # a peak outside every task its reset took (usually 0)
     if before and peak is not None and before > peak:
         values[PEAK_BEFORE_KEY] = before
-    if final:
-        rt.usage1 = usage
     if gpu_scope is not None:
         values["peak_gpu_memory"] = cuda_marks.peak(gpu_scope, close=final)
     if not final:
@@ -268,6 +266,9 @@ def measure(rt: Runtime, *, final: bool, end_time_s: float = 0.0) -> dict[str, A
                 values.update(meter.read(snapshot, elapsed, final=False))
             except Exception as e:  # noqa: BLE001, PERF203 - a meter must never break the task
                 _warn(f"meter:{meter.name}", "tasktrace: meter %r failed: %r", meter.name, e)
+        return values
+    rt.usage1 = usage
+    if not snapshots:  # no registered meter (the usual): nothing late either
         return values
     late: list[LateReading] = []
     for meter, snapshot in snapshots:
