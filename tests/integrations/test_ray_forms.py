@@ -82,6 +82,29 @@ DRIVER = textwrap.dedent(
                     await asyncio.sleep(0.01)
                 yield i
 
+    @ray.remote
+    class Late:  # an async actor whose batcher makes a batch as its method's task finishes
+        def __init__(self):
+            import threading
+            from tasktrace.integrations import batching
+            self.window, self.done = threading.Event(), threading.Event()
+            real, calls = batching.hand_on_finished, []
+
+            def hand_on():  # the batcher's hand-on; the second (after the start's batch):
+                real()
+                calls.append(1)
+                if len(calls) == 2:  # the task finishes before this batch is made
+                    self.window.set()
+                    self.done.wait(10)
+
+            batching.hand_on_finished = hand_on
+
+        async def late(self):
+            with Task("late 0"):
+                await asyncio.get_running_loop().run_in_executor(None, self.window.wait, 10)
+            self.done.set()
+            return self.window.is_set()
+
     def session(name, **init):
         ray.init(num_cpus=2, _tracing_startup_hook=HOOK, include_dashboard=False, **init)
         try:
@@ -99,6 +122,7 @@ DRIVER = textwrap.dedent(
         out["pair"] = ray.get(list(pair.remote()))
         waiter = Waiter.remote()
         out["awaited"] = ray.get([waiter.wait.remote(k) for k in range(2)])
+        out["late"] = ray.get(Late.remote().late.remote())
         for label, method in (("counted", Counter.remote().count), ("ticks", waiter.ticks)):
             try:  # Ray rejects calls to actor generator methods with tracing on
                 out[label] = [ray.get(ref) for ref in method.remote(2)]
@@ -201,6 +225,19 @@ def test_async_actor_methods_arrive_without_ray_warning(sessions: Sessions) -> N
     assert sessions.out["first"]["awaited"] == [0, 1]
     _check_carried(sessions.trees["first"], "awaited", 2)
     assert "blocking ray.get inside async actor" not in sessions.stderr
+
+
+def test_async_actor_task_finishing_as_its_worker_makes_a_batch_arrives(
+    sessions: Sessions,
+) -> None:
+    """An async actor's task that finishes between a batch's hand-on and its making arrives.
+
+    The driver's task ends right after the call: before, that batch went out as idle, the
+    worker sent nothing more and the drain did not wait for it (under load, the last calls
+    of an async actor were missing from the driver's file).
+    """
+    assert sessions.out["first"]["late"] is True  # the batch was made in the window
+    _check_carried(sessions.trees["first"], "late", 1)
 
 
 def test_actor_generator_methods_are_rejected_by_ray_with_tracing_on(sessions: Sessions) -> None:

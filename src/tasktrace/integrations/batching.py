@@ -14,10 +14,11 @@ the records instead and a timer thread sends them every :data:`FLUSH_INTERVAL_S`
   driver can mark ``failed``), and re-sent every ``refresh_interval_s`` while it runs; a task
   shorter than the interval sends one record, when it finished;
 - **activity marks**: each batch says when it was sent (``sent_at``, wall clock) and whether the
-  worker is idle (nothing happened for a whole interval: it sends nothing more until a root
-  starts again); a worker that turns busy after being idle says so at once, so the driver knows
-  whose batch to wait for (:mod:`tasktrace.integrations.ray`). A busy worker sends one message
-  per interval, however many tasks it runs.
+  worker is idle (nothing happened for a whole interval, and no finished root's record is
+  still to be handed on: it sends nothing more until a root starts again); a worker that
+  turns busy after being idle says so at once, so the driver knows whose batch to wait for
+  (:mod:`tasktrace.integrations.ray`). A busy worker sends one message per interval, however
+  many tasks it runs.
 
 Spans of the worker are flushed before each batch that carries a finished record, so they
 reach the exporter before the driver sees the records (engine workers may be ended without
@@ -217,14 +218,19 @@ class RecordBatcher:
         with self._lock:
             finished, self._finished = self._finished, []
             long_running: list[_Root] = []
+            unhanded = False  # a root finished, its record not handed on yet
             for key, root in list(self._roots.items()):
                 if root.task.status is not TaskStatus.RUNNING:
-                    del self._roots[key]  # its record came (or comes) as a finished one
+                    # Not handed on (finished() drops it): it finished since this batch's
+                    # hand_on_finished; its record goes with the next batch, so this one is
+                    # not idle (an idle batch ends the thread's sending: it would stay here).
+                    del self._roots[key]
+                    unhanded = True
                 elif (root.sent == 0.0 and now - root.started >= self.interval_s) or (
                     root.sent and now - root.sent >= refresh_s
                 ):
                     long_running.append(root)
-            idle = final or (not finished and not self._roots and not self._touched)
+            idle = final or not (finished or self._roots or self._touched or unhanded)
             self._touched = False
             if idle:
                 self._busy = False
