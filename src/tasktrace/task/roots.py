@@ -198,6 +198,8 @@ def hand_on_finished() -> None:
         for task in sink.collect():
             if on_finished is not None:
                 on_finished(task)
-        with _pending_lock:  # a root added after this look notes the scope again; one added
-            if not stand_in.subtasks:  # before it is running, so the list is not empty
-                _pending.pop(id(sink), None)
+        with _pending_lock:  # a root added after the pop notes the scope again (append
+            if not stand_in.subtasks:  # reads _pending without the lock); one added between
+                _pending.pop(id(sink), None)  # the look and the pop saw the note: look again
+                if stand_in.subtasks:
+                    _pending[id(sink)] = (sink, stand_in)
