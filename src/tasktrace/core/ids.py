@@ -98,9 +98,9 @@ def task_id_text(task_id: uuid.UUID) -> str:
 
     Any other UUID (read from a file, another process's) goes through ``str``.
     """
-    n = task_id.int
-    if n >> 48 == _high:
-        return _prefix + "%012x" % (n & _LOW48)
+    low = task_id.int - _base  # the last 48 bits, for an id of this series
+    if low >> 48 == 0:  # 0 <= low < 2**48 (a negative low shifts to -1)
+        return _prefix + "%012x" % low  # noqa: UP031 - cheaper than format()
     return str(task_id)
 
 

@@ -210,10 +210,13 @@ class HighWaterMarks:
         where no scope is open and no scope closed since the previous reset with a mark as
         high (the peak was reached outside every task), as the new scope's ``before``.
         """
-        if not self._checked:
-            self._check()
         scope = Scope()
         scope.folded = scope.before = 0
+        if not reset and self._checked:  # a nested task's scope: no reset, no check
+            self._open.add(scope)
+            return scope
+        if not self._checked:
+            self._check()
         if reset:
             with self._lock:  # one reset at a time, and the fold sees every open scope
                 mark = self._read()
@@ -266,7 +269,8 @@ class HighWaterMarks:
                 self._closed = mark  # this peak, as a later scope's ``before``
         if mark is None:
             return None
-        return max(mark, scope.folded)
+        folded = scope.folded
+        return mark if mark >= folded else folded  # max() without a builtin call
 
 
 class _ClearRefs:

@@ -161,7 +161,10 @@ class TaskFileWriter:
 
         Targets left by a collected task whose id a new object reuses are not returned.
         """
-        targets = self._targets.get(id(task))
+        held = self._targets
+        if not held:  # no task has targets (no file anywhere): no id() and no lookup
+            return None
+        targets = held.get(id(task))
         if targets is None or targets.ref() is not task:
             return None
         return targets
