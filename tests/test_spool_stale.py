@@ -92,13 +92,21 @@ def _killed_run(tmp_path: Path, env: dict[str, str]) -> tuple[int, Path]:
     ready, go = tmp_path / "ready", tmp_path / "go"
     argv = ["run", "-q", "--", sys.executable, str(script), str(ready), str(go)]
     run = _tasktrace(env, *argv, output=subprocess.DEVNULL)  # the command outlives it
+    return _kill_when_ready(run, ready), go
+
+
+def _kill_when_ready(run: subprocess.Popen[str], ready: Path) -> int:
+    """SIGKILL the ``tasktrace run`` ``run`` once its command wrote its pid to ``ready``.
+
+    Returns the command's pid (the command still runs).
+    """
     try:
         command_pid = int(_wait_for(ready))
     finally:
         run.kill()
         run.wait(timeout=30)
     assert run.returncode == -signal.SIGKILL
-    return command_pid, go
+    return command_pid
 
 
 def _next_run(env: dict[str, str]) -> str:
@@ -206,14 +214,9 @@ def test_what_a_killed_run_never_merged_goes_into_its_task_file(tmp_path: Path) 
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
-    try:
-        command_pid = int(_wait_for(ready))
-    finally:
-        run.kill()
-        run.wait(timeout=30)
-    assert run.returncode == -signal.SIGKILL
-    _wait_gone(command_pid)
+    _wait_gone(_kill_when_ready(run, ready))
     before = json.loads(task_file.read_text())
     assert before["status"] == "running"
     assert all(sub["status"] == "running" for sub in before["subtasks"])  # never the final state

@@ -42,6 +42,7 @@ __all__ = [
     "check_replaceable",
     "check_writable",
     "last_error",
+    "remove_file",
     "replace_file",
     "save_atomic",
     "shown",
@@ -274,6 +275,18 @@ def replace_file(path: Path, data: bytes, *more: bytes) -> None:
         _replace(path, data, *more)
     except OSError as e:
         raise _unwritable(path, e) from None
+
+
+def remove_file(path: Path) -> bool:
+    """Remove ``path``; return whether this call removed it (never raises ``OSError``).
+
+    ``False`` when it was gone already (another process removed it first) or cannot be removed.
+    """
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
 
 
 def stamp(st: os.stat_result) -> Stamp:

@@ -48,6 +48,7 @@ import uuid
 from pathlib import Path
 from typing import Final
 
+from tasktrace.tree.files import remove_file
 from tasktrace.tree.unmerged import Orphan, Settled, settle
 
 __all__ = [
@@ -215,14 +216,6 @@ def _parent_of(path: Path) -> tuple[str, str] | None:
         return None
 
 
-def _unlink(path: Path) -> bool:
-    try:
-        path.unlink()
-    except OSError:
-        return False
-    return True
-
-
 class _Sweep:
     """One sweep of a folder: the owners found ended, cached (one process lookup each)."""
 
@@ -292,7 +285,7 @@ class _Sweep:
             if not writer_ended or self.merged_by_a_running_process(parent):
                 self.kept_parents.add(parent)
             elif DONE in self.parents.get(parent, ()):
-                _unlink(self.folder / name)
+                remove_file(self.folder / name)
             else:
                 orphans.append(Orphan(self.folder / name, parent, label, self.task_file(parent)))
         return orphans
@@ -304,11 +297,11 @@ class _Sweep:
                 continue  # its records are merged later: the marker still names their file
             for owner in owners:
                 if owner == DONE or self.ended(owner):
-                    _unlink(self.folder / f"{PARENT_MARKER}{task_id}.{owner}")
+                    remove_file(self.folder / f"{PARENT_MARKER}{task_id}.{owner}")
         for name in self.names:
             failing = name.startswith(_FAILING) and name.endswith(".json")
             if failing and self.ended(name[: -len(".json")].rpartition(".")[2]):
-                _unlink(self.folder / name)
+                remove_file(self.folder / name)
 
 
 def sweep(folder: Path) -> Settled:

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from tasktrace.core.record import TaskRecord, dump_json, node_class
 from tasktrace.tree.file_kinds import TASK_FILE, output_kind
-from tasktrace.tree.files import HEAD_BYTES, Stamp, replace_file, shown, stamp
+from tasktrace.tree.files import HEAD_BYTES, Stamp, remove_file, replace_file, shown, stamp
 
 __all__ = ["Orphan", "Settled", "describe", "settle"]
 
@@ -115,21 +115,13 @@ def settle(orphans: Iterable[Orphan]) -> Settled:
                 done.kept_parents.update(o.parent_id for o in group)
                 continue
         for orphan in group:
-            if not _unlink(orphan.path):
+            if not remove_file(orphan.path):
                 continue
             if task_file is not None and orphan.path in merged:
                 done.merged.setdefault(task_file, []).append(orphan.label)
             else:
                 done.removed.append(orphan.label)
     return done
-
-
-def _unlink(path: Path) -> bool:
-    try:
-        path.unlink()
-    except OSError:
-        return False
-    return True
 
 
 def _merge(task_file: Path, orphans: list[Orphan]) -> set[Path]:
