@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from tasktrace.core.forksafe import renew_after_fork
 from tasktrace.core.lines import printable
@@ -42,6 +42,7 @@ __all__ = [
     "check_replaceable",
     "check_writable",
     "last_error",
+    "read_ends",
     "remove_file",
     "replace_file",
     "save_atomic",
@@ -173,11 +174,7 @@ def check_replaceable(
         return
     try:
         with open(path, "rb") as f:
-            head = f.read(HEAD_BYTES)
-            tail = head
-            if st.st_size > HEAD_BYTES:
-                f.seek(st.st_size - HEAD_BYTES)
-                tail = f.read(HEAD_BYTES)
+            head, tail = read_ends(f, st.st_size)
     except OSError as e:  # unreadable, yet its folder may let it be replaced: keep it
         raise FileExistsError(
             f"{shown(path)}: not replaced: it cannot be read to tell what it holds "
@@ -195,6 +192,23 @@ def check_replaceable(
             f"{shown(path)}: not replaced: it holds {kind} (a run's record), which {writes} "
             f"would replace; give another path, or {override}"
         )
+
+
+def read_ends(f: BinaryIO, size: int) -> tuple[bytes, bytes]:
+    """Return the first and the last :data:`HEAD_BYTES` of the open file ``f`` of ``size`` bytes.
+
+    What :func:`~tasktrace.tree.file_kinds.output_kind` reads to tell a file's kind; for a file
+    of at most :data:`HEAD_BYTES` both are its whole content (read once). Leaves ``f`` at the
+    end of what it read.
+
+    Raises:
+        OSError: The file cannot be read.
+    """
+    head = f.read(HEAD_BYTES)
+    if size <= HEAD_BYTES:
+        return head, head
+    f.seek(size - HEAD_BYTES)
+    return head, f.read(HEAD_BYTES)
 
 
 def shown(path: Path | str) -> str:

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from tasktrace.core.record import TaskRecord, dump_json, node_class
 from tasktrace.tree.file_kinds import TASK_FILE, output_kind
-from tasktrace.tree.files import HEAD_BYTES, Stamp, remove_file, replace_file, shown, stamp
+from tasktrace.tree.files import Stamp, read_ends, remove_file, replace_file, shown, stamp
 
 __all__ = ["Orphan", "Settled", "describe", "settle"]
 
@@ -183,11 +183,7 @@ def _load(task_file: Path) -> tuple[TaskRecord, Stamp] | None:
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size == 0:
             return None
         with open(task_file, "rb") as f:
-            head = f.read(HEAD_BYTES)
-            tail = head
-            if st.st_size > HEAD_BYTES:
-                f.seek(st.st_size - HEAD_BYTES)
-                tail = f.read(HEAD_BYTES)
+            head, tail = read_ends(f, st.st_size)
             if output_kind(head, tail, st.st_size > len(head)) != TASK_FILE:
                 return None
             f.seek(0)
